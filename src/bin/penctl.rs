@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("penctl: not built yet");
+    std::process::exit(1);
+}

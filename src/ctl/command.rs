@@ -1,0 +1,1 @@
+//! penctl commands: parse and display. Pure.

@@ -1,0 +1,3 @@
+//! The penctl command language: one pure parser shared by `-o`/`-O`, `-F` files, HUP reload and
+//! the control socket.
+pub mod command;

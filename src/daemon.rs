@@ -1,0 +1,1 @@
+//! Wires configuration, listeners, signals and the proxy together.

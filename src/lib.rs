@@ -1,0 +1,27 @@
+//! pen-rs: a Rust rewrite of Pen, the TCP/UDP load balancer.
+//!
+//! # Module map and the purity contract
+//!
+//! Pure cores, thin shells. The modules in the first group make every decision and never touch
+//! a socket, a clock, a file or a random number generator; time comes in as a `now` parameter.
+//! The second group only moves bytes between the world and those cores.
+//!
+//! Pure:
+//! - [`acl`]: access lists 0-9 (IPv4 mask, IPv6 prefix), first match decides.
+//! - [`cli`]: C-Pen-compatible argv (getopt string of C Pen 0.34) and backend specs.
+//! - [`config`]: the typed configuration with C Pen's defaults.
+//! - [`ctl::command`]: the penctl command language shared by `-o`/`-O`, `-F`, HUP and the
+//!   control socket.
+//! - [`select`]: server pool, client table and the algorithms; returns an ordered candidate list.
+//!
+//! IO:
+//! - [`proxy`]: the tokio TCP data path (splice where both ends are TCP).
+//! - [`daemon`]: wires configuration, listeners, signals and the proxy together.
+
+pub mod acl;
+pub mod cli;
+pub mod config;
+pub mod ctl;
+pub mod daemon;
+pub mod proxy;
+pub mod select;

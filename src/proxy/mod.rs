@@ -1,0 +1,1 @@
+//! The data path (tokio). Thin: every decision comes from `select`.
