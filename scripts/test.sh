@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs every test: formatting, lints, unit tests, loopback integration tests and (as root) the
+# lab scenarios in real network namespaces. Installs what it needs first (idempotent).
+# The last line is "N passed, N failed" over every test binary of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+bash scripts/install-deps.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo build"
+cargo build --workspace --all-targets
+# Leftovers of an interrupted earlier run would only add noise; the lab removes its own.
+if [ "$(id -u)" = 0 ]; then target/debug/pen-lab clean >/dev/null 2>&1 || true; fi
+
+echo "== cargo test"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+passed=$(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
+if [ "$status" != 0 ] && [ "$failed" = 0 ]; then failed=1; fi   # a build or harness failure
+echo "$passed passed, $failed failed"
+[ "$status" = 0 ]
