@@ -1,0 +1,605 @@
+//! Bidirectional forwarding of one client connection and one upstream connection.
+//!
+//! Two directions run concurrently in one task: client → server ("up") and server → client
+//! ("down"). EOF from one side half-closes the other (`shutdown(SHUT_WR)`); the connection ends
+//! when both directions are done, when the side chosen by `tcp_fastclose` closes, when nothing
+//! moved for `idle_timeout`, or on the first error.
+//!
+//! When both ends are TCP the bytes go through a pipe with `splice(2)` (zero copy, one pipe per
+//! direction); otherwise (Unix sockets, or a pipe could not be created) a plain copy loop with a
+//! 32 KiB buffer per direction moves them, writing everything it read before reading again
+//! (back-pressure).
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::Interest;
+use tokio::net::{TcpStream, UnixStream};
+
+use crate::config::FastClose;
+use crate::proxy::sockets::shutdown_write;
+
+/// Buffer size of the copy loop (C Pen's read buffer).
+pub const COPY_BUF: usize = 32 * 1024;
+
+/// Bytes a pipe may hold per `splice` round (the default pipe capacity on Linux).
+const PIPE_CHUNK: usize = 64 * 1024;
+
+/// One end of a proxied connection.
+#[derive(Debug)]
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl From<TcpStream> for Stream {
+    fn from(s: TcpStream) -> Self {
+        Stream::Tcp(s)
+    }
+}
+
+impl From<UnixStream> for Stream {
+    fn from(s: UnixStream) -> Self {
+        Stream::Unix(s)
+    }
+}
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
+impl Stream {
+    async fn readable(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.readable().await,
+            Stream::Unix(s) => s.readable().await,
+        }
+    }
+
+    async fn writable(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.writable().await,
+            Stream::Unix(s) => s.writable().await,
+        }
+    }
+
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_read(buf),
+            Stream::Unix(s) => s.try_read(buf),
+        }
+    }
+
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_write(buf),
+            Stream::Unix(s) => s.try_write(buf),
+        }
+    }
+}
+
+/// Live byte counters of one connection (readable while it runs, e.g. by the control plane).
+#[derive(Debug, Default)]
+pub struct Counters {
+    to_server: AtomicU64,
+    from_server: AtomicU64,
+}
+
+impl Counters {
+    /// Bytes written to the server so far.
+    pub fn to_server(&self) -> u64 {
+        self.to_server.load(Ordering::Relaxed)
+    }
+
+    /// Bytes written to the client (received from the server) so far.
+    pub fn from_server(&self) -> u64 {
+        self.from_server.load(Ordering::Relaxed)
+    }
+}
+
+/// How a connection is forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// `tcp_fastclose`: `Up` = close both sides when the server (upstream) closes, `Down` =
+    /// when the client (downstream) closes, `Both` = either.
+    pub fastclose: FastClose,
+    /// `idle_timeout`; `None` = off.
+    pub idle_timeout: Option<Duration>,
+    /// Use `splice(2)` when both ends are TCP (default). `false` forces the copy loop.
+    pub splice: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            fastclose: FastClose::Off,
+            idle_timeout: None,
+            splice: true,
+        }
+    }
+}
+
+/// Which side of the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The downstream side (the client).
+    Client,
+    /// The upstream side (the server).
+    Server,
+}
+
+/// Why [`forward`] returned without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Both directions reached EOF and were half-closed.
+    Finished,
+    /// `tcp_fastclose` closed everything when this side closed.
+    FastClose(Side),
+    /// Nothing moved for `idle_timeout`.
+    IdleTimeout,
+}
+
+/// Which path moved the bytes (for logs and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Splice,
+    Copy,
+}
+
+/// Last time any byte moved, in milliseconds since `base`.
+struct Activity {
+    base: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// Resolves once nothing has moved for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let deadline = self.last() + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    }
+}
+
+/// Forwards between `client` and `server` until the connection ends; see the module doc.
+/// The caller closes both streams by dropping them afterwards. Byte counts are in `counters`.
+pub async fn forward(
+    client: &Stream,
+    server: &Stream,
+    opts: &Options,
+    counters: &Counters,
+) -> io::Result<Ending> {
+    forward_with_method(client, server, opts, counters)
+        .await
+        .map(|(e, _)| e)
+}
+
+/// [`forward`], also reporting which method moved the bytes.
+pub async fn forward_with_method(
+    client: &Stream,
+    server: &Stream,
+    opts: &Options,
+    counters: &Counters,
+) -> io::Result<(Ending, Method)> {
+    let activity = Activity::new();
+    if opts.splice
+        && let (Stream::Tcp(c), Stream::Tcp(s)) = (client, server)
+    {
+        match (Pipe::new(), Pipe::new()) {
+            (Ok(p_up), Ok(p_down)) => {
+                let up = pump_splice(c, s, &p_up, &counters.to_server, &activity);
+                let down = pump_splice(s, c, &p_down, &counters.from_server, &activity);
+                return run(up, down, opts, &activity)
+                    .await
+                    .map(|e| (e, Method::Splice));
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::debug!("pipe creation failed ({e}); falling back to the copy loop");
+            }
+        }
+    }
+    let up = pump_copy(client, server, &counters.to_server, &activity);
+    let down = pump_copy(server, client, &counters.from_server, &activity);
+    run(up, down, opts, &activity)
+        .await
+        .map(|e| (e, Method::Copy))
+}
+
+async fn run(
+    up: impl Future<Output = io::Result<()>>,
+    down: impl Future<Output = io::Result<()>>,
+    opts: &Options,
+    activity: &Activity,
+) -> io::Result<Ending> {
+    let close_on_client = matches!(opts.fastclose, FastClose::Down | FastClose::Both);
+    let close_on_server = matches!(opts.fastclose, FastClose::Up | FastClose::Both);
+    let idle = async {
+        match opts.idle_timeout {
+            Some(d) if !d.is_zero() => activity.idle_for(d).await,
+            _ => std::future::pending().await,
+        }
+    };
+    tokio::pin!(up, down, idle);
+    let (mut up_done, mut down_done) = (false, false);
+    loop {
+        tokio::select! {
+            r = &mut up, if !up_done => {
+                r?;
+                up_done = true;
+                if close_on_client {
+                    return Ok(Ending::FastClose(Side::Client));
+                }
+            }
+            r = &mut down, if !down_done => {
+                r?;
+                down_done = true;
+                if close_on_server {
+                    return Ok(Ending::FastClose(Side::Server));
+                }
+            }
+            () = &mut idle => return Ok(Ending::IdleTimeout),
+        }
+        if up_done && down_done {
+            return Ok(Ending::Finished);
+        }
+    }
+}
+
+/// Copy loop for one direction: read up to 32 KiB, write all of it, repeat; at EOF half-close
+/// `dst`.
+async fn pump_copy(
+    src: &Stream,
+    dst: &Stream,
+    counter: &AtomicU64,
+    activity: &Activity,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; COPY_BUF];
+    loop {
+        src.readable().await?;
+        let n = match src.try_read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if retry(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        activity.touch();
+        let mut off = 0;
+        while let Some(rest) = buf.get(off..n)
+            && !rest.is_empty()
+        {
+            dst.writable().await?;
+            match dst.try_write(rest) {
+                Ok(w) => {
+                    off += w;
+                    counter.fetch_add(w as u64, Ordering::Relaxed);
+                    activity.touch();
+                }
+                Err(e) if retry(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    shutdown_write(dst)
+}
+
+/// Splice loop for one direction: socket → pipe (only when the pipe is empty, so an EAGAIN
+/// always comes from the socket), then pipe → socket until the pipe is empty; at EOF half-close
+/// `dst`.
+async fn pump_splice(
+    src: &TcpStream,
+    dst: &TcpStream,
+    pipe: &Pipe,
+    counter: &AtomicU64,
+    activity: &Activity,
+) -> io::Result<()> {
+    let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
+    loop {
+        src.readable().await?;
+        let mut in_pipe = match src.try_io(Interest::READABLE, || {
+            splice(src_fd, pipe.write.as_raw_fd(), PIPE_CHUNK)
+        }) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if retry(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        activity.touch();
+        while in_pipe > 0 {
+            dst.writable().await?;
+            match dst.try_io(Interest::WRITABLE, || {
+                splice(pipe.read.as_raw_fd(), dst_fd, in_pipe)
+            }) {
+                Ok(w) => {
+                    in_pipe = in_pipe.saturating_sub(w);
+                    counter.fetch_add(w as u64, Ordering::Relaxed);
+                    activity.touch();
+                }
+                Err(e) if retry(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    shutdown_write(dst)
+}
+
+fn retry(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
+/// A non-blocking pipe used as the splice buffer of one direction.
+struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl Pipe {
+    fn new() -> io::Result<Pipe> {
+        let mut fds: [libc::c_int; 2] = [-1, -1];
+        // SAFETY: pipe2 writes two fds into the array we own; we check the return value.
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let [r, w] = fds;
+        // SAFETY: both fds were just returned by pipe2 and are owned by nobody else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(r), OwnedFd::from_raw_fd(w)) };
+        Ok(Pipe { read, write })
+    }
+}
+
+/// `splice(fd_in, NULL, fd_out, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK)`.
+fn splice(fd_in: RawFd, fd_out: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: plain syscall on fds the caller keeps open for the duration of the call; null
+    // offsets mean "use the file position" (required for sockets and pipes).
+    let n = unsafe {
+        libc::splice(
+            fd_in,
+            std::ptr::null_mut(),
+            fd_out,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A connected pair of TCP streams on loopback: (our end, the forwarder's end).
+    async fn tcp_pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        (a, b)
+    }
+
+    fn unix_pair() -> (UnixStream, UnixStream) {
+        UnixStream::pair().unwrap()
+    }
+
+    /// Client sends `req`, half-closes; server reads everything, replies `reply`, closes.
+    async fn exchange(
+        mut client: impl AsyncReadExt + AsyncWriteExt + Unpin,
+        mut server: impl AsyncReadExt + AsyncWriteExt + Unpin,
+        req: Vec<u8>,
+        reply: Vec<u8>,
+    ) -> (Vec<u8>, Vec<u8>) {
+        let c = async {
+            client.write_all(&req).await.unwrap();
+            client.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.unwrap();
+            got
+        };
+        let s = async {
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).await.unwrap();
+            server.write_all(&reply).await.unwrap();
+            server.shutdown().await.unwrap();
+            got
+        };
+        tokio::join!(c, s)
+    }
+
+    fn pattern(n: usize, seed: u8) -> Vec<u8> {
+        (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+    }
+
+    async fn half_close_roundtrip(splice: bool) -> Method {
+        let (client, fwd_client) = tcp_pair().await;
+        let (fwd_server, server) = tcp_pair().await;
+        let (fc, fs) = (Stream::Tcp(fwd_client), Stream::Tcp(fwd_server));
+        let counters = Counters::default();
+        let opts = Options {
+            splice,
+            ..Options::default()
+        };
+        let req = pattern(300_000, 1);
+        let reply = pattern(500_000, 2);
+        let fwd = forward_with_method(&fc, &fs, &opts, &counters);
+        let ((got_reply, got_req), res) =
+            tokio::join!(exchange(client, server, req.clone(), reply.clone()), fwd);
+        let (ending, method) = res.unwrap();
+        assert_eq!(ending, Ending::Finished);
+        assert!(got_req == req, "server got a different request");
+        assert!(got_reply == reply, "client got a different reply");
+        assert_eq!(counters.to_server(), req.len() as u64);
+        assert_eq!(counters.from_server(), reply.len() as u64);
+        method
+    }
+
+    #[tokio::test]
+    async fn splice_delivers_reply_after_client_half_close() {
+        assert_eq!(half_close_roundtrip(true).await, Method::Splice);
+    }
+
+    #[tokio::test]
+    async fn copy_delivers_reply_after_client_half_close() {
+        assert_eq!(half_close_roundtrip(false).await, Method::Copy);
+    }
+
+    #[tokio::test]
+    async fn unix_ends_use_copy_loop() {
+        let (client, fwd_client) = unix_pair();
+        let (fwd_server, server) = tcp_pair().await;
+        let (fc, fs) = (Stream::Unix(fwd_client), Stream::Tcp(fwd_server));
+        let counters = Counters::default();
+        let opts = Options::default();
+        let fwd = forward_with_method(&fc, &fs, &opts, &counters);
+        let ((reply, req), res) = tokio::join!(
+            exchange(client, server, b"ping".to_vec(), b"pong".to_vec()),
+            fwd
+        );
+        assert_eq!(res.unwrap(), (Ending::Finished, Method::Copy));
+        assert_eq!(
+            (req.as_slice(), reply.as_slice()),
+            (&b"ping"[..], &b"pong"[..])
+        );
+    }
+
+    #[tokio::test]
+    async fn fastclose_down_closes_server_side_when_client_closes() {
+        let (mut client, fwd_client) = tcp_pair().await;
+        let (fwd_server, mut server) = tcp_pair().await;
+        let (fc, fs) = (Stream::Tcp(fwd_client), Stream::Tcp(fwd_server));
+        let opts = Options {
+            fastclose: FastClose::Down,
+            ..Options::default()
+        };
+        let counters = Counters::default();
+        client.shutdown().await.unwrap();
+        let ending = forward(&fc, &fs, &opts, &counters).await.unwrap();
+        assert_eq!(ending, Ending::FastClose(Side::Client));
+        drop((fc, fs));
+        // The server sees EOF although it never closed its side.
+        let mut buf = Vec::new();
+        server.read_to_end(&mut buf).await.unwrap();
+        assert!(buf.is_empty());
+    }
+
+    #[tokio::test]
+    async fn without_fastclose_server_can_still_reply_after_client_eof() {
+        let (mut client, fwd_client) = tcp_pair().await;
+        let (fwd_server, mut server) = tcp_pair().await;
+        let (fc, fs) = (Stream::Tcp(fwd_client), Stream::Tcp(fwd_server));
+        let counters = Counters::default();
+        client.shutdown().await.unwrap();
+        let opts = Options::default();
+        let fwd = forward(&fc, &fs, &opts, &counters);
+        let srv = async {
+            let mut b = Vec::new();
+            server.read_to_end(&mut b).await.unwrap();
+            server.write_all(b"late").await.unwrap();
+            drop(server);
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.unwrap();
+            got
+        };
+        let (ending, got) = tokio::join!(fwd, srv);
+        assert_eq!(ending.unwrap(), Ending::Finished);
+        assert_eq!(got, b"late");
+    }
+
+    #[tokio::test]
+    async fn idle_timeout_closes_a_silent_connection() {
+        let (_client, fwd_client) = tcp_pair().await;
+        let (fwd_server, _server) = tcp_pair().await;
+        let (fc, fs) = (Stream::Tcp(fwd_client), Stream::Tcp(fwd_server));
+        let opts = Options {
+            idle_timeout: Some(Duration::from_millis(200)),
+            ..Options::default()
+        };
+        let start = Instant::now();
+        let ending = forward(&fc, &fs, &opts, &Counters::default())
+            .await
+            .unwrap();
+        assert_eq!(ending, Ending::IdleTimeout);
+        assert!(start.elapsed() >= Duration::from_millis(200));
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn idle_timeout_is_reset_by_traffic() {
+        let (mut client, fwd_client) = tcp_pair().await;
+        let (fwd_server, mut server) = tcp_pair().await;
+        let (fc, fs) = (Stream::Tcp(fwd_client), Stream::Tcp(fwd_server));
+        let opts = Options {
+            idle_timeout: Some(Duration::from_millis(300)),
+            ..Options::default()
+        };
+        let counters = Counters::default();
+        let fwd = forward(&fc, &fs, &opts, &counters);
+        let talk = async {
+            let mut b = [0u8; 1];
+            for _ in 0..4 {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                client.write_all(b"x").await.unwrap();
+                server.read_exact(&mut b).await.unwrap();
+            }
+            Instant::now()
+        };
+        let start = Instant::now();
+        let (ending, talked_until) = tokio::join!(fwd, talk);
+        assert_eq!(ending.unwrap(), Ending::IdleTimeout);
+        assert!(talked_until - start >= Duration::from_millis(600));
+    }
+
+    #[tokio::test]
+    async fn reset_by_server_ends_with_error_or_finish_not_hang() {
+        let (_client, fwd_client) = tcp_pair().await;
+        let (fwd_server, server) = tcp_pair().await;
+        let (fc, fs) = (Stream::Tcp(fwd_client), Stream::Tcp(fwd_server));
+        let sock = socket2::SockRef::from(&server);
+        sock.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(server);
+        let r = tokio::time::timeout(
+            Duration::from_secs(2),
+            forward(
+                &fc,
+                &fs,
+                &Options {
+                    fastclose: FastClose::Up,
+                    ..Options::default()
+                },
+                &Counters::default(),
+            ),
+        )
+        .await;
+        assert!(r.is_ok(), "forward hung after a server reset");
+    }
+}
