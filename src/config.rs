@@ -4,7 +4,8 @@
 //! control socket change it through `ctl`. Nothing here does IO: host names stay unresolved
 //! ([`HostSpec::Name`]) until the daemon resolves them at start-up.
 
-use std::net::{IpAddr, SocketAddr};
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 use crate::acl::Acls;
@@ -26,6 +27,13 @@ pub mod defaults {
     pub const SSL_RENEGOTIATION_INTERVAL: u64 = 3600;
     /// Default idle time of a UDP flow (C Pen has none; see the README).
     pub const UDP_FLOW_IDLE_SECS: u64 = 60;
+    /// Highest number of server slots `server N` may create (C Pen has no bound; an unbounded
+    /// `server 4000000000` from the control socket would exhaust memory).
+    pub const SERVERS_MAX: usize = 65_536;
+    /// Upper bound for `-x` / `conn_max` (C Pen has none).
+    pub const CONN_MAX_LIMIT: usize = 1 << 20;
+    /// Upper bound for `-c` / `clients_max` (C Pen has none).
+    pub const CLIENTS_MAX_LIMIT: usize = 1 << 22;
 }
 
 /// Where pen listens: `[host:]port` or a Unix socket path (anything containing `/`).
@@ -33,6 +41,77 @@ pub mod defaults {
 pub enum ListenAddr {
     Inet(SocketAddr),
     Unix(PathBuf),
+    /// `name:port` with a host name: resolved by the daemon at start-up (first getaddrinfo
+    /// result, as C Pen's `pen_aton`); parsing stays pure.
+    Name {
+        host: String,
+        port: u16,
+    },
+}
+
+impl ListenAddr {
+    /// Parses C Pen's listen syntax: a path containing `/` is a Unix socket; otherwise the
+    /// **last** `:` separates host and port (`8080`, `0.0.0.0:80`, `::1:2222`, `:::10000`,
+    /// `[::1]:8080`, `localhost:8080`); no host means 0.0.0.0. Port 0 is accepted here (DSR
+    /// "every port"); callers reject it outside DSR mode. Numeric ports only (no
+    /// `/etc/services` names: parsing is pure).
+    pub fn parse(s: &str) -> Result<ListenAddr, String> {
+        if s.is_empty() {
+            return Err("expected [host:]port or a Unix socket path, got an empty string".into());
+        }
+        if s.contains('/') {
+            return Ok(ListenAddr::Unix(PathBuf::from(s)));
+        }
+        let (host, port) = match s.rsplit_once(':') {
+            Some((h, p)) => (h, p),
+            None => ("", s),
+        };
+        let port = parse_port(port).map_err(|e| format!("{e} (expected [host:]port)"))?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if host.is_empty() {
+            return Ok(ListenAddr::Inet(SocketAddr::new(
+                IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                port,
+            )));
+        }
+        match HostSpec::parse(host)? {
+            HostSpec::Ip(ip) => Ok(ListenAddr::Inet(SocketAddr::new(ip, port))),
+            HostSpec::Name(host) => Ok(ListenAddr::Name { host, port }),
+            HostSpec::Unix(_) => Err(format!("bad listen host {host:?}")),
+        }
+    }
+
+    /// The port, or `None` for a Unix socket.
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            ListenAddr::Inet(sa) => Some(sa.port()),
+            ListenAddr::Name { port, .. } => Some(*port),
+            ListenAddr::Unix(_) => None,
+        }
+    }
+}
+
+/// Canonical text, accepted back by [`ListenAddr::parse`] (IPv6 in brackets).
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Inet(sa) => write!(f, "{sa}"),
+            ListenAddr::Unix(p) => write!(f, "{}", p.display()),
+            ListenAddr::Name { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+/// A port number 0-65535 (decimal digits only).
+pub fn parse_port(s: &str) -> Result<u16, String> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("port must be a number 0-65535, got {s:?}"));
+    }
+    s.parse::<u16>()
+        .map_err(|_| format!("port must be a number 0-65535, got {s:?}"))
 }
 
 /// A backend host before resolution.
@@ -42,6 +121,60 @@ pub enum HostSpec {
     /// A host name, resolved once at start-up (getaddrinfo, first result), as C Pen does.
     Name(String),
     Unix(PathBuf),
+}
+
+impl HostSpec {
+    /// A backend host: a path containing `/` is a Unix socket, an IPv4/IPv6 literal (IPv6 may
+    /// be in brackets) is an address, anything else must be a valid host name (letters, digits,
+    /// `-`, `_`, `.`; at most 253 characters) and stays unresolved.
+    pub fn parse(s: &str) -> Result<HostSpec, String> {
+        if s.is_empty() {
+            return Err(
+                "expected a host name, an IP address or a Unix socket path, got an empty string"
+                    .into(),
+            );
+        }
+        if s.contains('/') {
+            return Ok(HostSpec::Unix(PathBuf::from(s)));
+        }
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(HostSpec::Ip(ip));
+        }
+        if let Some(inner) = s.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            return inner
+                .parse::<Ipv6Addr>()
+                .map(|a| HostSpec::Ip(IpAddr::V6(a)))
+                .map_err(|_| format!("{s:?} is not a valid IPv6 address"));
+        }
+        if s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+            return Err(format!("{s:?} is not a valid IPv4 address"));
+        }
+        if s.contains(':') {
+            return Err(format!("{s:?} is not a valid IPv6 address"));
+        }
+        let valid = s.len() <= 253
+            && !s.starts_with(['-', '.'])
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if valid {
+            Ok(HostSpec::Name(s.to_string()))
+        } else {
+            Err(format!(
+                "{s:?} is not a valid host name, IP address or Unix socket path"
+            ))
+        }
+    }
+}
+
+/// Canonical text, accepted back by [`HostSpec::parse`] (IPv6 without brackets).
+impl fmt::Display for HostSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostSpec::Ip(ip) => write!(f, "{ip}"),
+            HostSpec::Name(n) => write!(f, "{n}"),
+            HostSpec::Unix(p) => write!(f, "{}", p.display()),
+        }
+    }
 }
 
 /// A backend address after resolution.
@@ -79,6 +212,18 @@ pub enum FastClose {
     Both,
 }
 
+impl FastClose {
+    /// The penctl word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FastClose::Off => "off",
+            FastClose::Up => "up",
+            FastClose::Down => "down",
+            FastClose::Both => "both",
+        }
+    }
+}
+
 /// `-L ssl23|ssl2|ssl3|tls1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SslProtocol {
@@ -87,6 +232,18 @@ pub enum SslProtocol {
     Ssl2,
     Ssl3,
     Tls1,
+}
+
+impl SslProtocol {
+    /// The `-L` word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslProtocol::Ssl23 => "ssl23",
+            SslProtocol::Ssl2 => "ssl2",
+            SslProtocol::Ssl3 => "ssl3",
+            SslProtocol::Tls1 => "tls1",
+        }
+    }
 }
 
 /// TLS termination settings (`-E -K -G -A -Z -R -L`, `ssl_*` commands). Stored now; used by the
@@ -286,5 +443,98 @@ impl Default for Config {
             chroot: None,
             event_backend: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_last_colon_separates_port() {
+        assert_eq!(
+            ListenAddr::parse("::1:2222").unwrap(),
+            ListenAddr::Inet("[::1]:2222".parse().unwrap())
+        );
+        assert_eq!(
+            ListenAddr::parse(":::10000").unwrap(),
+            ListenAddr::Inet("[::]:10000".parse().unwrap())
+        );
+        assert_eq!(
+            ListenAddr::parse("[::1]:8080").unwrap(),
+            ListenAddr::Inet("[::1]:8080".parse().unwrap())
+        );
+        assert_eq!(
+            ListenAddr::parse("8080").unwrap(),
+            ListenAddr::Inet("0.0.0.0:8080".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn listen_host_name_stays_unresolved() {
+        assert_eq!(
+            ListenAddr::parse("localhost:8080").unwrap(),
+            ListenAddr::Name {
+                host: "localhost".into(),
+                port: 8080
+            }
+        );
+    }
+
+    #[test]
+    fn listen_path_is_unix_socket() {
+        assert_eq!(
+            ListenAddr::parse("/tmp/pen.sock").unwrap(),
+            ListenAddr::Unix("/tmp/pen.sock".into())
+        );
+    }
+
+    #[test]
+    fn listen_rejects_service_names_and_big_ports() {
+        assert!(ListenAddr::parse("smtp").unwrap_err().contains("\"smtp\""));
+        assert!(ListenAddr::parse("1.2.3.4:70000").is_err());
+        assert!(ListenAddr::parse("").is_err());
+    }
+
+    #[test]
+    fn listen_display_round_trips() {
+        for s in [
+            "0.0.0.0:80",
+            "[::1]:8080",
+            "/tmp/x",
+            "lb.example:99",
+            "10.0.0.1:0",
+        ] {
+            let a = ListenAddr::parse(s).unwrap();
+            assert_eq!(ListenAddr::parse(&a.to_string()).unwrap(), a);
+        }
+    }
+
+    #[test]
+    fn host_spec_kinds() {
+        assert_eq!(
+            HostSpec::parse("10.0.0.1").unwrap(),
+            HostSpec::Ip("10.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            HostSpec::parse("[2001:db8::1]").unwrap(),
+            HostSpec::Ip("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(
+            HostSpec::parse("web-1.example").unwrap(),
+            HostSpec::Name("web-1.example".into())
+        );
+        assert_eq!(
+            HostSpec::parse("/run/app.sock").unwrap(),
+            HostSpec::Unix("/run/app.sock".into())
+        );
+    }
+
+    #[test]
+    fn host_spec_rejects_bad_addresses() {
+        assert!(HostSpec::parse("10.0.0.256").unwrap_err().contains("IPv4"));
+        assert!(HostSpec::parse("fe80::zz").unwrap_err().contains("IPv6"));
+        assert!(HostSpec::parse("a b").is_err());
+        assert!(HostSpec::parse("-x").is_err());
     }
 }

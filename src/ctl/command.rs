@@ -1,1 +1,1138 @@
 //! penctl commands: parse and display. Pure.
+//!
+//! One command per line, words separated by white space; `#` starts a comment anywhere on the
+//! line; `no X` negates. [`parse`] turns a line into a [`Command`]; `Display` prints the
+//! canonical line, and `parse(&cmd.to_string()) == Ok(Some(cmd))` for every command.
+//!
+//! Differences from C Pen's `do_cmd` (deliberate): numbers must be numbers (C's `atoi` turns
+//! `abc` into 0), out-of-range ACL numbers are errors (C silently uses 0), extra words after a
+//! complete command are errors (C ignores them), and unknown words are errors naming the
+//! command (C replies `do_cmd: ignoring command starting with 'X'`).
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+use crate::acl::{ACLS_MAX, AclEntry, AclMatch};
+use crate::config::{FastClose, HostSpec, ListenAddr, defaults};
+
+/// On/off settings written `X` / `no X`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Flag {
+    AbortOnError,
+    Ascii,
+    /// Obsolete (`block` / `no block`): accepted and ignored.
+    Block,
+    /// Obsolete (`delayed_forward` / `no delayed_forward`): accepted and ignored.
+    DelayedForward,
+    Dummy,
+    Hash,
+    Http,
+    Keepalive,
+    Peek,
+    Prio,
+    Roundrobin,
+    Stubborn,
+    TcpNodelay,
+    Transparent,
+    Weight,
+}
+
+impl Flag {
+    pub const ALL: [Flag; 15] = [
+        Flag::AbortOnError,
+        Flag::Ascii,
+        Flag::Block,
+        Flag::DelayedForward,
+        Flag::Dummy,
+        Flag::Hash,
+        Flag::Http,
+        Flag::Keepalive,
+        Flag::Peek,
+        Flag::Prio,
+        Flag::Roundrobin,
+        Flag::Stubborn,
+        Flag::TcpNodelay,
+        Flag::Transparent,
+        Flag::Weight,
+    ];
+
+    /// The penctl word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flag::AbortOnError => "abort_on_error",
+            Flag::Ascii => "ascii",
+            Flag::Block => "block",
+            Flag::DelayedForward => "delayed_forward",
+            Flag::Dummy => "dummy",
+            Flag::Hash => "hash",
+            Flag::Http => "http",
+            Flag::Keepalive => "keepalive",
+            Flag::Peek => "peek",
+            Flag::Prio => "prio",
+            Flag::Roundrobin => "roundrobin",
+            Flag::Stubborn => "stubborn",
+            Flag::TcpNodelay => "tcp_nodelay",
+            Flag::Transparent => "transparent",
+            Flag::Weight => "weight",
+        }
+    }
+
+    fn from_word(w: &str) -> Option<Flag> {
+        Flag::ALL.into_iter().find(|f| f.as_str() == w)
+    }
+}
+
+/// `epoll` / `kqueue` / `poll` / `select`: accepted, recorded in `Config::event_backend`;
+/// tokio decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventBackend {
+    Epoll,
+    Kqueue,
+    Poll,
+    Select,
+}
+
+impl EventBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventBackend::Epoll => "epoll",
+            EventBackend::Kqueue => "kqueue",
+            EventBackend::Poll => "poll",
+            EventBackend::Select => "select",
+        }
+    }
+
+    pub fn from_word(w: &str) -> Option<EventBackend> {
+        [
+            EventBackend::Epoll,
+            EventBackend::Kqueue,
+            EventBackend::Poll,
+            EventBackend::Select,
+        ]
+        .into_iter()
+        .find(|b| b.as_str() == w)
+    }
+}
+
+/// `ssl_option ...` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SslOption {
+    NoSslv2,
+    NoSslv3,
+    NoTlsv1,
+    NoTlsv1_1,
+    NoTlsv1_2,
+    CipherServerPreference,
+}
+
+impl SslOption {
+    pub const ALL: [SslOption; 6] = [
+        SslOption::NoSslv2,
+        SslOption::NoSslv3,
+        SslOption::NoTlsv1,
+        SslOption::NoTlsv1_1,
+        SslOption::NoTlsv1_2,
+        SslOption::CipherServerPreference,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslOption::NoSslv2 => "no_sslv2",
+            SslOption::NoSslv3 => "no_sslv3",
+            SslOption::NoTlsv1 => "no_tlsv1",
+            SslOption::NoTlsv1_1 => "no_tlsv1.1",
+            SslOption::NoTlsv1_2 => "no_tlsv1.2",
+            SslOption::CipherServerPreference => "cipher_server_preference",
+        }
+    }
+
+    pub fn from_word(w: &str) -> Option<SslOption> {
+        SslOption::ALL.into_iter().find(|o| o.as_str() == w)
+    }
+}
+
+/// `tarpit_acl N` value: a list 0-9, or `-1` = off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TarpitAcl {
+    Off,
+    List(u8),
+}
+
+/// `server N [acl A] [address A] [port P] [max M] [hard H] [blacklist T] [weight W] [prio P]`:
+/// any subset, any order; a repeated keyword keeps the last value (as C Pen).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServerCmd {
+    pub index: usize,
+    pub acl: Option<u8>,
+    pub address: Option<HostSpec>,
+    pub port: Option<u16>,
+    pub max: Option<u32>,
+    pub hard: Option<u32>,
+    /// Blacklist for exactly T seconds from now (`0` clears): runtime state, not config.
+    pub blacklist: Option<u64>,
+    pub weight: Option<u32>,
+    pub prio: Option<u32>,
+}
+
+/// Every command of C Pen 0.34's penctl language (reference §3). `Option` arguments are the
+/// get/set forms: `None` = query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `X` / `no X` for the on/off settings.
+    Flag(Flag, bool),
+    /// `acl N permit|deny A.B.C.D [mask]` | `v6addr[/len]` | `country CC`.
+    Acl {
+        list: u8,
+        entry: AclEntry,
+    },
+    /// `no acl N`: empty list N.
+    NoAcl(u8),
+    Blacklist(Option<u64>),
+    ClientAcl(Option<u8>),
+    ClientsMax(Option<usize>),
+    Close(u32),
+    Connection(u32),
+    ConnMax(Option<usize>),
+    Control,
+    ControlAcl(Option<u8>),
+    Debug(Option<u32>),
+    DsrIf(String),
+    DsrIp(IpAddr),
+    EventBackend(EventBackend),
+    Exit,
+    IdleTimeout(Option<u64>),
+    Idlers(Option<u32>),
+    Include(PathBuf),
+    Listen(Option<ListenAddr>),
+    Log(Option<String>),
+    NoLog,
+    Mode,
+    PendingMax(usize),
+    Pid,
+    Recent(Option<u64>),
+    Server(ServerCmd),
+    Servers,
+    Socket(u32),
+    Source(IpAddr),
+    /// `ssl_ciphers [LIST]`; no LIST clears the setting (as C Pen).
+    SslCiphers(Option<String>),
+    SslClientRenegotiationInterval(u64),
+    SslOcspResponse(PathBuf),
+    SslOption(SslOption),
+    SslSniPath(PathBuf),
+    Status,
+    TarpitAcl(Option<TarpitAcl>),
+    TcpFastclose(FastClose),
+    Timeout(Option<u64>),
+    Tracking(Option<u64>),
+    WebStats(Option<PathBuf>),
+    NoWebStats,
+    Write(Option<PathBuf>),
+}
+
+/// A line that is not a valid command. Displays one line: the command word, then what was
+/// wrong and what would be accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandError {
+    /// The command word (empty for an unknown command).
+    pub command: String,
+    pub message: String,
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.command.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.command, self.message)
+        }
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+fn err(command: &str, message: impl Into<String>) -> CommandError {
+    CommandError {
+        command: command.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Cursor over the words of one line, producing errors that name the command.
+struct Words<'a> {
+    cmd: String,
+    words: std::slice::Iter<'a, &'a str>,
+}
+
+impl<'a> Words<'a> {
+    fn next(&mut self) -> Option<&'a str> {
+        self.words.next().copied()
+    }
+
+    fn required(&mut self, what: &str) -> Result<&'a str, CommandError> {
+        self.next()
+            .ok_or_else(|| err(&self.cmd, format!("expected {what}, got nothing")))
+    }
+
+    fn end(mut self) -> Result<(), CommandError> {
+        match self.next() {
+            None => Ok(()),
+            Some(w) => Err(err(&self.cmd, format!("unexpected extra argument {w:?}"))),
+        }
+    }
+
+    fn num<T: std::str::FromStr + PartialOrd + Copy>(
+        &self,
+        tok: &str,
+        what: &str,
+        min: T,
+        max: T,
+    ) -> Result<T, CommandError> {
+        parse_num(tok, min, max)
+            .ok_or_else(|| err(&self.cmd, format!("expected {what}, got {tok:?}")))
+    }
+
+    fn opt_num<T: std::str::FromStr + PartialOrd + Copy>(
+        &mut self,
+        what: &str,
+        min: T,
+        max: T,
+    ) -> Result<Option<T>, CommandError> {
+        match self.next() {
+            None => Ok(None),
+            Some(tok) => self.num(tok, what, min, max).map(Some),
+        }
+    }
+
+    fn req_num<T: std::str::FromStr + PartialOrd + Copy>(
+        &mut self,
+        what: &str,
+        min: T,
+        max: T,
+    ) -> Result<T, CommandError> {
+        let tok = self.required(what)?;
+        self.num(tok, what, min, max)
+    }
+
+    fn acl_num(&self, tok: &str) -> Result<u8, CommandError> {
+        self.num(tok, "an access list number 0-9", 0u8, (ACLS_MAX - 1) as u8)
+    }
+}
+
+/// Decimal digits only (no sign, no spaces), within `min..=max`.
+pub(crate) fn parse_num<T: std::str::FromStr + PartialOrd + Copy>(
+    tok: &str,
+    min: T,
+    max: T,
+) -> Option<T> {
+    if tok.is_empty() || !tok.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let v: T = tok.parse().ok()?;
+    (v >= min && v <= max).then_some(v)
+}
+
+const SECS: &str = "a number of seconds";
+
+/// Parses one line. `Ok(None)` for blank lines and comments (`#` anywhere starts a comment).
+pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
+    let line = match line.find('#') {
+        Some(i) => line.get(..i).unwrap_or(""),
+        None => line,
+    };
+    let toks: Vec<&str> = line.split_ascii_whitespace().collect();
+    let Some((&first, rest)) = toks.split_first() else {
+        return Ok(None);
+    };
+    let mut w = Words {
+        cmd: first.to_string(),
+        words: rest.iter(),
+    };
+    let cmd = match first {
+        "no" => return parse_no(rest).map(Some),
+        "acl" => parse_acl(&mut w)?,
+        "blacklist" => Command::Blacklist(w.opt_num(&format!("{SECS} >= 0"), 0, u64::MAX)?),
+        "client_acl" => Command::ClientAcl(match w.next() {
+            None => None,
+            Some(t) => Some(w.acl_num(t)?),
+        }),
+        "clients_max" => Command::ClientsMax(w.opt_num(
+            &format!("a client table size 1-{}", defaults::CLIENTS_MAX_LIMIT),
+            1,
+            defaults::CLIENTS_MAX_LIMIT,
+        )?),
+        "close" => Command::Close(w.req_num("a connection number", 0, u32::MAX)?),
+        "connection" => Command::Connection(w.req_num("a connection number", 0, u32::MAX)?),
+        "conn_max" => Command::ConnMax(w.opt_num(
+            &format!("a connection table size 1-{}", defaults::CONN_MAX_LIMIT),
+            1,
+            defaults::CONN_MAX_LIMIT,
+        )?),
+        "control" => Command::Control,
+        "control_acl" => Command::ControlAcl(match w.next() {
+            None => None,
+            Some(t) => Some(w.acl_num(t)?),
+        }),
+        "debug" => Command::Debug(w.opt_num("a debug level >= 0", 0, u32::MAX)?),
+        "dsr_if" => Command::DsrIf(w.required("a network interface name")?.to_string()),
+        "dsr_ip" => {
+            let t = w.required("an IP address")?;
+            Command::DsrIp(
+                t.parse()
+                    .map_err(|_| err("dsr_ip", format!("expected an IP address, got {t:?}")))?,
+            )
+        }
+        "exit" => Command::Exit,
+        "idle_timeout" => {
+            Command::IdleTimeout(w.opt_num(&format!("{SECS} >= 0 (0 = off)"), 0, u64::MAX)?)
+        }
+        "idlers" => Command::Idlers(w.opt_num("a number of idle connections >= 0", 0, u32::MAX)?),
+        "include" => Command::Include(PathBuf::from(w.required("a file name")?)),
+        "listen" => Command::Listen(match w.next() {
+            None => None,
+            Some(t) => Some(
+                ListenAddr::parse(t)
+                    .map_err(|e| err("listen", format!("bad address {t:?}: {e}")))?,
+            ),
+        }),
+        "log" => Command::Log(w.next().map(str::to_string)),
+        "mode" => Command::Mode,
+        "pending_max" => Command::PendingMax(w.req_num("a number >= 1", 1, usize::MAX)?),
+        "pid" => Command::Pid,
+        "recent" => Command::Recent(w.opt_num(&format!("{SECS} >= 0"), 0, u64::MAX)?),
+        "server" => parse_server(&mut w)?,
+        "servers" => Command::Servers,
+        "socket" => Command::Socket(w.req_num("a file descriptor number", 0, u32::MAX)?),
+        "source" => {
+            let t = w.required("an IP address")?;
+            Command::Source(
+                t.parse()
+                    .map_err(|_| err("source", format!("expected an IP address, got {t:?}")))?,
+            )
+        }
+        "ssl_ciphers" => Command::SslCiphers(w.next().map(str::to_string)),
+        "ssl_client_renegotiation_interval" => Command::SslClientRenegotiationInterval(w.req_num(
+            &format!("{SECS} >= 0"),
+            0,
+            u64::MAX,
+        )?),
+        "ssl_ocsp_response" => Command::SslOcspResponse(PathBuf::from(w.required("a file name")?)),
+        "ssl_option" => {
+            let accepted = SslOption::ALL.map(SslOption::as_str).join(", ");
+            let t = w.required(&format!("one of {accepted}"))?;
+            Command::SslOption(SslOption::from_word(t).ok_or_else(|| {
+                err(
+                    "ssl_option",
+                    format!("expected one of {accepted}, got {t:?}"),
+                )
+            })?)
+        }
+        "ssl_sni_path" => Command::SslSniPath(PathBuf::from(w.required("a directory")?)),
+        "status" => Command::Status,
+        "tarpit_acl" => Command::TarpitAcl(match w.next() {
+            None => None,
+            Some("-1") => Some(TarpitAcl::Off),
+            Some(t) => Some(TarpitAcl::List(w.num(
+                t,
+                "an access list number 0-9 or -1 (off)",
+                0u8,
+                (ACLS_MAX - 1) as u8,
+            )?)),
+        }),
+        "tcp_fastclose" => {
+            let what = "up, down, both or off";
+            let t = w.required(what)?;
+            Command::TcpFastclose(match t {
+                "up" => FastClose::Up,
+                "down" => FastClose::Down,
+                "both" => FastClose::Both,
+                "off" => FastClose::Off,
+                _ => return Err(err("tcp_fastclose", format!("expected {what}, got {t:?}"))),
+            })
+        }
+        "timeout" => Command::Timeout(w.opt_num(&format!("{SECS} >= 1"), 1, u64::MAX)?),
+        "tracking" => {
+            Command::Tracking(w.opt_num(&format!("{SECS} >= 0 (0 = forever)"), 0, u64::MAX)?)
+        }
+        "web_stats" => Command::WebStats(w.next().map(PathBuf::from)),
+        "write" => Command::Write(w.next().map(PathBuf::from)),
+        other => {
+            if let Some(b) = EventBackend::from_word(other) {
+                Command::EventBackend(b)
+            } else if let Some(f) = Flag::from_word(other) {
+                Command::Flag(f, true)
+            } else {
+                return Err(err("", format!("unknown command {other:?}")));
+            }
+        }
+    };
+    w.end()?;
+    Ok(Some(cmd))
+}
+
+fn parse_no(rest: &[&str]) -> Result<Command, CommandError> {
+    let negatable = || {
+        let mut v: Vec<&str> = Flag::ALL.iter().map(|f| f.as_str()).collect();
+        v.extend(["acl N", "log", "web_stats"]);
+        v.join(", ")
+    };
+    let Some((&what, args)) = rest.split_first() else {
+        return Err(err(
+            "no",
+            format!("expected one of {}, got nothing", negatable()),
+        ));
+    };
+    let mut w = Words {
+        cmd: format!("no {what}"),
+        words: args.iter(),
+    };
+    let cmd = match what {
+        "acl" => {
+            let t = w.required("an access list number 0-9")?;
+            Command::NoAcl(w.acl_num(t)?)
+        }
+        "log" => Command::NoLog,
+        "web_stats" => Command::NoWebStats,
+        other => match Flag::from_word(other) {
+            Some(f) => Command::Flag(f, false),
+            None => {
+                return Err(err(
+                    "no",
+                    format!("cannot negate {other:?}; expected one of {}", negatable()),
+                ));
+            }
+        },
+    };
+    w.end()?;
+    Ok(cmd)
+}
+
+fn parse_acl(w: &mut Words<'_>) -> Result<Command, CommandError> {
+    let usage = "acl N permit|deny A.B.C.D [mask] | v6addr[/len] | country CC";
+    let n = w.required(&format!("an access list number 0-9 ({usage})"))?;
+    let list = w.acl_num(n)?;
+    let pd = w.required(&format!("permit or deny ({usage})"))?;
+    let permit = match pd {
+        "permit" => true,
+        "deny" => false,
+        _ => return Err(err("acl", format!("expected permit or deny, got {pd:?}"))),
+    };
+    let addr = w.required(&format!("an address ({usage})"))?;
+    let matcher = if addr == "country" {
+        let cc = w.required("a country code after \"country\"")?;
+        if cc.is_empty() || !cc.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(err(
+                "acl",
+                format!("expected a country code like SE, got {cc:?}"),
+            ));
+        }
+        AclMatch::Country(cc.to_string())
+    } else if addr.contains(':') {
+        let (a, len) = match addr.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (addr, None),
+        };
+        let a: Ipv6Addr = a
+            .parse()
+            .map_err(|_| err("acl", format!("expected an IPv6 address, got {a:?}")))?;
+        let prefix = match len {
+            None => 128,
+            Some(l) => parse_num(l, 0u8, 128).ok_or_else(|| {
+                err(
+                    "acl",
+                    format!("expected an IPv6 prefix length 0-128, got {l:?}"),
+                )
+            })?,
+        };
+        AclMatch::V6 { addr: a, prefix }
+    } else {
+        let (a, len) = match addr.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (addr, None),
+        };
+        let a: Ipv4Addr = a.parse().map_err(|_| {
+            err(
+                "acl",
+                format!("expected an IPv4 address A.B.C.D, got {a:?}"),
+            )
+        })?;
+        let mask = match len {
+            Some(l) => {
+                let bits = parse_num(l, 0u32, 32).ok_or_else(|| {
+                    err("acl", format!("expected a prefix length 0-32, got {l:?}"))
+                })?;
+                Ipv4Addr::from(u32::MAX.checked_shl(32 - bits).unwrap_or(0))
+            }
+            None => match w.next() {
+                None => Ipv4Addr::BROADCAST,
+                Some(m) => m
+                    .parse()
+                    .map_err(|_| err("acl", format!("expected a netmask A.B.C.D, got {m:?}")))?,
+            },
+        };
+        AclMatch::V4 { addr: a, mask }
+    };
+    Ok(Command::Acl {
+        list,
+        entry: AclEntry { permit, matcher },
+    })
+}
+
+fn parse_server(w: &mut Words<'_>) -> Result<Command, CommandError> {
+    let keys = "acl, address, port, max, hard, blacklist, weight, prio";
+    let max_index = defaults::SERVERS_MAX - 1;
+    let n = w.required(&format!("a server number 0-{max_index}"))?;
+    let index = w.num(n, &format!("a server number 0-{max_index}"), 0, max_index)?;
+    let mut s = ServerCmd {
+        index,
+        ..ServerCmd::default()
+    };
+    while let Some(key) = w.next() {
+        let Some(val) = w.next() else {
+            return Err(err(
+                "server",
+                format!("keyword {key:?} needs a value (server N [keyword value]...)"),
+            ));
+        };
+        match key {
+            "acl" => s.acl = Some(w.acl_num(val)?),
+            "address" => {
+                s.address = Some(
+                    HostSpec::parse(val).map_err(|e| err("server", format!("bad address: {e}")))?,
+                )
+            }
+            "port" => s.port = Some(w.num(val, "a port number 0-65535", 0, u16::MAX)?),
+            "max" => s.max = Some(w.num(val, "a connection limit >= 0 (0 = none)", 0, u32::MAX)?),
+            "hard" => {
+                s.hard = Some(w.num(val, "a connection limit >= 0 (0 = none)", 0, u32::MAX)?)
+            }
+            "blacklist" => {
+                s.blacklist = Some(w.num(val, "a number of seconds >= 0", 0, u64::MAX)?)
+            }
+            "weight" => s.weight = Some(w.num(val, "a weight >= 0", 0, u32::MAX)?),
+            "prio" => s.prio = Some(w.num(val, "a priority >= 0", 0, u32::MAX)?),
+            _ => {
+                return Err(err(
+                    "server",
+                    format!("unknown keyword {key:?}; expected one of {keys}"),
+                ));
+            }
+        }
+    }
+    Ok(Command::Server(s))
+}
+
+fn opt<T: fmt::Display>(f: &mut fmt::Formatter<'_>, word: &str, v: &Option<T>) -> fmt::Result {
+    match v {
+        Some(v) => write!(f, "{word} {v}"),
+        None => write!(f, "{word}"),
+    }
+}
+
+impl fmt::Display for AclCmdMatch<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            AclMatch::V4 { addr, mask } if *mask == Ipv4Addr::BROADCAST => write!(f, "{addr}"),
+            AclMatch::V4 { addr, mask } => write!(f, "{addr} {mask}"),
+            AclMatch::V6 { addr, prefix: 128 } => write!(f, "{addr}"),
+            AclMatch::V6 { addr, prefix } => write!(f, "{addr}/{prefix}"),
+            AclMatch::Country(cc) => write!(f, "country {cc}"),
+        }
+    }
+}
+
+/// Displays an ACL matcher as the tail of an `acl` command.
+pub struct AclCmdMatch<'a>(pub &'a AclMatch);
+
+impl fmt::Display for ServerCmd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "server {}", self.index)?;
+        if let Some(v) = self.acl {
+            write!(f, " acl {v}")?;
+        }
+        if let Some(v) = &self.address {
+            write!(f, " address {v}")?;
+        }
+        if let Some(v) = self.port {
+            write!(f, " port {v}")?;
+        }
+        if let Some(v) = self.max {
+            write!(f, " max {v}")?;
+        }
+        if let Some(v) = self.hard {
+            write!(f, " hard {v}")?;
+        }
+        if let Some(v) = self.blacklist {
+            write!(f, " blacklist {v}")?;
+        }
+        if let Some(v) = self.weight {
+            write!(f, " weight {v}")?;
+        }
+        if let Some(v) = self.prio {
+            write!(f, " prio {v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The canonical line; `parse` accepts it back unchanged.
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Command::*;
+        match self {
+            Flag(flag, true) => write!(f, "{}", flag.as_str()),
+            Flag(flag, false) => write!(f, "no {}", flag.as_str()),
+            Acl { list, entry } => write!(
+                f,
+                "acl {list} {} {}",
+                if entry.permit { "permit" } else { "deny" },
+                AclCmdMatch(&entry.matcher)
+            ),
+            NoAcl(n) => write!(f, "no acl {n}"),
+            Blacklist(v) => opt(f, "blacklist", v),
+            ClientAcl(v) => opt(f, "client_acl", v),
+            ClientsMax(v) => opt(f, "clients_max", v),
+            Close(n) => write!(f, "close {n}"),
+            Connection(n) => write!(f, "connection {n}"),
+            ConnMax(v) => opt(f, "conn_max", v),
+            Control => write!(f, "control"),
+            ControlAcl(v) => opt(f, "control_acl", v),
+            Debug(v) => opt(f, "debug", v),
+            DsrIf(i) => write!(f, "dsr_if {i}"),
+            DsrIp(ip) => write!(f, "dsr_ip {ip}"),
+            EventBackend(b) => write!(f, "{}", b.as_str()),
+            Exit => write!(f, "exit"),
+            IdleTimeout(v) => opt(f, "idle_timeout", v),
+            Idlers(v) => opt(f, "idlers", v),
+            Include(p) => write!(f, "include {}", p.display()),
+            Listen(v) => opt(f, "listen", v),
+            Log(v) => opt(f, "log", v),
+            NoLog => write!(f, "no log"),
+            Mode => write!(f, "mode"),
+            PendingMax(n) => write!(f, "pending_max {n}"),
+            Pid => write!(f, "pid"),
+            Recent(v) => opt(f, "recent", v),
+            Server(s) => write!(f, "{s}"),
+            Servers => write!(f, "servers"),
+            Socket(n) => write!(f, "socket {n}"),
+            Source(ip) => write!(f, "source {ip}"),
+            SslCiphers(v) => opt(f, "ssl_ciphers", v),
+            SslClientRenegotiationInterval(n) => {
+                write!(f, "ssl_client_renegotiation_interval {n}")
+            }
+            SslOcspResponse(p) => write!(f, "ssl_ocsp_response {}", p.display()),
+            SslOption(o) => write!(f, "ssl_option {}", o.as_str()),
+            SslSniPath(p) => write!(f, "ssl_sni_path {}", p.display()),
+            Status => write!(f, "status"),
+            TarpitAcl(None) => write!(f, "tarpit_acl"),
+            TarpitAcl(Some(self::TarpitAcl::Off)) => write!(f, "tarpit_acl -1"),
+            TarpitAcl(Some(self::TarpitAcl::List(n))) => write!(f, "tarpit_acl {n}"),
+            TcpFastclose(fc) => write!(f, "tcp_fastclose {}", fc.as_str()),
+            Timeout(v) => opt(f, "timeout", v),
+            Tracking(v) => opt(f, "tracking", v),
+            WebStats(v) => opt(f, "web_stats", &v.as_ref().map(|p| p.display())),
+            NoWebStats => write!(f, "no web_stats"),
+            Write(v) => opt(f, "write", &v.as_ref().map(|p| p.display())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(line: &str) -> Command {
+        match parse(line) {
+            Ok(Some(c)) => c,
+            other => panic!("{line:?} gave {other:?}"),
+        }
+    }
+
+    fn e(line: &str) -> String {
+        match parse(line) {
+            Err(e) => e.to_string(),
+            other => panic!("{line:?} should fail, gave {other:?}"),
+        }
+    }
+
+    /// One sample line per command form (canonical spelling).
+    pub(crate) const SAMPLES: &[&str] = &[
+        "abort_on_error",
+        "no abort_on_error",
+        "acl 0 permit 10.0.0.1",
+        "acl 1 deny 192.168.0.0 255.255.0.0",
+        "acl 9 permit 2001:db8::/32",
+        "acl 2 deny ::1",
+        "acl 3 permit country SE",
+        "no acl 4",
+        "ascii",
+        "no ascii",
+        "blacklist",
+        "blacklist 60",
+        "block",
+        "no block",
+        "client_acl",
+        "client_acl 3",
+        "clients_max",
+        "clients_max 4096",
+        "close 7",
+        "connection 12",
+        "conn_max",
+        "conn_max 1000",
+        "control",
+        "control_acl",
+        "control_acl 2",
+        "debug",
+        "debug 3",
+        "delayed_forward",
+        "no delayed_forward",
+        "dsr_if eth1",
+        "dsr_ip 192.168.100.1",
+        "dummy",
+        "no dummy",
+        "epoll",
+        "kqueue",
+        "poll",
+        "select",
+        "exit",
+        "hash",
+        "no hash",
+        "http",
+        "no http",
+        "idle_timeout",
+        "idle_timeout 30",
+        "idlers",
+        "idlers 5",
+        "include /etc/pen/extra.cfg",
+        "keepalive",
+        "no keepalive",
+        "listen",
+        "listen 0.0.0.0:8080",
+        "listen [::1]:8080",
+        "listen /tmp/pen.sock",
+        "listen lb.example:80",
+        "log",
+        "log /var/log/pen.log",
+        "log 10.0.0.5:10000",
+        "no log",
+        "mode",
+        "peek",
+        "no peek",
+        "pending_max 50",
+        "pid",
+        "prio",
+        "no prio",
+        "recent",
+        "recent 60",
+        "roundrobin",
+        "no roundrobin",
+        "server 0",
+        "server 1 address 10.0.0.2 port 80",
+        "server 2 acl 1 address web2.example port 8080 max 10 hard 20 blacklist 5 weight 3 prio 1",
+        "server 3 address 2001:db8::5 port 443",
+        "server 4 address /run/app.sock",
+        "server 5 blacklist 0",
+        "servers",
+        "socket 9",
+        "source 10.0.0.254",
+        "ssl_ciphers",
+        "ssl_ciphers ECDHE-RSA-AES128-GCM-SHA256:HIGH",
+        "ssl_client_renegotiation_interval 600",
+        "ssl_ocsp_response /etc/pen/ocsp.der",
+        "ssl_option no_sslv2",
+        "ssl_option no_sslv3",
+        "ssl_option no_tlsv1",
+        "ssl_option no_tlsv1.1",
+        "ssl_option no_tlsv1.2",
+        "ssl_option cipher_server_preference",
+        "ssl_sni_path /etc/pen/sni",
+        "status",
+        "stubborn",
+        "no stubborn",
+        "tarpit_acl",
+        "tarpit_acl 1",
+        "tarpit_acl -1",
+        "tcp_fastclose up",
+        "tcp_fastclose down",
+        "tcp_fastclose both",
+        "tcp_fastclose off",
+        "tcp_nodelay",
+        "no tcp_nodelay",
+        "timeout",
+        "timeout 5",
+        "tracking",
+        "tracking 120",
+        "transparent",
+        "no transparent",
+        "web_stats",
+        "web_stats /var/www/pen.html",
+        "no web_stats",
+        "weight",
+        "no weight",
+        "write",
+        "write /etc/pen/pen.cfg",
+    ];
+
+    #[test]
+    fn every_sample_round_trips_through_display() {
+        for line in SAMPLES {
+            let c = p(line);
+            let shown = c.to_string();
+            assert_eq!(&shown, line, "canonical form of {line:?}");
+            assert_eq!(parse(&shown), Ok(Some(c)), "round trip of {line:?}");
+        }
+    }
+
+    /// Index of the variant; the exhaustive match makes a new variant a compile error here.
+    fn variant(c: &Command) -> usize {
+        use Command::*;
+        match c {
+            Flag(..) => 0,
+            Acl { .. } => 1,
+            NoAcl(_) => 2,
+            Blacklist(_) => 3,
+            ClientAcl(_) => 4,
+            ClientsMax(_) => 5,
+            Close(_) => 6,
+            Connection(_) => 7,
+            ConnMax(_) => 8,
+            Control => 9,
+            ControlAcl(_) => 10,
+            Debug(_) => 11,
+            DsrIf(_) => 12,
+            DsrIp(_) => 13,
+            EventBackend(_) => 14,
+            Exit => 15,
+            IdleTimeout(_) => 16,
+            Idlers(_) => 17,
+            Include(_) => 18,
+            Listen(_) => 19,
+            Log(_) => 20,
+            NoLog => 21,
+            Mode => 22,
+            PendingMax(_) => 23,
+            Pid => 24,
+            Recent(_) => 25,
+            Server(_) => 26,
+            Servers => 27,
+            Socket(_) => 28,
+            Source(_) => 29,
+            SslCiphers(_) => 30,
+            SslClientRenegotiationInterval(_) => 31,
+            SslOcspResponse(_) => 32,
+            SslOption(_) => 33,
+            SslSniPath(_) => 34,
+            Status => 35,
+            TarpitAcl(_) => 36,
+            TcpFastclose(_) => 37,
+            Timeout(_) => 38,
+            Tracking(_) => 39,
+            WebStats(_) => 40,
+            NoWebStats => 41,
+            Write(_) => 42,
+        }
+    }
+
+    #[test]
+    fn samples_cover_every_variant() {
+        let mut seen = [false; 43];
+        for line in SAMPLES {
+            seen[variant(&p(line))] = true;
+        }
+        let missing: Vec<usize> = (0..seen.len()).filter(|i| !seen[*i]).collect();
+        assert!(missing.is_empty(), "variants without a sample: {missing:?}");
+    }
+
+    #[test]
+    fn every_flag_has_a_sample_both_ways() {
+        for f in Flag::ALL {
+            assert!(SAMPLES.contains(&f.as_str()), "{f:?}");
+            assert!(
+                SAMPLES.contains(&format!("no {}", f.as_str()).as_str()),
+                "{f:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn blank_lines_and_comments_are_nothing() {
+        assert_eq!(parse(""), Ok(None));
+        assert_eq!(parse("   \t \r\n"), Ok(None));
+        assert_eq!(parse("# a comment"), Ok(None));
+        assert_eq!(parse("   # indented comment"), Ok(None));
+    }
+
+    #[test]
+    fn hash_after_a_command_starts_a_comment() {
+        assert_eq!(p("timeout 5 # five seconds"), Command::Timeout(Some(5)));
+        assert_eq!(p("hash#x"), Command::Flag(Flag::Hash, true));
+    }
+
+    #[test]
+    fn crlf_and_tabs_are_white_space() {
+        assert_eq!(p("blacklist\t10\r\n"), Command::Blacklist(Some(10)));
+    }
+
+    #[test]
+    fn server_keywords_in_any_order_and_subset() {
+        let a = p("server 1 port 80 address 10.0.0.2 weight 2");
+        let b = p("server 1 weight 2 address 10.0.0.2 port 80");
+        assert_eq!(a, b);
+        let Command::Server(s) = a else { panic!() };
+        assert_eq!(s.index, 1);
+        assert_eq!(s.port, Some(80));
+        assert_eq!(s.weight, Some(2));
+        assert_eq!(s.max, None);
+    }
+
+    #[test]
+    fn server_repeated_keyword_keeps_last_value() {
+        let Command::Server(s) = p("server 0 port 80 port 81") else {
+            panic!()
+        };
+        assert_eq!(s.port, Some(81));
+    }
+
+    #[test]
+    fn server_host_name_stays_unresolved() {
+        let Command::Server(s) = p("server 0 address backend.example") else {
+            panic!()
+        };
+        assert_eq!(s.address, Some(HostSpec::Name("backend.example".into())));
+    }
+
+    #[test]
+    fn server_errors_name_the_problem() {
+        assert_eq!(
+            e("server 0 port"),
+            "server: keyword \"port\" needs a value (server N [keyword value]...)"
+        );
+        assert!(e("server 0 colour red").contains("unknown keyword \"colour\""));
+        assert!(e("server x").contains("expected a server number"));
+        assert!(e("server 99999999").contains("expected a server number 0-65535"));
+        assert!(e("server 0 port 70000").contains("port number 0-65535"));
+        assert!(e("server 0 address 10.0.0.300").contains("not a valid IPv4"));
+        assert!(e("server 0 acl 10").contains("access list number 0-9"));
+    }
+
+    #[test]
+    fn timeout_rejects_garbage_and_zero() {
+        assert_eq!(
+            e("timeout abc"),
+            "timeout: expected a number of seconds >= 1, got \"abc\""
+        );
+        assert_eq!(
+            e("timeout 0"),
+            "timeout: expected a number of seconds >= 1, got \"0\""
+        );
+        assert!(e("timeout -3").contains("got \"-3\""));
+    }
+
+    #[test]
+    fn unknown_command_is_named() {
+        assert_eq!(e("frobnicate"), "unknown command \"frobnicate\"");
+        assert_eq!(e("TIMEOUT 3"), "unknown command \"TIMEOUT\"");
+    }
+
+    #[test]
+    fn extra_arguments_are_rejected() {
+        assert_eq!(e("hash now"), "hash: unexpected extra argument \"now\"");
+        assert!(e("timeout 3 4").contains("unexpected extra argument \"4\""));
+    }
+
+    #[test]
+    fn acl_forms() {
+        assert_eq!(
+            p("acl 1 permit 192.168.2.11"),
+            Command::Acl {
+                list: 1,
+                entry: AclEntry {
+                    permit: true,
+                    matcher: AclMatch::V4 {
+                        addr: "192.168.2.11".parse().unwrap(),
+                        mask: Ipv4Addr::BROADCAST
+                    }
+                }
+            }
+        );
+        let Command::Acl { entry, .. } = p("acl 0 deny 10.0.0.0/8") else {
+            panic!()
+        };
+        assert_eq!(
+            entry.matcher,
+            AclMatch::V4 {
+                addr: "10.0.0.0".parse().unwrap(),
+                mask: "255.0.0.0".parse().unwrap()
+            }
+        );
+        let Command::Acl { entry, .. } = p("acl 0 deny 10.0.0.0/0") else {
+            panic!()
+        };
+        assert_eq!(
+            entry.matcher,
+            AclMatch::V4 {
+                addr: "10.0.0.0".parse().unwrap(),
+                mask: Ipv4Addr::UNSPECIFIED
+            }
+        );
+        let Command::Acl { entry, .. } = p("acl 5 permit fe80::1") else {
+            panic!()
+        };
+        assert_eq!(
+            entry.matcher,
+            AclMatch::V6 {
+                addr: "fe80::1".parse().unwrap(),
+                prefix: 128
+            }
+        );
+    }
+
+    #[test]
+    fn acl_number_ten_is_rejected_unlike_c_pen() {
+        assert_eq!(
+            e("acl 10 permit 1.2.3.4"),
+            "acl: expected an access list number 0-9, got \"10\""
+        );
+        assert!(e("no acl 10").contains("0-9"));
+        assert!(e("client_acl 10").contains("0-9"));
+        assert!(e("tarpit_acl 12").contains("-1 (off)"));
+    }
+
+    #[test]
+    fn acl_errors() {
+        assert!(e("acl 1 permit").contains("expected an address"));
+        assert!(e("acl 1 allow 1.2.3.4").contains("expected permit or deny, got \"allow\""));
+        assert!(e("acl 1 permit 1.2.3.4 255.0.0").contains("netmask"));
+        assert!(e("acl 1 permit ::1/129").contains("0-128"));
+        assert!(e("acl 1 permit country").contains("country code"));
+        assert!(e("acl 1 permit 1.2.3").contains("IPv4"));
+    }
+
+    #[test]
+    fn no_forms_errors() {
+        assert!(e("no").starts_with("no: expected one of abort_on_error"));
+        assert!(e("no timeout").contains("cannot negate \"timeout\""));
+        assert!(e("no hash now").contains("unexpected extra argument"));
+    }
+
+    #[test]
+    fn other_argument_errors() {
+        assert!(e("tcp_fastclose sideways").contains("up, down, both or off"));
+        assert!(e("tcp_fastclose").contains("up, down, both or off"));
+        assert!(e("ssl_option no_tlsv9").contains("no_sslv2"));
+        assert!(e("source example.com").contains("IP address"));
+        assert!(e("dsr_ip x").contains("IP address"));
+        assert!(e("pending_max 0").contains(">= 1"));
+        assert!(e("listen 1.2.3.4:http").contains("listen: bad address"));
+        assert!(e("close").contains("connection number"));
+        assert!(e("include").contains("file name"));
+        assert!(e("conn_max 0").contains("1-"));
+    }
+
+    #[test]
+    fn event_backends_are_commands() {
+        assert_eq!(p("poll"), Command::EventBackend(EventBackend::Poll));
+        assert_eq!(p("epoll"), Command::EventBackend(EventBackend::Epoll));
+    }
+}
