@@ -11,9 +11,10 @@
 //! Nothing is resolved here: host names stay [`HostSpec::Name`] / [`ListenAddr::Name`] and
 //! ports must be numbers (C Pen also accepts `/etc/services` names such as `http`).
 //!
-//! Start-up order for the daemon (C Pen's): options (this module) → `-F` file
-//! (`ctl::apply::apply_text_with`) → check that a listen address exists → [`overlay_servers`]
-//! with [`Cli::servers`] → run [`Cli::runtime_commands`].
+//! Start-up order for the daemon (C Pen's): options ([`parse`]) → `-F` file
+//! ([`crate::ctl::apply::apply_file`] with `fs::read_to_string`) → [`finish_startup`] (listen
+//! address present, port 0 only with DSR, then [`overlay_servers`] with [`Cli::servers`]) → run
+//! [`Cli::runtime_commands`] and the file's runtime commands once the control plane is up.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -502,6 +503,27 @@ pub fn format_backend(s: &ServerConfig) -> String {
     )
 }
 
+/// The last start-up step that needs no IO, after the `-F` file was applied: a listen address
+/// must exist (from the command line, `-O listen` or the file), port 0 only in DSR mode, then
+/// the command-line backends are laid over slots 0..n-1 ([`overlay_servers`]).
+pub fn finish_startup(cfg: &mut Config, servers: &[ServerConfig]) -> Result<(), CliError> {
+    match &cfg.listen {
+        None => {
+            return Err(fail_usage(
+                "pen: no listen address: give [host:]port on the command line or `listen` in the -F file",
+            ));
+        }
+        Some(l) if l.port() == Some(0) && cfg.dsr_if.is_none() => {
+            return Err(fail(format!(
+                "pen: bad listen address \"{l}\": port 0 is only allowed in DSR mode (dsr_if); expected a port 1-65535"
+            )));
+        }
+        Some(_) => {}
+    }
+    overlay_servers(cfg, servers);
+    Ok(())
+}
+
 /// Lays the command-line backends over slots 0..n-1 of `cfg.servers` (growing the table),
 /// after the `-F` file was read, as C Pen's `init`: address, port, maxc, hard, weight and prio
 /// are replaced; a slot's `acl` set by the file is kept.
@@ -966,6 +988,28 @@ mod tests {
         let more = ok("80 a b c d");
         overlay_servers(&mut cfg, &more.servers);
         assert_eq!(cfg.servers.len(), 4);
+    }
+
+    #[test]
+    fn finish_startup_needs_a_listen_address_and_overlays() {
+        let cli = ok("-F /etc/pen.cfg");
+        let mut cfg = cli.config.clone();
+        let e = finish_startup(&mut cfg, &cli.servers).unwrap_err();
+        assert!(
+            e.show_usage && e.to_string().contains("no listen address"),
+            "{e}"
+        );
+        cfg.listen = Some(ListenAddr::parse("10.0.0.1:0").unwrap());
+        assert!(
+            finish_startup(&mut cfg, &[])
+                .unwrap_err()
+                .to_string()
+                .contains("DSR")
+        );
+        cfg.dsr_if = Some("eth1".into());
+        let cli = ok("80 10.1.1.1");
+        finish_startup(&mut cfg, &cli.servers).unwrap();
+        assert_eq!(cfg.servers[0].host, ip("10.1.1.1"));
     }
 
     #[test]

@@ -422,6 +422,89 @@ where
     errors
 }
 
+/// How deep `include` may nest before it is taken for a loop.
+pub const INCLUDE_DEPTH_MAX: usize = 8;
+
+/// What [`apply_file`] did besides changing the config.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileOutcome {
+    /// Bad lines (and unreadable files), per file in line order; the rest was applied.
+    pub errors: Vec<LineError>,
+    /// Runtime commands other than `include` (e.g. `server N blacklist T`, `write`, queries),
+    /// in file order, for the control plane to run once it is up.
+    pub runtime: Vec<Command>,
+}
+
+/// Reads a config file (`-F`, HUP) through `read` (the IO layer's `fs::read_to_string`, or a
+/// map in tests) and applies it with [`apply_text_with`]; `include FILE` lines are read the same
+/// way at the point where they appear, nested at most [`INCLUDE_DEPTH_MAX`] deep. An unreadable
+/// file is reported as a [`LineError`] at the `include` line (line 0 for the top file).
+pub fn apply_file<R>(cfg: &mut Config, path: &std::path::Path, mut read: R) -> FileOutcome
+where
+    R: FnMut(&std::path::Path) -> Result<String, String>,
+{
+    let mut out = FileOutcome::default();
+    match read(path) {
+        Ok(text) => include_text(
+            cfg,
+            &text,
+            &path.display().to_string(),
+            &mut read,
+            0,
+            &mut out,
+        ),
+        Err(e) => out.errors.push(LineError {
+            origin: path.display().to_string(),
+            line: 0,
+            message: format!("cannot read config file: {e}"),
+        }),
+    }
+    out
+}
+
+fn include_text<R>(
+    cfg: &mut Config,
+    text: &str,
+    origin: &str,
+    read: &mut R,
+    depth: usize,
+    out: &mut FileOutcome,
+) where
+    R: FnMut(&std::path::Path) -> Result<String, String>,
+{
+    let mut nested: Vec<LineError> = Vec::new();
+    let mut runtime: Vec<Command> = Vec::new();
+    let errors = apply_text_with(cfg, text, origin, |cfg, cmd| {
+        let Command::Include(p) = cmd else {
+            runtime.push(cmd.clone());
+            return Ok(());
+        };
+        if depth + 1 >= INCLUDE_DEPTH_MAX {
+            return Err(format!(
+                "include: {} nested deeper than {INCLUDE_DEPTH_MAX} files (include loop?)",
+                p.display()
+            ));
+        }
+        let text = read(p).map_err(|e| format!("include: cannot read {}: {e}", p.display()))?;
+        let mut sub = FileOutcome::default();
+        include_text(
+            cfg,
+            &text,
+            &p.display().to_string(),
+            read,
+            depth + 1,
+            &mut sub,
+        );
+        nested.extend(sub.errors);
+        runtime.extend(sub.runtime);
+        Ok(())
+    });
+    // An included file's errors are listed after the including file's own errors.
+    out.errors.extend(errors);
+    out.errors.extend(nested);
+    out.runtime.extend(runtime);
+}
+
 /// Quotes a word for the `# pen ...` header line the way a shell reads it back.
 fn shell_word(s: &str) -> String {
     let safe = !s.is_empty()
@@ -958,6 +1041,69 @@ mod tests {
             "f:4: servers: not allowed in a config file"
         );
         assert_eq!(c.servers.len(), 1);
+    }
+
+    #[test]
+    fn apply_file_follows_includes_and_collects_runtime() {
+        let files = std::collections::HashMap::from([
+            (
+                "/etc/pen.cfg",
+                "timeout 6\ninclude /etc/b.cfg\nserver 0 blacklist 9\n",
+            ),
+            (
+                "/etc/b.cfg",
+                "blacklist 7\nbogus\ninclude /etc/missing.cfg\n",
+            ),
+        ]);
+        let mut c = Config::default();
+        let out = apply_file(&mut c, std::path::Path::new("/etc/pen.cfg"), |p| {
+            files
+                .get(p.to_str().unwrap_or(""))
+                .map(|s| s.to_string())
+                .ok_or_else(|| "No such file or directory".to_string())
+        });
+        assert_eq!((c.connect_timeout_secs, c.blacklist_secs), (6, 7));
+        let shown: Vec<String> = out.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            shown,
+            vec![
+                "/etc/b.cfg:2: unknown command \"bogus\"".to_string(),
+                "/etc/b.cfg:3: include: cannot read /etc/missing.cfg: No such file or directory"
+                    .to_string(),
+            ]
+        );
+        assert_eq!(out.runtime.len(), 1);
+        assert_eq!(out.runtime[0].to_string(), "server 0 blacklist 9");
+    }
+
+    #[test]
+    fn include_loop_is_stopped() {
+        let mut c = Config::default();
+        let mut reads = 0;
+        let out = apply_file(&mut c, std::path::Path::new("/a"), |_| {
+            reads += 1;
+            Ok("idlers 1\ninclude /a\n".to_string())
+        });
+        assert_eq!(reads, INCLUDE_DEPTH_MAX);
+        assert_eq!(out.errors.len(), 1);
+        assert!(
+            out.errors[0].message.contains("include loop"),
+            "{}",
+            out.errors[0]
+        );
+    }
+
+    #[test]
+    fn unreadable_top_file_is_line_zero() {
+        let mut c = Config::default();
+        let out = apply_file(&mut c, std::path::Path::new("/nope"), |_| {
+            Err("denied".into())
+        });
+        assert_eq!(
+            out.errors[0].to_string(),
+            "/nope:0: cannot read config file: denied"
+        );
+        assert_eq!(c, Config::default());
     }
 
     fn busy_config() -> Config {
