@@ -24,6 +24,8 @@
 //! Balancer::servers() -> &[ServerState]              // for `servers`, stats
 //! Balancer::clients() -> impl Iterator<Item = &ClientInfo>   // for `recent`, status page
 //! Balancer::is_blacklisted(idx, now), mode(), current(), clients_max(), ...
+//! Balancer::dsr_table(now) -> Option<DsrTable>      // DSR: 256-slot weighted table, see [`dsr`]
+//! DsrTable::pick(src_ipv4, src_port, roundrobin) -> usize
 //! ```
 //! Every started connect must end in exactly one of `connect_ok`, `connect_failed` or
 //! `connect_abandoned`; every `connect_ok` in exactly one `closed`. UDP flows do the same
@@ -88,11 +90,13 @@
 
 mod balancer;
 pub mod clients;
+pub mod dsr;
 
 pub use balancer::{
     Balancer, MAX_SERVERS, ServerIndexError, ServerState, hash_index, literal_addr,
 };
 pub use clients::{ClientInfo, ClientKey};
+pub use dsr::{DsrTable, dsr_hash};
 
 use std::net::IpAddr;
 
