@@ -385,7 +385,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, CliError> {
         (None, None) => {
             if st.cfg.config_file.is_none() {
                 return Err(fail_usage(
-                    "pen: no listen address given; expected [host:]port or /path after the options",
+                    "pen: no listen address given; usage: pen [options] [host:]port|/path h1[:p1[:maxc1[:hard1[:weight1[:prio1]]]]] [h2...]",
                 ));
             }
         }

@@ -451,7 +451,7 @@ fn bad_command_lines_give_one_line_errors() {
     let cases = [
         (
             "pen -r",
-            "pen: no listen address given; expected [host:]port or /path after the options",
+            "pen: no listen address given; usage: pen [options] [host:]port|/path h1[:p1[:maxc1[:hard1[:weight1[:prio1]]]]] [h2...]",
         ),
         (
             "pen 80 10.0.0.1:http",
@@ -459,7 +459,7 @@ fn bad_command_lines_give_one_line_errors() {
         ),
         (
             "pen -x 80",
-            "pen: no listen address given; expected [host:]port or /path after the options",
+            "pen: no listen address given; usage: pen [options] [host:]port|/path h1[:p1[:maxc1[:hard1[:weight1[:prio1]]]]] [h2...]",
         ),
         (
             "pen -t 0 80 h",
