@@ -1,0 +1,913 @@
+//! The UDP flow table: a pure state machine (no sockets, no clock, no randomness).
+//!
+//! Inputs, all with `now` (a monotonic `Duration` since an arbitrary origin):
+//! - [`FlowTable::handle_client`]: a datagram from a client address arrived on the listener;
+//! - [`FlowTable::handle_server`]: a datagram arrived on upstream socket `k` from a server;
+//! - [`FlowTable::server_unreachable`]: an ICMP error (or a send error) for upstream `k` → server;
+//! - [`FlowTable::expire`]: the timer returned by [`FlowTable::poll_timeout`] fired.
+//!
+//! Outputs: where to send the datagram ([`ClientVerdict`]), which client a reply goes to, which
+//! upstream sockets must exist ([`FlowTable::upstreams_needed`]), and the next timer.
+//!
+//! # Reply routing and the descriptor bound
+//! Upstream sockets form a pool per address family, shared by all flows and all servers. A flow
+//! is assigned the upstream socket `k` such that no other live flow uses `(k, server)`: replies
+//! are demultiplexed by the pair (socket the reply arrived on, server address it came from),
+//! which is unique among live flows. So a socket carries at most one flow per server, and the
+//! pool needs as many sockets as the busiest server has live flows: with `n` servers evenly
+//! used, about `conn_max / n`; never more than `max_upstreams` per family (default: `conn_max`).
+//! The number of descriptors does not depend on the number of clients (C Pen opens two per flow).
+//! Freed slots are reused oldest-first, so a late reply to an expired flow is unlikely to reach
+//! the next flow on the same `(k, server)`.
+//!
+//! # Selection
+//! The table asks a [`Selector`] (the shared `Balancer` in the daemon, a fake in tests) for an
+//! ordered list of candidates when a new client address is seen, and walks it: the first
+//! candidate with an inet address and a free upstream slot gets the flow. A flow counts as an
+//! established connection of its server from creation until it expires or is removed.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::select::Target;
+
+/// Address family of an upstream socket pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// The pool a server address is reached from.
+    pub fn of(addr: &SocketAddr) -> Family {
+        if addr.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+}
+
+/// One upstream socket of the pool: family and index (0-based, dense).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UpstreamId {
+    pub family: Family,
+    pub index: u32,
+}
+
+/// One candidate server from the selector, in the order it should be tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    pub target: Target,
+    /// `None` when the backend is not an inet address (Unix socket backends: unsupported for UDP,
+    /// as in C Pen, issue #56) or has no address yet.
+    pub addr: Option<SocketAddr>,
+}
+
+/// Server selection as the flow table needs it. The daemon implements it over the shared
+/// `Balancer`; tests implement it with fakes.
+pub trait Selector {
+    /// Ordered candidates for a new flow from `client`; empty = drop the datagram.
+    fn candidates(&mut self, client: SocketAddr, now: Duration) -> Vec<Candidate>;
+    /// A flow from `client` was created on `target` (connect started and succeeded, for UDP).
+    fn flow_opened(&mut self, client: SocketAddr, target: Target, now: Duration);
+    /// The flow ended (expiry or removal). `sent` = bytes to the server, `received` = from it.
+    fn flow_closed(
+        &mut self,
+        client: SocketAddr,
+        target: Target,
+        sent: u64,
+        received: u64,
+        now: Duration,
+    );
+    /// The server proved unreachable (ICMP port unreachable, send error): blacklist it.
+    fn server_failed(&mut self, target: Target, now: Duration);
+}
+
+/// Why a client datagram was not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The flow table holds `max_flows` flows already.
+    TableFull,
+    /// No candidate could take the flow (none available, all blacklisted or without a slot).
+    NoServer,
+}
+
+/// What to do with a datagram from a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientVerdict {
+    /// Send it on upstream socket `upstream` to `server`.
+    Forward {
+        upstream: UpstreamId,
+        server: SocketAddr,
+        new_flow: bool,
+    },
+    Drop(DropReason),
+}
+
+/// Counters since the table was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UdpStats {
+    pub flows_created: u64,
+    pub flows_expired: u64,
+    /// Flows removed because their server was unreachable.
+    pub flows_failed: u64,
+    pub datagrams_from_clients: u64,
+    pub bytes_from_clients: u64,
+    pub datagrams_from_servers: u64,
+    pub bytes_from_servers: u64,
+    /// New flows refused because the table was full (`conn_max`).
+    pub dropped_table_full: u64,
+    /// New flows refused because no server could take them.
+    pub dropped_no_server: u64,
+    /// Candidates skipped because they are not inet addresses.
+    pub skipped_unsupported: u64,
+    /// Candidates skipped because every upstream socket already carries a flow to them.
+    pub skipped_no_slot: u64,
+    /// Datagrams from servers that match no live flow (late replies, strangers).
+    pub unmatched_replies: u64,
+    /// Unreachable reports (ICMP errors, send errors).
+    pub unreachable: u64,
+}
+
+/// A read-only view of one flow, for `connection`/status output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowInfo {
+    pub client: SocketAddr,
+    pub target: Target,
+    pub server: SocketAddr,
+    pub upstream: UpstreamId,
+    pub created: Duration,
+    pub last_seen: Duration,
+    /// When the flow expires unless traffic arrives.
+    pub expires: Duration,
+    pub datagrams_up: u64,
+    pub bytes_up: u64,
+    pub datagrams_down: u64,
+    pub bytes_down: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Flow {
+    target: Target,
+    server: SocketAddr,
+    upstream: UpstreamId,
+    created: Duration,
+    last_seen: Duration,
+    /// Key of this flow's entry in `FlowTable::deadlines`.
+    deadline: (Duration, u64),
+    datagrams_up: u64,
+    bytes_up: u64,
+    datagrams_down: u64,
+    bytes_down: u64,
+}
+
+/// Upstream slots in use towards one server address.
+#[derive(Debug, Clone, Default)]
+struct SlotAlloc {
+    /// Indices `0..high` have been handed out at least once.
+    high: u32,
+    /// Released indices, oldest first.
+    free: VecDeque<u32>,
+}
+
+impl SlotAlloc {
+    fn alloc(&mut self, max: u32) -> Option<u32> {
+        if let Some(i) = self.free.pop_front() {
+            return Some(i);
+        }
+        if self.high < max {
+            self.high += 1;
+            return Some(self.high - 1);
+        }
+        None
+    }
+
+    fn release(&mut self, i: u32) {
+        self.free.push_back(i);
+    }
+}
+
+/// The flow table. See the module documentation.
+#[derive(Debug, Clone)]
+pub struct FlowTable {
+    idle: Duration,
+    max_flows: usize,
+    max_upstreams: u32,
+    flows: HashMap<SocketAddr, Flow>,
+    /// (upstream socket, server address) → client.
+    routes: HashMap<(UpstreamId, SocketAddr), SocketAddr>,
+    /// (deadline, sequence) → client; exactly one entry per live flow.
+    deadlines: BTreeMap<(Duration, u64), SocketAddr>,
+    slots: HashMap<SocketAddr, SlotAlloc>,
+    /// Upstream sockets handed out per family (`[V4, V6]`): indices below this must exist.
+    upstream_high: [u32; 2],
+    seq: u64,
+    stats: UdpStats,
+}
+
+/// Default bound on upstream sockets per family when none is given: one per possible flow.
+pub const MAX_UPSTREAMS_CAP: u32 = 65_536;
+
+impl FlowTable {
+    /// A table holding at most `max_flows` flows, each expiring after `idle` without traffic,
+    /// with at most `max_upstreams` upstream sockets per address family.
+    pub fn new(max_flows: usize, idle: Duration, max_upstreams: u32) -> FlowTable {
+        FlowTable {
+            idle,
+            max_flows,
+            max_upstreams,
+            flows: HashMap::new(),
+            routes: HashMap::new(),
+            deadlines: BTreeMap::new(),
+            slots: HashMap::new(),
+            upstream_high: [0, 0],
+            seq: 0,
+            stats: UdpStats::default(),
+        }
+    }
+
+    /// The upstream bound that matches a flow limit: one socket per flow at worst.
+    pub fn default_max_upstreams(max_flows: usize) -> u32 {
+        u32::try_from(max_flows)
+            .unwrap_or(u32::MAX)
+            .clamp(1, MAX_UPSTREAMS_CAP)
+    }
+
+    /// Change the limits at run time (`conn_max`, the idle time). A smaller `max_flows` keeps
+    /// existing flows and refuses new ones until the table shrinks below it. A new idle time
+    /// applies to existing flows too.
+    pub fn set_limits(&mut self, max_flows: usize, idle: Duration) {
+        self.max_flows = max_flows;
+        if idle != self.idle {
+            self.idle = idle;
+            self.deadlines.clear();
+            let clients: Vec<SocketAddr> = self.flows.keys().copied().collect();
+            for client in clients {
+                if let Some(flow) = self.flows.get(&client) {
+                    let at = flow.last_seen.saturating_add(idle);
+                    let key = self.next_key(at);
+                    self.deadlines.insert(key, client);
+                    if let Some(flow) = self.flows.get_mut(&client) {
+                        flow.deadline = key;
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn idle(&self) -> Duration {
+        self.idle
+    }
+
+    pub fn max_flows(&self) -> usize {
+        self.max_flows
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    pub fn stats(&self) -> UdpStats {
+        self.stats
+    }
+
+    /// How many upstream sockets of `family` must exist (indices `0..n`).
+    pub fn upstreams_needed(&self, family: Family) -> u32 {
+        self.upstream_high[family_index(family)]
+    }
+
+    /// The flow of `client`, if any.
+    pub fn flow(&self, client: &SocketAddr) -> Option<FlowInfo> {
+        self.flows.get(client).map(|f| info(*client, f, self.idle))
+    }
+
+    /// Every live flow (unordered).
+    pub fn flows(&self) -> impl Iterator<Item = FlowInfo> + '_ {
+        self.flows.iter().map(|(c, f)| info(*c, f, self.idle))
+    }
+
+    fn next_key(&mut self, at: Duration) -> (Duration, u64) {
+        self.seq = self.seq.wrapping_add(1);
+        (at, self.seq)
+    }
+
+    /// A datagram of `len` bytes from `client` arrived on the listener.
+    pub fn handle_client(
+        &mut self,
+        now: Duration,
+        client: SocketAddr,
+        len: usize,
+        selector: &mut dyn Selector,
+    ) -> ClientVerdict {
+        let len64 = len as u64;
+        self.stats.datagrams_from_clients += 1;
+        self.stats.bytes_from_clients += len64;
+        if let Some(flow) = self.flows.get_mut(&client) {
+            flow.last_seen = flow.last_seen.max(now);
+            flow.datagrams_up += 1;
+            flow.bytes_up += len64;
+            return ClientVerdict::Forward {
+                upstream: flow.upstream,
+                server: flow.server,
+                new_flow: false,
+            };
+        }
+        if self.flows.len() >= self.max_flows {
+            self.stats.dropped_table_full += 1;
+            return ClientVerdict::Drop(DropReason::TableFull);
+        }
+        for cand in selector.candidates(client, now) {
+            let Some(server) = cand.addr else {
+                self.stats.skipped_unsupported += 1;
+                continue;
+            };
+            let family = Family::of(&server);
+            let max = self.max_upstreams;
+            let Some(index) = self.slots.entry(server).or_default().alloc(max) else {
+                self.stats.skipped_no_slot += 1;
+                continue;
+            };
+            let upstream = UpstreamId { family, index };
+            let high = &mut self.upstream_high[family_index(family)];
+            *high = (*high).max(index + 1);
+            let key = self.next_key(now.saturating_add(self.idle));
+            self.deadlines.insert(key, client);
+            self.routes.insert((upstream, server), client);
+            self.flows.insert(
+                client,
+                Flow {
+                    target: cand.target,
+                    server,
+                    upstream,
+                    created: now,
+                    last_seen: now,
+                    deadline: key,
+                    datagrams_up: 1,
+                    bytes_up: len64,
+                    datagrams_down: 0,
+                    bytes_down: 0,
+                },
+            );
+            self.stats.flows_created += 1;
+            selector.flow_opened(client, cand.target, now);
+            return ClientVerdict::Forward {
+                upstream,
+                server,
+                new_flow: true,
+            };
+        }
+        self.stats.dropped_no_server += 1;
+        ClientVerdict::Drop(DropReason::NoServer)
+    }
+
+    /// A datagram of `len` bytes from `server` arrived on upstream socket `upstream`: the client
+    /// to send it to from the listening address, or `None` (drop: no live flow).
+    pub fn handle_server(
+        &mut self,
+        now: Duration,
+        upstream: UpstreamId,
+        server: SocketAddr,
+        len: usize,
+    ) -> Option<SocketAddr> {
+        let len64 = len as u64;
+        let routed = self
+            .routes
+            .get(&(upstream, server))
+            .copied()
+            .and_then(|client| self.flows.get_mut(&client).map(|f| (client, f)));
+        match routed {
+            Some((client, flow)) => {
+                flow.last_seen = flow.last_seen.max(now);
+                flow.datagrams_down += 1;
+                flow.bytes_down += len64;
+                self.stats.datagrams_from_servers += 1;
+                self.stats.bytes_from_servers += len64;
+                Some(client)
+            }
+            None => {
+                self.stats.unmatched_replies += 1;
+                None
+            }
+        }
+    }
+
+    /// `server` was unreachable through `upstream` (ICMP port unreachable, or a send error):
+    /// blacklist its target and remove the flow, so that the client's next datagram picks
+    /// another server. Returns the client whose flow was removed.
+    pub fn server_unreachable(
+        &mut self,
+        now: Duration,
+        upstream: UpstreamId,
+        server: SocketAddr,
+        selector: &mut dyn Selector,
+    ) -> Option<SocketAddr> {
+        self.stats.unreachable += 1;
+        let client = self.routes.get(&(upstream, server)).copied()?;
+        let flow = self.remove(client, now, selector)?;
+        self.stats.flows_failed += 1;
+        selector.server_failed(flow.target, now);
+        Some(client)
+    }
+
+    /// Remove the flow of `client` without judging its server (e.g. no upstream socket could be
+    /// opened for it). Returns whether there was one.
+    pub fn remove_flow(
+        &mut self,
+        now: Duration,
+        client: SocketAddr,
+        selector: &mut dyn Selector,
+    ) -> bool {
+        self.remove(client, now, selector).is_some()
+    }
+
+    /// Remove every flow whose server is `server` (e.g. the server was deleted). Returns how many.
+    pub fn remove_server(
+        &mut self,
+        now: Duration,
+        server: SocketAddr,
+        selector: &mut dyn Selector,
+    ) -> usize {
+        let clients: Vec<SocketAddr> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| f.server == server)
+            .map(|(c, _)| *c)
+            .collect();
+        for c in &clients {
+            self.remove(*c, now, selector);
+        }
+        clients.len()
+    }
+
+    fn remove(
+        &mut self,
+        client: SocketAddr,
+        now: Duration,
+        selector: &mut dyn Selector,
+    ) -> Option<Flow> {
+        let flow = self.flows.remove(&client)?;
+        self.deadlines.remove(&flow.deadline);
+        self.routes.remove(&(flow.upstream, flow.server));
+        if let Some(slots) = self.slots.get_mut(&flow.server) {
+            slots.release(flow.upstream.index);
+        }
+        selector.flow_closed(client, flow.target, flow.bytes_up, flow.bytes_down, now);
+        Some(flow)
+    }
+
+    /// When [`FlowTable::expire`] should next be called (`None`: no flows).
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        self.deadlines.first_key_value().map(|((at, _), _)| *at)
+    }
+
+    /// Remove every flow idle for at least the idle time at `now`. Returns how many expired.
+    /// A flow with traffic since its deadline was set is rescheduled, not expired.
+    pub fn expire(&mut self, now: Duration, selector: &mut dyn Selector) -> usize {
+        let mut expired = 0;
+        while let Some(entry) = self.deadlines.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let client = entry.remove();
+            let Some(flow) = self.flows.get(&client) else {
+                continue;
+            };
+            let due = flow.last_seen.saturating_add(self.idle);
+            if due > now {
+                let key = self.next_key(due);
+                self.deadlines.insert(key, client);
+                if let Some(flow) = self.flows.get_mut(&client) {
+                    flow.deadline = key;
+                }
+                continue;
+            }
+            // The deadline entry is already gone; `remove` tolerates that.
+            self.remove(client, now, selector);
+            self.stats.flows_expired += 1;
+            expired += 1;
+        }
+        expired
+    }
+
+    /// Check the internal invariants (tests and simulation): every flow has exactly one route
+    /// and one deadline, routes and deadlines point back at live flows, and no (upstream,
+    /// server) pair is used twice.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        if self.flows.len() != self.routes.len() || self.flows.len() != self.deadlines.len() {
+            return Err(format!(
+                "{} flows, {} routes, {} deadlines",
+                self.flows.len(),
+                self.routes.len(),
+                self.deadlines.len()
+            ));
+        }
+        for (client, flow) in &self.flows {
+            if self.routes.get(&(flow.upstream, flow.server)) != Some(client) {
+                return Err(format!("flow of {client} has no route back"));
+            }
+            if self.deadlines.get(&flow.deadline) != Some(client) {
+                return Err(format!("flow of {client} has no deadline"));
+            }
+            if flow.upstream.index >= self.upstream_high[family_index(flow.upstream.family)] {
+                return Err(format!("flow of {client} uses an upstream beyond the pool"));
+            }
+            if flow.upstream.family != Family::of(&flow.server) {
+                return Err(format!("flow of {client} uses the wrong family"));
+            }
+        }
+        for high in self.upstream_high {
+            if high > self.max_upstreams {
+                return Err(format!(
+                    "{high} upstreams exceed the bound {}",
+                    self.max_upstreams
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn family_index(f: Family) -> usize {
+    match f {
+        Family::V4 => 0,
+        Family::V6 => 1,
+    }
+}
+
+fn info(client: SocketAddr, f: &Flow, idle: Duration) -> FlowInfo {
+    FlowInfo {
+        client,
+        target: f.target,
+        server: f.server,
+        upstream: f.upstream,
+        created: f.created,
+        last_seen: f.last_seen,
+        expires: f.last_seen.saturating_add(idle),
+        datagrams_up: f.datagrams_up,
+        bytes_up: f.bytes_up,
+        datagrams_down: f.datagrams_down,
+        bytes_down: f.bytes_down,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Round robin over fixed servers, with a blacklist, recording every call.
+    #[derive(Default)]
+    struct Fake {
+        servers: Vec<Option<SocketAddr>>,
+        blacklisted: Vec<bool>,
+        next: usize,
+        opened: Vec<(SocketAddr, Target)>,
+        closed: Vec<(SocketAddr, Target, u64, u64)>,
+        failed: Vec<Target>,
+    }
+
+    impl Fake {
+        fn new(addrs: &[&str]) -> Fake {
+            Fake {
+                servers: addrs.iter().map(|a| Some(a.parse().unwrap())).collect(),
+                blacklisted: vec![false; addrs.len()],
+                ..Fake::default()
+            }
+        }
+    }
+
+    impl Selector for Fake {
+        fn candidates(&mut self, _client: SocketAddr, _now: Duration) -> Vec<Candidate> {
+            let n = self.servers.len();
+            let mut out = Vec::new();
+            for i in 0..n {
+                let idx = (self.next + i) % n;
+                if !self.blacklisted[idx] {
+                    out.push(Candidate {
+                        target: Target::Server(idx),
+                        addr: self.servers[idx],
+                    });
+                }
+            }
+            if n > 0 {
+                self.next = (self.next + 1) % n;
+            }
+            out
+        }
+        fn flow_opened(&mut self, client: SocketAddr, target: Target, _now: Duration) {
+            self.opened.push((client, target));
+        }
+        fn flow_closed(
+            &mut self,
+            client: SocketAddr,
+            target: Target,
+            sent: u64,
+            received: u64,
+            _now: Duration,
+        ) {
+            self.closed.push((client, target, sent, received));
+        }
+        fn server_failed(&mut self, target: Target, _now: Duration) {
+            if let Target::Server(i) = target {
+                self.blacklisted[i] = true;
+            }
+            self.failed.push(target);
+        }
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn forward(v: ClientVerdict) -> (UpstreamId, SocketAddr, bool) {
+        match v {
+            ClientVerdict::Forward {
+                upstream,
+                server,
+                new_flow,
+            } => (upstream, server, new_flow),
+            ClientVerdict::Drop(r) => panic!("dropped: {r:?}"),
+        }
+    }
+
+    #[test]
+    fn later_datagrams_of_a_flow_follow_the_first_server() {
+        let mut sel = Fake::new(&["10.0.0.1:53", "10.0.0.2:53"]);
+        let mut t = FlowTable::new(10, secs(60), 10);
+        let c = sa("192.0.2.1:5000");
+        let (u1, s1, new1) = forward(t.handle_client(secs(0), c, 10, &mut sel));
+        let (u2, s2, new2) = forward(t.handle_client(secs(1), c, 10, &mut sel));
+        assert!(new1 && !new2);
+        assert_eq!((u1, s1), (u2, s2));
+        assert_eq!(sel.opened.len(), 1, "selection runs once per flow");
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn each_client_port_is_its_own_flow() {
+        let mut sel = Fake::new(&["10.0.0.1:53", "10.0.0.2:53"]);
+        let mut t = FlowTable::new(10, secs(60), 10);
+        let (_, s1, _) = forward(t.handle_client(secs(0), sa("192.0.2.1:5000"), 1, &mut sel));
+        let (_, s2, _) = forward(t.handle_client(secs(0), sa("192.0.2.1:5001"), 1, &mut sel));
+        assert_ne!(s1, s2, "the fake round-robins between flows");
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn reply_returns_to_the_client_of_its_flow() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let mut t = FlowTable::new(10, secs(60), 10);
+        let a = sa("192.0.2.1:5000");
+        let b = sa("192.0.2.2:5000");
+        let (ua, sa_, _) = forward(t.handle_client(secs(0), a, 1, &mut sel));
+        let (ub, sb, _) = forward(t.handle_client(secs(0), b, 1, &mut sel));
+        assert_eq!(sa_, sb, "one server");
+        assert_ne!(ua, ub, "two flows to one server need two upstream sockets");
+        assert_eq!(t.handle_server(secs(1), ua, sa_, 5), Some(a));
+        assert_eq!(t.handle_server(secs(1), ub, sb, 5), Some(b));
+        assert_eq!(t.upstreams_needed(Family::V4), 2);
+        assert_eq!(t.upstreams_needed(Family::V6), 0);
+    }
+
+    #[test]
+    fn upstream_sockets_are_shared_between_servers() {
+        let mut sel = Fake::new(&["10.0.0.1:53", "10.0.0.2:53", "10.0.0.3:53"]);
+        let mut t = FlowTable::new(100, secs(60), 100);
+        for p in 0..30u16 {
+            forward(t.handle_client(
+                secs(0),
+                SocketAddr::from(([192, 0, 2, 1], 1000 + p)),
+                1,
+                &mut sel,
+            ));
+        }
+        assert_eq!(
+            t.upstreams_needed(Family::V4),
+            10,
+            "30 flows over 3 servers need 10 sockets"
+        );
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn reply_from_unknown_server_or_socket_is_dropped() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let mut t = FlowTable::new(10, secs(60), 10);
+        let (u, s, _) = forward(t.handle_client(secs(0), sa("192.0.2.1:5000"), 1, &mut sel));
+        assert_eq!(t.handle_server(secs(0), u, sa("10.0.0.9:53"), 1), None);
+        let other = UpstreamId { index: 5, ..u };
+        assert_eq!(t.handle_server(secs(0), other, s, 1), None);
+        assert_eq!(t.stats().unmatched_replies, 2);
+    }
+
+    #[test]
+    fn idle_flow_expires_at_idle_time() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let mut t = FlowTable::new(10, secs(60), 10);
+        let c = sa("192.0.2.1:5000");
+        forward(t.handle_client(secs(0), c, 3, &mut sel));
+        assert_eq!(t.poll_timeout(), Some(secs(60)));
+        assert_eq!(t.expire(secs(59), &mut sel), 0);
+        assert_eq!(t.expire(secs(60), &mut sel), 1);
+        assert!(t.is_empty());
+        assert_eq!(sel.closed, vec![(c, Target::Server(0), 3, 0)]);
+        assert_eq!(t.poll_timeout(), None);
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn traffic_in_either_direction_postpones_expiry() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let mut t = FlowTable::new(10, secs(60), 10);
+        let c = sa("192.0.2.1:5000");
+        let (u, s, _) = forward(t.handle_client(secs(0), c, 1, &mut sel));
+        forward(t.handle_client(secs(30), c, 1, &mut sel));
+        assert_eq!(t.expire(secs(60), &mut sel), 0);
+        assert_eq!(t.poll_timeout(), Some(secs(90)));
+        assert_eq!(t.handle_server(secs(80), u, s, 1), Some(c));
+        assert_eq!(t.expire(secs(90), &mut sel), 0);
+        assert_eq!(t.expire(secs(140), &mut sel), 1);
+    }
+
+    #[test]
+    fn full_table_drops_new_flows_and_keeps_existing_ones() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let mut t = FlowTable::new(2, secs(60), 10);
+        let a = sa("192.0.2.1:1");
+        forward(t.handle_client(secs(0), a, 1, &mut sel));
+        forward(t.handle_client(secs(0), sa("192.0.2.1:2"), 1, &mut sel));
+        assert_eq!(
+            t.handle_client(secs(0), sa("192.0.2.1:3"), 1, &mut sel),
+            ClientVerdict::Drop(DropReason::TableFull)
+        );
+        assert!(!forward(t.handle_client(secs(1), a, 1, &mut sel)).2);
+        assert_eq!(t.stats().dropped_table_full, 1);
+        assert_eq!(t.len(), 2);
+        // After expiry there is room again.
+        t.expire(secs(61), &mut sel);
+        forward(t.handle_client(secs(62), sa("192.0.2.1:3"), 1, &mut sel));
+    }
+
+    #[test]
+    fn no_candidate_drops_and_counts() {
+        let mut sel = Fake::new(&[]);
+        let mut t = FlowTable::new(2, secs(60), 10);
+        assert_eq!(
+            t.handle_client(secs(0), sa("192.0.2.1:1"), 1, &mut sel),
+            ClientVerdict::Drop(DropReason::NoServer)
+        );
+        assert_eq!(t.stats().dropped_no_server, 1);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn non_inet_candidate_is_skipped_for_the_next() {
+        let mut sel = Fake::new(&["10.0.0.1:53", "10.0.0.2:53"]);
+        sel.servers[0] = None;
+        let mut t = FlowTable::new(2, secs(60), 10);
+        let (_, s, _) = forward(t.handle_client(secs(0), sa("192.0.2.1:1"), 1, &mut sel));
+        assert_eq!(s, sa("10.0.0.2:53"));
+        assert_eq!(t.stats().skipped_unsupported, 1);
+    }
+
+    #[test]
+    fn server_without_free_upstream_slot_fails_over_to_next_candidate() {
+        let mut sel = Fake::new(&["10.0.0.1:53", "10.0.0.2:53"]);
+        let mut t = FlowTable::new(10, secs(60), 1);
+        let (_, s1, _) = forward(t.handle_client(secs(0), sa("192.0.2.1:1"), 1, &mut sel));
+        let (_, s2, _) = forward(t.handle_client(secs(0), sa("192.0.2.1:2"), 1, &mut sel));
+        assert_ne!(s1, s2);
+        // Both servers now hold the only socket: a third flow has nowhere to go.
+        assert_eq!(
+            t.handle_client(secs(0), sa("192.0.2.1:3"), 1, &mut sel),
+            ClientVerdict::Drop(DropReason::NoServer)
+        );
+        assert_eq!(t.stats().skipped_no_slot, 2);
+        assert_eq!(t.upstreams_needed(Family::V4), 1);
+    }
+
+    #[test]
+    fn unreachable_server_is_blacklisted_and_its_flow_reselects() {
+        let mut sel = Fake::new(&["10.0.0.1:53", "10.0.0.2:53"]);
+        let mut t = FlowTable::new(10, secs(60), 10);
+        let c = sa("192.0.2.1:5000");
+        let (u, s, _) = forward(t.handle_client(secs(0), c, 1, &mut sel));
+        assert_eq!(t.server_unreachable(secs(1), u, s, &mut sel), Some(c));
+        assert_eq!(sel.failed, vec![Target::Server(0)]);
+        assert_eq!(
+            sel.closed.len(),
+            1,
+            "a failed flow is closed in the balancer"
+        );
+        let (_, s2, new) = forward(t.handle_client(secs(2), c, 1, &mut sel));
+        assert!(new);
+        assert_ne!(s, s2);
+        assert_eq!(t.stats().flows_failed, 1);
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn unreachable_without_flow_is_counted_only() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let mut t = FlowTable::new(10, secs(60), 10);
+        let u = UpstreamId {
+            family: Family::V4,
+            index: 0,
+        };
+        assert_eq!(
+            t.server_unreachable(secs(1), u, sa("10.0.0.1:53"), &mut sel),
+            None
+        );
+        assert!(sel.failed.is_empty());
+        assert_eq!(t.stats().unreachable, 1);
+    }
+
+    #[test]
+    fn ipv6_servers_use_the_ipv6_pool() {
+        let mut sel = Fake::new(&["[2001:db8::1]:53", "10.0.0.1:53"]);
+        let mut t = FlowTable::new(10, secs(60), 10);
+        let c6 = sa("[2001:db8::99]:4000");
+        let (u, s, _) = forward(t.handle_client(secs(0), c6, 1, &mut sel));
+        assert_eq!(u.family, Family::V6);
+        assert_eq!(t.handle_server(secs(0), u, s, 1), Some(c6));
+        let (u4, _, _) = forward(t.handle_client(secs(0), sa("[2001:db8::99]:4001"), 1, &mut sel));
+        assert_eq!(u4.family, Family::V4, "a v6 client may reach a v4 server");
+        assert_eq!(t.upstreams_needed(Family::V6), 1);
+        assert_eq!(t.upstreams_needed(Family::V4), 1);
+    }
+
+    #[test]
+    fn freed_slots_are_reused_oldest_first() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let mut t = FlowTable::new(10, secs(10), 10);
+        let a = sa("192.0.2.1:1");
+        let b = sa("192.0.2.1:2");
+        let (ua, _, _) = forward(t.handle_client(secs(0), a, 1, &mut sel));
+        let (ub, _, _) = forward(t.handle_client(secs(1), b, 1, &mut sel));
+        t.expire(secs(10), &mut sel); // a expires, slot 0 free
+        t.expire(secs(11), &mut sel); // b expires, slot 1 free
+        let (u1, _, _) = forward(t.handle_client(secs(12), sa("192.0.2.1:3"), 1, &mut sel));
+        let (u2, _, _) = forward(t.handle_client(secs(12), sa("192.0.2.1:4"), 1, &mut sel));
+        assert_eq!((u1, u2), (ua, ub));
+        assert_eq!(t.upstreams_needed(Family::V4), 2, "the pool does not grow");
+    }
+
+    #[test]
+    fn shorter_idle_time_applies_to_existing_flows() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let mut t = FlowTable::new(10, secs(60), 10);
+        forward(t.handle_client(secs(0), sa("192.0.2.1:1"), 1, &mut sel));
+        t.set_limits(10, secs(5));
+        assert_eq!(t.poll_timeout(), Some(secs(5)));
+        assert_eq!(t.expire(secs(5), &mut sel), 1);
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn lowering_max_flows_keeps_existing_flows() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let mut t = FlowTable::new(10, secs(60), 10);
+        let a = sa("192.0.2.1:1");
+        forward(t.handle_client(secs(0), a, 1, &mut sel));
+        forward(t.handle_client(secs(0), sa("192.0.2.1:2"), 1, &mut sel));
+        t.set_limits(1, secs(60));
+        assert!(!forward(t.handle_client(secs(1), a, 1, &mut sel)).2);
+        assert_eq!(
+            t.handle_client(secs(1), sa("192.0.2.1:3"), 1, &mut sel),
+            ClientVerdict::Drop(DropReason::TableFull)
+        );
+    }
+
+    #[test]
+    fn zero_length_and_64k_datagrams_are_counted() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let mut t = FlowTable::new(10, secs(60), 10);
+        let c = sa("192.0.2.1:1");
+        forward(t.handle_client(secs(0), c, 0, &mut sel));
+        forward(t.handle_client(secs(0), c, 65_535, &mut sel));
+        let f = t.flow(&c).unwrap();
+        assert_eq!((f.datagrams_up, f.bytes_up), (2, 65_535));
+    }
+
+    #[test]
+    fn remove_server_closes_its_flows() {
+        let mut sel = Fake::new(&["10.0.0.1:53", "10.0.0.2:53"]);
+        let mut t = FlowTable::new(10, secs(60), 10);
+        for p in 1..=4u16 {
+            forward(t.handle_client(secs(0), SocketAddr::from(([192, 0, 2, 1], p)), 1, &mut sel));
+        }
+        assert_eq!(t.remove_server(secs(1), sa("10.0.0.1:53"), &mut sel), 2);
+        assert_eq!(t.len(), 2);
+        t.check_invariants().unwrap();
+    }
+}

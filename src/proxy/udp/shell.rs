@@ -1,0 +1,735 @@
+//! The tokio shell around [`FlowTable`]: moves datagrams between the listening socket, the
+//! upstream socket pool and the table, and drives its timer. No decisions are made here.
+//!
+//! Tasks: the listener loop (client → server), one reader per upstream socket (server →
+//! client, and ICMP errors through `IP_RECVERR`), and the expiry timer. Every task is aborted
+//! when [`serve_with`] returns or is dropped.
+//!
+//! Locks: the flow table's mutex is taken first, the context's (shared state) second, and only
+//! on the slow paths (new flow, expiry, unreachable server). Never take them the other way round.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::task::AbortHandle;
+
+use super::flow::{Candidate, ClientVerdict, Family, FlowTable, Selector, UpstreamId};
+use crate::select::Target;
+
+/// Largest UDP payload (IPv6 without jumbograms: 65,535 − 8); the buffers hold one of these.
+pub const MAX_DATAGRAM: usize = 65_536;
+
+/// The expiry task wakes at least this often (to pick up new limits): the "tick".
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// Limits the shell reads from the context at start and at every tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `conn_max`: flows in the table.
+    pub max_flows: usize,
+    /// Flow idle time (`udp_flow_idle_secs`).
+    pub idle: Duration,
+    /// `source IP`: bind upstream sockets to it (when of the server's family).
+    pub source: Option<IpAddr>,
+}
+
+/// What the shell needs from the daemon: server selection, the limits, and the clock.
+pub trait UdpContext: Send + Sync + 'static {
+    /// Run `f` with the selector (typically: lock the shared state, wrap the balancer).
+    fn with_selector<R>(&self, f: impl FnOnce(&mut dyn Selector) -> R) -> R;
+    fn limits(&self) -> Limits;
+    /// Monotonic time, from the same origin as every other user of the selector.
+    fn now(&self) -> Duration;
+}
+
+/// A [`Selector`] that reaches the context's selector call by call, so that the shared state
+/// is locked only when the table actually needs a decision.
+struct Lazy<'a, C>(&'a C);
+
+impl<C: UdpContext> Selector for Lazy<'_, C> {
+    fn candidates(&mut self, client: SocketAddr, now: Duration) -> Vec<Candidate> {
+        self.0.with_selector(|s| s.candidates(client, now))
+    }
+    fn flow_opened(&mut self, client: SocketAddr, target: Target, now: Duration) {
+        self.0.with_selector(|s| s.flow_opened(client, target, now))
+    }
+    fn flow_closed(
+        &mut self,
+        client: SocketAddr,
+        target: Target,
+        sent: u64,
+        received: u64,
+        now: Duration,
+    ) {
+        self.0
+            .with_selector(|s| s.flow_closed(client, target, sent, received, now))
+    }
+    fn server_failed(&mut self, target: Target, now: Duration) {
+        self.0.with_selector(|s| s.server_failed(target, now))
+    }
+}
+
+/// A handle on a running UDP balancer's flow table, for status output (`connection`, stats).
+#[derive(Clone)]
+pub struct UdpHandle {
+    table: Arc<Mutex<FlowTable>>,
+}
+
+impl UdpHandle {
+    /// Run `f` on the table (holds the table lock: keep it short, take no other lock inside).
+    pub fn with_table<R>(&self, f: impl FnOnce(&FlowTable) -> R) -> R {
+        f(&lock(&self.table))
+    }
+}
+
+struct Inner<C> {
+    ctx: C,
+    listener: UdpSocket,
+    table: Arc<Mutex<FlowTable>>,
+    pools: Mutex<Pools>,
+    source: Mutex<Option<IpAddr>>,
+}
+
+#[derive(Default)]
+struct Pools {
+    v4: Vec<Arc<UdpSocket>>,
+    v6: Vec<Arc<UdpSocket>>,
+    tasks: Vec<AbortHandle>,
+}
+
+impl Pools {
+    fn list(&mut self, f: Family) -> &mut Vec<Arc<UdpSocket>> {
+        match f {
+            Family::V4 => &mut self.v4,
+            Family::V6 => &mut self.v6,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Create the table for `limits` (exposed so the daemon can keep a [`UdpHandle`] before
+/// calling [`serve_table`]).
+pub fn new_table(limits: &Limits) -> UdpHandle {
+    let max_up = FlowTable::default_max_upstreams(limits.max_flows);
+    UdpHandle {
+        table: Arc::new(Mutex::new(FlowTable::new(
+            limits.max_flows,
+            limits.idle,
+            max_up,
+        ))),
+    }
+}
+
+/// Run the UDP balancer on `listener` until an unrecoverable error. See the module docs.
+pub async fn serve_with<C: UdpContext>(listener: UdpSocket, ctx: C) -> io::Result<()> {
+    let handle = new_table(&ctx.limits());
+    serve_table(listener, ctx, handle).await
+}
+
+/// [`serve_with`] on a table created by [`new_table`] (whose handle the caller keeps).
+pub async fn serve_table<C: UdpContext>(
+    listener: UdpSocket,
+    ctx: C,
+    handle: UdpHandle,
+) -> io::Result<()> {
+    let limits = ctx.limits();
+    let inner = Arc::new(Inner {
+        ctx,
+        listener,
+        table: handle.table,
+        pools: Mutex::new(Pools::default()),
+        source: Mutex::new(limits.source),
+    });
+    let timer = tokio::spawn(expiry_loop(Arc::clone(&inner)));
+    let _guard = AbortGuard {
+        timer: timer.abort_handle(),
+        inner: Arc::clone(&inner),
+    };
+    client_loop(&inner).await
+}
+
+struct AbortGuard<C> {
+    timer: AbortHandle,
+    inner: Arc<Inner<C>>,
+}
+
+impl<C> Drop for AbortGuard<C> {
+    fn drop(&mut self) {
+        self.timer.abort();
+        let pools = lock(&self.inner.pools);
+        for t in &pools.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn expiry_loop<C: UdpContext>(inner: Arc<Inner<C>>) {
+    loop {
+        let now = inner.ctx.now();
+        let limits = inner.ctx.limits();
+        *lock(&inner.source) = limits.source;
+        let next = {
+            let mut table = lock(&inner.table);
+            if table.max_flows() != limits.max_flows || table.idle() != limits.idle {
+                table.set_limits(limits.max_flows, limits.idle);
+            }
+            let mut sel = Lazy(&inner.ctx);
+            let n = table.expire(now, &mut sel);
+            if n > 0 {
+                tracing::debug!(expired = n, flows = table.len(), "udp flows expired");
+            }
+            table.poll_timeout()
+        };
+        let wait = next.map_or(TICK, |at| at.saturating_sub(now)).min(TICK);
+        tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+    }
+}
+
+async fn client_loop<C: UdpContext>(inner: &Arc<Inner<C>>) -> io::Result<()> {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut errors = 0u32;
+    loop {
+        let (n, client) = match inner.listener.recv_from(&mut buf).await {
+            Ok(x) => {
+                errors = 0;
+                x
+            }
+            Err(e) => {
+                // ICMP errors about clients (ECONNREFUSED) and transient errors: keep going,
+                // but do not spin on a broken socket.
+                errors += 1;
+                tracing::debug!(error = %e, "udp listener recv");
+                if errors > 100 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                continue;
+            }
+        };
+        let now = inner.ctx.now();
+        let verdict = {
+            let mut table = lock(&inner.table);
+            table.handle_client(now, client, n, &mut Lazy(&inner.ctx))
+        };
+        let ClientVerdict::Forward {
+            upstream, server, ..
+        } = verdict
+        else {
+            tracing::trace!(%client, ?verdict, "udp datagram dropped");
+            continue;
+        };
+        let sock = match upstream_socket(inner, upstream) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, ?upstream, "cannot open a UDP upstream socket; dropping the flow");
+                let mut table = lock(&inner.table);
+                table.remove_flow(now, client, &mut Lazy(&inner.ctx));
+                continue;
+            }
+        };
+        let data = buf.get(..n).unwrap_or_default();
+        let mut result = sock.send_to(data, server).await;
+        if matches!(&result, Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED)) {
+            // A pending ICMP error of another server surfaced on this shared socket: account
+            // for it from the error queue, then send ours again.
+            handle_errqueue(inner, &sock, upstream);
+            result = sock.send_to(data, server).await;
+        }
+        if let Err(e) = result {
+            if send_error_blames_server(&e) {
+                tracing::debug!(error = %e, %server, "udp send failed; server unreachable");
+                let mut table = lock(&inner.table);
+                table.server_unreachable(now, upstream, server, &mut Lazy(&inner.ctx));
+            } else {
+                tracing::debug!(error = %e, %server, "udp send failed; datagram dropped");
+            }
+        }
+    }
+}
+
+fn send_error_blames_server(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ENETUNREACH
+                | libc::EHOSTUNREACH
+                | libc::ECONNREFUSED
+                | libc::EACCES
+                | libc::EPERM
+                | libc::EADDRNOTAVAIL
+                | libc::EAFNOSUPPORT
+        )
+    )
+}
+
+/// The upstream socket `id`, creating the pool up to it (and its reader task) if needed.
+fn upstream_socket<C: UdpContext>(
+    inner: &Arc<Inner<C>>,
+    id: UpstreamId,
+) -> io::Result<Arc<UdpSocket>> {
+    let index = usize::try_from(id.index).map_err(io::Error::other)?;
+    let mut pools = lock(&inner.pools);
+    if let Some(s) = pools.list(id.family).get(index) {
+        return Ok(Arc::clone(s));
+    }
+    let source = *lock(&inner.source);
+    while pools.list(id.family).len() <= index {
+        let i = pools.list(id.family).len();
+        let sock = Arc::new(new_upstream(id.family, source)?);
+        let uid = UpstreamId {
+            family: id.family,
+            index: u32::try_from(i).map_err(io::Error::other)?,
+        };
+        let task = tokio::spawn(upstream_loop(Arc::clone(inner), Arc::clone(&sock), uid));
+        pools.tasks.push(task.abort_handle());
+        pools.list(id.family).push(sock);
+    }
+    pools
+        .list(id.family)
+        .get(index)
+        .cloned()
+        .ok_or_else(|| io::Error::other("upstream pool did not grow"))
+}
+
+/// An unconnected UDP socket on an ephemeral port with `IP_RECVERR`/`IPV6_RECVERR`, so that
+/// ICMP errors (port unreachable) are queued with the address of the server that caused them.
+fn new_upstream(family: Family, source: Option<IpAddr>) -> io::Result<UdpSocket> {
+    let (domain, any, level, opt): (Domain, IpAddr, libc::c_int, libc::c_int) = match family {
+        Family::V4 => (
+            Domain::IPV4,
+            Ipv4Addr::UNSPECIFIED.into(),
+            libc::SOL_IP,
+            libc::IP_RECVERR,
+        ),
+        Family::V6 => (
+            Domain::IPV6,
+            Ipv6Addr::UNSPECIFIED.into(),
+            libc::SOL_IPV6,
+            libc::IPV6_RECVERR,
+        ),
+    };
+    let sock = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if family == Family::V6 {
+        sock.set_only_v6(true)?;
+    }
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt on a valid descriptor with a pointer to a live c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            opt,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let ip = match source {
+        Some(ip) if ip.is_ipv4() == (family == Family::V4) => ip,
+        _ => any,
+    };
+    sock.bind(&SocketAddr::new(ip, 0).into())?;
+    sock.set_nonblocking(true)?;
+    UdpSocket::from_std(sock.into())
+}
+
+thread_local! {
+    static REPLY_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; MAX_DATAGRAM]);
+}
+
+/// Datagrams handled per readiness event before yielding to other tasks.
+const BATCH: usize = 64;
+
+async fn upstream_loop<C: UdpContext>(inner: Arc<Inner<C>>, sock: Arc<UdpSocket>, id: UpstreamId) {
+    loop {
+        let ready = match sock.ready(Interest::READABLE | Interest::ERROR).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, ?id, "udp upstream socket failed");
+                return;
+            }
+        };
+        if ready.is_error() {
+            handle_errqueue(&inner, &sock, id);
+        }
+        if ready.is_readable() {
+            for _ in 0..BATCH {
+                match forward_one_reply(&inner, &sock, id) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) || is_icmp_error(&e) => {
+                        handle_errqueue(&inner, &sock, id);
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, ?id, "udp upstream recv");
+                        break;
+                    }
+                }
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+fn is_icmp_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EHOSTDOWN | libc::ENONET)
+    )
+}
+
+/// Receive one datagram from a server on `sock` and send it to its flow's client from the
+/// listening socket. Err(WouldBlock) when there is nothing to read.
+fn forward_one_reply<C: UdpContext>(
+    inner: &Inner<C>,
+    sock: &UdpSocket,
+    id: UpstreamId,
+) -> io::Result<()> {
+    REPLY_BUF.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        let (n, from) = sock.try_recv_from(&mut buf)?;
+        let now = inner.ctx.now();
+        let client = lock(&inner.table).handle_server(now, id, from, n);
+        if let Some(client) = client {
+            let data = buf.get(..n).unwrap_or_default();
+            if let Err(e) = inner.listener.try_send_to(data, client) {
+                // Listener send buffer full (or the client is gone): UDP may drop.
+                tracing::trace!(error = %e, %client, "udp reply dropped");
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Drain the socket's error queue and report every unreachable server to the table.
+fn handle_errqueue<C: UdpContext>(inner: &Inner<C>, sock: &UdpSocket, id: UpstreamId) {
+    let fd = sock.as_raw_fd();
+    let mut offenders = Vec::new();
+    // try_io clears the ERROR readiness when the queue is empty (WouldBlock).
+    let _ = sock.try_io(Interest::ERROR, || {
+        for _ in 0..BATCH {
+            let (addr, errno) = recv_err(fd)?;
+            if let Some(addr) = addr
+                && matches!(
+                    i32::try_from(errno).unwrap_or(0),
+                    libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EHOSTDOWN
+                )
+            {
+                offenders.push(addr);
+            }
+        }
+        Ok(())
+    });
+    if offenders.is_empty() {
+        return;
+    }
+    let now = inner.ctx.now();
+    let mut table = lock(&inner.table);
+    for server in offenders {
+        let client = table.server_unreachable(now, id, server, &mut Lazy(&inner.ctx));
+        tracing::debug!(%server, ?client, "udp server unreachable (ICMP)");
+    }
+}
+
+/// One entry of the error queue: the original destination of the failed datagram and the
+/// error (`ee_errno`). Err(WouldBlock) when the queue is empty.
+fn recv_err(fd: RawFd) -> io::Result<(Option<SocketAddr>, u32)> {
+    // SAFETY (whole block): recvmsg with MSG_ERRQUEUE on a valid descriptor; every pointer in
+    // `msg` refers to a live local buffer of the stated size; the control messages are walked
+    // with the libc CMSG macros within `msg_controllen` and read unaligned.
+    unsafe {
+        let mut name: libc::sockaddr_storage = std::mem::zeroed();
+        let mut data = [0u8; 64];
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr().cast(),
+            iov_len: data.len(),
+        };
+        let mut control = [0u64; 64];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        let rc = libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT);
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let addr = sockaddr_to_std(&name);
+        let mut errno = 0;
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            let level = (*cmsg).cmsg_level;
+            let ty = (*cmsg).cmsg_type;
+            if (level == libc::SOL_IP && ty == libc::IP_RECVERR)
+                || (level == libc::SOL_IPV6 && ty == libc::IPV6_RECVERR)
+            {
+                let ee: libc::sock_extended_err =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                errno = ee.ee_errno;
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        Ok((addr, errno))
+    }
+}
+
+fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match libc::c_int::from(ss.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in, which fits in it.
+            let sin: libc::sockaddr_in =
+                unsafe { std::ptr::read_unaligned((ss as *const libc::sockaddr_storage).cast()) };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6, which fits in it.
+            let sin6: libc::sockaddr_in6 =
+                unsafe { std::ptr::read_unaligned((ss as *const libc::sockaddr_storage).cast()) };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Round robin over fixed servers with a blacklist that never expires.
+    struct RrSel {
+        servers: Vec<SocketAddr>,
+        next: usize,
+        blacklisted: Vec<bool>,
+    }
+
+    impl Selector for RrSel {
+        fn candidates(&mut self, _c: SocketAddr, _now: Duration) -> Vec<Candidate> {
+            let n = self.servers.len();
+            let mut out = Vec::new();
+            for k in 0..n {
+                let i = (self.next + k) % n;
+                if !self.blacklisted[i] {
+                    out.push(Candidate {
+                        target: Target::Server(i),
+                        addr: Some(self.servers[i]),
+                    });
+                }
+            }
+            self.next += 1;
+            out
+        }
+        fn flow_opened(&mut self, _c: SocketAddr, _t: Target, _now: Duration) {}
+        fn flow_closed(&mut self, _c: SocketAddr, _t: Target, _s: u64, _r: u64, _now: Duration) {}
+        fn server_failed(&mut self, t: Target, _now: Duration) {
+            if let Target::Server(i) = t {
+                self.blacklisted[i] = true;
+            }
+        }
+    }
+
+    struct Ctx {
+        sel: Mutex<RrSel>,
+        limits: Limits,
+    }
+
+    impl UdpContext for Arc<Ctx> {
+        fn with_selector<R>(&self, f: impl FnOnce(&mut dyn Selector) -> R) -> R {
+            f(&mut *self.sel.lock().unwrap())
+        }
+        fn limits(&self) -> Limits {
+            self.limits
+        }
+        fn now(&self) -> Duration {
+            crate::proxy::now()
+        }
+    }
+
+    /// A UDP echo backend that prefixes its replies with `tag`.
+    async fn tagged_echo(tag: u8, count: Arc<AtomicUsize>) -> SocketAddr {
+        let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = s.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; MAX_DATAGRAM];
+            loop {
+                let (n, from) = s.recv_from(&mut buf).await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut out = vec![tag];
+                out.extend_from_slice(&buf[..n.min(MAX_DATAGRAM - 100)]);
+                s.send_to(&out, from).await.unwrap();
+            }
+        });
+        addr
+    }
+
+    async fn start(servers: Vec<SocketAddr>, max_flows: usize) -> (SocketAddr, Arc<Ctx>) {
+        let n = servers.len();
+        let ctx = Arc::new(Ctx {
+            sel: Mutex::new(RrSel {
+                servers,
+                next: 0,
+                blacklisted: vec![false; n],
+            }),
+            limits: Limits {
+                max_flows,
+                idle: Duration::from_secs(60),
+                source: None,
+            },
+        });
+        let l = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(serve_with(l, Arc::clone(&ctx)));
+        (addr, ctx)
+    }
+
+    async fn ask(c: &UdpSocket, to: SocketAddr, msg: &[u8]) -> Option<Vec<u8>> {
+        c.send_to(msg, to).await.unwrap();
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        match tokio::time::timeout(Duration::from_millis(500), c.recv_from(&mut buf)).await {
+            Ok(Ok((n, from))) => {
+                assert_eq!(from, to, "replies come from the listening address");
+                Some(buf[..n].to_vec())
+            }
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn replies_come_back_from_the_listener_and_flows_stick() {
+        let a = tagged_echo(b'A', Arc::default()).await;
+        let b = tagged_echo(b'B', Arc::default()).await;
+        let (pen, _ctx) = start(vec![a, b], 100).await;
+        let c1 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let c2 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let r1 = ask(&c1, pen, b"hi").await.unwrap();
+        let r2 = ask(&c2, pen, b"hi").await.unwrap();
+        assert_ne!(r1[0], r2[0], "two flows spread over two servers");
+        for _ in 0..5 {
+            assert_eq!(ask(&c1, pen, b"again").await.unwrap()[0], r1[0]);
+        }
+        assert_eq!(&r1[1..], b"hi");
+    }
+
+    #[tokio::test]
+    async fn zero_length_and_64k_datagrams_pass() {
+        let a = tagged_echo(b'A', Arc::default()).await;
+        let (pen, _ctx) = start(vec![a], 100).await;
+        let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        assert_eq!(ask(&c, pen, b"").await.unwrap(), b"A");
+        let big = vec![7u8; 65_507];
+        let r = ask(&c, pen, &big).await.unwrap();
+        assert_eq!(r.len(), 1 + (MAX_DATAGRAM - 100));
+    }
+
+    #[tokio::test]
+    async fn icmp_port_unreachable_blacklists_and_fails_over() {
+        let dead = {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.local_addr().unwrap()
+        }; // closed: the kernel answers port unreachable
+        let live = tagged_echo(b'L', Arc::default()).await;
+        let (pen, ctx) = start(vec![dead, live], 100).await;
+        let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        // The first flow goes to the dead server: no answer, but the ICMP error blacklists it.
+        assert_eq!(ask(&c, pen, b"q").await, None);
+        assert!(ctx.sel.lock().unwrap().blacklisted[0]);
+        // The client's retry is a new flow on the live server.
+        assert_eq!(ask(&c, pen, b"q").await.unwrap(), b"Lq");
+    }
+
+    #[tokio::test]
+    async fn full_table_refuses_new_clients_but_serves_existing() {
+        let a = tagged_echo(b'A', Arc::default()).await;
+        let (pen, _ctx) = start(vec![a], 2).await;
+        let c1 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let c2 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let c3 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        assert!(ask(&c1, pen, b"1").await.is_some());
+        assert!(ask(&c2, pen, b"2").await.is_some());
+        assert_eq!(ask(&c3, pen, b"3").await, None);
+        assert!(ask(&c1, pen, b"1").await.is_some());
+    }
+
+    #[tokio::test]
+    async fn ipv6_listener_and_backend() {
+        let s = UdpSocket::bind("[::1]:0").await.unwrap();
+        let b = s.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 1500];
+            loop {
+                let (n, from) = s.recv_from(&mut buf).await.unwrap();
+                s.send_to(&buf[..n], from).await.unwrap();
+            }
+        });
+        let ctx = Arc::new(Ctx {
+            sel: Mutex::new(RrSel {
+                servers: vec![b],
+                next: 0,
+                blacklisted: vec![false],
+            }),
+            limits: Limits {
+                max_flows: 10,
+                idle: Duration::from_secs(60),
+                source: None,
+            },
+        });
+        let l = UdpSocket::bind("[::1]:0").await.unwrap();
+        let pen = l.local_addr().unwrap();
+        tokio::spawn(serve_with(l, ctx));
+        let c = UdpSocket::bind("[::1]:0").await.unwrap();
+        assert_eq!(ask(&c, pen, b"six").await.unwrap(), b"six");
+    }
+
+    #[tokio::test]
+    async fn many_client_ports_use_few_upstream_sockets() {
+        let a = tagged_echo(b'A', Arc::default()).await;
+        let b = tagged_echo(b'B', Arc::default()).await;
+        let ctx = Arc::new(Ctx {
+            sel: Mutex::new(RrSel {
+                servers: vec![a, b],
+                next: 0,
+                blacklisted: vec![false; 2],
+            }),
+            limits: Limits {
+                max_flows: 1000,
+                idle: Duration::from_secs(60),
+                source: None,
+            },
+        });
+        let handle = new_table(&ctx.limits);
+        let l = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let pen = l.local_addr().unwrap();
+        tokio::spawn(serve_table(l, ctx, handle.clone()));
+        let mut clients = Vec::new();
+        for _ in 0..40 {
+            let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            assert!(ask(&c, pen, b"x").await.is_some());
+            clients.push(c);
+        }
+        // 40 flows over 2 servers: 20 upstream sockets, whatever the number of clients.
+        let (flows, ups) = handle.with_table(|t| (t.len(), t.upstreams_needed(Family::V4)));
+        assert_eq!((flows, ups), (40, 20));
+    }
+}
