@@ -470,8 +470,14 @@ pub fn parse_backend(spec: &str, default_port: u16) -> Result<ServerConfig, Stri
     };
     let port = match fields.first() {
         None | Some(&"") => default_port,
-        Some(p) => command::parse_num(p, 1, u16::MAX)
-            .ok_or_else(|| format!("port must be a number 1-65535, got {p:?}"))?,
+        Some(p) => match crate::config::parse_port(p) {
+            Ok(0) | Err(_) => {
+                return Err(format!(
+                    "port must be a number 1-65535 or a well-known service name (http, smtp, ...), got {p:?}"
+                ));
+            }
+            Ok(port) => port,
+        },
     };
     Ok(ServerConfig {
         host: Some(host),
@@ -879,8 +885,8 @@ mod tests {
     #[test]
     fn bad_listen_address() {
         assert_eq!(
-            bad("http h"),
-            "pen: bad listen address \"http\": port must be a number 0-65535, got \"http\" (expected [host:]port)"
+            bad("htttp h"),
+            "pen: bad listen address \"htttp\": port must be a number 0-65535 or a well-known service name (http, smtp, ...), got \"htttp\" (expected [host:]port)"
         );
     }
 
@@ -941,8 +947,8 @@ mod tests {
     #[test]
     fn backend_errors_name_the_token() {
         assert_eq!(
-            bad("80 10.0.0.1:http"),
-            "pen: bad backend \"10.0.0.1:http\": port must be a number 1-65535, got \"http\""
+            bad("80 10.0.0.1:htttp"),
+            "pen: bad backend \"10.0.0.1:htttp\": port must be a number 1-65535 or a well-known service name (http, smtp, ...), got \"htttp\""
         );
         assert!(bad("80 h:1:2:3:4:5:6").contains("too many ':' fields"));
         assert!(bad("80 h:1:x").contains("maxc must be a number"));

@@ -107,11 +107,65 @@ impl fmt::Display for ListenAddr {
 
 /// A port number 0-65535 (decimal digits only).
 pub fn parse_port(s: &str) -> Result<u16, String> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("port must be a number 0-65535, got {s:?}"));
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse::<u16>()
+            .map_err(|_| format!("port must be a number 0-65535 or a service name, got {s:?}"));
     }
-    s.parse::<u16>()
-        .map_err(|_| format!("port must be a number 0-65535, got {s:?}"))
+    service_port(s).ok_or_else(|| {
+        format!("port must be a number 0-65535 or a well-known service name (http, smtp, ...), got {s:?}")
+    })
+}
+
+/// Well-known TCP/UDP service names, as C Pen resolves them through getservbyname (its usage
+/// text says `pen smtp mailhost1:smtp mailhost2:25 mailhost3`). A fixed table keeps parsing
+/// pure and identical on every machine; the names are those of IANA's registry that
+/// /etc/services carries on Debian.
+pub fn service_port(name: &str) -> Option<u16> {
+    const SERVICES: &[(&str, u16)] = &[
+        ("ftp-data", 20),
+        ("ftp", 21),
+        ("ssh", 22),
+        ("telnet", 23),
+        ("smtp", 25),
+        ("domain", 53),
+        ("gopher", 70),
+        ("finger", 79),
+        ("http", 80),
+        ("www", 80),
+        ("kerberos", 88),
+        ("pop3", 110),
+        ("sunrpc", 111),
+        ("auth", 113),
+        ("nntp", 119),
+        ("ntp", 123),
+        ("imap", 143),
+        ("imap2", 143),
+        ("snmp", 161),
+        ("ldap", 389),
+        ("https", 443),
+        ("microsoft-ds", 445),
+        ("submissions", 465),
+        ("smtps", 465),
+        ("syslog", 514),
+        ("submission", 587),
+        ("ldaps", 636),
+        ("rsync", 873),
+        ("imaps", 993),
+        ("pop3s", 995),
+        ("socks", 1080),
+        ("openvpn", 1194),
+        ("ms-sql-s", 1433),
+        ("mysql", 3306),
+        ("postgresql", 5432),
+        ("sip", 5060),
+        ("x11", 6000),
+        ("redis", 6379),
+        ("http-alt", 8080),
+        ("webcache", 8080),
+        ("memcache", 11211),
+    ];
+    SERVICES.iter().find(|(n, _)| *n == name).map(|&(_, p)| p)
 }
 
 /// A backend host before resolution.

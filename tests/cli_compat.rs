@@ -272,16 +272,18 @@ fn ipv6_and_unix_listeners() {
     assert_eq!(c.servers[1].port, 80);
 }
 
-/// The usage text's own example uses /etc/services names, which pen-rs does not look up.
+/// The usage text's own example uses service names: they resolve as C Pen's getservbyname does.
 #[test]
-fn usage_example_with_service_names_is_refused_clearly() {
+fn usage_example_with_service_names_works() {
+    let c = pen("pen smtp mailhost1:smtp mailhost2:25 mailhost3");
+    assert_eq!(c.config.listen.as_ref().and_then(|l| l.port()), Some(25));
     assert_eq!(
-        pen_err("pen smtp mailhost1:smtp mailhost2:25 mailhost3"),
-        "pen: bad listen address \"smtp\": port must be a number 0-65535, got \"smtp\" (expected [host:]port)"
+        c.servers.iter().map(|s| s.port).collect::<Vec<_>>(),
+        vec![25, 25, 25]
     );
     assert_eq!(
-        pen_err("pen 25 mailhost1:smtp"),
-        "pen: bad backend \"mailhost1:smtp\": port must be a number 1-65535, got \"smtp\""
+        pen_err("pen 25 mailhost1:smtpx"),
+        "pen: bad backend \"mailhost1:smtpx\": port must be a number 1-65535 or a well-known service name (http, smtp, ...), got \"smtpx\""
     );
 }
 
@@ -454,8 +456,8 @@ fn bad_command_lines_give_one_line_errors() {
             "pen: no listen address given; usage: pen [options] [host:]port|/path h1[:p1[:maxc1[:hard1[:weight1[:prio1]]]]] [h2...]",
         ),
         (
-            "pen 80 10.0.0.1:http",
-            "pen: bad backend \"10.0.0.1:http\": port must be a number 1-65535, got \"http\"",
+            "pen 80 10.0.0.1:htttp",
+            "pen: bad backend \"10.0.0.1:htttp\": port must be a number 1-65535 or a well-known service name (http, smtp, ...), got \"htttp\"",
         ),
         (
             "pen -x 80",
