@@ -1,0 +1,938 @@
+//! Built-in backends run as `pen-lab backend <kind> ...` processes inside a lab namespace:
+//! an HTTP responder whose body names it, a DNS responder answering A queries with a fixed
+//! address, and TCP/UDP echo. The protocol parsing and answer building are pure functions
+//! (unit-tested below); `run_backend` is the thin tokio shell around them.
+//!
+//! HTTP/1.1 with keep-alive: `GET /remote_addr` → `"{peer_ip}\n"`, or
+//! `"{peer_ip} xff={X-Forwarded-For}\n"` when that header is present; every other path →
+//! `"{name}\n"`. Status is always 200 for a parseable request, 400 otherwise.
+//! DNS over UDP: an A/IN question gets one answer (`answer`, TTL 0, authoritative); other
+//! types get NOERROR with no answer; other opcodes NOTIMP; malformed packets and responses are
+//! ignored.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Which built-in backend to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendKind {
+    Http { name: String },
+    Dns { name: String, answer: Ipv4Addr },
+    TcpEcho,
+    UdpEcho,
+}
+
+impl BackendKind {
+    /// The subcommand word: `http`, `dns`, `tcp-echo`, `udp-echo`.
+    pub fn word(&self) -> &'static str {
+        match self {
+            BackendKind::Http { .. } => "http",
+            BackendKind::Dns { .. } => "dns",
+            BackendKind::TcpEcho => "tcp-echo",
+            BackendKind::UdpEcho => "udp-echo",
+        }
+    }
+
+    fn is_udp(&self) -> bool {
+        matches!(self, BackendKind::Dns { .. } | BackendKind::UdpEcho)
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendKind::Http { name } => write!(f, "http {name}"),
+            BackendKind::Dns { name, answer } => write!(f, "dns {name} (A {answer})"),
+            other => f.write_str(other.word()),
+        }
+    }
+}
+
+/// The arguments after the `pen-lab` binary path that start this backend, e.g.
+/// `["backend", "http", "--name", "web1", "--listen", "10.0.0.2:80"]`.
+pub fn backend_argv(kind: &BackendKind, listen: &[SocketAddr]) -> Vec<String> {
+    let mut v = vec!["backend".to_string(), kind.word().to_string()];
+    match kind {
+        BackendKind::Http { name } => {
+            v.extend(["--name".to_string(), name.clone()]);
+        }
+        BackendKind::Dns { name, answer } => {
+            v.extend([
+                "--name".to_string(),
+                name.clone(),
+                "--answer".to_string(),
+                answer.to_string(),
+            ]);
+        }
+        BackendKind::TcpEcho | BackendKind::UdpEcho => {}
+    }
+    for a in listen {
+        v.extend(["--listen".to_string(), a.to_string()]);
+    }
+    v
+}
+
+/// Parses what [`backend_argv`] builds. A leading `"backend"` word is optional, so both the
+/// full argument list and the list after the subcommand are accepted. `--listen` may repeat
+/// and may hold a comma-separated list; `--opt=value` is accepted too.
+pub fn parse_backend_args(args: &[String]) -> Result<(BackendKind, Vec<SocketAddr>)> {
+    const USAGE: &str = "expected: backend http|dns|tcp-echo|udp-echo [--name NAME] [--answer IPV4] --listen IP:PORT [--listen IP:PORT ...]";
+    let mut it = args.iter().map(String::as_str).peekable();
+    if it.peek() == Some(&"backend") {
+        it.next();
+    }
+    let word = it
+        .next()
+        .ok_or_else(|| anyhow!("missing backend kind; {USAGE}"))?;
+    let mut name: Option<String> = None;
+    let mut answer: Option<Ipv4Addr> = None;
+    let mut listen: Vec<SocketAddr> = Vec::new();
+    while let Some(arg) = it.next() {
+        let (key, inline) = match arg.split_once('=') {
+            Some((k, v)) if k.starts_with("--") => (k, Some(v.to_string())),
+            _ => (arg, None),
+        };
+        let mut value = || -> Result<String> {
+            match &inline {
+                Some(v) => Ok(v.clone()),
+                None => it
+                    .next()
+                    .map(str::to_string)
+                    .ok_or_else(|| anyhow!("option {key} needs a value; {USAGE}")),
+            }
+        };
+        match key {
+            "--name" => name = Some(value()?),
+            "--answer" => {
+                let v = value()?;
+                answer = Some(v.parse().map_err(|_| {
+                    anyhow!("--answer {v:?} is not an IPv4 address (expected e.g. 10.0.0.53)")
+                })?);
+            }
+            "--listen" => {
+                for part in value()?.split(',').filter(|p| !p.is_empty()) {
+                    listen.push(part.parse().map_err(|_| {
+                        anyhow!("--listen {part:?} is not IP:PORT (expected e.g. 10.0.0.2:80 or [fd00::2]:80)")
+                    })?);
+                }
+            }
+            other => bail!("unknown backend option {other:?}; {USAGE}"),
+        }
+    }
+    if listen.is_empty() {
+        bail!("backend {word}: at least one --listen IP:PORT is required");
+    }
+    let kind = match word {
+        "http" => BackendKind::Http {
+            name: name
+                .ok_or_else(|| anyhow!("backend http needs --name NAME (the body it serves)"))?,
+        },
+        "dns" => BackendKind::Dns {
+            name: name.unwrap_or_else(|| "dns".to_string()),
+            answer: answer.ok_or_else(|| {
+                anyhow!("backend dns needs --answer IPV4 (the A record it returns)")
+            })?,
+        },
+        "tcp-echo" => BackendKind::TcpEcho,
+        "udp-echo" => BackendKind::UdpEcho,
+        other => bail!("unknown backend kind {other:?}; {USAGE}"),
+    };
+    Ok((kind, listen))
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP (pure)
+
+/// Largest request head accepted.
+pub const MAX_HEAD: usize = 16 * 1024;
+/// Largest request body read (and discarded).
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// A parsed HTTP/1.x request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequest {
+    pub method: String,
+    pub path: String,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor: u8,
+    pub headers: Vec<(String, String)>,
+}
+
+impl HttpRequest {
+    /// All values of header `name` (case-insensitive), joined with ", ".
+    pub fn header(&self, name: &str) -> Option<String> {
+        let vals: Vec<&str> = self
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        if vals.is_empty() {
+            None
+        } else {
+            Some(vals.join(", "))
+        }
+    }
+
+    /// Declared body length (0 when absent).
+    pub fn content_length(&self) -> Result<usize, String> {
+        match self.header("content-length") {
+            None => Ok(0),
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| format!("bad Content-Length {v:?}")),
+        }
+    }
+
+    /// Whether the connection stays open after the response.
+    pub fn keep_alive(&self) -> bool {
+        let conn = self
+            .header("connection")
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if self.minor == 0 {
+            conn.split(',').any(|t| t.trim() == "keep-alive")
+        } else {
+            !conn.split(',').any(|t| t.trim() == "close")
+        }
+    }
+}
+
+/// Index just past the blank line ending the head (`\r\n\r\n` or `\n\n`), if present.
+pub fn find_head_end(buf: &[u8]) -> Option<usize> {
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Parses a request head (request line and headers, up to and including the blank line).
+pub fn parse_http_head(head: &[u8]) -> Result<HttpRequest, String> {
+    let text = std::str::from_utf8(head).map_err(|_| "request head is not UTF-8".to_string())?;
+    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let request_line = lines.next().unwrap_or_default();
+    let mut parts = request_line.split(' ').filter(|p| !p.is_empty());
+    let (Some(method), Some(path), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(format!("bad request line {request_line:?}"));
+    };
+    let minor = match version {
+        "HTTP/1.1" => 1,
+        "HTTP/1.0" => 0,
+        other => return Err(format!("unsupported HTTP version {other:?}")),
+    };
+    if !method.chars().all(|c| c.is_ascii_uppercase()) {
+        return Err(format!("bad method {method:?}"));
+    }
+    let mut headers = Vec::new();
+    for line in lines {
+        if line.is_empty() {
+            break;
+        }
+        let (k, v) = line
+            .split_once(':')
+            .ok_or_else(|| format!("bad header line {line:?}"))?;
+        if k.is_empty() || k.contains(char::is_whitespace) {
+            return Err(format!("bad header name {k:?}"));
+        }
+        headers.push((k.to_string(), v.trim().to_string()));
+    }
+    Ok(HttpRequest {
+        method: method.to_string(),
+        path: path.to_string(),
+        minor,
+        headers,
+    })
+}
+
+/// The body the HTTP backend `name` sends for `req` from `peer`.
+pub fn http_body(name: &str, req: &HttpRequest, peer: IpAddr) -> String {
+    let path = req.path.split(['?', '#']).next().unwrap_or_default();
+    if path == "/remote_addr" {
+        match req.header("x-forwarded-for") {
+            Some(xff) => format!("{peer} xff={xff}\n"),
+            None => format!("{peer}\n"),
+        }
+    } else {
+        format!("{name}\n")
+    }
+}
+
+/// A complete response with Content-Length (body omitted for HEAD).
+pub fn http_response(status: u16, body: &str, keep_alive: bool, head_only: bool) -> Vec<u8> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        _ => "Error",
+    };
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
+        body.len(),
+        if keep_alive { "keep-alive" } else { "close" }
+    )
+    .into_bytes();
+    if !head_only {
+        out.extend_from_slice(body.as_bytes());
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// DNS (pure)
+
+/// DNS type A.
+pub const QTYPE_A: u16 = 1;
+/// DNS class IN.
+pub const QCLASS_IN: u16 = 1;
+/// RCODE not implemented.
+pub const RCODE_NOTIMP: u8 = 4;
+
+/// The question of a DNS query (exactly one question is accepted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsQuestion {
+    pub id: u16,
+    pub flags: u16,
+    /// Dotted name, lowercase as received ("" for the root).
+    pub qname: String,
+    pub qtype: u16,
+    pub qclass: u16,
+    /// Wire bytes of the question (name, type, class), copied into the answer.
+    pub raw: Vec<u8>,
+}
+
+fn be16(buf: &[u8], at: usize) -> Option<u16> {
+    let b = buf.get(at..at.checked_add(2)?)?;
+    Some(u16::from_be_bytes([*b.first()?, *b.get(1)?]))
+}
+
+/// Reads an uncompressed name at `at`; returns (dotted name, offset after it).
+fn read_plain_name(buf: &[u8], mut at: usize) -> Option<(String, usize)> {
+    let mut labels: Vec<String> = Vec::new();
+    let mut total = 0usize;
+    loop {
+        let len = usize::from(*buf.get(at)?);
+        at += 1;
+        if len == 0 {
+            break;
+        }
+        if len & 0xC0 != 0 {
+            return None; // compression is not valid in a query's question
+        }
+        total += len + 1;
+        if total > 255 {
+            return None;
+        }
+        let label = buf.get(at..at + len)?;
+        labels.push(String::from_utf8_lossy(label).into_owned());
+        at += len;
+    }
+    Some((labels.join("."), at))
+}
+
+/// Parses a DNS query: 12-byte header with QR=0 and QDCOUNT=1, then one question.
+/// Returns `None` for anything malformed (the responder ignores it).
+pub fn parse_dns_query(buf: &[u8]) -> Option<DnsQuestion> {
+    let id = be16(buf, 0)?;
+    let flags = be16(buf, 2)?;
+    if flags & 0x8000 != 0 || be16(buf, 4)? != 1 {
+        return None;
+    }
+    let (qname, end) = read_plain_name(buf, 12)?;
+    let qtype = be16(buf, end)?;
+    let qclass = be16(buf, end + 2)?;
+    Some(DnsQuestion {
+        id,
+        flags,
+        qname,
+        qtype,
+        qclass,
+        raw: buf.get(12..end + 4)?.to_vec(),
+    })
+}
+
+/// The answer to `q`: A/IN → one A record `answer` with TTL 0; other types → NOERROR, no
+/// answer; opcodes other than QUERY → NOTIMP.
+pub fn dns_answer(q: &DnsQuestion, answer: Ipv4Addr) -> Vec<u8> {
+    let opcode = (q.flags >> 11) & 0x0F;
+    let rd = q.flags & 0x0100;
+    let (rcode, answers) = if opcode != 0 {
+        (u16::from(RCODE_NOTIMP), 0u16)
+    } else if q.qtype == QTYPE_A && q.qclass == QCLASS_IN {
+        (0, 1)
+    } else {
+        (0, 0)
+    };
+    let flags: u16 = 0x8000 | (opcode << 11) | 0x0400 | rd | rcode;
+    let mut out = Vec::with_capacity(12 + q.raw.len() + 16);
+    for w in [q.id, flags, 1, answers, 0, 0] {
+        out.extend_from_slice(&w.to_be_bytes());
+    }
+    out.extend_from_slice(&q.raw);
+    if answers == 1 {
+        out.extend_from_slice(&[0xC0, 0x0C]); // pointer to the question name
+        out.extend_from_slice(&QTYPE_A.to_be_bytes());
+        out.extend_from_slice(&QCLASS_IN.to_be_bytes());
+        out.extend_from_slice(&0u32.to_be_bytes()); // TTL 0
+        out.extend_from_slice(&4u16.to_be_bytes());
+        out.extend_from_slice(&answer.octets());
+    }
+    out
+}
+
+/// A DNS query for `qname` (type `qtype`, class IN, recursion desired).
+pub fn build_dns_query(id: u16, qname: &str, qtype: u16) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(32 + qname.len());
+    for w in [id, 0x0100, 1, 0, 0, 0] {
+        out.extend_from_slice(&w.to_be_bytes());
+    }
+    let mut total = 0;
+    for label in qname
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
+        let len = u8::try_from(label.len())
+            .ok()
+            .filter(|&l| l <= 63)
+            .ok_or_else(|| {
+                anyhow!("DNS name {qname:?}: label {label:?} is longer than 63 bytes")
+            })?;
+        total += label.len() + 1;
+        if total > 254 {
+            bail!("DNS name {qname:?} is longer than 253 characters");
+        }
+        out.push(len);
+        out.extend_from_slice(label.as_bytes());
+    }
+    out.push(0);
+    out.extend_from_slice(&qtype.to_be_bytes());
+    out.extend_from_slice(&QCLASS_IN.to_be_bytes());
+    Ok(out)
+}
+
+/// Skips a possibly compressed name at `at`; returns the offset after it.
+fn skip_name(buf: &[u8], mut at: usize) -> Option<usize> {
+    for _ in 0..128 {
+        let len = *buf.get(at)?;
+        if len == 0 {
+            return Some(at + 1);
+        }
+        if len & 0xC0 == 0xC0 {
+            buf.get(at + 1)?;
+            return Some(at + 2);
+        }
+        if len & 0xC0 != 0 {
+            return None;
+        }
+        at += 1 + usize::from(len);
+    }
+    None
+}
+
+/// What a DNS response says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsResponse {
+    pub id: u16,
+    pub rcode: u8,
+    /// A records of the answer section, in order.
+    pub a: Vec<Ipv4Addr>,
+}
+
+/// Parses a DNS response (QR=1); collects the A records of the answer section.
+pub fn parse_dns_response(buf: &[u8]) -> Option<DnsResponse> {
+    let id = be16(buf, 0)?;
+    let flags = be16(buf, 2)?;
+    if flags & 0x8000 == 0 {
+        return None;
+    }
+    let qd = be16(buf, 4)?;
+    let an = be16(buf, 6)?;
+    let mut at = 12;
+    for _ in 0..qd {
+        at = skip_name(buf, at)? + 4;
+    }
+    let mut a = Vec::new();
+    for _ in 0..an {
+        at = skip_name(buf, at)?;
+        let rtype = be16(buf, at)?;
+        let class = be16(buf, at + 2)?;
+        let rdlen = usize::from(be16(buf, at + 8)?);
+        let rdata = buf.get(at + 10..at + 10 + rdlen)?;
+        if rtype == QTYPE_A && class == QCLASS_IN && rdlen == 4 {
+            a.push(Ipv4Addr::new(
+                *rdata.first()?,
+                *rdata.get(1)?,
+                *rdata.get(2)?,
+                *rdata.get(3)?,
+            ));
+        }
+        at += 10 + rdlen;
+    }
+    Some(DnsResponse {
+        id,
+        rcode: (flags & 0x0F) as u8,
+        a,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tokio shell
+
+fn bind_tcp(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)
+        .with_context(|| format!("creating a TCP socket for {addr}"))?;
+    sock.set_reuse_address(true)
+        .with_context(|| format!("SO_REUSEADDR on {addr}"))?;
+    sock.bind(&addr.into()).with_context(|| {
+        format!("cannot bind TCP {addr} (is the address on an interface here?)")
+    })?;
+    sock.listen(1024)
+        .with_context(|| format!("cannot listen on TCP {addr}"))?;
+    sock.set_nonblocking(true)?;
+    let std: std::net::TcpListener = sock.into();
+    tokio::net::TcpListener::from_std(std).with_context(|| format!("registering TCP {addr}"))
+}
+
+fn bind_udp(addr: SocketAddr) -> Result<tokio::net::UdpSocket> {
+    let std = std::net::UdpSocket::bind(addr).with_context(|| {
+        format!("cannot bind UDP {addr} (is the address on an interface here?)")
+    })?;
+    std.set_nonblocking(true)?;
+    tokio::net::UdpSocket::from_std(std).with_context(|| format!("registering UDP {addr}"))
+}
+
+/// Runs the backend on every address in `listen` until SIGTERM or SIGINT. Binds in the
+/// calling thread's network namespace (the process is normally started inside one).
+pub fn run_backend(kind: BackendKind, listen: Vec<SocketAddr>) -> Result<()> {
+    if listen.is_empty() {
+        bail!("backend {kind}: no --listen address given");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("creating the backend's tokio runtime")?;
+    rt.block_on(serve(kind, listen))
+}
+
+async fn serve(kind: BackendKind, listen: Vec<SocketAddr>) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for &addr in &listen {
+        if kind.is_udp() {
+            let sock = bind_udp(addr)?;
+            tasks.spawn(udp_loop(kind.clone(), sock));
+        } else {
+            let l = bind_tcp(addr)?;
+            tasks.spawn(tcp_accept_loop(kind.clone(), l));
+        }
+    }
+    let addrs: Vec<String> = listen.iter().map(ToString::to_string).collect();
+    println!("pen-lab backend {kind} listening on {}", addrs.join(" "));
+    tokio::select! {
+        _ = term.recv() => println!("pen-lab backend {kind}: SIGTERM, exiting"),
+        _ = int.recv() => println!("pen-lab backend {kind}: SIGINT, exiting"),
+        Some(r) = tasks.join_next() => {
+            // A listener loop only ends on a fatal error.
+            match r {
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(())) => bail!("backend {kind}: a listener stopped unexpectedly"),
+                Err(e) => bail!("backend {kind}: a listener task failed: {e}"),
+            }
+        }
+    }
+    tasks.abort_all();
+    Ok(())
+}
+
+async fn udp_loop(kind: BackendKind, sock: tokio::net::UdpSocket) -> Result<()> {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, peer) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("pen-lab backend {kind}: recv: {e}");
+                continue;
+            }
+        };
+        let data = buf.get(..n).unwrap_or(&[]);
+        let reply = match &kind {
+            BackendKind::Dns { name, answer } => match parse_dns_query(data) {
+                Some(q) => {
+                    println!("{name} {peer} query {} type {}", q.qname, q.qtype);
+                    dns_answer(&q, *answer)
+                }
+                None => {
+                    println!("{name} {peer} ignored a malformed {n}-byte packet");
+                    continue;
+                }
+            },
+            _ => data.to_vec(),
+        };
+        if let Err(e) = sock.send_to(&reply, peer).await {
+            eprintln!("pen-lab backend {kind}: send to {peer}: {e}");
+        }
+    }
+}
+
+async fn tcp_accept_loop(kind: BackendKind, l: tokio::net::TcpListener) -> Result<()> {
+    loop {
+        let (stream, peer) = match l.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("pen-lab backend {kind}: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let kind = kind.clone();
+        tokio::spawn(async move {
+            let r = match &kind {
+                BackendKind::Http { name } => http_conn(name, stream, peer).await,
+                _ => tcp_echo(stream).await,
+            };
+            if let Err(e) = r {
+                eprintln!("pen-lab backend {kind}: {peer}: {e:#}");
+            }
+        });
+    }
+}
+
+async fn tcp_echo(mut stream: tokio::net::TcpStream) -> Result<()> {
+    let (mut r, mut w) = stream.split();
+    tokio::io::copy(&mut r, &mut w).await?;
+    w.shutdown().await?;
+    Ok(())
+}
+
+/// Idle time after which an HTTP connection is closed.
+const HTTP_IDLE: Duration = Duration::from_secs(30);
+
+async fn http_conn(name: &str, mut s: tokio::net::TcpStream, peer: SocketAddr) -> Result<()> {
+    let _ = s.set_nodelay(true);
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    loop {
+        // Read one request head.
+        let head_end = loop {
+            if let Some(end) = find_head_end(&buf) {
+                break end;
+            }
+            if buf.len() > MAX_HEAD {
+                s.write_all(&http_response(
+                    400,
+                    "request head too large\n",
+                    false,
+                    false,
+                ))
+                .await?;
+                return Ok(());
+            }
+            let n = match tokio::time::timeout(HTTP_IDLE, s.read(&mut chunk)).await {
+                Ok(r) => r?,
+                Err(_) => return Ok(()),
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
+        };
+        let head = buf.get(..head_end).unwrap_or(&[]);
+        let req = match parse_http_head(head) {
+            Ok(r) => r,
+            Err(why) => {
+                s.write_all(&http_response(400, &format!("{why}\n"), false, false))
+                    .await?;
+                return Ok(());
+            }
+        };
+        let body_len = match req.content_length() {
+            Ok(n) if n <= MAX_BODY && req.header("transfer-encoding").is_none() => n,
+            _ => {
+                s.write_all(&http_response(
+                    400,
+                    "unsupported request body\n",
+                    false,
+                    false,
+                ))
+                .await?;
+                return Ok(());
+            }
+        };
+        // Discard the body.
+        while buf.len() < head_end + body_len {
+            let n = match tokio::time::timeout(HTTP_IDLE, s.read(&mut chunk)).await {
+                Ok(r) => r?,
+                Err(_) => return Ok(()),
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
+        }
+        buf.drain(..head_end + body_len);
+        let body = http_body(name, &req, peer.ip());
+        let keep = req.keep_alive();
+        println!(
+            "{name} {peer} {} {} xff={}",
+            req.method,
+            req.path,
+            req.header("x-forwarded-for").unwrap_or_else(|| "-".into())
+        );
+        s.write_all(&http_response(200, &body, keep, req.method == "HEAD"))
+            .await?;
+        if !keep {
+            s.shutdown().await?;
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sv(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn backend_argv_round_trips_through_parse_backend_args() {
+        let listen: Vec<SocketAddr> = vec![
+            "10.0.0.2:80".parse().unwrap(),
+            "[fd00::2]:8080".parse().unwrap(),
+        ];
+        for kind in [
+            BackendKind::Http {
+                name: "web1".into(),
+            },
+            BackendKind::Dns {
+                name: "dns1".into(),
+                answer: Ipv4Addr::new(10, 9, 9, 1),
+            },
+            BackendKind::TcpEcho,
+            BackendKind::UdpEcho,
+        ] {
+            let argv = backend_argv(&kind, &listen);
+            assert_eq!(argv.first().map(String::as_str), Some("backend"));
+            assert_eq!(
+                parse_backend_args(&argv).unwrap(),
+                (kind.clone(), listen.clone())
+            );
+            // Also without the leading "backend" word.
+            assert_eq!(
+                parse_backend_args(&argv[1..]).unwrap(),
+                (kind, listen.clone())
+            );
+        }
+        assert_eq!(
+            backend_argv(
+                &BackendKind::Http {
+                    name: "web1".into()
+                },
+                &listen[..1]
+            ),
+            sv(&[
+                "backend",
+                "http",
+                "--name",
+                "web1",
+                "--listen",
+                "10.0.0.2:80"
+            ])
+        );
+    }
+
+    #[test]
+    fn backend_args_accept_inline_values_and_comma_lists() {
+        let (kind, listen) =
+            parse_backend_args(&sv(&["tcp-echo", "--listen=10.0.0.2:7,10.0.0.3:7"])).unwrap();
+        assert_eq!(kind, BackendKind::TcpEcho);
+        assert_eq!(listen.len(), 2);
+    }
+
+    #[test]
+    fn bad_backend_args_say_what_is_expected() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["http", "--listen", "10.0.0.2:80"], "--name"),
+            (&["dns", "--listen", "10.0.0.2:53"], "--answer"),
+            (&["http", "--name", "w"], "--listen"),
+            (&["ftp", "--listen", "1.2.3.4:21"], "ftp"),
+            (&["http", "--name", "w", "--listen", "10.0.0.2"], "IP:PORT"),
+            (
+                &["dns", "--answer", "example", "--listen", "1.2.3.4:53"],
+                "IPv4",
+            ),
+            (&["http", "--bogus", "x"], "--bogus"),
+            (&["http", "--name"], "needs a value"),
+            (&[], "missing backend kind"),
+        ];
+        for (args, needle) in cases {
+            let err = format!("{:#}", parse_backend_args(&sv(args)).unwrap_err());
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn http_head_parses_request_line_and_headers() {
+        let raw = b"GET /remote_addr?x=1 HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.9\r\nx-forwarded-for: 10.0.0.8\r\n\r\n";
+        assert_eq!(find_head_end(raw), Some(raw.len()));
+        let req = parse_http_head(raw).unwrap();
+        assert_eq!(req.method, "GET");
+        assert_eq!(req.path, "/remote_addr?x=1");
+        assert_eq!(req.minor, 1);
+        assert_eq!(req.header("HOST").as_deref(), Some("a"));
+        assert_eq!(
+            req.header("x-forwarded-for").as_deref(),
+            Some("10.0.0.9, 10.0.0.8")
+        );
+        assert!(req.keep_alive());
+    }
+
+    #[test]
+    fn remote_addr_reports_peer_and_xff_other_paths_report_the_name() {
+        let peer: IpAddr = "10.0.1.1".parse().unwrap();
+        let plain = parse_http_head(b"GET /remote_addr HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(http_body("web1", &plain, peer), "10.0.1.1\n");
+        let xff =
+            parse_http_head(b"GET /remote_addr HTTP/1.1\r\nX-Forwarded-For: 10.0.0.2\r\n\r\n")
+                .unwrap();
+        assert_eq!(http_body("web1", &xff, peer), "10.0.1.1 xff=10.0.0.2\n");
+        for path in ["/", "/index.html", "/remote_addr/x"] {
+            let req = parse_http_head(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes()).unwrap();
+            assert_eq!(http_body("web1", &req, peer), "web1\n", "{path}");
+        }
+    }
+
+    #[test]
+    fn keep_alive_follows_http_version_and_connection_header() {
+        let h = |s: &str| parse_http_head(s.as_bytes()).unwrap();
+        assert!(!h("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive());
+        assert!(!h("GET / HTTP/1.0\r\n\r\n").keep_alive());
+        assert!(h("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive());
+    }
+
+    #[test]
+    fn malformed_http_heads_are_rejected_not_panicked_on() {
+        for raw in [
+            &b"\r\n\r\n"[..],
+            b"GET /\r\n\r\n",
+            b"GET / HTTP/2\r\n\r\n",
+            b"get / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1 extra\r\n\r\n",
+            b"GET / HTTP/1.1\r\nNoColon\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+            b"\xff\xfe / HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(parse_http_head(raw).is_err(), "{raw:?}");
+        }
+        let req = parse_http_head(b"POST / HTTP/1.1\r\nContent-Length: nope\r\n\r\n").unwrap();
+        assert!(req.content_length().is_err());
+    }
+
+    #[test]
+    fn http_response_has_length_and_connection_headers() {
+        let r = String::from_utf8(http_response(200, "web1\n", true, false)).unwrap();
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(r.contains("Content-Length: 5\r\n"));
+        assert!(r.contains("Connection: keep-alive\r\n"));
+        assert!(r.ends_with("\r\n\r\nweb1\n"));
+        let head = String::from_utf8(http_response(200, "web1\n", false, true)).unwrap();
+        assert!(head.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn dns_a_query_gets_the_configured_address_with_ttl_zero() {
+        let q = build_dns_query(0x1234, "www.example.com", QTYPE_A).unwrap();
+        let parsed = parse_dns_query(&q).unwrap();
+        assert_eq!(parsed.id, 0x1234);
+        assert_eq!(parsed.qname, "www.example.com");
+        assert_eq!(parsed.qtype, QTYPE_A);
+        let ans = dns_answer(&parsed, Ipv4Addr::new(10, 0, 2, 53));
+        let resp = parse_dns_response(&ans).unwrap();
+        assert_eq!(resp.id, 0x1234);
+        assert_eq!(resp.rcode, 0);
+        assert_eq!(resp.a, vec![Ipv4Addr::new(10, 0, 2, 53)]);
+        // Flags: QR, AA and the query's RD.
+        assert_eq!(
+            u16::from_be_bytes([ans[2], ans[3]]),
+            0x8000 | 0x0400 | 0x0100
+        );
+        // TTL is zero: the last 10 bytes are TTL(4) RDLEN(2) ADDR(4).
+        assert_eq!(&ans[ans.len() - 10..ans.len() - 6], &[0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn dns_other_types_get_an_empty_answer_and_other_opcodes_notimp() {
+        let q = build_dns_query(7, "example.com", 28).unwrap(); // AAAA
+        let ans = dns_answer(&parse_dns_query(&q).unwrap(), Ipv4Addr::LOCALHOST);
+        let resp = parse_dns_response(&ans).unwrap();
+        assert_eq!((resp.rcode, resp.a.len()), (0, 0));
+        let mut status = build_dns_query(8, "example.com", QTYPE_A).unwrap();
+        status[2] |= 2 << 3; // opcode STATUS
+        let ans = dns_answer(&parse_dns_query(&status).unwrap(), Ipv4Addr::LOCALHOST);
+        let resp = parse_dns_response(&ans).unwrap();
+        assert_eq!((resp.rcode, resp.a.len()), (RCODE_NOTIMP, 0));
+    }
+
+    #[test]
+    fn dns_parser_ignores_malformed_packets() {
+        let good = build_dns_query(1, "a.b", QTYPE_A).unwrap();
+        // Every truncation of a valid query is rejected, never panics.
+        for n in 0..good.len() {
+            assert!(parse_dns_query(&good[..n]).is_none(), "truncated to {n}");
+        }
+        let mut response = good.clone();
+        response[2] |= 0x80;
+        assert!(
+            parse_dns_query(&response).is_none(),
+            "a response is not a query"
+        );
+        let mut two_q = good.clone();
+        two_q[5] = 2;
+        assert!(parse_dns_query(&two_q).is_none(), "QDCOUNT 2");
+        let mut pointer = good.clone();
+        pointer[12] = 0xC0;
+        assert!(parse_dns_query(&pointer).is_none(), "compressed question");
+        let mut long = vec![0u8; 12];
+        long[5] = 1;
+        for _ in 0..5 {
+            long.push(63);
+            long.extend_from_slice(&[b'a'; 63]);
+        }
+        long.extend_from_slice(&[0, 0, 1, 0, 1]);
+        assert!(parse_dns_query(&long).is_none(), "name over 255 bytes");
+        // Arbitrary bytes never panic either parser.
+        let mut x: u32 = 12345;
+        for len in 0..200 {
+            let buf: Vec<u8> = (0..len)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    (x >> 16) as u8
+                })
+                .collect();
+            let _ = parse_dns_query(&buf);
+            let _ = parse_dns_response(&buf);
+        }
+    }
+
+    #[test]
+    fn dns_query_builder_rejects_overlong_labels() {
+        let label = "a".repeat(64);
+        assert!(build_dns_query(1, &format!("{label}.com"), QTYPE_A).is_err());
+        assert_eq!(
+            build_dns_query(1, "example.com.", QTYPE_A).unwrap(),
+            build_dns_query(1, "example.com", QTYPE_A).unwrap()
+        );
+    }
+}

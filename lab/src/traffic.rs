@@ -1,0 +1,433 @@
+//! Client actions inside a lab namespace, each bounded in time and count.
+//!
+//! Every function runs on a fresh thread that entered the namespace; where it needs async IO
+//! it drives a current-thread tokio runtime on that thread, so every socket is created inside
+//! the namespace (lab-notes pitfall 1).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::backends::{QTYPE_A, build_dns_query, parse_dns_response};
+use crate::netns::in_netns;
+
+/// Status and body of an HTTP response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpReply {
+    pub status: u16,
+    pub body: String,
+}
+
+/// Outcome of [`http_load`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Requests answered with a 2xx status.
+    pub ok: u64,
+    /// Requests that failed (connect error, timeout, bad response, non-2xx).
+    pub failed: u64,
+    /// Count of 2xx responses per body (bodies are trimmed of surrounding whitespace).
+    pub by_body: BTreeMap<String, u64>,
+    pub elapsed: Duration,
+}
+
+/// Largest response accepted.
+const MAX_RESPONSE: usize = 4 * 1024 * 1024;
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("creating a tokio runtime for client traffic")
+}
+
+/// Connects a TCP socket to `addr`, bound to `src` (port chosen by the kernel) when given.
+async fn connect(addr: SocketAddr, src: Option<IpAddr>) -> Result<tokio::net::TcpStream> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .context("creating a TCP socket")?;
+    if let Some(ip) = src {
+        sock.bind(SocketAddr::new(ip, 0)).with_context(|| {
+            format!("cannot bind source address {ip} (is it on an interface of this node?)")
+        })?;
+    }
+    sock.connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))
+}
+
+/// Splits a raw HTTP/1.x response into status and body (Content-Length, chunked, or
+/// read-to-close bodies).
+pub fn parse_http_response(raw: &[u8]) -> Result<HttpReply> {
+    let head_end = crate::backends::find_head_end(raw).ok_or_else(|| {
+        anyhow!(
+            "incomplete HTTP response ({} bytes, no end of headers)",
+            raw.len()
+        )
+    })?;
+    let head = String::from_utf8_lossy(raw.get(..head_end).unwrap_or(&[])).into_owned();
+    let mut lines = head.lines();
+    let status_line = lines.next().unwrap_or_default();
+    let mut parts = status_line.split_whitespace();
+    let status = match (parts.next(), parts.next()) {
+        (Some(v), Some(code)) if v.starts_with("HTTP/") => code
+            .parse::<u16>()
+            .map_err(|_| anyhow!("bad HTTP status line {status_line:?}"))?,
+        _ => bail!("bad HTTP status line {status_line:?}"),
+    };
+    let mut length: Option<usize> = None;
+    let mut chunked = false;
+    for line in lines {
+        if let Some((k, v)) = line.split_once(':') {
+            let v = v.trim();
+            if k.eq_ignore_ascii_case("content-length") {
+                length = Some(
+                    v.parse()
+                        .map_err(|_| anyhow!("bad Content-Length {v:?} in HTTP response"))?,
+                );
+            } else if k.eq_ignore_ascii_case("transfer-encoding")
+                && v.to_ascii_lowercase().contains("chunked")
+            {
+                chunked = true;
+            }
+        }
+    }
+    let rest = raw.get(head_end..).unwrap_or(&[]);
+    let body = if chunked {
+        decode_chunked(rest)?
+    } else if let Some(n) = length {
+        rest.get(..n)
+            .ok_or_else(|| anyhow!("HTTP body truncated: {} of {n} bytes", rest.len()))?
+            .to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Ok(HttpReply {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+fn decode_chunked(mut data: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let nl = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| anyhow!("truncated chunked HTTP body"))?;
+        let size_line = String::from_utf8_lossy(data.get(..nl).unwrap_or(&[])).into_owned();
+        let size_hex = size_line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_hex, 16)
+            .map_err(|_| anyhow!("bad chunk size {size_hex:?} in HTTP body"))?;
+        data = data.get(nl + 2..).unwrap_or(&[]);
+        if size == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(
+            data.get(..size)
+                .ok_or_else(|| anyhow!("truncated chunked HTTP body"))?,
+        );
+        data = data.get(size + 2..).unwrap_or(&[]);
+    }
+}
+
+/// Whether `raw` holds a complete response (so we need not wait for the peer to close).
+fn response_complete(raw: &[u8]) -> bool {
+    let Some(head_end) = crate::backends::find_head_end(raw) else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(raw.get(..head_end).unwrap_or(&[])).to_ascii_lowercase();
+    let rest = raw.len() - head_end;
+    for line in head.lines() {
+        if let Some(v) = line.strip_prefix("content-length:") {
+            return v.trim().parse::<usize>().is_ok_and(|n| rest >= n);
+        }
+        if line.starts_with("transfer-encoding:") && line.contains("chunked") {
+            return raw.ends_with(b"0\r\n\r\n");
+        }
+    }
+    false
+}
+
+async fn http_once(addr: SocketAddr, path: &str, src: Option<IpAddr>) -> Result<HttpReply> {
+    let mut s = connect(addr, src).await?;
+    let _ = s.set_nodelay(true);
+    let host = match addr {
+        SocketAddr::V4(a) => a.to_string(),
+        SocketAddr::V6(a) => a.to_string(),
+    };
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: pen-lab\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes())
+        .await
+        .with_context(|| format!("sending the request to {addr}"))?;
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = s
+            .read(&mut chunk)
+            .await
+            .with_context(|| format!("reading the response from {addr}"))?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
+        if raw.len() > MAX_RESPONSE {
+            bail!("response from {addr} is larger than {MAX_RESPONSE} bytes");
+        }
+        if response_complete(&raw) {
+            break;
+        }
+    }
+    if raw.is_empty() {
+        bail!("{addr} closed the connection without a response");
+    }
+    parse_http_response(&raw).with_context(|| format!("response from {addr}"))
+}
+
+/// One `GET path` to `addr` from namespace `ns` (source `src` if given), new connection,
+/// `Connection: close`; the whole exchange is bounded by `timeout`.
+pub fn http_get(
+    ns: &str,
+    addr: SocketAddr,
+    path: &str,
+    src: Option<IpAddr>,
+    timeout: Duration,
+) -> Result<HttpReply> {
+    if !path.starts_with('/') || path.contains(['\r', '\n', ' ']) {
+        bail!("HTTP path {path:?} must start with '/' and contain no spaces or line breaks");
+    }
+    let p = path.to_string();
+    in_netns(ns, move || -> Result<HttpReply> {
+        runtime()?.block_on(async move {
+            match tokio::time::timeout(timeout, http_once(addr, &p, src)).await {
+                Ok(r) => r,
+                Err(_) => bail!("no complete response from {addr} within {timeout:?}"),
+            }
+        })
+    })?
+    .with_context(|| format!("GET http://{addr}{path} from namespace {ns:?}"))
+}
+
+/// Sends one A query for `qname` to `server` over UDP and returns the A records of the answer.
+/// Errors on timeout or a non-zero RCODE.
+pub fn dns_query(
+    ns: &str,
+    server: SocketAddr,
+    qname: &str,
+    src: Option<IpAddr>,
+    timeout: Duration,
+) -> Result<Vec<Ipv4Addr>> {
+    let id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        .wrapping_mul(2_654_435_761)
+        .wrapping_add(std::process::id()) as u16;
+    let query = build_dns_query(id, qname, QTYPE_A)?;
+    in_netns(ns, move || -> Result<Vec<Ipv4Addr>> {
+        let bind_ip = src.unwrap_or(if server.is_ipv4() {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+        });
+        let sock = std::net::UdpSocket::bind(SocketAddr::new(bind_ip, 0))
+            .with_context(|| format!("cannot bind UDP source {bind_ip}"))?;
+        sock.connect(server)
+            .with_context(|| format!("connecting UDP socket to {server}"))?;
+        sock.send(&query)
+            .with_context(|| format!("sending the query to {server}"))?;
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!("no answer from {server} within {timeout:?}");
+            }
+            sock.set_read_timeout(Some(left))?;
+            let n = match sock.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    bail!("no answer from {server} within {timeout:?}")
+                }
+                Err(e) => return Err(e).with_context(|| format!("receiving from {server}")),
+            };
+            // Ignore stray or mismatched datagrams until the deadline.
+            if let Some(resp) = parse_dns_response(buf.get(..n).unwrap_or(&[]))
+                && resp.id == id
+            {
+                if resp.rcode != 0 {
+                    bail!("{server} answered with RCODE {}", resp.rcode);
+                }
+                return Ok(resp.a);
+            }
+        }
+    })?
+    .with_context(|| format!("DNS A query for {qname:?} to {server} from namespace {ns:?}"))
+}
+
+/// Tries a TCP handshake with `addr`; `Ok(true)` if it completed, `Ok(false)` if it was
+/// refused, unreachable or timed out. The connection is closed at once.
+pub fn tcp_connect(
+    ns: &str,
+    addr: SocketAddr,
+    src: Option<IpAddr>,
+    timeout: Duration,
+) -> Result<bool> {
+    in_netns(ns, move || -> Result<bool> {
+        runtime()?.block_on(async move {
+            let sock = if addr.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()
+            } else {
+                tokio::net::TcpSocket::new_v6()
+            }
+            .context("creating a TCP socket")?;
+            if let Some(ip) = src {
+                sock.bind(SocketAddr::new(ip, 0)).with_context(|| {
+                    format!("cannot bind source address {ip} (is it on an interface of this node?)")
+                })?;
+            }
+            match tokio::time::timeout(timeout, sock.connect(addr)).await {
+                Ok(Ok(_stream)) => Ok(true),
+                Ok(Err(_)) | Err(_) => Ok(false),
+            }
+        })
+    })?
+    .with_context(|| format!("TCP connect to {addr} from namespace {ns:?}"))
+}
+
+/// `requests` GETs of `path` to `addr`, at most `concurrency` at a time, each on its own
+/// connection and bounded by `timeout`. Counts successes per body.
+pub fn http_load(
+    ns: &str,
+    addr: SocketAddr,
+    path: &str,
+    requests: u64,
+    concurrency: u64,
+    src: Option<IpAddr>,
+    timeout: Duration,
+) -> Result<LoadReport> {
+    if !path.starts_with('/') || path.contains(['\r', '\n', ' ']) {
+        bail!("HTTP path {path:?} must start with '/' and contain no spaces or line breaks");
+    }
+    if requests > 1_000_000 {
+        bail!("http_load: {requests} requests is more than the limit of 1000000");
+    }
+    let workers = concurrency.clamp(1, 256).min(requests.max(1));
+    let p: Arc<str> = Arc::from(path);
+    in_netns(ns, move || -> Result<LoadReport> {
+        let start = Instant::now();
+        let next = Arc::new(AtomicU64::new(0));
+        let results = runtime()?.block_on(async move {
+            let mut set = tokio::task::JoinSet::new();
+            for _ in 0..workers {
+                let (next, p) = (next.clone(), p.clone());
+                set.spawn(async move {
+                    let mut mine: Vec<Option<String>> = Vec::new();
+                    while next.fetch_add(1, Ordering::Relaxed) < requests {
+                        let r = tokio::time::timeout(timeout, http_once(addr, &p, src)).await;
+                        mine.push(match r {
+                            Ok(Ok(reply)) if (200..300).contains(&reply.status) => {
+                                Some(reply.body.trim().to_string())
+                            }
+                            _ => None,
+                        });
+                    }
+                    mine
+                });
+            }
+            let mut all = Vec::new();
+            while let Some(r) = set.join_next().await {
+                all.extend(r.unwrap_or_default());
+            }
+            all
+        });
+        let mut report = LoadReport::default();
+        for r in results {
+            match r {
+                Some(body) => {
+                    report.ok += 1;
+                    *report.by_body.entry(body).or_insert(0) += 1;
+                }
+                None => report.failed += 1,
+            }
+        }
+        report.elapsed = start.elapsed();
+        Ok(report)
+    })?
+    .with_context(|| format!("HTTP load on http://{addr}{path} from namespace {ns:?}"))
+}
+
+/// Runs an external program (curl, dig, ab, nmap, penctl, ...) inside `ns`; it is killed
+/// after `timeout`. The exit status is returned, not judged.
+pub fn run_command(ns: &str, argv: &[String], timeout: Duration) -> Result<Output> {
+    crate::node::output_in_ns(ns, argv, None, timeout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_response_with_content_length_is_split() {
+        let r = parse_http_response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nweb1\nextra")
+            .unwrap();
+        assert_eq!(
+            r,
+            HttpReply {
+                status: 200,
+                body: "web1\n".into()
+            }
+        );
+    }
+
+    #[test]
+    fn chunked_and_read_to_close_bodies_decode() {
+        let r = parse_http_response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nweb\r\n2;x=y\r\n1\n\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.body, "web1\n");
+        let r = parse_http_response(b"HTTP/1.0 503 Unavailable\r\n\r\ndown").unwrap();
+        assert_eq!((r.status, r.body.as_str()), (503, "down"));
+    }
+
+    #[test]
+    fn bad_http_responses_are_errors() {
+        for raw in [
+            &b""[..],
+            b"HTTP/1.1 200 OK\r\n",
+            b"SSH-2.0-OpenSSH\r\n\r\n",
+            b"HTTP/1.1 abc OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        ] {
+            assert!(parse_http_response(raw).is_err(), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn completeness_detection_follows_content_length() {
+        assert!(!response_complete(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nweb"
+        ));
+        assert!(response_complete(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nweb1\n"
+        ));
+        assert!(!response_complete(b"HTTP/1.0 200 OK\r\n\r\nbody"));
+    }
+}
