@@ -810,6 +810,14 @@ mod tests {
     }
 
     #[test]
+    fn io_handles_can_move_to_other_threads() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Topology>();
+        assert_send::<crate::capture::Capture>();
+        assert_send::<crate::node::Proc>();
+    }
+
+    #[test]
     fn unknown_node_errors_list_the_known_ones() {
         let t = Topology::new("penlab-unit00").unwrap();
         let err = t.mac("nope", "eth0").unwrap_err();

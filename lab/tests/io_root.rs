@@ -598,3 +598,42 @@ fn clean_leftovers_kills_processes_inside_and_removes_the_namespaces() {
     assert!(clean_leftovers(&root).unwrap().is_empty());
     t.teardown().unwrap(); // nothing left to remove: still fine
 }
+
+#[test]
+fn echo_backends_return_what_they_receive() {
+    require_root();
+    let dir = tmpdir();
+    let t = three_nodes(&unique_prefix_with("penlabio"));
+    let sns = t.ns_name("server");
+    let _tcp = start_backend(
+        &sns,
+        BackendKind::TcpEcho,
+        &[sa("10.77.0.2:7")],
+        &dir.path().join("te.log"),
+    );
+    let _udp = start_backend(
+        &sns,
+        BackendKind::UdpEcho,
+        &[sa("10.77.0.2:7")],
+        &dir.path().join("ue.log"),
+    );
+    let (tcp_back, udp_back) = pen_lab::netns::in_netns(&t.ns_name("client"), || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect_timeout(&sa("10.77.0.2:7"), T).unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        s.write_all(b"hello tcp").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        let u = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        u.set_read_timeout(Some(T)).unwrap();
+        u.send_to(b"hello udp", sa("10.77.0.2:7")).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = u.recv_from(&mut buf).unwrap();
+        assert_eq!(from, sa("10.77.0.2:7"));
+        (got, buf[..n].to_vec())
+    })
+    .unwrap();
+    assert_eq!(tcp_back, b"hello tcp");
+    assert_eq!(udp_back, b"hello udp");
+}
