@@ -2,5 +2,53 @@
 //!
 //! - [`forward`]: moves bytes between a client and its upstream (splice or copy).
 //! - [`sockets`]: listeners and upstream connects with pen's socket options.
+//! - [`tcp`]: the accept loop and the per-connection task (select, connect walk, forward).
+//!
+//! Shared state: one [`Shared`] per pen process behind a std mutex ([`SharedState`]), held only
+//! for short non-async sections (never across an `.await`). The daemon owns it and hands clones
+//! of the `Arc` to the listener tasks (TCP, UDP, later the control socket).
+
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::select::Balancer;
+
 pub mod forward;
 pub mod sockets;
+pub mod tcp;
+pub mod udp;
+
+/// The running configuration and the balancer built from it.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: Config,
+    pub balancer: Balancer,
+}
+
+impl Shared {
+    /// A fresh balancer for `config` (servers with literal addresses only; the daemon sets
+    /// resolved host names with `Balancer::set_server`).
+    pub fn new(config: Config) -> Shared {
+        let balancer = Balancer::new(&config);
+        Shared { config, balancer }
+    }
+}
+
+/// The handle every task holds.
+pub type SharedState = Arc<Mutex<Shared>>;
+
+/// Locks the shared state. A panic in another holder does not leave the data half-updated in
+/// a way that matters here (every section is a few counter updates), so a poisoned lock is
+/// used as is rather than taking the whole balancer down.
+pub fn lock(shared: &SharedState) -> MutexGuard<'_, Shared> {
+    shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The balancer's clock: monotonic time since the first call in this process.
+pub fn now() -> Duration {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    ORIGIN.get_or_init(Instant::now).elapsed()
+}

@@ -1,0 +1,347 @@
+//! The TCP (and Unix stream) proxy: accept loop and per-connection task.
+//!
+//! For each client: `Balancer::select` under the shared lock gives an ordered candidate list;
+//! the task walks it (connect with the `-t` timeout; a failed or timed-out connect blacklists
+//! that server and moves on), forwards with [`forward`], and reports the byte counts when the
+//! connection closes. An empty or exhausted list closes the client.
+//!
+//! Limits: `conn_max` is a semaphore whose permit is taken *before* `accept`, so a full table
+//! stops accepting (the kernel backlog holds new clients) and a freed slot resumes it;
+//! `pending_max` bounds simultaneous upstream connects.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::acl::canonical;
+use crate::config::{BackendAddr, Config};
+use crate::proxy::forward::{Counters, Options as ForwardOptions, Stream, forward};
+use crate::proxy::sockets::{self, UpstreamOptions};
+use crate::proxy::{SharedState, lock, now};
+use crate::select::{Client, Target};
+
+/// A listening socket the accept loop serves.
+#[derive(Debug)]
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// Accepts one client: the stream and the client identity used by the balancer.
+    async fn accept(&self) -> io::Result<(Stream, Client, String)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                Ok((Stream::Tcp(s), client_of(peer), peer.to_string()))
+            }
+            Listener::Unix(l) => {
+                let (s, _) = l.accept().await?;
+                Ok((
+                    Stream::Unix(s),
+                    Client { ip: None, port: 0 },
+                    "unix client".to_string(),
+                ))
+            }
+        }
+    }
+}
+
+/// The balancer's view of a TCP client. An IPv4 client of a dual-stack (`::`) listener shows up
+/// as `::ffff:a.b.c.d`; it is tracked, hashed and matched as the IPv4 address it is.
+pub fn client_of(peer: SocketAddr) -> Client {
+    Client {
+        ip: Some(canonical(peer.ip())),
+        port: peer.port(),
+    }
+}
+
+/// The connection-table and pending-connect limits. Both can grow at run time
+/// (`conn_max N`, `pending_max N`) by adding permits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// One permit per connection slot (`conn_max`); taken before `accept`.
+    pub conn_slots: Arc<Semaphore>,
+    /// One permit per upstream connect in progress (`pending_max`).
+    pub pending: Arc<Semaphore>,
+}
+
+impl Limits {
+    pub fn new(cfg: &Config) -> Limits {
+        Limits {
+            conn_slots: Arc::new(Semaphore::new(
+                cfg.conn_max.clamp(1, Semaphore::MAX_PERMITS),
+            )),
+            pending: Arc::new(Semaphore::new(
+                cfg.pending_max.clamp(1, Semaphore::MAX_PERMITS),
+            )),
+        }
+    }
+}
+
+/// Per-connection settings, copied out of the `Config` under the lock.
+#[derive(Debug, Clone, Copy)]
+struct ConnSettings {
+    connect_timeout: Duration,
+    upstream: UpstreamOptions,
+    client_nodelay: bool,
+    forward: ForwardOptions,
+}
+
+impl ConnSettings {
+    fn of(cfg: &Config) -> ConnSettings {
+        ConnSettings {
+            connect_timeout: Duration::from_secs(cfg.connect_timeout_secs.max(1)),
+            upstream: UpstreamOptions {
+                source: cfg.source,
+                keepalive: cfg.keepalive,
+                nodelay: cfg.tcp_nodelay,
+            },
+            client_nodelay: cfg.tcp_nodelay,
+            forward: ForwardOptions {
+                fastclose: cfg.tcp_fastclose,
+                idle_timeout: (cfg.idle_timeout_secs > 0)
+                    .then(|| Duration::from_secs(cfg.idle_timeout_secs)),
+                splice: true,
+            },
+        }
+    }
+}
+
+/// The accept loop: runs until the listener fails for good (it never returns `Ok`).
+/// Transient accept errors (out of fds, aborted handshakes) are logged and retried.
+pub async fn serve(listener: Listener, shared: SharedState, limits: Limits) -> io::Result<()> {
+    loop {
+        let Ok(slot) = limits.conn_slots.clone().acquire_owned().await else {
+            return Err(io::Error::other("connection table closed"));
+        };
+        let (stream, client, who) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                if accept_error_is_transient(&e) {
+                    // Out of fds and the like: back off a little instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                return Err(e);
+            }
+        };
+        tracing::debug!("accepted {who}");
+        let shared = shared.clone();
+        let pending = limits.pending.clone();
+        tokio::spawn(async move {
+            handle(stream, client, &who, shared, pending).await;
+            drop(slot);
+        });
+    }
+}
+
+fn accept_error_is_transient(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock | OutOfMemory
+    ) || matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EPROTO)
+    )
+}
+
+/// One client connection, from selection to close.
+async fn handle(
+    client_stream: Stream,
+    client: Client,
+    who: &str,
+    shared: SharedState,
+    pending: Arc<Semaphore>,
+) {
+    let (candidates, settings) = {
+        let mut g = lock(&shared);
+        let candidates = g.balancer.select(&client, now());
+        (candidates, ConnSettings::of(&g.config))
+    };
+    if candidates.is_empty() {
+        tracing::debug!("{who}: no server available; closing the client");
+        return;
+    }
+    if let Stream::Tcp(s) = &client_stream
+        && settings.client_nodelay
+        && let Err(e) = sockets::set_nodelay(s, true)
+    {
+        tracing::debug!("{who}: TCP_NODELAY on the client socket failed: {e}");
+    }
+    let Some((target, upstream)) =
+        connect_first(&candidates, &client, who, &shared, &pending, &settings).await
+    else {
+        tracing::debug!("{who}: every candidate failed; closing the client");
+        return;
+    };
+    let counters = Counters::default();
+    let established = Established {
+        shared: &shared,
+        target,
+        client,
+        counters: &counters,
+    };
+    match forward(&client_stream, &upstream, &settings.forward, &counters).await {
+        Ok(ending) => tracing::debug!(
+            "{who}: {ending:?}; {} bytes to {target:?}, {} back",
+            counters.to_server(),
+            counters.from_server()
+        ),
+        Err(e) => tracing::debug!("{who}: closed on error: {e}"),
+    }
+    drop(established);
+}
+
+/// Walks the candidates: the first connect that succeeds wins. Each attempt is reported to the
+/// balancer (started, then ok or failed).
+async fn connect_first(
+    candidates: &[Target],
+    client: &Client,
+    who: &str,
+    shared: &SharedState,
+    pending: &Arc<Semaphore>,
+    settings: &ConnSettings,
+) -> Option<(Target, Stream)> {
+    for &target in candidates {
+        let addr: Option<BackendAddr> = {
+            let mut g = lock(shared);
+            let t = now();
+            // Re-check: limits and blacklists may have changed since `select`.
+            if !g.balancer.try_server(target, client, t) {
+                continue;
+            }
+            let addr = g.balancer.addr(target).cloned();
+            if addr.is_some() {
+                g.balancer.connect_started(client, target, t);
+            }
+            addr
+        };
+        let Some(addr) = addr else { continue };
+        let attempt = Attempt {
+            shared,
+            target,
+            done: false,
+        };
+        let permit: Option<OwnedSemaphorePermit> = pending.clone().acquire_owned().await.ok();
+        let result = sockets::connect(&addr, &settings.upstream, settings.connect_timeout).await;
+        drop(permit);
+        match result {
+            Ok(stream) => {
+                attempt.finish(true);
+                tracing::debug!("{who}: connected to {target:?} at {}", show(&addr));
+                return Some((target, stream));
+            }
+            Err(e) => {
+                attempt.finish(false);
+                tracing::info!(
+                    "{who}: connect to {target:?} at {} failed: {e}",
+                    show(&addr)
+                );
+            }
+        }
+    }
+    None
+}
+
+fn show(addr: &BackendAddr) -> String {
+    match addr {
+        BackendAddr::Inet(sa) => sa.to_string(),
+        BackendAddr::Unix(p) => p.display().to_string(),
+    }
+}
+
+/// A connect in progress. Reports its outcome once; if the task is dropped before that (pen
+/// shutting down), the balancer is told the attempt was abandoned so its pending count stays
+/// right.
+struct Attempt<'a> {
+    shared: &'a SharedState,
+    target: Target,
+    done: bool,
+}
+
+impl Attempt<'_> {
+    fn finish(mut self, ok: bool) {
+        self.done = true;
+        let mut g = lock(self.shared);
+        let t = now();
+        if ok {
+            g.balancer.connect_ok(self.target, t);
+        } else {
+            g.balancer.connect_failed(self.target, t);
+        }
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            lock(self.shared).balancer.connect_abandoned(self.target);
+        }
+    }
+}
+
+/// An established connection: reports `closed` with the byte counts when dropped, however the
+/// task ends (normal close, error, or cancellation).
+struct Established<'a> {
+    shared: &'a SharedState,
+    target: Target,
+    client: Client,
+    counters: &'a Counters,
+}
+
+impl Drop for Established<'_> {
+    fn drop(&mut self) {
+        let (sx, rx) = (self.counters.to_server(), self.counters.from_server());
+        lock(self.shared)
+            .balancer
+            .closed(self.target, &self.client, sx, rx, now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_v4_client_is_tracked_as_v4() {
+        let c = client_of("[::ffff:127.0.0.2]:4000".parse().unwrap());
+        assert_eq!(c.ip, Some("127.0.0.2".parse().unwrap()));
+        assert_eq!(c.port, 4000);
+    }
+
+    #[test]
+    fn limits_follow_config_and_never_zero() {
+        let cfg = Config {
+            conn_max: 0,
+            pending_max: 7,
+            ..Config::default()
+        };
+        let l = Limits::new(&cfg);
+        assert_eq!(l.conn_slots.available_permits(), 1);
+        assert_eq!(l.pending.available_permits(), 7);
+    }
+
+    #[test]
+    fn settings_copy_socket_options_and_timeouts() {
+        let cfg = Config {
+            connect_timeout_secs: 0,
+            idle_timeout_secs: 5,
+            tcp_nodelay: true,
+            keepalive: true,
+            ..Config::default()
+        };
+        let s = ConnSettings::of(&cfg);
+        assert_eq!(s.connect_timeout, Duration::from_secs(1));
+        assert_eq!(s.forward.idle_timeout, Some(Duration::from_secs(5)));
+        assert!(s.upstream.nodelay && s.upstream.keepalive && s.client_nodelay);
+        let off = ConnSettings::of(&Config::default());
+        assert_eq!(off.forward.idle_timeout, None);
+    }
+}
