@@ -23,5 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
+pub mod engine;
+pub mod link;
 pub mod proxy;
 pub mod select;

@@ -1,0 +1,2 @@
+//! Engine benchmarks (filled in below as the engine lands).
+fn main() {}

@@ -1,0 +1,1071 @@
+//! The DSR + tarpit packet engine (reference §10-§11), sans-IO.
+//!
+//! No socket, no clock, no randomness: frames come in through [`Engine::process`] with the
+//! current time, frames the engine originates (ARP probes, frames released once a backend's
+//! MAC is learned) come out of [`Engine::poll_transmit`], and [`Engine::poll_timeout`] says
+//! when the engine next wants `poll_transmit` called. The drivers in [`crate::link`] (live
+//! AF_PACKET, offline pcap, in-memory) only move bytes.
+//!
+//! # What a frame becomes
+//! - **ARP request** for the VIP, or for an address the tarpit ACL matches (TCP mode only; never
+//!   the VIP or a backend's address), → an ARP reply in place, with our MAC
+//!   ([`Verdict::ArpReply`]). Other ARP requests are ignored.
+//! - **ARP reply** whose sender is a backend → its MAC is learned ([`Verdict::Learned`]); frames
+//!   held for it are released through `poll_transmit`.
+//! - **IPv4 to the VIP** (our MAC as destination, protocol TCP, or UDP with `-U`, and the listen
+//!   port unless it is 0) → destination MAC := the chosen backend's, source MAC := ours; IP and
+//!   TCP/UDP untouched ([`Verdict::Forward`]). When the backend's MAC is not known yet the frame
+//!   is copied and held ([`Verdict::Held`]) until it is learned, at most
+//!   [`EngineConfig::hold_time`] and [`EngineConfig::hold_max`] frames.
+//! - **TCP SYN to a tarpitted address** → a SYN+ACK in place ([`Verdict::TarpitSynAck`], see
+//!   [`tarpit`]); every other segment to it is ignored.
+//! - Anything else is ignored ([`IgnoreReason`]) or, when it is not a well-formed frame,
+//!   dropped ([`DropReason`]); both are counted by reason in [`Counters`].
+//!
+//! # Backend choice
+//! A weighted Maglev table ([`maglev`]) keyed by the client's address (and source port with
+//! `-r`; IP fragments always use the address only so all fragments of a datagram go the same
+//! way). It is rebuilt whenever the backend set changes ([`Engine::set_backends`],
+//! [`Engine::set_available`]), so a blacklist takes effect on the next frame.
+//!
+//! # Backend MACs
+//! `poll_transmit` emits a broadcast ARP probe (sender IP 0.0.0.0) for each backend whose MAC
+//! is unknown, at most every [`EngineConfig::probe_interval`], and for every backend again
+//! after [`EngineConfig::refresh_interval`] (C Pen: 1 s and 60 s).
+//!
+//! # Deliberate differences from C Pen
+//! - Maglev table rebuilt on every backend change (C Pen: XOR-of-octets table built once).
+//! - Tarpit SYN+ACK with options stripped, correct lengths and checksums, keyed-hash ISN,
+//!   small window (C Pen: zeroed options kept, checksum right only for 20 option bytes, ISN 42,
+//!   the client's window echoed).
+//! - The tarpit never answers for the VIP or a backend address, nor for ARP probes (sender
+//!   0.0.0.0) of a tarpitted address.
+//! - Frames to the VIP must carry our MAC as destination (C Pen takes any frame it sees).
+//! - Frames whose backend MAC is unknown are held without blocking the frames behind them.
+//! - With checksum offload (the driver reports a partial checksum), the L4 checksum is completed
+//!   before the frame is forwarded or held.
+
+pub mod arp;
+pub mod maglev;
+pub mod tarpit;
+pub mod wire;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use crate::acl::Acl;
+use crate::config::{Config, HostSpec, ListenAddr};
+
+pub use maglev::{Maglev, Member, flow_hash};
+pub use wire::Mac;
+
+use wire::{ETH_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, PROTO_TCP, PROTO_UDP};
+
+/// Largest frame the engine accepts (a 9000-byte jumbo payload plus headers and a VLAN tag).
+pub const MAX_FRAME: usize = 9216;
+
+/// One backend as the engine sees it: its position is the server slot number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// `None` for a slot without a usable IPv4 address (never chosen).
+    pub ip: Option<Ipv4Addr>,
+    /// Share of the table; 0 counts as 1.
+    pub weight: u32,
+    /// `false` while blacklisted.
+    pub available: bool,
+}
+
+/// Everything the engine needs, as a plain value (built from [`Config`] by
+/// [`EngineConfig::from_config`], or by hand in tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// The DSR interface's MAC.
+    pub mac: Mac,
+    /// The virtual IP (the listen address).
+    pub vip: Ipv4Addr,
+    /// The listen port; 0 = every port.
+    pub port: u16,
+    /// `-U`: forward UDP (and no tarpit); otherwise TCP.
+    pub udp: bool,
+    /// `-r`: hash the source port too (per flow instead of per client).
+    pub per_flow: bool,
+    /// Server slots in order.
+    pub backends: Vec<BackendConfig>,
+    /// The access list `tarpit_acl` names, matched against destination addresses.
+    pub tarpit: Option<Acl>,
+    /// Key of the tarpit's ISN hash (the driver draws it once, e.g. from the OS).
+    pub isn_key: [u8; 16],
+    /// Window advertised by the tarpit's SYN+ACK.
+    pub tarpit_window: u16,
+    /// Minimum time between two probes for a backend whose MAC is unknown.
+    pub probe_interval: Duration,
+    /// Time after which known backend MACs are probed again.
+    pub refresh_interval: Duration,
+    /// How long a frame may wait for its backend's MAC.
+    pub hold_time: Duration,
+    /// How many frames may wait in all.
+    pub hold_max: usize,
+}
+
+impl EngineConfig {
+    /// A configuration with C Pen's timers (probe 1 s, refresh 60 s), a 2 s hold of at most
+    /// 1024 frames, the default tarpit window, no tarpit and no backends.
+    pub fn new(mac: Mac, vip: Ipv4Addr, port: u16) -> EngineConfig {
+        EngineConfig {
+            mac,
+            vip,
+            port,
+            udp: false,
+            per_flow: false,
+            backends: Vec::new(),
+            tarpit: None,
+            isn_key: [0; 16],
+            tarpit_window: tarpit::DEFAULT_WINDOW,
+            probe_interval: Duration::from_secs(1),
+            refresh_interval: Duration::from_secs(60),
+            hold_time: Duration::from_secs(2),
+            hold_max: 1024,
+        }
+    }
+
+    /// Builds the engine's configuration from pen's: the listen address is the VIP (an IPv4
+    /// address, port 0 = every port), `-U`, `-r`, the servers (IPv4 literals; names must have
+    /// been resolved into [`HostSpec::Ip`] by the caller) and `tarpit_acl`. All backends start
+    /// available; the caller applies the blacklist with [`Engine::set_available`].
+    pub fn from_config(cfg: &Config, mac: Mac, isn_key: [u8; 16]) -> Result<EngineConfig, String> {
+        let (vip, port) = match &cfg.listen {
+            Some(ListenAddr::Inet(sa)) => match sa.ip() {
+                IpAddr::V4(v4) if !v4.is_unspecified() => (v4, sa.port()),
+                IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => (
+                    v6.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
+                    sa.port(),
+                ),
+                _ => {
+                    return Err(format!(
+                        "DSR needs the virtual IPv4 address as the listen address, got {sa}; give VIP:port, e.g. 192.168.100.1:80 (port 0 = every port)"
+                    ));
+                }
+            },
+            Some(other) => {
+                return Err(format!(
+                    "DSR needs the virtual IPv4 address as the listen address, got {other}; give VIP:port, e.g. 192.168.100.1:80"
+                ));
+            }
+            None => {
+                return Err(
+                    "DSR needs a listen address: give VIP:port, e.g. 192.168.100.1:80".into(),
+                );
+            }
+        };
+        if cfg.servers.len() > maglev::MAX_MEMBERS {
+            return Err(format!(
+                "DSR supports at most {} servers, got {}",
+                maglev::MAX_MEMBERS,
+                cfg.servers.len()
+            ));
+        }
+        let mut backends = Vec::with_capacity(cfg.servers.len());
+        for (i, s) in cfg.servers.iter().enumerate() {
+            let ip = match &s.host {
+                Some(HostSpec::Ip(IpAddr::V4(a))) => Some(*a),
+                Some(HostSpec::Ip(IpAddr::V6(a))) => match a.to_ipv4_mapped() {
+                    Some(v4) => Some(v4),
+                    None => {
+                        return Err(format!(
+                            "server {i} ({a}): DSR backends must be IPv4 addresses on the DSR interface's segment"
+                        ));
+                    }
+                },
+                Some(HostSpec::Name(n)) => {
+                    return Err(format!(
+                        "server {i} ({n}): host names must be resolved to an IPv4 address before DSR starts"
+                    ));
+                }
+                Some(HostSpec::Unix(p)) => {
+                    return Err(format!(
+                        "server {i} ({}): a Unix socket cannot be a DSR backend; give an IPv4 address",
+                        p.display()
+                    ));
+                }
+                None => None,
+            };
+            backends.push(BackendConfig {
+                ip,
+                weight: s.weight,
+                available: true,
+            });
+        }
+        let tarpit = match cfg.tarpit_acl {
+            Some(n) => Some(
+                cfg.acls
+                    .get(usize::from(n))
+                    .cloned()
+                    .ok_or_else(|| format!("tarpit_acl {n}: no such access list; expected 0-9"))?,
+            ),
+            None => None,
+        };
+        let mut ec = EngineConfig::new(mac, vip, port);
+        ec.udp = cfg.udp;
+        ec.per_flow = cfg.mode.roundrobin;
+        ec.backends = backends;
+        ec.tarpit = tarpit;
+        ec.isn_key = isn_key;
+        Ok(ec)
+    }
+}
+
+/// Why a frame was ignored (well-formed, but not something the engine handles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IgnoreReason {
+    /// Sent by our own MAC (e.g. looped back by the capture).
+    OwnFrame,
+    /// IPv4 frame whose destination MAC is not ours.
+    NotOurMac,
+    /// ARP request for an address we do not answer for, or an ARP reply from a non-backend.
+    ArpNotOurs,
+    /// ARP for a hardware/protocol pair other than Ethernet/IPv4, or an unknown operation.
+    ArpOther,
+    /// IPv4 to an address that is neither the VIP nor tarpitted.
+    NotVip,
+    /// To the VIP but not TCP (or not UDP with `-U`).
+    WrongProtocol,
+    /// To the VIP but not the listen port.
+    WrongPort,
+    /// To a tarpitted address but not a SYN (ACK, data, FIN, RST), or not TCP.
+    TarpitNotSyn,
+    /// IPv6 (not handled yet).
+    Ipv6,
+}
+
+impl IgnoreReason {
+    pub const ALL: [IgnoreReason; 9] = [
+        IgnoreReason::OwnFrame,
+        IgnoreReason::NotOurMac,
+        IgnoreReason::ArpNotOurs,
+        IgnoreReason::ArpOther,
+        IgnoreReason::NotVip,
+        IgnoreReason::WrongProtocol,
+        IgnoreReason::WrongPort,
+        IgnoreReason::TarpitNotSyn,
+        IgnoreReason::Ipv6,
+    ];
+
+    /// A short lowercase name, as in the verdict log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IgnoreReason::OwnFrame => "own-frame",
+            IgnoreReason::NotOurMac => "not-our-mac",
+            IgnoreReason::ArpNotOurs => "arp-not-ours",
+            IgnoreReason::ArpOther => "arp-other",
+            IgnoreReason::NotVip => "not-vip",
+            IgnoreReason::WrongProtocol => "wrong-protocol",
+            IgnoreReason::WrongPort => "wrong-port",
+            IgnoreReason::TarpitNotSyn => "tarpit-not-syn",
+            IgnoreReason::Ipv6 => "ipv6",
+        }
+    }
+}
+
+/// Why a frame was dropped (bad input, or nowhere to send it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Shorter than its headers say (Ethernet, ARP, IPv4 total length, TCP/UDP header).
+    Truncated,
+    /// Longer than [`MAX_FRAME`].
+    Oversized,
+    /// Not IPv4, IPv6 or ARP (includes VLAN-tagged frames).
+    NonIp,
+    /// IPv4 header inconsistent (version, header length, total length).
+    Malformed,
+    /// No backend available (all blacklisted or none configured).
+    NoBackend,
+    /// The backend's MAC is unknown and the hold queue is full.
+    HoldFull,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 6] = [
+        DropReason::Truncated,
+        DropReason::Oversized,
+        DropReason::NonIp,
+        DropReason::Malformed,
+        DropReason::NoBackend,
+        DropReason::HoldFull,
+    ];
+
+    /// A short lowercase name, as in the verdict log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Truncated => "truncated",
+            DropReason::Oversized => "oversized",
+            DropReason::NonIp => "non-ip",
+            DropReason::Malformed => "malformed",
+            DropReason::NoBackend => "no-backend",
+            DropReason::HoldFull => "hold-full",
+        }
+    }
+}
+
+/// What [`Engine::process`] decided. The transmit verdicts carry the length of the frame to
+/// send, which is the prefix of the buffer that was passed in (rewritten in place).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send the rewritten frame: it goes to backend `backend`.
+    Forward {
+        backend: usize,
+        len: usize,
+    },
+    /// Send the frame, now an ARP reply.
+    ArpReply {
+        len: usize,
+    },
+    /// Send the frame, now the tarpit's SYN+ACK.
+    TarpitSynAck {
+        len: usize,
+    },
+    /// The engine kept a copy until `backend`'s MAC is known; send nothing now.
+    Held {
+        backend: usize,
+    },
+    /// An ARP reply taught the MAC of `backend` (the first one when several share the address).
+    Learned {
+        backend: usize,
+    },
+    Ignored(IgnoreReason),
+    Dropped(DropReason),
+}
+
+impl Verdict {
+    /// The length of the frame to transmit, for the verdicts that transmit.
+    pub fn transmit_len(&self) -> Option<usize> {
+        match *self {
+            Verdict::Forward { len, .. }
+            | Verdict::ArpReply { len }
+            | Verdict::TarpitSynAck { len } => Some(len),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Forward { backend, len } => write!(f, "forward backend={backend} len={len}"),
+            Verdict::ArpReply { len } => write!(f, "arp-reply len={len}"),
+            Verdict::TarpitSynAck { len } => write!(f, "tarpit-syn-ack len={len}"),
+            Verdict::Held { backend } => write!(f, "held backend={backend}"),
+            Verdict::Learned { backend } => write!(f, "learned backend={backend}"),
+            Verdict::Ignored(r) => write!(f, "ignored {}", r.as_str()),
+            Verdict::Dropped(r) => write!(f, "dropped {}", r.as_str()),
+        }
+    }
+}
+
+/// Information a driver has about a received frame.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RxMeta {
+    /// The L4 checksum is partial (offload: `TP_STATUS_CSUMNOTREADY`); the engine completes it
+    /// before forwarding.
+    pub csum_partial: bool,
+}
+
+/// A frame the engine originates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub frame: Vec<u8>,
+    pub kind: TxKind,
+}
+
+/// Why the engine sends a [`Transmit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxKind {
+    /// Who-has for a backend's address.
+    ArpProbe { backend: usize },
+    /// A held frame, now addressed to the backend whose MAC was learned.
+    Released { backend: usize },
+}
+
+impl fmt::Display for TxKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TxKind::ArpProbe { backend } => write!(f, "arp-probe backend={backend}"),
+            TxKind::Released { backend } => write!(f, "released backend={backend}"),
+        }
+    }
+}
+
+/// Counters by outcome and reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub rx: u64,
+    pub forwarded: u64,
+    pub arp_replies: u64,
+    pub tarpit_syn_acks: u64,
+    pub held: u64,
+    pub released: u64,
+    /// Held frames dropped because their backend's MAC stayed unknown for `hold_time`.
+    pub hold_expired: u64,
+    pub learned: u64,
+    pub probes: u64,
+    /// Table rebuilds.
+    pub rebuilds: u64,
+    ignored: [u64; IgnoreReason::ALL.len()],
+    dropped: [u64; DropReason::ALL.len()],
+}
+
+impl Counters {
+    /// Frames ignored for `r`.
+    pub fn ignored(&self, r: IgnoreReason) -> u64 {
+        self.ignored.get(r as usize).copied().unwrap_or(0)
+    }
+
+    /// Frames dropped for `r`.
+    pub fn dropped(&self, r: DropReason) -> u64 {
+        self.dropped.get(r as usize).copied().unwrap_or(0)
+    }
+
+    /// All dropped frames.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.iter().sum()
+    }
+
+    /// All ignored frames.
+    pub fn ignored_total(&self) -> u64 {
+        self.ignored.iter().sum()
+    }
+
+    fn count(&mut self, v: &Verdict) {
+        match *v {
+            Verdict::Forward { .. } => self.forwarded += 1,
+            Verdict::ArpReply { .. } => self.arp_replies += 1,
+            Verdict::TarpitSynAck { .. } => self.tarpit_syn_acks += 1,
+            Verdict::Held { .. } => self.held += 1,
+            Verdict::Learned { .. } => self.learned += 1,
+            Verdict::Ignored(r) => {
+                if let Some(c) = self.ignored.get_mut(r as usize) {
+                    *c += 1;
+                }
+            }
+            Verdict::Dropped(r) => {
+                if let Some(c) = self.dropped.get_mut(r as usize) {
+                    *c += 1;
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for Counters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rx={} forwarded={} arp_replies={} tarpit_syn_acks={} held={} released={} hold_expired={} learned={} probes={}",
+            self.rx,
+            self.forwarded,
+            self.arp_replies,
+            self.tarpit_syn_acks,
+            self.held,
+            self.released,
+            self.hold_expired,
+            self.learned,
+            self.probes
+        )?;
+        for r in IgnoreReason::ALL {
+            let n = self.ignored(r);
+            if n > 0 {
+                write!(f, " ignored.{}={n}", r.as_str())?;
+            }
+        }
+        for r in DropReason::ALL {
+            let n = self.dropped(r);
+            if n > 0 {
+                write!(f, " dropped.{}={n}", r.as_str())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct BackendState {
+    cfg: BackendConfig,
+    mac: Option<Mac>,
+    last_probe: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+struct HeldFrame {
+    backend: usize,
+    since: Duration,
+    frame: Vec<u8>,
+}
+
+/// The engine. See the module documentation.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    cfg: EngineConfig,
+    backends: Vec<BackendState>,
+    table: Option<Maglev>,
+    held: VecDeque<HeldFrame>,
+    txq: VecDeque<Transmit>,
+    /// No probe is due before this time.
+    next_probe_at: Duration,
+    counters: Counters,
+}
+
+/// The parsed IPv4 facts the decision needs.
+struct Ip4 {
+    ihl: usize,
+    total: usize,
+    proto: u8,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    /// Fragment offset != 0: no L4 header in this frame.
+    later_fragment: bool,
+    /// MF set or offset != 0.
+    fragment: bool,
+}
+
+impl Engine {
+    /// An engine for `cfg`; the table is built at once.
+    pub fn new(cfg: EngineConfig) -> Engine {
+        let backends = cfg
+            .backends
+            .iter()
+            .map(|&b| BackendState {
+                cfg: b,
+                mac: None,
+                last_probe: None,
+            })
+            .collect();
+        let mut e = Engine {
+            cfg,
+            backends,
+            table: None,
+            held: VecDeque::new(),
+            txq: VecDeque::new(),
+            next_probe_at: Duration::ZERO,
+            counters: Counters::default(),
+        };
+        e.rebuild();
+        e
+    }
+
+    /// The configuration (its `backends` reflect the latest [`Engine::set_backends`]).
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The learned MAC of backend `i`.
+    pub fn backend_mac(&self, i: usize) -> Option<Mac> {
+        self.backends.get(i).and_then(|b| b.mac)
+    }
+
+    /// The current table (`None` when no backend is available).
+    pub fn table(&self) -> Option<&Maglev> {
+        self.table.as_ref()
+    }
+
+    /// Number of frames waiting for a backend MAC.
+    pub fn held_len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Replaces the backend list (server added, re-weighted, blacklisted or un-blacklisted).
+    /// Learned MACs are kept for slots whose address did not change. The table is rebuilt only
+    /// when the set of available (address, weight) pairs changed.
+    pub fn set_backends(&mut self, backends: Vec<BackendConfig>) {
+        let old = std::mem::take(&mut self.backends);
+        self.backends = backends
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| match old.get(i) {
+                Some(o) if o.cfg.ip == b.ip => BackendState {
+                    cfg: b,
+                    mac: o.mac,
+                    last_probe: o.last_probe,
+                },
+                _ => BackendState {
+                    cfg: b,
+                    mac: None,
+                    last_probe: None,
+                },
+            })
+            .collect();
+        let changed = old.len() != self.backends.len()
+            || old.iter().zip(&self.backends).any(|(a, b)| a.cfg != b.cfg);
+        self.cfg.backends = backends;
+        if changed {
+            self.next_probe_at = Duration::ZERO;
+            self.rebuild();
+        }
+    }
+
+    /// Marks backend `i` available or not (blacklist); no-op for an unknown index.
+    pub fn set_available(&mut self, i: usize, available: bool) {
+        let mut b = self.cfg.backends.clone();
+        if let Some(x) = b.get_mut(i) {
+            if x.available == available {
+                return;
+            }
+            x.available = available;
+            self.set_backends(b);
+        }
+    }
+
+    fn rebuild(&mut self) {
+        let members: Vec<Member> = self
+            .backends
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| match b.cfg.ip {
+                Some(ip) if b.cfg.available => Some(Member {
+                    backend: i,
+                    ip,
+                    weight: b.cfg.weight,
+                }),
+                _ => None,
+            })
+            .collect();
+        self.table = Maglev::build(&members);
+        self.counters.rebuilds += 1;
+    }
+
+    /// The backend a client (and source port with `-r`) goes to now, if any.
+    pub fn choose(&self, src: Ipv4Addr, src_port: u16) -> Option<usize> {
+        let port = if self.cfg.per_flow { src_port } else { 0 };
+        self.table.as_ref().map(|t| t.lookup(flow_hash(src, port)))
+    }
+
+    /// Processes one received frame with no driver metadata.
+    #[inline]
+    pub fn process(&mut self, now: Duration, frame: &mut [u8]) -> Verdict {
+        self.process_meta(now, frame, RxMeta::default())
+    }
+
+    /// Processes one received frame: decides, rewrites `frame` in place for the transmit
+    /// verdicts, counts.
+    pub fn process_meta(&mut self, now: Duration, frame: &mut [u8], meta: RxMeta) -> Verdict {
+        self.counters.rx += 1;
+        let v = self.decide(now, frame, meta);
+        self.counters.count(&v);
+        v
+    }
+
+    fn decide(&mut self, now: Duration, frame: &mut [u8], meta: RxMeta) -> Verdict {
+        if frame.len() > MAX_FRAME {
+            return Verdict::Dropped(DropReason::Oversized);
+        }
+        let (Some(dst_mac), Some(src_mac), Some(ethertype)) = (
+            wire::mac(frame, 0),
+            wire::mac(frame, 6),
+            wire::be16(frame, 12),
+        ) else {
+            return Verdict::Dropped(DropReason::Truncated);
+        };
+        match ethertype {
+            ETHERTYPE_IPV4 => {}
+            ETHERTYPE_ARP => {
+                if src_mac == self.cfg.mac {
+                    return Verdict::Ignored(IgnoreReason::OwnFrame);
+                }
+                return self.arp(frame);
+            }
+            ETHERTYPE_IPV6 => return Verdict::Ignored(IgnoreReason::Ipv6),
+            _ => return Verdict::Dropped(DropReason::NonIp),
+        }
+        let ip = match parse_ipv4(frame) {
+            Ok(ip) => ip,
+            Err(d) => return Verdict::Dropped(d),
+        };
+        if src_mac == self.cfg.mac {
+            return Verdict::Ignored(IgnoreReason::OwnFrame);
+        }
+        if dst_mac != self.cfg.mac {
+            return Verdict::Ignored(IgnoreReason::NotOurMac);
+        }
+        let l4 = ETH_LEN + ip.ihl;
+        if ip.dst != self.cfg.vip {
+            if self.tarpitted(ip.dst) {
+                return self.tarpit(frame, &ip, src_mac);
+            }
+            return Verdict::Ignored(IgnoreReason::NotVip);
+        }
+        let want = if self.cfg.udp { PROTO_UDP } else { PROTO_TCP };
+        if ip.proto != want {
+            return Verdict::Ignored(IgnoreReason::WrongProtocol);
+        }
+        let mut sport = 0;
+        if !ip.later_fragment {
+            let min = if ip.proto == PROTO_TCP { 20 } else { 8 };
+            if ip.total < ip.ihl + min {
+                return Verdict::Dropped(DropReason::Truncated);
+            }
+            let (Some(sp), Some(dp)) = (wire::be16(frame, l4), wire::be16(frame, l4 + 2)) else {
+                return Verdict::Dropped(DropReason::Truncated);
+            };
+            if self.cfg.port != 0 && dp != self.cfg.port {
+                return Verdict::Ignored(IgnoreReason::WrongPort);
+            }
+            sport = if ip.fragment { 0 } else { sp };
+        }
+        let Some(backend) = self.choose(ip.src, sport) else {
+            return Verdict::Dropped(DropReason::NoBackend);
+        };
+        if meta.csum_partial && !ip.fragment {
+            complete_l4_checksum(frame, &ip);
+        }
+        let len = frame.len();
+        match self.backends.get(backend).and_then(|b| b.mac) {
+            Some(mac) => {
+                wire::set_macs(frame, mac, self.cfg.mac);
+                Verdict::Forward { backend, len }
+            }
+            None => {
+                if self.held.len() >= self.cfg.hold_max {
+                    return Verdict::Dropped(DropReason::HoldFull);
+                }
+                self.held.push_back(HeldFrame {
+                    backend,
+                    since: now,
+                    frame: frame.to_vec(),
+                });
+                Verdict::Held { backend }
+            }
+        }
+    }
+
+    /// Is `dst` answered by the tarpit? Never the VIP or a backend, only in TCP mode.
+    fn tarpitted(&self, dst: Ipv4Addr) -> bool {
+        let Some(acl) = &self.cfg.tarpit else {
+            return false;
+        };
+        !self.cfg.udp
+            && dst != self.cfg.vip
+            && !self.backends.iter().any(|b| b.cfg.ip == Some(dst))
+            && acl.permits(Some(IpAddr::V4(dst)))
+    }
+
+    fn tarpit(&mut self, frame: &mut [u8], ip: &Ip4, src_mac: Mac) -> Verdict {
+        if ip.proto != PROTO_TCP || ip.later_fragment {
+            return Verdict::Ignored(IgnoreReason::TarpitNotSyn);
+        }
+        let l4 = ETH_LEN + ip.ihl;
+        if ip.total < ip.ihl + 20 {
+            return Verdict::Dropped(DropReason::Truncated);
+        }
+        let (Some(cport), Some(sport), Some(seq), Some(flags), Some(&tos)) = (
+            wire::be16(frame, l4),
+            wire::be16(frame, l4 + 2),
+            wire::be32(frame, l4 + 4),
+            frame.get(l4 + 13).copied(),
+            frame.get(ETH_LEN + 1),
+        ) else {
+            return Verdict::Dropped(DropReason::Truncated);
+        };
+        // SYN without ACK and RST: a connection attempt.
+        if flags & 0x02 == 0 || flags & 0x14 != 0 {
+            return Verdict::Ignored(IgnoreReason::TarpitNotSyn);
+        }
+        let syn = tarpit::Syn {
+            client_mac: src_mac,
+            client: ip.src,
+            server: ip.dst,
+            cport,
+            sport,
+            seq,
+            tos,
+        };
+        match tarpit::write_syn_ack(
+            frame,
+            &syn,
+            self.cfg.mac,
+            &self.cfg.isn_key,
+            self.cfg.tarpit_window,
+        ) {
+            Some(len) => Verdict::TarpitSynAck { len },
+            None => Verdict::Dropped(DropReason::Truncated),
+        }
+    }
+
+    fn arp(&mut self, frame: &mut [u8]) -> Verdict {
+        let a = match arp::parse(frame) {
+            Ok(a) => a,
+            Err(arp::ArpError::Truncated) => return Verdict::Dropped(DropReason::Truncated),
+            Err(arp::ArpError::NotEthernetIpv4) => {
+                return Verdict::Ignored(IgnoreReason::ArpOther);
+            }
+        };
+        match a.op {
+            arp::OP_REQUEST => {
+                if a.sender_ip == a.target_ip {
+                    // gratuitous ARP: an announcement, not a question
+                    return Verdict::Ignored(IgnoreReason::ArpNotOurs);
+                }
+                let ours = a.target_ip == self.cfg.vip
+                    || (!a.sender_ip.is_unspecified() && self.tarpitted(a.target_ip));
+                if ours {
+                    let len = arp::answer_in_place(frame, &a, self.cfg.mac);
+                    Verdict::ArpReply { len }
+                } else {
+                    Verdict::Ignored(IgnoreReason::ArpNotOurs)
+                }
+            }
+            arp::OP_REPLY => self.learn(a.sender_ip, a.sender_mac),
+            _ => Verdict::Ignored(IgnoreReason::ArpOther),
+        }
+    }
+
+    fn learn(&mut self, ip: Ipv4Addr, mac: Mac) -> Verdict {
+        if mac == self.cfg.mac || mac == wire::BROADCAST || mac[0] & 1 != 0 {
+            return Verdict::Ignored(IgnoreReason::ArpNotOurs);
+        }
+        let mut first = None;
+        for (i, b) in self.backends.iter_mut().enumerate() {
+            if b.cfg.ip == Some(ip) {
+                b.mac = Some(mac);
+                first.get_or_insert(i);
+            }
+        }
+        let Some(first) = first else {
+            return Verdict::Ignored(IgnoreReason::ArpNotOurs);
+        };
+        // Release the frames held for every backend that now has a MAC, in arrival order.
+        let our = self.cfg.mac;
+        let mut keep = VecDeque::with_capacity(self.held.len());
+        for mut h in self.held.drain(..) {
+            match self.backends.get(h.backend).and_then(|b| b.mac) {
+                Some(m) => {
+                    wire::set_macs(&mut h.frame, m, our);
+                    self.counters.released += 1;
+                    self.txq.push_back(Transmit {
+                        frame: h.frame,
+                        kind: TxKind::Released { backend: h.backend },
+                    });
+                }
+                None => keep.push_back(h),
+            }
+        }
+        self.held = keep;
+        Verdict::Learned { backend: first }
+    }
+
+    /// The next frame the engine wants sent at `now` (released frames, then due ARP probes),
+    /// after dropping held frames older than `hold_time`. Call until `None`.
+    pub fn poll_transmit(&mut self, now: Duration) -> Option<Transmit> {
+        if let Some(t) = self.txq.pop_front() {
+            return Some(t);
+        }
+        while let Some(h) = self.held.front() {
+            if now.saturating_sub(h.since) >= self.cfg.hold_time {
+                self.held.pop_front();
+                self.counters.hold_expired += 1;
+            } else {
+                break;
+            }
+        }
+        if now < self.next_probe_at {
+            return None;
+        }
+        let (probe_iv, refresh_iv) = (self.cfg.probe_interval, self.cfg.refresh_interval);
+        let mut next: Option<Duration> = None;
+        let mut out = None;
+        for (i, b) in self.backends.iter_mut().enumerate() {
+            let Some(ip) = b.cfg.ip else { continue };
+            let iv = if b.mac.is_some() {
+                refresh_iv
+            } else {
+                probe_iv
+            };
+            let due = b
+                .last_probe
+                .map_or(Duration::ZERO, |t| t.saturating_add(iv));
+            if out.is_none() && due <= now {
+                b.last_probe = Some(now);
+                out = Some(Transmit {
+                    frame: arp::probe(self.cfg.mac, ip),
+                    kind: TxKind::ArpProbe { backend: i },
+                });
+                let again = now.saturating_add(iv);
+                next = Some(next.map_or(again, |n| n.min(again)));
+            } else {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        self.next_probe_at = match (out.is_some(), next) {
+            // another backend may be due at this same instant: look again on the next call
+            (true, _) => now,
+            (false, Some(n)) => n,
+            (false, None) => Duration::MAX,
+        };
+        if out.is_some() {
+            self.counters.probes += 1;
+        }
+        out
+    }
+
+    /// When the engine next wants [`Engine::poll_transmit`] called: now (`Duration::ZERO`)
+    /// when frames are queued, else the next probe or hold expiry; `None` when nothing is
+    /// scheduled.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        if !self.txq.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let hold = self
+            .held
+            .front()
+            .map(|h| h.since.saturating_add(self.cfg.hold_time));
+        let probe = (self.next_probe_at != Duration::MAX).then_some(self.next_probe_at);
+        match (hold, probe) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+fn parse_ipv4(frame: &[u8]) -> Result<Ip4, DropReason> {
+    let Some(&vihl) = frame.get(ETH_LEN) else {
+        return Err(DropReason::Truncated);
+    };
+    if frame.len() < ETH_LEN + 20 {
+        return Err(DropReason::Truncated);
+    }
+    if vihl >> 4 != 4 {
+        return Err(DropReason::Malformed);
+    }
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    if ihl < 20 {
+        return Err(DropReason::Malformed);
+    }
+    let (Some(total), Some(frag), Some(&proto), Some(src), Some(dst)) = (
+        wire::be16(frame, ETH_LEN + 2),
+        wire::be16(frame, ETH_LEN + 6),
+        frame.get(ETH_LEN + 9),
+        wire::ipv4(frame, ETH_LEN + 12),
+        wire::ipv4(frame, ETH_LEN + 16),
+    ) else {
+        return Err(DropReason::Truncated);
+    };
+    let total = usize::from(total);
+    if total < ihl {
+        return Err(DropReason::Malformed);
+    }
+    if frame.len() < ETH_LEN + total {
+        return Err(DropReason::Truncated);
+    }
+    let offset = frag & 0x1fff;
+    let more = frag & 0x2000 != 0;
+    Ok(Ip4 {
+        ihl,
+        total,
+        proto,
+        src,
+        dst,
+        later_fragment: offset != 0,
+        fragment: offset != 0 || more,
+    })
+}
+
+/// Recomputes the TCP/UDP checksum of an unfragmented IPv4 frame in full (for frames whose
+/// checksum the sender's NIC was supposed to finish).
+fn complete_l4_checksum(frame: &mut [u8], ip: &Ip4) {
+    let start = ETH_LEN + ip.ihl;
+    let end = ETH_LEN + ip.total;
+    let off = match ip.proto {
+        PROTO_TCP => 16,
+        PROTO_UDP => 6,
+        _ => return,
+    };
+    let Some(seg) = frame.get_mut(start..end) else {
+        return;
+    };
+    if !wire::put(seg, off, &[0, 0]) {
+        return;
+    }
+    let mut c = wire::l4_checksum_v4(ip.src, ip.dst, ip.proto, seg);
+    if ip.proto == PROTO_UDP && c == 0 {
+        c = 0xffff;
+    }
+    wire::put(seg, off, &c.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAC: Mac = [0x02, 0, 0, 0, 0, 0x01];
+
+    fn cfg() -> EngineConfig {
+        let mut c = EngineConfig::new(MAC, Ipv4Addr::new(10, 0, 0, 100), 80);
+        c.backends = vec![
+            BackendConfig {
+                ip: Some(Ipv4Addr::new(10, 0, 0, 3)),
+                weight: 0,
+                available: true,
+            },
+            BackendConfig {
+                ip: Some(Ipv4Addr::new(10, 0, 0, 4)),
+                weight: 0,
+                available: true,
+            },
+        ];
+        c
+    }
+
+    #[test]
+    fn first_poll_probes_every_backend_then_waits_probe_interval() {
+        let mut e = Engine::new(cfg());
+        let t0 = Duration::from_secs(5);
+        let a = e.poll_transmit(t0).unwrap();
+        let b = e.poll_transmit(t0).unwrap();
+        assert_eq!(a.kind, TxKind::ArpProbe { backend: 0 });
+        assert_eq!(b.kind, TxKind::ArpProbe { backend: 1 });
+        assert!(e.poll_transmit(t0).is_none());
+        assert_eq!(e.poll_timeout(), Some(t0 + Duration::from_secs(1)));
+        assert!(e.poll_transmit(t0 + Duration::from_millis(999)).is_none());
+        assert!(e.poll_transmit(t0 + Duration::from_secs(1)).is_some());
+    }
+
+    #[test]
+    fn known_macs_are_refreshed_after_refresh_interval() {
+        let mut e = Engine::new(cfg());
+        let t0 = Duration::ZERO;
+        while e.poll_transmit(t0).is_some() {}
+        e.learn(Ipv4Addr::new(10, 0, 0, 3), [2, 0, 0, 0, 0, 3]);
+        e.learn(Ipv4Addr::new(10, 0, 0, 4), [2, 0, 0, 0, 0, 4]);
+        assert!(e.poll_transmit(Duration::from_secs(30)).is_none());
+        assert_eq!(e.poll_timeout(), Some(Duration::from_secs(60)));
+        assert!(e.poll_transmit(Duration::from_secs(60)).is_some());
+    }
+
+    #[test]
+    fn from_config_rejects_a_host_name_backend() {
+        let mut c = Config {
+            listen: Some(ListenAddr::parse("10.0.0.100:80").unwrap()),
+            ..Config::default()
+        };
+        c.servers.push(crate::config::ServerConfig {
+            host: Some(HostSpec::Name("web1".into())),
+            ..Default::default()
+        });
+        let e = EngineConfig::from_config(&c, MAC, [0; 16]).unwrap_err();
+        assert!(e.contains("web1"), "{e}");
+    }
+
+    #[test]
+    fn from_config_rejects_wildcard_vip() {
+        let c = Config {
+            listen: Some(ListenAddr::parse("80").unwrap()),
+            ..Config::default()
+        };
+        let e = EngineConfig::from_config(&c, MAC, [0; 16]).unwrap_err();
+        assert!(e.contains("0.0.0.0:80"), "{e}");
+    }
+}

@@ -1,0 +1,177 @@
+//! The tarpit's SYN+ACK (reference §11). Pure: the ISN key is an input, nothing random here.
+//!
+//! A SYN to a tarpitted address is turned, in place, into a 54-byte SYN+ACK:
+//! - Ethernet: to the SYN's sender, from our MAC;
+//! - IPv4: 20-byte header (IP options dropped), total length 40, DF, TTL 64, addresses
+//!   swapped, correct header checksum;
+//! - TCP: ports swapped, `seq` = [`isn`] (SipHash-2-4 of the 4-tuple under the engine's key),
+//!   `ack` = the SYN's `seq + 1`, data offset 5 (every option removed), flags SYN+ACK, a small
+//!   window, urgent 0, correct checksum.
+//!
+//! Deliberate differences from C Pen, whose reply keeps the SYN's length (options zeroed but
+//! left as payload), sums its checksum as if the segment were always 40 bytes long (wrong for
+//! any SYN without exactly 20 option bytes), uses the constant ISN 42 and echoes the client's
+//! window: here the reply is correct for any option length and the ISN is unpredictable
+//! without the key while staying stateless.
+
+use std::net::Ipv4Addr;
+
+use super::wire::{self, ETH_LEN, Mac};
+
+/// Length of the SYN+ACK frame the tarpit sends.
+pub const SYN_ACK_LEN: usize = ETH_LEN + 20 + 20;
+
+/// Default advertised window of the tarpit's SYN+ACK: small, so a client trickles its data.
+pub const DEFAULT_WINDOW: u16 = 16;
+
+/// SipHash-2-4 of `data` under `key` (Aumasson & Bernstein), little-endian key and result.
+pub fn siphash24(key: &[u8; 16], data: &[u8]) -> u64 {
+    let mut k0b = [0u8; 8];
+    let mut k1b = [0u8; 8];
+    k0b.copy_from_slice(&key[..8]);
+    k1b.copy_from_slice(&key[8..]);
+    let (k0, k1) = (u64::from_le_bytes(k0b), u64::from_le_bytes(k1b));
+    let mut v = [
+        k0 ^ 0x736f_6d65_7073_6575,
+        k1 ^ 0x646f_7261_6e64_6f6d,
+        k0 ^ 0x6c79_6765_6e65_7261,
+        k1 ^ 0x7465_6462_7974_6573,
+    ];
+    fn round(v: &mut [u64; 4]) {
+        v[0] = v[0].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(13) ^ v[0];
+        v[0] = v[0].rotate_left(32);
+        v[2] = v[2].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(16) ^ v[2];
+        v[0] = v[0].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(21) ^ v[0];
+        v[2] = v[2].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(17) ^ v[2];
+        v[2] = v[2].rotate_left(32);
+    }
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(c);
+        let m = u64::from_le_bytes(b);
+        v[3] ^= m;
+        round(&mut v);
+        round(&mut v);
+        v[0] ^= m;
+    }
+    let rest = chunks.remainder();
+    let mut last = [0u8; 8];
+    last[..rest.len()].copy_from_slice(rest);
+    last[7] = data.len() as u8;
+    let m = u64::from_le_bytes(last);
+    v[3] ^= m;
+    round(&mut v);
+    round(&mut v);
+    v[0] ^= m;
+    v[2] ^= 0xff;
+    for _ in 0..4 {
+        round(&mut v);
+    }
+    v[0] ^ v[1] ^ v[2] ^ v[3]
+}
+
+/// The tarpit's initial sequence number for a SYN from `client:cport` to `server:sport`.
+pub fn isn(key: &[u8; 16], client: Ipv4Addr, server: Ipv4Addr, cport: u16, sport: u16) -> u32 {
+    let mut m = [0u8; 12];
+    m[..4].copy_from_slice(&client.octets());
+    m[4..8].copy_from_slice(&server.octets());
+    m[8..10].copy_from_slice(&cport.to_be_bytes());
+    m[10..].copy_from_slice(&sport.to_be_bytes());
+    siphash24(key, &m) as u32
+}
+
+/// What the SYN+ACK is built from (read from the SYN before the buffer is overwritten).
+#[derive(Debug, Clone, Copy)]
+pub struct Syn {
+    pub client_mac: Mac,
+    pub client: Ipv4Addr,
+    pub server: Ipv4Addr,
+    pub cport: u16,
+    pub sport: u16,
+    pub seq: u32,
+    pub tos: u8,
+}
+
+/// Writes the SYN+ACK answering `syn` into `buf` and returns its length, or `None` when `buf`
+/// is shorter than [`SYN_ACK_LEN`] (a SYN frame never is: it has at least 54 bytes).
+pub fn write_syn_ack(
+    buf: &mut [u8],
+    syn: &Syn,
+    our_mac: Mac,
+    key: &[u8; 16],
+    window: u16,
+) -> Option<usize> {
+    let out = buf.get_mut(..SYN_ACK_LEN)?;
+    wire::set_macs(out, syn.client_mac, our_mac);
+    out[12..14].copy_from_slice(&wire::ETHERTYPE_IPV4.to_be_bytes());
+    let ip = &mut out[ETH_LEN..ETH_LEN + 20];
+    ip[0] = 0x45;
+    ip[1] = syn.tos;
+    ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+    ip[4..6].copy_from_slice(&0u16.to_be_bytes());
+    ip[6..8].copy_from_slice(&0x4000u16.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = wire::PROTO_TCP;
+    ip[10..12].copy_from_slice(&[0, 0]);
+    ip[12..16].copy_from_slice(&syn.server.octets());
+    ip[16..20].copy_from_slice(&syn.client.octets());
+    let c = wire::ipv4_header_checksum(ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let tcp = &mut out[ETH_LEN + 20..];
+    tcp[0..2].copy_from_slice(&syn.sport.to_be_bytes());
+    tcp[2..4].copy_from_slice(&syn.cport.to_be_bytes());
+    let seq = isn(key, syn.client, syn.server, syn.cport, syn.sport);
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&syn.seq.wrapping_add(1).to_be_bytes());
+    tcp[12..14].copy_from_slice(&((5u16 << 12) | 0x12).to_be_bytes());
+    tcp[14..16].copy_from_slice(&window.to_be_bytes());
+    tcp[16..20].copy_from_slice(&[0, 0, 0, 0]);
+    let c = wire::l4_checksum_v4(syn.server, syn.client, wire::PROTO_TCP, tcp);
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    Some(SYN_ACK_LEN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> [u8; 16] {
+        let mut k = [0u8; 16];
+        for (i, b) in k.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        k
+    }
+
+    #[test]
+    fn siphash_matches_reference_vectors() {
+        // The first vectors of the SipHash paper's reference implementation (key 00..0f,
+        // message 00..len-1).
+        let expect: [u64; 3] = [
+            0x726f_db47_dd0e_0e31,
+            0x74f8_39c5_93dc_67fd,
+            0x0d6c_8009_d9a9_4f5a,
+        ];
+        for (len, want) in expect.iter().enumerate() {
+            let msg: Vec<u8> = (0..len as u8).collect();
+            assert_eq!(siphash24(&key(), &msg), *want, "len {len}");
+        }
+        let msg: Vec<u8> = (0..15u8).collect();
+        assert_eq!(siphash24(&key(), &msg), 0xa129_ca61_49be_45e5);
+    }
+
+    #[test]
+    fn isn_depends_on_key_and_tuple() {
+        let (c, s) = (Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 9));
+        let a = isn(&key(), c, s, 40000, 80);
+        assert_eq!(a, isn(&key(), c, s, 40000, 80));
+        assert_ne!(a, isn(&key(), c, s, 40001, 80));
+        assert_ne!(a, isn(&[7; 16], c, s, 40000, 80));
+        assert_ne!(a, 42);
+    }
+}

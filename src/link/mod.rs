@@ -1,0 +1,15 @@
+//! Frame drivers for the [`crate::engine`]: they move bytes, the engine decides.
+//!
+//! - [`mem`]: an in-memory driver for tests and benchmarks.
+//! - [`pcapfile`]: offline, a pcap file in, the frames the engine sends to another pcap file,
+//!   and a verdict log.
+//! - [`afpacket`] (Linux): live on the DSR interface, raw `AF_PACKET` with batched
+//!   `recvmmsg`/`sendmmsg`.
+//!
+//! Every driver follows the same loop: before handing a frame received at `now` to
+//! [`Engine::process_meta`](crate::engine::Engine::process_meta), it sends everything
+//! [`Engine::poll_transmit`](crate::engine::Engine::poll_transmit) returns at `now`; then it
+//! sends the processed frame when the verdict says so.
+
+pub mod mem;
+pub mod pcapfile;

@@ -1,0 +1,158 @@
+//! The offline driver: a pcap file in, the frames the engine sends to another pcap file, and a
+//! verdict log. Deterministic: the same input, configuration and key give the same bytes.
+//!
+//! Time: `now` is the input frame's timestamp minus the first frame's (never going backwards).
+//! Output frames carry the input's first timestamp plus `now`, in a little-endian
+//! microsecond pcap with snaplen 65535, so golden files are the same on every machine.
+//!
+//! Verdict log, one line per input frame and per engine-originated frame:
+//! ```text
+//! 1 0.000000 in len=42 -> arp-reply len=42
+//! - 0.000000 out arp-probe backend=0 len=42
+//! ```
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
+use pcap_file::{DataLink, Endianness, TsResolution};
+
+use crate::engine::{Counters, Engine};
+
+/// A failed replay, naming the file side and frame.
+#[derive(Debug)]
+pub enum ReplayError {
+    /// The input is not a pcap file, or a record is damaged.
+    Input(String),
+    /// Writing the output pcap or the log failed.
+    Output(String),
+}
+
+impl fmt::Display for ReplayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplayError::Input(m) | ReplayError::Output(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for ReplayError {}
+
+/// What a replay did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplaySummary {
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub counters: Counters,
+}
+
+/// The pcap header of every output file.
+pub fn output_header() -> PcapHeader {
+    PcapHeader {
+        snaplen: 65535,
+        datalink: DataLink::ETHERNET,
+        ts_resolution: TsResolution::MicroSecond,
+        endianness: Endianness::Little,
+        ..PcapHeader::default()
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{}.{:06}", d.as_secs(), d.subsec_micros())
+}
+
+/// Runs `engine` over the frames of `input` and writes the frames it sends to `output` and
+/// the verdict log to `log`.
+pub fn replay<R: Read, W: Write, L: Write>(
+    engine: &mut Engine,
+    input: R,
+    output: W,
+    log: &mut L,
+) -> Result<ReplaySummary, ReplayError> {
+    let mut reader = PcapReader::new(input)
+        .map_err(|e| ReplayError::Input(format!("input is not a pcap file: {e}")))?;
+    let dl = reader.header().datalink;
+    if dl != DataLink::ETHERNET {
+        return Err(ReplayError::Input(format!(
+            "input link type is {dl:?}; only Ethernet (DLT_EN10MB, 1) captures can be replayed"
+        )));
+    }
+    let mut writer = PcapWriter::with_header(output, output_header())
+        .map_err(|e| ReplayError::Output(format!("cannot write the output pcap: {e}")))?;
+    let out_err = |e: &dyn fmt::Display| ReplayError::Output(format!("cannot write output: {e}"));
+    let mut base: Option<Duration> = None;
+    let mut now = Duration::ZERO;
+    let (mut n_in, mut n_out) = (0u64, 0u64);
+    let mut buf = Vec::with_capacity(2048);
+    while let Some(pkt) = reader.next_packet() {
+        let pkt = pkt.map_err(|e| {
+            ReplayError::Input(format!("input frame {}: damaged record: {e}", n_in + 1))
+        })?;
+        n_in += 1;
+        let b = *base.get_or_insert(pkt.timestamp);
+        now = now.max(pkt.timestamp.saturating_sub(b));
+        let ts = b.saturating_add(now);
+        while let Some(t) = engine.poll_transmit(now) {
+            writeln!(log, "- {} out {} len={}", secs(now), t.kind, t.frame.len())
+                .map_err(|e| out_err(&e))?;
+            writer
+                .write_packet(&PcapPacket::new(ts, t.frame.len() as u32, &t.frame))
+                .map_err(|e| out_err(&e))?;
+            n_out += 1;
+        }
+        buf.clear();
+        buf.extend_from_slice(&pkt.data);
+        let v = engine.process(now, &mut buf);
+        writeln!(log, "{n_in} {} in len={} -> {v}", secs(now), buf.len())
+            .map_err(|e| out_err(&e))?;
+        if let Some(len) = v.transmit_len() {
+            let f = buf.get(..len).unwrap_or(&buf);
+            writer
+                .write_packet(&PcapPacket::new(ts, f.len() as u32, f))
+                .map_err(|e| out_err(&e))?;
+            n_out += 1;
+        }
+    }
+    let ts = base.unwrap_or_default().saturating_add(now);
+    while let Some(t) = engine.poll_transmit(now) {
+        writeln!(log, "- {} out {} len={}", secs(now), t.kind, t.frame.len())
+            .map_err(|e| out_err(&e))?;
+        writer
+            .write_packet(&PcapPacket::new(ts, t.frame.len() as u32, &t.frame))
+            .map_err(|e| out_err(&e))?;
+        n_out += 1;
+    }
+    writeln!(log, "# {}", engine.counters()).map_err(|e| out_err(&e))?;
+    writer.into_writer().flush().map_err(|e| out_err(&e))?;
+    Ok(ReplaySummary {
+        frames_in: n_in,
+        frames_out: n_out,
+        counters: engine.counters().clone(),
+    })
+}
+
+/// Writes `frames` (timestamp, bytes) as a pcap file with [`output_header`] (fixtures, tests).
+pub fn write_frames<W: Write>(out: W, frames: &[(Duration, Vec<u8>)]) -> Result<(), ReplayError> {
+    let mut w = PcapWriter::with_header(out, output_header())
+        .map_err(|e| ReplayError::Output(format!("cannot write pcap: {e}")))?;
+    for (ts, f) in frames {
+        w.write_packet(&PcapPacket::new(*ts, f.len() as u32, f))
+            .map_err(|e| ReplayError::Output(format!("cannot write pcap: {e}")))?;
+    }
+    w.into_writer()
+        .flush()
+        .map_err(|e| ReplayError::Output(format!("cannot write pcap: {e}")))
+}
+
+/// Reads every frame of a pcap file.
+pub fn read_frames<R: Read>(input: R) -> Result<Vec<(Duration, Vec<u8>)>, ReplayError> {
+    let mut r =
+        PcapReader::new(input).map_err(|e| ReplayError::Input(format!("not a pcap file: {e}")))?;
+    let mut v = Vec::new();
+    while let Some(p) = r.next_packet() {
+        let p = p.map_err(|e| ReplayError::Input(format!("frame {}: {e}", v.len() + 1)))?;
+        v.push((p.timestamp, p.data.into_owned()));
+    }
+    Ok(v)
+}
