@@ -21,9 +21,9 @@ fn resolve(target: &str) -> Result<Vec<SocketAddr>, String> {
         Some((h, p)) => (h.trim_start_matches('[').trim_end_matches(']'), p),
         None => ("127.0.0.1", target),
     };
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("bad control address \"{target}\": expected host:port, port or /path"))?;
+    let port: u16 = port.parse().map_err(|_| {
+        format!("bad control address \"{target}\": expected host:port, port or /path")
+    })?;
     let host = if host.is_empty() { "127.0.0.1" } else { host };
     (host, port)
         .to_socket_addrs()
