@@ -421,3 +421,42 @@ fn daemonized_pen_serves_and_its_pid_file_names_the_daemon() {
     assert!(wait_until(|| !pid_file.exists()), "pid file not removed");
     assert!(start.elapsed() < STEP);
 }
+
+#[test]
+fn connect_timeout_moves_on_to_the_next_server() {
+    let b1 = Backend::start("b1", C1);
+    let hole = Blackhole::new();
+    // Roundrobin starts after slot 0, so the first request tries the blackhole (slot 1).
+    let (_pen, addr) = pen_with(&["-r", "-t", "1"], &[&b1.spec, &hole.spec]);
+    let start = Instant::now();
+    assert_eq!(from(C1, addr), "b1");
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+        "expected one 1 s connect timeout, took {took:?}"
+    );
+    // The timed-out server is blacklisted: the next request goes straight to b1.
+    let start = Instant::now();
+    assert_eq!(from(C1, addr), "b1");
+    assert!(start.elapsed() < Duration::from_millis(500));
+}
+
+#[test]
+fn idle_timeout_closes_a_silent_connection() {
+    let b1 = Backend::start("b1", C1);
+    let (_pen, addr) = pen_with(&["-O", "idle_timeout 1", "-t", "1"], &[&b1.spec]);
+    let mut s = connect_from(Some(ip(C1)), addr).unwrap();
+    assert!(
+        wait_until(|| b1.hits() == 1),
+        "pen did not connect upstream"
+    );
+    let start = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = s.read(&mut buf).unwrap_or(0);
+    let took = start.elapsed();
+    assert_eq!(n, 0, "expected EOF from pen");
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_millis(2500),
+        "closed after {took:?}, expected about 1 s"
+    );
+}

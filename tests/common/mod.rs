@@ -418,3 +418,32 @@ pub fn wait_until(mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// A TCP address whose connects hang (SYNs dropped): a listener with backlog 0 whose only queue
+/// slot is taken by a connection that is never accepted. Keep it alive while in use.
+pub struct Blackhole {
+    pub spec: String,
+    _listener: socket2::Socket,
+    _filler: TcpStream,
+}
+
+impl Blackhole {
+    pub fn new() -> Blackhole {
+        let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        l.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .expect("bind blackhole");
+        l.listen(0).expect("listen blackhole");
+        let addr = l
+            .local_addr()
+            .expect("addr")
+            .as_socket()
+            .expect("inet addr");
+        let filler = TcpStream::connect_timeout(&addr, STEP).expect("fill the accept queue");
+        Blackhole {
+            spec: addr.to_string(),
+            _listener: l,
+            _filler: filler,
+        }
+    }
+}
