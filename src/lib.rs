@@ -26,4 +26,6 @@ pub mod daemon;
 pub mod engine;
 pub mod link;
 pub mod proxy;
+pub mod reqlog;
 pub mod select;
+pub mod stats;

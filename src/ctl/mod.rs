@@ -6,3 +6,4 @@
 //!   write a config back out as commands.
 pub mod apply;
 pub mod command;
+pub mod reply;

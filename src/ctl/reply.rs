@@ -1,0 +1,743 @@
+//! Running a penctl command against the running state and formatting C Pen's reply. Pure.
+//!
+//! [`execute_line`] / [`execute`] take a command, the shared state ([`Shared`]: config and
+//! balancer) and an [`Env`] (clocks, pid, host names the IO layer resolved, open connections),
+//! apply the command with [`crate::ctl::apply::apply`], bring the balancer in line with the new
+//! configuration ([`sync_balancer`]) and return an [`Outcome`]: the reply text (C Pen 0.34.1's
+//! formats, `docs/cpen-replies.md`) and the [`Action`]s the IO layer must carry out (reopen the
+//! listener or the log, write a file, close a connection, exit, ...).
+//!
+//! Errors are one line: `do_cmd: ignoring command starting with 'WORD': what was wrong and what
+//! would be accepted` (C Pen's prefix for unknown commands, so scripts that look for it still
+//! work). The balancer is never left half-changed: a command either applies or is ignored.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::{BackendAddr, Config, HostSpec, ListenAddr};
+use crate::ctl::apply::{Applied, apply, write_config};
+use crate::ctl::command::{self, Command};
+use crate::proxy::Shared;
+use crate::select::literal_addr;
+use crate::stats::{self, ConnRow, Snapshot};
+
+/// Host names resolved by the IO layer before the command runs: `(name, port)` → address.
+pub type Resolved = HashMap<(String, u16), SocketAddr>;
+
+/// What a command needs from the world besides the shared state.
+#[derive(Debug, Clone, Copy)]
+pub struct Env<'a> {
+    /// The balancer's monotonic clock ([`crate::proxy::now`]).
+    pub now: Duration,
+    /// Wall-clock seconds since the epoch (status page).
+    pub unix_time: u64,
+    /// This process's id (`pid`).
+    pub pid: u32,
+    /// Host names resolved for `server N address NAME` (see [`names_to_resolve`]).
+    pub resolved: &'a Resolved,
+    /// The open connections (`connection N`, `socket N`, `status`).
+    pub conns: &'a [ConnRow],
+}
+
+/// Something the IO layer must do after a command ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// `exit` (only with `-X`).
+    Exit,
+    /// `listen ADDR` changed the listen address: close the listener and open this one. If that
+    /// fails, put `old` back into the config.
+    Listen {
+        new: ListenAddr,
+        old: Option<ListenAddr>,
+    },
+    /// The request log target changed (`log X`, `no log`): reopen it (`None` = close).
+    Log(Option<String>),
+    /// `close N`.
+    Close(usize),
+    /// `write [FILE]`: write this text to this file.
+    Write { path: PathBuf, text: String },
+    /// `status` (or SIGUSR1) with `-w`: write the status page to the file.
+    WebStats { path: PathBuf, html: String },
+    /// `include FILE`: read and apply the file (see the IO layer's config-file reader).
+    Include(PathBuf),
+    /// The debug level changed.
+    Debug(u32),
+    /// The connection table or the pending-connect limit changed.
+    Limits { conn_max: usize, pending_max: usize },
+}
+
+/// The reply and the follow-up actions of one command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub reply: String,
+    pub actions: Vec<Action>,
+}
+
+impl Outcome {
+    fn text(reply: impl Into<String>) -> Outcome {
+        Outcome {
+            reply: reply.into(),
+            actions: Vec::new(),
+        }
+    }
+}
+
+/// The one-line error reply for a command that was not run.
+pub fn error_line(word: &str, message: &str) -> String {
+    let word: String = word.chars().take(64).collect();
+    format!("do_cmd: ignoring command starting with '{word}': {message}\n")
+}
+
+fn first_word(line: &str) -> &str {
+    line.split_ascii_whitespace().next().unwrap_or("")
+}
+
+/// Parses and runs one line (`#` comments and blank lines reply nothing).
+pub fn execute_line(shared: &mut Shared, line: &str, env: &Env<'_>) -> Outcome {
+    match command::parse(line) {
+        Ok(Some(cmd)) => execute(shared, &cmd, env),
+        Ok(None) => Outcome::default(),
+        Err(e) => Outcome::text(error_line(first_word(line), &e.message)),
+    }
+}
+
+/// The host names (with ports) that `cmd` would give to server slots and that the balancer
+/// does not already have resolved: the IO layer resolves them before calling [`execute`].
+pub fn names_to_resolve(shared: &Shared, cmd: &Command) -> Vec<(String, u16)> {
+    let Command::Server(s) = cmd else {
+        return Vec::new();
+    };
+    let mut cfg = shared.config.clone();
+    if apply(&mut cfg, cmd).is_err() {
+        return Vec::new();
+    }
+    let Some(slot) = cfg.servers.get(s.index) else {
+        return Vec::new();
+    };
+    match &slot.host {
+        Some(HostSpec::Name(n)) => {
+            let known = shared
+                .balancer
+                .server(s.index)
+                .is_some_and(|st| st.config.host == slot.host && st.config.port == slot.port)
+                && shared
+                    .balancer
+                    .server(s.index)
+                    .is_some_and(|st| st.addr.is_some());
+            if known {
+                Vec::new()
+            } else {
+                vec![(n.clone(), slot.port)]
+            }
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Every server slot of `cfg` whose host is a name that the balancer does not hold resolved
+/// for the same host and port (for `-F`/HUP re-reads: resolve these before [`sync_balancer`]).
+pub fn unresolved_names(cfg: &Config, shared: &Shared) -> Vec<(String, u16)> {
+    let mut out = Vec::new();
+    for (i, slot) in cfg.servers.iter().enumerate() {
+        if let Some(HostSpec::Name(n)) = &slot.host {
+            let known = shared.balancer.server(i).is_some_and(|st| {
+                st.config.host == slot.host && st.config.port == slot.port && st.addr.is_some()
+            });
+            if !known && !out.contains(&(n.clone(), slot.port)) {
+                out.push((n.clone(), slot.port));
+            }
+        }
+    }
+    out
+}
+
+/// Brings the balancer in line with `shared.config`: settings (mode, times, ACLs, client table
+/// size) and every server slot whose configuration changed. Host names come from `resolved`,
+/// or stay as the balancer has them when host and port did not change. Returns one message per
+/// slot left without an address because its name was not resolved.
+pub fn sync_balancer(shared: &mut Shared, resolved: &Resolved) -> Vec<String> {
+    let mut problems = Vec::new();
+    shared.balancer.update_settings(&shared.config);
+    for (i, slot) in shared.config.servers.iter().enumerate() {
+        let current = shared.balancer.server(i);
+        let addr = match &slot.host {
+            Some(HostSpec::Name(n)) => match resolved.get(&(n.clone(), slot.port)) {
+                Some(sa) => Some(BackendAddr::Inet(*sa)),
+                None => match current {
+                    Some(st)
+                        if st.config.host == slot.host
+                            && st.config.port == slot.port
+                            && st.addr.is_some() =>
+                    {
+                        st.addr.clone()
+                    }
+                    _ => {
+                        problems.push(format!(
+                            "server {i}: host name {n:?} is not resolved; the server is not used until it is"
+                        ));
+                        None
+                    }
+                },
+            },
+            _ => literal_addr(slot),
+        };
+        let unchanged = current.is_some_and(|st| &st.config == slot && st.addr == addr);
+        if !unchanged && let Err(e) = shared.balancer.set_server(i, slot.clone(), addr) {
+            problems.push(e.to_string());
+        }
+    }
+    problems
+}
+
+/// What changed between two configurations that the IO layer must act on.
+pub fn config_actions(old: &Config, new: &Config) -> Vec<Action> {
+    let mut actions = Vec::new();
+    if let Some(l) = &new.listen
+        && old.listen.as_ref() != Some(l)
+    {
+        actions.push(Action::Listen {
+            new: l.clone(),
+            old: old.listen.clone(),
+        });
+    }
+    if old.log != new.log {
+        actions.push(Action::Log(new.log.clone()));
+    }
+    if old.debug != new.debug {
+        actions.push(Action::Debug(new.debug));
+    }
+    if old.conn_max != new.conn_max || old.pending_max != new.pending_max {
+        actions.push(Action::Limits {
+            conn_max: new.conn_max,
+            pending_max: new.pending_max,
+        });
+    }
+    actions
+}
+
+/// Runs one parsed command; see the module doc.
+pub fn execute(shared: &mut Shared, cmd: &Command, env: &Env<'_>) -> Outcome {
+    let old = shared.config.clone();
+    let applied = match apply(&mut shared.config, cmd) {
+        Ok(a) => a,
+        Err(e) => {
+            return Outcome::text(error_line(first_word(&cmd.to_string()), &e.message));
+        }
+    };
+    let mut out = Outcome::default();
+    if shared.config != old {
+        let problems = sync_balancer(shared, env.resolved);
+        for p in problems {
+            let _ = writeln!(out.reply, "{p}");
+        }
+        out.actions = config_actions(&old, &shared.config);
+    }
+    if let Applied::Ignored(_) = applied {
+        return out;
+    }
+    let cfg = &shared.config;
+    let r = &mut out.reply;
+    match cmd {
+        Command::Blacklist(_) => {
+            let _ = writeln!(r, "{}", cfg.blacklist_secs);
+        }
+        Command::ClientAcl(_) => {
+            let _ = writeln!(r, "{}", cfg.client_acl);
+        }
+        Command::ControlAcl(_) => {
+            let _ = writeln!(r, "{}", cfg.control_acl);
+        }
+        Command::ClientsMax(_) => {
+            let _ = writeln!(r, "{}", shared.balancer.clients_max().max(cfg.clients_max));
+        }
+        Command::ConnMax(_) => {
+            let _ = writeln!(r, "{}", cfg.conn_max);
+        }
+        Command::Debug(_) => {
+            let _ = writeln!(r, "{}", cfg.debug);
+        }
+        Command::Timeout(_) => {
+            let _ = writeln!(r, "{}", cfg.connect_timeout_secs);
+        }
+        Command::Tracking(_) => {
+            let _ = writeln!(r, "{}", cfg.tracking_secs);
+        }
+        Command::IdleTimeout(_) => {
+            let _ = writeln!(r, "Idle timeout: {} seconds", cfg.idle_timeout_secs);
+        }
+        Command::Idlers(_) => {
+            let _ = writeln!(r, "Idlers: 0/{}", cfg.idlers);
+        }
+        Command::TarpitAcl(_) => {
+            // C Pen prints this one without a newline.
+            let n = cfg.tarpit_acl.map_or(-1, i32::from);
+            let _ = write!(r, "tarpit_acl = {n}");
+        }
+        Command::Listen(_) => {
+            if let Some(l) = &cfg.listen {
+                let _ = writeln!(r, "{l}");
+            }
+        }
+        Command::Control => {
+            if let Some(c) = &cfg.control {
+                let _ = writeln!(r, "{c}");
+            }
+        }
+        Command::Log(_) => {
+            if let Some(l) = &cfg.log {
+                let _ = writeln!(r, "{l}");
+            }
+        }
+        Command::WebStats(_) => {
+            if let Some(p) = &cfg.web_stats {
+                let _ = writeln!(r, "{}", p.display());
+            }
+        }
+        Command::Mode => {
+            let m = cfg.mode;
+            let w = |on: bool, name: &str| format!("{}{name}", if on { "" } else { "no " });
+            let _ = writeln!(
+                r,
+                "{} {} {} {} {}",
+                w(m.hash, "hash"),
+                w(m.roundrobin, "roundrobin"),
+                w(m.stubborn, "stubborn"),
+                w(m.weight, "weight"),
+                w(m.prio, "prio")
+            );
+        }
+        Command::Pid => {
+            let _ = writeln!(r, "{}", env.pid);
+        }
+        Command::Servers => {
+            for (i, s) in shared.balancer.servers().iter().enumerate() {
+                let (addr, port) = stats::server_address(s);
+                let _ = writeln!(
+                    r,
+                    "{i} addr {addr} port {port} conn {} max {} hard {} weight {} prio {} sx {} rx {}",
+                    s.established,
+                    s.config.maxc,
+                    s.config.hard,
+                    s.config.weight,
+                    s.config.prio,
+                    s.sx,
+                    s.rx
+                );
+            }
+        }
+        Command::Recent(secs) => {
+            let window = Duration::from_secs(secs.unwrap_or(300));
+            for c in shared.balancer.clients() {
+                if env.now.saturating_sub(c.last_seen) > window {
+                    continue;
+                }
+                let _ = writeln!(
+                    r,
+                    "{} connects {} sx {} rx {}",
+                    stats::client_address(&c.key),
+                    c.connects,
+                    c.sx,
+                    c.rx
+                );
+            }
+        }
+        Command::Connection(n) => {
+            let n = *n as usize;
+            if n >= cfg.conn_max {
+                let _ = writeln!(r, "Connection {n} out of range");
+            } else {
+                let _ = writeln!(r, "Connection {n}:");
+                match env.conns.iter().find(|c| c.index == n) {
+                    Some(c) => {
+                        let state = if c.upfd >= 0 { 2 } else { 1 };
+                        let _ = writeln!(
+                            r,
+                            "state = {state}\ndownfd = {}, upfd = {}\nclient = {}, server = {}\npend = {}",
+                            c.downfd,
+                            c.upfd,
+                            c.client,
+                            c.server,
+                            c.pending_down + c.pending_up
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(
+                            r,
+                            "state = 0\ndownfd = -1, upfd = -1\nclient = -1, server = -1\npend = 0"
+                        );
+                    }
+                }
+            }
+        }
+        Command::Close(n) => {
+            let n = *n as usize;
+            if n >= cfg.conn_max {
+                let _ = writeln!(r, "Connection {n} out of range");
+            } else {
+                let _ = writeln!(r, "Forcibly closing connection {n}");
+                out.actions.push(Action::Close(n));
+            }
+        }
+        Command::Socket(fd) => {
+            let fd = i64::from(*fd);
+            let conn = env
+                .conns
+                .iter()
+                .find(|c| i64::from(c.downfd) == fd || i64::from(c.upfd) == fd)
+                .map_or(-1, |c| i64::try_from(c.index).unwrap_or(-1));
+            let _ = writeln!(r, "Socket {fd} belongs to connection {conn}");
+        }
+        Command::Status => match &cfg.web_stats {
+            Some(path) => {
+                let snap = Snapshot::capture(shared, env.now, env.unix_time, env.conns.to_vec());
+                let html = stats::html(&snap);
+                r.push_str(&html);
+                out.actions.push(Action::WebStats {
+                    path: path.clone(),
+                    html,
+                });
+            }
+            None => r.push_str("Unable to create webstats\n"),
+        },
+        Command::Exit => {
+            if cfg.exit_enabled {
+                out.actions.push(Action::Exit);
+            } else {
+                r.push_str("Exit is not enabled; restart with -X flag\n");
+            }
+        }
+        Command::Write(file) => match file.clone().or_else(|| cfg.config_file.clone()) {
+            Some(path) => out.actions.push(Action::Write {
+                path,
+                text: write_config(cfg),
+            }),
+            None => r.push_str(&error_line(
+                "write",
+                "no file given and pen was started without -F; expected write FILE",
+            )),
+        },
+        Command::Include(path) => out.actions.push(Action::Include(path.clone())),
+        Command::Server(s) => {
+            if let Some(t) = s.blacklist
+                && let Err(e) = shared.balancer.blacklist(s.index, t, env.now)
+            {
+                r.push_str(&error_line("server", &e.to_string()));
+            }
+        }
+        // Commands that change settings and reply nothing (as C Pen).
+        Command::Flag(..)
+        | Command::Acl { .. }
+        | Command::NoAcl(_)
+        | Command::DsrIf(_)
+        | Command::DsrIp(_)
+        | Command::EventBackend(_)
+        | Command::NoLog
+        | Command::NoWebStats
+        | Command::PendingMax(_)
+        | Command::Source(_)
+        | Command::SslCiphers(_)
+        | Command::SslClientRenegotiationInterval(_)
+        | Command::SslOcspResponse(_)
+        | Command::SslOption(_)
+        | Command::SslSniPath(_)
+        | Command::TcpFastclose(_) => {}
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ServerConfig;
+    use crate::select::{Client, Target};
+
+    fn shared() -> Shared {
+        let s = |port: u16, maxc: u32, hard: u32, weight: u32, prio: u32| ServerConfig {
+            host: Some(HostSpec::Ip("127.0.0.1".parse().unwrap())),
+            port,
+            maxc,
+            hard,
+            weight,
+            prio,
+            ..ServerConfig::default()
+        };
+        Shared::new(Config {
+            listen: Some(ListenAddr::parse("127.0.0.1:19991").unwrap()),
+            control: Some("127.0.0.1:19990".into()),
+            servers: vec![s(19992, 0, 0, 0, 0), s(19993, 5, 10, 2, 1)],
+            ..Config::default()
+        })
+    }
+
+    fn run(sh: &mut Shared, line: &str) -> Outcome {
+        let resolved = Resolved::new();
+        let env = Env {
+            now: Duration::from_secs(1000),
+            unix_time: 1_700_000_000,
+            pid: 4242,
+            resolved: &resolved,
+            conns: &[],
+        };
+        execute_line(sh, line, &env)
+    }
+
+    fn reply(sh: &mut Shared, line: &str) -> String {
+        run(sh, line).reply
+    }
+
+    #[test]
+    fn servers_reply_matches_c_pen_format() {
+        let mut sh = shared();
+        assert_eq!(
+            reply(&mut sh, "servers"),
+            "0 addr 127.0.0.1 port 19992 conn 0 max 0 hard 0 weight 0 prio 0 sx 0 rx 0\n\
+             1 addr 127.0.0.1 port 19993 conn 0 max 5 hard 10 weight 2 prio 1 sx 0 rx 0\n"
+        );
+    }
+
+    #[test]
+    fn unset_slots_print_as_zero_address() {
+        let mut sh = shared();
+        assert_eq!(reply(&mut sh, "server 4 address 127.0.0.1 port 80"), "");
+        let r = reply(&mut sh, "servers");
+        assert!(r.contains("2 addr 0.0.0.0 port 0 conn 0"), "{r}");
+        assert!(r.contains("4 addr 127.0.0.1 port 80 conn 0"), "{r}");
+    }
+
+    #[test]
+    fn get_set_forms_reply_the_value_after_the_change() {
+        let mut sh = shared();
+        for (line, want) in [
+            ("blacklist", "30\n"),
+            ("blacklist 7", "7\n"),
+            ("timeout", "3\n"),
+            ("timeout 5", "5\n"),
+            ("tracking 9", "9\n"),
+            ("clients_max 10", "2048\n"),
+            ("conn_max 10", "500\n"),
+            ("conn_max 1000", "1000\n"),
+            ("debug 2", "2\n"),
+            ("control_acl 1", "1\n"),
+            ("client_acl", "0\n"),
+            ("listen", "127.0.0.1:19991\n"),
+            ("control", "127.0.0.1:19990\n"),
+            ("log", ""),
+            ("web_stats", ""),
+            ("idlers", "Idlers: 0/0\n"),
+            ("idle_timeout 5", "Idle timeout: 5 seconds\n"),
+            ("tarpit_acl", "tarpit_acl = -1"),
+            ("tarpit_acl 3", "tarpit_acl = 3"),
+            ("pid", "4242\n"),
+            ("status", "Unable to create webstats\n"),
+            ("hash", ""),
+        ] {
+            assert_eq!(reply(&mut sh, line), want, "{line}");
+        }
+    }
+
+    #[test]
+    fn mode_lists_every_flag() {
+        let mut sh = shared();
+        assert_eq!(
+            reply(&mut sh, "mode"),
+            "no hash no roundrobin no stubborn no weight no prio\n"
+        );
+        for l in ["hash", "weight", "prio", "stubborn", "roundrobin"] {
+            reply(&mut sh, l);
+        }
+        assert_eq!(
+            reply(&mut sh, "mode"),
+            "hash roundrobin stubborn weight prio\n"
+        );
+        assert!(sh.balancer.mode().stubborn, "balancer follows the mode");
+    }
+
+    #[test]
+    fn unknown_and_malformed_commands_get_one_error_line_naming_them() {
+        let mut sh = shared();
+        let r = reply(&mut sh, "frobnicate now");
+        assert!(
+            r.starts_with("do_cmd: ignoring command starting with 'frobnicate'"),
+            "{r}"
+        );
+        assert_eq!(r.matches('\n').count(), 1);
+        let r = reply(&mut sh, "timeout abc");
+        assert!(r.contains("'timeout'") && r.contains("\"abc\""), "{r}");
+        assert_eq!(r.matches('\n').count(), 1);
+        let r = reply(&mut sh, "timeout 0");
+        assert!(r.contains("'timeout'"), "{r}");
+        assert_eq!(reply(&mut sh, "timeout"), "3\n", "config unchanged");
+    }
+
+    #[test]
+    fn exit_needs_dash_x() {
+        let mut sh = shared();
+        let o = run(&mut sh, "exit");
+        assert_eq!(o.reply, "Exit is not enabled; restart with -X flag\n");
+        assert!(o.actions.is_empty());
+        sh.config.exit_enabled = true;
+        assert_eq!(run(&mut sh, "exit").actions, vec![Action::Exit]);
+    }
+
+    #[test]
+    fn server_blacklist_steers_the_balancer() {
+        let mut sh = shared();
+        assert_eq!(reply(&mut sh, "server 1 blacklist 20"), "");
+        assert!(sh.balancer.is_blacklisted(1, Duration::from_secs(1000)));
+        assert!(!sh.balancer.is_blacklisted(1, Duration::from_secs(1021)));
+        reply(&mut sh, "server 1 blacklist 0");
+        assert!(!sh.balancer.is_blacklisted(1, Duration::from_secs(1000)));
+        let r = reply(&mut sh, "server 70000 blacklist 3");
+        assert!(
+            r.starts_with("do_cmd: ignoring command starting with 'server'"),
+            "{r}"
+        );
+    }
+
+    #[test]
+    fn server_change_reaches_the_balancer() {
+        let mut sh = shared();
+        reply(&mut sh, "server 2 address 127.0.0.2 port 81 weight 3");
+        let st = sh.balancer.server(2).unwrap();
+        assert_eq!(
+            st.addr,
+            Some(BackendAddr::Inet("127.0.0.2:81".parse().unwrap()))
+        );
+        assert_eq!(st.config.weight, 3);
+        reply(&mut sh, "server 0 port 9999");
+        assert_eq!(
+            sh.balancer.addr(Target::Server(0)),
+            Some(&BackendAddr::Inet("127.0.0.1:9999".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn host_names_are_taken_from_the_resolved_map() {
+        let mut sh = shared();
+        let cmd = command::parse("server 1 address backend.example port 81")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            names_to_resolve(&sh, &cmd),
+            vec![("backend.example".to_string(), 81)]
+        );
+        let mut resolved = Resolved::new();
+        resolved.insert(
+            ("backend.example".into(), 81),
+            "10.1.1.1:81".parse().unwrap(),
+        );
+        let env = Env {
+            now: Duration::ZERO,
+            unix_time: 0,
+            pid: 1,
+            resolved: &resolved,
+            conns: &[],
+        };
+        assert_eq!(execute(&mut sh, &cmd, &env).reply, "");
+        assert_eq!(
+            sh.balancer.addr(Target::Server(1)),
+            Some(&BackendAddr::Inet("10.1.1.1:81".parse().unwrap()))
+        );
+        assert!(names_to_resolve(&sh, &cmd).is_empty(), "already resolved");
+    }
+
+    #[test]
+    fn recent_lists_clients_seen_in_the_window() {
+        let mut sh = shared();
+        let c = Client {
+            ip: Some("127.0.0.9".parse().unwrap()),
+            port: 1,
+        };
+        sh.balancer.select(&c, Duration::from_secs(500));
+        assert_eq!(reply(&mut sh, "recent"), "");
+        assert_eq!(
+            reply(&mut sh, "recent 600"),
+            "127.0.0.9 connects 1 sx 0 rx 0\n"
+        );
+    }
+
+    #[test]
+    fn connection_and_close_check_the_range() {
+        let mut sh = shared();
+        assert_eq!(
+            reply(&mut sh, "connection 0"),
+            "Connection 0:\nstate = 0\ndownfd = -1, upfd = -1\nclient = -1, server = -1\npend = 0\n"
+        );
+        assert_eq!(
+            reply(&mut sh, "connection 500"),
+            "Connection 500 out of range\n"
+        );
+        let o = run(&mut sh, "close 3");
+        assert_eq!(o.reply, "Forcibly closing connection 3\n");
+        assert_eq!(o.actions, vec![Action::Close(3)]);
+        assert_eq!(
+            reply(&mut sh, "socket 7"),
+            "Socket 7 belongs to connection -1\n"
+        );
+    }
+
+    #[test]
+    fn listen_log_and_limits_become_actions() {
+        let mut sh = shared();
+        let o = run(&mut sh, "listen 127.0.0.1:20000");
+        assert_eq!(o.reply, "127.0.0.1:20000\n");
+        assert_eq!(
+            o.actions,
+            vec![Action::Listen {
+                new: ListenAddr::parse("127.0.0.1:20000").unwrap(),
+                old: Some(ListenAddr::parse("127.0.0.1:19991").unwrap()),
+            }]
+        );
+        let o = run(&mut sh, "log /tmp/x.log");
+        assert_eq!(o.reply, "/tmp/x.log\n");
+        assert_eq!(o.actions, vec![Action::Log(Some("/tmp/x.log".into()))]);
+        assert_eq!(run(&mut sh, "no log").actions, vec![Action::Log(None)]);
+        assert_eq!(
+            run(&mut sh, "conn_max 600").actions,
+            vec![Action::Limits {
+                conn_max: 600,
+                pending_max: 100
+            }]
+        );
+        assert_eq!(run(&mut sh, "debug 1").actions, vec![Action::Debug(1)]);
+    }
+
+    #[test]
+    fn write_uses_the_config_file_by_default() {
+        let mut sh = shared();
+        let r = reply(&mut sh, "write");
+        assert!(r.starts_with("do_cmd: ignoring command starting with 'write'"));
+        sh.config.config_file = Some("/tmp/pen.cfg".into());
+        let o = run(&mut sh, "write");
+        match &o.actions[..] {
+            [Action::Write { path, text }] => {
+                assert_eq!(path, &PathBuf::from("/tmp/pen.cfg"));
+                assert!(
+                    text.contains("server 1 address 127.0.0.1 port 19993 max 5"),
+                    "{text}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn status_with_web_stats_replies_the_page_and_writes_it() {
+        let mut sh = shared();
+        sh.config.web_stats = Some("/tmp/w.html".into());
+        let o = run(&mut sh, "status");
+        assert!(o.reply.contains("<title>Pen status page</title>"));
+        assert!(matches!(&o.actions[..], [Action::WebStats { html, .. }] if *html == o.reply));
+    }
+
+    #[test]
+    fn obsolete_commands_are_accepted_silently() {
+        let mut sh = shared();
+        assert_eq!(run(&mut sh, "block"), Outcome::default());
+        assert_eq!(run(&mut sh, "no delayed_forward"), Outcome::default());
+        assert_eq!(run(&mut sh, "# just a comment"), Outcome::default());
+    }
+}

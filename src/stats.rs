@@ -1,0 +1,701 @@
+//! Statistics: C Pen's HTML status page (`-w`, `status`), the text form SIGUSR1 writes without
+//! `-w`, and a Prometheus text exposition (beyond C Pen). Pure: every report is a function of a
+//! [`Snapshot`], which [`Snapshot::capture`] takes from the running state with the clocks passed
+//! in by the caller.
+//!
+//! Differences from C Pen (deliberate): times are printed in UTC (C Pen uses local time); the
+//! text report prints every client field (C Pen's format string drops `connects`, `sent` and
+//! `received` because of stray commas); the "status" column is the unix time of the server's
+//! last blacklisting, 0 when it is not blacklisted (C Pen keeps the stale time).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::config::BackendAddr;
+use crate::proxy::Shared;
+use crate::select::{ClientKey, ServerState, Target};
+
+/// One server slot as the reports show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerRow {
+    /// Slot number; the emergency and abuse servers are listed separately.
+    pub index: usize,
+    /// IP address, Unix socket path, unresolved host name, or `0.0.0.0` for an empty slot.
+    pub address: String,
+    /// 0 for Unix sockets and empty slots.
+    pub port: u16,
+    /// Established connections (C Pen's `c`).
+    pub established: u32,
+    /// Connects in progress.
+    pub pending: u32,
+    pub maxc: u32,
+    pub hard: u32,
+    pub weight: u32,
+    pub prio: u32,
+    /// Bytes sent to the server by closed connections.
+    pub sx: u64,
+    /// Bytes received from the server by closed connections.
+    pub rx: u64,
+    /// Connects started to this server (how often it was selected).
+    pub selected: u64,
+    /// Connects that failed.
+    pub failures: u64,
+    pub blacklisted: bool,
+    /// Seconds of blacklist left (0 when not blacklisted).
+    pub blacklist_remaining_secs: u64,
+    /// Unix time of the current blacklisting, 0 when not blacklisted (C Pen's `status`).
+    pub status: u64,
+}
+
+/// One tracked client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRow {
+    pub index: usize,
+    pub address: String,
+    /// Seconds since the client last connected.
+    pub age_secs: u64,
+    /// The server of its last connect: slot number, -1 = none, -2 = emergency, -3 = abuse.
+    pub last_server: i64,
+    pub connects: u64,
+    pub sx: u64,
+    pub rx: u64,
+}
+
+/// One open connection (as far as the data path reports them).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConnRow {
+    /// Slot number (`connection N`, `close N`).
+    pub index: usize,
+    /// Client-side file descriptor, -1 if none.
+    pub downfd: i32,
+    /// Server-side file descriptor, -1 while connecting.
+    pub upfd: i32,
+    /// Bytes read and not yet written, towards the client / towards the server.
+    pub pending_down: u64,
+    pub pending_up: u64,
+    /// Client address as text.
+    pub client: String,
+    /// Server slot (-1 = none, -2 = emergency, -3 = abuse).
+    pub server: i64,
+    /// Bytes sent to the server / received from it so far.
+    pub sx: u64,
+    pub rx: u64,
+}
+
+/// Everything a report shows, captured under the lock in one go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Unix time of the capture.
+    pub unix_time: u64,
+    pub servers: Vec<ServerRow>,
+    pub emergency: Option<ServerRow>,
+    pub abuse: Option<ServerRow>,
+    /// Server of the last connect started, -1 = none.
+    pub current: i64,
+    pub clients_max: usize,
+    pub clients: Vec<ClientRow>,
+    pub conn_max: usize,
+    pub conns: Vec<ConnRow>,
+}
+
+/// The address and port of a server slot as `servers` and the reports print them.
+pub fn server_address(s: &ServerState) -> (String, u16) {
+    match &s.addr {
+        Some(BackendAddr::Inet(sa)) => (sa.ip().to_string(), sa.port()),
+        Some(BackendAddr::Unix(p)) => (p.display().to_string(), 0),
+        None => match &s.config.host {
+            Some(h) => (h.to_string(), s.config.port),
+            None => ("0.0.0.0".to_string(), s.config.port),
+        },
+    }
+}
+
+/// A target as the reports number it: slot, -2 emergency, -3 abuse; `None` = -1.
+pub fn target_number(t: Option<Target>) -> i64 {
+    match t {
+        Some(Target::Server(i)) => i64::try_from(i).unwrap_or(i64::MAX),
+        Some(Target::Emergency) => -2,
+        Some(Target::Abuse) => -3,
+        None => -1,
+    }
+}
+
+/// A client key as text (`unix` for Unix-socket clients).
+pub fn client_address(k: &ClientKey) -> String {
+    match k.ip() {
+        Some(ip) => ip.to_string(),
+        None => "unix".to_string(),
+    }
+}
+
+fn server_row(
+    index: usize,
+    s: &ServerState,
+    now: Duration,
+    unix_time: u64,
+    blacklist_secs: u64,
+) -> ServerRow {
+    let (address, port) = server_address(s);
+    let remaining = s.blacklist_remaining(now, blacklist_secs);
+    let status = match (remaining, s.blacklisted_since) {
+        (Some(_), Some(since)) => unix_time.saturating_sub(now.saturating_sub(since).as_secs()),
+        _ => 0,
+    };
+    ServerRow {
+        index,
+        address,
+        port,
+        established: s.established,
+        pending: s.pending,
+        maxc: s.config.maxc,
+        hard: s.config.hard,
+        weight: s.config.weight,
+        prio: s.config.prio,
+        sx: s.sx,
+        rx: s.rx,
+        selected: s.selected,
+        failures: s.failures,
+        blacklisted: remaining.is_some(),
+        blacklist_remaining_secs: remaining.map_or(0, |d| d.as_secs_f64().ceil() as u64),
+        status,
+    }
+}
+
+impl Snapshot {
+    /// Captures the running state at monotonic time `now` (the balancer's clock) and wall-clock
+    /// `unix_time`. `conns` are the open connections as the data path reports them.
+    pub fn capture(shared: &Shared, now: Duration, unix_time: u64, conns: Vec<ConnRow>) -> Self {
+        let b = &shared.balancer;
+        let bl = b.blacklist_secs();
+        let servers = b
+            .servers()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| server_row(i, s, now, unix_time, bl))
+            .collect();
+        let clients = b
+            .clients()
+            .enumerate()
+            .map(|(i, c)| ClientRow {
+                index: i,
+                address: client_address(&c.key),
+                age_secs: now.saturating_sub(c.last_seen).as_secs(),
+                last_server: target_number(c.server),
+                connects: c.connects,
+                sx: c.sx,
+                rx: c.rx,
+            })
+            .collect();
+        Snapshot {
+            unix_time,
+            servers,
+            emergency: b.emergency().map(|s| server_row(0, s, now, unix_time, bl)),
+            abuse: b.abuse().map(|s| server_row(0, s, now, unix_time, bl)),
+            current: target_number(b.current().map(Target::Server)),
+            clients_max: b.clients_max(),
+            clients,
+            conn_max: shared.config.conn_max,
+            conns,
+        }
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC.
+pub fn format_utc(unix_time: u64) -> String {
+    let days = unix_time / 86_400;
+    let secs = unix_time % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn html_table(out: &mut String, headers: &[&str], rows: &[Vec<String>]) {
+    out.push_str("<table bgcolor=\"#c0c0c0\">\n<tr>\n");
+    for h in headers {
+        let _ = writeln!(out, "<td bgcolor=\"#80f080\">{h}</td>");
+    }
+    out.push_str("</tr>\n");
+    for row in rows {
+        out.push_str("<tr>\n");
+        for cell in row {
+            let _ = writeln!(out, "<td>{}</td>", html_escape(cell));
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</table>\n");
+}
+
+/// C Pen's "Pen status page" (`-w` file, `status` reply): servers, active clients, active
+/// connections, with C Pen's headings and column order.
+pub fn html(s: &Snapshot) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "<html>\n<head>\n<title>Pen status page</title>\n</head>\n\
+         <body bgcolor=\"#ffffff\"><h1>Pen status page</h1>\n",
+    );
+    let _ = writeln!(
+        out,
+        "Time {}, {} servers, {} current<p>",
+        format_utc(s.unix_time),
+        s.servers.len(),
+        s.current
+    );
+    let servers: Vec<Vec<String>> = s
+        .servers
+        .iter()
+        .map(|r| {
+            vec![
+                r.index.to_string(),
+                r.address.clone(),
+                r.status.to_string(),
+                r.port.to_string(),
+                r.established.to_string(),
+                r.maxc.to_string(),
+                r.hard.to_string(),
+                r.sx.to_string(),
+                r.rx.to_string(),
+                r.weight.to_string(),
+                r.prio.to_string(),
+            ]
+        })
+        .collect();
+    html_table(
+        &mut out,
+        &[
+            "server",
+            "address",
+            "status",
+            "port",
+            "connections",
+            "max soft",
+            "max hard",
+            "sent",
+            "received",
+            "weight",
+            "prio",
+        ],
+        &servers,
+    );
+    out.push_str("<h2>Active clients</h2>");
+    let _ = write!(out, "Max number of clients: {}<p>", s.clients_max);
+    let clients: Vec<Vec<String>> = s
+        .clients
+        .iter()
+        .map(|c| {
+            vec![
+                c.index.to_string(),
+                c.address.clone(),
+                c.age_secs.to_string(),
+                c.last_server.to_string(),
+                c.connects.to_string(),
+                c.sx.to_string(),
+                c.rx.to_string(),
+            ]
+        })
+        .collect();
+    html_table(
+        &mut out,
+        &[
+            "client",
+            "address",
+            "age(secs)",
+            "last server",
+            "connects",
+            "sent",
+            "received",
+        ],
+        &clients,
+    );
+    out.push_str("<h2>Active connections</h2>");
+    let _ = write!(
+        out,
+        "Number of connections: {} max, {} used, {} last<p>",
+        s.conn_max,
+        s.conns.len(),
+        s.conns.iter().map(|c| c.index).max().unwrap_or(0)
+    );
+    let conns: Vec<Vec<String>> = s
+        .conns
+        .iter()
+        .map(|c| {
+            vec![
+                c.index.to_string(),
+                c.downfd.to_string(),
+                c.upfd.to_string(),
+                c.pending_down.to_string(),
+                c.pending_up.to_string(),
+                c.client.clone(),
+                c.server.to_string(),
+            ]
+        })
+        .collect();
+    html_table(
+        &mut out,
+        &[
+            "connection",
+            "downfd",
+            "upfd",
+            "pending data down",
+            "pending data up",
+            "client",
+            "server",
+        ],
+        &conns,
+    );
+    out.push_str("</body>\n</html>\n");
+    out
+}
+
+/// The text form SIGUSR1 writes when there is no `-w` file (C Pen's `textstats`), one report
+/// line per `\n`.
+pub fn text(s: &Snapshot) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Time {}, {} servers, {} current",
+        format_utc(s.unix_time),
+        s.servers.len(),
+        s.current
+    );
+    for r in &s.servers {
+        let _ = writeln!(
+            out,
+            "Server {} status:\naddress {}\n{}\nport {}\n{} connections ({} soft, {} hard)\n{} sent, {} received",
+            r.index, r.address, r.status, r.port, r.established, r.maxc, r.hard, r.sx, r.rx
+        );
+    }
+    let _ = writeln!(out, "Max number of clients: {}", s.clients_max);
+    out.push_str("Active clients:\n");
+    for c in &s.clients {
+        let _ = writeln!(
+            out,
+            "Client {} status:\naddress {}\nlast used {}\nlast server {}\nconnects {}\nsent {}\nreceived {}",
+            c.index, c.address, c.age_secs, c.last_server, c.connects, c.sx, c.rx
+        );
+    }
+    let _ = writeln!(out, "Max number of connections: {}", s.conn_max);
+    out.push_str("Active connections:\n");
+    for c in &s.conns {
+        let _ = writeln!(
+            out,
+            "Connection {} status:\ndownfd = {}, upfd = {}\npending data {} down, {} up\nclient {}, server {}",
+            c.index, c.downfd, c.upfd, c.pending_down, c.pending_up, c.client, c.server
+        );
+    }
+    out
+}
+
+/// A Prometheus label value, escaped (`\\`, `\"`, `\n`).
+fn label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// The Prometheus text exposition format (version 0.0.4) of the snapshot: per server
+/// connections, pending connects, bytes, selections, failures and blacklist state, plus table
+/// sizes. Servers are labelled `server="N"` (or `emergency`/`abuse`) and `address="ip:port"`.
+pub fn prometheus(s: &Snapshot) -> String {
+    type Get = fn(&ServerRow) -> u64;
+    const SERVER_METRICS: &[(&str, &str, &str, Get)] = &[
+        (
+            "pen_server_connections",
+            "gauge",
+            "Established connections to the server.",
+            |r| u64::from(r.established),
+        ),
+        (
+            "pen_server_pending_connects",
+            "gauge",
+            "Connects to the server in progress.",
+            |r| u64::from(r.pending),
+        ),
+        (
+            "pen_server_sent_bytes_total",
+            "counter",
+            "Bytes sent to the server by closed connections.",
+            |r| r.sx,
+        ),
+        (
+            "pen_server_received_bytes_total",
+            "counter",
+            "Bytes received from the server by closed connections.",
+            |r| r.rx,
+        ),
+        (
+            "pen_server_selections_total",
+            "counter",
+            "Connects started to the server (times it was selected).",
+            |r| r.selected,
+        ),
+        (
+            "pen_server_failures_total",
+            "counter",
+            "Connects to the server that failed (each blacklists it).",
+            |r| r.failures,
+        ),
+        (
+            "pen_server_blacklisted",
+            "gauge",
+            "1 while the server is blacklisted, else 0.",
+            |r| u64::from(r.blacklisted),
+        ),
+        (
+            "pen_server_blacklist_remaining_seconds",
+            "gauge",
+            "Seconds of blacklist left.",
+            |r| r.blacklist_remaining_secs,
+        ),
+        (
+            "pen_server_max_connections",
+            "gauge",
+            "Soft connection limit (0 = unlimited).",
+            |r| u64::from(r.maxc),
+        ),
+        ("pen_server_weight", "gauge", "Server weight.", |r| {
+            u64::from(r.weight)
+        }),
+        ("pen_server_prio", "gauge", "Server priority.", |r| {
+            u64::from(r.prio)
+        }),
+    ];
+    let mut rows: Vec<(String, &ServerRow)> =
+        s.servers.iter().map(|r| (r.index.to_string(), r)).collect();
+    if let Some(r) = &s.emergency {
+        rows.push(("emergency".to_string(), r));
+    }
+    if let Some(r) = &s.abuse {
+        rows.push(("abuse".to_string(), r));
+    }
+    let mut out = String::new();
+    for (name, kind, help, get) in SERVER_METRICS {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (id, r) in &rows {
+            let addr = if r.address.contains('/') || r.port == 0 {
+                r.address.clone()
+            } else if r.address.contains(':') {
+                format!("[{}]:{}", r.address, r.port)
+            } else {
+                format!("{}:{}", r.address, r.port)
+            };
+            let _ = writeln!(
+                out,
+                "{name}{{server=\"{}\",address=\"{}\"}} {}",
+                label(id),
+                label(&addr),
+                get(r)
+            );
+        }
+    }
+    let scalars: [(&str, &str, &str, u64); 5] = [
+        (
+            "pen_servers",
+            "gauge",
+            "Number of server slots.",
+            s.servers.len() as u64,
+        ),
+        (
+            "pen_clients_tracked",
+            "gauge",
+            "Clients in the client table.",
+            s.clients.len() as u64,
+        ),
+        (
+            "pen_clients_max",
+            "gauge",
+            "Size of the client table.",
+            s.clients_max as u64,
+        ),
+        (
+            "pen_connections",
+            "gauge",
+            "Open client connections.",
+            s.conns.len() as u64,
+        ),
+        (
+            "pen_connections_max",
+            "gauge",
+            "Size of the connection table.",
+            s.conn_max as u64,
+        ),
+    ];
+    for (name, kind, help, v) in scalars {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, HostSpec, ServerConfig};
+    use crate::select::Client;
+
+    fn shared_with_two_servers() -> Shared {
+        let servers = vec![
+            ServerConfig {
+                host: Some(HostSpec::Ip("127.0.0.1".parse().unwrap())),
+                port: 8001,
+                ..ServerConfig::default()
+            },
+            ServerConfig {
+                host: Some(HostSpec::Ip("::1".parse().unwrap())),
+                port: 8002,
+                maxc: 5,
+                hard: 10,
+                weight: 2,
+                prio: 1,
+                ..ServerConfig::default()
+            },
+        ];
+        Shared::new(Config {
+            servers,
+            ..Config::default()
+        })
+    }
+
+    #[test]
+    fn utc_time_format_matches_known_dates() {
+        assert_eq!(format_utc(0), "1970-01-01 00:00:00");
+        assert_eq!(format_utc(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(format_utc(1_795_311_992), "2026-11-22 01:46:32");
+    }
+
+    #[test]
+    fn snapshot_reports_traffic_blacklist_and_clients() {
+        let mut sh = shared_with_two_servers();
+        let c = Client {
+            ip: Some("10.0.0.7".parse().unwrap()),
+            port: 5555,
+        };
+        let now = Duration::from_secs(100);
+        let t = sh.balancer.select(&c, now)[0];
+        sh.balancer.connect_started(&c, t, now);
+        sh.balancer.connect_ok(t, now);
+        sh.balancer.closed(t, &c, 11, 22, now);
+        sh.balancer.blacklist(1, 20, now).unwrap();
+        let snap = Snapshot::capture(&sh, now + Duration::from_secs(5), 1_000_000, vec![]);
+        let r1 = &snap.servers[1];
+        assert!(r1.blacklisted);
+        assert_eq!(r1.blacklist_remaining_secs, 15);
+        assert_eq!(r1.status, 1_000_000 - 5);
+        let used = &snap.servers[match t {
+            Target::Server(i) => i,
+            _ => panic!("not a server"),
+        }];
+        assert_eq!((used.sx, used.rx, used.selected), (11, 22, 1));
+        assert_eq!(snap.clients.len(), 1);
+        assert_eq!(snap.clients[0].address, "10.0.0.7");
+        assert_eq!(snap.clients[0].age_secs, 5);
+        assert_eq!(snap.clients[0].connects, 1);
+    }
+
+    #[test]
+    fn html_page_has_c_pen_headings_and_rows() {
+        let sh = shared_with_two_servers();
+        let snap = Snapshot::capture(&sh, Duration::ZERO, 0, vec![]);
+        let h = html(&snap);
+        assert!(h.starts_with("<html>\n<head>\n<title>Pen status page</title>"));
+        assert!(h.contains("Time 1970-01-01 00:00:00, 2 servers, -1 current<p>"));
+        assert!(h.contains("<td>::1</td>\n<td>0</td>\n<td>8002</td>"));
+        assert!(h.contains("<h2>Active clients</h2>Max number of clients: 2048<p>"));
+        assert!(h.contains("Number of connections: 500 max, 0 used"));
+        assert!(h.ends_with("</body>\n</html>\n"));
+    }
+
+    #[test]
+    fn html_escapes_unix_paths() {
+        let mut sh = shared_with_two_servers();
+        let cfg = ServerConfig {
+            host: Some(HostSpec::Unix("/tmp/<x>&".into())),
+            ..ServerConfig::default()
+        };
+        let addr = crate::select::literal_addr(&cfg);
+        sh.balancer.set_server(0, cfg, addr).unwrap();
+        let h = html(&Snapshot::capture(&sh, Duration::ZERO, 0, vec![]));
+        assert!(h.contains("<td>/tmp/&lt;x&gt;&amp;</td>"));
+    }
+
+    #[test]
+    fn text_report_lists_servers_and_connections() {
+        let sh = shared_with_two_servers();
+        let conns = vec![ConnRow {
+            index: 3,
+            downfd: 9,
+            upfd: 10,
+            client: "10.0.0.1".into(),
+            server: 1,
+            ..ConnRow::default()
+        }];
+        let t = text(&Snapshot::capture(&sh, Duration::ZERO, 0, conns));
+        assert!(t.contains("Server 1 status:\naddress ::1\n0\nport 8002\n0 connections (5 soft, 10 hard)\n0 sent, 0 received\n"));
+        assert!(t.contains("Connection 3 status:\ndownfd = 9, upfd = 10\n"));
+        assert!(t.contains("Max number of connections: 500\n"));
+    }
+
+    #[test]
+    fn prometheus_exposes_per_server_series() {
+        let mut sh = shared_with_two_servers();
+        sh.balancer
+            .blacklist(0, 30, Duration::from_secs(1))
+            .unwrap();
+        let p = prometheus(&Snapshot::capture(&sh, Duration::from_secs(1), 0, vec![]));
+        assert!(p.contains("# TYPE pen_server_connections gauge\n"));
+        assert!(p.contains("pen_server_blacklisted{server=\"0\",address=\"127.0.0.1:8001\"} 1\n"));
+        assert!(p.contains("pen_server_blacklisted{server=\"1\",address=\"[::1]:8002\"} 0\n"));
+        assert!(p.contains("pen_server_weight{server=\"1\",address=\"[::1]:8002\"} 2\n"));
+        assert!(p.contains("pen_connections_max 500\n"));
+        // Every sample line is `name{labels} value` or `name value`.
+        for line in p.lines().filter(|l| !l.starts_with('#')) {
+            let v = line.rsplit(' ').next().unwrap();
+            assert!(v.parse::<u64>().is_ok(), "bad sample {line:?}");
+        }
+    }
+
+    #[test]
+    fn prometheus_labels_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
