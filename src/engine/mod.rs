@@ -46,6 +46,7 @@
 //!   before the frame is forwarded or held.
 
 pub mod arp;
+pub mod frames;
 pub mod maglev;
 pub mod tarpit;
 pub mod wire;
