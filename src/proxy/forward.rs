@@ -24,8 +24,11 @@ use crate::proxy::sockets::shutdown_write;
 /// Buffer size of the copy loop (C Pen's read buffer).
 pub const COPY_BUF: usize = 32 * 1024;
 
-/// Bytes a pipe may hold per `splice` round (the default pipe capacity on Linux).
-const PIPE_CHUNK: usize = 64 * 1024;
+/// Pipe capacity asked for with `F_SETPIPE_SZ` (best effort; the default is 64 KiB).
+const PIPE_SIZE: usize = 256 * 1024;
+
+/// Bytes moved per `splice` round when the pipe size cannot be read back.
+const PIPE_CHUNK_DEFAULT: usize = 64 * 1024;
 
 /// One end of a proxied connection.
 #[derive(Debug)]
@@ -323,7 +326,7 @@ async fn pump_splice(
     loop {
         src.readable().await?;
         let mut in_pipe = match src.try_io(Interest::READABLE, || {
-            splice(src_fd, pipe.write.as_raw_fd(), PIPE_CHUNK)
+            splice(src_fd, pipe.write.as_raw_fd(), pipe.cap)
         }) {
             Ok(0) => break,
             Ok(n) => n,
@@ -360,6 +363,8 @@ fn retry(e: &io::Error) -> bool {
 struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
+    /// Capacity in bytes: the most one socket → pipe splice asks for.
+    cap: usize,
 }
 
 impl Pipe {
@@ -373,7 +378,18 @@ impl Pipe {
         let [r, w] = fds;
         // SAFETY: both fds were just returned by pipe2 and are owned by nobody else.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(r), OwnedFd::from_raw_fd(w)) };
-        Ok(Pipe { read, write })
+        let size = libc::c_int::try_from(PIPE_SIZE).unwrap_or(libc::c_int::MAX);
+        // SAFETY: fcntl on a pipe fd we own; a failure (size above the system limit) only
+        // leaves the default capacity, which F_GETPIPE_SZ then reports.
+        let cap = unsafe {
+            libc::fcntl(w, libc::F_SETPIPE_SZ, size);
+            libc::fcntl(w, libc::F_GETPIPE_SZ)
+        };
+        let cap = usize::try_from(cap)
+            .ok()
+            .filter(|&c| c > 0)
+            .unwrap_or(PIPE_CHUNK_DEFAULT);
+        Ok(Pipe { read, write, cap })
     }
 }
 
