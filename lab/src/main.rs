@@ -1,4 +1,247 @@
-fn main() {
-    eprintln!("pen-lab: not built yet");
-    std::process::exit(1);
+//! pen-lab: builds network topologies out of Linux namespaces, runs pen and real clients and
+//! backends in them, captures traffic with libpcap and asserts on the captured frames.
+//!
+//! Exit codes: 0 all passed, 1 a scenario failed, 2 usage or validation errors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use pen_lab::report::RunReport;
+use pen_lab::{decode, runner, scenario};
+
+#[derive(Parser)]
+#[command(
+    name = "pen-lab",
+    version,
+    about = "Network-namespace lab for pen: scenarios, captures, assertions"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run scenarios (names in scenarios/, paths to .toml files, or `all`). Needs root.
+    Run {
+        #[arg(required = true)]
+        scenarios: Vec<String>,
+        /// Print a machine-readable report on stdout (progress goes to stderr).
+        #[arg(long)]
+        json: bool,
+        /// Leave namespaces and processes in place after the run (`pen-lab clean` removes them).
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Parse and validate scenarios without running them (no root needed).
+    Check {
+        #[arg(required = true)]
+        scenarios: Vec<String>,
+    },
+    /// List the scenarios with their descriptions.
+    List,
+    /// Remove namespaces and processes left by interrupted runs (names `penlab-*` only).
+    Clean,
+    /// Print a pcap file one frame per line, decoded like the expectations see it.
+    Show {
+        pcap: PathBuf,
+        /// A BPF filter (tcpdump syntax), e.g. "tcp port 80".
+        #[arg(long)]
+        filter: Option<String>,
+    },
+    /// Run a built-in backend (used by scenarios).
+    #[command(hide = true)]
+    Backend {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.cmd {
+        Cmd::Run {
+            scenarios,
+            json,
+            keep,
+        } => cmd_run(&scenarios, json, keep),
+        Cmd::Check { scenarios } => cmd_check(&scenarios),
+        Cmd::List => cmd_list(),
+        Cmd::Clean => match pen_lab::topology::clean_leftovers("penlab") {
+            Ok(v) if v.is_empty() => {
+                println!("nothing to clean");
+                ExitCode::SUCCESS
+            }
+            Ok(v) => {
+                for n in v {
+                    println!("removed {n}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("pen-lab clean: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Show { pcap, filter } => {
+            let frames = match filter {
+                Some(f) => decode::read_pcap_filtered(&pcap, &f),
+                None => decode::read_pcap(&pcap),
+            };
+            match frames {
+                Ok(frames) => {
+                    for f in frames {
+                        println!("{f}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pen-lab show: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Cmd::Backend { args } => {
+            let r = pen_lab::backends::parse_backend_args(&args)
+                .and_then(|(k, l)| pen_lab::backends::run_backend(k, l));
+            match r {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("pen-lab backend: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn resolve(names: &[String]) -> Result<Vec<PathBuf>, ExitCode> {
+    scenario::resolve_names(names).map_err(|e| {
+        eprintln!("pen-lab: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn cmd_check(names: &[String]) -> ExitCode {
+    let paths = match resolve(names) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    let mut bad = 0;
+    for p in &paths {
+        match scenario::load(p) {
+            Ok((_, plan)) => println!(
+                "{}: ok ({} hosts/switches, {} processes, {} steps, {} expectations)",
+                p.display(),
+                plan.topology.nodes.len(),
+                plan.processes.len(),
+                plan.steps.len(),
+                plan.expects.len()
+            ),
+            Err(e) => {
+                bad += 1;
+                eprintln!("{e}");
+            }
+        }
+    }
+    println!("{} valid, {bad} invalid", paths.len() - bad);
+    if bad > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn cmd_list() -> ExitCode {
+    let Some(dir) = scenario::scenarios_dir() else {
+        eprintln!("pen-lab: no scenarios/ directory here or above; set PENLAB_SCENARIOS");
+        return ExitCode::from(2);
+    };
+    let paths = match scenario::list_scenarios(&dir) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("pen-lab: reading {}: {e}", dir.display());
+            return ExitCode::from(2);
+        }
+    };
+    for p in paths {
+        let name = p
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match scenario::load(&p) {
+            Ok((_, plan)) => println!("{name:<20} {}", plan.description),
+            Err(_) => println!("{name:<20} (invalid: run `pen-lab check {name}`)"),
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn cmd_run(names: &[String], json: bool, keep: bool) -> ExitCode {
+    let paths = match resolve(names) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    // Validate everything first: a typo should not cost a half-run.
+    let mut invalid = false;
+    for p in &paths {
+        if let Err(e) = scenario::load(p) {
+            eprintln!("{e}");
+            invalid = true;
+        }
+    }
+    if invalid {
+        return ExitCode::from(2);
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "pen-lab run: needs root (network namespaces, veths, libpcap); `pen-lab check` validates without root"
+        );
+        return ExitCode::from(2);
+    }
+    let opts = match runner::RunOptions::from_env(keep, json) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("pen-lab run: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    runner::install_signal_handlers();
+    let mut all = RunReport::default();
+    for p in &paths {
+        if runner::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+        all.push(runner::run_file(p, &opts));
+    }
+    if json {
+        match serde_json::to_string_pretty(&all) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("pen-lab: JSON report: {e}"),
+        }
+    }
+    let line = all.summary_line();
+    if json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+    if all.failed > 0 || all.scenarios.len() < paths.len() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -1,0 +1,462 @@
+//! Frame decoding into a flat [`FrameInfo`], shared by `pen-lab show` and the expectations.
+//!
+//! Parsing uses etherparse; checksums are verified here with the plain internet checksum over
+//! the captured bytes, so a frame captured with offloads on (partial checksums) shows up as
+//! `bad` rather than being silently accepted.
+
+use std::fmt;
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use etherparse::{LinkExtSlice, LinkSlice, NetSlice, SlicedPacket, TransportSlice};
+use serde::Serialize;
+
+/// ARP (Ethernet/IPv4) fields.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ArpInfo {
+    /// 1 = request, 2 = reply.
+    pub op: u16,
+    pub sender_mac: [u8; 6],
+    pub sender_ip: Ipv4Addr,
+    pub target_mac: [u8; 6],
+    pub target_ip: Ipv4Addr,
+}
+
+/// TCP header fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TcpInfo {
+    pub syn: bool,
+    pub ack: bool,
+    pub fin: bool,
+    pub rst: bool,
+    pub psh: bool,
+    pub urg: bool,
+    pub seq: u32,
+    pub ack_num: u32,
+    pub window: u16,
+    /// Length of the TCP options in bytes (data offset * 4 - 20).
+    pub options_len: usize,
+}
+
+/// One captured frame, decoded as far as it goes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FrameInfo {
+    /// 0-based position in the capture.
+    pub index: usize,
+    /// Capture timestamp (since the epoch).
+    pub ts: Duration,
+    /// Captured length in bytes.
+    pub len: usize,
+    pub eth_src: Option<[u8; 6]>,
+    pub eth_dst: Option<[u8; 6]>,
+    /// VLAN id when the frame carries an 802.1Q tag (the lab uses none).
+    pub vlan: Option<u16>,
+    /// Ethertype of the network layer (after any VLAN tag).
+    pub ethertype: Option<u16>,
+    pub arp: Option<ArpInfo>,
+    pub ip_src: Option<IpAddr>,
+    pub ip_dst: Option<IpAddr>,
+    /// IPv4 TTL or IPv6 hop limit.
+    pub ttl: Option<u8>,
+    /// IP protocol / next header of the transport layer.
+    pub proto: Option<u8>,
+    pub src_port: Option<u16>,
+    pub dst_port: Option<u16>,
+    pub tcp: Option<TcpInfo>,
+    /// Transport payload length (TCP/UDP data, ICMP body), 0 when there is none.
+    pub payload_len: usize,
+    /// IPv4 header checksum validity; `None` for IPv6 and non-IP frames.
+    pub ip_checksum_ok: Option<bool>,
+    /// TCP/UDP/ICMP checksum validity; `None` when there is no such layer.
+    pub l4_checksum_ok: Option<bool>,
+    /// Why decoding stopped early, if it did.
+    pub error: Option<String>,
+}
+
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+pub const ETHERTYPE_ARP: u16 = 0x0806;
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+
+impl FrameInfo {
+    /// True when every checksum the frame carries verifies (frames without any are valid).
+    pub fn checksums_valid(&self) -> bool {
+        self.ip_checksum_ok != Some(false) && self.l4_checksum_ok != Some(false)
+    }
+}
+
+/// Decodes one Ethernet frame. Never fails: what could not be decoded is left `None` and the
+/// reason goes to `error`.
+pub fn decode(index: usize, ts: Duration, data: &[u8]) -> FrameInfo {
+    let mut f = FrameInfo {
+        index,
+        ts,
+        len: data.len(),
+        ..FrameInfo::default()
+    };
+    let pkt = match SlicedPacket::from_ethernet(data) {
+        Ok(p) => p,
+        Err(e) => {
+            // Still show the Ethernet header when there is one.
+            if data.len() >= 14 {
+                f.eth_dst = data.get(0..6).and_then(|s| s.try_into().ok());
+                f.eth_src = data.get(6..12).and_then(|s| s.try_into().ok());
+                f.ethertype = data.get(12..14).map(|s| u16::from_be_bytes([s[0], s[1]]));
+            }
+            f.error = Some(e.to_string());
+            return f;
+        }
+    };
+    if let Some(LinkSlice::Ethernet2(eth)) = &pkt.link {
+        f.eth_src = Some(eth.source());
+        f.eth_dst = Some(eth.destination());
+        f.ethertype = Some(eth.ether_type().0);
+    }
+    for ext in &pkt.link_exts {
+        if let LinkExtSlice::Vlan(v) = ext {
+            f.vlan = Some(v.vlan_identifier().value());
+            f.ethertype = Some(v.ether_type().0);
+        }
+    }
+    let mut pseudo: Option<(IpAddr, IpAddr)> = None;
+    let mut l4_bytes: Option<&[u8]> = None;
+    match &pkt.net {
+        Some(NetSlice::Arp(arp)) => match arp.to_packet().try_eth_ipv4() {
+            Ok(a) => {
+                f.arp = Some(ArpInfo {
+                    op: a.operation.0,
+                    sender_mac: a.sender_mac,
+                    sender_ip: Ipv4Addr::from(a.sender_ipv4),
+                    target_mac: a.target_mac,
+                    target_ip: Ipv4Addr::from(a.target_ipv4),
+                });
+            }
+            Err(e) => f.error = Some(format!("ARP is not Ethernet/IPv4: {e}")),
+        },
+        Some(NetSlice::Ipv4(ip)) => {
+            let h = ip.header();
+            let src = IpAddr::V4(h.source_addr());
+            let dst = IpAddr::V4(h.destination_addr());
+            f.ip_src = Some(src);
+            f.ip_dst = Some(dst);
+            f.ttl = Some(h.ttl());
+            f.proto = Some(ip.payload_ip_number().0);
+            f.ip_checksum_ok = Some(ones_complement_sum(0, h.slice()) == 0xffff);
+            if !ip.is_payload_fragmented() {
+                pseudo = Some((src, dst));
+                l4_bytes = Some(ip.payload().payload);
+            }
+        }
+        Some(NetSlice::Ipv6(ip)) => {
+            let h = ip.header();
+            let src = IpAddr::V6(h.source_addr());
+            let dst = IpAddr::V6(h.destination_addr());
+            f.ip_src = Some(src);
+            f.ip_dst = Some(dst);
+            f.ttl = Some(h.hop_limit());
+            f.proto = Some(ip.payload().ip_number.0);
+            if !ip.is_payload_fragmented() {
+                pseudo = Some((src, dst));
+                l4_bytes = Some(ip.payload().payload);
+            }
+        }
+        None => {}
+    }
+    match &pkt.transport {
+        Some(TransportSlice::Tcp(t)) => {
+            f.src_port = Some(t.source_port());
+            f.dst_port = Some(t.destination_port());
+            f.tcp = Some(TcpInfo {
+                syn: t.syn(),
+                ack: t.ack(),
+                fin: t.fin(),
+                rst: t.rst(),
+                psh: t.psh(),
+                urg: t.urg(),
+                seq: t.sequence_number(),
+                ack_num: t.acknowledgment_number(),
+                window: t.window_size(),
+                options_len: t.options().len(),
+            });
+            f.payload_len = t.payload().len();
+        }
+        Some(TransportSlice::Udp(u)) => {
+            f.src_port = Some(u.source_port());
+            f.dst_port = Some(u.destination_port());
+            f.payload_len = u.payload().len();
+        }
+        Some(TransportSlice::Icmpv4(i)) => f.payload_len = i.payload().len(),
+        Some(TransportSlice::Icmpv6(i)) => f.payload_len = i.payload().len(),
+        _ => {}
+    }
+    if let (Some((src, dst)), Some(bytes), Some(proto)) = (pseudo, l4_bytes, f.proto) {
+        f.l4_checksum_ok = l4_checksum_ok(src, dst, proto, bytes);
+    }
+    f
+}
+
+/// Ones'-complement 16-bit sum of `data` added to `start` (not inverted).
+fn ones_complement_sum(start: u32, data: &[u8]) -> u16 {
+    let mut sum = start;
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+fn l4_checksum_ok(src: IpAddr, dst: IpAddr, proto: u8, l4: &[u8]) -> Option<bool> {
+    let needs_pseudo = match proto {
+        PROTO_TCP | PROTO_UDP | PROTO_ICMPV6 => true,
+        PROTO_ICMP => false,
+        _ => return None,
+    };
+    let min_len = match proto {
+        PROTO_TCP => 20,
+        PROTO_UDP => 8,
+        _ => 4,
+    };
+    if l4.len() < min_len {
+        return None;
+    }
+    // UDP over IPv4 with checksum 0 means "not computed".
+    if proto == PROTO_UDP && src.is_ipv4() && l4.get(6..8) == Some(&[0, 0]) {
+        return Some(true);
+    }
+    let mut start: u32 = 0;
+    if needs_pseudo {
+        let len = l4.len() as u32;
+        let mut add = |b: &[u8]| {
+            start += u32::from(ones_complement_sum(0, b));
+        };
+        match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                add(&s.octets());
+                add(&d.octets());
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                add(&s.octets());
+                add(&d.octets());
+            }
+            _ => return None,
+        }
+        start += u32::from(proto);
+        start += (len >> 16) + (len & 0xffff);
+    }
+    Some(ones_complement_sum(start, l4) == 0xffff)
+}
+
+/// Formats a MAC address as `aa:bb:cc:dd:ee:ff`.
+pub fn fmt_mac(m: &[u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff` (also `-` separated).
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut n = 0;
+    for part in s.split([':', '-']) {
+        if n >= 6 || part.len() != 2 {
+            return None;
+        }
+        out[n] = u8::from_str_radix(part, 16).ok()?;
+        n += 1;
+    }
+    (n == 6).then_some(out)
+}
+
+fn fmt_endpoint(ip: Option<IpAddr>, port: Option<u16>) -> String {
+    match (ip, port) {
+        (Some(IpAddr::V6(a)), Some(p)) => format!("[{a}].{p}"),
+        (Some(a), Some(p)) => format!("{a}.{p}"),
+        (Some(a), None) => a.to_string(),
+        (None, _) => "?".to_string(),
+    }
+}
+
+fn csum_tag(f: &FrameInfo) -> &'static str {
+    if f.checksums_valid() {
+        ""
+    } else {
+        " [bad cksum]"
+    }
+}
+
+impl fmt::Display for FrameInfo {
+    /// One tcpdump-like line: `#3 0.001234 aa:..→bb:.. IP 10.0.0.1.5555 > 10.0.0.2.80: Flags [S] ...`
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let macs = match (self.eth_src, self.eth_dst) {
+            (Some(s), Some(d)) => format!("{} > {}", fmt_mac(&s), fmt_mac(&d)),
+            _ => "? > ?".to_string(),
+        };
+        write!(
+            out,
+            "#{} {}.{:06} {}",
+            self.index,
+            self.ts.as_secs(),
+            self.ts.subsec_micros(),
+            macs
+        )?;
+        if let Some(v) = self.vlan {
+            write!(out, " vlan {v}")?;
+        }
+        if let Some(a) = &self.arp {
+            return match a.op {
+                1 => write!(
+                    out,
+                    " ARP Request who-has {} tell {} ({})",
+                    a.target_ip,
+                    a.sender_ip,
+                    fmt_mac(&a.sender_mac)
+                ),
+                2 => write!(
+                    out,
+                    " ARP Reply {} is-at {}",
+                    a.sender_ip,
+                    fmt_mac(&a.sender_mac)
+                ),
+                op => write!(out, " ARP op {op} {} > {}", a.sender_ip, a.target_ip),
+            };
+        }
+        let Some(_) = self.ip_src else {
+            write!(out, " ethertype 0x{:04x}", self.ethertype.unwrap_or(0))?;
+            if let Some(e) = &self.error {
+                write!(out, " ({e})")?;
+            }
+            return Ok(());
+        };
+        let fam = if matches!(self.ip_src, Some(IpAddr::V6(_))) {
+            "IP6"
+        } else {
+            "IP"
+        };
+        write!(
+            out,
+            " {fam} {} > {}:",
+            fmt_endpoint(self.ip_src, self.src_port),
+            fmt_endpoint(self.ip_dst, self.dst_port)
+        )?;
+        match self.proto {
+            Some(PROTO_TCP) => {
+                if let Some(t) = &self.tcp {
+                    let mut flags = String::new();
+                    for (on, c) in [
+                        (t.syn, 'S'),
+                        (t.fin, 'F'),
+                        (t.rst, 'R'),
+                        (t.psh, 'P'),
+                        (t.urg, 'U'),
+                        (t.ack, '.'),
+                    ] {
+                        if on {
+                            flags.push(c);
+                        }
+                    }
+                    if flags.is_empty() {
+                        flags.push_str("none");
+                    }
+                    write!(out, " Flags [{flags}], seq {}", t.seq)?;
+                    if t.ack {
+                        write!(out, ", ack {}", t.ack_num)?;
+                    }
+                    write!(out, ", win {}", t.window)?;
+                    if t.options_len > 0 {
+                        write!(out, ", options {}B", t.options_len)?;
+                    }
+                }
+                write!(out, ", length {}", self.payload_len)?;
+            }
+            Some(PROTO_UDP) => write!(out, " UDP, length {}", self.payload_len)?,
+            Some(PROTO_ICMP) => write!(out, " ICMP, length {}", self.payload_len)?,
+            Some(PROTO_ICMPV6) => write!(out, " ICMP6, length {}", self.payload_len)?,
+            Some(p) => write!(out, " proto {p}")?,
+            None => {}
+        }
+        if let Some(t) = self.ttl {
+            write!(out, ", ttl {t}")?;
+        }
+        write!(out, "{}", csum_tag(self))?;
+        if let Some(e) = &self.error {
+            write!(out, " ({e})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads every frame of a pcap file (Ethernet link type) and decodes it.
+pub fn read_pcap(path: &Path) -> anyhow::Result<Vec<FrameInfo>> {
+    let file = File::open(path).with_context(|| format!("opening pcap {}", path.display()))?;
+    let mut reader = pcap_file::pcap::PcapReader::new(file)
+        .with_context(|| format!("{}: not a pcap file (pcap-ng is not read)", path.display()))?;
+    let mut frames = Vec::new();
+    while let Some(pkt) = reader.next_packet() {
+        let pkt = pkt.with_context(|| {
+            format!(
+                "{}: truncated or corrupt after frame #{}",
+                path.display(),
+                frames.len()
+            )
+        })?;
+        frames.push(decode(frames.len(), pkt.timestamp, &pkt.data));
+    }
+    Ok(frames)
+}
+
+/// Reads a pcap file through libpcap with a BPF filter (no root needed) and decodes the
+/// matching frames; indices are positions among the matching frames.
+pub fn read_pcap_filtered(path: &Path, filter: &str) -> anyhow::Result<Vec<FrameInfo>> {
+    let mut cap = pcap::Capture::from_file(path)
+        .with_context(|| format!("opening pcap {}", path.display()))?;
+    cap.filter(filter, true).with_context(|| {
+        format!("filter {filter:?}: not a valid BPF expression (e.g. \"tcp port 80\")")
+    })?;
+    let mut frames = Vec::new();
+    loop {
+        match cap.next_packet() {
+            Ok(p) => {
+                let ts = Duration::new(
+                    u64::try_from(p.header.ts.tv_sec).unwrap_or(0),
+                    u32::try_from(p.header.ts.tv_usec)
+                        .unwrap_or(0)
+                        .saturating_mul(1000),
+                );
+                frames.push(decode(frames.len(), ts, p.data));
+            }
+            Err(pcap::Error::NoMorePackets) => break,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+    Ok(frames)
+}
+
+/// Addresses helpers used by the expectations.
+pub fn ip_in_net(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let p = u32::from(prefix.min(32));
+            let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let p = u32::from(prefix.min(128));
+            let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}

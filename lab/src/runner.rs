@@ -1,0 +1,834 @@
+//! Runs one scenario: topology → captures → processes → steps → stop captures →
+//! expectations → teardown. Teardown happens on success, failure, timeout and interrupt
+//! (the [`Topology`] is dropped on every path; `--keep` leaves it for inspection).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::backends::{BackendKind, backend_argv};
+use crate::capture::{Capture, start_capture};
+use crate::decode::{FrameInfo, read_pcap};
+use crate::expect::evaluate;
+use crate::node::{self, Proc};
+use crate::report::{CaptureResult, ExpectResult, Progress, ScenarioReport, StepResult};
+use crate::scenario::{
+    self, BackendKindP, ConnectExpect, NodeKindP, Plan, ProcKindP, ProcP, ReadyP, Scenario,
+    StepKindP,
+};
+use crate::topology::{LinkEnd, NodeKind, RouteSpec, Topology, unique_prefix};
+use crate::traffic;
+
+/// Set by SIGINT/SIGTERM; checked between phases and steps.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_sig: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Installs the SIGINT/SIGTERM handler that sets [`INTERRUPTED`] (the run then tears down and
+/// reports the scenario as interrupted).
+pub fn install_signal_handlers() {
+    let handler: extern "C" fn(libc::c_int) = on_signal;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+    }
+}
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Output root; each run writes `<out_root>/<scenario>/<run-id>/`.
+    pub out_root: PathBuf,
+    /// Leave namespaces and processes in place after the run.
+    pub keep: bool,
+    pub progress: Progress,
+    /// The workspace's `pen` binary.
+    pub pen_bin: PathBuf,
+    /// The workspace's `penctl` binary.
+    pub penctl_bin: PathBuf,
+    /// `pen-lab` itself (for built-in backends).
+    pub self_exe: PathBuf,
+}
+
+impl RunOptions {
+    /// Defaults: binaries next to the running executable (or `$PEN_BIN`, `$PENCTL_BIN`),
+    /// output under `captures/runs` beside the scenarios directory.
+    pub fn from_env(keep: bool, json: bool) -> Result<RunOptions> {
+        let self_exe = std::env::current_exe().context("finding pen-lab's own executable")?;
+        let dir = self_exe.parent().map(Path::to_path_buf).unwrap_or_default();
+        let pick = |var: &str, name: &str| {
+            std::env::var_os(var)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| dir.join(name))
+        };
+        let out_root = match std::env::var_os("PENLAB_OUT") {
+            Some(d) => PathBuf::from(d),
+            None => scenario::scenarios_dir()
+                .and_then(|d| d.parent().map(|p| p.join("captures").join("runs")))
+                .unwrap_or_else(|| PathBuf::from("captures/runs")),
+        };
+        Ok(RunOptions {
+            out_root,
+            keep,
+            progress: Progress { json },
+            pen_bin: pick("PEN_BIN", "pen"),
+            penctl_bin: pick("PENCTL_BIN", "penctl"),
+            self_exe,
+        })
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Runs one scenario file. Never panics on scenario content; every problem ends up in the
+/// report.
+pub fn run_file(path: &Path, opts: &RunOptions) -> ScenarioReport {
+    let started = Instant::now();
+    let mut report = ScenarioReport {
+        file: path.to_path_buf(),
+        ..ScenarioReport::default()
+    };
+    let (sc, plan) = match scenario::load(path) {
+        Ok(x) => x,
+        Err(e) => {
+            report.scenario = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            report.errors.push(e.to_string());
+            report.finish();
+            return report;
+        }
+    };
+    report.scenario = plan.name.clone();
+    if plan.is_offline() {
+        if plan.sim.is_some() {
+            report.errors.push(
+                "[sim] (offline packet-engine runs) is reserved and not implemented yet".into(),
+            );
+        } else {
+            opts.progress.line(&format!(
+                "[{}] no hosts: nothing to build or run",
+                plan.name
+            ));
+        }
+        report.elapsed_ms = ms(started.elapsed());
+        report.finish();
+        opts.progress.scenario_end(&report);
+        return report;
+    }
+    let prefix = unique_prefix();
+    report.run_id = prefix.clone();
+    let dir = opts.out_root.join(&plan.name).join(&prefix);
+    report.dir = Some(dir.clone());
+    opts.progress.line(&format!(
+        "[{}] run {prefix}: {}",
+        plan.name,
+        if plan.description.is_empty() {
+            path.display().to_string()
+        } else {
+            plan.description.clone()
+        }
+    ));
+    let mut run = Run {
+        plan,
+        sc,
+        file: path.display().to_string(),
+        opts,
+        dir,
+        deadline: started,
+        topo: None,
+        procs: BTreeMap::new(),
+        captures: Vec::new(),
+    };
+    run.deadline = started + run.plan.timeout;
+    run.execute(&mut report);
+    // Teardown on every path.
+    if let Some(mut topo) = run.topo.take() {
+        if opts.keep {
+            report.kept_namespaces = topo.namespaces().to_vec();
+            for (_, p) in std::mem::take(&mut run.procs) {
+                // Leave the processes running: forget the handles instead of killing them.
+                std::mem::forget(p);
+            }
+            std::mem::forget(topo);
+        } else {
+            for (_, mut p) in std::mem::take(&mut run.procs) {
+                let _ = p.stop(Duration::from_millis(300));
+            }
+            if let Err(e) = topo.teardown() {
+                report.errors.push(format!("teardown: {e:#}"));
+            }
+        }
+    }
+    report.elapsed_ms = ms(started.elapsed());
+    report.finish();
+    if let Some(d) = &report.dir
+        && d.is_dir()
+    {
+        let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+        if let Err(e) = std::fs::write(d.join("report.json"), json) {
+            report
+                .errors
+                .push(format!("writing {}: {e}", d.join("report.json").display()));
+            report.finish();
+        }
+    }
+    opts.progress.scenario_end(&report);
+    report
+}
+
+struct Run<'a> {
+    plan: Plan,
+    sc: Scenario,
+    file: String,
+    opts: &'a RunOptions,
+    dir: PathBuf,
+    deadline: Instant,
+    topo: Option<Topology>,
+    procs: BTreeMap<String, Proc>,
+    captures: Vec<(String, Capture)>,
+}
+
+impl Run<'_> {
+    fn check_time(&self, phase: &str) -> Result<()> {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            bail!("interrupted during {phase}; tearing down");
+        }
+        if Instant::now() > self.deadline {
+            bail!(
+                "scenario timeout of {} s exceeded during {phase}",
+                self.plan.timeout.as_secs()
+            );
+        }
+        Ok(())
+    }
+
+    fn ns(&self, node: &str) -> String {
+        self.topo
+            .as_ref()
+            .map(|t| t.ns_name(node))
+            .unwrap_or_default()
+    }
+
+    fn execute(&mut self, report: &mut ScenarioReport) {
+        if let Err(e) = self.build_topology() {
+            report.errors.push(format!("topology: {e:#}"));
+            return;
+        }
+        if let Err(e) = self.replan_with_macs() {
+            report.errors.push(format!("references: {e:#}"));
+            return;
+        }
+        if let Err(e) = self.start_captures() {
+            report.errors.push(format!("captures: {e:#}"));
+            self.stop_captures(report);
+            return;
+        }
+        let procs: Vec<ProcP> = self
+            .plan
+            .processes
+            .iter()
+            .filter(|p| p.autostart)
+            .cloned()
+            .collect();
+        for p in &procs {
+            if let Err(e) = self
+                .check_time("process start")
+                .and_then(|()| self.start_proc(p))
+            {
+                report.errors.push(format!("process {}: {e:#}", p.name));
+                self.collect_logs(report);
+                self.stop_captures(report);
+                return;
+            }
+        }
+        let total = self.plan.steps.len();
+        let steps = self.plan.steps.clone();
+        let mut failed = false;
+        for (i, st) in steps.iter().enumerate() {
+            if let Err(e) = self.check_time(&format!("step {}", i + 1)) {
+                report.errors.push(e.to_string());
+                failed = true;
+                break;
+            }
+            let t0 = Instant::now();
+            let r = self.step(&st.kind);
+            let res = StepResult {
+                index: i + 1,
+                label: st.label.clone(),
+                ok: r.is_ok(),
+                detail: match r {
+                    Ok(d) => d,
+                    Err(e) => format!("{e:#}"),
+                },
+                elapsed_ms: ms(t0.elapsed()),
+            };
+            self.opts.progress.step(&self.plan.name, total, &res);
+            let ok = res.ok;
+            report.steps.push(res);
+            if !ok {
+                failed = true;
+                break;
+            }
+        }
+        self.stop_captures(report);
+        self.collect_logs(report);
+        if failed {
+            report.expects_skipped = self.plan.expects.len();
+            return;
+        }
+        self.evaluate(report);
+    }
+
+    fn build_topology(&mut self) -> Result<()> {
+        let tp = self.plan.topology.clone();
+        let prefix = self
+            .dir
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let topo = self.topo.insert(Topology::new(&prefix)?);
+        for (name, kind) in &tp.nodes {
+            let k = match kind {
+                NodeKindP::Host => NodeKind::Host,
+                NodeKindP::Switch => NodeKind::Switch,
+            };
+            topo.add_node(name, k)?;
+        }
+        for s in &tp.early_sysctls {
+            topo.sysctl(&s.node, &s.key, &s.value)?;
+        }
+        for l in &tp.links {
+            topo.set_default_offloads(!l.offloads);
+            let end = |e: &scenario::LinkEndP| LinkEnd {
+                node: e.node.clone(),
+                iface: e.iface.clone(),
+                mac: e.mac,
+            };
+            topo.add_link(&end(&l.a), &end(&l.b))?;
+        }
+        topo.set_default_offloads(true);
+        for o in &tp.offloads {
+            topo.set_offload(&o.node, &o.iface, &o.feature, o.on)?;
+        }
+        for a in &tp.addresses {
+            topo.add_address(&a.node, &a.iface, a.addr, a.prefix_len)?;
+        }
+        for s in &tp.sysctls {
+            topo.sysctl(&s.node, &s.key, &s.value)?;
+        }
+        for r in &tp.routes {
+            topo.add_route(
+                &r.node,
+                &RouteSpec {
+                    dest: r.dest,
+                    via: r.via,
+                    dev: r.dev.clone(),
+                    table: r.table,
+                    local: r.local,
+                },
+            )?;
+        }
+        for r in &tp.rules {
+            topo.add_rule_fwmark(&r.node, r.fwmark, r.table, r.v6)?;
+        }
+        for (node, rules) in &tp.nft {
+            topo.nft(node, rules)?;
+        }
+        self.check_time("topology")
+    }
+
+    fn replan_with_macs(&mut self) -> Result<()> {
+        let Some(topo) = &self.topo else {
+            bail!("no topology");
+        };
+        let mut macs = BTreeMap::new();
+        for l in &self.plan.topology.links {
+            for e in [&l.a, &l.b] {
+                macs.insert(
+                    (e.node.clone(), e.iface.clone()),
+                    topo.mac(&e.node, &e.iface)?,
+                );
+            }
+        }
+        let plan = self
+            .sc
+            .plan(&self.file, &self.plan.name, Some(macs))
+            .map_err(|e| anyhow!("{e}"))?;
+        self.plan = plan;
+        Ok(())
+    }
+
+    fn start_captures(&mut self) -> Result<()> {
+        for c in self.plan.captures.clone() {
+            let path = self.dir.join(format!("{}.pcap", c.name));
+            let cap = start_capture(&self.ns(&c.host), &c.iface, &c.filter, &path)
+                .with_context(|| format!("capture {:?} ({}:{})", c.name, c.host, c.iface))?;
+            self.captures.push((c.name.clone(), cap));
+        }
+        Ok(())
+    }
+
+    fn stop_captures(&mut self, report: &mut ScenarioReport) {
+        for (name, cap) in std::mem::take(&mut self.captures) {
+            let path = cap.path.clone();
+            let spec = self.plan.captures.iter().find(|c| c.name == name);
+            let (host, iface) = spec
+                .map(|c| (c.host.clone(), c.iface.clone()))
+                .unwrap_or_default();
+            match cap.stop() {
+                Ok(st) => report.captures.push(CaptureResult {
+                    name,
+                    host,
+                    iface,
+                    path,
+                    frames: st.frames,
+                    dropped: st.dropped,
+                }),
+                Err(e) => report
+                    .errors
+                    .push(format!("stopping capture {name}: {e:#}")),
+            }
+        }
+    }
+
+    fn collect_logs(&self, report: &mut ScenarioReport) {
+        for p in &self.plan.processes {
+            let log = self.dir.join(format!("{}.log", p.name));
+            if log.is_file() && !report.logs.contains(&log) {
+                report.logs.push(log);
+            }
+        }
+    }
+
+    fn argv(&self, p: &ProcP) -> Vec<String> {
+        match &p.kind {
+            ProcKindP::Pen(args) => {
+                let mut v = vec![self.opts.pen_bin.display().to_string()];
+                v.extend(args.iter().cloned());
+                v
+            }
+            ProcKindP::Backend { kind, listen } => {
+                let k = match kind {
+                    BackendKindP::Http { name } => BackendKind::Http { name: name.clone() },
+                    BackendKindP::Dns { name, answer } => BackendKind::Dns {
+                        name: name.clone(),
+                        answer: *answer,
+                    },
+                    BackendKindP::TcpEcho => BackendKind::TcpEcho,
+                    BackendKindP::UdpEcho => BackendKind::UdpEcho,
+                };
+                let mut v = vec![self.opts.self_exe.display().to_string()];
+                v.extend(backend_argv(&k, listen));
+                v
+            }
+            ProcKindP::Command(argv) => argv.clone(),
+        }
+    }
+
+    fn start_proc(&mut self, p: &ProcP) -> Result<()> {
+        if let Some(old) = self.procs.get_mut(&p.name) {
+            if old.running() {
+                bail!("already running (pid {})", old.pid);
+            }
+            self.procs.remove(&p.name);
+        }
+        let argv = self.argv(p);
+        if let ProcKindP::Pen(_) = p.kind
+            && !self.opts.pen_bin.is_file()
+        {
+            bail!(
+                "pen binary {} not found; build it (cargo build -p pen) or set PEN_BIN",
+                self.opts.pen_bin.display()
+            );
+        }
+        let ns = self.ns(&p.host);
+        let log = self.dir.join(format!("{}.log", p.name));
+        let mut proc = node::spawn(&ns, &p.name, &argv, &p.env, &log)?;
+        let t0 = Instant::now();
+        let res = (|| -> Result<()> {
+            for r in &p.ready {
+                let left = p.ready_timeout.saturating_sub(t0.elapsed());
+                match r {
+                    ReadyP::Tcp(a) => node::wait_tcp_listening(&ns, *a, left)?,
+                    ReadyP::Udp(a) => node::wait_udp_bound(&ns, *a, left)?,
+                    ReadyP::Path(f) => node::wait_path(f, left)?,
+                    ReadyP::Delay(d) => std::thread::sleep(*d),
+                }
+            }
+            Ok(())
+        })();
+        if let Some(st) = proc.try_wait()? {
+            bail!(
+                "exited ({st}) right after start; last log lines:\n{}",
+                proc.log_tail(10)
+            );
+        }
+        if let Err(e) = res {
+            let tail = proc.log_tail(10);
+            let _ = proc.stop(Duration::from_millis(200));
+            bail!(
+                "{e:#}; not ready after {} ms; last log lines:\n{tail}",
+                ms(p.ready_timeout)
+            );
+        }
+        self.opts.progress.line(&format!(
+            "[{}] started {} on {} (pid {}, ready in {} ms)",
+            self.plan.name,
+            p.name,
+            p.host,
+            proc.pid,
+            ms(t0.elapsed())
+        ));
+        self.procs.insert(p.name.clone(), proc);
+        Ok(())
+    }
+
+    /// Runs one step; `Ok(detail)` or `Err(why it failed)`.
+    fn step(&mut self, k: &StepKindP) -> Result<String> {
+        match k {
+            StepKindP::HttpGet {
+                host,
+                addr,
+                path,
+                src,
+                expect_body,
+                expect_body_contains,
+                expect_status,
+                expect_fail,
+                timeout,
+            } => {
+                let r = traffic::http_get(&self.ns(host), *addr, path, *src, *timeout);
+                match (r, expect_fail) {
+                    (Err(e), true) => Ok(format!("failed as expected: {e:#}")),
+                    (Err(e), false) => Err(e),
+                    (Ok(rep), true) => bail!(
+                        "expected the request to fail, got status {} body {:?}",
+                        rep.status,
+                        rep.body
+                    ),
+                    (Ok(rep), false) => {
+                        let want_status = expect_status.unwrap_or(200);
+                        if rep.status != want_status {
+                            bail!("status {}, expected {want_status}", rep.status);
+                        }
+                        if let Some(b) = expect_body
+                            && rep.body.trim_end() != b.trim_end()
+                        {
+                            bail!("body {:?}, expected {b:?}", rep.body);
+                        }
+                        if let Some(b) = expect_body_contains
+                            && !rep.body.contains(b.as_str())
+                        {
+                            bail!("body {:?} does not contain {b:?}", rep.body);
+                        }
+                        Ok(format!("{} {:?}", rep.status, rep.body.trim_end()))
+                    }
+                }
+            }
+            StepKindP::Dns {
+                host,
+                server,
+                qname,
+                src,
+                expect,
+                expect_fail,
+                timeout,
+            } => {
+                let r = traffic::dns_query(&self.ns(host), *server, qname, *src, *timeout);
+                match (r, expect_fail) {
+                    (Err(e), true) => Ok(format!("failed as expected: {e:#}")),
+                    (Err(e), false) => Err(e),
+                    (Ok(a), true) => bail!("expected no answer, got {a:?}"),
+                    (Ok(mut a), false) => {
+                        a.sort();
+                        let mut want = expect.clone();
+                        want.sort();
+                        if a != want {
+                            bail!("answer {a:?}, expected {want:?}");
+                        }
+                        Ok(format!("answer {a:?}"))
+                    }
+                }
+            }
+            StepKindP::TcpConnect {
+                host,
+                addr,
+                src,
+                expect,
+                timeout,
+            } => {
+                let got = tcp_probe(&self.ns(host), *addr, *src, *timeout)?;
+                if got != *expect {
+                    bail!("got {got:?}, expected {expect:?}");
+                }
+                Ok(format!("{got:?}"))
+            }
+            StepKindP::Load {
+                host,
+                addr,
+                path,
+                requests,
+                concurrency,
+                src,
+                min_ok,
+                share,
+                tolerance,
+                timeout,
+            } => {
+                let r = traffic::http_load(
+                    &self.ns(host),
+                    *addr,
+                    path,
+                    *requests,
+                    *concurrency,
+                    *src,
+                    *timeout,
+                )?;
+                let bodies: Vec<String> = r
+                    .by_body
+                    .iter()
+                    .map(|(b, n)| format!("{}: {n}", b.trim_end()))
+                    .collect();
+                let detail = format!(
+                    "{} ok, {} failed in {} ms ({})",
+                    r.ok,
+                    r.failed,
+                    ms(r.elapsed),
+                    bodies.join(", ")
+                );
+                if r.ok < *min_ok {
+                    bail!("{detail}; expected at least {min_ok} ok");
+                }
+                check_load_share(&r.by_body, r.ok, share, *tolerance)
+                    .map_err(|m| anyhow!("{detail}; {m}"))?;
+                Ok(detail)
+            }
+            StepKindP::Stop(name) => {
+                let p = self
+                    .procs
+                    .get_mut(name)
+                    .ok_or_else(|| anyhow!("process {name:?} is not running"))?;
+                p.stop(Duration::from_millis(500))?;
+                self.procs.remove(name);
+                Ok(String::new())
+            }
+            StepKindP::Start(name) => {
+                let p = self
+                    .plan
+                    .processes
+                    .iter()
+                    .find(|p| &p.name == name)
+                    .cloned()
+                    .ok_or_else(|| anyhow!("no process {name:?}"))?;
+                self.start_proc(&p)?;
+                Ok(String::new())
+            }
+            StepKindP::Penctl {
+                host,
+                target,
+                command,
+                expect_contains,
+                timeout,
+            } => {
+                if !self.opts.penctl_bin.is_file() {
+                    bail!(
+                        "penctl binary {} not found; build it (cargo build -p pen) or set PENCTL_BIN",
+                        self.opts.penctl_bin.display()
+                    );
+                }
+                let mut argv = vec![self.opts.penctl_bin.display().to_string(), target.clone()];
+                argv.extend(command.iter().cloned());
+                let out = traffic::run_command(&self.ns(host), &argv, *timeout)?;
+                let text = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                if !out.status.success() {
+                    bail!("penctl exited with {}: {}", out.status, text.trim_end());
+                }
+                if let Some(w) = expect_contains
+                    && !text.contains(w.as_str())
+                {
+                    bail!("reply {:?} does not contain {w:?}", text.trim_end());
+                }
+                Ok(short(&text))
+            }
+            StepKindP::Run {
+                host,
+                argv,
+                expect_exit,
+                expect_contains,
+                timeout,
+            } => {
+                let out = traffic::run_command(&self.ns(host), argv, *timeout)?;
+                let text = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let code = out.status.code();
+                if code != Some(*expect_exit) {
+                    bail!(
+                        "exit {}, expected {expect_exit}; output: {}",
+                        code.map_or_else(|| out.status.to_string(), |c| c.to_string()),
+                        short(&text)
+                    );
+                }
+                if let Some(w) = expect_contains
+                    && !text.contains(w.as_str())
+                {
+                    bail!("output does not contain {w:?}: {}", short(&text));
+                }
+                Ok(format!("exit {expect_exit}"))
+            }
+            StepKindP::Wait(d) => {
+                std::thread::sleep(*d);
+                Ok(String::new())
+            }
+        }
+    }
+
+    fn evaluate(&self, report: &mut ScenarioReport) {
+        let mut cache: BTreeMap<String, Result<(PathBuf, Vec<FrameInfo>), String>> =
+            BTreeMap::new();
+        for x in &self.plan.expects {
+            let entry = cache.entry(x.capture.clone()).or_insert_with(|| {
+                let path = self.dir.join(format!("{}.pcap", x.capture));
+                read_pcap(&path)
+                    .map(|f| (path, f))
+                    .map_err(|e| format!("{e:#}"))
+            });
+            let res = match entry {
+                Err(e) => ExpectResult {
+                    name: x.name.clone(),
+                    capture: x.capture.clone(),
+                    rule: x.kind.to_string(),
+                    ok: false,
+                    detail: e.clone(),
+                    offending: Vec::new(),
+                    offending_total: 0,
+                    capture_path: None,
+                },
+                Ok((path, frames)) => {
+                    let o = evaluate(&x.kind, frames);
+                    let offending = o
+                        .offending
+                        .iter()
+                        .take(10)
+                        .filter_map(|i| frames.get(*i))
+                        .map(|f| f.to_string())
+                        .collect();
+                    ExpectResult {
+                        name: x.name.clone(),
+                        capture: x.capture.clone(),
+                        rule: x.kind.to_string(),
+                        ok: o.pass,
+                        detail: o.detail,
+                        offending,
+                        offending_total: o.offending.len(),
+                        capture_path: Some(path.clone()),
+                    }
+                }
+            };
+            self.opts.progress.expect(&self.plan.name, &res);
+            report.expects.push(res);
+        }
+    }
+}
+
+fn short(s: &str) -> String {
+    let t = s.trim();
+    if t.chars().count() > 200 {
+        format!("{}…", t.chars().take(200).collect::<String>())
+    } else {
+        t.to_string()
+    }
+}
+
+/// Checks a load's distribution of bodies against the expected shares.
+pub fn check_load_share(
+    by_body: &BTreeMap<String, u64>,
+    ok: u64,
+    share: &BTreeMap<String, f64>,
+    tolerance: f64,
+) -> Result<(), String> {
+    if share.is_empty() {
+        return Ok(());
+    }
+    if ok == 0 {
+        return Err("no successful request to measure shares on".into());
+    }
+    let mut why = Vec::new();
+    for (body, want) in share {
+        let n: u64 = by_body
+            .iter()
+            .filter(|(b, _)| b.trim_end() == body.trim_end())
+            .map(|(_, n)| *n)
+            .sum();
+        let have = n as f64 / ok as f64;
+        if (have - want).abs() > tolerance {
+            why.push(format!(
+                "{body} got {have:.2}, expected {want:.2}±{tolerance}"
+            ));
+        }
+    }
+    for (b, n) in by_body {
+        if !share.keys().any(|k| k.trim_end() == b.trim_end()) {
+            why.push(format!("{n} answers from unlisted {:?}", b.trim_end()));
+        }
+    }
+    if why.is_empty() {
+        Ok(())
+    } else {
+        Err(why.join("; "))
+    }
+}
+
+/// A TCP connect that tells "refused" (RST) from "no answer" — what the tarpit and the
+/// closed-port checks need.
+pub fn tcp_probe(
+    ns: &str,
+    addr: SocketAddr,
+    src: Option<IpAddr>,
+    timeout: Duration,
+) -> Result<ConnectExpect> {
+    crate::netns::in_netns(ns, move || -> Result<ConnectExpect> {
+        use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+        let dom = if addr.is_ipv4() {
+            Domain::IPV4
+        } else {
+            Domain::IPV6
+        };
+        let s = Socket::new(dom, Type::STREAM, Some(Protocol::TCP)).context("creating a socket")?;
+        if let Some(ip) = src {
+            s.bind(&SockAddr::from(SocketAddr::new(ip, 0)))
+                .with_context(|| format!("binding source {ip}"))?;
+        }
+        match s.connect_timeout(&SockAddr::from(addr), timeout) {
+            Ok(()) => Ok(ConnectExpect::Open),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                Ok(ConnectExpect::Closed)
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::TimedOut
+                    || e.kind() == std::io::ErrorKind::WouldBlock =>
+            {
+                Ok(ConnectExpect::Timeout)
+            }
+            Err(e) => Err(anyhow!("connect to {addr}: {e}")),
+        }
+    })?
+    .with_context(|| format!("TCP probe of {addr} from namespace {ns:?}"))
+}
