@@ -1,0 +1,394 @@
+//! Seeded random simulation of the UDP flow table (pure: no sockets, no clock).
+//!
+//! Each run prints its seed; replay one with `UDP_SIM_SEED=<seed> cargo test --test udp_sim`.
+//! Invariants checked after every step:
+//! - a reply from (upstream socket, server) returns to the client whose live flow uses that
+//!   pair, and only to it;
+//! - a flow keeps its server and upstream socket for its whole life;
+//! - after the timer runs at a tick, no flow has been idle for the idle time or longer (so no
+//!   flow outlives its idle time by more than one tick);
+//! - the table never exceeds `max_flows` when it was not lowered, the upstream pool never
+//!   exceeds its bound, and the selector's open/close calls balance to the table size;
+//! - the table's internal maps agree (`FlowTable::check_invariants`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use pen::proxy::udp::{Candidate, ClientVerdict, DropReason, FlowTable, Selector, UpstreamId};
+use pen::select::Target;
+
+/// splitmix64: tiny, seedable, good enough for a simulation.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// Round robin with a blacklist that lasts `bl` of simulated time.
+struct SimSelector {
+    servers: Vec<SocketAddr>,
+    blacklisted_until: Vec<Duration>,
+    cursor: usize,
+    open: i64,
+    bl: Duration,
+}
+
+impl Selector for SimSelector {
+    fn candidates(&mut self, _client: SocketAddr, now: Duration) -> Vec<Candidate> {
+        let n = self.servers.len();
+        self.cursor = (self.cursor + 1) % n;
+        (0..n)
+            .map(|k| (self.cursor + k) % n)
+            .filter(|&i| self.blacklisted_until[i] <= now)
+            .map(|i| Candidate {
+                target: Target::Server(i),
+                addr: Some(self.servers[i]),
+            })
+            .collect()
+    }
+    fn flow_opened(&mut self, _c: SocketAddr, _t: Target, _now: Duration) {
+        self.open += 1;
+    }
+    fn flow_closed(&mut self, _c: SocketAddr, _t: Target, _s: u64, _r: u64, _now: Duration) {
+        self.open -= 1;
+    }
+    fn server_failed(&mut self, t: Target, now: Duration) {
+        if let Target::Server(i) = t {
+            self.blacklisted_until[i] = now + self.bl;
+        }
+    }
+}
+
+struct Sim {
+    rng: Rng,
+    table: FlowTable,
+    sel: SimSelector,
+    now: Duration,
+    tick: Duration,
+    idle: Duration,
+    max_flows: usize,
+    max_up: u32,
+    lowered: bool,
+    clients: Vec<SocketAddr>,
+    /// client → (upstream, server) as first forwarded for its current flow.
+    model: HashMap<SocketAddr, (UpstreamId, SocketAddr)>,
+    /// (upstream, server, client) pairs a server may answer to.
+    in_flight: Vec<(UpstreamId, SocketAddr, SocketAddr)>,
+    replies_routed: u64,
+}
+
+impl Sim {
+    fn new(seed: u64) -> Sim {
+        let mut rng = Rng(seed);
+        let n_servers = 1 + rng.below(4) as usize;
+        let mut servers = Vec::new();
+        for i in 0..n_servers {
+            let v6 = rng.chance(30);
+            let addr: SocketAddr = if v6 {
+                format!("[2001:db8::{}]:53", i + 1).parse().unwrap()
+            } else {
+                format!("10.0.0.{}:53", i + 1).parse().unwrap()
+            };
+            servers.push(addr);
+        }
+        let n_clients = 1 + rng.below(300) as usize;
+        let clients = (0..n_clients)
+            .map(|i| {
+                if rng.chance(20) {
+                    format!("[2001:db8:1::{}]:{}", i % 7 + 1, 1024 + i)
+                        .parse()
+                        .unwrap()
+                } else {
+                    SocketAddr::from(([192, 0, 2, (i % 5) as u8 + 1], 1024 + i as u16))
+                }
+            })
+            .collect();
+        let max_flows = 1 + rng.below(120) as usize;
+        let max_up = 1 + rng.below(max_flows as u64) as u32;
+        let idle = Duration::from_secs(1 + rng.below(30));
+        let tick = Duration::from_millis(100 + rng.below(900));
+        Sim {
+            table: FlowTable::new(max_flows, idle, max_up),
+            sel: SimSelector {
+                blacklisted_until: vec![Duration::ZERO; n_servers],
+                servers,
+                cursor: 0,
+                open: 0,
+                bl: Duration::from_secs(rng.below(10)),
+            },
+            rng,
+            now: Duration::from_secs(1000),
+            tick,
+            idle,
+            max_flows,
+            max_up,
+            lowered: false,
+            clients,
+            model: HashMap::new(),
+            in_flight: Vec::new(),
+            replies_routed: 0,
+        }
+    }
+
+    fn sync_model(&mut self) {
+        // Flows the table dropped (expiry, unreachable) leave the model.
+        let table = &self.table;
+        self.model.retain(|c, _| table.flow(c).is_some());
+    }
+
+    fn step(&mut self) -> Result<(), String> {
+        match self.rng.below(100) {
+            0..=49 => self.client_datagram()?,
+            50..=79 => self.server_datagram()?,
+            80..=81 => self.unreachable(),
+            82 => self.change_limits(),
+            _ => self.advance()?,
+        }
+        self.check()
+    }
+
+    fn client_datagram(&mut self) -> Result<(), String> {
+        let i = self.rng.below(self.clients.len() as u64) as usize;
+        let client = self.clients[i];
+        let len = match self.rng.below(10) {
+            0 => 0,
+            1 => 65_535,
+            _ => self.rng.below(1500) as usize,
+        };
+        let had_flow = self.table.flow(&client).is_some();
+        let before = self.table.len();
+        match self
+            .table
+            .handle_client(self.now, client, len, &mut self.sel)
+        {
+            ClientVerdict::Forward {
+                upstream,
+                server,
+                new_flow,
+            } => {
+                if new_flow == had_flow {
+                    return Err(format!(
+                        "{client}: new_flow={new_flow} but had_flow={had_flow}"
+                    ));
+                }
+                if let Some(&(u, s)) = self.model.get(&client)
+                    && (u, s) != (upstream, server)
+                {
+                    return Err(format!(
+                        "{client} moved from {s} to {server} within one flow"
+                    ));
+                }
+                self.model.insert(client, (upstream, server));
+                if self.in_flight.len() < 1000 {
+                    self.in_flight.push((upstream, server, client));
+                }
+            }
+            ClientVerdict::Drop(DropReason::TableFull) => {
+                if had_flow || before < self.table.max_flows() {
+                    return Err(format!("{client} dropped as full with {before} flows"));
+                }
+            }
+            ClientVerdict::Drop(DropReason::NoServer) => {
+                if had_flow {
+                    return Err(format!("existing flow of {client} dropped"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn server_datagram(&mut self) -> Result<(), String> {
+        if self.in_flight.is_empty() {
+            return Ok(());
+        }
+        let k = self.rng.below(self.in_flight.len() as u64) as usize;
+        let (upstream, server, client) = self.in_flight.swap_remove(k);
+        let live =
+            self.table.flow(&client).map(|f| (f.upstream, f.server)) == Some((upstream, server));
+        let got = self.table.handle_server(self.now, upstream, server, 100);
+        if live {
+            if got != Some(client) {
+                return Err(format!(
+                    "reply for {client} via {upstream:?}/{server} went to {got:?}"
+                ));
+            }
+            self.replies_routed += 1;
+        } else if let Some(other) = got {
+            // A late reply may only reach the flow that now owns the same pair.
+            let owner = self.table.flow(&other).map(|f| (f.upstream, f.server));
+            if owner != Some((upstream, server)) {
+                return Err(format!(
+                    "stale reply routed to {other}, whose flow is {owner:?}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn unreachable(&mut self) {
+        if self.in_flight.is_empty() {
+            return;
+        }
+        let k = self.rng.below(self.in_flight.len() as u64) as usize;
+        let (upstream, server, _) = self.in_flight[k];
+        if let Some(c) = self
+            .table
+            .server_unreachable(self.now, upstream, server, &mut self.sel)
+        {
+            self.model.remove(&c);
+        }
+    }
+
+    fn change_limits(&mut self) {
+        let max_flows = 1 + self.rng.below(150) as usize;
+        if max_flows < self.table.len() {
+            self.lowered = true;
+        }
+        self.max_flows = max_flows;
+        self.idle = Duration::from_secs(1 + self.rng.below(30));
+        self.table.set_limits(max_flows, self.idle);
+    }
+
+    fn advance(&mut self) -> Result<(), String> {
+        let span = if self.rng.chance(10) { 40 } else { 3 };
+        let ticks = 1 + self.rng.below(span);
+        for _ in 0..ticks {
+            self.now += self.tick;
+            if let Some(at) = self.table.poll_timeout()
+                && at <= self.now
+            {
+                self.table.expire(self.now, &mut self.sel);
+            }
+            // After the timer: nobody is idle for the idle time or longer.
+            for f in self.table.flows() {
+                if f.last_seen + self.idle <= self.now {
+                    return Err(format!(
+                        "flow of {} idle since {:?} survived the tick at {:?} (idle {:?})",
+                        f.client, f.last_seen, self.now, self.idle
+                    ));
+                }
+            }
+            if self.table.len() <= self.max_flows {
+                self.lowered = false;
+            }
+        }
+        self.sync_model();
+        Ok(())
+    }
+
+    fn check(&mut self) -> Result<(), String> {
+        self.table.check_invariants()?;
+        if !self.lowered && self.table.len() > self.max_flows {
+            return Err(format!(
+                "{} flows > max {}",
+                self.table.len(),
+                self.max_flows
+            ));
+        }
+        if self.sel.open != self.table.len() as i64 {
+            return Err(format!(
+                "selector open {} != table {}",
+                self.sel.open,
+                self.table.len()
+            ));
+        }
+        for f in [pen::proxy::udp::Family::V4, pen::proxy::udp::Family::V6] {
+            if self.table.upstreams_needed(f) > self.max_up {
+                return Err("upstream pool beyond its bound".into());
+            }
+        }
+        self.sync_model();
+        Ok(())
+    }
+}
+
+fn run(seed: u64, steps: usize) {
+    let mut sim = Sim::new(seed);
+    for step in 0..steps {
+        if let Err(e) = sim.step() {
+            panic!(
+                "seed {seed}, step {step}: {e}\nreplay: UDP_SIM_SEED={seed} cargo test --test udp_sim"
+            );
+        }
+    }
+    let s = sim.table.stats();
+    assert!(
+        s.datagrams_from_clients > 0,
+        "seed {seed}: the simulation sent nothing"
+    );
+    eprintln!(
+        "seed {seed}: {} flows created, {} expired, {} failed, {} replies routed, {} dropped full, {} no server",
+        s.flows_created,
+        s.flows_expired,
+        s.flows_failed,
+        sim.replies_routed,
+        s.dropped_table_full,
+        s.dropped_no_server
+    );
+}
+
+#[test]
+fn udp_flow_table_simulation_keeps_its_invariants() {
+    if let Ok(seed) = std::env::var("UDP_SIM_SEED") {
+        let seed: u64 = seed
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("UDP_SIM_SEED={seed:?}: expected a decimal u64"));
+        eprintln!("UDP_SIM_SEED={seed}");
+        run(seed, 20_000);
+        return;
+    }
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    for i in 0..30u64 {
+        let seed = base.wrapping_add(i.wrapping_mul(0x9E37_79B9));
+        eprintln!("UDP_SIM_SEED={seed}");
+        run(seed, 5_000);
+    }
+}
+
+/// Many source ports against a small table: memory stays bounded by the table size.
+#[test]
+fn port_flood_is_bounded_by_the_table() {
+    let mut sel = SimSelector {
+        servers: vec![
+            "10.0.0.1:53".parse().unwrap(),
+            "10.0.0.2:53".parse().unwrap(),
+        ],
+        blacklisted_until: vec![Duration::ZERO; 2],
+        cursor: 0,
+        open: 0,
+        bl: Duration::ZERO,
+    };
+    let mut t = FlowTable::new(
+        500,
+        Duration::from_secs(60),
+        FlowTable::default_max_upstreams(500),
+    );
+    let now = Duration::from_secs(1);
+    for ip in 0..4u8 {
+        for port in 1..=u16::MAX {
+            let c = SocketAddr::from(([198, 51, 100, ip], port));
+            t.handle_client(now, c, 0, &mut sel);
+        }
+    }
+    assert_eq!(t.len(), 500);
+    assert_eq!(t.stats().dropped_table_full, 4 * 65_535 - 500);
+    assert!(t.upstreams_needed(pen::proxy::udp::Family::V4) <= 250);
+    t.check_invariants().unwrap();
+}
