@@ -7,3 +7,4 @@
 pub mod apply;
 pub mod command;
 pub mod reply;
+pub mod server;
