@@ -18,6 +18,7 @@ use std::time::Duration;
 use crate::cli::{self, Cli};
 use crate::config::{BackendAddr, Config, HostSpec, ListenAddr, ServerConfig};
 use crate::ctl::apply::apply_file;
+use crate::ctl::command::{Command, ServerCmd};
 use crate::proxy::sockets;
 use crate::proxy::tcp::{self, Limits, Listener};
 use crate::proxy::{Shared, SharedState};
@@ -67,15 +68,10 @@ pub fn run(cli: Cli) -> Result<(), DaemonError> {
         deferred.extend(read_config_file(&mut config, &path)?);
     }
     cli::finish_startup(&mut config, &servers).map_err(|e| err(e.message))?;
-    for cmd in &deferred {
-        tracing::warn!(
-            "command {:?} needs the control plane; not run at start-up",
-            cmd.to_string()
-        );
-    }
     warn_unsupported(&config);
 
-    let shared = build_shared(config)?;
+    let mut shared = build_shared(config)?;
+    run_startup_commands(&mut shared, &deferred)?;
     let listener = open_listener(&shared.config)?;
     let pid_file = match &shared.config.pid_file {
         Some(p) => Some(absolute(p)?),
@@ -97,10 +93,7 @@ pub fn run(cli: Cli) -> Result<(), DaemonError> {
 
 /// Applies the `-F` file; any bad line is fatal at start-up (`file:line: message`). Returns the
 /// file's runtime commands (queries, `server N blacklist T`, ...).
-fn read_config_file(
-    config: &mut Config,
-    path: &Path,
-) -> Result<Vec<crate::ctl::command::Command>, DaemonError> {
+fn read_config_file(config: &mut Config, path: &Path) -> Result<Vec<Command>, DaemonError> {
     let outcome = apply_file(config, path, |p| {
         std::fs::read_to_string(p).map_err(|e| e.to_string())
     });
@@ -117,6 +110,29 @@ fn read_config_file(
         return Err(err(format!("pen: {first}{tail}")));
     }
     Ok(outcome.runtime)
+}
+
+/// Runs the runtime commands of `-o`/`-O` and the `-F` file that make sense before serving:
+/// `server N ... blacklist T` blacklists slot N for T seconds (0 clears). Queries and other
+/// actions need the control plane and are reported as not run.
+fn run_startup_commands(shared: &mut Shared, cmds: &[Command]) -> Result<(), DaemonError> {
+    for cmd in cmds {
+        match cmd {
+            Command::Server(ServerCmd {
+                index,
+                blacklist: Some(secs),
+                ..
+            }) => shared
+                .balancer
+                .blacklist(*index, *secs, crate::proxy::now())
+                .map_err(|e| err(format!("pen: {cmd}: {e}")))?,
+            _ => tracing::warn!(
+                "command {:?} needs the control plane; not run at start-up",
+                cmd.to_string()
+            ),
+        }
+    }
+    Ok(())
 }
 
 fn warn_unsupported(cfg: &Config) {
@@ -480,6 +496,24 @@ mod tests {
         let mut cfg = Config::default();
         let e = read_config_file(&mut cfg, &f).unwrap_err();
         assert!(e.message.contains(&format!("{}:2:", f.display())), "{e}");
+    }
+
+    #[test]
+    fn startup_server_blacklist_command_blacklists_the_slot() {
+        let cfg = Config {
+            servers: vec![ServerConfig {
+                host: Some(HostSpec::Ip("127.0.0.1".parse().unwrap())),
+                port: 80,
+                ..ServerConfig::default()
+            }],
+            ..Config::default()
+        };
+        let mut shared = build_shared(cfg).unwrap();
+        let cmd = crate::ctl::command::parse("server 0 blacklist 60")
+            .unwrap()
+            .unwrap();
+        run_startup_commands(&mut shared, &[cmd]).unwrap();
+        assert!(shared.balancer.is_blacklisted(0, crate::proxy::now()));
     }
 
     #[test]
