@@ -1,0 +1,323 @@
+//! `pen -U` (the real binary) on loopback, with DNS backends started by the tests that answer
+//! different A records, and a DNS client in the test.
+//!
+//! Failover is tested without the control socket: a stopped backend's port answers with ICMP
+//! port unreachable, which must blacklist that server. Each test kills its pen by PID.
+
+#[path = "../examples/dns_responder.rs"]
+#[allow(dead_code)]
+mod dns;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A DNS backend answering every A query with `answer`, until stopped (then its port is
+/// closed and the kernel answers with ICMP port unreachable).
+struct DnsBackend {
+    addr: SocketAddr,
+    answer: Ipv4Addr,
+    stop: Arc<AtomicBool>,
+    hits: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DnsBackend {
+    fn start(bind: &str, answer: Ipv4Addr) -> DnsBackend {
+        let sock = UdpSocket::bind(bind).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (s2, h2) = (Arc::clone(&stop), Arc::clone(&hits));
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65_536];
+            while !s2.load(Ordering::SeqCst) {
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    h2.fetch_add(1, Ordering::SeqCst);
+                    if let Some(r) = dns::answer(&buf[..n], answer) {
+                        let _ = sock.send_to(&r, from);
+                    }
+                }
+            }
+        });
+        DnsBackend {
+            addr,
+            answer,
+            stop,
+            hits,
+            thread: Some(thread),
+        }
+    }
+
+    fn spec(&self) -> String {
+        match self.addr {
+            SocketAddr::V4(a) => a.to_string(),
+            SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+        }
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Close the port.
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for DnsBackend {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Pen {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Pen {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_udp_port(ip: &str) -> u16 {
+    UdpSocket::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Start `pen -f -U <opts> <listen> <backends>` and wait until it answers a query.
+fn start_pen(listen_ip: &str, opts: &[&str], backends: &[&DnsBackend]) -> Pen {
+    let port = free_udp_port(listen_ip);
+    let listen = if listen_ip.contains(':') {
+        format!("[{listen_ip}]:{port}")
+    } else {
+        format!("{listen_ip}:{port}")
+    };
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pen"));
+    cmd.arg("-f").arg("-U").args(opts).arg(&listen);
+    for b in backends {
+        cmd.arg(b.spec());
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = listen.parse().unwrap();
+    let mut pen = Pen { child, addr };
+    // Ready when a query is answered (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = pen.child.try_wait().unwrap() {
+            panic!("pen exited early: {status}");
+        }
+        if query_once(&client(listen_ip), addr, Duration::from_millis(100)).is_some() {
+            return pen;
+        }
+        assert!(Instant::now() < deadline, "pen never answered on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn client(ip: &str) -> UdpSocket {
+    UdpSocket::bind((ip, 0)).unwrap()
+}
+
+/// One query from `sock` to `to`; the A record of the answer, or `None` after `wait`.
+fn query_once(sock: &UdpSocket, to: SocketAddr, wait: Duration) -> Option<Ipv4Addr> {
+    static ID: AtomicUsize = AtomicUsize::new(1);
+    let id = ID.fetch_add(1, Ordering::SeqCst) as u16;
+    sock.send_to(&dns::build_query(id, "example.test"), to)
+        .unwrap();
+    sock.set_read_timeout(Some(wait)).unwrap();
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 1500];
+    while Instant::now() < deadline {
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) => {
+                assert_eq!(
+                    from, to,
+                    "the answer must come from pen's listening address"
+                );
+                match dns::parse_a(&buf[..n]) {
+                    Some((rid, a)) if rid == id => return Some(a),
+                    _ => continue, // a late answer to an earlier query
+                }
+            }
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// Like a resolver: up to `tries` attempts from the same socket, 400 ms apart.
+fn query(sock: &UdpSocket, to: SocketAddr, tries: usize) -> Option<Ipv4Addr> {
+    (0..tries).find_map(|_| query_once(sock, to, Duration::from_millis(400)))
+}
+
+fn three(bind: &str) -> Vec<DnsBackend> {
+    (1..=3)
+        .map(|i| DnsBackend::start(bind, Ipv4Addr::new(192, 0, 2, i)))
+        .collect()
+}
+
+fn refs(b: &[DnsBackend]) -> Vec<&DnsBackend> {
+    b.iter().collect()
+}
+
+#[test]
+fn tracking_sends_every_port_of_a_client_ip_to_one_server() {
+    let b = three("127.0.0.1:0");
+    let pen = start_pen("127.0.0.1", &[], &refs(&b));
+    let mut answers = BTreeSet::new();
+    for _ in 0..9 {
+        answers.insert(query(&client("127.0.0.1"), pen.addr, 1).expect("answer"));
+    }
+    assert_eq!(
+        answers.len(),
+        1,
+        "client tracking: one server for 127.0.0.1, got {answers:?}"
+    );
+    // Another client address may land elsewhere but also sticks.
+    let mut other = BTreeSet::new();
+    for _ in 0..5 {
+        other.insert(query(&client("127.0.0.2"), pen.addr, 1).expect("answer"));
+    }
+    assert_eq!(other.len(), 1);
+}
+
+#[test]
+fn roundrobin_spreads_new_flows_evenly_and_a_flow_sticks() {
+    let b = three("127.0.0.1:0");
+    let pen = start_pen("127.0.0.1", &["-r"], &refs(&b));
+    let mut count: BTreeMap<Ipv4Addr, usize> = BTreeMap::new();
+    for _ in 0..30 {
+        let a = query(&client("127.0.0.1"), pen.addr, 1).expect("answer");
+        *count.entry(a).or_default() += 1;
+    }
+    assert_eq!(count.len(), 3, "{count:?}");
+    assert!(
+        count.values().all(|&n| n == 10),
+        "round robin is even: {count:?}"
+    );
+    // Later datagrams of one flow (same client port) keep their server.
+    let c = client("127.0.0.1");
+    let first = query(&c, pen.addr, 1).unwrap();
+    for _ in 0..6 {
+        assert_eq!(query(&c, pen.addr, 1), Some(first));
+    }
+}
+
+#[test]
+fn stopped_backend_is_blacklisted_by_icmp_and_new_flows_avoid_it() {
+    let mut b = three("127.0.0.1:0");
+    let dead_answer = b[1].answer;
+    b[1].stop();
+    let pen = start_pen("127.0.0.1", &["-r", "-b", "30"], &refs(&b));
+    // Until the ICMP error arrives one flow may be lost; a resolver's retry gets through.
+    for _ in 0..6 {
+        let a = query(&client("127.0.0.1"), pen.addr, 3).expect("failover answer");
+        assert_ne!(a, dead_answer);
+    }
+    // Once blacklisted, every new flow is answered at the first attempt by the two others.
+    let mut seen = BTreeSet::new();
+    for _ in 0..12 {
+        let a = query(&client("127.0.0.1"), pen.addr, 1).expect("first-attempt answer");
+        seen.insert(a);
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(!seen.contains(&dead_answer));
+}
+
+#[test]
+fn all_backends_dead_means_no_answer_and_pen_survives() {
+    let mut b = three("127.0.0.1:0");
+    let pen = start_pen("127.0.0.1", &["-r"], &refs(&b));
+    for x in b.iter_mut() {
+        x.stop();
+    }
+    for _ in 0..6 {
+        assert_eq!(query(&client("127.0.0.1"), pen.addr, 1), None);
+    }
+    let mut pen = pen;
+    assert!(
+        pen.child.try_wait().unwrap().is_none(),
+        "pen is still running"
+    );
+}
+
+#[test]
+fn ipv6_listener_with_ipv6_and_ipv4_backends() {
+    let b6 = DnsBackend::start("[::1]:0", Ipv4Addr::new(192, 0, 2, 6));
+    let b4 = DnsBackend::start("127.0.0.1:0", Ipv4Addr::new(192, 0, 2, 4));
+    let pen = start_pen("::1", &["-r"], &[&b6, &b4]);
+    let mut seen = BTreeSet::new();
+    for _ in 0..4 {
+        seen.insert(query(&client("::1"), pen.addr, 1).expect("answer over IPv6"));
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "address family adapter v6 → v4 and v6 → v6: {seen:?}"
+    );
+}
+
+#[test]
+fn conn_max_refuses_new_flows_but_existing_flows_keep_working() {
+    let b = three("127.0.0.1:0");
+    let pen = start_pen("127.0.0.1", &["-r", "-x", "3"], &refs(&b));
+    // start_pen's readiness probe used one flow; two more fit.
+    let c1 = client("127.0.0.1");
+    let c2 = client("127.0.0.1");
+    assert!(query(&c1, pen.addr, 1).is_some());
+    assert!(query(&c2, pen.addr, 1).is_some());
+    assert_eq!(query(&client("127.0.0.1"), pen.addr, 1), None, "table full");
+    assert!(
+        query(&c1, pen.addr, 1).is_some(),
+        "existing flow still served"
+    );
+}
+
+#[test]
+fn empty_huge_and_flooding_datagrams_do_not_hurt_pen() {
+    let b = three("127.0.0.1:0");
+    let pen = start_pen("127.0.0.1", &["-r", "-x", "100"], &refs(&b));
+    let c = client("127.0.0.1");
+    c.send_to(&[], pen.addr).unwrap();
+    c.send_to(&vec![0xAB; 65_507], pen.addr).unwrap();
+    // 2,000 datagrams from 400 source ports (table of 100).
+    let flood: Vec<UdpSocket> = (0..400).map(|_| client("127.0.0.1")).collect();
+    for round in 0..5u8 {
+        for s in &flood {
+            let _ = s.send_to(&[round; 40], pen.addr);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let mut pen = pen;
+    assert!(pen.child.try_wait().unwrap().is_none(), "pen survived");
+    // Backends saw at most one flow's worth per table slot plus the garbage datagrams.
+    let hits: usize = b.iter().map(DnsBackend::hits).sum();
+    assert!(
+        hits < 2_000,
+        "new flows beyond conn_max were dropped ({hits} forwarded)"
+    );
+    // The earlier flow (the 0 and 64 KiB datagrams) still works.
+    assert!(query(&c, pen.addr, 1).is_some());
+}
