@@ -168,6 +168,41 @@ impl RequestLog {
     }
 }
 
+/// The request log in force (one per process): the control plane installs it (`-l`, `log X`,
+/// `no log`, SIGHUP), the data path reads it for each connection.
+static CURRENT: std::sync::RwLock<Option<std::sync::Arc<RequestLog>>> =
+    std::sync::RwLock::new(None);
+
+/// The request log in force, if any.
+pub fn current() -> Option<std::sync::Arc<RequestLog>> {
+    CURRENT
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
+/// Replaces the request log in force (`None` turns logging off).
+pub fn install(log: Option<RequestLog>) {
+    *CURRENT
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = log.map(std::sync::Arc::new);
+}
+
+/// Opens `target` (C Pen's `-l` syntax) and installs it; `None` turns logging off.
+pub fn reopen(target: Option<&str>) -> Result<(), String> {
+    match target {
+        None => {
+            install(None);
+            Ok(())
+        }
+        Some(t) => {
+            let log = RequestLog::open(&LogTarget::parse(t)?)?;
+            install(Some(log));
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -133,6 +133,15 @@ pub trait Effects: Send + Sync + 'static {
     fn connections(&self) -> Vec<ConnRow> {
         Vec::new()
     }
+    /// `prometheus ADDR`: serve the metrics there (`None` stops the endpoint).
+    fn set_prometheus(&self, addr: Option<SocketAddr>) -> Result<(), String> {
+        match addr {
+            None => Ok(()),
+            Some(a) => Err(format!(
+                "cannot serve metrics on {a}: not supported by this daemon"
+            )),
+        }
+    }
 }
 
 /// Effects of a process without a daemon behind it (tests, tools).
@@ -606,6 +615,178 @@ fn http_response(head: &str, body: impl FnOnce() -> String) -> String {
         "HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
+}
+
+/// Debug levels (`-d`, `debug N`) through `tracing`: 0 = warnings and errors, 1 = info,
+/// 2 = debug, 3 and more = trace.
+pub fn level_filter(debug: u32) -> tracing_subscriber::filter::LevelFilter {
+    use tracing_subscriber::filter::LevelFilter;
+    match debug {
+        0 => LevelFilter::WARN,
+        1 => LevelFilter::INFO,
+        2 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    }
+}
+
+type DebugHandle = tracing_subscriber::reload::Handle<
+    tracing_subscriber::filter::LevelFilter,
+    tracing_subscriber::Registry,
+>;
+
+static DEBUG_HANDLE: std::sync::OnceLock<DebugHandle> = std::sync::OnceLock::new();
+
+/// Installs the process's log subscriber (stderr) at debug level `debug`; [`set_debug_level`]
+/// changes the level later. A second call does nothing.
+pub fn init_tracing(debug: u32) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(level_filter(debug));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(io::stderr)
+        .with_target(false);
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init()
+        .is_ok()
+    {
+        let _ = DEBUG_HANDLE.set(handle);
+    }
+}
+
+/// Changes the log level set by [`init_tracing`] (`debug N`).
+pub fn set_debug_level(debug: u32) {
+    if let Some(h) = DEBUG_HANDLE.get() {
+        let _ = h.modify(|f| *f = level_filter(debug));
+    }
+}
+
+/// The daemon's [`Effects`]: shutdown, listener replacement, limits, request log, debug level
+/// and the Prometheus endpoint of a running pen.
+pub struct Runtime {
+    shared: SharedState,
+    shutdown: Arc<tokio::sync::Notify>,
+    listeners: tokio::sync::mpsc::UnboundedSender<crate::daemon::OpenListener>,
+    limits: crate::proxy::tcp::Limits,
+    sizes: std::sync::Mutex<(usize, usize)>,
+    control: std::sync::OnceLock<std::sync::Weak<Control>>,
+    prometheus: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Runtime {
+    /// `shutdown` is notified by `exit`; new listeners (`listen`) arrive on `listeners`;
+    /// `limits` are the data path's semaphores, sized for the current config.
+    pub fn new(
+        shared: SharedState,
+        shutdown: Arc<tokio::sync::Notify>,
+        listeners: tokio::sync::mpsc::UnboundedSender<crate::daemon::OpenListener>,
+        limits: crate::proxy::tcp::Limits,
+    ) -> Runtime {
+        let sizes = {
+            let g = lock(&shared);
+            (g.config.conn_max, g.config.pending_max)
+        };
+        Runtime {
+            shared,
+            shutdown,
+            listeners,
+            limits,
+            sizes: std::sync::Mutex::new(sizes),
+            control: std::sync::OnceLock::new(),
+            prometheus: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Tells the runtime which control plane serves the Prometheus endpoint.
+    pub fn attach(&self, control: &Arc<Control>) {
+        let _ = self.control.set(Arc::downgrade(control));
+    }
+}
+
+impl Effects for Runtime {
+    fn exit(&self) {
+        tracing::info!("exit command: shutting down");
+        self.shutdown.notify_one();
+    }
+
+    fn reopen_listener(&self, addr: &ListenAddr) -> Result<(), String> {
+        let mut cfg = lock(&self.shared).config.clone();
+        let resolved = match addr {
+            ListenAddr::Name { host, port } => {
+                use std::net::ToSocketAddrs as _;
+                let sa = (host.as_str(), *port)
+                    .to_socket_addrs()
+                    .map_err(|e| format!("cannot resolve {host:?}: {e}"))?
+                    .next()
+                    .ok_or_else(|| format!("{host:?} has no address"))?;
+                ListenAddr::Inet(sa)
+            }
+            other => other.clone(),
+        };
+        cfg.listen = Some(resolved);
+        let l = crate::daemon::open_listener(&cfg).map_err(|e| e.message)?;
+        self.listeners
+            .send(l)
+            .map_err(|_| "pen is shutting down".to_string())
+    }
+
+    fn reopen_log(&self, target: Option<&str>) -> Result<(), String> {
+        crate::reqlog::reopen(target)
+    }
+
+    fn set_debug(&self, level: u32) {
+        set_debug_level(level);
+    }
+
+    fn set_limits(&self, conn_max: usize, pending_max: usize) {
+        let mut sizes = self
+            .sizes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (old_conn, old_pending) = *sizes;
+        if conn_max > old_conn {
+            self.limits.conn_slots.add_permits(conn_max - old_conn);
+        }
+        if pending_max > old_pending {
+            self.limits.pending.add_permits(pending_max - old_pending);
+        } else if pending_max < old_pending {
+            self.limits
+                .pending
+                .forget_permits(old_pending - pending_max);
+        }
+        *sizes = (conn_max.max(old_conn), pending_max);
+    }
+
+    fn set_prometheus(&self, addr: Option<SocketAddr>) -> Result<(), String> {
+        let mut slot = self
+            .prometheus
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(addr) = addr else {
+            if let Some(h) = slot.take() {
+                h.abort();
+            }
+            return Ok(());
+        };
+        let control = self
+            .control
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .ok_or_else(|| "the control plane is not running".to_string())?;
+        let l = crate::proxy::sockets::listen_tcp(addr, 50)
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let l = TcpListener::from_std(l).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        if let Some(h) = slot.take() {
+            h.abort();
+        }
+        *slot = Some(tokio::spawn(async move {
+            if let Err(e) = serve_prometheus(l, control).await {
+                tracing::warn!("prometheus endpoint {addr}: {e}");
+            }
+        }));
+        Ok(())
+    }
 }
 
 #[cfg(test)]
