@@ -217,6 +217,40 @@ impl EngineConfig {
     }
 }
 
+/// Builds the engine's configuration from pen's own arguments (without `argv[0]`), as the blog
+/// command lines give them: `-r -O "dsr_if eth1" 192.168.100.1:0 192.168.100.3 ...`. Parsing
+/// is pure ([`crate::cli::parse`]); `-F` files are not read, and `dsr_if` may be left out.
+pub fn config_from_pen_args(
+    args: &[String],
+    mac: Mac,
+    isn_key: [u8; 16],
+) -> Result<EngineConfig, String> {
+    let parsed = crate::cli::parse(args.iter().cloned()).map_err(|e| e.message)?;
+    let mut cfg = parsed.config;
+    if cfg.dsr_if.is_none() {
+        cfg.dsr_if = Some("offline".into());
+    }
+    crate::cli::finish_startup(&mut cfg, &parsed.servers).map_err(|e| e.message)?;
+    EngineConfig::from_config(&cfg, mac, isn_key)
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff` (or `-` separated).
+pub fn parse_mac(s: &str) -> Result<Mac, String> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    let bad = || format!("bad MAC address {s:?}; expected six hex bytes like 02:00:00:00:00:01");
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut m = [0u8; 6];
+    for (o, p) in m.iter_mut().zip(&parts) {
+        if p.is_empty() || p.len() > 2 {
+            return Err(bad());
+        }
+        *o = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    Ok(m)
+}
+
 /// Why a frame was ignored (well-formed, but not something the engine handles).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IgnoreReason {
@@ -1058,6 +1092,34 @@ mod tests {
         });
         let e = EngineConfig::from_config(&c, MAC, [0; 16]).unwrap_err();
         assert!(e.contains("web1"), "{e}");
+    }
+
+    #[test]
+    fn pen_args_of_the_wiki_dsr_example_build_a_config() {
+        let args: Vec<String> = "-r -O dsr_if=eth1 192.168.100.1:0 192.168.100.3 192.168.100.4"
+            .split(' ')
+            .map(|s| s.replace('=', " "))
+            .collect();
+        let c = config_from_pen_args(&args, MAC, [0; 16]).unwrap();
+        assert_eq!(c.vip, Ipv4Addr::new(192, 168, 100, 1));
+        assert_eq!(c.port, 0);
+        assert!(c.per_flow && !c.udp);
+        assert_eq!(c.backends.len(), 2);
+        assert_eq!(c.backends[1].ip, Some(Ipv4Addr::new(192, 168, 100, 4)));
+    }
+
+    #[test]
+    fn mac_parsing_names_the_bad_input() {
+        assert_eq!(
+            parse_mac("02:00:00:00:0a:FF").unwrap(),
+            [2, 0, 0, 0, 10, 255]
+        );
+        assert!(
+            parse_mac("02:00:00:00:0a")
+                .unwrap_err()
+                .contains("02:00:00:00:0a")
+        );
+        assert!(parse_mac("02:00:00:00:0a:zz").is_err());
     }
 
     #[test]

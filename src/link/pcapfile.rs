@@ -2,6 +2,7 @@
 //! verdict log. Deterministic: the same input, configuration and key give the same bytes.
 //!
 //! Time: `now` is the input frame's timestamp minus the first frame's (never going backwards).
+//! Before and after each input frame, everything `poll_transmit(now)` returns is written.
 //! Output frames carry the input's first timestamp plus `now`, in a little-endian
 //! microsecond pcap with snaplen 65535, so golden files are the same on every machine.
 //!
@@ -93,14 +94,7 @@ pub fn replay<R: Read, W: Write, L: Write>(
         let b = *base.get_or_insert(pkt.timestamp);
         now = now.max(pkt.timestamp.saturating_sub(b));
         let ts = b.saturating_add(now);
-        while let Some(t) = engine.poll_transmit(now) {
-            writeln!(log, "- {} out {} len={}", secs(now), t.kind, t.frame.len())
-                .map_err(|e| out_err(&e))?;
-            writer
-                .write_packet(&PcapPacket::new(ts, t.frame.len() as u32, &t.frame))
-                .map_err(|e| out_err(&e))?;
-            n_out += 1;
-        }
+        n_out += drain(engine, now, ts, &mut writer, log)?;
         buf.clear();
         buf.extend_from_slice(&pkt.data);
         let v = engine.process(now, &mut buf);
@@ -113,15 +107,7 @@ pub fn replay<R: Read, W: Write, L: Write>(
                 .map_err(|e| out_err(&e))?;
             n_out += 1;
         }
-    }
-    let ts = base.unwrap_or_default().saturating_add(now);
-    while let Some(t) = engine.poll_transmit(now) {
-        writeln!(log, "- {} out {} len={}", secs(now), t.kind, t.frame.len())
-            .map_err(|e| out_err(&e))?;
-        writer
-            .write_packet(&PcapPacket::new(ts, t.frame.len() as u32, &t.frame))
-            .map_err(|e| out_err(&e))?;
-        n_out += 1;
+        n_out += drain(engine, now, ts, &mut writer, log)?;
     }
     writeln!(log, "# {}", engine.counters()).map_err(|e| out_err(&e))?;
     writer.into_writer().flush().map_err(|e| out_err(&e))?;
@@ -130,6 +116,27 @@ pub fn replay<R: Read, W: Write, L: Write>(
         frames_out: n_out,
         counters: engine.counters().clone(),
     })
+}
+
+/// Writes what the engine has due at `now` (timers, released frames); returns how many.
+fn drain<W: Write, L: Write>(
+    engine: &mut Engine,
+    now: Duration,
+    ts: Duration,
+    writer: &mut PcapWriter<W>,
+    log: &mut L,
+) -> Result<u64, ReplayError> {
+    let out_err = |e: &dyn fmt::Display| ReplayError::Output(format!("cannot write output: {e}"));
+    let mut n = 0;
+    while let Some(t) = engine.poll_transmit(now) {
+        writeln!(log, "- {} out {} len={}", secs(now), t.kind, t.frame.len())
+            .map_err(|e| out_err(&e))?;
+        writer
+            .write_packet(&PcapPacket::new(ts, t.frame.len() as u32, &t.frame))
+            .map_err(|e| out_err(&e))?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// Writes `frames` (timestamp, bytes) as a pcap file with [`output_header`] (fixtures, tests).
@@ -155,4 +162,92 @@ pub fn read_frames<R: Read>(input: R) -> Result<Vec<(Duration, Vec<u8>)>, Replay
         v.push((p.timestamp, p.data.into_owned()));
     }
     Ok(v)
+}
+
+/// Splits a command line into words as a POSIX shell would for plain words, `'single'` and
+/// `"double"` quotes (with `\` escapes outside single quotes). Typographic quotes (`“…”`, as in
+/// blog posts) count as double quotes. Used for `pen-sim --config "<pen args>"`.
+pub fn split_args(s: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(x) => cur.push(x),
+                        None => return Err(format!("unterminated ' quote in {s:?}")),
+                    }
+                }
+            }
+            '"' | '“' | '”' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"' | '“' | '”') => break,
+                        Some('\\') => match chars.next() {
+                            Some(x) => cur.push(x),
+                            None => return Err(format!("unterminated \" quote in {s:?}")),
+                        },
+                        Some(x) => cur.push(x),
+                        None => return Err(format!("unterminated \" quote in {s:?}")),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                if let Some(x) = chars.next() {
+                    cur.push(x);
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    Ok(words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_args_handles_quotes_like_a_shell() {
+        assert_eq!(
+            split_args(r#"-df -O "acl 1 permit 192.168.2.11" -O 'tarpit_acl 1' a\ b"#).unwrap(),
+            [
+                "-df",
+                "-O",
+                "acl 1 permit 192.168.2.11",
+                "-O",
+                "tarpit_acl 1",
+                "a b"
+            ]
+        );
+        assert_eq!(
+            split_args("-O “dsr_if eth1” 10.0.0.1:80").unwrap(),
+            ["-O", "dsr_if eth1", "10.0.0.1:80"]
+        );
+        assert_eq!(split_args(r#""""#).unwrap(), [""]);
+        assert!(
+            split_args("-O \"open")
+                .unwrap_err()
+                .contains("unterminated")
+        );
+    }
 }
