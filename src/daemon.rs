@@ -3,9 +3,11 @@
 //! Start-up order (C Pen's, except that the listener is opened before detaching so that its
 //! errors reach the terminal): `-F` file → command-line backends over slots 0..n-1 → resolve
 //! host names (once, first getaddrinfo result) → balancer → open the listener → daemonize
-//! unless `-f` → pid file → chroot / drop privileges → tokio runtime → serve until SIGTERM or
-//! SIGINT (clean exit, pid file removed). SIGPIPE is ignored; SIGHUP and SIGUSR1 are caught
-//! (logged) so that they do not kill pen before the control plane handles them.
+//! unless `-f` → pid file → chroot / drop privileges → tokio runtime → start-up runtime
+//! commands (`-O "server 0 blacklist 10"`, queries) through the control plane → serve until
+//! SIGTERM, SIGINT or `exit` (clean exit, pid file removed). The `-C` control socket is opened
+//! with the listener (refused as root without `-u`, as C Pen). SIGHUP re-reads the `-F` file,
+//! SIGUSR1 writes the statistics (`ctl::server`); SIGPIPE is ignored.
 
 use std::ffi::CString;
 use std::fmt;
@@ -18,10 +20,12 @@ use std::time::Duration;
 use crate::cli::{self, Cli};
 use crate::config::{BackendAddr, Config, HostSpec, ListenAddr, ServerConfig};
 use crate::ctl::apply::apply_file;
-use crate::ctl::command::{Command, ServerCmd};
+use crate::ctl::command::Command;
+use crate::ctl::server::{self as ctl_server, Control, Effects};
 use crate::proxy::sockets;
-use crate::proxy::tcp::{self, Limits, Listener};
+use crate::proxy::tcp::{self, ConnTable, Limits, Listener};
 use crate::proxy::{Shared, SharedState};
+use crate::stats::ConnRow;
 
 /// A start-up or run-time failure of the daemon. Displays one line naming the offending input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,9 +74,12 @@ pub fn run(cli: Cli) -> Result<(), DaemonError> {
     cli::finish_startup(&mut config, &servers).map_err(|e| err(e.message))?;
     warn_unsupported(&config);
 
-    let mut shared = build_shared(config)?;
-    run_startup_commands(&mut shared, &deferred)?;
+    let shared = build_shared(config)?;
     let listener = open_listener(&shared.config)?;
+    let control = match &shared.config.control {
+        Some(c) => Some(open_control(c, &shared.config)?),
+        None => None,
+    };
     let pid_file = match &shared.config.pid_file {
         Some(p) => Some(absolute(p)?),
         None => None,
@@ -84,7 +91,8 @@ pub fn run(cli: Cli) -> Result<(), DaemonError> {
         std::fs::write(p, format!("{}\n", std::process::id()))
             .map_err(|e| err(format!("pen: cannot write pid file {}: {e}", p.display())))?;
     }
-    let result = drop_privileges(&shared.config).and_then(|()| serve(shared, listener));
+    let result =
+        drop_privileges(&shared.config).and_then(|()| serve(shared, listener, control, deferred));
     if let Some(p) = &pid_file {
         let _ = std::fs::remove_file(p);
     }
@@ -112,34 +120,23 @@ fn read_config_file(config: &mut Config, path: &Path) -> Result<Vec<Command>, Da
     Ok(outcome.runtime)
 }
 
-/// Runs the runtime commands of `-o`/`-O` and the `-F` file that make sense before serving:
-/// `server N ... blacklist T` blacklists slot N for T seconds (0 clears). Queries and other
-/// actions need the control plane and are reported as not run.
-fn run_startup_commands(shared: &mut Shared, cmds: &[Command]) -> Result<(), DaemonError> {
-    for cmd in cmds {
-        match cmd {
-            Command::Server(ServerCmd {
-                index,
-                blacklist: Some(secs),
-                ..
-            }) => shared
-                .balancer
-                .blacklist(*index, *secs, crate::proxy::now())
-                .map_err(|e| err(format!("pen: {cmd}: {e}")))?,
-            _ => tracing::warn!(
-                "command {:?} needs the control plane; not run at start-up",
-                cmd.to_string()
-            ),
-        }
+/// Opens the `-C` control socket. As C Pen, pen refuses it when running as root without
+/// `-u` (`-u root` forces it): anyone who can reach it can reconfigure pen.
+fn open_control(spec: &str, cfg: &Config) -> Result<ctl_server::StdListener, DaemonError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 && cfg.user.is_none() {
+        return Err(err(format!(
+            "pen: refusing to open the control socket -C {spec} as root; add -u user (-u root forces it)"
+        )));
     }
-    Ok(())
+    let addr = ctl_server::ControlAddr::parse(spec).map_err(|e| err(format!("pen: -C: {e}")))?;
+    ctl_server::open(&addr)
+        .map_err(|e| err(format!("pen: cannot open the control socket {spec}: {e}")))
 }
 
 fn warn_unsupported(cfg: &Config) {
-    let unsupported: [(&str, bool); 6] = [
-        ("-C (control socket)", cfg.control.is_some()),
+    let unsupported: [(&str, bool); 4] = [
         ("-l (request log)", cfg.log.is_some()),
-        ("-w (web stats)", cfg.web_stats.is_some()),
         ("-H / http (X-Forwarded-For)", cfg.http),
         ("-E (TLS termination)", cfg.tls.cert.is_some()),
         ("transparent", cfg.transparent),
@@ -365,18 +362,76 @@ fn lookup_user(name: &str) -> Result<(String, libc::uid_t, libc::gid_t), DaemonE
     }
 }
 
-/// Builds the runtime and serves until SIGTERM/SIGINT or a fatal listener error.
-fn serve(shared: Shared, listener: OpenListener) -> Result<(), DaemonError> {
+/// What the control plane can ask of the running daemon.
+struct DaemonEffects {
+    exit: Arc<tokio::sync::Notify>,
+    limits: Limits,
+    /// Current sizes of the two semaphores (`conn_max`, `pending_max`).
+    sizes: Mutex<(usize, usize)>,
+    conns: Arc<ConnTable>,
+}
+
+/// Grows `sem` by adding permits, or shrinks it by forgetting free ones (permits held by open
+/// connections come back and stay usable: the table shrinks as far as it can now). Returns the
+/// size now in effect.
+fn resize(sem: &tokio::sync::Semaphore, old: usize, new: usize) -> usize {
+    let new = new.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+    if new >= old {
+        sem.add_permits(new - old);
+        new
+    } else {
+        old - sem.forget_permits(old - new)
+    }
+}
+
+impl Effects for DaemonEffects {
+    fn exit(&self) {
+        self.exit.notify_one();
+    }
+
+    fn close_connection(&self, n: usize) -> bool {
+        self.conns.close(n)
+    }
+
+    fn set_limits(&self, conn_max: usize, pending_max: usize) {
+        let mut sizes = self
+            .sizes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (c, p) = *sizes;
+        *sizes = (
+            resize(&self.limits.conn_slots, c, conn_max),
+            resize(&self.limits.pending, p, pending_max),
+        );
+    }
+
+    fn connections(&self) -> Vec<ConnRow> {
+        self.conns.rows()
+    }
+}
+
+/// Builds the runtime and serves until SIGTERM/SIGINT, `exit`, or a fatal listener error.
+fn serve(
+    shared: Shared,
+    listener: OpenListener,
+    control: Option<ctl_server::StdListener>,
+    startup: Vec<Command>,
+) -> Result<(), DaemonError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| err(format!("pen: cannot start the runtime: {e}")))?;
-    let result = rt.block_on(serve_async(shared, listener));
+    let result = rt.block_on(serve_async(shared, listener, control, startup));
     rt.shutdown_timeout(Duration::from_millis(200));
     result
 }
 
-async fn serve_async(shared: Shared, listener: OpenListener) -> Result<(), DaemonError> {
+async fn serve_async(
+    shared: Shared,
+    listener: OpenListener,
+    control_listener: Option<ctl_server::StdListener>,
+    startup: Vec<Command>,
+) -> Result<(), DaemonError> {
     use tokio::signal::unix::{SignalKind, signal};
     let sig = |k: SignalKind, name: &str| {
         signal(k).map_err(|e| err(format!("pen: cannot install the {name} handler: {e}")))
@@ -391,18 +446,50 @@ async fn serve_async(shared: Shared, listener: OpenListener) -> Result<(), Daemo
         .listen
         .as_ref()
         .map_or_else(String::new, ToString::to_string);
+    let config_file = shared.config.config_file.clone();
     let limits = Limits::new(&shared.config);
+    let conns = Arc::new(ConnTable::default());
+    let exit = Arc::new(tokio::sync::Notify::new());
+    let effects = DaemonEffects {
+        exit: exit.clone(),
+        limits: limits.clone(),
+        sizes: Mutex::new((
+            limits.conn_slots.available_permits(),
+            limits.pending.available_permits(),
+        )),
+        conns: conns.clone(),
+    };
     let state: SharedState = Arc::new(Mutex::new(shared));
+    let control = Control::new(state.clone(), Arc::new(effects));
+
+    // `-o`/`-O` and `-F` commands that act on running state run now, in order.
+    for cmd in &startup {
+        let reply = control.run(cmd).await;
+        tracing::info!(
+            "start-up command {:?}: {}",
+            cmd.to_string(),
+            reply.trim_end()
+        );
+    }
+    if let Some(l) = control_listener {
+        let control = control.clone();
+        tokio::spawn(async move {
+            if let Err(e) = ctl_server::serve(l, control).await {
+                tracing::error!("control socket stopped: {e}");
+            }
+        });
+    }
+
     let fail = |e: io::Error| err(format!("pen: listener {listen_text}: {e}"));
     let server = async {
         match listener {
             OpenListener::Tcp(l) => {
                 let l = tokio::net::TcpListener::from_std(l).map_err(fail)?;
-                tcp::serve(Listener::Tcp(l), state.clone(), limits).await
+                tcp::serve(Listener::Tcp(l), state.clone(), limits, conns).await
             }
             OpenListener::Unix(l) => {
                 let l = sockets::unix_listener_to_tokio(l).map_err(fail)?;
-                tcp::serve(Listener::Unix(l), state.clone(), limits).await
+                tcp::serve(Listener::Unix(l), state.clone(), limits, conns).await
             }
             OpenListener::Udp(s) => {
                 let s = tokio::net::UdpSocket::from_std(s).map_err(fail)?;
@@ -427,8 +514,19 @@ async fn serve_async(shared: Shared, listener: OpenListener) -> Result<(), Daemo
                 tracing::info!("SIGINT: exiting");
                 return Ok(());
             }
-            _ = hup.recv() => tracing::warn!("SIGHUP: reload is not implemented yet; ignored"),
-            _ = usr1.recv() => tracing::warn!("SIGUSR1: statistics are not implemented yet; ignored"),
+            () = exit.notified() => {
+                tracing::info!("exit command: exiting");
+                return Ok(());
+            }
+            _ = hup.recv() => match &config_file {
+                Some(path) => {
+                    for problem in control.apply_config_file(path).await {
+                        tracing::warn!("SIGHUP: {problem}");
+                    }
+                }
+                None => tracing::info!("SIGHUP: no -F file to re-read"),
+            },
+            _ = usr1.recv() => control.usr1().await,
         }
     }
 }
@@ -496,24 +594,6 @@ mod tests {
         let mut cfg = Config::default();
         let e = read_config_file(&mut cfg, &f).unwrap_err();
         assert!(e.message.contains(&format!("{}:2:", f.display())), "{e}");
-    }
-
-    #[test]
-    fn startup_server_blacklist_command_blacklists_the_slot() {
-        let cfg = Config {
-            servers: vec![ServerConfig {
-                host: Some(HostSpec::Ip("127.0.0.1".parse().unwrap())),
-                port: 80,
-                ..ServerConfig::default()
-            }],
-            ..Config::default()
-        };
-        let mut shared = build_shared(cfg).unwrap();
-        let cmd = crate::ctl::command::parse("server 0 blacklist 60")
-            .unwrap()
-            .unwrap();
-        run_startup_commands(&mut shared, &[cmd]).unwrap();
-        assert!(shared.balancer.is_blacklisted(0, crate::proxy::now()));
     }
 
     #[test]

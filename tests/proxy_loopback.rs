@@ -460,3 +460,59 @@ fn idle_timeout_closes_a_silent_connection() {
         "closed after {took:?}, expected about 1 s"
     );
 }
+
+fn control(port: u16, line: &str) -> String {
+    let mut s = connect_from(None, listen(port)).unwrap();
+    s.write_all(format!("{line}\n").as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn control_socket_as_root_needs_u() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(
+        root,
+        "this test checks C Pen's root rule and must run as root"
+    );
+    let c = free_port().to_string();
+    let l = format!("127.0.0.1:{}", free_port());
+    let f = pen_fails(&["-f", "-C", &c, &l, "127.0.0.1:80"]);
+    assert_eq!(f.code, Some(1));
+    assert!(f.stderr.contains("-u"), "{}", f.stderr);
+}
+
+#[test]
+fn control_socket_closes_a_connection_and_exits_with_x() {
+    let b1 = Backend::start("b1", C1);
+    let cport = free_port();
+    let c = format!("127.0.0.1:{cport}");
+    let (mut pen, addr) = pen_with(&["-u", "root", "-X", "-C", &c, "-t", "1"], &[&b1.spec]);
+    assert!(wait_until(|| tcp_listening(cport)));
+    // A silent client: pen connects upstream, nothing moves.
+    let mut s = connect_from(Some(ip(C1)), addr).unwrap();
+    assert!(wait_until(|| b1.hits() == 1));
+    assert!(wait_until(
+        || control(cport, "connection 0").contains("127.0.0.1")
+    ));
+    control(cport, "close 0");
+    let start = Instant::now();
+    let mut buf = [0u8; 8];
+    assert_eq!(s.read(&mut buf).unwrap_or(0), 0, "closed client got data");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "close 0 did not close"
+    );
+    control(cport, "exit");
+    let deadline = Instant::now() + STEP;
+    let code = loop {
+        if let Some(st) = pen.child.try_wait().unwrap() {
+            break st.code();
+        }
+        assert!(Instant::now() < deadline, "pen did not exit on `exit`");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(code, Some(0));
+}

@@ -59,6 +59,11 @@ impl AsFd for Stream {
 }
 
 impl Stream {
+    /// The raw descriptor number (for reports only).
+    pub fn as_fd_raw(&self) -> i32 {
+        self.as_fd().as_raw_fd()
+    }
+
     async fn readable(&self) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.readable().await,

@@ -11,11 +11,12 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::AbortHandle;
 
 use crate::acl::canonical;
 use crate::config::{BackendAddr, Config};
@@ -23,6 +24,7 @@ use crate::proxy::forward::{Counters, Options as ForwardOptions, Stream, forward
 use crate::proxy::sockets::{self, UpstreamOptions};
 use crate::proxy::{SharedState, lock, now};
 use crate::select::{Client, Target};
+use crate::stats::ConnRow;
 
 /// A listening socket the accept loop serves.
 #[derive(Debug)]
@@ -83,6 +85,132 @@ impl Limits {
     }
 }
 
+/// The open connections, by slot number (`connection N`, `close N`, status pages). Slots are
+/// reused lowest-freed-first; an entry lives from accept to close.
+#[derive(Debug, Default)]
+pub struct ConnTable {
+    inner: Mutex<TableInner>,
+}
+
+#[derive(Debug, Default)]
+struct TableInner {
+    slots: Vec<Option<ConnEntry>>,
+    free: Vec<usize>,
+}
+
+#[derive(Debug)]
+struct ConnEntry {
+    client: String,
+    downfd: i32,
+    upfd: i32,
+    target: Option<Target>,
+    counters: Arc<Counters>,
+    abort: Option<AbortHandle>,
+}
+
+impl ConnTable {
+    fn lock(&self) -> MutexGuard<'_, TableInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn insert(&self, entry: ConnEntry) -> usize {
+        let mut t = self.lock();
+        match t.free.pop() {
+            Some(i) => {
+                if let Some(slot) = t.slots.get_mut(i) {
+                    *slot = Some(entry);
+                }
+                i
+            }
+            None => {
+                t.slots.push(Some(entry));
+                t.slots.len() - 1
+            }
+        }
+    }
+
+    fn update(&self, idx: usize, f: impl FnOnce(&mut ConnEntry)) {
+        if let Some(Some(e)) = self.lock().slots.get_mut(idx) {
+            f(e);
+        }
+    }
+
+    fn remove(&self, idx: usize) {
+        let mut t = self.lock();
+        if let Some(slot) = t.slots.get_mut(idx)
+            && slot.take().is_some()
+        {
+            t.free.push(idx);
+        }
+    }
+
+    /// `close N`: ends connection N (both sockets closed, byte counts reported). Returns
+    /// whether it existed.
+    pub fn close(&self, idx: usize) -> bool {
+        let t = self.lock();
+        match t.slots.get(idx) {
+            Some(Some(e)) => {
+                if let Some(a) = &e.abort {
+                    a.abort();
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Number of open connections.
+    pub fn len(&self) -> usize {
+        self.lock().slots.iter().flatten().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The open connections for the reports.
+    pub fn rows(&self) -> Vec<ConnRow> {
+        let t = self.lock();
+        t.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(index, e)| {
+                let e = e.as_ref()?;
+                Some(ConnRow {
+                    index,
+                    downfd: e.downfd,
+                    upfd: e.upfd,
+                    pending_down: 0,
+                    pending_up: 0,
+                    client: e.client.clone(),
+                    server: match e.target {
+                        None => -1,
+                        Some(Target::Server(i)) => i64::try_from(i).unwrap_or(i64::MAX),
+                        Some(Target::Emergency) => -2,
+                        Some(Target::Abuse) => -3,
+                    },
+                    sx: e.counters.to_server(),
+                    rx: e.counters.from_server(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Removes a connection's table entry when its task ends (however it ends).
+struct Registered<'a> {
+    table: &'a ConnTable,
+    idx: usize,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.table.remove(self.idx);
+    }
+}
+
 /// Per-connection settings, copied out of the `Config` under the lock.
 #[derive(Debug, Clone, Copy)]
 struct ConnSettings {
@@ -114,7 +242,13 @@ impl ConnSettings {
 
 /// The accept loop: runs until the listener fails for good (it never returns `Ok`).
 /// Transient accept errors (out of fds, aborted handshakes) are logged and retried.
-pub async fn serve(listener: Listener, shared: SharedState, limits: Limits) -> io::Result<()> {
+/// Every connection is listed in `conns` while it is open.
+pub async fn serve(
+    listener: Listener,
+    shared: SharedState,
+    limits: Limits,
+    conns: Arc<ConnTable>,
+) -> io::Result<()> {
     loop {
         let Ok(slot) = limits.conn_slots.clone().acquire_owned().await else {
             return Err(io::Error::other("connection table closed"));
@@ -132,13 +266,41 @@ pub async fn serve(listener: Listener, shared: SharedState, limits: Limits) -> i
             }
         };
         tracing::debug!("accepted {who}");
+        let counters = Arc::new(Counters::default());
+        let idx = conns.insert(ConnEntry {
+            client: who.clone(),
+            downfd: stream.as_fd_raw(),
+            upfd: -1,
+            target: None,
+            counters: counters.clone(),
+            abort: None,
+        });
         let shared = shared.clone();
         let pending = limits.pending.clone();
-        tokio::spawn(async move {
-            handle(stream, client, &who, shared, pending).await;
+        let table = conns.clone();
+        let task = tokio::spawn(async move {
+            let _registered = Registered { table: &table, idx };
+            let conn = Conn {
+                who: &who,
+                client,
+                idx,
+                table: &table,
+                counters: &counters,
+            };
+            handle(stream, conn, shared, pending).await;
             drop(slot);
         });
+        conns.update(idx, |e| e.abort = Some(task.abort_handle()));
     }
+}
+
+/// Identity and bookkeeping of one connection.
+struct Conn<'a> {
+    who: &'a str,
+    client: Client,
+    idx: usize,
+    table: &'a ConnTable,
+    counters: &'a Counters,
 }
 
 fn accept_error_is_transient(e: &io::Error) -> bool {
@@ -155,11 +317,11 @@ fn accept_error_is_transient(e: &io::Error) -> bool {
 /// One client connection, from selection to close.
 async fn handle(
     client_stream: Stream,
-    client: Client,
-    who: &str,
+    conn: Conn<'_>,
     shared: SharedState,
     pending: Arc<Semaphore>,
 ) {
+    let (who, client) = (conn.who, conn.client);
     let (candidates, settings) = {
         let mut g = lock(&shared);
         let candidates = g.balancer.select(&client, now());
@@ -181,14 +343,19 @@ async fn handle(
         tracing::debug!("{who}: every candidate failed; closing the client");
         return;
     };
-    let counters = Counters::default();
+    let upfd = upstream.as_fd_raw();
+    conn.table.update(conn.idx, |e| {
+        e.target = Some(target);
+        e.upfd = upfd;
+    });
+    let counters = conn.counters;
     let established = Established {
         shared: &shared,
         target,
         client,
-        counters: &counters,
+        counters,
     };
-    match forward(&client_stream, &upstream, &settings.forward, &counters).await {
+    match forward(&client_stream, &upstream, &settings.forward, counters).await {
         Ok(ending) => tracing::debug!(
             "{who}: {ending:?}; {} bytes to {target:?}, {} back",
             counters.to_server(),
@@ -314,6 +481,30 @@ mod tests {
         let c = client_of("[::ffff:127.0.0.2]:4000".parse().unwrap());
         assert_eq!(c.ip, Some("127.0.0.2".parse().unwrap()));
         assert_eq!(c.port, 4000);
+    }
+
+    #[test]
+    fn conn_table_reuses_freed_slots_and_reports_rows() {
+        let t = ConnTable::default();
+        let entry = |c: &str| ConnEntry {
+            client: c.to_string(),
+            downfd: 7,
+            upfd: -1,
+            target: None,
+            counters: Arc::new(Counters::default()),
+            abort: None,
+        };
+        let a = t.insert(entry("a"));
+        let b = t.insert(entry("b"));
+        assert_eq!((a, b), (0, 1));
+        t.update(b, |e| e.target = Some(Target::Emergency));
+        t.remove(a);
+        assert!(!t.close(a), "a removed slot cannot be closed");
+        assert_eq!(t.insert(entry("c")), 0);
+        let rows = t.rows();
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[1].client.as_str(), rows[1].server), ("b", -2));
+        assert_eq!(t.len(), 2);
     }
 
     #[test]
