@@ -1,0 +1,815 @@
+//! pen-lab's pure parts, no root needed: scenario validation, references, frame decoding and
+//! every expectation kind over the pcap fixtures in captures/fixtures/.
+//!
+//! The fixtures are produced by `generate_*` below. `PENLAB_REGEN_FIXTURES=1 cargo test -p
+//! pen-lab --test model` rewrites them; otherwise `fixtures_match_their_generator` checks that
+//! the committed files are exactly what the generator makes.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use etherparse::{PacketBuilder, TcpOptionElement};
+use pcap_file::pcap::{PcapPacket, PcapWriter};
+use pen_lab::decode::{self, FrameInfo, read_pcap};
+use pen_lab::expect::{Outcome, evaluate};
+use pen_lab::scenario::{self, ScenarioErrors, StepKindP, parse_str};
+
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
+const PEN_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+const WEB1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x03];
+const WEB2_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x04];
+const CLIENT: [u8; 4] = [10, 71, 0, 10];
+const CLIENT2: [u8; 4] = [10, 71, 0, 11];
+const PEN: [u8; 4] = [10, 71, 0, 2];
+const WEB1: [u8; 4] = [10, 71, 0, 3];
+const WEB2: [u8; 4] = [10, 71, 0, 4];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn fixture(name: &str) -> PathBuf {
+    root().join("captures/fixtures").join(name)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixture generator
+// ---------------------------------------------------------------------------------------------
+
+fn arp(op: u16, smac: [u8; 6], sip: [u8; 4], tmac: [u8; 6], tip: [u8; 4], dst: [u8; 6]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&smac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4]);
+    f.extend_from_slice(&op.to_be_bytes());
+    f.extend_from_slice(&smac);
+    f.extend_from_slice(&sip);
+    f.extend_from_slice(&tmac);
+    f.extend_from_slice(&tip);
+    f.resize(60, 0); // Ethernet minimum, as on the wire
+    f
+}
+
+#[derive(Clone, Copy, Default)]
+struct Flags {
+    syn: bool,
+    ack: bool,
+    rst: bool,
+    psh: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn tcp4(
+    smac: [u8; 6],
+    dmac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    fl: Flags,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(smac, dmac)
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, 1000, 64240);
+    if fl.syn {
+        b = b.syn();
+    }
+    if fl.ack {
+        b = b.ack(5000);
+    }
+    if fl.rst {
+        b = b.rst();
+    }
+    if fl.psh {
+        b = b.psh();
+    }
+    let mut out = Vec::new();
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+fn udp4(
+    smac: [u8; 6],
+    dmac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(smac, dmac)
+        .ipv4(src, dst, 64)
+        .udp(sport, dport);
+    let mut out = Vec::new();
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+fn syn() -> Flags {
+    Flags {
+        syn: true,
+        ..Flags::default()
+    }
+}
+
+/// captures/fixtures/lab-mixed.pcap: a small proxy trace plus ARP, UDP and IPv6.
+fn generate_mixed() -> Vec<Vec<u8>> {
+    let v6 = {
+        let src: [u8; 16] = "fd00::10".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let dst: [u8; 16] = "fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let b = PacketBuilder::ethernet2(CLIENT_MAC, PEN_MAC)
+            .ipv6(src, dst, 64)
+            .tcp(40100, 80, 7, 65535)
+            .syn()
+            .options(&[TcpOptionElement::MaximumSegmentSize(1440)])
+            .unwrap();
+        let mut out = Vec::new();
+        b.write(&mut out, &[]).unwrap();
+        out
+    };
+    vec![
+        // 0, 1: ARP for pen
+        arp(1, CLIENT_MAC, CLIENT, [0; 6], PEN, [0xff; 6]),
+        arp(2, PEN_MAC, PEN, CLIENT_MAC, CLIENT, CLIENT_MAC),
+        // 2: client → pen, 3: pen → web1, 4: web1 SYN+ACK
+        tcp4(CLIENT_MAC, PEN_MAC, CLIENT, PEN, 40000, 80, syn(), &[]),
+        tcp4(PEN_MAC, WEB1_MAC, PEN, WEB1, 50000, 80, syn(), &[]),
+        tcp4(
+            WEB1_MAC,
+            PEN_MAC,
+            WEB1,
+            PEN,
+            80,
+            50000,
+            Flags {
+                syn: true,
+                ack: true,
+                ..Flags::default()
+            },
+            &[],
+        ),
+        // 5: second client → pen, 6: pen → web2
+        tcp4(CLIENT_MAC, PEN_MAC, CLIENT2, PEN, 40001, 80, syn(), &[]),
+        tcp4(PEN_MAC, WEB2_MAC, PEN, WEB2, 50001, 80, syn(), &[]),
+        // 7: first client again, 8: pen → web1 again, 9: web1 refuses
+        tcp4(CLIENT_MAC, PEN_MAC, CLIENT, PEN, 40002, 80, syn(), &[]),
+        tcp4(PEN_MAC, WEB1_MAC, PEN, WEB1, 50002, 80, syn(), &[]),
+        tcp4(
+            WEB1_MAC,
+            PEN_MAC,
+            WEB1,
+            PEN,
+            80,
+            50002,
+            Flags {
+                rst: true,
+                ack: true,
+                ..Flags::default()
+            },
+            &[],
+        ),
+        // 10: data pen → web1
+        tcp4(
+            PEN_MAC,
+            WEB1_MAC,
+            PEN,
+            WEB1,
+            50000,
+            80,
+            Flags {
+                ack: true,
+                psh: true,
+                ..Flags::default()
+            },
+            b"GET / HTTP/1.1\r\n\r\n",
+        ),
+        // 11, 12: DNS through pen
+        udp4(CLIENT_MAC, PEN_MAC, CLIENT, PEN, 5353, 53, &[0x12; 30]),
+        udp4(PEN_MAC, CLIENT_MAC, PEN, CLIENT, 53, 5353, &[0x34; 46]),
+        // 13: IPv6 SYN with an MSS option
+        v6,
+    ]
+}
+
+/// captures/fixtures/bad-checksums.pcap: valid and broken IPv4/TCP/UDP checksums.
+fn generate_bad_checksums() -> Vec<Vec<u8>> {
+    let good = tcp4(CLIENT_MAC, PEN_MAC, CLIENT, PEN, 40000, 80, syn(), &[]);
+    let mut bad_l4 = good.clone();
+    bad_l4[14 + 20 + 16] ^= 0xff; // TCP checksum
+    let mut bad_ip = good.clone();
+    bad_ip[14 + 10] ^= 0xff; // IPv4 header checksum
+    let mut udp_zero = udp4(CLIENT_MAC, PEN_MAC, CLIENT, PEN, 5353, 53, b"abc");
+    udp_zero[14 + 20 + 6] = 0;
+    udp_zero[14 + 20 + 7] = 0; // "no checksum" is valid for UDP over IPv4
+    let mut udp_bad = udp4(CLIENT_MAC, PEN_MAC, CLIENT, PEN, 5353, 53, b"abc");
+    udp_bad[14 + 20 + 6] ^= 0x55;
+    vec![good, bad_l4, bad_ip, udp_zero, udp_bad]
+}
+
+fn pcap_bytes(frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut w = PcapWriter::new(Vec::new()).unwrap();
+    for (i, f) in frames.iter().enumerate() {
+        let ts = Duration::new(1_700_000_000, (i as u32) * 1000);
+        w.write_packet(&PcapPacket::new(ts, f.len() as u32, f))
+            .unwrap();
+    }
+    w.into_writer()
+}
+
+#[test]
+fn fixtures_match_their_generator() {
+    for (name, frames) in [
+        ("lab-mixed.pcap", generate_mixed()),
+        ("bad-checksums.pcap", generate_bad_checksums()),
+    ] {
+        let bytes = pcap_bytes(&frames);
+        let path = fixture(name);
+        if std::env::var_os("PENLAB_REGEN_FIXTURES").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        let on_disk = std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; regenerate with PENLAB_REGEN_FIXTURES=1",
+                path.display()
+            )
+        });
+        assert_eq!(
+            on_disk, bytes,
+            "{name} differs from its generator; regenerate with PENLAB_REGEN_FIXTURES=1"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+// ---------------------------------------------------------------------------------------------
+
+fn mixed() -> Vec<FrameInfo> {
+    read_pcap(&fixture("lab-mixed.pcap")).unwrap()
+}
+
+#[test]
+fn decode_arp_request_and_reply() {
+    let f = mixed();
+    let req = f[0].arp.as_ref().unwrap();
+    assert_eq!(req.op, 1);
+    assert_eq!(req.sender_mac, CLIENT_MAC);
+    assert_eq!(req.sender_ip, Ipv4Addr::from(CLIENT));
+    assert_eq!(req.target_ip, Ipv4Addr::from(PEN));
+    assert_eq!(f[0].eth_dst, Some([0xff; 6]));
+    assert_eq!(f[0].ethertype, Some(decode::ETHERTYPE_ARP));
+    let rep = f[1].arp.as_ref().unwrap();
+    assert_eq!(
+        (rep.op, rep.sender_mac, rep.target_mac),
+        (2, PEN_MAC, CLIENT_MAC)
+    );
+    assert!(
+        f[1].to_string()
+            .contains("ARP Reply 10.71.0.2 is-at 02:00:00:00:00:02")
+    );
+}
+
+#[test]
+fn decode_tcp_fields_and_flags() {
+    let f = mixed();
+    let s = &f[4];
+    assert_eq!(s.ip_src, Some(IpAddr::from(WEB1)));
+    assert_eq!((s.src_port, s.dst_port), (Some(80), Some(50000)));
+    assert_eq!(s.ttl, Some(64));
+    assert_eq!(s.proto, Some(decode::PROTO_TCP));
+    let t = s.tcp.as_ref().unwrap();
+    assert!(t.syn && t.ack && !t.rst && !t.fin);
+    assert_eq!(
+        (t.seq, t.ack_num, t.window, t.options_len),
+        (1000, 5000, 64240, 0)
+    );
+    assert_eq!(s.ip_checksum_ok, Some(true));
+    assert_eq!(s.l4_checksum_ok, Some(true));
+    assert_eq!(f[10].payload_len, 18);
+    assert!(f[10].tcp.as_ref().unwrap().psh);
+    assert!(f[9].tcp.as_ref().unwrap().rst);
+    assert!(
+        f[4].to_string()
+            .contains("IP 10.71.0.3.80 > 10.71.0.2.50000: Flags [S.]")
+    );
+}
+
+#[test]
+fn decode_udp_and_ipv6() {
+    let f = mixed();
+    assert_eq!(f[11].proto, Some(decode::PROTO_UDP));
+    assert_eq!(
+        (f[11].src_port, f[11].dst_port, f[11].payload_len),
+        (Some(5353), Some(53), 30)
+    );
+    assert_eq!(f[11].l4_checksum_ok, Some(true));
+    let v6 = &f[13];
+    assert_eq!(v6.ethertype, Some(decode::ETHERTYPE_IPV6));
+    assert_eq!(v6.ip_src, Some("fd00::10".parse().unwrap()));
+    assert_eq!(v6.ip_checksum_ok, None);
+    assert_eq!(v6.l4_checksum_ok, Some(true));
+    assert_eq!(v6.tcp.as_ref().unwrap().options_len, 4);
+    assert!(
+        v6.to_string()
+            .contains("IP6 [fd00::10].40100 > [fd00::2].80")
+    );
+}
+
+#[test]
+fn decode_reports_bad_checksums() {
+    let f = read_pcap(&fixture("bad-checksums.pcap")).unwrap();
+    let v: Vec<(Option<bool>, Option<bool>)> = f
+        .iter()
+        .map(|x| (x.ip_checksum_ok, x.l4_checksum_ok))
+        .collect();
+    assert_eq!(
+        v,
+        vec![
+            (Some(true), Some(true)),
+            (Some(true), Some(false)),
+            (Some(false), Some(true)),
+            (Some(true), Some(true)),
+            (Some(true), Some(false)),
+        ]
+    );
+    assert!(f[1].to_string().ends_with("[bad cksum]"));
+}
+
+#[test]
+fn decode_never_panics_on_truncated_frames() {
+    let frame = &generate_mixed()[4];
+    for n in 0..frame.len() {
+        let f = decode::decode(0, Duration::ZERO, &frame[..n]);
+        let _ = f.to_string();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Expectations over the fixtures
+// ---------------------------------------------------------------------------------------------
+
+const HOSTS: &str = r#"
+name = "fixture"
+[[switch]]
+name = "lan"
+[[host]]
+name = "client"
+addresses = ["10.71.0.10/24", "10.71.0.11/24"]
+[[host]]
+name = "pen"
+addresses = ["10.71.0.2/24"]
+[[host]]
+name = "web1"
+addresses = ["10.71.0.3/24"]
+[[host]]
+name = "web2"
+addresses = ["10.71.0.4/24"]
+[[link]]
+ends = ["client", "lan"]
+[[link]]
+ends = ["pen", "lan"]
+[[link]]
+ends = ["web1", "lan"]
+[[link]]
+ends = ["web2", "lan"]
+[[capture]]
+name = "cap"
+host = "pen"
+iface = "eth0"
+"#;
+
+fn fixture_macs() -> BTreeMap<(String, String), [u8; 6]> {
+    [
+        ("client", CLIENT_MAC),
+        ("pen", PEN_MAC),
+        ("web1", WEB1_MAC),
+        ("web2", WEB2_MAC),
+    ]
+    .into_iter()
+    .map(|(h, m)| ((h.to_string(), "eth0".to_string()), m))
+    .collect()
+}
+
+/// Compiles one `[[expect]]` body against the fixture hosts (with their real MACs) and runs it.
+fn check(expect_body: &str, frames: &[FrameInfo]) -> Outcome {
+    let text = format!("{HOSTS}\n[[expect]]\ncapture = \"cap\"\n{expect_body}\n");
+    let sc = parse_str(&text, "fixture.toml").unwrap();
+    let plan = sc
+        .plan("fixture.toml", "fixture", Some(fixture_macs()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    evaluate(&plan.expects[0].kind, frames)
+}
+
+#[test]
+fn count_exact_min_max() {
+    let f = mixed();
+    let syn80 = r#"match = { dst_port = 80, syn = true, ack = false }"#;
+    assert!(check(&format!("count = {{ {syn80}, exact = 7 }}"), &f).pass);
+    let o = check(&format!("count = {{ {syn80}, max = 5 }}"), &f);
+    assert!(!o.pass);
+    assert_eq!(o.offending, vec![2, 3, 5, 6, 7, 8, 13]);
+    assert!(o.detail.contains("expected at most 5"), "{}", o.detail);
+    assert!(!check(&format!("count = {{ {syn80}, min = 8 }}"), &f).pass);
+    assert!(
+        check(
+            r#"count = { match = { arp_op = "request", arp_target_ip = "{ip.pen}" }, exact = 1 }"#,
+            &f
+        )
+        .pass
+    );
+    assert!(
+        check(
+            r#"count = { match = { ethertype = "ipv6" }, exact = 1 }"#,
+            &f
+        )
+        .pass
+    );
+}
+
+#[test]
+fn every_also_names_offending_frames() {
+    let f = mixed();
+    let ok = check(
+        r#"every = { match = { ip_dst = ["{ip.web1}", "{ip.web2}"], syn = true, ack = false }, also = { ip_src = "{ip.pen}", eth_src = "{mac.pen}" } }"#,
+        &f,
+    );
+    assert!(ok.pass, "{}", ok.detail);
+    let bad = check(
+        r#"every = { match = { dst_port = 80, syn = true, ack = false }, also = { from = "pen" } }"#,
+        &f,
+    );
+    assert!(!bad.pass);
+    assert_eq!(bad.offending, vec![2, 5, 7, 13]);
+    // "every" over nothing is a failure, not a vacuous pass.
+    assert!(
+        !check(
+            r#"every = { match = { dst_port = 9999 }, also = { from = "pen" } }"#,
+            &f
+        )
+        .pass
+    );
+}
+
+#[test]
+fn none_fails_on_any_match() {
+    let f = mixed();
+    assert!(check(r#"none = { match = { from = "web2", rst = true } }"#, &f).pass);
+    let o = check(r#"none = { match = { rst = true } }"#, &f);
+    assert!(!o.pass);
+    assert_eq!(o.offending, vec![9]);
+}
+
+#[test]
+fn sticky_key_keeps_one_value() {
+    let mut f = mixed();
+    let rule = r#"sticky = { match = { from = "pen", syn = true }, key = "ip_dst", value = "eth_dst", min_keys = 2 }"#;
+    assert!(check(rule, &f).pass);
+    // web1's address suddenly behind web2's MAC: not sticky any more.
+    f[8].eth_dst = Some(WEB2_MAC);
+    let o = check(rule, &f);
+    assert!(!o.pass);
+    assert_eq!(o.offending, vec![8]);
+    assert!(o.detail.contains("ip_dst 10.71.0.3"), "{}", o.detail);
+    assert!(!check(r#"sticky = { match = { from = "pen", syn = true }, key = "ip_dst", value = "eth_dst", min_keys = 3 }"#, &mixed()).pass);
+}
+
+#[test]
+fn share_with_tolerance() {
+    let f = mixed();
+    let m = r#"match = { from = "pen", syn = true }, field = "ip_dst""#;
+    assert!(check(&format!(r#"share = {{ {m}, shares = {{ "{{ip.web1}}" = 0.667, "{{ip.web2}}" = 0.333 }}, tolerance = 0.01 }}"#), &f).pass);
+    let o = check(
+        &format!(
+            r#"share = {{ {m}, shares = {{ "10.71.0.3" = 0.5, "10.71.0.4" = 0.5 }}, tolerance = 0.1 }}"#
+        ),
+        &f,
+    );
+    assert!(!o.pass);
+    assert!(o.detail.contains("10.71.0.3 got 0.67"), "{}", o.detail);
+    // A value that is not listed fails the expectation and is reported.
+    let o = check(
+        &format!(r#"share = {{ {m}, shares = {{ "10.71.0.3" = 1.0 }}, tolerance = 0.5 }}"#),
+        &f,
+    );
+    assert!(!o.pass);
+    assert_eq!(o.offending, vec![6]);
+}
+
+#[test]
+fn order_of_first_matches() {
+    let f = mixed();
+    let client_syn = r#"{ from = "client", to = "pen", syn = true }"#;
+    let backend_syn = r#"{ from = "pen", to = "web1", syn = true }"#;
+    assert!(
+        check(
+            &format!("order = {{ first = {client_syn}, then = {backend_syn} }}"),
+            &f
+        )
+        .pass
+    );
+    let o = check(
+        &format!("order = {{ first = {backend_syn}, then = {client_syn} }}"),
+        &f,
+    );
+    assert!(!o.pass);
+    assert_eq!(o.offending, vec![2, 3]);
+    assert!(
+        !check(
+            &format!("order = {{ first = {client_syn}, then = {{ port = 9 }} }}"),
+            &f
+        )
+        .pass
+    );
+}
+
+#[test]
+fn checksums_valid_finds_broken_frames() {
+    assert!(check(r#"checksums_valid = { min = 14 }"#, &mixed()).pass);
+    let f = read_pcap(&fixture("bad-checksums.pcap")).unwrap();
+    let o = check(r#"checksums_valid = { }"#, &f);
+    assert!(!o.pass);
+    assert_eq!(o.offending, vec![1, 2, 4]);
+    assert!(
+        check(
+            r#"count = { match = { checksums_ok = false }, exact = 3 }"#,
+            &f
+        )
+        .pass
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario files and validation
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn every_scenario_file_validates() {
+    let dir = root().join("scenarios");
+    let files = scenario::list_scenarios(&dir).unwrap();
+    assert!(files.len() >= 2, "expected scenarios in {}", dir.display());
+    for f in files {
+        if let Err(e) = scenario::load(&f) {
+            panic!("{e}");
+        }
+    }
+}
+
+fn errors(text: &str) -> String {
+    match parse_str(text, "scenarios/x.toml").and_then(|s| s.plan("scenarios/x.toml", "x", None)) {
+        Ok(_) => panic!("expected validation errors for:\n{text}"),
+        Err(ScenarioErrors(v)) => v
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    }
+}
+
+#[test]
+fn validation_errors_name_file_key_and_expectation() {
+    let e = errors(&format!("{HOSTS}\n[[host]]\nname = \"Web_3\"\n"));
+    assert!(e.contains("scenarios/x.toml: host[4].name: expected 1-32 lowercase letters, digits or '-', got \"Web_3\""), "{e}");
+
+    let e = errors(&format!("{HOSTS}\n[[host]]\nname = \"pen\"\n"));
+    assert!(
+        e.contains("host[4].name: expected a unique host/switch name, got \"pen\" twice"),
+        "{e}"
+    );
+
+    let e = errors(&format!("{HOSTS}\n[[step]]\nstop = \"nginx\"\n"));
+    assert!(e.contains("step[0].stop: expected a process name"), "{e}");
+
+    let e = errors(&format!("{HOSTS}\n[[step]]\nwait = 5\nstop = \"x\"\n"));
+    assert!(e.contains("step[0]: expected exactly one of"), "{e}");
+
+    let e = errors(&format!(
+        "{HOSTS}\n[[expect]]\ncapture = \"nope\"\nnone = {{ match = {{ port = 70000 }} }}\n"
+    ));
+    assert!(
+        e.contains("expect[0].capture: expected a capture name (cap), got \"nope\""),
+        "{e}"
+    );
+    assert!(
+        e.contains("expect[0].none.match.port: expected a number 0..=65535"),
+        "{e}"
+    );
+
+    let e = errors(&format!(
+        "{HOSTS}\n[[expect]]\ncapture = \"cap\"\nevery = {{ match = {{ from = \"ghost\" }}, also = {{}} }}\n"
+    ));
+    assert!(e.contains("expect[0].every.match.from: expected a host name (client, pen, web1, web2), got \"ghost\""), "{e}");
+
+    let e = errors("[[host]]\nname = \"a\"\nadresses = []\n");
+    assert!(
+        e.starts_with("scenarios/x.toml: line 3: unknown field `adresses`"),
+        "{e}"
+    );
+
+    let e = errors(
+        "[[switch]]\nname = \"s\"\n[[host]]\nname = \"a\"\naddresses = [\"10.0.0.1/24\"]\n[[link]]\nends = [\"a\", \"s\"]\n[[link]]\nends = [\"a\", \"s\"]\n",
+    );
+    assert!(
+        e.contains("link[0].ends[0]: host \"a\" has several links: name the interface"),
+        "{e}"
+    );
+    assert!(e.contains("host[0].addresses[0]"), "{e}");
+
+    let e = errors(
+        "[[host]]\nname = \"a\"\n[[process]]\nhost = \"a\"\nname = \"p\"\npen = [\"-f\", \"1.2.3.4:80\", \"{ip.b}\"]\n",
+    );
+    assert!(
+        e.contains("process[0].ready: expected a readiness condition"),
+        "{e}"
+    );
+    assert!(
+        e.contains("process[0].pen[2]: {ip.b}: host \"b\" has no address in this file"),
+        "{e}"
+    );
+}
+
+#[test]
+fn references_resolve_to_addresses_vars_and_macs() {
+    let text = format!(
+        "{HOSTS}\n[vars]\nvip = \"10.71.0.100\"\n[[process]]\nhost = \"pen\"\nname = \"pen\"\npen = [\"-f\", \"{{vip}}:80\", \"{{ip.web1}}\", \"{{ip.client.eth0}}\"]\nready = {{ none = true }}\n[[step]]\nrun = {{ host = \"client\", argv = [\"echo\", \"{{mac.web2}}\", \"{{mac.web2.eth0}}\"] }}\n"
+    );
+    let sc = parse_str(&text, "x.toml").unwrap();
+    let placeholder = sc.plan("x.toml", "x", None).unwrap();
+    let real = sc.plan("x.toml", "x", Some(fixture_macs())).unwrap();
+    match &real.processes[0].kind {
+        scenario::ProcKindP::Pen(argv) => {
+            assert_eq!(argv, &["-f", "10.71.0.100:80", "10.71.0.3", "10.71.0.10"])
+        }
+        k => panic!("{k:?}"),
+    }
+    let argv = |p: &scenario::Plan| match &p.steps[0].kind {
+        StepKindP::Run { argv, .. } => argv.clone(),
+        k => panic!("{k:?}"),
+    };
+    assert_eq!(
+        argv(&real),
+        ["echo", "02:00:00:00:00:04", "02:00:00:00:00:04"]
+    );
+    assert_eq!(
+        argv(&placeholder),
+        ["echo", "02:00:00:00:00:00", "02:00:00:00:00:00"]
+    );
+
+    let refs = scenario::Refs::default();
+    // nft blocks are not references.
+    assert_eq!(
+        refs.resolve("table ip t { chain c { type filter hook prerouting priority 0; } }")
+            .unwrap(),
+        "table ip t { chain c { type filter hook prerouting priority 0; } }"
+    );
+    assert!(
+        refs.resolve("{nope}")
+            .unwrap_err()
+            .contains("unknown reference")
+    );
+    let e = errors(&format!(
+        "{HOSTS}\n[[step]]\nrun = {{ host = \"client\", argv = [\"{{mac.web1.eth7}}\"] }}\n"
+    ));
+    assert!(
+        e.contains("step[0].run.argv[0]: {mac.web1.eth7}: host \"web1\" has no interface \"eth7\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn topology_plan_for_dsr_style_hosts() {
+    // The DSR scenarios (one segment, VIP on lo, arp sysctls, explicit MACs, IPv6 on one host)
+    // must fit the format as it is.
+    let text = r#"
+[[switch]]
+name = "seg"
+[[host]]
+name = "real1"
+addresses = ["10.73.0.3/24", "lo:10.73.0.100/32"]
+sysctl = { "net.ipv4.conf.all.arp_ignore" = 1, "net.ipv4.conf.all.arp_announce" = 2 }
+routes = [{ to = "0.0.0.0/0", dev = "lo", table = 100, type = "local" }]
+rules = [{ fwmark = 1, table = 100 }]
+nft = "table ip t { chain c { type filter hook prerouting priority mangle; } }"
+[[host]]
+name = "lb"
+addresses = ["eth0:fd00::2/64"]
+offload = [{ iface = "eth0", feature = "gro", on = true }]
+[[link]]
+ends = [{ node = "real1", iface = "eth0", mac = "02:00:00:00:01:03" }, "seg"]
+[[link]]
+ends = ["lb:eth0", "seg:p-lb"]
+offloads = true
+"#;
+    let plan = parse_str(text, "dsr.toml")
+        .unwrap()
+        .plan("dsr.toml", "dsr", None)
+        .unwrap();
+    let t = &plan.topology;
+    assert!(
+        t.addresses
+            .iter()
+            .any(|a| a.iface == "lo" && a.addr.to_string() == "10.73.0.100" && a.prefix_len == 32)
+    );
+    assert_eq!(t.links[0].a.mac, Some([2, 0, 0, 0, 1, 3]));
+    assert_eq!(t.links[0].b.iface, "real1");
+    assert_eq!(t.links[1].b.iface, "p-lb");
+    assert!(t.links[1].offloads && !t.links[0].offloads);
+    assert!(
+        t.sysctls
+            .iter()
+            .any(|s| s.key == "net.ipv4.conf.all.arp_ignore" && s.value == "1")
+    );
+    assert!(
+        t.early_sysctls
+            .iter()
+            .any(|s| s.node == "lb" && s.key == "net.ipv6.conf.all.disable_ipv6" && s.value == "0")
+    );
+    assert!(!t.early_sysctls.iter().any(|s| s.node == "real1"));
+    assert!(t.routes[0].local && t.routes[0].table == Some(100));
+    assert_eq!(t.rules[0].fwmark, 1);
+    assert_eq!(t.nft.len(), 1);
+    assert!(!plan.is_offline());
+}
+
+#[test]
+fn scenario_without_hosts_is_offline() {
+    let plan = parse_str(
+        "name = \"sim-x\"\n[sim]\npcap = \"captures/fixtures/lab-mixed.pcap\"\n",
+        "sim.toml",
+    )
+    .unwrap()
+    .plan("sim.toml", "sim-x", None)
+    .unwrap();
+    assert!(plan.is_offline());
+    assert!(plan.sim.is_some());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The binary, without root
+// ---------------------------------------------------------------------------------------------
+
+fn pen_lab(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pen-lab"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("PENLAB_SCENARIOS")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_all_passes_and_check_invalid_exits_2_with_keys() {
+    let o = pen_lab(&["check", "all"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = pen_lab(&["check", "lab/tests/fixtures/invalid.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("lab/tests/fixtures/invalid.toml: host[0].name: expected"),
+        "{err}"
+    );
+    assert!(
+        err.contains("step[0].stop: expected a process name (pen), got \"nginx\""),
+        "{err}"
+    );
+    let o = pen_lab(&["check", "no-such-scenario"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("known: "));
+}
+
+#[test]
+fn show_prints_one_line_per_frame_and_filters() {
+    let o = pen_lab(&["show", "captures/fixtures/lab-mixed.pcap"]);
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out.lines().count(), 14, "{out}");
+    assert!(
+        out.lines()
+            .nth(2)
+            .unwrap()
+            .contains("IP 10.71.0.10.40000 > 10.71.0.2.80: Flags [S]"),
+        "{out}"
+    );
+    let o = pen_lab(&[
+        "show",
+        "captures/fixtures/lab-mixed.pcap",
+        "--filter",
+        "udp",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 2);
+    let o = pen_lab(&[
+        "show",
+        "captures/fixtures/lab-mixed.pcap",
+        "--filter",
+        "tcp port",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a valid BPF expression"));
+}
