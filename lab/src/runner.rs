@@ -694,7 +694,15 @@ impl Run<'_> {
                 Ok(format!("exit {expect_exit}"))
             }
             StepKindP::Wait(d) => {
-                std::thread::sleep(*d);
+                // Sleep in slices so that Ctrl-C and the scenario timeout cut it short.
+                let end = Instant::now() + *d;
+                while Instant::now() < end {
+                    self.check_time("wait")?;
+                    std::thread::sleep(
+                        end.saturating_duration_since(Instant::now())
+                            .min(Duration::from_millis(50)),
+                    );
+                }
                 Ok(String::new())
             }
         }
