@@ -244,18 +244,49 @@ fn absolute(p: &Path) -> Result<PathBuf, DaemonError> {
     std::path::absolute(p).map_err(|e| err(format!("pen: bad pid file path {}: {e}", p.display())))
 }
 
+/// The `-d` level as a tracing filter: 0 = warnings, 1 = info, 2 = debug, 3+ = trace.
+fn level_filter(debug: u32) -> tracing_subscriber::filter::LevelFilter {
+    use tracing_subscriber::filter::LevelFilter;
+    match debug {
+        0 => LevelFilter::WARN,
+        1 => LevelFilter::INFO,
+        2 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    }
+}
+
+type LevelHandle = tracing_subscriber::reload::Handle<
+    tracing_subscriber::filter::LevelFilter,
+    tracing_subscriber::Registry,
+>;
+
+/// The handle `debug N` uses to change the log level at run time.
+static LOG_LEVEL: std::sync::OnceLock<LevelHandle> = std::sync::OnceLock::new();
+
 fn init_logging(debug: u32) {
-    let level = match debug {
-        0 => tracing::Level::WARN,
-        1 => tracing::Level::INFO,
-        2 => tracing::Level::DEBUG,
-        _ => tracing::Level::TRACE,
-    };
-    let _ = tracing_subscriber::fmt()
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(level_filter(debug));
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(io::stderr)
-        .with_max_level(level)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init()
+        .is_ok()
+    {
+        let _ = LOG_LEVEL.set(handle);
+    }
+}
+
+/// `debug N` at run time.
+fn set_log_level(debug: u32) {
+    if let Some(h) = LOG_LEVEL.get()
+        && let Err(e) = h.modify(|f| *f = level_filter(debug))
+    {
+        tracing::warn!("cannot change the log level: {e}");
+    }
 }
 
 fn ignore_sigpipe() {
@@ -365,6 +396,9 @@ fn lookup_user(name: &str) -> Result<(String, libc::uid_t, libc::gid_t), DaemonE
 /// What the control plane can ask of the running daemon.
 struct DaemonEffects {
     exit: Arc<tokio::sync::Notify>,
+    /// `listen ADDR`: the new listener, opened here, for the main loop to swap in.
+    relisten: tokio::sync::mpsc::UnboundedSender<OpenListener>,
+    shared: SharedState,
     limits: Limits,
     /// Current sizes of the two semaphores (`conn_max`, `pending_max`).
     sizes: Mutex<(usize, usize)>,
@@ -408,6 +442,36 @@ impl Effects for DaemonEffects {
     fn connections(&self) -> Vec<ConnRow> {
         self.conns.rows()
     }
+
+    fn set_debug(&self, level: u32) {
+        set_log_level(level);
+    }
+
+    fn reopen_listener(&self, addr: &ListenAddr) -> Result<(), String> {
+        let cfg = {
+            let g = crate::proxy::lock(&self.shared);
+            Config {
+                listen: Some(addr.clone()),
+                udp: g.config.udp,
+                backlog: g.config.backlog,
+                dsr_if: g.config.dsr_if.clone(),
+                ..Config::default()
+            }
+        };
+        let cfg = match addr {
+            ListenAddr::Name { host, port } => Config {
+                listen: Some(ListenAddr::Inet(
+                    resolve(host, *port, "listen address").map_err(|e| e.message)?,
+                )),
+                ..cfg
+            },
+            _ => cfg,
+        };
+        let l = open_listener(&cfg).map_err(|e| e.message)?;
+        self.relisten
+            .send(l)
+            .map_err(|_| "pen is shutting down".to_string())
+    }
 }
 
 /// Builds the runtime and serves until SIGTERM/SIGINT, `exit`, or a fatal listener error.
@@ -441,7 +505,7 @@ async fn serve_async(
     let mut hup = sig(SignalKind::hangup(), "SIGHUP")?;
     let mut usr1 = sig(SignalKind::user_defined1(), "SIGUSR1")?;
 
-    let listen_text = shared
+    let mut listen_text = shared
         .config
         .listen
         .as_ref()
@@ -450,8 +514,12 @@ async fn serve_async(
     let limits = Limits::new(&shared.config);
     let conns = Arc::new(ConnTable::default());
     let exit = Arc::new(tokio::sync::Notify::new());
+    let state: SharedState = Arc::new(Mutex::new(shared));
+    let (relisten, mut relisten_rx) = tokio::sync::mpsc::unbounded_channel();
     let effects = DaemonEffects {
         exit: exit.clone(),
+        relisten,
+        shared: state.clone(),
         limits: limits.clone(),
         sizes: Mutex::new((
             limits.conn_slots.available_permits(),
@@ -459,7 +527,6 @@ async fn serve_async(
         )),
         conns: conns.clone(),
     };
-    let state: SharedState = Arc::new(Mutex::new(shared));
     let control = Control::new(state.clone(), Arc::new(effects));
 
     // `-o`/`-O` and `-F` commands that act on running state run now, in order.
@@ -480,43 +547,40 @@ async fn serve_async(
         });
     }
 
-    let fail = |e: io::Error| err(format!("pen: listener {listen_text}: {e}"));
-    let server = async {
-        match listener {
-            OpenListener::Tcp(l) => {
-                let l = tokio::net::TcpListener::from_std(l).map_err(fail)?;
-                tcp::serve(Listener::Tcp(l), state.clone(), limits, conns).await
-            }
-            OpenListener::Unix(l) => {
-                let l = sockets::unix_listener_to_tokio(l).map_err(fail)?;
-                tcp::serve(Listener::Unix(l), state.clone(), limits, conns).await
-            }
-            OpenListener::Udp(s) => {
-                let s = tokio::net::UdpSocket::from_std(s).map_err(fail)?;
-                crate::proxy::udp::serve(s, state.clone()).await
-            }
-        }
-        .map_err(fail)
+    let spawn_listener = |l: OpenListener| {
+        let (state, limits, conns) = (state.clone(), limits.clone(), conns.clone());
+        tokio::spawn(serve_listener(l, state, limits, conns))
     };
-    tokio::pin!(server);
+    let mut server = spawn_listener(listener);
     tracing::info!(
         "pen {} listening on {listen_text}",
         env!("CARGO_PKG_VERSION")
     );
-    loop {
+    let result = loop {
         tokio::select! {
-            r = &mut server => return r,
+            r = &mut server => break match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(err(format!("pen: listener {listen_text}: {e}"))),
+                Err(e) => Err(err(format!("pen: listener {listen_text}: task failed: {e}"))),
+            },
+            Some(l) = relisten_rx.recv() => {
+                // `listen ADDR`: the old listener closes; open connections carry on.
+                server.abort();
+                server = spawn_listener(l);
+                listen_text = lock_listen_text(&state);
+                tracing::info!("now listening on {listen_text}");
+            }
             _ = term.recv() => {
                 tracing::info!("SIGTERM: exiting");
-                return Ok(());
+                break Ok(());
             }
             _ = int.recv() => {
                 tracing::info!("SIGINT: exiting");
-                return Ok(());
+                break Ok(());
             }
             () = exit.notified() => {
                 tracing::info!("exit command: exiting");
-                return Ok(());
+                break Ok(());
             }
             _ = hup.recv() => match &config_file {
                 Some(path) => {
@@ -527,6 +591,39 @@ async fn serve_async(
                 None => tracing::info!("SIGHUP: no -F file to re-read"),
             },
             _ = usr1.recv() => control.usr1().await,
+        }
+    };
+    server.abort();
+    result
+}
+
+fn lock_listen_text(state: &SharedState) -> String {
+    crate::proxy::lock(state)
+        .config
+        .listen
+        .as_ref()
+        .map_or_else(String::new, ToString::to_string)
+}
+
+/// Serves one listening socket (TCP, Unix or UDP) until it fails.
+async fn serve_listener(
+    listener: OpenListener,
+    state: SharedState,
+    limits: Limits,
+    conns: Arc<ConnTable>,
+) -> io::Result<()> {
+    match listener {
+        OpenListener::Tcp(l) => {
+            let l = tokio::net::TcpListener::from_std(l)?;
+            tcp::serve(Listener::Tcp(l), state, limits, conns).await
+        }
+        OpenListener::Unix(l) => {
+            let l = sockets::unix_listener_to_tokio(l)?;
+            tcp::serve(Listener::Unix(l), state, limits, conns).await
+        }
+        OpenListener::Udp(s) => {
+            let s = tokio::net::UdpSocket::from_std(s)?;
+            crate::proxy::udp::serve(s, state).await
         }
     }
 }

@@ -516,3 +516,26 @@ fn control_socket_closes_a_connection_and_exits_with_x() {
     };
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn listen_command_moves_the_listener_and_debug_raises_the_log_level() {
+    let b1 = Backend::start("b1", C1);
+    let cport = free_port();
+    let c = format!("127.0.0.1:{cport}");
+    let (pen, addr) = pen_with(&["-u", "root", "-C", &c, "-t", "1"], &[&b1.spec]);
+    assert!(wait_until(|| tcp_listening(cport)));
+    control(cport, "debug 2");
+    let new_port = free_port();
+    let reply = control(cport, &format!("listen 127.0.0.1:{new_port}"));
+    assert!(wait_until(|| tcp_listening(new_port)), "reply {reply:?}");
+    assert!(
+        wait_until(|| !tcp_listening(addr.port())),
+        "old listener still open"
+    );
+    assert_eq!(from(C1, listen(new_port)), "b1");
+    assert!(
+        wait_until(|| pen.stderr().contains("connected to")),
+        "no debug log after `debug 2`: {}",
+        pen.stderr()
+    );
+}
