@@ -3,11 +3,11 @@
 pub mod backends;
 pub mod capture;
 pub mod decode;
+pub mod expect;
 pub mod netns;
 pub mod node;
-pub mod topology;
-pub mod traffic;
-pub mod expect;
-pub mod scenario;
 pub mod report;
 pub mod runner;
+pub mod scenario;
+pub mod topology;
+pub mod traffic;
