@@ -544,8 +544,9 @@ mod tests {
     }
 
     #[test]
-    fn listen_rejects_service_names_and_big_ports() {
-        assert!(ListenAddr::parse("smtp").unwrap_err().contains("\"smtp\""));
+    fn listen_accepts_well_known_service_names_and_rejects_others() {
+        assert_eq!(ListenAddr::parse("smtp").unwrap().port(), Some(25));
+        assert!(ListenAddr::parse("smtpx").unwrap_err().contains("\"smtpx\""));
         assert!(ListenAddr::parse("1.2.3.4:70000").is_err());
         assert!(ListenAddr::parse("").is_err());
     }

@@ -1124,7 +1124,7 @@ mod tests {
         assert!(e("source example.com").contains("IP address"));
         assert!(e("dsr_ip x").contains("IP address"));
         assert!(e("pending_max 0").contains(">= 1"));
-        assert!(e("listen 1.2.3.4:http").contains("listen: bad address"));
+        assert!(e("listen 1.2.3.4:htttp").contains("listen: bad address"));
         assert!(e("close").contains("connection number"));
         assert!(e("include").contains("file name"));
         assert!(e("conn_max 0").contains("1-"));
