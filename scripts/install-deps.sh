@@ -3,7 +3,8 @@
 # already present are skipped, so a second run does no network work.
 set -euo pipefail
 PKGS=(libpcap-dev iproute2 nftables iptables ethtool iputils-ping tcpdump
-      pen curl dnsutils apache2-utils nmap)
+      pen curl dnsutils apache2-utils nmap
+      nginx-light haproxy wrk dnsperf)   # the last four: pen-lab bench peers and load generators
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
