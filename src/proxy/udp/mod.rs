@@ -17,6 +17,7 @@ use crate::proxy::{SharedState, lock};
 use crate::select::{Balancer, Client, Target};
 
 pub mod flow;
+pub mod mmsg;
 pub mod shell;
 
 pub use flow::{

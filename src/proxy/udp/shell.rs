@@ -9,7 +9,7 @@
 //! on the slow paths (new flow, expiry, unreachable server). Never take them the other way round.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -20,6 +20,7 @@ use tokio::net::UdpSocket;
 use tokio::task::AbortHandle;
 
 use super::flow::{Candidate, ClientVerdict, Family, FlowTable, Selector, UpstreamId};
+use super::mmsg::{BATCH, RecvBatch, send_batch, sockaddr_to_std};
 use crate::select::Target;
 
 /// Largest UDP payload (IPv6 without jumbograms: 65,535 − 8); the buffers hold one of these.
@@ -136,7 +137,44 @@ pub async fn serve_with<C: UdpContext>(listener: UdpSocket, ctx: C) -> io::Resul
 }
 
 /// [`serve_with`] on a table created by [`new_table`] (whose handle the caller keeps).
+///
+/// The data path runs on a dedicated thread with a single-threaded runtime (like C Pen's one
+/// event loop): no cross-core wake-ups or lock contention between the listener and the
+/// upstream readers. Dropping the returned future stops that thread and closes its sockets.
 pub async fn serve_table<C: UdpContext>(
+    listener: UdpSocket,
+    ctx: C,
+    handle: UdpHandle,
+) -> io::Result<()> {
+    let std_listener = listener.into_std()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<io::Result<()>>();
+    std::thread::Builder::new()
+        .name("pen-udp".into())
+        .spawn(move || {
+            let mut tx = tx;
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .and_then(|rt| {
+                    rt.block_on(async {
+                        let listener = UdpSocket::from_std(std_listener)?;
+                        tokio::select! {
+                            r = run_table(listener, ctx, handle) => r,
+                            // The caller dropped `serve_table`: stop.
+                            () = tx.closed() => Ok(()),
+                        }
+                    })
+                });
+            let _ = tx.send(result);
+        })?;
+    rx.await.unwrap_or_else(|_| {
+        Err(io::Error::other(
+            "the UDP data path thread ended without a result",
+        ))
+    })
+}
+
+async fn run_table<C: UdpContext>(
     listener: UdpSocket,
     ctx: C,
     handle: UdpHandle,
@@ -195,13 +233,20 @@ async fn expiry_loop<C: UdpContext>(inner: Arc<Inner<C>>) {
 }
 
 async fn client_loop<C: UdpContext>(inner: &Arc<Inner<C>>) -> io::Result<()> {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut batch = RecvBatch::new();
+    let fd = inner.listener.as_raw_fd();
+    // (upstream, server, client, datagram index) of the current batch.
+    let mut out: Vec<(UpstreamId, SocketAddr, SocketAddr, usize)> = Vec::with_capacity(BATCH);
     let mut errors = 0u32;
     loop {
-        let (n, client) = match inner.listener.recv_from(&mut buf).await {
-            Ok(x) => {
+        let n = match inner
+            .listener
+            .async_io(Interest::READABLE, || batch.recv(fd))
+            .await
+        {
+            Ok(n) => {
                 errors = 0;
-                x
+                n
             }
             Err(e) => {
                 // ICMP errors about clients (ECONNREFUSED) and transient errors: keep going,
@@ -215,42 +260,88 @@ async fn client_loop<C: UdpContext>(inner: &Arc<Inner<C>>) -> io::Result<()> {
             }
         };
         let now = inner.ctx.now();
-        let verdict = {
+        out.clear();
+        {
             let mut table = lock(&inner.table);
-            table.handle_client(now, client, n, &mut Lazy(&inner.ctx))
-        };
-        let ClientVerdict::Forward {
-            upstream, server, ..
-        } = verdict
-        else {
-            tracing::trace!(%client, ?verdict, "udp datagram dropped");
-            continue;
-        };
-        let sock = match upstream_socket(inner, upstream) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, ?upstream, "cannot open a UDP upstream socket; dropping the flow");
-                let mut table = lock(&inner.table);
-                table.remove_flow(now, client, &mut Lazy(&inner.ctx));
-                continue;
+            for i in 0..n {
+                let Some((data, Some(client))) = batch.get(i) else {
+                    continue;
+                };
+                match table.handle_client(now, client, data.len(), &mut Lazy(&inner.ctx)) {
+                    ClientVerdict::Forward {
+                        upstream, server, ..
+                    } => out.push((upstream, server, client, i)),
+                    verdict => tracing::trace!(%client, ?verdict, "udp datagram dropped"),
+                }
             }
-        };
-        let data = buf.get(..n).unwrap_or_default();
-        let mut result = sock.send_to(data, server).await;
-        if matches!(&result, Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED)) {
-            // A pending ICMP error of another server surfaced on this shared socket: account
-            // for it from the error queue, then send ours again.
-            handle_errqueue(inner, &sock, upstream);
-            result = sock.send_to(data, server).await;
         }
-        if let Err(e) = result {
-            if send_error_blames_server(&e) {
-                tracing::debug!(error = %e, %server, "udp send failed; server unreachable");
-                let mut table = lock(&inner.table);
-                table.server_unreachable(now, upstream, server, &mut Lazy(&inner.ctx));
-            } else {
-                tracing::debug!(error = %e, %server, "udp send failed; datagram dropped");
+        // One sendmmsg per upstream socket, in arrival order within each.
+        out.sort_by_key(|&(u, _, _, i)| (u, i));
+        let mut rest = &out[..];
+        while let Some(&(upstream, ..)) = rest.first() {
+            let k = rest.iter().take_while(|m| m.0 == upstream).count();
+            let (group, tail) = rest.split_at(k);
+            rest = tail;
+            send_group(inner, &batch, upstream, group, now).await;
+        }
+    }
+}
+
+/// Send one batch's datagrams for one upstream socket: `sendmmsg`, then one by one (awaiting
+/// room, handling errors) for whatever it did not take.
+async fn send_group<C: UdpContext>(
+    inner: &Arc<Inner<C>>,
+    batch: &RecvBatch,
+    upstream: UpstreamId,
+    group: &[(UpstreamId, SocketAddr, SocketAddr, usize)],
+    now: Duration,
+) {
+    let sock = match upstream_socket(inner, upstream) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, ?upstream, "cannot open a UDP upstream socket; dropping the flows");
+            let mut table = lock(&inner.table);
+            for &(_, _, client, _) in group {
+                table.remove_flow(now, client, &mut Lazy(&inner.ctx));
             }
+            return;
+        }
+    };
+    let msgs: Vec<(&[u8], SocketAddr)> = group
+        .iter()
+        .map(|&(_, server, _, i)| (batch.get(i).map_or(&[][..], |(d, _)| d), server))
+        .collect();
+    let fd = sock.as_raw_fd();
+    let sent = sock
+        .try_io(Interest::WRITABLE, || send_batch(fd, &msgs))
+        .unwrap_or(0);
+    for &(data, server) in msgs.iter().skip(sent) {
+        send_one(inner, &sock, upstream, data, server, now).await;
+    }
+}
+
+async fn send_one<C: UdpContext>(
+    inner: &Arc<Inner<C>>,
+    sock: &UdpSocket,
+    upstream: UpstreamId,
+    data: &[u8],
+    server: SocketAddr,
+    now: Duration,
+) {
+    let mut result = sock.send_to(data, server).await;
+    if matches!(&result, Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED)) {
+        // A pending ICMP error of another server surfaced on this shared socket: account
+        // for it from the error queue, then send ours again.
+        handle_errqueue(inner, sock, upstream);
+        result = sock.send_to(data, server).await;
+    }
+    if let Err(e) = result {
+        if send_error_blames_server(&e) {
+            tracing::debug!(error = %e, %server, "udp send failed; server unreachable");
+            let mut table = lock(&inner.table);
+            table.server_unreachable(now, upstream, server, &mut Lazy(&inner.ctx));
+        } else {
+            tracing::debug!(error = %e, %server, "udp send failed; datagram dropped");
         }
     }
 }
@@ -344,11 +435,13 @@ fn new_upstream(family: Family, source: Option<IpAddr>) -> io::Result<UdpSocket>
 }
 
 thread_local! {
-    static REPLY_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; MAX_DATAGRAM]);
+    /// The reply path's buffers, shared by the upstream readers of the data path's thread
+    /// (never held across an `.await`).
+    static REPLY_BATCH: std::cell::RefCell<RecvBatch> = std::cell::RefCell::new(RecvBatch::new());
 }
 
-/// Datagrams handled per readiness event before yielding to other tasks.
-const BATCH: usize = 64;
+/// `recvmmsg` calls per readiness event before waiting again.
+const ROUNDS: usize = 8;
 
 async fn upstream_loop<C: UdpContext>(inner: Arc<Inner<C>>, sock: Arc<UdpSocket>, id: UpstreamId) {
     loop {
@@ -363,8 +456,8 @@ async fn upstream_loop<C: UdpContext>(inner: Arc<Inner<C>>, sock: Arc<UdpSocket>
             handle_errqueue(&inner, &sock, id);
         }
         if ready.is_readable() {
-            for _ in 0..BATCH {
-                match forward_one_reply(&inner, &sock, id) {
+            for _ in 0..ROUNDS {
+                match forward_replies(&inner, &sock, id) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) || is_icmp_error(&e) => {
@@ -377,7 +470,6 @@ async fn upstream_loop<C: UdpContext>(inner: Arc<Inner<C>>, sock: Arc<UdpSocket>
                 }
             }
         }
-        tokio::task::yield_now().await;
     }
 }
 
@@ -388,20 +480,36 @@ fn is_icmp_error(e: &io::Error) -> bool {
     )
 }
 
-/// Receive one datagram from a server on `sock` and send it to its flow's client from the
-/// listening socket. Err(WouldBlock) when there is nothing to read.
-fn forward_one_reply<C: UdpContext>(
+/// Receive a batch of datagrams from servers on `sock` and send each to its flow's client from
+/// the listening socket. Err(WouldBlock) when there is nothing to read.
+fn forward_replies<C: UdpContext>(
     inner: &Inner<C>,
     sock: &UdpSocket,
     id: UpstreamId,
 ) -> io::Result<()> {
-    REPLY_BUF.with(|cell| {
-        let mut buf = cell.borrow_mut();
-        let (n, from) = sock.try_recv_from(&mut buf)?;
+    REPLY_BATCH.with(|cell| {
+        let mut batch = cell.borrow_mut();
+        let fd = sock.as_raw_fd();
+        let n = sock.try_io(Interest::READABLE, || batch.recv(fd))?;
         let now = inner.ctx.now();
-        let client = lock(&inner.table).handle_server(now, id, from, n);
-        if let Some(client) = client {
-            let data = buf.get(..n).unwrap_or_default();
+        let mut msgs: Vec<(&[u8], SocketAddr)> = Vec::with_capacity(n);
+        {
+            let mut table = lock(&inner.table);
+            for i in 0..n {
+                let Some((data, Some(from))) = batch.get(i) else {
+                    continue;
+                };
+                if let Some(client) = table.handle_server(now, id, from, data.len()) {
+                    msgs.push((data, client));
+                }
+            }
+        }
+        let lfd = inner.listener.as_raw_fd();
+        let sent = inner
+            .listener
+            .try_io(Interest::WRITABLE, || send_batch(lfd, &msgs))
+            .unwrap_or(0);
+        for &(data, client) in msgs.iter().skip(sent) {
             if let Err(e) = inner.listener.try_send_to(data, client) {
                 // Listener send buffer full (or the client is gone): UDP may drop.
                 tracing::trace!(error = %e, %client, "udp reply dropped");
@@ -417,7 +525,7 @@ fn handle_errqueue<C: UdpContext>(inner: &Inner<C>, sock: &UdpSocket, id: Upstre
     let mut offenders = Vec::new();
     // try_io clears the ERROR readiness when the queue is empty (WouldBlock).
     let _ = sock.try_io(Interest::ERROR, || {
-        for _ in 0..BATCH {
+        for _ in 0..64 {
             let (addr, errno) = recv_err(fd)?;
             if let Some(addr) = addr
                 && matches!(
@@ -482,34 +590,6 @@ fn recv_err(fd: RawFd) -> io::Result<(Option<SocketAddr>, u32)> {
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
         Ok((addr, errno))
-    }
-}
-
-fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match libc::c_int::from(ss.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says this storage holds a sockaddr_in, which fits in it.
-            let sin: libc::sockaddr_in =
-                unsafe { std::ptr::read_unaligned((ss as *const libc::sockaddr_storage).cast()) };
-            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                ip,
-                u16::from_be(sin.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says this storage holds a sockaddr_in6, which fits in it.
-            let sin6: libc::sockaddr_in6 =
-                unsafe { std::ptr::read_unaligned((ss as *const libc::sockaddr_storage).cast()) };
-            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                ip,
-                u16::from_be(sin6.sin6_port),
-                sin6.sin6_flowinfo,
-                sin6.sin6_scope_id,
-            )))
-        }
-        _ => None,
     }
 }
 
