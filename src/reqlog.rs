@@ -203,6 +203,63 @@ pub fn reopen(target: Option<&str>) -> Result<(), String> {
     }
 }
 
+/// How long [`log_first_request`] waits for the client's first bytes before it gives up on
+/// logging this connection (the bytes are forwarded either way).
+pub const FIRST_REQUEST_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The address of a backend as the log shows it (IP address, or the Unix socket path).
+pub fn backend_text(addr: &crate::config::BackendAddr) -> String {
+    match addr {
+        crate::config::BackendAddr::Inet(sa) => sa.ip().to_string(),
+        crate::config::BackendAddr::Unix(p) => p.display().to_string(),
+    }
+}
+
+/// Waits until the client has sent something (logged with a peek: the bytes stay in the
+/// socket for the forwarder) or the server speaks first (then nothing is logged: the protocol
+/// is server-first), at most [`FIRST_REQUEST_WAIT`]. Only TCP clients can be peeked; Unix
+/// socket clients are not logged.
+pub async fn log_first_request(
+    log: &RequestLog,
+    client: &crate::proxy::forward::Stream,
+    server: &crate::proxy::forward::Stream,
+    client_text: &str,
+    server_text: &str,
+) {
+    use crate::proxy::forward::Stream;
+    let Stream::Tcp(c) = client else { return };
+    let server_speaks = async {
+        match server {
+            Stream::Tcp(s) => s.readable().await,
+            Stream::Unix(s) => s.readable().await,
+        }
+    };
+    let mut buf = [0u8; NET_LINE_MAX];
+    let peeked = tokio::time::timeout(FIRST_REQUEST_WAIT, async {
+        tokio::select! {
+            biased;
+            r = c.peek(&mut buf) => r.ok(),
+            _ = server_speaks => None,
+        }
+    })
+    .await;
+    let Ok(Some(n)) = peeked else { return };
+    if n == 0 {
+        return;
+    }
+    let unix_time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if let Err(e) = log.log(
+        client_text,
+        server_text,
+        unix_time,
+        buf.get(..n).unwrap_or(&[]),
+    ) {
+        tracing::warn!("request log: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,6 +331,63 @@ mod tests {
             text,
             "1.2.3.4 10 5.6.7.8 GET /a HTTP/1.1\n1.2.3.4 11 5.6.7.8 HEAD /b HTTP/1.1\n"
         );
+    }
+
+    async fn pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        (a, b)
+    }
+
+    #[tokio::test]
+    async fn first_request_is_logged_and_left_in_the_socket() {
+        use crate::proxy::forward::Stream;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("req.log");
+        let log = RequestLog::open(&LogTarget::File(p.clone())).unwrap();
+        let (mut client_side, pen_client) = pair().await;
+        let (_server_side, pen_server) = pair().await;
+        client_side
+            .write_all(b"GET /x HTTP/1.0\r\n\r\n")
+            .await
+            .unwrap();
+        let (c, s) = (Stream::Tcp(pen_client), Stream::Tcp(pen_server));
+        log_first_request(&log, &c, &s, "1.1.1.1", "2.2.2.2").await;
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(
+            text.starts_with("1.1.1.1 ") && text.ends_with(" 2.2.2.2 GET /x HTTP/1.0\n"),
+            "{text:?}"
+        );
+        let Stream::Tcp(mut c) = c else {
+            unreachable!()
+        };
+        let mut buf = [0u8; 6];
+        c.read_exact(&mut buf).await.unwrap();
+        assert_eq!(
+            &buf, b"GET /x",
+            "the request is still there for the forwarder"
+        );
+    }
+
+    #[tokio::test]
+    async fn server_first_protocols_are_not_waited_for() {
+        use crate::proxy::forward::Stream;
+        use tokio::io::AsyncWriteExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("req.log");
+        let log = RequestLog::open(&LogTarget::File(p.clone())).unwrap();
+        let (_client_side, pen_client) = pair().await;
+        let (mut server_side, pen_server) = pair().await;
+        server_side.write_all(b"220 smtp ready\r\n").await.unwrap();
+        let (c, s) = (Stream::Tcp(pen_client), Stream::Tcp(pen_server));
+        let t = std::time::Instant::now();
+        log_first_request(&log, &c, &s, "1.1.1.1", "2.2.2.2").await;
+        assert!(t.elapsed() < std::time::Duration::from_secs(2));
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "");
     }
 
     #[test]
