@@ -11,5 +11,7 @@
 //! [`Engine::poll_transmit`](crate::engine::Engine::poll_transmit) returns at `now`; then it
 //! sends the processed frame when the verdict says so.
 
+#[cfg(target_os = "linux")]
+pub mod afpacket;
 pub mod mem;
 pub mod pcapfile;
