@@ -1522,6 +1522,18 @@ fn plan_route(
     })
 }
 
+/// Resolves the references in an optional text field, reporting a bad one under `key`.
+fn resolve_opt(refs: &Refs, e: &mut Errs, key: &str, v: &Option<String>) -> Option<String> {
+    let v = v.as_ref()?;
+    match refs.resolve(v) {
+        Ok(t) => Some(t),
+        Err(m) => {
+            e.push(key.to_string(), m);
+            None
+        }
+    }
+}
+
 fn resolve_ip(refs: &Refs, s: &str) -> Result<IpAddr, String> {
     let t = refs.resolve(s)?;
     t.parse()
@@ -1838,8 +1850,13 @@ fn plan_steps(
                 addr,
                 path,
                 src: src(&h.src, e, &k),
-                expect_body: h.expect_body.clone(),
-                expect_body_contains: h.expect_body_contains.clone(),
+                expect_body: resolve_opt(refs, e, &format!("{k}.expect_body"), &h.expect_body),
+                expect_body_contains: resolve_opt(
+                    refs,
+                    e,
+                    &format!("{k}.expect_body_contains"),
+                    &h.expect_body_contains,
+                ),
                 expect_status: h.expect_status,
                 expect_fail: h.expect_fail,
                 timeout: ms(h.timeout_ms),
@@ -1993,7 +2010,12 @@ fn plan_steps(
                 host: p.host.clone(),
                 target,
                 command,
-                expect_contains: p.expect_contains.clone(),
+                expect_contains: resolve_opt(
+                    refs,
+                    e,
+                    &format!("{k}.expect_contains"),
+                    &p.expect_contains,
+                ),
                 timeout: ms(p.timeout_ms),
             }
         } else if let Some(r) = &s.run {
@@ -2016,7 +2038,12 @@ fn plan_steps(
                 host: r.host.clone(),
                 argv,
                 expect_exit: r.expect_exit,
-                expect_contains: r.expect_contains.clone(),
+                expect_contains: resolve_opt(
+                    refs,
+                    e,
+                    &format!("{k}.expect_contains"),
+                    &r.expect_contains,
+                ),
                 timeout: ms(r.timeout_ms),
             }
         } else if let Some(w) = s.wait {

@@ -684,6 +684,37 @@ fn references_resolve_to_addresses_vars_and_macs() {
 }
 
 #[test]
+fn references_resolve_in_expected_outputs() {
+    let text = format!(
+        "{HOSTS}\n[vars]\nanswer = \"10.99.0.2\"\n[[step]]\nrun = {{ host = \"client\", argv = [\"dig\"], expect_contains = \"{{answer}}\" }}\n[[step]]\npenctl = {{ host = \"pen\", target = \"127.0.0.1:10081\", command = \"servers\", expect_contains = \"addr {{ip.web1}}\" }}\n[[step]]\nhttp_get = {{ host = \"client\", url = \"http://{{ip.pen}}/\", expect_body = \"{{ip.web1}}\" }}\n"
+    );
+    let sc = parse_str(&text, "x.toml").unwrap();
+    let plan = sc.plan("x.toml", "x", None).unwrap();
+    match &plan.steps[0].kind {
+        StepKindP::Run {
+            expect_contains, ..
+        } => {
+            assert_eq!(expect_contains.as_deref(), Some("10.99.0.2"))
+        }
+        k => panic!("{k:?}"),
+    }
+    match &plan.steps[1].kind {
+        StepKindP::Penctl {
+            expect_contains, ..
+        } => {
+            assert_eq!(expect_contains.as_deref(), Some("addr 10.71.0.3"))
+        }
+        k => panic!("{k:?}"),
+    }
+    match &plan.steps[2].kind {
+        StepKindP::HttpGet { expect_body, .. } => {
+            assert_eq!(expect_body.as_deref(), Some("10.71.0.3"))
+        }
+        k => panic!("{k:?}"),
+    }
+}
+
+#[test]
 fn topology_plan_for_dsr_style_hosts() {
     // The DSR scenarios (one segment, VIP on lo, arp sysctls, explicit MACs, IPv6 on one host)
     // must fit the format as it is.
