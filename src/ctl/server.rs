@@ -133,15 +133,6 @@ pub trait Effects: Send + Sync + 'static {
     fn connections(&self) -> Vec<ConnRow> {
         Vec::new()
     }
-    /// `prometheus ADDR`: serve the metrics there (`None` stops the endpoint).
-    fn set_prometheus(&self, addr: Option<SocketAddr>) -> Result<(), String> {
-        match addr {
-            None => Ok(()),
-            Some(a) => Err(format!(
-                "cannot serve metrics on {a}: not supported by this daemon"
-            )),
-        }
-    }
 }
 
 /// Effects of a process without a daemon behind it (tests, tools).
@@ -155,6 +146,8 @@ pub struct Control {
     shared: SharedState,
     effects: Arc<dyn Effects>,
     clients: Arc<Semaphore>,
+    /// The Prometheus endpoint's task and address, while it runs.
+    metrics: std::sync::Mutex<Option<(SocketAddr, tokio::task::JoinHandle<()>)>>,
 }
 
 fn unix_time() -> u64 {
@@ -195,7 +188,44 @@ impl Control {
             shared,
             effects,
             clients: Arc::new(Semaphore::new(CLIENTS_MAX)),
+            metrics: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Serves the Prometheus metrics on `addr` (replacing a previous endpoint), or stops
+    /// serving them (`None`). Must run inside the runtime.
+    pub fn set_prometheus(&self, addr: Option<SocketAddr>) -> Result<(), String> {
+        let mut slot = self
+            .metrics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(addr) = addr else {
+            if let Some((_, h)) = slot.take() {
+                h.abort();
+            }
+            return Ok(());
+        };
+        if slot
+            .as_ref()
+            .is_some_and(|(a, h)| *a == addr && !h.is_finished())
+        {
+            return Ok(());
+        }
+        // Close the old endpoint first: the new one may reuse its port.
+        if let Some((_, h)) = slot.take() {
+            h.abort();
+        }
+        let l = crate::proxy::sockets::listen_tcp(addr, 50)
+            .and_then(TcpListener::from_std)
+            .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+        let (shared, effects) = (self.shared.clone(), self.effects.clone());
+        let task = tokio::spawn(async move {
+            if let Err(e) = serve_prometheus(l, shared, effects).await {
+                tracing::warn!("prometheus endpoint {addr} stopped: {e}");
+            }
+        });
+        *slot = Some((addr, task));
+        Ok(())
     }
 
     pub fn shared(&self) -> &SharedState {
@@ -360,9 +390,7 @@ impl Control {
 
     /// A snapshot of the running state for the reports.
     pub fn snapshot(&self) -> Snapshot {
-        let conns = self.effects.connections();
-        let g = lock(&self.shared);
-        Snapshot::capture(&g, now(), unix_time(), conns)
+        snapshot(&self.shared, self.effects.as_ref())
     }
 
     /// SIGUSR1: the status page to the `-w` file, or the text report to stderr.
@@ -379,16 +407,17 @@ impl Control {
         }
     }
 
-    /// The Prometheus exposition of the current state.
-    pub fn prometheus(&self) -> String {
-        stats::prometheus(&self.snapshot())
-    }
-
     fn control_permits(&self, ip: IpAddr) -> bool {
         let g = lock(&self.shared);
         let cfg: &Config = &g.config;
         cfg.acls.permits(usize::from(cfg.control_acl), Some(ip))
     }
+}
+
+fn snapshot(shared: &SharedState, effects: &dyn Effects) -> Snapshot {
+    let conns = effects.connections();
+    let g = lock(shared);
+    Snapshot::capture(&g, now(), unix_time(), conns)
 }
 
 /// Why [`read_command`] did not return a line.
@@ -534,7 +563,11 @@ fn transient(e: &io::Error) -> bool {
 
 /// The Prometheus endpoint: answers `GET /metrics` (and `GET /`) with the text exposition,
 /// anything else with 404; one request per connection. Same limits as the control socket.
-pub async fn serve_prometheus(listener: TcpListener, control: Arc<Control>) -> io::Result<()> {
+pub async fn serve_prometheus(
+    listener: TcpListener,
+    shared: SharedState,
+    effects: Arc<dyn Effects>,
+) -> io::Result<()> {
     let clients = Arc::new(Semaphore::new(CLIENTS_MAX));
     loop {
         let (mut s, peer) = match listener.accept().await {
@@ -548,14 +581,16 @@ pub async fn serve_prometheus(listener: TcpListener, control: Arc<Control>) -> i
         let Ok(permit) = clients.clone().try_acquire_owned() else {
             continue;
         };
-        let control = control.clone();
+        let (shared, effects) = (shared.clone(), effects.clone());
         tokio::spawn(async move {
             let head = tokio::time::timeout(READ_TIMEOUT, read_http_head(&mut s)).await;
             let Ok(Ok(head)) = head else {
                 tracing::debug!("prometheus client {peer}: no request");
                 return;
             };
-            let response = http_response(&head, || control.prometheus());
+            let response = http_response(&head, || {
+                stats::prometheus(&snapshot(&shared, effects.as_ref()))
+            });
             let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
                 s.write_all(response.as_bytes()).await?;
                 s.shutdown().await
@@ -753,6 +788,32 @@ mod tests {
         s.read_to_string(&mut reply).await.unwrap();
         assert_eq!(reply, "30\n");
         assert!(t0.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn prometheus_endpoint_serves_metrics_and_stops() {
+        let c = control();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        c.set_prometheus(Some(addr)).unwrap();
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.unwrap();
+        assert!(
+            body.contains("pen_server_connections{server=\"0\",address=\"127.0.0.1:9\"} 0"),
+            "{body}"
+        );
+        c.set_prometheus(None).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "endpoint still open"
+        );
     }
 
     #[test]
