@@ -5,6 +5,8 @@
 //!   and a verdict log.
 //! - [`afpacket`] (Linux): live on the DSR interface, raw `AF_PACKET` with batched
 //!   `recvmmsg`/`sendmmsg`.
+//! - [`dsr`] (Linux): DSR mode for the daemon, the engine on the live driver fed by the
+//!   balancer's servers and blacklist.
 //!
 //! Every driver follows the same loop: before handing a frame received at `now` to
 //! [`Engine::process_meta`](crate::engine::Engine::process_meta), it sends everything
@@ -13,5 +15,7 @@
 
 #[cfg(target_os = "linux")]
 pub mod afpacket;
+#[cfg(target_os = "linux")]
+pub mod dsr;
 pub mod mem;
 pub mod pcapfile;

@@ -1,0 +1,182 @@
+//! DSR mode for the daemon (`-O "dsr_if IF"`): the engine on the live driver, on a dedicated
+//! thread, fed with the balancer's servers and blacklist.
+//!
+//! The daemon opens the interface with [`open`] while it is still root (before dropping
+//! privileges), then awaits [`serve`] in place of the TCP/UDP proxy. `serve` runs the engine
+//! until its future is dropped (the daemon aborts the task on exit) or the interface fails.
+//! On every loop pass (each batch, at least every 100 ms) the engine asks `backends` for the
+//! current server list, so `server N blacklist T`, `server N weight W` and new servers through
+//! penctl or `-F` re-reads take effect on the next frame. The VIP, port, `-U`, `-r` and the
+//! tarpit ACL are read once at start.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::config::{BackendAddr, Config};
+use crate::engine::{BackendConfig, Engine, EngineConfig};
+use crate::link::afpacket::AfPacket;
+use crate::select::Balancer;
+
+/// The engine's view of the balancer's servers at `now`: one entry per slot, IPv4 address (the
+/// port does not matter in DSR), weight, and available unless blacklisted.
+pub fn backends_from(balancer: &Balancer, now: Duration) -> Vec<BackendConfig> {
+    balancer
+        .servers()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let ip = match &s.addr {
+                Some(BackendAddr::Inet(sa)) => match sa.ip() {
+                    std::net::IpAddr::V4(v4) => Some(v4),
+                    std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+                },
+                _ => None,
+            };
+            BackendConfig {
+                ip,
+                weight: s.config.weight,
+                available: !balancer.is_blacklisted(i, now),
+            }
+        })
+        .collect()
+}
+
+/// Opens the DSR interface named by `config.dsr_if` (needs root or CAP_NET_RAW).
+pub fn open(config: &Config) -> io::Result<AfPacket> {
+    let Some(ifname) = &config.dsr_if else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "DSR mode needs dsr_if IF",
+        ));
+    };
+    AfPacket::open(ifname)
+}
+
+/// 16 bytes from the kernel's random source: the tarpit's ISN key, drawn once per start.
+pub fn isn_key() -> io::Result<[u8; 16]> {
+    let mut k = [0u8; 16];
+    let mut got = 0;
+    while got < k.len() {
+        let rest = &mut k[got..];
+        // SAFETY: getrandom writes at most `rest.len()` bytes into `rest`.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        got += n as usize;
+    }
+    Ok(k)
+}
+
+/// Builds the engine's configuration from pen's (VIP, port, `-U`, `-r`, `tarpit_acl`) and the
+/// balancer's servers (already resolved).
+pub fn engine_config(
+    config: &Config,
+    link_mac: crate::engine::Mac,
+    key: [u8; 16],
+    backends: Vec<BackendConfig>,
+) -> Result<EngineConfig, String> {
+    let mut c = config.clone();
+    c.servers.clear();
+    let mut ec = EngineConfig::from_config(&c, link_mac, key)?;
+    ec.backends = backends;
+    Ok(ec)
+}
+
+/// Stops the engine thread when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Runs the engine on `link` until the returned future is dropped or the interface fails.
+/// `backends` is called once per loop pass on the engine thread.
+pub async fn serve(
+    mut link: AfPacket,
+    engine_cfg: EngineConfig,
+    mut backends: impl FnMut() -> Vec<BackendConfig> + Send + 'static,
+) -> io::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let _guard = StopOnDrop(stop.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let name = link.name().to_string();
+    std::thread::Builder::new()
+        .name(format!("pen-dsr-{name}"))
+        .spawn(move || {
+            let mut engine = Engine::new(engine_cfg);
+            tracing::info!(
+                "DSR on {name}: VIP {}:{} ({}), MAC {}",
+                engine.config().vip,
+                engine.config().port,
+                if engine.config().udp { "UDP" } else { "TCP" },
+                mac_text(engine.config().mac)
+            );
+            let r = link.run(&mut engine, &stop, |e, _| e.set_backends(backends()));
+            tracing::info!(
+                "DSR on {name} stopped: {}; {:?}",
+                engine.counters(),
+                link.stats
+            );
+            let _ = tx.send(r);
+        })?;
+    match rx.await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::other("the DSR thread ended without a result")),
+    }
+}
+
+fn mac_text(m: crate::engine::Mac) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HostSpec, ListenAddr, ServerConfig};
+
+    #[test]
+    fn blacklisted_servers_are_unavailable_to_the_engine() {
+        let mut cfg = Config {
+            listen: Some(ListenAddr::parse("10.0.0.100:0").unwrap()),
+            dsr_if: Some("eth1".into()),
+            ..Config::default()
+        };
+        for (h, w) in [("10.0.0.3", 0), ("10.0.0.4", 3)] {
+            cfg.servers.push(ServerConfig {
+                host: Some(HostSpec::Ip(h.parse().unwrap())),
+                port: 0,
+                weight: w,
+                ..Default::default()
+            });
+        }
+        let mut b = Balancer::new(&cfg);
+        let now = Duration::from_secs(100);
+        b.blacklist(1, 30, now).unwrap();
+        let v = backends_from(&b, now);
+        assert_eq!(v.len(), 2);
+        assert!(v[0].available && !v[1].available);
+        assert_eq!(v[1].weight, 3);
+        assert_eq!(v[0].ip, Some("10.0.0.3".parse().unwrap()));
+        assert!(backends_from(&b, now + Duration::from_secs(31))[1].available);
+        let ec = engine_config(&cfg, [2; 6], [1; 16], v).unwrap();
+        assert_eq!(ec.port, 0);
+        assert_eq!(ec.backends.len(), 2);
+    }
+
+    #[test]
+    fn isn_keys_differ_between_draws() {
+        assert_ne!(isn_key().unwrap(), isn_key().unwrap());
+    }
+}
