@@ -1,0 +1,514 @@
+//! The control socket through a real `pen` process on loopback: C Pen's reply formats, every
+//! command that changes or reports state, run-time server changes and blacklisting steering
+//! live traffic, the `write` round trip, `listen`, `exit`, `control_acl`, the status page, the
+//! Prometheus endpoint, and control clients that must not delay proxied requests.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Backend, Listen, Pen, STEP, free_port, get, tcp_listening, wait_until};
+
+/// Sends one command to the control port and returns the reply (read until pen closes).
+fn ctl(port: u16, cmd: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the control port");
+    s.set_read_timeout(Some(STEP)).unwrap();
+    s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read the control reply");
+    out
+}
+
+/// Like [`ctl`], but a connection that pen closes or resets without a reply gives "".
+fn ctl_or_nothing(port: u16, cmd: &str) -> String {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    s.set_read_timeout(Some(STEP)).unwrap();
+    let _ = s.write_all(format!("{cmd}\n").as_bytes());
+    let mut out = String::new();
+    match s.read_to_string(&mut out) {
+        Ok(_) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => out,
+        Err(e) => panic!("reading the control reply: {e}"),
+    }
+}
+
+/// Sends a command with our `penctl`; returns (exit code, stdout, stderr).
+fn penctl(target: &str, words: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_penctl"))
+        .arg(target)
+        .args(words)
+        .output()
+        .expect("run penctl");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn at(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// pen with a control port (as root, C Pen needs `-u` to open it; `-u root` forces it).
+fn pen_with_control(extra: &[&str], backends: &[&str]) -> (Pen, u16, u16) {
+    let (lport, cport) = (free_port(), free_port());
+    let c = format!("127.0.0.1:{cport}");
+    let l = format!("127.0.0.1:{lport}");
+    let mut args: Vec<&str> = vec!["-u", "root", "-C", &c];
+    args.extend_from_slice(extra);
+    args.push(&l);
+    args.extend_from_slice(backends);
+    let pen = Pen::start(&args, Listen::Tcp(lport));
+    assert!(
+        wait_until(|| tcp_listening(cport)),
+        "control port {cport} not listening"
+    );
+    (pen, lport, cport)
+}
+
+#[test]
+fn replies_match_c_pen_0_34_formats() {
+    let (pen, lport, cport) =
+        pen_with_control(&["-X"], &["127.0.0.1:19992", "127.0.0.1:19993:5:10:2:1"]);
+    assert_eq!(
+        ctl(cport, "servers"),
+        "0 addr 127.0.0.1 port 19992 conn 0 max 0 hard 0 weight 0 prio 0 sx 0 rx 0\n\
+         1 addr 127.0.0.1 port 19993 conn 0 max 5 hard 10 weight 2 prio 1 sx 0 rx 0\n"
+    );
+    let pid = pen.pid().to_string() + "\n";
+    let listen = format!("127.0.0.1:{lport}\n");
+    let control = format!("127.0.0.1:{cport}\n");
+    for (cmd, want) in [
+        (
+            "mode",
+            "no hash no roundrobin no stubborn no weight no prio\n",
+        ),
+        ("blacklist", "30\n"),
+        ("blacklist 7", "7\n"),
+        ("timeout", "3\n"),
+        ("timeout 5", "5\n"),
+        ("tracking", "0\n"),
+        ("tracking 9", "9\n"),
+        ("clients_max", "2048\n"),
+        ("clients_max 10", "2048\n"),
+        ("conn_max", "500\n"),
+        ("conn_max 10", "500\n"),
+        ("conn_max 1000", "1000\n"),
+        ("debug", "0\n"),
+        ("debug 2", "2\n"),
+        ("client_acl", "0\n"),
+        ("control_acl", "0\n"),
+        ("pid", pid.as_str()),
+        ("listen", listen.as_str()),
+        ("control", control.as_str()),
+        ("log", ""),
+        ("web_stats", ""),
+        ("idlers", "Idlers: 0/0\n"),
+        ("idle_timeout", "Idle timeout: 0 seconds\n"),
+        ("idle_timeout 5", "Idle timeout: 5 seconds\n"),
+        ("tarpit_acl", "tarpit_acl = -1"),
+        ("tarpit_acl 3", "tarpit_acl = 3"),
+        ("status", "Unable to create webstats\n"),
+        ("recent", ""),
+        ("hash", ""),
+        ("weight", ""),
+        ("prio", ""),
+        ("stubborn", ""),
+        ("roundrobin", ""),
+        ("mode", "hash roundrobin stubborn weight prio\n"),
+        ("no hash", ""),
+        ("mode", "no hash roundrobin stubborn weight prio\n"),
+        ("tcp_nodelay", ""),
+        ("tcp_fastclose both", ""),
+        ("pending_max 50", ""),
+        ("acl 1 permit 10.0.0.1", ""),
+        ("transparent", ""),
+        ("no transparent", ""),
+        ("block", ""),
+        ("ssl_option no_sslv3", ""),
+        (
+            "connection 0",
+            "Connection 0:\nstate = 0\ndownfd = -1, upfd = -1\nclient = -1, server = -1\npend = 0\n",
+        ),
+        ("connection 5000", "Connection 5000 out of range\n"),
+    ] {
+        assert_eq!(ctl(cport, cmd), want, "reply to {cmd:?}");
+    }
+}
+
+#[test]
+fn unknown_and_malformed_commands_get_one_error_line_and_pen_keeps_running() {
+    let b = Backend::start("a", "127.0.0.1");
+    let (_pen, lport, cport) = pen_with_control(&[], &[&b.spec]);
+    for (cmd, word) in [
+        ("frobnicate", "frobnicate"),
+        ("timeout abc", "timeout"),
+        ("server x address 1.2.3.4", "server"),
+        ("acl 12 permit 1.2.3.4", "acl"),
+        ("tcp_fastclose sideways", "tcp_fastclose"),
+    ] {
+        let r = ctl(cport, cmd);
+        assert!(
+            r.starts_with(&format!("do_cmd: ignoring command starting with '{word}'")),
+            "{cmd:?} -> {r:?}"
+        );
+        assert_eq!(r.matches('\n').count(), 1, "one line for {cmd:?}: {r:?}");
+    }
+    assert_eq!(
+        ctl(cport, "timeout"),
+        "3\n",
+        "malformed timeout changed nothing"
+    );
+    assert_eq!(get(None, at(lport)).unwrap(), "a", "still balancing");
+}
+
+#[test]
+fn runtime_server_changes_steer_live_traffic() {
+    let a = Backend::start("a", "127.0.0.1");
+    let b = Backend::start("b", "127.0.0.1");
+    let (_pen, lport, cport) = pen_with_control(&["-r"], &[&a.spec]);
+    assert_eq!(get(None, at(lport)).unwrap(), "a");
+    // Move slot 0 to backend b.
+    let bport = b.spec.rsplit(':').next().unwrap();
+    assert_eq!(ctl(cport, &format!("server 0 port {bport}")), "");
+    for _ in 0..4 {
+        assert_eq!(get(None, at(lport)).unwrap(), "b");
+    }
+    // Add slot 1 by host name: resolved at run time.
+    let aport = a.spec.rsplit(':').next().unwrap();
+    assert_eq!(
+        ctl(cport, &format!("server 1 address localhost port {aport}")),
+        ""
+    );
+    let servers = ctl(cport, "servers");
+    assert!(
+        servers.contains(&format!("1 addr 127.0.0.1 port {aport}"))
+            || servers.contains(&format!("1 addr ::1 port {aport}")),
+        "{servers}"
+    );
+    let bodies: Vec<String> = (0..6).map(|_| get(None, at(lport)).unwrap()).collect();
+    assert!(bodies.iter().any(|x| x == "a"), "{bodies:?}");
+    assert!(bodies.iter().any(|x| x == "b"), "{bodies:?}");
+    // A name that does not resolve is refused and changes nothing.
+    let r = ctl(cport, "server 1 address no-such-host.invalid");
+    assert!(
+        r.starts_with("do_cmd: ignoring command starting with 'server'")
+            && r.contains("no-such-host.invalid"),
+        "{r}"
+    );
+    let addresses = |s: &str| -> Vec<String> {
+        s.lines()
+            .map(|l| l.split(" conn ").next().unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(addresses(&ctl(cport, "servers")), addresses(&servers));
+}
+
+#[test]
+fn blacklisting_steers_live_traffic() {
+    let a = Backend::start("a", "127.0.0.1");
+    let b = Backend::start("b", "127.0.0.1");
+    let (_pen, lport, cport) = pen_with_control(&["-r"], &[&a.spec, &b.spec]);
+    assert_eq!(ctl(cport, "server 0 blacklist 60"), "");
+    for _ in 0..6 {
+        assert_eq!(get(None, at(lport)).unwrap(), "b");
+    }
+    assert_eq!(ctl(cport, "server 0 blacklist 0"), "");
+    let bodies: Vec<String> = (0..6).map(|_| get(None, at(lport)).unwrap()).collect();
+    assert!(bodies.iter().any(|x| x == "a"), "{bodies:?}");
+    // Traffic counters show up in `servers` and `recent`.
+    assert!(wait_until(
+        || !ctl(cport, "servers").contains("sx 0 rx 0\n1")
+    ));
+    let recent = ctl(cport, "recent");
+    assert!(recent.starts_with("127.0.0.1 connects "), "{recent}");
+}
+
+#[test]
+fn write_round_trip_reproduces_servers_and_mode() {
+    let a = Backend::start("a", "127.0.0.1");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("written.cfg");
+    let (_pen, _lport, cport) = pen_with_control(&[], &[&a.spec, "127.0.0.1:19993:5:10:2:1"]);
+    for cmd in [
+        "server 3 address 127.0.0.3 port 83 max 7 hard 9 weight 4 prio 2",
+        "server 1 acl 2",
+        "weight",
+        "stubborn",
+    ] {
+        assert_eq!(ctl(cport, cmd), "", "{cmd}");
+    }
+    assert_eq!(ctl(cport, "blacklist 12"), "12\n");
+    assert_eq!(ctl(cport, &format!("write {}", file.display())), "");
+    let servers = ctl(cport, "servers");
+    let mode = ctl(cport, "mode");
+
+    let (lport2, cport2) = (free_port(), free_port());
+    let f = file.display().to_string();
+    let c2 = format!("127.0.0.1:{cport2}");
+    let l2 = format!("127.0.0.1:{lport2}");
+    let _fresh = Pen::start(
+        &["-u", "root", "-C", &c2, "-F", &f, &l2],
+        Listen::Tcp(lport2),
+    );
+    assert!(wait_until(|| tcp_listening(cport2)));
+    assert_eq!(ctl(cport2, "servers"), servers);
+    assert_eq!(ctl(cport2, "mode"), mode);
+    assert_eq!(ctl(cport2, "blacklist"), "12\n");
+}
+
+#[test]
+fn write_without_file_or_f_is_an_error() {
+    let (_pen, _l, cport) = pen_with_control(&[], &["127.0.0.1:9"]);
+    let r = ctl(cport, "write");
+    assert!(
+        r.starts_with("do_cmd: ignoring command starting with 'write'"),
+        "{r}"
+    );
+}
+
+#[test]
+fn exit_only_with_dash_x() {
+    let (mut pen, _l, cport) = pen_with_control(&[], &["127.0.0.1:9"]);
+    assert_eq!(
+        ctl(cport, "exit"),
+        "Exit is not enabled; restart with -X flag\n"
+    );
+    assert!(pen.child.try_wait().unwrap().is_none(), "still running");
+    drop(pen);
+
+    let (mut pen, _l, cport) = pen_with_control(&["-X"], &["127.0.0.1:9"]);
+    assert_eq!(ctl(cport, "exit"), "");
+    let deadline = Instant::now() + STEP;
+    loop {
+        if let Some(st) = pen.child.try_wait().unwrap() {
+            assert_eq!(st.code(), Some(0));
+            break;
+        }
+        assert!(Instant::now() < deadline, "pen did not exit after `exit`");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn listen_reopens_the_listener() {
+    let a = Backend::start("a", "127.0.0.1");
+    let (_pen, lport, cport) = pen_with_control(&[], &[&a.spec]);
+    let new_port = free_port();
+    assert_eq!(
+        ctl(cport, &format!("listen 127.0.0.1:{new_port}")),
+        format!("127.0.0.1:{new_port}\n")
+    );
+    assert!(wait_until(|| tcp_listening(new_port)));
+    assert_eq!(get(None, at(new_port)).unwrap(), "a");
+    assert!(wait_until(|| !tcp_listening(lport)), "old listener closed");
+    assert_eq!(ctl(cport, "listen"), format!("127.0.0.1:{new_port}\n"));
+    // A port that is taken: error, and pen keeps the listener it has.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tport = taken.local_addr().unwrap().port();
+    let r = ctl(cport, &format!("listen 127.0.0.1:{tport}"));
+    assert!(
+        r.contains("'listen'") && r.contains(&tport.to_string()),
+        "{r}"
+    );
+    assert_eq!(ctl(cport, "listen"), format!("127.0.0.1:{new_port}\n"));
+    assert_eq!(get(None, at(new_port)).unwrap(), "a");
+}
+
+#[test]
+fn control_acl_applies_to_tcp_clients() {
+    let (_pen, _l, cport) = pen_with_control(&[], &["127.0.0.1:9"]);
+    assert_eq!(ctl(cport, "acl 1 deny 127.0.0.1"), "");
+    assert_eq!(ctl(cport, "control_acl 1"), "1\n");
+    // The next client from 127.0.0.1 is closed without a reply, and nothing it sends runs.
+    assert_eq!(ctl_or_nothing(cport, "control_acl 0"), "");
+    assert_eq!(ctl_or_nothing(cport, "pid"), "");
+}
+
+#[test]
+fn status_with_web_stats_replies_and_writes_the_page() {
+    let a = Backend::start("a", "127.0.0.1");
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("status.html");
+    let ws = w.display().to_string();
+    let (_pen, lport, cport) = pen_with_control(&["-w", &ws], &[&a.spec]);
+    get(None, at(lport)).unwrap();
+    let page = ctl(cport, "status");
+    assert!(
+        page.starts_with("<html>\n<head>\n<title>Pen status page</title>"),
+        "{page}"
+    );
+    assert!(page.contains("1 servers"), "{page}");
+    assert!(page.contains("<h2>Active clients</h2>"), "{page}");
+    assert!(page.contains("<td>127.0.0.1</td>"), "{page}");
+    assert_eq!(std::fs::read_to_string(&w).unwrap(), page);
+    assert_eq!(ctl(cport, "web_stats"), format!("{ws}\n"));
+}
+
+#[test]
+#[ignore = "the prometheus command lands next"]
+fn prometheus_endpoint_exposes_per_server_metrics() {
+    let a = Backend::start("a", "127.0.0.1");
+    let (_pen, lport, cport) = pen_with_control(&[], &[&a.spec, "127.0.0.1:9"]);
+    let mport = free_port();
+    assert_eq!(
+        ctl(cport, &format!("prometheus 127.0.0.1:{mport}")),
+        format!("127.0.0.1:{mport}\n")
+    );
+    assert!(wait_until(|| tcp_listening(mport)));
+    for _ in 0..3 {
+        get(None, at(lport)).unwrap();
+    }
+    assert_eq!(ctl(cport, "server 1 blacklist 60"), "");
+    let mut s = TcpStream::connect(("127.0.0.1", mport)).unwrap();
+    s.set_read_timeout(Some(STEP)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.0 200 OK\r\n"), "{resp}");
+    assert!(
+        resp.contains("Content-Type: text/plain; version=0.0.4"),
+        "{resp}"
+    );
+    let a_label = format!("server=\"0\",address=\"{}\"", a.spec);
+    assert!(
+        resp.contains(&format!("pen_server_selections_total{{{a_label}}} 3\n")),
+        "{resp}"
+    );
+    assert!(
+        resp.contains("pen_server_blacklisted{server=\"1\",address=\"127.0.0.1:9\"} 1\n"),
+        "{resp}"
+    );
+    assert!(wait_until(|| {
+        let m = scrape(mport);
+        m.contains(&format!("pen_server_received_bytes_total{{{a_label}}} "))
+            && !m.contains(&format!("pen_server_received_bytes_total{{{a_label}}} 0\n"))
+    }));
+    assert_eq!(ctl(cport, "prometheus"), format!("127.0.0.1:{mport}\n"));
+}
+
+fn scrape(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(STEP)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn unix_control_socket_and_our_penctl() {
+    let a = Backend::start("a", "127.0.0.1");
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("pen.ctl");
+    let s = sock.display().to_string();
+    let lport = free_port();
+    let l = format!("127.0.0.1:{lport}");
+    let _pen = Pen::start(&["-u", "root", "-C", &s, &l, &a.spec], Listen::Tcp(lport));
+    assert!(wait_until(|| common::unix_listening(&sock)));
+    let (code, out, _) = penctl(&s, &["blacklist", "11"]);
+    assert_eq!((code, out.as_str()), (Some(0), "11\n"));
+    let (code, out, _) = penctl(&s, &["mode"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(out, "no hash no roundrobin no stubborn no weight no prio\n");
+}
+
+#[test]
+fn penctl_fails_clearly_when_it_cannot_connect() {
+    let port = free_port();
+    let (code, out, err) = penctl(&format!("127.0.0.1:{port}"), &["servers"]);
+    assert_eq!(code, Some(1));
+    assert!(out.is_empty());
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    let (code, _, err) = penctl("/nonexistent/pen.ctl", &["servers"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("/nonexistent/pen.ctl"), "{err}");
+}
+
+#[test]
+fn control_port_is_refused_as_root_without_dash_u() {
+    if unsafe { libc::geteuid() } != 0 {
+        // As a normal user the port opens; the rule only concerns root.
+        return;
+    }
+    let (lport, cport) = (free_port(), free_port());
+    let c = format!("127.0.0.1:{cport}");
+    let l = format!("127.0.0.1:{lport}");
+    // pen-rs makes this a start-up error (C Pen only logs it and runs without control).
+    let f = common::pen_fails(&["-f", "-C", &c, &l, "127.0.0.1:9"]);
+    assert_eq!(f.code, Some(1));
+    assert!(
+        f.stderr.contains("-u") && f.stderr.contains(&c),
+        "{}",
+        f.stderr
+    );
+    assert!(!tcp_listening(cport) && !tcp_listening(lport));
+}
+
+/// A silent control client, a client sending 1 MB without a newline and a flood of control
+/// connections, all at once, do not delay proxied requests; the control port still answers
+/// afterwards.
+#[test]
+fn misbehaving_control_clients_do_not_delay_proxied_requests() {
+    let a = Backend::start("a", "127.0.0.1");
+    let (_pen, lport, cport) = pen_with_control(&[], &[&a.spec]);
+    let baseline = {
+        let t = Instant::now();
+        for _ in 0..20 {
+            get(None, at(lport)).unwrap();
+        }
+        t.elapsed() / 20
+    };
+    // Silent clients: connect and say nothing.
+    let silent: Vec<TcpStream> = (0..40)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", cport)).ok())
+        .collect();
+    // A client that sends 1 MB without a newline.
+    let big = std::thread::spawn(move || {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", cport)) {
+            s.set_write_timeout(Some(STEP)).ok();
+            let chunk = vec![b'x'; 64 * 1024];
+            for _ in 0..16 {
+                if s.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    // A flood: 400 connections that send a partial command and go away.
+    let flood = std::thread::spawn(move || {
+        for _ in 0..400 {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", cport)) {
+                let _ = s.write_all(b"serv");
+            }
+        }
+    });
+    let mut worst = Duration::ZERO;
+    for _ in 0..200 {
+        let t = Instant::now();
+        assert_eq!(get(None, at(lport)).unwrap(), "a");
+        worst = worst.max(t.elapsed());
+    }
+    flood.join().unwrap();
+    big.join().unwrap();
+    assert!(
+        worst < Duration::from_secs(1),
+        "a proxied request took {worst:?} (baseline {baseline:?})"
+    );
+    drop(silent);
+    // Once the misbehaving clients are gone (or timed out), control works again.
+    assert!(wait_until(|| {
+        TcpStream::connect(("127.0.0.1", cport)).is_ok_and(|mut s| {
+            s.set_read_timeout(Some(STEP)).ok();
+            let mut r = String::new();
+            s.write_all(b"blacklist\n").is_ok() && s.read_to_string(&mut r).is_ok() && r == "30\n"
+        })
+    }));
+}
