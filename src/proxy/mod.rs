@@ -15,8 +15,10 @@ use crate::config::Config;
 use crate::select::Balancer;
 
 pub mod forward;
+pub mod http;
 pub mod sockets;
 pub mod tcp;
+pub mod transparent;
 pub mod udp;
 
 /// The running configuration and the balancer built from it.
@@ -24,6 +26,9 @@ pub mod udp;
 pub struct Shared {
     pub config: Config,
     pub balancer: Balancer,
+    /// Upstream connections that `transparent` could not open from the client's address
+    /// (no CAP_NET_ADMIN, missing routing setup, family mismatch); see [`transparent`].
+    pub transparent_failures: u64,
 }
 
 impl Shared {
@@ -31,7 +36,11 @@ impl Shared {
     /// resolved host names with `Balancer::set_server`).
     pub fn new(config: Config) -> Shared {
         let balancer = Balancer::new(&config);
-        Shared { config, balancer }
+        Shared {
+            config,
+            balancer,
+            transparent_failures: 0,
+        }
     }
 }
 

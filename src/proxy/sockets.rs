@@ -14,6 +14,7 @@ use tokio::net::{TcpSocket, TcpStream, UnixListener, UnixStream};
 
 use crate::config::BackendAddr;
 use crate::proxy::forward::Stream;
+use crate::proxy::transparent::{self, TransparentError, UpstreamSource};
 
 /// Socket options for upstream (server-side) connections, from the `Config`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -24,6 +25,11 @@ pub struct UpstreamOptions {
     pub keepalive: bool,
     /// `tcp_nodelay`: TCP_NODELAY.
     pub nodelay: bool,
+    /// `transparent`: connect from the client's own address (see [`transparent`]); `source`
+    /// takes precedence.
+    pub transparent: bool,
+    /// The client's address, for `transparent` (`None` for a Unix-socket client).
+    pub client: Option<IpAddr>,
 }
 
 /// Opens a TCP listener on `addr` with SO_REUSEADDR and the given backlog. An IPv6 wildcard
@@ -97,25 +103,49 @@ pub fn set_nodelay(stream: &TcpStream, on: bool) -> io::Result<()> {
 }
 
 /// Connects to `addr` within `timeout` with the upstream options. A timeout is reported as
-/// `io::ErrorKind::TimedOut`.
+/// `io::ErrorKind::TimedOut`. With `transparent`, a failure to connect from the client's
+/// address (socket option, bind, `EADDRNOTAVAIL`, timeout) is an `io::Error` wrapping a
+/// [`TransparentError`] (see [`transparent::error_of`]); there is no fallback to pen's own
+/// address.
 pub async fn connect(
     addr: &BackendAddr,
     opts: &UpstreamOptions,
     timeout: Duration,
 ) -> io::Result<Stream> {
+    let spoofed = match addr {
+        BackendAddr::Inet(sa) => match upstream_source(opts, *sa) {
+            UpstreamSource::Client(ip) => Some((ip, *sa)),
+            _ => None,
+        },
+        BackendAddr::Unix(_) => None,
+    };
     let fut = async {
         match addr {
             BackendAddr::Inet(sa) => connect_tcp(*sa, opts).await.map(Stream::Tcp),
             BackendAddr::Unix(path) => UnixStream::connect(path).await.map(Stream::Unix),
         }
     };
-    match tokio::time::timeout(timeout, fut).await {
-        Ok(r) => r,
-        Err(_) => Err(io::Error::new(
+    match (tokio::time::timeout(timeout, fut).await, spoofed) {
+        (Ok(Err(e)), Some((client, backend)))
+            if transparent::error_of(&e).is_none()
+                && e.raw_os_error() == Some(libc::EADDRNOTAVAIL) =>
+        {
+            Err(TransparentError::connect(client, backend, e).into_io())
+        }
+        (Ok(r), _) => r,
+        (Err(_), Some((client, backend))) => {
+            Err(TransparentError::timed_out(client, backend, timeout).into_io())
+        }
+        (Err(_), None) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
             format!("connect timed out after {} s", timeout.as_secs_f64()),
         )),
     }
+}
+
+/// Where an upstream socket to `dst` takes its source address from.
+pub fn upstream_source(opts: &UpstreamOptions, dst: SocketAddr) -> UpstreamSource {
+    transparent::choose_source(opts.source, opts.transparent, opts.client, dst)
 }
 
 async fn connect_tcp(addr: SocketAddr, opts: &UpstreamOptions) -> io::Result<TcpStream> {
@@ -129,19 +159,16 @@ async fn connect_tcp(addr: SocketAddr, opts: &UpstreamOptions) -> io::Result<Tcp
     if opts.nodelay {
         socket.set_nodelay(true)?;
     }
-    if let Some(src) = opts.source.and_then(|s| source_for(s, addr)) {
-        socket.bind(SocketAddr::new(src, 0))?;
+    match upstream_source(opts, addr) {
+        UpstreamSource::Kernel => {}
+        UpstreamSource::Configured(src) => socket.bind(SocketAddr::new(src, 0))?,
+        UpstreamSource::Client(ip) => transparent::bind_as_client(SockRef::from(&socket), ip, addr)
+            .map_err(TransparentError::into_io)?,
+        UpstreamSource::FamilyMismatch { client } => {
+            return Err(TransparentError::family_mismatch(client, addr).into_io());
+        }
     }
     socket.connect(addr).await
-}
-
-/// The `source` address usable for a backend of `dst`'s family; a family mismatch means "no
-/// source binding" (the kernel picks the address).
-fn source_for(src: IpAddr, dst: SocketAddr) -> Option<IpAddr> {
-    match (src, dst) {
-        (IpAddr::V4(_), SocketAddr::V4(_)) | (IpAddr::V6(_), SocketAddr::V6(_)) => Some(src),
-        _ => None,
-    }
 }
 
 /// Half-closes the write side of a socket (`shutdown(SHUT_WR)`). A peer that is already gone
@@ -159,11 +186,17 @@ mod tests {
 
     #[test]
     fn source_of_other_family_is_not_bound() {
-        let v4: IpAddr = "127.0.0.1".parse().unwrap();
+        let opts = UpstreamOptions {
+            source: Some("127.0.0.1".parse().unwrap()),
+            ..UpstreamOptions::default()
+        };
         let v6_dst: SocketAddr = "[::1]:80".parse().unwrap();
         let v4_dst: SocketAddr = "127.0.0.1:80".parse().unwrap();
-        assert_eq!(source_for(v4, v6_dst), None);
-        assert_eq!(source_for(v4, v4_dst), Some(v4));
+        assert_eq!(upstream_source(&opts, v6_dst), UpstreamSource::Kernel);
+        assert_eq!(
+            upstream_source(&opts, v4_dst),
+            UpstreamSource::Configured("127.0.0.1".parse().unwrap())
+        );
     }
 
     #[test]

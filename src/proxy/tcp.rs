@@ -22,6 +22,7 @@ use crate::acl::canonical;
 use crate::config::{BackendAddr, Config};
 use crate::proxy::forward::{Counters, Options as ForwardOptions, Stream, forward};
 use crate::proxy::sockets::{self, UpstreamOptions};
+use crate::proxy::transparent;
 use crate::proxy::{SharedState, lock, now};
 use crate::select::{Client, Target};
 use crate::stats::ConnRow;
@@ -228,6 +229,8 @@ impl ConnSettings {
                 source: cfg.source,
                 keepalive: cfg.keepalive,
                 nodelay: cfg.tcp_nodelay,
+                transparent: cfg.transparent,
+                client: None,
             },
             client_nodelay: cfg.tcp_nodelay,
             forward: ForwardOptions {
@@ -397,7 +400,11 @@ async fn connect_first(
             done: false,
         };
         let permit: Option<OwnedSemaphorePermit> = pending.clone().acquire_owned().await.ok();
-        let result = sockets::connect(&addr, &settings.upstream, settings.connect_timeout).await;
+        let upstream = UpstreamOptions {
+            client: client.ip,
+            ..settings.upstream
+        };
+        let result = sockets::connect(&addr, &upstream, settings.connect_timeout).await;
         drop(permit);
         match result {
             Ok(stream) => {
@@ -406,6 +413,21 @@ async fn connect_first(
                 return Some((target, stream));
             }
             Err(e) => {
+                if let Some(t) = transparent::error_of(&e) {
+                    // Logged and counted once. A local refusal (capability, bind) is not
+                    // the backend's fault; a timeout from the client's address is blacklisted
+                    // like any other.
+                    transparent::record(shared, who, t);
+                    if t.is_local() {
+                        drop(attempt); // abandoned: not blacklisted
+                        if t.affects_every_backend() {
+                            return None;
+                        }
+                        continue;
+                    }
+                    attempt.finish(false);
+                    continue;
+                }
                 attempt.finish(false);
                 tracing::info!(
                     "{who}: connect to {target:?} at {} failed: {e}",

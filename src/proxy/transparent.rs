@@ -1,0 +1,394 @@
+//! Transparent reverse proxy (`transparent`, `-O transparent`): pen opens its upstream
+//! connection with the client's own address as source, so backends see the real client
+//! (reference §9, the blog's "Transparent Reverse Proxy").
+//!
+//! - [`choose_source`] (pure) decides which source address an upstream socket gets: `source
+//!   IP` takes precedence (as in C Pen), then the client's address with `transparent`.
+//! - [`bind_as_client`] sets `IP_TRANSPARENT` / `IPV6_TRANSPARENT` on the upstream socket and
+//!   binds it to the client's address (port 0). IPv6 works too (C Pen is IPv4 only).
+//! - Every failure is a [`TransparentError`] carried inside the `io::Error` the connect path
+//!   returns ([`error_of`] finds it). The proxy logs it once, counts it in
+//!   `Shared::transparent_failures` ([`record`]) and never falls back to pen's own address
+//!   (C Pen only prints a debug message and connects from its own address).
+//!
+//! The host must route the backends' replies to the client's address back into pen; see the
+//! README section "Transparent proxy" (DIVERT/mark rules, `ip rule add fwmark 1 lookup 100`,
+//! `ip route add local 0.0.0.0/0 dev lo table 100`, backends routing the clients via pen).
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use socket2::SockRef;
+
+use crate::acl::canonical;
+use crate::proxy::{SharedState, lock};
+
+/// Where an upstream socket's source address comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamSource {
+    /// The kernel picks one of pen's own addresses.
+    Kernel,
+    /// `source IP`: bind to this local address (port 0).
+    Configured(IpAddr),
+    /// `transparent`: bind to the client's address with IP(V6)_TRANSPARENT.
+    Client(IpAddr),
+    /// `transparent` is on but the client's address cannot be the source for this backend
+    /// (an IPv4 client and an IPv6 backend, or the reverse): the connect fails.
+    FamilyMismatch { client: IpAddr },
+}
+
+/// Decides the source of an upstream connection to `backend`. Pure.
+///
+/// - `source` of the backend's family takes precedence over `transparent` (C Pen: `source`
+///   first, spoofing only without it); a `source` of the other family is ignored.
+/// - With `transparent`, the client's address (an IPv4-mapped IPv6 client counts as IPv4);
+///   a client of the other family than the backend is [`UpstreamSource::FamilyMismatch`].
+/// - A client without an address (Unix socket client) has nothing to preserve: the kernel
+///   picks the source.
+pub fn choose_source(
+    source: Option<IpAddr>,
+    transparent: bool,
+    client: Option<IpAddr>,
+    backend: SocketAddr,
+) -> UpstreamSource {
+    if let Some(src) = source
+        && src.is_ipv4() == backend.is_ipv4()
+    {
+        return UpstreamSource::Configured(src);
+    }
+    if !transparent {
+        return UpstreamSource::Kernel;
+    }
+    match client.map(canonical) {
+        None => UpstreamSource::Kernel,
+        Some(ip) if ip.is_ipv4() == backend.is_ipv4() => UpstreamSource::Client(ip),
+        Some(ip) => UpstreamSource::FamilyMismatch { client: ip },
+    }
+}
+
+/// Why a transparent upstream connection failed, as the log line and the README name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// `setsockopt(IP_TRANSPARENT)` refused (EPERM/EACCES): pen lacks CAP_NET_ADMIN.
+    NeedsCapNetAdmin,
+    /// EADDRNOTAVAIL, or the connect timed out: the replies to the client's address do not
+    /// come back to pen (mark rule, `ip rule`, local route, or the backend's return route).
+    MissingRouting,
+    /// The client and the backend are of different address families.
+    FamilyMismatch,
+    /// Anything else (the error says what).
+    Other,
+}
+
+impl Reason {
+    /// Classifies an OS error of the given stage.
+    pub fn of(stage: Stage, e: &io::Error) -> Reason {
+        match (stage, e.raw_os_error()) {
+            (Stage::SetOption, Some(libc::EPERM | libc::EACCES)) => Reason::NeedsCapNetAdmin,
+            (Stage::Bind, Some(libc::EPERM | libc::EACCES)) => Reason::NeedsCapNetAdmin,
+            (_, Some(libc::EADDRNOTAVAIL)) => Reason::MissingRouting,
+            (Stage::Connect, _) if e.kind() == io::ErrorKind::TimedOut => Reason::MissingRouting,
+            _ => Reason::Other,
+        }
+    }
+
+    /// The hint appended to the log line.
+    pub fn hint(self) -> &'static str {
+        match self {
+            Reason::NeedsCapNetAdmin => {
+                "needs CAP_NET_ADMIN: run pen as root (before -u) or grant it the capability \
+                 (setcap cap_net_admin+ep)"
+            }
+            Reason::MissingRouting => {
+                "missing routing setup? replies to the client's address must come back to pen: \
+                 mark them (nftables 'socket transparent 1 meta mark set 1' or iptables \
+                 '-m socket -j MARK --set-mark 1'), 'ip rule add fwmark 1 lookup 100', \
+                 'ip route add local 0.0.0.0/0 dev lo table 100', and the backend must route \
+                 the client's subnet via pen (README \"Transparent proxy\")"
+            }
+            Reason::FamilyMismatch => {
+                "the client and the backend are of different address families; use backends \
+                 of the clients' family, or 'no transparent'"
+            }
+            Reason::Other => "see README \"Transparent proxy\"",
+        }
+    }
+}
+
+/// Which step of a transparent upstream connection failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    SetOption,
+    Bind,
+    Connect,
+}
+
+/// One failed transparent upstream connection. Its `Display` is the whole log line (without
+/// the connection prefix): client, backend, what failed, and the hint.
+#[derive(Debug)]
+pub struct TransparentError {
+    pub client: IpAddr,
+    pub backend: SocketAddr,
+    pub stage: Stage,
+    pub reason: Reason,
+    pub cause: io::Error,
+}
+
+impl TransparentError {
+    fn new(client: IpAddr, backend: SocketAddr, stage: Stage, cause: io::Error) -> Self {
+        TransparentError {
+            client,
+            backend,
+            stage,
+            reason: Reason::of(stage, &cause),
+            cause,
+        }
+    }
+
+    /// The error for a client/backend family mismatch.
+    pub fn family_mismatch(client: IpAddr, backend: SocketAddr) -> Self {
+        TransparentError {
+            client,
+            backend,
+            stage: Stage::Bind,
+            reason: Reason::FamilyMismatch,
+            cause: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "client and backend address families differ",
+            ),
+        }
+    }
+
+    /// The error for a connect from the client's address that the kernel refused.
+    pub fn connect(client: IpAddr, backend: SocketAddr, cause: io::Error) -> Self {
+        TransparentError::new(client, backend, Stage::Connect, cause)
+    }
+
+    /// The error for a connect from the client's address that timed out.
+    pub fn timed_out(client: IpAddr, backend: SocketAddr, after: Duration) -> Self {
+        TransparentError::new(
+            client,
+            backend,
+            Stage::Connect,
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connect timed out after {} s", after.as_secs_f64()),
+            ),
+        )
+    }
+
+    /// True when pen itself refused before anything was sent (no capability, bind refused,
+    /// family mismatch): the backend is not to blame, so it must not be blacklisted.
+    pub fn is_local(&self) -> bool {
+        self.stage != Stage::Connect
+    }
+
+    /// True when every other backend would fail the same way (no capability): the candidate
+    /// walk stops instead of logging the same error once per server.
+    pub fn affects_every_backend(&self) -> bool {
+        self.reason == Reason::NeedsCapNetAdmin
+    }
+
+    /// Wraps this error into an `io::Error` of the cause's kind ([`error_of`] gets it back).
+    pub fn into_io(self) -> io::Error {
+        io::Error::new(self.cause.kind(), self)
+    }
+}
+
+impl fmt::Display for TransparentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match (self.stage, self.backend) {
+            (Stage::SetOption, SocketAddr::V4(_)) => "setting IP_TRANSPARENT",
+            (Stage::SetOption, SocketAddr::V6(_)) => "setting IPV6_TRANSPARENT",
+            (Stage::Bind, _) => "binding to the client's address",
+            (Stage::Connect, _) => "connecting from the client's address",
+        };
+        write!(
+            f,
+            "transparent proxy: cannot connect to {} as client {}: {what} failed: {}; {}; \
+             not falling back to pen's own address",
+            self.backend,
+            self.client,
+            self.cause,
+            self.reason.hint()
+        )
+    }
+}
+
+impl std::error::Error for TransparentError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.cause)
+    }
+}
+
+/// The transparent failure inside an upstream connect error, if it is one.
+pub fn error_of(e: &io::Error) -> Option<&TransparentError> {
+    e.get_ref()?.downcast_ref::<TransparentError>()
+}
+
+/// Sets IP_TRANSPARENT (IPv4 backend) or IPV6_TRANSPARENT (IPv6 backend) on `sock` and binds
+/// it to `(client, 0)`. `client` must be of `backend`'s family (see [`choose_source`]).
+/// Works for TCP and UDP sockets.
+pub fn bind_as_client(
+    sock: SockRef<'_>,
+    client: IpAddr,
+    backend: SocketAddr,
+) -> Result<(), TransparentError> {
+    if client.is_ipv4() != backend.is_ipv4() {
+        return Err(TransparentError::family_mismatch(client, backend));
+    }
+    let set = match backend {
+        SocketAddr::V4(_) => sock.set_ip_transparent_v4(true),
+        SocketAddr::V6(_) => sock.set_ip_transparent_v6(true),
+    };
+    set.map_err(|e| TransparentError::new(client, backend, Stage::SetOption, e))?;
+    sock.bind(&SocketAddr::new(client, 0).into())
+        .map_err(|e| TransparentError::new(client, backend, Stage::Bind, e))
+}
+
+/// Logs `err` once (at error level, prefixed with the connection's `who`) and counts it in
+/// `Shared::transparent_failures`.
+pub fn record(shared: &SharedState, who: &str, err: &TransparentError) {
+    lock(shared).transparent_failures += 1;
+    tracing::error!("{who}: {err}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn source_takes_precedence_over_transparent() {
+        let got = choose_source(
+            Some(ip("10.0.0.9")),
+            true,
+            Some(ip("10.1.0.2")),
+            sa("10.2.0.3:80"),
+        );
+        assert_eq!(got, UpstreamSource::Configured(ip("10.0.0.9")));
+    }
+
+    #[test]
+    fn source_of_other_family_leaves_transparent_in_charge() {
+        let got = choose_source(
+            Some(ip("10.0.0.9")),
+            true,
+            Some(ip("fd00::2")),
+            sa("[fd01::3]:80"),
+        );
+        assert_eq!(got, UpstreamSource::Client(ip("fd00::2")));
+    }
+
+    #[test]
+    fn transparent_uses_the_client_address() {
+        let got = choose_source(None, true, Some(ip("10.1.0.2")), sa("10.2.0.3:80"));
+        assert_eq!(got, UpstreamSource::Client(ip("10.1.0.2")));
+    }
+
+    #[test]
+    fn mapped_v4_client_is_spoofed_as_v4() {
+        let got = choose_source(None, true, Some(ip("::ffff:10.1.0.2")), sa("10.2.0.3:80"));
+        assert_eq!(got, UpstreamSource::Client(ip("10.1.0.2")));
+    }
+
+    #[test]
+    fn no_transparent_lets_the_kernel_choose() {
+        let got = choose_source(None, false, Some(ip("10.1.0.2")), sa("10.2.0.3:80"));
+        assert_eq!(got, UpstreamSource::Kernel);
+    }
+
+    #[test]
+    fn family_mismatch_is_not_a_silent_fallback() {
+        let got = choose_source(None, true, Some(ip("10.1.0.2")), sa("[fd01::3]:80"));
+        assert_eq!(
+            got,
+            UpstreamSource::FamilyMismatch {
+                client: ip("10.1.0.2")
+            }
+        );
+    }
+
+    #[test]
+    fn unix_client_has_nothing_to_preserve() {
+        assert_eq!(
+            choose_source(None, true, None, sa("10.2.0.3:80")),
+            UpstreamSource::Kernel
+        );
+    }
+
+    #[test]
+    fn eperm_on_the_option_means_cap_net_admin() {
+        let e = io::Error::from_raw_os_error(libc::EPERM);
+        assert_eq!(Reason::of(Stage::SetOption, &e), Reason::NeedsCapNetAdmin);
+    }
+
+    #[test]
+    fn eaddrnotavail_and_timeouts_mean_missing_routing() {
+        let e = io::Error::from_raw_os_error(libc::EADDRNOTAVAIL);
+        assert_eq!(Reason::of(Stage::Bind, &e), Reason::MissingRouting);
+        let t =
+            TransparentError::timed_out(ip("10.1.0.2"), sa("10.2.0.3:80"), Duration::from_secs(3));
+        assert_eq!(t.reason, Reason::MissingRouting);
+        assert!(!t.is_local(), "a timeout is the backend path's failure");
+    }
+
+    #[test]
+    fn refused_connect_is_not_blamed_on_transparent_setup() {
+        let e = io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        assert_eq!(Reason::of(Stage::Connect, &e), Reason::Other);
+    }
+
+    #[test]
+    fn message_names_client_backend_and_reason() {
+        let e = TransparentError::new(
+            ip("10.1.0.2"),
+            sa("10.2.0.3:80"),
+            Stage::SetOption,
+            io::Error::from_raw_os_error(libc::EPERM),
+        );
+        let text = e.to_string();
+        for part in [
+            "10.1.0.2",
+            "10.2.0.3:80",
+            "IP_TRANSPARENT",
+            "needs CAP_NET_ADMIN",
+            "not falling back",
+        ] {
+            assert!(text.contains(part), "{part:?} missing from {text}");
+        }
+        assert!(e.is_local() && e.affects_every_backend());
+    }
+
+    #[test]
+    fn error_survives_the_io_error_round_trip() {
+        let io_err =
+            TransparentError::family_mismatch(ip("10.1.0.2"), sa("[fd01::3]:80")).into_io();
+        let back = error_of(&io_err).unwrap();
+        assert_eq!(back.reason, Reason::FamilyMismatch);
+        assert!(back.is_local() && !back.affects_every_backend());
+        assert!(error_of(&io::Error::other("plain")).is_none());
+    }
+
+    #[test]
+    fn bind_as_client_to_own_loopback_address_works() {
+        // Binding to a local address with the option set needs CAP_NET_ADMIN (or CAP_NET_RAW);
+        // without it the error must say so.
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        match bind_as_client(SockRef::from(&s), ip("127.0.0.1"), sa("127.0.0.1:80")) {
+            Ok(()) => assert_eq!(
+                s.local_addr().unwrap().as_socket().unwrap().ip(),
+                ip("127.0.0.1")
+            ),
+            Err(e) => assert_eq!(e.reason, Reason::NeedsCapNetAdmin, "{e}"),
+        }
+    }
+}
