@@ -139,7 +139,7 @@ fn warn_unsupported(cfg: &Config) {
         ("-l (request log)", cfg.log.is_some()),
         ("-H / http (X-Forwarded-For)", cfg.http),
         ("-E (TLS termination)", cfg.tls.cert.is_some()),
-        ("transparent", cfg.transparent),
+        ("transparent with -U (UDP)", cfg.transparent && cfg.udp),
     ];
     for (what, set) in unsupported {
         if set {
