@@ -16,7 +16,6 @@ use crate::select::Balancer;
 
 pub mod forward;
 pub mod http;
-pub mod http;
 pub mod sockets;
 pub mod tcp;
 pub mod transparent;
