@@ -18,6 +18,7 @@ pub mod forward;
 pub mod http;
 pub mod sockets;
 pub mod tcp;
+pub mod tls;
 pub mod transparent;
 pub mod udp;
 
@@ -29,6 +30,8 @@ pub struct Shared {
     /// Upstream connections that `transparent` could not open from the client's address
     /// (no CAP_NET_ADMIN, missing routing setup, family mismatch); see [`transparent`].
     pub transparent_failures: u64,
+    /// TLS termination in force (`-E`); `None` = plain TCP. Replaced on reload (`tls::reload`).
+    pub tls: Option<Arc<tls::Terminator>>,
 }
 
 impl Shared {
@@ -40,6 +43,7 @@ impl Shared {
             config,
             balancer,
             transparent_failures: 0,
+            tls: None,
         }
     }
 }
