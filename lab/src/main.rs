@@ -51,6 +51,16 @@ enum Cmd {
         #[arg(long)]
         filter: Option<String>,
     },
+    /// Benchmark pen-rs against direct access, C Pen and HAProxy in namespaces (needs root;
+    /// docs/benchmarks.md). Writes report.md, chart.svg and samples.tsv.
+    Bench {
+        /// Smoke run: one repetition, tiny counts (CI).
+        #[arg(long)]
+        quick: bool,
+        /// Output directory for the report.
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+    },
     /// Run a built-in backend (used by scenarios).
     #[command(hide = true)]
     Backend {
@@ -113,6 +123,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Bench { quick, out } => cmd_bench(quick, out),
         Cmd::Backend { args } => {
             let r = pen_lab::backends::parse_backend_args(&args)
                 .and_then(|(k, l)| pen_lab::backends::run_backend(k, l));
@@ -243,5 +254,35 @@ fn cmd_run(names: &[String], json: bool, keep: bool) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn cmd_bench(quick: bool, out: PathBuf) -> ExitCode {
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let opts = match pen_lab::bench::BenchOptions::from_env(quick, out, command) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("pen-lab bench: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    runner::install_signal_handlers();
+    match pen_lab::bench::run(&opts) {
+        Ok(res) => {
+            println!("pen-lab bench: report in {}/report.md", opts.out.display());
+            if res.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "pen-lab bench: {} measurement(s) failed (listed in the report)",
+                    res.errors.len()
+                );
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("pen-lab bench: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
