@@ -26,5 +26,19 @@ set -e
 passed=$(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
 if [ "$status" != 0 ] && [ "$failed" = 0 ]; then failed=1; fi   # a build or harness failure
+
+# Benchmark smoke run (root only: namespaces): checks that the bench runs and reports, not the
+# figures. A bench that cannot run counts as one failed test.
+if [ "$(id -u)" = 0 ]; then
+  echo "== pen-lab bench --quick"
+  rm -rf target/bench-quick
+  if target/debug/pen-lab bench --quick --out target/bench-quick \
+      && [ -s target/bench-quick/report.md ] && [ -s target/bench-quick/chart.svg ]; then
+    passed=$((passed + 1))
+  else
+    echo "FAILED: pen-lab bench --quick could not run or did not write its report (see above)" >&2
+    failed=$((failed + 1)); status=1
+  fi
+fi
 echo "$passed passed, $failed failed"
 [ "$status" = 0 ]
