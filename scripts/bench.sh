@@ -16,5 +16,4 @@ if [ "$(id -u)" != 0 ]; then
 fi
 bash scripts/install-deps.sh
 cargo build --release --bins
-target/release/pen-lab clean >/dev/null 2>&1 || true
 exec target/release/pen-lab bench "$@"
