@@ -512,3 +512,61 @@ fn misbehaving_control_clients_do_not_delay_proxied_requests() {
         })
     }));
 }
+
+#[test]
+fn include_applies_a_file_and_reports_its_bad_lines() {
+    let a = Backend::start("a", "127.0.0.1");
+    let b = Backend::start("b", "127.0.0.1");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("more.cfg");
+    std::fs::write(
+        &file,
+        format!(
+            "# more servers\nserver 0 address 127.0.0.1 port {}\nfrobnicate\ntracking 44\n",
+            b.spec.rsplit(':').next().unwrap()
+        ),
+    )
+    .unwrap();
+    let (_pen, lport, cport) = pen_with_control(&[], &[&a.spec]);
+    let r = ctl(cport, &format!("include {}", file.display()));
+    assert_eq!(r.lines().count(), 1, "{r}");
+    assert!(
+        r.starts_with("do_cmd: ignoring command starting with 'include'")
+            && r.contains(&format!("{}:3:", file.display())),
+        "{r}"
+    );
+    assert_eq!(ctl(cport, "tracking"), "44\n");
+    assert_eq!(get(None, at(lport)).unwrap(), "b");
+}
+
+#[test]
+fn live_connections_are_listed_by_connection_and_socket() {
+    let a = Backend::start("a", "127.0.0.1");
+    let (_pen, lport, cport) = pen_with_control(&[], &[&a.spec]);
+    // A request that is not finished yet: the backend waits for the blank line.
+    let mut open = TcpStream::connect(at(lport)).unwrap();
+    open.write_all(b"GET / HTTP/1.0\r\n").unwrap();
+    assert!(wait_until(
+        || ctl(cport, "connection 0").contains("state = 2")
+    ));
+    let c0 = ctl(cport, "connection 0");
+    let downfd: i32 = c0
+        .lines()
+        .find_map(|l| l.strip_prefix("downfd = "))
+        .and_then(|l| l.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{c0}"));
+    assert!(c0.contains("server = 0"), "{c0}");
+    assert_eq!(
+        ctl(cport, &format!("socket {downfd}")),
+        format!("Socket {downfd} belongs to connection 0\n")
+    );
+    open.write_all(b"\r\n").unwrap();
+    let mut reply = String::new();
+    open.set_read_timeout(Some(STEP)).unwrap();
+    open.read_to_string(&mut reply).unwrap();
+    drop(open);
+    assert!(wait_until(
+        || ctl(cport, "connection 0").contains("state = 0")
+    ));
+}
