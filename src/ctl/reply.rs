@@ -733,6 +733,107 @@ mod tests {
         assert!(matches!(&o.actions[..], [Action::WebStats { html, .. }] if *html == o.reply));
     }
 
+    /// Seeded random command lines (real words, numbers, junk): nothing panics, every error is
+    /// one line, and the balancer always mirrors the configuration.
+    #[test]
+    fn random_command_lines_never_break_the_state() {
+        const WORDS: &[&str] = &[
+            "server",
+            "servers",
+            "blacklist",
+            "timeout",
+            "tracking",
+            "mode",
+            "hash",
+            "no",
+            "weight",
+            "prio",
+            "roundrobin",
+            "stubborn",
+            "address",
+            "port",
+            "max",
+            "hard",
+            "acl",
+            "permit",
+            "deny",
+            "client_acl",
+            "control_acl",
+            "conn_max",
+            "clients_max",
+            "recent",
+            "connection",
+            "close",
+            "socket",
+            "status",
+            "write",
+            "listen",
+            "log",
+            "web_stats",
+            "debug",
+            "tarpit_acl",
+            "idlers",
+            "idle_timeout",
+            "exit",
+            "pid",
+            "include",
+            "-1",
+            "0",
+            "1",
+            "7",
+            "65535",
+            "70000",
+            "4294967296",
+            "127.0.0.1",
+            "::1",
+            "10.0.0.0",
+            "255.0.0.0",
+            "/tmp/x",
+            "abc",
+            "#",
+            "\u{e9}",
+            "\t",
+        ];
+        let seed: u64 = 0x5eed_c0de;
+        let mut x = seed;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut sh = shared();
+        for i in 0..20_000 {
+            let n = (next() % 6) as usize;
+            let line: Vec<&str> = (0..n)
+                .map(|_| WORDS[(next() % WORDS.len() as u64) as usize])
+                .collect();
+            let line = line.join(" ");
+            let o = run(&mut sh, &line);
+            if o.reply.starts_with("do_cmd:") {
+                assert_eq!(
+                    o.reply.matches('\n').count(),
+                    1,
+                    "seed {seed:#x} step {i}: {line:?} -> {:?}",
+                    o.reply
+                );
+            }
+            assert_eq!(
+                sh.balancer.servers().len(),
+                sh.config.servers.len(),
+                "seed {seed:#x} step {i}: {line:?}"
+            );
+            assert_eq!(
+                sh.balancer.mode(),
+                sh.config.mode,
+                "seed {seed:#x} step {i}: {line:?}"
+            );
+            assert_eq!(sh.balancer.blacklist_secs(), sh.config.blacklist_secs);
+        }
+        let servers = reply(&mut sh, "servers");
+        assert_eq!(servers.lines().count(), sh.config.servers.len());
+    }
+
     #[test]
     fn obsolete_commands_are_accepted_silently() {
         let mut sh = shared();
