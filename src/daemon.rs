@@ -74,7 +74,11 @@ pub fn run(cli: Cli) -> Result<(), DaemonError> {
     cli::finish_startup(&mut config, &servers).map_err(|e| err(e.message))?;
     warn_unsupported(&config);
 
-    let shared = build_shared(config)?;
+    let mut shared = build_shared(config)?;
+    if !shared.config.udp {
+        // Certificates are read now, before chroot and privilege drop, with clear errors.
+        shared.tls = crate::proxy::tls::startup(&shared.config.tls).map_err(|e| err(e.message))?;
+    }
     let listener = open_listener(&shared.config)?;
     let control = match &shared.config.control {
         Some(c) => Some(open_control(c, &shared.config)?),
@@ -137,8 +141,14 @@ fn open_control(spec: &str, cfg: &Config) -> Result<ctl_server::StdListener, Dae
 fn warn_unsupported(cfg: &Config) {
     let unsupported: [(&str, bool); 4] = [
         ("-l (request log)", cfg.log.is_some()),
-        ("-H / http (X-Forwarded-For)", cfg.http),
-        ("-E (TLS termination)", cfg.tls.cert.is_some()),
+        (
+            "-H / http (X-Forwarded-For) with -U (UDP)",
+            cfg.http && cfg.udp,
+        ),
+        (
+            "-E (TLS termination) with -U (UDP)",
+            cfg.tls.cert.is_some() && cfg.udp,
+        ),
         ("transparent with -U (UDP)", cfg.transparent && cfg.udp),
     ];
     for (what, set) in unsupported {
@@ -528,6 +538,13 @@ async fn serve_async(
         conns: conns.clone(),
     };
     let control = Control::new(state.clone(), Arc::new(effects));
+    if !crate::proxy::lock(&state).config.udp {
+        // `ssl_*` changes from the control socket or -F, and replaced certificate files.
+        tokio::spawn(crate::proxy::tls::watch(
+            state.clone(),
+            Duration::from_secs(2),
+        ));
+    }
 
     // `-o`/`-O` and `-F` commands that act on running state run now, in order.
     for cmd in &startup {
@@ -587,14 +604,31 @@ async fn serve_async(
                     for problem in control.apply_config_file(path).await {
                         tracing::warn!("SIGHUP: {problem}");
                     }
+                    reload_tls(&state);
                 }
-                None => tracing::info!("SIGHUP: no -F file to re-read"),
+                None => {
+                    tracing::info!("SIGHUP: no -F file to re-read");
+                    reload_tls(&state);
+                }
             },
             _ = usr1.recv() => control.usr1().await,
         }
     };
     server.abort();
     result
+}
+
+/// SIGHUP: re-reads the TLS certificates, keys, CAs and OCSP responses (after the -F file).
+/// A failure keeps the previous TLS configuration; open connections are never touched.
+fn reload_tls(state: &SharedState) {
+    let udp = crate::proxy::lock(state).config.udp;
+    if udp {
+        return;
+    }
+    match crate::proxy::tls::reload(state) {
+        Ok(()) => tracing::info!("SIGHUP: TLS configuration re-read"),
+        Err(e) => tracing::warn!("SIGHUP: TLS reload failed, keeping the previous one: {e}"),
+    }
 }
 
 fn lock_listen_text(state: &SharedState) -> String {

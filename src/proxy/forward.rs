@@ -9,16 +9,26 @@
 //! direction); otherwise (Unix sockets, or a pipe could not be created) a plain copy loop with a
 //! 32 KiB buffer per direction moves them, writing everything it read before reading again
 //! (back-pressure).
+//!
+//! With TLS termination or `-H`, [`forward_front`] uses a copy path over `AsyncRead` /
+//! `AsyncWrite` ([`forward_io`]): the client side may be a TLS stream, and the client → server
+//! direction may run through the X-Forwarded-For [`Rewriter`]. Plain TCP without `-H` keeps
+//! splice.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::Interest;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::server::TlsStream;
 
 use crate::config::FastClose;
+use crate::proxy::http::Rewriter;
 use crate::proxy::sockets::shutdown_write;
 
 /// Buffer size of the copy loop (C Pen's read buffer).
@@ -91,6 +101,158 @@ impl Stream {
             Stream::Unix(s) => s.try_write(buf),
         }
     }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    /// Half-close: `shutdown(SHUT_WR)`.
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The client side of a connection after accept: plain, or TLS terminated by pen.
+#[derive(Debug)]
+pub enum Front {
+    Plain(Stream),
+    Tls(Box<TlsStream<Stream>>),
+}
+
+impl Front {
+    /// The client's socket under any TLS layer.
+    pub fn socket(&self) -> &Stream {
+        match self {
+            Front::Plain(s) => s,
+            Front::Tls(t) => t.get_ref().0,
+        }
+    }
+
+    /// Whether pen terminated TLS on this connection.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Front::Tls(_))
+    }
+}
+
+/// Forwards a client ([`Front`]) and its upstream: splice/copy as [`forward`] for a plain
+/// client without a rewriter, else [`forward_io`] (TLS and/or X-Forwarded-For).
+pub async fn forward_front(
+    client: Front,
+    server: Stream,
+    opts: &Options,
+    counters: &Counters,
+    rewriter: Option<Rewriter>,
+) -> io::Result<Ending> {
+    match (client, rewriter) {
+        (Front::Plain(c), None) => forward(&c, &server, opts, counters).await,
+        (Front::Plain(c), rw) => forward_io(c, server, opts, counters, rw).await,
+        (Front::Tls(t), rw) => forward_io(*t, server, opts, counters, rw).await,
+    }
+}
+
+/// The copy path over any async streams: client → server through `rewriter` (if any),
+/// server → client as is; EOF half-closes the other side (`shutdown`, which for a TLS client
+/// also sends close_notify). Same endings as [`forward`].
+pub async fn forward_io<C, S>(
+    client: C,
+    server: S,
+    opts: &Options,
+    counters: &Counters,
+    rewriter: Option<Rewriter>,
+) -> io::Result<Ending>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let activity = Activity::new();
+    let (client_r, client_w) = tokio::io::split(client);
+    let (server_r, server_w) = tokio::io::split(server);
+    let up = pump_io(client_r, server_w, &counters.to_server, &activity, rewriter);
+    let down = pump_io(server_r, client_w, &counters.from_server, &activity, None);
+    run(up, down, opts, &activity).await
+}
+
+/// One direction of [`forward_io`].
+async fn pump_io<R, W>(
+    mut src: R,
+    mut dst: W,
+    counter: &AtomicU64,
+    activity: &Activity,
+    mut rewriter: Option<Rewriter>,
+) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; COPY_BUF];
+    let mut out = Vec::new();
+    loop {
+        let n = match src.read(&mut buf).await {
+            Ok(n) => n,
+            // A TLS peer that closes TCP without close_notify: treat as EOF (curl and
+            // browsers often do; the bytes already received were authenticated).
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err(e),
+        };
+        let data: &[u8] = match (&mut rewriter, n) {
+            (Some(rw), 0) => {
+                out.clear();
+                rw.finish(&mut out);
+                &out
+            }
+            (Some(rw), n) => {
+                out.clear();
+                rw.feed(buf.get(..n).unwrap_or(&[]), &mut out);
+                &out
+            }
+            (None, n) => buf.get(..n).unwrap_or(&[]),
+        };
+        if n > 0 {
+            activity.touch();
+        }
+        if !data.is_empty() {
+            dst.write_all(data).await?;
+            dst.flush().await?;
+            counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+            activity.touch();
+        }
+        if n == 0 {
+            break;
+        }
+    }
+    dst.shutdown().await
 }
 
 /// Live byte counters of one connection (readable while it runs, e.g. by the control plane).

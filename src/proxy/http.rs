@@ -154,9 +154,7 @@ impl Rewriter {
                     };
                     rest
                 }
-                State::ChunkSize | State::ChunkEnd | State::Trailers => {
-                    self.feed_line(input, out)
-                }
+                State::ChunkSize | State::ChunkEnd | State::Trailers => self.feed_line(input, out),
             };
         }
     }
@@ -202,7 +200,8 @@ impl Rewriter {
         // Take at most one byte past the limit: enough to know the head is too large.
         let room = (self.limit + 1).saturating_sub(before).max(1);
         let take = room.min(input.len());
-        self.head.extend_from_slice(input.get(..take).unwrap_or(input));
+        self.head
+            .extend_from_slice(input.get(..take).unwrap_or(input));
         if !self.start_is_plausible() {
             let rest = input.get(take..).unwrap_or(&[]);
             self.go_opaque(out);
@@ -435,7 +434,7 @@ impl Field<'_> {
 
 /// The fields of a complete head (request line excluded).
 fn fields(head: &[u8]) -> Vec<Field<'_>> {
-    let mut lines = head.split(|&b| b == b'\n').map(|l| trim_eol(l));
+    let mut lines = head.split(|&b| b == b'\n').map(trim_eol);
     lines.next(); // request line
     let mut out: Vec<Field<'_>> = Vec::new();
     for l in lines {
@@ -456,7 +455,11 @@ fn fields(head: &[u8]) -> Vec<Field<'_>> {
 /// Writes `head` with the forwarding fields and returns the body framing it declares.
 fn rewrite_head(head: &[u8], client: &str, proto: Proto, out: &mut Vec<u8>) -> Framing {
     let first = head.split(|&b| b == b'\n').next().unwrap_or(&[]);
-    let eol: &[u8] = if first.ends_with(b"\r") { b"\r\n" } else { b"\n" };
+    let eol: &[u8] = if first.ends_with(b"\r") {
+        b"\r\n"
+    } else {
+        b"\n"
+    };
     let fields = fields(head);
     let last_xff = fields.iter().rposition(|f| f.is("x-forwarded-for"));
     out.extend_from_slice(trim_eol(first));
@@ -527,7 +530,10 @@ fn framing(fields: &[Field<'_>]) -> Framing {
         } else if f.is("transfer-encoding") {
             te = true;
             let v = f.value();
-            let last = v.split(|&b| b == b',').map(trim_ows).rfind(|c| !c.is_empty());
+            let last = v
+                .split(|&b| b == b',')
+                .map(trim_ows)
+                .rfind(|c| !c.is_empty());
             chunked = last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
         }
     }
@@ -651,7 +657,10 @@ mod tests {
         let body1 = b"GET /fake HTTP/1.1\r\n\r\n";
         let mut input = Vec::new();
         let mut expect = Vec::new();
-        let h1 = format!("POST /p HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body1.len());
+        let h1 = format!(
+            "POST /p HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            body1.len()
+        );
         input.extend_from_slice(h1.as_bytes());
         input.extend_from_slice(body1);
         expect.extend_from_slice(
@@ -662,7 +671,8 @@ mod tests {
             .as_bytes(),
         );
         expect.extend_from_slice(body1);
-        let chunked = b"5;ext=1\r\nhello\r\n1A\r\nGET / HTTP/1.1\r\n\r\nxxxxxxx\r\n0\r\nTrailer: t\r\n\r\n";
+        let chunked =
+            b"5;ext=1\r\nhello\r\n1A\r\nGET / HTTP/1.1\r\n\r\nxxxxxxx\r\n0\r\nTrailer: t\r\n\r\n";
         input.extend_from_slice(b"PUT /c HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
         input.extend_from_slice(chunked);
         expect.extend_from_slice(b"PUT /c HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: http\r\n\r\n");
@@ -676,7 +686,10 @@ mod tests {
     fn pipelined_requests_with_bodies_are_each_rewritten_once() {
         let (input, expect) = pipeline();
         let (out, r) = run(&[&input]);
-        assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&expect));
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&expect)
+        );
         assert_eq!(r.rewritten(), 3);
         assert!(!r.is_opaque());
     }
@@ -754,7 +767,11 @@ mod tests {
         let mut r = Rewriter::new("10.0.0.1", Proto::Http);
         let mut out = Vec::new();
         r.feed(&data[..10], &mut out);
-        assert_eq!(out, &data[..10], "no holding back once it is clearly not HTTP");
+        assert_eq!(
+            out,
+            &data[..10],
+            "no holding back once it is clearly not HTTP"
+        );
         r.feed(&data[10..], &mut out);
         assert_eq!(out, data);
         assert!(r.is_opaque());
@@ -827,7 +844,8 @@ mod tests {
 
     #[test]
     fn bad_chunk_size_goes_opaque_without_losing_bytes() {
-        let req = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nGET / HTTP/1.1\r\n\r\n";
+        let req =
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nGET / HTTP/1.1\r\n\r\n";
         let (out, r) = run(&[req]);
         assert!(r.is_opaque());
         assert!(out.ends_with(b"\r\n\r\nzz\r\nGET / HTTP/1.1\r\n\r\n"));

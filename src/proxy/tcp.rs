@@ -20,7 +20,8 @@ use tokio::task::AbortHandle;
 
 use crate::acl::canonical;
 use crate::config::{BackendAddr, Config};
-use crate::proxy::forward::{Counters, Options as ForwardOptions, Stream, forward};
+use crate::proxy::forward::{Counters, Front, Options as ForwardOptions, Stream, forward_front};
+use crate::proxy::http::{Proto, Rewriter};
 use crate::proxy::sockets::{self, UpstreamOptions};
 use crate::proxy::transparent;
 use crate::proxy::{SharedState, lock, now};
@@ -325,6 +326,9 @@ async fn handle(
     pending: Arc<Semaphore>,
 ) {
     let (who, client) = (conn.who, conn.client);
+    let Some((front, rewriter)) = front_of(client_stream, &client, who, &shared).await else {
+        return;
+    };
     let (candidates, settings) = {
         let mut g = lock(&shared);
         let candidates = g.balancer.select(&client, now());
@@ -334,7 +338,7 @@ async fn handle(
         tracing::debug!("{who}: no server available; closing the client");
         return;
     }
-    if let Stream::Tcp(s) = &client_stream
+    if let Stream::Tcp(s) = front.socket()
         && settings.client_nodelay
         && let Err(e) = sockets::set_nodelay(s, true)
     {
@@ -358,7 +362,7 @@ async fn handle(
         client,
         counters,
     };
-    match forward(&client_stream, &upstream, &settings.forward, counters).await {
+    match forward_front(front, upstream, &settings.forward, counters, rewriter).await {
         Ok(ending) => tracing::debug!(
             "{who}: {ending:?}; {} bytes to {target:?}, {} back",
             counters.to_server(),
@@ -367,6 +371,44 @@ async fn handle(
         Err(e) => tracing::debug!("{who}: closed on error: {e}"),
     }
     drop(established);
+}
+
+/// The client side as it will be forwarded: TLS terminated when `-E` is in force (a failed
+/// or timed-out handshake closes the client before any server is chosen), and the
+/// X-Forwarded-For rewriter when `-H` / `http` is on.
+async fn front_of(
+    client_stream: Stream,
+    client: &Client,
+    who: &str,
+    shared: &SharedState,
+) -> Option<(Front, Option<Rewriter>)> {
+    let (tls, http) = {
+        let g = lock(shared);
+        (g.tls.clone(), g.config.http)
+    };
+    let front = match tls {
+        Some(t) => match t.accept(client_stream).await {
+            Ok(s) => Front::Tls(Box::new(s)),
+            Err(e) => {
+                tracing::debug!("{who}: TLS handshake failed: {e}");
+                return None;
+            }
+        },
+        None => Front::Plain(client_stream),
+    };
+    let rewriter = http.then(|| {
+        let proto = if front.is_tls() {
+            Proto::Https
+        } else {
+            Proto::Http
+        };
+        // Unix-socket clients have no address; "unknown" is the customary placeholder.
+        let addr = client
+            .ip
+            .map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+        Rewriter::new(addr, proto)
+    });
+    Some((front, rewriter))
 }
 
 /// Walks the candidates: the first connect that succeeds wins. Each attempt is reported to the

@@ -266,8 +266,12 @@ fn provider(cfg: &TlsConfig) -> CryptoProvider {
     if let Some(c) = &cfg.ciphers {
         let (named, _) = parse_ciphers(c);
         if !named.is_empty() {
-            let named_13 = named.iter().any(|s| matches!(s, SupportedCipherSuite::Tls13(_)));
-            let named_12 = named.iter().any(|s| matches!(s, SupportedCipherSuite::Tls12(_)));
+            let named_13 = named
+                .iter()
+                .any(|s| matches!(s, SupportedCipherSuite::Tls13(_)));
+            let named_12 = named
+                .iter()
+                .any(|s| matches!(s, SupportedCipherSuite::Tls12(_)));
             p.cipher_suites.retain(|s| match s {
                 SupportedCipherSuite::Tls13(_) if !named_13 => true,
                 SupportedCipherSuite::Tls12(_) if !named_12 => true,
@@ -346,7 +350,10 @@ pub fn parse_ciphers(s: &str) -> (Vec<SupportedCipherSuite>, Vec<String>) {
             .find(|s| suite_name(s) == iana)
         {
             Some(s) => {
-                if !named.iter().any(|n: &SupportedCipherSuite| n.suite() == s.suite()) {
+                if !named
+                    .iter()
+                    .any(|n: &SupportedCipherSuite| n.suite() == s.suite())
+                {
                     named.push(*s);
                 }
             }
@@ -393,8 +400,7 @@ fn server_config(
     let builder = if cfg.require_client_cert {
         let Some(roots) = roots else {
             return Err(
-                "-R needs the CAs that sign client certificates: give -G cafile or -A cadir"
-                    .into(),
+                "-R needs the CAs that sign client certificates: give -G cafile or -A cadir".into(),
             );
         };
         let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
@@ -455,14 +461,16 @@ fn certified_key(
 ) -> Result<CertifiedKey, TlsError> {
     let chain = certs_in(&read_file(cert, cert_what, stamps)?, cert, cert_what)?;
     let key_pem = if key == cert {
-        std::fs::read(key).map_err(|e| tls_err(format!("pen: {key_what} {}: {e}", key.display())))?
+        std::fs::read(key)
+            .map_err(|e| tls_err(format!("pen: {key_what} {}: {e}", key.display())))?
     } else {
         read_file(key, key_what, stamps)?
     };
     let der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
         let why = match e {
             rustls_pki_types::pem::Error::NoItemsFound => {
-                "no private key found (expected a PEM PKCS#8, PKCS#1 RSA or SEC1 EC key)".to_string()
+                "no private key found (expected a PEM PKCS#8, PKCS#1 RSA or SEC1 EC key)"
+                    .to_string()
             }
             other => format!("bad PEM: {other}"),
         };
