@@ -394,8 +394,13 @@ impl Control {
     }
 
     /// SIGUSR1: the status page to the `-w` file, or the text report to stderr.
+    /// A pen in the foreground writes the text report to stderr; a daemon sends it to syslog
+    /// (facility user, level info), one report line per message, as C Pen's `debug()`.
     pub async fn usr1(&self) {
-        let web = lock(&self.shared).config.web_stats.clone();
+        let (web, foreground) = {
+            let g = lock(&self.shared);
+            (g.config.web_stats.clone(), g.config.foreground)
+        };
         let snap = self.snapshot();
         match web {
             Some(path) => {
@@ -403,7 +408,12 @@ impl Control {
                     tracing::warn!("SIGUSR1: cannot write web stats to {}: {e}", path.display());
                 }
             }
-            None => eprint!("{}", stats::text(&snap)),
+            None if foreground => eprint!("{}", stats::text(&snap)),
+            None => {
+                for line in stats::text(&snap).lines() {
+                    syslog_info(line);
+                }
+            }
         }
     }
 
@@ -411,6 +421,19 @@ impl Control {
         let g = lock(&self.shared);
         let cfg: &Config = &g.config;
         cfg.acls.permits(usize::from(cfg.control_acl), Some(ip))
+    }
+}
+
+/// One message to syslog (facility user, level info), tagged `pen`.
+fn syslog_info(line: &str) {
+    let Ok(msg) = std::ffi::CString::new(line.replace('\0', " ")) else {
+        return;
+    };
+    // SAFETY: openlog keeps the pointer to the ident, which is a 'static C string literal;
+    // syslog gets a constant "%s" format and a valid NUL-terminated argument.
+    unsafe {
+        libc::openlog(c"pen".as_ptr(), libc::LOG_PID, libc::LOG_USER);
+        libc::syslog(libc::LOG_INFO, c"%s".as_ptr(), msg.as_ptr());
     }
 }
 
