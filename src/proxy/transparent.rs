@@ -109,8 +109,7 @@ impl Reason {
                  the client's subnet via pen (README \"Transparent proxy\")"
             }
             Reason::FamilyMismatch => {
-                "the client and the backend are of different address families; use backends \
-                 of the clients' family, or 'no transparent'"
+                "use backends of the clients' address family, or 'no transparent'"
             }
             Reason::Other => "see README \"Transparent proxy\"",
         }
@@ -149,6 +148,11 @@ impl TransparentError {
 
     /// The error for a client/backend family mismatch.
     pub fn family_mismatch(client: IpAddr, backend: SocketAddr) -> Self {
+        let (c, b) = if client.is_ipv4() {
+            ("IPv4", "IPv6")
+        } else {
+            ("IPv6", "IPv4")
+        };
         TransparentError {
             client,
             backend,
@@ -156,7 +160,7 @@ impl TransparentError {
             reason: Reason::FamilyMismatch,
             cause: io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "client and backend address families differ",
+                format!("an {c} client address cannot be the source of an {b} connection"),
             ),
         }
     }
@@ -202,6 +206,7 @@ impl fmt::Display for TransparentError {
         let what = match (self.stage, self.backend) {
             (Stage::SetOption, SocketAddr::V4(_)) => "setting IP_TRANSPARENT",
             (Stage::SetOption, SocketAddr::V6(_)) => "setting IPV6_TRANSPARENT",
+            (Stage::Bind, _) if self.reason == Reason::FamilyMismatch => "choosing the source",
             (Stage::Bind, _) => "binding to the client's address",
             (Stage::Connect, _) => "connecting from the client's address",
         };

@@ -1,0 +1,488 @@
+//! `transparent` through the pen binary: the backend sees the client's own address; when that
+//! cannot work (no CAP_NET_ADMIN, no routing setup, family mismatch) pen logs one clear error
+//! and closes the client: it never falls back to connecting from its own address.
+//!
+//! Most tests need root (CAP_NET_ADMIN for IP_TRANSPARENT, network namespaces for the routing
+//! test); they check that precondition and fail with the reason otherwise.
+
+mod common;
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::{Backend, Listen, Pen, free_port, get, ip};
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn require_root(why: &str) {
+    assert!(
+        is_root(),
+        "this test {why} and must run as root (CAP_NET_ADMIN); run `cargo test` as root as CI does"
+    );
+}
+
+/// Waits (bounded) until `cond` holds.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// A request that pen must close without any reply.
+fn assert_closed_without_reply(from: Option<IpAddr>, to: SocketAddr) {
+    match get(from, to) {
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+            ),
+            "unexpected error: {e}"
+        ),
+        Ok(body) => panic!("expected pen to close the client, got a reply {body:?}"),
+    }
+}
+
+#[test]
+fn transparent_on_loopback_shows_the_client_address_to_the_backend() {
+    require_root("sets IP_TRANSPARENT");
+    let b = Backend::start("b", "127.0.0.1");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let pen = Pen::start(&["-O", "transparent", &listen, &b.spec], Listen::Tcp(port));
+    let to: SocketAddr = listen.parse().unwrap();
+    assert_eq!(get(Some(ip("127.0.0.2")), to).unwrap(), "b");
+    let seen = b.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].map(|a| a.ip()),
+        Some(ip("127.0.0.2")),
+        "the backend must see the client's address, not pen's 127.0.0.1; pen stderr:\n{}",
+        pen.stderr()
+    );
+}
+
+#[test]
+fn source_takes_precedence_over_transparent() {
+    require_root("sets IP_TRANSPARENT");
+    let b = Backend::start("b", "127.0.0.1");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _pen = Pen::start(
+        &[
+            "-O",
+            "transparent",
+            "-O",
+            "source 127.0.0.3",
+            &listen,
+            &b.spec,
+        ],
+        Listen::Tcp(port),
+    );
+    assert_eq!(
+        get(Some(ip("127.0.0.2")), listen.parse().unwrap()).unwrap(),
+        "b"
+    );
+    assert_eq!(b.seen()[0].map(|a| a.ip()), Some(ip("127.0.0.3")));
+}
+
+#[test]
+fn without_cap_net_admin_pen_logs_the_error_and_does_not_fall_back() {
+    let b = Backend::start("b", "127.0.0.1");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    // As root, pen drops to nobody (-u) after opening its listener and loses CAP_NET_ADMIN;
+    // as a normal user it never had it.
+    let mut args = vec!["-O", "transparent"];
+    if is_root() {
+        args.extend(["-u", "nobody"]);
+    }
+    args.extend([listen.as_str(), b.spec.as_str()]);
+    let pen = Pen::start(&args, Listen::Tcp(port));
+    let to: SocketAddr = listen.parse().unwrap();
+    assert_closed_without_reply(Some(ip("127.0.0.2")), to);
+    eventually("the error in pen's log", || {
+        pen.stderr().contains("needs CAP_NET_ADMIN")
+    });
+    let log = pen.stderr();
+    assert!(
+        log.contains("as client 127.0.0.2") && log.contains(&b.spec),
+        "the error must name the client and the backend:\n{log}"
+    );
+    assert!(log.contains("not falling back"), "{log}");
+    assert_eq!(b.hits(), 0, "pen fell back to its own address");
+    // One error per failure, not one per candidate server.
+    assert_closed_without_reply(Some(ip("127.0.0.2")), to);
+    eventually("the second error", || {
+        pen.stderr().matches("needs CAP_NET_ADMIN").count() == 2
+    });
+    assert_eq!(b.hits(), 0);
+}
+
+#[test]
+fn family_mismatch_is_refused_and_the_next_server_is_tried() {
+    require_root("sets IP_TRANSPARENT");
+    let v6 = Backend::start("v6", "::1");
+    let v4 = Backend::start("v4", "127.0.0.1");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    // prio makes server 0 (the IPv6 one) the first choice for every client.
+    let v6_spec = format!("{}:0:0:1:0", v6.spec);
+    let v4_spec = format!("{}:0:0:1:1", v4.spec);
+    let pen = Pen::start(
+        &[
+            "-O",
+            "transparent",
+            "-O",
+            "prio",
+            &listen,
+            &v6_spec,
+            &v4_spec,
+        ],
+        Listen::Tcp(port),
+    );
+    let to: SocketAddr = listen.parse().unwrap();
+    assert_eq!(get(Some(ip("127.0.0.2")), to).unwrap(), "v4");
+    assert_eq!(
+        v6.hits(),
+        0,
+        "an IPv4 client must not reach an IPv6 backend from pen's address"
+    );
+    let log = pen.stderr();
+    assert!(
+        log.contains("an IPv4 client address cannot be the source of an IPv6 connection")
+            && log.contains("as client 127.0.0.2"),
+        "{log}"
+    );
+    // The IPv6 server is not blacklisted for pen's own refusal: it is still the first choice
+    // of a new client (whose attempt fails the same way, once).
+    assert_eq!(get(Some(ip("127.0.0.3")), to).unwrap(), "v4");
+    let log = pen.stderr();
+    assert_eq!(log.matches("cannot be the source").count(), 2, "{log}");
+    assert!(log.contains("as client 127.0.0.3"), "{log}");
+    assert_eq!(v6.hits(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The routing test: client and server subnets routed through pen's namespace.
+// ---------------------------------------------------------------------------------------------
+
+/// Three namespaces (client, pen, server), deleted when dropped.
+struct Lab {
+    prefix: String,
+}
+
+impl Lab {
+    fn ns(&self, n: &str) -> String {
+        format!("{}-{n}", self.prefix)
+    }
+
+    fn new() -> Lab {
+        let lab = Lab {
+            prefix: format!("pentp{}", std::process::id()),
+        };
+        let (c, p, s) = (lab.ns("c"), lab.ns("p"), lab.ns("s"));
+        for n in [&c, &p, &s] {
+            run(&["ip", "netns", "add", n]);
+            run(&["ip", "-n", n, "link", "set", "lo", "up"]);
+        }
+        run(&[
+            "ip", "-n", &p, "link", "add", "p0", "type", "veth", "peer", "c0", "netns", &c,
+        ]);
+        run(&[
+            "ip", "-n", &p, "link", "add", "p1", "type", "veth", "peer", "s0", "netns", &s,
+        ]);
+        for (n, dev, addr) in [
+            (&c, "c0", "10.75.1.10/24"),
+            (&p, "p0", "10.75.1.1/24"),
+            (&p, "p1", "10.75.2.1/24"),
+            (&s, "s0", "10.75.2.3/24"),
+        ] {
+            run(&["ip", "-n", n, "addr", "add", addr, "dev", dev]);
+            run(&["ip", "-n", n, "link", "set", dev, "up"]);
+        }
+        run(&[
+            "ip",
+            "-n",
+            &c,
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.75.1.1",
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            &s,
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.75.2.1",
+        ]);
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &p,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]);
+        lab
+    }
+
+    /// The host setup of the README: nftables mark, policy rule, local route.
+    fn add_routing_setup(&self) {
+        let p = self.ns("p");
+        let ruleset = "table inet pen_transparent {\n chain divert {\n  type filter hook prerouting priority mangle; policy accept;\n  meta l4proto { tcp, udp } socket transparent 1 meta mark set 1 accept\n }\n}\n";
+        let mut nft = Command::new("ip")
+            .args(["netns", "exec", &p, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("nft (is nftables installed?)");
+        nft.stdin
+            .take()
+            .unwrap()
+            .write_all(ruleset.as_bytes())
+            .unwrap();
+        assert!(nft.wait().unwrap().success(), "nft rejected the ruleset");
+        run(&[
+            "ip", "-n", &p, "rule", "add", "fwmark", "1", "lookup", "100",
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            &p,
+            "route",
+            "add",
+            "local",
+            "0.0.0.0/0",
+            "dev",
+            "lo",
+            "table",
+            "100",
+        ]);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for n in ["c", "p", "s"] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.ns(n)])
+                .status();
+        }
+    }
+}
+
+fn run(argv: &[&str]) {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{argv:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `f` on a fresh thread inside namespace `ns` (sockets created there stay there).
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let file = File::open(format!("/run/netns/{ns}")).expect("namespace file");
+    std::thread::spawn(move || {
+        // SAFETY: setns on a namespace fd we hold open; it affects only this fresh thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("namespace thread")
+}
+
+/// A backend in the server namespace: answers "hello\n" and records every peer it accepts.
+struct NsBackend {
+    peers: Arc<Mutex<Vec<SocketAddr>>>,
+    stop: Arc<Mutex<bool>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl NsBackend {
+    fn start(ns: &str, addr: &str) -> NsBackend {
+        let addr = addr.to_string();
+        let listener = in_netns(ns, move || TcpListener::bind(addr).expect("backend bind"));
+        listener.set_nonblocking(true).unwrap();
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(Mutex::new(false));
+        let (p, s) = (peers.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !*s.lock().unwrap() {
+                match listener.accept() {
+                    Ok((mut conn, peer)) => {
+                        p.lock().unwrap().push(peer);
+                        let _ = conn.set_nonblocking(false);
+                        let _ = conn.write_all(b"hello\n");
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        NsBackend {
+            peers,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn peers(&self) -> Vec<SocketAddr> {
+        self.peers.lock().unwrap().clone()
+    }
+}
+
+impl Drop for NsBackend {
+    fn drop(&mut self) {
+        *self.stop.lock().unwrap() = true;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// pen started in a namespace (`ip netns exec` execs pen, so the child PID is pen's).
+struct NsPen {
+    child: Child,
+    stderr: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl NsPen {
+    fn start(ns: &str, args: &[&str], port: u16) -> NsPen {
+        let dir = tempfile::tempdir().unwrap();
+        let stderr = dir.path().join("pen.stderr");
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, common::pen_bin(), "-f"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&stderr).unwrap())
+            .spawn()
+            .expect("spawn pen");
+        let pen = NsPen {
+            child,
+            stderr,
+            _dir: dir,
+        };
+        let want = format!(":{port:04X} ");
+        eventually("pen listening in its namespace", || {
+            in_netns(ns, {
+                let want = want.clone();
+                move || {
+                    std::fs::read_to_string("/proc/thread-self/net/tcp").is_ok_and(|t| {
+                        t.lines()
+                            .any(|l| l.contains(&want) && l.split_whitespace().nth(3) == Some("0A"))
+                    })
+                }
+            })
+        });
+        pen
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for NsPen {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- pen stderr ---\n{}", self.stderr());
+        }
+    }
+}
+
+/// One request from the client namespace; the reply (empty when pen closed the client).
+fn request_from_client(ns: &str, to: &str) -> io::Result<String> {
+    let to: SocketAddr = to.parse().unwrap();
+    in_netns(ns, move || {
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"hi\n")?;
+        let mut out = String::new();
+        match s.read_to_string(&mut out) {
+            Ok(_) => Ok(out),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(out),
+            Err(e) => Err(e),
+        }
+    })
+}
+
+#[test]
+fn missing_routing_setup_is_logged_never_a_silent_fallback() {
+    require_root("builds network namespaces");
+    let lab = Lab::new();
+    let backend = NsBackend::start(&lab.ns("s"), "10.75.2.3:9000");
+    // -t 1: the connect from the client's address times out after 1 s. -b 0: no blacklist,
+    // so the second half of the test can reuse the server at once.
+    let pen = NsPen::start(
+        &lab.ns("p"),
+        &[
+            "-t",
+            "1",
+            "-b",
+            "0",
+            "-O",
+            "transparent",
+            "10.75.1.1:8080",
+            "10.75.2.3:9000",
+        ],
+        8080,
+    );
+    let reply = request_from_client(&lab.ns("c"), "10.75.1.1:8080").expect("client request");
+    assert_eq!(
+        reply, "",
+        "without the routing setup the client must get nothing"
+    );
+    let log = pen.stderr();
+    assert!(
+        log.contains("transparent proxy: cannot connect to 10.75.2.3:9000 as client 10.75.1.10")
+            && log.contains("missing routing setup"),
+        "expected the missing-routing error naming the client:\n{log}"
+    );
+    assert_eq!(log.matches("missing routing setup").count(), 1, "{log}");
+    assert!(
+        backend.peers().is_empty(),
+        "the backend accepted {:?}: pen fell back to its own address",
+        backend.peers()
+    );
+
+    // The same request works once the host has the README's setup: the test topology itself
+    // was right, only the routing was missing.
+    lab.add_routing_setup();
+    let reply = request_from_client(&lab.ns("c"), "10.75.1.1:8080").expect("client request");
+    assert_eq!(reply, "hello\n", "pen stderr:\n{}", pen.stderr());
+    let peers = backend.peers();
+    assert_eq!(peers.len(), 1, "{peers:?}");
+    assert_eq!(
+        peers[0].ip(),
+        ip("10.75.1.10"),
+        "the backend must see the client"
+    );
+}
