@@ -34,7 +34,7 @@ fn engine(n: usize) -> Engine {
     let mut c = EngineConfig::new(OUR, VIP, 80);
     c.backends = (0..n)
         .map(|i| BackendConfig {
-            ip: Some(backend_ip(i)),
+            ip: Some(backend_ip(i).into()),
             weight: 0,
             available: true,
         })
@@ -140,7 +140,7 @@ fn bench(c: &mut Criterion) {
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
                 backend: i,
-                ip: backend_ip(i),
+                ip: backend_ip(i).into(),
                 weight: 1,
             })
             .collect();

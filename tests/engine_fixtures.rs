@@ -3,7 +3,7 @@
 //! change, hold limits, checksum offload). Expected frames are built with etherparse, not with
 //! the engine's own code.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::time::Duration;
 
 use etherparse::PacketBuilder;
@@ -11,7 +11,7 @@ use pen::acl::{Acl, AclEntry, AclMatch};
 use pen::engine::frames::{self, ACK, FIN, PSH, RST, SYN};
 use pen::engine::{
     BackendConfig, DropReason, Engine, EngineConfig, IgnoreReason, Mac, RxMeta, TxKind, Verdict,
-    tarpit,
+    ndp, tarpit,
 };
 
 const OUR: Mac = [0x02, 0, 0, 0, 0, 0x01];
@@ -25,6 +25,11 @@ const B1: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 4);
 const TARPIT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 200);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const KEY: [u8; 16] = *b"fixture-isn-key!";
+const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x100);
+const B0_6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 3);
+const B1_6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 4);
+const TARPIT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x200);
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
 const T: Duration = Duration::from_secs(10);
 
 fn permit(a: Ipv4Addr) -> AclEntry {
@@ -49,31 +54,60 @@ enum Setup {
     TarpitAll,
     /// As `Tcp`, backend MACs not learned yet.
     Fresh,
+    /// IPv6: VIP [fd00::100]:80, backends fd00::3 and fd00::4 (MACs learned by neighbor
+    /// advertisements), tarpit ACL `permit fd00::200/128`.
+    Tcp6,
+    /// As `Tcp6` with `-U` and port 53.
+    Udp6,
+    /// As `Tcp6`, backend MACs not learned yet.
+    Fresh6,
+}
+
+fn v6(setup: Setup) -> bool {
+    matches!(setup, Setup::Tcp6 | Setup::Udp6 | Setup::Fresh6)
 }
 
 fn config(setup: Setup) -> EngineConfig {
     let port = match setup {
-        Setup::Udp => 53,
+        Setup::Udp | Setup::Udp6 => 53,
         Setup::AnyPort => 0,
         _ => 80,
     };
-    let mut c = EngineConfig::new(OUR, VIP, port);
-    c.udp = matches!(setup, Setup::Udp);
+    let mut c = if v6(setup) {
+        EngineConfig::new(OUR, VIP6, port)
+    } else {
+        EngineConfig::new(OUR, VIP, port)
+    };
+    c.udp = matches!(setup, Setup::Udp | Setup::Udp6);
     c.isn_key = KEY;
+    let (b0, b1) = if v6(setup) {
+        (B0_6.into(), B1_6.into())
+    } else {
+        (B0.into(), B1.into())
+    };
     c.backends = vec![
         BackendConfig {
-            ip: Some(B0),
+            ip: Some(b0),
             weight: 0,
             available: true,
         },
         BackendConfig {
-            ip: Some(B1),
+            ip: Some(b1),
             weight: 0,
             available: true,
         },
     ];
     c.tarpit = Some(match setup {
         Setup::TarpitAll => Acl::default(),
+        _ if v6(setup) => Acl {
+            entries: vec![AclEntry {
+                permit: true,
+                matcher: AclMatch::V6 {
+                    addr: TARPIT6,
+                    prefix: 128,
+                },
+            }],
+        },
         _ => Acl {
             entries: vec![permit(TARPIT)],
         },
@@ -83,7 +117,12 @@ fn config(setup: Setup) -> EngineConfig {
 
 fn engine(setup: Setup) -> Engine {
     let mut e = Engine::new(config(setup));
-    if !matches!(setup, Setup::Fresh) {
+    if matches!(setup, Setup::Tcp6 | Setup::Udp6) {
+        for (mac, ip) in [(B0_MAC, B0_6), (B1_MAC, B1_6)] {
+            let mut f = frames::nd(mac, OUR, ip, ndp::link_local(OUR), true, ip, Some(mac));
+            assert!(matches!(e.process(T, &mut f), Verdict::Learned { .. }));
+        }
+    } else if !matches!(setup, Setup::Fresh | Setup::Fresh6) {
         for (mac, ip) in [(B0_MAC, B0), (B1_MAC, B1)] {
             let mut f = frames::arp_reply(mac, ip, OUR, Ipv4Addr::UNSPECIFIED);
             assert!(matches!(e.process(T, &mut f), Verdict::Learned { .. }));
@@ -448,13 +487,271 @@ fn fixtures() -> Vec<Fixture> {
         });
     }
     v.push(Fixture {
-        what: "IPv6 is ignored (not handled yet)",
+        what: "an IPv4 header under the IPv6 EtherType is malformed",
         setup: Setup::Tcp,
         input: v6,
-        verdict: Verdict::Ignored(IgnoreReason::Ipv6),
+        verdict: Verdict::Dropped(DropReason::Malformed),
         output: None,
     });
+    v.extend(fixtures_v6());
     v
+}
+
+fn sa6(ip: Ipv6Addr, port: u16) -> SocketAddrV6 {
+    SocketAddrV6::new(ip, port, 0, 0)
+}
+
+/// A client IPv6 segment to `dst` with our MAC as destination.
+fn seg6(dst: SocketAddrV6, flags: u8, options: &[u8], payload: &[u8]) -> Vec<u8> {
+    frames::tcp6(
+        CLIENT_MAC,
+        OUR,
+        sa6(CLIENT6, 40000),
+        dst,
+        flags,
+        1000,
+        5000,
+        options,
+        payload,
+    )
+}
+
+/// Client fd00::2 without `-r` goes to this backend of fd00::3 and fd00::4.
+const CLIENT6_BACKEND: usize = 0;
+const CLIENT6_BACKEND_MAC: Mac = B0_MAC;
+
+/// The IPv6 SYN+ACK the tarpit must send for a SYN from [fd00::2]:40000 (seq 1000).
+fn expected_syn_ack6(port: u16) -> Vec<u8> {
+    let isn = tarpit::isn_v6(&KEY, CLIENT6, TARPIT6, 40000, port);
+    let b = PacketBuilder::ethernet2(OUR, CLIENT_MAC)
+        .ipv6(TARPIT6.octets(), CLIENT6.octets(), 64)
+        .tcp(port, 40000, isn, tarpit::DEFAULT_WINDOW)
+        .syn()
+        .ack(1001);
+    let mut out = Vec::new();
+    b.write(&mut out, &[]).unwrap();
+    out
+}
+
+/// `frame` (TCP/IPv6 without extension headers) with an 8-byte hop-by-hop header inserted.
+fn with_hop_by_hop(frame: &[u8]) -> Vec<u8> {
+    let mut f = frame[..54].to_vec();
+    f.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]); // next TCP, len 0, PadN(4)
+    f.extend_from_slice(&frame[54..]);
+    f[20] = 0; // next header: hop-by-hop
+    let plen = u16::from_be_bytes([f[18], f[19]]) + 8;
+    f[18..20].copy_from_slice(&plen.to_be_bytes());
+    f
+}
+
+fn fixtures_v6() -> Vec<Fixture> {
+    let (sn_vip, sn_vip_mac) = ndp::solicited_node(VIP6);
+    let ll = ndp::link_local(OUR);
+    let vip80 = sa6(VIP6, 80);
+    let syn = seg6(vip80, SYN, &frames::syn_options(20), b"");
+    let data = seg6(vip80, ACK | PSH, &[], b"GET / HTTP/1.0\r\n\r\n");
+    let hbh = with_hop_by_hop(&data);
+    let dns = frames::udp6(CLIENT_MAC, OUR, sa6(CLIENT6, 40000), sa6(VIP6, 53), b"q");
+    let mut short = syn.clone();
+    short.truncate(60);
+    let mut v = vec![
+        Fixture {
+            what: "IPv6: neighbor solicitation for the VIP gets an advertisement with our MAC",
+            setup: Setup::Tcp6,
+            input: frames::nd(
+                CLIENT_MAC,
+                sn_vip_mac,
+                CLIENT6,
+                sn_vip,
+                false,
+                VIP6,
+                Some(CLIENT_MAC),
+            ),
+            verdict: Verdict::NdpAdvert { len: 86 },
+            output: Some(frames::nd(
+                OUR,
+                CLIENT_MAC,
+                VIP6,
+                CLIENT6,
+                true,
+                VIP6,
+                Some(OUR),
+            )),
+        },
+        Fixture {
+            what: "IPv6: neighbor solicitation for a tarpit address is answered",
+            setup: Setup::Tcp6,
+            input: frames::nd(
+                CLIENT_MAC,
+                [0x33, 0x33, 0xff, 0, 2, 0],
+                CLIENT6,
+                ndp::solicited_node(TARPIT6).0,
+                false,
+                TARPIT6,
+                Some(CLIENT_MAC),
+            ),
+            verdict: Verdict::NdpAdvert { len: 86 },
+            output: Some(frames::nd(
+                OUR,
+                CLIENT_MAC,
+                TARPIT6,
+                CLIENT6,
+                true,
+                TARPIT6,
+                Some(OUR),
+            )),
+        },
+        Fixture {
+            what: "IPv6: unicast solicitation for our link-local address without an option gets the short answer",
+            setup: Setup::Tcp6,
+            input: frames::nd(CLIENT_MAC, OUR, CLIENT6, ll, false, ll, None),
+            verdict: Verdict::NdpAdvert { len: 78 },
+            output: Some(frames::nd(OUR, CLIENT_MAC, ll, CLIENT6, true, ll, None)),
+        },
+        Fixture {
+            what: "IPv6: solicitation for another address is ignored",
+            setup: Setup::Tcp6,
+            input: frames::nd(
+                CLIENT_MAC,
+                sn_vip_mac,
+                CLIENT6,
+                sn_vip,
+                false,
+                Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x101),
+                Some(CLIENT_MAC),
+            ),
+            verdict: Verdict::Ignored(IgnoreReason::ArpNotOurs),
+            output: None,
+        },
+        Fixture {
+            what: "IPv6: duplicate address detection for the VIP is not answered",
+            setup: Setup::Tcp6,
+            input: frames::nd(
+                CLIENT_MAC,
+                sn_vip_mac,
+                Ipv6Addr::UNSPECIFIED,
+                sn_vip,
+                false,
+                VIP6,
+                None,
+            ),
+            verdict: Verdict::Ignored(IgnoreReason::ArpNotOurs),
+            output: None,
+        },
+        Fixture {
+            what: "IPv6: SYN to the VIP is forwarded, only the MACs change",
+            setup: Setup::Tcp6,
+            verdict: Verdict::Forward {
+                backend: CLIENT6_BACKEND,
+                len: syn.len(),
+            },
+            output: Some(with_macs(syn.clone(), CLIENT6_BACKEND_MAC, OUR)),
+            input: syn,
+        },
+        Fixture {
+            what: "IPv6: data after a hop-by-hop header is forwarded to the same backend",
+            setup: Setup::Tcp6,
+            verdict: Verdict::Forward {
+                backend: CLIENT6_BACKEND,
+                len: hbh.len(),
+            },
+            output: Some(with_macs(hbh.clone(), CLIENT6_BACKEND_MAC, OUR)),
+            input: hbh,
+        },
+        Fixture {
+            what: "IPv6: UDP to the VIP is forwarded with -U",
+            setup: Setup::Udp6,
+            verdict: Verdict::Forward {
+                backend: CLIENT6_BACKEND,
+                len: dns.len(),
+            },
+            output: Some(with_macs(dns.clone(), CLIENT6_BACKEND_MAC, OUR)),
+            input: dns,
+        },
+        Fixture {
+            what: "IPv6: the wrong port of the VIP is ignored",
+            setup: Setup::Tcp6,
+            input: seg6(sa6(VIP6, 81), SYN, &[], b""),
+            verdict: Verdict::Ignored(IgnoreReason::WrongPort),
+            output: None,
+        },
+        Fixture {
+            what: "IPv6: a frame shorter than its payload length is dropped",
+            setup: Setup::Tcp6,
+            input: short,
+            verdict: Verdict::Dropped(DropReason::Truncated),
+            output: None,
+        },
+        Fixture {
+            what: "IPv6: tarpit ACK is ignored",
+            setup: Setup::Tcp6,
+            input: seg6(sa6(TARPIT6, 80), ACK, &[], b""),
+            verdict: Verdict::Ignored(IgnoreReason::TarpitNotSyn),
+            output: None,
+        },
+    ];
+    for n in [0, 4, 20, 40] {
+        v.push(Fixture {
+            what: "IPv6: tarpit SYN gets a correct 74-byte SYN+ACK whatever its options",
+            setup: Setup::Tcp6,
+            input: seg6(sa6(TARPIT6, 80), SYN, &frames::syn_options(n), b""),
+            verdict: Verdict::TarpitSynAck { len: 74 },
+            output: Some(expected_syn_ack6(80)),
+        });
+    }
+    v
+}
+
+#[test]
+fn ipv6_backend_is_solicited_then_learned_from_its_advertisement() {
+    let mut e = engine(Setup::Fresh6);
+    let p = e.poll_transmit(T).unwrap();
+    assert_eq!(p.kind, TxKind::NdpProbe { backend: 0 });
+    let (group, group_mac) = ndp::solicited_node(B0_6);
+    assert_eq!(
+        p.frame,
+        frames::nd(
+            OUR,
+            group_mac,
+            ndp::link_local(OUR),
+            group,
+            false,
+            B0_6,
+            Some(OUR)
+        )
+    );
+    assert_eq!(frames::checksums_ok(&p.frame), Some(true));
+    while e.poll_transmit(T).is_some() {}
+    let syn = seg6(sa6(VIP6, 80), SYN, &[], b"");
+    assert_eq!(
+        e.process(T, &mut syn.clone()),
+        Verdict::Held {
+            backend: CLIENT6_BACKEND
+        }
+    );
+    let mut na = frames::nd(
+        B0_MAC,
+        OUR,
+        B0_6,
+        ndp::link_local(OUR),
+        true,
+        B0_6,
+        Some(B0_MAC),
+    );
+    assert_eq!(e.process(T, &mut na), Verdict::Learned { backend: 0 });
+    let t = e.poll_transmit(T).unwrap();
+    assert_eq!(t.kind, TxKind::Released { backend: 0 });
+    assert_eq!(t.frame, with_macs(syn, B0_MAC, OUR));
+}
+
+#[test]
+fn ipv6_partial_checksum_is_completed() {
+    let mut e = engine(Setup::Tcp6);
+    let good = seg6(sa6(VIP6, 80), ACK | PSH, &[], b"payload!");
+    let mut partial = good.clone();
+    partial[70..72].copy_from_slice(&[0xab, 0xcd]);
+    e.process_meta(T, &mut partial, RxMeta { csum_partial: true });
+    assert_eq!(partial, with_macs(good, CLIENT6_BACKEND_MAC, OUR));
 }
 
 #[test]
@@ -661,7 +958,7 @@ fn backend_of(e: &mut Engine, i: u32, port: u16) -> Option<usize> {
 fn blacklist_takes_effect_on_the_next_frame_and_moves_only_its_clients() {
     let mut c = config(Setup::Tcp);
     c.backends.push(BackendConfig {
-        ip: Some(Ipv4Addr::new(10, 0, 0, 5)),
+        ip: Some(Ipv4Addr::new(10, 0, 0, 5).into()),
         weight: 0,
         available: true,
     });

@@ -8,7 +8,7 @@
 //! - Maglev tables built from random backend sets agree between engines, keep every client off
 //!   an unavailable backend, and move few clients when one backend goes away.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::time::Duration;
 
 use pen::acl::{Acl, AclEntry, AclMatch};
@@ -18,6 +18,7 @@ use pen::engine::{BackendConfig, Engine, EngineConfig, Mac, RxMeta, Verdict};
 
 const OUR: Mac = [0x02, 0, 0, 0, 0, 0x01];
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x100);
 
 /// xorshift64*: small, seedable, good enough to generate inputs.
 struct Rng(u64);
@@ -58,7 +59,13 @@ fn seeds() -> Vec<u64> {
 }
 
 fn engine(rng: &mut Rng) -> Engine {
-    let mut c = EngineConfig::new(OUR, VIP, if rng.chance(3) { 0 } else { 80 });
+    let port = if rng.chance(3) { 0 } else { 80 };
+    let v6 = rng.chance(3);
+    let mut c = if v6 {
+        EngineConfig::new(OUR, VIP6, port)
+    } else {
+        EngineConfig::new(OUR, VIP, port)
+    };
     c.udp = rng.chance(3);
     c.per_flow = rng.chance(2);
     c.isn_key = [rng.byte(); 16];
@@ -68,8 +75,10 @@ fn engine(rng: &mut Rng) -> Engine {
         .map(|i| BackendConfig {
             ip: if rng.chance(6) {
                 None
+            } else if v6 || rng.chance(4) {
+                Some(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 3 + i as u16).into())
             } else {
-                Some(Ipv4Addr::new(10, 0, 0, 3 + i as u8))
+                Some(Ipv4Addr::new(10, 0, 0, 3 + i as u8).into())
             },
             weight: rng.below(4) as u32,
             available: !rng.chance(4),
@@ -118,7 +127,51 @@ fn frame(rng: &mut Rng) -> Vec<u8> {
     let dst = SocketAddrV4::new(addr(rng), [80, 53, 443, 0][rng.below(4) as usize]);
     let cmac = [2, 0, 0, 0, 2, rng.byte()];
     let dmac = if rng.chance(8) { [0xff; 6] } else { OUR };
-    let mut f = match rng.below(6) {
+    let v6dst = SocketAddrV6::new(
+        [
+            VIP6,
+            Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x200 + rng.below(4) as u16),
+        ][rng.below(2) as usize],
+        [80, 53, 443][rng.below(3) as usize],
+        0,
+        0,
+    );
+    let v6src = SocketAddrV6::new(
+        Ipv6Addr::from(u128::from(rng.next()) << 64 | 7),
+        40000,
+        0,
+        0,
+    );
+    let mut f = match rng.below(9) {
+        6 => {
+            let payload: Vec<u8> = (0..rng.below(64)).map(|_| rng.byte()).collect();
+            let opts = frames::syn_options(4 * rng.below(11) as usize);
+            frames::tcp6(
+                cmac,
+                dmac,
+                v6src,
+                v6dst,
+                [SYN, ACK, ACK | PSH][rng.below(3) as usize],
+                1,
+                2,
+                &opts,
+                &payload,
+            )
+        }
+        7 => frames::udp6(cmac, dmac, v6src, v6dst, &[1, 2, 3]),
+        8 => frames::nd(
+            cmac,
+            if rng.chance(2) {
+                OUR
+            } else {
+                [0x33, 0x33, 0xff, 0, 1, 0]
+            },
+            *v6src.ip(),
+            Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00, 0x100),
+            rng.chance(2),
+            *v6dst.ip(),
+            if rng.chance(2) { Some(cmac) } else { None },
+        ),
         0 => frames::arp_request(cmac, *client.ip(), addr(rng)),
         1 => frames::arp_reply(cmac, addr(rng), OUR, *client.ip()),
         2 => {
@@ -204,9 +257,19 @@ fn arbitrary_frames_never_panic_and_are_counted_once() {
                         Some(true),
                         "seed {seed}: tarpit reply checksum"
                     );
-                    assert_ne!(&input[30..34], &VIP.octets(), "seed {seed}: VIP tarpitted");
+                    let dst: std::net::IpAddr = if input[12..14] == [0x86, 0xdd] {
+                        <[u8; 16]>::try_from(&input[38..54]).unwrap().into()
+                    } else {
+                        <[u8; 4]>::try_from(&input[30..34]).unwrap().into()
+                    };
+                    assert_ne!(dst, e.config().vip, "seed {seed}: VIP tarpitted");
                 }
                 Verdict::ArpReply { len } => assert_eq!(len, input.len(), "seed {seed}"),
+                Verdict::NdpAdvert { len } => assert_eq!(
+                    frames::checksums_ok(&buf[..len]),
+                    Some(true),
+                    "seed {seed}: advertisement checksum"
+                ),
                 _ => {}
             }
             // (a partial checksum is completed in place before a frame is held)
@@ -218,6 +281,7 @@ fn arbitrary_frames_never_panic_and_are_counted_once() {
         assert_eq!(c.rx, verdicts, "seed {seed}");
         let sum = c.forwarded
             + c.arp_replies
+            + c.ndp_adverts
             + c.tarpit_syn_acks
             + c.held
             + c.learned
@@ -257,7 +321,7 @@ fn maglev_agrees_avoids_unavailable_and_moves_few() {
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
                 backend: i,
-                ip: Ipv4Addr::from(0x0a00_0000 + rng.below(1 << 20) as u32),
+                ip: Ipv4Addr::from(0x0a00_0000 + rng.below(1 << 20) as u32).into(),
                 weight: 1 + rng.below(3) as u32,
             })
             .collect();

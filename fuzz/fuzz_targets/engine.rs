@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
     c.hold_max = 4;
     c.backends = (0..3)
         .map(|i| BackendConfig {
-            ip: Some(Ipv4Addr::new(10, 0, 0, 3 + i)),
+            ip: Some(Ipv4Addr::new(10, 0, 0, 3 + i).into()),
             weight: u32::from(i),
             available: sel & (16 << i) != 0 || i == 0,
         })

@@ -1,7 +1,7 @@
 //! Frame builders for tests, benchmarks, fixtures and the fuzz target (etherparse underneath,
 //! so they are an oracle independent of the engine's own byte handling). Pure.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
 use etherparse::PacketBuilder;
 
@@ -132,22 +132,133 @@ pub fn arp_reply(sha: Mac, spa: Ipv4Addr, tha: Mac, tpa: Ipv4Addr) -> Vec<u8> {
     arp(sha, tha, 2, sha, spa, tha, tpa)
 }
 
-/// Are the IPv4 header checksum and the TCP/UDP checksum of `frame` correct? `None` when
-/// the frame is not TCP or UDP over IPv4 (etherparse decides, not the engine).
+/// Are the checksums of `frame` correct: IPv4 header and TCP/UDP, or TCP/UDP/ICMPv6 over
+/// IPv6? `None` when the frame is none of these (etherparse decides, not the engine).
 pub fn checksums_ok(frame: &[u8]) -> Option<bool> {
-    use etherparse::{NetHeaders, PacketHeaders, TransportHeader};
+    use etherparse::{NetHeaders, PacketHeaders, SlicedPacket, TransportHeader, TransportSlice};
     let h = PacketHeaders::from_ethernet_slice(frame).ok()?;
-    let Some(NetHeaders::Ipv4(ip, _)) = &h.net else {
-        return None;
-    };
-    let ip_ok = ip.header_checksum == ip.calc_header_checksum();
     let payload = h.payload.slice();
-    let l4_ok = match &h.transport {
-        Some(TransportHeader::Tcp(t)) => t.calc_checksum_ipv4(ip, payload).ok()? == t.checksum,
-        Some(TransportHeader::Udp(u)) => u.calc_checksum_ipv4(ip, payload).ok()? == u.checksum,
-        _ => return None,
+    match (&h.net, &h.transport) {
+        (Some(NetHeaders::Ipv4(ip, _)), Some(t)) => {
+            let ip_ok = ip.header_checksum == ip.calc_header_checksum();
+            let l4_ok = match t {
+                TransportHeader::Tcp(t) => t.calc_checksum_ipv4(ip, payload).ok()? == t.checksum,
+                TransportHeader::Udp(u) => u.calc_checksum_ipv4(ip, payload).ok()? == u.checksum,
+                _ => return None,
+            };
+            Some(ip_ok && l4_ok)
+        }
+        (Some(NetHeaders::Ipv6(ip, _)), Some(t)) => match t {
+            TransportHeader::Tcp(t) => Some(t.calc_checksum_ipv6(ip, payload).ok()? == t.checksum),
+            TransportHeader::Udp(u) => Some(u.calc_checksum_ipv6(ip, payload).ok()? == u.checksum),
+            TransportHeader::Icmpv6(_) => {
+                match SlicedPacket::from_ethernet(frame).ok()?.transport {
+                    Some(TransportSlice::Icmpv6(i)) => {
+                        Some(i.is_checksum_valid(ip.source, ip.destination))
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A TCP/IPv6 frame (hop limit 64), as [`tcp`].
+#[allow(clippy::too_many_arguments)]
+pub fn tcp6(
+    src_mac: Mac,
+    dst_mac: Mac,
+    src: SocketAddrV6,
+    dst: SocketAddrV6,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    options: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv6(src.ip().octets(), dst.ip().octets(), 64)
+        .tcp(src.port(), dst.port(), seq, 64240);
+    if flags & SYN != 0 {
+        b = b.syn();
+    }
+    if flags & ACK != 0 {
+        b = b.ack(ack);
+    }
+    if flags & FIN != 0 {
+        b = b.fin();
+    }
+    if flags & RST != 0 {
+        b = b.rst();
+    }
+    if flags & PSH != 0 {
+        b = b.psh();
+    }
+    if !options.is_empty() {
+        let Ok(with) = b.options_raw(options) else {
+            return Vec::new();
+        };
+        b = with;
+    }
+    let mut out = Vec::with_capacity(b.size(payload.len()));
+    let _ = b.write(&mut out, payload);
+    out
+}
+
+/// A UDP/IPv6 frame.
+pub fn udp6(
+    src_mac: Mac,
+    dst_mac: Mac,
+    src: SocketAddrV6,
+    dst: SocketAddrV6,
+    payload: &[u8],
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv6(src.ip().octets(), dst.ip().octets(), 64)
+        .udp(src.port(), dst.port());
+    let mut out = Vec::with_capacity(b.size(payload.len()));
+    let _ = b.write(&mut out, payload);
+    out
+}
+
+/// A neighbor solicitation (`advert` false) or solicited advertisement (`advert` true, flags
+/// S and O) for `target`, hop limit 255, with a link-layer address option carrying `ll` when
+/// given. The ICMPv6 checksum is computed by etherparse.
+#[allow(clippy::too_many_arguments)]
+pub fn nd(
+    eth_src: Mac,
+    eth_dst: Mac,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    advert: bool,
+    target: Ipv6Addr,
+    ll: Option<Mac>,
+) -> Vec<u8> {
+    use etherparse::Icmpv6Type;
+    use etherparse::icmpv6::NeighborAdvertisementHeader;
+    let mut body = Vec::with_capacity(24);
+    body.extend_from_slice(&target.octets());
+    if let Some(m) = ll {
+        body.extend_from_slice(&[if advert { 2 } else { 1 }, 1]);
+        body.extend_from_slice(&m);
+    }
+    let t = if advert {
+        Icmpv6Type::NeighborAdvertisement(NeighborAdvertisementHeader {
+            router: false,
+            solicited: true,
+            r#override: true,
+        })
+    } else {
+        Icmpv6Type::NeighborSolicitation
     };
-    Some(ip_ok && l4_ok)
+    let b = PacketBuilder::ethernet2(eth_src, eth_dst)
+        .ipv6(src.octets(), dst.octets(), 255)
+        .icmpv6(t);
+    let mut out = Vec::with_capacity(b.size(body.len()));
+    let _ = b.write(&mut out, &body);
+    out
 }
 
 #[cfg(test)]

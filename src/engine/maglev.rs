@@ -16,7 +16,7 @@
 //! Deliberate difference from C Pen: C Pen's 256-slot XOR-of-octets table is built on the first
 //! frame and never rebuilt; this one is rebuilt on every change of the backend set.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Number of slots: a prime well above 100 × the number of backends anyone runs in DSR.
 pub const TABLE_SIZE: usize = 65_537;
@@ -28,7 +28,8 @@ pub const MAX_MEMBERS: usize = 65_535;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Member {
     pub backend: usize,
-    pub ip: Ipv4Addr,
+    /// The backend's address (IPv4 or IPv6; only its value matters here).
+    pub ip: IpAddr,
     pub weight: u32,
 }
 
@@ -68,6 +69,34 @@ pub fn flow_hash(src: Ipv4Addr, port: u16) -> u64 {
     mix64((u64::from(u32::from(src)) << 16 | u64::from(port)) ^ 0x9e37_79b9_7f4a_7c15)
 }
 
+/// The flow hash of an IPv6 client (and port with `-r`).
+#[inline]
+pub fn flow_hash_v6(src: Ipv6Addr, port: u16) -> u64 {
+    let a = u128::from(src);
+    mix64((a >> 64) as u64 ^ mix64(a as u64 ^ u64::from(port)) ^ 0x2545_f491_4f6c_dd1d)
+}
+
+/// [`flow_hash`] or [`flow_hash_v6`] by address family.
+#[inline]
+pub fn flow_hash_ip(src: IpAddr, port: u16) -> u64 {
+    match src {
+        IpAddr::V4(a) => flow_hash(a, port),
+        IpAddr::V6(a) => flow_hash_v6(a, port),
+    }
+}
+
+/// The 64-bit value a backend's permutation is derived from: the IPv4 address as is (so
+/// IPv4 tables are what they always were), an IPv6 address folded.
+fn member_key(ip: IpAddr) -> u64 {
+    match ip {
+        IpAddr::V4(a) => u64::from(u32::from(a)),
+        IpAddr::V6(a) => {
+            let v = u128::from(a);
+            mix64((v >> 64) as u64) ^ v as u64 ^ (1 << 63)
+        }
+    }
+}
+
 impl Maglev {
     /// Builds the table; `None` when `members` is empty. At most [`MAX_MEMBERS`] are used
     /// (the rest are ignored; the engine's configuration check refuses more).
@@ -80,7 +109,7 @@ impl Maglev {
         let perms: Vec<(u64, u64)> = members
             .iter()
             .map(|b| {
-                let ip = u64::from(u32::from(b.ip));
+                let ip = member_key(b.ip);
                 let offset = mix64(ip ^ 0x5851_f42d_4c95_7f2d) % m;
                 let skip = mix64(ip ^ 0x1405_7b7e_f767_814f) % (m - 1) + 1;
                 (offset, skip)
@@ -164,7 +193,7 @@ mod tests {
     fn member(i: usize, w: u32) -> Member {
         Member {
             backend: i,
-            ip: Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250 + 1) as u8),
+            ip: Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250 + 1) as u8).into(),
             weight: w,
         }
     }

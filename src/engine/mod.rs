@@ -1,7 +1,7 @@
 //! The DSR + tarpit packet engine (reference §10-§11), sans-IO.
 //!
 //! No socket, no clock, no randomness: frames come in through [`Engine::process`] with the
-//! current time, frames the engine originates (ARP probes, frames released once a backend's
+//! current time, frames the engine originates (ARP/NDP probes, frames released once a backend's
 //! MAC is learned) come out of [`Engine::poll_transmit`], and [`Engine::poll_timeout`] says
 //! when the engine next wants `poll_transmit` called. The drivers in [`crate::link`] (live
 //! AF_PACKET, offline pcap, in-memory) only move bytes.
@@ -17,6 +17,13 @@
 //!   TCP/UDP untouched ([`Verdict::Forward`]). When the backend's MAC is not known yet the frame
 //!   is copied and held ([`Verdict::Held`]) until it is learned, at most
 //!   [`EngineConfig::hold_time`] and [`EngineConfig::hold_max`] frames.
+//! - **IPv6** works the same way with Neighbor Discovery in place of ARP ([`ndp`]): a neighbor
+//!   solicitation for an IPv6 VIP (or a tarpitted IPv6 address, or our own link-local
+//!   address) gets a solicited advertisement in place ([`Verdict::NdpAdvert`]), backends with
+//!   IPv6 addresses are solicited from our EUI-64 link-local address and learned from their
+//!   advertisements, and IPv6 frames to the VIP are forwarded like IPv4 ones (hop-by-hop,
+//!   routing, destination-options and fragment headers are walked to find the ports). A
+//!   backend's address family only decides how its MAC is learned.
 //! - **TCP SYN to a tarpitted address** → a SYN+ACK in place ([`Verdict::TarpitSynAck`], see
 //!   [`tarpit`]); every other segment to it is ignored.
 //! - Anything else is ignored ([`IgnoreReason`]) or, when it is not a well-formed frame,
@@ -29,7 +36,8 @@
 //! [`Engine::set_available`]), so a blacklist takes effect on the next frame.
 //!
 //! # Backend MACs
-//! `poll_transmit` emits a broadcast ARP probe (sender IP 0.0.0.0) for each backend whose MAC
+//! `poll_transmit` emits a broadcast ARP probe (sender IP 0.0.0.0), or a neighbor solicitation
+//! for an IPv6 backend, for each backend whose MAC
 //! is unknown, at most every [`EngineConfig::probe_interval`], and for every backend again
 //! after [`EngineConfig::refresh_interval`] (C Pen: 1 s and 60 s).
 //!
@@ -48,18 +56,19 @@
 pub mod arp;
 pub mod frames;
 pub mod maglev;
+pub mod ndp;
 pub mod tarpit;
 pub mod wire;
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use crate::acl::Acl;
 use crate::config::{Config, HostSpec, ListenAddr};
 
-pub use maglev::{Maglev, Member, flow_hash};
+pub use maglev::{Maglev, Member, flow_hash, flow_hash_ip};
 pub use wire::Mac;
 
 use wire::{ETH_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, PROTO_TCP, PROTO_UDP};
@@ -70,8 +79,9 @@ pub const MAX_FRAME: usize = 9216;
 /// One backend as the engine sees it: its position is the server slot number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackendConfig {
-    /// `None` for a slot without a usable IPv4 address (never chosen).
-    pub ip: Option<Ipv4Addr>,
+    /// `None` for a slot without a usable address (never chosen). IPv4 backends are found with
+    /// ARP, IPv6 ones with Neighbor Discovery.
+    pub ip: Option<IpAddr>,
     /// Share of the table; 0 counts as 1.
     pub weight: u32,
     /// `false` while blacklisted.
@@ -84,8 +94,8 @@ pub struct BackendConfig {
 pub struct EngineConfig {
     /// The DSR interface's MAC.
     pub mac: Mac,
-    /// The virtual IP (the listen address).
-    pub vip: Ipv4Addr,
+    /// The virtual IP (the listen address), IPv4 or IPv6.
+    pub vip: IpAddr,
     /// The listen port; 0 = every port.
     pub port: u16,
     /// `-U`: forward UDP (and no tarpit); otherwise TCP.
@@ -113,10 +123,10 @@ pub struct EngineConfig {
 impl EngineConfig {
     /// A configuration with C Pen's timers (probe 1 s, refresh 60 s), a 2 s hold of at most
     /// 1024 frames, the default tarpit window, no tarpit and no backends.
-    pub fn new(mac: Mac, vip: Ipv4Addr, port: u16) -> EngineConfig {
+    pub fn new(mac: Mac, vip: impl Into<IpAddr>, port: u16) -> EngineConfig {
         EngineConfig {
             mac,
-            vip,
+            vip: crate::acl::canonical(vip.into()),
             port,
             udp: false,
             per_flow: false,
@@ -131,27 +141,23 @@ impl EngineConfig {
         }
     }
 
-    /// Builds the engine's configuration from pen's: the listen address is the VIP (an IPv4
-    /// address, port 0 = every port), `-U`, `-r`, the servers (IPv4 literals; names must have
-    /// been resolved into [`HostSpec::Ip`] by the caller) and `tarpit_acl`. All backends start
+    /// Builds the engine's configuration from pen's: the listen address is the VIP (an IPv4 or
+    /// IPv6 address, port 0 = every port), `-U`, `-r`, the servers (IP literals; names must
+    /// have been resolved into [`HostSpec::Ip`] by the caller) and `tarpit_acl`. All backends start
     /// available; the caller applies the blacklist with [`Engine::set_available`].
     pub fn from_config(cfg: &Config, mac: Mac, isn_key: [u8; 16]) -> Result<EngineConfig, String> {
         let (vip, port) = match &cfg.listen {
-            Some(ListenAddr::Inet(sa)) => match sa.ip() {
-                IpAddr::V4(v4) if !v4.is_unspecified() => (v4, sa.port()),
-                IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => (
-                    v6.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
-                    sa.port(),
-                ),
+            Some(ListenAddr::Inet(sa)) => match crate::acl::canonical(sa.ip()) {
+                ip if !ip.is_unspecified() => (ip, sa.port()),
                 _ => {
                     return Err(format!(
-                        "DSR needs the virtual IPv4 address as the listen address, got {sa}; give VIP:port, e.g. 192.168.100.1:80 (port 0 = every port)"
+                        "DSR needs the virtual IP address as the listen address, got {sa}; give VIP:port, e.g. 192.168.100.1:80 or [fd00::100]:80 (port 0 = every port)"
                     ));
                 }
             },
             Some(other) => {
                 return Err(format!(
-                    "DSR needs the virtual IPv4 address as the listen address, got {other}; give VIP:port, e.g. 192.168.100.1:80"
+                    "DSR needs the virtual IP address as the listen address, got {other}; give VIP:port, e.g. 192.168.100.1:80"
                 ));
             }
             None => {
@@ -170,23 +176,15 @@ impl EngineConfig {
         let mut backends = Vec::with_capacity(cfg.servers.len());
         for (i, s) in cfg.servers.iter().enumerate() {
             let ip = match &s.host {
-                Some(HostSpec::Ip(IpAddr::V4(a))) => Some(*a),
-                Some(HostSpec::Ip(IpAddr::V6(a))) => match a.to_ipv4_mapped() {
-                    Some(v4) => Some(v4),
-                    None => {
-                        return Err(format!(
-                            "server {i} ({a}): DSR backends must be IPv4 addresses on the DSR interface's segment"
-                        ));
-                    }
-                },
+                Some(HostSpec::Ip(a)) => Some(crate::acl::canonical(*a)),
                 Some(HostSpec::Name(n)) => {
                     return Err(format!(
-                        "server {i} ({n}): host names must be resolved to an IPv4 address before DSR starts"
+                        "server {i} ({n}): host names must be resolved to an IP address before DSR starts"
                     ));
                 }
                 Some(HostSpec::Unix(p)) => {
                     return Err(format!(
-                        "server {i} ({}): a Unix socket cannot be a DSR backend; give an IPv4 address",
+                        "server {i} ({}): a Unix socket cannot be a DSR backend; give an IP address on the DSR interface's segment",
                         p.display()
                     ));
                 }
@@ -270,7 +268,8 @@ pub enum IgnoreReason {
     WrongPort,
     /// To a tarpitted address but not a SYN (ACK, data, FIN, RST), or not TCP.
     TarpitNotSyn,
-    /// IPv6 (not handled yet).
+    /// IPv6 with an extension header chain the engine does not walk (more than 8 headers, or
+    /// an unknown one before the transport header of a frame to the VIP).
     Ipv6,
 }
 
@@ -298,7 +297,7 @@ impl IgnoreReason {
             IgnoreReason::WrongProtocol => "wrong-protocol",
             IgnoreReason::WrongPort => "wrong-port",
             IgnoreReason::TarpitNotSyn => "tarpit-not-syn",
-            IgnoreReason::Ipv6 => "ipv6",
+            IgnoreReason::Ipv6 => "ipv6-extensions",
         }
     }
 }
@@ -356,6 +355,10 @@ pub enum Verdict {
     ArpReply {
         len: usize,
     },
+    /// Send the frame, now an IPv6 neighbor advertisement.
+    NdpAdvert {
+        len: usize,
+    },
     /// Send the frame, now the tarpit's SYN+ACK.
     TarpitSynAck {
         len: usize,
@@ -378,6 +381,7 @@ impl Verdict {
         match *self {
             Verdict::Forward { len, .. }
             | Verdict::ArpReply { len }
+            | Verdict::NdpAdvert { len }
             | Verdict::TarpitSynAck { len } => Some(len),
             _ => None,
         }
@@ -389,6 +393,7 @@ impl fmt::Display for Verdict {
         match self {
             Verdict::Forward { backend, len } => write!(f, "forward backend={backend} len={len}"),
             Verdict::ArpReply { len } => write!(f, "arp-reply len={len}"),
+            Verdict::NdpAdvert { len } => write!(f, "ndp-advert len={len}"),
             Verdict::TarpitSynAck { len } => write!(f, "tarpit-syn-ack len={len}"),
             Verdict::Held { backend } => write!(f, "held backend={backend}"),
             Verdict::Learned { backend } => write!(f, "learned backend={backend}"),
@@ -416,8 +421,10 @@ pub struct Transmit {
 /// Why the engine sends a [`Transmit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxKind {
-    /// Who-has for a backend's address.
+    /// Who-has for a backend's IPv4 address.
     ArpProbe { backend: usize },
+    /// Neighbor solicitation for a backend's IPv6 address.
+    NdpProbe { backend: usize },
     /// A held frame, now addressed to the backend whose MAC was learned.
     Released { backend: usize },
 }
@@ -426,6 +433,7 @@ impl fmt::Display for TxKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TxKind::ArpProbe { backend } => write!(f, "arp-probe backend={backend}"),
+            TxKind::NdpProbe { backend } => write!(f, "ndp-probe backend={backend}"),
             TxKind::Released { backend } => write!(f, "released backend={backend}"),
         }
     }
@@ -437,6 +445,7 @@ pub struct Counters {
     pub rx: u64,
     pub forwarded: u64,
     pub arp_replies: u64,
+    pub ndp_adverts: u64,
     pub tarpit_syn_acks: u64,
     pub held: u64,
     pub released: u64,
@@ -475,6 +484,7 @@ impl Counters {
         match *v {
             Verdict::Forward { .. } => self.forwarded += 1,
             Verdict::ArpReply { .. } => self.arp_replies += 1,
+            Verdict::NdpAdvert { .. } => self.ndp_adverts += 1,
             Verdict::TarpitSynAck { .. } => self.tarpit_syn_acks += 1,
             Verdict::Held { .. } => self.held += 1,
             Verdict::Learned { .. } => self.learned += 1,
@@ -507,6 +517,9 @@ impl fmt::Display for Counters {
             self.learned,
             self.probes
         )?;
+        if self.ndp_adverts > 0 {
+            write!(f, " ndp_adverts={}", self.ndp_adverts)?;
+        }
         for r in IgnoreReason::ALL {
             let n = self.ignored(r);
             if n > 0 {
@@ -541,6 +554,11 @@ struct HeldFrame {
 #[derive(Debug, Clone)]
 pub struct Engine {
     cfg: EngineConfig,
+    /// The VIP by family, for the hot path.
+    vip4: Option<Ipv4Addr>,
+    vip6: Option<Ipv6Addr>,
+    /// Our EUI-64 link-local address (answered in neighbor discovery, source of our probes).
+    link_local: Ipv6Addr,
     backends: Vec<BackendState>,
     table: Option<Maglev>,
     held: VecDeque<HeldFrame>,
@@ -550,17 +568,29 @@ pub struct Engine {
     counters: Counters,
 }
 
-/// The parsed IPv4 facts the decision needs.
-struct Ip4 {
-    ihl: usize,
-    total: usize,
+/// The parsed network-layer facts the decision needs (IPv4 or IPv6).
+struct L3 {
+    v6: bool,
+    /// Offset of the transport header in the frame.
+    l4: usize,
+    /// Transport header + payload length (from the IP header).
+    l4_len: usize,
     proto: u8,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    /// Fragment offset != 0: no L4 header in this frame.
+    src: IpAddr,
+    dst: IpAddr,
+    /// Not the first fragment: no transport header in this frame.
     later_fragment: bool,
-    /// MF set or offset != 0.
+    /// Any fragment (first or later).
     fragment: bool,
+    /// IPv4 type of service (the tarpit copies it).
+    tos: u8,
+}
+
+/// Why an IPv6 frame could not be parsed.
+enum V6Error {
+    Drop(DropReason),
+    /// An extension header chain the engine does not walk.
+    Unhandled,
 }
 
 impl Engine {
@@ -575,8 +605,16 @@ impl Engine {
                 last_probe: None,
             })
             .collect();
+        let (vip4, vip6) = match cfg.vip {
+            IpAddr::V4(a) => (Some(a), None),
+            IpAddr::V6(a) => (None, Some(a)),
+        };
+        let link_local = ndp::link_local(cfg.mac);
         let mut e = Engine {
             cfg,
+            vip4,
+            vip6,
+            link_local,
             backends,
             table: None,
             held: VecDeque::new(),
@@ -617,6 +655,14 @@ impl Engine {
     /// Learned MACs are kept for slots whose address did not change. The table is rebuilt only
     /// when the set of available (address, weight) pairs changed.
     pub fn set_backends(&mut self, backends: Vec<BackendConfig>) {
+        let unchanged = backends.len() == self.backends.len()
+            && backends
+                .iter()
+                .zip(&self.backends)
+                .all(|(a, b)| *a == b.cfg);
+        if unchanged {
+            return;
+        }
         let old = std::mem::take(&mut self.backends);
         self.backends = backends
             .iter()
@@ -634,13 +680,9 @@ impl Engine {
                 },
             })
             .collect();
-        let changed = old.len() != self.backends.len()
-            || old.iter().zip(&self.backends).any(|(a, b)| a.cfg != b.cfg);
         self.cfg.backends = backends;
-        if changed {
-            self.next_probe_at = Duration::ZERO;
-            self.rebuild();
-        }
+        self.next_probe_at = Duration::ZERO;
+        self.rebuild();
     }
 
     /// Marks backend `i` available or not (blacklist); no-op for an unknown index.
@@ -674,9 +716,11 @@ impl Engine {
     }
 
     /// The backend a client (and source port with `-r`) goes to now, if any.
-    pub fn choose(&self, src: Ipv4Addr, src_port: u16) -> Option<usize> {
+    pub fn choose(&self, src: impl Into<IpAddr>, src_port: u16) -> Option<usize> {
         let port = if self.cfg.per_flow { src_port } else { 0 };
-        self.table.as_ref().map(|t| t.lookup(flow_hash(src, port)))
+        self.table
+            .as_ref()
+            .map(|t| t.lookup(flow_hash_ip(src.into(), port)))
     }
 
     /// Processes one received frame with no driver metadata.
@@ -705,28 +749,42 @@ impl Engine {
         ) else {
             return Verdict::Dropped(DropReason::Truncated);
         };
-        match ethertype {
-            ETHERTYPE_IPV4 => {}
+        let ip = match ethertype {
+            ETHERTYPE_IPV4 => match parse_ipv4(frame) {
+                Ok(ip) => ip,
+                Err(d) => return Verdict::Dropped(d),
+            },
             ETHERTYPE_ARP => {
                 if src_mac == self.cfg.mac {
                     return Verdict::Ignored(IgnoreReason::OwnFrame);
                 }
                 return self.arp(frame);
             }
-            ETHERTYPE_IPV6 => return Verdict::Ignored(IgnoreReason::Ipv6),
+            ETHERTYPE_IPV6 => match parse_ipv6(frame) {
+                Ok(ip) => ip,
+                Err(V6Error::Drop(d)) => return Verdict::Dropped(d),
+                Err(V6Error::Unhandled) => {
+                    if src_mac == self.cfg.mac {
+                        return Verdict::Ignored(IgnoreReason::OwnFrame);
+                    }
+                    return Verdict::Ignored(IgnoreReason::Ipv6);
+                }
+            },
             _ => return Verdict::Dropped(DropReason::NonIp),
-        }
-        let ip = match parse_ipv4(frame) {
-            Ok(ip) => ip,
-            Err(d) => return Verdict::Dropped(d),
         };
         if src_mac == self.cfg.mac {
             return Verdict::Ignored(IgnoreReason::OwnFrame);
         }
+        if ip.v6
+            && ip.proto == ndp::PROTO_ICMPV6
+            && !ip.fragment
+            && let Some(nd) = ndp::parse(frame, ip.l4, ip.l4 + ip.l4_len)
+        {
+            return self.neighbor(frame, &nd, src_mac);
+        }
         if dst_mac != self.cfg.mac {
             return Verdict::Ignored(IgnoreReason::NotOurMac);
         }
-        let l4 = ETH_LEN + ip.ihl;
         if ip.dst != self.cfg.vip {
             if self.tarpitted(ip.dst) {
                 return self.tarpit(frame, &ip, src_mac);
@@ -740,10 +798,11 @@ impl Engine {
         let mut sport = 0;
         if !ip.later_fragment {
             let min = if ip.proto == PROTO_TCP { 20 } else { 8 };
-            if ip.total < ip.ihl + min {
+            if ip.l4_len < min {
                 return Verdict::Dropped(DropReason::Truncated);
             }
-            let (Some(sp), Some(dp)) = (wire::be16(frame, l4), wire::be16(frame, l4 + 2)) else {
+            let (Some(sp), Some(dp)) = (wire::be16(frame, ip.l4), wire::be16(frame, ip.l4 + 2))
+            else {
                 return Verdict::Dropped(DropReason::Truncated);
             };
             if self.cfg.port != 0 && dp != self.cfg.port {
@@ -778,30 +837,29 @@ impl Engine {
     }
 
     /// Is `dst` answered by the tarpit? Never the VIP or a backend, only in TCP mode.
-    fn tarpitted(&self, dst: Ipv4Addr) -> bool {
+    fn tarpitted(&self, dst: IpAddr) -> bool {
         let Some(acl) = &self.cfg.tarpit else {
             return false;
         };
         !self.cfg.udp
             && dst != self.cfg.vip
             && !self.backends.iter().any(|b| b.cfg.ip == Some(dst))
-            && acl.permits(Some(IpAddr::V4(dst)))
+            && acl.permits(Some(dst))
     }
 
-    fn tarpit(&mut self, frame: &mut [u8], ip: &Ip4, src_mac: Mac) -> Verdict {
+    fn tarpit(&mut self, frame: &mut [u8], ip: &L3, src_mac: Mac) -> Verdict {
         if ip.proto != PROTO_TCP || ip.later_fragment {
             return Verdict::Ignored(IgnoreReason::TarpitNotSyn);
         }
-        let l4 = ETH_LEN + ip.ihl;
-        if ip.total < ip.ihl + 20 {
+        if ip.l4_len < 20 {
             return Verdict::Dropped(DropReason::Truncated);
         }
-        let (Some(cport), Some(sport), Some(seq), Some(flags), Some(&tos)) = (
+        let l4 = ip.l4;
+        let (Some(cport), Some(sport), Some(seq), Some(flags)) = (
             wire::be16(frame, l4),
             wire::be16(frame, l4 + 2),
             wire::be32(frame, l4 + 4),
             frame.get(l4 + 13).copied(),
-            frame.get(ETH_LEN + 1),
         ) else {
             return Verdict::Dropped(DropReason::Truncated);
         };
@@ -809,22 +867,34 @@ impl Engine {
         if flags & 0x02 == 0 || flags & 0x14 != 0 {
             return Verdict::Ignored(IgnoreReason::TarpitNotSyn);
         }
-        let syn = tarpit::Syn {
-            client_mac: src_mac,
-            client: ip.src,
-            server: ip.dst,
-            cport,
-            sport,
-            seq,
-            tos,
+        let (key, window, mac) = (self.cfg.isn_key, self.cfg.tarpit_window, self.cfg.mac);
+        let len = match (ip.src, ip.dst) {
+            (IpAddr::V4(client), IpAddr::V4(server)) => {
+                let syn = tarpit::Syn {
+                    client_mac: src_mac,
+                    client,
+                    server,
+                    cport,
+                    sport,
+                    seq,
+                    tos: ip.tos,
+                };
+                tarpit::write_syn_ack(frame, &syn, mac, &key, window)
+            }
+            (IpAddr::V6(client), IpAddr::V6(server)) => {
+                let syn = tarpit::Syn6 {
+                    client_mac: src_mac,
+                    client,
+                    server,
+                    cport,
+                    sport,
+                    seq,
+                };
+                tarpit::write_syn_ack_v6(frame, &syn, mac, &key, window)
+            }
+            _ => None,
         };
-        match tarpit::write_syn_ack(
-            frame,
-            &syn,
-            self.cfg.mac,
-            &self.cfg.isn_key,
-            self.cfg.tarpit_window,
-        ) {
+        match len {
             Some(len) => Verdict::TarpitSynAck { len },
             None => Verdict::Dropped(DropReason::Truncated),
         }
@@ -844,8 +914,9 @@ impl Engine {
                     // gratuitous ARP: an announcement, not a question
                     return Verdict::Ignored(IgnoreReason::ArpNotOurs);
                 }
-                let ours = a.target_ip == self.cfg.vip
-                    || (!a.sender_ip.is_unspecified() && self.tarpitted(a.target_ip));
+                let target = IpAddr::V4(a.target_ip);
+                let ours = Some(a.target_ip) == self.vip4
+                    || (!a.sender_ip.is_unspecified() && self.tarpitted(target));
                 if ours {
                     let len = arp::answer_in_place(frame, &a, self.cfg.mac);
                     Verdict::ArpReply { len }
@@ -853,13 +924,36 @@ impl Engine {
                     Verdict::Ignored(IgnoreReason::ArpNotOurs)
                 }
             }
-            arp::OP_REPLY => self.learn(a.sender_ip, a.sender_mac),
+            arp::OP_REPLY => self.learn(IpAddr::V4(a.sender_ip), a.sender_mac),
             _ => Verdict::Ignored(IgnoreReason::ArpOther),
         }
     }
 
-    fn learn(&mut self, ip: Ipv4Addr, mac: Mac) -> Verdict {
-        if mac == self.cfg.mac || mac == wire::BROADCAST || mac[0] & 1 != 0 {
+    /// Neighbor discovery: answer solicitations for the VIP, tarpitted addresses and our
+    /// link-local address; learn backends from advertisements.
+    fn neighbor(&mut self, frame: &mut [u8], nd: &ndp::Nd, src_mac: Mac) -> Verdict {
+        if nd.kind == ndp::NEIGHBOR_ADVERTISEMENT {
+            return self.learn(IpAddr::V6(nd.target), nd.ll.unwrap_or(src_mac));
+        }
+        // Duplicate address detection (source ::) is not answered: that would make the host
+        // give up its address.
+        if nd.src.is_unspecified() {
+            return Verdict::Ignored(IgnoreReason::ArpNotOurs);
+        }
+        let target = IpAddr::V6(nd.target);
+        let ours =
+            Some(nd.target) == self.vip6 || nd.target == self.link_local || self.tarpitted(target);
+        if !ours {
+            return Verdict::Ignored(IgnoreReason::ArpNotOurs);
+        }
+        match ndp::answer_in_place(frame, nd, src_mac, self.cfg.mac) {
+            Some(len) => Verdict::NdpAdvert { len },
+            None => Verdict::Dropped(DropReason::Truncated),
+        }
+    }
+
+    fn learn(&mut self, ip: IpAddr, mac: Mac) -> Verdict {
+        if mac == self.cfg.mac || mac[0] & 1 != 0 {
             return Verdict::Ignored(IgnoreReason::ArpNotOurs);
         }
         let mut first = None;
@@ -892,8 +986,9 @@ impl Engine {
         Verdict::Learned { backend: first }
     }
 
-    /// The next frame the engine wants sent at `now` (released frames, then due ARP probes),
-    /// after dropping held frames older than `hold_time`. Call until `None`.
+    /// The next frame the engine wants sent at `now` (released frames, then due ARP probes and
+    /// neighbor solicitations), after dropping held frames older than `hold_time`. Call until
+    /// `None`.
     pub fn poll_transmit(&mut self, now: Duration) -> Option<Transmit> {
         if let Some(t) = self.txq.pop_front() {
             return Some(t);
@@ -924,9 +1019,15 @@ impl Engine {
                 .map_or(Duration::ZERO, |t| t.saturating_add(iv));
             if out.is_none() && due <= now {
                 b.last_probe = Some(now);
-                out = Some(Transmit {
-                    frame: arp::probe(self.cfg.mac, ip),
-                    kind: TxKind::ArpProbe { backend: i },
+                out = Some(match ip {
+                    IpAddr::V4(a) => Transmit {
+                        frame: arp::probe(self.cfg.mac, a),
+                        kind: TxKind::ArpProbe { backend: i },
+                    },
+                    IpAddr::V6(a) => Transmit {
+                        frame: ndp::probe(self.cfg.mac, a),
+                        kind: TxKind::NdpProbe { backend: i },
+                    },
                 });
                 let again = now.saturating_add(iv);
                 next = Some(next.map_or(again, |n| n.min(again)));
@@ -965,7 +1066,7 @@ impl Engine {
     }
 }
 
-fn parse_ipv4(frame: &[u8]) -> Result<Ip4, DropReason> {
+fn parse_ipv4(frame: &[u8]) -> Result<L3, DropReason> {
     let Some(&vihl) = frame.get(ETH_LEN) else {
         return Err(DropReason::Truncated);
     };
@@ -979,12 +1080,13 @@ fn parse_ipv4(frame: &[u8]) -> Result<Ip4, DropReason> {
     if ihl < 20 {
         return Err(DropReason::Malformed);
     }
-    let (Some(total), Some(frag), Some(&proto), Some(src), Some(dst)) = (
+    let (Some(total), Some(frag), Some(&proto), Some(src), Some(dst), Some(&tos)) = (
         wire::be16(frame, ETH_LEN + 2),
         wire::be16(frame, ETH_LEN + 6),
         frame.get(ETH_LEN + 9),
         wire::ipv4(frame, ETH_LEN + 12),
         wire::ipv4(frame, ETH_LEN + 16),
+        frame.get(ETH_LEN + 1),
     ) else {
         return Err(DropReason::Truncated);
     };
@@ -997,34 +1099,127 @@ fn parse_ipv4(frame: &[u8]) -> Result<Ip4, DropReason> {
     }
     let offset = frag & 0x1fff;
     let more = frag & 0x2000 != 0;
-    Ok(Ip4 {
-        ihl,
-        total,
+    Ok(L3 {
+        v6: false,
+        l4: ETH_LEN + ihl,
+        l4_len: total - ihl,
         proto,
-        src,
-        dst,
+        src: IpAddr::V4(src),
+        dst: IpAddr::V4(dst),
         later_fragment: offset != 0,
         fragment: offset != 0 || more,
+        tos,
     })
 }
 
-/// Recomputes the TCP/UDP checksum of an unfragmented IPv4 frame in full (for frames whose
+/// Parses the IPv6 header and walks hop-by-hop (0), routing (43), fragment (44) and
+/// destination-options (60) headers to the transport header.
+fn parse_ipv6(frame: &[u8]) -> Result<L3, V6Error> {
+    let Some(&v) = frame.get(ETH_LEN) else {
+        return Err(V6Error::Drop(DropReason::Truncated));
+    };
+    if frame.len() < ETH_LEN + ndp::IPV6_LEN {
+        return Err(V6Error::Drop(DropReason::Truncated));
+    }
+    if v >> 4 != 6 {
+        return Err(V6Error::Drop(DropReason::Malformed));
+    }
+    let (Some(plen), Some(&first), Some(src), Some(dst)) = (
+        wire::be16(frame, ETH_LEN + 4),
+        frame.get(ETH_LEN + 6),
+        ndp::ipv6(frame, ETH_LEN + 8),
+        ndp::ipv6(frame, ETH_LEN + 24),
+    ) else {
+        return Err(V6Error::Drop(DropReason::Truncated));
+    };
+    let end = ETH_LEN + ndp::IPV6_LEN + usize::from(plen);
+    if frame.len() < end {
+        return Err(V6Error::Drop(DropReason::Truncated));
+    }
+    let (mut next, mut at) = (first, ETH_LEN + ndp::IPV6_LEN);
+    let (mut fragment, mut later_fragment) = (false, false);
+    for _ in 0..8 {
+        match next {
+            0 | 43 | 60 => {
+                let (Some(&nh), Some(&units)) = (frame.get(at), frame.get(at + 1)) else {
+                    return Err(V6Error::Drop(DropReason::Truncated));
+                };
+                let len = (usize::from(units) + 1) * 8;
+                if at + len > end {
+                    return Err(V6Error::Drop(DropReason::Truncated));
+                }
+                next = nh;
+                at += len;
+            }
+            44 => {
+                let (Some(&nh), Some(off)) = (frame.get(at), wire::be16(frame, at + 2)) else {
+                    return Err(V6Error::Drop(DropReason::Truncated));
+                };
+                if at + 8 > end {
+                    return Err(V6Error::Drop(DropReason::Truncated));
+                }
+                fragment = true;
+                later_fragment = off >> 3 != 0;
+                next = nh;
+                at += 8;
+                if later_fragment {
+                    break;
+                }
+            }
+            _ => {
+                return Ok(L3 {
+                    v6: true,
+                    l4: at,
+                    l4_len: end - at,
+                    proto: next,
+                    src: IpAddr::V6(src),
+                    dst: IpAddr::V6(dst),
+                    later_fragment,
+                    fragment,
+                    tos: 0,
+                });
+            }
+        }
+    }
+    if later_fragment {
+        return Ok(L3 {
+            v6: true,
+            l4: at,
+            l4_len: end - at,
+            proto: next,
+            src: IpAddr::V6(src),
+            dst: IpAddr::V6(dst),
+            later_fragment,
+            fragment,
+            tos: 0,
+        });
+    }
+    Err(V6Error::Unhandled)
+}
+
+/// Recomputes the TCP/UDP checksum of an unfragmented frame in full (for frames whose
 /// checksum the sender's NIC was supposed to finish).
-fn complete_l4_checksum(frame: &mut [u8], ip: &Ip4) {
-    let start = ETH_LEN + ip.ihl;
-    let end = ETH_LEN + ip.total;
+fn complete_l4_checksum(frame: &mut [u8], ip: &L3) {
     let off = match ip.proto {
         PROTO_TCP => 16,
         PROTO_UDP => 6,
         _ => return,
     };
-    let Some(seg) = frame.get_mut(start..end) else {
+    let Some(seg) = ip
+        .l4
+        .checked_add(ip.l4_len)
+        .and_then(|end| frame.get_mut(ip.l4..end))
+    else {
         return;
     };
     if !wire::put(seg, off, &[0, 0]) {
         return;
     }
-    let mut c = wire::l4_checksum_v4(ip.src, ip.dst, ip.proto, seg);
+    let mut c = match (ip.src, ip.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => wire::l4_checksum_v4(s, d, ip.proto, seg),
+        (IpAddr::V6(s), IpAddr::V6(d)) => wire::l4_checksum_v6(s, d, ip.proto, seg),
+        _ => return,
+    };
     if ip.proto == PROTO_UDP && c == 0 {
         c = 0xffff;
     }
@@ -1041,12 +1236,12 @@ mod tests {
         let mut c = EngineConfig::new(MAC, Ipv4Addr::new(10, 0, 0, 100), 80);
         c.backends = vec![
             BackendConfig {
-                ip: Some(Ipv4Addr::new(10, 0, 0, 3)),
+                ip: Some(Ipv4Addr::new(10, 0, 0, 3).into()),
                 weight: 0,
                 available: true,
             },
             BackendConfig {
-                ip: Some(Ipv4Addr::new(10, 0, 0, 4)),
+                ip: Some(Ipv4Addr::new(10, 0, 0, 4).into()),
                 weight: 0,
                 available: true,
             },
@@ -1073,8 +1268,8 @@ mod tests {
         let mut e = Engine::new(cfg());
         let t0 = Duration::ZERO;
         while e.poll_transmit(t0).is_some() {}
-        e.learn(Ipv4Addr::new(10, 0, 0, 3), [2, 0, 0, 0, 0, 3]);
-        e.learn(Ipv4Addr::new(10, 0, 0, 4), [2, 0, 0, 0, 0, 4]);
+        e.learn(Ipv4Addr::new(10, 0, 0, 3).into(), [2, 0, 0, 0, 0, 3]);
+        e.learn(Ipv4Addr::new(10, 0, 0, 4).into(), [2, 0, 0, 0, 0, 4]);
         assert!(e.poll_transmit(Duration::from_secs(30)).is_none());
         assert_eq!(e.poll_timeout(), Some(Duration::from_secs(60)));
         assert!(e.poll_transmit(Duration::from_secs(60)).is_some());
@@ -1101,11 +1296,14 @@ mod tests {
             .map(|s| s.replace('=', " "))
             .collect();
         let c = config_from_pen_args(&args, MAC, [0; 16]).unwrap();
-        assert_eq!(c.vip, Ipv4Addr::new(192, 168, 100, 1));
+        assert_eq!(c.vip, IpAddr::V4(Ipv4Addr::new(192, 168, 100, 1)));
         assert_eq!(c.port, 0);
         assert!(c.per_flow && !c.udp);
         assert_eq!(c.backends.len(), 2);
-        assert_eq!(c.backends[1].ip, Some(Ipv4Addr::new(192, 168, 100, 4)));
+        assert_eq!(
+            c.backends[1].ip,
+            Some(Ipv4Addr::new(192, 168, 100, 4).into())
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! window: here the reply is correct for any option length and the ISN is unpredictable
 //! without the key while staying stateless.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::wire::{self, ETH_LEN, Mac};
 
@@ -83,6 +83,64 @@ pub fn isn(key: &[u8; 16], client: Ipv4Addr, server: Ipv4Addr, cport: u16, sport
     m[8..10].copy_from_slice(&cport.to_be_bytes());
     m[10..].copy_from_slice(&sport.to_be_bytes());
     siphash24(key, &m) as u32
+}
+
+/// The tarpit's initial sequence number for an IPv6 SYN.
+pub fn isn_v6(key: &[u8; 16], client: Ipv6Addr, server: Ipv6Addr, cport: u16, sport: u16) -> u32 {
+    let mut m = [0u8; 36];
+    m[..16].copy_from_slice(&client.octets());
+    m[16..32].copy_from_slice(&server.octets());
+    m[32..34].copy_from_slice(&cport.to_be_bytes());
+    m[34..].copy_from_slice(&sport.to_be_bytes());
+    siphash24(key, &m) as u32
+}
+
+/// Length of the IPv6 SYN+ACK frame.
+pub const SYN_ACK_V6_LEN: usize = ETH_LEN + 40 + 20;
+
+/// An IPv6 SYN to a tarpitted address.
+#[derive(Debug, Clone, Copy)]
+pub struct Syn6 {
+    pub client_mac: Mac,
+    pub client: Ipv6Addr,
+    pub server: Ipv6Addr,
+    pub cport: u16,
+    pub sport: u16,
+    pub seq: u32,
+}
+
+/// Writes the IPv6 SYN+ACK answering `syn` (hop limit 64, no extension headers, options
+/// removed) and returns its length, or `None` when `buf` is shorter than [`SYN_ACK_V6_LEN`].
+pub fn write_syn_ack_v6(
+    buf: &mut [u8],
+    syn: &Syn6,
+    our_mac: Mac,
+    key: &[u8; 16],
+    window: u16,
+) -> Option<usize> {
+    let out = buf.get_mut(..SYN_ACK_V6_LEN)?;
+    wire::set_macs(out, syn.client_mac, our_mac);
+    out[12..14].copy_from_slice(&wire::ETHERTYPE_IPV6.to_be_bytes());
+    super::ndp::write_ipv6_header(
+        &mut out[ETH_LEN..ETH_LEN + 40],
+        20,
+        wire::PROTO_TCP,
+        64,
+        syn.server,
+        syn.client,
+    );
+    let tcp = &mut out[ETH_LEN + 40..];
+    tcp[0..2].copy_from_slice(&syn.sport.to_be_bytes());
+    tcp[2..4].copy_from_slice(&syn.cport.to_be_bytes());
+    let seq = isn_v6(key, syn.client, syn.server, syn.cport, syn.sport);
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&syn.seq.wrapping_add(1).to_be_bytes());
+    tcp[12..14].copy_from_slice(&((5u16 << 12) | 0x12).to_be_bytes());
+    tcp[14..16].copy_from_slice(&window.to_be_bytes());
+    tcp[16..20].copy_from_slice(&[0, 0, 0, 0]);
+    let c = wire::l4_checksum_v6(syn.server, syn.client, wire::PROTO_TCP, tcp);
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    Some(SYN_ACK_V6_LEN)
 }
 
 /// What the SYN+ACK is built from (read from the SYN before the buffer is overwritten).

@@ -1,7 +1,7 @@
 //! Byte-level helpers for the engine: fixed header offsets, big-endian reads that never panic,
 //! and the Internet checksum. Pure.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// A 48-bit Ethernet address.
 pub type Mac = [u8; 6];
@@ -108,6 +108,16 @@ pub fn l4_checksum_v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, segment: &[u8]) -
     let mut acc = sum16(&src.octets(), 0);
     acc = sum16(&dst.octets(), acc);
     acc += u64::from(proto);
+    acc += segment.len() as u64;
+    fold(sum16(segment, acc))
+}
+
+/// The TCP/UDP/ICMPv6 checksum over IPv6: pseudo-header (`src`, `dst`, upper-layer length,
+/// `next`) plus `segment` (whose checksum field must be zero).
+pub fn l4_checksum_v6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, segment: &[u8]) -> u16 {
+    let mut acc = sum16(&src.octets(), 0);
+    acc = sum16(&dst.octets(), acc);
+    acc += u64::from(next);
     acc += segment.len() as u64;
     fold(sum16(segment, acc))
 }

@@ -516,7 +516,7 @@ mod tests {
         let backend = Ipv4Addr::new(10, 9, 0, 3);
         let mut cfg = EngineConfig::new(lb_mac, vip, 80);
         cfg.backends = vec![BackendConfig {
-            ip: Some(backend),
+            ip: Some(backend.into()),
             weight: 0,
             available: true,
         }];

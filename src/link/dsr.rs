@@ -19,7 +19,7 @@ use crate::engine::{BackendConfig, Engine, EngineConfig};
 use crate::link::afpacket::AfPacket;
 use crate::select::Balancer;
 
-/// The engine's view of the balancer's servers at `now`: one entry per slot, IPv4 address (the
+/// The engine's view of the balancer's servers at `now`: one entry per slot, IP address (the
 /// port does not matter in DSR), weight, and available unless blacklisted.
 pub fn backends_from(balancer: &Balancer, now: Duration) -> Vec<BackendConfig> {
     balancer
@@ -28,10 +28,7 @@ pub fn backends_from(balancer: &Balancer, now: Duration) -> Vec<BackendConfig> {
         .enumerate()
         .map(|(i, s)| {
             let ip = match &s.addr {
-                Some(BackendAddr::Inet(sa)) => match sa.ip() {
-                    std::net::IpAddr::V4(v4) => Some(v4),
-                    std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped(),
-                },
+                Some(BackendAddr::Inet(sa)) => Some(crate::acl::canonical(sa.ip())),
                 _ => None,
             };
             BackendConfig {
