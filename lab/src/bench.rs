@@ -894,6 +894,8 @@ impl Drop for ScratchDir {
 /// Field order is drop order: the topology (which kills every process in its namespaces)
 /// goes first.
 struct Lab {
+    /// Bridge-netfilter sysctls that could not be switched off (empty: all off).
+    bridge_nf: Vec<String>,
     topo: Topology,
     dir: ScratchDir,
     procs: Vec<Proc>,
@@ -929,6 +931,18 @@ impl Lab {
             topo.sysctl(node, "net.ipv4.ip_local_port_range", "1024 65000")?;
             topo.sysctl(node, "net.ipv4.tcp_tw_reuse", "1")?;
         }
+        // Bridged frames need not traverse iptables (br_netfilter is loaded on this kernel and
+        // costs every target the same); best effort, the report records the outcome.
+        let mut bridge_nf = Vec::new();
+        for key in [
+            "net.bridge.bridge-nf-call-iptables",
+            "net.bridge.bridge-nf-call-ip6tables",
+            "net.bridge.bridge-nf-call-arptables",
+        ] {
+            if let Err(e) = topo.sysctl("sw", key, "0") {
+                bridge_nf.push(format!("{key}: {e:#}"));
+            }
+        }
         // DSR: a dedicated interface without an address on the balancer host (the kernel
         // must not answer ARP on it), the VIP on the backends' lo, hidden from ARP.
         topo.add_link(&LinkEnd::new("lb", DSR_IF), &LinkEnd::new("sw", "lbdsr"))?;
@@ -941,6 +955,7 @@ impl Lab {
             topo.sysctl(node, "net.ipv4.conf.eth0.arp_announce", "2")?;
         }
         let mut lab = Lab {
+            bridge_nf,
             topo,
             dir,
             procs: Vec::new(),
@@ -1800,6 +1815,14 @@ pub fn run(opts: &BenchOptions) -> Result<Results> {
     ];
     eprintln!("pen-lab bench: building the lab...");
     let lab = Lab::build(opts, tools)?;
+    res.setting.push((
+        "bridge netfilter".into(),
+        if lab.bridge_nf.is_empty() {
+            "bridge-nf-call-iptables/ip6tables/arptables = 0 in the switch namespace".to_string()
+        } else {
+            format!("left on: {}", lab.bridge_nf.join("; "))
+        },
+    ));
     let mut queries = String::new();
     for i in 0..200 {
         let _ = writeln!(queries, "bench{i}.example A");
