@@ -18,6 +18,7 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::Duration;
 
 use socket2::SockRef;
@@ -244,13 +245,142 @@ pub fn bind_as_client(
     if client.is_ipv4() != backend.is_ipv4() {
         return Err(TransparentError::family_mismatch(client, backend));
     }
-    let set = match backend {
-        SocketAddr::V4(_) => sock.set_ip_transparent_v4(true),
-        SocketAddr::V6(_) => sock.set_ip_transparent_v6(true),
-    };
-    set.map_err(|e| TransparentError::new(client, backend, Stage::SetOption, e))?;
+    set_transparent(&sock, backend)
+        .map_err(|e| TransparentError::new(client, backend, Stage::SetOption, e))?;
     sock.bind(&SocketAddr::new(client, 0).into())
         .map_err(|e| TransparentError::new(client, backend, Stage::Bind, e))
+}
+
+/// Sends one UDP datagram on the unconnected socket `fd` to `dst` with source address `src`
+/// (`IP_PKTINFO` / `IPV6_PKTINFO` control message; the source port is the socket's own). A
+/// non-local `src` needs IP_TRANSPARENT / IPV6_TRANSPARENT on the socket (the kernel refuses
+/// it without: EINVAL or ENETUNREACH). `src` and `dst` must be of the socket's family.
+pub fn send_from(fd: RawFd, data: &[u8], dst: SocketAddr, src: IpAddr) -> io::Result<usize> {
+    if src.is_ipv4() != dst.is_ipv4() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("source {src} and destination {dst} are of different address families"),
+        ));
+    }
+    let dst = socket2::SockAddr::from(dst);
+    // Room for one cmsghdr + in6_pktinfo (the larger of the two), 8-byte aligned.
+    let mut control = [0u64; 8];
+    let (level, kind, len) = match src {
+        IpAddr::V4(_) => (
+            libc::IPPROTO_IP,
+            libc::IP_PKTINFO,
+            std::mem::size_of::<libc::in_pktinfo>(),
+        ),
+        IpAddr::V6(_) => (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_PKTINFO,
+            std::mem::size_of::<libc::in6_pktinfo>(),
+        ),
+    };
+    let len32 = u32::try_from(len).map_err(io::Error::other)?;
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr().cast_mut().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(len32) } as usize;
+    if space > std::mem::size_of_val(&control) {
+        return Err(io::Error::other("control buffer too small for the pktinfo"));
+    }
+    // SAFETY: msghdr is plain old data; an all-zero value is valid (no name, no iov, no
+    // control) and every field used is set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = dst.as_ptr().cast_mut().cast();
+    msg.msg_namelen = dst.len();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: `msg` points at `control`, which is 8-byte aligned and at least CMSG_SPACE(len)
+    // bytes long (checked above), so CMSG_FIRSTHDR is non-null and the header plus `len`
+    // data bytes fit; the payload is written unaligned. `msg`, `iov`, `dst`, `data` and
+    // `control` all outlive the sendmsg call, which only reads them.
+    let sent = unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null() {
+            return Err(io::Error::other("no room for the pktinfo control message"));
+        }
+        (*cmsg).cmsg_level = level;
+        (*cmsg).cmsg_type = kind;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(len32) as _;
+        let payload = libc::CMSG_DATA(cmsg);
+        match src {
+            IpAddr::V4(a) => std::ptr::write_unaligned(
+                payload.cast::<libc::in_pktinfo>(),
+                libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(a.octets()),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                },
+            ),
+            IpAddr::V6(a) => std::ptr::write_unaligned(
+                payload.cast::<libc::in6_pktinfo>(),
+                libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: a.octets(),
+                    },
+                    ipi6_ifindex: 0,
+                },
+            ),
+        }
+        libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL)
+    };
+    usize::try_from(sent).map_err(|_| io::Error::last_os_error())
+}
+
+/// Sends one datagram of a transparent UDP flow from `client`'s address to `server` on the
+/// unconnected upstream socket `sock` (see [`send_from`]). If the kernel refuses and the
+/// socket lacks IP(V6)_TRANSPARENT (turned on at run time after the socket was made), the
+/// option is set and the send retried once. `WouldBlock` passes through unchanged (for
+/// tokio's readiness loop); every other failure is a [`TransparentError`] inside the
+/// `io::Error`.
+pub fn send_as_client<S: AsFd>(
+    sock: &S,
+    data: &[u8],
+    server: SocketAddr,
+    client: IpAddr,
+) -> io::Result<usize> {
+    if client.is_ipv4() != server.is_ipv4() {
+        return Err(TransparentError::family_mismatch(client, server).into_io());
+    }
+    let fd = sock.as_fd().as_raw_fd();
+    let first = match send_from(fd, data, server, client) {
+        Ok(n) => return Ok(n),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
+        Err(e) => e,
+    };
+    let s = SockRef::from(sock);
+    let on = match server {
+        SocketAddr::V4(_) => s.ip_transparent_v4(),
+        SocketAddr::V6(_) => s.ip_transparent_v6(),
+    };
+    if on.unwrap_or(true) {
+        return Err(TransparentError::connect(client, server, first).into_io());
+    }
+    set_transparent(&s, server)
+        .map_err(|e| TransparentError::new(client, server, Stage::SetOption, e).into_io())?;
+    send_from(fd, data, server, client).map_err(|e| {
+        if e.kind() == io::ErrorKind::WouldBlock {
+            e
+        } else {
+            TransparentError::connect(client, server, e).into_io()
+        }
+    })
+}
+
+/// Sets IP_TRANSPARENT (IPv4 `family_of`) or IPV6_TRANSPARENT on `sock`.
+pub fn set_transparent(sock: &SockRef<'_>, family_of: SocketAddr) -> io::Result<()> {
+    match family_of {
+        SocketAddr::V4(_) => sock.set_ip_transparent_v4(true),
+        SocketAddr::V6(_) => sock.set_ip_transparent_v6(true),
+    }
 }
 
 /// Logs `err` once (at error level, prefixed with the connection's `who`) and counts it in
@@ -395,5 +525,70 @@ mod tests {
             ),
             Err(e) => assert_eq!(e.reason, Reason::NeedsCapNetAdmin, "{e}"),
         }
+    }
+
+    #[test]
+    fn send_from_sets_the_source_address_v4() {
+        use std::os::fd::AsRawFd;
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let tx = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        let dst = rx.local_addr().unwrap();
+        let n = send_from(tx.as_raw_fd(), b"ping", dst, ip("127.0.0.2")).unwrap();
+        assert_eq!(n, 4);
+        let mut buf = [0u8; 16];
+        let (len, from) = rx.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..len], b"ping");
+        assert_eq!(from.ip(), ip("127.0.0.2"));
+        assert_eq!(from.port(), tx.local_addr().unwrap().port());
+    }
+
+    #[test]
+    fn send_from_works_for_v6_and_refuses_mixed_families() {
+        use std::os::fd::AsRawFd;
+        let rx = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let tx = std::net::UdpSocket::bind("[::]:0").unwrap();
+        let dst = rx.local_addr().unwrap();
+        send_from(tx.as_raw_fd(), b"v6", dst, ip("::1")).unwrap();
+        let mut buf = [0u8; 16];
+        let (len, from) = rx.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..len], from.ip()), (&b"v6"[..], ip("::1")));
+        let e = send_from(tx.as_raw_fd(), b"x", dst, ip("127.0.0.1")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn send_from_a_foreign_address_needs_the_transparent_option() {
+        use std::os::fd::AsRawFd;
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        let e = send_from(
+            tx.as_raw_fd(),
+            b"x",
+            rx.local_addr().unwrap(),
+            ip("192.0.2.7"),
+        )
+        .unwrap_err();
+        assert_ne!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+    }
+
+    #[test]
+    fn send_as_client_turns_the_option_on_or_says_why_not() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        let dst = rx.local_addr().unwrap();
+        match send_as_client(&tx, b"x", dst, ip("192.0.2.7")) {
+            Ok(n) => {
+                assert_eq!(n, 1);
+                assert!(SockRef::from(&tx).ip_transparent_v4().unwrap());
+            }
+            Err(e) => {
+                let t = error_of(&e).expect("a TransparentError");
+                assert_eq!(t.reason, Reason::NeedsCapNetAdmin, "{t}");
+            }
+        }
+        let e = send_as_client(&tx, b"x", dst, ip("fd00::7")).unwrap_err();
+        assert_eq!(error_of(&e).unwrap().reason, Reason::FamilyMismatch);
     }
 }
