@@ -96,6 +96,8 @@ pub struct Snapshot {
     pub clients: Vec<ClientRow>,
     pub conn_max: usize,
     pub conns: Vec<ConnRow>,
+    /// Upstream connections `transparent` could not open from the client's address.
+    pub transparent_failures: u64,
 }
 
 /// The address and port of a server slot as `servers` and the reports print them.
@@ -196,6 +198,7 @@ impl Snapshot {
             clients,
             conn_max: shared.config.conn_max,
             conns,
+            transparent_failures: shared.transparent_failures,
         }
     }
 }
@@ -526,7 +529,7 @@ pub fn prometheus(s: &Snapshot) -> String {
             );
         }
     }
-    let scalars: [(&str, &str, &str, u64); 5] = [
+    let scalars: [(&str, &str, &str, u64); 6] = [
         (
             "pen_servers",
             "gauge",
@@ -556,6 +559,12 @@ pub fn prometheus(s: &Snapshot) -> String {
             "gauge",
             "Size of the connection table.",
             s.conn_max as u64,
+        ),
+        (
+            "pen_transparent_failures_total",
+            "counter",
+            "Upstream connections 'transparent' could not open from the client's address.",
+            s.transparent_failures,
         ),
     ];
     for (name, kind, help, v) in scalars {
