@@ -1759,14 +1759,29 @@ pub fn run(opts: &BenchOptions) -> Result<Results> {
             bail!("{} not found: {what}", bin.display());
         }
     }
-    raise_nofile();
-    let plan = if opts.quick {
+    let nofile = raise_nofile();
+    let mut plan = if opts.quick {
         Plan::quick()
     } else {
         Plan::full()
     };
-    let mut res = Results::default();
-    res.setting = vec![
+    if let Some(n) = std::env::var("PENLAB_BENCH_IDLE_CONNS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        plan.idle_conns = n;
+    }
+    let mut notes = Vec::new();
+    let fit = idle_conns_within(plan.idle_conns, nofile);
+    if fit < plan.idle_conns {
+        notes.push(format!(
+            "memory test: {fit} idle connections instead of {}: the descriptor limit here is {nofile} per process \
+             (hard limit; no CAP_SYS_RESOURCE to raise it) and a proxy holds two per connection",
+            plan.idle_conns
+        ));
+        plan.idle_conns = fit;
+    }
+    let setting = vec![
         ("command".into(), format!("`{}`", opts.command)),
         ("date".into(), date_utc()),
         ("machine".into(), machine()),
@@ -1813,6 +1828,11 @@ pub fn run(opts: &BenchOptions) -> Result<Results> {
             ),
         ),
     ];
+    let mut res = Results {
+        setting,
+        notes,
+        ..Results::default()
+    };
     eprintln!("pen-lab bench: building the lab...");
     let lab = Lab::build(opts, tools)?;
     res.setting.push((
