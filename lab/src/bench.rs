@@ -1161,7 +1161,7 @@ impl Lab {
             "-q".into(),
             "-r".into(),
             "-s".into(),
-            "30".into(),
+            if self.opts.quick { "10" } else { "30" }.into(),
         ];
         argv.extend(flags.iter().map(|f| f.to_string()));
         argv.push(url.to_string());
