@@ -1723,6 +1723,40 @@ fn measure_tarpit(lab: &Lab, plan: &Plan, t: Target, res: &mut Results) -> Resul
     Ok(())
 }
 
+/// The tests of one repetition, in order, with the names `PENLAB_BENCH_TESTS` takes.
+pub const TESTS: [(&str, Figure); 11] = [
+    ("abk", Figure::AbKeepAlive),
+    ("ab", Figure::Ab),
+    ("wrk", Figure::Wrk),
+    ("bulk-seq", Figure::BulkSeq),
+    ("bulk-par", Figure::BulkPar),
+    ("1mib", Figure::Mib1KeepAlive),
+    ("dnsperf", Figure::Dnsperf),
+    ("fresh", Figure::FreshQps),
+    ("memory", Figure::RssIdle),
+    ("dsr", Figure::DsrAbKeepAlive),
+    ("tarpit", Figure::TarpitRate),
+];
+
+/// Parses a comma-separated list of test names (see [`TESTS`]), keeping the run order.
+pub fn select_tests(list: &str) -> Result<Vec<Figure>> {
+    let mut want = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        match TESTS.iter().find(|(n, _)| *n == name) {
+            Some((_, f)) => want.push(*f),
+            None => bail!(
+                "unknown test {name:?} in PENLAB_BENCH_TESTS; expected a comma-separated list of {}",
+                TESTS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+    Ok(TESTS
+        .iter()
+        .map(|(_, f)| *f)
+        .filter(|f| want.contains(f))
+        .collect())
+}
+
 fn tools() -> Result<Tools> {
     Ok(Tools {
         nginx: find_program("nginx", "nginx-light")?,
@@ -1864,19 +1898,17 @@ pub fn run(opts: &BenchOptions) -> Result<Results> {
         res.notes
             .push("HAProxy 2.6 has no UDP load balancing: no DNS rows for it.".to_string());
     }
-    let tests = [
-        Figure::AbKeepAlive,
-        Figure::Ab,
-        Figure::Wrk,
-        Figure::BulkSeq,
-        Figure::BulkPar,
-        Figure::Mib1KeepAlive,
-        Figure::Dnsperf,
-        Figure::FreshQps,
-        Figure::RssIdle,
-        Figure::DsrAbKeepAlive,
-        Figure::TarpitRate,
-    ];
+    let tests = match std::env::var("PENLAB_BENCH_TESTS") {
+        Ok(list) if !list.trim().is_empty() => {
+            let t = select_tests(&list)?;
+            res.notes.push(format!(
+                "only these tests ran (PENLAB_BENCH_TESTS): {}",
+                list.trim()
+            ));
+            t
+        }
+        _ => TESTS.iter().map(|(_, f)| *f).collect(),
+    };
     let started = Instant::now();
     for rep in 0..plan.reps {
         let order = rotated(rep);
@@ -1890,7 +1922,7 @@ pub fn run(opts: &BenchOptions) -> Result<Results> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        for test in tests {
+        for &test in &tests {
             for t in &order {
                 interrupted()?;
                 if dsr_rs.is_err()
@@ -2056,6 +2088,16 @@ Requests/sec:  23456.78\nTransfer/sec:      8.12MB\n";
             joined,
             "/usr/bin/pen -f -r -O acl 1 permit 10.77.0.200 -O tarpit_acl 1 -O dsr_if eth1 10.77.0.100:80 10.77.0.3:80 10.77.0.4:80"
         );
+    }
+
+    #[test]
+    fn test_selection_keeps_run_order_and_rejects_unknown_names() {
+        assert_eq!(
+            select_tests("tarpit, abk").unwrap(),
+            vec![Figure::AbKeepAlive, Figure::TarpitRate]
+        );
+        let e = select_tests("abk,wrkk").unwrap_err().to_string();
+        assert!(e.contains("\"wrkk\"") && e.contains("bulk-seq"), "{e}");
     }
 
     #[test]
