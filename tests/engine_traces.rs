@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use pen::engine::frames::{self, ACK, FIN, PSH, SYN};
 use pen::engine::{Engine, Mac, config_from_pen_args};
-use pen::link::pcapfile::{read_frames, replay, split_args, write_frames};
+use pen::link::pcapfile::{read_frames, replay, run_sim, split_args, write_frames};
 
 const OUR: Mac = [0x02, 0, 0, 0, 0, 0x01];
 const C1_MAC: Mac = [0x02, 0, 0, 0, 0, 0x02];
@@ -377,6 +377,27 @@ fn pen_sim_binary_reproduces_the_golden_trace() {
         std::fs::read_to_string(&log).unwrap(),
         std::fs::read_to_string(root().join("expected/dsr-tarpit.log")).unwrap()
     );
+}
+
+#[test]
+fn run_sim_library_call_reproduces_the_golden_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, log) = (dir.path().join("o.pcap"), dir.path().join("o.log"));
+    let t = &TRACES[1];
+    let s = run_sim(
+        &split_args(t.args).unwrap(),
+        &root().join("fixtures/dsr-udp-dns.pcap"),
+        &out,
+        &log,
+    )
+    .unwrap();
+    assert_eq!(s.counters.forwarded, 6);
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(root().join("expected/dsr-udp-dns.pcap")).unwrap()
+    );
+    let e = run_sim(&["80".to_string()], &root().join("nope.pcap"), &out, &log).unwrap_err();
+    assert!(e.contains("0.0.0.0:80"), "{e}");
 }
 
 #[test]

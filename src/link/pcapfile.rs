@@ -164,6 +164,40 @@ pub fn read_frames<R: Read>(input: R) -> Result<Vec<(Duration, Vec<u8>)>, Replay
     Ok(v)
 }
 
+/// The MAC address `pen-sim` and [`run_sim`] give the simulated DSR interface by default.
+pub const SIM_MAC: crate::engine::Mac = [0x02, 0, 0, 0, 0, 0x01];
+
+/// One offline run as `pen-sim` does it (MAC [`SIM_MAC`], ISN key all zero): pen's arguments
+/// (without `argv[0]`), an input pcap, and where to write the output pcap and the verdict log.
+/// For pen-lab's `[sim]` scenarios and other tools; errors name the file or argument at fault.
+pub fn run_sim(
+    pen_args: &[String],
+    input: &std::path::Path,
+    output: &std::path::Path,
+    log: &std::path::Path,
+) -> Result<ReplaySummary, String> {
+    let cfg = crate::engine::config_from_pen_args(pen_args, SIM_MAC, [0; 16])
+        .map_err(|e| format!("pen arguments {pen_args:?}: {e}"))?;
+    let inp =
+        std::fs::File::open(input).map_err(|e| format!("cannot open {}: {e}", input.display()))?;
+    let out = std::fs::File::create(output)
+        .map_err(|e| format!("cannot create {}: {e}", output.display()))?;
+    let mut lg = std::io::BufWriter::new(
+        std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?,
+    );
+    let mut engine = Engine::new(cfg);
+    let s = replay(
+        &mut engine,
+        std::io::BufReader::new(inp),
+        std::io::BufWriter::new(out),
+        &mut lg,
+    )
+    .map_err(|e| format!("{}: {e}", input.display()))?;
+    lg.flush()
+        .map_err(|e| format!("cannot write {}: {e}", log.display()))?;
+    Ok(s)
+}
+
 /// Splits a command line into words as a POSIX shell would for plain words, `'single'` and
 /// `"double"` quotes (with `\` escapes outside single quotes). Typographic quotes (`“…”`, as in
 /// blog posts) count as double quotes. Used for `pen-sim --config "<pen args>"`.
