@@ -1098,3 +1098,24 @@ fn ip_fragments_of_one_datagram_go_to_the_same_backend_with_r() {
     }
     assert_eq!(seen.len(), 1, "fragments hash by address only");
 }
+
+#[test]
+fn tarpit_acl_change_applies_on_the_next_frame() {
+    let mut e = engine(Setup::Tcp);
+    let other = Ipv4Addr::new(10, 0, 0, 201);
+    let ask = || frames::arp_request(CLIENT_MAC, CLIENT, other);
+    assert_eq!(
+        e.process(T, &mut ask()),
+        Verdict::Ignored(IgnoreReason::ArpNotOurs)
+    );
+    e.set_tarpit(Some(Acl {
+        entries: vec![permit(other)],
+    }));
+    assert_eq!(e.process(T, &mut ask()), Verdict::ArpReply { len: 42 });
+    e.set_tarpit(None);
+    let mut syn = seg(sa(TARPIT, 80), SYN, &[], b"");
+    assert_eq!(
+        e.process(T, &mut syn),
+        Verdict::Ignored(IgnoreReason::NotVip)
+    );
+}

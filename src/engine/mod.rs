@@ -685,6 +685,14 @@ impl Engine {
         self.rebuild();
     }
 
+    /// Replaces the tarpit's access list (`tarpit_acl N` changed at run time, or the list
+    /// itself edited); `None` turns the tarpit off.
+    pub fn set_tarpit(&mut self, tarpit: Option<Acl>) {
+        if self.cfg.tarpit != tarpit {
+            self.cfg.tarpit = tarpit;
+        }
+    }
+
     /// Marks backend `i` available or not (blacklist); no-op for an unknown index.
     pub fn set_available(&mut self, i: usize, available: bool) {
         let mut b = self.cfg.backends.clone();

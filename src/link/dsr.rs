@@ -2,21 +2,23 @@
 //! thread, fed with the balancer's servers and blacklist.
 //!
 //! The daemon opens the interface with [`open`] while it is still root (before dropping
-//! privileges), then awaits [`serve`] in place of the TCP/UDP proxy. `serve` runs the engine
+//! privileges), then awaits [`serve_shared`] in place of the TCP/UDP proxy. It runs the engine
 //! until its future is dropped (the daemon aborts the task on exit) or the interface fails.
-//! On every loop pass (each batch, at least every 100 ms) the engine asks `backends` for the
-//! current server list, so `server N blacklist T`, `server N weight W` and new servers through
-//! penctl or `-F` re-reads take effect on the next frame. The VIP, port, `-U`, `-r` and the
-//! tarpit ACL are read once at start.
+//! On every loop pass (each batch, at least every 100 ms) the engine reads the current server
+//! list and tarpit ACL from the shared state, so `server N blacklist T`, `server N weight W`,
+//! new servers, `acl`/`tarpit_acl` changes through penctl or `-F` re-reads take effect on the
+//! next frame. The VIP, port, `-U` and `-r` are read once at start (`listen` reopens DSR).
 
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::acl::Acl;
 use crate::config::{BackendAddr, Config};
 use crate::engine::{BackendConfig, Engine, EngineConfig};
 use crate::link::afpacket::AfPacket;
+use crate::proxy::SharedState;
 use crate::select::Balancer;
 
 /// The engine's view of the balancer's servers at `now`: one entry per slot, IP address (the
@@ -86,6 +88,39 @@ pub fn engine_config(
     Ok(ec)
 }
 
+/// The tarpit ACL `config` names, if any.
+pub fn tarpit_acl(config: &Config) -> Option<Acl> {
+    config
+        .tarpit_acl
+        .and_then(|n| config.acls.get(usize::from(n)).cloned())
+}
+
+/// What the engine reads from the daemon on every loop pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Update {
+    pub backends: Vec<BackendConfig>,
+    pub tarpit: Option<Acl>,
+}
+
+/// Runs DSR on `link` with the daemon's shared state: the engine is configured from the
+/// state's configuration and balancer, then follows their changes (see the module doc).
+pub async fn serve_shared(link: AfPacket, state: SharedState) -> io::Result<()> {
+    let engine_cfg = {
+        let g = crate::proxy::lock(&state);
+        let backends = backends_from(&g.balancer, crate::proxy::now());
+        engine_config(&g.config, link.mac(), isn_key()?, backends)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
+    };
+    serve(link, engine_cfg, move || {
+        let g = crate::proxy::lock(&state);
+        Update {
+            backends: backends_from(&g.balancer, crate::proxy::now()),
+            tarpit: tarpit_acl(&g.config),
+        }
+    })
+    .await
+}
+
 /// Stops the engine thread when dropped.
 struct StopOnDrop(Arc<AtomicBool>);
 
@@ -96,11 +131,11 @@ impl Drop for StopOnDrop {
 }
 
 /// Runs the engine on `link` until the returned future is dropped or the interface fails.
-/// `backends` is called once per loop pass on the engine thread.
+/// `update` is called once per loop pass on the engine thread.
 pub async fn serve(
     mut link: AfPacket,
     engine_cfg: EngineConfig,
-    mut backends: impl FnMut() -> Vec<BackendConfig> + Send + 'static,
+    mut update: impl FnMut() -> Update + Send + 'static,
 ) -> io::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let _guard = StopOnDrop(stop.clone());
@@ -117,7 +152,11 @@ pub async fn serve(
                 if engine.config().udp { "UDP" } else { "TCP" },
                 mac_text(engine.config().mac)
             );
-            let r = link.run(&mut engine, &stop, |e, _| e.set_backends(backends()));
+            let r = link.run(&mut engine, &stop, |e, _| {
+                let u = update();
+                e.set_backends(u.backends);
+                e.set_tarpit(u.tarpit);
+            });
             tracing::info!(
                 "DSR on {name} stopped: {}; {:?}",
                 engine.counters(),
