@@ -763,6 +763,55 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn copy_path_runs_the_rewriter_and_counts_what_reached_the_server() {
+        let (client, fwd_client) = tcp_pair().await;
+        let (fwd_server, server) = tcp_pair().await;
+        let counters = Counters::default();
+        let rw = Rewriter::new("192.0.2.7", crate::proxy::http::Proto::Http);
+        let opts = Options::default();
+        let fwd = forward_front(
+            Front::Plain(Stream::Tcp(fwd_client)),
+            Stream::Tcp(fwd_server),
+            &opts,
+            &counters,
+            Some(rw),
+        );
+        let req = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\n\r\n".to_vec();
+        let ((reply, got), ending) =
+            tokio::join!(exchange(client, server, req, b"ok".to_vec()), fwd);
+        assert_eq!(ending.unwrap(), Ending::Finished);
+        let got = String::from_utf8(got).unwrap();
+        assert_eq!(
+            got.matches("X-Forwarded-For: 192.0.2.7\r\n").count(),
+            2,
+            "{got}"
+        );
+        assert_eq!(reply, b"ok");
+        assert_eq!(counters.to_server(), got.len() as u64);
+        assert_eq!(counters.from_server(), 2);
+    }
+
+    #[tokio::test]
+    async fn copy_path_holds_an_incomplete_head_until_eof_then_forwards_it() {
+        let (client, fwd_client) = tcp_pair().await;
+        let (fwd_server, server) = tcp_pair().await;
+        let counters = Counters::default();
+        let rw = Rewriter::new("192.0.2.7", crate::proxy::http::Proto::Http);
+        let opts = Options::default();
+        let fwd = forward_io(
+            Stream::Tcp(fwd_client),
+            Stream::Tcp(fwd_server),
+            &opts,
+            &counters,
+            Some(rw),
+        );
+        let req = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        let ((_, got), ending) = tokio::join!(exchange(client, server, req.clone(), vec![]), fwd);
+        assert_eq!(ending.unwrap(), Ending::Finished);
+        assert_eq!(got, req);
+    }
+
+    #[tokio::test]
     async fn reset_by_server_ends_with_error_or_finish_not_hang() {
         let (_client, fwd_client) = tcp_pair().await;
         let (fwd_server, server) = tcp_pair().await;
