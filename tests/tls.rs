@@ -551,3 +551,64 @@ fn key_inside_the_certificate_file_is_accepted() {
     let head = request(&mut tls, "/").unwrap();
     assert!(!head.contains("X-Forwarded"), "no -H: unchanged: {head}");
 }
+
+#[test]
+fn ca_directory_a_and_per_name_ca_decide_which_client_certificates_get_in() {
+    let pki = Pki::new();
+    // -A: a directory holding the test CA (any file name; OpenSSL would use hash links).
+    let cadir = pki.path("cadir");
+    std::fs::create_dir(&cadir).unwrap();
+    std::fs::copy(pki.path("ca.pem"), cadir.join("5d2a1f3e.0")).unwrap();
+    std::fs::write(cadir.join("README"), "not a certificate").unwrap();
+    let (cert, key, _) = make_leaf(&pki.ca, &["client.test"], true);
+    std::fs::write(pki.path("client.pem"), cert).unwrap();
+    std::fs::write(pki.path("client.key"), key).unwrap();
+    // SNI name partner.test trusts only the partner CA (partner.test.ca).
+    let partner = make_ca("partner CA");
+    let (cert, key, _) = make_leaf(&partner, &["partner-client.test"], true);
+    std::fs::write(pki.path("partner.pem"), cert).unwrap();
+    std::fs::write(pki.path("partner.key"), key).unwrap();
+    let sni = pki.path("sni");
+    std::fs::create_dir(&sni).unwrap();
+    let (cert, key, _) = make_leaf(&pki.ca, &["partner.test"], false);
+    std::fs::write(sni.join("partner.test.crt"), cert).unwrap();
+    std::fs::write(sni.join("partner.test.key"), key).unwrap();
+    std::fs::write(sni.join("partner.test.ca"), partner.pem()).unwrap();
+    let (_pen, port) = pen_tls(
+        &pki,
+        &[
+            "-R".into(),
+            "-A".into(),
+            cadir.display().to_string(),
+            "-O".into(),
+            format!("ssl_sni_path {}", sni.display()),
+        ],
+    );
+    let with = |c: &str, k: &str| {
+        client_config(&ClientOpts {
+            ca: pki.path("ca.pem"),
+            auth: Some((pki.path(c), pki.path(k))),
+            ocsp: None,
+        })
+    };
+    let works = |cfg: &Arc<ClientConfig>, sni: &str| {
+        tls_connect(port, cfg, sni)
+            .and_then(|mut t| request(&mut t, "/"))
+            .is_ok()
+    };
+    let ours = with("client.pem", "client.key");
+    let theirs = with("partner.pem", "partner.key");
+    assert!(works(&ours, "localhost"), "-A CA accepts our client");
+    assert!(
+        !works(&theirs, "localhost"),
+        "-A CA refuses the partner's client"
+    );
+    assert!(
+        works(&theirs, "partner.test"),
+        "partner.test.ca accepts the partner's client"
+    );
+    assert!(
+        !works(&ours, "partner.test"),
+        "partner.test.ca refuses our client"
+    );
+}
