@@ -3,6 +3,7 @@
 //! - `dsr_forward/{2,10,100}`: TCP frames from 1024 different clients to the VIP, backend MACs
 //!   known: the DSR forwarding decision plus the in-place MAC rewrite (target: >= 10 M/s).
 //!   Each iteration first restores the destination MAC (6 bytes), which the rewrite changed.
+//! - `dsr_forward_v6/10`: the same over IPv6 with 10 backends.
 //! - `mix`: 80 % DSR, 10 % ARP requests for the VIP, 10 % tarpit SYNs (20 option bytes);
 //!   each frame is copied back from a pristine copy first (the ARP and tarpit answers rewrite it
 //!   in place).
@@ -118,6 +119,56 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    g.finish();
+
+    let mut g = c.benchmark_group("dsr_forward_v6");
+    g.throughput(Throughput::Elements(u64::from(CLIENTS)));
+    let vip6 = std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x100);
+    let mut c6 = EngineConfig::new(OUR, vip6, 80);
+    c6.backends = (0..10u16)
+        .map(|i| BackendConfig {
+            ip: Some(std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 1, i).into()),
+            weight: 0,
+            available: true,
+        })
+        .collect();
+    let mut e6 = Engine::new(c6);
+    for i in 0..10u16 {
+        let ip = std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 1, i);
+        let mac = [2, 0, 0, 1, 0, i as u8];
+        e6.process(
+            Duration::ZERO,
+            &mut frames::nd(mac, OUR, ip, ip, true, ip, Some(mac)),
+        );
+    }
+    let mut bufs6: Vec<Vec<u8>> = (0..CLIENTS)
+        .map(|i| {
+            frames::tcp6(
+                [2, 0, 0, 2, 0, 1],
+                OUR,
+                std::net::SocketAddrV6::new(
+                    std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 2, (i >> 16) as u16, i as u16),
+                    40000,
+                    0,
+                    0,
+                ),
+                std::net::SocketAddrV6::new(vip6, 80, 0, 0),
+                ACK | PSH,
+                i,
+                1,
+                &[],
+                &[0u8; 64],
+            )
+        })
+        .collect();
+    g.bench_function("10", |b| {
+        b.iter(|| {
+            for f in bufs6.iter_mut() {
+                f[..6].copy_from_slice(&OUR);
+                black_box(e6.process(Duration::from_secs(1), f));
+            }
+        })
+    });
     g.finish();
 
     let mut g = c.benchmark_group("mix");
