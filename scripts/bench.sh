@@ -15,5 +15,5 @@ if [ "$(id -u)" != 0 ]; then
   exit 2
 fi
 bash scripts/install-deps.sh
-cargo build --release --bins
+cargo build --release --workspace --bins
 exec target/release/pen-lab bench "$@"

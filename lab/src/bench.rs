@@ -807,7 +807,7 @@ fn pen_rs_version(pen: &Path) -> String {
     let profile = if pen.to_string_lossy().contains("/release/") {
         "release build"
     } else {
-        "DEBUG build (figures not representative; cargo build --release --bins)"
+        "DEBUG build (figures not representative; cargo build --release --workspace --bins)"
     };
     format!("git {git}, {profile}, {}", pen.display())
 }
@@ -1785,7 +1785,7 @@ pub fn run(opts: &BenchOptions) -> Result<Results> {
     for (bin, what) in [
         (
             &opts.pen_rs,
-            "pen-rs (cargo build --release --bins, or set PEN_BIN)",
+            "pen-rs (cargo build --release --workspace --bins, or set PEN_BIN)",
         ),
         (&opts.c_pen, "C Pen (Debian package pen, or set C_PEN_BIN)"),
     ] {
