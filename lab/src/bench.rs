@@ -640,6 +640,7 @@ impl Results {
             s,
             r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">"#
         );
+        let _ = writeln!(s, r##"<rect width="100%" height="100%" fill="#fff"/>"##);
         let _ = writeln!(
             s,
             r#"<text x="10" y="18" font-size="14">pen-lab bench: median throughput as a ratio to direct (1.0 = direct); | = pen-rs goal</text>"#
