@@ -126,6 +126,8 @@ pub enum Figure {
     DsrFps,
     TarpitRate,
     TarpitValid,
+    AbKeepAliveCpu,
+    AbCpu,
 }
 
 /// What the issue asks of pen-rs for a figure: a ratio to direct, or an absolute bound.
@@ -144,7 +146,7 @@ pub enum Goal {
 }
 
 impl Figure {
-    pub const ALL: [Figure; 18] = [
+    pub const ALL: [Figure; 20] = [
         Figure::AbKeepAlive,
         Figure::Ab,
         Figure::Wrk,
@@ -163,6 +165,8 @@ impl Figure {
         Figure::DsrFps,
         Figure::TarpitRate,
         Figure::TarpitValid,
+        Figure::AbKeepAliveCpu,
+        Figure::AbCpu,
     ];
 
     pub fn unit(self) -> &'static str {
@@ -176,6 +180,7 @@ impl Figure {
             Figure::DsrFps => "frames/s",
             Figure::TarpitRate => "SYN+ACK/s",
             Figure::TarpitValid => "% valid checksums",
+            Figure::AbKeepAliveCpu | Figure::AbCpu => "µs CPU/request",
             Figure::Dnsperf | Figure::FreshQps => "queries/s",
             Figure::DnsperfLost | Figure::FreshLost => "% lost",
             Figure::RssIdle | Figure::Rss10k => "MB RSS",
@@ -192,6 +197,8 @@ impl Figure {
                 | Figure::RssIdle
                 | Figure::Rss10k
                 | Figure::PerConn
+                | Figure::AbKeepAliveCpu
+                | Figure::AbCpu
         )
     }
 
@@ -310,6 +317,8 @@ impl Plan {
             Figure::DsrFps => "DSR: frames/s forwarded during ab -k".to_string(),
             Figure::TarpitRate => format!("tarpit: {} SYNs, SYN+ACKs answered", self.tarpit_syns),
             Figure::TarpitValid => "tarpit: SYN+ACKs with valid checksums".to_string(),
+            Figure::AbKeepAliveCpu => "balancer CPU during ab -k".to_string(),
+            Figure::AbCpu => "balancer CPU during ab (new connection per request)".to_string(),
         }
     }
 }
@@ -1172,8 +1181,25 @@ impl Lab {
 }
 
 /// One measurement of `fig` (and the figures measured with it) on `t`.
-fn measure(lab: &Lab, plan: &Plan, test: Figure, t: Target, res: &mut Results) -> Result<()> {
+fn measure(
+    lab: &Lab,
+    plan: &Plan,
+    test: Figure,
+    t: Target,
+    pid: Option<u32>,
+    res: &mut Results,
+) -> Result<()> {
     let base = format!("http://{}", t.http_addr());
+    let cpu0 = pid.and_then(cpu_ns);
+    // CPU time the balancer spent per completed request (all its threads).
+    let add_cpu = |res: &mut Results, f: Figure, r: &AbResult| {
+        if let (Some(p), Some(c0)) = (pid, cpu0)
+            && let Some(c1) = cpu_ns(p)
+            && r.complete > 0
+        {
+            res.add(f, t, c1.saturating_sub(c0) as f64 / 1e3 / r.complete as f64);
+        }
+    };
     let long = Duration::from_secs(600);
     let note_failures = |res: &mut Results, what: &str, r: &AbResult| {
         if r.failed > 0 || r.non2xx > 0 {
@@ -1195,6 +1221,7 @@ fn measure(lab: &Lab, plan: &Plan, test: Figure, t: Target, res: &mut Results) -
                 long,
             )?;
             note_failures(res, "ab -k", &r);
+            add_cpu(res, Figure::AbKeepAliveCpu, &r);
             res.add(test, t, r.rps);
         }
         Figure::Ab => {
@@ -1205,6 +1232,7 @@ fn measure(lab: &Lab, plan: &Plan, test: Figure, t: Target, res: &mut Results) -
                 long,
             )?;
             note_failures(res, "ab", &r);
+            add_cpu(res, Figure::AbCpu, &r);
             res.add(test, t, r.rps);
         }
         Figure::Wrk => {
@@ -1373,6 +1401,23 @@ pub fn fresh_port_loop(
         Ok((ok, lost, start.elapsed().as_secs_f64()))
     })??;
     Ok(r)
+}
+
+/// Nanoseconds on CPU of every thread of `pid` (`/proc/PID/task/*/schedstat`, first field).
+fn cpu_ns(pid: u32) -> Option<u64> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0u64;
+    for e in dir.flatten() {
+        if let Ok(t) = std::fs::read_to_string(e.path().join("schedstat"))
+            && let Some(ns) = t
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+        {
+            total = total.saturating_add(ns);
+        }
+    }
+    Some(total)
 }
 
 fn rss_of(pid: u32) -> Result<u64> {
@@ -1884,8 +1929,11 @@ pub fn run(opts: &BenchOptions) -> Result<Results> {
     }
     std::fs::write(lab.dir.path().join("queries.txt"), queries).context("writing queries.txt")?;
     let mut balancers = Vec::new();
+    let mut tcp_pids = BTreeMap::new();
     for t in [Target::PenRs, Target::CPen, Target::HAProxy] {
-        balancers.push(lab.start_balancer(t, t.ports().0, THROUGHPUT_MAXCONN, "tcp")?);
+        let p = lab.start_balancer(t, t.ports().0, THROUGHPUT_MAXCONN, "tcp")?;
+        tcp_pids.insert(t, p.pid);
+        balancers.push(p);
         if let Some(p) = lab.start_udp_balancer(t)? {
             balancers.push(p);
         }
@@ -1936,7 +1984,7 @@ pub fn run(opts: &BenchOptions) -> Result<Results> {
                 let r = match test {
                     Figure::DsrAbKeepAlive => measure_dsr(&lab, &plan, *t, &mut res),
                     Figure::TarpitRate => measure_tarpit(&lab, &plan, *t, &mut res),
-                    _ => measure(&lab, &plan, test, *t, &mut res),
+                    _ => measure(&lab, &plan, test, *t, tcp_pids.get(t).copied(), &mut res),
                 };
                 match r {
                     Ok(()) => {
