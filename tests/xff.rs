@@ -249,3 +249,19 @@ fn truncated_request_head_is_forwarded_at_eof() {
     let part = b"GET / HTTP/1.1\r\nHost: a\r\n";
     assert_eq!(roundtrip(port, part), part);
 }
+
+#[test]
+fn unix_socket_client_is_forwarded_as_unknown() {
+    use std::os::unix::net::UnixStream;
+    let be = EchoHeads::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pen.sock");
+    let listen = path.display().to_string();
+    let backend = be.addr.to_string();
+    let _pen = Pen::start(&["-H", &listen, &backend], Listen::Unix(path.clone()));
+    let mut s = UnixStream::connect(&path).unwrap();
+    s.set_read_timeout(Some(STEP)).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let body = read_response(&mut s);
+    assert!(body.contains("X-Forwarded-For: unknown\r\n"), "{body}");
+}
