@@ -276,9 +276,8 @@ impl Rewriter {
         let head = std::mem::take(&mut self.head);
         self.scanned = 0;
         self.line_checked = false;
-        let framing = rewrite_head(&head, &self.client, self.proto, out);
+        let (framing, upgrade) = rewrite_head(&head, &self.client, self.proto, out);
         self.rewritten += 1;
-        let upgrade = head_wants_opaque(&head);
         self.opaque_after_body = upgrade;
         self.state = match framing {
             Framing::None | Framing::Length(0) => {
@@ -452,8 +451,9 @@ fn fields(head: &[u8]) -> Vec<Field<'_>> {
     out
 }
 
-/// Writes `head` with the forwarding fields and returns the body framing it declares.
-fn rewrite_head(head: &[u8], client: &str, proto: Proto, out: &mut Vec<u8>) -> Framing {
+/// Writes `head` with the forwarding fields; returns the body framing it declares and whether
+/// the bytes after it may stop being HTTP (`CONNECT`, `Upgrade`).
+fn rewrite_head(head: &[u8], client: &str, proto: Proto, out: &mut Vec<u8>) -> (Framing, bool) {
     let first = head.split(|&b| b == b'\n').next().unwrap_or(&[]);
     let eol: &[u8] = if first.ends_with(b"\r") {
         b"\r\n"
@@ -494,7 +494,8 @@ fn rewrite_head(head: &[u8], client: &str, proto: Proto, out: &mut Vec<u8>) -> F
     out.extend_from_slice(proto.as_str().as_bytes());
     out.extend_from_slice(eol);
     out.extend_from_slice(eol);
-    framing(&fields)
+    let upgrade = head.starts_with(b"CONNECT ") || fields.iter().any(|f| f.is("upgrade"));
+    (framing(&fields), upgrade)
 }
 
 fn trim_trailing_ows(l: &[u8]) -> &[u8] {
@@ -543,11 +544,6 @@ fn framing(fields: &[Field<'_>]) -> Framing {
         (false, _, Some(n)) => Framing::Length(n),
         (false, _, None) => Framing::None,
     }
-}
-
-/// `CONNECT` or an `Upgrade` request: after it the bytes may stop being HTTP.
-fn head_wants_opaque(head: &[u8]) -> bool {
-    head.starts_with(b"CONNECT ") || fields(head).iter().any(|f| f.is("upgrade"))
 }
 
 #[cfg(test)]
