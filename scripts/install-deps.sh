@@ -3,7 +3,7 @@
 # already present are skipped, so a second run does no network work.
 set -euo pipefail
 PKGS=(libpcap-dev iproute2 nftables iptables ethtool iputils-ping tcpdump
-      pen curl dnsutils apache2-utils nmap
+      pen curl dnsutils apache2-utils nmap openssl
       nginx-light haproxy wrk dnsperf)   # the last four: pen-lab bench peers and load generators
 missing=()
 for p in "${PKGS[@]}"; do
