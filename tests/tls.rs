@@ -612,3 +612,52 @@ fn ca_directory_a_and_per_name_ca_decide_which_client_certificates_get_in() {
         "partner.test.ca refuses our client"
     );
 }
+
+/// Sends one command to the control port; returns the reply.
+fn ctl(port: u16, cmd: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(STEP)).unwrap();
+    s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn statistics_count_plaintext_bytes_including_the_inserted_fields() {
+    let pki = Pki::new();
+    let cport = free_port();
+    let (_pen, port) = pen_tls(
+        &pki,
+        &[
+            "-u".into(),
+            "root".into(),
+            "-C".into(),
+            format!("127.0.0.1:{cport}"),
+        ],
+    );
+    let cfg = client_config(&plain_opts(&pki));
+    let mut tls = tls_connect(port, &cfg, "localhost").unwrap();
+    let head = request(&mut tls, "/stats").unwrap();
+    tls.conn.send_close_notify();
+    let _ = tls.flush();
+    drop(tls);
+    let sent = "GET /stats HTTP/1.1\r\nHost: localhost\r\n\r\n".len()
+        + "X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: https\r\n".len();
+    assert_eq!(head.len(), sent, "{head}");
+    let reply =
+        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", head.len()).len() + head.len();
+    let want = format!("sx {sent} rx {reply}");
+    let deadline = Instant::now() + STEP;
+    loop {
+        let servers = ctl(cport, "servers");
+        if servers.contains(&want) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "servers never showed {want:?}: {servers}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
