@@ -8,12 +8,12 @@
 //!
 //! The engine runs as `pen-sim` runs it by default: MAC 02:00:00:00:00:01, ISN key all zero.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pen::engine::frames::{self, ACK, FIN, PSH, SYN};
-use pen::engine::{Engine, Mac, config_from_pen_args};
+use pen::engine::{Engine, Mac, config_from_pen_args, ndp};
 use pen::link::pcapfile::{read_frames, replay, run_sim, split_args, write_frames};
 
 const OUR: Mac = [0x02, 0, 0, 0, 0, 0x01];
@@ -50,6 +50,11 @@ const TRACES: &[Trace] = &[
         name: "dsr-tarpit",
         args: r#"-O "acl 1 permit 10.0.0.200" -O "tarpit_acl 1" -O "dsr_if eth1" 10.0.0.100:80 10.0.0.3 10.0.0.4"#,
         frames: tarpit_trace,
+    },
+    Trace {
+        name: "dsr-tcp6",
+        args: r#"-O "acl 2 permit fd00::200" -O "tarpit_acl 2" -O "dsr_if eth1" [fd00::100]:80 [fd00::3] [fd00::4]"#,
+        frames: tcp6_trace,
     },
     Trace {
         name: "dsr-bad",
@@ -224,6 +229,65 @@ fn tarpit_trace() -> Vec<(Duration, Vec<u8>)> {
         ),
     ));
     v
+}
+
+/// IPv6: neighbor solicitation for the VIP, a SYN held until the backends answer the engine's
+/// solicitations, a request, the tarpit over IPv6, and a solicitation for another address.
+fn tcp6_trace() -> Vec<(Duration, Vec<u8>)> {
+    let v6 = |last: u16| Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, last);
+    let (vip, b0, b1, c1, tarpit) = (v6(0x100), v6(3), v6(4), v6(2), v6(0x200));
+    let sa = |ip, port| SocketAddrV6::new(ip, port, 0, 0);
+    let ll = ndp::link_local(OUR);
+    let (group, group_mac) = ndp::solicited_node(vip);
+    let t = |ms, dst, flags, seq, opts: &[u8], data: &[u8]| {
+        (
+            at(ms),
+            frames::tcp6(
+                C1_MAC,
+                OUR,
+                sa(c1, 41000),
+                dst,
+                flags,
+                seq,
+                7001,
+                opts,
+                data,
+            ),
+        )
+    };
+    vec![
+        (
+            at(0),
+            frames::nd(C1_MAC, group_mac, c1, group, false, vip, Some(C1_MAC)),
+        ),
+        t(1, sa(vip, 80), SYN, 100, &frames::syn_options(20), b""),
+        (
+            at(2),
+            frames::nd(B0_MAC, OUR, b0, ll, true, b0, Some(B0_MAC)),
+        ),
+        (
+            at(3),
+            frames::nd(B1_MAC, OUR, b1, ll, true, b1, Some(B1_MAC)),
+        ),
+        t(
+            10,
+            sa(vip, 80),
+            ACK | PSH,
+            101,
+            &[],
+            b"GET / HTTP/1.0\r\n\r\n",
+        ),
+        (
+            at(20),
+            frames::nd(C1_MAC, group_mac, c1, group, false, tarpit, Some(C1_MAC)),
+        ),
+        t(21, sa(tarpit, 22), SYN, 5, &frames::syn_options(12), b""),
+        t(22, sa(tarpit, 22), ACK, 6, &[], b""),
+        (
+            at(23),
+            frames::nd(C1_MAC, group_mac, c1, group, false, v6(0x101), Some(C1_MAC)),
+        ),
+    ]
 }
 
 /// Bad input, each dropped and counted by reason, followed by a good frame.
