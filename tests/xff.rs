@@ -265,3 +265,17 @@ fn unix_socket_client_is_forwarded_as_unknown() {
     let body = read_response(&mut s);
     assert!(body.contains("X-Forwarded-For: unknown\r\n"), "{body}");
 }
+
+#[test]
+fn ipv6_client_address_is_written_without_brackets() {
+    let be = EchoHeads::start();
+    let port = common::free_port_v6();
+    let listen = format!("[::1]:{port}");
+    let backend = be.addr.to_string();
+    let _pen = Pen::start(&["-H", &listen, &backend], Listen::Tcp(port));
+    let mut s = TcpStream::connect(("::1", port)).unwrap();
+    s.set_read_timeout(Some(STEP)).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let body = read_response(&mut s);
+    assert!(body.contains("X-Forwarded-For: ::1\r\n"), "{body}");
+}
