@@ -661,3 +661,49 @@ fn statistics_count_plaintext_bytes_including_the_inserted_fields() {
         thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn ocsp_file_named_at_run_time_is_stapled_once_it_appears() {
+    let pki = Pki::new();
+    let cport = free_port();
+    let (_pen, port) = pen_tls(
+        &pki,
+        &[
+            "-u".into(),
+            "root".into(),
+            "-C".into(),
+            format!("127.0.0.1:{cport}"),
+        ],
+    );
+    let seen = Arc::new(Mutex::new(None));
+    let cfg = client_config(&ClientOpts {
+        ca: pki.path("ca.pem"),
+        auth: None,
+        ocsp: Some(seen.clone()),
+    });
+    drop(tls_connect(port, &cfg, "localhost").unwrap());
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        Some(Vec::new()),
+        "nothing stapled yet"
+    );
+
+    // Named before it exists: the reload fails (logged), the old configuration keeps serving.
+    let ocsp = pki.path("late.ocsp");
+    ctl(cport, &format!("ssl_ocsp_response {}", ocsp.display()));
+    thread::sleep(Duration::from_millis(2500));
+    let mut tls = tls_connect(port, &cfg, "localhost").unwrap();
+    assert!(request(&mut tls, "/").is_ok());
+
+    let response = b"\x30\x03\x0a\x01\x00".to_vec();
+    std::fs::write(&ocsp, &response).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        drop(tls_connect(port, &cfg, "localhost").unwrap());
+        if seen.lock().unwrap().as_deref() == Some(response.as_slice()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the OCSP file was not picked up");
+        thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -631,6 +631,22 @@ pub fn reload(shared: &SharedState) -> Result<(), TlsError> {
     Ok(())
 }
 
+/// Every file or directory `cfg` names (a path that does not exist yet is watched too).
+fn named_paths(cfg: &TlsConfig) -> Vec<&Path> {
+    [
+        &cfg.cert,
+        &cfg.key,
+        &cfg.ca_file,
+        &cfg.ca_dir,
+        &cfg.sni_path,
+        &cfg.ocsp_response,
+    ]
+    .into_iter()
+    .flatten()
+    .map(PathBuf::as_path)
+    .collect()
+}
+
 /// Reloads when the `ssl_*` settings change (a `-F` re-read, the control socket, a repeated
 /// `ssl_ocsp_response`) or a file that was read changes on disk; checks every `every`. Runs
 /// forever (spawn it).
@@ -655,16 +671,23 @@ pub async fn watch(shared: SharedState, every: Duration) {
             Ok(Ok(())) => tracing::info!("TLS configuration reloaded"),
             Ok(Err(e)) => {
                 tracing::warn!("TLS reload failed, keeping the previous configuration: {e}");
-                // Do not retry the same broken state every tick: remember what was tried.
+                // Do not retry the same broken state every tick: the configuration in force
+                // is marked as built from these settings and the files as they are now, so
+                // the next change (or SIGHUP) tries again. Unless a SIGHUP reload replaced
+                // it meanwhile.
                 let mut g = lock(&shared);
-                if let Some(t) = &g.tls {
-                    let mut same = Terminator {
+                if let (Some(t), Some(before)) = (&g.tls, &current)
+                    && Arc::ptr_eq(t, before)
+                {
+                    let mut paths: Vec<&Path> = t.stamps.iter().map(|s| s.path.as_path()).collect();
+                    paths.extend(named_paths(&cfg));
+                    let stamps = paths.into_iter().map(Stamp::of).collect();
+                    let same = Terminator {
                         default: t.default.clone(),
                         by_name: t.by_name.clone(),
-                        source: cfg,
-                        stamps: Vec::new(),
+                        source: cfg.clone(),
+                        stamps,
                     };
-                    same.stamps = t.stamps.iter().map(|s| Stamp::of(&s.path)).collect();
                     g.tls = Some(Arc::new(same));
                 }
             }
