@@ -707,3 +707,43 @@ fn ocsp_file_named_at_run_time_is_stapled_once_it_appears() {
         thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn client_close_notify_half_closes_and_the_reply_ends_with_pens_close_notify() {
+    let pki = Pki::new();
+    let (_pen, port) = pen_tls(&pki, &[]);
+    let cfg = client_config(&plain_opts(&pki));
+    let mut tls = tls_connect(port, &cfg, "localhost").unwrap();
+    tls.write_all(b"GET /half HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    tls.conn.send_close_notify();
+    tls.flush().unwrap();
+    tls.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    // The keep-alive backend closes only when it sees EOF, i.e. when pen has passed the
+    // client's close_notify on as a half-close; pen then ends the reply with its own
+    // close_notify, so a clean read to the end succeeds (a bare TCP close is an error here).
+    let mut all = Vec::new();
+    tls.read_to_end(&mut all).unwrap();
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.contains("GET /half HTTP/1.1\r\n"), "{text}");
+}
+
+#[test]
+fn dead_first_backend_fails_over_after_the_handshake() {
+    let pki = Pki::new();
+    let dead = format!("127.0.0.1:{}", free_port());
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let live = echo_heads().to_string();
+    let (cert, key) = (pki.arg("server.pem"), pki.arg("server.key"));
+    let _pen = Pen::start(
+        &["-r", "-E", &cert, "-K", &key, &listen, &dead, &live],
+        Listen::Tcp(port),
+    );
+    let cfg = client_config(&plain_opts(&pki));
+    for i in 0..4 {
+        let mut tls = tls_connect(port, &cfg, "localhost").unwrap();
+        let head = request(&mut tls, &format!("/{i}")).unwrap();
+        assert!(head.starts_with(&format!("GET /{i} ")), "{head}");
+    }
+}
