@@ -166,19 +166,24 @@ impl Front {
     }
 }
 
+/// Called once with the first bytes read from the client (after TLS decryption, before any
+/// rewriting): the request log's view of a connection it cannot peek at (TLS).
+pub type FirstChunk<'a> = Box<dyn FnOnce(&[u8]) + Send + 'a>;
+
 /// Forwards a client ([`Front`]) and its upstream: splice/copy as [`forward`] for a plain
-/// client without a rewriter, else [`forward_io`] (TLS and/or X-Forwarded-For).
+/// client without a rewriter or tap, else [`forward_io`] (TLS and/or X-Forwarded-For).
 pub async fn forward_front(
     client: Front,
     server: Stream,
     opts: &Options,
     counters: &Counters,
     rewriter: Option<Rewriter>,
+    first: Option<FirstChunk<'_>>,
 ) -> io::Result<Ending> {
-    match (client, rewriter) {
-        (Front::Plain(c), None) => forward(&c, &server, opts, counters).await,
-        (Front::Plain(c), rw) => forward_io(c, server, opts, counters, rw).await,
-        (Front::Tls(t), rw) => forward_io(*t, server, opts, counters, rw).await,
+    match (client, rewriter, first) {
+        (Front::Plain(c), None, None) => forward(&c, &server, opts, counters).await,
+        (Front::Plain(c), rw, f) => forward_io(c, server, opts, counters, rw, f).await,
+        (Front::Tls(t), rw, f) => forward_io(*t, server, opts, counters, rw, f).await,
     }
 }
 
@@ -191,6 +196,7 @@ pub async fn forward_io<C, S>(
     opts: &Options,
     counters: &Counters,
     rewriter: Option<Rewriter>,
+    first: Option<FirstChunk<'_>>,
 ) -> io::Result<Ending>
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -199,8 +205,22 @@ where
     let activity = Activity::new();
     let (client_r, client_w) = tokio::io::split(client);
     let (server_r, server_w) = tokio::io::split(server);
-    let up = pump_io(client_r, server_w, &counters.to_server, &activity, rewriter);
-    let down = pump_io(server_r, client_w, &counters.from_server, &activity, None);
+    let up = pump_io(
+        client_r,
+        server_w,
+        &counters.to_server,
+        &activity,
+        rewriter,
+        first,
+    );
+    let down = pump_io(
+        server_r,
+        client_w,
+        &counters.from_server,
+        &activity,
+        None,
+        None,
+    );
     run(up, down, opts, &activity).await
 }
 
@@ -211,6 +231,7 @@ async fn pump_io<R, W>(
     counter: &AtomicU64,
     activity: &Activity,
     mut rewriter: Option<Rewriter>,
+    mut first: Option<FirstChunk<'_>>,
 ) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -226,6 +247,11 @@ where
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
             Err(e) => return Err(e),
         };
+        if n > 0
+            && let Some(tap) = first.take()
+        {
+            tap(buf.get(..n).unwrap_or(&[]));
+        }
         let data: &[u8] = match (&mut rewriter, n) {
             (Some(rw), 0) => {
                 out.clear();
@@ -769,12 +795,15 @@ mod tests {
         let counters = Counters::default();
         let rw = Rewriter::new("192.0.2.7", crate::proxy::http::Proto::Http);
         let opts = Options::default();
+        let first_seen = std::sync::Mutex::new(Vec::new());
+        let tap: FirstChunk<'_> = Box::new(|b| first_seen.lock().unwrap().extend_from_slice(b));
         let fwd = forward_front(
             Front::Plain(Stream::Tcp(fwd_client)),
             Stream::Tcp(fwd_server),
             &opts,
             &counters,
             Some(rw),
+            Some(tap),
         );
         let req = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\n\r\n".to_vec();
         let ((reply, got), ending) =
@@ -789,6 +818,15 @@ mod tests {
         assert_eq!(reply, b"ok");
         assert_eq!(counters.to_server(), got.len() as u64);
         assert_eq!(counters.from_server(), 2);
+        let first = first_seen.into_inner().unwrap();
+        assert!(
+            first.starts_with(b"GET / HTTP/1.1\r\n"),
+            "the tap sees the client's bytes"
+        );
+        assert!(
+            !first.windows(9).any(|w| w == b"Forwarded"),
+            "before any rewriting"
+        );
     }
 
     #[tokio::test]
@@ -804,6 +842,7 @@ mod tests {
             &opts,
             &counters,
             Some(rw),
+            None,
         );
         let req = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
         let ((_, got), ending) = tokio::join!(exchange(client, server, req.clone(), vec![]), fwd);

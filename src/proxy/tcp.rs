@@ -20,7 +20,9 @@ use tokio::task::AbortHandle;
 
 use crate::acl::canonical;
 use crate::config::{BackendAddr, Config};
-use crate::proxy::forward::{Counters, Front, Options as ForwardOptions, Stream, forward_front};
+use crate::proxy::forward::{
+    Counters, FirstChunk, Front, Options as ForwardOptions, Stream, forward_front,
+};
 use crate::proxy::http::{Proto, Rewriter};
 use crate::proxy::sockets::{self, UpstreamOptions};
 use crate::proxy::transparent;
@@ -362,7 +364,17 @@ async fn handle(
         client,
         counters,
     };
-    match forward_front(front, upstream, &settings.forward, counters, rewriter).await {
+    let first = tls_request_log(&front, &client, target, &shared);
+    match forward_front(
+        front,
+        upstream,
+        &settings.forward,
+        counters,
+        rewriter,
+        first,
+    )
+    .await
+    {
         Ok(ending) => tracing::debug!(
             "{who}: {ending:?}; {} bytes to {target:?}, {} back",
             counters.to_server(),
@@ -409,6 +421,37 @@ async fn front_of(
         Rewriter::new(addr, proto)
     });
     Some((front, rewriter))
+}
+
+/// `-l` with TLS: the request log cannot peek at ciphertext, so it gets the first decrypted
+/// bytes from the copy path instead. Plain connections are not handled here (the request
+/// log peeks at their socket).
+fn tls_request_log<'a>(
+    front: &Front,
+    client: &Client,
+    target: Target,
+    shared: &SharedState,
+) -> Option<FirstChunk<'a>> {
+    if !front.is_tls() {
+        return None;
+    }
+    let log = crate::reqlog::current()?;
+    let server = lock(shared)
+        .balancer
+        .addr(target)
+        .map(crate::reqlog::backend_text)
+        .unwrap_or_default();
+    let client = client
+        .ip
+        .map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+    Some(Box::new(move |chunk: &[u8]| {
+        let unix_time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if let Err(e) = log.log(&client, &server, unix_time, chunk) {
+            tracing::warn!("request log: {e}");
+        }
+    }))
 }
 
 /// Walks the candidates: the first connect that succeeds wins. Each attempt is reported to the
