@@ -139,7 +139,7 @@ fn open_control(spec: &str, cfg: &Config) -> Result<ctl_server::StdListener, Dae
 }
 
 fn warn_unsupported(cfg: &Config) {
-    let unsupported: [(&str, bool); 4] = [
+    let unsupported: [(&str, bool); 3] = [
         ("-l (request log)", cfg.log.is_some()),
         (
             "-H / http (X-Forwarded-For) with -U (UDP)",
@@ -149,12 +149,19 @@ fn warn_unsupported(cfg: &Config) {
             "-E (TLS termination) with -U (UDP)",
             cfg.tls.cert.is_some() && cfg.udp,
         ),
-        ("transparent with -U (UDP)", cfg.transparent && cfg.udp),
     ];
     for (what, set) in unsupported {
         if set {
             tracing::warn!("{what} is not implemented in this build yet; ignored");
         }
+    }
+    if let Some(user) = cfg.user.as_deref().filter(|u| *u != "root")
+        && cfg.transparent
+    {
+        tracing::warn!(
+            "transparent with -u {user}: pen loses CAP_NET_ADMIN when it drops privileges, so \
+             every transparent upstream connection will fail; run without -u (or -u root)"
+        );
     }
 }
 

@@ -124,6 +124,12 @@ fn without_cap_net_admin_pen_logs_the_error_and_does_not_fall_back() {
         "the error must name the client and the backend:\n{log}"
     );
     assert!(log.contains("not falling back"), "{log}");
+    if is_root() {
+        assert!(
+            log.contains("transparent with -u nobody: pen loses CAP_NET_ADMIN"),
+            "pen must warn about -u at start-up:\n{log}"
+        );
+    }
     assert_eq!(b.hits(), 0, "pen fell back to its own address");
     // One error per failure, not one per candidate server.
     assert_closed_without_reply(Some(ip("127.0.0.2")), to);
@@ -181,6 +187,13 @@ fn family_mismatch_is_refused_and_the_next_server_is_tried() {
 // The routing test: client and server subnets routed through pen's namespace.
 // ---------------------------------------------------------------------------------------------
 
+/// Which documented variant of the mark rule a test installs.
+#[derive(Clone, Copy)]
+enum Firewall {
+    Nft,
+    Iptables,
+}
+
 /// Three namespaces (client, pen, server), deleted when dropped.
 struct Lab {
     prefix: String,
@@ -191,9 +204,10 @@ impl Lab {
         format!("{}-{n}", self.prefix)
     }
 
-    fn new() -> Lab {
+    /// `tag` keeps the namespaces of tests running in parallel apart.
+    fn new(tag: &str) -> Lab {
         let lab = Lab {
-            prefix: format!("pentp{}", std::process::id()),
+            prefix: format!("pentp{}{tag}", std::process::id()),
         };
         let (c, p, s) = (lab.ns("c"), lab.ns("p"), lab.ns("s"));
         for n in [&c, &p, &s] {
@@ -247,21 +261,38 @@ impl Lab {
         lab
     }
 
-    /// The host setup of the README: nftables mark, policy rule, local route.
-    fn add_routing_setup(&self) {
+    /// The host setup of the README: the mark rule (nftables, or the blog's iptables DIVERT
+    /// chain), the policy rule and the local route.
+    fn add_routing_setup(&self, firewall: Firewall) {
         let p = self.ns("p");
-        let ruleset = "table inet pen_transparent {\n chain divert {\n  type filter hook prerouting priority mangle; policy accept;\n  meta l4proto { tcp, udp } socket transparent 1 meta mark set 1 accept\n }\n}\n";
-        let mut nft = Command::new("ip")
-            .args(["netns", "exec", &p, "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("nft (is nftables installed?)");
-        nft.stdin
-            .take()
-            .unwrap()
-            .write_all(ruleset.as_bytes())
-            .unwrap();
-        assert!(nft.wait().unwrap().success(), "nft rejected the ruleset");
+        match firewall {
+            Firewall::Nft => {
+                let ruleset = "table inet pen_transparent {\n chain divert {\n  type filter hook prerouting priority mangle; policy accept;\n  meta l4proto { tcp, udp } socket transparent 1 meta mark set 1 accept\n }\n}\n";
+                let mut nft = Command::new("ip")
+                    .args(["netns", "exec", &p, "nft", "-f", "-"])
+                    .stdin(Stdio::piped())
+                    .spawn()
+                    .expect("nft (is nftables installed?)");
+                nft.stdin
+                    .take()
+                    .unwrap()
+                    .write_all(ruleset.as_bytes())
+                    .unwrap();
+                assert!(nft.wait().unwrap().success(), "nft rejected the ruleset");
+            }
+            Firewall::Iptables => {
+                let ipt = |rule: &str| {
+                    let mut argv = vec!["ip", "netns", "exec", &p, "iptables", "-t", "mangle"];
+                    argv.extend(rule.split(' '));
+                    run(&argv);
+                };
+                ipt("-N DIVERT");
+                ipt("-A PREROUTING -p tcp -m socket -j DIVERT");
+                ipt("-A PREROUTING -p udp -m socket -j DIVERT");
+                ipt("-A DIVERT -j MARK --set-mark 1");
+                ipt("-A DIVERT -j ACCEPT");
+            }
+        }
         run(&[
             "ip", "-n", &p, "rule", "add", "fwmark", "1", "lookup", "100",
         ]);
@@ -437,7 +468,7 @@ fn request_from_client(ns: &str, to: &str) -> io::Result<String> {
 #[test]
 fn missing_routing_setup_is_logged_never_a_silent_fallback() {
     require_root("builds network namespaces");
-    let lab = Lab::new();
+    let lab = Lab::new("r");
     let backend = NsBackend::start(&lab.ns("s"), "10.75.2.3:9000");
     // -t 1: the connect from the client's address times out after 1 s. -b 0: no blacklist,
     // so the second half of the test can reuse the server at once.
@@ -473,9 +504,9 @@ fn missing_routing_setup_is_logged_never_a_silent_fallback() {
         backend.peers()
     );
 
-    // The same request works once the host has the README's setup: the test topology itself
-    // was right, only the routing was missing.
-    lab.add_routing_setup();
+    // The same request works once the host has the README's setup (its iptables variant, the
+    // blog's DIVERT chain): the test topology itself was right, only the routing was missing.
+    lab.add_routing_setup(Firewall::Iptables);
     let reply = request_from_client(&lab.ns("c"), "10.75.1.1:8080").expect("client request");
     assert_eq!(reply, "hello\n", "pen stderr:\n{}", pen.stderr());
     let peers = backend.peers();
@@ -484,5 +515,158 @@ fn missing_routing_setup_is_logged_never_a_silent_fallback() {
         peers[0].ip(),
         ip("10.75.1.10"),
         "the backend must see the client"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// UDP (-U)
+// ---------------------------------------------------------------------------------------------
+
+/// A UDP backend answering every datagram with the sender's IP address; returns its address
+/// and the addresses it heard from.
+fn udp_backend(bind: &str) -> (SocketAddr, Arc<Mutex<Vec<SocketAddr>>>, std::net::UdpSocket) {
+    let s = std::net::UdpSocket::bind(bind).unwrap();
+    let addr = s.local_addr().unwrap();
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let (h, sock) = (heard.clone(), s.try_clone().unwrap());
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok((_, from)) = sock.recv_from(&mut buf) {
+                h.lock().unwrap().push(from);
+                let _ = sock.send_to(from.ip().to_string().as_bytes(), from);
+            }
+        }
+    });
+    (addr, heard, s)
+}
+
+fn udp_listening(port: u16) -> bool {
+    let want = format!(":{port:04X} ");
+    ["/proc/net/udp", "/proc/net/udp6"].iter().any(|f| {
+        std::fs::read_to_string(f).is_ok_and(|t| t.lines().skip(1).any(|l| l.contains(&want)))
+    })
+}
+
+/// Starts `pen -f -U args...` listening on UDP `port`.
+fn udp_pen(args: &[&str], port: u16) -> (Child, PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = dir.path().join("pen.stderr");
+    let child = Command::new(common::pen_bin())
+        .args(["-f", "-U"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&stderr).unwrap())
+        .spawn()
+        .expect("spawn pen");
+    eventually("pen listening on UDP", || udp_listening(port));
+    (child, stderr, dir)
+}
+
+#[test]
+fn udp_transparent_on_loopback_shows_the_client_address_to_the_backend() {
+    require_root("sets IP_TRANSPARENT");
+    let (backend, heard, _keep) = udp_backend("127.0.0.1:0");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (mut pen, stderr, _dir) =
+        udp_pen(&["-O", "transparent", &listen, &backend.to_string()], port);
+    let client = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    for round in 0..2 {
+        client.send_to(b"who am i", &listen).unwrap();
+        let got = client.recv_from(&mut buf);
+        let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+        let (n, from) =
+            got.unwrap_or_else(|e| panic!("round {round}: no reply ({e}); pen:\n{log}"));
+        assert_eq!(from.to_string(), listen, "replies come from pen's listener");
+        assert_eq!(
+            &buf[..n],
+            b"127.0.0.2",
+            "round {round}: the backend saw pen; pen:\n{log}"
+        );
+    }
+    let heard = heard.lock().unwrap().clone();
+    assert_eq!(heard.len(), 2);
+    assert!(heard.iter().all(|a| a.ip() == ip("127.0.0.2")), "{heard:?}");
+    let _ = pen.kill();
+    let _ = pen.wait();
+}
+
+#[test]
+fn udp_without_cap_net_admin_is_logged_and_dropped_not_sent_from_pen() {
+    require_root("builds network namespaces");
+    let lab = Lab::new("u");
+    lab.add_routing_setup(Firewall::Nft);
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let h = heard.clone();
+    let backend = in_netns(&lab.ns("s"), || {
+        std::net::UdpSocket::bind("10.75.2.3:5300").unwrap()
+    });
+    backend
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let listener = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        let deadline = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < deadline {
+            if let Ok((_, from)) = backend.recv_from(&mut buf) {
+                h.lock().unwrap().push(from);
+            }
+        }
+    });
+    // -u nobody: pen drops root after opening its listener and with it CAP_NET_ADMIN.
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = dir.path().join("pen.stderr");
+    let mut pen = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns("p"),
+            common::pen_bin(),
+            "-f",
+            "-U",
+            "-u",
+            "nobody",
+        ])
+        .args(["-O", "transparent", "10.75.1.1:5300", "10.75.2.3:5300"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let pns = lab.ns("p");
+    eventually("pen listening on UDP in its namespace", || {
+        in_netns(&pns, || {
+            std::fs::read_to_string("/proc/thread-self/net/udp")
+                .is_ok_and(|t| t.contains(&format!(":{:04X} ", 5300)))
+        })
+    });
+    in_netns(&lab.ns("c"), || {
+        let c = std::net::UdpSocket::bind("10.75.1.10:0").unwrap();
+        for _ in 0..2 {
+            c.send_to(b"q", "10.75.1.1:5300").unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    eventually("the CAP_NET_ADMIN error in pen's log", || {
+        std::fs::read_to_string(&stderr).is_ok_and(|l| l.contains("needs CAP_NET_ADMIN"))
+    });
+    listener.join().unwrap();
+    let _ = pen.kill();
+    let _ = pen.wait();
+    let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+    assert!(log.contains("as client 10.75.1.10"), "{log}");
+    assert!(
+        heard.lock().unwrap().is_empty(),
+        "the backend heard {:?}: pen fell back to its own address",
+        heard.lock().unwrap()
     );
 }

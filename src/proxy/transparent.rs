@@ -4,8 +4,14 @@
 //!
 //! - [`choose_source`] (pure) decides which source address an upstream socket gets: `source
 //!   IP` takes precedence (as in C Pen), then the client's address with `transparent`.
-//! - [`bind_as_client`] sets `IP_TRANSPARENT` / `IPV6_TRANSPARENT` on the upstream socket and
-//!   binds it to the client's address (port 0). IPv6 works too (C Pen is IPv4 only).
+//! - TCP: [`bind_as_client`] sets `IP_TRANSPARENT` / `IPV6_TRANSPARENT` on the upstream
+//!   socket and binds it to the client's address (port 0). IPv6 works too (C Pen is IPv4 only).
+//! - UDP: the flows share pen's pool of upstream sockets, so each datagram of a transparent
+//!   flow is sent with the client's address in an `IP_PKTINFO` / `IPV6_PKTINFO` control
+//!   message ([`send_as_client`]) on a socket with the transparent option; the backend sees
+//!   the client's address and the pool socket's port, and its answers (addressed there) come
+//!   back to that socket through the same host setup. The choice is made per flow when it is
+//!   created (`proxy::udp::shell`).
 //! - Every failure is a [`TransparentError`] carried inside the `io::Error` the connect path
 //!   returns ([`error_of`] finds it). The proxy logs it once, counts it in
 //!   `Shared::transparent_failures` ([`record`]) and never falls back to pen's own address
@@ -590,5 +596,132 @@ mod tests {
         }
         let e = send_as_client(&tx, b"x", dst, ip("fd00::7")).unwrap_err();
         assert_eq!(error_of(&e).unwrap().reason, Reason::FamilyMismatch);
+    }
+
+    mod udp {
+        use super::*;
+        use crate::proxy::udp::{Candidate, Limits, Selector, UdpContext, serve_with};
+        use crate::select::Target;
+        use std::sync::{Arc, Mutex};
+
+        /// One server, transparent on, failures collected.
+        struct Ctx {
+            server: SocketAddr,
+            transparent: bool,
+            failures: Mutex<Vec<String>>,
+        }
+
+        impl Selector for &Ctx {
+            fn candidates(&mut self, _c: SocketAddr, _now: Duration) -> Vec<Candidate> {
+                vec![Candidate {
+                    target: Target::Server(0),
+                    addr: Some(self.server),
+                }]
+            }
+            fn flow_opened(&mut self, _c: SocketAddr, _t: Target, _now: Duration) {}
+            fn flow_closed(&mut self, _c: SocketAddr, _t: Target, _s: u64, _r: u64, _n: Duration) {}
+            fn server_failed(&mut self, _t: Target, _now: Duration) {}
+        }
+
+        impl UdpContext for Arc<Ctx> {
+            fn with_selector<R>(&self, f: impl FnOnce(&mut dyn Selector) -> R) -> R {
+                f(&mut &**self)
+            }
+            fn limits(&self) -> Limits {
+                Limits {
+                    max_flows: 16,
+                    idle: Duration::from_secs(60),
+                    source: None,
+                }
+            }
+            fn now(&self) -> Duration {
+                crate::proxy::now()
+            }
+            fn transparent(&self) -> bool {
+                self.transparent
+            }
+            fn transparent_failed(&self, client: SocketAddr, err: &TransparentError) {
+                self.failures
+                    .lock()
+                    .unwrap()
+                    .push(format!("{client}: {err}"));
+            }
+        }
+
+        /// A UDP backend answering each datagram with the sender's address.
+        async fn whoami(bind: &str) -> SocketAddr {
+            let s = tokio::net::UdpSocket::bind(bind).await.unwrap();
+            let addr = s.local_addr().unwrap();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 256];
+                while let Ok((_, from)) = s.recv_from(&mut buf).await {
+                    let _ = s.send_to(from.ip().to_string().as_bytes(), from).await;
+                }
+            });
+            addr
+        }
+
+        async fn ask(client: &str, pen: SocketAddr) -> Option<String> {
+            let c = tokio::net::UdpSocket::bind(client).await.unwrap();
+            c.send_to(b"?", pen).await.unwrap();
+            let mut buf = [0u8; 256];
+            let r = tokio::time::timeout(Duration::from_secs(2), c.recv_from(&mut buf)).await;
+            match r {
+                Ok(Ok((n, from))) => {
+                    assert_eq!(from, pen, "replies come from pen's listener");
+                    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+                }
+                _ => None,
+            }
+        }
+
+        async fn pen(ctx: Arc<Ctx>, listen: &str) -> SocketAddr {
+            let l = tokio::net::UdpSocket::bind(listen).await.unwrap();
+            let addr = l.local_addr().unwrap();
+            tokio::spawn(serve_with(l, ctx));
+            addr
+        }
+
+        #[tokio::test]
+        async fn udp_flow_sends_from_the_client_address() {
+            // 127.0.0.2 is a local address: no CAP_NET_ADMIN needed for this source.
+            let server = whoami("127.0.0.1:0").await;
+            let ctx = Arc::new(Ctx {
+                server,
+                transparent: true,
+                failures: Mutex::default(),
+            });
+            let pen = pen(ctx.clone(), "127.0.0.1:0").await;
+            assert_eq!(ask("127.0.0.2:0", pen).await.as_deref(), Some("127.0.0.2"));
+            assert_eq!(ask("127.0.0.3:0", pen).await.as_deref(), Some("127.0.0.3"));
+            assert!(ctx.failures.lock().unwrap().is_empty());
+        }
+
+        #[tokio::test]
+        async fn udp_without_transparent_sends_from_pen() {
+            let server = whoami("127.0.0.1:0").await;
+            let ctx = Arc::new(Ctx {
+                server,
+                transparent: false,
+                failures: Mutex::default(),
+            });
+            let pen = pen(ctx, "127.0.0.1:0").await;
+            assert_eq!(ask("127.0.0.2:0", pen).await.as_deref(), Some("127.0.0.1"));
+        }
+
+        #[tokio::test]
+        async fn udp_family_mismatch_is_reported_not_sent_from_pen() {
+            let server = whoami("[::1]:0").await;
+            let ctx = Arc::new(Ctx {
+                server,
+                transparent: true,
+                failures: Mutex::default(),
+            });
+            let pen = pen(ctx.clone(), "127.0.0.1:0").await;
+            assert_eq!(ask("127.0.0.2:0", pen).await, None);
+            let failures = ctx.failures.lock().unwrap().clone();
+            assert_eq!(failures.len(), 1, "{failures:?}");
+            assert!(failures[0].contains("cannot be the source"), "{failures:?}");
+        }
     }
 }

@@ -92,6 +92,18 @@ impl UdpContext for SharedContext {
     fn now(&self) -> Duration {
         crate::proxy::now()
     }
+
+    fn transparent(&self) -> bool {
+        lock(&self.0).config.transparent
+    }
+
+    fn transparent_failed(
+        &self,
+        client: SocketAddr,
+        err: &crate::proxy::transparent::TransparentError,
+    ) {
+        crate::proxy::transparent::record(&self.0, &client.to_string(), err);
+    }
 }
 
 /// Run the UDP balancer on `socket` with the daemon's shared state, until an unrecoverable

@@ -8,9 +8,11 @@
 //! Locks: the flow table's mutex is taken first, the context's (shared state) second, and only
 //! on the slow paths (new flow, expiry, unreachable server). Never take them the other way round.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -21,6 +23,7 @@ use tokio::task::AbortHandle;
 
 use super::flow::{Candidate, ClientVerdict, Family, FlowTable, Selector, UpstreamId};
 use super::mmsg::{BATCH, RecvBatch, send_batch, sockaddr_to_std};
+use crate::proxy::transparent::{self, TransparentError, UpstreamSource};
 use crate::select::Target;
 
 /// Largest UDP payload (IPv6 without jumbograms: 65,535 − 8); the buffers hold one of these.
@@ -47,6 +50,16 @@ pub trait UdpContext: Send + Sync + 'static {
     fn limits(&self) -> Limits;
     /// Monotonic time, from the same origin as every other user of the selector.
     fn now(&self) -> Duration;
+    /// `transparent`: new flows send from the client's own address (read at start and at
+    /// every tick, so a run-time change applies to flows created after the next tick).
+    fn transparent(&self) -> bool {
+        false
+    }
+    /// A transparent flow could not send from its client's address: log it (once) and count
+    /// it. The flow has been removed.
+    fn transparent_failed(&self, client: SocketAddr, err: &TransparentError) {
+        tracing::error!("{client}: {err}");
+    }
 }
 
 /// A [`Selector`] that reaches the context's selector call by call, so that the shared state
@@ -95,6 +108,12 @@ struct Inner<C> {
     table: Arc<Mutex<FlowTable>>,
     pools: Mutex<Pools>,
     source: Mutex<Option<IpAddr>>,
+    /// `transparent` as of the last tick: applies to flows created from then on.
+    transparent: AtomicBool,
+    /// Flows created in transparent mode: client → the source address their datagrams carry.
+    /// Entries of flows the table no longer has are pruned every tick. Lock order: the table
+    /// first, then this map.
+    spoofed: Mutex<HashMap<SocketAddr, IpAddr>>,
 }
 
 #[derive(Default)]
@@ -180,12 +199,15 @@ async fn run_table<C: UdpContext>(
     handle: UdpHandle,
 ) -> io::Result<()> {
     let limits = ctx.limits();
+    let transparent = ctx.transparent();
     let inner = Arc::new(Inner {
         ctx,
         listener,
         table: handle.table,
         pools: Mutex::new(Pools::default()),
         source: Mutex::new(limits.source),
+        transparent: AtomicBool::new(transparent),
+        spoofed: Mutex::new(HashMap::new()),
     });
     let timer = tokio::spawn(expiry_loop(Arc::clone(&inner)));
     let _guard = AbortGuard {
@@ -215,6 +237,9 @@ async fn expiry_loop<C: UdpContext>(inner: Arc<Inner<C>>) {
         let now = inner.ctx.now();
         let limits = inner.ctx.limits();
         *lock(&inner.source) = limits.source;
+        inner
+            .transparent
+            .store(inner.ctx.transparent(), Ordering::Relaxed);
         let next = {
             let mut table = lock(&inner.table);
             if table.max_flows() != limits.max_flows || table.idle() != limits.idle {
@@ -222,6 +247,7 @@ async fn expiry_loop<C: UdpContext>(inner: Arc<Inner<C>>) {
             }
             let mut sel = Lazy(&inner.ctx);
             let n = table.expire(now, &mut sel);
+            lock(&inner.spoofed).retain(|client, _| table.flow(client).is_some());
             if n > 0 {
                 tracing::debug!(expired = n, flows = table.len(), "udp flows expired");
             }
@@ -269,8 +295,14 @@ async fn client_loop<C: UdpContext>(inner: &Arc<Inner<C>>) -> io::Result<()> {
                 };
                 match table.handle_client(now, client, data.len(), &mut Lazy(&inner.ctx)) {
                     ClientVerdict::Forward {
-                        upstream, server, ..
-                    } => out.push((upstream, server, client, i)),
+                        upstream,
+                        server,
+                        new_flow,
+                    } => {
+                        if !new_flow || note_new_flow(inner, &mut table, client, server, now) {
+                            out.push((upstream, server, client, i));
+                        }
+                    }
                     verdict => tracing::trace!(%client, ?verdict, "udp datagram dropped"),
                 }
             }
@@ -311,12 +343,90 @@ async fn send_group<C: UdpContext>(
         .iter()
         .map(|&(_, server, _, i)| (batch.get(i).map_or(&[][..], |(d, _)| d), server))
         .collect();
+    let spoofed: Vec<Option<IpAddr>> = {
+        let map = lock(&inner.spoofed);
+        group
+            .iter()
+            .map(|&(_, _, client, _)| map.get(&client).copied())
+            .collect()
+    };
+    if spoofed.iter().any(Option::is_some) {
+        // Transparent flows: one sendmsg each, with the client's address as source.
+        for ((&(data, server), from), &(_, _, client, _)) in msgs.iter().zip(&spoofed).zip(group) {
+            match from {
+                Some(ip) => send_spoofed(inner, &sock, data, server, *ip, client, now).await,
+                None => send_one(inner, &sock, upstream, data, server, now).await,
+            }
+        }
+        return;
+    }
     let fd = sock.as_raw_fd();
     let sent = sock
         .try_io(Interest::WRITABLE, || send_batch(fd, &msgs))
         .unwrap_or(0);
     for &(data, server) in msgs.iter().skip(sent) {
         send_one(inner, &sock, upstream, data, server, now).await;
+    }
+}
+
+/// A new flow from `client` to `server`: in transparent mode, decides the source its
+/// datagrams carry (`source IP` wins, as for TCP). Returns false when the flow cannot be
+/// transparent (client and server of different families): the failure is logged and counted,
+/// the flow removed and the datagram dropped (no fallback to pen's own address).
+fn note_new_flow<C: UdpContext>(
+    inner: &Inner<C>,
+    table: &mut FlowTable,
+    client: SocketAddr,
+    server: SocketAddr,
+    now: Duration,
+) -> bool {
+    let mut spoofed = lock(&inner.spoofed);
+    spoofed.remove(&client);
+    if !inner.transparent.load(Ordering::Relaxed) {
+        return true;
+    }
+    let source = *lock(&inner.source);
+    match transparent::choose_source(source, true, Some(client.ip()), server) {
+        UpstreamSource::Client(ip) => {
+            spoofed.insert(client, ip);
+            true
+        }
+        UpstreamSource::FamilyMismatch { client: ip } => {
+            drop(spoofed);
+            let err = TransparentError::family_mismatch(ip, server);
+            inner.ctx.transparent_failed(client, &err);
+            table.remove_flow(now, client, &mut Lazy(&inner.ctx));
+            false
+        }
+        UpstreamSource::Kernel | UpstreamSource::Configured(_) => true,
+    }
+}
+
+/// Sends one datagram of a transparent flow from the client's address `from`. A failure
+/// (no CAP_NET_ADMIN, ...) is logged and counted, and the flow removed.
+async fn send_spoofed<C: UdpContext>(
+    inner: &Arc<Inner<C>>,
+    sock: &UdpSocket,
+    data: &[u8],
+    server: SocketAddr,
+    from: IpAddr,
+    client: SocketAddr,
+    now: Duration,
+) {
+    let result = sock
+        .async_io(Interest::WRITABLE, || {
+            transparent::send_as_client(sock, data, server, from)
+        })
+        .await;
+    let Err(e) = result else { return };
+    match transparent::error_of(&e) {
+        Some(t) => {
+            let mut table = lock(&inner.table);
+            inner.ctx.transparent_failed(client, t);
+            table.remove_flow(now, client, &mut Lazy(&inner.ctx));
+            lock(&inner.spoofed).remove(&client);
+        }
+        None => tracing::debug!(error = %e, %server, %client, "udp send failed; datagram dropped"),
     }
 }
 
