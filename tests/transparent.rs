@@ -267,7 +267,7 @@ impl Lab {
         let p = self.ns("p");
         match firewall {
             Firewall::Nft => {
-                let ruleset = "table inet pen_transparent {\n chain divert {\n  type filter hook prerouting priority mangle; policy accept;\n  meta l4proto { tcp, udp } socket transparent 1 meta mark set 1 accept\n }\n}\n";
+                let ruleset = "table inet pen_transparent {\n chain divert {\n  type filter hook prerouting priority mangle; policy accept;\n  meta l4proto { tcp, udp, icmp, ipv6-icmp } socket transparent 1 meta mark set 1 accept\n }\n}\n";
                 let mut nft = Command::new("ip")
                     .args(["netns", "exec", &p, "nft", "-f", "-"])
                     .stdin(Stdio::piped())
@@ -288,7 +288,10 @@ impl Lab {
                 };
                 ipt("-N DIVERT");
                 ipt("-A PREROUTING -p tcp -m socket -j DIVERT");
-                ipt("-A PREROUTING -p udp -m socket -j DIVERT");
+                // pen's UDP upstream sockets are bound to the wildcard address, which
+                // `-m socket` ignores without --nowildcard.
+                ipt("-A PREROUTING -p udp -m socket --nowildcard -j DIVERT");
+                ipt("-A PREROUTING -p icmp -m socket --nowildcard -j DIVERT");
                 ipt("-A DIVERT -j MARK --set-mark 1");
                 ipt("-A DIVERT -j ACCEPT");
             }
@@ -668,5 +671,62 @@ fn udp_without_cap_net_admin_is_logged_and_dropped_not_sent_from_pen() {
         heard.lock().unwrap().is_empty(),
         "the backend heard {:?}: pen fell back to its own address",
         heard.lock().unwrap()
+    );
+}
+
+#[test]
+fn udp_through_the_iptables_setup_shows_the_client_to_the_backend() {
+    require_root("builds network namespaces");
+    let lab = Lab::new("i");
+    lab.add_routing_setup(Firewall::Iptables);
+    // A backend in the server namespace answering each datagram with the sender's address.
+    let backend = in_netns(&lab.ns("s"), || {
+        std::net::UdpSocket::bind("10.75.2.3:5300").unwrap()
+    });
+    backend
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let server = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok((_, from)) = backend.recv_from(&mut buf) {
+                let _ = backend.send_to(from.ip().to_string().as_bytes(), from);
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = dir.path().join("pen.stderr");
+    let mut pen = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("p"), common::pen_bin(), "-f", "-U"])
+        .args(["-O", "transparent", "10.75.1.1:5300", "10.75.2.3:5300"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let pns = lab.ns("p");
+    eventually("pen listening on UDP in its namespace", || {
+        in_netns(&pns, || {
+            std::fs::read_to_string("/proc/thread-self/net/udp")
+                .is_ok_and(|t| t.contains(&format!(":{:04X} ", 5300)))
+        })
+    });
+    let reply = in_netns(&lab.ns("c"), || {
+        let c = std::net::UdpSocket::bind("10.75.1.10:0").unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        c.send_to(b"?", "10.75.1.1:5300").unwrap();
+        let mut buf = [0u8; 64];
+        c.recv_from(&mut buf)
+            .map(|(n, _)| String::from_utf8_lossy(&buf[..n]).into_owned())
+    });
+    let _ = pen.kill();
+    let _ = pen.wait();
+    server.join().unwrap();
+    let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+    assert_eq!(
+        reply.map_err(|e| e.to_string()),
+        Ok("10.75.1.10".to_string()),
+        "the backend must see the client and its answer must come back; pen:\n{log}"
     );
 }
