@@ -608,7 +608,19 @@ mod tests {
         struct Ctx {
             server: SocketAddr,
             transparent: bool,
+            source: Option<IpAddr>,
             failures: Mutex<Vec<String>>,
+        }
+
+        impl Ctx {
+            fn new(server: SocketAddr, transparent: bool) -> Arc<Ctx> {
+                Arc::new(Ctx {
+                    server,
+                    transparent,
+                    source: None,
+                    failures: Mutex::default(),
+                })
+            }
         }
 
         impl Selector for &Ctx {
@@ -631,7 +643,7 @@ mod tests {
                 Limits {
                     max_flows: 16,
                     idle: Duration::from_secs(60),
-                    source: None,
+                    source: self.source,
                 }
             }
             fn now(&self) -> Duration {
@@ -686,11 +698,7 @@ mod tests {
         async fn udp_flow_sends_from_the_client_address() {
             // 127.0.0.2 is a local address: no CAP_NET_ADMIN needed for this source.
             let server = whoami("127.0.0.1:0").await;
-            let ctx = Arc::new(Ctx {
-                server,
-                transparent: true,
-                failures: Mutex::default(),
-            });
+            let ctx = Ctx::new(server, true);
             let pen = pen(ctx.clone(), "127.0.0.1:0").await;
             assert_eq!(ask("127.0.0.2:0", pen).await.as_deref(), Some("127.0.0.2"));
             assert_eq!(ask("127.0.0.3:0", pen).await.as_deref(), Some("127.0.0.3"));
@@ -700,11 +708,7 @@ mod tests {
         #[tokio::test]
         async fn udp_without_transparent_sends_from_pen() {
             let server = whoami("127.0.0.1:0").await;
-            let ctx = Arc::new(Ctx {
-                server,
-                transparent: false,
-                failures: Mutex::default(),
-            });
+            let ctx = Ctx::new(server, false);
             let pen = pen(ctx, "127.0.0.1:0").await;
             assert_eq!(ask("127.0.0.2:0", pen).await.as_deref(), Some("127.0.0.1"));
         }
@@ -712,16 +716,43 @@ mod tests {
         #[tokio::test]
         async fn udp_family_mismatch_is_reported_not_sent_from_pen() {
             let server = whoami("[::1]:0").await;
-            let ctx = Arc::new(Ctx {
-                server,
-                transparent: true,
-                failures: Mutex::default(),
-            });
+            let ctx = Ctx::new(server, true);
             let pen = pen(ctx.clone(), "127.0.0.1:0").await;
             assert_eq!(ask("127.0.0.2:0", pen).await, None);
             let failures = ctx.failures.lock().unwrap().clone();
             assert_eq!(failures.len(), 1, "{failures:?}");
             assert!(failures[0].contains("cannot be the source"), "{failures:?}");
+        }
+
+        #[tokio::test]
+        async fn udp_source_takes_precedence_over_transparent() {
+            let server = whoami("127.0.0.1:0").await;
+            let ctx = Arc::new(Ctx {
+                server,
+                transparent: true,
+                source: Some(ip("127.0.0.3")),
+                failures: Mutex::default(),
+            });
+            let pen = pen(ctx, "127.0.0.1:0").await;
+            assert_eq!(ask("127.0.0.2:0", pen).await.as_deref(), Some("127.0.0.3"));
+        }
+
+        #[tokio::test]
+        async fn udp_mapped_v4_client_of_a_dual_stack_listener_is_spoofed_as_v4() {
+            let server = whoami("127.0.0.1:0").await;
+            let ctx = Ctx::new(server, true);
+            let l = tokio::net::UdpSocket::bind("[::]:0").await.unwrap();
+            let port = l.local_addr().unwrap().port();
+            tokio::spawn(serve_with(l, ctx.clone()));
+            let c = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+            c.send_to(b"?", ("127.0.0.1", port)).await.unwrap();
+            let mut buf = [0u8; 64];
+            let (n, _) = tokio::time::timeout(Duration::from_secs(2), c.recv_from(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(&buf[..n], b"127.0.0.2");
+            assert!(ctx.failures.lock().unwrap().is_empty());
         }
     }
 }
