@@ -343,15 +343,18 @@ async fn send_group<C: UdpContext>(
         .iter()
         .map(|&(_, server, _, i)| (batch.get(i).map_or(&[][..], |(d, _)| d), server))
         .collect();
-    let spoofed: Vec<Option<IpAddr>> = {
+    // Transparent flows (none unless `transparent` was on when a live flow was created): one
+    // sendmsg each, with the client's address as source. The common case costs one lock.
+    let spoofed: Option<Vec<Option<IpAddr>>> = {
         let map = lock(&inner.spoofed);
-        group
-            .iter()
-            .map(|&(_, _, client, _)| map.get(&client).copied())
-            .collect()
+        (!map.is_empty()).then(|| {
+            group
+                .iter()
+                .map(|&(_, _, client, _)| map.get(&client).copied())
+                .collect()
+        })
     };
-    if spoofed.iter().any(Option::is_some) {
-        // Transparent flows: one sendmsg each, with the client's address as source.
+    if let Some(spoofed) = spoofed.filter(|v| v.iter().any(Option::is_some)) {
         for ((&(data, server), from), &(_, _, client, _)) in msgs.iter().zip(&spoofed).zip(group) {
             match from {
                 Some(ip) => send_spoofed(inner, &sock, data, server, *ip, client, now).await,
