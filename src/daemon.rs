@@ -24,6 +24,7 @@ use crate::ctl::command::Command;
 use crate::ctl::server::{self as ctl_server, Control, Effects};
 use crate::proxy::sockets;
 use crate::proxy::tcp::{self, ConnTable, Limits, Listener};
+use crate::proxy::transparent;
 use crate::proxy::{Shared, SharedState};
 use crate::stats::ConnRow;
 
@@ -154,14 +155,6 @@ fn warn_unsupported(cfg: &Config) {
         if set {
             tracing::warn!("{what} is not implemented in this build yet; ignored");
         }
-    }
-    if let Some(user) = cfg.user.as_deref().filter(|u| *u != "root")
-        && cfg.transparent
-    {
-        tracing::warn!(
-            "transparent with -u {user}: pen loses CAP_NET_ADMIN when it drops privileges, so \
-             every transparent upstream connection will fail; run without -u (or -u root)"
-        );
     }
 }
 
@@ -369,6 +362,12 @@ fn drop_privileges(cfg: &Config) -> Result<(), DaemonError> {
         }
     }
     if let Some((name, uid, gid)) = user {
+        // `transparent` needs CAP_NET_ADMIN for every upstream connection: keep that one
+        // capability across the switch (no other thread exists yet).
+        let keep_net_admin = cfg.transparent && uid != 0;
+        if keep_net_admin && let Err(e) = transparent::keep_caps_across_setuid() {
+            tracing::warn!("transparent: cannot keep CAP_NET_ADMIN across -u {name}: {e}");
+        }
         // SAFETY: plain credential syscalls; setgroups with an empty list drops supplementary
         // groups, then gid before uid (after setuid we could no longer change the gid).
         let ok = unsafe {
@@ -381,6 +380,12 @@ fn drop_privileges(cfg: &Config) -> Result<(), DaemonError> {
                 "pen: cannot switch to user {name:?}: {}",
                 io::Error::last_os_error()
             )));
+        }
+        if keep_net_admin && let Err(e) = transparent::retain_cap_net_admin() {
+            tracing::warn!(
+                "transparent: CAP_NET_ADMIN lost when switching to user {name}: {e}; \
+                 transparent upstream connections will fail"
+            );
         }
     }
     Ok(())

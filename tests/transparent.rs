@@ -100,19 +100,74 @@ fn source_takes_precedence_over_transparent() {
     assert_eq!(b.seen()[0].map(|a| a.ip()), Some(ip("127.0.0.3")));
 }
 
+/// The command prefix that runs pen without any capability: as root, `setpriv` switches to
+/// nobody (which clears every capability) before pen starts; a normal user never had them.
+fn unprivileged() -> Vec<&'static str> {
+    if is_root() {
+        vec![
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+        ]
+    } else {
+        Vec::new()
+    }
+}
+
+/// pen started behind a command prefix (`setpriv`, `ip netns exec`), killed by PID when
+/// dropped; its stderr goes to a file printed if the test panics.
+struct Spawned {
+    child: Child,
+    stderr: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Spawned {
+    fn start(prefix: &[&str], args: &[&str]) -> Spawned {
+        let dir = tempfile::tempdir().unwrap();
+        let stderr = dir.path().join("pen.stderr");
+        let mut argv: Vec<&str> = prefix.to_vec();
+        argv.push(common::pen_bin());
+        argv.push("-f");
+        argv.extend_from_slice(args);
+        let child = Command::new(argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        Spawned {
+            child,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- pen stderr ---\n{}", self.stderr());
+        }
+    }
+}
+
 #[test]
 fn without_cap_net_admin_pen_logs_the_error_and_does_not_fall_back() {
     let b = Backend::start("b", "127.0.0.1");
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    // As root, pen drops to nobody (-u) after opening its listener and loses CAP_NET_ADMIN;
-    // as a normal user it never had it.
-    let mut args = vec!["-O", "transparent"];
-    if is_root() {
-        args.extend(["-u", "nobody"]);
-    }
-    args.extend([listen.as_str(), b.spec.as_str()]);
-    let pen = Pen::start(&args, Listen::Tcp(port));
+    let pen = Spawned::start(&unprivileged(), &["-O", "transparent", &listen, &b.spec]);
+    eventually("pen listening", || common::tcp_listening(port));
     let to: SocketAddr = listen.parse().unwrap();
     assert_closed_without_reply(Some(ip("127.0.0.2")), to);
     eventually("the error in pen's log", || {
@@ -124,12 +179,6 @@ fn without_cap_net_admin_pen_logs_the_error_and_does_not_fall_back() {
         "the error must name the client and the backend:\n{log}"
     );
     assert!(log.contains("not falling back"), "{log}");
-    if is_root() {
-        assert!(
-            log.contains("transparent with -u nobody: pen loses CAP_NET_ADMIN"),
-            "pen must warn about -u at start-up:\n{log}"
-        );
-    }
     assert_eq!(b.hits(), 0, "pen fell back to its own address");
     // One error per failure, not one per candidate server.
     assert_closed_without_reply(Some(ip("127.0.0.2")), to);
@@ -137,6 +186,40 @@ fn without_cap_net_admin_pen_logs_the_error_and_does_not_fall_back() {
         pen.stderr().matches("needs CAP_NET_ADMIN").count() == 2
     });
     assert_eq!(b.hits(), 0);
+}
+
+#[test]
+fn transparent_keeps_cap_net_admin_across_dropping_privileges_with_u() {
+    require_root("switches users");
+    let b = Backend::start("b", "127.0.0.1");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let pen = Pen::start(
+        &["-u", "nobody", "-O", "transparent", &listen, &b.spec],
+        Listen::Tcp(port),
+    );
+    assert_eq!(
+        get(Some(ip("127.0.0.2")), listen.parse().unwrap()).unwrap(),
+        "b",
+        "pen stderr:\n{}",
+        pen.stderr()
+    );
+    assert_eq!(b.seen()[0].map(|a| a.ip()), Some(ip("127.0.0.2")));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pen.pid())).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(field("Uid:").starts_with("65534"), "{status}");
+    assert_eq!(
+        field("CapEff:"),
+        "0000000000001000",
+        "only CAP_NET_ADMIN is kept"
+    );
 }
 
 #[test]
@@ -625,7 +708,7 @@ fn udp_without_cap_net_admin_is_logged_and_dropped_not_sent_from_pen() {
             }
         }
     });
-    // -u nobody: pen drops root after opening its listener and with it CAP_NET_ADMIN.
+    // setpriv: pen runs as nobody, without any capability.
     let dir = tempfile::tempdir().unwrap();
     let stderr = dir.path().join("pen.stderr");
     let mut pen = Command::new("ip")
@@ -633,11 +716,14 @@ fn udp_without_cap_net_admin_is_logged_and_dropped_not_sent_from_pen() {
             "netns",
             "exec",
             &lab.ns("p"),
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
             common::pen_bin(),
             "-f",
             "-U",
-            "-u",
-            "nobody",
         ])
         .args(["-O", "transparent", "10.75.1.1:5300", "10.75.2.3:5300"])
         .stdin(Stdio::null())
