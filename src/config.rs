@@ -437,6 +437,8 @@ pub struct Config {
     pub log: Option<String>,
     /// `-w file` / `web_stats`.
     pub web_stats: Option<PathBuf>,
+    /// `prometheus [addr:]port` (pen-rs addition): where the Prometheus metrics are served.
+    pub prometheus: Option<SocketAddr>,
     /// `-p`.
     pub pid_file: Option<PathBuf>,
     /// `-u`.
@@ -492,6 +494,7 @@ impl Default for Config {
             config_file: None,
             log: None,
             web_stats: None,
+            prometheus: None,
             pid_file: None,
             user: None,
             chroot: None,
@@ -546,7 +549,11 @@ mod tests {
     #[test]
     fn listen_accepts_well_known_service_names_and_rejects_others() {
         assert_eq!(ListenAddr::parse("smtp").unwrap().port(), Some(25));
-        assert!(ListenAddr::parse("smtpx").unwrap_err().contains("\"smtpx\""));
+        assert!(
+            ListenAddr::parse("smtpx")
+                .unwrap_err()
+                .contains("\"smtpx\"")
+        );
         assert!(ListenAddr::parse("1.2.3.4:70000").is_err());
         assert!(ListenAddr::parse("").is_err());
     }

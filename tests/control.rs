@@ -352,7 +352,6 @@ fn status_with_web_stats_replies_and_writes_the_page() {
 }
 
 #[test]
-#[ignore = "the prometheus command lands next"]
 fn prometheus_endpoint_exposes_per_server_metrics() {
     let a = Backend::start("a", "127.0.0.1");
     let (_pen, lport, cport) = pen_with_control(&[], &[&a.spec, "127.0.0.1:9"]);
@@ -569,4 +568,48 @@ fn live_connections_are_listed_by_connection_and_socket() {
     assert!(wait_until(
         || ctl(cport, "connection 0").contains("state = 0")
     ));
+}
+
+#[test]
+fn prometheus_from_the_command_line_starts_with_pen() {
+    let a = Backend::start("a", "127.0.0.1");
+    let (lport, mport) = (free_port(), free_port());
+    let (o, l) = (
+        format!("prometheus 127.0.0.1:{mport}"),
+        format!("127.0.0.1:{lport}"),
+    );
+    let _pen = Pen::start(&["-o", &o, &l, &a.spec], Listen::Tcp(lport));
+    assert!(wait_until(|| tcp_listening(mport)));
+    get(None, at(lport)).unwrap();
+    let m = scrape(mport);
+    assert!(m.contains("pen_servers 1\n"), "{m}");
+    assert!(m.contains("pen_clients_tracked 1\n"), "{m}");
+}
+
+#[test]
+fn prometheus_bad_or_busy_address_is_refused_and_changes_nothing() {
+    let (_pen, _l, cport) = pen_with_control(&[], &["127.0.0.1:9"]);
+    let r = ctl(cport, "prometheus lb.example:9100");
+    assert!(
+        r.starts_with("do_cmd: ignoring command starting with 'prometheus'")
+            && r.contains("host name"),
+        "{r}"
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tport = taken.local_addr().unwrap().port();
+    let r = ctl(cport, &format!("prometheus 127.0.0.1:{tport}"));
+    assert!(
+        r.contains("'prometheus'") && r.contains(&tport.to_string()),
+        "{r}"
+    );
+    assert_eq!(
+        ctl(cport, "prometheus"),
+        "",
+        "the failed address was not kept"
+    );
+    let mport = free_port();
+    ctl(cport, &format!("prometheus 127.0.0.1:{mport}"));
+    assert!(wait_until(|| tcp_listening(mport)));
+    assert_eq!(ctl(cport, "no prometheus"), "");
+    assert!(wait_until(|| !tcp_listening(mport)), "endpoint still open");
 }

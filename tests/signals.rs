@@ -168,7 +168,6 @@ fn sigusr1_without_w_writes_the_text_report_to_stderr() {
 }
 
 #[test]
-#[ignore = "the request log is wired into the data path next"]
 fn request_log_file_gets_one_line_per_request_and_reopens_on_sighup() {
     let a = Backend::start("a", "127.0.0.1");
     let dir = tempfile::tempdir().unwrap();
@@ -202,7 +201,6 @@ fn request_log_file_gets_one_line_per_request_and_reopens_on_sighup() {
 }
 
 #[test]
-#[ignore = "the request log is wired into the data path next"]
 fn request_log_to_penlogd_sends_udp_lines() {
     let a = Backend::start("a", "127.0.0.1");
     let rx = UdpSocket::bind("127.0.0.1:0").unwrap();

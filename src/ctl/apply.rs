@@ -278,6 +278,14 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
             cfg.web_stats = None;
             Changed
         }
+        Command::Prometheus(Some(a)) => {
+            cfg.prometheus = Some(*a);
+            Changed
+        }
+        Command::NoPrometheus => {
+            cfg.prometheus = None;
+            Changed
+        }
         // Queries (get forms without argument) and actions on running state.
         Command::Blacklist(None)
         | Command::ClientAcl(None)
@@ -293,6 +301,7 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
         | Command::Timeout(None)
         | Command::Tracking(None)
         | Command::WebStats(None)
+        | Command::Prometheus(None)
         | Command::Close(_)
         | Command::Connection(_)
         | Command::Control
@@ -665,6 +674,9 @@ pub fn write_config(cfg: &Config) -> String {
     });
     cmd(flag(Flag::Weight, cfg.mode.weight));
     cmd(flag(Flag::Prio, cfg.mode.prio));
+    if let Some(a) = cfg.prometheus {
+        cmd(Command::Prometheus(Some(a)));
+    }
     // pen-rs writes these too (C Pen's write_cfg forgets them).
     cmd(flag(Flag::AbortOnError, cfg.abort_on_error));
     cmd(flag(Flag::Keepalive, cfg.keepalive));

@@ -10,7 +10,7 @@
 //! command (C replies `do_cmd: ignoring command starting with 'X'`).
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 use crate::acl::{ACLS_MAX, AclEntry, AclMatch};
@@ -228,6 +228,11 @@ pub enum Command {
     Tracking(Option<u64>),
     WebStats(Option<PathBuf>),
     NoWebStats,
+    /// `prometheus [[addr:]port]` (pen-rs addition): serve the Prometheus metrics at
+    /// `http://addr:port/metrics`; no argument = query.
+    Prometheus(Option<SocketAddr>),
+    /// `no prometheus`: stop serving the metrics.
+    NoPrometheus,
     Write(Option<PathBuf>),
 }
 
@@ -456,6 +461,10 @@ pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
             Command::Tracking(w.opt_num(&format!("{SECS} >= 0 (0 = forever)"), 0, u64::MAX)?)
         }
         "web_stats" => Command::WebStats(w.next().map(PathBuf::from)),
+        "prometheus" => Command::Prometheus(match w.next() {
+            None => None,
+            Some(t) => Some(parse_metrics_addr(t)?),
+        }),
         "write" => Command::Write(w.next().map(PathBuf::from)),
         other => {
             if let Some(b) = EventBackend::from_word(other) {
@@ -471,10 +480,28 @@ pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
     Ok(Some(cmd))
 }
 
+/// `prometheus`'s address: `port` (all addresses), `addr:port` or `[v6]:port`; an IP address,
+/// not a host name, and a port 1-65535.
+fn parse_metrics_addr(t: &str) -> Result<SocketAddr, CommandError> {
+    let bad = |why: &str| {
+        err(
+            "prometheus",
+            format!("{why} in {t:?}; expected port, addr:port or [v6addr]:port"),
+        )
+    };
+    match ListenAddr::parse(t) {
+        Ok(ListenAddr::Inet(sa)) if sa.port() != 0 => Ok(sa),
+        Ok(ListenAddr::Inet(_)) => Err(bad("port 0")),
+        Ok(ListenAddr::Name { host, .. }) => Err(bad(&format!("{host:?} is a host name"))),
+        Ok(ListenAddr::Unix(_)) => Err(bad("a Unix socket path is not supported")),
+        Err(e) => Err(bad(&e)),
+    }
+}
+
 fn parse_no(rest: &[&str]) -> Result<Command, CommandError> {
     let negatable = || {
         let mut v: Vec<&str> = Flag::ALL.iter().map(|f| f.as_str()).collect();
-        v.extend(["acl N", "log", "web_stats"]);
+        v.extend(["acl N", "log", "web_stats", "prometheus"]);
         v.join(", ")
     };
     let Some((&what, args)) = rest.split_first() else {
@@ -494,6 +521,7 @@ fn parse_no(rest: &[&str]) -> Result<Command, CommandError> {
         }
         "log" => Command::NoLog,
         "web_stats" => Command::NoWebStats,
+        "prometheus" => Command::NoPrometheus,
         other => match Flag::from_word(other) {
             Some(f) => Command::Flag(f, false),
             None => {
@@ -733,6 +761,8 @@ impl fmt::Display for Command {
             Tracking(v) => opt(f, "tracking", v),
             WebStats(v) => opt(f, "web_stats", &v.as_ref().map(|p| p.display())),
             NoWebStats => write!(f, "no web_stats"),
+            Prometheus(v) => opt(f, "prometheus", v),
+            NoPrometheus => write!(f, "no prometheus"),
             Write(v) => opt(f, "write", &v.as_ref().map(|p| p.display())),
         }
     }
@@ -872,6 +902,10 @@ mod tests {
         "no weight",
         "write",
         "write /etc/pen/pen.cfg",
+        "prometheus",
+        "prometheus 127.0.0.1:9100",
+        "prometheus [::1]:9100",
+        "no prometheus",
     ];
 
     #[test]
@@ -931,12 +965,14 @@ mod tests {
             WebStats(_) => 40,
             NoWebStats => 41,
             Write(_) => 42,
+            Prometheus(_) => 43,
+            NoPrometheus => 44,
         }
     }
 
     #[test]
     fn samples_cover_every_variant() {
-        let mut seen = [false; 43];
+        let mut seen = [false; 45];
         for line in SAMPLES {
             seen[variant(&p(line))] = true;
         }

@@ -67,6 +67,12 @@ pub enum Action {
     Debug(u32),
     /// The connection table or the pending-connect limit changed.
     Limits { conn_max: usize, pending_max: usize },
+    /// `prometheus ADDR` / `no prometheus`: (re)start or stop the metrics endpoint. If that
+    /// fails, put `old` back into the config.
+    Prometheus {
+        new: Option<SocketAddr>,
+        old: Option<SocketAddr>,
+    },
 }
 
 /// The reply and the follow-up actions of one command.
@@ -209,6 +215,12 @@ pub fn config_actions(old: &Config, new: &Config) -> Vec<Action> {
     if old.debug != new.debug {
         actions.push(Action::Debug(new.debug));
     }
+    if old.prometheus != new.prometheus {
+        actions.push(Action::Prometheus {
+            new: new.prometheus,
+            old: old.prometheus,
+        });
+    }
     if old.conn_max != new.conn_max || old.pending_max != new.pending_max {
         actions.push(Action::Limits {
             conn_max: new.conn_max,
@@ -294,6 +306,11 @@ pub fn execute(shared: &mut Shared, cmd: &Command, env: &Env<'_>) -> Outcome {
         Command::WebStats(_) => {
             if let Some(p) = &cfg.web_stats {
                 let _ = writeln!(r, "{}", p.display());
+            }
+        }
+        Command::Prometheus(_) => {
+            if let Some(a) = &cfg.prometheus {
+                let _ = writeln!(r, "{a}");
             }
         }
         Command::Mode => {
@@ -436,6 +453,7 @@ pub fn execute(shared: &mut Shared, cmd: &Command, env: &Env<'_>) -> Outcome {
         | Command::EventBackend(_)
         | Command::NoLog
         | Command::NoWebStats
+        | Command::NoPrometheus
         | Command::PendingMax(_)
         | Command::Source(_)
         | Command::SslCiphers(_)
@@ -703,6 +721,23 @@ mod tests {
             }]
         );
         assert_eq!(run(&mut sh, "debug 1").actions, vec![Action::Debug(1)]);
+        let o = run(&mut sh, "prometheus 127.0.0.1:9100");
+        assert_eq!(o.reply, "127.0.0.1:9100\n");
+        assert_eq!(
+            o.actions,
+            vec![Action::Prometheus {
+                new: Some("127.0.0.1:9100".parse().unwrap()),
+                old: None
+            }]
+        );
+        assert_eq!(run(&mut sh, "prometheus").reply, "127.0.0.1:9100\n");
+        assert_eq!(
+            run(&mut sh, "no prometheus").actions,
+            vec![Action::Prometheus {
+                new: None,
+                old: Some("127.0.0.1:9100".parse().unwrap())
+            }]
+        );
     }
 
     #[test]

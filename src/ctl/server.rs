@@ -313,6 +313,12 @@ impl Control {
                     }
                 }
                 Action::Debug(level) => self.effects.set_debug(level),
+                Action::Prometheus { new, old } => {
+                    if let Err(e) = self.set_prometheus(new) {
+                        lock(&self.shared).config.prometheus = old;
+                        reply.push_str(&error_line("prometheus", &e));
+                    }
+                }
                 Action::Limits {
                     conn_max,
                     pending_max,

@@ -364,6 +364,27 @@ async fn handle(
         client,
         counters,
     };
+    if !front.is_tls()
+        && let Some(log) = crate::reqlog::current()
+    {
+        // `-l`: the connection's first request, peeked (the bytes stay for the forwarder).
+        let server_text = lock(&shared)
+            .balancer
+            .addr(target)
+            .map(crate::reqlog::backend_text)
+            .unwrap_or_default();
+        let client_text = client
+            .ip
+            .map_or_else(|| "unix".to_string(), |ip| ip.to_string());
+        crate::reqlog::log_first_request(
+            &log,
+            front.socket(),
+            &upstream,
+            &client_text,
+            &server_text,
+        )
+        .await;
+    }
     let first = tls_request_log(&front, &client, target, &shared);
     match forward_front(
         front,
