@@ -1,0 +1,768 @@
+//! Wires configuration, listeners, signals and the proxy together.
+//!
+//! Start-up order (C Pen's, except that the listener is opened before detaching so that its
+//! errors reach the terminal): `-F` file → command-line backends over slots 0..n-1 → resolve
+//! host names (once, first getaddrinfo result) → balancer → open the listener → daemonize
+//! unless `-f` → pid file → chroot / drop privileges → tokio runtime → start-up runtime
+//! commands (`-O "server 0 blacklist 10"`, queries) through the control plane → serve until
+//! SIGTERM, SIGINT or `exit` (clean exit, pid file removed). The `-C` control socket is opened
+//! with the listener (refused as root without `-u`, as C Pen). SIGHUP re-reads the `-F` file,
+//! SIGUSR1 writes the statistics (`ctl::server`); SIGPIPE is ignored.
+
+use std::ffi::CString;
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::cli::{self, Cli};
+use crate::config::{BackendAddr, Config, HostSpec, ListenAddr, ServerConfig};
+use crate::ctl::apply::apply_file;
+use crate::ctl::command::Command;
+use crate::ctl::server::{self as ctl_server, Control, Effects};
+use crate::proxy::sockets;
+use crate::proxy::tcp::{self, ConnTable, Limits, Listener};
+use crate::proxy::transparent;
+use crate::proxy::{Shared, SharedState};
+use crate::stats::ConnRow;
+
+/// A start-up or run-time failure of the daemon. Displays one line naming the offending input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonError {
+    pub message: String,
+}
+
+impl fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for DaemonError {}
+
+fn err(message: impl Into<String>) -> DaemonError {
+    DaemonError {
+        message: message.into(),
+    }
+}
+
+/// A listening socket opened before the runtime exists (and before forking).
+#[derive(Debug)]
+pub enum OpenListener {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+    Udp(std::net::UdpSocket),
+}
+
+/// Runs pen: see the module doc. Returns after a clean SIGTERM/SIGINT exit, or with the first
+/// fatal error (start-up errors are returned before daemonizing).
+pub fn run(cli: Cli) -> Result<(), DaemonError> {
+    ignore_sigpipe();
+    let Cli {
+        mut config,
+        servers,
+        runtime_commands,
+        ..
+    } = cli;
+    init_logging(config.debug);
+
+    let mut deferred = runtime_commands;
+    if let Some(path) = config.config_file.clone() {
+        deferred.extend(read_config_file(&mut config, &path)?);
+    }
+    cli::finish_startup(&mut config, &servers).map_err(|e| err(e.message))?;
+    warn_unsupported(&config);
+
+    let mut shared = build_shared(config)?;
+    if !shared.config.udp {
+        // Certificates are read now, before chroot and privilege drop, with clear errors.
+        shared.tls = crate::proxy::tls::startup(&shared.config.tls).map_err(|e| err(e.message))?;
+    }
+    let listener = open_listener(&shared.config)?;
+    if let Some(l) = &shared.config.log {
+        crate::reqlog::reopen(Some(l)).map_err(|e| err(format!("pen: -l {l}: {e}")))?;
+    }
+    let control = match &shared.config.control {
+        Some(c) => Some(open_control(c, &shared.config)?),
+        None => None,
+    };
+    let pid_file = match &shared.config.pid_file {
+        Some(p) => Some(absolute(p)?),
+        None => None,
+    };
+    if !shared.config.foreground {
+        daemonize()?;
+    }
+    if let Some(p) = &pid_file {
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .map_err(|e| err(format!("pen: cannot write pid file {}: {e}", p.display())))?;
+    }
+    let result =
+        drop_privileges(&shared.config).and_then(|()| serve(shared, listener, control, deferred));
+    if let Some(p) = &pid_file {
+        let _ = std::fs::remove_file(p);
+    }
+    result
+}
+
+/// Applies the `-F` file; any bad line is fatal at start-up (`file:line: message`). Returns the
+/// file's runtime commands (queries, `server N blacklist T`, ...).
+fn read_config_file(config: &mut Config, path: &Path) -> Result<Vec<Command>, DaemonError> {
+    let outcome = apply_file(config, path, |p| {
+        std::fs::read_to_string(p).map_err(|e| e.to_string())
+    });
+    if let Some(first) = outcome.errors.first() {
+        let more = outcome.errors.len() - 1;
+        let tail = if more > 0 {
+            format!(
+                " (and {more} more bad line{})",
+                if more == 1 { "" } else { "s" }
+            )
+        } else {
+            String::new()
+        };
+        return Err(err(format!("pen: {first}{tail}")));
+    }
+    Ok(outcome.runtime)
+}
+
+/// Opens the `-C` control socket. As C Pen, pen refuses it when running as root without
+/// `-u` (`-u root` forces it): anyone who can reach it can reconfigure pen.
+fn open_control(spec: &str, cfg: &Config) -> Result<ctl_server::StdListener, DaemonError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 && cfg.user.is_none() {
+        return Err(err(format!(
+            "pen: refusing to open the control socket -C {spec} as root; add -u user (-u root forces it)"
+        )));
+    }
+    let addr = ctl_server::ControlAddr::parse(spec).map_err(|e| err(format!("pen: -C: {e}")))?;
+    ctl_server::open(&addr)
+        .map_err(|e| err(format!("pen: cannot open the control socket {spec}: {e}")))
+}
+
+fn warn_unsupported(cfg: &Config) {
+    let unsupported: [(&str, bool); 2] = [
+        (
+            "-H / http (X-Forwarded-For) with -U (UDP)",
+            cfg.http && cfg.udp,
+        ),
+        (
+            "-E (TLS termination) with -U (UDP)",
+            cfg.tls.cert.is_some() && cfg.udp,
+        ),
+    ];
+    for (what, set) in unsupported {
+        if set {
+            tracing::warn!("{what} is not implemented in this build yet; ignored");
+        }
+    }
+}
+
+/// Resolves every backend host name (and the listen host) and builds the balancer.
+fn build_shared(mut config: Config) -> Result<Shared, DaemonError> {
+    if let Some(ListenAddr::Name { host, port }) = &config.listen {
+        let sa = resolve(host, *port, "listen address")?;
+        config.listen = Some(ListenAddr::Inet(sa));
+    }
+    let mut resolved: Vec<(usize, ServerConfig, BackendAddr)> = Vec::new();
+    for (i, s) in config.servers.iter().enumerate() {
+        if let Some(HostSpec::Name(name)) = &s.host {
+            let sa = resolve(name, s.port, &format!("server {i}"))?;
+            resolved.push((i, s.clone(), BackendAddr::Inet(sa)));
+        }
+    }
+    let emergency = special(config.emergency.as_ref(), "emergency server (-e)")?;
+    let abuse = special(config.abuse.as_ref(), "abuse server (-B)")?;
+    let mut shared = Shared::new(config);
+    for (i, s, addr) in resolved {
+        shared
+            .balancer
+            .set_server(i, s, Some(addr))
+            .map_err(|e| err(format!("pen: {e}")))?;
+    }
+    if let Some(e) = emergency {
+        shared.balancer.set_emergency(Some(e));
+    }
+    if let Some(a) = abuse {
+        shared.balancer.set_abuse(Some(a));
+    }
+    Ok(shared)
+}
+
+/// The address of an emergency or abuse slot, resolved.
+fn special(
+    s: Option<&ServerConfig>,
+    what: &str,
+) -> Result<Option<(ServerConfig, BackendAddr)>, DaemonError> {
+    let Some(s) = s else { return Ok(None) };
+    let addr = match &s.host {
+        Some(HostSpec::Ip(ip)) => BackendAddr::Inet(SocketAddr::new(*ip, s.port)),
+        Some(HostSpec::Unix(p)) => BackendAddr::Unix(p.clone()),
+        Some(HostSpec::Name(name)) => BackendAddr::Inet(resolve(name, s.port, what)?),
+        None => return Ok(None),
+    };
+    Ok(Some((s.clone(), addr)))
+}
+
+/// First getaddrinfo result for `host`, as C Pen does.
+fn resolve(host: &str, port: u16, what: &str) -> Result<SocketAddr, DaemonError> {
+    let fail = |why: String| {
+        err(format!(
+            "pen: cannot resolve host name {host:?} of the {what}: {why}; give an IP address or a name that resolves"
+        ))
+    };
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| fail(e.to_string()))?
+        .next()
+        .ok_or_else(|| fail("no address found".to_string()))
+}
+
+/// Opens the listening socket named by `config.listen` (TCP, Unix or, with `-U`, UDP).
+pub fn open_listener(config: &Config) -> Result<OpenListener, DaemonError> {
+    if let Some(dsr) = &config.dsr_if {
+        return Err(err(format!(
+            "pen: DSR mode (dsr_if {dsr}) is not supported by this build yet; remove dsr_if to run as a proxy"
+        )));
+    }
+    let Some(listen) = &config.listen else {
+        return Err(err(
+            "pen: no listen address: give [host:]port on the command line or `listen` in the -F file",
+        ));
+    };
+    let fail = |e: io::Error| err(format!("pen: cannot listen on {listen}: {e}"));
+    match listen {
+        ListenAddr::Inet(sa) if config.udp => {
+            sockets::bind_udp(*sa).map(OpenListener::Udp).map_err(fail)
+        }
+        ListenAddr::Inet(sa) => sockets::listen_tcp(*sa, config.backlog)
+            .map(OpenListener::Tcp)
+            .map_err(fail),
+        ListenAddr::Unix(_) if config.udp => Err(err(format!(
+            "pen: cannot listen on {listen}: UDP mode (-U) needs an IP address and port, not a Unix socket path"
+        ))),
+        ListenAddr::Unix(p) => sockets::listen_unix(p, config.backlog)
+            .map(OpenListener::Unix)
+            .map_err(fail),
+        ListenAddr::Name { .. } => Err(err(format!(
+            "pen: listen address {listen} was not resolved before opening it"
+        ))),
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf, DaemonError> {
+    std::path::absolute(p).map_err(|e| err(format!("pen: bad pid file path {}: {e}", p.display())))
+}
+
+/// The `-d` level as a tracing filter: 0 = warnings, 1 = info, 2 = debug, 3+ = trace.
+fn level_filter(debug: u32) -> tracing_subscriber::filter::LevelFilter {
+    use tracing_subscriber::filter::LevelFilter;
+    match debug {
+        0 => LevelFilter::WARN,
+        1 => LevelFilter::INFO,
+        2 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    }
+}
+
+type LevelHandle = tracing_subscriber::reload::Handle<
+    tracing_subscriber::filter::LevelFilter,
+    tracing_subscriber::Registry,
+>;
+
+/// The handle `debug N` uses to change the log level at run time.
+static LOG_LEVEL: std::sync::OnceLock<LevelHandle> = std::sync::OnceLock::new();
+
+fn init_logging(debug: u32) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(level_filter(debug));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(io::stderr)
+        .with_target(false);
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init()
+        .is_ok()
+    {
+        let _ = LOG_LEVEL.set(handle);
+    }
+}
+
+/// `debug N` at run time.
+fn set_log_level(debug: u32) {
+    if let Some(h) = LOG_LEVEL.get()
+        && let Err(e) = h.modify(|f| *f = level_filter(debug))
+    {
+        tracing::warn!("cannot change the log level: {e}");
+    }
+}
+
+fn ignore_sigpipe() {
+    // SAFETY: setting a signal disposition to SIG_IGN has no memory-safety requirements.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// Detaches from the terminal: fork (the parent exits 0), setsid, stdin/stdout to /dev/null.
+/// stderr stays where it was so that `pen ... 2>file` keeps the log. Must run before any
+/// thread is started (no tokio runtime yet).
+fn daemonize() -> Result<(), DaemonError> {
+    // SAFETY: fork in a process that has not started any thread yet (the runtime is created
+    // later); the child continues with a copy of the single thread.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => {
+            return Err(err(format!(
+                "pen: fork failed: {}",
+                io::Error::last_os_error()
+            )));
+        }
+        0 => {}
+        // SAFETY: _exit in the parent skips destructors that would touch the shared sockets.
+        _ => unsafe { libc::_exit(0) },
+    }
+    // SAFETY: setsid has no arguments; failure (already a group leader) is harmless.
+    unsafe { libc::setsid() };
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| err(format!("pen: cannot open /dev/null: {e}")))?;
+    use std::os::fd::AsRawFd;
+    for fd in [libc::STDIN_FILENO, libc::STDOUT_FILENO] {
+        // SAFETY: dup2 onto the standard descriptors, which this process owns.
+        if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
+            return Err(err(format!(
+                "pen: cannot redirect fd {fd} to /dev/null: {}",
+                io::Error::last_os_error()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `-j dir` (chroot) then `-u user` (setgid/setuid), after the listener is open.
+fn drop_privileges(cfg: &Config) -> Result<(), DaemonError> {
+    let user = match &cfg.user {
+        Some(name) => Some(lookup_user(name)?),
+        None => None,
+    };
+    if let Some(dir) = &cfg.chroot {
+        let c = cstring(dir.as_os_str().as_encoded_bytes(), "chroot directory")?;
+        // SAFETY: chroot/chdir with a valid NUL-terminated path.
+        if unsafe { libc::chroot(c.as_ptr()) } != 0 || unsafe { libc::chdir(c"/".as_ptr()) } != 0 {
+            return Err(err(format!(
+                "pen: cannot chroot to {}: {}",
+                dir.display(),
+                io::Error::last_os_error()
+            )));
+        }
+    }
+    if let Some((name, uid, gid)) = user {
+        // `transparent` needs CAP_NET_ADMIN for every upstream connection: keep that one
+        // capability across the switch (no other thread exists yet).
+        let keep_net_admin = cfg.transparent && uid != 0;
+        if keep_net_admin && let Err(e) = transparent::keep_caps_across_setuid() {
+            tracing::warn!("transparent: cannot keep CAP_NET_ADMIN across -u {name}: {e}");
+        }
+        // SAFETY: plain credential syscalls; setgroups with an empty list drops supplementary
+        // groups, then gid before uid (after setuid we could no longer change the gid).
+        let ok = unsafe {
+            libc::setgroups(0, std::ptr::null()) == 0
+                && libc::setgid(gid) == 0
+                && libc::setuid(uid) == 0
+        };
+        if !ok {
+            return Err(err(format!(
+                "pen: cannot switch to user {name:?}: {}",
+                io::Error::last_os_error()
+            )));
+        }
+        if keep_net_admin && let Err(e) = transparent::retain_cap_net_admin() {
+            tracing::warn!(
+                "transparent: CAP_NET_ADMIN lost when switching to user {name}: {e}; \
+                 transparent upstream connections will fail"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn cstring(bytes: &[u8], what: &str) -> Result<CString, DaemonError> {
+    CString::new(bytes).map_err(|_| err(format!("pen: the {what} contains a NUL byte")))
+}
+
+fn lookup_user(name: &str) -> Result<(String, libc::uid_t, libc::gid_t), DaemonError> {
+    let c = cstring(name.as_bytes(), "user name")?;
+    // SAFETY: getpwnam returns NULL or a pointer to a static struct that stays valid until the
+    // next getpw* call; we copy the two ids out immediately, single-threaded.
+    let ids = unsafe {
+        let pw = libc::getpwnam(c.as_ptr());
+        if pw.is_null() {
+            None
+        } else {
+            Some(((*pw).pw_uid, (*pw).pw_gid))
+        }
+    };
+    match ids {
+        Some((uid, gid)) => Ok((name.to_string(), uid, gid)),
+        None => Err(err(format!(
+            "pen: unknown user {name:?} for -u; expected a name from the password database"
+        ))),
+    }
+}
+
+/// What the control plane can ask of the running daemon.
+struct DaemonEffects {
+    exit: Arc<tokio::sync::Notify>,
+    /// `listen ADDR`: the new listener, opened here, for the main loop to swap in.
+    relisten: tokio::sync::mpsc::UnboundedSender<OpenListener>,
+    shared: SharedState,
+    limits: Limits,
+    /// Current sizes of the two semaphores (`conn_max`, `pending_max`).
+    sizes: Mutex<(usize, usize)>,
+    conns: Arc<ConnTable>,
+}
+
+/// Grows `sem` by adding permits, or shrinks it by forgetting free ones (permits held by open
+/// connections come back and stay usable: the table shrinks as far as it can now). Returns the
+/// size now in effect.
+fn resize(sem: &tokio::sync::Semaphore, old: usize, new: usize) -> usize {
+    let new = new.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+    if new >= old {
+        sem.add_permits(new - old);
+        new
+    } else {
+        old - sem.forget_permits(old - new)
+    }
+}
+
+impl Effects for DaemonEffects {
+    fn exit(&self) {
+        self.exit.notify_one();
+    }
+
+    fn close_connection(&self, n: usize) -> bool {
+        self.conns.close(n)
+    }
+
+    fn set_limits(&self, conn_max: usize, pending_max: usize) {
+        let mut sizes = self
+            .sizes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (c, p) = *sizes;
+        *sizes = (
+            resize(&self.limits.conn_slots, c, conn_max),
+            resize(&self.limits.pending, p, pending_max),
+        );
+    }
+
+    fn connections(&self) -> Vec<ConnRow> {
+        self.conns.rows()
+    }
+
+    fn set_debug(&self, level: u32) {
+        set_log_level(level);
+    }
+
+    fn reopen_log(&self, target: Option<&str>) -> Result<(), String> {
+        crate::reqlog::reopen(target)
+    }
+
+    fn reopen_listener(&self, addr: &ListenAddr) -> Result<(), String> {
+        let cfg = {
+            let g = crate::proxy::lock(&self.shared);
+            Config {
+                listen: Some(addr.clone()),
+                udp: g.config.udp,
+                backlog: g.config.backlog,
+                dsr_if: g.config.dsr_if.clone(),
+                ..Config::default()
+            }
+        };
+        let cfg = match addr {
+            ListenAddr::Name { host, port } => Config {
+                listen: Some(ListenAddr::Inet(
+                    resolve(host, *port, "listen address").map_err(|e| e.message)?,
+                )),
+                ..cfg
+            },
+            _ => cfg,
+        };
+        let l = open_listener(&cfg).map_err(|e| e.message)?;
+        self.relisten
+            .send(l)
+            .map_err(|_| "pen is shutting down".to_string())
+    }
+}
+
+/// Builds the runtime and serves until SIGTERM/SIGINT, `exit`, or a fatal listener error.
+fn serve(
+    shared: Shared,
+    listener: OpenListener,
+    control: Option<ctl_server::StdListener>,
+    startup: Vec<Command>,
+) -> Result<(), DaemonError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| err(format!("pen: cannot start the runtime: {e}")))?;
+    let result = rt.block_on(serve_async(shared, listener, control, startup));
+    rt.shutdown_timeout(Duration::from_millis(200));
+    result
+}
+
+async fn serve_async(
+    shared: Shared,
+    listener: OpenListener,
+    control_listener: Option<ctl_server::StdListener>,
+    startup: Vec<Command>,
+) -> Result<(), DaemonError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let sig = |k: SignalKind, name: &str| {
+        signal(k).map_err(|e| err(format!("pen: cannot install the {name} handler: {e}")))
+    };
+    let mut term = sig(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = sig(SignalKind::interrupt(), "SIGINT")?;
+    let mut hup = sig(SignalKind::hangup(), "SIGHUP")?;
+    let mut usr1 = sig(SignalKind::user_defined1(), "SIGUSR1")?;
+
+    let mut listen_text = shared
+        .config
+        .listen
+        .as_ref()
+        .map_or_else(String::new, ToString::to_string);
+    let config_file = shared.config.config_file.clone();
+    let limits = Limits::new(&shared.config);
+    let conns = Arc::new(ConnTable::default());
+    let exit = Arc::new(tokio::sync::Notify::new());
+    let state: SharedState = Arc::new(Mutex::new(shared));
+    let (relisten, mut relisten_rx) = tokio::sync::mpsc::unbounded_channel();
+    let effects = DaemonEffects {
+        exit: exit.clone(),
+        relisten,
+        shared: state.clone(),
+        limits: limits.clone(),
+        sizes: Mutex::new((
+            limits.conn_slots.available_permits(),
+            limits.pending.available_permits(),
+        )),
+        conns: conns.clone(),
+    };
+    let control = Control::new(state.clone(), Arc::new(effects));
+    let metrics = crate::proxy::lock(&state).config.prometheus;
+    if let Some(addr) = metrics {
+        control
+            .set_prometheus(Some(addr))
+            .map_err(|e| err(format!("pen: prometheus {addr}: {e}")))?;
+    }
+    if !crate::proxy::lock(&state).config.udp {
+        // `ssl_*` changes from the control socket or -F, and replaced certificate files.
+        tokio::spawn(crate::proxy::tls::watch(
+            state.clone(),
+            Duration::from_secs(2),
+        ));
+    }
+
+    // `-o`/`-O` and `-F` commands that act on running state run now, in order.
+    for cmd in &startup {
+        let reply = control.run(cmd).await;
+        tracing::info!(
+            "start-up command {:?}: {}",
+            cmd.to_string(),
+            reply.trim_end()
+        );
+    }
+    if let Some(l) = control_listener {
+        let control = control.clone();
+        tokio::spawn(async move {
+            if let Err(e) = ctl_server::serve(l, control).await {
+                tracing::error!("control socket stopped: {e}");
+            }
+        });
+    }
+
+    let spawn_listener = |l: OpenListener| {
+        let (state, limits, conns) = (state.clone(), limits.clone(), conns.clone());
+        tokio::spawn(serve_listener(l, state, limits, conns))
+    };
+    let mut server = spawn_listener(listener);
+    tracing::info!(
+        "pen {} listening on {listen_text}",
+        env!("CARGO_PKG_VERSION")
+    );
+    let result = loop {
+        tokio::select! {
+            r = &mut server => break match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(err(format!("pen: listener {listen_text}: {e}"))),
+                Err(e) => Err(err(format!("pen: listener {listen_text}: task failed: {e}"))),
+            },
+            Some(l) = relisten_rx.recv() => {
+                // `listen ADDR`: the old listener closes; open connections carry on.
+                server.abort();
+                server = spawn_listener(l);
+                listen_text = lock_listen_text(&state);
+                tracing::info!("now listening on {listen_text}");
+            }
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: exiting");
+                break Ok(());
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: exiting");
+                break Ok(());
+            }
+            () = exit.notified() => {
+                tracing::info!("exit command: exiting");
+                break Ok(());
+            }
+            _ = hup.recv() => {
+                // Reopen the request log (rotation), re-read -F, reload TLS: off the main
+                // loop, so that signals and `exit` are handled meanwhile.
+                let (control, config_file, state) =
+                    (control.clone(), config_file.clone(), state.clone());
+                tokio::spawn(async move {
+                    let log = crate::proxy::lock(&state).config.log.clone();
+                    if let Err(e) = crate::reqlog::reopen(log.as_deref()) {
+                        tracing::warn!("SIGHUP: request log: {e}");
+                    }
+                    match &config_file {
+                        Some(path) => {
+                            for problem in control.apply_config_file(path).await {
+                                tracing::warn!("SIGHUP: {problem}");
+                            }
+                        }
+                        None => tracing::info!("SIGHUP: no -F file to re-read"),
+                    }
+                    reload_tls(&state);
+                });
+            }
+            _ = usr1.recv() => control.usr1().await,
+        }
+    };
+    server.abort();
+    result
+}
+
+/// SIGHUP: re-reads the TLS certificates, keys, CAs and OCSP responses (after the -F file).
+/// A failure keeps the previous TLS configuration; open connections are never touched.
+fn reload_tls(state: &SharedState) {
+    let udp = crate::proxy::lock(state).config.udp;
+    if udp {
+        return;
+    }
+    match crate::proxy::tls::reload(state) {
+        Ok(()) => tracing::info!("SIGHUP: TLS configuration re-read"),
+        Err(e) => tracing::warn!("SIGHUP: TLS reload failed, keeping the previous one: {e}"),
+    }
+}
+
+fn lock_listen_text(state: &SharedState) -> String {
+    crate::proxy::lock(state)
+        .config
+        .listen
+        .as_ref()
+        .map_or_else(String::new, ToString::to_string)
+}
+
+/// Serves one listening socket (TCP, Unix or UDP) until it fails.
+async fn serve_listener(
+    listener: OpenListener,
+    state: SharedState,
+    limits: Limits,
+    conns: Arc<ConnTable>,
+) -> io::Result<()> {
+    match listener {
+        OpenListener::Tcp(l) => {
+            let l = tokio::net::TcpListener::from_std(l)?;
+            tcp::serve(Listener::Tcp(l), state, limits, conns).await
+        }
+        OpenListener::Unix(l) => {
+            let l = sockets::unix_listener_to_tokio(l)?;
+            tcp::serve(Listener::Unix(l), state, limits, conns).await
+        }
+        OpenListener::Udp(s) => {
+            let s = tokio::net::UdpSocket::from_std(s)?;
+            crate::proxy::udp::serve(s, state).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unresolvable_backend_name_is_a_startup_error_naming_it() {
+        let cfg = Config {
+            servers: vec![ServerConfig {
+                host: Some(HostSpec::Name("no-such-host.invalid".into())),
+                port: 80,
+                ..ServerConfig::default()
+            }],
+            ..Config::default()
+        };
+        let e = build_shared(cfg).unwrap_err();
+        assert!(e.message.contains("no-such-host.invalid"), "{e}");
+        assert!(e.message.contains("server 0"), "{e}");
+    }
+
+    #[test]
+    fn localhost_backend_resolves_to_an_address() {
+        let cfg = Config {
+            servers: vec![ServerConfig {
+                host: Some(HostSpec::Name("localhost".into())),
+                port: 8080,
+                ..ServerConfig::default()
+            }],
+            ..Config::default()
+        };
+        let shared = build_shared(cfg).unwrap();
+        let addr = shared
+            .balancer
+            .addr(crate::select::Target::Server(0))
+            .cloned();
+        match addr {
+            Some(BackendAddr::Inet(sa)) => {
+                assert!(sa.ip().is_loopback());
+                assert_eq!(sa.port(), 8080);
+            }
+            other => panic!("localhost resolved to {other:?}"),
+        }
+    }
+
+    #[test]
+    fn listener_in_use_error_names_the_address() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let cfg = Config {
+            listen: Some(ListenAddr::Inet(addr)),
+            ..Config::default()
+        };
+        let e = open_listener(&cfg).unwrap_err();
+        assert!(e.message.contains(&addr.to_string()), "{e}");
+    }
+
+    #[test]
+    fn bad_config_file_line_is_fatal_with_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pen.cfg");
+        std::fs::write(&f, "roundrobin\nno_such_command 1\n").unwrap();
+        let mut cfg = Config::default();
+        let e = read_config_file(&mut cfg, &f).unwrap_err();
+        assert!(e.message.contains(&format!("{}:2:", f.display())), "{e}");
+    }
+
+    #[test]
+    fn unknown_user_is_reported_by_name() {
+        let e = lookup_user("no-such-user-pen-rs").unwrap_err();
+        assert!(e.message.contains("no-such-user-pen-rs"), "{e}");
+    }
+}
