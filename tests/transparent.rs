@@ -637,30 +637,15 @@ fn udp_listening(port: u16) -> bool {
     })
 }
 
-/// Starts `pen -f -U args...` listening on UDP `port`.
-fn udp_pen(args: &[&str], port: u16) -> (Child, PathBuf, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let stderr = dir.path().join("pen.stderr");
-    let child = Command::new(common::pen_bin())
-        .args(["-f", "-U"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(&stderr).unwrap())
-        .spawn()
-        .expect("spawn pen");
-    eventually("pen listening on UDP", || udp_listening(port));
-    (child, stderr, dir)
-}
-
 #[test]
 fn udp_transparent_on_loopback_shows_the_client_address_to_the_backend() {
     require_root("sets IP_TRANSPARENT");
     let (backend, heard, _keep) = udp_backend("127.0.0.1:0");
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let (mut pen, stderr, _dir) =
-        udp_pen(&["-O", "transparent", &listen, &backend.to_string()], port);
+    let backend = backend.to_string();
+    let pen = Spawned::start(&[], &["-U", "-O", "transparent", &listen, &backend]);
+    eventually("pen listening on UDP", || udp_listening(port));
     let client = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
     client
         .set_read_timeout(Some(Duration::from_secs(3)))
@@ -669,7 +654,7 @@ fn udp_transparent_on_loopback_shows_the_client_address_to_the_backend() {
     for round in 0..2 {
         client.send_to(b"who am i", &listen).unwrap();
         let got = client.recv_from(&mut buf);
-        let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+        let log = pen.stderr();
         let (n, from) =
             got.unwrap_or_else(|e| panic!("round {round}: no reply ({e}); pen:\n{log}"));
         assert_eq!(from.to_string(), listen, "replies come from pen's listener");
@@ -682,8 +667,6 @@ fn udp_transparent_on_loopback_shows_the_client_address_to_the_backend() {
     let heard = heard.lock().unwrap().clone();
     assert_eq!(heard.len(), 2);
     assert!(heard.iter().all(|a| a.ip() == ip("127.0.0.2")), "{heard:?}");
-    let _ = pen.kill();
-    let _ = pen.wait();
 }
 
 #[test]
@@ -709,29 +692,27 @@ fn udp_without_cap_net_admin_is_logged_and_dropped_not_sent_from_pen() {
         }
     });
     // setpriv: pen runs as nobody, without any capability.
-    let dir = tempfile::tempdir().unwrap();
-    let stderr = dir.path().join("pen.stderr");
-    let mut pen = Command::new("ip")
-        .args([
+    let pns = lab.ns("p");
+    let pen = Spawned::start(
+        &[
+            "ip",
             "netns",
             "exec",
-            &lab.ns("p"),
+            &pns,
             "setpriv",
             "--reuid=65534",
             "--regid=65534",
             "--clear-groups",
             "--",
-            common::pen_bin(),
-            "-f",
+        ],
+        &[
             "-U",
-        ])
-        .args(["-O", "transparent", "10.75.1.1:5300", "10.75.2.3:5300"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let pns = lab.ns("p");
+            "-O",
+            "transparent",
+            "10.75.1.1:5300",
+            "10.75.2.3:5300",
+        ],
+    );
     eventually("pen listening on UDP in its namespace", || {
         in_netns(&pns, || {
             std::fs::read_to_string("/proc/thread-self/net/udp")
@@ -746,12 +727,10 @@ fn udp_without_cap_net_admin_is_logged_and_dropped_not_sent_from_pen() {
         }
     });
     eventually("the CAP_NET_ADMIN error in pen's log", || {
-        std::fs::read_to_string(&stderr).is_ok_and(|l| l.contains("needs CAP_NET_ADMIN"))
+        pen.stderr().contains("needs CAP_NET_ADMIN")
     });
     listener.join().unwrap();
-    let _ = pen.kill();
-    let _ = pen.wait();
-    let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+    let log = pen.stderr();
     assert!(log.contains("as client 10.75.1.10"), "{log}");
     assert!(
         heard.lock().unwrap().is_empty(),
@@ -781,17 +760,17 @@ fn udp_through_the_iptables_setup_shows_the_client_to_the_backend() {
             }
         }
     });
-    let dir = tempfile::tempdir().unwrap();
-    let stderr = dir.path().join("pen.stderr");
-    let mut pen = Command::new("ip")
-        .args(["netns", "exec", &lab.ns("p"), common::pen_bin(), "-f", "-U"])
-        .args(["-O", "transparent", "10.75.1.1:5300", "10.75.2.3:5300"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
     let pns = lab.ns("p");
+    let pen = Spawned::start(
+        &["ip", "netns", "exec", &pns],
+        &[
+            "-U",
+            "-O",
+            "transparent",
+            "10.75.1.1:5300",
+            "10.75.2.3:5300",
+        ],
+    );
     eventually("pen listening on UDP in its namespace", || {
         in_netns(&pns, || {
             std::fs::read_to_string("/proc/thread-self/net/udp")
@@ -806,10 +785,8 @@ fn udp_through_the_iptables_setup_shows_the_client_to_the_backend() {
         c.recv_from(&mut buf)
             .map(|(n, _)| String::from_utf8_lossy(&buf[..n]).into_owned())
     });
-    let _ = pen.kill();
-    let _ = pen.wait();
     server.join().unwrap();
-    let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+    let log = pen.stderr();
     assert_eq!(
         reply.map_err(|e| e.to_string()),
         Ok("10.75.1.10".to_string()),
