@@ -17,6 +17,9 @@
 //!   `Shared::transparent_failures` ([`record`]) and never falls back to pen's own address
 //!   (C Pen only prints a debug message and connects from its own address).
 //!
+//! - `-u`: [`keep_caps_across_setuid`] / [`retain_cap_net_admin`] keep CAP_NET_ADMIN (only)
+//!   when the daemon switches user, so `transparent` set at start-up survives dropping root.
+//!
 //! The host must route the backends' replies to the client's address back into pen; see the
 //! README section "Transparent proxy" (DIVERT/mark rules, `ip rule add fwmark 1 lookup 100`,
 //! `ip route add local 0.0.0.0/0 dev lo table 100`, backends routing the clients via pen).
