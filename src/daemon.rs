@@ -54,6 +54,9 @@ pub enum OpenListener {
     Tcp(std::net::TcpListener),
     Unix(std::os::unix::net::UnixListener),
     Udp(std::net::UdpSocket),
+    /// DSR mode (`dsr_if IF`): the raw socket on the DSR interface, opened while still root.
+    #[cfg(target_os = "linux")]
+    Dsr(crate::link::afpacket::AfPacket),
 }
 
 /// Runs pen: see the module doc. Returns after a clean SIGTERM/SIGINT exit, or with the first
@@ -222,9 +225,16 @@ fn resolve(host: &str, port: u16, what: &str) -> Result<SocketAddr, DaemonError>
 
 /// Opens the listening socket named by `config.listen` (TCP, Unix or, with `-U`, UDP).
 pub fn open_listener(config: &Config) -> Result<OpenListener, DaemonError> {
+    #[cfg(target_os = "linux")]
+    if config.dsr_if.is_some() {
+        return crate::link::dsr::open(config)
+            .map(OpenListener::Dsr)
+            .map_err(|e| err(format!("pen: {e}")));
+    }
+    #[cfg(not(target_os = "linux"))]
     if let Some(dsr) = &config.dsr_if {
         return Err(err(format!(
-            "pen: DSR mode (dsr_if {dsr}) is not supported by this build yet; remove dsr_if to run as a proxy"
+            "pen: DSR mode (dsr_if {dsr}) needs Linux (AF_PACKET); remove dsr_if to run as a proxy"
         )));
     }
     let Some(listen) = &config.listen else {
@@ -692,6 +702,8 @@ async fn serve_listener(
             let s = tokio::net::UdpSocket::from_std(s)?;
             crate::proxy::udp::serve(s, state).await
         }
+        #[cfg(target_os = "linux")]
+        OpenListener::Dsr(link) => crate::link::dsr::serve_shared(link, state).await,
     }
 }
 

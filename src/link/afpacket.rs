@@ -343,8 +343,9 @@ impl AfPacket {
     }
 
     /// Runs `engine` on this interface until `stop` is set (checked at least every 100 ms).
-    /// `tick` runs once per loop pass with the engine and the current time: apply blacklist
-    /// changes there ([`Engine::set_backends`]), read counters, and so on.
+    /// `tick` runs once per loop pass, after waiting and before the received batch is
+    /// processed, with the engine and the current time: apply blacklist changes there
+    /// ([`Engine::set_backends`]), read counters, and so on.
     pub fn run(
         &mut self,
         engine: &mut Engine,
@@ -356,13 +357,15 @@ impl AfPacket {
         let mut fwd: Vec<(usize, usize)> = Vec::with_capacity(BATCH);
         while !stop.load(Ordering::Relaxed) {
             let now = start.elapsed();
-            tick(engine, now);
             let wait = engine
                 .poll_timeout()
                 .map_or(Duration::from_millis(100), |t| t.saturating_sub(now))
                 .min(Duration::from_millis(100));
             let n = self.recv_batch(wait)?;
             let now = start.elapsed();
+            // After the wait, before the batch: a change made while we slept (a blacklist
+            // through penctl) applies to the very next frame.
+            tick(engine, now);
             fwd.clear();
             for i in 0..n {
                 if self.rx_skip[i] {
@@ -500,7 +503,6 @@ impl AfPacket {
         let mut out: Vec<Vec<u8>> = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             let now = start.elapsed();
-            tick(engine, now);
             let bsize = RING_BLOCK_SIZE as usize;
             // SAFETY: the block descriptor lies inside the mapping; block_status is shared
             // with the kernel and read volatile, then an acquire fence orders the reads of
@@ -532,6 +534,7 @@ impl AfPacket {
                 continue;
             }
             std::sync::atomic::fence(Ordering::Acquire);
+            tick(engine, start.elapsed());
             // SAFETY: the block belongs to us until we hand it back below.
             let (num, first) = unsafe {
                 (

@@ -42,7 +42,8 @@ pub fn backends_from(balancer: &Balancer, now: Duration) -> Vec<BackendConfig> {
         .collect()
 }
 
-/// Opens the DSR interface named by `config.dsr_if` (needs root or CAP_NET_RAW).
+/// Checks the DSR configuration (a VIP as listen address) and opens the interface named by
+/// `config.dsr_if` (needs root or CAP_NET_RAW). Errors name the interface or the address.
 pub fn open(config: &Config) -> io::Result<AfPacket> {
     let Some(ifname) = &config.dsr_if else {
         return Err(io::Error::new(
@@ -50,6 +51,8 @@ pub fn open(config: &Config) -> io::Result<AfPacket> {
             "DSR mode needs dsr_if IF",
         ));
     };
+    engine_config(config, [0; 6], [0; 16], Vec::new())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     AfPacket::open(ifname)
 }
 
