@@ -262,3 +262,27 @@ fn chroot_and_user_take_effect_after_the_sockets_are_open() {
         "not running as nobody: {uid_line}"
     );
 }
+
+#[test]
+fn log_command_starts_and_stops_the_request_log_at_run_time() {
+    let a = Backend::start("a", "127.0.0.1");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("run.log");
+    let (lport, cport) = (free_port(), free_port());
+    let (c, l) = (format!("127.0.0.1:{cport}"), format!("127.0.0.1:{lport}"));
+    let _pen = Pen::start(&["-u", "root", "-C", &c, &l, &a.spec], Listen::Tcp(lport));
+    assert!(wait_until(|| tcp_listening(cport)));
+    get(None, at(lport)).unwrap();
+    assert!(!log.exists());
+    let lg = log.display().to_string();
+    assert_eq!(ctl(cport, &format!("log {lg}")), format!("{lg}\n"));
+    get(None, at(lport)).unwrap();
+    assert!(wait_until(
+        || std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 1)
+    ));
+    assert_eq!(ctl(cport, "no log"), "");
+    assert_eq!(ctl(cport, "log"), "");
+    get(None, at(lport)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1);
+}
