@@ -4,6 +4,10 @@
 //! - [`command`]: parse a line into a [`command::Command`] and print it back.
 //! - [`apply`]: apply a command (or a config file's text) to a [`crate::config::Config`];
 //!   write a config back out as commands.
+//! - [`reply`]: run a command against the running state (config + balancer) and format C Pen's
+//!   reply; the follow-up actions for the IO layer. Pure.
+//! - [`server`]: the control socket, config-file re-reads (SIGHUP, `include`), SIGUSR1 reports
+//!   and the Prometheus endpoint. IO.
 pub mod apply;
 pub mod command;
 pub mod reply;

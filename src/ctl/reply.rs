@@ -760,6 +760,20 @@ mod tests {
     }
 
     #[test]
+    fn written_config_keeps_the_prometheus_address() {
+        let mut sh = shared();
+        sh.config.config_file = Some("/tmp/pen.cfg".into());
+        run(&mut sh, "prometheus [::1]:9100");
+        let o = run(&mut sh, "write");
+        let Some(Action::Write { text, .. }) = o.actions.first() else {
+            panic!("{o:?}")
+        };
+        let mut fresh = Config::default();
+        assert!(crate::ctl::apply::apply_text(&mut fresh, text, "w").is_empty());
+        assert_eq!(fresh.prometheus, Some("[::1]:9100".parse().unwrap()));
+    }
+
+    #[test]
     fn status_with_web_stats_replies_the_page_and_writes_it() {
         let mut sh = shared();
         sh.config.web_stats = Some("/tmp/w.html".into());
