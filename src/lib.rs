@@ -13,10 +13,14 @@
 //! - [`ctl::command`]: the penctl command language shared by `-o`/`-O`, `-F`, HUP and the
 //!   control socket.
 //! - [`select`]: server pool, client table and the algorithms; returns an ordered candidate list.
+//! - [`ctl::reply`]: a command against the running state → C Pen's reply and follow-up actions.
+//! - [`stats`]: the status page, the SIGUSR1 text report and the Prometheus exposition.
 //!
 //! IO:
 //! - [`proxy`]: the tokio TCP data path (splice where both ends are TCP).
 //! - [`daemon`]: wires configuration, listeners, signals and the proxy together.
+//! - [`ctl::server`]: the control socket, config re-reads, SIGUSR1, the Prometheus endpoint.
+//! - [`reqlog`]: the `-l` request log (its line formats are pure functions).
 
 pub mod acl;
 pub mod cli;
