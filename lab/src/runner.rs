@@ -361,6 +361,11 @@ impl Run<'_> {
                 );
             }
         }
+        // `{run_dir}`: this run's output directory, for files processes make at run time
+        // (certificates, sockets) so that parallel runs never share a path.
+        self.sc
+            .vars
+            .insert("run_dir".into(), self.dir.display().to_string());
         let plan = self
             .sc
             .plan(&self.file, &self.plan.name, Some(macs))

@@ -1204,8 +1204,12 @@ impl Scenario {
         }
 
         // Vars must not contain references themselves (one level only).
+        let mut vars = self.vars.clone();
+        // The runner sets the real `{run_dir}` before it plans with MACs; `check` sees this.
+        vars.entry("run_dir".into())
+            .or_insert_with(|| "/tmp/pen-lab-run".into());
         let mut refs = Refs {
-            vars: self.vars.clone(),
+            vars,
             ips: BTreeMap::new(),
             ifaces: ifaces.clone(),
             macs: None,
@@ -1729,7 +1733,10 @@ fn plan_ready(r: &ReadyToml, refs: &Refs, key: &str, e: &mut Errs) -> Vec<ReadyP
         }
     }
     if let Some(p) = &r.path {
-        out.push(ReadyP::Path(PathBuf::from(p)));
+        match refs.resolve(p) {
+            Ok(p) => out.push(ReadyP::Path(PathBuf::from(p))),
+            Err(m) => e.push(format!("{key}.ready.path"), m),
+        }
     }
     if let Some(d) = r.delay_ms {
         out.push(ReadyP::Delay(Duration::from_millis(d)));
