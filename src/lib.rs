@@ -15,12 +15,16 @@
 //! - [`select`]: server pool, client table and the algorithms; returns an ordered candidate list.
 //! - [`ctl::reply`]: a command against the running state → C Pen's reply and follow-up actions.
 //! - [`stats`]: the status page, the SIGUSR1 text report and the Prometheus exposition.
+//! - [`engine`]: the DSR + tarpit packet engine (frame in → verdict and in-place rewrite;
+//!   ARP/NDP, weighted Maglev table, keyed-hash tarpit ISN).
 //!
 //! IO:
 //! - [`proxy`]: the tokio TCP data path (splice where both ends are TCP).
 //! - [`daemon`]: wires configuration, listeners, signals and the proxy together.
 //! - [`ctl::server`]: the control socket, config re-reads, SIGUSR1, the Prometheus endpoint.
 //! - [`reqlog`]: the `-l` request log (its line formats are pure functions).
+//! - [`link`]: frame drivers for the engine: live `AF_PACKET` (DSR mode of the daemon),
+//!   offline pcap files (`pen-sim`), in memory.
 
 pub mod acl;
 pub mod cli;
