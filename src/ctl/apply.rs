@@ -270,6 +270,16 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
             cfg.tracking_secs = *n;
             Changed
         }
+        Command::UdpFlowIdle(Some(n)) => {
+            if *n == 0 {
+                return Err(aerr(
+                    "udp_flow_idle",
+                    "expected a number of seconds >= 1, got 0",
+                ));
+            }
+            cfg.udp_flow_idle_secs = *n;
+            Changed
+        }
         Command::WebStats(Some(p)) => {
             cfg.web_stats = Some(p.clone());
             Changed
@@ -300,6 +310,7 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
         | Command::Log(None)
         | Command::Timeout(None)
         | Command::Tracking(None)
+        | Command::UdpFlowIdle(None)
         | Command::WebStats(None)
         | Command::Prometheus(None)
         | Command::Close(_)
@@ -604,8 +615,7 @@ pub fn cli_only_args(cfg: &Config) -> Vec<String> {
 /// The configuration as a config file, as C Pen's `write_cfg`: a `# pen ...` header comment
 /// with the settings only options can set (and the listen address), then commands. Applying
 /// the text with [`apply_text`] to `Config::default()` reproduces every command-settable
-/// field; parsing the header with `cli::parse` first reproduces the rest (except
-/// `udp_flow_idle_secs`, which has neither an option nor a command yet). ACL lists are written
+/// field; parsing the header with `cli::parse` first reproduces the rest. ACL lists are written
 /// as `no acl N` followed by their entries, so re-reading the file on HUP does not duplicate
 /// entries.
 pub fn write_config(cfg: &Config) -> String {
@@ -668,6 +678,7 @@ pub fn write_config(cfg: &Config) -> String {
     cmd(flag(Flag::TcpNodelay, cfg.tcp_nodelay));
     cmd(Command::Timeout(Some(cfg.connect_timeout_secs)));
     cmd(Command::Tracking(Some(cfg.tracking_secs)));
+    cmd(Command::UdpFlowIdle(Some(cfg.udp_flow_idle_secs)));
     cmd(match &cfg.web_stats {
         Some(p) => Command::WebStats(Some(p.clone())),
         None => Command::NoWebStats,
@@ -757,6 +768,7 @@ mod tests {
             ("debug 2", "debug"),
             ("idlers 3", "idlers"),
             ("idle_timeout 30", "idle_timeout"),
+            ("udp_flow_idle 5", "udp_flow_idle"),
             ("client_acl 1", "client_acl"),
             ("control_acl 2", "control_acl"),
             ("tarpit_acl 3", "tarpit_acl"),
@@ -776,6 +788,7 @@ mod tests {
         assert_eq!(c.debug, 2);
         assert_eq!(c.idlers, 3);
         assert_eq!(c.idle_timeout_secs, 30);
+        assert_eq!(c.udp_flow_idle_secs, 5);
         assert_eq!((c.client_acl, c.control_acl, c.tarpit_acl), (1, 2, Some(3)));
         assert_eq!((c.conn_max, c.clients_max), (600, 3000));
         assert_eq!(c.log.as_deref(), Some("/tmp/l"));
@@ -1125,7 +1138,7 @@ mod tests {
             log 10.0.0.5:9999\nroundrobin\nserver 0 address 10.0.0.1 port 80 max 5 hard 6 weight 2 prio 3\n\
             server 2 acl 3 address web.example port 81\nserver 3 address /run/s.sock\n\
             stubborn\ntcp_fastclose down\ntcp_nodelay\ntimeout 4\ntracking 99\nweb_stats /tmp/w.html\n\
-            weight\nprio\nabort_on_error\nkeepalive\ntransparent\ndummy\npeek\nidle_timeout 11\n\
+            weight\nprio\nabort_on_error\nkeepalive\ntransparent\ndummy\npeek\nidle_timeout 11\nudp_flow_idle 7\n\
             pending_max 12\nidlers 2\nconn_max 900\nclients_max 5000\nsource 10.0.0.254\n\
             dsr_if eth1\ndsr_ip 10.0.0.100\nselect\nssl_ciphers HIGH\nssl_option no_tlsv1\n\
             ssl_option cipher_server_preference\nssl_sni_path /etc/sni\nssl_ocsp_response /etc/o\n\

@@ -226,6 +226,8 @@ pub enum Command {
     TcpFastclose(FastClose),
     Timeout(Option<u64>),
     Tracking(Option<u64>),
+    /// `udp_flow_idle [N]` (pen-rs addition): seconds a UDP flow lives without traffic.
+    UdpFlowIdle(Option<u64>),
     WebStats(Option<PathBuf>),
     NoWebStats,
     /// `prometheus [[addr:]port]` (pen-rs addition): serve the Prometheus metrics at
@@ -459,6 +461,9 @@ pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
         "timeout" => Command::Timeout(w.opt_num(&format!("{SECS} >= 1"), 1, u64::MAX)?),
         "tracking" => {
             Command::Tracking(w.opt_num(&format!("{SECS} >= 0 (0 = forever)"), 0, u64::MAX)?)
+        }
+        "udp_flow_idle" => {
+            Command::UdpFlowIdle(w.opt_num(&format!("{SECS} >= 1"), 1, u64::MAX)?)
         }
         "web_stats" => Command::WebStats(w.next().map(PathBuf::from)),
         "prometheus" => Command::Prometheus(match w.next() {
@@ -759,6 +764,7 @@ impl fmt::Display for Command {
             TcpFastclose(fc) => write!(f, "tcp_fastclose {}", fc.as_str()),
             Timeout(v) => opt(f, "timeout", v),
             Tracking(v) => opt(f, "tracking", v),
+            UdpFlowIdle(v) => opt(f, "udp_flow_idle", v),
             WebStats(v) => opt(f, "web_stats", &v.as_ref().map(|p| p.display())),
             NoWebStats => write!(f, "no web_stats"),
             Prometheus(v) => opt(f, "prometheus", v),
@@ -893,6 +899,8 @@ mod tests {
         "timeout 5",
         "tracking",
         "tracking 120",
+        "udp_flow_idle",
+        "udp_flow_idle 5",
         "transparent",
         "no transparent",
         "web_stats",
@@ -967,12 +975,13 @@ mod tests {
             Write(_) => 42,
             Prometheus(_) => 43,
             NoPrometheus => 44,
+            UdpFlowIdle(_) => 45,
         }
     }
 
     #[test]
     fn samples_cover_every_variant() {
-        let mut seen = [false; 45];
+        let mut seen = [false; 46];
         for line in SAMPLES {
             seen[variant(&p(line))] = true;
         }
@@ -1050,6 +1059,16 @@ mod tests {
         assert!(e("server 0 port 70000").contains("port number 0-65535"));
         assert!(e("server 0 address 10.0.0.300").contains("not a valid IPv4"));
         assert!(e("server 0 acl 10").contains("access list number 0-9"));
+    }
+
+    #[test]
+    fn udp_flow_idle_rejects_zero_and_garbage() {
+        assert_eq!(p("udp_flow_idle 5"), Command::UdpFlowIdle(Some(5)));
+        assert_eq!(
+            e("udp_flow_idle 0"),
+            "udp_flow_idle: expected a number of seconds >= 1, got \"0\""
+        );
+        assert!(e("udp_flow_idle x").contains("got \"x\""));
     }
 
     #[test]

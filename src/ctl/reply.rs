@@ -277,6 +277,9 @@ pub fn execute(shared: &mut Shared, cmd: &Command, env: &Env<'_>) -> Outcome {
         Command::Tracking(_) => {
             let _ = writeln!(r, "{}", cfg.tracking_secs);
         }
+        Command::UdpFlowIdle(_) => {
+            let _ = writeln!(r, "{}", cfg.udp_flow_idle_secs);
+        }
         Command::IdleTimeout(_) => {
             let _ = writeln!(r, "Idle timeout: {} seconds", cfg.idle_timeout_secs);
         }
@@ -533,6 +536,8 @@ mod tests {
             ("blacklist 7", "7\n"),
             ("timeout", "3\n"),
             ("timeout 5", "5\n"),
+            ("udp_flow_idle", "60\n"),
+            ("udp_flow_idle 5", "5\n"),
             ("tracking 9", "9\n"),
             ("clients_max 10", "2048\n"),
             ("conn_max 10", "500\n"),

@@ -32,6 +32,9 @@ pub struct Shared {
     pub transparent_failures: u64,
     /// TLS termination in force (`-E`); `None` = plain TCP. Replaced on reload (`tls::reload`).
     pub tls: Option<Arc<tls::Terminator>>,
+    /// The UDP flow table as of its last tick (`-U`; published by the UDP shell, at most
+    /// [`udp::shell::PUBLISH_EVERY`] + [`udp::shell::TICK`] old), for the reports.
+    pub udp: Option<udp::UdpStatus>,
 }
 
 impl Shared {
@@ -44,6 +47,7 @@ impl Shared {
             balancer,
             transparent_failures: 0,
             tls: None,
+            udp: None,
         }
     }
 }

@@ -24,7 +24,9 @@ pub use flow::{
     Candidate, ClientVerdict, DropReason, Family, FlowInfo, FlowTable, Selector, UdpStats,
     UpstreamId,
 };
-pub use shell::{Limits, UdpContext, UdpHandle, new_table, serve_table, serve_with};
+pub use shell::{
+    Limits, UdpContext, UdpHandle, UdpStatus, new_table, serve_table, serve_with,
+};
 
 fn client_of(addr: SocketAddr) -> Client {
     Client {
@@ -103,6 +105,10 @@ impl UdpContext for SharedContext {
         err: &crate::proxy::transparent::TransparentError,
     ) {
         crate::proxy::transparent::record(&self.0, &client.to_string(), err);
+    }
+
+    fn publish(&self, status: UdpStatus) {
+        lock(&self.0).udp = Some(status);
     }
 }
 

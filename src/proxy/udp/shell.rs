@@ -21,7 +21,9 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::task::AbortHandle;
 
-use super::flow::{Candidate, ClientVerdict, Family, FlowTable, Selector, UpstreamId};
+use super::flow::{
+    Candidate, ClientVerdict, Family, FlowInfo, FlowTable, Selector, UdpStats, UpstreamId,
+};
 use super::mmsg::{BATCH, RecvBatch, send_batch, sockaddr_to_std};
 use crate::proxy::transparent::{self, TransparentError, UpstreamSource};
 use crate::select::Target;
@@ -31,6 +33,9 @@ pub const MAX_DATAGRAM: usize = 65_536;
 
 /// The expiry task wakes at least this often (to pick up new limits): the "tick".
 pub const TICK: Duration = Duration::from_secs(1);
+
+/// The expiry task publishes the table's [`UdpStatus`] at most this often.
+pub const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 
 /// Limits the shell reads from the context at start and at every tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +64,38 @@ pub trait UdpContext: Send + Sync + 'static {
     /// it. The flow has been removed.
     fn transparent_failed(&self, client: SocketAddr, err: &TransparentError) {
         tracing::error!("{client}: {err}");
+    }
+    /// The table as of this tick, for the reports (`connection`, status, Prometheus). Called
+    /// at every tick without the table lock held.
+    fn publish(&self, _status: UdpStatus) {}
+}
+
+/// The flow table as the reports show it: taken at every tick (so at most [`TICK`] old).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpStatus {
+    /// When it was taken (the context's clock).
+    pub at: Duration,
+    /// The flow idle time in force.
+    pub idle: Duration,
+    /// Size of the table (`conn_max`).
+    pub max_flows: usize,
+    pub stats: UdpStats,
+    /// The live flows, oldest first.
+    pub flows: Vec<FlowInfo>,
+}
+
+impl UdpStatus {
+    /// The status of `table` at `at`.
+    pub fn of(table: &FlowTable, at: Duration) -> UdpStatus {
+        let mut flows: Vec<FlowInfo> = table.flows().collect();
+        flows.sort_by_key(|f| (f.created, f.client));
+        UdpStatus {
+            at,
+            idle: table.idle(),
+            max_flows: table.max_flows(),
+            stats: table.stats(),
+            flows,
+        }
     }
 }
 
@@ -233,6 +270,7 @@ impl<C> Drop for AbortGuard<C> {
 }
 
 async fn expiry_loop<C: UdpContext>(inner: Arc<Inner<C>>) {
+    let mut last_publish: Option<Duration> = None;
     loop {
         let now = inner.ctx.now();
         let limits = inner.ctx.limits();
@@ -251,8 +289,18 @@ async fn expiry_loop<C: UdpContext>(inner: Arc<Inner<C>>) {
             if n > 0 {
                 tracing::debug!(expired = n, flows = table.len(), "udp flows expired");
             }
-            table.poll_timeout()
+            // Copying the flow list costs O(flows): at most every PUBLISH_EVERY.
+            let status = match last_publish {
+                Some(at) if now.saturating_sub(at) < PUBLISH_EVERY => None,
+                _ => Some(UdpStatus::of(&table, now)),
+            };
+            (table.poll_timeout(), status)
         };
+        let (next, status) = next;
+        if let Some(status) = status {
+            last_publish = Some(now);
+            inner.ctx.publish(status);
+        }
         let wait = next.map_or(TICK, |at| at.saturating_sub(now)).min(TICK);
         tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
     }
