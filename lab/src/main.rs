@@ -24,7 +24,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run scenarios (names in scenarios/, paths to .toml files, or `all`). Needs root.
+    /// Run scenarios (names in scenarios/, paths to .toml files, or `all`). Needs root unless
+    /// every scenario is a `[sim]` (offline) one.
     Run {
         #[arg(required = true)]
         scenarios: Vec<String>,
@@ -207,19 +208,26 @@ fn cmd_run(names: &[String], json: bool, keep: bool) -> ExitCode {
     };
     // Validate everything first: a typo should not cost a half-run.
     let mut invalid = false;
+    let mut live = Vec::new();
     for p in &paths {
-        if let Err(e) = scenario::load(p) {
-            eprintln!("{e}");
-            invalid = true;
+        match scenario::load(p) {
+            Ok((_, plan)) if !plan.is_offline() => live.push(plan.name),
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("{e}");
+                invalid = true;
+            }
         }
     }
     if invalid {
         return ExitCode::from(2);
     }
+    // Only scenarios with hosts need root; `[sim]` ones run offline.
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !live.is_empty() && unsafe { libc::geteuid() } != 0 {
         eprintln!(
-            "pen-lab run: needs root (network namespaces, veths, libpcap); `pen-lab check` validates without root"
+            "pen-lab run: {} need root (network namespaces, veths, libpcap); `pen-lab check` validates without root, and [sim] scenarios run as any user",
+            live.join(", ")
         );
         return ExitCode::from(2);
     }
