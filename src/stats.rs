@@ -98,6 +98,69 @@ pub struct Snapshot {
     pub conns: Vec<ConnRow>,
     /// Upstream connections `transparent` could not open from the client's address.
     pub transparent_failures: u64,
+    /// The UDP flow table (`-U` only).
+    pub udp: Option<UdpReport>,
+}
+
+/// One UDP flow as the reports show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpFlowRow {
+    /// Position in the flow list, oldest first (`connection N`).
+    pub index: usize,
+    pub client: String,
+    /// Server slot (-2 = emergency, -3 = abuse).
+    pub server: i64,
+    /// The server's address as `ip:port`.
+    pub server_address: String,
+    /// Seconds since the last datagram of the flow (either direction).
+    pub idle_secs: u64,
+    /// Seconds until the flow expires unless traffic arrives.
+    pub expires_in_secs: u64,
+    pub datagrams_up: u64,
+    pub datagrams_down: u64,
+    /// Bytes sent to the server / received from it.
+    pub sx: u64,
+    pub rx: u64,
+}
+
+/// The UDP flow table as the reports show it (as of the UDP shell's last tick).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpReport {
+    /// Flow idle time in force (`udp_flow_idle`).
+    pub idle_secs: u64,
+    /// Size of the flow table (`conn_max`).
+    pub max_flows: usize,
+    pub stats: crate::proxy::udp::UdpStats,
+    pub flows: Vec<UdpFlowRow>,
+}
+
+impl UdpReport {
+    /// The report of `status` at monotonic time `now`.
+    pub fn of(status: &crate::proxy::udp::UdpStatus, now: Duration) -> UdpReport {
+        let now = now.max(status.at);
+        UdpReport {
+            idle_secs: status.idle.as_secs(),
+            max_flows: status.max_flows,
+            stats: status.stats,
+            flows: status
+                .flows
+                .iter()
+                .enumerate()
+                .map(|(index, f)| UdpFlowRow {
+                    index,
+                    client: f.client.to_string(),
+                    server: target_number(Some(f.target)),
+                    server_address: f.server.to_string(),
+                    idle_secs: now.saturating_sub(f.last_seen).as_secs(),
+                    expires_in_secs: f.expires.saturating_sub(now).as_secs_f64().ceil() as u64,
+                    datagrams_up: f.datagrams_up,
+                    datagrams_down: f.datagrams_down,
+                    sx: f.bytes_up,
+                    rx: f.bytes_down,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The address and port of a server slot as `servers` and the reports print them.
@@ -199,6 +262,7 @@ impl Snapshot {
             conn_max: shared.config.conn_max,
             conns,
             transparent_failures: shared.transparent_failures,
+            udp: shared.udp.as_ref().map(|u| UdpReport::of(u, now)),
         }
     }
 }
@@ -377,8 +441,60 @@ pub fn html(s: &Snapshot) -> String {
         ],
         &conns,
     );
+    if let Some(u) = &s.udp {
+        html_udp(&mut out, u);
+    }
     out.push_str("</body>\n</html>\n");
     out
+}
+
+/// The UDP section of the status page (pen-rs addition; C Pen shows UDP flows as
+/// connections).
+fn html_udp(out: &mut String, u: &UdpReport) {
+    out.push_str("<h2>UDP flows</h2>");
+    let _ = write!(
+        out,
+        "Number of flows: {} max, {} used; flow idle time {} seconds<p>\
+         Flows created {}, expired {}, failed {}; new flows dropped: {} table full, {} no server<p>",
+        u.max_flows,
+        u.flows.len(),
+        u.idle_secs,
+        u.stats.flows_created,
+        u.stats.flows_expired,
+        u.stats.flows_failed,
+        u.stats.dropped_table_full,
+        u.stats.dropped_no_server
+    );
+    let rows: Vec<Vec<String>> = u
+        .flows
+        .iter()
+        .map(|f| {
+            vec![
+                f.index.to_string(),
+                f.client.clone(),
+                f.server.to_string(),
+                f.server_address.clone(),
+                f.idle_secs.to_string(),
+                f.expires_in_secs.to_string(),
+                f.sx.to_string(),
+                f.rx.to_string(),
+            ]
+        })
+        .collect();
+    html_table(
+        out,
+        &[
+            "flow",
+            "client",
+            "server",
+            "server address",
+            "idle(secs)",
+            "expires in(secs)",
+            "sent",
+            "received",
+        ],
+        &rows,
+    );
 }
 
 /// The text form SIGUSR1 writes when there is no `-w` file (C Pen's `textstats`), one report
@@ -416,6 +532,35 @@ pub fn text(s: &Snapshot) -> String {
             "Connection {} status:\ndownfd = {}, upfd = {}\npending data {} down, {} up\nclient {}, server {}",
             c.index, c.downfd, c.upfd, c.pending_down, c.pending_up, c.client, c.server
         );
+    }
+    if let Some(u) = &s.udp {
+        let _ = writeln!(
+            out,
+            "Max number of UDP flows: {}\nUDP flow idle time: {} seconds\n\
+             UDP flows created {}, expired {}, failed {}, dropped (table full) {}, dropped (no server) {}\n\
+             Active UDP flows:",
+            u.max_flows,
+            u.idle_secs,
+            u.stats.flows_created,
+            u.stats.flows_expired,
+            u.stats.flows_failed,
+            u.stats.dropped_table_full,
+            u.stats.dropped_no_server
+        );
+        for f in &u.flows {
+            let _ = writeln!(
+                out,
+                "Flow {} status:\nclient {}, server {} ({})\nidle {} s, expires in {} s\nsent {}, received {}",
+                f.index,
+                f.client,
+                f.server,
+                f.server_address,
+                f.idle_secs,
+                f.expires_in_secs,
+                f.sx,
+                f.rx
+            );
+        }
     }
     out
 }
@@ -573,6 +718,70 @@ pub fn prometheus(s: &Snapshot) -> String {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
         );
     }
+    if let Some(u) = &s.udp {
+        let udp: [(&str, &str, &str, u64); 9] = [
+            (
+                "pen_udp_flows",
+                "gauge",
+                "Live UDP flows.",
+                u.flows.len() as u64,
+            ),
+            (
+                "pen_udp_flows_max",
+                "gauge",
+                "Size of the UDP flow table (conn_max).",
+                u.max_flows as u64,
+            ),
+            (
+                "pen_udp_flow_idle_seconds",
+                "gauge",
+                "Seconds a UDP flow lives without traffic.",
+                u.idle_secs,
+            ),
+            (
+                "pen_udp_flows_created_total",
+                "counter",
+                "UDP flows created.",
+                u.stats.flows_created,
+            ),
+            (
+                "pen_udp_flows_expired_total",
+                "counter",
+                "UDP flows removed after their idle time.",
+                u.stats.flows_expired,
+            ),
+            (
+                "pen_udp_flows_failed_total",
+                "counter",
+                "UDP flows removed because their server was unreachable.",
+                u.stats.flows_failed,
+            ),
+            (
+                "pen_udp_flows_dropped_table_full_total",
+                "counter",
+                "New UDP flows refused because the flow table was full.",
+                u.stats.dropped_table_full,
+            ),
+            (
+                "pen_udp_flows_dropped_no_server_total",
+                "counter",
+                "New UDP flows refused because no server could take them.",
+                u.stats.dropped_no_server,
+            ),
+            (
+                "pen_udp_unmatched_replies_total",
+                "counter",
+                "Datagrams from servers that matched no live flow.",
+                u.stats.unmatched_replies,
+            ),
+        ];
+        for (name, kind, help, v) in udp {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
+    }
     out
 }
 
@@ -603,6 +812,45 @@ mod tests {
             servers,
             ..Config::default()
         })
+    }
+
+    #[test]
+    fn udp_flows_and_counters_appear_in_every_report() {
+        use crate::proxy::udp::{FlowTable, UdpStatus};
+        let mut sh = shared_with_two_servers();
+        let t0 = Duration::from_secs(100);
+        let mut table = FlowTable::new(2, Duration::from_secs(60), 4);
+        for port in [4000u16, 4001, 4002] {
+            let client = std::net::SocketAddr::from(([10, 0, 0, 9], port));
+            table.handle_client(t0, client, 40, &mut sh.balancer);
+        }
+        sh.udp = Some(UdpStatus::of(&table, t0));
+        let snap = Snapshot::capture(&sh, t0 + Duration::from_secs(5), 0, Vec::new());
+        let u = snap.udp.as_ref().unwrap();
+        assert_eq!(u.flows.len(), 2);
+        assert_eq!(u.stats.dropped_table_full, 1, "third flow refused");
+        assert_eq!((u.flows[0].idle_secs, u.flows[0].expires_in_secs), (5, 55));
+        assert_eq!(u.flows[0].client, "10.0.0.9:4000");
+        assert_eq!(u.flows[0].sx, 40);
+        let h = html(&snap);
+        assert!(h.contains("<h2>UDP flows</h2>"), "{h}");
+        assert!(h.contains("flow idle time 60 seconds"), "{h}");
+        assert!(h.contains("<td>10.0.0.9:4001</td>"), "{h}");
+        let t = text(&snap);
+        assert!(t.contains("UDP flow idle time: 60 seconds"), "{t}");
+        assert!(t.contains("dropped (table full) 1"), "{t}");
+        assert!(t.contains("Flow 1 status:\nclient 10.0.0.9:4001"), "{t}");
+        let p = prometheus(&snap);
+        assert!(p.contains("\npen_udp_flows 2\n"), "{p}");
+        assert!(
+            p.contains("\npen_udp_flows_dropped_table_full_total 1\n"),
+            "{p}"
+        );
+        assert!(p.contains("\npen_udp_flow_idle_seconds 60\n"), "{p}");
+        // Without -U there is no UDP section.
+        sh.udp = None;
+        let snap = Snapshot::capture(&sh, t0, 0, Vec::new());
+        assert!(!html(&snap).contains("UDP flows") && !prometheus(&snap).contains("pen_udp"));
     }
 
     #[test]

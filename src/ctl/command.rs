@@ -462,9 +462,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
         "tracking" => {
             Command::Tracking(w.opt_num(&format!("{SECS} >= 0 (0 = forever)"), 0, u64::MAX)?)
         }
-        "udp_flow_idle" => {
-            Command::UdpFlowIdle(w.opt_num(&format!("{SECS} >= 1"), 1, u64::MAX)?)
-        }
+        "udp_flow_idle" => Command::UdpFlowIdle(w.opt_num(&format!("{SECS} >= 1"), 1, u64::MAX)?),
         "web_stats" => Command::WebStats(w.next().map(PathBuf::from)),
         "prometheus" => Command::Prometheus(match w.next() {
             None => None,

@@ -370,8 +370,29 @@ pub fn execute(shared: &mut Shared, cmd: &Command, env: &Env<'_>) -> Outcome {
                 let _ = writeln!(r, "Connection {n} out of range");
             } else {
                 let _ = writeln!(r, "Connection {n}:");
-                match env.conns.iter().find(|c| c.index == n) {
-                    Some(c) => {
+                let udp = shared
+                    .udp
+                    .as_ref()
+                    .filter(|_| env.conns.is_empty())
+                    .map(|u| stats::UdpReport::of(u, env.now));
+                let flow = udp.as_ref().and_then(|u| u.flows.get(n));
+                match (env.conns.iter().find(|c| c.index == n), flow) {
+                    // `-U`: the flows in the order of the status page (oldest first).
+                    (None, Some(f)) => {
+                        let _ = writeln!(
+                            r,
+                            "state = 2\ndownfd = -1, upfd = -1\nclient = {}, server = {}\npend = 0\n\
+                             udp flow: server address {}, idle {} s, expires in {} s, sent {}, received {}",
+                            f.client,
+                            f.server,
+                            f.server_address,
+                            f.idle_secs,
+                            f.expires_in_secs,
+                            f.sx,
+                            f.rx
+                        );
+                    }
+                    (Some(c), _) => {
                         let state = if c.upfd >= 0 { 2 } else { 1 };
                         let _ = writeln!(
                             r,
@@ -383,7 +404,7 @@ pub fn execute(shared: &mut Shared, cmd: &Command, env: &Env<'_>) -> Outcome {
                             c.pending_down + c.pending_up
                         );
                     }
-                    None => {
+                    (None, None) => {
                         let _ = writeln!(
                             r,
                             "state = 0\ndownfd = -1, upfd = -1\nclient = -1, server = -1\npend = 0"
@@ -526,6 +547,33 @@ mod tests {
         let r = reply(&mut sh, "servers");
         assert!(r.contains("2 addr 0.0.0.0 port 0 conn 0"), "{r}");
         assert!(r.contains("4 addr 127.0.0.1 port 80 conn 0"), "{r}");
+    }
+
+    #[test]
+    fn connection_shows_a_udp_flow_with_its_idle_time() {
+        use crate::proxy::udp::{FlowTable, UdpStatus};
+        let mut sh = shared();
+        let t0 = Duration::from_secs(10);
+        let mut table = FlowTable::new(10, Duration::from_secs(30), 4);
+        let client: SocketAddr = "10.1.2.3:5353".parse().unwrap();
+        table.handle_client(t0, client, 12, &mut sh.balancer);
+        sh.udp = Some(UdpStatus::of(&table, t0));
+        let env = Env {
+            now: t0 + Duration::from_secs(4),
+            unix_time: 0,
+            pid: 1,
+            resolved: &Resolved::new(),
+            conns: &[],
+        };
+        let r = execute_line(&mut sh, "connection 0", &env).reply;
+        assert!(r.starts_with("Connection 0:\nstate = 2\n"), "{r}");
+        assert!(r.contains("client = 10.1.2.3:5353, server = "), "{r}");
+        assert!(
+            r.contains("idle 4 s, expires in 26 s, sent 12, received 0"),
+            "{r}"
+        );
+        let r = execute_line(&mut sh, "connection 1", &env).reply;
+        assert!(r.contains("state = 0"), "no second flow: {r}");
     }
 
     #[test]

@@ -24,9 +24,7 @@ pub use flow::{
     Candidate, ClientVerdict, DropReason, Family, FlowInfo, FlowTable, Selector, UdpStats,
     UpstreamId,
 };
-pub use shell::{
-    Limits, UdpContext, UdpHandle, UdpStatus, new_table, serve_table, serve_with,
-};
+pub use shell::{Limits, UdpContext, UdpHandle, UdpStatus, new_table, serve_table, serve_with};
 
 fn client_of(addr: SocketAddr) -> Client {
     Client {
