@@ -17,10 +17,10 @@ use crate::expect::evaluate;
 use crate::node::{self, Proc};
 use crate::report::{CaptureResult, ExpectResult, Progress, ScenarioReport, StepResult};
 use crate::scenario::{
-    self, BackendKindP, ConnectExpect, NodeKindP, Plan, ProcKindP, ProcP, ReadyP, Scenario,
-    StepKindP,
+    self, BackendKindP, ConnectExpect, NodeKindP, Plan, ProcKindP, ProcP, ReadyP,
+    SIM_INPUT_CAPTURE, Scenario, SimP, StepKindP,
 };
-use crate::topology::{LinkEnd, NodeKind, RouteSpec, Topology, unique_prefix};
+use crate::topology::{LinkEnd, NodeKind, RouteSpec, Topology, unique_prefix, unique_prefix_with};
 use crate::traffic;
 
 /// Set by SIGINT/SIGTERM; checked between phases and steps.
@@ -110,17 +110,17 @@ pub fn run_file(path: &Path, opts: &RunOptions) -> ScenarioReport {
         }
     };
     report.scenario = plan.name.clone();
+    if let Some(sim) = plan.sim.clone() {
+        run_sim(&plan, &sim, path, opts, &mut report);
+        report.elapsed_ms = ms(started.elapsed());
+        finish_report(&mut report, opts);
+        return report;
+    }
     if plan.is_offline() {
-        if plan.sim.is_some() {
-            report.errors.push(
-                "[sim] (offline packet-engine runs) is reserved and not implemented yet".into(),
-            );
-        } else {
-            opts.progress.line(&format!(
-                "[{}] no hosts: nothing to build or run",
-                plan.name
-            ));
-        }
+        opts.progress.line(&format!(
+            "[{}] no hosts: nothing to build or run",
+            plan.name
+        ));
         report.elapsed_ms = ms(started.elapsed());
         report.finish();
         opts.progress.scenario_end(&report);
@@ -171,6 +171,12 @@ pub fn run_file(path: &Path, opts: &RunOptions) -> ScenarioReport {
         }
     }
     report.elapsed_ms = ms(started.elapsed());
+    finish_report(&mut report, opts);
+    report
+}
+
+/// Settles the verdict, writes `report.json` into the run directory and prints the summary.
+fn finish_report(report: &mut ScenarioReport, opts: &RunOptions) {
     report.finish();
     if let Some(d) = &report.dir
         && d.is_dir()
@@ -183,8 +189,241 @@ pub fn run_file(path: &Path, opts: &RunOptions) -> ScenarioReport {
             report.finish();
         }
     }
-    opts.progress.scenario_end(&report);
-    report
+    opts.progress.scenario_end(report);
+}
+
+/// A `[sim]` scenario: replays the input pcap through the packet engine with
+/// [`pen::link::pcapfile::run_sim`] into `<run dir>/<output>.pcap` and `<output>.log`, compares
+/// them with the golden files, then evaluates `[[expect]]` on the output (or on `input`).
+/// Needs no root and no namespaces.
+fn run_sim(plan: &Plan, sim: &SimP, file: &Path, opts: &RunOptions, report: &mut ScenarioReport) {
+    let run_id = unique_prefix_with("sim");
+    report.run_id = run_id.clone();
+    let dir = opts.out_root.join(&plan.name).join(&run_id);
+    opts.progress.line(&format!(
+        "[{}] sim {run_id}: {}",
+        plan.name,
+        if plan.description.is_empty() {
+            file.display().to_string()
+        } else {
+            plan.description.clone()
+        }
+    ));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        report.errors.push(format!(
+            "cannot create the run directory {}: {e}",
+            dir.display()
+        ));
+        report.expects_skipped = plan.expects.len();
+        return;
+    }
+    report.dir = Some(dir.clone());
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        report.errors.push("interrupted before the replay".into());
+        report.expects_skipped = plan.expects.len();
+        return;
+    }
+    let out = dir.join(format!("{}.pcap", sim.output));
+    let log = dir.join(format!("{}.log", sim.output));
+    let summary = match pen::link::pcapfile::run_sim(&sim.pen, &sim.input, &out, &log) {
+        Ok(s) => s,
+        Err(e) => {
+            report.errors.push(format!("sim: {e}"));
+            report.expects_skipped = plan.expects.len();
+            return;
+        }
+    };
+    opts.progress.line(&format!(
+        "[{}] replayed {} frames of {}; the engine sent {} ({})",
+        plan.name,
+        summary.frames_in,
+        sim.input.display(),
+        summary.frames_out,
+        summary.counters
+    ));
+    report.captures.push(CaptureResult {
+        name: SIM_INPUT_CAPTURE.into(),
+        host: "sim".into(),
+        iface: "input".into(),
+        path: sim.input.clone(),
+        frames: summary.frames_in,
+        dropped: 0,
+    });
+    report.captures.push(CaptureResult {
+        name: sim.output.clone(),
+        host: "sim".into(),
+        iface: "engine".into(),
+        path: out.clone(),
+        frames: summary.frames_out,
+        dropped: 0,
+    });
+    report.logs.push(log.clone());
+    let goldens = [
+        (&sim.expected_pcap, &out, true),
+        (&sim.expected_log, &log, false),
+    ];
+    for (golden, got, is_pcap) in goldens {
+        let Some(golden) = golden else { continue };
+        let (ok, detail) = match compare_golden(got, golden, is_pcap) {
+            Ok(None) => (true, format!("{} bytes, identical", file_len(got))),
+            Ok(Some(why)) => (false, why),
+            Err(why) => (false, why),
+        };
+        let res = ExpectResult {
+            name: format!(
+                "the {} equals {}",
+                if is_pcap {
+                    "output pcap"
+                } else {
+                    "verdict log"
+                },
+                golden.display()
+            ),
+            capture: sim.output.clone(),
+            rule: format!("same bytes as {}", golden.display()),
+            ok,
+            detail,
+            offending: Vec::new(),
+            offending_total: 0,
+            capture_path: Some(got.clone()),
+        };
+        opts.progress.expect(&plan.name, &res);
+        report.expects.push(res);
+    }
+    evaluate_expects(
+        plan,
+        |cap| {
+            if cap == SIM_INPUT_CAPTURE {
+                sim.input.clone()
+            } else {
+                dir.join(format!("{cap}.pcap"))
+            }
+        },
+        opts,
+        report,
+    );
+}
+
+fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// `Ok(None)` when `got` and `golden` hold the same bytes, `Ok(Some(where they differ))`
+/// otherwise (first differing frame for pcaps, first differing line for logs).
+pub fn compare_golden(got: &Path, golden: &Path, is_pcap: bool) -> Result<Option<String>, String> {
+    let a = std::fs::read(got).map_err(|e| format!("cannot read {}: {e}", got.display()))?;
+    let b = std::fs::read(golden).map_err(|e| format!("cannot read {}: {e}", golden.display()))?;
+    if a == b {
+        return Ok(None);
+    }
+    let hint = format!(
+        "compare `pen-lab show {}` with `pen-lab show {}`",
+        got.display(),
+        golden.display()
+    );
+    if is_pcap {
+        let fa = pen::link::pcapfile::read_frames(a.as_slice());
+        let fb = pen::link::pcapfile::read_frames(b.as_slice());
+        let why = match (fa, fb) {
+            (Ok(fa), Ok(fb)) => match fa.iter().zip(&fb).position(|(x, y)| x != y) {
+                Some(i) => {
+                    let len = |v: &[(Duration, Vec<u8>)]| v.get(i).map_or(0, |f| f.1.len());
+                    format!(
+                        "frame {} differs (got {} bytes, expected {} bytes); {} frames, expected {}",
+                        i + 1,
+                        len(&fa),
+                        len(&fb),
+                        fa.len(),
+                        fb.len()
+                    )
+                }
+                None if fa.len() != fb.len() => format!(
+                    "the first {} frames agree, but there are {} frames, expected {}",
+                    fa.len().min(fb.len()),
+                    fa.len(),
+                    fb.len()
+                ),
+                None => "the frames agree but the file headers differ".to_string(),
+            },
+            (Err(e), _) => format!("the output is not a readable pcap: {e}"),
+            (_, Err(e)) => format!("the golden file is not a readable pcap: {e}"),
+        };
+        return Ok(Some(format!("{why}; {hint}")));
+    }
+    let (ta, tb) = (String::from_utf8_lossy(&a), String::from_utf8_lossy(&b));
+    let (la, lb): (Vec<&str>, Vec<&str>) = (ta.lines().collect(), tb.lines().collect());
+    let why = match la.iter().zip(&lb).position(|(x, y)| x != y) {
+        Some(i) => format!(
+            "line {} is {:?}, expected {:?}",
+            i + 1,
+            la.get(i).copied().unwrap_or_default(),
+            lb.get(i).copied().unwrap_or_default()
+        ),
+        None => format!(
+            "the first {} lines agree, but there are {} lines, expected {}",
+            la.len().min(lb.len()),
+            la.len(),
+            lb.len()
+        ),
+    };
+    Ok(Some(format!(
+        "{why}; diff {} {}",
+        got.display(),
+        golden.display()
+    )))
+}
+
+/// Evaluates every `[[expect]]` of `plan` on the pcap `path_of(capture name)` and records the
+/// results (each pcap is decoded once).
+fn evaluate_expects(
+    plan: &Plan,
+    path_of: impl Fn(&str) -> PathBuf,
+    opts: &RunOptions,
+    report: &mut ScenarioReport,
+) {
+    let mut cache: BTreeMap<String, Result<(PathBuf, Vec<FrameInfo>), String>> = BTreeMap::new();
+    for x in &plan.expects {
+        let entry = cache.entry(x.capture.clone()).or_insert_with(|| {
+            let path = path_of(&x.capture);
+            read_pcap(&path)
+                .map(|f| (path, f))
+                .map_err(|e| format!("{e:#}"))
+        });
+        let res = match entry {
+            Err(e) => ExpectResult {
+                name: x.name.clone(),
+                capture: x.capture.clone(),
+                rule: x.kind.to_string(),
+                ok: false,
+                detail: e.clone(),
+                offending: Vec::new(),
+                offending_total: 0,
+                capture_path: None,
+            },
+            Ok((path, frames)) => {
+                let o = evaluate(&x.kind, frames);
+                let offending = o
+                    .offending
+                    .iter()
+                    .take(10)
+                    .filter_map(|i| frames.get(*i))
+                    .map(|f| f.to_string())
+                    .collect();
+                ExpectResult {
+                    name: x.name.clone(),
+                    capture: x.capture.clone(),
+                    rule: x.kind.to_string(),
+                    ok: o.pass,
+                    detail: o.detail,
+                    offending,
+                    offending_total: o.offending.len(),
+                    capture_path: Some(path.clone()),
+                }
+            }
+        };
+        opts.progress.expect(&plan.name, &res);
+        report.expects.push(res);
+    }
 }
 
 struct Run<'a> {
@@ -714,50 +953,12 @@ impl Run<'_> {
     }
 
     fn evaluate(&self, report: &mut ScenarioReport) {
-        let mut cache: BTreeMap<String, Result<(PathBuf, Vec<FrameInfo>), String>> =
-            BTreeMap::new();
-        for x in &self.plan.expects {
-            let entry = cache.entry(x.capture.clone()).or_insert_with(|| {
-                let path = self.dir.join(format!("{}.pcap", x.capture));
-                read_pcap(&path)
-                    .map(|f| (path, f))
-                    .map_err(|e| format!("{e:#}"))
-            });
-            let res = match entry {
-                Err(e) => ExpectResult {
-                    name: x.name.clone(),
-                    capture: x.capture.clone(),
-                    rule: x.kind.to_string(),
-                    ok: false,
-                    detail: e.clone(),
-                    offending: Vec::new(),
-                    offending_total: 0,
-                    capture_path: None,
-                },
-                Ok((path, frames)) => {
-                    let o = evaluate(&x.kind, frames);
-                    let offending = o
-                        .offending
-                        .iter()
-                        .take(10)
-                        .filter_map(|i| frames.get(*i))
-                        .map(|f| f.to_string())
-                        .collect();
-                    ExpectResult {
-                        name: x.name.clone(),
-                        capture: x.capture.clone(),
-                        rule: x.kind.to_string(),
-                        ok: o.pass,
-                        detail: o.detail,
-                        offending,
-                        offending_total: o.offending.len(),
-                        capture_path: Some(path.clone()),
-                    }
-                }
-            };
-            self.opts.progress.expect(&self.plan.name, &res);
-            report.expects.push(res);
-        }
+        evaluate_expects(
+            &self.plan,
+            |cap| self.dir.join(format!("{cap}.pcap")),
+            self.opts,
+            report,
+        );
     }
 }
 

@@ -49,9 +49,31 @@ pub struct Scenario {
     pub steps: Vec<Step>,
     #[serde(default, rename = "expect")]
     pub expects: Vec<ExpectSpec>,
-    /// Reserved for offline packet-engine runs over a pcap fixture (`sim-*` scenarios). Parsed
-    /// as a free table and not interpreted yet; see docs/scenario-format.md.
-    pub sim: Option<toml::Table>,
+    /// An offline packet-engine run over a pcap fixture (`sim-*` scenarios): no hosts, no
+    /// root; see docs/scenario-format.md.
+    pub sim: Option<SimToml>,
+}
+
+/// `[sim]`: replay a pcap through pen's packet engine (as `pen-sim` does) and check the
+/// frames it emits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimToml {
+    /// The input pcap, relative to the repository root (`scenarios/..`) or absolute.
+    pub input: String,
+    /// pen's arguments (without the program name), e.g. `["-O", "dsr_if eth1", "10.0.0.100:80", ...]`.
+    pub pen: Vec<String>,
+    /// The capture name `[[expect]]` entries use for the frames the engine emits.
+    #[serde(default = "default_sim_output")]
+    pub output: String,
+    /// A golden pcap the output must equal byte for byte.
+    pub expected_pcap: Option<String>,
+    /// A golden verdict log the run's log must equal byte for byte.
+    pub expected_log: Option<String>,
+}
+
+fn default_sim_output() -> String {
+    "output".into()
 }
 
 fn default_timeout() -> u64 {
@@ -917,9 +939,22 @@ pub struct Plan {
     pub captures: Vec<CaptureP>,
     pub steps: Vec<StepP>,
     pub expects: Vec<Expectation>,
-    /// The `[sim]` table, reserved.
-    pub sim: Option<toml::Table>,
+    /// The offline run, for `[sim]` scenarios.
+    pub sim: Option<SimP>,
 }
+
+/// A validated `[sim]` table: every path resolved and checked to exist.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimP {
+    pub input: PathBuf,
+    pub pen: Vec<String>,
+    pub output: String,
+    pub expected_pcap: Option<PathBuf>,
+    pub expected_log: Option<PathBuf>,
+}
+
+/// The capture name under which `[[expect]]` entries of a `[sim]` scenario see the input pcap.
+pub const SIM_INPUT_CAPTURE: &str = "input";
 
 impl Plan {
     /// True when the scenario needs no namespaces (no hosts or switches).
@@ -1208,6 +1243,11 @@ impl Scenario {
         // The runner sets the real `{run_dir}` before it plans with MACs; `check` sees this.
         vars.entry("run_dir".into())
             .or_insert_with(|| "/tmp/pen-lab-run".into());
+        if self.sim.is_some() {
+            // `{sim_mac}`: the MAC the offline engine uses (pen-sim's default).
+            vars.entry("sim_mac".into())
+                .or_insert_with(|| crate::decode::fmt_mac(&pen::link::pcapfile::SIM_MAC));
+        }
         let mut refs = Refs {
             vars,
             ips: BTreeMap::new(),
@@ -1408,7 +1448,14 @@ impl Scenario {
         let captures = plan_captures(self, &ifaces, &host_names, &mut e);
         let steps = plan_steps(self, &refs, &host_names, &proc_names, &mut e);
         let mut expects = Vec::new();
-        let cap_names: Vec<String> = self.captures.iter().map(|c| c.name.clone()).collect();
+        let mut cap_names: Vec<String> = self.captures.iter().map(|c| c.name.clone()).collect();
+        let sim = self
+            .sim
+            .as_ref()
+            .and_then(|s| plan_sim(self, s, file, &refs, &mut e));
+        if let Some(s) = &self.sim {
+            cap_names = vec![s.output.clone(), SIM_INPUT_CAPTURE.to_string()];
+        }
         for (i, x) in self.expects.iter().enumerate() {
             let key = format!("expect[{i}]");
             if !cap_names.contains(&x.capture) {
@@ -1426,12 +1473,6 @@ impl Scenario {
                 Err((sub, m)) => e.push(format!("{key}{sub}"), m),
             }
         }
-        if self.sim.is_some() && !self.hosts.is_empty() {
-            e.push(
-                "sim",
-                "expected either [sim] (offline run) or hosts, not both",
-            );
-        }
         if !e.list.is_empty() {
             return Err(ScenarioErrors(e.list));
         }
@@ -1444,9 +1485,141 @@ impl Scenario {
             captures,
             steps,
             expects,
-            sim: self.sim.clone(),
+            sim,
         })
     }
+}
+
+/// The directory `[sim]` paths are relative to: the parent of the scenario file's directory
+/// (`scenarios/..`, the repository root), else the parent of the scenarios directory, else `.`.
+pub fn sim_root(file: &str) -> PathBuf {
+    std::fs::canonicalize(file)
+        .ok()
+        .and_then(|p| p.parent().and_then(Path::parent).map(Path::to_path_buf))
+        .or_else(|| scenarios_dir().and_then(|d| d.parent().map(Path::to_path_buf)))
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Validates `[sim]`: no live parts, existing files, pen arguments the engine accepts.
+fn plan_sim(sc: &Scenario, s: &SimToml, file: &str, refs: &Refs, e: &mut Errs) -> Option<SimP> {
+    let live = [
+        ("host", sc.hosts.len()),
+        ("switch", sc.switches.len()),
+        ("link", sc.links.len()),
+        ("process", sc.processes.len()),
+        ("capture", sc.captures.len()),
+        ("step", sc.steps.len()),
+    ];
+    for (what, n) in live {
+        if n > 0 {
+            e.push(
+                "sim",
+                format!(
+                    "a [sim] scenario runs offline and may not have [[{what}]] entries (found {n}); expected only [sim], [vars] and [[expect]]"
+                ),
+            );
+        }
+    }
+    let root = sim_root(file);
+    let mut ok = true;
+    let mut path = |key: &str, v: &str, what: &str| -> Option<PathBuf> {
+        let v = match refs.resolve(v) {
+            Ok(v) => v,
+            Err(m) => {
+                e.push(format!("sim.{key}"), m);
+                return None;
+            }
+        };
+        if v.trim().is_empty() {
+            e.push(
+                format!("sim.{key}"),
+                format!("expected the path of {what}, got an empty string"),
+            );
+            return None;
+        }
+        let p = root.join(&v);
+        if !p.is_file() {
+            e.push(
+                format!("sim.{key}"),
+                format!(
+                    "expected an existing file ({what}, relative to {} or absolute), got {v:?}: {} does not exist",
+                    root.display(),
+                    p.display()
+                ),
+            );
+            return None;
+        }
+        Some(p)
+    };
+    let input = path(
+        "input",
+        &s.input,
+        "a pcap file, e.g. captures/fixtures/dsr-tcp.pcap",
+    );
+    let expected_pcap = match &s.expected_pcap {
+        Some(v) => {
+            let p = path("expected_pcap", v, "a golden pcap under captures/expected/");
+            ok &= p.is_some();
+            p
+        }
+        None => None,
+    };
+    let expected_log = match &s.expected_log {
+        Some(v) => {
+            let p = path(
+                "expected_log",
+                v,
+                "a golden verdict log under captures/expected/",
+            );
+            ok &= p.is_some();
+            p
+        }
+        None => None,
+    };
+    let mut pen = Vec::new();
+    for (i, a) in s.pen.iter().enumerate() {
+        match refs.resolve(a) {
+            Ok(v) => pen.push(v),
+            Err(m) => {
+                e.push(format!("sim.pen[{i}]"), m);
+                ok = false;
+            }
+        }
+    }
+    if s.pen.is_empty() {
+        e.push(
+            "sim.pen",
+            "expected pen's arguments, e.g. [\"-O\", \"dsr_if eth1\", \"10.0.0.100:80\", \"10.0.0.3\"], got an empty list",
+        );
+        ok = false;
+    } else if ok
+        && let Err(m) =
+            pen::engine::config_from_pen_args(&pen, pen::link::pcapfile::SIM_MAC, [0; 16])
+    {
+        e.push(
+            "sim.pen",
+            format!("the packet engine does not accept {pen:?}: {m}"),
+        );
+        ok = false;
+    }
+    if !valid_node_name(&s.output) || s.output == SIM_INPUT_CAPTURE {
+        e.push(
+            "sim.output",
+            format!(
+                "expected a capture name of 1-32 lowercase letters, digits or '-' other than {SIM_INPUT_CAPTURE:?}, got {:?}",
+                s.output
+            ),
+        );
+        ok = false;
+    }
+    Some(SimP {
+        input: input?,
+        pen,
+        output: s.output.clone(),
+        expected_pcap,
+        expected_log,
+    })
+    .filter(|_| ok)
 }
 
 /// (node, iface, mac) as written.
