@@ -1,8 +1,9 @@
 //! `pen -U` (the real binary) on loopback, with DNS backends started by the tests that answer
 //! different A records, and a DNS client in the test.
 //!
-//! Failover is tested without the control socket: a stopped backend's port answers with ICMP
-//! port unreachable, which must blacklist that server. Each test kills its pen by PID.
+//! Failover is tested both without the control socket (a stopped backend's port answers with
+//! ICMP port unreachable, which must blacklist that server) and with it (`penctl server N
+//! blacklist T`, as C Pen's test suite does). Each test kills its pen by PID.
 
 #[path = "../examples/dns_responder.rs"]
 #[allow(dead_code)]
@@ -320,4 +321,160 @@ fn empty_huge_and_flooding_datagrams_do_not_hurt_pen() {
     );
     // The earlier flow (the 0 and 64 KiB datagrams) still works.
     assert!(query(&c, pen.addr, 1).is_some());
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// pen -U with a control port on 127.0.0.1 (and `-u root` when root, which C Pen requires to
+/// open it); returns the control address.
+fn start_pen_ctl(opts: &[&str], backends: &[&DnsBackend]) -> (Pen, String) {
+    let control = format!("127.0.0.1:{}", free_tcp_port());
+    let mut all: Vec<&str> = Vec::new();
+    if is_root() {
+        all.extend(["-u", "root"]);
+    }
+    all.extend(["-C", control.as_str()]);
+    all.extend_from_slice(opts);
+    let pen = start_pen("127.0.0.1", &all, backends);
+    // The control port opens with the listener; wait for a reply (bounded).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while penctl_try(&control, &["mode"]).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "control port {control} never answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (pen, control)
+}
+
+fn penctl_try(control: &str, words: &[&str]) -> Option<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_penctl"))
+        .arg(control)
+        .args(words)
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The workspace's penctl; its reply.
+fn penctl(control: &str, words: &[&str]) -> String {
+    penctl_try(control, words).unwrap_or_else(|| panic!("penctl {control} {words:?} failed"))
+}
+
+/// Answers of `n` new flows (a fresh client port each), one attempt each.
+fn new_flow_answers(pen: &Pen, n: usize) -> Vec<Option<Ipv4Addr>> {
+    (0..n)
+        .map(|_| query(&client("127.0.0.1"), pen.addr, 1))
+        .collect()
+}
+
+#[test]
+fn penctl_blacklist_moves_new_flows_away_and_blacklist_0_brings_the_server_back() {
+    let b = three("127.0.0.1:0");
+    let (pen, ctl) = start_pen_ctl(&["-r"], &refs(&b));
+    let kept = client("127.0.0.1");
+    assert!(query(&kept, pen.addr, 1).is_some());
+
+    // Server 1 blacklisted: new flows go to 0 and 2 only.
+    assert_eq!(penctl(&ctl, &["server", "1", "blacklist", "30"]), "");
+    let answers = new_flow_answers(&pen, 12);
+    let seen: BTreeSet<Ipv4Addr> = answers.iter().map(|a| a.expect("answer")).collect();
+    assert_eq!(
+        seen,
+        BTreeSet::from([b[0].answer, b[2].answer]),
+        "new flows avoid the blacklisted server 1"
+    );
+
+    // Every server blacklisted: a new flow gets no answer, pen keeps running.
+    penctl(&ctl, &["server", "0", "blacklist", "30"]);
+    penctl(&ctl, &["server", "2", "blacklist", "30"]);
+    let hits_before: usize = b.iter().map(DnsBackend::hits).sum();
+    assert_eq!(new_flow_answers(&pen, 3), vec![None; 3], "all blacklisted");
+    let hits_after: usize = b.iter().map(DnsBackend::hits).sum();
+    assert_eq!(
+        hits_before, hits_after,
+        "no backend saw the refused queries"
+    );
+
+    // `server 1 blacklist 0` brings server 1 back: it takes every new flow.
+    penctl(&ctl, &["server", "1", "blacklist", "0"]);
+    for a in new_flow_answers(&pen, 4) {
+        assert_eq!(a, Some(b[1].answer), "server 1 is back");
+    }
+    let mut pen = pen;
+    assert!(pen.child.try_wait().unwrap().is_none(), "pen still running");
+}
+
+/// Polls `status` (the HTML page) until `pred` holds (bounded); returns the last page.
+fn status_until(ctl: &str, within: Duration, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let page = penctl(ctl, &["status"]);
+        if pred(&page) || Instant::now() >= deadline {
+            return page;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn udp_flow_idle_is_set_at_start_and_at_run_time_and_flows_expire_in_the_stats() {
+    let b = three("127.0.0.1:0");
+    let web = std::env::temp_dir().join(format!("pen-udp-stats-{}.html", std::process::id()));
+    let web_s = web.display().to_string();
+    let (pen, ctl) = start_pen_ctl(&["-r", "-w", &web_s, "-O", "udp_flow_idle 30"], &refs(&b));
+    assert_eq!(penctl(&ctl, &["udp_flow_idle"]), "30\n", "-O at start-up");
+
+    let c = client("127.0.0.1");
+    let port = c.local_addr().unwrap().port();
+    assert!(query(&c, pen.addr, 1).is_some());
+    let me = format!("<td>127.0.0.1:{port}</td>");
+    let page = status_until(&ctl, Duration::from_secs(3), |p| p.contains(&me));
+    assert!(page.contains("flow idle time 30 seconds"), "{page}");
+    assert!(page.contains(&me), "the flow is listed: {page}");
+    // `connection N` shows a flow too (the readiness probe's, the oldest).
+    let conn = penctl(&ctl, &["connection", "0"]);
+    assert!(
+        conn.contains("state = 2") && conn.contains("udp flow:"),
+        "{conn}"
+    );
+
+    // Run time: 1 s idle expires both flows within a tick or two.
+    assert_eq!(penctl(&ctl, &["udp_flow_idle", "1"]), "1\n");
+    let page = status_until(&ctl, Duration::from_secs(5), |p| {
+        p.contains(" max, 0 used;") && p.contains("expired 2,")
+    });
+    assert!(
+        page.contains(" max, 0 used;") && page.contains("expired 2,"),
+        "both flows expired: {page}"
+    );
+    assert!(!page.contains(&me), "{page}");
+    // The expired client starts a new flow on its next datagram.
+    assert!(query(&c, pen.addr, 1).is_some());
+    // 0 is refused with a reason; the value stays.
+    let r = penctl_try(&ctl, &["udp_flow_idle", "0"]).unwrap_or_default();
+    assert!(r.contains("'udp_flow_idle'") && r.contains(">= 1"), "{r}");
+    assert_eq!(penctl(&ctl, &["udp_flow_idle"]), "1\n");
+    let _ = std::fs::remove_file(&web);
 }
