@@ -285,7 +285,8 @@ fn run_sim(plan: &Plan, sim: &SimP, file: &Path, opts: &RunOptions, report: &mut
             detail,
             offending: Vec::new(),
             offending_total: 0,
-            capture_path: Some(got.clone()),
+            // Only pcaps: the report prints `pen-lab show <capture_path>`.
+            capture_path: is_pcap.then(|| got.clone()),
         };
         opts.progress.expect(&plan.name, &res);
         report.expects.push(res);

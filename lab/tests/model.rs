@@ -771,15 +771,21 @@ offloads = true
 
 #[test]
 fn scenario_without_hosts_is_offline() {
-    let plan = parse_str(
-        "name = \"sim-x\"\n[sim]\npcap = \"captures/fixtures/lab-mixed.pcap\"\n",
-        "sim.toml",
-    )
-    .unwrap()
-    .plan("sim.toml", "sim-x", None)
-    .unwrap();
+    let text = format!(
+        "name = \"sim-x\"\n[sim]\ninput = {:?}\npen = [\"-O\", \"dsr_if eth1\", \"10.0.0.100:80\", \"10.0.0.3\"]\n",
+        fixture("lab-mixed.pcap").display().to_string()
+    );
+    let plan = parse_str(&text, "sim.toml")
+        .unwrap()
+        .plan("sim.toml", "sim-x", None)
+        .unwrap();
     assert!(plan.is_offline());
-    assert!(plan.sim.is_some());
+    let sim = plan.sim.unwrap();
+    assert_eq!(sim.input, fixture("lab-mixed.pcap"));
+    assert_eq!(
+        sim.output, "output",
+        "the default capture name of the engine's frames"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
