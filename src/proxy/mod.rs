@@ -32,8 +32,9 @@ pub struct Shared {
     pub transparent_failures: u64,
     /// TLS termination in force (`-E`); `None` = plain TCP. Replaced on reload (`tls::reload`).
     pub tls: Option<Arc<tls::Terminator>>,
-    /// The UDP flow table as of its last tick (`-U`; published by the UDP shell, at most
-    /// [`udp::shell::PUBLISH_EVERY`] + [`udp::shell::TICK`] old), for the reports.
+    /// The UDP flow table (`-U`) as the UDP shell last published it, for the reports: at
+    /// every tick ([`udp::shell::TICK`]) and [`udp::shell::PUBLISH_EVERY`] after new flows.
+    /// The shell writes it without holding its table lock (lock order: table, then this).
     pub udp: Option<udp::UdpStatus>,
 }
 

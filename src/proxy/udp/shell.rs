@@ -151,6 +151,9 @@ struct Inner<C> {
     /// Entries of flows the table no longer has are pruned every tick. Lock order: the table
     /// first, then this map.
     spoofed: Mutex<HashMap<SocketAddr, IpAddr>>,
+    /// Signalled when a batch created flows: the expiry task publishes the status soon (at
+    /// most every [`PUBLISH_EVERY`]) instead of at the next tick.
+    created: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -245,6 +248,7 @@ async fn run_table<C: UdpContext>(
         source: Mutex::new(limits.source),
         transparent: AtomicBool::new(transparent),
         spoofed: Mutex::new(HashMap::new()),
+        created: tokio::sync::Notify::new(),
     });
     let timer = tokio::spawn(expiry_loop(Arc::clone(&inner)));
     let _guard = AbortGuard {
@@ -271,6 +275,8 @@ impl<C> Drop for AbortGuard<C> {
 
 async fn expiry_loop<C: UdpContext>(inner: Arc<Inner<C>>) {
     let mut last_publish: Option<Duration> = None;
+    // Flows were created since the last publication.
+    let mut dirty = false;
     loop {
         let now = inner.ctx.now();
         let limits = inner.ctx.limits();
@@ -299,10 +305,23 @@ async fn expiry_loop<C: UdpContext>(inner: Arc<Inner<C>>) {
         let (next, status) = next;
         if let Some(status) = status {
             last_publish = Some(now);
+            dirty = false;
             inner.ctx.publish(status);
         }
-        let wait = next.map_or(TICK, |at| at.saturating_sub(now)).min(TICK);
-        tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+        let mut wait = next.map_or(TICK, |at| at.saturating_sub(now)).min(TICK);
+        if dirty {
+            wait = wait.min(PUBLISH_EVERY);
+        }
+        let deadline = tokio::time::Instant::now() + wait.max(Duration::from_millis(1));
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => {}
+            () = inner.created.notified() => {
+                // New flows: publish them soon, but no more often than PUBLISH_EVERY.
+                dirty = true;
+                let soon = tokio::time::Instant::now() + PUBLISH_EVERY;
+                tokio::time::sleep_until(deadline.min(soon)).await;
+            }
+        }
     }
 }
 
@@ -335,6 +354,7 @@ async fn client_loop<C: UdpContext>(inner: &Arc<Inner<C>>) -> io::Result<()> {
         };
         let now = inner.ctx.now();
         out.clear();
+        let mut created = false;
         {
             let mut table = lock(&inner.table);
             for i in 0..n {
@@ -348,12 +368,16 @@ async fn client_loop<C: UdpContext>(inner: &Arc<Inner<C>>) -> io::Result<()> {
                         new_flow,
                     } => {
                         if !new_flow || note_new_flow(inner, &mut table, client, server, now) {
+                            created |= new_flow;
                             out.push((upstream, server, client, i));
                         }
                     }
                     verdict => tracing::trace!(%client, ?verdict, "udp datagram dropped"),
                 }
             }
+        }
+        if created {
+            inner.created.notify_one();
         }
         // One sendmmsg per upstream socket, in arrival order within each.
         out.sort_by_key(|&(u, _, _, i)| (u, i));
@@ -794,6 +818,7 @@ mod tests {
     struct Ctx {
         sel: Mutex<RrSel>,
         limits: Limits,
+        published: Mutex<Option<UdpStatus>>,
     }
 
     impl UdpContext for Arc<Ctx> {
@@ -805,6 +830,9 @@ mod tests {
         }
         fn now(&self) -> Duration {
             crate::proxy::now()
+        }
+        fn publish(&self, status: UdpStatus) {
+            *self.published.lock().unwrap() = Some(status);
         }
     }
 
@@ -838,6 +866,7 @@ mod tests {
                 idle: Duration::from_secs(60),
                 source: None,
             },
+            published: Mutex::new(None),
         });
         let l = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
@@ -871,6 +900,34 @@ mod tests {
             assert_eq!(ask(&c1, pen, b"again").await.unwrap()[0], r1[0]);
         }
         assert_eq!(&r1[1..], b"hi");
+    }
+
+    #[tokio::test]
+    async fn a_new_flow_is_published_well_before_the_next_tick() {
+        let a = tagged_echo(b'A', Arc::default()).await;
+        let (pen, ctx) = start(vec![a], 100).await;
+        // Let the first (empty) publication happen, then create a flow right after it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let me = c.local_addr().unwrap();
+        assert!(ask(&c, pen, b"x").await.is_some());
+        let listed = || {
+            ctx.published
+                .lock()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|s| s.flows.iter().any(|f| f.client == me))
+        };
+        let t0 = std::time::Instant::now();
+        while !listed() && t0.elapsed() < TICK {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(listed(), "flow not published within a tick");
+        // Without the signal it would wait for the tick (about 950 ms here).
+        assert!(t0.elapsed() < Duration::from_millis(600), "{:?}", t0.elapsed());
+        let st = ctx.published.lock().unwrap().clone().unwrap();
+        assert_eq!((st.stats.flows_created, st.max_flows), (1, 100));
+        assert_eq!(st.flows[0].bytes_up, 1);
     }
 
     #[tokio::test]
@@ -935,6 +992,7 @@ mod tests {
                 idle: Duration::from_secs(60),
                 source: None,
             },
+            published: Mutex::new(None),
         });
         let l = UdpSocket::bind("[::1]:0").await.unwrap();
         let pen = l.local_addr().unwrap();
@@ -958,6 +1016,7 @@ mod tests {
                 idle: Duration::from_secs(60),
                 source: None,
             },
+            published: Mutex::new(None),
         });
         let handle = new_table(&ctx.limits);
         let l = UdpSocket::bind("127.0.0.1:0").await.unwrap();
