@@ -65,12 +65,13 @@ pub trait UdpContext: Send + Sync + 'static {
     fn transparent_failed(&self, client: SocketAddr, err: &TransparentError) {
         tracing::error!("{client}: {err}");
     }
-    /// The table as of this tick, for the reports (`connection`, status, Prometheus). Called
-    /// at every tick without the table lock held.
+    /// The table as of now, for the reports (`connection`, status, Prometheus). Called by the
+    /// expiry task (at every tick, and soon after new flows) without the table lock held.
     fn publish(&self, _status: UdpStatus) {}
 }
 
-/// The flow table as the reports show it: taken at every tick (so at most [`TICK`] old).
+/// The flow table as the reports show it: taken at every tick and [`PUBLISH_EVERY`] after a
+/// batch that created flows (see [`UdpContext::publish`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UdpStatus {
     /// When it was taken (the context's clock).
