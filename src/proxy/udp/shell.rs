@@ -925,7 +925,11 @@ mod tests {
         }
         assert!(listed(), "flow not published within a tick");
         // Without the signal it would wait for the tick (about 950 ms here).
-        assert!(t0.elapsed() < Duration::from_millis(600), "{:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < Duration::from_millis(600),
+            "{:?}",
+            t0.elapsed()
+        );
         let st = ctx.published.lock().unwrap().clone().unwrap();
         assert_eq!((st.stats.flows_created, st.max_flows), (1, 100));
         assert_eq!(st.flows[0].bytes_up, 1);
