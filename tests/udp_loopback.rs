@@ -209,8 +209,13 @@ fn roundrobin_spreads_new_flows_evenly_and_a_flow_sticks() {
     let b = three("127.0.0.1:0");
     let pen = start_pen("127.0.0.1", &["-r"], &refs(&b));
     let mut count: BTreeMap<Ipv4Addr, usize> = BTreeMap::new();
+    // Keep every client socket open: a closed one's port could be handed out again by the
+    // kernel and would then be the same (still live) flow, not a new one.
+    let mut clients = Vec::new();
     for _ in 0..30 {
-        let a = query(&client("127.0.0.1"), pen.addr, 1).expect("answer");
+        let c = client("127.0.0.1");
+        let a = query(&c, pen.addr, 1).expect("answer");
+        clients.push(c);
         *count.entry(a).or_default() += 1;
     }
     assert_eq!(count.len(), 3, "{count:?}");
