@@ -455,13 +455,14 @@ fn html_udp(out: &mut String, u: &UdpReport) {
     let _ = write!(
         out,
         "Number of flows: {} max, {} used; flow idle time {} seconds<p>\
-         Flows created {}, expired {}, failed {}; new flows dropped: {} table full, {} no server<p>",
+         Flows created {}, expired {}, failed {}, evicted {}; new flows dropped: {} table full, {} no server<p>",
         u.max_flows,
         u.flows.len(),
         u.idle_secs,
         u.stats.flows_created,
         u.stats.flows_expired,
         u.stats.flows_failed,
+        u.stats.flows_evicted,
         u.stats.dropped_table_full,
         u.stats.dropped_no_server
     );
@@ -537,13 +538,14 @@ pub fn text(s: &Snapshot) -> String {
         let _ = writeln!(
             out,
             "Max number of UDP flows: {}\nUDP flow idle time: {} seconds\n\
-             UDP flows created {}, expired {}, failed {}, dropped (table full) {}, dropped (no server) {}\n\
+             UDP flows created {}, expired {}, failed {}, evicted {}, dropped (table full) {}, dropped (no server) {}\n\
              Active UDP flows:",
             u.max_flows,
             u.idle_secs,
             u.stats.flows_created,
             u.stats.flows_expired,
             u.stats.flows_failed,
+            u.stats.flows_evicted,
             u.stats.dropped_table_full,
             u.stats.dropped_no_server
         );
@@ -719,7 +721,7 @@ pub fn prometheus(s: &Snapshot) -> String {
         );
     }
     if let Some(u) = &s.udp {
-        let udp: [(&str, &str, &str, u64); 9] = [
+        let udp: [(&str, &str, &str, u64); 10] = [
             (
                 "pen_udp_flows",
                 "gauge",
@@ -757,9 +759,15 @@ pub fn prometheus(s: &Snapshot) -> String {
                 u.stats.flows_failed,
             ),
             (
+                "pen_udp_flows_evicted_total",
+                "counter",
+                "Answered UDP flows evicted to make room for new flows in a full table.",
+                u.stats.flows_evicted,
+            ),
+            (
                 "pen_udp_flows_dropped_table_full_total",
                 "counter",
-                "New UDP flows refused because the flow table was full.",
+                "New UDP flows refused because the flow table was full of unanswered flows.",
                 u.stats.dropped_table_full,
             ),
             (
@@ -838,7 +846,7 @@ mod tests {
         assert!(h.contains("<td>10.0.0.9:4001</td>"), "{h}");
         let t = text(&snap);
         assert!(t.contains("UDP flow idle time: 60 seconds"), "{t}");
-        assert!(t.contains("dropped (table full) 1"), "{t}");
+        assert!(t.contains("evicted 0, dropped (table full) 1"), "{t}");
         assert!(t.contains("Flow 1 status:\nclient 10.0.0.9:4001"), "{t}");
         let p = prometheus(&snap);
         assert!(p.contains("\npen_udp_flows 2\n"), "{p}");
@@ -847,6 +855,7 @@ mod tests {
             "{p}"
         );
         assert!(p.contains("\npen_udp_flow_idle_seconds 60\n"), "{p}");
+        assert!(p.contains("\npen_udp_flows_evicted_total 0\n"), "{p}");
         // Without -U there is no UDP section.
         sh.udp = None;
         let snap = Snapshot::capture(&sh, t0, 0, Vec::new());

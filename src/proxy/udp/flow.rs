@@ -17,14 +17,27 @@
 //! pool needs as many sockets as the busiest server has live flows: with `n` servers evenly
 //! used, about `conn_max / n`; never more than `max_upstreams` per family (default: `conn_max`).
 //! The number of descriptors does not depend on the number of clients (C Pen opens two per flow).
-//! Freed slots are reused oldest-first, so a late reply to an expired flow is unlikely to reach
-//! the next flow on the same `(k, server)`.
+//! Freed slots are reused oldest-first, and not within [`SLOT_REUSE_DELAY`] of their release
+//! while the pool may still grow, so a late reply to an expired or evicted flow is unlikely to
+//! reach the next flow on the same `(k, server)`.
 //!
 //! # Selection
 //! The table asks a [`Selector`] (the shared `Balancer` in the daemon, a fake in tests) for an
 //! ordered list of candidates when a new client address is seen, and walks it: the first
 //! candidate with an inet address and a free upstream slot gets the flow. A flow counts as an
 //! established connection of its server from creation until it expires or is removed.
+//!
+//! # A full table
+//! `max_flows` (`conn_max`) bounds the table. When it is full, a new flow evicts the
+//! least-recently-active *answered* flow: one whose server has replied since the client's last
+//! datagram (a completed exchange, e.g. a DNS query and its answer). Answered flows are kept in
+//! an LRU ordered by the time of their last reply (O(log n) per datagram); a client datagram
+//! takes its flow out of the LRU until the next reply. Only when no flow is answered is the new
+//! flow dropped (and counted), so a flood of unanswered datagrams cannot push out exchanges
+//! still waiting for their reply, and memory stays bounded by `max_flows`. A late reply to an
+//! evicted flow matches no route and is counted as unmatched, unless its `(upstream, server)`
+//! pair has been handed to a new flow meanwhile (only when the pool is at `max_upstreams`, or
+//! after [`SLOT_REUSE_DELAY`]; the same caveat as for expired flows).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -118,8 +131,10 @@ pub struct UdpStats {
     pub bytes_from_clients: u64,
     pub datagrams_from_servers: u64,
     pub bytes_from_servers: u64,
-    /// New flows refused because the table was full (`conn_max`).
+    /// New flows refused because the table was full (`conn_max`) and no flow was answered.
     pub dropped_table_full: u64,
+    /// Answered flows removed to make room for a new flow in a full table.
+    pub flows_evicted: u64,
     /// New flows refused because no server could take them.
     pub dropped_no_server: u64,
     /// Candidates skipped because they are not inet addresses.
@@ -158,6 +173,9 @@ struct Flow {
     last_seen: Duration,
     /// Key of this flow's entry in `FlowTable::deadlines`.
     deadline: (Duration, u64),
+    /// Key of this flow's entry in `FlowTable::answered`: `Some` while the server has replied
+    /// since the client's last datagram (the flow may be evicted when the table is full).
+    answered: Option<(Duration, u64)>,
     datagrams_up: u64,
     bytes_up: u64,
     datagrams_down: u64,
@@ -169,24 +187,31 @@ struct Flow {
 struct SlotAlloc {
     /// Indices `0..high` have been handed out at least once.
     high: u32,
-    /// Released indices, oldest first.
-    free: VecDeque<u32>,
+    /// Released indices with the time of release, oldest first.
+    free: VecDeque<(u32, Duration)>,
 }
 
+/// A released `(upstream, server)` slot is not handed to a new flow for this long while the
+/// pool may still grow, so that a late reply to the old flow is unmatched rather than
+/// delivered to the new one.
+pub const SLOT_REUSE_DELAY: Duration = Duration::from_secs(1);
+
 impl SlotAlloc {
-    fn alloc(&mut self, max: u32) -> Option<u32> {
-        if let Some(i) = self.free.pop_front() {
-            return Some(i);
-        }
-        if self.high < max {
+    fn alloc(&mut self, max: u32, now: Duration) -> Option<u32> {
+        let rested = self
+            .free
+            .front()
+            .is_some_and(|&(_, at)| at.saturating_add(SLOT_REUSE_DELAY) <= now);
+        if !rested && self.high < max {
             self.high += 1;
             return Some(self.high - 1);
         }
-        None
+        // A rested slot, or the pool is at its bound: the oldest released slot.
+        self.free.pop_front().map(|(i, _)| i)
     }
 
-    fn release(&mut self, i: u32) {
-        self.free.push_back(i);
+    fn release(&mut self, i: u32, now: Duration) {
+        self.free.push_back((i, now));
     }
 }
 
@@ -201,6 +226,8 @@ pub struct FlowTable {
     routes: HashMap<(UpstreamId, SocketAddr), SocketAddr>,
     /// (deadline, sequence) → client; exactly one entry per live flow.
     deadlines: BTreeMap<(Duration, u64), SocketAddr>,
+    /// (time of last reply, sequence) → client, for answered flows only: the eviction LRU.
+    answered: BTreeMap<(Duration, u64), SocketAddr>,
     slots: HashMap<SocketAddr, SlotAlloc>,
     /// Upstream sockets handed out per family (`[V4, V6]`): indices below this must exist.
     upstream_high: [u32; 2],
@@ -222,6 +249,7 @@ impl FlowTable {
             flows: HashMap::new(),
             routes: HashMap::new(),
             deadlines: BTreeMap::new(),
+            answered: BTreeMap::new(),
             slots: HashMap::new(),
             upstream_high: [0, 0],
             seq: 0,
@@ -313,15 +341,29 @@ impl FlowTable {
             flow.last_seen = flow.last_seen.max(now);
             flow.datagrams_up += 1;
             flow.bytes_up += len64;
+            // Awaiting a reply again: not evictable until it comes.
+            if let Some(key) = flow.answered.take() {
+                self.answered.remove(&key);
+            }
             return ClientVerdict::Forward {
                 upstream: flow.upstream,
                 server: flow.server,
                 new_flow: false,
             };
         }
-        if self.flows.len() >= self.max_flows {
-            self.stats.dropped_table_full += 1;
-            return ClientVerdict::Drop(DropReason::TableFull);
+        // Make room by evicting answered flows, least recently active first (more than one
+        // only after `max_flows` was lowered below the table's size).
+        while self.flows.len() >= self.max_flows {
+            let Some((_, victim)) = self.answered.pop_first() else {
+                self.stats.dropped_table_full += 1;
+                return ClientVerdict::Drop(DropReason::TableFull);
+            };
+            if let Some(flow) = self.flows.get_mut(&victim) {
+                flow.answered = None; // its LRU entry is gone already
+            }
+            if self.remove(victim, now, selector).is_some() {
+                self.stats.flows_evicted += 1;
+            }
         }
         for cand in selector.candidates(client, now) {
             let Some(server) = cand.addr else {
@@ -330,7 +372,7 @@ impl FlowTable {
             };
             let family = Family::of(&server);
             let max = self.max_upstreams;
-            let Some(index) = self.slots.entry(server).or_default().alloc(max) else {
+            let Some(index) = self.slots.entry(server).or_default().alloc(max, now) else {
                 self.stats.skipped_no_slot += 1;
                 continue;
             };
@@ -349,6 +391,7 @@ impl FlowTable {
                     created: now,
                     last_seen: now,
                     deadline: key,
+                    answered: None,
                     datagrams_up: 1,
                     bytes_up: len64,
                     datagrams_down: 0,
@@ -381,21 +424,28 @@ impl FlowTable {
             .routes
             .get(&(upstream, server))
             .copied()
-            .and_then(|client| self.flows.get_mut(&client).map(|f| (client, f)));
-        match routed {
-            Some((client, flow)) => {
-                flow.last_seen = flow.last_seen.max(now);
-                flow.datagrams_down += 1;
-                flow.bytes_down += len64;
-                self.stats.datagrams_from_servers += 1;
-                self.stats.bytes_from_servers += len64;
-                Some(client)
+            .filter(|client| self.flows.contains_key(client));
+        let Some(client) = routed else {
+            self.stats.unmatched_replies += 1;
+            return None;
+        };
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        if let Some(flow) = self.flows.get_mut(&client) {
+            flow.last_seen = flow.last_seen.max(now);
+            flow.datagrams_down += 1;
+            flow.bytes_down += len64;
+            // Move to the most-recent end of the eviction LRU.
+            if let Some(old) = flow.answered.take() {
+                self.answered.remove(&old);
             }
-            None => {
-                self.stats.unmatched_replies += 1;
-                None
-            }
+            let key = (flow.last_seen, seq);
+            flow.answered = Some(key);
+            self.answered.insert(key, client);
         }
+        self.stats.datagrams_from_servers += 1;
+        self.stats.bytes_from_servers += len64;
+        Some(client)
     }
 
     /// `server` was unreachable through `upstream` (ICMP port unreachable, or a send error):
@@ -454,9 +504,12 @@ impl FlowTable {
     ) -> Option<Flow> {
         let flow = self.flows.remove(&client)?;
         self.deadlines.remove(&flow.deadline);
+        if let Some(key) = flow.answered {
+            self.answered.remove(&key);
+        }
         self.routes.remove(&(flow.upstream, flow.server));
         if let Some(slots) = self.slots.get_mut(&flow.server) {
-            slots.release(flow.upstream.index);
+            slots.release(flow.upstream.index, now);
         }
         selector.flow_closed(client, flow.target, flow.bytes_up, flow.bytes_down, now);
         Some(flow)
@@ -508,7 +561,19 @@ impl FlowTable {
                 self.deadlines.len()
             ));
         }
+        let answered = self.flows.values().filter(|f| f.answered.is_some()).count();
+        if answered != self.answered.len() {
+            return Err(format!(
+                "{answered} answered flows, {} LRU entries",
+                self.answered.len()
+            ));
+        }
         for (client, flow) in &self.flows {
+            if let Some(key) = flow.answered
+                && self.answered.get(&key) != Some(client)
+            {
+                return Err(format!("answered flow of {client} is missing from the LRU"));
+            }
             if self.routes.get(&(flow.upstream, flow.server)) != Some(client) {
                 return Err(format!("flow of {client} has no route back"));
             }
@@ -756,6 +821,134 @@ mod tests {
         // After expiry there is room again.
         t.expire(secs(61), &mut sel);
         forward(t.handle_client(secs(62), sa("192.0.2.1:3"), 1, &mut sel));
+    }
+
+    #[test]
+    fn full_table_evicts_the_least_recently_answered_flow() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let mut t = FlowTable::new(3, secs(60), 10);
+        let (a, b, c) = (sa("192.0.2.1:1"), sa("192.0.2.1:2"), sa("192.0.2.1:3"));
+        let (ua, s, _) = forward(t.handle_client(secs(0), a, 1, &mut sel));
+        let (ub, _, _) = forward(t.handle_client(secs(0), b, 1, &mut sel));
+        forward(t.handle_client(secs(0), c, 1, &mut sel));
+        assert_eq!(t.handle_server(secs(1), ub, s, 1), Some(b));
+        assert_eq!(t.handle_server(secs(2), ua, s, 1), Some(a));
+        // b was answered first, so it goes first; then a; c never was.
+        let (_, _, new) = forward(t.handle_client(secs(3), sa("192.0.2.1:4"), 1, &mut sel));
+        assert!(new);
+        assert!(t.flow(&b).is_none() && t.flow(&a).is_some());
+        forward(t.handle_client(secs(3), sa("192.0.2.1:5"), 1, &mut sel));
+        assert!(t.flow(&a).is_none() && t.flow(&c).is_some());
+        assert_eq!(
+            t.handle_client(secs(3), sa("192.0.2.1:6"), 1, &mut sel),
+            ClientVerdict::Drop(DropReason::TableFull),
+            "no answered flow is left to evict"
+        );
+        let st = t.stats();
+        assert_eq!((st.flows_evicted, st.dropped_table_full), (2, 1));
+        assert_eq!(st.flows_expired, 0, "evictions are not expiries");
+        let closed: Vec<SocketAddr> = sel.closed.iter().map(|c| c.0).collect();
+        assert_eq!(
+            closed,
+            vec![b, a],
+            "evicted flows are closed in the balancer"
+        );
+        assert_eq!(t.len(), 3);
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn unanswered_flows_are_never_evicted() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let mut t = FlowTable::new(2, secs(60), 10);
+        let (a, b) = (sa("192.0.2.1:1"), sa("192.0.2.1:2"));
+        forward(t.handle_client(secs(0), a, 1, &mut sel));
+        forward(t.handle_client(secs(0), b, 1, &mut sel));
+        for p in 100..200u16 {
+            assert_eq!(
+                t.handle_client(
+                    secs(1),
+                    SocketAddr::from(([198, 51, 100, 1], p)),
+                    1,
+                    &mut sel
+                ),
+                ClientVerdict::Drop(DropReason::TableFull)
+            );
+        }
+        assert!(t.flow(&a).is_some() && t.flow(&b).is_some());
+        assert_eq!(t.stats().dropped_table_full, 100);
+        assert_eq!(t.stats().flows_evicted, 0);
+    }
+
+    #[test]
+    fn client_datagram_after_reply_makes_a_flow_unevictable_again() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let mut t = FlowTable::new(1, secs(60), 10);
+        let a = sa("192.0.2.1:1");
+        let (u, s, _) = forward(t.handle_client(secs(0), a, 1, &mut sel));
+        assert_eq!(t.handle_server(secs(1), u, s, 1), Some(a));
+        assert!(!forward(t.handle_client(secs(2), a, 1, &mut sel)).2);
+        assert_eq!(
+            t.handle_client(secs(3), sa("192.0.2.1:2"), 1, &mut sel),
+            ClientVerdict::Drop(DropReason::TableFull),
+            "a waits for the reply to its second datagram"
+        );
+        assert_eq!(t.handle_server(secs(4), u, s, 1), Some(a));
+        forward(t.handle_client(secs(5), sa("192.0.2.1:2"), 1, &mut sel));
+        assert!(t.flow(&a).is_none());
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn late_reply_to_an_evicted_flow_is_unmatched() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let mut t = FlowTable::new(1, secs(60), 10);
+        let a = sa("192.0.2.1:1");
+        let (ua, s, _) = forward(t.handle_client(secs(0), a, 1, &mut sel));
+        assert_eq!(t.handle_server(secs(0), ua, s, 1), Some(a));
+        let b = sa("192.0.2.1:2");
+        let (ub, _, _) = forward(t.handle_client(secs(0), b, 1, &mut sel));
+        assert_ne!(ua, ub, "the evicted flow's slot rests before reuse");
+        assert_eq!(t.handle_server(secs(0), ua, s, 1), None);
+        assert_eq!(t.stats().unmatched_replies, 1);
+        assert_eq!(t.handle_server(secs(0), ub, s, 1), Some(b));
+    }
+
+    #[test]
+    fn fresh_port_load_is_bounded_by_the_table_and_the_pool() {
+        let mut sel = Fake::new(&["10.0.0.1:53", "10.0.0.2:53"]);
+        let mut t = FlowTable::new(50, secs(60), 50);
+        let mut now = Duration::ZERO;
+        for q in 0..5_000u32 {
+            now += Duration::from_millis(1);
+            let port = u16::try_from(q % 60_000).unwrap() + 1024;
+            let c = SocketAddr::from(([192, 0, 2, 1], port));
+            let (u, s, new) = forward(t.handle_client(now, c, 40, &mut sel));
+            assert!(new);
+            assert_eq!(t.handle_server(now, u, s, 80), Some(c));
+            assert!(t.len() <= 50);
+        }
+        let st = t.stats();
+        assert_eq!(st.dropped_table_full, 0);
+        assert_eq!(st.flows_evicted, 5_000 - 50);
+        assert!(t.upstreams_needed(Family::V4) <= 50);
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn lowered_max_flows_evicts_answered_flows_down_to_the_limit() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let mut t = FlowTable::new(4, secs(60), 10);
+        for p in 1..=4u16 {
+            let c = SocketAddr::from(([192, 0, 2, 1], p));
+            let (u, s, _) = forward(t.handle_client(secs(0), c, 1, &mut sel));
+            t.handle_server(secs(0), u, s, 1);
+        }
+        t.set_limits(2, secs(60));
+        forward(t.handle_client(secs(1), sa("192.0.2.1:9"), 1, &mut sel));
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.stats().flows_evicted, 3);
+        t.check_invariants().unwrap();
     }
 
     #[test]
