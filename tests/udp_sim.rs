@@ -9,12 +9,19 @@
 //!   flow outlives its idle time by more than one tick);
 //! - the table never exceeds `max_flows` when it was not lowered, the upstream pool never
 //!   exceeds its bound, and the selector's open/close calls balance to the table size;
-//! - the table's internal maps agree (`FlowTable::check_invariants`).
+//! - the table's internal maps agree (`FlowTable::check_invariants`);
+//! - a full table drops a new flow only when no flow is answered (a reply since the client's
+//!   last datagram); otherwise it evicts answered flows only, least recently answered first,
+//!   and counts each eviction;
+//! - a late reply to an evicted (or expired) flow is counted as unmatched, or reaches only the
+//!   flow that owns the same (upstream, server) pair now; such a pair is handed out again within
+//!   `SLOT_REUSE_DELAY` of its release only when its server's pool is at its bound.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use pen::proxy::udp::flow::SLOT_REUSE_DELAY;
 use pen::proxy::udp::{Candidate, ClientVerdict, DropReason, FlowTable, Selector, UpstreamId};
 use pen::select::Target;
 
@@ -88,6 +95,17 @@ struct Sim {
     /// (upstream, server, client) pairs a server may answer to.
     in_flight: Vec<(UpstreamId, SocketAddr, SocketAddr)>,
     replies_routed: u64,
+    /// Live flows answered since their client's last datagram → order of that reply.
+    answered: HashMap<SocketAddr, u64>,
+    reply_seq: u64,
+    /// (upstream, server) pairs of flows that left the table → when.
+    released: HashMap<(UpstreamId, SocketAddr), Duration>,
+    /// Highest upstream index + 1 handed out per server.
+    server_high: HashMap<SocketAddr, u32>,
+    /// (upstream, server, client) of evicted flows, for their late replies.
+    evicted: HashSet<(UpstreamId, SocketAddr, SocketAddr)>,
+    evictions: u64,
+    late_unmatched: u64,
 }
 
 impl Sim {
@@ -140,13 +158,34 @@ impl Sim {
             model: HashMap::new(),
             in_flight: Vec::new(),
             replies_routed: 0,
+            answered: HashMap::new(),
+            reply_seq: 0,
+            released: HashMap::new(),
+            server_high: HashMap::new(),
+            evicted: HashSet::new(),
+            evictions: 0,
+            late_unmatched: 0,
         }
     }
 
-    fn sync_model(&mut self) {
-        // Flows the table dropped (expiry, unreachable) leave the model.
-        let table = &self.table;
-        self.model.retain(|c, _| table.flow(c).is_some());
+    /// Flows the table dropped (expiry, unreachable, eviction) leave the model; their pairs
+    /// are released now. Returns the clients that left, with their pairs.
+    fn sync_model(&mut self) -> Vec<(SocketAddr, (UpstreamId, SocketAddr))> {
+        let gone: Vec<SocketAddr> = self
+            .model
+            .keys()
+            .filter(|c| self.table.flow(c).is_none())
+            .copied()
+            .collect();
+        let mut out = Vec::new();
+        for c in gone {
+            if let Some(pair) = self.model.remove(&c) {
+                self.released.insert(pair, self.now);
+                out.push((c, pair));
+            }
+            self.answered.remove(&c);
+        }
+        out
     }
 
     fn step(&mut self) -> Result<(), String> {
@@ -170,10 +209,39 @@ impl Sim {
         };
         let had_flow = self.table.flow(&client).is_some();
         let before = self.table.len();
-        match self
+        let evicted_before = self.table.stats().flows_evicted;
+        let verdict = self
             .table
-            .handle_client(self.now, client, len, &mut self.sel)
+            .handle_client(self.now, client, len, &mut self.sel);
+        // Only evictions remove flows inside `handle_client`.
+        let answered_before = self.answered.clone();
+        let gone = self.sync_model();
+        let evicted_now = self.table.stats().flows_evicted - evicted_before;
+        if evicted_now != gone.len() as u64 {
+            return Err(format!(
+                "{} flows left, {evicted_now} evictions counted",
+                gone.len()
+            ));
+        }
+        let mut newest_evicted = None;
+        for (c, _) in &gone {
+            let Some(&order) = answered_before.get(c) else {
+                return Err(format!("unanswered flow of {c} was evicted"));
+            };
+            newest_evicted = newest_evicted.max(Some(order));
+        }
+        if let Some(newest) = newest_evicted
+            && let Some((c, order)) = self.answered.iter().find(|&(_, &o)| o < newest)
         {
+            return Err(format!(
+                "flow of {c} (answered #{order}) kept while a later-answered one was evicted"
+            ));
+        }
+        for &(c, (u, s)) in &gone {
+            self.evicted.insert((u, s, c));
+        }
+        self.evictions += evicted_now;
+        match verdict {
             ClientVerdict::Forward {
                 upstream,
                 server,
@@ -183,6 +251,23 @@ impl Sim {
                     return Err(format!(
                         "{client}: new_flow={new_flow} but had_flow={had_flow}"
                     ));
+                }
+                self.answered.remove(&client);
+                if new_flow {
+                    let high = self.server_high.get(&server).copied().unwrap_or(0);
+                    if let Some(at) = self.released.remove(&(upstream, server))
+                        && self.now < at + SLOT_REUSE_DELAY
+                        && high < self.max_up
+                    {
+                        return Err(format!(
+                            "{upstream:?}/{server} reused {:?} after release while the pool \
+                             could grow ({high} < {})",
+                            self.now - at,
+                            self.max_up
+                        ));
+                    }
+                    self.server_high
+                        .insert(server, high.max(upstream.index + 1));
                 }
                 if let Some(&(u, s)) = self.model.get(&client)
                     && (u, s) != (upstream, server)
@@ -199,6 +284,11 @@ impl Sim {
             ClientVerdict::Drop(DropReason::TableFull) => {
                 if had_flow || before < self.table.max_flows() {
                     return Err(format!("{client} dropped as full with {before} flows"));
+                }
+                if let Some(c) = self.answered.keys().next() {
+                    return Err(format!(
+                        "{client} dropped as full while the flow of {c} was answered"
+                    ));
                 }
             }
             ClientVerdict::Drop(DropReason::NoServer) => {
@@ -218,7 +308,17 @@ impl Sim {
         let (upstream, server, client) = self.in_flight.swap_remove(k);
         let live =
             self.table.flow(&client).map(|f| (f.upstream, f.server)) == Some((upstream, server));
+        let unmatched_before = self.table.stats().unmatched_replies;
         let got = self.table.handle_server(self.now, upstream, server, 100);
+        if let Some(c) = got {
+            self.reply_seq += 1;
+            self.answered.insert(c, self.reply_seq);
+        } else if self.table.stats().unmatched_replies != unmatched_before + 1 {
+            return Err(format!(
+                "dropped reply via {upstream:?}/{server} not counted"
+            ));
+        }
+        let was_evicted = self.evicted.remove(&(upstream, server, client));
         if live {
             if got != Some(client) {
                 return Err(format!(
@@ -226,6 +326,8 @@ impl Sim {
                 ));
             }
             self.replies_routed += 1;
+        } else if got.is_none() && was_evicted {
+            self.late_unmatched += 1;
         } else if let Some(other) = got {
             // A late reply may only reach the flow that now owns the same pair.
             let owner = self.table.flow(&other).map(|f| (f.upstream, f.server));
@@ -244,12 +346,9 @@ impl Sim {
         }
         let k = self.rng.below(self.in_flight.len() as u64) as usize;
         let (upstream, server, _) = self.in_flight[k];
-        if let Some(c) = self
-            .table
-            .server_unreachable(self.now, upstream, server, &mut self.sel)
-        {
-            self.model.remove(&c);
-        }
+        // `check` syncs the model (releases the pair, forgets the answer).
+        self.table
+            .server_unreachable(self.now, upstream, server, &mut self.sel);
     }
 
     fn change_limits(&mut self) {
@@ -272,6 +371,7 @@ impl Sim {
             {
                 self.table.expire(self.now, &mut self.sel);
             }
+            self.sync_model();
             // After the timer: nobody is idle for the idle time or longer.
             for f in self.table.flows() {
                 if f.last_seen + self.idle <= self.now {
@@ -285,7 +385,6 @@ impl Sim {
                 self.lowered = false;
             }
         }
-        self.sync_model();
         Ok(())
     }
 
@@ -329,12 +428,16 @@ fn run(seed: u64, steps: usize) {
         s.datagrams_from_clients > 0,
         "seed {seed}: the simulation sent nothing"
     );
+    assert_eq!(s.flows_evicted, sim.evictions, "seed {seed}");
     eprintln!(
-        "seed {seed}: {} flows created, {} expired, {} failed, {} replies routed, {} dropped full, {} no server",
+        "seed {seed}: {} flows created, {} expired, {} failed, {} evicted, {} replies routed, \
+         {} late replies to evicted flows unmatched, {} dropped full, {} no server",
         s.flows_created,
         s.flows_expired,
         s.flows_failed,
+        s.flows_evicted,
         sim.replies_routed,
+        sim.late_unmatched,
         s.dropped_table_full,
         s.dropped_no_server
     );
