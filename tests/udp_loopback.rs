@@ -285,20 +285,95 @@ fn ipv6_listener_with_ipv6_and_ipv4_backends() {
     );
 }
 
+/// Wait (bounded) until the backends together have seen `n` datagrams.
+fn hits_reach(b: &[DnsBackend], n: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let hits: usize = b.iter().map(DnsBackend::hits).sum();
+        if hits >= n || Instant::now() >= deadline {
+            return hits;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
-fn conn_max_refuses_new_flows_but_existing_flows_keep_working() {
+fn conn_max_full_of_unanswered_flows_refuses_new_ones_and_keeps_them() {
     let b = three("127.0.0.1:0");
     let pen = start_pen("127.0.0.1", &["-r", "-x", "3"], &refs(&b));
-    // start_pen's readiness probe used one flow; two more fit.
-    let c1 = client("127.0.0.1");
-    let c2 = client("127.0.0.1");
-    assert!(query(&c1, pen.addr, 1).is_some());
-    assert!(query(&c2, pen.addr, 1).is_some());
-    assert_eq!(query(&client("127.0.0.1"), pen.addr, 1), None, "table full");
-    assert!(
-        query(&c1, pen.addr, 1).is_some(),
-        "existing flow still served"
+    // The readiness probe's flow(s) are answered, so evictable. Flows whose datagrams the
+    // backends never answer (not DNS) are not: of six such new flows exactly three get in
+    // (free slots or evicting the probe flows), the other three are refused.
+    let silent: Vec<UdpSocket> = (0..6).map(|_| client("127.0.0.1")).collect();
+    let base: usize = b.iter().map(DnsBackend::hits).sum();
+    for (i, s) in silent.iter().enumerate() {
+        s.send_to(b"junk", pen.addr).unwrap();
+        if i < 3 {
+            assert_eq!(
+                hits_reach(&b, base + i + 1),
+                base + i + 1,
+                "junk {i} forwarded"
+            );
+        } else {
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+    let hits: usize = b.iter().map(DnsBackend::hits).sum();
+    assert_eq!(
+        hits,
+        base + 3,
+        "unanswered flows beyond conn_max are refused"
     );
+    assert_eq!(
+        query(&client("127.0.0.1"), pen.addr, 1),
+        None,
+        "a table full of unanswered flows refuses new flows"
+    );
+    // The unanswered flows are not pushed out: their next datagrams still go through.
+    for s in &silent[..3] {
+        s.send_to(b"more", pen.addr).unwrap();
+    }
+    assert_eq!(
+        hits_reach(&b, base + 6),
+        base + 6,
+        "existing flows still served"
+    );
+}
+
+#[test]
+fn fresh_port_queries_through_a_small_table_are_all_answered() {
+    let b = three("127.0.0.1:0");
+    let web = std::env::temp_dir().join(format!("pen-udp-fresh-{}.html", std::process::id()));
+    let web_s = web.display().to_string();
+    let (pen, ctl) = start_pen_ctl(&["-r", "-x", "50", "-w", &web_s], &refs(&b));
+    // Keep every socket open, so each query really comes from a port not seen before.
+    let mut clients = Vec::new();
+    let mut lost = 0;
+    for _ in 0..500 {
+        let c = client("127.0.0.1");
+        if query_once(&c, pen.addr, Duration::from_secs(1)).is_none() {
+            lost += 1;
+        }
+        clients.push(c);
+    }
+    assert_eq!(
+        lost, 0,
+        "every fresh-port query through a 50-flow table is answered"
+    );
+    // 501 flows or more (with the readiness probe) through 50 slots: at least 451 evictions.
+    let evicted = |page: &str| -> Option<u64> {
+        page.split("evicted ")
+            .nth(1)
+            .and_then(|t| t.split(';').next())
+            .and_then(|n| n.trim().parse().ok())
+    };
+    let page = status_until(&ctl, Duration::from_secs(3), |p| {
+        evicted(p).is_some_and(|n| n >= 451)
+    });
+    let n = evicted(&page).unwrap_or(0);
+    assert!((451..=460).contains(&n), "{n} evictions: {page}");
+    assert!(page.contains("50 max, 50 used;"), "{page}");
+    let _ = std::fs::remove_file(&web);
 }
 
 #[test]
