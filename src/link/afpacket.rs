@@ -850,99 +850,24 @@ mod tests {
     #[test]
     #[ignore = "measurement, needs root; run by hand"]
     fn live_forwarding_rate() {
-        // SAFETY: geteuid has no preconditions.
-        assert_eq!(unsafe { libc::geteuid() }, 0, "needs root");
-        let tag = std::process::id();
-        let (a, b) = (format!("penrs-fwd-a-{tag}"), format!("penrs-fwd-b-{tag}"));
-        let _guard = Netns(vec![a.clone(), b.clone()]);
-        ip(&["netns", "add", &a]);
-        ip(&["netns", "add", &b]);
-        ip(&[
-            "link", "add", "va", "netns", &a, "type", "veth", "peer", "name", "vb", "netns", &b,
-        ]);
-        ip(&["-n", &a, "link", "set", "va", "up"]);
-        ip(&["-n", &b, "link", "set", "vb", "up"]);
-        let mut lb = in_ns(&a, || AfPacket::open("va")).unwrap();
-        let mut gen_link = in_ns(&b, || AfPacket::open("vb")).unwrap();
-        let mut sink = in_ns(&b, || AfPacket::open("vb")).unwrap();
-        let (lb_mac, peer_mac) = (lb.mac(), gen_link.mac());
-        let vip = Ipv4Addr::new(10, 9, 0, 100);
-        let backend = Ipv4Addr::new(10, 9, 0, 3);
-        let mut cfg = EngineConfig::new(lb_mac, vip, 80);
-        cfg.backends = vec![BackendConfig {
-            ip: Some(backend.into()),
-            weight: 0,
-            available: true,
-        }];
-        let mut engine = Engine::new(cfg);
-        let mut learn = frames::arp_reply(peer_mac, backend, lb_mac, vip);
-        engine.process(Duration::ZERO, &mut learn);
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let runner = std::thread::spawn(move || {
-            lb.run(&mut engine, &stop2, |_, _| {}).unwrap();
-            (engine.counters().clone(), lb.stats.clone())
-        });
-        let total: u32 = 300_000;
-        let frames_out: Vec<Vec<u8>> = (0..256u32)
-            .map(|i| {
-                frames::tcp(
-                    peer_mac,
-                    lb_mac,
-                    std::net::SocketAddrV4::new(Ipv4Addr::from(0x0a09_1000 + i), 40000),
-                    std::net::SocketAddrV4::new(vip, 80),
-                    frames::ACK,
-                    i,
-                    1,
-                    &[],
-                    &[0u8; 64],
-                )
-            })
-            .collect();
-        let stop_sink = Arc::new(AtomicBool::new(false));
-        let stop_sink2 = stop_sink.clone();
-        let counter = std::thread::spawn(move || {
-            let mut got = 0u64;
-            let mut last = Instant::now();
-            while !stop_sink2.load(Ordering::Relaxed) {
-                let n = sink.recv_batch(Duration::from_millis(50)).unwrap();
-                for i in 0..n {
-                    if sink.frame(i).is_some_and(|f| f[6..12] == lb_mac) {
-                        got += 1;
-                        last = Instant::now();
-                    }
-                }
-            }
-            (got, last)
-        });
-        let start = Instant::now();
-        let mut sent = 0u32;
-        while sent < total {
-            let batch: Vec<&[u8]> = frames_out.iter().take(64).map(Vec::as_slice).collect();
-            sent += gen_link.send_batch(&batch) as u32;
-        }
-        let sent_in = start.elapsed();
-        std::thread::sleep(Duration::from_millis(500));
-        stop_sink.store(true, Ordering::Relaxed);
-        let (got, last) = counter.join().unwrap();
-        stop.store(true, Ordering::Relaxed);
-        let (counters, stats) = runner.join().unwrap();
-        let secs = last.duration_since(start).as_secs_f64();
-        eprintln!(
-            "sent {sent} frames in {:.3} s ({:.0}/s); forwarded and received {got} in {secs:.3} s = {:.0} frames/s; engine {counters}; link {stats:?}",
-            sent_in.as_secs_f64(),
-            f64::from(sent) / sent_in.as_secs_f64(),
-            got as f64 / secs
-        );
-        assert!(got > 0);
+        measure_forwarding("fwd", false);
     }
     #[test]
     #[ignore = "measurement, needs root; run by hand"]
     fn live_forwarding_rate_ring() {
+        measure_forwarding("fwr", true);
+    }
+
+    /// The measurement behind both `live_forwarding_rate*` tests; `ring` uses the TPACKET_V3
+    /// receive ring instead of recvmmsg.
+    fn measure_forwarding(name: &str, ring: bool) {
         // SAFETY: geteuid has no preconditions.
         assert_eq!(unsafe { libc::geteuid() }, 0, "needs root");
         let tag = std::process::id();
-        let (a, b) = (format!("penrs-fwr-a-{tag}"), format!("penrs-fwr-b-{tag}"));
+        let (a, b) = (
+            format!("penrs-{name}-a-{tag}"),
+            format!("penrs-{name}-b-{tag}"),
+        );
         let _guard = Netns(vec![a.clone(), b.clone()]);
         ip(&["netns", "add", &a]);
         ip(&["netns", "add", &b]);
@@ -969,7 +894,11 @@ mod tests {
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let runner = std::thread::spawn(move || {
-            lb.run_ring(&mut engine, &stop2, |_, _| {}).unwrap();
+            if ring {
+                lb.run_ring(&mut engine, &stop2, |_, _| {}).unwrap();
+            } else {
+                lb.run(&mut engine, &stop2, |_, _| {}).unwrap();
+            }
             (engine.counters().clone(), lb.stats.clone())
         });
         let total: u32 = 300_000;
