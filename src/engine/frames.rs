@@ -3,7 +3,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
-use etherparse::PacketBuilder;
+use etherparse::{IpHeaders, PacketBuilder, PacketBuilderStep};
 
 use super::wire::{ETH_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, Mac};
 
@@ -49,9 +49,31 @@ pub fn tcp(
     options: &[u8],
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut b = PacketBuilder::ethernet2(src_mac, dst_mac)
-        .ipv4(src.ip().octets(), dst.ip().octets(), 64)
-        .tcp(src.port(), dst.port(), seq, 64240);
+    let ip =
+        PacketBuilder::ethernet2(src_mac, dst_mac).ipv4(src.ip().octets(), dst.ip().octets(), 64);
+    tcp_on(
+        ip,
+        (src.port(), dst.port()),
+        flags,
+        seq,
+        ack,
+        options,
+        payload,
+    )
+}
+
+/// The TCP part of [`tcp`] and [`tcp6`], on top of an Ethernet + IP builder step.
+#[allow(clippy::too_many_arguments)]
+fn tcp_on(
+    ip: PacketBuilderStep<IpHeaders>,
+    (sport, dport): (u16, u16),
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    options: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut b = ip.tcp(sport, dport, seq, 64240);
     if flags & SYN != 0 {
         b = b.syn();
     }
@@ -178,33 +200,17 @@ pub fn tcp6(
     options: &[u8],
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut b = PacketBuilder::ethernet2(src_mac, dst_mac)
-        .ipv6(src.ip().octets(), dst.ip().octets(), 64)
-        .tcp(src.port(), dst.port(), seq, 64240);
-    if flags & SYN != 0 {
-        b = b.syn();
-    }
-    if flags & ACK != 0 {
-        b = b.ack(ack);
-    }
-    if flags & FIN != 0 {
-        b = b.fin();
-    }
-    if flags & RST != 0 {
-        b = b.rst();
-    }
-    if flags & PSH != 0 {
-        b = b.psh();
-    }
-    if !options.is_empty() {
-        let Ok(with) = b.options_raw(options) else {
-            return Vec::new();
-        };
-        b = with;
-    }
-    let mut out = Vec::with_capacity(b.size(payload.len()));
-    let _ = b.write(&mut out, payload);
-    out
+    let ip =
+        PacketBuilder::ethernet2(src_mac, dst_mac).ipv6(src.ip().octets(), dst.ip().octets(), 64);
+    tcp_on(
+        ip,
+        (src.port(), dst.port()),
+        flags,
+        seq,
+        ack,
+        options,
+        payload,
+    )
 }
 
 /// A UDP/IPv6 frame.
