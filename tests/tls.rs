@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -21,7 +21,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, StreamOwned};
 
-use common::{Listen, Pen, STEP, free_port, pen_fails};
+use common::{Listen, Pen, STEP, free_port, pen_fails, wait_until, wait_within};
 
 // ---------------------------------------------------------------- certificates
 
@@ -458,18 +458,13 @@ fn ocsp_response_is_stapled_and_reread_when_the_file_changes() {
 
     let second = b"\x30\x04\x0a\x02\x00\x01".to_vec();
     std::fs::write(&ocsp, &second).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(8);
-    loop {
-        drop(tls_connect(port, &cfg, "localhost").unwrap());
-        if seen.lock().unwrap().as_deref() == Some(second.as_slice()) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the new OCSP response was not stapled"
-        );
-        thread::sleep(Duration::from_millis(200));
-    }
+    assert!(
+        wait_within(Duration::from_secs(8), || {
+            drop(tls_connect(port, &cfg, "localhost").unwrap());
+            seen.lock().unwrap().as_deref() == Some(second.as_slice())
+        }),
+        "the new OCSP response was not stapled"
+    );
 }
 
 #[test]
@@ -486,18 +481,12 @@ fn replaced_certificate_is_served_after_sighup_and_open_connections_stay() {
     let pid = i32::try_from(pen.pid()).unwrap();
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(pid, libc::SIGHUP) };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let t = tls_connect(port, &cfg, "localhost").unwrap();
-        if peer_cert(&t) == new_der {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the new certificate was not served"
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+    assert!(
+        wait_within(Duration::from_secs(5), || {
+            peer_cert(&tls_connect(port, &cfg, "localhost").unwrap()) == new_der
+        }),
+        "the new certificate was not served"
+    );
     let head = request(&mut old, "/after").unwrap();
     assert!(head.starts_with("GET /after "), "{head}");
 }
@@ -648,18 +637,14 @@ fn statistics_count_plaintext_bytes_including_the_inserted_fields() {
     let reply =
         format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", head.len()).len() + head.len();
     let want = format!("sx {sent} rx {reply}");
-    let deadline = Instant::now() + STEP;
-    loop {
-        let servers = ctl(cport, "servers");
-        if servers.contains(&want) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "servers never showed {want:?}: {servers}"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    let mut servers = String::new();
+    assert!(
+        wait_until(|| {
+            servers = ctl(cport, "servers");
+            servers.contains(&want)
+        }),
+        "servers never showed {want:?}: {servers}"
+    );
 }
 
 #[test]
@@ -697,15 +682,13 @@ fn ocsp_file_named_at_run_time_is_stapled_once_it_appears() {
 
     let response = b"\x30\x03\x0a\x01\x00".to_vec();
     std::fs::write(&ocsp, &response).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(8);
-    loop {
-        drop(tls_connect(port, &cfg, "localhost").unwrap());
-        if seen.lock().unwrap().as_deref() == Some(response.as_slice()) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the OCSP file was not picked up");
-        thread::sleep(Duration::from_millis(200));
-    }
+    assert!(
+        wait_within(Duration::from_secs(8), || {
+            drop(tls_connect(port, &cfg, "localhost").unwrap());
+            seen.lock().unwrap().as_deref() == Some(response.as_slice())
+        }),
+        "the OCSP file was not picked up"
+    );
 }
 
 #[test]

@@ -408,8 +408,13 @@ pub fn unix_listening(path: &Path) -> bool {
 }
 
 /// Polls `f` until it returns true or `STEP` passes.
-pub fn wait_until(mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + STEP;
+pub fn wait_until(f: impl FnMut() -> bool) -> bool {
+    wait_within(STEP, f)
+}
+
+/// Polls `f` until it returns true or `within` passes.
+pub fn wait_within(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if f() {
             return true;
