@@ -17,12 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{Backend, Listen, Pen, free_port, get, ip};
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
+use common::{Backend, Listen, Pen, free_port, get, ip, is_root, wait_within};
 
 fn require_root(why: &str) {
     assert!(
@@ -32,15 +27,11 @@ fn require_root(why: &str) {
 }
 
 /// Waits (bounded) until `cond` holds.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting for: {what}");
+fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    assert!(
+        wait_within(Duration::from_secs(5), cond),
+        "timed out waiting for: {what}"
+    );
 }
 
 /// A request that pen must close without any reply.

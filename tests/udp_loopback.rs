@@ -5,6 +5,8 @@
 //! ICMP port unreachable, which must blacklist that server) and with it (`penctl server N
 //! blacklist T`, as C Pen's test suite does). Each test kills its pen by PID.
 
+mod common;
+
 #[path = "../examples/dns_responder.rs"]
 #[allow(dead_code)]
 mod dns;
@@ -16,6 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use common::{free_port, is_root, wait_within};
 
 /// A DNS backend answering every A query with `answer`, until stopped (then its port is
 /// closed and the kernel answers with ICMP port unreachable).
@@ -403,29 +407,10 @@ fn empty_huge_and_flooding_datagrams_do_not_hurt_pen() {
     assert!(query(&c, pen.addr, 1).is_some());
 }
 
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
 /// pen -U with a control port on 127.0.0.1 (and `-u root` when root, which C Pen requires to
 /// open it); returns the control address.
 fn start_pen_ctl(opts: &[&str], backends: &[&DnsBackend]) -> (Pen, String) {
-    let control = format!("127.0.0.1:{}", free_tcp_port());
+    let control = format!("127.0.0.1:{}", free_port());
     let mut all: Vec<&str> = Vec::new();
     if is_root() {
         all.extend(["-u", "root"]);
@@ -434,14 +419,11 @@ fn start_pen_ctl(opts: &[&str], backends: &[&DnsBackend]) -> (Pen, String) {
     all.extend_from_slice(opts);
     let pen = start_pen("127.0.0.1", &all, backends);
     // The control port opens with the listener; wait for a reply (bounded).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while penctl_try(&control, &["mode"]).is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "control port {control} never answered"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        wait_within(Duration::from_secs(5), || penctl_try(&control, &["mode"])
+            .is_some()),
+        "control port {control} never answered"
+    );
     (pen, control)
 }
 

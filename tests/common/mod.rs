@@ -407,6 +407,12 @@ pub fn unix_listening(path: &Path) -> bool {
     })
 }
 
+/// Whether the tests run as (effective) root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// Polls `f` until it returns true or `STEP` passes.
 pub fn wait_until(f: impl FnMut() -> bool) -> bool {
     wait_within(STEP, f)
