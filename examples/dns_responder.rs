@@ -129,7 +129,6 @@ pub fn qps(target: SocketAddr, secs: f64, inflight: usize) -> std::io::Result<(u
     Ok((answered, lost, start.elapsed().as_secs_f64()))
 }
 
-#[allow(dead_code)]
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: dns_responder serve ADDR:PORT A.B.C.D | dns_responder qps ADDR:PORT SECONDS INFLIGHT";
