@@ -110,9 +110,14 @@ pub fn udp(
     dst: SocketAddrV4,
     payload: &[u8],
 ) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(src_mac, dst_mac)
-        .ipv4(src.ip().octets(), dst.ip().octets(), 64)
-        .udp(src.port(), dst.port());
+    let ip =
+        PacketBuilder::ethernet2(src_mac, dst_mac).ipv4(src.ip().octets(), dst.ip().octets(), 64);
+    udp_on(ip, (src.port(), dst.port()), payload)
+}
+
+/// The UDP part of [`udp`] and [`udp6`], on top of an Ethernet + IP builder step.
+fn udp_on(ip: PacketBuilderStep<IpHeaders>, (sport, dport): (u16, u16), payload: &[u8]) -> Vec<u8> {
+    let b = ip.udp(sport, dport);
     let mut out = Vec::with_capacity(b.size(payload.len()));
     let _ = b.write(&mut out, payload);
     out
@@ -221,12 +226,9 @@ pub fn udp6(
     dst: SocketAddrV6,
     payload: &[u8],
 ) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(src_mac, dst_mac)
-        .ipv6(src.ip().octets(), dst.ip().octets(), 64)
-        .udp(src.port(), dst.port());
-    let mut out = Vec::with_capacity(b.size(payload.len()));
-    let _ = b.write(&mut out, payload);
-    out
+    let ip =
+        PacketBuilder::ethernet2(src_mac, dst_mac).ipv6(src.ip().octets(), dst.ip().octets(), 64);
+    udp_on(ip, (src.port(), dst.port()), payload)
 }
 
 /// A neighbor solicitation (`advert` false) or solicited advertisement (`advert` true, flags
