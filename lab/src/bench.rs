@@ -1943,7 +1943,7 @@ pub fn run(opts: &BenchOptions) -> Result<Results> {
         res.notes
             .push(format!("pen-rs DSR and tarpit rows: not yet — {e:#}"));
     }
-    if t_haproxy_udp_note() {
+    if Target::HAProxy.dns_addr().is_none() {
         res.notes
             .push("HAProxy 2.6 has no UDP load balancing: no DNS rows for it.".to_string());
     }
@@ -2025,10 +2025,6 @@ pub fn run(opts: &BenchOptions) -> Result<Results> {
     write_report(&opts.out, &plan, &res)?;
     drop(lab);
     Ok(res)
-}
-
-fn t_haproxy_udp_note() -> bool {
-    Target::HAProxy.dns_addr().is_none()
 }
 
 fn date_utc() -> String {
