@@ -190,18 +190,14 @@ fn fixtures() -> Vec<Fixture> {
             setup: Setup::Tcp,
             input: frames::arp_request(CLIENT_MAC, CLIENT, VIP),
             verdict: Verdict::ArpReply { len: 42 },
-            output: Some(frames::arp(
-                OUR, CLIENT_MAC, 2, OUR, VIP, CLIENT_MAC, CLIENT,
-            )),
+            output: Some(frames::arp_reply(OUR, VIP, CLIENT_MAC, CLIENT)),
         },
         Fixture {
             what: "ARP request for a tarpit address is answered with our MAC",
             setup: Setup::Tcp,
             input: frames::arp_request(CLIENT_MAC, CLIENT, TARPIT),
             verdict: Verdict::ArpReply { len: 42 },
-            output: Some(frames::arp(
-                OUR, CLIENT_MAC, 2, OUR, TARPIT, CLIENT_MAC, CLIENT,
-            )),
+            output: Some(frames::arp_reply(OUR, TARPIT, CLIENT_MAC, CLIENT)),
         },
         Fixture {
             what: "ARP request for another address is ignored",
@@ -865,7 +861,7 @@ fn backend_mac_unknown_then_learned_releases_held_frames_in_order() {
     assert_eq!(p0.kind, TxKind::ArpProbe { backend: 0 });
     assert_eq!(
         p0.frame,
-        frames::arp(OUR, [0xff; 6], 1, OUR, Ipv4Addr::UNSPECIFIED, [0; 6], B0)
+        frames::arp_request(OUR, Ipv4Addr::UNSPECIFIED, B0)
     );
     assert_eq!(
         e.poll_transmit(T).unwrap().kind,
