@@ -1420,17 +1420,26 @@ fn cpu_ns(pid: u32) -> Option<u64> {
     Some(total)
 }
 
+/// RSS of `pid` in bytes; a whole process tree is not needed: every balancer here is one
+/// process.
 fn rss_of(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     parse_vmrss(&status).ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))
 }
 
-/// RSS of a whole process tree is not needed: every balancer here is one process.
+/// Open descriptors of `pid` (0 if unreadable).
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0)
+}
+
+/// Polls every `step` until `pid` holds at least `want` descriptors or `deadline` passes.
+fn wait_fds(pid: u32, want: usize, deadline: Instant, step: Duration) {
+    while fd_count(pid) < want && Instant::now() < deadline {
+        std::thread::sleep(step);
+    }
 }
 
 /// Idle RSS of a fresh default instance, then RSS with `idle_conns` open idle client
@@ -1531,17 +1540,12 @@ fn open_idle(
         all.extend(socks);
         // Let the balancer catch up before the next batch (its accept backlog is finite).
         let want = fds_before + 2 * all.len() * 95 / 100;
-        while fd_count(pid) < want && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_fds(pid, want, deadline, Duration::from_millis(20));
         if Instant::now() >= deadline {
             break;
         }
     }
-    let want = fds_before + 2 * n;
-    while fd_count(pid) < want && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_fds(pid, fds_before + 2 * n, deadline, Duration::from_millis(50));
     std::thread::sleep(Duration::from_millis(500));
     Ok(all)
 }
