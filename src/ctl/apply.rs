@@ -67,6 +67,17 @@ fn check_acl(cmd: &str, n: u8) -> Result<u8, ApplyError> {
     }
 }
 
+/// A client or connection table size must be 1..=`limit`.
+fn check_table_size(cmd: &str, table: &str, n: usize, limit: usize) -> Result<(), ApplyError> {
+    if n == 0 || n > limit {
+        return Err(aerr(
+            cmd,
+            format!("expected a {table} table size 1-{limit}, got {n}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Applies one command. See [`Applied`] for what the caller must do next.
 pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
     use Applied::{Config as Changed, Runtime};
@@ -136,29 +147,13 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
             Changed
         }
         Command::ClientsMax(Some(n)) => {
-            if *n == 0 || *n > defaults::CLIENTS_MAX_LIMIT {
-                return Err(aerr(
-                    "clients_max",
-                    format!(
-                        "expected a client table size 1-{}, got {n}",
-                        defaults::CLIENTS_MAX_LIMIT
-                    ),
-                ));
-            }
+            check_table_size("clients_max", "client", *n, defaults::CLIENTS_MAX_LIMIT)?;
             // The table only grows, as C Pen's expand_clienttable.
             cfg.clients_max = cfg.clients_max.max(*n);
             Changed
         }
         Command::ConnMax(Some(n)) => {
-            if *n == 0 || *n > defaults::CONN_MAX_LIMIT {
-                return Err(aerr(
-                    "conn_max",
-                    format!(
-                        "expected a connection table size 1-{}, got {n}",
-                        defaults::CONN_MAX_LIMIT
-                    ),
-                ));
-            }
+            check_table_size("conn_max", "connection", *n, defaults::CONN_MAX_LIMIT)?;
             cfg.conn_max = cfg.conn_max.max(*n);
             Changed
         }
