@@ -285,15 +285,15 @@ fn exit_only_with_dash_x() {
 
     let (mut pen, _l, cport) = pen_with_control(&["-X"], &["127.0.0.1:9"]);
     assert_eq!(ctl(cport, "exit"), "");
-    let deadline = Instant::now() + STEP;
-    loop {
-        if let Some(st) = pen.child.try_wait().unwrap() {
-            assert_eq!(st.code(), Some(0));
-            break;
-        }
-        assert!(Instant::now() < deadline, "pen did not exit after `exit`");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut status = None;
+    assert!(
+        wait_until(|| {
+            status = pen.child.try_wait().unwrap();
+            status.is_some()
+        }),
+        "pen did not exit after `exit`"
+    );
+    assert_eq!(status.unwrap().code(), Some(0));
 }
 
 #[test]
