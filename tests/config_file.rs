@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
 
 use common::{Backend, Listen, Pen, STEP, free_port, get, pen_fails, tcp_listening, wait_until};
 
@@ -166,5 +165,4 @@ fn sighup_rereads_the_file_reports_bad_lines_and_applies_the_rest() {
     );
     let bodies: Vec<String> = (0..4).map(|_| get(None, at(lport)).unwrap()).collect();
     assert!(bodies.iter().any(|x| x == "b"), "{bodies:?}");
-    std::thread::sleep(Duration::from_millis(10));
 }
