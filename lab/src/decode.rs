@@ -1,7 +1,7 @@
 //! Frame decoding into a flat [`FrameInfo`], shared by `pen-lab show` and the expectations.
 //!
-//! Parsing uses etherparse; checksums are verified here with the plain internet checksum over
-//! the captured bytes, so a frame captured with offloads on (partial checksums) shows up as
+//! Parsing uses etherparse; checksums are verified here with the plain internet checksum
+//! (`pen::engine::wire`) over the captured bytes, so a frame captured with offloads on (partial checksums) shows up as
 //! `bad` rather than being silently accepted.
 
 use std::fmt;
@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use etherparse::{LinkExtSlice, LinkSlice, NetSlice, SlicedPacket, TransportSlice};
+use pen::engine::wire;
 use serde::Serialize;
 
 /// ARP (Ethernet/IPv4) fields.
@@ -147,7 +148,7 @@ pub fn decode(index: usize, ts: Duration, data: &[u8]) -> FrameInfo {
             f.ip_dst = Some(dst);
             f.ttl = Some(h.ttl());
             f.proto = Some(ip.payload_ip_number().0);
-            f.ip_checksum_ok = Some(ones_complement_sum(0, h.slice()) == 0xffff);
+            f.ip_checksum_ok = Some(wire::fold(wire::sum16(h.slice(), 0)) == 0);
             if !ip.is_payload_fragmented() {
                 pseudo = Some((src, dst));
                 l4_bytes = Some(ip.payload().payload);
@@ -201,22 +202,9 @@ pub fn decode(index: usize, ts: Duration, data: &[u8]) -> FrameInfo {
     f
 }
 
-/// Ones'-complement 16-bit sum of `data` added to `start` (not inverted).
-fn ones_complement_sum(start: u32, data: &[u8]) -> u16 {
-    let mut sum = start;
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
+/// Does the TCP/UDP/ICMP/ICMPv6 checksum of `l4` verify? Summing a segment together with its
+/// own checksum field (and the pseudo-header where the protocol has one) folds to zero when
+/// it is right; the sums are pen's own (`pen::engine::wire`).
 fn l4_checksum_ok(src: IpAddr, dst: IpAddr, proto: u8, l4: &[u8]) -> Option<bool> {
     let needs_pseudo = match proto {
         PROTO_TCP | PROTO_UDP | PROTO_ICMPV6 => true,
@@ -235,27 +223,13 @@ fn l4_checksum_ok(src: IpAddr, dst: IpAddr, proto: u8, l4: &[u8]) -> Option<bool
     if proto == PROTO_UDP && src.is_ipv4() && l4.get(6..8) == Some(&[0, 0]) {
         return Some(true);
     }
-    let mut start: u32 = 0;
-    if needs_pseudo {
-        let len = l4.len() as u32;
-        let mut add = |b: &[u8]| {
-            start += u32::from(ones_complement_sum(0, b));
-        };
-        match (src, dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => {
-                add(&s.octets());
-                add(&d.octets());
-            }
-            (IpAddr::V6(s), IpAddr::V6(d)) => {
-                add(&s.octets());
-                add(&d.octets());
-            }
-            _ => return None,
-        }
-        start += u32::from(proto);
-        start += (len >> 16) + (len & 0xffff);
-    }
-    Some(ones_complement_sum(start, l4) == 0xffff)
+    let residue = match (needs_pseudo, src, dst) {
+        (false, _, _) => wire::fold(wire::sum16(l4, 0)),
+        (true, IpAddr::V4(s), IpAddr::V4(d)) => wire::l4_checksum_v4(s, d, proto, l4),
+        (true, IpAddr::V6(s), IpAddr::V6(d)) => wire::l4_checksum_v6(s, d, proto, l4),
+        _ => return None,
+    };
+    Some(residue == 0)
 }
 
 /// Formats a MAC address as `aa:bb:cc:dd:ee:ff`.
