@@ -42,7 +42,7 @@ async fn transfer(splice: bool) -> u64 {
             ..Options::default()
         };
         let counters = Counters::default();
-        forward(&c, &s, &opts, &counters).await.unwrap();
+        forward(c, s, &opts, &counters).await.unwrap();
         counters.to_server()
     });
 

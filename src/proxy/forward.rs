@@ -5,10 +5,12 @@
 //! when both directions are done, when the side chosen by `tcp_fastclose` closes, when nothing
 //! moved for `idle_timeout`, or on the first error.
 //!
-//! When both ends are TCP the bytes go through a pipe with `splice(2)` (zero copy, one pipe per
-//! direction); otherwise (Unix sockets, or a pipe could not be created) a plain copy loop with a
-//! 32 KiB buffer per direction moves them, writing everything it read before reading again
-//! (back-pressure).
+//! Each direction starts with a copy loop through a per-thread scratch buffer: read once, write
+//! what came in at once, keep only what the destination could not take (so an idle connection
+//! holds no buffer and a small request/response costs two syscalls per chunk, no pipe). The
+//! first read that fills the buffer marks bulk traffic: when both ends are TCP that direction
+//! switches to `splice(2)` through its own pipe (zero copy) for the rest of the connection.
+//! Unix sockets, or a pipe that cannot be created, stay on the copy loop.
 //!
 //! With TLS termination or `-H`, [`forward_front`] uses a copy path over `AsyncRead` /
 //! `AsyncWrite` ([`forward_io`]): the client side may be a TLS stream, and the client → server
@@ -17,7 +19,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use std::pin::Pin;
@@ -31,7 +33,8 @@ use crate::config::FastClose;
 use crate::proxy::http::Rewriter;
 use crate::proxy::sockets::shutdown_write;
 
-/// Buffer size of the copy loop (C Pen's read buffer).
+/// Size of the copy loop's scratch buffer (C Pen's read buffer); a read that fills it switches
+/// the direction to splice.
 pub const COPY_BUF: usize = 32 * 1024;
 
 /// Pipe capacity asked for with `F_SETPIPE_SZ` (best effort; the default is 64 KiB).
@@ -88,10 +91,10 @@ impl Stream {
         }
     }
 
-    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+    fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
         match self {
-            Stream::Tcp(s) => s.try_read(buf),
-            Stream::Unix(s) => s.try_read(buf),
+            Stream::Tcp(s) => s.try_io(interest, f),
+            Stream::Unix(s) => s.try_io(interest, f),
         }
     }
 
@@ -181,7 +184,7 @@ pub async fn forward_front(
     first: Option<FirstChunk<'_>>,
 ) -> io::Result<Ending> {
     match (client, rewriter, first) {
-        (Front::Plain(c), None, None) => forward(&c, &server, opts, counters).await,
+        (Front::Plain(c), None, None) => forward(c, server, opts, counters).await,
         (Front::Plain(c), rw, f) => forward_io(c, server, opts, counters, rw, f).await,
         (Front::Tls(t), rw, f) => forward_io(*t, server, opts, counters, rw, f).await,
     }
@@ -355,6 +358,12 @@ struct Activity {
     last_ms: AtomicU64,
 }
 
+impl Default for Activity {
+    fn default() -> Self {
+        Activity::new()
+    }
+}
+
 impl Activity {
     fn new() -> Self {
         Activity {
@@ -385,10 +394,11 @@ impl Activity {
 }
 
 /// Forwards between `client` and `server` until the connection ends; see the module doc.
-/// The caller closes both streams by dropping them afterwards. Byte counts are in `counters`.
+/// Both streams are closed when it returns (which is why the direction that reaches EOF
+/// second does not half-close). Byte counts are in `counters`.
 pub async fn forward(
-    client: &Stream,
-    server: &Stream,
+    client: Stream,
+    server: Stream,
     opts: &Options,
     counters: &Counters,
 ) -> io::Result<Ending> {
@@ -397,35 +407,25 @@ pub async fn forward(
         .map(|(e, _)| e)
 }
 
-/// [`forward`], also reporting which method moved the bytes.
+/// [`forward`], also reporting which method moved the bytes: `Splice` when at least one
+/// direction switched to `splice(2)`.
 pub async fn forward_with_method(
-    client: &Stream,
-    server: &Stream,
+    client: Stream,
+    server: Stream,
     opts: &Options,
     counters: &Counters,
 ) -> io::Result<(Ending, Method)> {
-    let activity = Activity::new();
-    if opts.splice
-        && let (Stream::Tcp(c), Stream::Tcp(s)) = (client, server)
-    {
-        match (Pipe::new(), Pipe::new()) {
-            (Ok(p_up), Ok(p_down)) => {
-                let up = pump_splice(c, s, &p_up, &counters.to_server, &activity);
-                let down = pump_splice(s, c, &p_down, &counters.from_server, &activity);
-                return run(up, down, opts, &activity)
-                    .await
-                    .map(|e| (e, Method::Splice));
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::debug!("pipe creation failed ({e}); falling back to the copy loop");
-            }
-        }
-    }
-    let up = pump_copy(client, server, &counters.to_server, &activity);
-    let down = pump_copy(server, client, &counters.from_server, &activity);
-    run(up, down, opts, &activity)
-        .await
-        .map(|e| (e, Method::Copy))
+    let shared = Shared::default();
+    let splice_ok = opts.splice && matches!((&client, &server), (Stream::Tcp(_), Stream::Tcp(_)));
+    let up = pump(&client, &server, splice_ok, &counters.to_server, &shared);
+    let down = pump(&server, &client, splice_ok, &counters.from_server, &shared);
+    let ending = run(up, down, opts, &shared.activity).await?;
+    let method = if shared.spliced.load(Ordering::Relaxed) {
+        Method::Splice
+    } else {
+        Method::Copy
+    };
+    Ok((ending, method))
 }
 
 async fn run(
@@ -468,41 +468,167 @@ async fn run(
     }
 }
 
-/// Copy loop for one direction: read up to 32 KiB, write all of it, repeat; at EOF half-close
-/// `dst`.
-async fn pump_copy(
-    src: &Stream,
-    dst: &Stream,
-    counter: &AtomicU64,
-    activity: &Activity,
-) -> io::Result<()> {
-    let mut buf = vec![0u8; COPY_BUF];
-    loop {
-        src.readable().await?;
-        let n = match src.try_read(&mut buf) {
-            Ok(0) => break,
+/// State the two directions of one connection share.
+#[derive(Default)]
+struct Shared {
+    activity: Activity,
+    /// Some direction switched to splice.
+    spliced: AtomicBool,
+    /// Some direction reached EOF already.
+    one_eof: AtomicBool,
+}
+
+impl Shared {
+    /// At EOF of one direction: half-close its destination so the peer sees EOF, unless the
+    /// other direction ended already; then the connection is about to be closed whole and
+    /// the `shutdown` would only cost a syscall.
+    fn half_close<S: AsFd>(&self, dst: &S) -> io::Result<()> {
+        if self.one_eof.swap(true, Ordering::Relaxed) {
+            Ok(())
+        } else {
+            shutdown_write(dst)
+        }
+    }
+}
+
+thread_local! {
+    /// The copy buffer of every connection served by this thread: a round reads into it and
+    /// writes from it without awaiting in between, so an idle connection holds no buffer.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; COPY_BUF]);
+}
+
+/// What one synchronous read-then-write round of the copy path did.
+enum Round {
+    /// The source reached EOF.
+    Eof,
+    /// The source had nothing after all (spurious readiness).
+    Again,
+    /// `read` bytes came in; `written` of them went out at once, `pending` still has to.
+    Moved {
+        read: usize,
+        written: usize,
+        pending: Vec<u8>,
+    },
+}
+
+/// Reads once from `src` into the thread's scratch buffer and writes what came in to `dst`
+/// straight away; only bytes `dst` could not take are copied out (into `pending`).
+///
+/// A short read means the socket's receive queue is empty (a stream socket's read drains it up
+/// to the buffer size), so it also clears the readiness: the next round waits for the next
+/// epoll edge instead of paying a `read` that ends in EAGAIN. tokio keeps a readiness that a
+/// newer edge set, and never clears "read closed", so neither new data nor a FIN that came with
+/// the data is missed.
+fn copy_round(src: &Stream, dst: &Stream) -> io::Result<Round> {
+    SCRATCH.with_borrow_mut(|buf| {
+        let fd = src.as_fd_raw();
+        let mut got = 0;
+        let read = src.try_io(Interest::READABLE, || {
+            let n = read_fd(fd, buf)?;
+            got = n;
+            if n > 0 && n < buf.len() {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(n)
+            }
+        });
+        let n = match read {
+            Ok(0) => return Ok(Round::Eof),
             Ok(n) => n,
-            Err(e) if retry(&e) => continue,
+            Err(e) if retry(&e) && got > 0 => got,
+            Err(e) if retry(&e) => return Ok(Round::Again),
             Err(e) => return Err(e),
         };
+        let data = buf.get(..n).unwrap_or(&[]);
+        let written = match dst.try_write(data) {
+            Ok(w) => w,
+            Err(e) if retry(&e) => 0,
+            Err(e) => return Err(e),
+        };
+        let pending = data.get(written..).map(<[u8]>::to_vec).unwrap_or_default();
+        Ok(Round::Moved {
+            read: n,
+            written,
+            pending,
+        })
+    })
+}
+
+/// `read(2)` on a non-blocking descriptor.
+fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid writable slice of `buf.len()` bytes for the whole call and `fd`
+    // is kept open by the caller.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// One direction: copy rounds through the thread's scratch buffer while the traffic is small
+/// (requests, small replies: no pipe, two syscalls per chunk); the first read that fills the
+/// buffer marks bulk traffic and, when `splice_ok`, switches this direction to `splice(2)`
+/// through its own pipe for the rest of the connection. At EOF half-close `dst`.
+async fn pump(
+    src: &Stream,
+    dst: &Stream,
+    mut splice_ok: bool,
+    counter: &AtomicU64,
+    shared: &Shared,
+) -> io::Result<()> {
+    let activity = &shared.activity;
+    loop {
+        src.readable().await?;
+        let (read, pending) = match copy_round(src, dst)? {
+            Round::Eof => break,
+            Round::Again => continue,
+            Round::Moved {
+                read,
+                written,
+                pending,
+            } => {
+                counter.fetch_add(written as u64, Ordering::Relaxed);
+                (read, pending)
+            }
+        };
         activity.touch();
-        let mut off = 0;
-        while let Some(rest) = buf.get(off..n)
-            && !rest.is_empty()
+        write_all(dst, &pending, counter, activity).await?;
+        if splice_ok
+            && read == COPY_BUF
+            && let (Stream::Tcp(s), Stream::Tcp(d)) = (src, dst)
         {
-            dst.writable().await?;
-            match dst.try_write(rest) {
-                Ok(w) => {
-                    off += w;
-                    counter.fetch_add(w as u64, Ordering::Relaxed);
-                    activity.touch();
+            match Pipe::new() {
+                Ok(pipe) => {
+                    shared.spliced.store(true, Ordering::Relaxed);
+                    return pump_splice(s, d, &pipe, counter, shared).await;
                 }
-                Err(e) if retry(&e) => continue,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    tracing::debug!("pipe creation failed ({e}); staying on the copy loop");
+                    splice_ok = false;
+                }
             }
         }
     }
-    shutdown_write(dst)
+    shared.half_close(dst)
+}
+
+/// Writes all of `data` to `dst`, waiting for room as needed.
+async fn write_all(
+    dst: &Stream,
+    mut data: &[u8],
+    counter: &AtomicU64,
+    activity: &Activity,
+) -> io::Result<()> {
+    while !data.is_empty() {
+        dst.writable().await?;
+        match dst.try_write(data) {
+            Ok(w) => {
+                data = data.get(w..).unwrap_or(&[]);
+                counter.fetch_add(w as u64, Ordering::Relaxed);
+                activity.touch();
+            }
+            Err(e) if retry(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Splice loop for one direction: socket → pipe (only when the pipe is empty, so an EAGAIN
@@ -513,8 +639,9 @@ async fn pump_splice(
     dst: &TcpStream,
     pipe: &Pipe,
     counter: &AtomicU64,
-    activity: &Activity,
+    shared: &Shared,
 ) -> io::Result<()> {
+    let activity = &shared.activity;
     let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
     loop {
         src.readable().await?;
@@ -542,7 +669,7 @@ async fn pump_splice(
             }
         }
     }
-    shutdown_write(dst)
+    shared.half_close(dst)
 }
 
 fn retry(e: &io::Error) -> bool {
@@ -660,7 +787,7 @@ mod tests {
         };
         let req = pattern(300_000, 1);
         let reply = pattern(500_000, 2);
-        let fwd = forward_with_method(&fc, &fs, &opts, &counters);
+        let fwd = forward_with_method(fc, fs, &opts, &counters);
         let ((got_reply, got_req), res) =
             tokio::join!(exchange(client, server, req.clone(), reply.clone()), fwd);
         let (ending, method) = res.unwrap();
@@ -683,13 +810,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn small_exchange_stays_on_the_copy_loop_without_a_pipe() {
+        let (client, fwd_client) = tcp_pair().await;
+        let (fwd_server, server) = tcp_pair().await;
+        let (fc, fs) = (Stream::Tcp(fwd_client), Stream::Tcp(fwd_server));
+        let counters = Counters::default();
+        let opts = Options::default();
+        let fwd = forward_with_method(fc, fs, &opts, &counters);
+        let req = pattern(500, 3);
+        let reply = pattern(COPY_BUF - 1, 4);
+        let ((got_reply, got_req), res) =
+            tokio::join!(exchange(client, server, req.clone(), reply.clone()), fwd);
+        assert_eq!(res.unwrap(), (Ending::Finished, Method::Copy));
+        assert!(got_req == req && got_reply == reply);
+        assert_eq!(counters.from_server(), reply.len() as u64);
+    }
+
+    #[tokio::test]
     async fn unix_ends_use_copy_loop() {
         let (client, fwd_client) = unix_pair();
         let (fwd_server, server) = tcp_pair().await;
         let (fc, fs) = (Stream::Unix(fwd_client), Stream::Tcp(fwd_server));
         let counters = Counters::default();
         let opts = Options::default();
-        let fwd = forward_with_method(&fc, &fs, &opts, &counters);
+        let fwd = forward_with_method(fc, fs, &opts, &counters);
         let ((reply, req), res) = tokio::join!(
             exchange(client, server, b"ping".to_vec(), b"pong".to_vec()),
             fwd
@@ -712,9 +856,8 @@ mod tests {
         };
         let counters = Counters::default();
         client.shutdown().await.unwrap();
-        let ending = forward(&fc, &fs, &opts, &counters).await.unwrap();
+        let ending = forward(fc, fs, &opts, &counters).await.unwrap();
         assert_eq!(ending, Ending::FastClose(Side::Client));
-        drop((fc, fs));
         // The server sees EOF although it never closed its side.
         let mut buf = Vec::new();
         server.read_to_end(&mut buf).await.unwrap();
@@ -729,7 +872,7 @@ mod tests {
         let counters = Counters::default();
         client.shutdown().await.unwrap();
         let opts = Options::default();
-        let fwd = forward(&fc, &fs, &opts, &counters);
+        let fwd = forward(fc, fs, &opts, &counters);
         let srv = async {
             let mut b = Vec::new();
             server.read_to_end(&mut b).await.unwrap();
@@ -754,9 +897,7 @@ mod tests {
             ..Options::default()
         };
         let start = Instant::now();
-        let ending = forward(&fc, &fs, &opts, &Counters::default())
-            .await
-            .unwrap();
+        let ending = forward(fc, fs, &opts, &Counters::default()).await.unwrap();
         assert_eq!(ending, Ending::IdleTimeout);
         assert!(start.elapsed() >= Duration::from_millis(200));
         assert!(start.elapsed() < Duration::from_secs(2));
@@ -772,7 +913,7 @@ mod tests {
             ..Options::default()
         };
         let counters = Counters::default();
-        let fwd = forward(&fc, &fs, &opts, &counters);
+        let fwd = forward(fc, fs, &opts, &counters);
         let talk = async {
             let mut b = [0u8; 1];
             for _ in 0..4 {
@@ -861,8 +1002,8 @@ mod tests {
         let r = tokio::time::timeout(
             Duration::from_secs(2),
             forward(
-                &fc,
-                &fs,
+                fc,
+                fs,
                 &Options {
                     fastclose: FastClose::Up,
                     ..Options::default()
