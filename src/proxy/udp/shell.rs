@@ -333,11 +333,7 @@ async fn client_loop<C: UdpContext>(inner: &Arc<Inner<C>>) -> io::Result<()> {
     let mut out: Vec<(UpstreamId, SocketAddr, SocketAddr, usize)> = Vec::with_capacity(BATCH);
     let mut errors = 0u32;
     loop {
-        let n = match inner
-            .listener
-            .async_io(Interest::READABLE, || batch.recv(fd))
-            .await
-        {
+        let n = match recv_draining(&inner.listener, &mut batch, fd).await {
             Ok(n) => {
                 errors = 0;
                 n
@@ -638,13 +634,18 @@ async fn upstream_loop<C: UdpContext>(inner: Arc<Inner<C>>, sock: Arc<UdpSocket>
                 return;
             }
         };
-        if ready.is_error() {
+        // An ICMP error can also cut a batch short while datagrams are still queued (the
+        // kernel reports a pending socket error before the queue): after one, read on
+        // without trusting a short batch until the queue says EAGAIN.
+        let after_error = ready.is_error();
+        if after_error {
             handle_errqueue(&inner, &sock, id);
         }
-        if ready.is_readable() {
+        if ready.is_readable() || after_error {
             for _ in 0..ROUNDS {
-                match forward_replies(&inner, &sock, id) {
-                    Ok(()) => {}
+                match forward_replies(&inner, &sock, id, after_error) {
+                    Ok(Drained::Yes) => break,
+                    Ok(Drained::Maybe) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) || is_icmp_error(&e) => {
                         handle_errqueue(&inner, &sock, id);
@@ -666,17 +667,65 @@ fn is_icmp_error(e: &io::Error) -> bool {
     )
 }
 
+/// Whether a `recvmmsg` emptied the socket's queue.
+enum Drained {
+    /// It returned fewer datagrams than it asked for: the queue is empty and the readiness
+    /// was cleared (the next datagram brings a new epoll edge).
+    Yes,
+    /// A full batch: there may be more.
+    Maybe,
+}
+
+/// One `recvmmsg` on a readable socket. A short batch means the receive queue is empty, so
+/// the readiness is cleared with it instead of by a further call that ends in EAGAIN (tokio
+/// keeps a readiness that a newer edge set, so no datagram is missed).
+fn recv_once(sock: &UdpSocket, batch: &mut RecvBatch, fd: RawFd) -> io::Result<(usize, Drained)> {
+    let mut got = 0;
+    let r = sock.try_io(Interest::READABLE, || {
+        got = batch.recv(fd)?;
+        if got < BATCH {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(got)
+        }
+    });
+    match r {
+        Ok(n) => Ok((n, Drained::Maybe)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok((got, Drained::Yes)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Waits until `sock` is readable and receives one batch (see [`recv_once`]).
+async fn recv_draining(sock: &UdpSocket, batch: &mut RecvBatch, fd: RawFd) -> io::Result<usize> {
+    loop {
+        sock.readable().await?;
+        match recv_once(sock, batch, fd) {
+            Ok((n, _)) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Receive a batch of datagrams from servers on `sock` and send each to its flow's client from
 /// the listening socket. Err(WouldBlock) when there is nothing to read.
+/// `direct`: call `recvmmsg` whatever tokio's readiness says, and never report `Drained::Yes`
+/// (used after an ICMP error).
 fn forward_replies<C: UdpContext>(
     inner: &Inner<C>,
     sock: &UdpSocket,
     id: UpstreamId,
-) -> io::Result<()> {
+    direct: bool,
+) -> io::Result<Drained> {
     REPLY_BATCH.with(|cell| {
         let mut batch = cell.borrow_mut();
         let fd = sock.as_raw_fd();
-        let n = sock.try_io(Interest::READABLE, || batch.recv(fd))?;
+        let (n, drained) = if direct {
+            (batch.recv(fd)?, Drained::Maybe)
+        } else {
+            recv_once(sock, &mut batch, fd)?
+        };
         let now = inner.ctx.now();
         let mut msgs: Vec<(&[u8], SocketAddr)> = Vec::with_capacity(n);
         {
@@ -701,7 +750,7 @@ fn forward_replies<C: UdpContext>(
                 tracing::trace!(error = %e, %client, "udp reply dropped");
             }
         }
-        Ok(())
+        Ok(drained)
     })
 }
 
