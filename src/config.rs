@@ -27,6 +27,11 @@ pub mod defaults {
     pub const SSL_RENEGOTIATION_INTERVAL: u64 = 3600;
     /// Default idle time of a UDP flow (C Pen has none; see the README).
     pub const UDP_FLOW_IDLE_SECS: u64 = 60;
+    /// Default `worker_threads` (pen-rs addition): 1 = a single-threaded tokio runtime, like C
+    /// Pen's one event loop.
+    pub const WORKER_THREADS: usize = 1;
+    /// Upper bound for `worker_threads`.
+    pub const WORKER_THREADS_MAX: usize = 1024;
     /// Highest number of server slots `server N` may create (C Pen has no bound; an unbounded
     /// `server 4000000000` from the control socket would exhaust memory).
     pub const SERVERS_MAX: usize = 65_536;
@@ -447,6 +452,13 @@ pub struct Config {
     pub chroot: Option<PathBuf>,
     /// `epoll`/`poll`/`select`/`kqueue`/`-P`: accepted and recorded, tokio decides.
     pub event_backend: Option<String>,
+    /// `worker_threads N` (pen-rs addition), 1..=`WORKER_THREADS_MAX`: the tokio runtime's
+    /// threads (1 = current_thread runtime). A start-up setting: a change at run time is stored
+    /// (and written by `write`) but takes effect at the next start.
+    pub worker_threads: usize,
+    /// The threads of the runtime actually running, set by the daemon when it builds it (`None`
+    /// before that); the `worker_threads` query replies this value.
+    pub worker_threads_in_force: Option<usize>,
 }
 
 impl Default for Config {
@@ -499,6 +511,8 @@ impl Default for Config {
             user: None,
             chroot: None,
             event_backend: None,
+            worker_threads: WORKER_THREADS,
+            worker_threads_in_force: None,
         }
     }
 }

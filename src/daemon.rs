@@ -3,7 +3,8 @@
 //! Start-up order (C Pen's, except that the listener is opened before detaching so that its
 //! errors reach the terminal): `-F` file → command-line backends over slots 0..n-1 → resolve
 //! host names (once, first getaddrinfo result) → balancer → open the listener → daemonize
-//! unless `-f` → pid file → chroot / drop privileges → tokio runtime → start-up runtime
+//! unless `-f` → pid file → chroot / drop privileges → tokio runtime (`worker_threads`:
+//! current_thread for 1, the default) → start-up runtime
 //! commands (`-O "server 0 blacklist 10"`, queries) through the control plane → serve until
 //! SIGTERM, SIGINT or `exit` (clean exit, pid file removed). The `-C` control socket is opened
 //! with the listener (refused as root without `-u`, as C Pen). SIGHUP re-reads the `-F` file,
@@ -514,18 +515,37 @@ impl Effects for DaemonEffects {
 
 /// Builds the runtime and serves until SIGTERM/SIGINT, `exit`, or a fatal listener error.
 fn serve(
-    shared: Shared,
+    mut shared: Shared,
     listener: OpenListener,
     control: Option<ctl_server::StdListener>,
     startup: Vec<Command>,
 ) -> Result<(), DaemonError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| err(format!("pen: cannot start the runtime: {e}")))?;
+    // `worker_threads` from -o/-O and -F is already applied (`run`); a later change is stored
+    // for `write` and applies at the next start.
+    let threads = shared.config.worker_threads;
+    let mut builder = runtime_builder(threads);
+    let rt = builder.enable_all().build().map_err(|e| {
+        err(format!(
+            "pen: cannot start the runtime ({threads} worker_threads): {e}"
+        ))
+    })?;
+    shared.config.worker_threads_in_force = Some(threads);
+    tracing::debug!("tokio runtime: {threads} worker thread(s)");
     let result = rt.block_on(serve_async(shared, listener, control, startup));
     rt.shutdown_timeout(Duration::from_millis(200));
     result
+}
+
+/// `worker_threads N`: 1 → a current_thread runtime (one event loop, as C Pen), N > 1 → a
+/// multi-thread runtime with N workers.
+fn runtime_builder(threads: usize) -> tokio::runtime::Builder {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    }
 }
 
 async fn serve_async(
@@ -647,6 +667,14 @@ async fn serve_async(
                         Some(path) => {
                             for problem in control.apply_config_file(path).await {
                                 tracing::warn!("SIGHUP: {problem}");
+                            }
+                            let (n, in_force) = {
+                                let g = crate::proxy::lock(&state);
+                                (g.config.worker_threads, g.config.worker_threads_in_force)
+                            };
+                            if let Some(m) = in_force.filter(|m| *m != n) {
+                                let note = crate::ctl::reply::worker_threads_pending(n, m);
+                                tracing::info!("SIGHUP: {note}");
                             }
                         }
                         None => tracing::info!("SIGHUP: no -F file to re-read"),

@@ -613,3 +613,44 @@ fn prometheus_bad_or_busy_address_is_refused_and_changes_nothing() {
     assert_eq!(ctl(cport, "no prometheus"), "");
     assert!(wait_until(|| !tcp_listening(mport)), "endpoint still open");
 }
+
+/// `worker_threads` (pen-rs addition) is a start-up setting: `-O` builds the runtime with it,
+/// penctl reports the value in force, a run-time change is stored for the next start, and the
+/// default is the single-threaded runtime.
+#[test]
+fn worker_threads_from_dash_o_is_in_force_and_proxying_works() {
+    let a = Backend::start("a", "127.0.0.1");
+    let (_pen, lport, cport) = pen_with_control(&["-O", "worker_threads 2"], &[&a.spec]);
+    let target = format!("127.0.0.1:{cport}");
+    let (code, out, _) = penctl(&target, &["worker_threads"]);
+    assert_eq!((code, out.as_str()), (Some(0), "2\n"));
+    for _ in 0..4 {
+        assert_eq!(get(None, at(lport)).unwrap(), "a");
+    }
+    let (_, out, _) = penctl(&target, &["worker_threads", "3"]);
+    assert!(
+        out.starts_with("worker_threads 3 takes effect at the next start")
+            && out.contains("2 in force"),
+        "{out}"
+    );
+    assert_eq!(penctl(&target, &["worker_threads"]).1, "2\n");
+    let r = ctl(cport, "worker_threads 0");
+    assert!(
+        r.starts_with("do_cmd: ignoring command starting with 'worker_threads'")
+            && r.contains("from 1 to 1024"),
+        "{r}"
+    );
+    assert_eq!(get(None, at(lport)).unwrap(), "a", "still balancing");
+
+    let (_pen1, lport1, cport1) = pen_with_control(&[], &[&a.spec]);
+    assert_eq!(ctl(cport1, "worker_threads"), "1\n", "the default");
+    assert_eq!(get(None, at(lport1)).unwrap(), "a");
+
+    let f = common::pen_fails(&["-f", "-O", "worker_threads 0", "127.0.0.1:9", "127.0.0.1:9"]);
+    assert_eq!(f.code, Some(1));
+    assert!(
+        f.stderr.contains("worker_threads") && f.stderr.contains("from 1 to 1024"),
+        "{}",
+        f.stderr
+    );
+}

@@ -275,6 +275,20 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
             cfg.udp_flow_idle_secs = *n;
             Changed
         }
+        Command::WorkerThreads(Some(n)) => {
+            // Stored only: the runtime is built once, at start (see `Config::worker_threads`).
+            if *n == 0 || *n > defaults::WORKER_THREADS_MAX {
+                return Err(aerr(
+                    "worker_threads",
+                    format!(
+                        "expected a number of threads from 1 to {}, got \"{n}\"",
+                        defaults::WORKER_THREADS_MAX
+                    ),
+                ));
+            }
+            cfg.worker_threads = *n;
+            Changed
+        }
         Command::WebStats(Some(p)) => {
             cfg.web_stats = Some(p.clone());
             Changed
@@ -306,6 +320,7 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
         | Command::Timeout(None)
         | Command::Tracking(None)
         | Command::UdpFlowIdle(None)
+        | Command::WorkerThreads(None)
         | Command::WebStats(None)
         | Command::Prometheus(None)
         | Command::Close(_)
@@ -698,6 +713,9 @@ pub fn write_config(cfg: &Config) -> String {
     if cfg.clients_max > defaults::CLIENTS_MAX {
         cmd(Command::ClientsMax(Some(cfg.clients_max)));
     }
+    if cfg.worker_threads != defaults::WORKER_THREADS {
+        cmd(Command::WorkerThreads(Some(cfg.worker_threads)));
+    }
     if let Some(ip) = cfg.source {
         cmd(Command::Source(ip));
     }
@@ -764,6 +782,7 @@ mod tests {
             ("idlers 3", "idlers"),
             ("idle_timeout 30", "idle_timeout"),
             ("udp_flow_idle 5", "udp_flow_idle"),
+            ("worker_threads 4", "worker_threads"),
             ("client_acl 1", "client_acl"),
             ("control_acl 2", "control_acl"),
             ("tarpit_acl 3", "tarpit_acl"),
@@ -784,6 +803,7 @@ mod tests {
         assert_eq!(c.idlers, 3);
         assert_eq!(c.idle_timeout_secs, 30);
         assert_eq!(c.udp_flow_idle_secs, 5);
+        assert_eq!(c.worker_threads, 4);
         assert_eq!((c.client_acl, c.control_acl, c.tarpit_acl), (1, 2, Some(3)));
         assert_eq!((c.conn_max, c.clients_max), (600, 3000));
         assert_eq!(c.log.as_deref(), Some("/tmp/l"));
@@ -1133,7 +1153,7 @@ mod tests {
             log 10.0.0.5:9999\nroundrobin\nserver 0 address 10.0.0.1 port 80 max 5 hard 6 weight 2 prio 3\n\
             server 2 acl 3 address web.example port 81\nserver 3 address /run/s.sock\n\
             stubborn\ntcp_fastclose down\ntcp_nodelay\ntimeout 4\ntracking 99\nweb_stats /tmp/w.html\n\
-            weight\nprio\nabort_on_error\nkeepalive\ntransparent\ndummy\npeek\nidle_timeout 11\nudp_flow_idle 7\n\
+            weight\nprio\nabort_on_error\nkeepalive\ntransparent\ndummy\npeek\nidle_timeout 11\nudp_flow_idle 7\nworker_threads 3\n\
             pending_max 12\nidlers 2\nconn_max 900\nclients_max 5000\nsource 10.0.0.254\n\
             dsr_if eth1\ndsr_ip 10.0.0.100\nselect\nssl_ciphers HIGH\nssl_option no_tlsv1\n\
             ssl_option cipher_server_preference\nssl_sni_path /etc/sni\nssl_ocsp_response /etc/o\n\
@@ -1152,6 +1172,31 @@ mod tests {
             assert!(errs.is_empty(), "{errs:?}\n{text}");
             assert_eq!(back, cfg, "{text}");
         }
+    }
+
+    #[test]
+    fn worker_threads_is_stored_checked_and_written_only_when_not_the_default() {
+        let mut c = Config::default();
+        assert_eq!(c.worker_threads, 1);
+        assert!(!write_config(&c).contains("worker_threads"));
+        assert_eq!(ok(&mut c, "worker_threads 8"), Applied::Config);
+        assert_eq!(c.worker_threads, 8);
+        assert_eq!(
+            c.worker_threads_in_force, None,
+            "the daemon sets it, not apply"
+        );
+        assert!(write_config(&c).contains("\nworker_threads 8\n"));
+        for n in [0, 1025] {
+            assert_eq!(
+                apply(&mut c, &Command::WorkerThreads(Some(n)))
+                    .unwrap_err()
+                    .to_string(),
+                format!("worker_threads: expected a number of threads from 1 to 1024, got \"{n}\"")
+            );
+        }
+        assert_eq!(c.worker_threads, 8, "a bad value changes nothing");
+        ok(&mut c, "worker_threads 1");
+        assert!(!write_config(&c).contains("worker_threads"));
     }
 
     #[test]

@@ -228,6 +228,9 @@ pub enum Command {
     Tracking(Option<u64>),
     /// `udp_flow_idle [N]` (pen-rs addition): seconds a UDP flow lives without traffic.
     UdpFlowIdle(Option<u64>),
+    /// `worker_threads [N]` (pen-rs addition): the tokio runtime's threads, 1-1024 (1 = a
+    /// single-threaded runtime); a start-up setting.
+    WorkerThreads(Option<usize>),
     WebStats(Option<PathBuf>),
     NoWebStats,
     /// `prometheus [[addr:]port]` (pen-rs addition): serve the Prometheus metrics at
@@ -463,6 +466,14 @@ pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
             Command::Tracking(w.opt_num(&format!("{SECS} >= 0 (0 = forever)"), 0, u64::MAX)?)
         }
         "udp_flow_idle" => Command::UdpFlowIdle(w.opt_num(&format!("{SECS} >= 1"), 1, u64::MAX)?),
+        "worker_threads" => Command::WorkerThreads(w.opt_num(
+            &format!(
+                "a number of threads from 1 to {}",
+                defaults::WORKER_THREADS_MAX
+            ),
+            1,
+            defaults::WORKER_THREADS_MAX,
+        )?),
         "web_stats" => Command::WebStats(w.next().map(PathBuf::from)),
         "prometheus" => Command::Prometheus(match w.next() {
             None => None,
@@ -763,6 +774,7 @@ impl fmt::Display for Command {
             Timeout(v) => opt(f, "timeout", v),
             Tracking(v) => opt(f, "tracking", v),
             UdpFlowIdle(v) => opt(f, "udp_flow_idle", v),
+            WorkerThreads(v) => opt(f, "worker_threads", v),
             WebStats(v) => opt(f, "web_stats", &v.as_ref().map(|p| p.display())),
             NoWebStats => write!(f, "no web_stats"),
             Prometheus(v) => opt(f, "prometheus", v),
@@ -899,6 +911,8 @@ mod tests {
         "tracking 120",
         "udp_flow_idle",
         "udp_flow_idle 5",
+        "worker_threads",
+        "worker_threads 4",
         "transparent",
         "no transparent",
         "web_stats",
@@ -974,12 +988,13 @@ mod tests {
             Prometheus(_) => 43,
             NoPrometheus => 44,
             UdpFlowIdle(_) => 45,
+            WorkerThreads(_) => 46,
         }
     }
 
     #[test]
     fn samples_cover_every_variant() {
-        let mut seen = [false; 46];
+        let mut seen = [false; 47];
         for line in SAMPLES {
             seen[variant(&p(line))] = true;
         }
@@ -1067,6 +1082,22 @@ mod tests {
             "udp_flow_idle: expected a number of seconds >= 1, got \"0\""
         );
         assert!(e("udp_flow_idle x").contains("got \"x\""));
+    }
+
+    #[test]
+    fn worker_threads_accepts_1_to_1024() {
+        assert_eq!(p("worker_threads"), Command::WorkerThreads(None));
+        assert_eq!(p("worker_threads 1"), Command::WorkerThreads(Some(1)));
+        assert_eq!(p("worker_threads 1024"), Command::WorkerThreads(Some(1024)));
+        for bad in ["0", "1025", "-2", "x", "4.0"] {
+            assert_eq!(
+                e(&format!("worker_threads {bad}")),
+                format!(
+                    "worker_threads: expected a number of threads from 1 to 1024, got \"{bad}\""
+                )
+            );
+        }
+        assert!(e("worker_threads 2 3").contains("unexpected extra argument \"3\""));
     }
 
     #[test]

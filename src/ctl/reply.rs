@@ -97,6 +97,14 @@ pub fn error_line(word: &str, message: &str) -> String {
     format!("do_cmd: ignoring command starting with '{word}': {message}\n")
 }
 
+/// The note for a `worker_threads N` that differs from the runtime in force (penctl reply,
+/// SIGHUP log line).
+pub fn worker_threads_pending(n: usize, in_force: usize) -> String {
+    format!(
+        "worker_threads {n} takes effect at the next start (write keeps it in the -F file); {in_force} in force"
+    )
+}
+
 fn first_word(line: &str) -> &str {
     line.split_ascii_whitespace().next().unwrap_or("")
 }
@@ -279,6 +287,19 @@ pub fn execute(shared: &mut Shared, cmd: &Command, env: &Env<'_>) -> Outcome {
         }
         Command::UdpFlowIdle(_) => {
             let _ = writeln!(r, "{}", cfg.udp_flow_idle_secs);
+        }
+        Command::WorkerThreads(set) => {
+            // The runtime is built once: the reply is the value in force; a different value
+            // is stored (for `write`) and says when it applies.
+            let in_force = cfg.worker_threads_in_force.unwrap_or(cfg.worker_threads);
+            match set {
+                Some(n) if *n != in_force => {
+                    let _ = writeln!(r, "{}", worker_threads_pending(*n, in_force));
+                }
+                _ => {
+                    let _ = writeln!(r, "{in_force}");
+                }
+            }
         }
         Command::IdleTimeout(_) => {
             let _ = writeln!(r, "Idle timeout: {} seconds", cfg.idle_timeout_secs);
@@ -586,6 +607,7 @@ mod tests {
             ("timeout 5", "5\n"),
             ("udp_flow_idle", "60\n"),
             ("udp_flow_idle 5", "5\n"),
+            ("worker_threads", "1\n"),
             ("tracking 9", "9\n"),
             ("clients_max 10", "2048\n"),
             ("conn_max 10", "500\n"),
@@ -607,6 +629,43 @@ mod tests {
         ] {
             assert_eq!(reply(&mut sh, line), want, "{line}");
         }
+    }
+
+    #[test]
+    fn worker_threads_replies_the_value_in_force_and_defers_a_change() {
+        let mut sh = shared();
+        sh.config.worker_threads_in_force = Some(1);
+        assert_eq!(reply(&mut sh, "worker_threads"), "1\n");
+        assert_eq!(reply(&mut sh, "worker_threads 1"), "1\n");
+        let o = run(&mut sh, "worker_threads 4");
+        assert_eq!(
+            o.reply,
+            "worker_threads 4 takes effect at the next start (write keeps it in the -F file); 1 in force\n"
+        );
+        assert!(o.actions.is_empty());
+        assert_eq!(sh.config.worker_threads, 4, "stored for write");
+        assert_eq!(
+            reply(&mut sh, "worker_threads"),
+            "1\n",
+            "still the value in force"
+        );
+        sh.config.config_file = Some("/tmp/pen.cfg".into());
+        let o = run(&mut sh, "write");
+        let Some(Action::Write { text, .. }) = o.actions.first() else {
+            panic!("{o:?}")
+        };
+        assert!(text.contains("\nworker_threads 4\n"), "{text}");
+        let r = reply(&mut sh, "worker_threads 0");
+        assert_eq!(
+            r,
+            "do_cmd: ignoring command starting with 'worker_threads': expected a number of threads from 1 to 1024, got \"0\"\n"
+        );
+        assert_eq!(sh.config.worker_threads, 4);
+        assert_eq!(
+            reply(&mut sh, "worker_threads 1"),
+            "1\n",
+            "back to the value in force"
+        );
     }
 
     #[test]
