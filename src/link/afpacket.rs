@@ -87,6 +87,8 @@ pub struct AfPacket {
     rx_lens: Vec<usize>,
     rx_meta: Vec<RxMeta>,
     rx_skip: Vec<bool>,
+    /// The last `recvmmsg` returned less than a full batch: the queue was empty then.
+    rx_short: bool,
     pub stats: LinkStats,
 }
 
@@ -203,6 +205,7 @@ impl AfPacket {
             rx_lens: vec![0; BATCH],
             rx_meta: vec![RxMeta::default(); BATCH],
             rx_skip: vec![false; BATCH],
+            rx_short: false,
             stats: LinkStats::default(),
         })
     }
@@ -229,10 +232,16 @@ impl AfPacket {
     /// Receives up to [`BATCH`] frames, waiting up to `timeout` only when none is queued
     /// (under load the socket is drained without a `poll` per batch). Returns how many were
     /// received (0 on timeout); read them with [`AfPacket::frame`].
+    ///
+    /// After a short batch (the queue was empty then) it polls first instead of paying a
+    /// `recvmmsg` that ends in EAGAIN; `poll` is level-triggered, so frames that came in
+    /// meanwhile make it return at once.
     pub fn recv_batch(&mut self, timeout: Duration) -> io::Result<usize> {
-        let n = self.try_recv()?;
-        if n > 0 || timeout.is_zero() {
-            return Ok(n);
+        if !(self.rx_short && !timeout.is_zero()) {
+            let n = self.try_recv()?;
+            if n > 0 || timeout.is_zero() {
+                return Ok(n);
+            }
         }
         let mut pfd = libc::pollfd {
             fd: self.fd.as_raw_fd(),
@@ -285,6 +294,7 @@ impl AfPacket {
                 std::ptr::null_mut(),
             )
         };
+        self.rx_short = n < BATCH as libc::c_int;
         if n < 0 {
             let e = io::Error::last_os_error();
             return match e.kind() {
