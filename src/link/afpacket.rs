@@ -237,7 +237,7 @@ impl AfPacket {
     /// `recvmmsg` that ends in EAGAIN; `poll` is level-triggered, so frames that came in
     /// meanwhile make it return at once.
     pub fn recv_batch(&mut self, timeout: Duration) -> io::Result<usize> {
-        if !(self.rx_short && !timeout.is_zero()) {
+        if !self.rx_short || timeout.is_zero() {
             let n = self.try_recv()?;
             if n > 0 || timeout.is_zero() {
                 return Ok(n);
