@@ -57,7 +57,7 @@ pub enum OpenListener {
     Udp(std::net::UdpSocket),
     /// DSR mode (`dsr_if IF`): the raw socket on the DSR interface, opened while still root.
     #[cfg(target_os = "linux")]
-    Dsr(crate::link::afpacket::AfPacket),
+    Dsr(Box<crate::link::afpacket::AfPacket>),
 }
 
 /// Runs pen: see the module doc. Returns after a clean SIGTERM/SIGINT exit, or with the first
@@ -229,7 +229,7 @@ pub fn open_listener(config: &Config) -> Result<OpenListener, DaemonError> {
     #[cfg(target_os = "linux")]
     if config.dsr_if.is_some() {
         return crate::link::dsr::open(config)
-            .map(OpenListener::Dsr)
+            .map(|l| OpenListener::Dsr(Box::new(l)))
             .map_err(|e| err(format!("pen: {e}")));
     }
     #[cfg(not(target_os = "linux"))]
@@ -731,7 +731,7 @@ async fn serve_listener(
             crate::proxy::udp::serve(s, state).await
         }
         #[cfg(target_os = "linux")]
-        OpenListener::Dsr(link) => crate::link::dsr::serve_shared(link, state).await,
+        OpenListener::Dsr(link) => crate::link::dsr::serve_shared(*link, state).await,
     }
 }
 

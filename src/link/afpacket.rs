@@ -17,9 +17,12 @@
 //! TPACKET_V3 `PACKET_RX_RING` instead; on a loaded 2-core machine (load average 3-5, the
 //! generator and a counting sink on the same cores) the engine behind the ring took 179-236 k
 //! of 300 k offered frames against 110-123 k behind `recvmmsg` (tests `live_forwarding_rate*`).
-//! The daemon still uses [`AfPacket::run`]: a V3 ring hands a block over only when it is full
-//! or its retire timer (10 ms) fires, which adds up to 10 ms of latency at low rates, where
-//! DSR matters most to the client; `recvmmsg` adds none.
+//! A V3 ring hands a block over only when it is full or its retire timer (10 ms) fires, which
+//! adds up to 10 ms of latency at low rates, where DSR matters most to the client. The daemon
+//! therefore uses [`AfPacket::run_v2`]: a TPACKET_V2 ring with one slot per frame, where `poll`
+//! wakes for a single frame (no added latency) and, under load, a pass takes every ready frame
+//! without a receive system call; [`AfPacket::run`] (`recvmmsg`) is its fallback. In both,
+//! frames longer than a ring slot or the receive buffer are counted as truncated.
 //!
 //! The socket is created in the calling thread's network namespace and keeps it: open it on a
 //! thread that entered the namespace, then run it anywhere.
@@ -75,6 +78,8 @@ pub struct LinkStats {
     /// Receive errors survived (interface down).
     pub rx_errors: u64,
     pub tx_errors: u64,
+    /// Frames came through the TPACKET_V2 ring ([`AfPacket::run_v2`]), not `recvmmsg`.
+    pub ring: bool,
 }
 
 /// A raw socket bound to one interface.
@@ -462,7 +467,8 @@ impl AfPacket {
     /// As [`AfPacket::run`], but receiving through a memory-mapped TPACKET_V3 ring
     /// (`PACKET_RX_RING`) instead of `recvmmsg`: frames are processed in place in the ring and
     /// sent with `sendmmsg`. Switches the socket to the ring for good. Kept for measurement
-    /// (see `live_forwarding_rate_ring`); the daemon uses [`AfPacket::run`].
+    /// (see `live_forwarding_rate_ring`): its block timeout adds up to 10 ms at low rates; the
+    /// daemon uses [`AfPacket::run_v2`].
     pub fn run_ring(
         &mut self,
         engine: &mut Engine,
@@ -625,6 +631,276 @@ impl AfPacket {
     }
 }
 
+/// `struct tpacket_req` of `<linux/if_packet.h>` (TPACKET_V2 ring geometry).
+#[repr(C)]
+struct TpacketReq {
+    tp_block_size: u32,
+    tp_block_nr: u32,
+    tp_frame_size: u32,
+    tp_frame_nr: u32,
+}
+
+const TPACKET_V2: libc::c_int = 1;
+/// Frames in a TPACKET_V2 ring block.
+const V2_FRAMES_PER_BLOCK: u32 = 16;
+/// Frames in the TPACKET_V2 ring (a burst of this many frames waits without loss).
+const V2_FRAMES: u32 = 1024;
+/// `TPACKET_ALIGN(sizeof(struct tpacket2_hdr))`: where the `sockaddr_ll` of a frame starts.
+const V2_HDR: usize = 32;
+/// Room before the frame's first byte (`tp_mac` is about 66 with a 14-byte header).
+const V2_HEADROOM: usize = 128;
+
+/// Slot size of the TPACKET_V2 ring for an interface MTU: the largest Ethernet frame the
+/// interface can carry (with a VLAN tag) after the ring's headers, rounded up to a power of
+/// two, between 2 KiB and 16 KiB.
+fn v2_frame_size(mtu: usize) -> u32 {
+    let need = (mtu + 18 + V2_HEADROOM).next_power_of_two();
+    u32::try_from(need.clamp(2048, 16 * 1024)).unwrap_or(16 * 1024)
+}
+
+/// The MTU of interface `name` (1500 when it cannot be read).
+fn mtu_of(name: &str) -> usize {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/mtu"))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(1500)
+}
+
+impl AfPacket {
+    /// The daemon's receive loop: as [`AfPacket::run`], but frames arrive in a memory-mapped
+    /// TPACKET_V2 ring (`PACKET_RX_RING`, one slot per frame) and are processed and sent
+    /// (`sendmmsg`) in place. Under load a pass takes every frame that is ready without any
+    /// receive system call; when the ring is empty it sleeps in `poll`, which wakes for the
+    /// next single frame (no block timeout, unlike TPACKET_V3, so no added latency at low
+    /// rates). Falls back to [`AfPacket::run`] when the ring cannot be set up.
+    pub fn run_v2(
+        &mut self,
+        engine: &mut Engine,
+        stop: &AtomicBool,
+        tick: impl FnMut(&mut Engine, Duration),
+    ) -> io::Result<()> {
+        let frame_size = v2_frame_size(mtu_of(&self.name));
+        let ring = match self.map_v2_ring(frame_size) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("{e}; receiving with recvmmsg instead");
+                return self.run(engine, stop, tick);
+            }
+        };
+        self.run_v2_on(&ring, frame_size as usize, engine, stop, tick)
+    }
+
+    /// Switches the socket to TPACKET_V2 and maps a receive ring of [`V2_FRAMES`] slots.
+    fn map_v2_ring(&self, frame_size: u32) -> io::Result<Ring> {
+        let fd = self.fd.as_raw_fd();
+        let v: libc::c_int = TPACKET_V2;
+        let req = TpacketReq {
+            tp_block_size: frame_size * V2_FRAMES_PER_BLOCK,
+            tp_block_nr: V2_FRAMES / V2_FRAMES_PER_BLOCK,
+            tp_frame_size: frame_size,
+            tp_frame_nr: V2_FRAMES,
+        };
+        // SAFETY: setsockopt with correctly sized values on our socket; mmap of exactly the
+        // ring the kernel has just set up, checked for failure.
+        unsafe {
+            if libc::setsockopt(
+                fd,
+                libc::SOL_PACKET,
+                PACKET_VERSION,
+                (&v as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            ) < 0
+            {
+                return Err(os_err("cannot select TPACKET_V2", &self.name));
+            }
+            if libc::setsockopt(
+                fd,
+                libc::SOL_PACKET,
+                PACKET_RX_RING,
+                (&req as *const TpacketReq).cast(),
+                size_of::<TpacketReq>() as libc::socklen_t,
+            ) < 0
+            {
+                return Err(os_err(
+                    "cannot set up the TPACKET_V2 receive ring",
+                    &self.name,
+                ));
+            }
+            let len = (frame_size * V2_FRAMES) as usize;
+            let base = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            );
+            if base == libc::MAP_FAILED {
+                return Err(os_err("cannot map the receive ring", &self.name));
+            }
+            Ok(Ring {
+                base: base.cast(),
+                len,
+            })
+        }
+    }
+
+    fn run_v2_on(
+        &mut self,
+        ring: &Ring,
+        frame_size: usize,
+        engine: &mut Engine,
+        stop: &AtomicBool,
+        mut tick: impl FnMut(&mut Engine, Duration),
+    ) -> io::Result<()> {
+        let fd = self.fd.as_raw_fd();
+        self.stats.ring = true;
+        let slots = V2_FRAMES as usize;
+        let start = Instant::now();
+        let mut next = 0usize;
+        // (slot, offset of the frame in the slot, length to send) of this pass.
+        let mut txs: Vec<(usize, usize, usize)> = Vec::with_capacity(BATCH);
+        let mut taken: Vec<usize> = Vec::with_capacity(BATCH);
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        let slot_ptr = |i: usize| -> *mut u8 {
+            // SAFETY: i < slots, so the slot lies inside the mapping.
+            unsafe { ring.base.add(i * frame_size) }
+        };
+        // SAFETY: tp_status is shared with the kernel: read volatile.
+        let ready = |i: usize| unsafe {
+            std::ptr::read_volatile(slot_ptr(i).cast::<u32>()) & TP_STATUS_USER != 0
+        };
+        while !stop.load(Ordering::Relaxed) {
+            if !ready(next) {
+                let now = start.elapsed();
+                let wait = engine
+                    .poll_timeout()
+                    .map_or(Duration::from_millis(100), |t| t.saturating_sub(now))
+                    .min(Duration::from_millis(100));
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                let r = unsafe {
+                    libc::poll(&mut pfd, 1, wait.as_millis().clamp(1, 100) as libc::c_int)
+                };
+                if r < 0 {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+                if pfd.revents & libc::POLLERR != 0 {
+                    // An interface going down reports an error: take it and keep waiting.
+                    self.stats.rx_errors += 1;
+                    let mut e: libc::c_int = 0;
+                    let mut l = size_of::<libc::c_int>() as libc::socklen_t;
+                    // SAFETY: getsockopt(SO_ERROR) into a c_int of the stated size.
+                    unsafe {
+                        libc::getsockopt(
+                            fd,
+                            libc::SOL_SOCKET,
+                            libc::SO_ERROR,
+                            (&mut e as *mut libc::c_int).cast(),
+                            &mut l,
+                        )
+                    };
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                // Timers (ARP retries, held frames) may be due even without traffic.
+                let now = start.elapsed();
+                tick(engine, now);
+                out.clear();
+                while let Some(t) = engine.poll_transmit(now) {
+                    out.push(t.frame);
+                }
+                if !out.is_empty() {
+                    let frames: Vec<&[u8]> = out.iter().map(Vec::as_slice).collect();
+                    Sender {
+                        fd,
+                        stats: &mut self.stats,
+                    }
+                    .send(&frames);
+                }
+                continue;
+            }
+            std::sync::atomic::fence(Ordering::Acquire);
+            let now = start.elapsed();
+            // After the wait, before the batch: a change made while we slept (a blacklist
+            // through penctl) applies to the very next frame.
+            tick(engine, now);
+            txs.clear();
+            taken.clear();
+            while taken.len() < BATCH && ready(next) {
+                let slot = next;
+                taken.push(slot);
+                next = (next + 1) % slots;
+                let p = slot_ptr(slot);
+                // SAFETY: the slot is ours (TP_STATUS_USER) until handed back; header fields
+                // and the sockaddr_ll after it are inside the slot.
+                let (st, len, snap, mac, pkttype) = unsafe {
+                    (
+                        std::ptr::read_volatile(p.cast::<u32>()),
+                        std::ptr::read_unaligned(p.add(4).cast::<u32>()) as usize,
+                        std::ptr::read_unaligned(p.add(8).cast::<u32>()) as usize,
+                        std::ptr::read_unaligned(p.add(12).cast::<u16>()) as usize,
+                        *p.add(V2_HDR + 10),
+                    )
+                };
+                self.stats.rx_frames += 1;
+                if pkttype == PACKET_OUTGOING {
+                    self.stats.skipped_outgoing += 1;
+                    continue;
+                }
+                if st & TP_STATUS_VLAN_VALID != 0 {
+                    self.stats.skipped_vlan += 1;
+                    continue;
+                }
+                if snap < len || mac + snap > frame_size {
+                    self.stats.truncated += 1;
+                    continue;
+                }
+                // SAFETY: the frame lies inside our slot (checked) and nothing else refers to it.
+                let frame = unsafe { std::slice::from_raw_parts_mut(p.add(mac), snap) };
+                let meta = RxMeta {
+                    csum_partial: st & TP_STATUS_CSUMNOTREADY != 0,
+                };
+                if let Some(n) = engine.process_meta(now, frame, meta).transmit_len() {
+                    txs.push((slot, mac, n));
+                }
+            }
+            self.stats.rx_batches += 1;
+            out.clear();
+            while let Some(t) = engine.poll_transmit(now) {
+                out.push(t.frame);
+            }
+            {
+                // SAFETY: the processed frames stay inside slots we still own; shared views.
+                let mut frames: Vec<&[u8]> = txs
+                    .iter()
+                    .map(|&(slot, at, n)| unsafe {
+                        std::slice::from_raw_parts(slot_ptr(slot).add(at), n)
+                    })
+                    .collect();
+                frames.extend(out.iter().map(Vec::as_slice));
+                Sender {
+                    fd,
+                    stats: &mut self.stats,
+                }
+                .send(&frames);
+            }
+            std::sync::atomic::fence(Ordering::Release);
+            for &slot in &taken {
+                // SAFETY: hand the slot back to the kernel (TP_STATUS_KERNEL).
+                unsafe { std::ptr::write_volatile(slot_ptr(slot).cast::<u32>(), 0) };
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The sending half used inside [`AfPacket::run`] (the frames borrow the receive buffers).
 struct Sender<'a> {
     fd: libc::c_int,
@@ -725,15 +1001,29 @@ mod tests {
 
     #[test]
     fn live_driver_answers_arp_learns_the_backend_and_forwards() {
-        live_driver_round_trip(false);
+        live_driver_round_trip(Driver::Mmsg);
+    }
+
+    #[test]
+    fn live_v2_ring_driver_answers_arp_learns_the_backend_forwards_and_survives_a_flap() {
+        live_driver_round_trip(Driver::RingV2);
     }
 
     #[test]
     fn live_ring_driver_answers_arp_learns_the_backend_and_forwards() {
-        live_driver_round_trip(true);
+        live_driver_round_trip(Driver::RingV3);
     }
 
-    fn live_driver_round_trip(ring: bool) {
+    /// The receive loops of the driver.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Driver {
+        Mmsg,
+        RingV3,
+        RingV2,
+    }
+
+    fn live_driver_round_trip(driver: Driver) {
+        let ring = driver as u8;
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             assert!(
@@ -777,10 +1067,10 @@ mod tests {
         let stop2 = stop.clone();
         let runner = std::thread::spawn(move || {
             let mut e = Engine::new(cfg);
-            if ring {
-                lb.run_ring(&mut e, &stop2, |_, _| {}).unwrap();
-            } else {
-                lb.run(&mut e, &stop2, |_, _| {}).unwrap();
+            match driver {
+                Driver::Mmsg => lb.run(&mut e, &stop2, |_, _| {}).unwrap(),
+                Driver::RingV3 => lb.run_ring(&mut e, &stop2, |_, _| {}).unwrap(),
+                Driver::RingV2 => lb.run_v2(&mut e, &stop2, |_, _| {}).unwrap(),
             }
             (e.counters().clone(), lb.stats.clone())
         });
@@ -817,8 +1107,8 @@ mod tests {
             .expect("the SYN forwarded to the backend");
         assert_eq!(&fwd[..6], &peer_mac, "to the backend's MAC");
         assert_eq!(&fwd[6..12], &lb_mac, "from ours");
-        if ring {
-            // (The ring variant is a measurement tool; interface flaps are not handled there.)
+        if driver == Driver::RingV3 {
+            // (The V3 ring variant is a measurement tool; interface flaps are not handled there.)
             stop.store(true, Ordering::Relaxed);
             let (counters, _) = runner.join().unwrap();
             assert_eq!(counters.forwarded + counters.held, 1, "{counters}");
@@ -848,6 +1138,7 @@ mod tests {
         assert_eq!(&fwd2[6..12], &lb_mac);
         stop.store(true, Ordering::Relaxed);
         let (counters, stats) = runner.join().unwrap();
+        assert_eq!(stats.ring, driver == Driver::RingV2, "{stats:?}");
         assert_eq!(counters.forwarded + counters.held, 2, "{counters}");
         assert_eq!(counters.arp_replies, 1, "{counters}");
         assert!(stats.tx_frames >= 3, "{stats:?}");

@@ -155,7 +155,7 @@ pub async fn serve(
                 if engine.config().udp { "UDP" } else { "TCP" },
                 mac_text(engine.config().mac)
             );
-            let r = link.run(&mut engine, &stop, |e, _| {
+            let r = link.run_v2(&mut engine, &stop, |e, _| {
                 let u = update();
                 e.set_backends(u.backends);
                 e.set_tarpit(u.tarpit);
