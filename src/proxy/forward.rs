@@ -185,8 +185,10 @@ pub async fn forward_front(
 ) -> io::Result<Ending> {
     match (client, rewriter, first) {
         (Front::Plain(c), None, None) => forward(c, server, opts, counters).await,
-        (Front::Plain(c), rw, f) => forward_io(c, server, opts, counters, rw, f).await,
-        (Front::Tls(t), rw, f) => forward_io(*t, server, opts, counters, rw, f).await,
+        // The copy paths are boxed: their state is large and only TLS or `-H` connections
+        // pay for it (every connection task is as large as its largest state).
+        (Front::Plain(c), rw, f) => Box::pin(forward_io(c, server, opts, counters, rw, f)).await,
+        (Front::Tls(t), rw, f) => Box::pin(forward_io(*t, server, opts, counters, rw, f)).await,
     }
 }
 
@@ -417,9 +419,15 @@ pub async fn forward_with_method(
 ) -> io::Result<(Ending, Method)> {
     let shared = Shared::default();
     let splice_ok = opts.splice && matches!((&client, &server), (Stream::Tcp(_), Stream::Tcp(_)));
-    let up = pump(&client, &server, splice_ok, &counters.to_server, &shared);
-    let down = pump(&server, &client, splice_ok, &counters.from_server, &shared);
-    let ending = run(up, down, opts, &shared.activity).await?;
+    // The pumps are built in the call (not bound first) so that the connection's future holds
+    // them once, inside `run`'s state.
+    let ending = run(
+        pump(&client, &server, splice_ok, &counters.to_server, &shared),
+        pump(&server, &client, splice_ok, &counters.from_server, &shared),
+        opts,
+        &shared.activity,
+    )
+    .await?;
     let method = if shared.spliced.load(Ordering::Relaxed) {
         Method::Splice
     } else {
@@ -438,7 +446,8 @@ async fn run(
     let close_on_server = matches!(opts.fastclose, FastClose::Up | FastClose::Both);
     let idle = async {
         match opts.idle_timeout {
-            Some(d) if !d.is_zero() => activity.idle_for(d).await,
+            // Boxed: only connections with an idle timeout carry the timer.
+            Some(d) if !d.is_zero() => Box::pin(activity.idle_for(d)).await,
             _ => std::future::pending().await,
         }
     };
@@ -597,7 +606,8 @@ async fn pump(
             match Pipe::new() {
                 Ok(pipe) => {
                     shared.spliced.store(true, Ordering::Relaxed);
-                    return pump_splice(s, d, &pipe, counter, shared).await;
+                    // Boxed: only bulk directions need the splice loop's state.
+                    return Box::pin(pump_splice(s, d, &pipe, counter, shared)).await;
                 }
                 Err(e) => {
                     tracing::debug!("pipe creation failed ({e}); staying on the copy loop");

@@ -376,13 +376,13 @@ async fn handle(
         let client_text = client
             .ip
             .map_or_else(|| "unix".to_string(), |ip| ip.to_string());
-        crate::reqlog::log_first_request(
+        Box::pin(crate::reqlog::log_first_request(
             &log,
             front.socket(),
             &upstream,
             &client_text,
             &server_text,
-        )
+        ))
         .await;
     }
     let first = tls_request_log(&front, &client, target, &shared);
@@ -420,7 +420,8 @@ async fn front_of(
         (g.tls.clone(), g.config.http)
     };
     let front = match tls {
-        Some(t) => match t.accept(client_stream).await {
+        // Boxed: the handshake state is large and plain connections should not carry it.
+        Some(t) => match Box::pin(t.accept(client_stream)).await {
             Ok(s) => Front::Tls(Box::new(s)),
             Err(e) => {
                 tracing::debug!("{who}: TLS handshake failed: {e}");
