@@ -1465,14 +1465,33 @@ fn memory(lab: &Lab, plan: &Plan, t: Target, res: &mut Results) -> Result<()> {
             ];
             let ns = lab.ns("lb");
             let name = format!("{}-idle", t.label().replace(' ', "-"));
-            let p = node::spawn(&ns, &name, &argv, &[], &lab.log(&name))?;
-            wait_tcp_listening(
-                &ns,
-                SocketAddr::new(IpAddr::V4(LB_IP), port),
-                Duration::from_secs(5),
-            )
-            .with_context(|| format!("{} idle instance: {}", t.label(), p.log_tail(400)))?;
-            p
+            // The previous repetition's instance on this port may still be letting go of it
+            // ("can't bind local address" from C Pen): try again a few times.
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let mut p = node::spawn(&ns, &name, &argv, &[], &lab.log(&name))?;
+                match wait_tcp_listening(
+                    &ns,
+                    SocketAddr::new(IpAddr::V4(LB_IP), port),
+                    Duration::from_secs(5),
+                ) {
+                    Ok(()) => break p,
+                    Err(e) if attempt < 3 => {
+                        eprintln!(
+                            "  {} idle instance, attempt {attempt}: {e:#}; retrying",
+                            t.label()
+                        );
+                        let _ = p.stop(Duration::from_secs(2));
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                    Err(e) => {
+                        return Err(e).with_context(|| {
+                            format!("{} idle instance: {}", t.label(), p.log_tail(400))
+                        });
+                    }
+                }
+            }
         }
     };
     std::thread::sleep(Duration::from_millis(300));
