@@ -38,6 +38,10 @@ const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
 const TARPIT_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 200);
 /// The balancer's DSR interface (no IP address), on the same bridge.
 const DSR_IF: &str = "eth1";
+
+/// nft commands run on the balancer host: drop frames on the DSR interface after the packet
+/// taps (the balancer's raw socket has them; the host stack needs none).
+const DSR_INGRESS_DROP: &str = "add table netdev pen_dsr; add chain netdev pen_dsr in { type filter hook ingress device eth1 priority 0; policy drop; }";
 const HTTP_PORT: u16 = 80;
 const DNS_PORT: u16 = 53;
 /// Balancer ports: TCP instance, UDP instance, memory instance, per target.
@@ -973,6 +977,20 @@ impl Lab {
             opts: opts.clone(),
         };
         lab.write_content()?;
+        // The DSR interface belongs to the balancer's raw socket: drop every frame at the
+        // ingress hook, which runs after the packet taps, so the balancer still gets each frame
+        // and the host's IP stack does not process it a second time (README "DSR host setup").
+        let ns = lab.ns("lb");
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "nft", DSR_INGRESS_DROP])
+            .output()
+            .context("running nft for the DSR interface's ingress drop")?;
+        if !out.status.success() {
+            bail!(
+                "nft {DSR_INGRESS_DROP:?} in {ns}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
         lab.start_backends()?;
         Ok(lab)
     }
@@ -1920,6 +1938,13 @@ pub fn run(opts: &BenchOptions) -> Result<Results> {
             format!(
                 "{} off on every veth end (ethtool -K), set explicitly by the lab",
                 DEFAULT_OFFLOADS_OFF.join(", ")
+            ),
+        ),
+        (
+            "DSR interface".into(),
+            format!(
+                "the balancer host's {DSR_IF} has no address and an nft netdev ingress chain with policy drop \
+                 (runs after the packet taps: the balancer's raw socket still gets every frame, the host's IP stack none)"
             ),
         ),
         (

@@ -793,7 +793,8 @@ impl AfPacket {
                     }
                 }
                 if pfd.revents & libc::POLLERR != 0 {
-                    // An interface going down reports an error: take it and keep waiting.
+                    // An interface going down reports an error: take it (reading SO_ERROR
+                    // clears it, so the next poll waits again) and carry on.
                     self.stats.rx_errors += 1;
                     let mut e: libc::c_int = 0;
                     let mut l = size_of::<libc::c_int>() as libc::socklen_t;
@@ -807,7 +808,6 @@ impl AfPacket {
                             &mut l,
                         )
                     };
-                    std::thread::sleep(Duration::from_millis(10));
                 }
                 // Timers (ARP retries, held frames) may be due even without traffic.
                 let now = start.elapsed();

@@ -155,11 +155,18 @@ pub async fn serve(
                 if engine.config().udp { "UDP" } else { "TCP" },
                 mac_text(engine.config().mac)
             );
-            let r = link.run_v2(&mut engine, &stop, |e, _| {
+            let tick = move |e: &mut Engine, _: Duration| {
                 let u = update();
                 e.set_backends(u.backends);
                 e.set_tarpit(u.tarpit);
-            });
+            };
+            // PEN_DSR_RECVMMSG=1: the recvmmsg loop instead of the TPACKET_V2 ring (for
+            // kernels or drivers where the ring misbehaves, and for comparisons).
+            let r = if std::env::var_os("PEN_DSR_RECVMMSG").is_some() {
+                link.run(&mut engine, &stop, tick)
+            } else {
+                link.run_v2(&mut engine, &stop, tick)
+            };
             tracing::info!(
                 "DSR on {name} stopped: {}; {:?}",
                 engine.counters(),
