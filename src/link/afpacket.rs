@@ -374,11 +374,7 @@ impl AfPacket {
         let mut fwd: Vec<(usize, usize)> = Vec::with_capacity(BATCH);
         while !stop.load(Ordering::Relaxed) {
             let now = start.elapsed();
-            let wait = engine
-                .poll_timeout()
-                .map_or(Duration::from_millis(100), |t| t.saturating_sub(now))
-                .min(Duration::from_millis(100));
-            let n = match self.recv_batch(wait) {
+            let n = match self.recv_batch(engine_wait(engine, now)) {
                 Ok(n) => n,
                 // The interface went down (or is being reconfigured): wait for it to come back
                 // rather than ending DSR mode.
@@ -407,27 +403,30 @@ impl AfPacket {
                     fwd.push((i, tx));
                 }
             }
-            out.clear();
-            while let Some(t) = engine.poll_transmit(now) {
-                out.push(t.frame);
+            // The frames borrow self.rx_bufs; send through a second handle on the fd.
+            Sender {
+                fd: self.fd.as_raw_fd(),
+                stats: &mut self.stats,
             }
-            let mut frames: Vec<&[u8]> = Vec::with_capacity(fwd.len() + out.len());
-            frames.extend(
+            .send_pass(
                 fwd.iter()
                     .filter_map(|&(i, len)| self.rx_bufs.get(i).and_then(|b| b.get(..len))),
+                engine,
+                now,
+                &mut out,
             );
-            frames.extend(out.iter().map(Vec::as_slice));
-            if !frames.is_empty() {
-                // The frames borrow self.rx_bufs; send through a second handle on the fd.
-                let mut tx = Sender {
-                    fd: self.fd.as_raw_fd(),
-                    stats: &mut self.stats,
-                };
-                tx.send(&frames);
-            }
         }
         Ok(())
     }
+}
+
+/// How long a receive loop may sleep: until the engine's next timer, at most 100 ms (so `stop`
+/// is seen in time).
+fn engine_wait(engine: &Engine, now: Duration) -> Duration {
+    engine
+        .poll_timeout()
+        .map_or(Duration::from_millis(100), |t| t.saturating_sub(now))
+        .min(Duration::from_millis(100))
 }
 
 /// Receive-ring geometry of [`AfPacket::run_ring`]: 8 blocks of 1 MiB.
@@ -450,7 +449,7 @@ struct TpacketReq3 {
     tp_feature_req_word: u32,
 }
 
-/// A `PACKET_RX_RING` (TPACKET_V3) mapping; unmapped on drop.
+/// A `PACKET_RX_RING` mapping (TPACKET_V2 or V3); unmapped on drop.
 struct Ring {
     base: *mut u8,
     len: usize,
@@ -476,55 +475,16 @@ impl AfPacket {
         mut tick: impl FnMut(&mut Engine, Duration),
     ) -> io::Result<()> {
         let fd = self.fd.as_raw_fd();
-        let v: libc::c_int = TPACKET_V3;
-        // SAFETY: setsockopt with correctly sized values; mmap of the ring the kernel set up.
-        let ring = unsafe {
-            if libc::setsockopt(
-                fd,
-                libc::SOL_PACKET,
-                PACKET_VERSION,
-                (&v as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            ) < 0
-            {
-                return Err(os_err("cannot select TPACKET_V3", &self.name));
-            }
-            let req = TpacketReq3 {
-                tp_block_size: RING_BLOCK_SIZE,
-                tp_block_nr: RING_BLOCKS,
-                tp_frame_size: 2048,
-                tp_frame_nr: RING_BLOCK_SIZE / 2048 * RING_BLOCKS,
-                tp_retire_blk_tov: 10,
-                tp_sizeof_priv: 0,
-                tp_feature_req_word: 0,
-            };
-            if libc::setsockopt(
-                fd,
-                libc::SOL_PACKET,
-                PACKET_RX_RING,
-                (&req as *const TpacketReq3).cast(),
-                size_of::<TpacketReq3>() as libc::socklen_t,
-            ) < 0
-            {
-                return Err(os_err("cannot set up PACKET_RX_RING", &self.name));
-            }
-            let len = (RING_BLOCK_SIZE * RING_BLOCKS) as usize;
-            let base = libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            );
-            if base == libc::MAP_FAILED {
-                return Err(os_err("cannot map the receive ring", &self.name));
-            }
-            Ring {
-                base: base.cast(),
-                len,
-            }
+        let req = TpacketReq3 {
+            tp_block_size: RING_BLOCK_SIZE,
+            tp_block_nr: RING_BLOCKS,
+            tp_frame_size: 2048,
+            tp_frame_nr: RING_BLOCK_SIZE / 2048 * RING_BLOCKS,
+            tp_retire_blk_tov: 10,
+            tp_sizeof_priv: 0,
+            tp_feature_req_word: 0,
         };
+        let ring = self.map_rx_ring(TPACKET_V3, &req, (RING_BLOCK_SIZE * RING_BLOCKS) as usize)?;
         let start = Instant::now();
         let mut block = 0usize;
         let mut txs: Vec<(usize, usize)> = Vec::with_capacity(256);
@@ -538,10 +498,7 @@ impl AfPacket {
             let desc = unsafe { ring.base.add(block * bsize) };
             let status = unsafe { std::ptr::read_volatile(desc.add(8).cast::<u32>()) };
             if status & TP_STATUS_USER == 0 {
-                let wait = engine
-                    .poll_timeout()
-                    .map_or(Duration::from_millis(100), |t| t.saturating_sub(now))
-                    .min(Duration::from_millis(100));
+                let wait = engine_wait(engine, now);
                 let mut pfd = libc::pollfd {
                     fd,
                     events: libc::POLLIN,
@@ -549,16 +506,11 @@ impl AfPacket {
                 };
                 // SAFETY: one valid pollfd.
                 unsafe { libc::poll(&mut pfd, 1, wait.as_millis().clamp(1, 100) as libc::c_int) };
-                out.clear();
-                while let Some(t) = engine.poll_transmit(start.elapsed()) {
-                    out.push(t.frame);
-                }
-                let frames: Vec<&[u8]> = out.iter().map(Vec::as_slice).collect();
                 Sender {
                     fd,
                     stats: &mut self.stats,
                 }
-                .send(&frames);
+                .send_pass(std::iter::empty(), engine, start.elapsed(), &mut out);
                 continue;
             }
             std::sync::atomic::fence(Ordering::Acquire);
@@ -605,23 +557,18 @@ impl AfPacket {
                 off += next as usize;
             }
             self.stats.rx_batches += 1;
-            out.clear();
-            while let Some(t) = engine.poll_transmit(now) {
-                out.push(t.frame);
+            Sender {
+                fd,
+                stats: &mut self.stats,
             }
-            {
+            .send_pass(
                 // SAFETY: the processed frames stay inside our block; only shared views now.
-                let mut frames: Vec<&[u8]> = txs
-                    .iter()
-                    .map(|&(at, len)| unsafe { std::slice::from_raw_parts(desc.add(at), len) })
-                    .collect();
-                frames.extend(out.iter().map(Vec::as_slice));
-                Sender {
-                    fd,
-                    stats: &mut self.stats,
-                }
-                .send(&frames);
-            }
+                txs.iter()
+                    .map(|&(at, len)| unsafe { std::slice::from_raw_parts(desc.add(at), len) }),
+                engine,
+                now,
+                &mut out,
+            );
             std::sync::atomic::fence(Ordering::Release);
             // SAFETY: hand the block back to the kernel (TP_STATUS_KERNEL).
             unsafe { std::ptr::write_volatile(desc.add(8).cast::<u32>(), 0) };
@@ -680,7 +627,13 @@ impl AfPacket {
         tick: impl FnMut(&mut Engine, Duration),
     ) -> io::Result<()> {
         let frame_size = v2_frame_size(mtu_of(&self.name));
-        let ring = match self.map_v2_ring(frame_size) {
+        let req = TpacketReq {
+            tp_block_size: frame_size * V2_FRAMES_PER_BLOCK,
+            tp_block_nr: V2_FRAMES / V2_FRAMES_PER_BLOCK,
+            tp_frame_size: frame_size,
+            tp_frame_nr: V2_FRAMES,
+        };
+        let ring = match self.map_rx_ring(TPACKET_V2, &req, (frame_size * V2_FRAMES) as usize) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("{e}; receiving with recvmmsg instead");
@@ -690,43 +643,39 @@ impl AfPacket {
         self.run_v2_on(&ring, frame_size as usize, engine, stop, tick)
     }
 
-    /// Switches the socket to TPACKET_V2 and maps a receive ring of [`V2_FRAMES`] slots.
-    fn map_v2_ring(&self, frame_size: u32) -> io::Result<Ring> {
+    /// Switches the socket to TPACKET `version` and maps the receive ring `req` (a
+    /// `tpacket_req` or `tpacket_req3`) describes, `len` bytes in all.
+    fn map_rx_ring<R>(&self, version: libc::c_int, req: &R, len: usize) -> io::Result<Ring> {
         let fd = self.fd.as_raw_fd();
-        let v: libc::c_int = TPACKET_V2;
-        let req = TpacketReq {
-            tp_block_size: frame_size * V2_FRAMES_PER_BLOCK,
-            tp_block_nr: V2_FRAMES / V2_FRAMES_PER_BLOCK,
-            tp_frame_size: frame_size,
-            tp_frame_nr: V2_FRAMES,
-        };
-        // SAFETY: setsockopt with correctly sized values on our socket; mmap of exactly the
-        // ring the kernel has just set up, checked for failure.
+        // SAFETY: setsockopt with correctly sized values on our socket (`req` is one of the
+        // kernel's ring request structs, passed with its own size); mmap of exactly the ring
+        // the kernel has just set up, checked for failure.
         unsafe {
             if libc::setsockopt(
                 fd,
                 libc::SOL_PACKET,
                 PACKET_VERSION,
-                (&v as *const libc::c_int).cast(),
+                (&version as *const libc::c_int).cast(),
                 size_of::<libc::c_int>() as libc::socklen_t,
             ) < 0
             {
-                return Err(os_err("cannot select TPACKET_V2", &self.name));
+                let what = if version == TPACKET_V2 {
+                    "cannot select TPACKET_V2"
+                } else {
+                    "cannot select TPACKET_V3"
+                };
+                return Err(os_err(what, &self.name));
             }
             if libc::setsockopt(
                 fd,
                 libc::SOL_PACKET,
                 PACKET_RX_RING,
-                (&req as *const TpacketReq).cast(),
-                size_of::<TpacketReq>() as libc::socklen_t,
+                (req as *const R).cast(),
+                size_of::<R>() as libc::socklen_t,
             ) < 0
             {
-                return Err(os_err(
-                    "cannot set up the TPACKET_V2 receive ring",
-                    &self.name,
-                ));
+                return Err(os_err("cannot set up PACKET_RX_RING", &self.name));
             }
-            let len = (frame_size * V2_FRAMES) as usize;
             let base = libc::mmap(
                 std::ptr::null_mut(),
                 len,
@@ -773,10 +722,7 @@ impl AfPacket {
         while !stop.load(Ordering::Relaxed) {
             if !ready(next) {
                 let now = start.elapsed();
-                let wait = engine
-                    .poll_timeout()
-                    .map_or(Duration::from_millis(100), |t| t.saturating_sub(now))
-                    .min(Duration::from_millis(100));
+                let wait = engine_wait(engine, now);
                 let mut pfd = libc::pollfd {
                     fd,
                     events: libc::POLLIN,
@@ -812,18 +758,11 @@ impl AfPacket {
                 // Timers (ARP retries, held frames) may be due even without traffic.
                 let now = start.elapsed();
                 tick(engine, now);
-                out.clear();
-                while let Some(t) = engine.poll_transmit(now) {
-                    out.push(t.frame);
+                Sender {
+                    fd,
+                    stats: &mut self.stats,
                 }
-                if !out.is_empty() {
-                    let frames: Vec<&[u8]> = out.iter().map(Vec::as_slice).collect();
-                    Sender {
-                        fd,
-                        stats: &mut self.stats,
-                    }
-                    .send(&frames);
-                }
+                .send_pass(std::iter::empty(), engine, now, &mut out);
                 continue;
             }
             std::sync::atomic::fence(Ordering::Acquire);
@@ -872,25 +811,19 @@ impl AfPacket {
                 }
             }
             self.stats.rx_batches += 1;
-            out.clear();
-            while let Some(t) = engine.poll_transmit(now) {
-                out.push(t.frame);
+            Sender {
+                fd,
+                stats: &mut self.stats,
             }
-            {
+            .send_pass(
                 // SAFETY: the processed frames stay inside slots we still own; shared views.
-                let mut frames: Vec<&[u8]> = txs
-                    .iter()
-                    .map(|&(slot, at, n)| unsafe {
-                        std::slice::from_raw_parts(slot_ptr(slot).add(at), n)
-                    })
-                    .collect();
-                frames.extend(out.iter().map(Vec::as_slice));
-                Sender {
-                    fd,
-                    stats: &mut self.stats,
-                }
-                .send(&frames);
-            }
+                txs.iter().map(|&(slot, at, n)| unsafe {
+                    std::slice::from_raw_parts(slot_ptr(slot).add(at), n)
+                }),
+                engine,
+                now,
+                &mut out,
+            );
             std::sync::atomic::fence(Ordering::Release);
             for &slot in &taken {
                 // SAFETY: hand the slot back to the kernel (TP_STATUS_KERNEL).
@@ -908,6 +841,27 @@ struct Sender<'a> {
 }
 
 impl Sender<'_> {
+    /// Sends what one loop pass produced: the frames it forwarded (rewritten in place in the
+    /// receive buffers or ring) and then the frames the engine queued (ARP answers and probes,
+    /// tarpit SYN+ACKs, released held frames), `out` being the reusable list of the latter.
+    fn send_pass<'f>(
+        &mut self,
+        forwarded: impl Iterator<Item = &'f [u8]>,
+        engine: &mut Engine,
+        now: Duration,
+        out: &mut Vec<Vec<u8>>,
+    ) {
+        out.clear();
+        while let Some(t) = engine.poll_transmit(now) {
+            out.push(t.frame);
+        }
+        let mut frames: Vec<&[u8]> = forwarded.collect();
+        frames.extend(out.iter().map(Vec::as_slice));
+        if !frames.is_empty() {
+            self.send(&frames);
+        }
+    }
+
     fn send(&mut self, frames: &[&[u8]]) {
         for chunk in frames.chunks(BATCH) {
             // SAFETY: plain C structs for which all-zero is valid.
@@ -1023,7 +977,6 @@ mod tests {
     }
 
     fn live_driver_round_trip(driver: Driver) {
-        let ring = driver as u8;
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             assert!(
@@ -1035,8 +988,8 @@ mod tests {
         }
         let tag = std::process::id();
         let (a, b) = (
-            format!("penrs-afp-a-{tag}-{ring}"),
-            format!("penrs-afp-b-{tag}-{ring}"),
+            format!("penrs-afp-a-{tag}-{driver:?}"),
+            format!("penrs-afp-b-{tag}-{driver:?}"),
         );
         let _guard = Netns(vec![a.clone(), b.clone()]);
         ip(&["netns", "add", &a]);
