@@ -31,6 +31,7 @@ use tokio_rustls::server::TlsStream;
 
 use crate::config::FastClose;
 use crate::proxy::http::Rewriter;
+use crate::proxy::read_draining;
 use crate::proxy::sockets::shutdown_write;
 
 /// Size of the copy loop's scratch buffer (C Pen's read buffer); a read that fills it switches
@@ -524,27 +525,19 @@ enum Round {
 /// straight away; only bytes `dst` could not take are copied out (into `pending`).
 ///
 /// A short read means the socket's receive queue is empty (a stream socket's read drains it up
-/// to the buffer size), so it also clears the readiness: the next round waits for the next
-/// epoll edge instead of paying a `read` that ends in EAGAIN. tokio keeps a readiness that a
-/// newer edge set, and never clears "read closed", so neither new data nor a FIN that came with
-/// the data is missed.
+/// to the buffer size), so it also clears the readiness ([`read_draining`]): the next round
+/// waits for the next epoll edge instead of paying a `read` that ends in EAGAIN.
 fn copy_round(src: &Stream, dst: &Stream) -> io::Result<Round> {
     SCRATCH.with_borrow_mut(|buf| {
-        let fd = src.as_fd_raw();
-        let mut got = 0;
-        let read = src.try_io(Interest::READABLE, || {
-            let n = read_fd(fd, buf)?;
-            got = n;
-            if n > 0 && n < buf.len() {
-                Err(io::ErrorKind::WouldBlock.into())
-            } else {
-                Ok(n)
-            }
-        });
+        let (fd, len) = (src.as_fd_raw(), buf.len());
+        let read = read_draining(
+            |f| src.try_io(Interest::READABLE, f),
+            || read_fd(fd, buf),
+            |&n| n > 0 && n < len,
+        );
         let n = match read {
-            Ok(0) => return Ok(Round::Eof),
-            Ok(n) => n,
-            Err(e) if retry(&e) && got > 0 => got,
+            Ok((0, _)) => return Ok(Round::Eof),
+            Ok((n, _)) => n,
             Err(e) if retry(&e) => return Ok(Round::Again),
             Err(e) => return Err(e),
         };

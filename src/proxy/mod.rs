@@ -8,6 +8,7 @@
 //! for short non-async sections (never across an `.await`). The daemon owns it and hands clones
 //! of the `Arc` to the listener tasks (TCP, UDP, later the control socket).
 
+use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -69,4 +70,97 @@ pub fn lock(shared: &SharedState) -> MutexGuard<'_, Shared> {
 pub fn now() -> Duration {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
     ORIGIN.get_or_init(Instant::now).elapsed()
+}
+
+/// One non-blocking read through a tokio socket's `try_io` (`try_io` is that call, bound to the
+/// socket and `Interest::READABLE`) that also tells whether it emptied the source.
+///
+/// When `drained` says the value read left the receive queue empty (a short read of a stream
+/// socket, a short `recvmmsg` batch), the readiness is cleared with this very call instead of by
+/// a further read that ends in EAGAIN. That is safe because tokio clears only the readiness it
+/// observed before the call: an edge that arrived meanwhile keeps it set, and "read closed" is
+/// never cleared, so neither new data nor a FIN that came with the data is missed.
+///
+/// Returns the value and whether the source was drained; `Err(WouldBlock)` when there was
+/// nothing to read.
+pub(crate) fn read_draining<T: Copy>(
+    try_io: impl FnOnce(&mut dyn FnMut() -> io::Result<T>) -> io::Result<T>,
+    mut read: impl FnMut() -> io::Result<T>,
+    drained: impl Fn(&T) -> bool,
+) -> io::Result<(T, bool)> {
+    let mut got = None;
+    let r = try_io(&mut || {
+        let v = read()?;
+        if drained(&v) {
+            got = Some(v);
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(v)
+        }
+    });
+    match (r, got) {
+        (Ok(v), _) => Ok((v, false)),
+        (Err(e), Some(v)) if e.kind() == io::ErrorKind::WouldBlock => Ok((v, true)),
+        (Err(e), _) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `try_io` as tokio runs it on a ready socket: calls the closure once and returns its
+    /// result (tokio clears the readiness when that result is `WouldBlock`).
+    fn ready_try_io<T>(f: &mut dyn FnMut() -> io::Result<T>) -> io::Result<T> {
+        f()
+    }
+
+    #[test]
+    fn read_draining_reports_a_short_read_as_drained_and_keeps_its_value() {
+        let r = read_draining(ready_try_io, || Ok(10usize), |&n| n < 32);
+        assert_eq!(r.unwrap(), (10, true));
+    }
+
+    #[test]
+    fn read_draining_passes_a_full_read_as_not_drained() {
+        let r = read_draining(ready_try_io, || Ok(32usize), |&n| n < 32);
+        assert_eq!(r.unwrap(), (32, false));
+    }
+
+    #[test]
+    fn read_draining_passes_nothing_to_read_and_errors_through() {
+        let e = read_draining(
+            ready_try_io,
+            || Err::<usize, _>(io::ErrorKind::WouldBlock.into()),
+            |_| true,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        let e = read_draining(
+            ready_try_io,
+            || Err::<usize, _>(io::ErrorKind::ConnectionReset.into()),
+            |_| true,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+    }
+
+    #[test]
+    fn read_draining_clears_the_readiness_only_through_try_io() {
+        // The drained case must reach try_io as WouldBlock (that is what clears tokio's
+        // readiness); the full case must reach it as Ok.
+        let mut seen = Vec::new();
+        for n in [5usize, 32] {
+            let _ = read_draining(
+                |f| {
+                    let r = f();
+                    seen.push(r.as_ref().map_err(io::Error::kind).copied());
+                    r
+                },
+                || Ok(n),
+                |&n| n < 32,
+            );
+        }
+        assert_eq!(seen, vec![Err(io::ErrorKind::WouldBlock), Ok(32)]);
+    }
 }

@@ -25,6 +25,7 @@ use super::flow::{
     Candidate, ClientVerdict, Family, FlowInfo, FlowTable, Selector, UdpStats, UpstreamId,
 };
 use super::mmsg::{BATCH, RecvBatch, send_batch, sockaddr_to_std};
+use crate::proxy::read_draining;
 use crate::proxy::transparent::{self, TransparentError, UpstreamSource};
 use crate::select::Target;
 
@@ -677,23 +678,22 @@ enum Drained {
 }
 
 /// One `recvmmsg` on a readable socket. A short batch means the receive queue is empty, so
-/// the readiness is cleared with it instead of by a further call that ends in EAGAIN (tokio
-/// keeps a readiness that a newer edge set, so no datagram is missed).
+/// the readiness is cleared with it ([`read_draining`]) instead of by a further call that ends
+/// in EAGAIN.
 fn recv_once(sock: &UdpSocket, batch: &mut RecvBatch, fd: RawFd) -> io::Result<(usize, Drained)> {
-    let mut got = 0;
-    let r = sock.try_io(Interest::READABLE, || {
-        got = batch.recv(fd)?;
-        if got < BATCH {
-            Err(io::ErrorKind::WouldBlock.into())
+    let (n, drained) = read_draining(
+        |f| sock.try_io(Interest::READABLE, f),
+        || batch.recv(fd),
+        |&n| n > 0 && n < BATCH,
+    )?;
+    Ok((
+        n,
+        if drained {
+            Drained::Yes
         } else {
-            Ok(got)
-        }
-    });
-    match r {
-        Ok(n) => Ok((n, Drained::Maybe)),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok((got, Drained::Yes)),
-        Err(e) => Err(e),
-    }
+            Drained::Maybe
+        },
+    ))
 }
 
 /// Waits until `sock` is readable and receives one batch (see [`recv_once`]).
