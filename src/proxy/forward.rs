@@ -420,15 +420,9 @@ pub async fn forward_with_method(
 ) -> io::Result<(Ending, Method)> {
     let shared = Shared::default();
     let splice_ok = opts.splice && matches!((&client, &server), (Stream::Tcp(_), Stream::Tcp(_)));
-    // The pumps are built in the call (not bound first) so that the connection's future holds
-    // them once, inside `run`'s state.
-    let ending = run(
-        pump(&client, &server, splice_ok, &counters.to_server, &shared),
-        pump(&server, &client, splice_ok, &counters.from_server, &shared),
-        opts,
-        &shared.activity,
-    )
-    .await?;
+    let up = pump(&client, &server, splice_ok, &counters.to_server, &shared);
+    let down = pump(&server, &client, splice_ok, &counters.from_server, &shared);
+    let ending = run(up, down, opts, &shared.activity).await?;
     let method = if shared.spliced.load(Ordering::Relaxed) {
         Method::Splice
     } else {
