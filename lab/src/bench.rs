@@ -39,9 +39,14 @@ const TARPIT_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 200);
 /// The balancer's DSR interface (no IP address), on the same bridge.
 const DSR_IF: &str = "eth1";
 
-/// nft commands run on the balancer host: drop frames on the DSR interface after the packet
-/// taps (the balancer's raw socket has them; the host stack needs none).
-const DSR_INGRESS_DROP: &str = "add table netdev pen_dsr; add chain netdev pen_dsr in { type filter hook ingress device eth1 priority 0; policy drop; }";
+/// The nft ruleset of the balancer host: drop frames on the DSR interface at the ingress hook,
+/// which runs after the packet taps (the balancer's raw socket has them; the host stack needs
+/// none).
+fn dsr_ingress_drop() -> String {
+    format!(
+        "table netdev pen_dsr {{\n  chain in {{\n    type filter hook ingress device {DSR_IF} priority 0; policy drop;\n  }}\n}}\n"
+    )
+}
 const HTTP_PORT: u16 = 80;
 const DNS_PORT: u16 = 53;
 /// Balancer ports: TCP instance, UDP instance, memory instance, per target.
@@ -960,6 +965,9 @@ impl Lab {
         // DSR: a dedicated interface without an address on the balancer host (the kernel
         // must not answer ARP on it), the VIP on the backends' lo, hidden from ARP.
         topo.add_link(&LinkEnd::new("lb", DSR_IF), &LinkEnd::new("sw", "lbdsr"))?;
+        // The DSR interface belongs to the balancer's raw socket: the host's IP stack must not
+        // process its frames a second time (README "DSR host setup").
+        topo.nft("lb", &dsr_ingress_drop())?;
         topo.sysctl("lb", "net.ipv4.conf.all.arp_ignore", "1")?;
         for node in ["web1", "web2"] {
             topo.add_address(node, "lo", IpAddr::V4(VIP), 32)?;
@@ -977,20 +985,6 @@ impl Lab {
             opts: opts.clone(),
         };
         lab.write_content()?;
-        // The DSR interface belongs to the balancer's raw socket: drop every frame at the
-        // ingress hook, which runs after the packet taps, so the balancer still gets each frame
-        // and the host's IP stack does not process it a second time (README "DSR host setup").
-        let ns = lab.ns("lb");
-        let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &ns, "nft", DSR_INGRESS_DROP])
-            .output()
-            .context("running nft for the DSR interface's ingress drop")?;
-        if !out.status.success() {
-            bail!(
-                "nft {DSR_INGRESS_DROP:?} in {ns}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
         lab.start_backends()?;
         Ok(lab)
     }
