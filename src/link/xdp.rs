@@ -1,0 +1,540 @@
+//! The DSR fast path: an XDP program on the DSR interface that forwards the frames of clients
+//! the engine has already placed, without waking pen.
+//!
+//! The engine stays the one place where decisions are made. When it forwards an IPv4 frame to
+//! the VIP, the driver records "this client → this backend MAC" in a kernel LRU map
+//! ([`FastPath::learn`]); the XDP program looks every received frame up in that map and, on a
+//! hit, rewrites the two MACs and sends the frame back out of the same interface (`XDP_TX`),
+//! before the frame reaches the packet socket. Everything else (ARP, IPv6, fragments, IP
+//! options, tarpitted addresses, clients not yet seen, frames for other ports) passes to the
+//! engine unchanged. The map is a cache of the engine's choices, never a second selection:
+//! an entry carries the *generation* it was made in, and [`FastPath::sync`] moves the
+//! generation on whenever the engine's decisions change (table rebuilt after a blacklist or
+//! weight change, a backend's MAC changed), which invalidates every entry at once; the
+//! clients' next frames go through the engine again and are re-learned.
+//!
+//! The program is attached in generic (SKB) mode through a BPF link, so it works on any
+//! interface (veth included) and is detached by the kernel when pen exits, however it exits.
+//! When the kernel refuses (no BPF, no CAP_BPF/CAP_NET_ADMIN), pen logs why and runs the
+//! engine on every frame as before; `PEN_DSR_XDP=0` turns the fast path off.
+//!
+//! Frames sent by `XDP_TX` in generic mode bypass the packet taps of the DSR interface:
+//! `tcpdump` on it shows the frames the engine handled, not the fast-pathed ones (capture on
+//! the switch or the backends to see those).
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
+
+use super::bpf::{self, Asm, Cond, R0, R1, R2, R3, R6, R7, R8, R10, Size};
+use crate::engine::{EngineConfig, Mac};
+
+/// What the program matches, taken from the engine's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FastPathConfig {
+    /// The DSR interface's MAC: frames must be addressed to it, and leave from it.
+    pub mac: Mac,
+    pub vip: Ipv4Addr,
+    /// 0 = every port.
+    pub port: u16,
+    /// IPPROTO_TCP or IPPROTO_UDP (`-U`).
+    pub proto: u8,
+    /// `-r`: the client's source port is part of the key.
+    pub per_flow: bool,
+}
+
+impl FastPathConfig {
+    /// `None` for an IPv6 VIP (the fast path is IPv4 only; IPv6 stays with the engine).
+    pub fn from_engine(c: &EngineConfig) -> Option<FastPathConfig> {
+        let std::net::IpAddr::V4(vip) = c.vip else {
+            return None;
+        };
+        Some(FastPathConfig {
+            mac: c.mac,
+            vip,
+            port: c.port,
+            proto: if c.udp { 17 } else { 6 },
+            per_flow: c.per_flow,
+        })
+    }
+}
+
+/// Map key: client IPv4 address and (with `-r`) source port, both as on the wire.
+pub type Key = [u8; 8];
+/// Map value: backend MAC (6 bytes), 6 bytes of padding, generation (u32, native order).
+const VALUE_LEN: usize = 16;
+/// Capacity of the client map (LRU: the least recently used client is dropped when full and
+/// simply goes through the engine again).
+pub const MAX_CLIENTS: u32 = 65_536;
+
+/// Ethernet + IPv4 without options + the two ports.
+const MIN_LEN: usize = 14 + 20 + 4;
+
+/// The key the program computes for `frame`, if the program would look it up: IPv4 (no
+/// VLAN tag), no IP options, not a fragment, to the VIP, the configured protocol and port.
+/// The destination MAC is not checked here (the driver calls this on frames the engine has
+/// already rewritten); the program checks it against ours.
+pub fn flow_key(cfg: &FastPathConfig, frame: &[u8]) -> Option<Key> {
+    let f = frame.get(..MIN_LEN)?;
+    if f[12..14] != [0x08, 0x00] || f[14] != 0x45 {
+        return None;
+    }
+    // MF flag and fragment offset (DF and the reserved bit do not matter).
+    if f[20] & 0x3f != 0 || f[21] != 0 {
+        return None;
+    }
+    if f[23] != cfg.proto || f[30..34] != cfg.vip.octets() {
+        return None;
+    }
+    if cfg.port != 0 && f[36..38] != cfg.port.to_be_bytes() {
+        return None;
+    }
+    let mut k = [0u8; 8];
+    k[..4].copy_from_slice(&f[26..30]);
+    if cfg.per_flow {
+        k[4..6].copy_from_slice(&f[34..36]);
+    }
+    Some(k)
+}
+
+/// The XDP program for `cfg` using the three maps (client → backend, generation, counters).
+/// Mirrors [`flow_key`] plus the destination MAC check; see the module documentation.
+pub fn program(
+    cfg: &FastPathConfig,
+    flows: &OwnedFd,
+    generation: &OwnedFd,
+    counters: &OwnedFd,
+) -> Result<Vec<bpf::Insn>, String> {
+    let mac_lo = u32::from_le_bytes([cfg.mac[0], cfg.mac[1], cfg.mac[2], cfg.mac[3]]);
+    let mac_hi = u16::from_le_bytes([cfg.mac[4], cfg.mac[5]]);
+    // A 16-bit field as a little-endian load sees it.
+    let le16 = |b: [u8; 2]| u32::from(u16::from_le_bytes(b));
+    let mut a = Asm::new();
+    let pass = a.new_label();
+    let count = a.new_label();
+    let tx = a.new_label();
+    // r6 = data, r7 = data_end; one bounds check covers every header byte read below.
+    a.ldx(Size::W, R6, R1, 0).ldx(Size::W, R7, R1, 4);
+    a.mov(R2, R6)
+        .add_imm(R2, MIN_LEN as i32)
+        .jmp_reg(Cond::Gt, R2, R7, pass);
+    // Addressed to our MAC.
+    a.ldx(Size::W, R3, R6, 0)
+        .jmp32_imm(Cond::Ne, R3, mac_lo, pass);
+    a.ldx(Size::H, R3, R6, 4)
+        .jmp32_imm(Cond::Ne, R3, u32::from(mac_hi), pass);
+    // IPv4 (untagged), no options.
+    a.ldx(Size::H, R3, R6, 12)
+        .jmp32_imm(Cond::Ne, R3, le16([0x08, 0x00]), pass);
+    a.ldx(Size::B, R3, R6, 14)
+        .jmp32_imm(Cond::Ne, R3, 0x45, pass);
+    // Not a fragment: MF and the offset (bytes 20-21 loaded little-endian: 0xff3f).
+    a.ldx(Size::H, R3, R6, 20)
+        .and_imm(R3, 0xff3f)
+        .jmp32_imm(Cond::Ne, R3, 0, pass);
+    // Our protocol, to the VIP, to our port.
+    a.ldx(Size::B, R3, R6, 23)
+        .jmp32_imm(Cond::Ne, R3, u32::from(cfg.proto), pass);
+    a.ldx(Size::W, R3, R6, 30)
+        .jmp32_imm(Cond::Ne, R3, u32::from_le_bytes(cfg.vip.octets()), pass);
+    if cfg.port != 0 {
+        a.ldx(Size::H, R3, R6, 36)
+            .jmp32_imm(Cond::Ne, R3, le16(cfg.port.to_be_bytes()), pass);
+    }
+    // The key at fp-8: source address, source port with -r, zero padding.
+    a.ldx(Size::W, R3, R6, 26).stx(Size::W, R10, -8, R3);
+    if cfg.per_flow {
+        a.ldx(Size::H, R3, R6, 34).stx(Size::H, R10, -4, R3);
+    } else {
+        a.st(Size::H, R10, -4, 0);
+    }
+    a.st(Size::H, R10, -2, 0);
+    // r8 = the current generation.
+    a.st(Size::W, R10, -12, 0)
+        .ld_map(R1, generation)
+        .mov(R2, R10)
+        .add_imm(R2, -12)
+        .call(bpf::HELPER_MAP_LOOKUP)
+        .jmp_imm(Cond::Eq, R0, 0, pass)
+        .ldx(Size::W, R8, R0, 0);
+    // The client's entry, of this generation.
+    a.ld_map(R1, flows)
+        .mov(R2, R10)
+        .add_imm(R2, -8)
+        .call(bpf::HELPER_MAP_LOOKUP)
+        .jmp_imm(Cond::Eq, R0, 0, pass)
+        .ldx(Size::W, R3, R0, 12)
+        .jmp_reg(Cond::Ne, R3, R8, pass);
+    // Destination MAC := the backend's, source MAC := ours.
+    a.ldx(Size::W, R3, R0, 0)
+        .stx(Size::W, R6, 0, R3)
+        .ldx(Size::H, R3, R0, 4)
+        .stx(Size::H, R6, 4, R3)
+        .st(Size::W, R6, 6, mac_lo as i32)
+        .st(Size::H, R6, 10, i32::from(mac_hi));
+    // r8 = frame length (14 + IP total length), then count packets and bytes.
+    a.label(count)
+        .ldx(Size::H, R8, R6, 16)
+        .be16(R8)
+        .add_imm(R8, 14)
+        .st(Size::W, R10, -12, 0)
+        .ld_map(R1, counters)
+        .mov(R2, R10)
+        .add_imm(R2, -12)
+        .call(bpf::HELPER_MAP_LOOKUP)
+        .jmp_imm(Cond::Eq, R0, 0, tx)
+        .mov_imm(R1, 1)
+        .atomic_add64(R0, 0, R1)
+        .atomic_add64(R0, 8, R8);
+    a.label(tx).mov_imm(R0, XDP_TX as i32).exit();
+    a.label(pass).mov_imm(R0, XDP_PASS as i32).exit();
+    a.finish()
+}
+
+/// `XDP_PASS`: on to the stack (and pen's packet socket).
+pub const XDP_PASS: u32 = 2;
+/// `XDP_TX`: back out of the interface it came in on.
+pub const XDP_TX: u32 = 3;
+
+/// Frames and bytes the program forwarded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelCounts {
+    pub frames: u64,
+    pub bytes: u64,
+}
+
+/// The attached program and its maps (detached when dropped).
+#[derive(Debug)]
+pub struct FastPath {
+    cfg: FastPathConfig,
+    flows: OwnedFd,
+    generation: OwnedFd,
+    counters: OwnedFd,
+    prog: OwnedFd,
+    /// The attachment; `None` when only loaded (tests run the program with `test_run`).
+    link: Option<OwnedFd>,
+    /// The engine epoch the current generation stands for.
+    epoch: Option<u64>,
+    gen_value: u32,
+    /// Entries written, and writes the kernel refused.
+    pub learned: u64,
+    pub learn_errors: u64,
+}
+
+impl FastPath {
+    /// Creates the maps and loads the program for `cfg` (needs CAP_BPF or root) without
+    /// attaching it.
+    pub fn load(cfg: FastPathConfig) -> io::Result<FastPath> {
+        let flows = bpf::map_create(
+            bpf::MAP_LRU_HASH,
+            8,
+            VALUE_LEN as u32,
+            MAX_CLIENTS,
+            "pen_dsr_flows",
+        )?;
+        let generation = bpf::map_create(bpf::MAP_ARRAY, 4, 4, 1, "pen_dsr_gen")?;
+        let counters = bpf::map_create(bpf::MAP_ARRAY, 4, 16, 1, "pen_dsr_count")?;
+        let insns = program(&cfg, &flows, &generation, &counters)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let prog = bpf::prog_load_xdp(&insns, "pen_dsr")?;
+        Ok(FastPath {
+            cfg,
+            flows,
+            generation,
+            counters,
+            prog,
+            link: None,
+            epoch: None,
+            gen_value: 0,
+            learned: 0,
+            learn_errors: 0,
+        })
+    }
+
+    /// Loads the program and attaches it to interface `ifindex` in generic XDP mode.
+    pub fn attach(cfg: FastPathConfig, ifindex: u32, ifname: &str) -> io::Result<FastPath> {
+        let mut fp = FastPath::load(cfg)?;
+        let link = bpf::xdp_link(&fp.prog, ifindex, bpf::XDP_FLAGS_SKB_MODE).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot attach the XDP program to {ifname}: {e}"),
+            )
+        })?;
+        fp.link = Some(link);
+        Ok(fp)
+    }
+
+    /// The program (for `bpf::test_run`).
+    pub fn prog(&self) -> &OwnedFd {
+        &self.prog
+    }
+
+    /// Starts a new generation when the engine's `epoch` differs from the one the current
+    /// generation stands for: every entry written before stops matching at once.
+    pub fn sync(&mut self, epoch: u64) {
+        if self.epoch == Some(epoch) {
+            return;
+        }
+        let next = self.gen_value.wrapping_add(1);
+        match bpf::map_update(&self.generation, &0u32.to_ne_bytes(), &next.to_ne_bytes()) {
+            Ok(()) => {
+                self.gen_value = next;
+                self.epoch = Some(epoch);
+            }
+            // Keep the old epoch: the next pass tries again (entries of the old generation
+            // stay valid only until then, and no new ones are written meanwhile).
+            Err(_) => self.learn_errors += 1,
+        }
+    }
+
+    /// Records the choice the engine made for `frame`, a frame it has just forwarded (already
+    /// rewritten: its destination MAC is the backend's). Frames the program would not look up
+    /// are ignored. Call [`FastPath::sync`] first in each pass.
+    pub fn learn(&mut self, frame: &[u8]) {
+        if self.epoch.is_none() {
+            return;
+        }
+        let Some(key) = flow_key(&self.cfg, frame) else {
+            return;
+        };
+        let mut value = [0u8; VALUE_LEN];
+        value[..6].copy_from_slice(&frame[..6]);
+        value[12..16].copy_from_slice(&self.gen_value.to_ne_bytes());
+        match bpf::map_update(&self.flows, &key, &value) {
+            Ok(()) => self.learned += 1,
+            Err(_) => self.learn_errors += 1,
+        }
+    }
+
+    /// What the program has forwarded so far.
+    pub fn counts(&self) -> KernelCounts {
+        let mut v = [0u8; 16];
+        match bpf::map_lookup(&self.counters, &0u32.to_ne_bytes(), &mut v) {
+            Ok(true) => {
+                let mut a = [0u8; 8];
+                let mut b = [0u8; 8];
+                a.copy_from_slice(&v[..8]);
+                b.copy_from_slice(&v[8..]);
+                KernelCounts {
+                    frames: u64::from_ne_bytes(a),
+                    bytes: u64::from_ne_bytes(b),
+                }
+            }
+            _ => KernelCounts::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::frames;
+
+    const OUR: Mac = [0x02, 0, 0, 0, 0, 0x10];
+    const CLIENT: Mac = [0x02, 0, 0, 0, 0, 0x01];
+    const WEB: Mac = [0x02, 0, 0, 0, 0, 0x03];
+
+    fn cfg() -> FastPathConfig {
+        FastPathConfig {
+            mac: OUR,
+            vip: Ipv4Addr::new(10, 0, 0, 100),
+            port: 80,
+            proto: 6,
+            per_flow: false,
+        }
+    }
+
+    /// A TCP frame from 10.0.0.10:`sport` to the VIP:`dport`, addressed to `dst`.
+    fn tcp(dst: Mac, sport: u16, dport: u16) -> Vec<u8> {
+        frames::tcp(
+            CLIENT,
+            dst,
+            std::net::SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 10), sport),
+            std::net::SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 100), dport),
+            frames::ACK,
+            1,
+            1,
+            &[],
+            b"hello",
+        )
+    }
+
+    #[test]
+    fn the_key_is_the_client_address_and_with_r_its_port() {
+        let f = tcp(OUR, 40000, 80);
+        assert_eq!(flow_key(&cfg(), &f), Some([10, 0, 0, 10, 0, 0, 0, 0]));
+        let c = FastPathConfig {
+            per_flow: true,
+            ..cfg()
+        };
+        let p = 40000u16.to_be_bytes();
+        assert_eq!(flow_key(&c, &f), Some([10, 0, 0, 10, p[0], p[1], 0, 0]));
+    }
+
+    #[test]
+    fn frames_the_engine_must_see_have_no_key() {
+        let c = cfg();
+        // Another port, another protocol, a fragment, IP options, too short, not IPv4.
+        assert_eq!(flow_key(&c, &tcp(OUR, 1, 81)), None);
+        let mut f = tcp(OUR, 1, 80);
+        f[23] = 17;
+        assert_eq!(flow_key(&c, &f), None);
+        let mut f = tcp(OUR, 1, 80);
+        f[20] = 0x20; // MF
+        assert_eq!(flow_key(&c, &f), None);
+        let mut f = tcp(OUR, 1, 80);
+        f[21] = 1; // offset 8
+        assert_eq!(flow_key(&c, &f), None);
+        let mut f = tcp(OUR, 1, 80);
+        f[20] = 0x40; // DF only: still a whole datagram
+        assert!(flow_key(&c, &f).is_some());
+        let mut f = tcp(OUR, 1, 80);
+        f[14] = 0x46;
+        assert_eq!(flow_key(&c, &f), None);
+        assert_eq!(flow_key(&c, &tcp(OUR, 1, 80)[..37]), None);
+        let mut f = tcp(OUR, 1, 80);
+        f[12] = 0x86;
+        f[13] = 0xdd;
+        assert_eq!(flow_key(&c, &f), None);
+        // Port 0 = every port.
+        let any = FastPathConfig { port: 0, ..c };
+        assert!(flow_key(&any, &tcp(OUR, 1, 81)).is_some());
+    }
+
+    #[test]
+    fn the_program_assembles_with_every_jump_resolved() {
+        // Any descriptors will do for assembling (nothing is loaded).
+        let fd = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        let (a, b, c) = (fd(), fd(), fd());
+        for per_flow in [false, true] {
+            for port in [0, 80] {
+                let p = program(
+                    &FastPathConfig {
+                        per_flow,
+                        port,
+                        ..cfg()
+                    },
+                    &a,
+                    &b,
+                    &c,
+                )
+                .unwrap();
+                assert!(p.len() > 40 && p.len() < 120, "{} instructions", p.len());
+            }
+        }
+    }
+
+    /// Loads the program for real and runs it on frames with BPF_PROG_TEST_RUN (root).
+    fn loaded(c: FastPathConfig) -> Option<FastPath> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "this test needs root (loading BPF programs)"
+            );
+            eprintln!("skipped: needs root");
+            return None;
+        }
+        Some(FastPath::load(c).expect("the kernel accepts the fast-path program"))
+    }
+
+    fn run(fp: &FastPath, f: &[u8]) -> (u32, Vec<u8>) {
+        bpf::test_run(fp.prog(), f).unwrap()
+    }
+
+    #[test]
+    fn the_kernel_forwards_a_learned_client_and_passes_everything_else() {
+        let Some(mut fp) = loaded(cfg()) else {
+            return;
+        };
+        let f = tcp(OUR, 40000, 80);
+        // Not learned yet, and nothing learned before the first sync.
+        assert_eq!(run(&fp, &f).0, XDP_PASS);
+        let mut fwd = f.clone();
+        fwd[..6].copy_from_slice(&WEB);
+        fwd[6..12].copy_from_slice(&OUR);
+        fp.learn(&fwd);
+        assert_eq!(fp.learned, 0);
+        assert_eq!(run(&fp, &f).0, XDP_PASS);
+        fp.sync(1);
+        fp.learn(&fwd);
+        assert_eq!(fp.learned, 1);
+        let (rc, out) = run(&fp, &f);
+        assert_eq!(rc, XDP_TX);
+        assert_eq!(out, fwd, "MACs rewritten, nothing else touched");
+        // Another source port of the same client: same entry without -r.
+        assert_eq!(run(&fp, &tcp(OUR, 40001, 80)).0, XDP_TX);
+        // Counters: two frames of 14 + IP total length.
+        let n = fp.counts();
+        assert_eq!(n.frames, 2);
+        assert_eq!(n.bytes, 2 * f.len() as u64);
+        // Not addressed to us, another port, a fragment: the engine's.
+        assert_eq!(run(&fp, &tcp(WEB, 40000, 80)).0, XDP_PASS);
+        assert_eq!(run(&fp, &tcp(OUR, 40000, 81)).0, XDP_PASS);
+        let mut frag = f.clone();
+        frag[20] = 0x20;
+        assert_eq!(run(&fp, &frag).0, XDP_PASS);
+        // Truncated frames pass (and the verifier proved no read beyond them).
+        for n in [0, 13, 14, 33, 37] {
+            assert_eq!(run(&fp, &f[..n.max(14)]).0, XDP_PASS, "{n} bytes");
+        }
+        // A new engine epoch invalidates every entry at once.
+        fp.sync(2);
+        assert_eq!(run(&fp, &f).0, XDP_PASS);
+        fp.learn(&fwd);
+        assert_eq!(run(&fp, &f).0, XDP_TX);
+        fp.sync(2);
+        assert_eq!(run(&fp, &f).0, XDP_TX, "the same epoch keeps the entries");
+    }
+
+    #[test]
+    fn with_r_each_source_port_is_its_own_entry() {
+        let Some(mut fp) = loaded(FastPathConfig {
+            per_flow: true,
+            ..cfg()
+        }) else {
+            return;
+        };
+        fp.sync(0);
+        let mut fwd = tcp(WEB, 40000, 80);
+        fwd[6..12].copy_from_slice(&OUR);
+        fp.learn(&fwd);
+        assert_eq!(run(&fp, &tcp(OUR, 40000, 80)).0, XDP_TX);
+        assert_eq!(run(&fp, &tcp(OUR, 40001, 80)).0, XDP_PASS);
+    }
+
+    /// The program looks a frame up exactly when [`flow_key`] gives it a key (and the frame is
+    /// addressed to us): random mutations of a learned frame never reach XDP_TX with a key
+    /// that differs from the learned one.
+    #[test]
+    fn the_program_and_flow_key_agree_on_mutated_frames() {
+        let Some(mut fp) = loaded(FastPathConfig { port: 0, ..cfg() }) else {
+            return;
+        };
+        fp.sync(0);
+        let base = tcp(OUR, 40000, 80);
+        let mut fwd = base.clone();
+        fwd[..6].copy_from_slice(&WEB);
+        fp.learn(&fwd);
+        let learned = flow_key(&fp.cfg, &base);
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..2000 {
+            let mut f = base.clone();
+            for _ in 0..(rnd() % 3 + 1) {
+                let at = (rnd() % 40) as usize;
+                f[at] = rnd() as u8;
+            }
+            let (rc, _) = run(&fp, &f);
+            let expect_tx = f[..6] == OUR
+                && flow_key(&fp.cfg, &f).is_some()
+                && flow_key(&fp.cfg, &f) == learned;
+            assert_eq!(rc == XDP_TX, expect_tx, "frame {:02x?}", &f[..40]);
+        }
+    }
+}
