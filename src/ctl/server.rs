@@ -263,7 +263,11 @@ impl Control {
                 resolved: &resolved,
                 conns: &conns,
             };
-            reply::execute(&mut g, cmd, &env)
+            let o = reply::execute(&mut g, cmd, &env);
+            if matches!(cmd, Command::Server(_)) {
+                g.servers_changed();
+            }
+            o
         };
         self.perform(outcome).await
     }
@@ -381,6 +385,7 @@ impl Control {
                 }
                 actions.extend(o.actions);
             }
+            g.servers_changed();
             (outcome, actions)
         };
         let extra = Box::pin(self.perform(Outcome {

@@ -566,6 +566,9 @@ pub struct Engine {
     /// No probe is due before this time.
     next_probe_at: Duration,
     counters: Counters,
+    /// Moves on whenever a client's frames may go to another MAC than before (table rebuilt,
+    /// a backend's MAC changed): what a cache of the engine's choices must be invalidated by.
+    epoch: u64,
 }
 
 /// The parsed network-layer facts the decision needs (IPv4 or IPv6).
@@ -621,6 +624,7 @@ impl Engine {
             txq: VecDeque::new(),
             next_probe_at: Duration::ZERO,
             counters: Counters::default(),
+            epoch: 0,
         };
         e.rebuild();
         e
@@ -644,6 +648,12 @@ impl Engine {
     /// The current table (`None` when no backend is available).
     pub fn table(&self) -> Option<&Maglev> {
         self.table.as_ref()
+    }
+
+    /// The decision epoch: unchanged as long as every client's frames keep going to the same
+    /// backend MAC (see [`crate::link::xdp`], which caches those choices in the kernel).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Number of frames waiting for a backend MAC.
@@ -721,6 +731,7 @@ impl Engine {
             .collect();
         self.table = Maglev::build(&members);
         self.counters.rebuilds += 1;
+        self.epoch += 1;
     }
 
     /// The backend a client (and source port with `-r`) goes to now, if any.
@@ -967,6 +978,9 @@ impl Engine {
         let mut first = None;
         for (i, b) in self.backends.iter_mut().enumerate() {
             if b.cfg.ip == Some(ip) {
+                if b.mac.is_some_and(|m| m != mac) {
+                    self.epoch += 1;
+                }
                 b.mac = Some(mac);
                 first.get_or_insert(i);
             }
@@ -1281,6 +1295,30 @@ mod tests {
         assert!(e.poll_transmit(Duration::from_secs(30)).is_none());
         assert_eq!(e.poll_timeout(), Some(Duration::from_secs(60)));
         assert!(e.poll_transmit(Duration::from_secs(60)).is_some());
+    }
+
+    #[test]
+    fn the_epoch_moves_exactly_when_a_client_could_change_mac() {
+        let mut e = Engine::new(cfg());
+        let e0 = e.epoch();
+        let (a, b) = (Ipv4Addr::new(10, 0, 0, 3), Ipv4Addr::new(10, 0, 0, 4));
+        // First learning: nothing was forwarded to a MAC yet, so nothing to invalidate.
+        e.learn(a.into(), [2, 0, 0, 0, 0, 3]);
+        e.learn(b.into(), [2, 0, 0, 0, 0, 4]);
+        assert_eq!(e.epoch(), e0);
+        // The same MAC again (a refresh) and an unchanged backend list: no change.
+        e.learn(a.into(), [2, 0, 0, 0, 0, 3]);
+        e.set_backends(e.config().backends.clone());
+        assert_eq!(e.epoch(), e0);
+        // A backend answering from a new MAC, a blacklist, its lifting: each moves it.
+        e.learn(a.into(), [2, 0, 0, 0, 0, 9]);
+        let e1 = e.epoch();
+        assert!(e1 > e0);
+        e.set_available(1, false);
+        let e2 = e.epoch();
+        assert!(e2 > e1);
+        e.set_available(1, true);
+        assert!(e.epoch() > e2);
     }
 
     #[test]

@@ -94,6 +94,9 @@ pub struct AfPacket {
     rx_skip: Vec<bool>,
     /// The last `recvmmsg` returned less than a full batch: the queue was empty then.
     rx_short: bool,
+    /// The XDP fast path, when attached ([`AfPacket::set_fast_path`]): told of every frame
+    /// the engine forwards.
+    fast: Option<crate::link::xdp::FastPath>,
     pub stats: LinkStats,
 }
 
@@ -211,6 +214,7 @@ impl AfPacket {
             rx_meta: vec![RxMeta::default(); BATCH],
             rx_skip: vec![false; BATCH],
             rx_short: false,
+            fast: None,
             stats: LinkStats::default(),
         })
     }
@@ -221,6 +225,22 @@ impl AfPacket {
     }
 
     /// The interface name.
+    /// The interface index.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex as u32
+    }
+
+    /// Hands the engine's forwarding decisions to `fast` from now on (see
+    /// [`crate::link::xdp`]).
+    pub fn set_fast_path(&mut self, fast: crate::link::xdp::FastPath) {
+        self.fast = Some(fast);
+    }
+
+    /// The attached fast path, if any.
+    pub fn fast_path(&self) -> Option<&crate::link::xdp::FastPath> {
+        self.fast.as_ref()
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -354,6 +374,7 @@ impl AfPacket {
         Sender {
             fd: self.fd.as_raw_fd(),
             stats: &mut self.stats,
+            fast: self.fast.as_mut(),
         }
         .send(frames);
         (self.stats.tx_frames - before) as usize
@@ -407,6 +428,7 @@ impl AfPacket {
             Sender {
                 fd: self.fd.as_raw_fd(),
                 stats: &mut self.stats,
+                fast: self.fast.as_mut(),
             }
             .send_pass(
                 fwd.iter()
@@ -509,6 +531,7 @@ impl AfPacket {
                 Sender {
                     fd,
                     stats: &mut self.stats,
+                    fast: self.fast.as_mut(),
                 }
                 .send_pass(std::iter::empty(), engine, start.elapsed(), &mut out);
                 continue;
@@ -560,6 +583,7 @@ impl AfPacket {
             Sender {
                 fd,
                 stats: &mut self.stats,
+                fast: self.fast.as_mut(),
             }
             .send_pass(
                 // SAFETY: the processed frames stay inside our block; only shared views now.
@@ -761,6 +785,7 @@ impl AfPacket {
                 Sender {
                     fd,
                     stats: &mut self.stats,
+                    fast: self.fast.as_mut(),
                 }
                 .send_pass(std::iter::empty(), engine, now, &mut out);
                 continue;
@@ -814,6 +839,7 @@ impl AfPacket {
             Sender {
                 fd,
                 stats: &mut self.stats,
+                fast: self.fast.as_mut(),
             }
             .send_pass(
                 // SAFETY: the processed frames stay inside slots we still own; shared views.
@@ -838,6 +864,7 @@ impl AfPacket {
 struct Sender<'a> {
     fd: libc::c_int,
     stats: &'a mut LinkStats,
+    fast: Option<&'a mut crate::link::xdp::FastPath>,
 }
 
 impl Sender<'_> {
@@ -856,9 +883,18 @@ impl Sender<'_> {
             out.push(t.frame);
         }
         let mut frames: Vec<&[u8]> = forwarded.collect();
+        let n_forwarded = frames.len();
         frames.extend(out.iter().map(Vec::as_slice));
         if !frames.is_empty() {
             self.send(&frames);
+        }
+        // After sending, so a client's next frame cannot overtake this one on the fast path.
+        if let Some(fast) = self.fast.as_deref_mut() {
+            fast.sync(engine.epoch());
+            for f in &frames[..n_forwarded] {
+                fast.learn(f);
+            }
+            fast.end_pass();
         }
     }
 

@@ -53,7 +53,43 @@ pub fn open(config: &Config) -> io::Result<AfPacket> {
     };
     engine_config(config, [0; 6], [0; 16], Vec::new())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    AfPacket::open(ifname)
+    let mut link = AfPacket::open(ifname)?;
+    attach_fast_path(config, &mut link);
+    Ok(link)
+}
+
+/// Attaches the XDP fast path ([`crate::link::xdp`]) to `link` unless `PEN_DSR_XDP=0`, the VIP
+/// is IPv6, or the kernel refuses (then pen logs why and the engine sees every frame).
+/// Needs the privileges of [`open`], so it runs there.
+fn attach_fast_path(config: &Config, link: &mut AfPacket) {
+    if std::env::var("PEN_DSR_XDP").is_ok_and(|v| v == "0") {
+        tracing::info!("DSR on {}: XDP fast path off (PEN_DSR_XDP=0)", link.name());
+        return;
+    }
+    let Ok(ec) = engine_config(config, link.mac(), [0; 16], Vec::new()) else {
+        return;
+    };
+    let Some(fc) = crate::link::xdp::FastPathConfig::from_engine(&ec) else {
+        tracing::info!(
+            "DSR on {}: no XDP fast path for an IPv6 VIP; the engine forwards every frame",
+            link.name()
+        );
+        return;
+    };
+    match crate::link::xdp::FastPath::attach(fc, link.ifindex(), link.name()) {
+        Ok(fp) => {
+            tracing::info!(
+                "DSR on {}: XDP fast path attached (generic mode, up to {} clients cached)",
+                link.name(),
+                crate::link::xdp::MAX_CLIENTS
+            );
+            link.set_fast_path(fp);
+        }
+        Err(e) => tracing::warn!(
+            "DSR on {}: {e}; the engine forwards every frame",
+            link.name()
+        ),
+    }
 }
 
 /// 16 bytes from the kernel's random source: the tarpit's ISN key, drawn once per start.
@@ -109,7 +145,16 @@ pub struct Update {
 /// state's configuration and balancer, then follows their changes (see the module doc).
 pub async fn serve_shared(link: AfPacket, state: SharedState) -> io::Result<()> {
     let engine_cfg = {
-        let g = crate::proxy::lock(&state);
+        let mut g = crate::proxy::lock(&state);
+        // A `server` command drops the kernel's cached choices before penctl gets its reply.
+        g.on_servers_changed = link.fast_path().map(|fp| {
+            let generation = fp.generation();
+            crate::proxy::ChangeHook(Arc::new(move || {
+                if let Err(e) = generation.bump() {
+                    tracing::warn!("DSR: cannot invalidate the XDP fast path: {e}");
+                }
+            }))
+        });
         let backends = backends_from(&g.balancer, crate::proxy::now());
         engine_config(&g.config, link.mac(), isn_key()?, backends)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
@@ -168,9 +213,16 @@ pub async fn serve(
                 link.run_v2(&mut engine, &stop, tick)
             };
             tracing::info!(
-                "DSR on {name} stopped: {}; {:?}",
+                "DSR on {name} stopped: {}; {:?}; XDP fast path: {}",
                 engine.counters(),
-                link.stats
+                link.stats,
+                link.fast_path().map_or("off".to_string(), |fp| {
+                    let n = fp.counts();
+                    format!(
+                        "{} frames / {} bytes in the kernel, {} clients learned",
+                        n.frames, n.bytes, fp.learned
+                    )
+                })
             );
             let _ = tx.send(r);
         })?;

@@ -25,6 +25,7 @@
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::bpf::{self, Asm, Cond, R0, R1, R2, R3, R6, R7, R8, R10, Size};
 use crate::engine::{EngineConfig, Mac};
@@ -203,19 +204,53 @@ pub struct KernelCounts {
     pub bytes: u64,
 }
 
+/// The generation entries must carry to be used, shared between the DSR thread and the
+/// control path (a `server` command invalidates the cache at once, before its reply).
+#[derive(Debug)]
+pub struct Generation {
+    map: OwnedFd,
+    /// The value in the map; the lock orders the writes so the map never goes backwards.
+    value: Mutex<u32>,
+}
+
+impl Generation {
+    /// Moves to a new generation (every entry written before stops matching) and returns it.
+    pub fn bump(&self) -> io::Result<u32> {
+        let mut g = self.value.lock().unwrap_or_else(PoisonError::into_inner);
+        let next = g.wrapping_add(1);
+        bpf::map_update(&self.map, &0u32.to_ne_bytes(), &next.to_ne_bytes())?;
+        *g = next;
+        Ok(next)
+    }
+
+    /// The generation in force.
+    pub fn current(&self) -> u32 {
+        *self.value.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// The attached program and its maps (detached when dropped).
+///
+/// Per loop pass of the driver: the engine's tick (which reads the blacklist), the frames,
+/// then [`FastPath::sync`] with the engine's epoch, [`FastPath::learn`] for each forwarded
+/// frame, and [`FastPath::end_pass`]. Entries are written with the generation read at the end
+/// of the previous pass (or made by this pass's own `sync`), never a newer one: a
+/// [`Generation::bump`] from the control path between the tick and the learning leaves the
+/// pass's entries stale-by-generation, so a decision made with the old server list never
+/// outlives the bump.
 #[derive(Debug)]
 pub struct FastPath {
     cfg: FastPathConfig,
     flows: OwnedFd,
-    generation: OwnedFd,
+    generation: Arc<Generation>,
     counters: OwnedFd,
     prog: OwnedFd,
     /// The attachment; `None` when only loaded (tests run the program with `test_run`).
     link: Option<OwnedFd>,
-    /// The engine epoch the current generation stands for.
+    /// The engine epoch the last `sync` saw.
     epoch: Option<u64>,
-    gen_value: u32,
+    /// The generation this pass writes entries with (`None`: write none).
+    pass_gen: Option<u32>,
     /// Entries written, and writes the kernel refused.
     pub learned: u64,
     pub learn_errors: u64,
@@ -240,12 +275,15 @@ impl FastPath {
         Ok(FastPath {
             cfg,
             flows,
-            generation,
+            generation: Arc::new(Generation {
+                map: generation,
+                value: Mutex::new(0),
+            }),
             counters,
             prog,
             link: None,
             epoch: None,
-            gen_value: 0,
+            pass_gen: None,
             learned: 0,
             learn_errors: 0,
         })
@@ -269,40 +307,54 @@ impl FastPath {
         &self.prog
     }
 
-    /// Starts a new generation when the engine's `epoch` differs from the one the current
-    /// generation stands for: every entry written before stops matching at once.
+    /// The generation handle, for the control path.
+    pub fn generation(&self) -> Arc<Generation> {
+        self.generation.clone()
+    }
+
+    /// Starts a new generation when the engine's `epoch` differs from the last one seen (the
+    /// table was rebuilt or a backend's MAC changed).
     pub fn sync(&mut self, epoch: u64) {
         if self.epoch == Some(epoch) {
             return;
         }
-        let next = self.gen_value.wrapping_add(1);
-        match bpf::map_update(&self.generation, &0u32.to_ne_bytes(), &next.to_ne_bytes()) {
-            Ok(()) => {
-                self.gen_value = next;
+        match self.generation.bump() {
+            Ok(g) => {
+                self.pass_gen = Some(g);
                 self.epoch = Some(epoch);
             }
-            // Keep the old epoch: the next pass tries again (entries of the old generation
-            // stay valid only until then, and no new ones are written meanwhile).
-            Err(_) => self.learn_errors += 1,
+            // Keep the old epoch (the next pass tries again) and write nothing meanwhile.
+            Err(_) => {
+                self.pass_gen = None;
+                self.learn_errors += 1;
+            }
         }
     }
 
     /// Records the choice the engine made for `frame`, a frame it has just forwarded (already
     /// rewritten: its destination MAC is the backend's). Frames the program would not look up
-    /// are ignored. Call [`FastPath::sync`] first in each pass.
+    /// are ignored.
     pub fn learn(&mut self, frame: &[u8]) {
-        if self.epoch.is_none() {
+        let Some(g) = self.pass_gen else {
             return;
-        }
+        };
         let Some(key) = flow_key(&self.cfg, frame) else {
             return;
         };
         let mut value = [0u8; VALUE_LEN];
         value[..6].copy_from_slice(&frame[..6]);
-        value[12..16].copy_from_slice(&self.gen_value.to_ne_bytes());
+        value[12..16].copy_from_slice(&g.to_ne_bytes());
         match bpf::map_update(&self.flows, &key, &value) {
             Ok(()) => self.learned += 1,
             Err(_) => self.learn_errors += 1,
+        }
+    }
+
+    /// Ends a pass: the next pass writes with the generation in force now (read before its
+    /// tick reads the server list).
+    pub fn end_pass(&mut self) {
+        if self.epoch.is_some() {
+            self.pass_gen = Some(self.generation.current());
         }
     }
 
@@ -485,6 +537,19 @@ mod tests {
         assert_eq!(run(&fp, &f).0, XDP_TX);
         fp.sync(2);
         assert_eq!(run(&fp, &f).0, XDP_TX, "the same epoch keeps the entries");
+        // The control path bumps the generation (a `server` command) while a pass is under
+        // way: entries that pass writes are stale at once; the next pass writes valid ones.
+        fp.generation().bump().unwrap();
+        assert_eq!(run(&fp, &f).0, XDP_PASS);
+        fp.learn(&fwd);
+        assert_eq!(
+            run(&fp, &f).0,
+            XDP_PASS,
+            "decided before the bump: not trusted"
+        );
+        fp.end_pass();
+        fp.learn(&fwd);
+        assert_eq!(run(&fp, &f).0, XDP_TX);
     }
 
     #[test]

@@ -37,6 +37,19 @@ pub struct Shared {
     /// every tick ([`udp::shell::TICK`]) and [`udp::shell::PUBLISH_EVERY`] after new flows.
     /// The shell writes it without holding its table lock (lock order: table, then this).
     pub udp: Option<udp::UdpStatus>,
+    /// Told when a control command or a configuration re-read may have changed the servers
+    /// (DSR's kernel fast path drops its cached choices at once; see [`crate::link::xdp`]).
+    pub on_servers_changed: Option<ChangeHook>,
+}
+
+/// A callback for [`Shared::on_servers_changed`].
+#[derive(Clone)]
+pub struct ChangeHook(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for ChangeHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChangeHook")
+    }
 }
 
 impl Shared {
@@ -50,6 +63,14 @@ impl Shared {
             transparent_failures: 0,
             tls: None,
             udp: None,
+            on_servers_changed: None,
+        }
+    }
+
+    /// Runs the [`Shared::on_servers_changed`] hook, if any.
+    pub fn servers_changed(&self) {
+        if let Some(h) = &self.on_servers_changed {
+            (h.0)();
         }
     }
 }
