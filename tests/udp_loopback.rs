@@ -540,3 +540,46 @@ fn udp_flow_idle_is_set_at_start_and_at_run_time_and_flows_expire_in_the_stats()
     assert_eq!(penctl(&ctl, &["udp_flow_idle"]), "1\n");
     let _ = std::fs::remove_file(&web);
 }
+
+/// A wildcard listener answers from the address each client sent to (IP_PKTINFO), not from the
+/// address the route back prefers: a resolver that queried 127.0.0.2 (or 127.0.0.3) drops an
+/// answer from 127.0.0.1 (`query_once` checks the source like one).
+#[test]
+fn a_wildcard_listener_answers_from_the_address_the_client_queried() {
+    let b = DnsBackend::start("127.0.0.1:0", Ipv4Addr::new(192, 0, 2, 7));
+    let port = free_udp_port("0.0.0.0");
+    let child = Command::new(env!("CARGO_BIN_EXE_pen"))
+        .args(["-f", "-U", &format!("0.0.0.0:{port}"), &b.spec()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut pen = Pen {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 2], port)),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        if let Some(status) = pen.child.try_wait().unwrap() {
+            panic!("pen exited early: {status}");
+        }
+        // From 127.0.0.1 to 127.0.0.2: the kernel's own choice of source would be 127.0.0.1.
+        if let Some(a) = query_once(&client("127.0.0.1"), pen.addr, Duration::from_millis(100)) {
+            break a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pen never answered on {}",
+            pen.addr
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(first, Ipv4Addr::new(192, 0, 2, 7));
+    // The same client socket (one flow) querying two addresses: each answer from its own.
+    let c = client("127.0.0.1");
+    for ip in [[127, 0, 0, 3], [127, 0, 0, 1], [127, 0, 0, 2]] {
+        let to = SocketAddr::from((ip, port));
+        assert!(query(&c, to, 3).is_some(), "no answer from {to}");
+    }
+}

@@ -40,7 +40,7 @@
 //! after [`SLOT_REUSE_DELAY`]; the same caveat as for expired flows).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::select::Target;
@@ -180,6 +180,8 @@ struct Flow {
     bytes_up: u64,
     datagrams_down: u64,
     bytes_down: u64,
+    /// The address the client sent to, when the listener is a wildcard: replies leave from it.
+    local: Option<IpAddr>,
 }
 
 /// Upstream slots in use towards one server address.
@@ -396,6 +398,7 @@ impl FlowTable {
                     bytes_up: len64,
                     datagrams_down: 0,
                     bytes_down: 0,
+                    local: None,
                 },
             );
             self.stats.flows_created += 1;
@@ -408,6 +411,19 @@ impl FlowTable {
         }
         self.stats.dropped_no_server += 1;
         ClientVerdict::Drop(DropReason::NoServer)
+    }
+
+    /// Records the address `client` sent its latest datagram to (a wildcard listener learns
+    /// it per datagram); replies of the flow leave from it ([`FlowTable::local_of`]).
+    pub fn note_local(&mut self, client: &SocketAddr, local: IpAddr) {
+        if let Some(f) = self.flows.get_mut(client) {
+            f.local = Some(local);
+        }
+    }
+
+    /// The address replies to `client` must come from, if the listener recorded one.
+    pub fn local_of(&self, client: &SocketAddr) -> Option<IpAddr> {
+        self.flows.get(client).and_then(|f| f.local)
     }
 
     /// A datagram of `len` bytes from `server` arrived on upstream socket `upstream`: the client
@@ -716,6 +732,27 @@ mod tests {
         assert_eq!((u1, s1), (u2, s2));
         assert_eq!(sel.opened.len(), 1, "selection runs once per flow");
         t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_flow_remembers_the_address_its_client_last_sent_to() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let mut t = FlowTable::new(10, secs(60), 10);
+        let c = sa("192.0.2.1:5000");
+        let vip: IpAddr = "198.51.100.7".parse().unwrap();
+        // Unknown clients record nothing; a new flow has no address until told.
+        t.note_local(&c, vip);
+        assert_eq!(t.local_of(&c), None);
+        forward(t.handle_client(secs(0), c, 1, &mut sel));
+        assert_eq!(t.local_of(&c), None);
+        t.note_local(&c, vip);
+        assert_eq!(t.local_of(&c), Some(vip));
+        let other: IpAddr = "198.51.100.8".parse().unwrap();
+        t.note_local(&c, other);
+        assert_eq!(t.local_of(&c), Some(other));
+        // Gone with the flow.
+        t.expire(secs(61), &mut sel);
+        assert_eq!(t.local_of(&c), None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! readiness through tokio's `try_io`/`async_io`. Linux only, like the rest of pen-rs.
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 
 /// Datagrams per system call.
@@ -17,7 +17,15 @@ pub struct RecvBatch {
     buf: Vec<u8>,
     lens: [usize; BATCH],
     addrs: [Option<SocketAddr>; BATCH],
+    /// Each datagram's destination address, when asked for ([`RecvBatch::with_destinations`]).
+    dsts: [Option<IpAddr>; BATCH],
+    want_dsts: bool,
 }
+
+/// Room for one `IP_PKTINFO` or `IPV6_PKTINFO` control message, 8-byte aligned.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct Cmsg([u8; 64]);
 
 impl Default for RecvBatch {
     fn default() -> Self {
@@ -31,7 +39,23 @@ impl RecvBatch {
             buf: vec![0u8; BATCH * SLOT],
             lens: [0; BATCH],
             addrs: [None; BATCH],
+            dsts: [None; BATCH],
+            want_dsts: false,
         }
+    }
+
+    /// A batch that also records each datagram's destination address (the socket must have
+    /// `IP_PKTINFO` / `IPV6_RECVPKTINFO` on: [`enable_pktinfo`]); see [`RecvBatch::dst`].
+    pub fn with_destinations() -> RecvBatch {
+        RecvBatch {
+            want_dsts: true,
+            ..RecvBatch::new()
+        }
+    }
+
+    /// The address datagram `i` of the last `recv` was sent to (`None` unless recorded).
+    pub fn dst(&self, i: usize) -> Option<IpAddr> {
+        self.dsts.get(i).copied().flatten()
     }
 
     /// Datagram `i` of the last `recv`: its bytes and sender (`None` if not inet).
@@ -51,8 +75,13 @@ impl RecvBatch {
             let mut names: [libc::sockaddr_storage; BATCH] = std::mem::zeroed();
             let mut iovs: [libc::iovec; BATCH] = std::mem::zeroed();
             let mut hdrs: [libc::mmsghdr; BATCH] = std::mem::zeroed();
+            let mut ctl = [Cmsg([0; 64]); BATCH];
             let base = self.buf.as_mut_ptr();
             for i in 0..BATCH {
+                if self.want_dsts {
+                    hdrs[i].msg_hdr.msg_control = ctl[i].0.as_mut_ptr().cast();
+                    hdrs[i].msg_hdr.msg_controllen = ctl[i].0.len() as _;
+                }
                 iovs[i] = libc::iovec {
                     iov_base: base.add(i * SLOT).cast(),
                     iov_len: SLOT,
@@ -77,6 +106,11 @@ impl RecvBatch {
             for i in 0..n {
                 self.lens[i] = (hdrs[i].msg_len as usize).min(SLOT);
                 self.addrs[i] = sockaddr_to_std(&names[i]);
+                self.dsts[i] = if self.want_dsts {
+                    pktinfo_dst(&hdrs[i].msg_hdr)
+                } else {
+                    None
+                };
             }
             Ok(n)
         }
@@ -107,6 +141,171 @@ pub fn send_batch(fd: RawFd, msgs: &[(&[u8], SocketAddr)]) -> io::Result<usize> 
             hdrs[i].msg_hdr.msg_namelen = len;
             hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
             hdrs[i].msg_hdr.msg_iovlen = 1;
+        }
+        let rc = libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT);
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(rc as usize)
+    }
+}
+
+/// Turns on the destination-address control messages [`RecvBatch::with_destinations`] reads
+/// (`IP_PKTINFO` for IPv4 sockets; `IPV6_RECVPKTINFO`, and `IP_PKTINFO` for IPv4-mapped
+/// traffic, on IPv6 ones).
+pub fn enable_pktinfo(fd: RawFd, v6: bool) -> io::Result<()> {
+    let opts: &[(libc::c_int, libc::c_int)] = if v6 {
+        &[
+            (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO),
+            (libc::IPPROTO_IP, libc::IP_PKTINFO),
+        ]
+    } else {
+        &[(libc::IPPROTO_IP, libc::IP_PKTINFO)]
+    };
+    for &(level, opt) in opts {
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt with a c_int value of the stated size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                opt,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The destination address in a received message's `IP_PKTINFO`/`IPV6_PKTINFO`, if any.
+fn pktinfo_dst(hdr: &libc::msghdr) -> Option<IpAddr> {
+    // SAFETY: walks the control buffer the kernel filled for this message with the libc
+    // CMSG macros, which stay inside msg_control/msg_controllen; each payload is read
+    // unaligned with the size its type says, after checking the message is long enough.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(hdr);
+        while !c.is_null() {
+            let (level, kind, len) = ((*c).cmsg_level, (*c).cmsg_type, (*c).cmsg_len as usize);
+            let data = libc::CMSG_DATA(c);
+            if level == libc::IPPROTO_IP
+                && kind == libc::IP_PKTINFO
+                && len >= libc::CMSG_LEN(std::mem::size_of::<libc::in_pktinfo>() as u32) as usize
+            {
+                let pi: libc::in_pktinfo = std::ptr::read_unaligned(data.cast());
+                return Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(pi.ipi_addr.s_addr))));
+            }
+            if level == libc::IPPROTO_IPV6
+                && kind == libc::IPV6_PKTINFO
+                && len >= libc::CMSG_LEN(std::mem::size_of::<libc::in6_pktinfo>() as u32) as usize
+            {
+                let pi: libc::in6_pktinfo = std::ptr::read_unaligned(data.cast());
+                return Some(IpAddr::V6(Ipv6Addr::from(pi.ipi6_addr.s6_addr)));
+            }
+            c = libc::CMSG_NXTHDR(hdr, c);
+        }
+        None
+    }
+}
+
+/// Points `hdr` at a control message in `buf` that makes the kernel send from `src` (left
+/// without one when `src` cannot be expressed in the socket's family: then the kernel picks).
+fn pktinfo_src(src: IpAddr, to: &SocketAddr, buf: &mut Cmsg, hdr: &mut libc::msghdr) {
+    // An IPv4 source for an IPv6 socket is written as IPv4-mapped (and the reverse is not
+    // possible): the family of the destination's sockaddr is the socket's.
+    let src = match (src, to) {
+        (IpAddr::V4(a), SocketAddr::V6(_)) => IpAddr::V6(a.to_ipv6_mapped()),
+        (IpAddr::V6(a), SocketAddr::V4(_)) => match a.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => return,
+        },
+        (s, _) => s,
+    };
+    // SAFETY: the control message is built inside `buf` (64 bytes, 8-aligned, larger than
+    // CMSG_SPACE of either payload) with the libc CMSG macros; `hdr` points at `buf` only
+    // while the caller's sendmmsg runs.
+    unsafe {
+        hdr.msg_control = buf.0.as_mut_ptr().cast();
+        let (level, kind, size) = match src {
+            IpAddr::V4(_) => (
+                libc::IPPROTO_IP,
+                libc::IP_PKTINFO,
+                std::mem::size_of::<libc::in_pktinfo>(),
+            ),
+            IpAddr::V6(_) => (
+                libc::IPPROTO_IPV6,
+                libc::IPV6_PKTINFO,
+                std::mem::size_of::<libc::in6_pktinfo>(),
+            ),
+        };
+        hdr.msg_controllen = libc::CMSG_SPACE(size as u32) as _;
+        let c = libc::CMSG_FIRSTHDR(hdr);
+        if c.is_null() {
+            hdr.msg_control = std::ptr::null_mut();
+            hdr.msg_controllen = 0;
+            return;
+        }
+        (*c).cmsg_level = level;
+        (*c).cmsg_type = kind;
+        (*c).cmsg_len = libc::CMSG_LEN(size as u32) as _;
+        let data = libc::CMSG_DATA(c);
+        match src {
+            IpAddr::V4(a) => {
+                let pi = libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from(a).to_be(),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                std::ptr::write_unaligned(data.cast(), pi);
+            }
+            IpAddr::V6(a) => {
+                let pi = libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: a.octets(),
+                    },
+                    ipi6_ifindex: 0,
+                };
+                std::ptr::write_unaligned(data.cast(), pi);
+            }
+        }
+    }
+}
+
+/// As [`send_batch`], each message optionally sent from a given local address (replies of a
+/// wildcard listener leave from the address the client sent to).
+pub fn send_batch_from(
+    fd: RawFd,
+    msgs: &[(&[u8], SocketAddr, Option<IpAddr>)],
+) -> io::Result<usize> {
+    let n = msgs.len().min(BATCH);
+    if n == 0 {
+        return Ok(0);
+    }
+    // SAFETY (whole block): as in send_batch, plus per-message control buffers that live on
+    // this stack frame for the duration of the call.
+    unsafe {
+        let mut names: [libc::sockaddr_storage; BATCH] = std::mem::zeroed();
+        let mut iovs: [libc::iovec; BATCH] = std::mem::zeroed();
+        let mut hdrs: [libc::mmsghdr; BATCH] = std::mem::zeroed();
+        let mut ctl = [Cmsg([0; 64]); BATCH];
+        for (i, (data, to, src)) in msgs.iter().take(n).enumerate() {
+            iovs[i] = libc::iovec {
+                iov_base: data.as_ptr() as *mut libc::c_void,
+                iov_len: data.len(),
+            };
+            let len = std_to_sockaddr(to, &mut names[i]);
+            hdrs[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+            hdrs[i].msg_hdr.msg_namelen = len;
+            hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
+            hdrs[i].msg_hdr.msg_iovlen = 1;
+            if let Some(src) = src {
+                pktinfo_src(*src, to, &mut ctl[i], &mut hdrs[i].msg_hdr);
+            }
         }
         let rc = libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT);
         if rc < 0 {
@@ -209,5 +408,45 @@ mod tests {
         let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         std_to_sockaddr(&a, &mut ss);
         assert_eq!(sockaddr_to_std(&ss), Some(a));
+    }
+
+    #[test]
+    fn destinations_are_recorded_and_replies_leave_from_them() {
+        let rx = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        enable_pktinfo(rx.as_raw_fd(), false).unwrap();
+        let port = rx.local_addr().unwrap().port();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for ip in [[127, 0, 0, 2], [127, 0, 0, 3]] {
+            tx.send_to(b"q", SocketAddr::from((ip, port))).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut b = RecvBatch::with_destinations();
+        assert_eq!(b.recv(rx.as_raw_fd()).unwrap(), 2);
+        assert_eq!(b.dst(0), Some(IpAddr::from([127, 0, 0, 2])));
+        assert_eq!(b.dst(1), Some(IpAddr::from([127, 0, 0, 3])));
+        assert_eq!(b.dst(2), None);
+        // Replies from each recorded address, and one with no preference.
+        let to = tx.local_addr().unwrap();
+        let msgs: Vec<(&[u8], SocketAddr, Option<IpAddr>)> =
+            vec![(b"a", to, b.dst(0)), (b"b", to, b.dst(1)), (b"c", to, None)];
+        assert_eq!(send_batch_from(rx.as_raw_fd(), &msgs).unwrap(), 3);
+        tx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 8];
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let (n, from) = tx.recv_from(&mut buf).unwrap();
+            got.push((buf[..n].to_vec(), from.ip()));
+        }
+        assert_eq!(got[0], (b"a".to_vec(), IpAddr::from([127, 0, 0, 2])));
+        assert_eq!(got[1], (b"b".to_vec(), IpAddr::from([127, 0, 0, 3])));
+        assert_eq!(got[2], (b"c".to_vec(), IpAddr::from([127, 0, 0, 1])));
+        // A plain batch records nothing.
+        tx.send_to(b"q", SocketAddr::from(([127, 0, 0, 2], port)))
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut plain = RecvBatch::new();
+        assert_eq!(plain.recv(rx.as_raw_fd()).unwrap(), 1);
+        assert_eq!(plain.dst(0), None);
     }
 }

@@ -24,7 +24,7 @@ use tokio::task::AbortHandle;
 use super::flow::{
     Candidate, ClientVerdict, Family, FlowInfo, FlowTable, Selector, UdpStats, UpstreamId,
 };
-use super::mmsg::{BATCH, RecvBatch, send_batch, sockaddr_to_std};
+use super::mmsg::{BATCH, RecvBatch, enable_pktinfo, send_batch, send_batch_from, sockaddr_to_std};
 use crate::proxy::read_draining;
 use crate::proxy::transparent::{self, TransparentError, UpstreamSource};
 use crate::select::Target;
@@ -156,6 +156,10 @@ struct Inner<C> {
     /// Signalled when a batch created flows: the expiry task publishes the status soon (at
     /// most every [`PUBLISH_EVERY`]) instead of at the next tick.
     created: tokio::sync::Notify,
+    /// The listener is bound to a wildcard address: each flow remembers the address its
+    /// client sent to (`IP_PKTINFO`) and replies leave from it, not from whatever address
+    /// the route to the client prefers.
+    wildcard: bool,
 }
 
 #[derive(Default)]
@@ -242,6 +246,18 @@ async fn run_table<C: UdpContext>(
 ) -> io::Result<()> {
     let limits = ctx.limits();
     let transparent = ctx.transparent();
+    let wildcard = match listener.local_addr() {
+        Ok(a) if a.ip().is_unspecified() => {
+            match enable_pktinfo(listener.as_raw_fd(), a.is_ipv6()) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "udp: cannot learn destination addresses; replies leave from the routing's choice");
+                    false
+                }
+            }
+        }
+        _ => false,
+    };
     let inner = Arc::new(Inner {
         ctx,
         listener,
@@ -251,6 +267,7 @@ async fn run_table<C: UdpContext>(
         transparent: AtomicBool::new(transparent),
         spoofed: Mutex::new(HashMap::new()),
         created: tokio::sync::Notify::new(),
+        wildcard,
     });
     let timer = tokio::spawn(expiry_loop(Arc::clone(&inner)));
     let _guard = AbortGuard {
@@ -328,7 +345,11 @@ async fn expiry_loop<C: UdpContext>(inner: Arc<Inner<C>>) {
 }
 
 async fn client_loop<C: UdpContext>(inner: &Arc<Inner<C>>) -> io::Result<()> {
-    let mut batch = RecvBatch::new();
+    let mut batch = if inner.wildcard {
+        RecvBatch::with_destinations()
+    } else {
+        RecvBatch::new()
+    };
     let fd = inner.listener.as_raw_fd();
     // (upstream, server, client, datagram index) of the current batch.
     let mut out: Vec<(UpstreamId, SocketAddr, SocketAddr, usize)> = Vec::with_capacity(BATCH);
@@ -368,6 +389,9 @@ async fn client_loop<C: UdpContext>(inner: &Arc<Inner<C>>) -> io::Result<()> {
                         if !new_flow || note_new_flow(inner, &mut table, client, server, now) {
                             created |= new_flow;
                             out.push((upstream, server, client, i));
+                            if let Some(local) = batch.dst(i) {
+                                table.note_local(&client, local);
+                            }
                         }
                     }
                     verdict => tracing::trace!(%client, ?verdict, "udp datagram dropped"),
@@ -727,7 +751,7 @@ fn forward_replies<C: UdpContext>(
             recv_once(sock, &mut batch, fd)?
         };
         let now = inner.ctx.now();
-        let mut msgs: Vec<(&[u8], SocketAddr)> = Vec::with_capacity(n);
+        let mut msgs: Vec<(&[u8], SocketAddr, Option<IpAddr>)> = Vec::with_capacity(n);
         {
             let mut table = lock(&inner.table);
             for i in 0..n {
@@ -735,19 +759,27 @@ fn forward_replies<C: UdpContext>(
                     continue;
                 };
                 if let Some(client) = table.handle_server(now, id, from, data.len()) {
-                    msgs.push((data, client));
+                    let local = if inner.wildcard {
+                        table.local_of(&client)
+                    } else {
+                        None
+                    };
+                    msgs.push((data, client, local));
                 }
             }
         }
         let lfd = inner.listener.as_raw_fd();
         let sent = inner
             .listener
-            .try_io(Interest::WRITABLE, || send_batch(lfd, &msgs))
+            .try_io(Interest::WRITABLE, || send_batch_from(lfd, &msgs))
             .unwrap_or(0);
-        for &(data, client) in msgs.iter().skip(sent) {
-            if let Err(e) = inner.listener.try_send_to(data, client) {
+        for m in msgs.iter().skip(sent) {
+            let one = inner.listener.try_io(Interest::WRITABLE, || {
+                send_batch_from(lfd, std::slice::from_ref(m))
+            });
+            if let Err(e) = one {
                 // Listener send buffer full (or the client is gone): UDP may drop.
-                tracing::trace!(error = %e, %client, "udp reply dropped");
+                tracing::trace!(error = %e, client = %m.1, "udp reply dropped");
             }
         }
         Ok(drained)
