@@ -259,7 +259,13 @@ fn chroot_and_user_take_effect_after_the_sockets_are_open() {
         "a",
         "serves after dropping privileges"
     );
-    let root = std::fs::read_link(format!("/proc/{}/root", pen.pid())).unwrap();
+    let root = std::fs::read_link(format!("/proc/{}/root", pen.pid())).unwrap_or_else(|e| {
+        panic!(
+            "reading /proc/{}/root: {e}; pen's stderr: {}",
+            pen.pid(),
+            pen.stderr()
+        )
+    });
     assert_eq!(root, jail.path().canonicalize().unwrap());
     let status = std::fs::read_to_string(format!("/proc/{}/status", pen.pid())).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
