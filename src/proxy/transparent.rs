@@ -271,77 +271,7 @@ pub fn send_from(fd: RawFd, data: &[u8], dst: SocketAddr, src: IpAddr) -> io::Re
             format!("source {src} and destination {dst} are of different address families"),
         ));
     }
-    let dst = socket2::SockAddr::from(dst);
-    // Room for one cmsghdr + in6_pktinfo (the larger of the two), 8-byte aligned.
-    let mut control = [0u64; 8];
-    let (level, kind, len) = match src {
-        IpAddr::V4(_) => (
-            libc::IPPROTO_IP,
-            libc::IP_PKTINFO,
-            std::mem::size_of::<libc::in_pktinfo>(),
-        ),
-        IpAddr::V6(_) => (
-            libc::IPPROTO_IPV6,
-            libc::IPV6_PKTINFO,
-            std::mem::size_of::<libc::in6_pktinfo>(),
-        ),
-    };
-    let len32 = u32::try_from(len).map_err(io::Error::other)?;
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr().cast_mut().cast(),
-        iov_len: data.len(),
-    };
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(len32) } as usize;
-    if space > std::mem::size_of_val(&control) {
-        return Err(io::Error::other("control buffer too small for the pktinfo"));
-    }
-    // SAFETY: msghdr is plain old data; an all-zero value is valid (no name, no iov, no
-    // control) and every field used is set below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = dst.as_ptr().cast_mut().cast();
-    msg.msg_namelen = dst.len();
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
-    // SAFETY: `msg` points at `control`, which is 8-byte aligned and at least CMSG_SPACE(len)
-    // bytes long (checked above), so CMSG_FIRSTHDR is non-null and the header plus `len`
-    // data bytes fit; the payload is written unaligned. `msg`, `iov`, `dst`, `data` and
-    // `control` all outlive the sendmsg call, which only reads them.
-    let sent = unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        if cmsg.is_null() {
-            return Err(io::Error::other("no room for the pktinfo control message"));
-        }
-        (*cmsg).cmsg_level = level;
-        (*cmsg).cmsg_type = kind;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(len32) as _;
-        let payload = libc::CMSG_DATA(cmsg);
-        match src {
-            IpAddr::V4(a) => std::ptr::write_unaligned(
-                payload.cast::<libc::in_pktinfo>(),
-                libc::in_pktinfo {
-                    ipi_ifindex: 0,
-                    ipi_spec_dst: libc::in_addr {
-                        s_addr: u32::from_ne_bytes(a.octets()),
-                    },
-                    ipi_addr: libc::in_addr { s_addr: 0 },
-                },
-            ),
-            IpAddr::V6(a) => std::ptr::write_unaligned(
-                payload.cast::<libc::in6_pktinfo>(),
-                libc::in6_pktinfo {
-                    ipi6_addr: libc::in6_addr {
-                        s6_addr: a.octets(),
-                    },
-                    ipi6_ifindex: 0,
-                },
-            ),
-        }
-        libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL)
-    };
-    usize::try_from(sent).map_err(|_| io::Error::last_os_error())
+    crate::proxy::udp::mmsg::send_batch(fd, &[(data, dst, Some(src))]).map(|_| data.len())
 }
 
 /// Sends one datagram of a transparent UDP flow from `client`'s address to `server` on the

@@ -19,7 +19,8 @@ pub struct RecvBatch {
     addrs: [Option<SocketAddr>; BATCH],
     /// Each datagram's destination address, when asked for ([`RecvBatch::with_destinations`]).
     dsts: [Option<IpAddr>; BATCH],
-    want_dsts: bool,
+    /// One control buffer per datagram when destinations are recorded, else empty.
+    ctl: Vec<Cmsg>,
 }
 
 /// Room for one `IP_PKTINFO` or `IPV6_PKTINFO` control message, 8-byte aligned.
@@ -40,7 +41,7 @@ impl RecvBatch {
             lens: [0; BATCH],
             addrs: [None; BATCH],
             dsts: [None; BATCH],
-            want_dsts: false,
+            ctl: Vec::new(),
         }
     }
 
@@ -48,7 +49,7 @@ impl RecvBatch {
     /// `IP_PKTINFO` / `IPV6_RECVPKTINFO` on: [`enable_pktinfo`]); see [`RecvBatch::dst`].
     pub fn with_destinations() -> RecvBatch {
         RecvBatch {
-            want_dsts: true,
+            ctl: vec![Cmsg([0; 64]); BATCH],
             ..RecvBatch::new()
         }
     }
@@ -75,12 +76,11 @@ impl RecvBatch {
             let mut names: [libc::sockaddr_storage; BATCH] = std::mem::zeroed();
             let mut iovs: [libc::iovec; BATCH] = std::mem::zeroed();
             let mut hdrs: [libc::mmsghdr; BATCH] = std::mem::zeroed();
-            let mut ctl = [Cmsg([0; 64]); BATCH];
             let base = self.buf.as_mut_ptr();
             for i in 0..BATCH {
-                if self.want_dsts {
-                    hdrs[i].msg_hdr.msg_control = ctl[i].0.as_mut_ptr().cast();
-                    hdrs[i].msg_hdr.msg_controllen = ctl[i].0.len() as _;
+                if let Some(c) = self.ctl.get_mut(i) {
+                    hdrs[i].msg_hdr.msg_control = c.0.as_mut_ptr().cast();
+                    hdrs[i].msg_hdr.msg_controllen = c.0.len() as _;
                 }
                 iovs[i] = libc::iovec {
                     iov_base: base.add(i * SLOT).cast(),
@@ -106,47 +106,10 @@ impl RecvBatch {
             for i in 0..n {
                 self.lens[i] = (hdrs[i].msg_len as usize).min(SLOT);
                 self.addrs[i] = sockaddr_to_std(&names[i]);
-                self.dsts[i] = if self.want_dsts {
-                    pktinfo_dst(&hdrs[i].msg_hdr)
-                } else {
-                    None
-                };
+                self.dsts[i] = pktinfo_dst(&hdrs[i].msg_hdr);
             }
             Ok(n)
         }
-    }
-}
-
-/// Send `msgs` (at most [`BATCH`]) on `fd` with one `sendmmsg`: how many were sent (the first
-/// `k`), or the error of the first one when none was.
-pub fn send_batch(fd: RawFd, msgs: &[(&[u8], SocketAddr)]) -> io::Result<usize> {
-    let n = msgs.len().min(BATCH);
-    if n == 0 {
-        return Ok(0);
-    }
-    // SAFETY (whole block): sendmmsg on a valid descriptor with `n` headers, each pointing at
-    // its own live iovec (over a borrowed slice, only read by the kernel) and its own
-    // sockaddr_storage of the stated length.
-    unsafe {
-        let mut names: [libc::sockaddr_storage; BATCH] = std::mem::zeroed();
-        let mut iovs: [libc::iovec; BATCH] = std::mem::zeroed();
-        let mut hdrs: [libc::mmsghdr; BATCH] = std::mem::zeroed();
-        for (i, (data, to)) in msgs.iter().take(n).enumerate() {
-            iovs[i] = libc::iovec {
-                iov_base: data.as_ptr() as *mut libc::c_void,
-                iov_len: data.len(),
-            };
-            let len = std_to_sockaddr(to, &mut names[i]);
-            hdrs[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
-            hdrs[i].msg_hdr.msg_namelen = len;
-            hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
-            hdrs[i].msg_hdr.msg_iovlen = 1;
-        }
-        let rc = libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT);
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(rc as usize)
     }
 }
 
@@ -163,20 +126,7 @@ pub fn enable_pktinfo(fd: RawFd, v6: bool) -> io::Result<()> {
         &[(libc::IPPROTO_IP, libc::IP_PKTINFO)]
     };
     for &(level, opt) in opts {
-        let one: libc::c_int = 1;
-        // SAFETY: setsockopt with a c_int value of the stated size.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                level,
-                opt,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        crate::proxy::sockets::set_int_option(fd, level, opt, 1)?;
     }
     Ok(())
 }
@@ -276,23 +226,25 @@ fn pktinfo_src(src: IpAddr, to: &SocketAddr, buf: &mut Cmsg, hdr: &mut libc::msg
     }
 }
 
-/// As [`send_batch`], each message optionally sent from a given local address (replies of a
-/// wildcard listener leave from the address the client sent to).
-pub fn send_batch_from(
-    fd: RawFd,
-    msgs: &[(&[u8], SocketAddr, Option<IpAddr>)],
-) -> io::Result<usize> {
+/// Send `msgs` (at most [`BATCH`]) on `fd` with one `sendmmsg`: how many were sent (the first
+/// `k`), or the error of the first one when none was. A message with a source address is
+/// sent from it (`IP_PKTINFO`/`IPV6_PKTINFO`: replies of a wildcard listener leave from the
+/// address the client sent to; transparent flows send from the client's address).
+pub fn send_batch(fd: RawFd, msgs: &[(&[u8], SocketAddr, Option<IpAddr>)]) -> io::Result<usize> {
     let n = msgs.len().min(BATCH);
     if n == 0 {
         return Ok(0);
     }
-    // SAFETY (whole block): as in send_batch, plus per-message control buffers that live on
-    // this stack frame for the duration of the call.
+    // SAFETY (whole block): sendmmsg on a valid descriptor with `n` headers, each pointing at
+    // its own live iovec (over a borrowed slice, only read by the kernel), its own
+    // sockaddr_storage of the stated length and, for messages with a source, its own control
+    // buffer; all of them live on this stack frame for the duration of the call.
     unsafe {
         let mut names: [libc::sockaddr_storage; BATCH] = std::mem::zeroed();
         let mut iovs: [libc::iovec; BATCH] = std::mem::zeroed();
         let mut hdrs: [libc::mmsghdr; BATCH] = std::mem::zeroed();
-        let mut ctl = [Cmsg([0; 64]); BATCH];
+        // Control buffers only for batches that need one.
+        let mut ctl: Option<[Cmsg; BATCH]> = None;
         for (i, (data, to, src)) in msgs.iter().take(n).enumerate() {
             iovs[i] = libc::iovec {
                 iov_base: data.as_ptr() as *mut libc::c_void,
@@ -304,7 +256,8 @@ pub fn send_batch_from(
             hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
             hdrs[i].msg_hdr.msg_iovlen = 1;
             if let Some(src) = src {
-                pktinfo_src(*src, to, &mut ctl[i], &mut hdrs[i].msg_hdr);
+                let buf = &mut ctl.get_or_insert([Cmsg([0; 64]); BATCH])[i];
+                pktinfo_src(*src, to, buf, &mut hdrs[i].msg_hdr);
             }
         }
         let rc = libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT);
@@ -387,7 +340,8 @@ mod tests {
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = rx.local_addr().unwrap();
         let big = vec![9u8; 65_507];
-        let msgs: Vec<(&[u8], SocketAddr)> = vec![(b"one", to), (b"", to), (&big, to)];
+        let msgs: Vec<(&[u8], SocketAddr, Option<IpAddr>)> =
+            vec![(b"one", to, None), (b"", to, None), (&big, to, None)];
         assert_eq!(send_batch(tx.as_raw_fd(), &msgs).unwrap(), 3);
         std::thread::sleep(std::time::Duration::from_millis(20));
         let mut b = RecvBatch::new();
@@ -429,7 +383,7 @@ mod tests {
         let to = tx.local_addr().unwrap();
         let msgs: Vec<(&[u8], SocketAddr, Option<IpAddr>)> =
             vec![(b"a", to, b.dst(0)), (b"b", to, b.dst(1)), (b"c", to, None)];
-        assert_eq!(send_batch_from(rx.as_raw_fd(), &msgs).unwrap(), 3);
+        assert_eq!(send_batch(rx.as_raw_fd(), &msgs).unwrap(), 3);
         tx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
             .unwrap();
         let mut buf = [0u8; 8];

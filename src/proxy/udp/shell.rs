@@ -24,7 +24,7 @@ use tokio::task::AbortHandle;
 use super::flow::{
     Candidate, ClientVerdict, Family, FlowInfo, FlowTable, Selector, UdpStats, UpstreamId,
 };
-use super::mmsg::{BATCH, RecvBatch, enable_pktinfo, send_batch, send_batch_from, sockaddr_to_std};
+use super::mmsg::{BATCH, RecvBatch, enable_pktinfo, send_batch, sockaddr_to_std};
 use crate::proxy::read_draining;
 use crate::proxy::transparent::{self, TransparentError, UpstreamSource};
 use crate::select::Target;
@@ -433,9 +433,9 @@ async fn send_group<C: UdpContext>(
             return;
         }
     };
-    let msgs: Vec<(&[u8], SocketAddr)> = group
+    let msgs: Vec<(&[u8], SocketAddr, Option<IpAddr>)> = group
         .iter()
-        .map(|&(_, server, _, i)| (batch.get(i).map_or(&[][..], |(d, _)| d), server))
+        .map(|&(_, server, _, i)| (batch.get(i).map_or(&[][..], |(d, _)| d), server, None))
         .collect();
     // Transparent flows (none unless `transparent` was on when a live flow was created): one
     // sendmsg each, with the client's address as source. The common case costs one lock.
@@ -449,7 +449,8 @@ async fn send_group<C: UdpContext>(
         })
     };
     if let Some(spoofed) = spoofed.filter(|v| v.iter().any(Option::is_some)) {
-        for ((&(data, server), from), &(_, _, client, _)) in msgs.iter().zip(&spoofed).zip(group) {
+        for ((&(data, server, _), from), &(_, _, client, _)) in msgs.iter().zip(&spoofed).zip(group)
+        {
             match from {
                 Some(ip) => send_spoofed(inner, &sock, data, server, *ip, client, now).await,
                 None => send_one(inner, &sock, upstream, data, server, now).await,
@@ -461,7 +462,7 @@ async fn send_group<C: UdpContext>(
     let sent = sock
         .try_io(Interest::WRITABLE, || send_batch(fd, &msgs))
         .unwrap_or(0);
-    for &(data, server) in msgs.iter().skip(sent) {
+    for &(data, server, _) in msgs.iter().skip(sent) {
         send_one(inner, &sock, upstream, data, server, now).await;
     }
 }
@@ -618,20 +619,7 @@ fn new_upstream(family: Family, source: Option<IpAddr>) -> io::Result<UdpSocket>
     if family == Family::V6 {
         sock.set_only_v6(true)?;
     }
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt on a valid descriptor with a pointer to a live c_int and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            level,
-            opt,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    crate::proxy::sockets::set_int_option(sock.as_raw_fd(), level, opt, 1)?;
     let ip = match source {
         Some(ip) if ip.is_ipv4() == (family == Family::V4) => ip,
         _ => any,
@@ -771,11 +759,11 @@ fn forward_replies<C: UdpContext>(
         let lfd = inner.listener.as_raw_fd();
         let sent = inner
             .listener
-            .try_io(Interest::WRITABLE, || send_batch_from(lfd, &msgs))
+            .try_io(Interest::WRITABLE, || send_batch(lfd, &msgs))
             .unwrap_or(0);
         for m in msgs.iter().skip(sent) {
             let one = inner.listener.try_io(Interest::WRITABLE, || {
-                send_batch_from(lfd, std::slice::from_ref(m))
+                send_batch(lfd, std::slice::from_ref(m))
             });
             if let Err(e) = one {
                 // Listener send buffer full (or the client is gone): UDP may drop.
