@@ -52,7 +52,6 @@ const MODE_MEM: u8 = 0x60;
 const MODE_ATOMIC: u8 = 0xc0;
 const SRC_X: u8 = 0x08;
 const ALU_ADD: u8 = 0x00;
-const ALU_SUB: u8 = 0x10;
 const ALU_AND: u8 = 0x50;
 const ALU_MOV: u8 = 0xb0;
 const ALU_END: u8 = 0xd0;
@@ -162,11 +161,6 @@ impl Asm {
     /// `dst += imm` (64-bit).
     pub fn add_imm(&mut self, dst: Reg, imm: i32) -> &mut Asm {
         self.push(CLASS_ALU64 | ALU_ADD, dst, 0, 0, imm)
-    }
-
-    /// `dst -= imm` (64-bit).
-    pub fn sub_imm(&mut self, dst: Reg, imm: i32) -> &mut Asm {
-        self.push(CLASS_ALU64 | ALU_SUB, dst, 0, 0, imm)
     }
 
     /// `dst &= imm` (64-bit, `imm` sign-extended).

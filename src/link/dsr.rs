@@ -51,25 +51,24 @@ pub fn open(config: &Config) -> io::Result<AfPacket> {
             "DSR mode needs dsr_if IF",
         ));
     };
-    engine_config(config, [0; 6], [0; 16], Vec::new())
+    let mut ec = engine_config(config, [0; 6], [0; 16], Vec::new())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let mut link = AfPacket::open(ifname)?;
-    attach_fast_path(config, &mut link);
+    ec.mac = link.mac();
+    attach_fast_path(&ec, &mut link);
     Ok(link)
 }
 
-/// Attaches the XDP fast path ([`crate::link::xdp`]) to `link` unless `PEN_DSR_XDP=0`, the VIP
+/// Attaches the XDP fast path ([`crate::link::xdp`]) for `ec` (the engine's configuration
+/// with the interface's MAC) to `link` unless `PEN_DSR_XDP=0`, the VIP
 /// is IPv6, or the kernel refuses (then pen logs why and the engine sees every frame).
 /// Needs the privileges of [`open`], so it runs there.
-fn attach_fast_path(config: &Config, link: &mut AfPacket) {
+fn attach_fast_path(ec: &EngineConfig, link: &mut AfPacket) {
     if std::env::var("PEN_DSR_XDP").is_ok_and(|v| v == "0") {
         tracing::info!("DSR on {}: XDP fast path off (PEN_DSR_XDP=0)", link.name());
         return;
     }
-    let Ok(ec) = engine_config(config, link.mac(), [0; 16], Vec::new()) else {
-        return;
-    };
-    let Some(fc) = crate::link::xdp::FastPathConfig::from_engine(&ec) else {
+    let Some(fc) = crate::link::xdp::FastPathConfig::from_engine(ec) else {
         tracing::info!(
             "DSR on {}: no XDP fast path for an IPv6 VIP; the engine forwards every frame",
             link.name()

@@ -112,7 +112,6 @@ pub fn program(
     let le16 = |b: [u8; 2]| u32::from(u16::from_le_bytes(b));
     let mut a = Asm::new();
     let pass = a.new_label();
-    let count = a.new_label();
     let tx = a.new_label();
     // r6 = data, r7 = data_end; one bounds check covers every header byte read below.
     a.ldx(Size::W, R6, R1, 0).ldx(Size::W, R7, R1, 4);
@@ -174,8 +173,7 @@ pub fn program(
         .st(Size::W, R6, 6, mac_lo as i32)
         .st(Size::H, R6, 10, i32::from(mac_hi));
     // r8 = frame length (14 + IP total length), then count packets and bytes.
-    a.label(count)
-        .ldx(Size::H, R8, R6, 16)
+    a.ldx(Size::H, R8, R6, 16)
         .be16(R8)
         .add_imm(R8, 14)
         .st(Size::W, R10, -12, 0)
