@@ -249,6 +249,9 @@ pub struct FastPath {
     epoch: Option<u64>,
     /// The generation this pass writes entries with (`None`: write none).
     pass_gen: Option<u32>,
+    /// The key last written in this pass: a burst of one client's frames in one pass (same
+    /// table, same generation) is written once.
+    last_key: Option<Key>,
     /// Entries written, and writes the kernel refused.
     pub learned: u64,
     pub learn_errors: u64,
@@ -282,6 +285,7 @@ impl FastPath {
             link: None,
             epoch: None,
             pass_gen: None,
+            last_key: None,
             learned: 0,
             learn_errors: 0,
         })
@@ -320,6 +324,7 @@ impl FastPath {
             Ok(g) => {
                 self.pass_gen = Some(g);
                 self.epoch = Some(epoch);
+                self.last_key = None;
             }
             // Keep the old epoch (the next pass tries again) and write nothing meanwhile.
             Err(_) => {
@@ -336,14 +341,17 @@ impl FastPath {
         let Some(g) = self.pass_gen else {
             return;
         };
-        let Some(key) = flow_key(&self.cfg, frame) else {
+        let Some(key) = flow_key(&self.cfg, frame).filter(|k| self.last_key != Some(*k)) else {
             return;
         };
         let mut value = [0u8; VALUE_LEN];
         value[..6].copy_from_slice(&frame[..6]);
         value[12..16].copy_from_slice(&g.to_ne_bytes());
         match bpf::map_update(&self.flows, &key, &value) {
-            Ok(()) => self.learned += 1,
+            Ok(()) => {
+                self.learned += 1;
+                self.last_key = Some(key);
+            }
             Err(_) => self.learn_errors += 1,
         }
     }
@@ -351,6 +359,7 @@ impl FastPath {
     /// Ends a pass: the next pass writes with the generation in force now (read before its
     /// tick reads the server list).
     pub fn end_pass(&mut self) {
+        self.last_key = None;
         if self.epoch.is_some() {
             self.pass_gen = Some(self.generation.current());
         }
@@ -508,7 +517,8 @@ mod tests {
         assert_eq!(run(&fp, &f).0, XDP_PASS);
         fp.sync(1);
         fp.learn(&fwd);
-        assert_eq!(fp.learned, 1);
+        fp.learn(&fwd);
+        assert_eq!(fp.learned, 1, "one write per client per pass");
         let (rc, out) = run(&fp, &f);
         assert_eq!(rc, XDP_TX);
         assert_eq!(out, fwd, "MACs rewritten, nothing else touched");
