@@ -1,7 +1,7 @@
-//! Just enough eBPF for the DSR fast path ([`crate::link::xdp`]): an instruction encoder with
-//! forward labels (pure, unit-tested) and the few `bpf(2)` commands pen uses (create a map,
-//! read and write an element, load an XDP program, attach it through a BPF link, run it on a
-//! test frame). No libbpf, no clang, no object files: the program is assembled at run time
+//! Just enough eBPF for pen's kernel fast paths (DSR: [`crate::link::xdp`]; UDP:
+//! [`crate::proxy::udp::offload`]): an instruction encoder with forward labels (pure,
+//! unit-tested) and the few `bpf(2)` commands pen uses (create a map, read, write and delete an
+//! element, load an XDP or tc program, attach it through a BPF link, run it on a test frame). No libbpf, no clang, no object files: the program is assembled at run time
 //! from the balancer's configuration, its constants (VIP, port, MAC) baked in.
 //!
 //! Every `unsafe` block is one system call on a zero-initialised `bpf_attr` whose pointers
@@ -17,9 +17,12 @@ pub const R0: Reg = 0;
 pub const R1: Reg = 1;
 pub const R2: Reg = 2;
 pub const R3: Reg = 3;
+pub const R4: Reg = 4;
+pub const R5: Reg = 5;
 pub const R6: Reg = 6;
 pub const R7: Reg = 7;
 pub const R8: Reg = 8;
+pub const R9: Reg = 9;
 pub const R10: Reg = 10;
 
 /// Load/store sizes.
@@ -61,6 +64,23 @@ const JMP_EXIT: u8 = 0x90;
 const PSEUDO_MAP_FD: u8 = 1;
 /// `bpf_map_lookup_elem(map, key)`.
 pub const HELPER_MAP_LOOKUP: i32 = 1;
+/// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC in nanoseconds.
+pub const HELPER_KTIME_GET_NS: i32 = 5;
+/// `bpf_skb_store_bytes(skb, offset, from, len, flags)`.
+pub const HELPER_SKB_STORE_BYTES: i32 = 9;
+/// `bpf_l3_csum_replace(skb, offset, from, to, flags)`.
+pub const HELPER_L3_CSUM_REPLACE: i32 = 10;
+/// `bpf_l4_csum_replace(skb, offset, from, to, flags)`.
+pub const HELPER_L4_CSUM_REPLACE: i32 = 11;
+/// `bpf_csum_diff(from, from_size, to, to_size, seed)`.
+pub const HELPER_CSUM_DIFF: i32 = 28;
+/// `bpf_redirect_neigh(ifindex, params, plen, flags)`: out of `ifindex`, with the L2 header
+/// filled in by the kernel's route and neighbour lookup (tc programs only).
+pub const HELPER_REDIRECT_NEIGH: i32 = 152;
+/// `bpf_l4_csum_replace` flag: the change is in the pseudo header (addresses).
+pub const F_PSEUDO_HDR: i32 = 1 << 4;
+/// `bpf_l4_csum_replace` flag: leave a zero (absent) UDP checksum alone, never produce one.
+pub const F_MARK_MANGLED_0: i32 = 1 << 5;
 
 /// One `struct bpf_insn`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,13 +266,19 @@ impl Asm {
 const CMD_MAP_CREATE: i32 = 0;
 const CMD_MAP_LOOKUP_ELEM: i32 = 1;
 const CMD_MAP_UPDATE_ELEM: i32 = 2;
+const CMD_MAP_DELETE_ELEM: i32 = 3;
 const CMD_PROG_LOAD: i32 = 5;
 const CMD_PROG_TEST_RUN: i32 = 10;
 const CMD_LINK_CREATE: i32 = 28;
+pub const MAP_HASH: u32 = 1;
 pub const MAP_ARRAY: u32 = 2;
 pub const MAP_LRU_HASH: u32 = 9;
+const PROG_TYPE_SCHED_CLS: u32 = 3;
 const PROG_TYPE_XDP: u32 = 6;
 const ATTACH_XDP: u32 = 37;
+/// `BPF_TCX_INGRESS` (Linux 6.6+): tc ingress through a BPF link, several programs per
+/// interface.
+const ATTACH_TCX_INGRESS: u32 = 46;
 /// `XDP_FLAGS_SKB_MODE`: the generic (driver-independent) XDP hook.
 pub const XDP_FLAGS_SKB_MODE: u32 = 2;
 
@@ -353,13 +379,36 @@ pub fn map_lookup(map: &impl AsRawFd, key: &[u8], value: &mut [u8]) -> io::Resul
     }
 }
 
+/// Deletes the element under `key`; `Ok(false)` when there was none.
+pub fn map_delete(map: &impl AsRawFd, key: &[u8]) -> io::Result<bool> {
+    match Attr::new()
+        .u32(0, map.as_raw_fd() as u32)
+        .u64(8, ptr(key.as_ptr()))
+        .call(CMD_MAP_DELETE_ELEM)
+    {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Loads an XDP program; a refusal carries the tail of the verifier's log.
 pub fn prog_load_xdp(insns: &[Insn], name: &str) -> io::Result<OwnedFd> {
+    prog_load(PROG_TYPE_XDP, ATTACH_XDP, insns, name)
+}
+
+/// Loads a tc (`sched_cls`) program, for [`tcx_link`]; a refusal carries the tail of the
+/// verifier's log.
+pub fn prog_load_tc(insns: &[Insn], name: &str) -> io::Result<OwnedFd> {
+    prog_load(PROG_TYPE_SCHED_CLS, 0, insns, name)
+}
+
+fn prog_load(kind: u32, attach: u32, insns: &[Insn], name: &str) -> io::Result<OwnedFd> {
     let code: Vec<u8> = insns.iter().flat_map(|i| i.encode()).collect();
     let license = b"GPL\0";
     let mut log = vec![0u8; 64 * 1024];
     let r = Attr::new()
-        .u32(0, PROG_TYPE_XDP)
+        .u32(0, kind)
         .u32(4, insns.len() as u32)
         .u64(8, ptr(code.as_ptr()))
         .u64(16, ptr(license.as_ptr()))
@@ -367,7 +416,7 @@ pub fn prog_load_xdp(insns: &[Insn], name: &str) -> io::Result<OwnedFd> {
         .u32(28, log.len() as u32)
         .u64(32, ptr(log.as_mut_ptr()))
         .name(48, name)
-        .u32(68, ATTACH_XDP)
+        .u32(68, attach)
         .call_fd(CMD_PROG_LOAD);
     r.map_err(|e| {
         let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
@@ -377,7 +426,7 @@ pub fn prog_load_xdp(insns: &[Insn], name: &str) -> io::Result<OwnedFd> {
         io::Error::new(
             e.kind(),
             format!(
-                "the kernel refused the XDP program {name}: {e}; verifier: {}",
+                "the kernel refused the BPF program {name}: {e}; verifier: {}",
                 tail.join(" | ")
             ),
         )
@@ -392,6 +441,17 @@ pub fn xdp_link(prog: &impl AsRawFd, ifindex: u32, flags: u32) -> io::Result<Own
         .u32(4, ifindex)
         .u32(8, ATTACH_XDP)
         .u32(12, flags)
+        .call_fd(CMD_LINK_CREATE)
+}
+
+/// Attaches a tc program to the ingress of interface `ifindex` through a tcx BPF link (after
+/// any programs already there, which keep running): detached when the returned descriptor is
+/// closed.
+pub fn tcx_link(prog: &impl AsRawFd, ifindex: u32) -> io::Result<OwnedFd> {
+    Attr::new()
+        .u32(0, prog.as_raw_fd() as u32)
+        .u32(4, ifindex)
+        .u32(8, ATTACH_TCX_INGRESS)
         .call_fd(CMD_LINK_CREATE)
 }
 

@@ -23,5 +23,6 @@ pub mod bpf;
 pub mod dsr;
 pub mod mem;
 pub mod pcapfile;
+pub mod route;
 #[cfg(target_os = "linux")]
 pub mod xdp;

@@ -145,6 +145,56 @@ pub struct UdpStats {
     pub unmatched_replies: u64,
     /// Unreachable reports (ICMP errors, send errors).
     pub unreachable: u64,
+    /// Flows handed to the kernel fast path ([`Offload`]).
+    pub flows_offloaded: u64,
+    /// Datagrams the kernel forwarded for offloaded flows (both directions; counted when the
+    /// table asks, at the flow's idle check or its end).
+    pub kernel_datagrams: u64,
+}
+
+/// Traffic the kernel forwarded for one offloaded flow since the table last asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Activity {
+    /// When the latest of those datagrams passed (in the table's clock).
+    pub last_seen: Option<Duration>,
+    pub datagrams_up: u64,
+    pub bytes_up: u64,
+    pub datagrams_down: u64,
+    pub bytes_down: u64,
+}
+
+/// What the kernel needs to forward a flow: the client, the address it sends to, the server,
+/// and the address of the upstream socket pen sends from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffloadRequest {
+    pub client: SocketAddr,
+    pub listen: SocketAddr,
+    pub server: SocketAddr,
+    pub upstream: SocketAddr,
+}
+
+/// A kernel fast path for established flows (the shell's tc program; a fake in tests). The
+/// table decides which flows go there and when they end; it asks for their traffic before
+/// judging them idle and withdraws them whenever they are removed.
+pub trait Offload: Send + std::fmt::Debug {
+    /// Forward the flow in the kernel from now on; `false` when it cannot (the flow stays in
+    /// pen).
+    fn install(&mut self, req: &OffloadRequest) -> bool;
+    /// Traffic forwarded for `client`'s flow since the previous call (`now`: the table's clock).
+    fn activity(&mut self, client: &SocketAddr, now: Duration) -> Activity;
+    /// Stop forwarding `client`'s flow in the kernel.
+    fn withdraw(&mut self, client: &SocketAddr);
+}
+
+/// Where a flow's datagrams are forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// By pen; may be offered to the kernel once established.
+    Pen,
+    /// By the kernel ([`Offload`]).
+    Kernel,
+    /// By pen for good: the kernel refused it.
+    PenOnly,
 }
 
 /// A read-only view of one flow, for `connection`/status output.
@@ -182,6 +232,7 @@ struct Flow {
     bytes_down: u64,
     /// The address the client sent to, when the listener is a wildcard: replies leave from it.
     local: Option<IpAddr>,
+    path: Path,
 }
 
 /// Upstream slots in use towards one server address.
@@ -218,7 +269,7 @@ impl SlotAlloc {
 }
 
 /// The flow table. See the module documentation.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct FlowTable {
     idle: Duration,
     max_flows: usize,
@@ -235,6 +286,7 @@ pub struct FlowTable {
     upstream_high: [u32; 2],
     seq: u64,
     stats: UdpStats,
+    offload: Option<Box<dyn Offload>>,
 }
 
 /// Default bound on upstream sockets per family when none is given: one per possible flow.
@@ -256,6 +308,7 @@ impl FlowTable {
             upstream_high: [0, 0],
             seq: 0,
             stats: UdpStats::default(),
+            offload: None,
         }
     }
 
@@ -399,6 +452,7 @@ impl FlowTable {
                     datagrams_down: 0,
                     bytes_down: 0,
                     local: None,
+                    path: Path::Pen,
                 },
             );
             self.stats.flows_created += 1;
@@ -424,6 +478,91 @@ impl FlowTable {
     /// The address replies to `client` must come from, if the listener recorded one.
     pub fn local_of(&self, client: &SocketAddr) -> Option<IpAddr> {
         self.flows.get(client).and_then(|f| f.local)
+    }
+
+    /// Hand established flows to `offload` from now on ([`FlowTable::offload`]).
+    pub fn set_offload(&mut self, offload: Box<dyn Offload>) {
+        self.offload = Some(offload);
+    }
+
+    /// Whether `client`'s flow should be offered to the kernel: there is a fast path, the
+    /// flow is still forwarded by pen and has completed an exchange (its server answered and
+    /// the client sent again), so one-shot flows (a query from a fresh port) never cost a
+    /// kernel update.
+    pub fn wants_offload(&self, client: &SocketAddr) -> bool {
+        self.offload.is_some()
+            && self
+                .flows
+                .get(client)
+                .is_some_and(|f| f.path == Path::Pen && f.datagrams_down > 0 && f.datagrams_up >= 2)
+    }
+
+    /// Offer `client`'s flow to the kernel: it was sent to `listen` (the listener's address;
+    /// a wildcard listener's flows use the address recorded by [`FlowTable::note_local`]) and
+    /// goes upstream from `upstream` (the upstream socket's address). Returns whether the
+    /// kernel took it; a refused flow is not offered again.
+    pub fn offload(
+        &mut self,
+        client: &SocketAddr,
+        listen: SocketAddr,
+        upstream: SocketAddr,
+    ) -> bool {
+        if !self.wants_offload(client) {
+            return false;
+        }
+        let (Some(o), Some(f)) = (self.offload.as_mut(), self.flows.get_mut(client)) else {
+            return false;
+        };
+        let listen = SocketAddr::new(f.local.unwrap_or(listen.ip()), listen.port());
+        let req = OffloadRequest {
+            client: *client,
+            listen,
+            server: f.server,
+            upstream,
+        };
+        if o.install(&req) {
+            f.path = Path::Kernel;
+            self.stats.flows_offloaded += 1;
+            true
+        } else {
+            f.path = Path::PenOnly;
+            false
+        }
+    }
+
+    /// Whether `client`'s flow is forwarded by the kernel.
+    pub fn is_offloaded(&self, client: &SocketAddr) -> bool {
+        self.flows
+            .get(client)
+            .is_some_and(|f| f.path == Path::Kernel)
+    }
+
+    /// Adds what the kernel forwarded for an offloaded flow to its counters and last-seen time.
+    fn catch_up(&mut self, client: &SocketAddr, now: Duration) {
+        let Some(o) = self.offload.as_mut() else {
+            return;
+        };
+        let Some(f) = self
+            .flows
+            .get_mut(client)
+            .filter(|f| f.path == Path::Kernel)
+        else {
+            return;
+        };
+        let a = o.activity(client, now);
+        if let Some(t) = a.last_seen {
+            f.last_seen = f.last_seen.max(t.min(now));
+        }
+        f.datagrams_up += a.datagrams_up;
+        f.bytes_up += a.bytes_up;
+        f.datagrams_down += a.datagrams_down;
+        f.bytes_down += a.bytes_down;
+        let s = &mut self.stats;
+        s.datagrams_from_clients += a.datagrams_up;
+        s.bytes_from_clients += a.bytes_up;
+        s.datagrams_from_servers += a.datagrams_down;
+        s.bytes_from_servers += a.bytes_down;
+        s.kernel_datagrams += a.datagrams_up + a.datagrams_down;
     }
 
     /// A datagram of `len` bytes from `server` arrived on upstream socket `upstream`: the client
@@ -518,6 +657,12 @@ impl FlowTable {
         now: Duration,
         selector: &mut dyn Selector,
     ) -> Option<Flow> {
+        if self.is_offloaded(&client) {
+            self.catch_up(&client, now);
+            if let Some(o) = self.offload.as_mut() {
+                o.withdraw(&client);
+            }
+        }
         let flow = self.flows.remove(&client)?;
         self.deadlines.remove(&flow.deadline);
         if let Some(key) = flow.answered {
@@ -545,6 +690,7 @@ impl FlowTable {
                 break;
             }
             let client = entry.remove();
+            self.catch_up(&client, now);
             let Some(flow) = self.flows.get(&client) else {
                 continue;
             };
@@ -719,6 +865,180 @@ mod tests {
             } => (upstream, server, new_flow),
             ClientVerdict::Drop(r) => panic!("dropped: {r:?}"),
         }
+    }
+
+    /// A kernel fast path in memory: installed flows, their pending traffic, every call.
+    #[derive(Debug, Default)]
+    struct FakeKernel {
+        refuse: bool,
+        installed: std::sync::Arc<std::sync::Mutex<Vec<OffloadRequest>>>,
+        withdrawn: std::sync::Arc<std::sync::Mutex<Vec<SocketAddr>>>,
+        pending: std::sync::Arc<std::sync::Mutex<HashMap<SocketAddr, Activity>>>,
+    }
+
+    impl Offload for FakeKernel {
+        fn install(&mut self, req: &OffloadRequest) -> bool {
+            self.installed.lock().unwrap().push(*req);
+            !self.refuse
+        }
+        fn activity(&mut self, client: &SocketAddr, _now: Duration) -> Activity {
+            self.pending
+                .lock()
+                .unwrap()
+                .remove(client)
+                .unwrap_or_default()
+        }
+        fn withdraw(&mut self, client: &SocketAddr) {
+            self.withdrawn.lock().unwrap().push(*client);
+        }
+    }
+
+    /// A table with a fake kernel, and `c`'s flow established (query, answer, query).
+    fn established(c: SocketAddr, sel: &mut Fake) -> (FlowTable, FakeKernel) {
+        let mut t = FlowTable::new(10, secs(60), 10);
+        let k = FakeKernel::default();
+        let handle = FakeKernel {
+            refuse: false,
+            installed: k.installed.clone(),
+            withdrawn: k.withdrawn.clone(),
+            pending: k.pending.clone(),
+        };
+        t.set_offload(Box::new(k));
+        let (u, server, _) = forward(t.handle_client(secs(0), c, 10, sel));
+        assert!(!t.wants_offload(&c), "a new flow is not offered");
+        t.handle_server(secs(0), u, server, 20);
+        assert!(
+            !t.wants_offload(&c),
+            "one exchange is not an established flow yet"
+        );
+        forward(t.handle_client(secs(1), c, 10, sel));
+        assert!(t.wants_offload(&c));
+        (t, handle)
+    }
+
+    #[test]
+    fn an_established_flow_is_offered_to_the_kernel_once() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let c = sa("192.0.2.1:5000");
+        let (mut t, k) = established(c, &mut sel);
+        assert!(t.offload(&c, sa("198.51.100.1:53"), sa("10.0.0.9:40000")));
+        assert!(t.is_offloaded(&c));
+        assert!(!t.wants_offload(&c));
+        assert!(!t.offload(&c, sa("198.51.100.1:53"), sa("10.0.0.9:40000")));
+        assert_eq!(
+            *k.installed.lock().unwrap(),
+            vec![OffloadRequest {
+                client: c,
+                listen: sa("198.51.100.1:53"),
+                server: sa("10.0.0.1:53"),
+                upstream: sa("10.0.0.9:40000"),
+            }]
+        );
+        assert_eq!(t.stats().flows_offloaded, 1);
+        // No fast path, no offer.
+        let mut plain = FlowTable::new(10, secs(60), 10);
+        forward(plain.handle_client(secs(0), c, 1, &mut sel));
+        assert!(!plain.wants_offload(&c));
+    }
+
+    #[test]
+    fn a_wildcard_listeners_flow_is_offloaded_with_the_address_its_client_used() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let c = sa("192.0.2.1:5000");
+        let (mut t, k) = established(c, &mut sel);
+        t.note_local(&c, "198.51.100.7".parse().unwrap());
+        assert!(t.offload(&c, sa("0.0.0.0:53"), sa("10.0.0.9:40000")));
+        assert_eq!(k.installed.lock().unwrap()[0].listen, sa("198.51.100.7:53"));
+    }
+
+    #[test]
+    fn a_refused_flow_stays_in_pen_and_is_not_offered_again() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let c = sa("192.0.2.1:5000");
+        let (mut t, k) = established(c, &mut sel);
+        t.offload = Some(Box::new(FakeKernel {
+            refuse: true,
+            installed: k.installed.clone(),
+            ..FakeKernel::default()
+        }));
+        assert!(!t.offload(&c, sa("198.51.100.1:53"), sa("10.0.0.9:40000")));
+        assert!(!t.is_offloaded(&c));
+        assert!(!t.wants_offload(&c));
+        assert_eq!(t.stats().flows_offloaded, 0);
+        // Removing it withdraws nothing from the kernel.
+        t.expire(secs(100), &mut sel);
+        assert!(k.withdrawn.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn kernel_traffic_keeps_an_offloaded_flow_alive_and_is_counted() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let c = sa("192.0.2.1:5000");
+        let (mut t, k) = established(c, &mut sel);
+        assert!(t.offload(&c, sa("198.51.100.1:53"), sa("10.0.0.9:40000")));
+        // The deadline (1 + 60) comes; the kernel forwarded traffic until second 50.
+        k.pending.lock().unwrap().insert(
+            c,
+            Activity {
+                last_seen: Some(secs(50)),
+                datagrams_up: 100,
+                bytes_up: 1000,
+                datagrams_down: 100,
+                bytes_down: 2000,
+            },
+        );
+        assert_eq!(t.expire(secs(61), &mut sel), 0);
+        let f = t.flow(&c).unwrap();
+        assert_eq!(f.last_seen, secs(50));
+        assert_eq!(f.expires, secs(110));
+        assert_eq!((f.datagrams_up, f.bytes_up), (102, 1020));
+        assert_eq!((f.datagrams_down, f.bytes_down), (101, 2020));
+        let st = t.stats();
+        assert_eq!(st.kernel_datagrams, 200);
+        assert_eq!(st.datagrams_from_clients, 102);
+        assert_eq!(st.bytes_from_servers, 2020);
+        t.check_invariants().unwrap();
+        // Nothing more: it expires, is withdrawn, and its server gets the full byte counts.
+        assert_eq!(t.expire(secs(110), &mut sel), 1);
+        assert_eq!(*k.withdrawn.lock().unwrap(), vec![c]);
+        assert_eq!(sel.closed, vec![(c, Target::Server(0), 1020, 2020)]);
+    }
+
+    #[test]
+    fn every_way_out_of_the_table_withdraws_an_offloaded_flow() {
+        // Server unreachable.
+        let mut sel = Fake::new(&["10.0.0.1:53", "10.0.0.2:53"]);
+        let c = sa("192.0.2.1:5000");
+        let (mut t, k) = established(c, &mut sel);
+        assert!(t.offload(&c, sa("198.51.100.1:53"), sa("10.0.0.9:40000")));
+        let f = t.flow(&c).unwrap();
+        k.pending.lock().unwrap().insert(
+            c,
+            Activity {
+                datagrams_up: 5,
+                bytes_up: 50,
+                ..Activity::default()
+            },
+        );
+        t.server_unreachable(secs(2), f.upstream, f.server, &mut sel);
+        assert_eq!(*k.withdrawn.lock().unwrap(), vec![c]);
+        assert_eq!(
+            sel.closed.last().map(|x| x.2),
+            Some(70),
+            "kernel bytes counted"
+        );
+        // Server removed.
+        let (mut t, k) = established(c, &mut sel);
+        assert!(t.offload(&c, sa("198.51.100.1:53"), sa("10.0.0.9:40000")));
+        let server = t.flow(&c).unwrap().server;
+        t.remove_server(secs(2), server, &mut sel);
+        assert_eq!(*k.withdrawn.lock().unwrap(), vec![c]);
+        // Removed by the shell.
+        let (mut t, k) = established(c, &mut sel);
+        assert!(t.offload(&c, sa("198.51.100.1:53"), sa("10.0.0.9:40000")));
+        t.remove_flow(secs(2), c, &mut sel);
+        assert_eq!(*k.withdrawn.lock().unwrap(), vec![c]);
+        t.check_invariants().unwrap();
     }
 
     #[test]

@@ -18,11 +18,12 @@ use crate::select::{Balancer, Client, Target};
 
 pub mod flow;
 pub mod mmsg;
+pub mod offload;
 pub mod shell;
 
 pub use flow::{
-    Candidate, ClientVerdict, DropReason, Family, FlowInfo, FlowTable, Selector, UdpStats,
-    UpstreamId,
+    Activity, Candidate, ClientVerdict, DropReason, Family, FlowInfo, FlowTable, Offload,
+    OffloadRequest, Selector, UdpStats, UpstreamId,
 };
 pub use shell::{Limits, UdpContext, UdpHandle, UdpStatus, new_table, serve_table, serve_with};
 

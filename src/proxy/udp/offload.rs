@@ -1,0 +1,846 @@
+//! The UDP kernel fast path: established IPv4 flows forwarded by a tc program, without waking
+//! pen.
+//!
+//! The flow table stays the one place where flows are made and ended. Once a flow has
+//! completed an exchange through pen (the client sent again after its server answered), the
+//! shell hands it to the kernel ([`FlowTable::offload`](super::FlowTable::offload)): two
+//! entries in a hash map, one per direction, each "datagrams from A to B leave as from C to D
+//! through interface N":
+//!
+//! - client → listening address  ⇒  upstream socket's address → server, out of the server's
+//!   interface;
+//! - server → upstream socket's address  ⇒  listening address → client, out of the client's
+//!   interface.
+//!
+//! A tc program on the ingress of those interfaces (a tcx BPF link, so other tc programs keep
+//! running and the kernel detaches it when pen exits) looks every IPv4/UDP datagram up by its
+//! four-tuple; on a hit it rewrites addresses and ports, updates the IP and UDP checksums
+//! incrementally (a zero UDP checksum stays zero), notes the time and counts, and sends the
+//! frame out with `bpf_redirect_neigh` (the kernel's route and neighbour tables fill in the
+//! Ethernet header). Everything else (other protocols, IP options, fragments, frames not
+//! addressed to this host, unknown four-tuples) goes on to the IP stack unchanged, so pen
+//! sees it as before.
+//!
+//! The kernel entries are a cache of the table's flows: the table asks for their traffic
+//! before it judges a flow idle ([`Offload::activity`]) and withdraws them when the flow ends
+//! for any reason ([`Offload::withdraw`]); the upstream socket stays open meanwhile, so no
+//! other socket can be given its port. Pen's counters of an offloaded flow catch up at those
+//! moments. Datagrams forwarded by the program bypass netfilter on the balancer host and its
+//! packet taps on egress.
+//!
+//! IPv6, transparent mode and clients or servers on the host itself stay on the socket path.
+//! When the kernel refuses (no tcx before Linux 6.6, no CAP_BPF/CAP_NET_ADMIN), pen logs why
+//! and forwards every datagram itself; `PEN_UDP_OFFLOAD=0` turns the fast path off.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use super::flow::{Activity, Offload, OffloadRequest};
+use crate::link::bpf::{
+    self, Asm, Cond, F_MARK_MANGLED_0, F_PSEUDO_HDR, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10,
+    Size,
+};
+use crate::link::route;
+
+/// Map key: source address, destination address, source port, destination port, as on the
+/// wire (bytes 26..38 of an Ethernet frame carrying IPv4 without options).
+pub type Key = [u8; KEY_LEN];
+pub const KEY_LEN: usize = 12;
+/// Map value: the new four-tuple in the key's layout (12 bytes), output interface index (u32),
+/// then, written by the program: time of the last datagram (u64, CLOCK_MONOTONIC ns),
+/// datagrams (u64) and payload bytes (u64). Native byte order for the numbers.
+pub const VALUE_LEN: usize = 40;
+const OFF_IFINDEX: usize = 12;
+const OFF_LAST: usize = 16;
+const OFF_PACKETS: usize = 24;
+const OFF_BYTES: usize = 32;
+/// Two entries per flow.
+pub const MAX_ENTRIES: u32 = 2 * 65_536;
+
+/// Ethernet + IPv4 without options + UDP header.
+const MIN_LEN: usize = 14 + 20 + 8;
+
+/// One direction of an offloaded flow: datagrams `from → to` leave as `new_from → new_to`
+/// through interface `out`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rewrite {
+    pub from: SocketAddrV4,
+    pub to: SocketAddrV4,
+    pub new_from: SocketAddrV4,
+    pub new_to: SocketAddrV4,
+    pub out: u32,
+}
+
+fn tuple(from: &SocketAddrV4, to: &SocketAddrV4) -> Key {
+    let mut k = [0u8; KEY_LEN];
+    k[0..4].copy_from_slice(&from.ip().octets());
+    k[4..8].copy_from_slice(&to.ip().octets());
+    k[8..10].copy_from_slice(&from.port().to_be_bytes());
+    k[10..12].copy_from_slice(&to.port().to_be_bytes());
+    k
+}
+
+impl Rewrite {
+    pub fn key(&self) -> Key {
+        tuple(&self.from, &self.to)
+    }
+
+    /// The map value (counters zero).
+    pub fn value(&self) -> [u8; VALUE_LEN] {
+        let mut v = [0u8; VALUE_LEN];
+        v[..KEY_LEN].copy_from_slice(&tuple(&self.new_from, &self.new_to));
+        v[OFF_IFINDEX..OFF_IFINDEX + 4].copy_from_slice(&self.out.to_ne_bytes());
+        v
+    }
+}
+
+/// The two directions of a flow: `client` talks to `listen`, pen talks to `server` from
+/// `local`; the client is reached through interface `client_if`, the server through
+/// `server_if`.
+pub fn rewrites(
+    client: SocketAddrV4,
+    listen: SocketAddrV4,
+    local: SocketAddrV4,
+    server: SocketAddrV4,
+    client_if: u32,
+    server_if: u32,
+) -> [Rewrite; 2] {
+    [
+        Rewrite {
+            from: client,
+            to: listen,
+            new_from: local,
+            new_to: server,
+            out: server_if,
+        },
+        Rewrite {
+            from: server,
+            to: local,
+            new_from: listen,
+            new_to: client,
+            out: client_if,
+        },
+    ]
+}
+
+/// The key the program looks `frame` up with, if it looks it up at all: IPv4 (no VLAN tag),
+/// no IP options, not a fragment, UDP, long enough for the UDP header.
+pub fn frame_key(frame: &[u8]) -> Option<Key> {
+    let f = frame.get(..MIN_LEN)?;
+    if f[12..14] != [0x08, 0x00] || f[14] != 0x45 || f[23] != 17 {
+        return None;
+    }
+    if f[20] & 0x3f != 0 || f[21] != 0 {
+        return None; // MF set or a fragment offset
+    }
+    let mut k = [0u8; KEY_LEN];
+    k.copy_from_slice(&f[26..38]);
+    Some(k)
+}
+
+/// The tc program over `map` (see the module documentation). Verdicts: `TCX_NEXT` (-1: on
+/// to the stack), `TC_ACT_REDIRECT` (from `bpf_redirect_neigh`), `TC_ACT_SHOT` when a
+/// checksum or store helper fails half-way (a half-rewritten datagram must not reach anyone).
+pub fn program(map: &OwnedFd) -> Result<Vec<bpf::Insn>, String> {
+    const SKB_PKT_TYPE: i16 = 4;
+    const SKB_DATA: i16 = 76;
+    const SKB_DATA_END: i16 = 80;
+    const TCX_NEXT: i32 = -1;
+    const TC_ACT_SHOT: i32 = 2;
+    // Offsets in the frame.
+    const IP_CSUM: i32 = 14 + 10;
+    const IP_SRC: i32 = 14 + 12;
+    const UDP_CSUM: i32 = 14 + 20 + 6;
+    // The key on the stack: r10-16 .. r10-4.
+    const KEY: i16 = -16;
+
+    let mut a = Asm::new();
+    let pass = a.new_label();
+    let shot = a.new_label();
+    a.mov(R6, R1);
+    // Only frames addressed to this host (PACKET_HOST = 0).
+    a.ldx(Size::W, R4, R6, SKB_PKT_TYPE)
+        .jmp_imm(Cond::Ne, R4, 0, pass);
+    a.ldx(Size::W, R2, R6, SKB_DATA)
+        .ldx(Size::W, R3, R6, SKB_DATA_END)
+        .mov(R4, R2)
+        .add_imm(R4, MIN_LEN as i32)
+        .jmp_reg(Cond::Gt, R4, R3, pass);
+    // EtherType IPv4 (0x0800 read little-endian), version 4 with a 20-byte header.
+    a.ldx(Size::H, R4, R2, 12)
+        .jmp_imm(Cond::Ne, R4, 0x0008, pass)
+        .ldx(Size::B, R4, R2, 14)
+        .jmp_imm(Cond::Ne, R4, 0x45, pass);
+    // Not a fragment: MF and the offset (bytes 20-21, read little-endian) are zero.
+    a.ldx(Size::H, R4, R2, 20)
+        .and_imm(R4, 0xff3f)
+        .jmp_imm(Cond::Ne, R4, 0, pass)
+        .ldx(Size::B, R4, R2, 23)
+        .jmp_imm(Cond::Ne, R4, 17, pass);
+    for i in 0..3i16 {
+        a.ldx(Size::W, R4, R2, 26 + 4 * i)
+            .stx(Size::W, R10, KEY + 4 * i, R4);
+    }
+    // Payload bytes, for the counter: UDP length - 8 (16 bits, so a bogus length stays small).
+    a.ldx(Size::H, R8, R2, 38)
+        .be16(R8)
+        .add_imm(R8, -8)
+        .and_imm(R8, 0xffff);
+    a.ld_map(R1, map)
+        .mov(R2, R10)
+        .add_imm(R2, KEY as i32)
+        .call(bpf::HELPER_MAP_LOOKUP)
+        .jmp_imm(Cond::Eq, R0, 0, pass)
+        .mov(R7, R0);
+    a.call(bpf::HELPER_KTIME_GET_NS)
+        .stx(Size::DW, R7, OFF_LAST as i16, R0)
+        .mov_imm(R1, 1)
+        .atomic_add64(R7, OFF_PACKETS as i16, R1)
+        .atomic_add64(R7, OFF_BYTES as i16, R8);
+    // Addresses: IP header checksum and the UDP checksum's pseudo header.
+    csum_diff(&mut a, KEY, 0, 8);
+    a.mov(R1, R6)
+        .mov_imm(R2, IP_CSUM)
+        .mov_imm(R3, 0)
+        .mov(R4, R9)
+        .mov_imm(R5, 0)
+        .call(bpf::HELPER_L3_CSUM_REPLACE)
+        .jmp_imm(Cond::Ne, R0, 0, shot);
+    a.mov(R1, R6)
+        .mov_imm(R2, UDP_CSUM)
+        .mov_imm(R3, 0)
+        .mov(R4, R9)
+        .mov_imm(R5, F_PSEUDO_HDR | F_MARK_MANGLED_0)
+        .call(bpf::HELPER_L4_CSUM_REPLACE)
+        .jmp_imm(Cond::Ne, R0, 0, shot);
+    // Ports: the UDP checksum only.
+    csum_diff(&mut a, KEY, 8, 4);
+    a.mov(R1, R6)
+        .mov_imm(R2, UDP_CSUM)
+        .mov_imm(R3, 0)
+        .mov(R4, R9)
+        .mov_imm(R5, F_MARK_MANGLED_0)
+        .call(bpf::HELPER_L4_CSUM_REPLACE)
+        .jmp_imm(Cond::Ne, R0, 0, shot);
+    // The new four-tuple, then out through the interface the entry names.
+    a.mov(R1, R6)
+        .mov_imm(R2, IP_SRC)
+        .mov(R3, R7)
+        .mov_imm(R4, KEY_LEN as i32)
+        .mov_imm(R5, 0)
+        .call(bpf::HELPER_SKB_STORE_BYTES)
+        .jmp_imm(Cond::Ne, R0, 0, shot);
+    a.ldx(Size::W, R1, R7, OFF_IFINDEX as i16)
+        .mov_imm(R2, 0)
+        .mov_imm(R3, 0)
+        .mov_imm(R4, 0)
+        .call(bpf::HELPER_REDIRECT_NEIGH)
+        .exit();
+    a.label(pass).mov_imm(R0, TCX_NEXT).exit();
+    a.label(shot).mov_imm(R0, TC_ACT_SHOT).exit();
+    a.finish()
+}
+
+/// `r9 = bpf_csum_diff(key + off, len, value + off, len, 0)` (value in r7).
+fn csum_diff(a: &mut Asm, key: i16, off: i32, len: i32) {
+    a.mov(R1, R10)
+        .add_imm(R1, key as i32 + off)
+        .mov_imm(R2, len)
+        .mov(R3, R7)
+        .add_imm(R3, off)
+        .mov_imm(R4, len)
+        .mov_imm(R5, 0)
+        .call(bpf::HELPER_CSUM_DIFF)
+        .mov(R9, R0);
+}
+
+/// What the program does to `frame` when `entry` is the map's value for its key: the frame as
+/// it leaves (checksums recomputed from scratch, which the program's incremental updates
+/// must agree with) and the output interface. `None` when the program passes the frame on.
+pub fn model(frame: &[u8], entry: Option<&Rewrite>) -> Option<(Vec<u8>, u32)> {
+    let key = frame_key(frame)?;
+    let r = entry.filter(|r| r.key() == key)?;
+    let mut out = frame.to_vec();
+    out[26..38].copy_from_slice(&tuple(&r.new_from, &r.new_to));
+    out[24..26].copy_from_slice(&[0, 0]);
+    let ip = ones_sum(&out[14..34], 0);
+    out[24..26].copy_from_slice(&(!ip).to_be_bytes());
+    if frame[40..42] != [0, 0] {
+        let udp_len = usize::from(u16::from_be_bytes([frame[38], frame[39]]));
+        let end = (34 + udp_len).min(out.len());
+        out[40..42].copy_from_slice(&[0, 0]);
+        let c = !udp_sum(&out, end);
+        let c = if c == 0 { 0xffff } else { c };
+        out[40..42].copy_from_slice(&c.to_be_bytes());
+    }
+    Some((out, r.out))
+}
+
+/// One's complement sum of `data` (16-bit words, big-endian, odd byte padded) added to `acc`.
+pub fn ones_sum(data: &[u8], acc: u32) -> u16 {
+    let mut s = acc;
+    let mut chunks = data.chunks_exact(2);
+    for w in &mut chunks {
+        s += u32::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    if let [b] = chunks.remainder() {
+        s += u32::from(*b) << 8;
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
+}
+
+/// Sum of the UDP pseudo header and the UDP datagram in `frame[34..end]`.
+pub fn udp_sum(frame: &[u8], end: usize) -> u16 {
+    let udp = frame.get(34..end).unwrap_or(&[]);
+    let mut pseudo = [0u8; 12];
+    pseudo[..8].copy_from_slice(&frame[26..34]);
+    pseudo[9] = 17;
+    pseudo[10..12].copy_from_slice(&(udp.len() as u16).to_be_bytes());
+    ones_sum(udp, u32::from(ones_sum(&pseudo, 0)))
+}
+
+/// CLOCK_MONOTONIC now, the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `ts`, which lives across the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+/// Counters of one installed direction, as last read.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    packets: u64,
+    bytes: u64,
+}
+
+#[derive(Debug)]
+struct Installed {
+    up: Key,
+    down: Key,
+    seen_up: Seen,
+    seen_down: Seen,
+}
+
+/// Route facts cached per destination.
+#[derive(Debug, Clone, Copy)]
+struct Via {
+    oif: u32,
+    src: Option<Ipv4Addr>,
+}
+
+/// Bound on the route cache (cleared when reached).
+const ROUTE_CACHE: usize = 4096;
+
+/// The loaded program, its map and attachments, and the flows installed in it.
+#[derive(Debug)]
+pub struct KernelPath {
+    map: OwnedFd,
+    prog: OwnedFd,
+    /// Interface → its tcx link (`None`: attaching failed; not tried again).
+    links: HashMap<u32, Option<OwnedFd>>,
+    flows: HashMap<SocketAddr, Installed>,
+    routes: HashMap<Ipv4Addr, Option<Via>>,
+}
+
+impl KernelPath {
+    /// Creates the map and loads the program (attached to interfaces as flows need them).
+    pub fn new() -> io::Result<KernelPath> {
+        let map = bpf::map_create(
+            bpf::MAP_HASH,
+            KEY_LEN as u32,
+            VALUE_LEN as u32,
+            MAX_ENTRIES,
+            "pen_udp_flows",
+        )?;
+        let insns = program(&map).map_err(io::Error::other)?;
+        let prog = bpf::prog_load_tc(&insns, "pen_udp_fast")?;
+        Ok(KernelPath {
+            map,
+            prog,
+            links: HashMap::new(),
+            flows: HashMap::new(),
+            routes: HashMap::new(),
+        })
+    }
+
+    /// The program (for `bpf::test_run`).
+    pub fn prog(&self) -> &OwnedFd {
+        &self.prog
+    }
+
+    /// Interfaces the program is attached to.
+    pub fn attached(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.is_some())
+            .map(|(i, _)| *i)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Writes both directions of a flow into the map (tests call this directly).
+    pub fn put(&mut self, client: SocketAddr, rw: &[Rewrite; 2]) -> io::Result<()> {
+        for r in rw {
+            bpf::map_update(&self.map, &r.key(), &r.value())?;
+        }
+        self.flows.insert(
+            client,
+            Installed {
+                up: rw[0].key(),
+                down: rw[1].key(),
+                seen_up: Seen::default(),
+                seen_down: Seen::default(),
+            },
+        );
+        Ok(())
+    }
+
+    fn via(&mut self, dst: Ipv4Addr) -> Option<Via> {
+        if let Some(v) = self.routes.get(&dst) {
+            return *v;
+        }
+        if self.routes.len() >= ROUTE_CACHE {
+            self.routes.clear();
+        }
+        let v = match route::route_get(IpAddr::V4(dst)) {
+            // Only destinations reached over an interface: not the host itself.
+            Ok(r) if r.kind == 1 && r.oif != 0 => Some(Via {
+                oif: r.oif,
+                src: match r.prefsrc {
+                    Some(IpAddr::V4(s)) => Some(s),
+                    _ => None,
+                },
+            }),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, %dst, "udp fast path: no route");
+                None
+            }
+        };
+        self.routes.insert(dst, v);
+        v
+    }
+
+    fn attach(&mut self, ifindex: u32) -> bool {
+        let prog = &self.prog;
+        self.links
+            .entry(ifindex)
+            .or_insert_with(|| match bpf::tcx_link(prog, ifindex) {
+                Ok(l) => {
+                    tracing::info!(ifindex, "udp: kernel fast path attached");
+                    Some(l)
+                }
+                Err(e) => {
+                    tracing::warn!(ifindex, error = %e, "udp: cannot attach the kernel fast path; flows through this interface stay in pen");
+                    None
+                }
+            })
+            .is_some()
+    }
+
+    fn read(&self, key: &Key) -> Option<(u64, Seen)> {
+        let mut v = [0u8; VALUE_LEN];
+        match bpf::map_lookup(&self.map, key, &mut v) {
+            Ok(true) => Some((
+                u64_at(&v, OFF_LAST),
+                Seen {
+                    packets: u64_at(&v, OFF_PACKETS),
+                    bytes: u64_at(&v, OFF_BYTES),
+                },
+            )),
+            _ => None,
+        }
+    }
+}
+
+fn u64_at(v: &[u8; VALUE_LEN], off: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&v[off..off + 8]);
+    u64::from_ne_bytes(b)
+}
+
+fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
+    match a {
+        SocketAddr::V4(a) => Some(a),
+        SocketAddr::V6(_) => None,
+    }
+}
+
+impl Offload for KernelPath {
+    fn install(&mut self, req: &OffloadRequest) -> bool {
+        let (Some(client), Some(listen), Some(server), Some(local)) = (
+            v4(req.client),
+            v4(req.listen),
+            v4(req.server),
+            v4(req.upstream),
+        ) else {
+            return false;
+        };
+        if listen.ip().is_unspecified() {
+            return false;
+        }
+        let (Some(to_client), Some(to_server)) = (self.via(*client.ip()), self.via(*server.ip()))
+        else {
+            return false;
+        };
+        let local_ip = if local.ip().is_unspecified() {
+            match to_server.src {
+                Some(ip) => ip,
+                None => return false,
+            }
+        } else {
+            *local.ip()
+        };
+        let local = SocketAddrV4::new(local_ip, local.port());
+        if !self.attach(to_client.oif) || !self.attach(to_server.oif) {
+            return false;
+        }
+        let rw = rewrites(client, listen, local, server, to_client.oif, to_server.oif);
+        match self.put(req.client, &rw) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, client = %req.client, "udp fast path: map update failed");
+                self.withdraw(&req.client);
+                false
+            }
+        }
+    }
+
+    fn activity(&mut self, client: &SocketAddr, now: Duration) -> Activity {
+        let Some(f) = self.flows.get(client) else {
+            return Activity::default();
+        };
+        let (up, down) = (self.read(&f.up), self.read(&f.down));
+        let mono = monotonic_ns();
+        let mut act = Activity::default();
+        let mut last = 0u64;
+        if let Some((t, s)) = up {
+            act.datagrams_up = s.packets.saturating_sub(f.seen_up.packets);
+            act.bytes_up = s.bytes.saturating_sub(f.seen_up.bytes);
+            last = last.max(t);
+        }
+        if let Some((t, s)) = down {
+            act.datagrams_down = s.packets.saturating_sub(f.seen_down.packets);
+            act.bytes_down = s.bytes.saturating_sub(f.seen_down.bytes);
+            last = last.max(t);
+        }
+        if last != 0 {
+            let age = Duration::from_nanos(mono.saturating_sub(last));
+            act.last_seen = Some(now.saturating_sub(age));
+        }
+        if let Some(f) = self.flows.get_mut(client) {
+            if let Some((_, s)) = up {
+                f.seen_up = s;
+            }
+            if let Some((_, s)) = down {
+                f.seen_down = s;
+            }
+        }
+        act
+    }
+
+    fn withdraw(&mut self, client: &SocketAddr) {
+        if let Some(f) = self.flows.remove(client) {
+            for k in [f.up, f.down] {
+                if let Err(e) = bpf::map_delete(&self.map, &k) {
+                    tracing::warn!(error = %e, %client, "udp fast path: cannot remove a flow's kernel entry");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> SocketAddrV4 {
+        s.parse().unwrap()
+    }
+
+    /// An Ethernet/IPv4/UDP frame with valid checksums (`csum`: compute the UDP checksum, or
+    /// leave it zero).
+    pub(super) fn frame(
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        payload: &[u8],
+        csum: bool,
+    ) -> Vec<u8> {
+        let mut f = vec![0u8; 42];
+        // Destination MAC zero: the address of `lo`, where BPF_PROG_TEST_RUN receives, so the
+        // frame is PACKET_HOST.
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        f[12..14].copy_from_slice(&[8, 0]);
+        f[14] = 0x45;
+        let total = (28 + payload.len()) as u16;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        f[18..20].copy_from_slice(&0x1234u16.to_be_bytes());
+        f[20] = 0x40; // DF
+        f[22] = 64;
+        f[23] = 17;
+        f[26..30].copy_from_slice(&src.ip().octets());
+        f[30..34].copy_from_slice(&dst.ip().octets());
+        let c = !ones_sum(&f[14..34], 0);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f[34..36].copy_from_slice(&src.port().to_be_bytes());
+        f[36..38].copy_from_slice(&dst.port().to_be_bytes());
+        f[38..40].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        f.extend_from_slice(payload);
+        if csum {
+            let end = f.len();
+            let c = !udp_sum(&f, end);
+            let c = if c == 0 { 0xffff } else { c };
+            f[40..42].copy_from_slice(&c.to_be_bytes());
+        }
+        f
+    }
+
+    pub(super) fn flow() -> [Rewrite; 2] {
+        rewrites(
+            a("10.1.0.10:40000"),
+            a("10.1.0.2:53"),
+            a("10.2.0.2:33000"),
+            a("10.2.0.3:5353"),
+            7,
+            9,
+        )
+    }
+
+    fn up_out() -> Key {
+        tuple(&a("10.2.0.2:33000"), &a("10.2.0.3:5353"))
+    }
+
+    #[test]
+    fn a_flow_is_two_mirrored_rewrites() {
+        let [up, down] = flow();
+        assert_eq!(up.key(), tuple(&a("10.1.0.10:40000"), &a("10.1.0.2:53")));
+        assert_eq!(down.key(), tuple(&a("10.2.0.3:5353"), &a("10.2.0.2:33000")));
+        // What leaves towards the server is what comes back, mirrored.
+        let v = up.value();
+        let k = down.key();
+        assert_eq!((&v[0..4], &v[4..8]), (&k[4..8], &k[0..4]));
+        assert_eq!((&v[8..10], &v[10..12]), (&k[10..12], &k[8..10]));
+        assert_eq!(
+            &down.value()[..12],
+            &tuple(&a("10.1.0.2:53"), &a("10.1.0.10:40000"))
+        );
+        assert_eq!(up.value()[12..16], 9u32.to_ne_bytes());
+        assert_eq!(down.value()[12..16], 7u32.to_ne_bytes());
+        assert!(up.value()[16..].iter().all(|&b| b == 0));
+        // Key bytes are the frame's bytes 26..38.
+        let f = frame(a("10.1.0.10:40000"), a("10.1.0.2:53"), b"q", true);
+        assert_eq!(frame_key(&f), Some(up.key()));
+    }
+
+    #[test]
+    fn only_plain_ipv4_udp_is_looked_up() {
+        let good = frame(a("10.1.0.10:40000"), a("10.1.0.2:53"), b"query", true);
+        assert!(frame_key(&good).is_some());
+        let mut tcp = good.clone();
+        tcp[23] = 6;
+        assert_eq!(frame_key(&tcp), None);
+        let mut options = good.clone();
+        options[14] = 0x46;
+        assert_eq!(frame_key(&options), None);
+        let mut mf = good.clone();
+        mf[20] |= 0x20;
+        assert_eq!(frame_key(&mf), None);
+        let mut offset = good.clone();
+        offset[21] = 1;
+        assert_eq!(frame_key(&offset), None);
+        let mut v6 = good.clone();
+        v6[12..14].copy_from_slice(&[0x86, 0xdd]);
+        assert_eq!(frame_key(&v6), None);
+        for n in 0..MIN_LEN {
+            assert_eq!(frame_key(&good[..n]), None);
+        }
+    }
+
+    #[test]
+    fn the_model_rewrites_the_tuple_and_keeps_checksums_valid() {
+        let [up, down] = flow();
+        for csum in [true, false] {
+            let f = frame(a("10.1.0.10:40000"), a("10.1.0.2:53"), b"hello?", csum);
+            let (out, oif) = model(&f, Some(&up)).unwrap();
+            assert_eq!(oif, 9);
+            assert_eq!(
+                frame_key(&out),
+                Some(tuple(&a("10.2.0.2:33000"), &a("10.2.0.3:5353")))
+            );
+            // What leaves towards the server is what the reverse entry expects back, mirrored.
+            assert_eq!(&out[26..30], &down.key()[4..8]);
+            assert_eq!(frame_key(&out), Some(up_out()));
+            assert_eq!(ones_sum(&out[14..34], 0), 0xffff, "IP header checksum");
+            if csum {
+                assert_eq!(udp_sum(&out, out.len()), 0xffff, "UDP checksum");
+            } else {
+                assert_eq!(out[40..42], [0, 0], "no UDP checksum stays none");
+            }
+            assert_eq!(out[42..], f[42..]);
+            assert_eq!(
+                out[..14],
+                f[..14],
+                "the kernel fills in the Ethernet header"
+            );
+        }
+        let other = frame(a("10.1.0.11:40000"), a("10.1.0.2:53"), b"x", true);
+        assert_eq!(model(&other, Some(&up)), None);
+        assert_eq!(model(&other, None), None);
+    }
+
+    /// Loads the program for real (root); `None` (skip) elsewhere, never in CI.
+    fn loaded() -> Option<KernelPath> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "this test needs root (loading BPF programs)"
+            );
+            eprintln!("skipped: needs root");
+            return None;
+        }
+        Some(KernelPath::new().expect("the kernel accepts the UDP fast-path program"))
+    }
+
+    const TCX_NEXT: u32 = u32::MAX;
+    const TC_ACT_REDIRECT: u32 = 7;
+
+    #[test]
+    fn the_kernel_program_rewrites_installed_flows_as_the_model_does() {
+        let Some(mut kp) = loaded() else { return };
+        let rw = flow();
+        let client: SocketAddr = "10.1.0.10:40000".parse().unwrap();
+        let q = frame(a("10.1.0.10:40000"), a("10.1.0.2:53"), b"query", true);
+        // Nothing installed: on to the stack, untouched.
+        let (rc, out) = bpf::test_run(kp.prog(), &q).unwrap();
+        assert_eq!((rc, &out[..]), (TCX_NEXT, &q[..]));
+        kp.put(client, &rw).unwrap();
+        let answer = frame(a("10.2.0.3:5353"), a("10.2.0.2:33000"), b"answer!", true);
+        for (f, r) in [(&q, &rw[0]), (&answer, &rw[1])] {
+            let (rc, out) = bpf::test_run(kp.prog(), f).unwrap();
+            assert_eq!(rc, TC_ACT_REDIRECT);
+            let (want, _) = model(f, Some(r)).unwrap();
+            assert_eq!(out[..24], want[..24]);
+            assert_eq!(out[26..40], want[26..40]);
+            assert_eq!(out[42..], want[42..]);
+            assert_eq!(ones_sum(&out[14..34], 0), 0xffff, "IP header checksum");
+            assert_eq!(udp_sum(&out, out.len()), 0xffff, "UDP checksum");
+        }
+        // A zero UDP checksum stays zero.
+        let plain = frame(a("10.1.0.10:40000"), a("10.1.0.2:53"), b"query", false);
+        let (rc, out) = bpf::test_run(kp.prog(), &plain).unwrap();
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        assert_eq!(out[40..42], [0, 0]);
+        assert_eq!(ones_sum(&out[14..34], 0), 0xffff);
+        // Counters: 2 datagrams up (5 bytes each), 1 down (7 bytes), recent.
+        let now = Duration::from_secs(1000);
+        let act = kp.activity(&client, now);
+        assert_eq!((act.datagrams_up, act.bytes_up), (2, 10));
+        assert_eq!((act.datagrams_down, act.bytes_down), (1, 7));
+        let last = act.last_seen.unwrap();
+        assert!(now - last < Duration::from_secs(5), "{last:?}");
+        // Read again: nothing new.
+        let act = kp.activity(&client, now);
+        assert_eq!((act.datagrams_up, act.datagrams_down), (0, 0));
+        // Withdrawn: on to the stack again.
+        kp.withdraw(&client);
+        assert_eq!(bpf::test_run(kp.prog(), &q).unwrap().0, TCX_NEXT);
+        assert_eq!(kp.activity(&client, now), Activity::default());
+    }
+
+    #[test]
+    fn the_kernel_program_passes_what_it_must_not_touch() {
+        let Some(mut kp) = loaded() else { return };
+        let rw = flow();
+        kp.put("10.1.0.10:40000".parse().unwrap(), &rw).unwrap();
+        let q = frame(a("10.1.0.10:40000"), a("10.1.0.2:53"), b"query", true);
+        let mut cases = Vec::new();
+        let mut tcp = q.clone();
+        tcp[23] = 6;
+        cases.push(tcp);
+        let mut frag = q.clone();
+        frag[20] |= 0x20;
+        cases.push(frag);
+        let mut options = q.clone();
+        options[14] = 0x46;
+        cases.push(options);
+        let mut other_host = q.clone();
+        other_host[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
+        cases.push(other_host);
+        let mut other_port = q.clone();
+        other_port[37] ^= 1;
+        cases.push(other_port);
+        // (BPF_PROG_TEST_RUN wants at least the IP header of an IPv4 frame.)
+        for n in [34, 38, 41] {
+            cases.push(q[..n].to_vec());
+        }
+        for f in &cases {
+            let (rc, out) = bpf::test_run(kp.prog(), f).unwrap_or_else(|e| panic!("{e}: {f:02x?}"));
+            assert_eq!(rc, TCX_NEXT, "{f:02x?}");
+            assert_eq!(&out, f);
+        }
+    }
+
+    #[test]
+    fn the_kernel_program_agrees_with_the_model_on_mutated_frames() {
+        let Some(mut kp) = loaded() else { return };
+        let rw = flow();
+        kp.put("10.1.0.10:40000".parse().unwrap(), &rw).unwrap();
+        let base = frame(
+            a("10.1.0.10:40000"),
+            a("10.1.0.2:53"),
+            b"query-payload",
+            true,
+        );
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for i in 0..2000 {
+            let mut f = base.clone();
+            // Mutate one or two bytes of the headers (or none, every 10th frame).
+            if i % 10 != 0 {
+                for _ in 0..1 + (i % 2) {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    // Ethertype, IP and UDP headers (the MACs decide PACKET_HOST).
+                    let at = 12 + (seed % 30) as usize;
+                    f[at] = (seed >> 32) as u8;
+                }
+            }
+            let (rc, out) = bpf::test_run(kp.prog(), &f).unwrap();
+            match model(&f, Some(&rw[0])) {
+                Some((want, _)) => {
+                    assert_eq!(rc, TC_ACT_REDIRECT, "frame {i}: {f:02x?}");
+                    assert_eq!(out[26..38], want[26..38], "frame {i}");
+                    // Checksums move by the same amount as a full recomputation would.
+                    let same = |x: u16, y: u16| x % 0xffff == y % 0xffff;
+                    let ip = (ones_sum(&f[14..34], 0), ones_sum(&out[14..34], 0));
+                    assert!(same(ip.0, ip.1), "frame {i}: IP sum {ip:x?}");
+                    if f[40..42] != [0, 0] {
+                        let udp = (udp_sum(&f, f.len()), udp_sum(&out, out.len()));
+                        assert!(same(udp.0, udp.1), "frame {i}: UDP sum {udp:x?}");
+                    } else {
+                        assert_eq!(out[40..42], [0, 0], "frame {i}");
+                    }
+                }
+                None => {
+                    assert_eq!(rc, TCX_NEXT, "frame {i}: {f:02x?}");
+                    assert_eq!(out, f, "frame {i}: passed frames are untouched");
+                }
+            }
+        }
+    }
+}
