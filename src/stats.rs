@@ -455,7 +455,8 @@ fn html_udp(out: &mut String, u: &UdpReport) {
     let _ = write!(
         out,
         "Number of flows: {} max, {} used; flow idle time {} seconds<p>\
-         Flows created {}, expired {}, failed {}, evicted {}; new flows dropped: {} table full, {} no server<p>",
+         Flows created {}, expired {}, failed {}, evicted {}; new flows dropped: {} table full, {} no server<p>\
+         Flows offloaded to the kernel {}; datagrams forwarded by the kernel {}<p>",
         u.max_flows,
         u.flows.len(),
         u.idle_secs,
@@ -464,7 +465,9 @@ fn html_udp(out: &mut String, u: &UdpReport) {
         u.stats.flows_failed,
         u.stats.flows_evicted,
         u.stats.dropped_table_full,
-        u.stats.dropped_no_server
+        u.stats.dropped_no_server,
+        u.stats.flows_offloaded,
+        u.stats.kernel_datagrams
     );
     let rows: Vec<Vec<String>> = u
         .flows
@@ -539,6 +542,7 @@ pub fn text(s: &Snapshot) -> String {
             out,
             "Max number of UDP flows: {}\nUDP flow idle time: {} seconds\n\
              UDP flows created {}, expired {}, failed {}, evicted {}, dropped (table full) {}, dropped (no server) {}\n\
+             UDP flows offloaded to the kernel {}, datagrams forwarded by the kernel {}\n\
              Active UDP flows:",
             u.max_flows,
             u.idle_secs,
@@ -547,7 +551,9 @@ pub fn text(s: &Snapshot) -> String {
             u.stats.flows_failed,
             u.stats.flows_evicted,
             u.stats.dropped_table_full,
-            u.stats.dropped_no_server
+            u.stats.dropped_no_server,
+            u.stats.flows_offloaded,
+            u.stats.kernel_datagrams
         );
         for f in &u.flows {
             let _ = writeln!(
@@ -721,7 +727,7 @@ pub fn prometheus(s: &Snapshot) -> String {
         );
     }
     if let Some(u) = &s.udp {
-        let udp: [(&str, &str, &str, u64); 10] = [
+        let udp: [(&str, &str, &str, u64); 12] = [
             (
                 "pen_udp_flows",
                 "gauge",
@@ -757,6 +763,18 @@ pub fn prometheus(s: &Snapshot) -> String {
                 "counter",
                 "UDP flows removed because their server was unreachable.",
                 u.stats.flows_failed,
+            ),
+            (
+                "pen_udp_flows_offloaded_total",
+                "counter",
+                "UDP flows handed to the kernel fast path.",
+                u.stats.flows_offloaded,
+            ),
+            (
+                "pen_udp_kernel_datagrams_total",
+                "counter",
+                "Datagrams the kernel fast path forwarded (counted at each flow's idle check and end).",
+                u.stats.kernel_datagrams,
             ),
             (
                 "pen_udp_flows_evicted_total",

@@ -789,8 +789,10 @@ impl Run<'_> {
                 expect,
                 expect_fail,
                 timeout,
+                count,
             } => {
-                let r = traffic::dns_query(&self.ns(host), *server, qname, *src, *timeout);
+                let r =
+                    traffic::dns_queries(&self.ns(host), *server, qname, *src, *timeout, *count);
                 match (r, expect_fail) {
                     (Err(e), true) => Ok(format!("failed as expected: {e:#}")),
                     (Err(e), false) => Err(e),

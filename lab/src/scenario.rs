@@ -293,6 +293,14 @@ pub struct DnsToml {
     pub expect_fail: bool,
     #[serde(default = "default_step_timeout")]
     pub timeout_ms: u64,
+    /// Queries sent one after the other from one socket (one source port, one flow); every
+    /// one must get the expected answer. Default 1.
+    #[serde(default = "default_dns_count")]
+    pub count: u32,
+}
+
+fn default_dns_count() -> u32 {
+    1
 }
 
 fn default_qname() -> String {
@@ -882,6 +890,7 @@ pub enum StepKindP {
         expect: Vec<Ipv4Addr>,
         expect_fail: bool,
         timeout: Duration,
+        count: u32,
     },
     TcpConnect {
         host: String,
@@ -2079,6 +2088,7 @@ fn plan_steps(
                 expect,
                 expect_fail: d.expect_fail,
                 timeout: ms(d.timeout_ms),
+                count: d.count.max(1),
             }
         } else if let Some(t) = &s.tcp_connect {
             let k = format!("{key}.tcp_connect");
@@ -2273,8 +2283,16 @@ pub fn step_label(k: &StepKindP) -> String {
             server,
             qname,
             src,
+            count,
             ..
-        } => format!("dns {host}{} → {server} {qname}", from(src)),
+        } => {
+            let times = if *count > 1 {
+                format!(" x{count} from one port")
+            } else {
+                String::new()
+            };
+            format!("dns {host}{} → {server} {qname}{times}", from(src))
+        }
         StepKindP::TcpConnect {
             host, addr, expect, ..
         } => format!("tcp_connect {host} → {addr} (expect {expect:?})"),

@@ -227,13 +227,27 @@ pub fn dns_query(
     src: Option<IpAddr>,
     timeout: Duration,
 ) -> Result<Vec<Ipv4Addr>> {
-    let id = std::time::SystemTime::now()
+    dns_queries(ns, server, qname, src, timeout, 1)
+}
+
+/// `count` A queries for `qname`, one after the other from one socket (so one source port:
+/// one flow for a balancer), each with its own id and `timeout`. Every answer must be the
+/// same; returns it.
+pub fn dns_queries(
+    ns: &str,
+    server: SocketAddr,
+    qname: &str,
+    src: Option<IpAddr>,
+    timeout: Duration,
+    count: u32,
+) -> Result<Vec<Ipv4Addr>> {
+    let first_id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0)
         .wrapping_mul(2_654_435_761)
         .wrapping_add(std::process::id()) as u16;
-    let query = build_dns_query(id, qname, QTYPE_A)?;
+    let name = qname.to_string();
     in_netns(ns, move || -> Result<Vec<Ipv4Addr>> {
         let bind_ip = src.unwrap_or(if server.is_ipv4() {
             IpAddr::V4(Ipv4Addr::UNSPECIFIED)
@@ -244,40 +258,63 @@ pub fn dns_query(
             .with_context(|| format!("cannot bind UDP source {bind_ip}"))?;
         sock.connect(server)
             .with_context(|| format!("connecting UDP socket to {server}"))?;
-        sock.send(&query)
-            .with_context(|| format!("sending the query to {server}"))?;
-        let deadline = Instant::now() + timeout;
-        let mut buf = [0u8; 4096];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                bail!("no answer from {server} within {timeout:?}");
-            }
-            sock.set_read_timeout(Some(left))?;
-            let n = match sock.recv(&mut buf) {
-                Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    bail!("no answer from {server} within {timeout:?}")
-                }
-                Err(e) => return Err(e).with_context(|| format!("receiving from {server}")),
-            };
-            // Ignore stray or mismatched datagrams until the deadline.
-            if let Some(resp) = parse_dns_response(buf.get(..n).unwrap_or(&[]))
-                && resp.id == id
-            {
-                if resp.rcode != 0 {
-                    bail!("{server} answered with RCODE {}", resp.rcode);
-                }
-                return Ok(resp.a);
+        let mut first: Option<Vec<Ipv4Addr>> = None;
+        for k in 0..count.max(1) {
+            let id = first_id.wrapping_add(k as u16);
+            let query = build_dns_query(id, &name, QTYPE_A)?;
+            let a = one_exchange(&sock, server, &query, id, timeout)
+                .with_context(|| format!("query {} of {count}", k + 1))?;
+            match &first {
+                None => first = Some(a),
+                Some(f) if *f != a => bail!("query {} answered {a:?}, query 1 {f:?}", k + 1),
+                Some(_) => {}
             }
         }
+        Ok(first.unwrap_or_default())
     })?
     .with_context(|| format!("DNS A query for {qname:?} to {server} from namespace {ns:?}"))
+}
+
+/// Sends `query` (id `id`) on the connected `sock` and waits for its answer.
+fn one_exchange(
+    sock: &std::net::UdpSocket,
+    server: SocketAddr,
+    query: &[u8],
+    id: u16,
+    timeout: Duration,
+) -> Result<Vec<Ipv4Addr>> {
+    sock.send(query)
+        .with_context(|| format!("sending the query to {server}"))?;
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!("no answer from {server} within {timeout:?}");
+        }
+        sock.set_read_timeout(Some(left))?;
+        let n = match sock.recv(&mut buf) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                bail!("no answer from {server} within {timeout:?}")
+            }
+            Err(e) => return Err(e).with_context(|| format!("receiving from {server}")),
+        };
+        // Ignore stray or mismatched datagrams until the deadline.
+        if let Some(resp) = parse_dns_response(buf.get(..n).unwrap_or(&[]))
+            && resp.id == id
+        {
+            if resp.rcode != 0 {
+                bail!("{server} answered with RCODE {}", resp.rcode);
+            }
+            return Ok(resp.a);
+        }
+    }
 }
 
 /// Tries a TCP handshake with `addr`; `Ok(true)` if it completed, `Ok(false)` if it was

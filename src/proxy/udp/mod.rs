@@ -18,6 +18,7 @@ use crate::select::{Balancer, Client, Target};
 
 pub mod flow;
 pub mod mmsg;
+#[cfg(target_os = "linux")]
 pub mod offload;
 pub mod shell;
 

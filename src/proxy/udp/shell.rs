@@ -2,7 +2,9 @@
 //! upstream socket pool and the table, and drives its timer. No decisions are made here.
 //!
 //! Tasks: the listener loop (client → server), one reader per upstream socket (server →
-//! client, and ICMP errors through `IP_RECVERR`), and the expiry timer. Every task is aborted
+//! client, and ICMP errors through `IP_RECVERR`), and the expiry timer. Established IPv4 flows
+//! are handed to the kernel fast path ([`super::offload`]) when it is available; their
+//! datagrams then no longer reach these tasks. Every task is aborted
 //! when [`serve_with`] returns or is dropped.
 //!
 //! Locks: the flow table's mutex is taken first, the context's (shared state) second, and only
@@ -160,6 +162,8 @@ struct Inner<C> {
     /// client sent to (`IP_PKTINFO`) and replies leave from it, not from whatever address
     /// the route to the client prefers.
     wildcard: bool,
+    /// The listener's address (the kernel fast path's flows are addressed to it).
+    listen: SocketAddr,
 }
 
 #[derive(Default)]
@@ -258,16 +262,22 @@ async fn run_table<C: UdpContext>(
         }
         _ => false,
     };
+    let listen = listener.local_addr()?;
+    let table = handle.table;
+    if !transparent {
+        attach_kernel_path(&table, listen);
+    }
     let inner = Arc::new(Inner {
         ctx,
         listener,
-        table: handle.table,
+        table,
         pools: Mutex::new(Pools::default()),
         source: Mutex::new(limits.source),
         transparent: AtomicBool::new(transparent),
         spoofed: Mutex::new(HashMap::new()),
         created: tokio::sync::Notify::new(),
         wildcard,
+        listen,
     });
     let timer = tokio::spawn(expiry_loop(Arc::clone(&inner)));
     let _guard = AbortGuard {
@@ -275,6 +285,24 @@ async fn run_table<C: UdpContext>(
         inner: Arc::clone(&inner),
     };
     client_loop(&inner).await
+}
+
+/// Gives the table the kernel fast path for an IPv4 listener, unless `PEN_UDP_OFFLOAD=0` or
+/// the kernel refuses (logged; every datagram then goes through pen).
+fn attach_kernel_path(table: &Arc<Mutex<FlowTable>>, listen: SocketAddr) {
+    if !listen.is_ipv4() || std::env::var("PEN_UDP_OFFLOAD").is_ok_and(|v| v == "0") {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    match super::offload::KernelPath::new() {
+        Ok(k) => {
+            tracing::info!("udp: kernel fast path ready for established flows");
+            lock(table).set_offload(Box::new(k));
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "udp: no kernel fast path; pen forwards every datagram")
+        }
+    }
 }
 
 struct AbortGuard<C> {
@@ -353,6 +381,8 @@ async fn client_loop<C: UdpContext>(inner: &Arc<Inner<C>>) -> io::Result<()> {
     let fd = inner.listener.as_raw_fd();
     // (upstream, server, client, datagram index) of the current batch.
     let mut out: Vec<(UpstreamId, SocketAddr, SocketAddr, usize)> = Vec::with_capacity(BATCH);
+    // Established flows of the batch to hand to the kernel once their datagram is sent.
+    let mut offers: Vec<(SocketAddr, UpstreamId)> = Vec::new();
     let mut errors = 0u32;
     loop {
         let n = match recv_draining(&inner.listener, &mut batch, fd).await {
@@ -388,6 +418,9 @@ async fn client_loop<C: UdpContext>(inner: &Arc<Inner<C>>) -> io::Result<()> {
                     } => {
                         if !new_flow || note_new_flow(inner, &mut table, client, server, now) {
                             created |= new_flow;
+                            if !new_flow && table.wants_offload(&client) {
+                                offers.push((client, upstream));
+                            }
                             out.push((upstream, server, client, i));
                             if let Some(local) = batch.dst(i) {
                                 table.note_local(&client, local);
@@ -409,6 +442,35 @@ async fn client_loop<C: UdpContext>(inner: &Arc<Inner<C>>) -> io::Result<()> {
             let (group, tail) = rest.split_at(k);
             rest = tail;
             send_group(inner, &batch, upstream, group, now).await;
+        }
+        if !offers.is_empty() {
+            offload(inner, &offers);
+            offers.clear();
+        }
+    }
+}
+
+/// Hands established flows to the kernel fast path (not transparent ones: their datagrams
+/// carry the client's address, which the fast path does not do).
+fn offload<C: UdpContext>(inner: &Inner<C>, offers: &[(SocketAddr, UpstreamId)]) {
+    let locals: Vec<Option<SocketAddr>> = {
+        let mut pools = lock(&inner.pools);
+        offers
+            .iter()
+            .map(|(_, u)| {
+                let i = usize::try_from(u.index).ok()?;
+                pools.list(u.family).get(i)?.local_addr().ok()
+            })
+            .collect()
+    };
+    let mut table = lock(&inner.table);
+    let spoofed = lock(&inner.spoofed);
+    for ((client, _), local) in offers.iter().zip(locals) {
+        if let Some(local) = local
+            && !spoofed.contains_key(client)
+            && table.offload(client, inner.listen, local)
+        {
+            tracing::debug!(%client, "udp flow forwarded by the kernel from now on");
         }
     }
 }
