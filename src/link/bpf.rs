@@ -455,6 +455,22 @@ pub fn tcx_link(prog: &impl AsRawFd, ifindex: u32) -> io::Result<OwnedFd> {
         .call_fd(CMD_LINK_CREATE)
 }
 
+/// For tests that load programs: whether this process may (root). Elsewhere the caller skips,
+/// except in CI, where a skip would hide the test: there it fails.
+#[cfg(test)]
+pub fn may_load_programs() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "this test needs root (loading BPF programs)"
+    );
+    eprintln!("skipped: needs root");
+    false
+}
+
 /// Runs `prog` once on a copy of `frame` (BPF_PROG_TEST_RUN): the return code and the frame
 /// as the program left it.
 pub fn test_run(prog: &impl AsRawFd, frame: &[u8]) -> io::Result<(u32, Vec<u8>)> {
