@@ -455,7 +455,7 @@ fn html_udp(out: &mut String, u: &UdpReport) {
     let _ = write!(
         out,
         "Number of flows: {} max, {} used; flow idle time {} seconds<p>\
-         Flows created {}, expired {}, failed {}, evicted {}; new flows dropped: {} table full, {} no server<p>\
+         Flows created {}, expired {}, failed {}, readdressed {}, evicted {}; new flows dropped: {} table full, {} no server<p>\
          Flows offloaded to the kernel {}; datagrams forwarded by the kernel {}<p>",
         u.max_flows,
         u.flows.len(),
@@ -463,6 +463,7 @@ fn html_udp(out: &mut String, u: &UdpReport) {
         u.stats.flows_created,
         u.stats.flows_expired,
         u.stats.flows_failed,
+        u.stats.flows_readdressed,
         u.stats.flows_evicted,
         u.stats.dropped_table_full,
         u.stats.dropped_no_server,
@@ -541,7 +542,7 @@ pub fn text(s: &Snapshot) -> String {
         let _ = writeln!(
             out,
             "Max number of UDP flows: {}\nUDP flow idle time: {} seconds\n\
-             UDP flows created {}, expired {}, failed {}, evicted {}, dropped (table full) {}, dropped (no server) {}\n\
+             UDP flows created {}, expired {}, failed {}, readdressed {}, evicted {}, dropped (table full) {}, dropped (no server) {}\n\
              UDP flows offloaded to the kernel {}, datagrams forwarded by the kernel {}\n\
              Active UDP flows:",
             u.max_flows,
@@ -549,6 +550,7 @@ pub fn text(s: &Snapshot) -> String {
             u.stats.flows_created,
             u.stats.flows_expired,
             u.stats.flows_failed,
+            u.stats.flows_readdressed,
             u.stats.flows_evicted,
             u.stats.dropped_table_full,
             u.stats.dropped_no_server,
@@ -727,7 +729,7 @@ pub fn prometheus(s: &Snapshot) -> String {
         );
     }
     if let Some(u) = &s.udp {
-        let udp: [(&str, &str, &str, u64); 12] = [
+        let udp: [(&str, &str, &str, u64); 13] = [
             (
                 "pen_udp_flows",
                 "gauge",
@@ -781,6 +783,12 @@ pub fn prometheus(s: &Snapshot) -> String {
                 "counter",
                 "Answered UDP flows evicted to make room for new flows in a full table.",
                 u.stats.flows_evicted,
+            ),
+            (
+                "pen_udp_flows_readdressed_total",
+                "counter",
+                "UDP flows closed because their server's address changed.",
+                u.stats.flows_readdressed,
             ),
             (
                 "pen_udp_flows_dropped_table_full_total",
@@ -864,7 +872,10 @@ mod tests {
         assert!(h.contains("<td>10.0.0.9:4001</td>"), "{h}");
         let t = text(&snap);
         assert!(t.contains("UDP flow idle time: 60 seconds"), "{t}");
-        assert!(t.contains("evicted 0, dropped (table full) 1"), "{t}");
+        assert!(
+            t.contains("readdressed 0, evicted 0, dropped (table full) 1"),
+            "{t}"
+        );
         assert!(t.contains("Flow 1 status:\nclient 10.0.0.9:4001"), "{t}");
         let p = prometheus(&snap);
         assert!(p.contains("\npen_udp_flows 2\n"), "{p}");
@@ -874,6 +885,8 @@ mod tests {
         );
         assert!(p.contains("\npen_udp_flow_idle_seconds 60\n"), "{p}");
         assert!(p.contains("\npen_udp_flows_evicted_total 0\n"), "{p}");
+        assert!(p.contains("\npen_udp_flows_readdressed_total 0\n"), "{p}");
+        assert!(h.contains("failed 0, readdressed 0, evicted 0;"), "{h}");
         // Without -U there is no UDP section.
         sh.udp = None;
         let snap = Snapshot::capture(&sh, t0, 0, Vec::new());

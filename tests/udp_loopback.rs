@@ -583,3 +583,39 @@ fn a_wildcard_listener_answers_from_the_address_the_client_queried() {
         assert!(query(&c, to, 3).is_some(), "no answer from {to}");
     }
 }
+
+#[test]
+fn a_live_flow_follows_its_server_to_a_new_address() {
+    // Two responders; pen knows only the first. C Pen sends every datagram to the server's
+    // current address, so `server 0 address/port` moves live flows too: here the flow is
+    // closed at the next tick and the client's next query opens one to the new address.
+    let b = three("127.0.0.1:0");
+    let web = std::env::temp_dir().join(format!("pen-udp-move-{}.html", std::process::id()));
+    let web_s = web.display().to_string();
+    let (pen, ctl) = start_pen_ctl(
+        &["-r", "-w", &web_s, "-O", "udp_flow_idle 60"],
+        &refs(&b[..1]),
+    );
+    let c = client("127.0.0.1");
+    assert_eq!(query(&c, pen.addr, 3), Some(b[0].answer));
+    assert_eq!(query(&c, pen.addr, 3), Some(b[0].answer), "the flow sticks");
+    let port = b[1].addr.port().to_string();
+    penctl(
+        &ctl,
+        &["server", "0", "address", "127.0.0.1", "port", &port],
+    );
+    // Within a tick or two (bounded), the same client socket is answered by the new address.
+    let moved = wait_within(Duration::from_secs(5), || {
+        query_once(&c, pen.addr, Duration::from_millis(300)) == Some(b[1].answer)
+    });
+    assert!(
+        moved,
+        "the live flow never reached the server's new address"
+    );
+    // Two flows were on the old address: this client's and the readiness probe's.
+    let page = status_until(&ctl, Duration::from_secs(3), |p| {
+        p.contains("readdressed 2,")
+    });
+    assert!(page.contains("readdressed 2,"), "{page}");
+    let _ = std::fs::remove_file(&web);
+}

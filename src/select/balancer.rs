@@ -138,6 +138,9 @@ pub struct Balancer {
     blacklist_secs: u64,
     client_acl: u8,
     acls: Acls,
+    /// Bumped whenever a server, emergency or abuse address changes (see
+    /// [`Balancer::addr_generation`]).
+    addr_generation: u64,
 }
 
 /// What the client's table entry says while one selection runs.
@@ -173,6 +176,7 @@ impl Balancer {
             blacklist_secs: cfg.blacklist_secs,
             client_acl: cfg.client_acl,
             acls: cfg.acls.clone(),
+            addr_generation: 0,
         }
     }
 
@@ -207,26 +211,46 @@ impl Balancer {
         }
         if let Some(s) = self.servers.get_mut(idx) {
             s.config = config;
-            s.addr = addr;
+            if s.addr != addr {
+                s.addr = addr;
+                self.addr_generation += 1;
+            }
         }
         Ok(())
     }
 
+    /// Changes whenever the address of a server, the emergency or the abuse server changes:
+    /// holders of long-lived flows (UDP) compare it to learn that they must re-check
+    /// [`Balancer::addr`] of their targets.
+    pub fn addr_generation(&self) -> u64 {
+        self.addr_generation
+    }
+
     /// `-e host:port`; `None` removes it.
     pub fn set_emergency(&mut self, slot: Option<(ServerConfig, BackendAddr)>) {
-        Self::set_special(&mut self.emergency, slot);
+        if Self::set_special(&mut self.emergency, slot) {
+            self.addr_generation += 1;
+        }
     }
 
     /// `-B host:port`; `None` removes it.
     pub fn set_abuse(&mut self, slot: Option<(ServerConfig, BackendAddr)>) {
-        Self::set_special(&mut self.abuse, slot);
+        if Self::set_special(&mut self.abuse, slot) {
+            self.addr_generation += 1;
+        }
     }
 
-    fn set_special(place: &mut Option<ServerState>, slot: Option<(ServerConfig, BackendAddr)>) {
+    /// Sets or removes a special slot; returns whether its address changed.
+    fn set_special(
+        place: &mut Option<ServerState>,
+        slot: Option<(ServerConfig, BackendAddr)>,
+    ) -> bool {
+        let old = place.as_ref().and_then(|s| s.addr.clone());
         let Some((config, addr)) = slot else {
             *place = None;
-            return;
+            return old.is_some();
         };
+        let changed = old.as_ref() != Some(&addr);
         match place {
             Some(s) => {
                 s.config = config;
@@ -234,6 +258,7 @@ impl Balancer {
             }
             None => *place = Some(ServerState::new(config, Some(addr))),
         }
+        changed
     }
 
     // ------------------------------------------------------------------ selection

@@ -669,6 +669,34 @@ fn set_server_grows_table_keeping_counters() {
 }
 
 #[test]
+fn addr_generation_moves_only_when_an_address_changes() {
+    let mut b = balancer(2, |_| {});
+    let g0 = b.addr_generation();
+    // Same address, other settings (e.g. `server 0 max 7`): flows may stay.
+    let mut cfg = server(10000);
+    cfg.maxc = 7;
+    b.set_server(0, cfg.clone(), literal_addr(&cfg)).unwrap();
+    assert_eq!(b.addr_generation(), g0);
+    let cfg = server(10500);
+    b.set_server(0, cfg.clone(), literal_addr(&cfg)).unwrap();
+    let g1 = b.addr_generation();
+    assert_ne!(g1, g0);
+    b.set_server(1, server(10001), None).unwrap(); // address gone (unresolved)
+    let g2 = b.addr_generation();
+    assert_ne!(g2, g1);
+    b.set_emergency(special(9999));
+    let g3 = b.addr_generation();
+    assert_ne!(g3, g2);
+    b.set_emergency(special(9999));
+    assert_eq!(b.addr_generation(), g3);
+    b.set_emergency(None);
+    assert_ne!(b.addr_generation(), g3);
+    let g4 = b.addr_generation();
+    b.set_abuse(None);
+    assert_eq!(b.addr_generation(), g4);
+}
+
+#[test]
 fn new_resolves_only_literal_addresses() {
     let b = balancer(0, |c| {
         c.servers.push(ServerConfig {

@@ -97,6 +97,15 @@ pub trait Selector {
     );
     /// The server proved unreachable (ICMP port unreachable, send error): blacklist it.
     fn server_failed(&mut self, target: Target, now: Duration);
+    /// Changes whenever some target's address may have changed ([`FlowTable::follow_servers`]
+    /// then asks [`Selector::current_addr`]). The default: addresses never change.
+    fn addr_generation(&mut self) -> u64 {
+        0
+    }
+    /// The inet address `target` has now (`None`: removed, unresolved or not inet).
+    fn current_addr(&mut self, _target: Target) -> Option<SocketAddr> {
+        None
+    }
 }
 
 /// Why a client datagram was not forwarded.
@@ -150,6 +159,9 @@ pub struct UdpStats {
     /// Datagrams the kernel forwarded for offloaded flows (both directions; counted when the
     /// table asks, at the flow's idle check or its end).
     pub kernel_datagrams: u64,
+    /// Flows removed because their server's address changed (`server N address ...`, a
+    /// re-resolved name): the client's next datagram opens a flow to the new address.
+    pub flows_readdressed: u64,
 }
 
 /// Traffic the kernel forwarded for one offloaded flow since the table last asked.
@@ -287,6 +299,8 @@ pub struct FlowTable {
     seq: u64,
     stats: UdpStats,
     offload: Option<Box<dyn Offload>>,
+    /// The selector's [`Selector::addr_generation`] the flows were last checked against.
+    addr_generation: u64,
 }
 
 /// Default bound on upstream sockets per family when none is given: one per possible flow.
@@ -309,6 +323,7 @@ impl FlowTable {
             seq: 0,
             stats: UdpStats::default(),
             offload: None,
+            addr_generation: 0,
         }
     }
 
@@ -408,13 +423,32 @@ impl FlowTable {
         }
         // Make room by evicting answered flows, least recently active first (more than one
         // only after `max_flows` was lowered below the table's size).
+        // An offloaded flow's LRU position dates from its last reply through pen: before one
+        // is evicted, the kernel's counters are read, and a flow the kernel kept busy moves to
+        // the recent end instead (at most once per flow and call: the loop stays bounded).
+        let mut second_chances = self.answered.len();
         while self.flows.len() >= self.max_flows {
-            let Some((_, victim)) = self.answered.pop_first() else {
+            let Some((key, victim)) = self.answered.pop_first() else {
                 self.stats.dropped_table_full += 1;
                 return ClientVerdict::Drop(DropReason::TableFull);
             };
             if let Some(flow) = self.flows.get_mut(&victim) {
                 flow.answered = None; // its LRU entry is gone already
+            }
+            if second_chances > 0 && self.is_offloaded(&victim) {
+                second_chances -= 1;
+                self.catch_up(&victim, now);
+                if let Some(seen) = self.flows.get(&victim).map(|f| f.last_seen)
+                    && seen > key.0
+                {
+                    self.seq = self.seq.wrapping_add(1);
+                    let fresh = (seen, self.seq);
+                    self.answered.insert(fresh, victim);
+                    if let Some(flow) = self.flows.get_mut(&victim) {
+                        flow.answered = Some(fresh);
+                    }
+                    continue;
+                }
             }
             if self.remove(victim, now, selector).is_some() {
                 self.stats.flows_evicted += 1;
@@ -522,6 +556,15 @@ impl FlowTable {
         };
         if o.install(&req) {
             f.path = Path::Kernel;
+            // Its exchanges now pass in the kernel, unseen by `handle_server`: it joins the
+            // eviction LRU here (its position is refreshed from the kernel's counters when it
+            // comes up for eviction).
+            if f.answered.is_none() {
+                self.seq = self.seq.wrapping_add(1);
+                let key = (f.last_seen, self.seq);
+                f.answered = Some(key);
+                self.answered.insert(key, *client);
+            }
             self.stats.flows_offloaded += 1;
             true
         } else {
@@ -632,23 +675,36 @@ impl FlowTable {
         self.remove(client, now, selector).is_some()
     }
 
-    /// Remove every flow whose server is `server` (e.g. the server was deleted). Returns how many.
-    pub fn remove_server(
-        &mut self,
-        now: Duration,
-        server: SocketAddr,
-        selector: &mut dyn Selector,
-    ) -> usize {
-        let clients: Vec<SocketAddr> = self
+    /// Flows follow their server's address, as in C Pen (which sends every datagram to the
+    /// server's current address): when the selector's address generation moved since the last
+    /// call, every flow whose target no longer has the address the flow was opened to is
+    /// removed (kernel path included), and the client's next datagram opens a new flow to the
+    /// current address. Returns how many flows were removed. Cheap when nothing changed; the
+    /// shell calls it at every tick.
+    pub fn follow_servers(&mut self, now: Duration, selector: &mut dyn Selector) -> usize {
+        let generation = selector.addr_generation();
+        if generation == self.addr_generation {
+            return 0;
+        }
+        self.addr_generation = generation;
+        let mut current: HashMap<Target, Option<SocketAddr>> = HashMap::new();
+        let stale: Vec<SocketAddr> = self
             .flows
             .iter()
-            .filter(|(_, f)| f.server == server)
+            .filter(|(_, f)| {
+                *current
+                    .entry(f.target)
+                    .or_insert_with(|| selector.current_addr(f.target))
+                    != Some(f.server)
+            })
             .map(|(c, _)| *c)
             .collect();
-        for c in &clients {
-            self.remove(*c, now, selector);
+        for c in &stale {
+            if self.remove(*c, now, selector).is_some() {
+                self.stats.flows_readdressed += 1;
+            }
         }
-        clients.len()
+        stale.len()
     }
 
     fn remove(
@@ -797,9 +853,16 @@ mod tests {
         opened: Vec<(SocketAddr, Target)>,
         closed: Vec<(SocketAddr, Target, u64, u64)>,
         failed: Vec<Target>,
+        generation: u64,
     }
 
     impl Fake {
+        /// `server idx` gets `addr` (what `server N address ...` does to the balancer).
+        fn readdress(&mut self, idx: usize, addr: Option<&str>) {
+            self.servers[idx] = addr.map(sa);
+            self.generation += 1;
+        }
+
         fn new(addrs: &[&str]) -> Fake {
             Fake {
                 servers: addrs.iter().map(|a| Some(a.parse().unwrap())).collect(),
@@ -845,6 +908,15 @@ mod tests {
                 self.blacklisted[i] = true;
             }
             self.failed.push(target);
+        }
+        fn addr_generation(&mut self) -> u64 {
+            self.generation
+        }
+        fn current_addr(&mut self, target: Target) -> Option<SocketAddr> {
+            match target {
+                Target::Server(i) => self.servers.get(i).copied().flatten(),
+                _ => None,
+            }
         }
     }
 
@@ -1030,8 +1102,11 @@ mod tests {
         // Server removed.
         let (mut t, k) = established(c, &mut sel);
         assert!(t.offload(&c, sa("198.51.100.1:53"), sa("10.0.0.9:40000")));
-        let server = t.flow(&c).unwrap().server;
-        t.remove_server(secs(2), server, &mut sel);
+        let Target::Server(idx) = t.flow(&c).unwrap().target else {
+            panic!("not a server flow")
+        };
+        sel.readdress(idx, Some("10.0.0.7:53"));
+        assert_eq!(t.follow_servers(secs(2), &mut sel), 1);
         assert_eq!(*k.withdrawn.lock().unwrap(), vec![c]);
         // Removed by the shell.
         let (mut t, k) = established(c, &mut sel);
@@ -1450,14 +1525,96 @@ mod tests {
     }
 
     #[test]
-    fn remove_server_closes_its_flows() {
+    fn flows_follow_their_servers_address() {
         let mut sel = Fake::new(&["10.0.0.1:53", "10.0.0.2:53"]);
         let mut t = FlowTable::new(10, secs(60), 10);
-        for p in 1..=4u16 {
-            forward(t.handle_client(secs(0), SocketAddr::from(([192, 0, 2, 1], p)), 1, &mut sel));
+        let clients: Vec<SocketAddr> = (1..=4u16)
+            .map(|p| SocketAddr::from(([192, 0, 2, 1], p)))
+            .collect();
+        for c in &clients {
+            forward(t.handle_client(secs(0), *c, 1, &mut sel));
         }
-        assert_eq!(t.remove_server(secs(1), sa("10.0.0.1:53"), &mut sel), 2);
+        // Nothing changed: nothing moves (and the selector is not asked per flow).
+        assert_eq!(t.follow_servers(secs(1), &mut sel), 0);
+        assert_eq!(t.len(), 4);
+        // Server 0 moves: its two flows end, with their byte counts; server 1's stay.
+        sel.readdress(0, Some("10.0.0.9:53"));
+        assert_eq!(t.follow_servers(secs(1), &mut sel), 2);
         assert_eq!(t.len(), 2);
+        assert_eq!(t.stats().flows_readdressed, 2);
+        assert!(sel.closed.iter().all(|x| x.1 == Target::Server(0)));
+        assert_eq!(
+            t.follow_servers(secs(1), &mut sel),
+            0,
+            "checked once per change"
+        );
+        t.check_invariants().unwrap();
+        // The client's next datagram opens a flow to the new address.
+        let moved = clients
+            .iter()
+            .find(|c| t.flow(c).is_none())
+            .copied()
+            .unwrap();
+        sel.next = 0;
+        let ClientVerdict::Forward {
+            server, new_flow, ..
+        } = t.handle_client(secs(2), moved, 1, &mut sel)
+        else {
+            panic!("dropped")
+        };
+        assert_eq!((server, new_flow), (sa("10.0.0.9:53"), true));
+        // A server that loses its address (unresolved) loses its flows too.
+        sel.readdress(1, None);
+        assert_eq!(t.follow_servers(secs(3), &mut sel), 2);
+        assert_eq!(t.len(), 1);
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_full_table_keeps_an_offloaded_flow_the_kernel_keeps_busy() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let busy = sa("192.0.2.1:5000");
+        let (mut t, k) = established(busy, &mut sel);
+        assert!(t.offload(&busy, sa("198.51.100.1:53"), sa("10.0.0.9:40000")));
+        t.set_limits(2, secs(60));
+        // A second flow, answered later than the busy one's last reply through pen.
+        let quiet = sa("192.0.2.2:5000");
+        let ClientVerdict::Forward {
+            upstream, server, ..
+        } = t.handle_client(secs(3), quiet, 1, &mut sel)
+        else {
+            panic!("dropped")
+        };
+        assert_eq!(t.handle_server(secs(3), upstream, server, 1), Some(quiet));
+        // The kernel forwarded for the busy flow after that: the quiet flow is the victim.
+        k.pending.lock().unwrap().insert(
+            busy,
+            Activity {
+                last_seen: Some(secs(5)),
+                datagrams_up: 3,
+                bytes_up: 30,
+                datagrams_down: 3,
+                bytes_down: 60,
+            },
+        );
+        forward(t.handle_client(secs(6), sa("192.0.2.3:5000"), 1, &mut sel));
+        assert!(t.flow(&busy).is_some(), "the busy offloaded flow stays");
+        assert!(
+            t.flow(&quiet).is_none(),
+            "the least recently active flow goes"
+        );
+        assert!(k.withdrawn.lock().unwrap().is_empty());
+        t.check_invariants().unwrap();
+        // With no kernel traffic since, the offloaded flow is evicted like any other.
+        let newest = sa("192.0.2.3:5000");
+        let f = t.flow(&newest).unwrap();
+        assert_eq!(
+            t.handle_server(secs(7), f.upstream, f.server, 1),
+            Some(newest)
+        );
+        forward(t.handle_client(secs(8), sa("192.0.2.4:5000"), 1, &mut sel));
+        assert!(t.flow(&busy).is_none());
+        assert_eq!(*k.withdrawn.lock().unwrap(), vec![busy]);
         t.check_invariants().unwrap();
     }
 }

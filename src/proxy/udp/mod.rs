@@ -70,6 +70,17 @@ impl Selector for Balancer {
     fn server_failed(&mut self, target: Target, now: Duration) {
         self.connect_failed(target, now);
     }
+
+    fn addr_generation(&mut self) -> u64 {
+        Balancer::addr_generation(self)
+    }
+
+    fn current_addr(&mut self, target: Target) -> Option<SocketAddr> {
+        match self.addr(target) {
+            Some(BackendAddr::Inet(a)) => Some(*a),
+            _ => None,
+        }
+    }
 }
 
 /// [`UdpContext`] over the daemon's shared state.

@@ -128,6 +128,12 @@ impl<C: UdpContext> Selector for Lazy<'_, C> {
     fn server_failed(&mut self, target: Target, now: Duration) {
         self.0.with_selector(|s| s.server_failed(target, now))
     }
+    fn addr_generation(&mut self) -> u64 {
+        self.0.with_selector(|s| s.addr_generation())
+    }
+    fn current_addr(&mut self, target: Target) -> Option<SocketAddr> {
+        self.0.with_selector(|s| s.current_addr(target))
+    }
 }
 
 /// A handle on a running UDP balancer's flow table, for status output (`connection`, stats).
@@ -337,6 +343,13 @@ async fn expiry_loop<C: UdpContext>(inner: Arc<Inner<C>>) {
                 table.set_limits(limits.max_flows, limits.idle);
             }
             let mut sel = Lazy(&inner.ctx);
+            let moved = table.follow_servers(now, &mut sel);
+            if moved > 0 {
+                tracing::info!(
+                    flows = moved,
+                    "udp flows closed: their server's address changed"
+                );
+            }
             let n = table.expire(now, &mut sel);
             lock(&inner.spoofed).retain(|client, _| table.flow(client).is_some());
             if n > 0 {
