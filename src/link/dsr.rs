@@ -143,6 +143,10 @@ pub struct Update {
 /// Runs DSR on `link` with the daemon's shared state: the engine is configured from the
 /// state's configuration and balancer, then follows their changes (see the module doc).
 pub async fn serve_shared(link: AfPacket, state: SharedState) -> io::Result<()> {
+    let mut hook_guard = HookGuard {
+        state: state.clone(),
+        hook: None,
+    };
     let engine_cfg = {
         let mut g = crate::proxy::lock(&state);
         // A `server` command drops the kernel's cached choices before penctl gets its reply.
@@ -154,6 +158,7 @@ pub async fn serve_shared(link: AfPacket, state: SharedState) -> io::Result<()> 
                 }
             }))
         });
+        hook_guard.hook = g.on_servers_changed.clone();
         let backends = backends_from(&g.balancer, crate::proxy::now());
         engine_config(&g.config, link.mac(), isn_key()?, backends)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
@@ -166,6 +171,29 @@ pub async fn serve_shared(link: AfPacket, state: SharedState) -> io::Result<()> 
         }
     })
     .await
+}
+
+/// Removes the `server` hook DSR installed in the shared state when DSR stops (unless a newer
+/// DSR run replaced it meanwhile).
+struct HookGuard {
+    state: SharedState,
+    hook: Option<crate::proxy::ChangeHook>,
+}
+
+impl Drop for HookGuard {
+    fn drop(&mut self) {
+        let Some(mine) = self.hook.take() else {
+            return;
+        };
+        let mut g = crate::proxy::lock(&self.state);
+        let still_mine = g
+            .on_servers_changed
+            .as_ref()
+            .is_some_and(|h| std::ptr::addr_eq(Arc::as_ptr(&h.0), Arc::as_ptr(&mine.0)));
+        if still_mine {
+            g.on_servers_changed = None;
+        }
+    }
 }
 
 /// Stops the engine thread when dropped.
@@ -242,6 +270,35 @@ fn mac_text(m: crate::engine::Mac) -> String {
 mod tests {
     use super::*;
     use crate::config::{HostSpec, ListenAddr, ServerConfig};
+
+    #[test]
+    fn a_stopped_dsr_removes_its_server_hook_but_not_a_newer_one() {
+        let state: SharedState = Arc::new(std::sync::Mutex::new(crate::proxy::Shared::new(
+            Config::default(),
+        )));
+        let hook = |n: Arc<std::sync::atomic::AtomicU32>| {
+            crate::proxy::ChangeHook(Arc::new(move || {
+                n.fetch_add(1, Ordering::Relaxed);
+            }))
+        };
+        let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let first = hook(calls.clone());
+        crate::proxy::lock(&state).on_servers_changed = Some(first.clone());
+        drop(HookGuard {
+            state: state.clone(),
+            hook: Some(first.clone()),
+        });
+        assert!(crate::proxy::lock(&state).on_servers_changed.is_none());
+        // A restarted DSR installed its own hook before the old run's guard dropped.
+        let second = hook(calls.clone());
+        crate::proxy::lock(&state).on_servers_changed = Some(second);
+        drop(HookGuard {
+            state: state.clone(),
+            hook: Some(first),
+        });
+        crate::proxy::lock(&state).servers_changed();
+        assert_eq!(calls.load(Ordering::Relaxed), 1, "the newer hook stays");
+    }
 
     #[test]
     fn blacklisted_servers_are_unavailable_to_the_engine() {
