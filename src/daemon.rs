@@ -459,7 +459,7 @@ impl Effects for DaemonEffects {
     }
 
     fn close_connection(&self, n: usize) -> bool {
-        self.conns.close(n)
+        self.conns.close(n) || crate::proxy::udp::close_flow(&self.shared, n)
     }
 
     fn set_limits(&self, conn_max: usize, pending_max: usize) {

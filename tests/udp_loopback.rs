@@ -619,3 +619,31 @@ fn a_live_flow_follows_its_server_to_a_new_address() {
     assert!(page.contains("readdressed 2,"), "{page}");
     let _ = std::fs::remove_file(&web);
 }
+
+#[test]
+fn close_n_removes_udp_flow_n_and_the_client_gets_a_new_one() {
+    let b = three("127.0.0.1:0");
+    let web = std::env::temp_dir().join(format!("pen-udp-close-{}.html", std::process::id()));
+    let web_s = web.display().to_string();
+    let (pen, ctl) = start_pen_ctl(&["-r", "-w", &web_s, "-O", "udp_flow_idle 60"], &refs(&b));
+    let c = client("127.0.0.1");
+    assert!(query(&c, pen.addr, 3).is_some());
+    let me = format!("<td>127.0.0.1:{}</td>", c.local_addr().unwrap().port());
+    let page = status_until(&ctl, Duration::from_secs(3), |p| p.contains(&me));
+    assert!(page.contains(&me), "{page}");
+    // Flow 0 is the readiness probe's (oldest first), flow 1 this client's.
+    assert!(penctl(&ctl, &["connection", "1"]).contains("udp flow:"));
+    penctl(&ctl, &["close", "1"]);
+    let page = status_until(&ctl, Duration::from_secs(3), |p| !p.contains(&me));
+    assert!(!page.contains(&me), "flow 1 is gone: {page}");
+    assert!(page.contains("Flows created 2,"), "{page}");
+    // Its client's next datagram opens a new flow; an unknown index changes nothing.
+    assert!(query(&c, pen.addr, 3).is_some());
+    penctl(&ctl, &["close", "7"]);
+    let page = status_until(&ctl, Duration::from_secs(3), |p| p.contains(&me));
+    assert!(
+        page.contains(&me) && page.contains("Flows created 3,") && page.contains(" 2 used;"),
+        "{page}"
+    );
+    let _ = std::fs::remove_file(&web);
+}

@@ -37,6 +37,8 @@ pub struct Shared {
     /// every tick ([`udp::shell::TICK`]) and [`udp::shell::PUBLISH_EVERY`] after new flows.
     /// The shell writes it without holding its table lock (lock order: table, then this).
     pub udp: Option<udp::UdpStatus>,
+    /// The live UDP flow table (`-U`), for `close N`. Lock order: the table, then this state.
+    pub udp_table: Option<udp::UdpHandle>,
     /// Told when a control command or a configuration re-read may have changed the servers
     /// (DSR's kernel fast path drops its cached choices at once; see [`crate::link::xdp`]).
     pub on_servers_changed: Option<ChangeHook>,
@@ -63,6 +65,7 @@ impl Shared {
             transparent_failures: 0,
             tls: None,
             udp: None,
+            udp_table: None,
             on_servers_changed: None,
         }
     }

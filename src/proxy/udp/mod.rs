@@ -126,7 +126,31 @@ impl UdpContext for SharedContext {
 /// Run the UDP balancer on `socket` with the daemon's shared state, until an unrecoverable
 /// error. Dropping the future stops every task it started.
 pub async fn serve(socket: UdpSocket, shared: SharedState) -> io::Result<()> {
-    serve_with(socket, SharedContext(shared)).await
+    let ctx = SharedContext(shared.clone());
+    let handle = new_table(&ctx.limits());
+    lock(&shared).udp_table = Some(handle.clone());
+    serve_table(socket, ctx, handle).await
+}
+
+/// `close N` on a UDP balancer: removes flow `n` in the order of the status page (oldest
+/// first), as published last, with its kernel entries. Returns whether there was one.
+pub fn close_flow(shared: &SharedState, n: usize) -> bool {
+    let (handle, client) = {
+        let g = lock(shared);
+        let client = g
+            .udp
+            .as_ref()
+            .and_then(|u| u.flows.get(n))
+            .map(|f| f.client);
+        match (g.udp_table.clone(), client) {
+            (Some(h), Some(c)) => (h, c),
+            _ => return false,
+        }
+    };
+    handle.close_flow(client, |table| {
+        let mut g = lock(shared);
+        table.remove_flow(crate::proxy::now(), client, &mut g.balancer)
+    })
 }
 
 /// As [`serve`], on a table created with [`new_table`] whose [`UdpHandle`] the caller keeps

@@ -142,10 +142,31 @@ pub struct UdpHandle {
     table: Arc<Mutex<FlowTable>>,
 }
 
+impl std::fmt::Debug for UdpHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UdpHandle")
+    }
+}
+
 impl UdpHandle {
     /// Run `f` on the table (holds the table lock: keep it short, take no other lock inside).
     pub fn with_table<R>(&self, f: impl FnOnce(&FlowTable) -> R) -> R {
         f(&lock(&self.table))
+    }
+
+    /// Removes `client`'s flow through `remove` (which gets the locked table and takes the
+    /// shared state's lock itself: table first, as everywhere). Returns what `remove` did.
+    pub fn close_flow(
+        &self,
+        client: SocketAddr,
+        remove: impl FnOnce(&mut FlowTable) -> bool,
+    ) -> bool {
+        let mut table = lock(&self.table);
+        let removed = remove(&mut table);
+        if removed {
+            tracing::info!(%client, "udp flow closed by the control socket");
+        }
+        removed
     }
 }
 
