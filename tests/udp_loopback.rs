@@ -647,3 +647,38 @@ fn close_n_removes_udp_flow_n_and_the_client_gets_a_new_one() {
     );
     let _ = std::fs::remove_file(&web);
 }
+
+/// Open descriptors of process `pid`.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn upstream_sockets_of_a_burst_are_closed_once_its_flows_expire() {
+    let b = three("127.0.0.1:0");
+    let (pen, _ctl) = start_pen_ctl(&["-r", "-O", "udp_flow_idle 1"], &refs(&b[..1]));
+    let pid = pen.child.id();
+    let before = open_fds(pid);
+    // 60 live flows to one server need 60 upstream sockets.
+    let clients: Vec<UdpSocket> = (0..60).map(|_| client("127.0.0.1")).collect();
+    for c in &clients {
+        assert!(query(c, pen.addr, 3).is_some());
+    }
+    let peak = open_fds(pid);
+    assert!(
+        peak >= before + 55,
+        "{before} descriptors before, {peak} with 60 flows"
+    );
+    // They expire after 1 s; the next tick gives their sockets back (bounded wait).
+    let shrunk = wait_within(Duration::from_secs(6), || open_fds(pid) <= before + 1);
+    assert!(
+        shrunk,
+        "{before} descriptors before, {peak} at the peak, {} after expiry",
+        open_fds(pid)
+    );
+    // And the pool grows again for new flows, which are answered.
+    for c in clients.iter().take(10) {
+        assert!(query(c, pen.addr, 3).is_some());
+    }
+    assert!(open_fds(pid) > before, "new flows reopened sockets");
+}

@@ -105,6 +105,8 @@ struct Sim {
     /// (upstream, server, client) of evicted flows, for their late replies.
     evicted: HashSet<(UpstreamId, SocketAddr, SocketAddr)>,
     evictions: u64,
+    /// Times the upstream pools shrank.
+    shrinks: u64,
     late_unmatched: u64,
 }
 
@@ -164,6 +166,7 @@ impl Sim {
             server_high: HashMap::new(),
             evicted: HashSet::new(),
             evictions: 0,
+            shrinks: 0,
             late_unmatched: 0,
         }
     }
@@ -372,6 +375,21 @@ impl Sim {
                 self.table.expire(self.now, &mut self.sel);
             }
             self.sync_model();
+            // As the shell does at every tick: give back sockets no flow uses. The sockets
+            // beyond the new sizes are closed, so a slot there is a fresh socket next time
+            // (no late reply can reach it): the model forgets their releases.
+            if let Some(sizes) = self.table.shrink_upstreams() {
+                let size = |f: pen::proxy::udp::Family| match f {
+                    pen::proxy::udp::Family::V4 => sizes[0],
+                    pen::proxy::udp::Family::V6 => sizes[1],
+                };
+                self.released.retain(|(u, _), _| u.index < size(u.family));
+                for (server, high) in &mut self.server_high {
+                    *high = (*high).min(size(pen::proxy::udp::Family::of(server)));
+                }
+                self.shrinks += 1;
+            }
+            self.sync_model();
             // After the timer: nobody is idle for the idle time or longer.
             for f in self.table.flows() {
                 if f.last_seen + self.idle <= self.now {
@@ -431,7 +449,8 @@ fn run(seed: u64, steps: usize) {
     assert_eq!(s.flows_evicted, sim.evictions, "seed {seed}");
     eprintln!(
         "seed {seed}: {} flows created, {} expired, {} failed, {} evicted, {} replies routed, \
-         {} late replies to evicted flows unmatched, {} dropped full, {} no server",
+         {} late replies to evicted flows unmatched, {} dropped full, {} no server, \
+         {} pool shrinks",
         s.flows_created,
         s.flows_expired,
         s.flows_failed,
@@ -439,7 +458,8 @@ fn run(seed: u64, steps: usize) {
         sim.replies_routed,
         sim.late_unmatched,
         s.dropped_table_full,
-        s.dropped_no_server
+        s.dropped_no_server,
+        sim.shrinks
     );
 }
 

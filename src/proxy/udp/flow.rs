@@ -732,6 +732,41 @@ impl FlowTable {
         Some(flow)
     }
 
+    /// Gives back upstream sockets that no flow uses: when the highest index in use in a
+    /// family (at least 1) is at most half that family's pool, the pool shrinks to it and the
+    /// slots beyond are forgotten. Returns the new pool sizes `[V4, V6]` when one shrank (the
+    /// shell closes the sockets beyond them), else `None`. O(flows) when a pool holds more
+    /// than one socket; the shell calls it at every tick. The halving keeps a pool that
+    /// serves a steady load from being closed and reopened.
+    pub fn shrink_upstreams(&mut self) -> Option<[u32; 2]> {
+        if self.upstream_high.iter().all(|&h| h <= 1) {
+            return None;
+        }
+        let mut used = [1u32; 2];
+        for f in self.flows.values() {
+            let u = &mut used[family_index(f.upstream.family)];
+            *u = (*u).max(f.upstream.index.saturating_add(1));
+        }
+        let mut changed = false;
+        for (high, used) in self.upstream_high.iter_mut().zip(used) {
+            if used.saturating_mul(2) <= *high {
+                *high = used;
+                changed = true;
+            }
+        }
+        if !changed {
+            return None;
+        }
+        let highs = self.upstream_high;
+        self.slots.retain(|server, s| {
+            let cap = highs[family_index(Family::of(server))];
+            s.high = s.high.min(cap);
+            s.free.retain(|&(i, _)| i < cap);
+            s.high > 0
+        });
+        Some(highs)
+    }
+
     /// When [`FlowTable::expire`] should next be called (`None`: no flows).
     pub fn poll_timeout(&self) -> Option<Duration> {
         self.deadlines.first_key_value().map(|((at, _), _)| *at)
@@ -811,6 +846,12 @@ impl FlowTable {
                     "{high} upstreams exceed the bound {}",
                     self.max_upstreams
                 ));
+            }
+        }
+        for (server, slots) in &self.slots {
+            let pool = self.upstream_high[family_index(Family::of(server))];
+            if slots.high > pool || slots.free.iter().any(|&(i, _)| i >= slots.high) {
+                return Err(format!("slots of {server} reach beyond the pool of {pool}"));
             }
         }
         Ok(())
@@ -1615,6 +1656,44 @@ mod tests {
         forward(t.handle_client(secs(8), sa("192.0.2.4:5000"), 1, &mut sel));
         assert!(t.flow(&busy).is_none());
         assert_eq!(*k.withdrawn.lock().unwrap(), vec![busy]);
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn upstream_pools_shrink_to_what_live_flows_use() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let mut t = FlowTable::new(100, secs(1), 100);
+        // A burst: 40 one-shot flows to one server need 40 upstream sockets.
+        for p in 1..=40u16 {
+            forward(t.handle_client(secs(0), SocketAddr::from(([192, 0, 2, 1], p)), 1, &mut sel));
+        }
+        assert_eq!(t.upstreams_needed(Family::V4), 40);
+        assert_eq!(t.shrink_upstreams(), None, "all in use");
+        // One flow stays alive (on some index), the others expire.
+        let keep = SocketAddr::from(([192, 0, 2, 1], 7));
+        forward(t.handle_client(secs(1), keep, 1, &mut sel));
+        t.expire(secs(1), &mut sel);
+        assert_eq!(t.len(), 1);
+        let kept = t.flow(&keep).unwrap().upstream.index;
+        assert_eq!(kept, 6);
+        assert_eq!(t.shrink_upstreams(), Some([kept + 1, 0]));
+        assert_eq!(t.upstreams_needed(Family::V4), kept + 1);
+        t.check_invariants().unwrap();
+        assert_eq!(t.shrink_upstreams(), None, "nothing more to give back");
+        // New flows reuse the slots left and grow the pool again from there.
+        for p in 100..110u16 {
+            forward(t.handle_client(secs(5), SocketAddr::from(([192, 0, 2, 1], p)), 1, &mut sel));
+        }
+        t.check_invariants().unwrap();
+        let mut used: Vec<u32> = t.flows().map(|f| f.upstream.index).collect();
+        used.sort_unstable();
+        used.dedup();
+        assert_eq!(used.len(), 11, "no two flows to one server share a socket");
+        assert!(t.upstreams_needed(Family::V4) <= 11);
+        // Everything expires: the pool keeps one socket.
+        t.expire(secs(60), &mut sel);
+        assert_eq!(t.shrink_upstreams(), Some([1, 0]));
+        assert_eq!(t.shrink_upstreams(), None);
         t.check_invariants().unwrap();
     }
 }

@@ -197,7 +197,8 @@ struct Inner<C> {
 struct Pools {
     v4: Vec<Arc<UdpSocket>>,
     v6: Vec<Arc<UdpSocket>>,
-    tasks: Vec<AbortHandle>,
+    /// The reader task of every upstream socket.
+    tasks: Vec<(UpstreamId, AbortHandle)>,
 }
 
 impl Pools {
@@ -206,6 +207,23 @@ impl Pools {
             Family::V4 => &mut self.v4,
             Family::V6 => &mut self.v6,
         }
+    }
+
+    /// Closes the sockets beyond `sizes` (`[V4, V6]`) and stops their readers.
+    fn truncate(&mut self, sizes: [u32; 2]) {
+        let [v4, v6] = sizes.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        self.v4.truncate(v4);
+        self.v6.truncate(v6);
+        self.tasks.retain(|(id, task)| {
+            let keep = match id.family {
+                Family::V4 => id.index < sizes[0],
+                Family::V6 => id.index < sizes[1],
+            };
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
     }
 }
 
@@ -341,7 +359,7 @@ impl<C> Drop for AbortGuard<C> {
     fn drop(&mut self) {
         self.timer.abort();
         let pools = lock(&self.inner.pools);
-        for t in &pools.tasks {
+        for (_, t) in &pools.tasks {
             t.abort();
         }
     }
@@ -384,6 +402,17 @@ async fn expiry_loop<C: UdpContext>(inner: Arc<Inner<C>>) {
             (table.poll_timeout(), status)
         };
         let (next, status) = next;
+        // Upstream sockets no flow uses any more are closed. Lock order pools, then table (no
+        // path holds the table while it takes the pools), so no flow can be handed a socket
+        // between the table's decision and the pool's truncation.
+        {
+            let mut pools = lock(&inner.pools);
+            let sizes = lock(&inner.table).shrink_upstreams();
+            if let Some(sizes) = sizes {
+                pools.truncate(sizes);
+                tracing::debug!(v4 = sizes[0], v6 = sizes[1], "udp upstream pools shrank");
+            }
+        }
         if let Some(status) = status {
             last_publish = Some(now);
             dirty = false;
@@ -684,7 +713,7 @@ fn upstream_socket<C: UdpContext>(
             index: u32::try_from(i).map_err(io::Error::other)?,
         };
         let task = tokio::spawn(upstream_loop(Arc::clone(inner), Arc::clone(&sock), uid));
-        pools.tasks.push(task.abort_handle());
+        pools.tasks.push((uid, task.abort_handle()));
         pools.list(id.family).push(sock);
     }
     pools
