@@ -775,7 +775,7 @@ pub fn prometheus(s: &Snapshot) -> String {
             (
                 "pen_udp_kernel_datagrams_total",
                 "counter",
-                "Datagrams the kernel fast path forwarded (counted at each flow's idle check and end).",
+                "Datagrams the kernel fast path forwarded (read about every second, and at each flow's end).",
                 u.stats.kernel_datagrams,
             ),
             (

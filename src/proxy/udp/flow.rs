@@ -157,7 +157,7 @@ pub struct UdpStats {
     /// Flows handed to the kernel fast path ([`Offload`]).
     pub flows_offloaded: u64,
     /// Datagrams the kernel forwarded for offloaded flows (both directions; counted when the
-    /// table asks, at the flow's idle check or its end).
+    /// table asks: [`FlowTable::refresh_offloaded`], the flow's idle check, its end).
     pub kernel_datagrams: u64,
     /// Flows removed because their server's address changed (`server N address ...`, a
     /// re-resolved name): the client's next datagram opens a flow to the new address.
@@ -301,6 +301,8 @@ pub struct FlowTable {
     offload: Option<Box<dyn Offload>>,
     /// The selector's [`Selector::addr_generation`] the flows were last checked against.
     addr_generation: u64,
+    /// Where [`FlowTable::refresh_offloaded`] goes on next.
+    refresh_turn: usize,
 }
 
 /// Default bound on upstream sockets per family when none is given: one per possible flow.
@@ -324,6 +326,7 @@ impl FlowTable {
             stats: UdpStats::default(),
             offload: None,
             addr_generation: 0,
+            refresh_turn: 0,
         }
     }
 
@@ -606,6 +609,31 @@ impl FlowTable {
         s.datagrams_from_servers += a.datagrams_down;
         s.bytes_from_servers += a.bytes_down;
         s.kernel_datagrams += a.datagrams_up + a.datagrams_down;
+    }
+
+    /// Reads what the kernel forwarded for up to `max` offloaded flows (taking turns when there
+    /// are more), so that the reports' counters and idle times of live kernel flows are at most
+    /// a few ticks old instead of waiting for each flow's idle check. Returns how many were read.
+    pub fn refresh_offloaded(&mut self, now: Duration, max: usize) -> usize {
+        if self.offload.is_none() {
+            return 0;
+        }
+        let kernel: Vec<SocketAddr> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| f.path == Path::Kernel)
+            .map(|(c, _)| *c)
+            .collect();
+        if kernel.is_empty() {
+            return 0;
+        }
+        let start = self.refresh_turn % kernel.len();
+        let n = max.min(kernel.len());
+        for c in kernel.iter().cycle().skip(start).take(n) {
+            self.catch_up(c, now);
+        }
+        self.refresh_turn = start + n;
+        n
     }
 
     /// A datagram of `len` bytes from `server` arrived on upstream socket `upstream`: the client
@@ -1695,5 +1723,69 @@ mod tests {
         assert_eq!(t.shrink_upstreams(), Some([1, 0]));
         assert_eq!(t.shrink_upstreams(), None);
         t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn live_kernel_flows_report_their_traffic_before_their_idle_check() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let c = sa("192.0.2.1:5000");
+        let (mut t, k) = established(c, &mut sel);
+        assert!(t.offload(&c, sa("198.51.100.1:53"), sa("10.0.0.9:40000")));
+        k.pending.lock().unwrap().insert(
+            c,
+            Activity {
+                last_seen: Some(secs(3)),
+                datagrams_up: 4,
+                bytes_up: 40,
+                datagrams_down: 4,
+                bytes_down: 80,
+            },
+        );
+        assert_eq!(t.refresh_offloaded(secs(4), 100), 1);
+        let f = t.flow(&c).unwrap();
+        assert_eq!(
+            (f.datagrams_up, f.bytes_down, f.last_seen),
+            (6, 100, secs(3))
+        );
+        assert_eq!(t.stats().kernel_datagrams, 8);
+        // Read once: nothing is counted twice.
+        assert_eq!(t.refresh_offloaded(secs(5), 100), 1);
+        assert_eq!(t.stats().kernel_datagrams, 8);
+        assert_eq!(t.refresh_offloaded(secs(5), 0), 0);
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn refreshing_many_kernel_flows_takes_turns() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let mut t = FlowTable::new(10, secs(60), 10);
+        let k = FakeKernel::default();
+        let pending = k.pending.clone();
+        t.set_offload(Box::new(k));
+        let clients: Vec<SocketAddr> = (1..=5u16)
+            .map(|p| SocketAddr::from(([192, 0, 2, 1], p)))
+            .collect();
+        for c in &clients {
+            let (u, server, _) = forward(t.handle_client(secs(0), *c, 10, &mut sel));
+            t.handle_server(secs(0), u, server, 20);
+            forward(t.handle_client(secs(1), *c, 10, &mut sel));
+            assert!(t.offload(c, sa("198.51.100.1:53"), sa("10.0.0.9:40000")));
+        }
+        let one = Activity {
+            datagrams_up: 1,
+            ..Activity::default()
+        };
+        for c in &clients {
+            pending.lock().unwrap().insert(*c, one);
+        }
+        // Two per call: after three calls every flow has been read once or more.
+        for _ in 0..3 {
+            assert_eq!(t.refresh_offloaded(secs(2), 2), 2);
+        }
+        assert!(
+            pending.lock().unwrap().is_empty(),
+            "every flow had its turn"
+        );
+        assert_eq!(t.stats().kernel_datagrams, 5);
     }
 }

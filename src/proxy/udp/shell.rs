@@ -40,6 +40,10 @@ pub const TICK: Duration = Duration::from_secs(1);
 /// The expiry task publishes the table's [`UdpStatus`] at most this often.
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 
+/// Offloaded flows whose kernel counters are read per publication (one map lookup each); with
+/// more, they take turns.
+const KERNEL_READS_PER_PUBLISH: usize = 4096;
+
 /// Limits the shell reads from the context at start and at every tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -394,10 +398,14 @@ async fn expiry_loop<C: UdpContext>(inner: Arc<Inner<C>>) {
             if n > 0 {
                 tracing::debug!(expired = n, flows = table.len(), "udp flows expired");
             }
-            // Copying the flow list costs O(flows): at most every PUBLISH_EVERY.
+            // Copying the flow list costs O(flows): at most every PUBLISH_EVERY. Kernel flows
+            // are read first (a bounded number per publication), so their counters are fresh.
             let status = match last_publish {
                 Some(at) if now.saturating_sub(at) < PUBLISH_EVERY => None,
-                _ => Some(UdpStatus::of(&table, now)),
+                _ => {
+                    table.refresh_offloaded(now, KERNEL_READS_PER_PUBLISH);
+                    Some(UdpStatus::of(&table, now))
+                }
             };
             (table.poll_timeout(), status)
         };
