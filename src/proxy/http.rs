@@ -271,8 +271,15 @@ impl Rewriter {
         None
     }
 
-    /// The head is complete: writes it rewritten and moves to the body.
+    /// The head is complete: writes it rewritten and moves to the body. A head whose line
+    /// ends are not all alike (CRLF and bare LF mixed, or a CR that ends no line) is ambiguous:
+    /// servers split such heads differently, so it and the rest of the connection pass through
+    /// untouched instead of being re-written with one kind of line end.
     fn finish_head(&mut self, out: &mut Vec<u8>) {
+        if !line_ends_alike(&self.head) {
+            self.go_opaque(out);
+            return;
+        }
         let head = std::mem::take(&mut self.head);
         self.scanned = 0;
         self.line_checked = false;
@@ -355,6 +362,18 @@ fn request_line_ok(line: &[u8]) -> bool {
         && version.len() == 8
         && version.starts_with(b"HTTP/1.")
         && version.get(7).is_some_and(u8::is_ascii_digit)
+}
+
+/// Whether every line of `head` ends like its request line (all CRLF or all bare LF) and no CR
+/// stands anywhere but before a LF.
+fn line_ends_alike(head: &[u8]) -> bool {
+    let first_nl = head.iter().position(|&b| b == b'\n');
+    let crlf = first_nl.is_some_and(|i| i > 0 && head.get(i - 1) == Some(&b'\r'));
+    head.iter().enumerate().all(|(i, &b)| match b {
+        b'\n' => (i > 0 && head.get(i - 1) == Some(&b'\r')) == crlf,
+        b'\r' => crlf && head.get(i + 1) == Some(&b'\n'),
+        _ => true,
+    })
 }
 
 fn trim_eol(line: &[u8]) -> &[u8] {
@@ -627,6 +646,27 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: http\r\n\r\n"
                 .as_slice()
         );
+    }
+
+    #[test]
+    fn heads_with_mixed_line_ends_pass_through_untouched() {
+        // Found by the `xff` fuzz target: such a head used to be re-written with the request
+        // line's kind of line end (CRs dropped). Servers split these heads differently, so pen
+        // now leaves them, and the rest of the connection, as they are.
+        for head in [
+            b"GET / HTTP/1.1\nHost: a\r\nX: 1\n\n".as_slice(),
+            b"GET / HTTP/1.1\r\nHost: a\nX: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\rX: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n\n",
+            b"GET / HTTP/1.1\nHost: a\r\r\n\n",
+        ] {
+            let mut input = head.to_vec();
+            input.extend_from_slice(b"GET /next HTTP/1.1\r\n\r\n");
+            let (out, r) = run(&[&input]);
+            assert_eq!(out, input, "{:?}", String::from_utf8_lossy(head));
+            assert_eq!(r.rewritten(), 0);
+            assert!(r.is_opaque());
+        }
     }
 
     #[test]
