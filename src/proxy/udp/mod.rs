@@ -129,7 +129,27 @@ pub async fn serve(socket: UdpSocket, shared: SharedState) -> io::Result<()> {
     let ctx = SharedContext(shared.clone());
     let handle = new_table(&ctx.limits());
     lock(&shared).udp_table = Some(handle.clone());
+    let _published = Unpublish {
+        shared: shared.clone(),
+        handle: handle.clone(),
+    };
     serve_table(socket, ctx, handle).await
+}
+
+/// Takes the table out of the shared state when its balancer stops (unless a newer one
+/// replaced it), so that `close N` never reaches a table nobody serves.
+struct Unpublish {
+    shared: SharedState,
+    handle: UdpHandle,
+}
+
+impl Drop for Unpublish {
+    fn drop(&mut self) {
+        let mut g = lock(&self.shared);
+        if g.udp_table.as_ref().is_some_and(|h| h.same(&self.handle)) {
+            g.udp_table = None;
+        }
+    }
 }
 
 /// `close N` on a UDP balancer: removes flow `n` in the order of the status page (oldest
@@ -167,6 +187,26 @@ pub async fn serve_with_handle(
 mod tests {
     use super::*;
     use crate::config::{Config, HostSpec, ServerConfig};
+
+    #[tokio::test]
+    async fn a_stopped_udp_balancer_takes_its_table_out_of_the_shared_state() {
+        let shared: SharedState = std::sync::Arc::new(std::sync::Mutex::new(
+            crate::proxy::Shared::new(Config::default()),
+        ));
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let task = tokio::spawn(serve(sock, shared.clone()));
+        for _ in 0..200 {
+            if lock(&shared).udp_table.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(lock(&shared).udp_table.is_some(), "published while serving");
+        task.abort();
+        let _ = task.await;
+        assert!(lock(&shared).udp_table.is_none(), "gone when it stops");
+        assert!(!close_flow(&shared, 0));
+    }
 
     fn config(n: u8, roundrobin: bool) -> Config {
         let mut c = Config {

@@ -158,6 +158,11 @@ impl UdpHandle {
         f(&lock(&self.table))
     }
 
+    /// Whether both handles reach the same table.
+    pub fn same(&self, other: &UdpHandle) -> bool {
+        Arc::ptr_eq(&self.table, &other.table)
+    }
+
     /// Removes `client`'s flow through `remove` (which gets the locked table and takes the
     /// shared state's lock itself: table first, as everywhere). Returns what `remove` did.
     pub fn close_flow(
