@@ -399,6 +399,19 @@ impl FlowTable {
         (at, self.seq)
     }
 
+    /// Puts `client`'s flow at the recent end of the eviction LRU, as last active at `at`
+    /// (replacing its entry, if it had one).
+    fn mark_answered(&mut self, client: SocketAddr, at: Duration) {
+        let key = self.next_key(at);
+        let Some(flow) = self.flows.get_mut(&client) else {
+            return;
+        };
+        if let Some(old) = flow.answered.replace(key) {
+            self.answered.remove(&old);
+        }
+        self.answered.insert(key, client);
+    }
+
     /// A datagram of `len` bytes from `client` arrived on the listener.
     pub fn handle_client(
         &mut self,
@@ -444,12 +457,7 @@ impl FlowTable {
                 if let Some(seen) = self.flows.get(&victim).map(|f| f.last_seen)
                     && seen > key.0
                 {
-                    self.seq = self.seq.wrapping_add(1);
-                    let fresh = (seen, self.seq);
-                    self.answered.insert(fresh, victim);
-                    if let Some(flow) = self.flows.get_mut(&victim) {
-                        flow.answered = Some(fresh);
-                    }
+                    self.mark_answered(victim, seen);
                     continue;
                 }
             }
@@ -559,14 +567,12 @@ impl FlowTable {
         };
         if o.install(&req) {
             f.path = Path::Kernel;
+            let (seen, unanswered) = (f.last_seen, f.answered.is_none());
             // Its exchanges now pass in the kernel, unseen by `handle_server`: it joins the
             // eviction LRU here (its position is refreshed from the kernel's counters when it
             // comes up for eviction).
-            if f.answered.is_none() {
-                self.seq = self.seq.wrapping_add(1);
-                let key = (f.last_seen, self.seq);
-                f.answered = Some(key);
-                self.answered.insert(key, *client);
+            if unanswered {
+                self.mark_answered(*client, seen);
             }
             self.stats.flows_offloaded += 1;
             true
@@ -655,19 +661,12 @@ impl FlowTable {
             self.stats.unmatched_replies += 1;
             return None;
         };
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
         if let Some(flow) = self.flows.get_mut(&client) {
             flow.last_seen = flow.last_seen.max(now);
             flow.datagrams_down += 1;
             flow.bytes_down += len64;
-            // Move to the most-recent end of the eviction LRU.
-            if let Some(old) = flow.answered.take() {
-                self.answered.remove(&old);
-            }
-            let key = (flow.last_seen, seq);
-            flow.answered = Some(key);
-            self.answered.insert(key, client);
+            let seen = flow.last_seen;
+            self.mark_answered(client, seen);
         }
         self.stats.datagrams_from_servers += 1;
         self.stats.bytes_from_servers += len64;
@@ -1035,7 +1034,15 @@ mod tests {
     }
 
     /// A table with a fake kernel, and `c`'s flow established (query, answer, query).
-    fn established(c: SocketAddr, sel: &mut Fake) -> (FlowTable, FakeKernel) {
+    impl FakeKernel {
+        /// The kernel forwarded `a` for `client` since the table last asked.
+        fn saw(&self, client: SocketAddr, a: Activity) {
+            self.pending.lock().unwrap().insert(client, a);
+        }
+    }
+
+    /// An empty table with a fake kernel, and a handle on that kernel's records.
+    fn kernel_table() -> (FlowTable, FakeKernel) {
         let mut t = FlowTable::new(10, secs(60), 10);
         let k = FakeKernel::default();
         let handle = FakeKernel {
@@ -1045,6 +1052,11 @@ mod tests {
             pending: k.pending.clone(),
         };
         t.set_offload(Box::new(k));
+        (t, handle)
+    }
+
+    /// `c`'s flow established in `t`: query (second 0), answer, query (second 1).
+    fn establish(t: &mut FlowTable, c: SocketAddr, sel: &mut Fake) {
         let (u, server, _) = forward(t.handle_client(secs(0), c, 10, sel));
         assert!(!t.wants_offload(&c), "a new flow is not offered");
         t.handle_server(secs(0), u, server, 20);
@@ -1054,15 +1066,27 @@ mod tests {
         );
         forward(t.handle_client(secs(1), c, 10, sel));
         assert!(t.wants_offload(&c));
-        (t, handle)
+    }
+
+    /// A table with a fake kernel, and `c`'s flow established (query, answer, query).
+    fn established(c: SocketAddr, sel: &mut Fake) -> (FlowTable, FakeKernel) {
+        let (mut t, k) = kernel_table();
+        establish(&mut t, c, sel);
+        (t, k)
+    }
+
+    /// [`established`], and the flow handed to the kernel.
+    fn offloaded(c: SocketAddr, sel: &mut Fake) -> (FlowTable, FakeKernel) {
+        let (mut t, k) = established(c, sel);
+        assert!(t.offload(&c, sa("198.51.100.1:53"), sa("10.0.0.9:40000")));
+        (t, k)
     }
 
     #[test]
     fn an_established_flow_is_offered_to_the_kernel_once() {
         let mut sel = Fake::new(&["10.0.0.1:53"]);
         let c = sa("192.0.2.1:5000");
-        let (mut t, k) = established(c, &mut sel);
-        assert!(t.offload(&c, sa("198.51.100.1:53"), sa("10.0.0.9:40000")));
+        let (mut t, k) = offloaded(c, &mut sel);
         assert!(t.is_offloaded(&c));
         assert!(!t.wants_offload(&c));
         assert!(!t.offload(&c, sa("198.51.100.1:53"), sa("10.0.0.9:40000")));
@@ -1115,10 +1139,9 @@ mod tests {
     fn kernel_traffic_keeps_an_offloaded_flow_alive_and_is_counted() {
         let mut sel = Fake::new(&["10.0.0.1:53"]);
         let c = sa("192.0.2.1:5000");
-        let (mut t, k) = established(c, &mut sel);
-        assert!(t.offload(&c, sa("198.51.100.1:53"), sa("10.0.0.9:40000")));
+        let (mut t, k) = offloaded(c, &mut sel);
         // The deadline (1 + 60) comes; the kernel forwarded traffic until second 50.
-        k.pending.lock().unwrap().insert(
+        k.saw(
             c,
             Activity {
                 last_seen: Some(secs(50)),
@@ -1150,10 +1173,9 @@ mod tests {
         // Server unreachable.
         let mut sel = Fake::new(&["10.0.0.1:53", "10.0.0.2:53"]);
         let c = sa("192.0.2.1:5000");
-        let (mut t, k) = established(c, &mut sel);
-        assert!(t.offload(&c, sa("198.51.100.1:53"), sa("10.0.0.9:40000")));
+        let (mut t, k) = offloaded(c, &mut sel);
         let f = t.flow(&c).unwrap();
-        k.pending.lock().unwrap().insert(
+        k.saw(
             c,
             Activity {
                 datagrams_up: 5,
@@ -1169,8 +1191,7 @@ mod tests {
             "kernel bytes counted"
         );
         // Server removed.
-        let (mut t, k) = established(c, &mut sel);
-        assert!(t.offload(&c, sa("198.51.100.1:53"), sa("10.0.0.9:40000")));
+        let (mut t, k) = offloaded(c, &mut sel);
         let Target::Server(idx) = t.flow(&c).unwrap().target else {
             panic!("not a server flow")
         };
@@ -1178,8 +1199,7 @@ mod tests {
         assert_eq!(t.follow_servers(secs(2), &mut sel), 1);
         assert_eq!(*k.withdrawn.lock().unwrap(), vec![c]);
         // Removed by the shell.
-        let (mut t, k) = established(c, &mut sel);
-        assert!(t.offload(&c, sa("198.51.100.1:53"), sa("10.0.0.9:40000")));
+        let (mut t, k) = offloaded(c, &mut sel);
         t.remove_flow(secs(2), c, &mut sel);
         assert_eq!(*k.withdrawn.lock().unwrap(), vec![c]);
         t.check_invariants().unwrap();
@@ -1643,8 +1663,7 @@ mod tests {
     fn a_full_table_keeps_an_offloaded_flow_the_kernel_keeps_busy() {
         let mut sel = Fake::new(&["10.0.0.1:53"]);
         let busy = sa("192.0.2.1:5000");
-        let (mut t, k) = established(busy, &mut sel);
-        assert!(t.offload(&busy, sa("198.51.100.1:53"), sa("10.0.0.9:40000")));
+        let (mut t, k) = offloaded(busy, &mut sel);
         t.set_limits(2, secs(60));
         // A second flow, answered later than the busy one's last reply through pen.
         let quiet = sa("192.0.2.2:5000");
@@ -1656,7 +1675,7 @@ mod tests {
         };
         assert_eq!(t.handle_server(secs(3), upstream, server, 1), Some(quiet));
         // The kernel forwarded for the busy flow after that: the quiet flow is the victim.
-        k.pending.lock().unwrap().insert(
+        k.saw(
             busy,
             Activity {
                 last_seen: Some(secs(5)),
@@ -1729,9 +1748,8 @@ mod tests {
     fn live_kernel_flows_report_their_traffic_before_their_idle_check() {
         let mut sel = Fake::new(&["10.0.0.1:53"]);
         let c = sa("192.0.2.1:5000");
-        let (mut t, k) = established(c, &mut sel);
-        assert!(t.offload(&c, sa("198.51.100.1:53"), sa("10.0.0.9:40000")));
-        k.pending.lock().unwrap().insert(
+        let (mut t, k) = offloaded(c, &mut sel);
+        k.saw(
             c,
             Activity {
                 last_seen: Some(secs(3)),
@@ -1758,17 +1776,12 @@ mod tests {
     #[test]
     fn refreshing_many_kernel_flows_takes_turns() {
         let mut sel = Fake::new(&["10.0.0.1:53"]);
-        let mut t = FlowTable::new(10, secs(60), 10);
-        let k = FakeKernel::default();
-        let pending = k.pending.clone();
-        t.set_offload(Box::new(k));
+        let (mut t, k) = kernel_table();
         let clients: Vec<SocketAddr> = (1..=5u16)
             .map(|p| SocketAddr::from(([192, 0, 2, 1], p)))
             .collect();
         for c in &clients {
-            let (u, server, _) = forward(t.handle_client(secs(0), *c, 10, &mut sel));
-            t.handle_server(secs(0), u, server, 20);
-            forward(t.handle_client(secs(1), *c, 10, &mut sel));
+            establish(&mut t, *c, &mut sel);
             assert!(t.offload(c, sa("198.51.100.1:53"), sa("10.0.0.9:40000")));
         }
         let one = Activity {
@@ -1776,14 +1789,14 @@ mod tests {
             ..Activity::default()
         };
         for c in &clients {
-            pending.lock().unwrap().insert(*c, one);
+            k.saw(*c, one);
         }
         // Two per call: after three calls every flow has been read once or more.
         for _ in 0..3 {
             assert_eq!(t.refresh_offloaded(secs(2), 2), 2);
         }
         assert!(
-            pending.lock().unwrap().is_empty(),
+            k.pending.lock().unwrap().is_empty(),
             "every flow had its turn"
         );
         assert_eq!(t.stats().kernel_datagrams, 5);
