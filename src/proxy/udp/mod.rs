@@ -167,10 +167,14 @@ pub fn close_flow(shared: &SharedState, n: usize) -> bool {
             _ => return false,
         }
     };
-    handle.close_flow(client, |table| {
+    let removed = handle.with_table_mut(|table| {
         let mut g = lock(shared);
         table.remove_flow(crate::proxy::now(), client, &mut g.balancer)
-    })
+    });
+    if removed {
+        tracing::info!(%client, "udp flow closed by the control socket");
+    }
+    removed
 }
 
 /// As [`serve`], on a table created with [`new_table`] whose [`UdpHandle`] the caller keeps

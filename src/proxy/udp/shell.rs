@@ -163,19 +163,10 @@ impl UdpHandle {
         Arc::ptr_eq(&self.table, &other.table)
     }
 
-    /// Removes `client`'s flow through `remove` (which gets the locked table and takes the
-    /// shared state's lock itself: table first, as everywhere). Returns what `remove` did.
-    pub fn close_flow(
-        &self,
-        client: SocketAddr,
-        remove: impl FnOnce(&mut FlowTable) -> bool,
-    ) -> bool {
-        let mut table = lock(&self.table);
-        let removed = remove(&mut table);
-        if removed {
-            tracing::info!(%client, "udp flow closed by the control socket");
-        }
-        removed
+    /// Run `f` on the table, which it may change (holds the table lock; `f` may take the
+    /// shared state's lock inside: table first, as everywhere).
+    pub fn with_table_mut<R>(&self, f: impl FnOnce(&mut FlowTable) -> R) -> R {
+        f(&mut lock(&self.table))
     }
 }
 
