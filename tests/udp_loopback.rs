@@ -106,8 +106,26 @@ fn free_udp_port(ip: &str) -> u16 {
         .port()
 }
 
-/// Start `pen -f -U <opts> <listen> <backends>` and wait until it answers a query.
+/// Start `pen -f -U <opts> <listen> <backends>` and wait until it answers a query. The listen
+/// port is probed free first; another test's socket can take it before pen binds it (pen then
+/// exits at once), so an early exit is retried twice on a fresh port.
 fn start_pen(listen_ip: &str, opts: &[&str], backends: &[&DnsBackend]) -> Pen {
+    let mut exits = Vec::new();
+    for _ in 0..3 {
+        match try_start_pen(listen_ip, opts, backends) {
+            Ok(pen) => return pen,
+            Err(status) => exits.push(status),
+        }
+    }
+    panic!("pen exited early three times: {exits:?}");
+}
+
+/// One attempt of [`start_pen`]: the running pen, or its exit status if it stopped first.
+fn try_start_pen(
+    listen_ip: &str,
+    opts: &[&str],
+    backends: &[&DnsBackend],
+) -> Result<Pen, std::process::ExitStatus> {
     let port = free_udp_port(listen_ip);
     let listen = if listen_ip.contains(':') {
         format!("[{listen_ip}]:{port}")
@@ -131,10 +149,10 @@ fn start_pen(listen_ip: &str, opts: &[&str], backends: &[&DnsBackend]) -> Pen {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(status) = pen.child.try_wait().unwrap() {
-            panic!("pen exited early: {status}");
+            return Err(status);
         }
         if query_once(&client(listen_ip), addr, Duration::from_millis(100)).is_some() {
-            return pen;
+            return Ok(pen);
         }
         assert!(Instant::now() < deadline, "pen never answered on {addr}");
         std::thread::sleep(Duration::from_millis(50));
@@ -347,9 +365,7 @@ fn conn_max_full_of_unanswered_flows_refuses_new_ones_and_keeps_them() {
 #[test]
 fn fresh_port_queries_through_a_small_table_are_all_answered() {
     let b = three("127.0.0.1:0");
-    let web = std::env::temp_dir().join(format!("pen-udp-fresh-{}.html", std::process::id()));
-    let web_s = web.display().to_string();
-    let (pen, ctl) = start_pen_ctl(&["-r", "-x", "50", "-w", &web_s], &refs(&b));
+    let (_page, pen, ctl) = start_pen_page("fresh", &["-r", "-x", "50"], &refs(&b));
     // Keep every socket open, so each query really comes from a port not seen before.
     let mut clients = Vec::new();
     let mut lost = 0;
@@ -377,7 +393,6 @@ fn fresh_port_queries_through_a_small_table_are_all_answered() {
     let n = evicted(&page).unwrap_or(0);
     assert!((451..=460).contains(&n), "{n} evictions: {page}");
     assert!(page.contains("50 max, 50 used;"), "{page}");
-    let _ = std::fs::remove_file(&web);
 }
 
 #[test]
@@ -425,6 +440,30 @@ fn start_pen_ctl(opts: &[&str], backends: &[&DnsBackend]) -> (Pen, String) {
         "control port {control} never answered"
     );
     (pen, control)
+}
+
+/// A `-w` status page file; removed when dropped (also when a test fails).
+struct StatusPage(std::path::PathBuf);
+
+impl Drop for StatusPage {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// [`start_pen_ctl`] with a `-w` status page named after `name` (the `status` command needs
+/// one). Bind the page first, so that it is removed after pen is killed.
+fn start_pen_page(
+    name: &str,
+    opts: &[&str],
+    backends: &[&DnsBackend],
+) -> (StatusPage, Pen, String) {
+    let web = std::env::temp_dir().join(format!("pen-udp-{name}-{}.html", std::process::id()));
+    let web_s = web.display().to_string();
+    let mut all = vec!["-w", web_s.as_str()];
+    all.extend_from_slice(opts);
+    let (pen, ctl) = start_pen_ctl(&all, backends);
+    (StatusPage(web), pen, ctl)
 }
 
 fn penctl_try(control: &str, words: &[&str]) -> Option<String> {
@@ -503,9 +542,7 @@ fn status_until(ctl: &str, within: Duration, pred: impl Fn(&str) -> bool) -> Str
 #[test]
 fn udp_flow_idle_is_set_at_start_and_at_run_time_and_flows_expire_in_the_stats() {
     let b = three("127.0.0.1:0");
-    let web = std::env::temp_dir().join(format!("pen-udp-stats-{}.html", std::process::id()));
-    let web_s = web.display().to_string();
-    let (pen, ctl) = start_pen_ctl(&["-r", "-w", &web_s, "-O", "udp_flow_idle 30"], &refs(&b));
+    let (_page, pen, ctl) = start_pen_page("stats", &["-r", "-O", "udp_flow_idle 30"], &refs(&b));
     assert_eq!(penctl(&ctl, &["udp_flow_idle"]), "30\n", "-O at start-up");
 
     let c = client("127.0.0.1");
@@ -538,7 +575,6 @@ fn udp_flow_idle_is_set_at_start_and_at_run_time_and_flows_expire_in_the_stats()
     let r = penctl_try(&ctl, &["udp_flow_idle", "0"]).unwrap_or_default();
     assert!(r.contains("'udp_flow_idle'") && r.contains(">= 1"), "{r}");
     assert_eq!(penctl(&ctl, &["udp_flow_idle"]), "1\n");
-    let _ = std::fs::remove_file(&web);
 }
 
 /// A wildcard listener answers from the address each client sent to (IP_PKTINFO), not from the
@@ -590,12 +626,8 @@ fn a_live_flow_follows_its_server_to_a_new_address() {
     // current address, so `server 0 address/port` moves live flows too: here the flow is
     // closed at the next tick and the client's next query opens one to the new address.
     let b = three("127.0.0.1:0");
-    let web = std::env::temp_dir().join(format!("pen-udp-move-{}.html", std::process::id()));
-    let web_s = web.display().to_string();
-    let (pen, ctl) = start_pen_ctl(
-        &["-r", "-w", &web_s, "-O", "udp_flow_idle 60"],
-        &refs(&b[..1]),
-    );
+    let (_page, pen, ctl) =
+        start_pen_page("move", &["-r", "-O", "udp_flow_idle 60"], &refs(&b[..1]));
     let c = client("127.0.0.1");
     assert_eq!(query(&c, pen.addr, 3), Some(b[0].answer));
     assert_eq!(query(&c, pen.addr, 3), Some(b[0].answer), "the flow sticks");
@@ -617,15 +649,12 @@ fn a_live_flow_follows_its_server_to_a_new_address() {
         p.contains("readdressed 2,")
     });
     assert!(page.contains("readdressed 2,"), "{page}");
-    let _ = std::fs::remove_file(&web);
 }
 
 #[test]
 fn close_n_removes_udp_flow_n_and_the_client_gets_a_new_one() {
     let b = three("127.0.0.1:0");
-    let web = std::env::temp_dir().join(format!("pen-udp-close-{}.html", std::process::id()));
-    let web_s = web.display().to_string();
-    let (pen, ctl) = start_pen_ctl(&["-r", "-w", &web_s, "-O", "udp_flow_idle 60"], &refs(&b));
+    let (_page, pen, ctl) = start_pen_page("close", &["-r", "-O", "udp_flow_idle 60"], &refs(&b));
     let c = client("127.0.0.1");
     assert!(query(&c, pen.addr, 3).is_some());
     let me = format!("<td>127.0.0.1:{}</td>", c.local_addr().unwrap().port());
@@ -645,7 +674,6 @@ fn close_n_removes_udp_flow_n_and_the_client_gets_a_new_one() {
         page.contains(&me) && page.contains("Flows created 3,") && page.contains(" 2 used;"),
         "{page}"
     );
-    let _ = std::fs::remove_file(&web);
 }
 
 /// Open descriptors of process `pid`.
