@@ -26,7 +26,15 @@ use crate::ctl::command::{self, Command};
 /// C Pen's getopt string (with SSL).
 pub const GETOPT: &str = "B:C:F:O:S:T:b:c:e:i:j:l:m:o:p:q:t:u:w:x:DHNPQWXUadfhnrsE:K:G:A:ZRL:";
 
-/// Usage text, C Pen-like, listing every option.
+/// `pen --version`, `pen -V` and the `version` control command: the binary shares C Pen's
+/// name, so it says which program it is.
+pub const VERSION: &str = concat!(
+    "pen-rs ",
+    env!("CARGO_PKG_VERSION"),
+    " (a Rust rewrite of C Pen 0.34)"
+);
+
+/// Usage text, C Pen-like, listing every option and what pen-rs adds.
 pub const USAGE: &str = "\
 usage:
   pen [-C addr:port] [-X] [-b sec] [-c N] [-e host[:port]] \\
@@ -35,9 +43,11 @@ usage:
       [-E certfile] [-K keyfile] [-G cacertfile] [-A cacertdir] \\
       [-Z] [-R] [-L protocol] \\
       [host:]port|/path h1[:p1[:maxc1[:hard1[:weight1[:prio1]]]]] [h2[:p2[:maxc2[:hard2[:weight2[:prio2]]]]]] ...
+  pen --help | --version | -V
 
   -B host:port abuse server for naughty clients
-  -C port   control port ([addr:]port or /path)
+  -C port   control socket: port (127.0.0.1 only), addr:port (0.0.0.0:port = every
+            address), [v6]:port or /path (Unix socket)
   -T sec    tracking time in seconds (0 = forever) [0]
   -F file   name of configuration file (read after the options and on HUP)
   -H        add X-Forwarded-For header in http requests
@@ -49,6 +59,7 @@ usage:
   -D        obsolete (delayed forward), ignored
   -S N      obsolete (server table grows dynamically), ignored
   -n        obsolete (nonblocking), ignored
+  -V        print the pen-rs version and exit (also --version)
   -W        use weight for server selection
   -X        enable 'exit' command for control port
   -a        debugging dumps in ascii format
@@ -57,7 +68,7 @@ usage:
   -d        debugging on (repeat -d for more)
   -e host:port emergency server of last resort
   -f        stay in foreground
-  -h        use hash for initial server selection
+  -h        use hash for initial server selection (--help prints this text)
   -i name   Windows service (Windows only)
   -j dir    run in chroot
   -l file   logging on (file, or host:port for penlogd)
@@ -75,9 +86,17 @@ usage:
   -K keyfile    use the given key in PEM format (may be contained in cert)
   -G cacertfile file containing the CA's certificate
   -A cacertdir  directory containing CA certificates in hashed format
-  -Z        use SSL compatibility mode
+  -Z        accepted, does nothing (OpenSSL compatibility mode)
   -R        require valid peer certificate
-  -L protocol   ssl23 (default), ssl2, ssl3 or tls1
+  -L protocol   ssl23 (default) or tls1: both offer TLS 1.2 and 1.3 only
+
+penctl commands pen-rs adds (also for -o/-O and -F files):
+  prometheus [addr:]port   serve Prometheus metrics at /metrics (no prometheus: stop)
+  worker_threads N         runtime threads, 1 = one event loop like C Pen [1]
+  udp_flow_idle N          seconds a UDP flow lives without traffic
+  control_any_file         let TCP control clients name files (write FILE, include FILE,
+                           web_stats FILE, log FILE); only with -O/-o or in the -F file
+  version                  reply the pen-rs version
 
 example:
   pen 8080 web1:80 web2:80 [::1]:8080
@@ -98,6 +117,17 @@ pub struct Cli {
     /// blacklist T`, queries): their configuration part is already applied; the daemon runs
     /// them, in order, once it is up. C Pen runs them immediately.
     pub runtime_commands: Vec<Command>,
+}
+
+/// What pen's arguments ask for: run with a configuration, or print the usage text or the
+/// version and exit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invocation {
+    Run(Box<Cli>),
+    /// `--help` (`-h` stays C Pen's hash option).
+    Help,
+    /// `--version` or `-V` (C Pen has no `-V`).
+    Version,
 }
 
 /// A bad command line. Displays one line naming the bad token and what would be accepted.
@@ -314,13 +344,27 @@ impl State {
     }
 }
 
+/// Parses pen's arguments like [`invocation`], for callers that only run pen: `--help`,
+/// `--version` and `-V` are errors here.
+pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, CliError> {
+    match invocation(args)? {
+        Invocation::Run(cli) => Ok(*cli),
+        Invocation::Help | Invocation::Version => Err(fail(
+            "pen: --help, --version and -V print information; they give no configuration",
+        )),
+    }
+}
+
 /// Parses pen's arguments (WITHOUT argv\[0\]). Pure: names are not resolved, files not read.
+/// `--help`, `--version` or `-V` (where getopt would see them: not as an option's argument,
+/// not after `--`) end the parse with [`Invocation::Help`] / [`Invocation::Version`]; an error
+/// in an earlier option comes first, as with getopt.
 ///
 /// A listen address is required unless `-F` is given (the file may contain `listen`; the
 /// daemon must then check that one exists after reading it) or an `-O "listen ..."` set one
 /// (then, as C Pen, the first positional argument is ignored). Port 0 is accepted for the
 /// listen address only in DSR mode (`-O "dsr_if IF"`, or with `-F`, where the daemon checks).
-pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, CliError> {
+pub fn invocation<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation, CliError> {
     let args: Vec<String> = args.into_iter().collect();
     let mut st = State {
         cfg: Config::default(),
@@ -336,16 +380,24 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, CliError> {
             positional.extend(it.by_ref());
             break;
         }
-        if a.starts_with("--") {
-            return Err(fail_usage(format!(
-                "pen: unknown option {a:?}: pen has single-letter options only"
-            )));
+        match a.as_str() {
+            "--help" => return Ok(Invocation::Help),
+            "--version" => return Ok(Invocation::Version),
+            _ if a.starts_with("--") => {
+                return Err(fail_usage(format!(
+                    "pen: unknown option {a:?}: pen has single-letter options only (and --help, --version)"
+                )));
+            }
+            _ => {}
         }
         let Some(cluster) = a.strip_prefix('-').filter(|c| !c.is_empty()) else {
             positional.push(a);
             continue;
         };
         for (i, c) in cluster.char_indices() {
+            if c == 'V' {
+                return Ok(Invocation::Version);
+            }
             match takes_arg(c) {
                 None => return Err(fail_usage(format!("pen: unknown option -{c}"))),
                 Some(false) => st.option(c, None)?,
@@ -380,6 +432,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, CliError> {
                 )));
             }
             st.cfg.listen = Some(l);
+            st.cfg.listen_given = Some(p);
         }
         (Some(_), None) => {}
         (None, None) => {
@@ -414,12 +467,12 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, CliError> {
                 .map_err(|m| fail(format!("pen: bad abuse server {b:?} for -B: {m}")))?,
         );
     }
-    Ok(Cli {
+    Ok(Invocation::Run(Box::new(Cli {
         config: st.cfg,
         servers,
         notices: st.notices,
         runtime_commands: st.runtime,
-    })
+    })))
 }
 
 const BACKEND_FORM: &str = "host[:port[:maxc[:hard[:weight[:prio]]]]]";
@@ -589,6 +642,7 @@ mod tests {
         let c = ok("8080 10.0.0.1");
         let want = Config {
             listen: Some(ListenAddr::Inet("0.0.0.0:8080".parse().unwrap())),
+            listen_given: Some("8080".into()),
             ..Config::default()
         };
         assert_eq!(c.config, want);
@@ -806,7 +860,7 @@ mod tests {
         assert_eq!(e.to_string(), "pen: unknown option -y");
         assert!(e.show_usage);
         assert_eq!(bad("80 h -x"), "pen: option -x requires an argument");
-        assert!(bad("--help").contains("single-letter"));
+        assert!(bad("--frob 80 h").contains("single-letter options only (and --help, --version)"));
         assert!(bad("-L tls9 80").contains("ssl23, ssl2, ssl3 or tls1"));
     }
 
@@ -1016,6 +1070,77 @@ mod tests {
         let cli = ok("80 10.1.1.1");
         finish_startup(&mut cfg, &cli.servers).unwrap();
         assert_eq!(cfg.servers[0].host, ip("10.1.1.1"));
+    }
+
+    fn inv(line: &str) -> Invocation {
+        invocation(args(line)).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    }
+
+    #[test]
+    fn help_and_version_end_the_parse_where_getopt_sees_them() {
+        assert_eq!(inv("--help"), Invocation::Help);
+        assert_eq!(inv("-f 80 h --help"), Invocation::Help);
+        assert_eq!(inv("--version"), Invocation::Version);
+        assert_eq!(inv("-V"), Invocation::Version);
+        assert_eq!(inv("-fV 80 h"), Invocation::Version, "-V in a cluster");
+        // As an option's argument or after `--` they are not options.
+        let Invocation::Run(c) = inv("-l --help 80 h") else {
+            panic!("-l takes --help as its argument")
+        };
+        assert_eq!(c.config.log.as_deref(), Some("--help"));
+        assert!(bad("-- --version h").contains("\"--version\""));
+        // An earlier bad option is reported first, as getopt does.
+        assert_eq!(
+            invocation(args("-y --help")).unwrap_err().to_string(),
+            "pen: unknown option -y"
+        );
+        // -h stays C Pen's hash option.
+        let Invocation::Run(c) = inv("-h 80 h") else {
+            panic!("-h runs pen")
+        };
+        assert!(c.config.mode.hash);
+        // parse() is for running pen: information requests are errors there.
+        assert!(bad("--version").contains("print information"));
+    }
+
+    #[test]
+    fn version_says_pen_rs() {
+        assert!(VERSION.starts_with(&format!("pen-rs {} ", env!("CARGO_PKG_VERSION"))));
+    }
+
+    #[test]
+    fn usage_lists_what_pen_rs_supports() {
+        assert!(
+            !USAGE.contains("ssl2,") && !USAGE.contains("ssl3"),
+            "{USAGE}"
+        );
+        for w in [
+            "--help",
+            "--version",
+            "-V ",
+            "prometheus [addr:]port",
+            "worker_threads N",
+            "udp_flow_idle N",
+            "control_any_file",
+            "version ",
+            "127.0.0.1 only",
+        ] {
+            assert!(USAGE.contains(w), "{w} missing from USAGE");
+        }
+    }
+
+    #[test]
+    fn listen_address_is_kept_as_given() {
+        for given in [
+            "8080",
+            "127.0.0.1:8080",
+            ":::10000",
+            "[::1]:8080",
+            "/tmp/p.sock",
+        ] {
+            let c = ok(&format!("{given} h"));
+            assert_eq!(c.config.listen_text().as_deref(), Some(given));
+        }
     }
 
     #[test]

@@ -364,6 +364,9 @@ pub struct Config {
     // --- listener and mode ---
     /// `None` until the positional listen address is parsed (a config from `-F` alone may lack it).
     pub listen: Option<ListenAddr>,
+    /// The listen address as it was given (`8080`, `127.0.0.1:8080`), set with `listen`:
+    /// C Pen replies and writes it this way. `None` when `listen` was set without a spelling.
+    pub listen_given: Option<String>,
     /// `-U`.
     pub udp: bool,
     pub servers: Vec<ServerConfig>,
@@ -436,6 +439,10 @@ pub struct Config {
     pub abort_on_error: bool,
     /// `-C port|[addr:]port|/path`, kept as given; the daemon parses it.
     pub control: Option<String>,
+    /// `control_any_file` (pen-rs addition): TCP control clients may name files (`write FILE`,
+    /// `include FILE`, `web_stats FILE`, `log FILE`). Off: only Unix-socket clients and `-O`/`-F`
+    /// may. Set only with `-O`/`-o` or in the `-F` file, never from the control socket.
+    pub control_any_file: bool,
     /// `-F`.
     pub config_file: Option<PathBuf>,
     /// `-l file|host:port`.
@@ -461,11 +468,21 @@ pub struct Config {
     pub worker_threads_in_force: Option<usize>,
 }
 
+impl Config {
+    /// The listen address as C Pen shows it (`listen` reply, `write`): as it was given, else
+    /// the canonical text.
+    pub fn listen_text(&self) -> Option<String> {
+        let l = self.listen.as_ref()?;
+        Some(self.listen_given.clone().unwrap_or_else(|| l.to_string()))
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         use defaults::*;
         Config {
             listen: None,
+            listen_given: None,
             udp: false,
             servers: Vec::new(),
             emergency: None,
@@ -503,6 +520,7 @@ impl Default for Config {
             exit_enabled: false,
             abort_on_error: false,
             control: None,
+            control_any_file: false,
             config_file: None,
             log: None,
             web_stats: None,

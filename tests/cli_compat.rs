@@ -531,3 +531,78 @@ fn written_config_header_and_body_reproduce_the_config() {
     assert_eq!(back.conn_max, 900);
     assert_eq!(defaults::BACKLOG_MIN, 50);
 }
+
+// ---- version and help (the binaries) ----------------------------------------------------
+
+/// Runs a binary of this package with `args` (it must exit within 5 s); returns (exit code,
+/// stdout, stderr).
+fn run_bin(bin: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{bin} {args:?} did not exit within 5 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    (status.code(), out, err)
+}
+
+#[test]
+fn pen_version_says_pen_rs_and_exits_zero() {
+    let want = format!(
+        "pen-rs {} (a Rust rewrite of C Pen 0.34)\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    for flag in ["--version", "-V"] {
+        let (code, out, err) = run_bin(env!("CARGO_BIN_EXE_pen"), &[flag]);
+        assert_eq!(
+            (code, out.as_str()),
+            (Some(0), want.as_str()),
+            "{flag}: {err}"
+        );
+    }
+    let (code, out, _) = run_bin(env!("CARGO_BIN_EXE_penctl"), &["--version"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.starts_with(&format!("penctl (pen-rs {}", env!("CARGO_PKG_VERSION"))),
+        "{out}"
+    );
+}
+
+#[test]
+fn pen_help_exits_zero_with_what_pen_rs_supports() {
+    let (code, out, err) = run_bin(env!("CARGO_BIN_EXE_pen"), &["--help"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("pen-rs "), "{out}");
+    assert!(
+        out.contains("usage:") && out.contains("-h        use hash"),
+        "{out}"
+    );
+    assert!(out.contains("prometheus [addr:]port"), "{out}");
+    assert!(!out.contains("ssl2,") && !out.contains("ssl3"), "{out}");
+    // -h stays C Pen's hash option: without a listen address it is a usage error.
+    let (code, out, err) = run_bin(env!("CARGO_BIN_EXE_pen"), &["-h"]);
+    assert_eq!(code, Some(1));
+    assert!(out.is_empty() && err.contains("no listen address"), "{err}");
+}

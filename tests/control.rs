@@ -654,3 +654,58 @@ fn worker_threads_from_dash_o_is_in_force_and_proxying_works() {
         f.stderr
     );
 }
+
+/// C Pen replies the listen address as it was given (`8080`, not `0.0.0.0:8080`; recorded in
+/// docs/cpen-replies.md); scripts compare the string. `write` keeps it and reads back.
+#[test]
+fn listen_replies_the_address_as_given_and_write_keeps_it() {
+    let a = Backend::start("a", "127.0.0.1");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pen.cfg");
+    std::fs::write(&file, "blacklist 13\n").unwrap();
+    let f = file.display().to_string();
+    let (lport, cport) = (free_port(), free_port());
+    let (c, l) = (format!("127.0.0.1:{cport}"), lport.to_string());
+    let _pen = Pen::start(
+        &["-u", "root", "-C", &c, "-F", &f, &l, &a.spec],
+        Listen::Tcp(lport),
+    );
+    assert!(wait_until(|| tcp_listening(cport)));
+    assert_eq!(ctl(cport, "listen"), format!("{lport}\n"));
+    assert_eq!(get(None, at(lport)).unwrap(), "a");
+    let new_port = free_port();
+    assert_eq!(
+        ctl(cport, &format!("listen {new_port}")),
+        format!("{new_port}\n")
+    );
+    assert!(wait_until(|| tcp_listening(new_port)));
+    assert_eq!(ctl(cport, "listen"), format!("{new_port}\n"));
+    // `write` (the -F file) puts it in the header as given; pen started from that header
+    // and file listens there again.
+    assert_eq!(ctl(cport, "write"), "");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let header = text.lines().nth(1).unwrap_or_default();
+    assert!(header.ends_with(&format!(" {new_port}")), "{text}");
+    let parsed = pen::cli::parse(
+        header
+            .trim_start_matches("# pen ")
+            .split(' ')
+            .map(|w| w.trim_matches('\'').to_string()),
+    )
+    .unwrap();
+    assert_eq!(
+        parsed.config.listen,
+        Some(pen::config::ListenAddr::Inet(
+            ([0, 0, 0, 0], new_port).into()
+        ))
+    );
+}
+
+#[test]
+fn version_command_and_penctl_version_say_pen_rs() {
+    let (_pen, _l, cport) = pen_with_control(&[], &["127.0.0.1:9"]);
+    assert_eq!(ctl(cport, "version"), format!("{}\n", pen::cli::VERSION));
+    let (code, out, _) = penctl(&format!("127.0.0.1:{cport}"), &["version"]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("pen-rs "), "{out}");
+}

@@ -1,5 +1,6 @@
 //! `pen`: parse C Pen's command line, then run the daemon. Errors are one line on stderr and
-//! exit status 1, reported before pen detaches from the terminal.
+//! exit status 1, reported before pen detaches from the terminal. `--help` prints the usage
+//! text and `--version` / `-V` the version on stdout, exit status 0.
 
 use std::process::ExitCode;
 
@@ -11,8 +12,16 @@ fn main() -> ExitCode {
         eprint!("{}", cli::USAGE);
         return ExitCode::FAILURE;
     }
-    let parsed = match cli::parse(args) {
-        Ok(c) => c,
+    let parsed = match cli::invocation(args) {
+        Ok(cli::Invocation::Run(c)) => *c,
+        Ok(cli::Invocation::Help) => {
+            print!("{}\n{}", cli::VERSION, cli::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Ok(cli::Invocation::Version) => {
+            println!("{}", cli::VERSION);
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("{e}");
             if e.show_usage {

@@ -12,7 +12,12 @@ use std::time::Duration;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
-const USAGE: &str = "usage: penctl host:port|[v6addr]:port|port|/path/to/socket command...";
+const USAGE: &str = "usage: penctl host:port|[v6addr]:port|port|/path/to/socket command...\n       penctl --version | -V";
+const VERSION: &str = concat!(
+    "penctl (pen-rs ",
+    env!("CARGO_PKG_VERSION"),
+    ", a Rust rewrite of C Pen 0.34)"
+);
 
 /// A control address as C Pen accepts it: a path (contains `/`), `port`, `host:port`, or
 /// `[v6]:port` / `v6addr:port` (the last `:` separates the port).
@@ -65,7 +70,15 @@ fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(1);
     };
-    if words.is_empty() || target == "-h" || target == "--help" {
+    if target == "--version" || target == "-V" {
+        println!("{VERSION}");
+        return ExitCode::SUCCESS;
+    }
+    if target == "--help" {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    if words.is_empty() || target == "-h" {
         eprintln!("{USAGE}");
         return ExitCode::from(1);
     }

@@ -98,6 +98,7 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
                             .into(),
                     ));
                 }
+                Flag::ControlAnyFile => cfg.control_any_file = on,
                 Flag::Dummy => cfg.dummy = on,
                 Flag::Hash => cfg.mode.hash = on,
                 Flag::Http => cfg.http = on,
@@ -188,7 +189,8 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
             cfg.idlers = *n;
             Changed
         }
-        Command::Listen(Some(addr)) => {
+        Command::Listen(Some(arg)) => {
+            let addr = &arg.addr;
             if addr.port() == Some(0) && cfg.dsr_if.is_none() {
                 return Err(aerr(
                     "listen",
@@ -198,6 +200,7 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
                 ));
             }
             cfg.listen = Some(addr.clone());
+            cfg.listen_given = Some(arg.given.clone());
             Changed
         }
         Command::Log(Some(l)) => {
@@ -334,6 +337,7 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
         | Command::Servers
         | Command::Socket(_)
         | Command::Status
+        | Command::Version
         | Command::Write(_) => Runtime,
     };
     Ok(applied)
@@ -616,8 +620,8 @@ pub fn cli_only_args(cfg: &Config) -> Vec<String> {
             a.push(flag.to_string());
         }
     }
-    if let Some(l) = &cfg.listen {
-        a.push(l.to_string());
+    if let Some(l) = cfg.listen_text() {
+        a.push(l);
     }
     a
 }
@@ -704,6 +708,9 @@ pub fn write_config(cfg: &Config) -> String {
     cmd(flag(Flag::Transparent, cfg.transparent));
     cmd(flag(Flag::Dummy, cfg.dummy));
     cmd(flag(Flag::Peek, cfg.peek));
+    if cfg.control_any_file {
+        cmd(flag(Flag::ControlAnyFile, true));
+    }
     cmd(Command::IdleTimeout(Some(cfg.idle_timeout_secs)));
     cmd(Command::PendingMax(cfg.pending_max.max(1)));
     cmd(Command::Idlers(Some(cfg.idlers)));

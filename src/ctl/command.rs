@@ -23,6 +23,9 @@ pub enum Flag {
     Ascii,
     /// Obsolete (`block` / `no block`): accepted and ignored.
     Block,
+    /// `control_any_file` (pen-rs addition): TCP control clients may name files. Only from
+    /// `-O`/`-o` and `-F` files; the control socket refuses it.
+    ControlAnyFile,
     /// Obsolete (`delayed_forward` / `no delayed_forward`): accepted and ignored.
     DelayedForward,
     Dummy,
@@ -39,10 +42,11 @@ pub enum Flag {
 }
 
 impl Flag {
-    pub const ALL: [Flag; 15] = [
+    pub const ALL: [Flag; 16] = [
         Flag::AbortOnError,
         Flag::Ascii,
         Flag::Block,
+        Flag::ControlAnyFile,
         Flag::DelayedForward,
         Flag::Dummy,
         Flag::Hash,
@@ -63,6 +67,7 @@ impl Flag {
             Flag::AbortOnError => "abort_on_error",
             Flag::Ascii => "ascii",
             Flag::Block => "block",
+            Flag::ControlAnyFile => "control_any_file",
             Flag::DelayedForward => "delayed_forward",
             Flag::Dummy => "dummy",
             Flag::Hash => "hash",
@@ -159,6 +164,30 @@ pub enum TarpitAcl {
     List(u8),
 }
 
+/// `listen ADDR`'s argument: the address, and its spelling (C Pen replies and writes the
+/// listen address as it was given: `8080` stays `8080`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenArg {
+    pub addr: ListenAddr,
+    pub given: String,
+}
+
+impl ListenArg {
+    /// Parses a listen address, keeping its spelling.
+    pub fn parse(s: &str) -> Result<ListenArg, String> {
+        Ok(ListenArg {
+            addr: ListenAddr::parse(s)?,
+            given: s.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for ListenArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.given)
+    }
+}
+
 /// `server N [acl A] [address A] [port P] [max M] [hard H] [blacklist T] [weight W] [prio P]`:
 /// any subset, any order; a repeated keyword keeps the last value (as C Pen).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -204,7 +233,7 @@ pub enum Command {
     IdleTimeout(Option<u64>),
     Idlers(Option<u32>),
     Include(PathBuf),
-    Listen(Option<ListenAddr>),
+    Listen(Option<ListenArg>),
     Log(Option<String>),
     NoLog,
     Mode,
@@ -238,6 +267,8 @@ pub enum Command {
     Prometheus(Option<SocketAddr>),
     /// `no prometheus`: stop serving the metrics.
     NoPrometheus,
+    /// `version` (pen-rs addition): which program and version this is.
+    Version,
     Write(Option<PathBuf>),
 }
 
@@ -402,7 +433,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
         "listen" => Command::Listen(match w.next() {
             None => None,
             Some(t) => Some(
-                ListenAddr::parse(t)
+                ListenArg::parse(t)
                     .map_err(|e| err("listen", format!("bad address {t:?}: {e}")))?,
             ),
         }),
@@ -479,6 +510,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
             None => None,
             Some(t) => Some(parse_metrics_addr(t)?),
         }),
+        "version" => Command::Version,
         "write" => Command::Write(w.next().map(PathBuf::from)),
         other => {
             if let Some(b) = EventBackend::from_word(other) {
@@ -779,6 +811,7 @@ impl fmt::Display for Command {
             NoWebStats => write!(f, "no web_stats"),
             Prometheus(v) => opt(f, "prometheus", v),
             NoPrometheus => write!(f, "no prometheus"),
+            Version => write!(f, "version"),
             Write(v) => opt(f, "write", &v.as_ref().map(|p| p.display())),
         }
     }
@@ -926,6 +959,11 @@ mod tests {
         "prometheus 127.0.0.1:9100",
         "prometheus [::1]:9100",
         "no prometheus",
+        "version",
+        "control_any_file",
+        "no control_any_file",
+        "listen 8080",
+        "listen ::1:2222",
     ];
 
     #[test]
@@ -989,12 +1027,13 @@ mod tests {
             NoPrometheus => 44,
             UdpFlowIdle(_) => 45,
             WorkerThreads(_) => 46,
+            Version => 47,
         }
     }
 
     #[test]
     fn samples_cover_every_variant() {
-        let mut seen = [false; 47];
+        let mut seen = [false; 48];
         for line in SAMPLES {
             seen[variant(&p(line))] = true;
         }

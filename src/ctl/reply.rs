@@ -52,6 +52,8 @@ pub enum Action {
     Listen {
         new: ListenAddr,
         old: Option<ListenAddr>,
+        /// The old address as it was given ([`Config::listen_given`]).
+        old_given: Option<String>,
     },
     /// The request log target changed (`log X`, `no log`): reopen it (`None` = close).
     Log(Option<String>),
@@ -215,6 +217,7 @@ pub fn config_actions(old: &Config, new: &Config) -> Vec<Action> {
         actions.push(Action::Listen {
             new: l.clone(),
             old: old.listen.clone(),
+            old_given: old.listen_given.clone(),
         });
     }
     if old.log != new.log {
@@ -313,7 +316,8 @@ pub fn execute(shared: &mut Shared, cmd: &Command, env: &Env<'_>) -> Outcome {
             let _ = write!(r, "tarpit_acl = {n}");
         }
         Command::Listen(_) => {
-            if let Some(l) = &cfg.listen {
+            // As it was given (C Pen): `8080` stays `8080`.
+            if let Some(l) = cfg.listen_text() {
                 let _ = writeln!(r, "{l}");
             }
         }
@@ -336,6 +340,9 @@ pub fn execute(shared: &mut Shared, cmd: &Command, env: &Env<'_>) -> Outcome {
             if let Some(a) = &cfg.prometheus {
                 let _ = writeln!(r, "{a}");
             }
+        }
+        Command::Version => {
+            let _ = writeln!(r, "{}", crate::cli::VERSION);
         }
         Command::Mode => {
             let m = cfg.mode;
@@ -809,6 +816,43 @@ mod tests {
         );
     }
 
+    /// C Pen replies the listen address as it was given (recorded: `8080` -> `8080`,
+    /// `127.0.0.1:18081` -> `127.0.0.1:18081`, `:::18082` -> `:::18082`, and after
+    /// `listen 18086` -> `18086`).
+    #[test]
+    fn listen_replies_the_address_as_given() {
+        let mut sh = shared();
+        sh.config.listen = Some(ListenAddr::parse("8080").unwrap());
+        sh.config.listen_given = Some("8080".into());
+        assert_eq!(reply(&mut sh, "listen"), "8080\n");
+        assert_eq!(reply(&mut sh, "listen :::18082"), ":::18082\n");
+        assert_eq!(reply(&mut sh, "listen"), ":::18082\n");
+        let o = run(&mut sh, "listen 18086");
+        assert_eq!(o.reply, "18086\n");
+        assert_eq!(
+            o.actions,
+            vec![Action::Listen {
+                new: ListenAddr::parse("0.0.0.0:18086").unwrap(),
+                old: Some(ListenAddr::parse("[::]:18082").unwrap()),
+                old_given: Some(":::18082".into()),
+            }]
+        );
+        // The same address spelled differently reopens nothing.
+        let o = run(&mut sh, "listen 0.0.0.0:18086");
+        assert_eq!((o.reply.as_str(), o.actions.len()), ("0.0.0.0:18086\n", 0));
+        // write's header carries it as given, and reads back to the same address.
+        let text = crate::ctl::apply::write_config(&sh.config);
+        assert!(text.contains(" 0.0.0.0:18086\n"), "{text}");
+    }
+
+    #[test]
+    fn version_replies_pen_rs_and_its_version() {
+        let mut sh = shared();
+        let r = reply(&mut sh, "version");
+        assert_eq!(r, format!("{}\n", crate::cli::VERSION));
+        assert!(r.starts_with("pen-rs "), "{r}");
+    }
+
     #[test]
     fn listen_log_and_limits_become_actions() {
         let mut sh = shared();
@@ -819,6 +863,7 @@ mod tests {
             vec![Action::Listen {
                 new: ListenAddr::parse("127.0.0.1:20000").unwrap(),
                 old: Some(ListenAddr::parse("127.0.0.1:19991").unwrap()),
+                old_given: None,
             }]
         );
         let o = run(&mut sh, "log /tmp/x.log");

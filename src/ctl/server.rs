@@ -279,10 +279,19 @@ impl Control {
         for action in actions {
             match action {
                 Action::Exit => self.effects.exit(),
-                Action::Listen { new, old } => {
+                Action::Listen {
+                    new,
+                    old,
+                    old_given,
+                } => {
                     if let Err(e) = self.effects.reopen_listener(&new) {
-                        lock(&self.shared).config.listen = old.clone();
-                        let still = old.map_or_else(|| "nothing".to_string(), |o| o.to_string());
+                        let still = {
+                            let mut g = lock(&self.shared);
+                            g.config.listen = old;
+                            g.config.listen_given = old_given;
+                            g.config.listen_text()
+                        };
+                        let still = still.unwrap_or_else(|| "nothing".to_string());
                         reply.push_str(&error_line(
                             "listen",
                             &format!("{e}; still listening on {still}"),
