@@ -142,6 +142,9 @@ fn open_control(spec: &str, cfg: &Config) -> Result<ctl_server::StdListener, Dae
         )));
     }
     let addr = ctl_server::ControlAddr::parse(spec).map_err(|e| err(format!("pen: -C: {e}")))?;
+    if let Some(w) = ctl_server::exposure_warning(&addr, cfg) {
+        eprintln!("{w}");
+    }
     ctl_server::open(&addr)
         .map_err(|e| err(format!("pen: cannot open the control socket {spec}: {e}")))
 }

@@ -51,6 +51,24 @@ fn penctl(target: &str, words: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
+/// The local addresses of the TCP sockets listening on `port` (from /proc/net/tcp), such as
+/// `0100007F` for 127.0.0.1 and `00000000` for 0.0.0.0.
+fn listening_addresses(port: u16) -> Vec<String> {
+    let want = format!("{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut cols = l.split_whitespace();
+            let local = cols.nth(1)?;
+            let state = cols.nth(1)?;
+            let (addr, p) = local.split_once(':')?;
+            (p == want && state == "0A").then(|| addr.to_string())
+        })
+        .collect()
+}
+
 fn at(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
@@ -235,7 +253,11 @@ fn write_round_trip_reproduces_servers_and_mode() {
     let a = Backend::start("a", "127.0.0.1");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("written.cfg");
-    let (_pen, _lport, cport) = pen_with_control(&[], &[&a.spec, "127.0.0.1:19993:5:10:2:1"]);
+    // `write FILE` from a TCP client needs control_any_file (pen-rs).
+    let (_pen, _lport, cport) = pen_with_control(
+        &["-O", "control_any_file"],
+        &[&a.spec, "127.0.0.1:19993:5:10:2:1"],
+    );
     for cmd in [
         "server 3 address 127.0.0.3 port 83 max 7 hard 9 weight 4 prio 2",
         "server 1 acl 2",
@@ -526,7 +548,7 @@ fn include_applies_a_file_and_reports_its_bad_lines() {
         ),
     )
     .unwrap();
-    let (_pen, lport, cport) = pen_with_control(&[], &[&a.spec]);
+    let (_pen, lport, cport) = pen_with_control(&["-O", "control_any_file"], &[&a.spec]);
     let r = ctl(cport, &format!("include {}", file.display()));
     assert_eq!(r.lines().count(), 1, "{r}");
     assert!(
@@ -708,4 +730,142 @@ fn version_command_and_penctl_version_say_pen_rs() {
     let (code, out, _) = penctl(&format!("127.0.0.1:{cport}"), &["version"]);
     assert_eq!(code, Some(0));
     assert!(out.starts_with("pen-rs "), "{out}");
+}
+
+/// `-C PORT` without a host listens on 127.0.0.1 only (C Pen: every address); `-C
+/// 0.0.0.0:PORT` keeps the old behaviour and warns at start-up, as the socket has no
+/// authentication and control_acl admits everyone.
+#[test]
+fn control_port_without_host_is_loopback_and_a_reachable_one_warns() {
+    let a = Backend::start("a", "127.0.0.1");
+    let (lport, cport) = (free_port(), free_port());
+    let (c, l) = (cport.to_string(), format!("127.0.0.1:{lport}"));
+    let pen = Pen::start(&["-u", "root", "-C", &c, &l, &a.spec], Listen::Tcp(lport));
+    assert!(wait_until(|| tcp_listening(cport)));
+    assert_eq!(listening_addresses(cport), vec!["0100007F".to_string()]);
+    assert_eq!(ctl(cport, "control"), format!("{cport}\n"), "as given");
+    assert_eq!(
+        penctl(&c, &["blacklist"]).1,
+        "30\n",
+        "penctl PORT reaches it"
+    );
+    assert!(!pen.stderr().contains("warning"), "{}", pen.stderr());
+    drop(pen);
+
+    let (lport, cport) = (free_port(), free_port());
+    let (c, l) = (format!("0.0.0.0:{cport}"), format!("127.0.0.1:{lport}"));
+    let pen = Pen::start(&["-u", "root", "-C", &c, &l, &a.spec], Listen::Tcp(lport));
+    assert!(wait_until(|| tcp_listening(cport)));
+    assert_eq!(listening_addresses(cport), vec!["00000000".to_string()]);
+    let err = pen.stderr();
+    assert!(
+        err.contains(&format!(
+            "pen: warning: the control socket 0.0.0.0:{cport} can be reached from other hosts"
+        )) && err.contains("control_acl"),
+        "{err}"
+    );
+    drop(pen);
+
+    // With a control_acl that has entries: no warning.
+    let (lport, cport) = (free_port(), free_port());
+    let (c, l) = (format!("0.0.0.0:{cport}"), format!("127.0.0.1:{lport}"));
+    let pen = Pen::start(
+        &[
+            "-u",
+            "root",
+            "-O",
+            "acl 2 permit 127.0.0.1",
+            "-O",
+            "control_acl 2",
+            "-C",
+            &c,
+            &l,
+            &a.spec,
+        ],
+        Listen::Tcp(lport),
+    );
+    assert!(wait_until(|| tcp_listening(cport)));
+    assert!(!pen.stderr().contains("warning"), "{}", pen.stderr());
+}
+
+/// A TCP control client may not make pen write (or read) a file it names; `write` alone
+/// writes the -F file; a Unix-socket client may name files; files are replaced through a
+/// temporary file, never written through a symlink.
+#[test]
+fn control_clients_cannot_make_pen_write_any_file() {
+    let a = Backend::start("a", "127.0.0.1");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("pen.cfg");
+    std::fs::write(&cfg, "blacklist 21\n").unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let f = cfg.display().to_string();
+    let (_pen, _l, cport) = pen_with_control(&["-F", &f], &[&a.spec]);
+    for line in [
+        format!("write {}", victim.display()),
+        format!("include {}", victim.display()),
+        format!("web_stats {}", victim.display()),
+        format!("log {}", victim.display()),
+    ] {
+        let r = ctl(cport, &line);
+        let word = line.split(' ').next().unwrap();
+        assert!(
+            r.starts_with(&format!("do_cmd: ignoring command starting with '{word}'"))
+                && r.contains("control_any_file"),
+            "{line}: {r}"
+        );
+    }
+    assert_eq!(ctl(cport, "status"), "Unable to create webstats\n");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(ctl(cport, "control_any_file").contains("-F file"));
+    // `write` alone writes the -F file.
+    assert_eq!(ctl(cport, "blacklist 22"), "22\n");
+    assert_eq!(ctl(cport, "write"), "");
+    assert!(
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .contains("\nblacklist 22\n")
+    );
+
+    // Over the Unix socket, a named file is written, and a symlink there is replaced.
+    let sock = dir.path().join("pen.ctl");
+    let s = sock.display().to_string();
+    let lport = free_port();
+    let l = format!("127.0.0.1:{lport}");
+    let _upen = Pen::start(&["-u", "root", "-C", &s, &l, &a.spec], Listen::Tcp(lport));
+    assert!(wait_until(|| common::unix_listening(&sock)));
+    let link = dir.path().join("link.cfg");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let (code, out, _) = penctl(&s, &["write", &link.display().to_string()]);
+    assert_eq!((code, out.as_str()), (Some(0), ""));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_file()
+    );
+    assert!(
+        std::fs::read_to_string(&link)
+            .unwrap()
+            .contains("\nblacklist 30\n")
+    );
+}
+
+/// More silent control clients than C Pen's pool size: penctl still gets its reply at once
+/// (before, the 17th client on was closed without a reply until a silent one timed out 5 s
+/// later).
+#[test]
+fn idle_control_clients_do_not_lock_penctl_out() {
+    let (_pen, _l, cport) = pen_with_control(&[], &["127.0.0.1:9"]);
+    let silent: Vec<TcpStream> = (0..24)
+        .map(|_| TcpStream::connect(("127.0.0.1", cport)).expect("silent client"))
+        .collect();
+    let t0 = Instant::now();
+    let (code, out, err) = penctl(&format!("127.0.0.1:{cport}"), &["blacklist"]);
+    let took = t0.elapsed();
+    assert_eq!((code, out.as_str()), (Some(0), "30\n"), "{err}");
+    // Generous: a silent client's deadline is 5 s.
+    assert!(took < Duration::from_secs(4), "penctl took {took:?}");
+    drop(silent);
 }

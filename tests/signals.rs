@@ -282,7 +282,20 @@ fn log_command_starts_and_stops_the_request_log_at_run_time() {
     let log = dir.path().join("run.log");
     let (lport, cport) = (free_port(), free_port());
     let (c, l) = (format!("127.0.0.1:{cport}"), format!("127.0.0.1:{lport}"));
-    let _pen = Pen::start(&["-u", "root", "-C", &c, &l, &a.spec], Listen::Tcp(lport));
+    // `log FILE` from a TCP control client needs control_any_file.
+    let _pen = Pen::start(
+        &[
+            "-u",
+            "root",
+            "-O",
+            "control_any_file",
+            "-C",
+            &c,
+            &l,
+            &a.spec,
+        ],
+        Listen::Tcp(lport),
+    );
     assert!(wait_until(|| tcp_listening(cport)));
     get(None, at(lport)).unwrap();
     assert!(!log.exists());

@@ -99,6 +99,59 @@ pub fn error_line(word: &str, message: &str) -> String {
     format!("do_cmd: ignoring command starting with '{word}': {message}\n")
 }
 
+/// Where a control command comes from. Commands from `-o`/`-O` and `-F` files are trusted
+/// and not checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A TCP control client: anyone who can reach the port (and passes `control_acl`).
+    Tcp,
+    /// A Unix-socket control client: local, admitted by the socket file's permissions.
+    Unix,
+}
+
+/// Why a control client may not run `cmd` (an [`error_line`]), or `None`. Pure.
+///
+/// - `control_any_file` is refused from every control client: only `-o`/`-O` and the `-F`
+///   file set it.
+/// - Unless it is on, a TCP client may not name a file on pen's host: `write FILE` (plain
+///   `write` writes the `-F` file), `include FILE`, `web_stats FILE` and `log FILE` (a
+///   `host:port` log target is allowed) are refused unless the file is the one already in use.
+///   Unix-socket clients may: they are local and the socket file's permissions admit them.
+pub fn refusal(cmd: &Command, cfg: &Config, origin: Origin) -> Option<String> {
+    if let Command::Flag(crate::ctl::command::Flag::ControlAnyFile, _) = cmd {
+        return Some(error_line(
+            &cmd.to_string(),
+            "control_any_file can only be set with -O/-o or in the -F file, not through the control socket",
+        ));
+    }
+    if origin != Origin::Tcp || cfg.control_any_file {
+        return None;
+    }
+    let (word, file) = match cmd {
+        Command::Write(Some(p)) if cfg.config_file.as_ref() != Some(p) => ("write", p.clone()),
+        Command::Include(p) => ("include", p.clone()),
+        Command::WebStats(Some(p)) if cfg.web_stats.as_ref() != Some(p) => ("web_stats", p.clone()),
+        Command::Log(Some(t)) if cfg.log.as_ref() != Some(t) => {
+            match crate::reqlog::LogTarget::parse(t) {
+                Ok(crate::reqlog::LogTarget::File(p)) => ("log", p),
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    let alone = match word {
+        "write" => "`write` alone writes the -F file; ",
+        _ => "",
+    };
+    Some(error_line(
+        word,
+        &format!(
+            "a file name ({}) from a TCP control client is refused; {alone}use the Unix control socket (-C /path), or start pen with -O control_any_file",
+            file.display()
+        ),
+    ))
+}
+
 /// The note for a `worker_threads N` that differs from the runtime in force (penctl reply,
 /// SIGHUP log line).
 pub fn worker_threads_pending(n: usize, in_force: usize) -> String {
@@ -843,6 +896,74 @@ mod tests {
         // write's header carries it as given, and reads back to the same address.
         let text = crate::ctl::apply::write_config(&sh.config);
         assert!(text.contains(" 0.0.0.0:18086\n"), "{text}");
+    }
+
+    fn refused(sh: &Shared, line: &str, origin: Origin) -> Option<String> {
+        let cmd = crate::ctl::command::parse(line).unwrap().unwrap();
+        refusal(&cmd, &sh.config, origin)
+    }
+
+    #[test]
+    fn tcp_clients_may_not_name_files_unless_control_any_file() {
+        let mut sh = shared();
+        sh.config.config_file = Some("/etc/pen.cfg".into());
+        sh.config.web_stats = Some("/var/www/pen.html".into());
+        sh.config.log = Some("/var/log/pen.log".into());
+        for line in [
+            "write /etc/cron.d/x",
+            "include /etc/shadow",
+            "web_stats /etc/passwd",
+            "log /etc/profile",
+            "log relative.log",
+        ] {
+            let word = line.split(' ').next().unwrap();
+            let r = refused(&sh, line, Origin::Tcp).unwrap_or_else(|| panic!("{line}"));
+            assert!(
+                r.starts_with(&format!(
+                    "do_cmd: ignoring command starting with '{word}': a file name ("
+                )) && r.contains("control_any_file")
+                    && r.ends_with('\n')
+                    && r.lines().count() == 1,
+                "{r}"
+            );
+            assert_eq!(refused(&sh, line, Origin::Unix), None, "{line}");
+        }
+        assert!(
+            refused(&sh, "write /x", Origin::Tcp)
+                .unwrap()
+                .contains("`write` alone")
+        );
+        for line in [
+            "write",
+            "write /etc/pen.cfg",
+            "web_stats",
+            "web_stats /var/www/pen.html",
+            "log",
+            "log /var/log/pen.log",
+            "log 10.0.0.5:10000",
+            "no log",
+            "no web_stats",
+            "servers",
+            "server 1 blacklist 5",
+        ] {
+            assert_eq!(refused(&sh, line, Origin::Tcp), None, "{line}");
+        }
+        sh.config.control_any_file = true;
+        assert_eq!(refused(&sh, "write /tmp/x.cfg", Origin::Tcp), None);
+        assert_eq!(refused(&sh, "include /tmp/x.cfg", Origin::Tcp), None);
+    }
+
+    #[test]
+    fn control_any_file_is_never_set_from_the_control_socket() {
+        let mut sh = shared();
+        for origin in [Origin::Tcp, Origin::Unix] {
+            for line in ["control_any_file", "no control_any_file"] {
+                let r = refused(&sh, line, origin).unwrap_or_else(|| panic!("{line}"));
+                assert!(r.contains("-O/-o or in the -F file"), "{r}");
+            }
+        }
+        sh.config.control_any_file = true;
+        assert!(refused(&sh, "no control_any_file", Origin::Tcp).is_some());
     }
 
     #[test]

@@ -5,16 +5,21 @@
 //! Protocol (C Pen's): a client connects, sends one command line, reads the reply until pen
 //! closes the connection. Unlike C Pen (which reads the socket synchronously in its event
 //! loop), nothing here can stall the balancer:
-//! - each control client is its own task, with at most [`CLIENTS_MAX`] at once (more are
-//!   closed at once, without a reply);
-//! - the command must arrive within [`READ_TIMEOUT`] and be at most [`LINE_MAX`] bytes up to
-//!   the first newline (or EOF); a silent client is dropped after the timeout, a longer line
-//!   gets a one-line error;
+//! - each control client is its own task; [`CLIENTS_MAX`] of them get [`READ_TIMEOUT`] to
+//!   send their command, and while those are taken up to [`BUSY_CLIENTS_MAX`] more are served
+//!   with the short [`BUSY_READ_TIMEOUT`] (penctl sends at once), so silent clients cannot
+//!   lock penctl out; beyond both, clients are closed at once, without a reply;
+//! - the command must be at most [`LINE_MAX`] bytes up to the first newline (or EOF); a silent
+//!   client is dropped after its timeout, a longer line gets a one-line error;
 //! - the reply is written with a [`WRITE_TIMEOUT`];
 //! - the shared lock is held only while the command runs (no IO under the lock: host names
 //!   are resolved and files are read before, files written after).
 //!
 //! `control_acl` is checked for TCP clients (Unix-socket clients always pass, as in C Pen).
+//! TCP clients may not name files unless `control_any_file` ([`reply::refusal`]); `write` and
+//! status pages are written to a temporary file that is then renamed over the target
+//! ([`write_replacing`]), so a symlink at the target is replaced, never written through.
+//! `-C port` alone listens on 127.0.0.1 only ([`ControlAddr::parse`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -43,15 +48,21 @@ pub const LINE_MAX: usize = 4095;
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// A control client must take the reply within this time.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Control clients served at the same time; more are closed at once.
+/// Control clients served at the same time with [`READ_TIMEOUT`].
 pub const CLIENTS_MAX: usize = 16;
+/// Control clients served beyond [`CLIENTS_MAX`], with [`BUSY_READ_TIMEOUT`]; more are closed
+/// at once.
+pub const BUSY_CLIENTS_MAX: usize = 240;
+/// Time a control client served beyond [`CLIENTS_MAX`] has to send its command.
+pub const BUSY_READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// Time allowed to resolve one host name of a `server N address NAME` command.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest HTTP request head the Prometheus endpoint reads.
 pub const HTTP_HEAD_MAX: usize = 8192;
 
-/// Where the control socket listens: `-C port` (all addresses, as C Pen), `-C addr:port`,
-/// `-C [v6]:port`, or `-C /path` (Unix socket).
+/// Where the control socket listens: `-C port` (127.0.0.1 only; C Pen listens on every
+/// address), `-C addr:port` (`0.0.0.0:port` for every address), `-C [v6]:port`, or `-C /path`
+/// (Unix socket).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlAddr {
     Tcp(SocketAddr),
@@ -59,9 +70,15 @@ pub enum ControlAddr {
 }
 
 impl ControlAddr {
-    /// Parses `-C`'s value (host names are not accepted: give an address).
+    /// Parses `-C`'s value (host names are not accepted: give an address). Without a host
+    /// (`port` or `:port`) the socket is on 127.0.0.1: the control socket has no
+    /// authentication, so it is only reachable from other hosts when an address says so.
     pub fn parse(s: &str) -> Result<ControlAddr, String> {
+        let no_host = !s.contains('/') && s.rsplit_once(':').is_none_or(|(h, _)| h.is_empty());
         match ListenAddr::parse(s) {
+            Ok(ListenAddr::Inet(sa)) if sa.port() != 0 && no_host => Ok(ControlAddr::Tcp(
+                SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, sa.port())),
+            )),
             Ok(ListenAddr::Inet(sa)) if sa.port() != 0 => Ok(ControlAddr::Tcp(sa)),
             Ok(ListenAddr::Unix(p)) => Ok(ControlAddr::Unix(p)),
             Ok(ListenAddr::Inet(_)) => Err(format!(
@@ -75,6 +92,82 @@ impl ControlAddr {
             )),
         }
     }
+}
+
+/// The start-up warning for a TCP control socket that other hosts can reach while
+/// `control_acl` admits everyone (its list is empty), or `None`. Pure.
+pub fn exposure_warning(addr: &ControlAddr, cfg: &Config) -> Option<String> {
+    let ControlAddr::Tcp(sa) = addr else {
+        return None;
+    };
+    let ip = crate::acl::canonical(sa.ip());
+    let open = cfg
+        .acls
+        .lists
+        .get(usize::from(cfg.control_acl))
+        .is_none_or(|l| l.entries.is_empty());
+    (!ip.is_loopback() && open).then(|| {
+        format!(
+            "pen: warning: the control socket {sa} can be reached from other hosts and control_acl {} admits everyone: anyone who connects can reconfigure pen; listen on 127.0.0.1 (-C PORT), use a Unix socket (-C /path), or restrict it (-O \"acl 9 permit ADDR\" -O \"control_acl 9\")",
+            cfg.control_acl
+        )
+    })
+}
+
+/// Writes `data` to `path` through a new temporary file in the same directory, renamed over
+/// `path` once complete: readers never see half a file, and a symlink at `path` is replaced,
+/// never written through. An existing regular file keeps its permission bits; a new file
+/// gets 0666 less the umask (as C Pen's `fopen`).
+pub fn write_replacing(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let name = path.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a file name; expected a path ending in a file name",
+        )
+    })?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(
+        ".pen-{}-{}.tmp",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let tmp = dir.join(tmp_name);
+    // create_new: O_EXCL, so nothing (not even a planted symlink) is reused.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o666)
+        .open(&tmp)?;
+    let result = (|| {
+        if let Ok(m) = std::fs::symlink_metadata(path)
+            && m.file_type().is_file()
+        {
+            f.set_permissions(m.permissions())?;
+        }
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// [`write_replacing`] on a blocking thread.
+async fn write_replacing_async(path: PathBuf, data: Vec<u8>) -> io::Result<()> {
+    tokio::task::spawn_blocking(move || write_replacing(&path, &data))
+        .await
+        .map_err(io::Error::other)?
 }
 
 /// An open control (or Prometheus) listening socket, created before the runtime.
@@ -146,6 +239,8 @@ pub struct Control {
     shared: SharedState,
     effects: Arc<dyn Effects>,
     clients: Arc<Semaphore>,
+    /// Clients served beyond `clients`, with the short read timeout.
+    busy_clients: Arc<Semaphore>,
     /// The Prometheus endpoint's task and address, while it runs.
     metrics: std::sync::Mutex<Option<(SocketAddr, tokio::task::JoinHandle<()>)>>,
 }
@@ -188,6 +283,7 @@ impl Control {
             shared,
             effects,
             clients: Arc::new(Semaphore::new(CLIENTS_MAX)),
+            busy_clients: Arc::new(Semaphore::new(BUSY_CLIENTS_MAX)),
             metrics: std::sync::Mutex::new(None),
         })
     }
@@ -232,8 +328,14 @@ impl Control {
         &self.shared
     }
 
-    /// Runs one command line as the control socket does and returns the reply.
+    /// Runs one trusted command line (as from `-O`) and returns the reply.
     pub async fn run_line(&self, line: &str) -> String {
+        self.run_line_from(line, None).await
+    }
+
+    /// Runs one command line of a control client from `origin` (`None`: trusted) and
+    /// returns the reply; what a client may not do is refused ([`reply::refusal`]).
+    pub async fn run_line_from(&self, line: &str, origin: Option<reply::Origin>) -> String {
         let cmd = match command::parse(line) {
             Ok(Some(cmd)) => cmd,
             Ok(None) => return String::new(),
@@ -242,6 +344,13 @@ impl Control {
                 return error_line(word, &e.message);
             }
         };
+        if let Some(origin) = origin {
+            let refused = reply::refusal(&cmd, &lock(&self.shared).config, origin);
+            if let Some(r) = refused {
+                tracing::warn!("control client ({origin:?}): {}", r.trim_end());
+                return r;
+            }
+        }
         self.run(&cmd).await
     }
 
@@ -307,7 +416,7 @@ impl Control {
                     self.effects.close_connection(n);
                 }
                 Action::Write { path, text } => {
-                    if let Err(e) = tokio::fs::write(&path, text).await {
+                    if let Err(e) = write_replacing_async(path.clone(), text.into_bytes()).await {
                         reply.push_str(&error_line(
                             "write",
                             &format!("cannot write {}: {e}", path.display()),
@@ -315,7 +424,7 @@ impl Control {
                     }
                 }
                 Action::WebStats { path, html } => {
-                    if let Err(e) = tokio::fs::write(&path, html).await {
+                    if let Err(e) = write_replacing_async(path.clone(), html.into_bytes()).await {
                         tracing::warn!("cannot write web stats to {}: {e}", path.display());
                         reply = "Unable to create webstats\n".to_string();
                     }
@@ -424,7 +533,8 @@ impl Control {
         let snap = self.snapshot();
         match web {
             Some(path) => {
-                if let Err(e) = tokio::fs::write(&path, stats::html(&snap)).await {
+                let html = stats::html(&snap).into_bytes();
+                if let Err(e) = write_replacing_async(path.clone(), html).await {
                     tracing::warn!("SIGUSR1: cannot write web stats to {}: {e}", path.display());
                 }
             }
@@ -498,9 +608,16 @@ async fn read_command<S: AsyncRead + Unpin>(s: &mut S) -> Result<String, ReadErr
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
-/// Serves one control client: read one command, run it, write the reply, close.
-async fn serve_client<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, who: &str, control: &Control) {
-    let line = match tokio::time::timeout(READ_TIMEOUT, read_command(&mut s)).await {
+/// Serves one control client: read one command (within `read_timeout`), run it, write the
+/// reply, close.
+async fn serve_client<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    who: &str,
+    origin: reply::Origin,
+    read_timeout: Duration,
+    control: &Control,
+) {
+    let line = match tokio::time::timeout(read_timeout, read_command(&mut s)).await {
         Ok(Ok(line)) => line,
         Ok(Err(ReadError::TooLong)) => {
             tracing::info!("control client {who}: command longer than {LINE_MAX} bytes");
@@ -516,14 +633,14 @@ async fn serve_client<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, who: &str, co
         }
         Err(_) => {
             tracing::info!(
-                "control client {who} sent no command within {} s; closed",
-                READ_TIMEOUT.as_secs()
+                "control client {who} sent no command within {} ms; closed",
+                read_timeout.as_millis()
             );
             return;
         }
     };
     tracing::debug!("control client {who}: {line:?}");
-    let reply = control.run_line(&line).await;
+    let reply = control.run_line_from(&line, Some(origin)).await;
     match tokio::time::timeout(WRITE_TIMEOUT, async {
         s.write_all(reply.as_bytes()).await?;
         s.shutdown().await
@@ -571,9 +688,25 @@ pub async fn serve(listener: StdListener, control: Arc<Control>) -> io::Result<(
                 return Err(e);
             }
         };
-        let Ok(permit) = control.clients.clone().try_acquire_owned() else {
-            tracing::info!("control client {who}: {CLIENTS_MAX} control clients busy; closed");
-            continue;
+        // The pool first; when silent clients hold it, a newcomer still gets in with a short
+        // deadline (penctl sends its line at once), so idle clients cannot lock penctl out.
+        let (permit, read_timeout) = match control.clients.clone().try_acquire_owned() {
+            Ok(p) => (p, READ_TIMEOUT),
+            Err(_) => match control.busy_clients.clone().try_acquire_owned() {
+                Ok(p) => (p, BUSY_READ_TIMEOUT),
+                Err(_) => {
+                    tracing::info!(
+                        "control client {who}: {} control clients busy; closed",
+                        CLIENTS_MAX + BUSY_CLIENTS_MAX
+                    );
+                    continue;
+                }
+            },
+        };
+        let origin = if ip.is_some() {
+            reply::Origin::Tcp
+        } else {
+            reply::Origin::Unix
         };
         if let Some(ip) = ip
             && !control.control_permits(ip)
@@ -583,7 +716,7 @@ pub async fn serve(listener: StdListener, control: Arc<Control>) -> io::Result<(
         }
         let control = control.clone();
         tokio::spawn(async move {
-            serve_client(stream, &who, &control).await;
+            serve_client(stream, &who, origin, read_timeout, &control).await;
             drop(permit);
         });
     }
@@ -716,9 +849,22 @@ mod tests {
 
     #[test]
     fn control_address_forms() {
+        // Without a host: loopback only (C Pen: every address).
         assert_eq!(
             ControlAddr::parse("10080").unwrap(),
+            ControlAddr::Tcp("127.0.0.1:10080".parse().unwrap())
+        );
+        assert_eq!(
+            ControlAddr::parse(":10080").unwrap(),
+            ControlAddr::Tcp("127.0.0.1:10080".parse().unwrap())
+        );
+        assert_eq!(
+            ControlAddr::parse("0.0.0.0:10080").unwrap(),
             ControlAddr::Tcp("0.0.0.0:10080".parse().unwrap())
+        );
+        assert_eq!(
+            ControlAddr::parse(":::10080").unwrap(),
+            ControlAddr::Tcp("[::]:10080".parse().unwrap())
         );
         assert_eq!(
             ControlAddr::parse("127.0.0.1:10080").unwrap(),
@@ -738,6 +884,124 @@ mod tests {
                 .unwrap_err()
                 .contains("host name")
         );
+    }
+
+    #[test]
+    fn reachable_control_socket_without_control_acl_gets_a_warning() {
+        let mut cfg = Config::default();
+        let w = |s: &str, cfg: &Config| exposure_warning(&ControlAddr::parse(s).unwrap(), cfg);
+        assert_eq!(w("10080", &cfg), None);
+        assert_eq!(w("[::1]:10080", &cfg), None);
+        assert_eq!(w("/run/pen.ctl", &cfg), None);
+        let text = w("0.0.0.0:10080", &cfg).unwrap();
+        assert!(
+            text.starts_with("pen: warning: the control socket 0.0.0.0:10080 can be reached")
+                && text.contains("control_acl 0 admits everyone"),
+            "{text}"
+        );
+        assert!(w("[::]:10080", &cfg).is_some());
+        assert!(w("192.0.2.1:10080", &cfg).is_some());
+        // A control_acl with entries: no warning.
+        crate::ctl::apply::apply_text(&mut cfg, "acl 3 permit 10.0.0.1\ncontrol_acl 3\n", "t");
+        assert_eq!(w("0.0.0.0:10080", &cfg), None);
+    }
+
+    #[test]
+    fn write_replacing_replaces_a_symlink_instead_of_following_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        let link = dir.path().join("pen.cfg");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        write_replacing(&link, b"blacklist 3\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        let m = std::fs::symlink_metadata(&link).unwrap();
+        assert!(m.file_type().is_file(), "the link was replaced by a file");
+        assert_eq!(std::fs::read_to_string(&link).unwrap(), "blacklist 3\n");
+        // An existing file keeps its mode; no temporary file is left behind.
+        std::fs::set_permissions(&link, std::fs::Permissions::from_mode(0o600)).unwrap();
+        write_replacing(&link, b"x").unwrap();
+        let mode = std::fs::metadata(&link).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        // A directory as target: an error, and still nothing left behind.
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        assert!(write_replacing(&sub, b"x").is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+        assert!(write_replacing(Path::new("/"), b"x").is_err());
+    }
+
+    async fn tcp_control(c: &Arc<Control>) -> SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(serve(StdListener::Tcp(l), c.clone()));
+        addr
+    }
+
+    async fn ask(addr: SocketAddr, line: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(line.as_bytes()).await.unwrap();
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply).await;
+        reply
+    }
+
+    #[tokio::test]
+    async fn tcp_client_cannot_write_a_named_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("out.cfg");
+        let c = control();
+        let addr = tcp_control(&c).await;
+        let r = ask(addr, &format!("write {}\n", f.display())).await;
+        assert!(
+            r.starts_with("do_cmd: ignoring command starting with 'write'")
+                && r.contains("control_any_file"),
+            "{r}"
+        );
+        assert!(!f.exists(), "nothing written");
+        assert!(
+            ask(addr, "control_any_file\n")
+                .await
+                .contains("-O/-o or in the -F file")
+        );
+        assert!(!lock(c.shared()).config.control_any_file);
+        // Trusted (-O) and with control_any_file on: written.
+        c.run_line("control_any_file").await;
+        assert_eq!(ask(addr, &format!("write {}\n", f.display())).await, "");
+        assert!(f.exists());
+    }
+
+    /// More silent clients than the pool holds: penctl still gets its reply, from a slot with
+    /// the short deadline (before: closed at once until a silent client timed out after 5 s).
+    #[tokio::test]
+    async fn silent_clients_filling_the_pool_do_not_lock_penctl_out() {
+        let c = control();
+        let addr = tcp_control(&c).await;
+        let mut silent = Vec::new();
+        for _ in 0..CLIENTS_MAX + 4 {
+            silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        // Let the accept loop take them all before ours.
+        while c.clients.available_permits() > 0
+            || c.busy_clients.available_permits() > BUSY_CLIENTS_MAX - 4
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let t0 = std::time::Instant::now();
+        assert_eq!(ask(addr, "blacklist\n").await, "30\n");
+        assert!(t0.elapsed() < READ_TIMEOUT, "{:?}", t0.elapsed());
+        // Silent clients beyond the pool are closed after the short deadline.
+        let mut last = silent.pop().unwrap();
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(READ_TIMEOUT, last.read(&mut buf)).await;
+        assert!(matches!(n, Ok(Ok(0))), "{n:?}");
     }
 
     #[tokio::test]
