@@ -399,6 +399,12 @@ pub fn invocation<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
                 return Ok(Invocation::Version);
             }
             match takes_arg(c) {
+                // C Pen has no -v either; say where the version is.
+                None if c == 'v' => {
+                    return Err(fail_usage(
+                        "pen: unknown option -v (the version: -V or --version)",
+                    ));
+                }
                 None => return Err(fail_usage(format!("pen: unknown option -{c}"))),
                 Some(false) => st.option(c, None)?,
                 Some(true) => {
@@ -1099,6 +1105,10 @@ mod tests {
             panic!("-h runs pen")
         };
         assert!(c.config.mode.hash);
+        assert_eq!(
+            invocation(args("-v")).unwrap_err().to_string(),
+            "pen: unknown option -v (the version: -V or --version)"
+        );
         // parse() is for running pen: information requests are errors there.
         assert!(bad("--version").contains("print information"));
     }
