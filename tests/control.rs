@@ -869,3 +869,37 @@ fn idle_control_clients_do_not_lock_penctl_out() {
     assert!(took < Duration::from_secs(4), "penctl took {took:?}");
     drop(silent);
 }
+
+/// The status page in a directory pen's user may not create files in, but whose page file it
+/// may write (a `-w` file prepared by root for `-u nobody`): written in place, as C Pen, since
+/// no temporary file can be made there.
+#[test]
+fn status_page_in_a_directory_pen_cannot_write_is_rewritten_in_place() {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    assert!(
+        common::is_root(),
+        "this test needs root: it runs pen as nobody on a file prepared by root"
+    );
+    let a = Backend::start("a", "127.0.0.1");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let page = dir.path().join("status.html");
+    std::fs::write(&page, "old").unwrap();
+    chown(&page, Some(65534), Some(65534)).unwrap();
+    let w = page.display().to_string();
+    let (lport, cport) = (free_port(), free_port());
+    let (c, l) = (format!("127.0.0.1:{cport}"), format!("127.0.0.1:{lport}"));
+    let _pen = Pen::start(
+        &["-u", "nobody", "-C", &c, "-w", &w, &l, &a.spec],
+        Listen::Tcp(lport),
+    );
+    assert!(wait_until(|| tcp_listening(cport)));
+    let reply = ctl(cport, "status");
+    assert!(reply.starts_with("<html>"), "{reply}");
+    assert_eq!(std::fs::read_to_string(&page).unwrap(), reply);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no leftovers"
+    );
+}

@@ -117,8 +117,56 @@ pub fn exposure_warning(addr: &ControlAddr, cfg: &Config) -> Option<String> {
 /// Writes `data` to `path` through a new temporary file in the same directory, renamed over
 /// `path` once complete: readers never see half a file, and a symlink at `path` is replaced,
 /// never written through. An existing regular file keeps its permission bits; a new file
-/// gets 0666 less the umask (as C Pen's `fopen`).
+/// gets 0666 less the umask (as C Pen's `fopen`). When pen may not create files in that
+/// directory but the file itself is writable (a `-w` page in a directory pen's user does not
+/// own), the existing file is rewritten in place, still refusing a symlink
+/// ([`write_in_place_nofollow`]).
 pub fn write_replacing(path: &Path, data: &[u8]) -> io::Result<()> {
+    match write_via_rename(path, data) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            write_in_place_nofollow(path, data).map_err(|e2| {
+                if e2.kind() == io::ErrorKind::NotFound {
+                    e
+                } else {
+                    e2
+                }
+            })
+        }
+        r => r,
+    }
+}
+
+/// Truncates and rewrites an existing regular file; refuses a symlink (`O_NOFOLLOW`) and
+/// anything that is not a regular file; creates nothing.
+pub fn write_in_place_nofollow(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "is a symbolic link; pen does not write through links",
+                )
+            } else {
+                e
+            }
+        })?;
+    if !f.metadata()?.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    f.set_len(0)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+fn write_via_rename(path: &Path, data: &[u8]) -> io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -935,6 +983,32 @@ mod tests {
         assert!(write_replacing(&sub, b"x").is_err());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
         assert!(write_replacing(Path::new("/"), b"x").is_err());
+    }
+
+    #[test]
+    fn write_in_place_refuses_links_and_non_files_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("page.html");
+        std::fs::write(&f, "old old old\n").unwrap();
+        write_in_place_nofollow(&f, b"new\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "new\n");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&f, &link).unwrap();
+        let e = write_in_place_nofollow(&link, b"x").unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "new\n");
+        assert!(write_in_place_nofollow(dir.path(), b"x").is_err());
+        // A FIFO without a reader: an error at once, no blocking.
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.display().to_string()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(write_in_place_nofollow(&fifo, b"x").is_err());
+        let e = write_in_place_nofollow(Path::new("/dev/null"), b"x").unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let missing = dir.path().join("missing");
+        assert!(write_in_place_nofollow(&missing, b"x").is_err());
+        assert!(!missing.exists());
     }
 
     async fn tcp_control(c: &Arc<Control>) -> SocketAddr {
