@@ -93,7 +93,7 @@ usage:
 penctl commands pen-rs adds (also for -o/-O and -F files):
   prometheus [addr:]port   serve Prometheus metrics at /metrics (no prometheus: stop)
   worker_threads N         runtime threads, 1 = one event loop like C Pen [1]
-  udp_flow_idle N          seconds a UDP flow lives without traffic
+  udp_flow_idle N          seconds a UDP flow lives without traffic [60]
   control_any_file         let TCP control clients name files (write FILE, include FILE,
                            web_stats FILE, log FILE); only with -O/-o or in the -F file
   version                  reply the pen-rs version

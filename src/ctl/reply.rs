@@ -115,7 +115,8 @@ pub enum Origin {
 ///   file set it.
 /// - Unless it is on, a TCP client may not name a file on pen's host: `write FILE` (plain
 ///   `write` writes the `-F` file), `include FILE`, `web_stats FILE` and `log FILE` (a
-///   `host:port` log target is allowed) are refused unless the file is the one already in use.
+///   `host:port` log target is allowed) are refused unless the file is the one already in use
+///   (the `-F` file for `write` and `include`).
 ///   Unix-socket clients may: they are local and the socket file's permissions admit them.
 pub fn refusal(cmd: &Command, cfg: &Config, origin: Origin) -> Option<String> {
     if let Command::Flag(crate::ctl::command::Flag::ControlAnyFile, _) = cmd {
@@ -129,7 +130,7 @@ pub fn refusal(cmd: &Command, cfg: &Config, origin: Origin) -> Option<String> {
     }
     let (word, file) = match cmd {
         Command::Write(Some(p)) if cfg.config_file.as_ref() != Some(p) => ("write", p.clone()),
-        Command::Include(p) => ("include", p.clone()),
+        Command::Include(p) if cfg.config_file.as_ref() != Some(p) => ("include", p.clone()),
         Command::WebStats(Some(p)) if cfg.web_stats.as_ref() != Some(p) => ("web_stats", p.clone()),
         Command::Log(Some(t)) if cfg.log.as_ref() != Some(t) => {
             match crate::reqlog::LogTarget::parse(t) {
@@ -936,6 +937,7 @@ mod tests {
         for line in [
             "write",
             "write /etc/pen.cfg",
+            "include /etc/pen.cfg",
             "web_stats",
             "web_stats /var/www/pen.html",
             "log",
