@@ -1062,12 +1062,14 @@ mod tests {
         for _ in 0..CLIENTS_MAX + 4 {
             silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
         }
-        // Let the accept loop take them all before ours.
-        while c.clients.available_permits() > 0
-            || c.busy_clients.available_permits() > BUSY_CLIENTS_MAX - 4
-        {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        // Let the accept loop take them all before ours (bounded: the pool must be full).
+        let full = tokio::time::timeout(Duration::from_secs(3), async {
+            while c.clients.available_permits() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(full.is_ok(), "the silent clients were not accepted");
         let t0 = std::time::Instant::now();
         assert_eq!(ask(addr, "blacklist\n").await, "30\n");
         assert!(t0.elapsed() < READ_TIMEOUT, "{:?}", t0.elapsed());
