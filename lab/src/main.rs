@@ -1,7 +1,8 @@
 //! pen-lab: builds network topologies out of Linux namespaces, runs pen and real clients and
 //! backends in them, captures traffic with libpcap and asserts on the captured frames.
 //!
-//! Exit codes: 0 all passed, 1 a scenario failed, 2 usage or validation errors.
+//! Exit codes: 0 all passed, 1 a scenario failed, 2 usage or validation errors, 130 the run
+//! was interrupted (SIGINT/SIGTERM).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,8 +44,12 @@ enum Cmd {
     },
     /// List the scenarios with their descriptions.
     List,
-    /// Remove namespaces and processes left by interrupted runs (names `penlab-*` only).
-    Clean,
+    /// Remove namespaces and processes left by interrupted or `--keep` runs (names `penlab-*`
+    /// only). Runs whose pen-lab process still runs are left alone.
+    Clean {
+        /// Only this run (`penlab-3f2a1c`, as `pen-lab run` prints it).
+        run: Option<String>,
+    },
     /// Print a pcap file one frame per line, decoded like the expectations see it.
     Show {
         pcap: PathBuf,
@@ -90,22 +95,7 @@ fn main() -> ExitCode {
         } => cmd_run(&scenarios, json, keep),
         Cmd::Check { scenarios } => cmd_check(&scenarios),
         Cmd::List => cmd_list(),
-        Cmd::Clean => match pen_lab::topology::clean_leftovers("penlab") {
-            Ok(v) if v.is_empty() => {
-                println!("nothing to clean");
-                ExitCode::SUCCESS
-            }
-            Ok(v) => {
-                for n in v {
-                    println!("removed {n}");
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("pen-lab clean: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        Cmd::Clean { run } => cmd_clean(run.as_deref()),
         Cmd::Show { pcap, filter } => {
             let frames = match filter {
                 Some(f) => decode::read_pcap_filtered(&pcap, &f),
@@ -135,6 +125,37 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn cmd_clean(run: Option<&str>) -> ExitCode {
+    match pen_lab::topology::clean_leftovers("penlab", run) {
+        Ok(c) => {
+            for n in &c.removed {
+                println!("removed {n}");
+            }
+            for (r, pid) in &c.live {
+                println!(
+                    "left {r} alone: its pen-lab (pid {pid}) is still running; stop that run first (kill -INT {pid})"
+                );
+            }
+            if c.removed.is_empty() && c.live.is_empty() {
+                match run {
+                    Some(r) => println!("nothing to clean for {r}"),
+                    None => println!("nothing to clean"),
+                }
+            }
+            // Asked for one run and it is still live: it was not cleaned.
+            if run.is_some() && !c.live.is_empty() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("pen-lab clean: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -241,8 +262,9 @@ fn cmd_run(names: &[String], json: bool, keep: bool) -> ExitCode {
     runner::install_signal_handlers();
     let mut all = RunReport::default();
     for p in &paths {
-        if runner::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
-            break;
+        if runner::interrupted() {
+            all.not_run.push(p.display().to_string());
+            continue;
         }
         all.push(runner::run_file(p, &opts));
     }
@@ -252,18 +274,37 @@ fn cmd_run(names: &[String], json: bool, keep: bool) -> ExitCode {
             Err(e) => eprintln!("pen-lab: JSON report: {e}"),
         }
     }
-    let line = all.summary_line();
+    // The last line stays `N passed, N failed[...]`; the interruption is said just before.
+    let mut line = String::new();
+    if runner::interrupted() {
+        line.push_str(&format!(
+            "interrupted by SIGINT/SIGTERM: {} of {} scenarios did not run{}\n",
+            all.not_run.len(),
+            paths.len(),
+            if all.not_run.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", all.not_run.join(", "))
+            }
+        ));
+    }
+    line.push_str(&all.summary_line());
     if json {
         eprintln!("{line}");
     } else {
         println!("{line}");
     }
-    if all.failed > 0 || all.scenarios.len() < paths.len() {
-        ExitCode::FAILURE
-    } else {
+    if runner::interrupted() || all.interrupted > 0 {
+        ExitCode::from(EXIT_INTERRUPTED)
+    } else if all.all_passed() && all.scenarios.len() == paths.len() {
         ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
+
+/// Exit code of a run cut short by SIGINT/SIGTERM (128 + SIGINT, as shells report it).
+const EXIT_INTERRUPTED: u8 = 130;
 
 fn cmd_bench(quick: bool, out: PathBuf) -> ExitCode {
     let command = std::env::args().collect::<Vec<_>>().join(" ");

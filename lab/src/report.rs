@@ -30,6 +30,10 @@ pub struct ExpectResult {
     /// How many frames offended in total.
     pub offending_total: usize,
     pub capture_path: Option<PathBuf>,
+    /// Evaluated after a step had failed: evidence from the captures, not a verdict on a
+    /// scenario that ran to the end.
+    #[serde(default)]
+    pub after_failure: bool,
 }
 
 /// One capture file written by the run.
@@ -51,11 +55,14 @@ pub struct ScenarioReport {
     pub run_id: String,
     pub dir: Option<PathBuf>,
     pub ok: bool,
+    /// SIGINT/SIGTERM arrived while this scenario ran (at any point up to its report): the
+    /// scenario never counts as passed.
+    pub interrupted: bool,
     /// Setup, timeout, interrupt or teardown problems (outside steps and expectations).
     pub errors: Vec<String>,
     pub steps: Vec<StepResult>,
     pub expects: Vec<ExpectResult>,
-    /// Expectations not evaluated because a step failed first.
+    /// Expectations not evaluated (set-up failed, or the run was interrupted).
     pub expects_skipped: usize,
     pub captures: Vec<CaptureResult>,
     pub logs: Vec<PathBuf>,
@@ -67,7 +74,8 @@ pub struct ScenarioReport {
 impl ScenarioReport {
     /// Recomputes `ok` from the parts.
     pub fn finish(&mut self) {
-        self.ok = self.errors.is_empty()
+        self.ok = !self.interrupted
+            && self.errors.is_empty()
             && self.steps.iter().all(|s| s.ok)
             && self.expects.iter().all(|e| e.ok)
             && self.expects_skipped == 0;
@@ -79,7 +87,12 @@ impl ScenarioReport {
 pub struct RunReport {
     pub scenarios: Vec<ScenarioReport>,
     pub passed: usize,
+    /// Scenarios that did not pass, interrupted ones included.
     pub failed: usize,
+    /// Of `failed`, the scenarios a SIGINT/SIGTERM cut short.
+    pub interrupted: usize,
+    /// Scenarios named on the command line that never started (the run was interrupted).
+    pub not_run: Vec<String>,
 }
 
 impl RunReport {
@@ -89,12 +102,40 @@ impl RunReport {
         } else {
             self.failed += 1;
         }
+        if r.interrupted {
+            self.interrupted += 1;
+        }
         self.scenarios.push(r);
     }
 
-    /// The final line.
+    /// True when every scenario ran and passed.
+    pub fn all_passed(&self) -> bool {
+        self.failed == 0 && self.interrupted == 0 && self.not_run.is_empty()
+    }
+
+    /// The final line: `N passed, N failed`, then `, N interrupted, N not run` when a signal
+    /// cut the run short.
     pub fn summary_line(&self) -> String {
-        format!("{} passed, {} failed", self.passed, self.failed)
+        let mut s = format!("{} passed, {} failed", self.passed, self.failed);
+        if self.interrupted > 0 || !self.not_run.is_empty() {
+            s.push_str(&format!(
+                " ({} interrupted), {} not run",
+                self.interrupted,
+                self.not_run.len()
+            ));
+        }
+        s
+    }
+}
+
+/// `PASSED`, `FAILED` or `INTERRUPTED`.
+pub fn verdict(r: &ScenarioReport) -> &'static str {
+    if r.interrupted {
+        "INTERRUPTED"
+    } else if r.ok {
+        "PASSED"
+    } else {
+        "FAILED"
     }
 }
 
@@ -128,15 +169,20 @@ impl Progress {
     }
 
     pub fn expect(&self, scenario: &str, r: &ExpectResult) {
+        let after = if r.after_failure {
+            " (after a failed step)"
+        } else {
+            ""
+        };
         if r.ok {
             self.line(&format!(
-                "[{scenario}] expect {:?} on {} ... ok: {}",
+                "[{scenario}] expect {:?} on {}{after} ... ok: {}",
                 r.name, r.capture, r.detail
             ));
             return;
         }
         let mut s = format!(
-            "[{scenario}] expect {:?} on {} ... FAILED\n    rule: {}\n    why:  {}",
+            "[{scenario}] expect {:?} on {}{after} ... FAILED\n    rule: {}\n    why:  {}",
             r.name, r.capture, r.rule, r.detail
         );
         if !r.offending.is_empty() {
@@ -163,14 +209,20 @@ impl Progress {
     pub fn scenario_end(&self, r: &ScenarioReport) {
         let steps_ok = r.steps.iter().filter(|s| s.ok).count();
         let exp_ok = r.expects.iter().filter(|e| e.ok).count();
+        let after = r.expects.iter().filter(|e| e.after_failure).count();
         let mut s = format!(
-            "[{}] {}: steps {steps_ok}/{}, expectations {exp_ok}/{}{}, {} ms",
+            "[{}] {}: steps {steps_ok}/{}, expectations {exp_ok}/{}{}{}, {} ms",
             r.scenario,
-            if r.ok { "PASSED" } else { "FAILED" },
+            verdict(r),
             r.steps.len(),
             r.expects.len() + r.expects_skipped,
+            if after > 0 {
+                " (evaluated after a failed step)".to_string()
+            } else {
+                String::new()
+            },
             if r.expects_skipped > 0 {
-                format!(" ({} skipped after a failed step)", r.expects_skipped)
+                format!(" ({} not evaluated)", r.expects_skipped)
             } else {
                 String::new()
             },

@@ -271,7 +271,20 @@ pub struct HttpGetToml {
     pub expect_fail: bool,
     #[serde(default = "default_step_timeout")]
     pub timeout_ms: u64,
+    /// Further attempts after a failed one (each bounded by `timeout_ms`).
+    #[serde(default)]
+    pub retries: u32,
+    #[serde(default = "default_retry_delay")]
+    pub retry_delay_ms: u64,
 }
+
+fn default_retry_delay() -> u64 {
+    200
+}
+
+/// At most this many retries per step (each attempt is bounded by the step's timeout, the
+/// whole scenario by its `timeout`).
+pub const MAX_RETRIES: u32 = 20;
 
 fn default_step_timeout() -> u64 {
     2000
@@ -289,10 +302,17 @@ pub struct DnsToml {
     /// The A records expected (order does not matter).
     #[serde(default)]
     pub expect: Vec<String>,
+    /// Several acceptable answers: the A records must equal one of these sets.
+    #[serde(default)]
+    pub expect_any: Vec<Vec<String>>,
     #[serde(default)]
     pub expect_fail: bool,
     #[serde(default = "default_step_timeout")]
     pub timeout_ms: u64,
+    #[serde(default)]
+    pub retries: u32,
+    #[serde(default = "default_retry_delay")]
+    pub retry_delay_ms: u64,
     /// Queries sent one after the other from one socket (one source port, one flow); every
     /// one must get the expected answer. Default 1.
     #[serde(default = "default_dns_count")]
@@ -317,6 +337,10 @@ pub struct TcpConnectToml {
     pub expect: String,
     #[serde(default = "default_step_timeout")]
     pub timeout_ms: u64,
+    #[serde(default)]
+    pub retries: u32,
+    #[serde(default = "default_retry_delay")]
+    pub retry_delay_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -383,6 +407,10 @@ fn default_run_timeout() -> u64 {
 pub struct ExpectSpec {
     pub capture: String,
     pub name: Option<String>,
+    /// Only frames captured after the step of this `name` finished.
+    pub after: Option<String>,
+    /// Only frames captured before the step of this `name` started.
+    pub before: Option<String>,
     pub count: Option<CountToml>,
     pub every: Option<EveryToml>,
     pub none: Option<NoneToml>,
@@ -887,7 +915,8 @@ pub enum StepKindP {
         server: SocketAddr,
         qname: String,
         src: Option<IpAddr>,
-        expect: Vec<Ipv4Addr>,
+        /// Acceptable answer sets (one for `expect`, several for `expect_any`).
+        expect: Vec<Vec<Ipv4Addr>>,
         expect_fail: bool,
         timeout: Duration,
         count: u32,
@@ -934,7 +963,12 @@ pub enum StepKindP {
 pub struct StepP {
     /// Progress-line label, e.g. `http_get client → 10.71.0.2:80`.
     pub label: String,
+    /// The `name` as written (what `[[expect]]` windows refer to).
+    pub name: Option<String>,
     pub kind: StepKindP,
+    /// Further attempts after a failed one (`dns`, `http_get`, `tcp_connect`).
+    pub retries: u32,
+    pub retry_delay: Duration,
 }
 
 /// A scenario with everything parsed and resolved.
@@ -1478,7 +1512,10 @@ impl Scenario {
                 );
             }
             match expect::compile(x, &refs, &host_names) {
-                Ok(c) => expects.push(c),
+                Ok(mut c) => {
+                    c.window = plan_window(x, &steps, &key, &mut e);
+                    expects.push(c);
+                }
                 Err((sub, m)) => e.push(format!("{key}{sub}"), m),
             }
         }
@@ -1629,6 +1666,74 @@ fn plan_sim(sc: &Scenario, s: &SimToml, file: &str, refs: &Refs, e: &mut Errs) -
         expected_log,
     })
     .filter(|_| ok)
+}
+
+/// Resolves `after`/`before` of an `[[expect]]` to named steps; `after` must come before
+/// `before`.
+fn plan_window(x: &ExpectSpec, steps: &[StepP], key: &str, e: &mut Errs) -> expect::Window {
+    let mut find = |which: &str, name: &Option<String>| -> Option<expect::StepRef> {
+        let name = name.as_ref()?;
+        let hits: Vec<usize> = steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.name.as_deref() == Some(name.as_str()))
+            .map(|(i, _)| i)
+            .collect();
+        match hits.as_slice() {
+            [i] => Some(expect::StepRef {
+                index: *i,
+                name: name.clone(),
+            }),
+            [] => {
+                let named: Vec<String> = steps
+                    .iter()
+                    .filter_map(|s| s.name.as_ref().map(|n| format!("{n:?}")))
+                    .collect();
+                e.push(
+                    format!("{key}.{which}"),
+                    format!(
+                        "expected the name of a step ({}), got {name:?}",
+                        if named.is_empty() {
+                            "no step has a name; give one with name = \"...\"".to_string()
+                        } else {
+                            named.join(", ")
+                        }
+                    ),
+                );
+                None
+            }
+            many => {
+                e.push(
+                    format!("{key}.{which}"),
+                    format!(
+                        "step name {name:?} is ambiguous: steps {} share it; expected a unique step name",
+                        many.iter()
+                            .map(|i| (i + 1).to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+                None
+            }
+        }
+    };
+    let after = find("after", &x.after);
+    let before = find("before", &x.before);
+    if let (Some(a), Some(b)) = (&after, &before)
+        && a.index >= b.index
+    {
+        e.push(
+            format!("{key}.before"),
+            format!(
+                "expected a step after {:?} (step {}), got {:?} (step {}): the window would be empty",
+                a.name,
+                a.index + 1,
+                b.name,
+                b.index + 1
+            ),
+        );
+    }
+    expect::Window { after, before }
 }
 
 /// (node, iface, mac) as written.
@@ -2064,21 +2169,47 @@ fn plan_steps(
                 );
                 continue;
             };
-            let mut expect = Vec::new();
-            for (j, a) in d.expect.iter().enumerate() {
-                match refs.resolve(a).map(|t| t.parse::<Ipv4Addr>()) {
-                    Ok(Ok(ip)) => expect.push(ip),
-                    _ => e.push(
-                        format!("{k}.expect[{j}]"),
-                        format!("expected an IPv4 address, got {a:?}"),
-                    ),
+            let ipv4s = |list: &[String], key: &str, e: &mut Errs| -> Vec<Ipv4Addr> {
+                let mut out = Vec::new();
+                for (j, a) in list.iter().enumerate() {
+                    match refs.resolve(a).map(|t| t.parse::<Ipv4Addr>()) {
+                        Ok(Ok(ip)) => out.push(ip),
+                        _ => e.push(
+                            format!("{key}[{j}]"),
+                            format!("expected an IPv4 address, got {a:?}"),
+                        ),
+                    }
                 }
+                out
+            };
+            let mut expect = Vec::new();
+            if !d.expect.is_empty() {
+                expect.push(ipv4s(&d.expect, &format!("{k}.expect"), e));
             }
-            if expect.is_empty() && !d.expect_fail {
-                e.push(
+            for (j, set) in d.expect_any.iter().enumerate() {
+                let key = format!("{k}.expect_any[{j}]");
+                if set.is_empty() {
+                    e.push(
+                        &key,
+                        "expected a non-empty list of IPv4 addresses (one acceptable answer)",
+                    );
+                }
+                expect.push(ipv4s(set, &key, e));
+            }
+            match (d.expect.is_empty(), d.expect_any.is_empty(), d.expect_fail) {
+                (true, true, false) => e.push(
                     format!("{k}.expect"),
-                    "expected the answer addresses, or expect_fail = true",
-                );
+                    "expected the answer addresses (expect = [...] or expect_any = [[...], [...]]), or expect_fail = true",
+                ),
+                (false, false, _) => e.push(
+                    format!("{k}.expect_any"),
+                    "expected either expect (one answer) or expect_any (several acceptable answers), not both",
+                ),
+                (_, _, true) if !expect.is_empty() => e.push(
+                    format!("{k}.expect_fail"),
+                    "expect_fail = true asserts that no answer comes; drop expect/expect_any",
+                ),
+                _ => {}
             }
             StepKindP::Dns {
                 host: d.host.clone(),
@@ -2261,8 +2392,40 @@ fn plan_steps(
         if !timeout_ok {
             e.push(key.clone(), "timeout_ms: expected 1..60000");
         }
+        let (retries, delay, which) = if let Some(h) = &s.http_get {
+            (h.retries, h.retry_delay_ms, "http_get")
+        } else if let Some(d) = &s.dns {
+            (d.retries, d.retry_delay_ms, "dns")
+        } else if let Some(t) = &s.tcp_connect {
+            (t.retries, t.retry_delay_ms, "tcp_connect")
+        } else {
+            (0, 0, "")
+        };
+        if retries > MAX_RETRIES {
+            e.push(
+                format!("{key}.{which}.retries"),
+                format!("expected 0..={MAX_RETRIES}, got {retries}"),
+            );
+        }
+        if delay > 10_000 {
+            e.push(
+                format!("{key}.{which}.retry_delay_ms"),
+                format!("expected 0..=10000 ms, got {delay}"),
+            );
+        }
+        if let Some(n) = &s.name
+            && n.trim().is_empty()
+        {
+            e.push(format!("{key}.name"), "expected a non-empty step name");
+        }
         let label = s.name.clone().unwrap_or_else(|| step_label(&kind));
-        out.push(StepP { label, kind });
+        out.push(StepP {
+            label,
+            name: s.name.clone(),
+            kind,
+            retries,
+            retry_delay: ms(delay),
+        });
     }
     out
 }

@@ -97,6 +97,9 @@ pub struct Topology {
     rt: Option<tokio::runtime::Runtime>,
     handles: HashMap<String, Handle>,
     default_offloads: bool,
+    /// This process is recorded as the run's owner (`crate::owner`), so `pen-lab clean`
+    /// leaves the namespaces alone while it runs.
+    owner_recorded: bool,
 }
 
 /// A fresh `penlab-<6 hex>` prefix that no existing namespace uses.
@@ -222,6 +225,7 @@ impl Topology {
             rt: Some(rt),
             handles: HashMap::new(),
             default_offloads: true,
+            owner_recorded: false,
         })
     }
 
@@ -288,6 +292,12 @@ impl Topology {
             bail!(
                 "network namespace {ns:?} already exists (left over from an interrupted run? `pen-lab clean` removes it)"
             );
+        }
+        if !self.owner_recorded {
+            crate::owner::record(&self.prefix).with_context(|| {
+                format!("recording the owner of run {:?} (root needed)", self.prefix)
+            })?;
+            self.owner_recorded = true;
         }
         netns_rs::NetNs::new(&ns)
             .map_err(|e| anyhow!("{e}"))
@@ -653,6 +663,14 @@ impl Topology {
                 first_err.get_or_insert(e);
             }
         }
+        if remaining.is_empty() && self.owner_recorded {
+            match crate::owner::forget(&self.prefix) {
+                Ok(()) => self.owner_recorded = false,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
         self.created = remaining;
         self.nodes.clear();
         match first_err {
@@ -710,14 +728,37 @@ fn remove_netns(ns: &str) -> Result<()> {
     Ok(())
 }
 
-/// `pen-lab clean`: for every namespace named `{root_prefix}-*`, kill the processes inside it
-/// (by PID) and remove it. Returns the names removed.
-pub fn clean_leftovers(root_prefix: &str) -> Result<Vec<String>> {
+/// What `pen-lab clean` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Cleaned {
+    /// Namespaces removed.
+    pub removed: Vec<String>,
+    /// Runs left alone because their pen-lab still runs: (run id, its PID).
+    pub live: Vec<(String, u32)>,
+}
+
+/// `pen-lab clean [RUN]`: for every namespace named `{root_prefix}-*` (or `{run}-*`) whose
+/// run's owner is gone (see [`crate::owner`]), kill the processes inside it (by PID) and
+/// remove it. Runs whose pen-lab process still runs are left alone and listed.
+pub fn clean_leftovers(root_prefix: &str, run: Option<&str>) -> Result<Cleaned> {
     if root_prefix.is_empty() {
         bail!("clean_leftovers needs a non-empty prefix such as \"penlab\"");
     }
-    let names = list_netns(&format!("{root_prefix}-"))?;
-    let idents: Vec<(u64, u64)> = names
+    if let Some(r) = run {
+        let ok = validate_ns_name(r).is_ok()
+            && r.strip_prefix(root_prefix)
+                .is_some_and(|x| x.len() > 1 && x.starts_with('-'));
+        if !ok {
+            bail!(
+                "invalid run id {r:?}: expected {root_prefix}-<6 hex> as printed by `pen-lab run` (e.g. {root_prefix}-3f2a1c)"
+            );
+        }
+    }
+    let names = list_netns(&format!("{}-", run.unwrap_or(root_prefix)))?;
+    let records = crate::owner::read_all()?;
+    let plan = crate::owner::plan_clean(&names, &records, crate::owner::alive, run);
+    let idents: Vec<(u64, u64)> = plan
+        .remove
         .iter()
         .filter_map(|ns| ns_identity(&ns_path(ns)).ok())
         .collect();
@@ -726,7 +767,7 @@ pub fn clean_leftovers(root_prefix: &str) -> Result<Vec<String>> {
     }
     let mut removed = Vec::new();
     let mut first_err = None;
-    for ns in names {
+    for ns in plan.remove {
         match remove_netns(&ns) {
             Ok(()) => removed.push(ns),
             Err(e) => {
@@ -734,9 +775,21 @@ pub fn clean_leftovers(root_prefix: &str) -> Result<Vec<String>> {
             }
         }
     }
+    if first_err.is_none() {
+        for r in &plan.stale_records {
+            if r.starts_with(root_prefix)
+                && let Err(e) = crate::owner::forget(r)
+            {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
     match first_err {
         Some(e) => Err(e.context(format!("removed {removed:?} before the failure"))),
-        None => Ok(removed),
+        None => Ok(Cleaned {
+            removed,
+            live: plan.live,
+        }),
     }
 }
 

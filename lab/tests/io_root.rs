@@ -583,8 +583,26 @@ fn clean_leftovers_kills_processes_inside_and_removes_the_namespaces() {
     .unwrap();
     let pid = sleeper.pid;
     std::mem::forget(sleeper); // as if pen-lab had been interrupted
-    let removed = clean_leftovers(&root).unwrap();
-    assert_eq!(removed, vec![t.ns_name("x"), t.ns_name("y")]);
+    // This process still owns the run: clean leaves it alone.
+    let c = clean_leftovers(&root, None).unwrap();
+    assert!(c.removed.is_empty(), "a live run was cleaned: {c:?}");
+    assert_eq!(c.live, vec![(prefix.clone(), std::process::id())]);
+    assert!(ns_path(&t.ns_name("x")).exists());
+    // The owner is gone (a PID that cannot exist): now it is a leftover.
+    std::fs::write(
+        std::path::Path::new(pen_lab::owner::OWNER_DIR).join(&prefix),
+        "pid 999999999\nstart 1\n",
+    )
+    .unwrap();
+    let c = clean_leftovers(&root, None).unwrap();
+    assert_eq!(c.removed, vec![t.ns_name("x"), t.ns_name("y")]);
+    assert!(c.live.is_empty());
+    assert!(
+        !std::path::Path::new(pen_lab::owner::OWNER_DIR)
+            .join(&prefix)
+            .exists(),
+        "the stale owner record stays"
+    );
     for _ in 0..200 {
         if !pid_alive(pid) {
             break;
@@ -595,7 +613,7 @@ fn clean_leftovers_kills_processes_inside_and_removes_the_namespaces() {
         !pid_alive(pid),
         "process {pid} inside a leftover namespace survived"
     );
-    assert!(clean_leftovers(&root).unwrap().is_empty());
+    assert_eq!(clean_leftovers(&root, None).unwrap(), Default::default());
     t.teardown().unwrap(); // nothing left to remove: still fine
 }
 
