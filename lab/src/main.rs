@@ -130,7 +130,14 @@ fn main() -> ExitCode {
 }
 
 fn cmd_clean(run: Option<&str>) -> ExitCode {
-    match pen_lab::topology::clean_leftovers("penlab", run) {
+    let root = match runner::prefix_root() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pen-lab clean: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match pen_lab::topology::clean_leftovers(&root, run) {
         Ok(c) => {
             for n in &c.removed {
                 println!("removed {n}");

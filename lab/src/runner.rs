@@ -20,7 +20,7 @@ use crate::scenario::{
     self, BackendKindP, ConnectExpect, NodeKindP, Plan, ProcKindP, ProcP, ReadyP,
     SIM_INPUT_CAPTURE, Scenario, SimP, StepKindP, StepP,
 };
-use crate::topology::{LinkEnd, NodeKind, RouteSpec, Topology, unique_prefix, unique_prefix_with};
+use crate::topology::{LinkEnd, NodeKind, RouteSpec, Topology, unique_prefix_with};
 use crate::traffic;
 
 /// Set by SIGINT/SIGTERM; checked between phases and steps.
@@ -55,6 +55,30 @@ pub struct RunOptions {
     pub penctl_bin: PathBuf,
     /// `pen-lab` itself (for built-in backends).
     pub self_exe: PathBuf,
+    /// Run ids are `<prefix_root>-<6 hex>` (`penlab`, or `$PENLAB_PREFIX`).
+    pub prefix_root: String,
+}
+
+/// The root of run ids and namespace names: `$PENLAB_PREFIX` (1-16 lowercase letters and
+/// digits, so that CI jobs sharing a machine can each `clean` only their own runs), else
+/// `penlab`.
+pub fn prefix_root() -> Result<String> {
+    match std::env::var("PENLAB_PREFIX") {
+        Err(std::env::VarError::NotPresent) => Ok("penlab".to_string()),
+        Ok(p) if valid_prefix_root(&p) => Ok(p),
+        Ok(p) => bail!(
+            "PENLAB_PREFIX={p:?}: expected 1-16 lowercase letters or digits, starting with a letter (default penlab)"
+        ),
+        Err(e) => bail!("PENLAB_PREFIX: {e}"),
+    }
+}
+
+/// 1-16 lowercase ASCII letters or digits, starting with a letter.
+pub fn valid_prefix_root(p: &str) -> bool {
+    (1..=16).contains(&p.len())
+        && p.starts_with(|c: char| c.is_ascii_lowercase())
+        && p.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
 }
 
 impl RunOptions {
@@ -81,6 +105,7 @@ impl RunOptions {
             pen_bin: pick("PEN_BIN", "pen"),
             penctl_bin: pick("PENCTL_BIN", "penctl"),
             self_exe,
+            prefix_root: prefix_root()?,
         })
     }
 }
@@ -127,7 +152,7 @@ pub fn run_file(path: &Path, opts: &RunOptions) -> ScenarioReport {
         opts.progress.scenario_end(&report);
         return report;
     }
-    let prefix = unique_prefix();
+    let prefix = unique_prefix_with(&opts.prefix_root);
     report.run_id = prefix.clone();
     let dir = opts.out_root.join(&plan.name).join(&prefix);
     report.dir = Some(dir.clone());
