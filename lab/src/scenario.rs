@@ -1885,7 +1885,19 @@ fn plan_processes(sc: &Scenario, refs: &Refs, hosts: &[String], e: &mut Errs) ->
         };
         let mut default_ready = Vec::new();
         let kind = if let Some(argv) = &p.pen {
-            ProcKindP::Pen(resolve_argv(argv, e, &format!("{key}.pen")))
+            let args = resolve_argv(argv, e, &format!("{key}.pen"));
+            if args.len() == argv.len()
+                && let Err(m) = pen::cli::parse(args.iter().cloned())
+            {
+                e.push(
+                    format!("{key}.pen"),
+                    format!(
+                        "pen rejects {args:?}: {}; expected pen's command line after the program name, e.g. [\"-f\", \"10.71.0.2:80\", \"10.71.0.3\"]",
+                        m.message.strip_prefix("pen: ").unwrap_or(&m.message)
+                    ),
+                );
+            }
+            ProcKindP::Pen(args)
         } else if let Some(argv) = &p.command {
             if argv.is_empty() {
                 e.push(
@@ -2071,6 +2083,15 @@ fn plan_captures(
                     c.host,
                     hif.join(", "),
                     c.iface
+                ),
+            );
+        }
+        if let Err(m) = crate::capture::check_filter(&c.filter) {
+            e.push(
+                format!("{key}.filter"),
+                format!(
+                    "libpcap rejects the BPF filter {:?}: {m}; expected tcpdump syntax such as \"tcp port 80\" or \"arp or udp port 53\"",
+                    c.filter
                 ),
             );
         }

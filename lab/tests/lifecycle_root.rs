@@ -279,3 +279,50 @@ ready_timeout_ms = 8000"#;
         "{stdout}"
     );
 }
+
+#[test]
+fn expectations_are_evaluated_and_marked_after_a_failed_step() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let steps = r#"[[step]]
+name = "fails on purpose"
+run = { host = "h", argv = ["false"] }
+[[step]]
+name = "never runs"
+wait = 10"#;
+    let extra = r#"[[expect]]
+capture = "h-lo"
+name = "a window on a step that never ran"
+after = "never runs"
+count = { max = 10 }"#;
+    let file = scenario(dir.path(), "step-fails", steps, extra);
+    let o = pen_lab(&out)
+        .args(["run", "--json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let s = &report["scenarios"][0];
+    assert_eq!(s["ok"], false);
+    assert_eq!(s["interrupted"], false);
+    assert_eq!(s["expects_skipped"], 0, "{s}");
+    let ex = s["expects"].as_array().unwrap();
+    assert_eq!(ex.len(), 2, "{s}");
+    assert!(ex.iter().all(|e| e["after_failure"] == true), "{s}");
+    // The whole-capture one holds; the window on the step that never ran says so.
+    assert_eq!(ex[1]["ok"], true, "{s}");
+    assert_eq!(ex[0]["ok"], false, "{s}");
+    assert!(
+        ex[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("step 2 \"never runs\", which did not run"),
+        "{s}"
+    );
+    assert!(stderr.contains("(after a failed step) ... ok"), "{stderr}");
+    assert!(stderr.contains("[step-fails] FAILED"), "{stderr}");
+}
