@@ -4,7 +4,7 @@
 //! Exit codes: 0 all passed, 1 a scenario failed, 2 usage or validation errors, 130 the run
 //! was interrupted (SIGINT/SIGTERM).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -36,11 +36,18 @@ enum Cmd {
         /// Leave namespaces and processes in place after the run (`pen-lab clean` removes them).
         #[arg(long)]
         keep: bool,
+        /// Also write the results as JUnit XML to FILE (one testsuite per scenario).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
     },
     /// Parse and validate scenarios without running them (no root needed).
     Check {
         #[arg(required = true)]
         scenarios: Vec<String>,
+        /// Print the result as JSON on stdout (`scenarios[]` with `errors[]` of file, key,
+        /// message; `valid`; `invalid`).
+        #[arg(long)]
+        json: bool,
     },
     /// List the scenarios with their descriptions.
     List,
@@ -92,8 +99,9 @@ fn main() -> ExitCode {
             scenarios,
             json,
             keep,
-        } => cmd_run(&scenarios, json, keep),
-        Cmd::Check { scenarios } => cmd_check(&scenarios),
+            junit,
+        } => cmd_run(&scenarios, json, keep, junit.as_deref()),
+        Cmd::Check { scenarios, json } => cmd_check(&scenarios, json),
         Cmd::List => cmd_list(),
         Cmd::Clean { run } => cmd_clean(run.as_deref()),
         Cmd::Show { pcap, filter } => {
@@ -174,29 +182,77 @@ fn resolve(names: &[String]) -> Result<Vec<PathBuf>, ExitCode> {
     })
 }
 
-fn cmd_check(names: &[String]) -> ExitCode {
+fn cmd_check(names: &[String], json: bool) -> ExitCode {
     let paths = match resolve(names) {
         Ok(p) => p,
         Err(c) => return c,
     };
     let mut bad = 0;
+    let mut results = Vec::new();
     for p in &paths {
         match scenario::load(p) {
-            Ok((_, plan)) => println!(
-                "{}: ok ({} hosts/switches, {} processes, {} steps, {} expectations)",
-                p.display(),
-                plan.topology.nodes.len(),
-                plan.processes.len(),
-                plan.steps.len(),
-                plan.expects.len()
-            ),
+            Ok((_, plan)) => {
+                let line = format!(
+                    "{}: ok ({} hosts/switches, {} processes, {} steps, {} expectations)",
+                    p.display(),
+                    plan.topology.nodes.len(),
+                    plan.processes.len(),
+                    plan.steps.len(),
+                    plan.expects.len()
+                );
+                if json {
+                    results.push(serde_json::json!({
+                        "file": p.display().to_string(),
+                        "scenario": plan.name,
+                        "ok": true,
+                        "errors": [],
+                        "nodes": plan.topology.nodes.len(),
+                        "processes": plan.processes.len(),
+                        "steps": plan.steps.len(),
+                        "expectations": plan.expects.len(),
+                    }));
+                } else {
+                    println!("{line}");
+                }
+            }
             Err(e) => {
                 bad += 1;
+                if json {
+                    let errors: Vec<_> =
+                        e.0.iter()
+                            .map(|x| {
+                                serde_json::json!({
+                                    "file": x.file,
+                                    "key": x.key,
+                                    "message": x.message,
+                                })
+                            })
+                            .collect();
+                    results.push(serde_json::json!({
+                        "file": p.display().to_string(),
+                        "ok": false,
+                        "errors": errors,
+                    }));
+                }
                 eprintln!("{e}");
             }
         }
     }
-    println!("{} valid, {bad} invalid", paths.len() - bad);
+    let summary = format!("{} valid, {bad} invalid", paths.len() - bad);
+    if json {
+        let doc = serde_json::json!({
+            "scenarios": results,
+            "valid": paths.len() - bad,
+            "invalid": bad,
+        });
+        match serde_json::to_string_pretty(&doc) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("pen-lab: JSON report: {e}"),
+        }
+        eprintln!("{summary}");
+    } else {
+        println!("{summary}");
+    }
     if bad > 0 {
         ExitCode::from(2)
     } else {
@@ -229,7 +285,7 @@ fn cmd_list() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn cmd_run(names: &[String], json: bool, keep: bool) -> ExitCode {
+fn cmd_run(names: &[String], json: bool, keep: bool, junit: Option<&Path>) -> ExitCode {
     let paths = match resolve(names) {
         Ok(p) => p,
         Err(c) => return c,
@@ -281,6 +337,16 @@ fn cmd_run(names: &[String], json: bool, keep: bool) -> ExitCode {
             Err(e) => eprintln!("pen-lab: JSON report: {e}"),
         }
     }
+    let mut junit_failed = false;
+    if let Some(f) = junit
+        && let Err(e) = std::fs::write(f, pen_lab::report::junit_xml(&all))
+    {
+        eprintln!(
+            "pen-lab run: cannot write the JUnit report {}: {e}; expected a writable file path",
+            f.display()
+        );
+        junit_failed = true;
+    }
     // The last line stays `N passed, N failed[...]`; the interruption is said just before.
     let mut line = String::new();
     if runner::interrupted() {
@@ -303,7 +369,7 @@ fn cmd_run(names: &[String], json: bool, keep: bool) -> ExitCode {
     }
     if runner::interrupted() || all.interrupted > 0 {
         ExitCode::from(EXIT_INTERRUPTED)
-    } else if all.all_passed() && all.scenarios.len() == paths.len() {
+    } else if all.all_passed() && all.scenarios.len() == paths.len() && !junit_failed {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -297,8 +297,10 @@ name = "a window on a step that never ran"
 after = "never runs"
 count = { max = 10 }"#;
     let file = scenario(dir.path(), "step-fails", steps, extra);
+    let junit = dir.path().join("junit.xml");
     let o = pen_lab(&out)
-        .args(["run", "--json"])
+        .args(["run", "--json", "--junit"])
+        .arg(&junit)
         .arg(&file)
         .output()
         .unwrap();
@@ -325,4 +327,17 @@ count = { max = 10 }"#;
     );
     assert!(stderr.contains("(after a failed step) ... ok"), "{stderr}");
     assert!(stderr.contains("[step-fails] FAILED"), "{stderr}");
+    // The same verdicts in JUnit XML, beside the JSON.
+    let x = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        x.contains(
+            "<testsuite name=\"step-fails\" tests=\"3\" failures=\"2\" errors=\"0\" skipped=\"0\""
+        ),
+        "{x}"
+    );
+    assert!(x.contains("name=\"step 1: fails on purpose\""), "{x}");
+    assert!(
+        x.contains("name=\"expect on h-lo: anything goes (after a failed step)\" time=\"0.000\"/>"),
+        "{x}"
+    );
 }

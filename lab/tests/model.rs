@@ -1137,3 +1137,36 @@ fn retries_stop_at_the_first_success_the_limit_or_a_refused_pause() {
     );
     assert_eq!((r.is_err(), n), (true, 1));
 }
+
+#[test]
+fn check_json_lists_every_scenario_and_every_error_with_its_key() {
+    let o = pen_lab(&[
+        "check",
+        "--json",
+        "scenarios/proxy-udp.toml",
+        "lab/tests/fixtures/invalid.toml",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let doc: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("check --json is not JSON ({e}):\n{stdout}"));
+    assert_eq!(doc["valid"], 1);
+    assert_eq!(doc["invalid"], 1);
+    let s = doc["scenarios"].as_array().unwrap();
+    assert_eq!(s[0]["scenario"], "proxy-udp");
+    assert_eq!(s[0]["ok"], true);
+    assert_eq!(s[0]["steps"], 15);
+    assert_eq!(s[1]["ok"], false);
+    let errors = s[1]["errors"].as_array().unwrap();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e["key"] == "step[0].stop" && e["message"].as_str().unwrap().contains("nginx")),
+        "{stdout}"
+    );
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["file"] == "lab/tests/fixtures/invalid.toml")
+    );
+}
