@@ -20,7 +20,7 @@ use crate::scenario::{
     self, BackendKindP, ConnectExpect, NodeKindP, Plan, ProcKindP, ProcP, ReadyP,
     SIM_INPUT_CAPTURE, Scenario, SimP, StepKindP, StepP,
 };
-use crate::topology::{LinkEnd, NodeKind, RouteSpec, Topology, unique_prefix_with};
+use crate::topology::{Impairment, LinkEnd, NodeKind, RouteSpec, Topology, unique_prefix_with};
 use crate::traffic;
 
 /// Set by SIGINT/SIGTERM; checked between phases and steps.
@@ -714,6 +714,18 @@ impl Run<'_> {
         }
         for (node, rules) in &tp.nft {
             topo.nft(node, rules)?;
+        }
+        // After the hosts' own rulesets, so that a `flush ruleset` there cannot undo them.
+        for im in &tp.impairments {
+            topo.impair(
+                &im.node,
+                &im.iface,
+                &Impairment {
+                    loss_percent: im.loss_percent,
+                    rate_bps: im.rate_bps,
+                    burst_bytes: im.burst_bytes,
+                },
+            )?;
         }
         self.check_time("topology")
     }

@@ -152,6 +152,22 @@ pub struct Link {
     /// show real frames with correct checksums).
     #[serde(default)]
     pub offloads: bool,
+    /// Loss and rate limits on the link (nftables egress hooks; no netem needed).
+    pub impair: Option<ImpairToml>,
+}
+
+/// `impair = { loss_percent = 20, rate_kbit = 800, burst_kbytes = 16, from = "client" }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImpairToml {
+    /// Frames dropped at random, 0..=100 percent.
+    pub loss_percent: Option<u32>,
+    /// Frames over this rate (kbit/s) are dropped (a policer, not a shaper).
+    pub rate_kbit: Option<u64>,
+    /// Burst allowed above the rate, in kbytes (default: 1/10 s of the rate, at least 4).
+    pub burst_kbytes: Option<u64>,
+    /// Only frames sent by this end's node (default: both directions).
+    pub from: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -789,6 +805,18 @@ pub struct LinkP {
     pub offloads: bool,
 }
 
+/// Impairment of the frames one link end sends (applied on its egress).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImpairP {
+    pub node: String,
+    pub iface: String,
+    /// 0..=100.
+    pub loss_percent: u32,
+    /// Policer rate in bits per second.
+    pub rate_bps: Option<u64>,
+    pub burst_bytes: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AddressP {
     pub node: String,
@@ -843,6 +871,8 @@ pub struct TopologyPlan {
     pub routes: Vec<RouteP>,
     pub rules: Vec<RuleP>,
     pub nft: Vec<(String, String)>,
+    /// Link impairments, applied after the links exist.
+    pub impairments: Vec<ImpairP>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1206,6 +1236,7 @@ impl Scenario {
             raw_ends.push(ends);
         }
         let mut links: Vec<LinkP> = Vec::new();
+        let mut impairments: Vec<ImpairP> = Vec::new();
         let mut ifaces: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut used_ifaces: BTreeSet<(String, String)> = BTreeSet::new();
         for (i, ends) in raw_ends.iter().enumerate() {
@@ -1273,6 +1304,15 @@ impl Scenario {
                         "expected two different nodes, got the same node twice",
                     );
                 }
+                if let Some(im) = self.links.get(i).and_then(|l| l.impair.as_ref()) {
+                    impairments.extend(plan_impair(
+                        im,
+                        ra,
+                        rb,
+                        &format!("link[{i}].impair"),
+                        &mut e,
+                    ));
+                }
                 links.push(LinkP {
                     a: ra.clone(),
                     b: rb.clone(),
@@ -1315,6 +1355,7 @@ impl Scenario {
         let mut topo = TopologyPlan {
             nodes: nodes.clone(),
             links: links.clone(),
+            impairments,
             ..TopologyPlan::default()
         };
         for (hi, h) in self.hosts.iter().enumerate() {
@@ -1666,6 +1707,84 @@ fn plan_sim(sc: &Scenario, s: &SimToml, file: &str, refs: &Refs, e: &mut Errs) -
         expected_log,
     })
     .filter(|_| ok)
+}
+
+/// Upper bound of `rate_kbit` (10 Gbit/s).
+pub const MAX_RATE_KBIT: u64 = 10_000_000;
+
+/// The impairments of one link: one per sending end (`from`, or both ends).
+fn plan_impair(
+    im: &ImpairToml,
+    a: &LinkEndP,
+    b: &LinkEndP,
+    key: &str,
+    e: &mut Errs,
+) -> Vec<ImpairP> {
+    let loss = im.loss_percent.unwrap_or(0);
+    if loss > 100 {
+        e.push(
+            format!("{key}.loss_percent"),
+            format!("expected 0..=100 (percent of frames dropped), got {loss}"),
+        );
+    }
+    if let Some(r) = im.rate_kbit
+        && !(1..=MAX_RATE_KBIT).contains(&r)
+    {
+        e.push(
+            format!("{key}.rate_kbit"),
+            format!("expected 1..={MAX_RATE_KBIT} kbit/s, got {r}"),
+        );
+    }
+    if im.burst_kbytes.is_some() && im.rate_kbit.is_none() {
+        e.push(
+            format!("{key}.burst_kbytes"),
+            "a burst needs a rate: add rate_kbit",
+        );
+    }
+    if let Some(b) = im.burst_kbytes
+        && !(1..=1_000_000).contains(&b)
+    {
+        e.push(
+            format!("{key}.burst_kbytes"),
+            format!("expected 1..=1000000 kbytes, got {b}"),
+        );
+    }
+    if im.loss_percent.unwrap_or(0) == 0 && im.rate_kbit.is_none() {
+        e.push(
+            key,
+            "expected loss_percent (1..=100) and/or rate_kbit; an empty impair does nothing",
+        );
+    }
+    let ends: Vec<&LinkEndP> = match &im.from {
+        None => vec![a, b],
+        Some(n) if *n == a.node => vec![a],
+        Some(n) if *n == b.node => vec![b],
+        Some(n) => {
+            e.push(
+                format!("{key}.from"),
+                format!(
+                    "expected one of the link's ends ({:?} or {:?}), got {n:?}",
+                    a.node, b.node
+                ),
+            );
+            Vec::new()
+        }
+    };
+    let rate_bps = im.rate_kbit.map(|k| k.saturating_mul(1000));
+    let burst_bytes = match (im.burst_kbytes, rate_bps) {
+        (Some(k), _) => k.saturating_mul(1000),
+        (None, Some(bps)) => (bps / 8 / 10).max(4000),
+        (None, None) => 0,
+    };
+    ends.into_iter()
+        .map(|end| ImpairP {
+            node: end.node.clone(),
+            iface: end.iface.clone(),
+            loss_percent: loss.min(100),
+            rate_bps,
+            burst_bytes,
+        })
+        .collect()
 }
 
 /// Resolves `after`/`before` of an `[[expect]]` to named steps; `after` must come before

@@ -566,6 +566,15 @@ impl Topology {
         Ok(())
     }
 
+    /// Impairs the frames `node` sends on `iface` (loss, rate) with an nftables `netdev`
+    /// egress chain (see [`impair_ruleset`]).
+    pub fn impair(&mut self, node: &str, iface: &str, im: &Impairment) -> Result<()> {
+        validate_ifname(iface)?;
+        let ruleset = impair_ruleset(iface, im);
+        self.nft(node, &ruleset)
+            .with_context(|| format!("impairing {node}:{iface} (kernel 5.16+ for netdev egress)"))
+    }
+
     /// Turns one ethtool feature (`tx`, `tso`, `gso`, `gro`, `rx`, ...) on or off.
     pub fn set_offload(&mut self, node: &str, iface: &str, feature: &str, on: bool) -> Result<()> {
         self.set_offloads(node, iface, &[feature], on)
@@ -686,6 +695,46 @@ impl Drop for Topology {
             eprintln!("pen-lab: teardown of {}: {e:#}", self.prefix);
         }
     }
+}
+
+/// Loss and rate limits of the frames one interface sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Impairment {
+    /// Frames dropped at random, 0..=100 percent.
+    pub loss_percent: u32,
+    /// Policer rate in bits per second: frames over it are dropped.
+    pub rate_bps: Option<u64>,
+    /// Burst above the rate, in bytes.
+    pub burst_bytes: u64,
+}
+
+/// The nftables ruleset that impairs what `iface` sends: a `netdev` table with an `egress`
+/// chain on the device, which runs before the packet taps, so a dropped frame appears in no
+/// capture (it never was on the wire). Loss is `numgen random mod 100 < N drop`, the rate a
+/// `limit rate over B bytes/second burst N bytes drop` policer. Frames that bypass the
+/// qdisc layer (AF_PACKET sockets with PACKET_QDISC_BYPASS, XDP) are not impaired.
+pub fn impair_ruleset(iface: &str, im: &Impairment) -> String {
+    let table: String = iface
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let mut rules = String::new();
+    if im.loss_percent > 0 {
+        rules.push_str(&format!(
+            "    numgen random mod 100 < {} counter drop\n",
+            im.loss_percent.min(100)
+        ));
+    }
+    if let Some(bps) = im.rate_bps {
+        rules.push_str(&format!(
+            "    limit rate over {} bytes/second burst {} bytes counter drop\n",
+            (bps / 8).max(1),
+            im.burst_bytes.max(1)
+        ));
+    }
+    format!(
+        "table netdev penlab_impair_{table} {{\n  chain egress {{\n    type filter hook egress device \"{iface}\" priority 0; policy accept;\n{rules}  }}\n}}\n"
+    )
 }
 
 fn describe_route(r: &RouteSpec) -> String {
@@ -837,6 +886,34 @@ mod tests {
         let hex = a.strip_prefix("penlab-").unwrap();
         assert_eq!(hex.len(), 6);
         assert!(hex.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn impairments_become_one_egress_chain_per_interface() {
+        let r = impair_ruleset(
+            "eth0",
+            &Impairment {
+                loss_percent: 30,
+                rate_bps: Some(800_000),
+                burst_bytes: 10_000,
+            },
+        );
+        assert_eq!(
+            r,
+            "table netdev penlab_impair_eth0 {\n  chain egress {\n    type filter hook egress device \"eth0\" priority 0; policy accept;\n    numgen random mod 100 < 30 counter drop\n    limit rate over 100000 bytes/second burst 10000 bytes counter drop\n  }\n}\n"
+        );
+        let r = impair_ruleset(
+            "p-1.x",
+            &Impairment {
+                loss_percent: 100,
+                rate_bps: None,
+                burst_bytes: 0,
+            },
+        );
+        assert!(r.starts_with("table netdev penlab_impair_p_1_x {"), "{r}");
+        assert!(r.contains("device \"p-1.x\""), "{r}");
+        assert!(r.contains("mod 100 < 100 counter drop"), "{r}");
+        assert!(!r.contains("limit"), "{r}");
     }
 
     #[test]
