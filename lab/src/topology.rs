@@ -719,11 +719,11 @@ pub fn impair_ruleset(iface: &str, im: &Impairment) -> String {
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
     let mut rules = String::new();
-    if im.loss_percent > 0 {
-        rules.push_str(&format!(
-            "    numgen random mod 100 < {} counter drop\n",
-            im.loss_percent.min(100)
-        ));
+    match im.loss_percent {
+        0 => {}
+        // `numgen random mod 100` is 0..=99: "< 100" is out of its range for nft.
+        100.. => rules.push_str("    counter drop\n"),
+        n => rules.push_str(&format!("    numgen random mod 100 < {n} counter drop\n")),
     }
     if let Some(bps) = im.rate_bps {
         rules.push_str(&format!(
@@ -732,8 +732,9 @@ pub fn impair_ruleset(iface: &str, im: &Impairment) -> String {
             im.burst_bytes.max(1)
         ));
     }
+    // Declare, delete, define: applying it again replaces the previous impairment.
     format!(
-        "table netdev penlab_impair_{table} {{\n  chain egress {{\n    type filter hook egress device \"{iface}\" priority 0; policy accept;\n{rules}  }}\n}}\n"
+        "table netdev penlab_impair_{table}\ndelete table netdev penlab_impair_{table}\ntable netdev penlab_impair_{table} {{\n  chain egress {{\n    type filter hook egress device \"{iface}\" priority 0; policy accept;\n{rules}  }}\n}}\n"
     )
 }
 
@@ -900,7 +901,7 @@ mod tests {
         );
         assert_eq!(
             r,
-            "table netdev penlab_impair_eth0 {\n  chain egress {\n    type filter hook egress device \"eth0\" priority 0; policy accept;\n    numgen random mod 100 < 30 counter drop\n    limit rate over 100000 bytes/second burst 10000 bytes counter drop\n  }\n}\n"
+            "table netdev penlab_impair_eth0\ndelete table netdev penlab_impair_eth0\ntable netdev penlab_impair_eth0 {\n  chain egress {\n    type filter hook egress device \"eth0\" priority 0; policy accept;\n    numgen random mod 100 < 30 counter drop\n    limit rate over 100000 bytes/second burst 10000 bytes counter drop\n  }\n}\n"
         );
         let r = impair_ruleset(
             "p-1.x",
@@ -910,9 +911,10 @@ mod tests {
                 burst_bytes: 0,
             },
         );
-        assert!(r.starts_with("table netdev penlab_impair_p_1_x {"), "{r}");
+        assert!(r.contains("\ntable netdev penlab_impair_p_1_x {"), "{r}");
         assert!(r.contains("device \"p-1.x\""), "{r}");
-        assert!(r.contains("mod 100 < 100 counter drop"), "{r}");
+        assert!(r.contains("policy accept;\n    counter drop\n"), "{r}");
+        assert!(!r.contains("numgen"), "{r}");
         assert!(!r.contains("limit"), "{r}");
     }
 

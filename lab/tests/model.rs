@@ -1170,3 +1170,58 @@ fn check_json_lists_every_scenario_and_every_error_with_its_key() {
             .all(|e| e["file"] == "lab/tests/fixtures/invalid.toml")
     );
 }
+
+#[test]
+fn link_impairments_plan_one_egress_per_sending_end() {
+    let with = |imp: &str| {
+        HOSTS.replace(
+            "[[link]]\nends = [\"client\", \"lan\"]\n",
+            &format!("[[link]]\nends = [\"client\", \"lan\"]\nimpair = {imp}\n"),
+        )
+    };
+    let plan = plan_of(&with("{ loss_percent = 20, rate_kbit = 800 }"));
+    let im = &plan.topology.impairments;
+    assert_eq!(im.len(), 2, "{im:?}");
+    assert_eq!(
+        (im[0].node.as_str(), im[0].iface.as_str()),
+        ("client", "eth0")
+    );
+    assert_eq!(
+        (im[1].node.as_str(), im[1].iface.as_str()),
+        ("lan", "client")
+    );
+    assert_eq!(im[0].loss_percent, 20);
+    assert_eq!(im[0].rate_bps, Some(800_000));
+    assert_eq!(im[0].burst_bytes, 10_000, "1/10 s of the rate");
+    let plan = plan_of(&with("{ loss_percent = 100, from = \"lan\" }"));
+    let im = &plan.topology.impairments;
+    assert_eq!(im.len(), 1);
+    assert_eq!(im[0].node, "lan");
+    assert_eq!(im[0].rate_bps, None);
+
+    let e = errors(&with("{ loss_percent = 101, from = \"pen\" }"));
+    assert!(
+        e.contains("link[0].impair.loss_percent: expected 0..=100"),
+        "{e}"
+    );
+    assert!(
+        e.contains("link[0].impair.from: expected one of the link's ends (\"client\" or \"lan\"), got \"pen\""),
+        "{e}"
+    );
+    let e = errors(&with("{ burst_kbytes = 4 }"));
+    assert!(
+        e.contains("link[0].impair.burst_kbytes: a burst needs a rate"),
+        "{e}"
+    );
+    assert!(
+        e.contains("link[0].impair: expected loss_percent (1..=100) and/or rate_kbit"),
+        "{e}"
+    );
+    let e = errors(&with("{ rate_kbit = 0 }"));
+    assert!(
+        e.contains("link[0].impair.rate_kbit: expected 1..=10000000 kbit/s, got 0"),
+        "{e}"
+    );
+    let e = errors(&with("{ delay_ms = 5 }"));
+    assert!(e.contains("unknown field `delay_ms`"), "{e}");
+}
