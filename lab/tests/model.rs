@@ -1225,3 +1225,24 @@ fn link_impairments_plan_one_egress_per_sending_end() {
     let e = errors(&with("{ delay_ms = 5 }"));
     assert!(e.contains("unknown field `delay_ms`"), "{e}");
 }
+
+#[test]
+fn penlab_prefix_is_checked_before_anything_is_cleaned() {
+    use pen_lab::runner::valid_prefix_root;
+    assert!(valid_prefix_root("penlab"));
+    assert!(valid_prefix_root("ci42"));
+    for bad in ["", "Pen", "4ci", "pen-lab", "a234567890123456x", "pen lab"] {
+        assert!(!valid_prefix_root(bad), "{bad:?} accepted");
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_pen-lab"))
+        .arg("clean")
+        .env("PENLAB_PREFIX", "Pen-Lab")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("PENLAB_PREFIX=\"Pen-Lab\": expected 1-16 lowercase letters or digits"),
+        "{err}"
+    );
+}
