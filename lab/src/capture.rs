@@ -43,6 +43,19 @@ const SNAPLEN: i32 = 65535;
 /// Time given to frames already on their way through the kernel before the reader is stopped.
 const SETTLE: Duration = Duration::from_millis(20);
 
+/// Compiles a BPF filter (tcpdump syntax) for Ethernet frames with libpcap, without a device
+/// (what `pen-lab check` does, so a typo fails at check time, not half-way through a run).
+/// The error is libpcap's message.
+pub fn check_filter(filter: &str) -> Result<(), String> {
+    if filter.trim().is_empty() {
+        return Ok(());
+    }
+    let cap = pcap::Capture::dead(pcap::Linktype::ETHERNET).map_err(|e| e.to_string())?;
+    cap.compile(filter, true)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Starts capturing `iface` of namespace `ns` with BPF filter `bpf` ("" captures everything)
 /// into the pcap file `out` (parent directories are created). Returns once the handle is
 /// active: frames sent after this call are captured.

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -475,6 +476,86 @@ pub struct Expectation {
     pub name: String,
     pub capture: String,
     pub kind: Kind,
+    /// The part of the capture it looks at (`after`/`before` a named step).
+    pub window: Window,
+}
+
+/// A step an expectation window refers to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepRef {
+    /// 0-based position among the scenario's steps.
+    pub index: usize,
+    /// The step's `name`.
+    pub name: String,
+}
+
+/// `after = "step"`: frames captured once that step finished; `before = "step"`: frames
+/// captured before that step started. Both: the frames in between. Neither: the whole capture.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Window {
+    pub after: Option<StepRef>,
+    pub before: Option<StepRef>,
+}
+
+/// When one step ran: wall-clock start and end, since the epoch (the clock pcap timestamps
+/// use).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepTime {
+    pub start: Duration,
+    pub end: Duration,
+}
+
+impl Window {
+    /// True for the whole capture.
+    pub fn is_all(&self) -> bool {
+        self.after.is_none() && self.before.is_none()
+    }
+
+    /// The time bounds `[from, to)` of the window, given when each step ran (`None` for a
+    /// step that did not run). A window whose step did not run cannot be evaluated: the error
+    /// says which step.
+    pub fn bounds(
+        &self,
+        times: &[Option<StepTime>],
+    ) -> Result<(Option<Duration>, Option<Duration>), String> {
+        let when = |r: &StepRef| {
+            times.get(r.index).copied().flatten().ok_or_else(|| {
+                format!(
+                    "the window needs step {} {:?}, which did not run",
+                    r.index + 1,
+                    r.name
+                )
+            })
+        };
+        let from = self.after.as_ref().map(when).transpose()?.map(|t| t.end);
+        let to = self.before.as_ref().map(when).transpose()?.map(|t| t.start);
+        Ok((from, to))
+    }
+
+    /// The frames of `frames` inside `[from, to)` (their `index` still refers to the whole
+    /// capture).
+    pub fn select(
+        frames: &[FrameInfo],
+        from: Option<Duration>,
+        to: Option<Duration>,
+    ) -> Vec<FrameInfo> {
+        frames
+            .iter()
+            .filter(|f| from.is_none_or(|t| f.ts >= t) && to.is_none_or(|t| f.ts < t))
+            .cloned()
+            .collect()
+    }
+}
+
+impl fmt::Display for Window {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.after, &self.before) {
+            (None, None) => Ok(()),
+            (Some(a), None) => write!(f, "after {:?}", a.name),
+            (None, Some(b)) => write!(f, "before {:?}", b.name),
+            (Some(a), Some(b)) => write!(f, "after {:?} and before {:?}", a.name, b.name),
+        }
+    }
 }
 
 impl fmt::Display for Kind {
@@ -643,6 +724,7 @@ pub fn compile(
         name,
         capture: x.capture.clone(),
         kind,
+        window: Window::default(),
     })
 }
 

@@ -7,6 +7,7 @@ pub mod decode;
 pub mod expect;
 pub mod netns;
 pub mod node;
+pub mod owner;
 pub mod report;
 pub mod runner;
 pub mod scenario;

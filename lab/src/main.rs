@@ -1,9 +1,10 @@
 //! pen-lab: builds network topologies out of Linux namespaces, runs pen and real clients and
 //! backends in them, captures traffic with libpcap and asserts on the captured frames.
 //!
-//! Exit codes: 0 all passed, 1 a scenario failed, 2 usage or validation errors.
+//! Exit codes: 0 all passed, 1 a scenario failed, 2 usage or validation errors, 130 the run
+//! was interrupted (SIGINT/SIGTERM).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -35,16 +36,27 @@ enum Cmd {
         /// Leave namespaces and processes in place after the run (`pen-lab clean` removes them).
         #[arg(long)]
         keep: bool,
+        /// Also write the results as JUnit XML to FILE (one testsuite per scenario).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
     },
     /// Parse and validate scenarios without running them (no root needed).
     Check {
         #[arg(required = true)]
         scenarios: Vec<String>,
+        /// Print the result as JSON on stdout (`scenarios[]` with `errors[]` of file, key,
+        /// message; `valid`; `invalid`).
+        #[arg(long)]
+        json: bool,
     },
     /// List the scenarios with their descriptions.
     List,
-    /// Remove namespaces and processes left by interrupted runs (names `penlab-*` only).
-    Clean,
+    /// Remove namespaces and processes left by interrupted or `--keep` runs (names `penlab-*`
+    /// only). Runs whose pen-lab process still runs are left alone.
+    Clean {
+        /// Only this run (`penlab-3f2a1c`, as `pen-lab run` prints it).
+        run: Option<String>,
+    },
     /// Print a pcap file one frame per line, decoded like the expectations see it.
     Show {
         pcap: PathBuf,
@@ -87,25 +99,11 @@ fn main() -> ExitCode {
             scenarios,
             json,
             keep,
-        } => cmd_run(&scenarios, json, keep),
-        Cmd::Check { scenarios } => cmd_check(&scenarios),
+            junit,
+        } => cmd_run(&scenarios, json, keep, junit.as_deref()),
+        Cmd::Check { scenarios, json } => cmd_check(&scenarios, json),
         Cmd::List => cmd_list(),
-        Cmd::Clean => match pen_lab::topology::clean_leftovers("penlab") {
-            Ok(v) if v.is_empty() => {
-                println!("nothing to clean");
-                ExitCode::SUCCESS
-            }
-            Ok(v) => {
-                for n in v {
-                    println!("removed {n}");
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("pen-lab clean: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        Cmd::Clean { run } => cmd_clean(run.as_deref()),
         Cmd::Show { pcap, filter } => {
             let frames = match filter {
                 Some(f) => decode::read_pcap_filtered(&pcap, &f),
@@ -139,6 +137,44 @@ fn main() -> ExitCode {
     }
 }
 
+fn cmd_clean(run: Option<&str>) -> ExitCode {
+    let root = match runner::prefix_root() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pen-lab clean: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match pen_lab::topology::clean_leftovers(&root, run) {
+        Ok(c) => {
+            for n in &c.removed {
+                println!("removed {n}");
+            }
+            for (r, pid) in &c.live {
+                println!(
+                    "left {r} alone: its pen-lab (pid {pid}) is still running; stop that run first (kill -INT {pid})"
+                );
+            }
+            if c.removed.is_empty() && c.live.is_empty() {
+                match run {
+                    Some(r) => println!("nothing to clean for {r}"),
+                    None => println!("nothing to clean"),
+                }
+            }
+            // Asked for one run and it is still live: it was not cleaned.
+            if run.is_some() && !c.live.is_empty() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("pen-lab clean: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn resolve(names: &[String]) -> Result<Vec<PathBuf>, ExitCode> {
     scenario::resolve_names(names).map_err(|e| {
         eprintln!("pen-lab: {e}");
@@ -146,29 +182,77 @@ fn resolve(names: &[String]) -> Result<Vec<PathBuf>, ExitCode> {
     })
 }
 
-fn cmd_check(names: &[String]) -> ExitCode {
+fn cmd_check(names: &[String], json: bool) -> ExitCode {
     let paths = match resolve(names) {
         Ok(p) => p,
         Err(c) => return c,
     };
     let mut bad = 0;
+    let mut results = Vec::new();
     for p in &paths {
         match scenario::load(p) {
-            Ok((_, plan)) => println!(
-                "{}: ok ({} hosts/switches, {} processes, {} steps, {} expectations)",
-                p.display(),
-                plan.topology.nodes.len(),
-                plan.processes.len(),
-                plan.steps.len(),
-                plan.expects.len()
-            ),
+            Ok((_, plan)) => {
+                let line = format!(
+                    "{}: ok ({} hosts/switches, {} processes, {} steps, {} expectations)",
+                    p.display(),
+                    plan.topology.nodes.len(),
+                    plan.processes.len(),
+                    plan.steps.len(),
+                    plan.expects.len()
+                );
+                if json {
+                    results.push(serde_json::json!({
+                        "file": p.display().to_string(),
+                        "scenario": plan.name,
+                        "ok": true,
+                        "errors": [],
+                        "nodes": plan.topology.nodes.len(),
+                        "processes": plan.processes.len(),
+                        "steps": plan.steps.len(),
+                        "expectations": plan.expects.len(),
+                    }));
+                } else {
+                    println!("{line}");
+                }
+            }
             Err(e) => {
                 bad += 1;
+                if json {
+                    let errors: Vec<_> =
+                        e.0.iter()
+                            .map(|x| {
+                                serde_json::json!({
+                                    "file": x.file,
+                                    "key": x.key,
+                                    "message": x.message,
+                                })
+                            })
+                            .collect();
+                    results.push(serde_json::json!({
+                        "file": p.display().to_string(),
+                        "ok": false,
+                        "errors": errors,
+                    }));
+                }
                 eprintln!("{e}");
             }
         }
     }
-    println!("{} valid, {bad} invalid", paths.len() - bad);
+    let summary = format!("{} valid, {bad} invalid", paths.len() - bad);
+    if json {
+        let doc = serde_json::json!({
+            "scenarios": results,
+            "valid": paths.len() - bad,
+            "invalid": bad,
+        });
+        match serde_json::to_string_pretty(&doc) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("pen-lab: JSON report: {e}"),
+        }
+        eprintln!("{summary}");
+    } else {
+        println!("{summary}");
+    }
     if bad > 0 {
         ExitCode::from(2)
     } else {
@@ -201,7 +285,7 @@ fn cmd_list() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn cmd_run(names: &[String], json: bool, keep: bool) -> ExitCode {
+fn cmd_run(names: &[String], json: bool, keep: bool, junit: Option<&Path>) -> ExitCode {
     let paths = match resolve(names) {
         Ok(p) => p,
         Err(c) => return c,
@@ -241,8 +325,9 @@ fn cmd_run(names: &[String], json: bool, keep: bool) -> ExitCode {
     runner::install_signal_handlers();
     let mut all = RunReport::default();
     for p in &paths {
-        if runner::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
-            break;
+        if runner::interrupted() {
+            all.not_run.push(p.display().to_string());
+            continue;
         }
         all.push(runner::run_file(p, &opts));
     }
@@ -252,18 +337,47 @@ fn cmd_run(names: &[String], json: bool, keep: bool) -> ExitCode {
             Err(e) => eprintln!("pen-lab: JSON report: {e}"),
         }
     }
-    let line = all.summary_line();
+    let mut junit_failed = false;
+    if let Some(f) = junit
+        && let Err(e) = std::fs::write(f, pen_lab::report::junit_xml(&all))
+    {
+        eprintln!(
+            "pen-lab run: cannot write the JUnit report {}: {e}; expected a writable file path",
+            f.display()
+        );
+        junit_failed = true;
+    }
+    // The last line stays `N passed, N failed[...]`; the interruption is said just before.
+    let mut line = String::new();
+    if runner::interrupted() {
+        line.push_str(&format!(
+            "interrupted by SIGINT/SIGTERM: {} of {} scenarios did not run{}\n",
+            all.not_run.len(),
+            paths.len(),
+            if all.not_run.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", all.not_run.join(", "))
+            }
+        ));
+    }
+    line.push_str(&all.summary_line());
     if json {
         eprintln!("{line}");
     } else {
         println!("{line}");
     }
-    if all.failed > 0 || all.scenarios.len() < paths.len() {
-        ExitCode::FAILURE
-    } else {
+    if runner::interrupted() || all.interrupted > 0 {
+        ExitCode::from(EXIT_INTERRUPTED)
+    } else if all.all_passed() && all.scenarios.len() == paths.len() && !junit_failed {
         ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
+
+/// Exit code of a run cut short by SIGINT/SIGTERM (128 + SIGINT, as shells report it).
+const EXIT_INTERRUPTED: u8 = 130;
 
 fn cmd_bench(quick: bool, out: PathBuf) -> ExitCode {
     let command = std::env::args().collect::<Vec<_>>().join(" ");

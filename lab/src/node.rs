@@ -158,6 +158,11 @@ impl Proc {
     pub fn log_tail(&self, max: usize) -> String {
         log_tail(&self.log, max)
     }
+
+    /// The last `n` lines of the process log (for error messages).
+    pub fn log_lines(&self, n: usize) -> String {
+        log_lines(&self.log, n)
+    }
 }
 
 impl Drop for Proc {
@@ -176,6 +181,31 @@ pub fn log_tail(path: &Path, max: usize) -> String {
     };
     let start = data.len().saturating_sub(max);
     String::from_utf8_lossy(data.get(start..).unwrap_or(&[])).into_owned()
+}
+
+/// The last `n` lines of a file, lossily decoded, each line cut to 300 characters
+/// ("" if unreadable). Reads at most the last 64 KiB.
+pub fn log_lines(path: &Path, n: usize) -> String {
+    last_lines(&log_tail(path, 64 * 1024), n)
+}
+
+/// The last `n` lines of `text` (without a trailing empty line), each cut to 300 characters.
+pub fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.trim_end_matches(['\n', '\r']).lines().collect();
+    let start = lines.len().saturating_sub(n);
+    lines
+        .get(start..)
+        .unwrap_or(&[])
+        .iter()
+        .map(|l| {
+            if l.chars().count() > 300 {
+                format!("{}…", l.chars().take(300).collect::<String>())
+            } else {
+                (*l).to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Runs `argv` inside `ns` to completion, feeding `stdin`, killing it after `timeout`.
@@ -331,16 +361,27 @@ pub fn covers(bound: SocketAddr, want: SocketAddr) -> bool {
     matches!((bound.ip(), want.ip()), (IpAddr::V6(b), IpAddr::V4(w)) if b.to_ipv4_mapped() == Some(w))
 }
 
+/// Why a readiness wait ended without success.
+fn exited(pid: u32) -> anyhow::Error {
+    anyhow::anyhow!("the process (pid {pid}) exited while pen-lab waited for it to be ready")
+}
+
 fn wait_proc_net(
     ns: &str,
     addr: SocketAddr,
     timeout: Duration,
     proto: &'static str,
     listen_only: bool,
+    watch: Option<u32>,
 ) -> Result<()> {
     let found = in_netns(ns, move || {
         let deadline = Instant::now() + timeout;
         loop {
+            if let Some(pid) = watch
+                && !crate::netns::pid_alive(pid)
+            {
+                return Err(exited(pid));
+            }
             for v6 in [false, true] {
                 let file = format!("/proc/thread-self/net/{proto}{}", if v6 { "6" } else { "" });
                 let Ok(text) = std::fs::read_to_string(&file) else {
@@ -350,15 +391,15 @@ fn wait_proc_net(
                     .iter()
                     .any(|s| (!listen_only || s.state == TCP_LISTEN) && covers(s.local, addr))
                 {
-                    return true;
+                    return Ok(true);
                 }
             }
             if Instant::now() >= deadline {
-                return false;
+                return Ok(false);
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-    })?;
+    })??;
     if !found {
         bail!(
             "nothing {} on {proto} {addr} in namespace {ns:?} after {:?}",
@@ -372,24 +413,64 @@ fn wait_proc_net(
 /// Waits until a TCP socket in `ns` listens on `addr` (or on its port's wildcard address).
 /// Reads `/proc/thread-self/net/tcp{,6}` inside the namespace: no connection, no traffic.
 pub fn wait_tcp_listening(ns: &str, addr: SocketAddr, timeout: Duration) -> Result<()> {
-    wait_proc_net(ns, addr, timeout, "tcp", true)
+    wait_proc_net(ns, addr, timeout, "tcp", true, None)
 }
 
-/// Waits until a UDP socket in `ns` is bound to `addr` (or to its port's wildcard address).
-pub fn wait_udp_bound(ns: &str, addr: SocketAddr, timeout: Duration) -> Result<()> {
-    wait_proc_net(ns, addr, timeout, "udp", false)
+/// [`wait_tcp_listening`] that gives up as soon as process `pid` has exited.
+pub fn wait_tcp_listening_by(
+    ns: &str,
+    addr: SocketAddr,
+    timeout: Duration,
+    pid: u32,
+) -> Result<()> {
+    wait_proc_net(ns, addr, timeout, "tcp", true, Some(pid))
 }
 
-/// Waits until `path` exists.
-pub fn wait_path(path: &Path, timeout: Duration) -> Result<()> {
+/// [`wait_udp_bound`] that gives up as soon as process `pid` has exited.
+pub fn wait_udp_bound_by(ns: &str, addr: SocketAddr, timeout: Duration, pid: u32) -> Result<()> {
+    wait_proc_net(ns, addr, timeout, "udp", false, Some(pid))
+}
+
+/// [`wait_path`] that gives up as soon as process `pid` has exited (`None`: never).
+pub fn wait_path_by(path: &Path, timeout: Duration, pid: Option<u32>) -> Result<()> {
     let deadline = Instant::now() + timeout;
     while !path.exists() {
+        if let Some(pid) = pid
+            && !crate::netns::pid_alive(pid)
+        {
+            return Err(exited(pid));
+        }
         if Instant::now() >= deadline {
             bail!("{} did not appear within {:?}", path.display(), timeout);
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     Ok(())
+}
+
+/// Sleeps `d`, returning early with an error when process `pid` exits.
+pub fn sleep_by(d: Duration, pid: u32) -> Result<()> {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        if !crate::netns::pid_alive(pid) {
+            return Err(exited(pid));
+        }
+        std::thread::sleep(
+            end.saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(10)),
+        );
+    }
+    Ok(())
+}
+
+/// Waits until a UDP socket in `ns` is bound to `addr` (or to its port's wildcard address).
+pub fn wait_udp_bound(ns: &str, addr: SocketAddr, timeout: Duration) -> Result<()> {
+    wait_proc_net(ns, addr, timeout, "udp", false, None)
+}
+
+/// Waits until `path` exists.
+pub fn wait_path(path: &Path, timeout: Duration) -> Result<()> {
+    wait_path_by(path, timeout, None)
 }
 
 #[cfg(test)]
@@ -445,6 +526,42 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("penlab-missing-ns"));
+    }
+
+    #[test]
+    fn last_lines_are_whole_lines_not_bytes() {
+        let log =
+            "pen: starting\npen: bad listen address \"x\": expected a port\nusage: pen [options]\n";
+        assert_eq!(
+            last_lines(log, 2),
+            "pen: bad listen address \"x\": expected a port\nusage: pen [options]"
+        );
+        assert_eq!(last_lines(log, 10), log.trim_end());
+        assert_eq!(last_lines("", 3), "");
+        assert_eq!(
+            last_lines("one line, no newline", 1),
+            "one line, no newline"
+        );
+        let long = "x".repeat(1000);
+        assert_eq!(last_lines(&long, 1).chars().count(), 301);
+    }
+
+    #[test]
+    fn readiness_waits_end_when_the_process_exits() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let _ = child.wait();
+        let t0 = Instant::now();
+        let err = wait_path_by(
+            Path::new("/nonexistent/pen-lab-y"),
+            Duration::from_secs(5),
+            Some(pid),
+        )
+        .unwrap_err();
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+        assert!(err.to_string().contains("exited"), "{err}");
+        assert!(sleep_by(Duration::from_secs(5), pid).is_err());
+        assert!(t0.elapsed() < Duration::from_secs(1));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! (the [`Topology`] is dropped on every path; `--keep` leaves it for inspection).
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -13,14 +13,14 @@ use anyhow::{Context, Result, anyhow, bail};
 use crate::backends::{BackendKind, backend_argv};
 use crate::capture::{Capture, start_capture};
 use crate::decode::{FrameInfo, read_pcap};
-use crate::expect::evaluate;
+use crate::expect::{StepTime, Window, evaluate};
 use crate::node::{self, Proc};
 use crate::report::{CaptureResult, ExpectResult, Progress, ScenarioReport, StepResult};
 use crate::scenario::{
     self, BackendKindP, ConnectExpect, NodeKindP, Plan, ProcKindP, ProcP, ReadyP,
-    SIM_INPUT_CAPTURE, Scenario, SimP, StepKindP,
+    SIM_INPUT_CAPTURE, Scenario, SimP, StepKindP, StepP,
 };
-use crate::topology::{LinkEnd, NodeKind, RouteSpec, Topology, unique_prefix, unique_prefix_with};
+use crate::topology::{Impairment, LinkEnd, NodeKind, RouteSpec, Topology, unique_prefix_with};
 use crate::traffic;
 
 /// Set by SIGINT/SIGTERM; checked between phases and steps.
@@ -55,6 +55,30 @@ pub struct RunOptions {
     pub penctl_bin: PathBuf,
     /// `pen-lab` itself (for built-in backends).
     pub self_exe: PathBuf,
+    /// Run ids are `<prefix_root>-<6 hex>` (`penlab`, or `$PENLAB_PREFIX`).
+    pub prefix_root: String,
+}
+
+/// The root of run ids and namespace names: `$PENLAB_PREFIX` (1-16 lowercase letters and
+/// digits, so that CI jobs sharing a machine can each `clean` only their own runs), else
+/// `penlab`.
+pub fn prefix_root() -> Result<String> {
+    match std::env::var("PENLAB_PREFIX") {
+        Err(std::env::VarError::NotPresent) => Ok("penlab".to_string()),
+        Ok(p) if valid_prefix_root(&p) => Ok(p),
+        Ok(p) => bail!(
+            "PENLAB_PREFIX={p:?}: expected 1-16 lowercase letters or digits, starting with a letter (default penlab)"
+        ),
+        Err(e) => bail!("PENLAB_PREFIX: {e}"),
+    }
+}
+
+/// 1-16 lowercase ASCII letters or digits, starting with a letter.
+pub fn valid_prefix_root(p: &str) -> bool {
+    (1..=16).contains(&p.len())
+        && p.starts_with(|c: char| c.is_ascii_lowercase())
+        && p.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
 }
 
 impl RunOptions {
@@ -81,6 +105,7 @@ impl RunOptions {
             pen_bin: pick("PEN_BIN", "pen"),
             penctl_bin: pick("PENCTL_BIN", "penctl"),
             self_exe,
+            prefix_root: prefix_root()?,
         })
     }
 }
@@ -113,6 +138,7 @@ pub fn run_file(path: &Path, opts: &RunOptions) -> ScenarioReport {
     if let Some(sim) = plan.sim.clone() {
         run_sim(&plan, &sim, path, opts, &mut report);
         report.elapsed_ms = ms(started.elapsed());
+        mark_if_interrupted(&mut report, "during the offline run");
         finish_report(&mut report, opts);
         return report;
     }
@@ -126,7 +152,7 @@ pub fn run_file(path: &Path, opts: &RunOptions) -> ScenarioReport {
         opts.progress.scenario_end(&report);
         return report;
     }
-    let prefix = unique_prefix();
+    let prefix = unique_prefix_with(&opts.prefix_root);
     report.run_id = prefix.clone();
     let dir = opts.out_root.join(&plan.name).join(&prefix);
     report.dir = Some(dir.clone());
@@ -149,6 +175,7 @@ pub fn run_file(path: &Path, opts: &RunOptions) -> ScenarioReport {
         topo: None,
         procs: BTreeMap::new(),
         captures: Vec::new(),
+        step_times: Vec::new(),
     };
     run.deadline = started + run.plan.timeout;
     run.execute(&mut report);
@@ -171,8 +198,27 @@ pub fn run_file(path: &Path, opts: &RunOptions) -> ScenarioReport {
         }
     }
     report.elapsed_ms = ms(started.elapsed());
+    mark_if_interrupted(&mut report, "while the scenario ran");
     finish_report(&mut report, opts);
     report
+}
+
+/// True once SIGINT or SIGTERM arrived.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// A signal that arrived at any point before the verdict makes the scenario interrupted:
+/// it never passes, however far it got.
+fn mark_if_interrupted(report: &mut ScenarioReport, when: &str) {
+    if interrupted() && !report.interrupted {
+        report.interrupted = true;
+        if !report.errors.iter().any(|e| e.starts_with("interrupted")) {
+            report
+                .errors
+                .push(format!("interrupted by SIGINT/SIGTERM {when}"));
+        }
+    }
 }
 
 /// Settles the verdict, writes `report.json` into the run directory and prints the summary.
@@ -218,8 +264,11 @@ fn run_sim(plan: &Plan, sim: &SimP, file: &Path, opts: &RunOptions, report: &mut
         return;
     }
     report.dir = Some(dir.clone());
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        report.errors.push("interrupted before the replay".into());
+    if interrupted() {
+        report.interrupted = true;
+        report
+            .errors
+            .push("interrupted by SIGINT/SIGTERM before the replay".into());
         report.expects_skipped = plan.expects.len();
         return;
     }
@@ -287,6 +336,7 @@ fn run_sim(plan: &Plan, sim: &SimP, file: &Path, opts: &RunOptions, report: &mut
             offending_total: 0,
             // Only pcaps: the report prints `pen-lab show <capture_path>`.
             capture_path: is_pcap.then(|| got.clone()),
+            after_failure: false,
         };
         opts.progress.expect(&plan.name, &res);
         report.expects.push(res);
@@ -302,6 +352,7 @@ fn run_sim(plan: &Plan, sim: &SimP, file: &Path, opts: &RunOptions, report: &mut
         },
         opts,
         report,
+        EvalCtx::default(),
     );
 }
 
@@ -374,6 +425,15 @@ pub fn compare_golden(got: &Path, golden: &Path, is_pcap: bool) -> Result<Option
     )))
 }
 
+/// What the expectations are evaluated against besides the captures.
+#[derive(Clone, Copy, Debug, Default)]
+struct EvalCtx<'a> {
+    /// When each step ran (`None`: it did not), for `after`/`before` windows.
+    times: &'a [Option<StepTime>],
+    /// A step failed first: the results are evidence, marked as such.
+    after_failure: bool,
+}
+
 /// Evaluates every `[[expect]]` of `plan` on the pcap `path_of(capture name)` and records the
 /// results (each pcap is decoded once).
 fn evaluate_expects(
@@ -381,6 +441,7 @@ fn evaluate_expects(
     path_of: impl Fn(&str) -> PathBuf,
     opts: &RunOptions,
     report: &mut ScenarioReport,
+    ctx: EvalCtx<'_>,
 ) {
     let mut cache: BTreeMap<String, Result<(PathBuf, Vec<FrameInfo>), String>> = BTreeMap::new();
     for x in &plan.expects {
@@ -390,37 +451,67 @@ fn evaluate_expects(
                 .map(|f| (path, f))
                 .map_err(|e| format!("{e:#}"))
         });
+        let rule = if x.window.is_all() {
+            x.kind.to_string()
+        } else {
+            format!("{} ({})", x.kind, x.window)
+        };
+        let failed = |detail: String, capture_path: Option<PathBuf>| ExpectResult {
+            name: x.name.clone(),
+            capture: x.capture.clone(),
+            rule: rule.clone(),
+            ok: false,
+            detail,
+            offending: Vec::new(),
+            offending_total: 0,
+            capture_path,
+            after_failure: ctx.after_failure,
+        };
         let res = match entry {
-            Err(e) => ExpectResult {
-                name: x.name.clone(),
-                capture: x.capture.clone(),
-                rule: x.kind.to_string(),
-                ok: false,
-                detail: e.clone(),
-                offending: Vec::new(),
-                offending_total: 0,
-                capture_path: None,
-            },
-            Ok((path, frames)) => {
-                let o = evaluate(&x.kind, frames);
-                let offending = o
-                    .offending
-                    .iter()
-                    .take(10)
-                    .filter_map(|i| frames.get(*i))
-                    .map(|f| f.to_string())
-                    .collect();
-                ExpectResult {
-                    name: x.name.clone(),
-                    capture: x.capture.clone(),
-                    rule: x.kind.to_string(),
-                    ok: o.pass,
-                    detail: o.detail,
-                    offending,
-                    offending_total: o.offending.len(),
-                    capture_path: Some(path.clone()),
+            Err(e) => failed(e.clone(), None),
+            Ok((path, frames)) => match x.window.bounds(ctx.times) {
+                Err(why) => failed(why, Some(path.clone())),
+                Ok((from, to)) => {
+                    let windowed;
+                    let seen: &[FrameInfo] = if x.window.is_all() {
+                        frames
+                    } else {
+                        windowed = Window::select(frames, from, to);
+                        &windowed
+                    };
+                    let o = evaluate(&x.kind, seen);
+                    // Offending indices refer to the whole capture (what `pen-lab show` numbers).
+                    let offending = o
+                        .offending
+                        .iter()
+                        .take(10)
+                        .filter_map(|i| frames.get(*i))
+                        .map(|f| f.to_string())
+                        .collect();
+                    let detail = if x.window.is_all() {
+                        o.detail
+                    } else {
+                        format!(
+                            "{} ({} of {} frames in the window {})",
+                            o.detail,
+                            seen.len(),
+                            frames.len(),
+                            x.window
+                        )
+                    };
+                    ExpectResult {
+                        name: x.name.clone(),
+                        capture: x.capture.clone(),
+                        rule: rule.clone(),
+                        ok: o.pass,
+                        detail,
+                        offending,
+                        offending_total: o.offending.len(),
+                        capture_path: Some(path.clone()),
+                        after_failure: ctx.after_failure,
+                    }
                 }
-            }
+            },
         };
         opts.progress.expect(&plan.name, &res);
         report.expects.push(res);
@@ -437,12 +528,14 @@ struct Run<'a> {
     topo: Option<Topology>,
     procs: BTreeMap<String, Proc>,
     captures: Vec<(String, Capture)>,
+    /// When each step ran, for `[[expect]]` windows.
+    step_times: Vec<Option<StepTime>>,
 }
 
 impl Run<'_> {
     fn check_time(&self, phase: &str) -> Result<()> {
-        if INTERRUPTED.load(Ordering::SeqCst) {
-            bail!("interrupted during {phase}; tearing down");
+        if interrupted() {
+            bail!("interrupted by SIGINT/SIGTERM during {phase}; tearing down");
         }
         if Instant::now() > self.deadline {
             bail!(
@@ -494,6 +587,7 @@ impl Run<'_> {
         }
         let total = self.plan.steps.len();
         let steps = self.plan.steps.clone();
+        self.step_times = vec![None; total];
         let mut failed = false;
         for (i, st) in steps.iter().enumerate() {
             if let Err(e) = self.check_time(&format!("step {}", i + 1)) {
@@ -502,14 +596,28 @@ impl Run<'_> {
                 break;
             }
             let t0 = Instant::now();
-            let r = self.step(&st.kind);
+            let start = epoch_now();
+            let (r, attempts) = self.step_with_retries(st);
+            if let Some(t) = self.step_times.get_mut(i) {
+                *t = Some(StepTime {
+                    start,
+                    end: epoch_now(),
+                });
+            }
+            let tries = |d: String| {
+                if attempts > 1 {
+                    format!("attempt {attempts} of {}: {d}", st.retries + 1)
+                } else {
+                    d
+                }
+            };
             let res = StepResult {
                 index: i + 1,
                 label: st.label.clone(),
                 ok: r.is_ok(),
                 detail: match r {
-                    Ok(d) => d,
-                    Err(e) => format!("{e:#}"),
+                    Ok(d) => tries(d),
+                    Err(e) => tries(format!("{e:#}")),
                 },
                 elapsed_ms: ms(t0.elapsed()),
             };
@@ -523,11 +631,33 @@ impl Run<'_> {
         }
         self.stop_captures(report);
         self.collect_logs(report);
-        if failed {
+        // A signal during the last step (or any step that does not poll for it) must not let
+        // the run go on to a verdict.
+        if interrupted() {
+            mark_if_interrupted(report, "during the steps; expectations not evaluated");
             report.expects_skipped = self.plan.expects.len();
             return;
         }
-        self.evaluate(report);
+        // After a failed step the expectations still run: the captures are the evidence.
+        self.evaluate(report, failed);
+    }
+
+    /// Runs a step, again up to `retries` times while it fails (each attempt bounded by its
+    /// own timeout; a signal or the scenario timeout stops the retries). Returns the last
+    /// result and the number of attempts.
+    fn step_with_retries(&mut self, st: &StepP) -> (Result<String>, u32) {
+        let (delay, deadline) = (st.retry_delay, self.deadline);
+        let pause = move || -> bool {
+            let end = Instant::now() + delay;
+            while Instant::now() < end && !interrupted() {
+                std::thread::sleep(
+                    end.saturating_duration_since(Instant::now())
+                        .min(Duration::from_millis(20)),
+                );
+            }
+            !interrupted() && Instant::now() <= deadline
+        };
+        with_retries(st.retries, |_| self.step(&st.kind), pause)
     }
 
     fn build_topology(&mut self) -> Result<()> {
@@ -584,6 +714,18 @@ impl Run<'_> {
         }
         for (node, rules) in &tp.nft {
             topo.nft(node, rules)?;
+        }
+        // After the hosts' own rulesets, so that a `flush ruleset` there cannot undo them.
+        for im in &tp.impairments {
+            topo.impair(
+                &im.node,
+                &im.iface,
+                &Impairment {
+                    loss_percent: im.loss_percent,
+                    rate_bps: im.rate_bps,
+                    burst_bytes: im.burst_bytes,
+                },
+            )?;
         }
         self.check_time("topology")
     }
@@ -701,26 +843,31 @@ impl Run<'_> {
         let log = self.dir.join(format!("{}.log", p.name));
         let mut proc = node::spawn(&ns, &p.name, &argv, &p.env, &log)?;
         let t0 = Instant::now();
+        let pid = proc.pid;
+        // Every wait gives up as soon as the process exits: a pen that rejects its arguments
+        // fails the scenario at once, not after `ready_timeout_ms`.
         let res = (|| -> Result<()> {
             for r in &p.ready {
                 let left = p.ready_timeout.saturating_sub(t0.elapsed());
                 match r {
-                    ReadyP::Tcp(a) => node::wait_tcp_listening(&ns, *a, left)?,
-                    ReadyP::Udp(a) => node::wait_udp_bound(&ns, *a, left)?,
-                    ReadyP::Path(f) => node::wait_path(f, left)?,
-                    ReadyP::Delay(d) => std::thread::sleep(*d),
+                    ReadyP::Tcp(a) => node::wait_tcp_listening_by(&ns, *a, left, pid)?,
+                    ReadyP::Udp(a) => node::wait_udp_bound_by(&ns, *a, left, pid)?,
+                    ReadyP::Path(f) => node::wait_path_by(f, left, Some(pid))?,
+                    ReadyP::Delay(d) => node::sleep_by(*d, pid)?,
                 }
             }
             Ok(())
         })();
         if let Some(st) = proc.try_wait()? {
             bail!(
-                "exited ({st}) right after start; last log lines:\n{}",
-                proc.log_tail(10)
+                "exited ({st}) {} ms after start, before it was ready; last log lines ({}):\n{}",
+                ms(t0.elapsed()),
+                proc.log.display(),
+                indent(&proc.log_lines(LOG_LINES))
             );
         }
         if let Err(e) = res {
-            let tail = proc.log_tail(10);
+            let tail = indent(&proc.log_lines(LOG_LINES));
             let _ = proc.stop(Duration::from_millis(200));
             bail!(
                 "{e:#}; not ready after {} ms; last log lines:\n{tail}",
@@ -797,15 +944,7 @@ impl Run<'_> {
                     (Err(e), true) => Ok(format!("failed as expected: {e:#}")),
                     (Err(e), false) => Err(e),
                     (Ok(a), true) => bail!("expected no answer, got {a:?}"),
-                    (Ok(mut a), false) => {
-                        a.sort();
-                        let mut want = expect.clone();
-                        want.sort();
-                        if a != want {
-                            bail!("answer {a:?}, expected {want:?}");
-                        }
-                        Ok(format!("answer {a:?}"))
-                    }
+                    (Ok(a), false) => check_dns_answer(&a, expect).map_err(|m| anyhow!(m)),
                 }
             }
             StepKindP::TcpConnect {
@@ -955,14 +1094,83 @@ impl Run<'_> {
         }
     }
 
-    fn evaluate(&self, report: &mut ScenarioReport) {
+    fn evaluate(&self, report: &mut ScenarioReport, after_failure: bool) {
         evaluate_expects(
             &self.plan,
             |cap| self.dir.join(format!("{cap}.pcap")),
             self.opts,
             report,
+            EvalCtx {
+                times: &self.step_times,
+                after_failure,
+            },
         );
     }
+}
+
+/// Calls `attempt(n)` for n = 1, 2, ... until it succeeds or `retries` further attempts have
+/// failed; before each further attempt `pause()` waits and says whether to go on (false on a
+/// signal or the scenario deadline). Returns the last result and the number of attempts.
+pub fn with_retries<T>(
+    retries: u32,
+    mut attempt: impl FnMut(u32) -> Result<T>,
+    mut pause: impl FnMut() -> bool,
+) -> (Result<T>, u32) {
+    let mut n = 1;
+    loop {
+        let r = attempt(n);
+        if r.is_ok() || n > retries || !pause() {
+            return (r, n);
+        }
+        n += 1;
+    }
+}
+
+/// Wall-clock time since the epoch (what pcap timestamps count).
+fn epoch_now() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Checks DNS answers against the acceptable sets (order inside a set does not matter).
+pub fn check_dns_answer(got: &[Ipv4Addr], acceptable: &[Vec<Ipv4Addr>]) -> Result<String, String> {
+    let mut a = got.to_vec();
+    a.sort();
+    let sorted: Vec<Vec<Ipv4Addr>> = acceptable
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            s.sort();
+            s
+        })
+        .collect();
+    if sorted.contains(&a) {
+        return Ok(format!("answer {a:?}"));
+    }
+    match sorted.as_slice() {
+        [one] => Err(format!("answer {a:?}, expected {one:?}")),
+        many => Err(format!(
+            "answer {a:?}, expected one of {}",
+            many.iter()
+                .map(|s| format!("{s:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// Lines of a process log shown with a start-up failure.
+const LOG_LINES: usize = 10;
+
+fn indent(s: &str) -> String {
+    if s.is_empty() {
+        return "      (the log is empty)".to_string();
+    }
+    s.lines()
+        .map(|l| format!("      {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn short(s: &str) -> String {

@@ -152,6 +152,22 @@ pub struct Link {
     /// show real frames with correct checksums).
     #[serde(default)]
     pub offloads: bool,
+    /// Loss and rate limits on the link (nftables egress hooks; no netem needed).
+    pub impair: Option<ImpairToml>,
+}
+
+/// `impair = { loss_percent = 20, rate_kbit = 800, burst_kbytes = 16, from = "client" }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImpairToml {
+    /// Frames dropped at random, 0..=100 percent.
+    pub loss_percent: Option<u32>,
+    /// Frames over this rate (kbit/s) are dropped (a policer, not a shaper).
+    pub rate_kbit: Option<u64>,
+    /// Burst allowed above the rate, in kbytes (default: 1/10 s of the rate, at least 4).
+    pub burst_kbytes: Option<u64>,
+    /// Only frames sent by this end's node (default: both directions).
+    pub from: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -271,7 +287,20 @@ pub struct HttpGetToml {
     pub expect_fail: bool,
     #[serde(default = "default_step_timeout")]
     pub timeout_ms: u64,
+    /// Further attempts after a failed one (each bounded by `timeout_ms`).
+    #[serde(default)]
+    pub retries: u32,
+    #[serde(default = "default_retry_delay")]
+    pub retry_delay_ms: u64,
 }
+
+fn default_retry_delay() -> u64 {
+    200
+}
+
+/// At most this many retries per step (each attempt is bounded by the step's timeout, the
+/// whole scenario by its `timeout`).
+pub const MAX_RETRIES: u32 = 20;
 
 fn default_step_timeout() -> u64 {
     2000
@@ -289,10 +318,17 @@ pub struct DnsToml {
     /// The A records expected (order does not matter).
     #[serde(default)]
     pub expect: Vec<String>,
+    /// Several acceptable answers: the A records must equal one of these sets.
+    #[serde(default)]
+    pub expect_any: Vec<Vec<String>>,
     #[serde(default)]
     pub expect_fail: bool,
     #[serde(default = "default_step_timeout")]
     pub timeout_ms: u64,
+    #[serde(default)]
+    pub retries: u32,
+    #[serde(default = "default_retry_delay")]
+    pub retry_delay_ms: u64,
     /// Queries sent one after the other from one socket (one source port, one flow); every
     /// one must get the expected answer. Default 1.
     #[serde(default = "default_dns_count")]
@@ -317,6 +353,10 @@ pub struct TcpConnectToml {
     pub expect: String,
     #[serde(default = "default_step_timeout")]
     pub timeout_ms: u64,
+    #[serde(default)]
+    pub retries: u32,
+    #[serde(default = "default_retry_delay")]
+    pub retry_delay_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -383,6 +423,10 @@ fn default_run_timeout() -> u64 {
 pub struct ExpectSpec {
     pub capture: String,
     pub name: Option<String>,
+    /// Only frames captured after the step of this `name` finished.
+    pub after: Option<String>,
+    /// Only frames captured before the step of this `name` started.
+    pub before: Option<String>,
     pub count: Option<CountToml>,
     pub every: Option<EveryToml>,
     pub none: Option<NoneToml>,
@@ -761,6 +805,18 @@ pub struct LinkP {
     pub offloads: bool,
 }
 
+/// Impairment of the frames one link end sends (applied on its egress).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImpairP {
+    pub node: String,
+    pub iface: String,
+    /// 0..=100.
+    pub loss_percent: u32,
+    /// Policer rate in bits per second.
+    pub rate_bps: Option<u64>,
+    pub burst_bytes: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AddressP {
     pub node: String,
@@ -815,6 +871,8 @@ pub struct TopologyPlan {
     pub routes: Vec<RouteP>,
     pub rules: Vec<RuleP>,
     pub nft: Vec<(String, String)>,
+    /// Link impairments, applied after the links exist.
+    pub impairments: Vec<ImpairP>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -887,7 +945,8 @@ pub enum StepKindP {
         server: SocketAddr,
         qname: String,
         src: Option<IpAddr>,
-        expect: Vec<Ipv4Addr>,
+        /// Acceptable answer sets (one for `expect`, several for `expect_any`).
+        expect: Vec<Vec<Ipv4Addr>>,
         expect_fail: bool,
         timeout: Duration,
         count: u32,
@@ -934,7 +993,12 @@ pub enum StepKindP {
 pub struct StepP {
     /// Progress-line label, e.g. `http_get client → 10.71.0.2:80`.
     pub label: String,
+    /// The `name` as written (what `[[expect]]` windows refer to).
+    pub name: Option<String>,
     pub kind: StepKindP,
+    /// Further attempts after a failed one (`dns`, `http_get`, `tcp_connect`).
+    pub retries: u32,
+    pub retry_delay: Duration,
 }
 
 /// A scenario with everything parsed and resolved.
@@ -1172,6 +1236,7 @@ impl Scenario {
             raw_ends.push(ends);
         }
         let mut links: Vec<LinkP> = Vec::new();
+        let mut impairments: Vec<ImpairP> = Vec::new();
         let mut ifaces: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut used_ifaces: BTreeSet<(String, String)> = BTreeSet::new();
         for (i, ends) in raw_ends.iter().enumerate() {
@@ -1239,6 +1304,15 @@ impl Scenario {
                         "expected two different nodes, got the same node twice",
                     );
                 }
+                if let Some(im) = self.links.get(i).and_then(|l| l.impair.as_ref()) {
+                    impairments.extend(plan_impair(
+                        im,
+                        ra,
+                        rb,
+                        &format!("link[{i}].impair"),
+                        &mut e,
+                    ));
+                }
                 links.push(LinkP {
                     a: ra.clone(),
                     b: rb.clone(),
@@ -1281,6 +1355,7 @@ impl Scenario {
         let mut topo = TopologyPlan {
             nodes: nodes.clone(),
             links: links.clone(),
+            impairments,
             ..TopologyPlan::default()
         };
         for (hi, h) in self.hosts.iter().enumerate() {
@@ -1478,7 +1553,10 @@ impl Scenario {
                 );
             }
             match expect::compile(x, &refs, &host_names) {
-                Ok(c) => expects.push(c),
+                Ok(mut c) => {
+                    c.window = plan_window(x, &steps, &key, &mut e);
+                    expects.push(c);
+                }
                 Err((sub, m)) => e.push(format!("{key}{sub}"), m),
             }
         }
@@ -1631,6 +1709,152 @@ fn plan_sim(sc: &Scenario, s: &SimToml, file: &str, refs: &Refs, e: &mut Errs) -
     .filter(|_| ok)
 }
 
+/// Upper bound of `rate_kbit` (10 Gbit/s).
+pub const MAX_RATE_KBIT: u64 = 10_000_000;
+
+/// The impairments of one link: one per sending end (`from`, or both ends).
+fn plan_impair(
+    im: &ImpairToml,
+    a: &LinkEndP,
+    b: &LinkEndP,
+    key: &str,
+    e: &mut Errs,
+) -> Vec<ImpairP> {
+    let loss = im.loss_percent.unwrap_or(0);
+    if loss > 100 {
+        e.push(
+            format!("{key}.loss_percent"),
+            format!("expected 0..=100 (percent of frames dropped), got {loss}"),
+        );
+    }
+    if let Some(r) = im.rate_kbit
+        && !(1..=MAX_RATE_KBIT).contains(&r)
+    {
+        e.push(
+            format!("{key}.rate_kbit"),
+            format!("expected 1..={MAX_RATE_KBIT} kbit/s, got {r}"),
+        );
+    }
+    if im.burst_kbytes.is_some() && im.rate_kbit.is_none() {
+        e.push(
+            format!("{key}.burst_kbytes"),
+            "a burst needs a rate: add rate_kbit",
+        );
+    }
+    if let Some(b) = im.burst_kbytes
+        && !(1..=1_000_000).contains(&b)
+    {
+        e.push(
+            format!("{key}.burst_kbytes"),
+            format!("expected 1..=1000000 kbytes, got {b}"),
+        );
+    }
+    if im.loss_percent.unwrap_or(0) == 0 && im.rate_kbit.is_none() {
+        e.push(
+            key,
+            "expected loss_percent (1..=100) and/or rate_kbit; an empty impair does nothing",
+        );
+    }
+    let ends: Vec<&LinkEndP> = match &im.from {
+        None => vec![a, b],
+        Some(n) if *n == a.node => vec![a],
+        Some(n) if *n == b.node => vec![b],
+        Some(n) => {
+            e.push(
+                format!("{key}.from"),
+                format!(
+                    "expected one of the link's ends ({:?} or {:?}), got {n:?}",
+                    a.node, b.node
+                ),
+            );
+            Vec::new()
+        }
+    };
+    let rate_bps = im.rate_kbit.map(|k| k.saturating_mul(1000));
+    let burst_bytes = match (im.burst_kbytes, rate_bps) {
+        (Some(k), _) => k.saturating_mul(1000),
+        (None, Some(bps)) => (bps / 8 / 10).max(4000),
+        (None, None) => 0,
+    };
+    ends.into_iter()
+        .map(|end| ImpairP {
+            node: end.node.clone(),
+            iface: end.iface.clone(),
+            loss_percent: loss.min(100),
+            rate_bps,
+            burst_bytes,
+        })
+        .collect()
+}
+
+/// Resolves `after`/`before` of an `[[expect]]` to named steps; `after` must come before
+/// `before`.
+fn plan_window(x: &ExpectSpec, steps: &[StepP], key: &str, e: &mut Errs) -> expect::Window {
+    let mut find = |which: &str, name: &Option<String>| -> Option<expect::StepRef> {
+        let name = name.as_ref()?;
+        let hits: Vec<usize> = steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.name.as_deref() == Some(name.as_str()))
+            .map(|(i, _)| i)
+            .collect();
+        match hits.as_slice() {
+            [i] => Some(expect::StepRef {
+                index: *i,
+                name: name.clone(),
+            }),
+            [] => {
+                let named: Vec<String> = steps
+                    .iter()
+                    .filter_map(|s| s.name.as_ref().map(|n| format!("{n:?}")))
+                    .collect();
+                e.push(
+                    format!("{key}.{which}"),
+                    format!(
+                        "expected the name of a step ({}), got {name:?}",
+                        if named.is_empty() {
+                            "no step has a name; give one with name = \"...\"".to_string()
+                        } else {
+                            named.join(", ")
+                        }
+                    ),
+                );
+                None
+            }
+            many => {
+                e.push(
+                    format!("{key}.{which}"),
+                    format!(
+                        "step name {name:?} is ambiguous: steps {} share it; expected a unique step name",
+                        many.iter()
+                            .map(|i| (i + 1).to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+                None
+            }
+        }
+    };
+    let after = find("after", &x.after);
+    let before = find("before", &x.before);
+    if let (Some(a), Some(b)) = (&after, &before)
+        && a.index >= b.index
+    {
+        e.push(
+            format!("{key}.before"),
+            format!(
+                "expected a step after {:?} (step {}), got {:?} (step {}): the window would be empty",
+                a.name,
+                a.index + 1,
+                b.name,
+                b.index + 1
+            ),
+        );
+    }
+    expect::Window { after, before }
+}
+
 /// (node, iface, mac) as written.
 type RawEnd = (String, Option<String>, Option<String>);
 
@@ -1780,7 +2004,19 @@ fn plan_processes(sc: &Scenario, refs: &Refs, hosts: &[String], e: &mut Errs) ->
         };
         let mut default_ready = Vec::new();
         let kind = if let Some(argv) = &p.pen {
-            ProcKindP::Pen(resolve_argv(argv, e, &format!("{key}.pen")))
+            let args = resolve_argv(argv, e, &format!("{key}.pen"));
+            if args.len() == argv.len()
+                && let Err(m) = pen::cli::parse(args.iter().cloned())
+            {
+                e.push(
+                    format!("{key}.pen"),
+                    format!(
+                        "pen rejects {args:?}: {}; expected pen's command line after the program name, e.g. [\"-f\", \"10.71.0.2:80\", \"10.71.0.3\"]",
+                        m.message.strip_prefix("pen: ").unwrap_or(&m.message)
+                    ),
+                );
+            }
+            ProcKindP::Pen(args)
         } else if let Some(argv) = &p.command {
             if argv.is_empty() {
                 e.push(
@@ -1969,6 +2205,15 @@ fn plan_captures(
                 ),
             );
         }
+        if let Err(m) = crate::capture::check_filter(&c.filter) {
+            e.push(
+                format!("{key}.filter"),
+                format!(
+                    "libpcap rejects the BPF filter {:?}: {m}; expected tcpdump syntax such as \"tcp port 80\" or \"arp or udp port 53\"",
+                    c.filter
+                ),
+            );
+        }
         out.push(CaptureP {
             name: c.name.clone(),
             host: c.host.clone(),
@@ -2064,21 +2309,47 @@ fn plan_steps(
                 );
                 continue;
             };
-            let mut expect = Vec::new();
-            for (j, a) in d.expect.iter().enumerate() {
-                match refs.resolve(a).map(|t| t.parse::<Ipv4Addr>()) {
-                    Ok(Ok(ip)) => expect.push(ip),
-                    _ => e.push(
-                        format!("{k}.expect[{j}]"),
-                        format!("expected an IPv4 address, got {a:?}"),
-                    ),
+            let ipv4s = |list: &[String], key: &str, e: &mut Errs| -> Vec<Ipv4Addr> {
+                let mut out = Vec::new();
+                for (j, a) in list.iter().enumerate() {
+                    match refs.resolve(a).map(|t| t.parse::<Ipv4Addr>()) {
+                        Ok(Ok(ip)) => out.push(ip),
+                        _ => e.push(
+                            format!("{key}[{j}]"),
+                            format!("expected an IPv4 address, got {a:?}"),
+                        ),
+                    }
                 }
+                out
+            };
+            let mut expect = Vec::new();
+            if !d.expect.is_empty() {
+                expect.push(ipv4s(&d.expect, &format!("{k}.expect"), e));
             }
-            if expect.is_empty() && !d.expect_fail {
-                e.push(
+            for (j, set) in d.expect_any.iter().enumerate() {
+                let key = format!("{k}.expect_any[{j}]");
+                if set.is_empty() {
+                    e.push(
+                        &key,
+                        "expected a non-empty list of IPv4 addresses (one acceptable answer)",
+                    );
+                }
+                expect.push(ipv4s(set, &key, e));
+            }
+            match (d.expect.is_empty(), d.expect_any.is_empty(), d.expect_fail) {
+                (true, true, false) => e.push(
                     format!("{k}.expect"),
-                    "expected the answer addresses, or expect_fail = true",
-                );
+                    "expected the answer addresses (expect = [...] or expect_any = [[...], [...]]), or expect_fail = true",
+                ),
+                (false, false, _) => e.push(
+                    format!("{k}.expect_any"),
+                    "expected either expect (one answer) or expect_any (several acceptable answers), not both",
+                ),
+                (_, _, true) if !expect.is_empty() => e.push(
+                    format!("{k}.expect_fail"),
+                    "expect_fail = true asserts that no answer comes; drop expect/expect_any",
+                ),
+                _ => {}
             }
             StepKindP::Dns {
                 host: d.host.clone(),
@@ -2261,8 +2532,40 @@ fn plan_steps(
         if !timeout_ok {
             e.push(key.clone(), "timeout_ms: expected 1..60000");
         }
+        let (retries, delay, which) = if let Some(h) = &s.http_get {
+            (h.retries, h.retry_delay_ms, "http_get")
+        } else if let Some(d) = &s.dns {
+            (d.retries, d.retry_delay_ms, "dns")
+        } else if let Some(t) = &s.tcp_connect {
+            (t.retries, t.retry_delay_ms, "tcp_connect")
+        } else {
+            (0, 0, "")
+        };
+        if retries > MAX_RETRIES {
+            e.push(
+                format!("{key}.{which}.retries"),
+                format!("expected 0..={MAX_RETRIES}, got {retries}"),
+            );
+        }
+        if delay > 10_000 {
+            e.push(
+                format!("{key}.{which}.retry_delay_ms"),
+                format!("expected 0..=10000 ms, got {delay}"),
+            );
+        }
+        if let Some(n) = &s.name
+            && n.trim().is_empty()
+        {
+            e.push(format!("{key}.name"), "expected a non-empty step name");
+        }
         let label = s.name.clone().unwrap_or_else(|| step_label(&kind));
-        out.push(StepP { label, kind });
+        out.push(StepP {
+            label,
+            name: s.name.clone(),
+            kind,
+            retries,
+            retry_delay: ms(delay),
+        });
     }
     out
 }

@@ -97,6 +97,9 @@ pub struct Topology {
     rt: Option<tokio::runtime::Runtime>,
     handles: HashMap<String, Handle>,
     default_offloads: bool,
+    /// This process is recorded as the run's owner (`crate::owner`), so `pen-lab clean`
+    /// leaves the namespaces alone while it runs.
+    owner_recorded: bool,
 }
 
 /// A fresh `penlab-<6 hex>` prefix that no existing namespace uses.
@@ -222,6 +225,7 @@ impl Topology {
             rt: Some(rt),
             handles: HashMap::new(),
             default_offloads: true,
+            owner_recorded: false,
         })
     }
 
@@ -288,6 +292,12 @@ impl Topology {
             bail!(
                 "network namespace {ns:?} already exists (left over from an interrupted run? `pen-lab clean` removes it)"
             );
+        }
+        if !self.owner_recorded {
+            crate::owner::record(&self.prefix).with_context(|| {
+                format!("recording the owner of run {:?} (root needed)", self.prefix)
+            })?;
+            self.owner_recorded = true;
         }
         netns_rs::NetNs::new(&ns)
             .map_err(|e| anyhow!("{e}"))
@@ -556,6 +566,15 @@ impl Topology {
         Ok(())
     }
 
+    /// Impairs the frames `node` sends on `iface` (loss, rate) with an nftables `netdev`
+    /// egress chain (see [`impair_ruleset`]).
+    pub fn impair(&mut self, node: &str, iface: &str, im: &Impairment) -> Result<()> {
+        validate_ifname(iface)?;
+        let ruleset = impair_ruleset(iface, im);
+        self.nft(node, &ruleset)
+            .with_context(|| format!("impairing {node}:{iface} (kernel 5.16+ for netdev egress)"))
+    }
+
     /// Turns one ethtool feature (`tx`, `tso`, `gso`, `gro`, `rx`, ...) on or off.
     pub fn set_offload(&mut self, node: &str, iface: &str, feature: &str, on: bool) -> Result<()> {
         self.set_offloads(node, iface, &[feature], on)
@@ -653,6 +672,14 @@ impl Topology {
                 first_err.get_or_insert(e);
             }
         }
+        if remaining.is_empty() && self.owner_recorded {
+            match crate::owner::forget(&self.prefix) {
+                Ok(()) => self.owner_recorded = false,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
         self.created = remaining;
         self.nodes.clear();
         match first_err {
@@ -668,6 +695,47 @@ impl Drop for Topology {
             eprintln!("pen-lab: teardown of {}: {e:#}", self.prefix);
         }
     }
+}
+
+/// Loss and rate limits of the frames one interface sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Impairment {
+    /// Frames dropped at random, 0..=100 percent.
+    pub loss_percent: u32,
+    /// Policer rate in bits per second: frames over it are dropped.
+    pub rate_bps: Option<u64>,
+    /// Burst above the rate, in bytes.
+    pub burst_bytes: u64,
+}
+
+/// The nftables ruleset that impairs what `iface` sends: a `netdev` table with an `egress`
+/// chain on the device, which runs before the packet taps, so a dropped frame appears in no
+/// capture (it never was on the wire). Loss is `numgen random mod 100 < N drop`, the rate a
+/// `limit rate over B bytes/second burst N bytes drop` policer. Frames that bypass the
+/// qdisc layer (AF_PACKET sockets with PACKET_QDISC_BYPASS, XDP) are not impaired.
+pub fn impair_ruleset(iface: &str, im: &Impairment) -> String {
+    let table: String = iface
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let mut rules = String::new();
+    match im.loss_percent {
+        0 => {}
+        // `numgen random mod 100` is 0..=99: "< 100" is out of its range for nft.
+        100.. => rules.push_str("    counter drop\n"),
+        n => rules.push_str(&format!("    numgen random mod 100 < {n} counter drop\n")),
+    }
+    if let Some(bps) = im.rate_bps {
+        rules.push_str(&format!(
+            "    limit rate over {} bytes/second burst {} bytes counter drop\n",
+            (bps / 8).max(1),
+            im.burst_bytes.max(1)
+        ));
+    }
+    // Declare, delete, define: applying it again replaces the previous impairment.
+    format!(
+        "table netdev penlab_impair_{table}\ndelete table netdev penlab_impair_{table}\ntable netdev penlab_impair_{table} {{\n  chain egress {{\n    type filter hook egress device \"{iface}\" priority 0; policy accept;\n{rules}  }}\n}}\n"
+    )
 }
 
 fn describe_route(r: &RouteSpec) -> String {
@@ -710,14 +778,37 @@ fn remove_netns(ns: &str) -> Result<()> {
     Ok(())
 }
 
-/// `pen-lab clean`: for every namespace named `{root_prefix}-*`, kill the processes inside it
-/// (by PID) and remove it. Returns the names removed.
-pub fn clean_leftovers(root_prefix: &str) -> Result<Vec<String>> {
+/// What `pen-lab clean` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Cleaned {
+    /// Namespaces removed.
+    pub removed: Vec<String>,
+    /// Runs left alone because their pen-lab still runs: (run id, its PID).
+    pub live: Vec<(String, u32)>,
+}
+
+/// `pen-lab clean [RUN]`: for every namespace named `{root_prefix}-*` (or `{run}-*`) whose
+/// run's owner is gone (see [`crate::owner`]), kill the processes inside it (by PID) and
+/// remove it. Runs whose pen-lab process still runs are left alone and listed.
+pub fn clean_leftovers(root_prefix: &str, run: Option<&str>) -> Result<Cleaned> {
     if root_prefix.is_empty() {
         bail!("clean_leftovers needs a non-empty prefix such as \"penlab\"");
     }
-    let names = list_netns(&format!("{root_prefix}-"))?;
-    let idents: Vec<(u64, u64)> = names
+    if let Some(r) = run {
+        let ok = validate_ns_name(r).is_ok()
+            && r.strip_prefix(root_prefix)
+                .is_some_and(|x| x.len() > 1 && x.starts_with('-'));
+        if !ok {
+            bail!(
+                "invalid run id {r:?}: expected {root_prefix}-<6 hex> as printed by `pen-lab run` (e.g. {root_prefix}-3f2a1c)"
+            );
+        }
+    }
+    let names = list_netns(&format!("{}-", run.unwrap_or(root_prefix)))?;
+    let records = crate::owner::read_all()?;
+    let plan = crate::owner::plan_clean(&names, &records, crate::owner::alive, run);
+    let idents: Vec<(u64, u64)> = plan
+        .remove
         .iter()
         .filter_map(|ns| ns_identity(&ns_path(ns)).ok())
         .collect();
@@ -726,7 +817,7 @@ pub fn clean_leftovers(root_prefix: &str) -> Result<Vec<String>> {
     }
     let mut removed = Vec::new();
     let mut first_err = None;
-    for ns in names {
+    for ns in plan.remove {
         match remove_netns(&ns) {
             Ok(()) => removed.push(ns),
             Err(e) => {
@@ -734,9 +825,21 @@ pub fn clean_leftovers(root_prefix: &str) -> Result<Vec<String>> {
             }
         }
     }
+    if first_err.is_none() {
+        for r in &plan.stale_records {
+            if r.starts_with(root_prefix)
+                && let Err(e) = crate::owner::forget(r)
+            {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
     match first_err {
         Some(e) => Err(e.context(format!("removed {removed:?} before the failure"))),
-        None => Ok(removed),
+        None => Ok(Cleaned {
+            removed,
+            live: plan.live,
+        }),
     }
 }
 
@@ -784,6 +887,35 @@ mod tests {
         let hex = a.strip_prefix("penlab-").unwrap();
         assert_eq!(hex.len(), 6);
         assert!(hex.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn impairments_become_one_egress_chain_per_interface() {
+        let r = impair_ruleset(
+            "eth0",
+            &Impairment {
+                loss_percent: 30,
+                rate_bps: Some(800_000),
+                burst_bytes: 10_000,
+            },
+        );
+        assert_eq!(
+            r,
+            "table netdev penlab_impair_eth0\ndelete table netdev penlab_impair_eth0\ntable netdev penlab_impair_eth0 {\n  chain egress {\n    type filter hook egress device \"eth0\" priority 0; policy accept;\n    numgen random mod 100 < 30 counter drop\n    limit rate over 100000 bytes/second burst 10000 bytes counter drop\n  }\n}\n"
+        );
+        let r = impair_ruleset(
+            "p-1.x",
+            &Impairment {
+                loss_percent: 100,
+                rate_bps: None,
+                burst_bytes: 0,
+            },
+        );
+        assert!(r.contains("\ntable netdev penlab_impair_p_1_x {"), "{r}");
+        assert!(r.contains("device \"p-1.x\""), "{r}");
+        assert!(r.contains("policy accept;\n    counter drop\n"), "{r}");
+        assert!(!r.contains("numgen"), "{r}");
+        assert!(!r.contains("limit"), "{r}");
     }
 
     #[test]

@@ -583,8 +583,26 @@ fn clean_leftovers_kills_processes_inside_and_removes_the_namespaces() {
     .unwrap();
     let pid = sleeper.pid;
     std::mem::forget(sleeper); // as if pen-lab had been interrupted
-    let removed = clean_leftovers(&root).unwrap();
-    assert_eq!(removed, vec![t.ns_name("x"), t.ns_name("y")]);
+    // This process still owns the run: clean leaves it alone.
+    let c = clean_leftovers(&root, None).unwrap();
+    assert!(c.removed.is_empty(), "a live run was cleaned: {c:?}");
+    assert_eq!(c.live, vec![(prefix.clone(), std::process::id())]);
+    assert!(ns_path(&t.ns_name("x")).exists());
+    // The owner is gone (a PID that cannot exist): now it is a leftover.
+    std::fs::write(
+        std::path::Path::new(pen_lab::owner::OWNER_DIR).join(&prefix),
+        "pid 999999999\nstart 1\n",
+    )
+    .unwrap();
+    let c = clean_leftovers(&root, None).unwrap();
+    assert_eq!(c.removed, vec![t.ns_name("x"), t.ns_name("y")]);
+    assert!(c.live.is_empty());
+    assert!(
+        !std::path::Path::new(pen_lab::owner::OWNER_DIR)
+            .join(&prefix)
+            .exists(),
+        "the stale owner record stays"
+    );
     for _ in 0..200 {
         if !pid_alive(pid) {
             break;
@@ -595,7 +613,7 @@ fn clean_leftovers_kills_processes_inside_and_removes_the_namespaces() {
         !pid_alive(pid),
         "process {pid} inside a leftover namespace survived"
     );
-    assert!(clean_leftovers(&root).unwrap().is_empty());
+    assert_eq!(clean_leftovers(&root, None).unwrap(), Default::default());
     t.teardown().unwrap(); // nothing left to remove: still fine
 }
 
@@ -636,4 +654,109 @@ fn echo_backends_return_what_they_receive() {
     .unwrap();
     assert_eq!(tcp_back, b"hello tcp");
     assert_eq!(udp_back, b"hello udp");
+}
+
+/// Sends `n` UDP datagrams of `size` bytes from the client to the server as fast as it can;
+/// returns how many arrived.
+fn blast(t: &Topology, n: usize, size: usize) -> usize {
+    use pen_lab::netns::in_netns;
+    let rx = in_netns(&t.ns_name("server"), || {
+        std::net::UdpSocket::bind("10.77.0.2:9").unwrap()
+    })
+    .unwrap();
+    let tx = in_netns(&t.ns_name("client"), || {
+        std::net::UdpSocket::bind("10.77.0.1:0").unwrap()
+    })
+    .unwrap();
+    let buf = vec![0x55u8; size];
+    for _ in 0..n {
+        let _ = tx.send_to(&buf, "10.77.0.2:9");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    rx.set_nonblocking(true).unwrap();
+    let mut got = 0;
+    let mut rbuf = vec![0u8; 65536];
+    while rx.recv(&mut rbuf).is_ok() {
+        got += 1;
+    }
+    got
+}
+
+#[test]
+fn link_impairments_drop_frames_and_police_the_rate_on_egress() {
+    use pen_lab::topology::Impairment;
+    require_root();
+    let prefix = unique_prefix_with("penlabio");
+    let mut t = three_nodes(&prefix);
+    // Unimpaired (this also resolves ARP before any impairment).
+    assert_eq!(blast(&t, 50, 100), 50);
+    let none = Impairment {
+        loss_percent: 0,
+        rate_bps: None,
+        burst_bytes: 0,
+    };
+    // Everything the client sends is lost.
+    t.impair(
+        "client",
+        "eth0",
+        &Impairment {
+            loss_percent: 100,
+            ..none
+        },
+    )
+    .unwrap();
+    assert_eq!(blast(&t, 50, 100), 0);
+    // Half of it (applied again: replaces the previous impairment).
+    t.impair(
+        "client",
+        "eth0",
+        &Impairment {
+            loss_percent: 50,
+            ..none
+        },
+    )
+    .unwrap();
+    let got = blast(&t, 400, 100);
+    assert!(
+        (120..=280).contains(&got),
+        "{got} of 400 arrived at 50% loss"
+    );
+    // 80 kbit/s = 10 kB/s with a 5 kB burst: of 100 kB sent at once, about the burst arrives.
+    t.impair(
+        "client",
+        "eth0",
+        &Impairment {
+            loss_percent: 0,
+            rate_bps: Some(80_000),
+            burst_bytes: 5_000,
+        },
+    )
+    .unwrap();
+    let got = blast(&t, 100, 1000);
+    assert!(
+        (1..=15).contains(&got),
+        "{got} datagrams of 1000 bytes passed an 80 kbit/s policer with a 5 kB burst"
+    );
+    // On a switch port too (the bridge's egress towards the server).
+    t.impair(
+        "client",
+        "eth0",
+        &Impairment {
+            loss_percent: 0,
+            rate_bps: None,
+            burst_bytes: 0,
+        },
+    )
+    .unwrap();
+    t.impair(
+        "sw",
+        "p-server",
+        &Impairment {
+            loss_percent: 100,
+            ..none
+        },
+    )
+    .unwrap();
+    assert_eq!(blast(&t, 20, 100), 0);
+    t.teardown().unwrap();
 }

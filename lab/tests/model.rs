@@ -850,3 +850,399 @@ fn show_prints_one_line_per_frame_and_filters() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a valid BPF expression"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Check-time validation of pen's argv and capture filters; windows, any-of answers, retries
+// ---------------------------------------------------------------------------------------------
+
+fn plan_of(text: &str) -> scenario::Plan {
+    parse_str(text, "scenarios/x.toml")
+        .and_then(|s| s.plan("scenarios/x.toml", "x", None))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn check_runs_pens_own_parser_on_pen_argv() {
+    let e = errors(&format!(
+        "{HOSTS}\n[[process]]\nhost = \"pen\"\nname = \"pen\"\npen = [\"-f\", \"-x\", \"lots\", \"10.71.0.2:80\", \"10.71.0.3\"]\nready = {{ tcp = \"10.71.0.2:80\" }}\n"
+    ));
+    assert!(
+        e.contains("scenarios/x.toml: process[0].pen: pen rejects [\"-f\", \"-x\", \"lots\""),
+        "{e}"
+    );
+    assert!(e.contains("-x"), "{e}");
+    let e = errors(&format!(
+        "{HOSTS}\n[[process]]\nhost = \"pen\"\nname = \"pen\"\npen = [\"-f\", \"--verbose\", \"10.71.0.2:80\"]\nready = {{ tcp = \"10.71.0.2:80\" }}\n"
+    ));
+    assert!(e.contains("process[0].pen: pen rejects"), "{e}");
+    assert!(e.contains("unknown option \"--verbose\""), "{e}");
+    let e = errors(&format!(
+        "{HOSTS}\n[[process]]\nhost = \"pen\"\nname = \"pen\"\npen = [\"-f\", \"10.71.0.2:99999\", \"10.71.0.3\"]\nready = {{ tcp = \"10.71.0.2:80\" }}\n"
+    ));
+    assert!(e.contains("process[0].pen: pen rejects"), "{e}");
+    assert!(e.contains("bad listen address \"10.71.0.2:99999\""), "{e}");
+    // A good command line passes.
+    plan_of(&format!(
+        "{HOSTS}\n[[process]]\nhost = \"pen\"\nname = \"pen\"\npen = [\"-f\", \"-r\", \"-C\", \"127.0.0.1:10080\", \"10.71.0.2:80\", \"10.71.0.3\", \"10.71.0.4:80:10\"]\nready = {{ tcp = \"10.71.0.2:80\" }}\n"
+    ));
+}
+
+#[test]
+fn check_compiles_capture_filters_with_libpcap() {
+    let text = HOSTS.replace(
+        "iface = \"eth0\"",
+        "iface = \"eth0\"\nfilter = \"tcp prot 80\"",
+    );
+    let e = errors(&text);
+    assert!(
+        e.contains(
+            "scenarios/x.toml: capture[0].filter: libpcap rejects the BPF filter \"tcp prot 80\""
+        ),
+        "{e}"
+    );
+    assert!(e.contains("expected tcpdump syntax"), "{e}");
+    let ok = HOSTS.replace(
+        "iface = \"eth0\"",
+        "iface = \"eth0\"\nfilter = \"arp or (udp port 53 and host 10.71.0.2)\"",
+    );
+    plan_of(&ok);
+}
+
+const NAMED_STEPS: &str = r#"
+[[process]]
+host = "web2"
+name = "web2"
+backend = { kind = "http", listen = ["10.71.0.4:80"] }
+[[step]]
+name = "first"
+wait = 1
+[[step]]
+name = "stop web2"
+stop = "web2"
+[[step]]
+wait = 1
+[[step]]
+name = "last"
+wait = 1
+"#;
+
+#[test]
+fn windows_name_steps_and_are_checked() {
+    let base = format!("{HOSTS}{NAMED_STEPS}");
+    let plan = plan_of(&format!(
+        "{base}\n[[expect]]\ncapture = \"cap\"\nafter = \"stop web2\"\nbefore = \"last\"\nnone = {{ match = {{ to = \"web2\" }} }}\n"
+    ));
+    let w = &plan.expects[0].window;
+    assert_eq!(w.after.as_ref().map(|s| s.index), Some(1));
+    assert_eq!(w.before.as_ref().map(|s| s.index), Some(3));
+    assert_eq!(w.to_string(), "after \"stop web2\" and before \"last\"");
+
+    let e = errors(&format!(
+        "{base}\n[[expect]]\ncapture = \"cap\"\nafter = \"stop web3\"\nnone = {{}}\n"
+    ));
+    assert!(
+        e.contains("expect[0].after: expected the name of a step (\"first\", \"stop web2\", \"last\"), got \"stop web3\""),
+        "{e}"
+    );
+    let e = errors(&format!(
+        "{base}\n[[expect]]\ncapture = \"cap\"\nafter = \"last\"\nbefore = \"first\"\nnone = {{}}\n"
+    ));
+    assert!(
+        e.contains(
+            "expect[0].before: expected a step after \"last\" (step 4), got \"first\" (step 1)"
+        ),
+        "{e}"
+    );
+    let e = errors(&format!(
+        "{base}\n[[step]]\nname = \"first\"\nwait = 1\n[[expect]]\ncapture = \"cap\"\nbefore = \"first\"\nnone = {{}}\n"
+    ));
+    assert!(
+        e.contains("expect[0].before: step name \"first\" is ambiguous: steps 1, 5"),
+        "{e}"
+    );
+}
+
+fn frame_at(index: usize, secs: u64) -> FrameInfo {
+    let mut f = mixed()[0].clone();
+    f.index = index;
+    f.ts = Duration::from_secs(secs);
+    f
+}
+
+#[test]
+fn window_selects_frames_between_the_end_of_one_step_and_the_start_of_another() {
+    use pen_lab::expect::{StepRef, StepTime, Window};
+    let frames: Vec<FrameInfo> = (0..10).map(|i| frame_at(i, 100 + i as u64)).collect();
+    let t = |a: u64, b: u64| {
+        Some(StepTime {
+            start: Duration::from_secs(a),
+            end: Duration::from_secs(b),
+        })
+    };
+    // Step 0 ran 100..103, step 1 ran 103..106, step 2 never ran.
+    let times = vec![t(100, 103), t(103, 106), None];
+    let r = |index: usize| StepRef {
+        index,
+        name: format!("s{index}"),
+    };
+    let w = Window {
+        after: Some(r(0)),
+        before: Some(r(1)),
+    };
+    let (from, to) = w.bounds(&times).unwrap();
+    let sel = Window::select(&frames, from, to);
+    // [end of s0, start of s1) = [103, 103): s1 started as s0 ended, nothing in between.
+    assert!(sel.is_empty(), "{sel:?}");
+    let w = Window {
+        after: Some(r(0)),
+        before: None,
+    };
+    let (from, to) = w.bounds(&times).unwrap();
+    let sel = Window::select(&frames, from, to);
+    assert_eq!(
+        sel.iter().map(|f| f.index).collect::<Vec<_>>(),
+        vec![3, 4, 5, 6, 7, 8, 9]
+    );
+    let w = Window {
+        after: None,
+        before: Some(r(1)),
+    };
+    let (from, to) = w.bounds(&times).unwrap();
+    assert_eq!(Window::select(&frames, from, to).len(), 3);
+    // A window on a step that did not run cannot be evaluated.
+    let w = Window {
+        after: Some(r(2)),
+        before: None,
+    };
+    assert_eq!(
+        w.bounds(&times).unwrap_err(),
+        "the window needs step 3 \"s2\", which did not run"
+    );
+    // A `none` over the window passes where the whole capture fails, and offending frames keep
+    // their capture index.
+    let m = pen_lab::expect::Kind::None {
+        m: pen_lab::expect::Matcher::all(),
+    };
+    let (from, to) = Window {
+        after: Some(r(1)),
+        before: None,
+    }
+    .bounds(&times)
+    .unwrap();
+    let o = evaluate(&m, &Window::select(&frames, from, to));
+    assert!(!o.pass);
+    assert_eq!(o.offending, vec![6, 7, 8, 9]);
+    assert!(
+        evaluate(
+            &m,
+            &Window::select(&frames, Some(Duration::from_secs(200)), None)
+        )
+        .pass
+    );
+}
+
+#[test]
+fn dns_steps_take_expect_any_and_retries() {
+    let plan = plan_of(&format!(
+        "{HOSTS}\n[[step]]\ndns = {{ host = \"client\", server = \"10.71.0.2\", expect_any = [[\"10.99.0.1\"], [\"10.99.0.2\", \"10.99.0.3\"]], retries = 3, retry_delay_ms = 50 }}\n"
+    ));
+    let st = &plan.steps[0];
+    assert_eq!(st.retries, 3);
+    assert_eq!(st.retry_delay, Duration::from_millis(50));
+    let StepKindP::Dns { expect, .. } = &st.kind else {
+        panic!("{st:?}")
+    };
+    assert_eq!(expect.len(), 2);
+
+    let e = errors(&format!(
+        "{HOSTS}\n[[step]]\ndns = {{ host = \"client\", server = \"10.71.0.2\", expect = [\"10.99.0.1\"], expect_any = [[\"10.99.0.2\"]] }}\n"
+    ));
+    assert!(
+        e.contains("step[0].dns.expect_any: expected either expect (one answer) or expect_any"),
+        "{e}"
+    );
+    let e = errors(&format!(
+        "{HOSTS}\n[[step]]\ndns = {{ host = \"client\", server = \"10.71.0.2\", expect_any = [[], [\"x\"]] }}\n"
+    ));
+    assert!(
+        e.contains("step[0].dns.expect_any[0]: expected a non-empty list"),
+        "{e}"
+    );
+    assert!(
+        e.contains("step[0].dns.expect_any[1][0]: expected an IPv4 address, got \"x\""),
+        "{e}"
+    );
+    let e = errors(&format!(
+        "{HOSTS}\n[[step]]\ntcp_connect = {{ host = \"client\", addr = \"10.71.0.2:80\", expect = \"open\", retries = 500 }}\n"
+    ));
+    assert!(
+        e.contains("step[0].tcp_connect.retries: expected 0..=20, got 500"),
+        "{e}"
+    );
+    let e = errors(&format!("{HOSTS}\n[[step]]\nwait = 10\nretries = 2\n"));
+    assert!(e.contains("unknown field `retries`"), "{e}");
+}
+
+#[test]
+fn dns_answers_match_one_of_the_acceptable_sets() {
+    use pen_lab::runner::check_dns_answer;
+    let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+    let sets = vec![vec![ip("10.0.0.1")], vec![ip("10.0.0.3"), ip("10.0.0.2")]];
+    assert!(check_dns_answer(&[ip("10.0.0.1")], &sets).is_ok());
+    assert!(check_dns_answer(&[ip("10.0.0.2"), ip("10.0.0.3")], &sets).is_ok());
+    assert_eq!(
+        check_dns_answer(&[ip("10.0.0.2")], &sets).unwrap_err(),
+        "answer [10.0.0.2], expected one of [10.0.0.1], [10.0.0.2, 10.0.0.3]"
+    );
+    assert_eq!(
+        check_dns_answer(&[], &sets[..1]).unwrap_err(),
+        "answer [], expected [10.0.0.1]"
+    );
+}
+
+#[test]
+fn retries_stop_at_the_first_success_the_limit_or_a_refused_pause() {
+    use pen_lab::runner::with_retries;
+    let mut calls = 0;
+    let (r, n) = with_retries(
+        5,
+        |k| {
+            calls += 1;
+            if k < 3 {
+                anyhow::bail!("attempt {k} failed")
+            } else {
+                Ok(k)
+            }
+        },
+        || true,
+    );
+    assert_eq!((r.unwrap(), n, calls), (3, 3, 3));
+    let (r, n) = with_retries(
+        2,
+        |k| -> anyhow::Result<u32> { anyhow::bail!("no {k}") },
+        || true,
+    );
+    assert_eq!((r.unwrap_err().to_string(), n), ("no 3".to_string(), 3));
+    let (r, n) = with_retries(
+        0,
+        |k| -> anyhow::Result<u32> { anyhow::bail!("no {k}") },
+        || true,
+    );
+    assert_eq!((r.is_err(), n), (true, 1));
+    // A signal or the scenario deadline (the pause says no) ends the retries.
+    let (r, n) = with_retries(
+        9,
+        |k| -> anyhow::Result<u32> { anyhow::bail!("no {k}") },
+        || false,
+    );
+    assert_eq!((r.is_err(), n), (true, 1));
+}
+
+#[test]
+fn check_json_lists_every_scenario_and_every_error_with_its_key() {
+    let o = pen_lab(&[
+        "check",
+        "--json",
+        "scenarios/proxy-udp.toml",
+        "lab/tests/fixtures/invalid.toml",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let doc: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("check --json is not JSON ({e}):\n{stdout}"));
+    assert_eq!(doc["valid"], 1);
+    assert_eq!(doc["invalid"], 1);
+    let s = doc["scenarios"].as_array().unwrap();
+    assert_eq!(s[0]["scenario"], "proxy-udp");
+    assert_eq!(s[0]["ok"], true);
+    assert_eq!(s[0]["steps"], 15);
+    assert_eq!(s[1]["ok"], false);
+    let errors = s[1]["errors"].as_array().unwrap();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e["key"] == "step[0].stop" && e["message"].as_str().unwrap().contains("nginx")),
+        "{stdout}"
+    );
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["file"] == "lab/tests/fixtures/invalid.toml")
+    );
+}
+
+#[test]
+fn link_impairments_plan_one_egress_per_sending_end() {
+    let with = |imp: &str| {
+        HOSTS.replace(
+            "[[link]]\nends = [\"client\", \"lan\"]\n",
+            &format!("[[link]]\nends = [\"client\", \"lan\"]\nimpair = {imp}\n"),
+        )
+    };
+    let plan = plan_of(&with("{ loss_percent = 20, rate_kbit = 800 }"));
+    let im = &plan.topology.impairments;
+    assert_eq!(im.len(), 2, "{im:?}");
+    assert_eq!(
+        (im[0].node.as_str(), im[0].iface.as_str()),
+        ("client", "eth0")
+    );
+    assert_eq!(
+        (im[1].node.as_str(), im[1].iface.as_str()),
+        ("lan", "client")
+    );
+    assert_eq!(im[0].loss_percent, 20);
+    assert_eq!(im[0].rate_bps, Some(800_000));
+    assert_eq!(im[0].burst_bytes, 10_000, "1/10 s of the rate");
+    let plan = plan_of(&with("{ loss_percent = 100, from = \"lan\" }"));
+    let im = &plan.topology.impairments;
+    assert_eq!(im.len(), 1);
+    assert_eq!(im[0].node, "lan");
+    assert_eq!(im[0].rate_bps, None);
+
+    let e = errors(&with("{ loss_percent = 101, from = \"pen\" }"));
+    assert!(
+        e.contains("link[0].impair.loss_percent: expected 0..=100"),
+        "{e}"
+    );
+    assert!(
+        e.contains("link[0].impair.from: expected one of the link's ends (\"client\" or \"lan\"), got \"pen\""),
+        "{e}"
+    );
+    let e = errors(&with("{ burst_kbytes = 4 }"));
+    assert!(
+        e.contains("link[0].impair.burst_kbytes: a burst needs a rate"),
+        "{e}"
+    );
+    assert!(
+        e.contains("link[0].impair: expected loss_percent (1..=100) and/or rate_kbit"),
+        "{e}"
+    );
+    let e = errors(&with("{ rate_kbit = 0 }"));
+    assert!(
+        e.contains("link[0].impair.rate_kbit: expected 1..=10000000 kbit/s, got 0"),
+        "{e}"
+    );
+    let e = errors(&with("{ delay_ms = 5 }"));
+    assert!(e.contains("unknown field `delay_ms`"), "{e}");
+}
+
+#[test]
+fn penlab_prefix_is_checked_before_anything_is_cleaned() {
+    use pen_lab::runner::valid_prefix_root;
+    assert!(valid_prefix_root("penlab"));
+    assert!(valid_prefix_root("ci42"));
+    for bad in ["", "Pen", "4ci", "pen-lab", "a234567890123456x", "pen lab"] {
+        assert!(!valid_prefix_root(bad), "{bad:?} accepted");
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_pen-lab"))
+        .arg("clean")
+        .env("PENLAB_PREFIX", "Pen-Lab")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("PENLAB_PREFIX=\"Pen-Lab\": expected 1-16 lowercase letters or digits"),
+        "{err}"
+    );
+}
