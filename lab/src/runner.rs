@@ -585,6 +585,9 @@ impl Run<'_> {
         for (node, rules) in &tp.nft {
             topo.nft(node, rules)?;
         }
+        for (node, argv) in &tp.commands {
+            topo.run_command(node, argv)?;
+        }
         self.check_time("topology")
     }
 
