@@ -294,7 +294,7 @@ impl Sim {
                     ));
                 }
             }
-            ClientVerdict::Drop(DropReason::NoServer) => {
+            ClientVerdict::Drop(DropReason::NoServer | DropReason::FamilyMismatch { .. }) => {
                 if had_flow {
                     return Err(format!("existing flow of {client} dropped"));
                 }

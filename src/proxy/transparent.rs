@@ -6,12 +6,12 @@
 //!   IP` takes precedence (as in C Pen), then the client's address with `transparent`.
 //! - TCP: [`bind_as_client`] sets `IP_TRANSPARENT` / `IPV6_TRANSPARENT` on the upstream
 //!   socket and binds it to the client's address (port 0). IPv6 works too (C Pen is IPv4 only).
-//! - UDP: the flows share pen's pool of upstream sockets, so each datagram of a transparent
-//!   flow is sent with the client's address in an `IP_PKTINFO` / `IPV6_PKTINFO` control
-//!   message ([`send_as_client`]) on a socket with the transparent option; the backend sees
-//!   the client's address and the pool socket's port, and its answers (addressed there) come
-//!   back to that socket through the same host setup. The choice is made per flow when it is
-//!   created (`proxy::udp::shell`).
+//! - UDP: a transparent flow goes out on a socket bound to its client's address with the
+//!   same [`bind_as_client`] (as C Pen does), shared by that client's flows to different
+//!   servers (`proxy::udp::flow`, "Transparent flows"). The backend's answers are addressed
+//!   to that socket, so both nftables' `socket transparent 1` and the blog's iptables `-m
+//!   socket` (which ignores sockets bound to the wildcard address) find it. The choice is made
+//!   per flow when it is created.
 //! - Every failure is a [`TransparentError`] carried inside the `io::Error` the connect path
 //!   returns ([`error_of`] finds it). The proxy logs it once, counts it in
 //!   `Shared::transparent_failures` ([`record`]) and never falls back to pen's own address
@@ -27,7 +27,6 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::Duration;
 
 use socket2::SockRef;
@@ -260,60 +259,6 @@ pub fn bind_as_client(
         .map_err(|e| TransparentError::new(client, backend, Stage::Bind, e))
 }
 
-/// Sends one UDP datagram on the unconnected socket `fd` to `dst` with source address `src`
-/// (`IP_PKTINFO` / `IPV6_PKTINFO` control message; the source port is the socket's own). A
-/// non-local `src` needs IP_TRANSPARENT / IPV6_TRANSPARENT on the socket (the kernel refuses
-/// it without: EINVAL or ENETUNREACH). `src` and `dst` must be of the socket's family.
-pub fn send_from(fd: RawFd, data: &[u8], dst: SocketAddr, src: IpAddr) -> io::Result<usize> {
-    if src.is_ipv4() != dst.is_ipv4() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("source {src} and destination {dst} are of different address families"),
-        ));
-    }
-    crate::proxy::udp::mmsg::send_batch(fd, &[(data, dst, Some(src))]).map(|_| data.len())
-}
-
-/// Sends one datagram of a transparent UDP flow from `client`'s address to `server` on the
-/// unconnected upstream socket `sock` (see [`send_from`]). If the kernel refuses and the
-/// socket lacks IP(V6)_TRANSPARENT (turned on at run time after the socket was made), the
-/// option is set and the send retried once. `WouldBlock` passes through unchanged (for
-/// tokio's readiness loop); every other failure is a [`TransparentError`] inside the
-/// `io::Error`.
-pub fn send_as_client<S: AsFd>(
-    sock: &S,
-    data: &[u8],
-    server: SocketAddr,
-    client: IpAddr,
-) -> io::Result<usize> {
-    if client.is_ipv4() != server.is_ipv4() {
-        return Err(TransparentError::family_mismatch(client, server).into_io());
-    }
-    let fd = sock.as_fd().as_raw_fd();
-    let first = match send_from(fd, data, server, client) {
-        Ok(n) => return Ok(n),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
-        Err(e) => e,
-    };
-    let s = SockRef::from(sock);
-    let on = match server {
-        SocketAddr::V4(_) => s.ip_transparent_v4(),
-        SocketAddr::V6(_) => s.ip_transparent_v6(),
-    };
-    if on.unwrap_or(true) {
-        return Err(TransparentError::connect(client, server, first).into_io());
-    }
-    set_transparent(&s, server)
-        .map_err(|e| TransparentError::new(client, server, Stage::SetOption, e).into_io())?;
-    send_from(fd, data, server, client).map_err(|e| {
-        if e.kind() == io::ErrorKind::WouldBlock {
-            e
-        } else {
-            TransparentError::connect(client, server, e).into_io()
-        }
-    })
-}
-
 /// Sets IP_TRANSPARENT (IPv4 `family_of`) or IPV6_TRANSPARENT on `sock`.
 pub fn set_transparent(sock: &SockRef<'_>, family_of: SocketAddr) -> io::Result<()> {
     match family_of {
@@ -528,71 +473,6 @@ mod tests {
             ),
             Err(e) => assert_eq!(e.reason, Reason::NeedsCapNetAdmin, "{e}"),
         }
-    }
-
-    #[test]
-    fn send_from_sets_the_source_address_v4() {
-        use std::os::fd::AsRawFd;
-        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let tx = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-        let dst = rx.local_addr().unwrap();
-        let n = send_from(tx.as_raw_fd(), b"ping", dst, ip("127.0.0.2")).unwrap();
-        assert_eq!(n, 4);
-        let mut buf = [0u8; 16];
-        let (len, from) = rx.recv_from(&mut buf).unwrap();
-        assert_eq!(&buf[..len], b"ping");
-        assert_eq!(from.ip(), ip("127.0.0.2"));
-        assert_eq!(from.port(), tx.local_addr().unwrap().port());
-    }
-
-    #[test]
-    fn send_from_works_for_v6_and_refuses_mixed_families() {
-        use std::os::fd::AsRawFd;
-        let rx = std::net::UdpSocket::bind("[::1]:0").unwrap();
-        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let tx = std::net::UdpSocket::bind("[::]:0").unwrap();
-        let dst = rx.local_addr().unwrap();
-        send_from(tx.as_raw_fd(), b"v6", dst, ip("::1")).unwrap();
-        let mut buf = [0u8; 16];
-        let (len, from) = rx.recv_from(&mut buf).unwrap();
-        assert_eq!((&buf[..len], from.ip()), (&b"v6"[..], ip("::1")));
-        let e = send_from(tx.as_raw_fd(), b"x", dst, ip("127.0.0.1")).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
-    }
-
-    #[test]
-    fn send_from_a_foreign_address_needs_the_transparent_option() {
-        use std::os::fd::AsRawFd;
-        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let tx = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-        let e = send_from(
-            tx.as_raw_fd(),
-            b"x",
-            rx.local_addr().unwrap(),
-            ip("192.0.2.7"),
-        )
-        .unwrap_err();
-        assert_ne!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
-    }
-
-    #[test]
-    fn send_as_client_turns_the_option_on_or_says_why_not() {
-        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let tx = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-        let dst = rx.local_addr().unwrap();
-        match send_as_client(&tx, b"x", dst, ip("192.0.2.7")) {
-            Ok(n) => {
-                assert_eq!(n, 1);
-                assert!(SockRef::from(&tx).ip_transparent_v4().unwrap());
-            }
-            Err(e) => {
-                let t = error_of(&e).expect("a TransparentError");
-                assert_eq!(t.reason, Reason::NeedsCapNetAdmin, "{t}");
-            }
-        }
-        let e = send_as_client(&tx, b"x", dst, ip("fd00::7")).unwrap_err();
-        assert_eq!(error_of(&e).unwrap().reason, Reason::FamilyMismatch);
     }
 
     mod udp {
