@@ -486,6 +486,8 @@ mod tests {
             server: SocketAddr,
             transparent: bool,
             source: Option<IpAddr>,
+            idle: Duration,
+            max_flows: usize,
             failures: Mutex<Vec<String>>,
         }
 
@@ -495,9 +497,36 @@ mod tests {
                     server,
                     transparent,
                     source: None,
+                    idle: Duration::from_secs(60),
+                    max_flows: 16,
                     failures: Mutex::default(),
                 })
             }
+        }
+
+        /// Transparent UDP sockets are bound to the client's address with IP_TRANSPARENT,
+        /// which needs CAP_NET_ADMIN even for a local address.
+        fn require_root() {
+            // SAFETY: geteuid has no preconditions.
+            let root = unsafe { libc::geteuid() } == 0;
+            assert!(
+                root,
+                "this test sets IP_TRANSPARENT (needs CAP_NET_ADMIN): run `cargo test` as root as CI does"
+            );
+        }
+
+        /// Whether a UDP socket is bound to exactly `addr` (IPv4), per /proc/net/udp.
+        fn bound_to(addr: SocketAddr) -> bool {
+            let SocketAddr::V4(a) = addr else {
+                return false;
+            };
+            let want = format!(
+                "{:08X}:{:04X} ",
+                u32::from_le_bytes(a.ip().octets()),
+                a.port()
+            );
+            std::fs::read_to_string("/proc/net/udp")
+                .is_ok_and(|t| t.lines().skip(1).any(|l| l.contains(&want)))
         }
 
         impl Selector for &Ctx {
@@ -518,8 +547,8 @@ mod tests {
             }
             fn limits(&self) -> Limits {
                 Limits {
-                    max_flows: 16,
-                    idle: Duration::from_secs(60),
+                    max_flows: self.max_flows,
+                    idle: self.idle,
                     source: self.source,
                 }
             }
@@ -573,7 +602,7 @@ mod tests {
 
         #[tokio::test]
         async fn udp_flow_sends_from_the_client_address() {
-            // 127.0.0.2 is a local address: no CAP_NET_ADMIN needed for this source.
+            require_root();
             let server = whoami("127.0.0.1:0").await;
             let ctx = Ctx::new(server, true);
             let pen = pen(ctx.clone(), "127.0.0.1:0").await;
@@ -605,10 +634,8 @@ mod tests {
         async fn udp_source_takes_precedence_over_transparent() {
             let server = whoami("127.0.0.1:0").await;
             let ctx = Arc::new(Ctx {
-                server,
-                transparent: true,
                 source: Some(ip("127.0.0.3")),
-                failures: Mutex::default(),
+                ..Arc::into_inner(Ctx::new(server, true)).unwrap()
             });
             let pen = pen(ctx, "127.0.0.1:0").await;
             assert_eq!(ask("127.0.0.2:0", pen).await.as_deref(), Some("127.0.0.3"));
@@ -616,6 +643,7 @@ mod tests {
 
         #[tokio::test]
         async fn udp_mapped_v4_client_of_a_dual_stack_listener_is_spoofed_as_v4() {
+            require_root();
             let server = whoami("127.0.0.1:0").await;
             let ctx = Ctx::new(server, true);
             let l = tokio::net::UdpSocket::bind("[::]:0").await.unwrap();
@@ -630,6 +658,119 @@ mod tests {
                 .unwrap();
             assert_eq!(&buf[..n], b"127.0.0.2");
             assert!(ctx.failures.lock().unwrap().is_empty());
+        }
+
+        #[tokio::test]
+        async fn udp_sockets_are_bound_to_the_client_and_closed_with_their_flows() {
+            require_root();
+            let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let server = s.local_addr().unwrap();
+            let heard = Arc::new(Mutex::new(Vec::new()));
+            let h = heard.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while let Ok((_, from)) = s.recv_from(&mut buf).await {
+                    h.lock().unwrap().push(from);
+                    let _ = s.send_to(from.ip().to_string().as_bytes(), from).await;
+                }
+            });
+            let ctx = Arc::new(Ctx {
+                idle: Duration::from_secs(1),
+                ..Arc::into_inner(Ctx::new(server, true)).unwrap()
+            });
+            let handle = crate::proxy::udp::new_table(&ctx.limits());
+            let l = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let pen = l.local_addr().unwrap();
+            let serving = tokio::spawn(crate::proxy::udp::serve_table(
+                l,
+                ctx.clone(),
+                handle.clone(),
+            ));
+            // Two live flows of 127.0.0.2 to the one server need two of its sockets; 127.0.0.3
+            // gets its own.
+            for (client, want) in [
+                ("127.0.0.2:0", "127.0.0.2"),
+                ("127.0.0.2:0", "127.0.0.2"),
+                ("127.0.0.3:0", "127.0.0.3"),
+            ] {
+                assert_eq!(ask(client, pen).await.as_deref(), Some(want));
+            }
+            let heard = heard.lock().unwrap().clone();
+            assert_eq!(heard.len(), 3, "{heard:?}");
+            assert_ne!(heard[0], heard[1], "two sockets of 127.0.0.2");
+            for from in &heard {
+                assert!(
+                    bound_to(*from),
+                    "{from} is not a socket bound to the client's address"
+                );
+            }
+            assert_eq!(handle.with_table(|t| t.client_sockets()), 3);
+            // The flows expire after 1 s idle; the next tick closes their sockets.
+            let t0 = std::time::Instant::now();
+            while heard.iter().any(|a| bound_to(*a)) && t0.elapsed() < Duration::from_secs(5) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(
+                !heard.iter().any(|a| bound_to(*a)),
+                "sockets still open after their flows expired: {heard:?}"
+            );
+            assert_eq!(handle.with_table(|t| (t.len(), t.client_sockets())), (0, 0));
+            assert!(ctx.failures.lock().unwrap().is_empty());
+            serving.abort();
+        }
+
+        #[tokio::test]
+        async fn udp_a_full_socket_bound_makes_room_by_closing_a_finished_clients_socket() {
+            require_root();
+            let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let server = s.local_addr().unwrap();
+            let heard = Arc::new(Mutex::new(Vec::new()));
+            let h = heard.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while let Ok((_, from)) = s.recv_from(&mut buf).await {
+                    h.lock().unwrap().push(from);
+                    let _ = s.send_to(from.ip().to_string().as_bytes(), from).await;
+                }
+            });
+            // conn_max 2: two flows, and two sockets bound to clients' addresses.
+            let ctx = Arc::new(Ctx {
+                max_flows: 2,
+                ..Arc::into_inner(Ctx::new(server, true)).unwrap()
+            });
+            let handle = crate::proxy::udp::new_table(&ctx.limits());
+            let l = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let pen = l.local_addr().unwrap();
+            let serving = tokio::spawn(crate::proxy::udp::serve_table(
+                l,
+                ctx.clone(),
+                handle.clone(),
+            ));
+            assert_eq!(
+                ask("127.0.0.12:0", pen).await.as_deref(),
+                Some("127.0.0.12")
+            );
+            assert_eq!(
+                ask("127.0.0.13:0", pen).await.as_deref(),
+                Some("127.0.0.13")
+            );
+            let first = heard.lock().unwrap()[0];
+            assert!(
+                bound_to(first),
+                "{first} is not bound to the client's address"
+            );
+            // A third client: the answered flow of 127.0.0.12 is evicted, its socket closed
+            // to make room, and the new client is served from its own address at once.
+            assert_eq!(
+                ask("127.0.0.14:0", pen).await.as_deref(),
+                Some("127.0.0.14")
+            );
+            let (sockets, stats) = handle.with_table(|t| (t.client_sockets(), t.stats()));
+            assert_eq!(sockets, 2);
+            assert_eq!((stats.flows_evicted, stats.client_pools_dropped), (1, 1));
+            assert_eq!(stats.skipped_no_client_socket, 0);
+            assert!(!bound_to(first), "the socket {first} is still open");
+            serving.abort();
         }
     }
 }

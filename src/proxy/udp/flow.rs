@@ -699,13 +699,15 @@ impl FlowTable {
     /// Whether `client`'s flow should be offered to the kernel: there is a fast path, the
     /// flow is still forwarded by pen and has completed an exchange (its server answered and
     /// the client sent again), so one-shot flows (a query from a fresh port) never cost a
-    /// kernel update.
+    /// kernel update. Transparent flows stay in pen (the fast path sends from pen's address).
     pub fn wants_offload(&self, client: &SocketAddr) -> bool {
         self.offload.is_some()
-            && self
-                .flows
-                .get(client)
-                .is_some_and(|f| f.path == Path::Pen && f.datagrams_down > 0 && f.datagrams_up >= 2)
+            && self.flows.get(client).is_some_and(|f| {
+                f.path == Path::Pen
+                    && f.upstream.bound.is_none()
+                    && f.datagrams_down > 0
+                    && f.datagrams_up >= 2
+            })
     }
 
     /// Offer `client`'s flow to the kernel: it was sent to `listen` (the listener's address;
@@ -2170,6 +2172,24 @@ mod tests {
         assert!(t.shrink_client_pools());
         assert_eq!(t.client_sockets(), 0);
         t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn transparent_flows_are_never_offered_to_the_kernel() {
+        let (mut t, k) = kernel_table();
+        t.set_sources(true, None);
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let c = sa("192.0.2.1:5000");
+        let (u, server, _) = forward(t.handle_client(secs(0), c, 10, &mut sel));
+        assert_eq!(u.bound, Some(ip("192.0.2.1")));
+        t.handle_server(secs(0), u, server, 20);
+        forward(t.handle_client(secs(1), c, 10, &mut sel));
+        assert!(
+            !t.wants_offload(&c),
+            "an established transparent flow stays in pen"
+        );
+        assert!(!t.offload(&c, sa("10.0.0.254:53"), sa("192.0.2.1:40000")));
+        assert!(k.installed.lock().unwrap().is_empty());
     }
 
     #[test]
