@@ -365,10 +365,11 @@ impl Lab {
                 };
                 ipt("-N DIVERT");
                 ipt("-A PREROUTING -p tcp -m socket -j DIVERT");
-                // pen's UDP upstream sockets are bound to the wildcard address, which
-                // `-m socket` ignores without --nowildcard.
-                ipt("-A PREROUTING -p udp -m socket --nowildcard -j DIVERT");
-                ipt("-A PREROUTING -p icmp -m socket --nowildcard -j DIVERT");
+                // The README's lines: the blog's, plus UDP and the ICMP errors about pen's
+                // UDP datagrams (failover). No --nowildcard: pen's transparent UDP sockets
+                // are bound to the client's address.
+                ipt("-A PREROUTING -p udp -m socket -j DIVERT");
+                ipt("-A PREROUTING -p icmp -m socket -j DIVERT");
                 ipt("-A DIVERT -j MARK --set-mark 1");
                 ipt("-A DIVERT -j ACCEPT");
             }
@@ -848,4 +849,74 @@ fn udp_through(firewall: Firewall, tag: &str) {
         .map(|a| a.port())
         .collect();
     assert_eq!(ports.len(), 2, "{heard:?}");
+}
+
+/// With the README's iptables lines (the ICMP line included), a backend port that answers ICMP
+/// port unreachable to the client's address is noticed by pen: the server is blacklisted and
+/// the client's retry on the same flow is served by the live one.
+#[test]
+fn udp_failover_through_the_readme_iptables_lines() {
+    require_root("builds network namespaces");
+    let lab = Lab::new("f");
+    lab.add_routing_setup(Firewall::Iptables);
+    let backend = in_netns(&lab.ns("s"), || {
+        std::net::UdpSocket::bind("10.75.2.3:5300").unwrap()
+    });
+    backend
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let server = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        let deadline = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < deadline {
+            if let Ok((_, from)) = backend.recv_from(&mut buf) {
+                let _ = backend.send_to(from.ip().to_string().as_bytes(), from);
+            }
+        }
+    });
+    let pns = lab.ns("p");
+    // Server 1 (port 5301) has nothing listening; the first new flow goes to it, as in the
+    // transparent-udp scenario.
+    let pen = Spawned::start(
+        &["ip", "netns", "exec", &pns],
+        &[
+            "-U",
+            "-O",
+            "transparent",
+            "10.75.1.1:5300",
+            "10.75.2.3:5300",
+            "10.75.2.3:5301",
+        ],
+    );
+    eventually("pen listening on UDP in its namespace", || {
+        in_netns(&pns, || {
+            std::fs::read_to_string("/proc/thread-self/net/udp")
+                .is_ok_and(|t| t.contains(&format!(":{:04X} ", 5300)))
+        })
+    });
+    let replies = in_netns(&lab.ns("c"), || {
+        let c = std::net::UdpSocket::bind("10.75.1.10:0").unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
+        (0..2)
+            .map(|_| {
+                c.send_to(b"?", "10.75.1.1:5300").unwrap();
+                let mut buf = [0u8; 64];
+                c.recv_from(&mut buf)
+                    .map(|(n, _)| String::from_utf8_lossy(&buf[..n]).into_owned())
+                    .map_err(|e| e.kind())
+            })
+            .collect::<Vec<_>>()
+    });
+    server.join().unwrap();
+    let log = pen.stderr();
+    assert!(
+        replies[0].is_err(),
+        "the first flow should have gone to the dead server: {replies:?}"
+    );
+    assert_eq!(
+        replies[1],
+        Ok("10.75.1.10".to_string()),
+        "the ICMP error must reach pen, which moves the flow to the live server; pen:\n{log}"
+    );
 }
