@@ -438,6 +438,11 @@ impl FlowTable {
         self.client_sockets
     }
 
+    /// The bound on [`FlowTable::client_sockets`].
+    pub fn max_client_sockets(&self) -> u32 {
+        self.max_client_sockets
+    }
+
     pub fn idle(&self) -> Duration {
         self.idle
     }

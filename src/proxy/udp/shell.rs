@@ -403,6 +403,8 @@ async fn expiry_loop<C: UdpContext>(inner: Arc<Inner<C>>) {
     let mut last_publish: Option<Duration> = None;
     // Flows were created since the last publication.
     let mut dirty = false;
+    // Transparent flows refused for the client socket bound, as of the last tick.
+    let mut refused_seen = 0u64;
     loop {
         let now = inner.ctx.now();
         let limits = inner.ctx.limits();
@@ -423,6 +425,17 @@ async fn expiry_loop<C: UdpContext>(inner: Arc<Inner<C>>) {
                 );
             }
             let n = table.expire(now, &mut sel);
+            let refused = table.stats().skipped_no_client_socket;
+            if refused > refused_seen {
+                tracing::warn!(
+                    refused = refused - refused_seen,
+                    open = table.client_sockets(),
+                    bound = table.max_client_sockets(),
+                    "udp: new transparent flows refused: the sockets bound to clients' addresses \
+                     are at their bound (conn_max); raise conn_max for more"
+                );
+                refused_seen = refused;
+            }
             if n > 0 {
                 tracing::debug!(expired = n, flows = table.len(), "udp flows expired");
             }
