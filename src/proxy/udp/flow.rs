@@ -332,6 +332,8 @@ pub struct FlowTable {
     client_pools: HashMap<IpAddr, ClientPool>,
     /// Sockets of all client pools (the sum of their `high`).
     client_sockets: u32,
+    /// Client pools without flows (dropped at the next shrink, or when room is needed).
+    empty_client_pools: usize,
     /// Bound on `client_sockets`.
     max_client_sockets: u32,
     /// `transparent` and `source IP` as in force for new flows ([`FlowTable::set_sources`]).
@@ -374,6 +376,7 @@ impl FlowTable {
             upstream_high: [0, 0],
             client_pools: HashMap::new(),
             client_sockets: 0,
+            empty_client_pools: 0,
             max_client_sockets: max_upstreams,
             transparent: false,
             source: None,
@@ -651,6 +654,10 @@ impl FlowTable {
             return None;
         };
         let pool = self.client_pools.entry(ip).or_default();
+        // A pool in the map has at least one socket; a new one (high 0) was not counted empty.
+        if pool.high > 0 && pool.flows == 0 {
+            self.empty_client_pools -= 1;
+        }
         if index >= pool.high {
             self.client_sockets += index + 1 - pool.high;
             pool.high = index + 1;
@@ -662,6 +669,11 @@ impl FlowTable {
     /// Forgets every client pool without flows (the shell closes their sockets when it next
     /// matches its pools to [`FlowTable::client_pool`]). Returns how many.
     fn drop_empty_client_pools(&mut self) -> usize {
+        // O(1) unless there is something to drop: a full bound with busy pools costs nothing.
+        if self.empty_client_pools == 0 {
+            return 0;
+        }
+        self.empty_client_pools = 0;
         let empty: Vec<IpAddr> = self
             .client_pools
             .iter()
@@ -934,6 +946,9 @@ impl FlowTable {
             .and_then(|ip| self.client_pools.get_mut(&ip))
         {
             pool.flows = pool.flows.saturating_sub(1);
+            if pool.flows == 0 {
+                self.empty_client_pools += 1;
+            }
         }
         selector.flow_closed(client, flow.target, flow.bytes_up, flow.bytes_down, now);
         Some(flow)
@@ -1129,6 +1144,13 @@ impl FlowTable {
                     pool.flows
                 ));
             }
+        }
+        let empty = self.client_pools.values().filter(|p| p.flows == 0).count();
+        if empty != self.empty_client_pools {
+            return Err(format!(
+                "{empty} client pools without flows, {} counted",
+                self.empty_client_pools
+            ));
         }
         if pool_flows
             .keys()
