@@ -1009,20 +1009,20 @@ impl FlowTable {
                 *u = (*u).max(f.upstream.index.saturating_add(1));
             }
         }
-        let mut shrunk = Vec::new();
+        let mut shrunk: HashMap<IpAddr, u32> = HashMap::new();
         for (ip, pool) in self.client_pools.iter_mut() {
             let u = used.get(ip).copied().unwrap_or(1);
             if pool.high > 1 && u.saturating_mul(2) <= pool.high {
                 self.client_sockets -= pool.high - u;
                 pool.high = u;
-                shrunk.push((*ip, u));
+                shrunk.insert(*ip, u);
             }
         }
-        for (ip, cap) in &shrunk {
+        if !shrunk.is_empty() {
             for ((bound, _), s) in self.slots.iter_mut() {
-                if *bound == Some(*ip) {
-                    s.high = s.high.min(*cap);
-                    s.free.retain(|&(i, _)| i < *cap);
+                if let Some(&cap) = bound.as_ref().and_then(|ip| shrunk.get(ip)) {
+                    s.high = s.high.min(cap);
+                    s.free.retain(|&(i, _)| i < cap);
                 }
             }
         }
