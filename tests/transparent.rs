@@ -266,6 +266,9 @@ fn family_mismatch_is_refused_and_the_next_server_is_tried() {
 enum Firewall {
     Nft,
     Iptables,
+    /// The blog's DIVERT chain line for line, plus the same PREROUTING line with `-p udp` (as
+    /// users add it for `-U`): `-m socket` without `--nowildcard`, no ICMP line.
+    Blog,
 }
 
 /// Three namespaces (client, pen, server), deleted when dropped.
@@ -362,10 +365,23 @@ impl Lab {
                 };
                 ipt("-N DIVERT");
                 ipt("-A PREROUTING -p tcp -m socket -j DIVERT");
-                // pen's UDP upstream sockets are bound to the wildcard address, which
-                // `-m socket` ignores without --nowildcard.
-                ipt("-A PREROUTING -p udp -m socket --nowildcard -j DIVERT");
-                ipt("-A PREROUTING -p icmp -m socket --nowildcard -j DIVERT");
+                // The README's lines: the blog's, plus UDP and the ICMP errors about pen's
+                // UDP datagrams (failover). No --nowildcard: pen's transparent UDP sockets
+                // are bound to the client's address.
+                ipt("-A PREROUTING -p udp -m socket -j DIVERT");
+                ipt("-A PREROUTING -p icmp -m socket -j DIVERT");
+                ipt("-A DIVERT -j MARK --set-mark 1");
+                ipt("-A DIVERT -j ACCEPT");
+            }
+            Firewall::Blog => {
+                let ipt = |rule: &str| {
+                    let mut argv = vec!["ip", "netns", "exec", &p, "iptables", "-t", "mangle"];
+                    argv.extend(rule.split(' '));
+                    run(&argv);
+                };
+                ipt("-N DIVERT");
+                ipt("-A PREROUTING -p tcp -m socket -j DIVERT");
+                ipt("-A PREROUTING -p udp -m socket -j DIVERT");
                 ipt("-A DIVERT -j MARK --set-mark 1");
                 ipt("-A DIVERT -j ACCEPT");
             }
@@ -732,9 +748,32 @@ fn udp_without_cap_net_admin_is_logged_and_dropped_not_sent_from_pen() {
 
 #[test]
 fn udp_through_the_iptables_setup_shows_the_client_to_the_backend() {
+    udp_through(Firewall::Iptables, "i");
+}
+
+/// The blog's lines without `--nowildcard`: its `-m socket` ignores sockets bound to the
+/// wildcard address, so the answer reaches pen only on a socket bound to the client's address.
+#[test]
+fn udp_through_the_blogs_iptables_lines_shows_the_client_to_the_backend() {
+    udp_through(Firewall::Blog, "b");
+}
+
+/// Through the host setup `firewall`: two clients (one of them with two flows to the one
+/// backend at once) get answers, and the backend saw each from its own address.
+fn udp_through(firewall: Firewall, tag: &str) {
     require_root("builds network namespaces");
-    let lab = Lab::new("i");
-    lab.add_routing_setup(Firewall::Iptables);
+    let lab = Lab::new(tag);
+    lab.add_routing_setup(firewall);
+    run(&[
+        "ip",
+        "-n",
+        &lab.ns("c"),
+        "addr",
+        "add",
+        "10.75.1.11/24",
+        "dev",
+        "c0",
+    ]);
     // A backend in the server namespace answering each datagram with the sender's address.
     let backend = in_netns(&lab.ns("s"), || {
         std::net::UdpSocket::bind("10.75.2.3:5300").unwrap()
@@ -742,11 +781,14 @@ fn udp_through_the_iptables_setup_shows_the_client_to_the_backend() {
     backend
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let h = heard.clone();
     let server = std::thread::spawn(move || {
         let mut buf = [0u8; 512];
-        let deadline = Instant::now() + Duration::from_secs(3);
+        let deadline = Instant::now() + Duration::from_secs(4);
         while Instant::now() < deadline {
             if let Ok((_, from)) = backend.recv_from(&mut buf) {
+                h.lock().unwrap().push(from);
                 let _ = backend.send_to(from.ip().to_string().as_bytes(), from);
             }
         }
@@ -768,19 +810,113 @@ fn udp_through_the_iptables_setup_shows_the_client_to_the_backend() {
                 .is_ok_and(|t| t.contains(&format!(":{:04X} ", 5300)))
         })
     });
-    let reply = in_netns(&lab.ns("c"), || {
-        let c = std::net::UdpSocket::bind("10.75.1.10:0").unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        c.send_to(b"?", "10.75.1.1:5300").unwrap();
-        let mut buf = [0u8; 64];
-        c.recv_from(&mut buf)
-            .map(|(n, _)| String::from_utf8_lossy(&buf[..n]).into_owned())
+    let replies = in_netns(&lab.ns("c"), || {
+        let socks: Vec<std::net::UdpSocket> = ["10.75.1.10:0", "10.75.1.10:0", "10.75.1.11:0"]
+            .iter()
+            .map(|a| std::net::UdpSocket::bind(a).unwrap())
+            .collect();
+        for c in &socks {
+            c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            c.send_to(b"?", "10.75.1.1:5300").unwrap();
+        }
+        socks
+            .iter()
+            .map(|c| {
+                let mut buf = [0u8; 64];
+                c.recv_from(&mut buf)
+                    .map(|(n, _)| String::from_utf8_lossy(&buf[..n]).into_owned())
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Vec<_>>()
     });
     server.join().unwrap();
     let log = pen.stderr();
     assert_eq!(
-        reply.map_err(|e| e.to_string()),
+        replies,
+        vec![
+            Ok("10.75.1.10".to_string()),
+            Ok("10.75.1.10".to_string()),
+            Ok("10.75.1.11".to_string())
+        ],
+        "the backend must see each client and its answers must come back; pen:\n{log}"
+    );
+    let heard = heard.lock().unwrap().clone();
+    assert_eq!(heard.len(), 3, "{heard:?}");
+    // The two concurrent flows of 10.75.1.10 came from two of its sockets.
+    let ports: std::collections::HashSet<u16> = heard
+        .iter()
+        .filter(|a| a.ip() == ip("10.75.1.10"))
+        .map(|a| a.port())
+        .collect();
+    assert_eq!(ports.len(), 2, "{heard:?}");
+}
+
+/// With the README's iptables lines (the ICMP line included), a backend port that answers ICMP
+/// port unreachable to the client's address is noticed by pen: the server is blacklisted and
+/// the client's retry on the same flow is served by the live one.
+#[test]
+fn udp_failover_through_the_readme_iptables_lines() {
+    require_root("builds network namespaces");
+    let lab = Lab::new("f");
+    lab.add_routing_setup(Firewall::Iptables);
+    let backend = in_netns(&lab.ns("s"), || {
+        std::net::UdpSocket::bind("10.75.2.3:5300").unwrap()
+    });
+    backend
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let server = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        let deadline = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < deadline {
+            if let Ok((_, from)) = backend.recv_from(&mut buf) {
+                let _ = backend.send_to(from.ip().to_string().as_bytes(), from);
+            }
+        }
+    });
+    let pns = lab.ns("p");
+    // Server 1 (port 5301) has nothing listening; the first new flow goes to it, as in the
+    // transparent-udp scenario.
+    let pen = Spawned::start(
+        &["ip", "netns", "exec", &pns],
+        &[
+            "-U",
+            "-O",
+            "transparent",
+            "10.75.1.1:5300",
+            "10.75.2.3:5300",
+            "10.75.2.3:5301",
+        ],
+    );
+    eventually("pen listening on UDP in its namespace", || {
+        in_netns(&pns, || {
+            std::fs::read_to_string("/proc/thread-self/net/udp")
+                .is_ok_and(|t| t.contains(&format!(":{:04X} ", 5300)))
+        })
+    });
+    let replies = in_netns(&lab.ns("c"), || {
+        let c = std::net::UdpSocket::bind("10.75.1.10:0").unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
+        (0..2)
+            .map(|_| {
+                c.send_to(b"?", "10.75.1.1:5300").unwrap();
+                let mut buf = [0u8; 64];
+                c.recv_from(&mut buf)
+                    .map(|(n, _)| String::from_utf8_lossy(&buf[..n]).into_owned())
+                    .map_err(|e| e.kind())
+            })
+            .collect::<Vec<_>>()
+    });
+    server.join().unwrap();
+    let log = pen.stderr();
+    assert!(
+        replies[0].is_err(),
+        "the first flow should have gone to the dead server: {replies:?}"
+    );
+    assert_eq!(
+        replies[1],
         Ok("10.75.1.10".to_string()),
-        "the backend must see the client and its answer must come back; pen:\n{log}"
+        "the ICMP error must reach pen, which moves the flow to the live server; pen:\n{log}"
     );
 }

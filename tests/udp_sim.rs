@@ -9,7 +9,8 @@
 //!   flow outlives its idle time by more than one tick);
 //! - the table never exceeds `max_flows` when it was not lowered, the upstream pool never
 //!   exceeds its bound, and the selector's open/close calls balance to the table size;
-//! - the table's internal maps agree (`FlowTable::check_invariants`);
+//! - the table's internal maps agree (`FlowTable::check_invariants`), the sockets bound to
+//!   clients' addresses (`transparent`, on in some runs) included;
 //! - a full table drops a new flow only when no flow is answered (a reply since the client's
 //!   last datagram); otherwise it evicts answered flows only, least recently answered first,
 //!   and counts each eviction;
@@ -140,8 +141,15 @@ impl Sim {
         let max_up = 1 + rng.below(max_flows as u64) as u32;
         let idle = Duration::from_secs(1 + rng.below(30));
         let tick = Duration::from_millis(100 + rng.below(900));
+        let mut table = FlowTable::new(max_flows, idle, max_up);
+        // Some runs are transparent: flows go out on sockets bound to their client's address
+        // (a few addresses, many ports), with a random bound on those sockets.
+        if rng.chance(40) {
+            table.set_sources(true, None);
+            table.set_max_client_sockets(1 + rng.below(max_flows as u64) as u32);
+        }
         Sim {
-            table: FlowTable::new(max_flows, idle, max_up),
+            table,
             sel: SimSelector {
                 blacklisted_until: vec![Duration::ZERO; n_servers],
                 servers,
@@ -256,7 +264,7 @@ impl Sim {
                     ));
                 }
                 self.answered.remove(&client);
-                if new_flow {
+                if new_flow && upstream.bound.is_none() {
                     let high = self.server_high.get(&server).copied().unwrap_or(0);
                     if let Some(at) = self.released.remove(&(upstream, server))
                         && self.now < at + SLOT_REUSE_DELAY
@@ -294,7 +302,7 @@ impl Sim {
                     ));
                 }
             }
-            ClientVerdict::Drop(DropReason::NoServer) => {
+            ClientVerdict::Drop(DropReason::NoServer | DropReason::FamilyMismatch { .. }) => {
                 if had_flow {
                     return Err(format!("existing flow of {client} dropped"));
                 }
@@ -389,6 +397,13 @@ impl Sim {
                 }
                 self.shrinks += 1;
             }
+            // The same for the sockets bound to clients' addresses.
+            if self.table.shrink_client_pools() {
+                let table = &self.table;
+                self.released
+                    .retain(|(u, _), _| u.bound.is_none_or(|ip| u.index < table.client_pool(&ip)));
+                self.shrinks += 1;
+            }
             self.sync_model();
             // After the timer: nobody is idle for the idle time or longer.
             for f in self.table.flows() {
@@ -450,7 +465,7 @@ fn run(seed: u64, steps: usize) {
     eprintln!(
         "seed {seed}: {} flows created, {} expired, {} failed, {} evicted, {} replies routed, \
          {} late replies to evicted flows unmatched, {} dropped full, {} no server, \
-         {} pool shrinks",
+         {} pool shrinks, {} client pools dropped, {} refused for the client socket bound",
         s.flows_created,
         s.flows_expired,
         s.flows_failed,
@@ -459,7 +474,9 @@ fn run(seed: u64, steps: usize) {
         sim.late_unmatched,
         s.dropped_table_full,
         s.dropped_no_server,
-        sim.shrinks
+        sim.shrinks,
+        s.client_pools_dropped,
+        s.skipped_no_client_socket
     );
 }
 

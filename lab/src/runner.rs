@@ -715,7 +715,11 @@ impl Run<'_> {
         for (node, rules) in &tp.nft {
             topo.nft(node, rules)?;
         }
-        // After the hosts' own rulesets, so that a `flush ruleset` there cannot undo them.
+        for (node, argv) in &tp.commands {
+            topo.run_command(node, argv)?;
+        }
+        // After the hosts' own rulesets and commands, so that a `flush ruleset` there cannot
+        // undo them.
         for im in &tp.impairments {
             topo.impair(
                 &im.node,

@@ -106,6 +106,10 @@ pub struct Host {
     pub sysctl: BTreeMap<String, toml::Value>,
     /// An nftables ruleset fed to `nft -f -` inside the host.
     pub nft: Option<String>,
+    /// Set-up commands run inside the host after `nft`, in order, e.g. the blog's
+    /// `"iptables -t mangle -N DIVERT"`: each is split at whitespace (no shell).
+    #[serde(default)]
+    pub commands: Vec<String>,
     /// Explicit offload settings (links already turn tx/tso/gso/gro off unless `offloads = true`).
     #[serde(default)]
     pub offload: Vec<OffloadSpec>,
@@ -873,6 +877,8 @@ pub struct TopologyPlan {
     pub nft: Vec<(String, String)>,
     /// Link impairments, applied after the links exist.
     pub impairments: Vec<ImpairP>,
+    /// (host, argv) of the hosts' `commands`, in file order, run after `nft`.
+    pub commands: Vec<(String, Vec<String>)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1496,6 +1502,13 @@ impl Scenario {
                     Err(m) => e.push(format!("host[{hi}].nft"), m),
                 }
             }
+            for (ci, c) in h.commands.iter().enumerate() {
+                let key = format!("host[{hi}].commands[{ci}]");
+                match refs.resolve(c).and_then(|c| setup_command(&c)) {
+                    Ok(argv) => topo.commands.push((h.name.clone(), argv)),
+                    Err(m) => e.push(key, m),
+                }
+            }
             for (oi, o) in h.offload.iter().enumerate() {
                 let host_ifaces = ifaces.get(&h.name).cloned().unwrap_or_default();
                 if !host_ifaces.contains(&o.iface) {
@@ -1933,6 +1946,24 @@ fn plan_route(
 }
 
 /// Resolves the references in an optional text field, reporting a bad one under `key`.
+/// One host set-up command: split at whitespace (no shell, no quoting).
+fn setup_command(line: &str) -> Result<Vec<String>, String> {
+    if let Some(c) = line.chars().find(|c| "'\"|;&<>$`\\".contains(*c)) {
+        return Err(format!(
+            "expected a plain command line such as \"iptables -t mangle -N DIVERT\", got {line:?}: \
+             {c:?} would need a shell, and commands are split at whitespace and run without one"
+        ));
+    }
+    let argv: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+    if argv.is_empty() {
+        return Err(
+            "expected a command line such as \"iptables -t mangle -N DIVERT\", got an empty string"
+                .to_string(),
+        );
+    }
+    Ok(argv)
+}
+
 fn resolve_opt(refs: &Refs, e: &mut Errs, key: &str, v: &Option<String>) -> Option<String> {
     let v = v.as_ref()?;
     match refs.resolve(v) {

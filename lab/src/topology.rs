@@ -575,6 +575,23 @@ impl Topology {
             .with_context(|| format!("impairing {node}:{iface} (kernel 5.16+ for netdev egress)"))
     }
 
+    /// Runs one set-up command (a host's `commands`) inside `node`; a failure (non-zero exit,
+    /// or 10 s without one) names the node, the command and its output.
+    pub fn run_command(&mut self, node: &str, argv: &[String]) -> Result<()> {
+        let ns = self.node_ns(node)?;
+        let what = argv.join(" ");
+        let out = output_in_ns(&ns, argv, None, Duration::from_secs(10))
+            .with_context(|| format!("running {what:?} in node {node:?}"))?;
+        if !out.status.success() {
+            bail!(
+                "{what:?} failed in node {node:?} ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
     /// Turns one ethtool feature (`tx`, `tso`, `gso`, `gro`, `rx`, ...) on or off.
     pub fn set_offload(&mut self, node: &str, iface: &str, feature: &str, on: bool) -> Result<()> {
         self.set_offloads(node, iface, &[feature], on)

@@ -6,12 +6,12 @@
 //!   IP` takes precedence (as in C Pen), then the client's address with `transparent`.
 //! - TCP: [`bind_as_client`] sets `IP_TRANSPARENT` / `IPV6_TRANSPARENT` on the upstream
 //!   socket and binds it to the client's address (port 0). IPv6 works too (C Pen is IPv4 only).
-//! - UDP: the flows share pen's pool of upstream sockets, so each datagram of a transparent
-//!   flow is sent with the client's address in an `IP_PKTINFO` / `IPV6_PKTINFO` control
-//!   message ([`send_as_client`]) on a socket with the transparent option; the backend sees
-//!   the client's address and the pool socket's port, and its answers (addressed there) come
-//!   back to that socket through the same host setup. The choice is made per flow when it is
-//!   created (`proxy::udp::shell`).
+//! - UDP: a transparent flow goes out on a socket bound to its client's address with the
+//!   same [`bind_as_client`] (as C Pen does), shared by that client's flows to different
+//!   servers (`proxy::udp::flow`, "Transparent flows"). The backend's answers are addressed
+//!   to that socket, so both nftables' `socket transparent 1` and the blog's iptables `-m
+//!   socket` (which ignores sockets bound to the wildcard address) find it. The choice is made
+//!   per flow when it is created.
 //! - Every failure is a [`TransparentError`] carried inside the `io::Error` the connect path
 //!   returns ([`error_of`] finds it). The proxy logs it once, counts it in
 //!   `Shared::transparent_failures` ([`record`]) and never falls back to pen's own address
@@ -27,7 +27,6 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::Duration;
 
 use socket2::SockRef;
@@ -260,60 +259,6 @@ pub fn bind_as_client(
         .map_err(|e| TransparentError::new(client, backend, Stage::Bind, e))
 }
 
-/// Sends one UDP datagram on the unconnected socket `fd` to `dst` with source address `src`
-/// (`IP_PKTINFO` / `IPV6_PKTINFO` control message; the source port is the socket's own). A
-/// non-local `src` needs IP_TRANSPARENT / IPV6_TRANSPARENT on the socket (the kernel refuses
-/// it without: EINVAL or ENETUNREACH). `src` and `dst` must be of the socket's family.
-pub fn send_from(fd: RawFd, data: &[u8], dst: SocketAddr, src: IpAddr) -> io::Result<usize> {
-    if src.is_ipv4() != dst.is_ipv4() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("source {src} and destination {dst} are of different address families"),
-        ));
-    }
-    crate::proxy::udp::mmsg::send_batch(fd, &[(data, dst, Some(src))]).map(|_| data.len())
-}
-
-/// Sends one datagram of a transparent UDP flow from `client`'s address to `server` on the
-/// unconnected upstream socket `sock` (see [`send_from`]). If the kernel refuses and the
-/// socket lacks IP(V6)_TRANSPARENT (turned on at run time after the socket was made), the
-/// option is set and the send retried once. `WouldBlock` passes through unchanged (for
-/// tokio's readiness loop); every other failure is a [`TransparentError`] inside the
-/// `io::Error`.
-pub fn send_as_client<S: AsFd>(
-    sock: &S,
-    data: &[u8],
-    server: SocketAddr,
-    client: IpAddr,
-) -> io::Result<usize> {
-    if client.is_ipv4() != server.is_ipv4() {
-        return Err(TransparentError::family_mismatch(client, server).into_io());
-    }
-    let fd = sock.as_fd().as_raw_fd();
-    let first = match send_from(fd, data, server, client) {
-        Ok(n) => return Ok(n),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
-        Err(e) => e,
-    };
-    let s = SockRef::from(sock);
-    let on = match server {
-        SocketAddr::V4(_) => s.ip_transparent_v4(),
-        SocketAddr::V6(_) => s.ip_transparent_v6(),
-    };
-    if on.unwrap_or(true) {
-        return Err(TransparentError::connect(client, server, first).into_io());
-    }
-    set_transparent(&s, server)
-        .map_err(|e| TransparentError::new(client, server, Stage::SetOption, e).into_io())?;
-    send_from(fd, data, server, client).map_err(|e| {
-        if e.kind() == io::ErrorKind::WouldBlock {
-            e
-        } else {
-            TransparentError::connect(client, server, e).into_io()
-        }
-    })
-}
-
 /// Sets IP_TRANSPARENT (IPv4 `family_of`) or IPV6_TRANSPARENT on `sock`.
 pub fn set_transparent(sock: &SockRef<'_>, family_of: SocketAddr) -> io::Result<()> {
     match family_of {
@@ -530,71 +475,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn send_from_sets_the_source_address_v4() {
-        use std::os::fd::AsRawFd;
-        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let tx = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-        let dst = rx.local_addr().unwrap();
-        let n = send_from(tx.as_raw_fd(), b"ping", dst, ip("127.0.0.2")).unwrap();
-        assert_eq!(n, 4);
-        let mut buf = [0u8; 16];
-        let (len, from) = rx.recv_from(&mut buf).unwrap();
-        assert_eq!(&buf[..len], b"ping");
-        assert_eq!(from.ip(), ip("127.0.0.2"));
-        assert_eq!(from.port(), tx.local_addr().unwrap().port());
-    }
-
-    #[test]
-    fn send_from_works_for_v6_and_refuses_mixed_families() {
-        use std::os::fd::AsRawFd;
-        let rx = std::net::UdpSocket::bind("[::1]:0").unwrap();
-        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let tx = std::net::UdpSocket::bind("[::]:0").unwrap();
-        let dst = rx.local_addr().unwrap();
-        send_from(tx.as_raw_fd(), b"v6", dst, ip("::1")).unwrap();
-        let mut buf = [0u8; 16];
-        let (len, from) = rx.recv_from(&mut buf).unwrap();
-        assert_eq!((&buf[..len], from.ip()), (&b"v6"[..], ip("::1")));
-        let e = send_from(tx.as_raw_fd(), b"x", dst, ip("127.0.0.1")).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
-    }
-
-    #[test]
-    fn send_from_a_foreign_address_needs_the_transparent_option() {
-        use std::os::fd::AsRawFd;
-        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let tx = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-        let e = send_from(
-            tx.as_raw_fd(),
-            b"x",
-            rx.local_addr().unwrap(),
-            ip("192.0.2.7"),
-        )
-        .unwrap_err();
-        assert_ne!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
-    }
-
-    #[test]
-    fn send_as_client_turns_the_option_on_or_says_why_not() {
-        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let tx = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-        let dst = rx.local_addr().unwrap();
-        match send_as_client(&tx, b"x", dst, ip("192.0.2.7")) {
-            Ok(n) => {
-                assert_eq!(n, 1);
-                assert!(SockRef::from(&tx).ip_transparent_v4().unwrap());
-            }
-            Err(e) => {
-                let t = error_of(&e).expect("a TransparentError");
-                assert_eq!(t.reason, Reason::NeedsCapNetAdmin, "{t}");
-            }
-        }
-        let e = send_as_client(&tx, b"x", dst, ip("fd00::7")).unwrap_err();
-        assert_eq!(error_of(&e).unwrap().reason, Reason::FamilyMismatch);
-    }
-
     mod udp {
         use super::*;
         use crate::proxy::udp::{Candidate, Limits, Selector, UdpContext, serve_with};
@@ -606,6 +486,8 @@ mod tests {
             server: SocketAddr,
             transparent: bool,
             source: Option<IpAddr>,
+            idle: Duration,
+            max_flows: usize,
             failures: Mutex<Vec<String>>,
         }
 
@@ -615,9 +497,36 @@ mod tests {
                     server,
                     transparent,
                     source: None,
+                    idle: Duration::from_secs(60),
+                    max_flows: 16,
                     failures: Mutex::default(),
                 })
             }
+        }
+
+        /// Transparent UDP sockets are bound to the client's address with IP_TRANSPARENT,
+        /// which needs CAP_NET_ADMIN even for a local address.
+        fn require_root() {
+            // SAFETY: geteuid has no preconditions.
+            let root = unsafe { libc::geteuid() } == 0;
+            assert!(
+                root,
+                "this test sets IP_TRANSPARENT (needs CAP_NET_ADMIN): run `cargo test` as root as CI does"
+            );
+        }
+
+        /// Whether a UDP socket is bound to exactly `addr` (IPv4), per /proc/net/udp.
+        fn bound_to(addr: SocketAddr) -> bool {
+            let SocketAddr::V4(a) = addr else {
+                return false;
+            };
+            let want = format!(
+                "{:08X}:{:04X} ",
+                u32::from_le_bytes(a.ip().octets()),
+                a.port()
+            );
+            std::fs::read_to_string("/proc/net/udp")
+                .is_ok_and(|t| t.lines().skip(1).any(|l| l.contains(&want)))
         }
 
         impl Selector for &Ctx {
@@ -638,8 +547,8 @@ mod tests {
             }
             fn limits(&self) -> Limits {
                 Limits {
-                    max_flows: 16,
-                    idle: Duration::from_secs(60),
+                    max_flows: self.max_flows,
+                    idle: self.idle,
                     source: self.source,
                 }
             }
@@ -693,7 +602,7 @@ mod tests {
 
         #[tokio::test]
         async fn udp_flow_sends_from_the_client_address() {
-            // 127.0.0.2 is a local address: no CAP_NET_ADMIN needed for this source.
+            require_root();
             let server = whoami("127.0.0.1:0").await;
             let ctx = Ctx::new(server, true);
             let pen = pen(ctx.clone(), "127.0.0.1:0").await;
@@ -725,10 +634,8 @@ mod tests {
         async fn udp_source_takes_precedence_over_transparent() {
             let server = whoami("127.0.0.1:0").await;
             let ctx = Arc::new(Ctx {
-                server,
-                transparent: true,
                 source: Some(ip("127.0.0.3")),
-                failures: Mutex::default(),
+                ..Arc::into_inner(Ctx::new(server, true)).unwrap()
             });
             let pen = pen(ctx, "127.0.0.1:0").await;
             assert_eq!(ask("127.0.0.2:0", pen).await.as_deref(), Some("127.0.0.3"));
@@ -736,6 +643,7 @@ mod tests {
 
         #[tokio::test]
         async fn udp_mapped_v4_client_of_a_dual_stack_listener_is_spoofed_as_v4() {
+            require_root();
             let server = whoami("127.0.0.1:0").await;
             let ctx = Ctx::new(server, true);
             let l = tokio::net::UdpSocket::bind("[::]:0").await.unwrap();
@@ -750,6 +658,119 @@ mod tests {
                 .unwrap();
             assert_eq!(&buf[..n], b"127.0.0.2");
             assert!(ctx.failures.lock().unwrap().is_empty());
+        }
+
+        #[tokio::test]
+        async fn udp_sockets_are_bound_to_the_client_and_closed_with_their_flows() {
+            require_root();
+            let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let server = s.local_addr().unwrap();
+            let heard = Arc::new(Mutex::new(Vec::new()));
+            let h = heard.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while let Ok((_, from)) = s.recv_from(&mut buf).await {
+                    h.lock().unwrap().push(from);
+                    let _ = s.send_to(from.ip().to_string().as_bytes(), from).await;
+                }
+            });
+            let ctx = Arc::new(Ctx {
+                idle: Duration::from_secs(1),
+                ..Arc::into_inner(Ctx::new(server, true)).unwrap()
+            });
+            let handle = crate::proxy::udp::new_table(&ctx.limits());
+            let l = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let pen = l.local_addr().unwrap();
+            let serving = tokio::spawn(crate::proxy::udp::serve_table(
+                l,
+                ctx.clone(),
+                handle.clone(),
+            ));
+            // Two live flows of 127.0.0.2 to the one server need two of its sockets; 127.0.0.3
+            // gets its own.
+            for (client, want) in [
+                ("127.0.0.2:0", "127.0.0.2"),
+                ("127.0.0.2:0", "127.0.0.2"),
+                ("127.0.0.3:0", "127.0.0.3"),
+            ] {
+                assert_eq!(ask(client, pen).await.as_deref(), Some(want));
+            }
+            let heard = heard.lock().unwrap().clone();
+            assert_eq!(heard.len(), 3, "{heard:?}");
+            assert_ne!(heard[0], heard[1], "two sockets of 127.0.0.2");
+            for from in &heard {
+                assert!(
+                    bound_to(*from),
+                    "{from} is not a socket bound to the client's address"
+                );
+            }
+            assert_eq!(handle.with_table(|t| t.client_sockets()), 3);
+            // The flows expire after 1 s idle; the next tick closes their sockets.
+            let t0 = std::time::Instant::now();
+            while heard.iter().any(|a| bound_to(*a)) && t0.elapsed() < Duration::from_secs(5) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(
+                !heard.iter().any(|a| bound_to(*a)),
+                "sockets still open after their flows expired: {heard:?}"
+            );
+            assert_eq!(handle.with_table(|t| (t.len(), t.client_sockets())), (0, 0));
+            assert!(ctx.failures.lock().unwrap().is_empty());
+            serving.abort();
+        }
+
+        #[tokio::test]
+        async fn udp_a_full_socket_bound_makes_room_by_closing_a_finished_clients_socket() {
+            require_root();
+            let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let server = s.local_addr().unwrap();
+            let heard = Arc::new(Mutex::new(Vec::new()));
+            let h = heard.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while let Ok((_, from)) = s.recv_from(&mut buf).await {
+                    h.lock().unwrap().push(from);
+                    let _ = s.send_to(from.ip().to_string().as_bytes(), from).await;
+                }
+            });
+            // conn_max 2: two flows, and two sockets bound to clients' addresses.
+            let ctx = Arc::new(Ctx {
+                max_flows: 2,
+                ..Arc::into_inner(Ctx::new(server, true)).unwrap()
+            });
+            let handle = crate::proxy::udp::new_table(&ctx.limits());
+            let l = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let pen = l.local_addr().unwrap();
+            let serving = tokio::spawn(crate::proxy::udp::serve_table(
+                l,
+                ctx.clone(),
+                handle.clone(),
+            ));
+            assert_eq!(
+                ask("127.0.0.12:0", pen).await.as_deref(),
+                Some("127.0.0.12")
+            );
+            assert_eq!(
+                ask("127.0.0.13:0", pen).await.as_deref(),
+                Some("127.0.0.13")
+            );
+            let first = heard.lock().unwrap()[0];
+            assert!(
+                bound_to(first),
+                "{first} is not bound to the client's address"
+            );
+            // A third client: the answered flow of 127.0.0.12 is evicted, its socket closed
+            // to make room, and the new client is served from its own address at once.
+            assert_eq!(
+                ask("127.0.0.14:0", pen).await.as_deref(),
+                Some("127.0.0.14")
+            );
+            let (sockets, stats) = handle.with_table(|t| (t.client_sockets(), t.stats()));
+            assert_eq!(sockets, 2);
+            assert_eq!((stats.flows_evicted, stats.client_pools_dropped), (1, 1));
+            assert_eq!(stats.skipped_no_client_socket, 0);
+            assert!(!bound_to(first), "the socket {first} is still open");
+            serving.abort();
         }
     }
 }

@@ -38,11 +38,28 @@
 //! evicted flow matches no route and is counted as unmatched, unless its `(upstream, server)`
 //! pair has been handed to a new flow meanwhile (only when the pool is at `max_upstreams`, or
 //! after [`SLOT_REUSE_DELAY`]; the same caveat as for expired flows).
+//!
+//! # Transparent flows: sockets bound to the client's address
+//! With `transparent` ([`FlowTable::set_sources`]), a flow whose source is the client's own
+//! address ([`choose_source`]) goes out on a socket bound to that address (the shell sets
+//! `IP_TRANSPARENT` and binds it to `(client address, 0)`, as C Pen binds its upstream socket).
+//! The backend's answer is addressed to that socket, so a host's `-m socket` mark rule finds
+//! it even without `--nowildcard` (which ignores sockets bound to the wildcard address). These
+//! sockets form one pool per client address ([`UpstreamId::bound`]), shared by that client's
+//! flows by the same rule as the shared pool: one socket per client address carries at most one
+//! flow per server. Their total is bounded ([`FlowTable::set_max_client_sockets`], default the
+//! upstream bound): a pool whose flows are all gone is dropped at the next
+//! [`FlowTable::shrink_client_pools`], or at once when a new flow needs room; when there is
+//! none, the candidate is skipped and counted ([`UdpStats::skipped_no_client_socket`]). A
+//! candidate of the other address family than the client is skipped too (counted), and a flow
+//! none could take is dropped as [`DropReason::FamilyMismatch`]: never sent from pen's own
+//! address.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use crate::proxy::transparent::{UpstreamSource, choose_source};
 use crate::select::Target;
 
 /// Address family of an upstream socket pool.
@@ -63,11 +80,14 @@ impl Family {
     }
 }
 
-/// One upstream socket of the pool: family and index (0-based, dense).
+/// One upstream socket of a pool: family and index (0-based, dense within the pool).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UpstreamId {
     pub family: Family,
     pub index: u32,
+    /// `None`: pen's shared pool of `family`. `Some(ip)`: the pool of sockets bound to client
+    /// address `ip` (transparent flows; `ip` is of `family`).
+    pub bound: Option<IpAddr>,
 }
 
 /// One candidate server from the selector, in the order it should be tried.
@@ -115,6 +135,9 @@ pub enum DropReason {
     TableFull,
     /// No candidate could take the flow (none available, all blacklisted or without a slot).
     NoServer,
+    /// `transparent`: the candidates that were not of the client's address family were
+    /// skipped, and no other could take the flow. `server` is the first skipped one.
+    FamilyMismatch { server: SocketAddr },
 }
 
 /// What to do with a datagram from a client.
@@ -150,6 +173,14 @@ pub struct UdpStats {
     pub skipped_unsupported: u64,
     /// Candidates skipped because every upstream socket already carries a flow to them.
     pub skipped_no_slot: u64,
+    /// Transparent flows: candidates skipped because every socket bound to the client's
+    /// address carries a flow to them and the bound on such sockets is reached.
+    pub skipped_no_client_socket: u64,
+    /// Transparent flows: candidates skipped because they are not of the client's family.
+    pub skipped_family_mismatch: u64,
+    /// Pools of sockets bound to a client's address that were dropped (their flows gone):
+    /// at a shrink, or at once to make room for a new one.
+    pub client_pools_dropped: u64,
     /// Datagrams from servers that match no live flow (late replies, strangers).
     pub unmatched_replies: u64,
     /// Unreachable reports (ICMP errors, send errors).
@@ -293,9 +324,21 @@ pub struct FlowTable {
     deadlines: BTreeMap<(Duration, u64), SocketAddr>,
     /// (time of last reply, sequence) → client, for answered flows only: the eviction LRU.
     answered: BTreeMap<(Duration, u64), SocketAddr>,
-    slots: HashMap<SocketAddr, SlotAlloc>,
+    /// Slots per (pool, server): `None` = the shared pool, `Some(ip)` = the pool bound to `ip`.
+    slots: HashMap<(Option<IpAddr>, SocketAddr), SlotAlloc>,
     /// Upstream sockets handed out per family (`[V4, V6]`): indices below this must exist.
     upstream_high: [u32; 2],
+    /// Pools of sockets bound to one client's address (transparent flows).
+    client_pools: HashMap<IpAddr, ClientPool>,
+    /// Sockets of all client pools (the sum of their `high`).
+    client_sockets: u32,
+    /// Client pools without flows (dropped at the next shrink, or when room is needed).
+    empty_client_pools: usize,
+    /// Bound on `client_sockets`.
+    max_client_sockets: u32,
+    /// `transparent` and `source IP` as in force for new flows ([`FlowTable::set_sources`]).
+    transparent: bool,
+    source: Option<IpAddr>,
     seq: u64,
     stats: UdpStats,
     offload: Option<Box<dyn Offload>>,
@@ -307,6 +350,15 @@ pub struct FlowTable {
 
 /// Default bound on upstream sockets per family when none is given: one per possible flow.
 pub const MAX_UPSTREAMS_CAP: u32 = 65_536;
+
+/// The sockets bound to one client's address.
+#[derive(Debug, Clone, Copy, Default)]
+struct ClientPool {
+    /// Sockets `0..high` must exist.
+    high: u32,
+    /// Live flows on them.
+    flows: u32,
+}
 
 impl FlowTable {
     /// A table holding at most `max_flows` flows, each expiring after `idle` without traffic,
@@ -322,6 +374,12 @@ impl FlowTable {
             answered: BTreeMap::new(),
             slots: HashMap::new(),
             upstream_high: [0, 0],
+            client_pools: HashMap::new(),
+            client_sockets: 0,
+            empty_client_pools: 0,
+            max_client_sockets: max_upstreams,
+            transparent: false,
+            source: None,
             seq: 0,
             stats: UdpStats::default(),
             offload: None,
@@ -357,6 +415,35 @@ impl FlowTable {
                 }
             }
         }
+    }
+
+    /// `transparent` and `source IP` for flows created from now on (existing flows keep the
+    /// source they were created with). See [`choose_source`].
+    pub fn set_sources(&mut self, transparent: bool, source: Option<IpAddr>) {
+        self.transparent = transparent;
+        self.source = source;
+    }
+
+    /// Bound on the sockets bound to clients' addresses, all client pools together (default:
+    /// the upstream bound given to [`FlowTable::new`]). Set it before flows are created (a
+    /// lower bound than the sockets in use only stops new ones).
+    pub fn set_max_client_sockets(&mut self, max: u32) {
+        self.max_client_sockets = max;
+    }
+
+    /// How many sockets bound to `ip` must exist (indices `0..n`; 0: none).
+    pub fn client_pool(&self, ip: &IpAddr) -> u32 {
+        self.client_pools.get(ip).map_or(0, |p| p.high)
+    }
+
+    /// Sockets bound to clients' addresses, all pools together.
+    pub fn client_sockets(&self) -> u32 {
+        self.client_sockets
+    }
+
+    /// The bound on [`FlowTable::client_sockets`].
+    pub fn max_client_sockets(&self) -> u32 {
+        self.max_client_sockets
     }
 
     pub fn idle(&self) -> Duration {
@@ -465,20 +552,31 @@ impl FlowTable {
                 self.stats.flows_evicted += 1;
             }
         }
+        let mut mismatch = None;
         for cand in selector.candidates(client, now) {
             let Some(server) = cand.addr else {
                 self.stats.skipped_unsupported += 1;
                 continue;
             };
             let family = Family::of(&server);
-            let max = self.max_upstreams;
-            let Some(index) = self.slots.entry(server).or_default().alloc(max, now) else {
-                self.stats.skipped_no_slot += 1;
+            let bound =
+                match choose_source(self.source, self.transparent, Some(client.ip()), server) {
+                    UpstreamSource::Client(ip) => Some(ip),
+                    UpstreamSource::FamilyMismatch { .. } => {
+                        self.stats.skipped_family_mismatch += 1;
+                        mismatch.get_or_insert(server);
+                        continue;
+                    }
+                    UpstreamSource::Kernel | UpstreamSource::Configured(_) => None,
+                };
+            let Some(index) = self.alloc_slot(bound, server, now) else {
                 continue;
             };
-            let upstream = UpstreamId { family, index };
-            let high = &mut self.upstream_high[family_index(family)];
-            *high = (*high).max(index + 1);
+            let upstream = UpstreamId {
+                family,
+                index,
+                bound,
+            };
             let key = self.next_key(now.saturating_add(self.idle));
             self.deadlines.insert(key, client);
             self.routes.insert((upstream, server), client);
@@ -509,7 +607,92 @@ impl FlowTable {
             };
         }
         self.stats.dropped_no_server += 1;
-        ClientVerdict::Drop(DropReason::NoServer)
+        ClientVerdict::Drop(match mismatch {
+            Some(server) => DropReason::FamilyMismatch { server },
+            None => DropReason::NoServer,
+        })
+    }
+
+    /// A free `(socket, server)` slot for a new flow to `server` in the shared pool (`bound`
+    /// `None`) or in the pool bound to a client's address; `None` (counted) when there is none.
+    fn alloc_slot(
+        &mut self,
+        bound: Option<IpAddr>,
+        server: SocketAddr,
+        now: Duration,
+    ) -> Option<u32> {
+        let Some(ip) = bound else {
+            let max = self.max_upstreams;
+            let Some(index) = self
+                .slots
+                .entry((None, server))
+                .or_default()
+                .alloc(max, now)
+            else {
+                self.stats.skipped_no_slot += 1;
+                return None;
+            };
+            let high = &mut self.upstream_high[family_index(Family::of(&server))];
+            *high = (*high).max(index + 1);
+            return Some(index);
+        };
+        // A client pool grows by one socket while the bound allows, after dropping the pools
+        // whose flows are gone if need be; else only its existing sockets can take the flow.
+        if self.client_sockets >= self.max_client_sockets {
+            self.drop_empty_client_pools();
+        }
+        let pool_high = self.client_pool(&ip);
+        let room = u32::from(self.client_sockets < self.max_client_sockets);
+        let max = pool_high.saturating_add(room).min(self.max_upstreams);
+        let Some(index) = self
+            .slots
+            .entry((Some(ip), server))
+            .or_default()
+            .alloc(max, now)
+        else {
+            self.stats.skipped_no_client_socket += 1;
+            return None;
+        };
+        let pool = self.client_pools.entry(ip).or_default();
+        // A pool in the map has at least one socket; a new one (high 0) was not counted empty.
+        if pool.high > 0 && pool.flows == 0 {
+            self.empty_client_pools -= 1;
+        }
+        if index >= pool.high {
+            self.client_sockets += index + 1 - pool.high;
+            pool.high = index + 1;
+        }
+        pool.flows += 1;
+        Some(index)
+    }
+
+    /// Forgets every client pool without flows (the shell closes their sockets when it next
+    /// matches its pools to [`FlowTable::client_pool`]). Returns how many.
+    fn drop_empty_client_pools(&mut self) -> usize {
+        // O(1) unless there is something to drop: a full bound with busy pools costs nothing.
+        if self.empty_client_pools == 0 {
+            return 0;
+        }
+        self.empty_client_pools = 0;
+        let empty: Vec<IpAddr> = self
+            .client_pools
+            .iter()
+            .filter(|(_, p)| p.flows == 0)
+            .map(|(ip, _)| *ip)
+            .collect();
+        if empty.is_empty() {
+            return 0;
+        }
+        for ip in &empty {
+            if let Some(p) = self.client_pools.remove(ip) {
+                self.client_sockets -= p.high;
+            }
+        }
+        let pools = &self.client_pools;
+        self.slots
+            .retain(|(bound, _), _| bound.is_none_or(|ip| pools.contains_key(&ip)));
+        self.stats.client_pools_dropped += empty.len() as u64;
+        empty.len()
     }
 
     /// Records the address `client` sent its latest datagram to (a wildcard listener learns
@@ -533,13 +716,15 @@ impl FlowTable {
     /// Whether `client`'s flow should be offered to the kernel: there is a fast path, the
     /// flow is still forwarded by pen and has completed an exchange (its server answered and
     /// the client sent again), so one-shot flows (a query from a fresh port) never cost a
-    /// kernel update.
+    /// kernel update. Transparent flows stay in pen (the fast path sends from pen's address).
     pub fn wants_offload(&self, client: &SocketAddr) -> bool {
         self.offload.is_some()
-            && self
-                .flows
-                .get(client)
-                .is_some_and(|f| f.path == Path::Pen && f.datagrams_down > 0 && f.datagrams_up >= 2)
+            && self.flows.get(client).is_some_and(|f| {
+                f.path == Path::Pen
+                    && f.upstream.bound.is_none()
+                    && f.datagrams_down > 0
+                    && f.datagrams_up >= 2
+            })
     }
 
     /// Offer `client`'s flow to the kernel: it was sent to `listen` (the listener's address;
@@ -752,8 +937,18 @@ impl FlowTable {
             self.answered.remove(&key);
         }
         self.routes.remove(&(flow.upstream, flow.server));
-        if let Some(slots) = self.slots.get_mut(&flow.server) {
+        if let Some(slots) = self.slots.get_mut(&(flow.upstream.bound, flow.server)) {
             slots.release(flow.upstream.index, now);
+        }
+        if let Some(pool) = flow
+            .upstream
+            .bound
+            .and_then(|ip| self.client_pools.get_mut(&ip))
+        {
+            pool.flows = pool.flows.saturating_sub(1);
+            if pool.flows == 0 {
+                self.empty_client_pools += 1;
+            }
         }
         selector.flow_closed(client, flow.target, flow.bytes_up, flow.bytes_down, now);
         Some(flow)
@@ -770,7 +965,7 @@ impl FlowTable {
             return None;
         }
         let mut used = [1u32; 2];
-        for f in self.flows.values() {
+        for f in self.flows.values().filter(|f| f.upstream.bound.is_none()) {
             let u = &mut used[family_index(f.upstream.family)];
             *u = (*u).max(f.upstream.index.saturating_add(1));
         }
@@ -785,13 +980,54 @@ impl FlowTable {
             return None;
         }
         let highs = self.upstream_high;
-        self.slots.retain(|server, s| {
+        self.slots.retain(|(bound, server), s| {
+            if bound.is_some() {
+                return true;
+            }
             let cap = highs[family_index(Family::of(server))];
             s.high = s.high.min(cap);
             s.free.retain(|&(i, _)| i < cap);
             s.high > 0
         });
         Some(highs)
+    }
+
+    /// Gives back sockets bound to clients' addresses: a pool whose flows are all gone is
+    /// dropped, and a pool whose highest index in use is at most half its size shrinks to it
+    /// (as [`FlowTable::shrink_upstreams`]). Returns whether any pool changed; the shell then
+    /// closes the sockets beyond [`FlowTable::client_pool`] of each address. O(flows) when a
+    /// pool holds more than one socket; the shell calls it at every tick.
+    pub fn shrink_client_pools(&mut self) -> bool {
+        let mut changed = self.drop_empty_client_pools() > 0;
+        if self.client_pools.values().all(|p| p.high <= 1) {
+            return changed;
+        }
+        let mut used: HashMap<IpAddr, u32> = HashMap::new();
+        for f in self.flows.values() {
+            if let Some(ip) = f.upstream.bound {
+                let u = used.entry(ip).or_insert(1);
+                *u = (*u).max(f.upstream.index.saturating_add(1));
+            }
+        }
+        let mut shrunk: HashMap<IpAddr, u32> = HashMap::new();
+        for (ip, pool) in self.client_pools.iter_mut() {
+            let u = used.get(ip).copied().unwrap_or(1);
+            if pool.high > 1 && u.saturating_mul(2) <= pool.high {
+                self.client_sockets -= pool.high - u;
+                pool.high = u;
+                shrunk.insert(*ip, u);
+            }
+        }
+        if !shrunk.is_empty() {
+            for ((bound, _), s) in self.slots.iter_mut() {
+                if let Some(&cap) = bound.as_ref().and_then(|ip| shrunk.get(ip)) {
+                    s.high = s.high.min(cap);
+                    s.free.retain(|&(i, _)| i < cap);
+                }
+            }
+        }
+        changed |= !shrunk.is_empty();
+        changed
     }
 
     /// When [`FlowTable::expire`] should next be called (`None`: no flows).
@@ -860,7 +1096,18 @@ impl FlowTable {
             if self.deadlines.get(&flow.deadline) != Some(client) {
                 return Err(format!("flow of {client} has no deadline"));
             }
-            if flow.upstream.index >= self.upstream_high[family_index(flow.upstream.family)] {
+            let pool = match flow.upstream.bound {
+                None => self.upstream_high[family_index(flow.upstream.family)],
+                Some(ip) => {
+                    if Family::of(&SocketAddr::new(ip, 0)) != flow.upstream.family {
+                        return Err(format!(
+                            "flow of {client} is bound to {ip} of another family"
+                        ));
+                    }
+                    self.client_pool(&ip)
+                }
+            };
+            if flow.upstream.index >= pool {
                 return Err(format!("flow of {client} uses an upstream beyond the pool"));
             }
             if flow.upstream.family != Family::of(&flow.server) {
@@ -875,11 +1122,48 @@ impl FlowTable {
                 ));
             }
         }
-        for (server, slots) in &self.slots {
-            let pool = self.upstream_high[family_index(Family::of(server))];
+        for ((bound, server), slots) in &self.slots {
+            let pool = match bound {
+                None => self.upstream_high[family_index(Family::of(server))],
+                Some(ip) => self.client_pool(ip),
+            };
             if slots.high > pool || slots.free.iter().any(|&(i, _)| i >= slots.high) {
                 return Err(format!("slots of {server} reach beyond the pool of {pool}"));
             }
+        }
+        let mut pool_flows: HashMap<IpAddr, u32> = HashMap::new();
+        for f in self.flows.values() {
+            if let Some(ip) = f.upstream.bound {
+                *pool_flows.entry(ip).or_default() += 1;
+            }
+        }
+        for (ip, pool) in &self.client_pools {
+            if pool.flows != pool_flows.get(ip).copied().unwrap_or(0) {
+                return Err(format!(
+                    "the pool bound to {ip} counts {} flows",
+                    pool.flows
+                ));
+            }
+        }
+        let empty = self.client_pools.values().filter(|p| p.flows == 0).count();
+        if empty != self.empty_client_pools {
+            return Err(format!(
+                "{empty} client pools without flows, {} counted",
+                self.empty_client_pools
+            ));
+        }
+        if pool_flows
+            .keys()
+            .any(|ip| !self.client_pools.contains_key(ip))
+        {
+            return Err("a flow is bound to an address without a pool".to_string());
+        }
+        let total: u32 = self.client_pools.values().map(|p| p.high).sum();
+        if total != self.client_sockets || total > self.max_client_sockets {
+            return Err(format!(
+                "{total} client-bound sockets, {} counted, bound {}",
+                self.client_sockets, self.max_client_sockets
+            ));
         }
         Ok(())
     }
@@ -1537,6 +1821,7 @@ mod tests {
         let u = UpstreamId {
             family: Family::V4,
             index: 0,
+            bound: None,
         };
         assert_eq!(
             t.server_unreachable(secs(1), u, sa("10.0.0.1:53"), &mut sel),
@@ -1800,5 +2085,175 @@ mod tests {
             "every flow had its turn"
         );
         assert_eq!(t.stats().kernel_datagrams, 5);
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// A table with `transparent` on.
+    fn transparent_table(max_flows: usize) -> FlowTable {
+        let mut t = FlowTable::new(max_flows, secs(60), 100);
+        t.set_sources(true, None);
+        t
+    }
+
+    #[test]
+    fn transparent_flows_go_out_on_sockets_bound_to_their_clients_address() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let mut t = transparent_table(10);
+        let (a, b) = (sa("192.0.2.7:1000"), sa("192.0.2.8:1000"));
+        let (ua, s, _) = forward(t.handle_client(secs(1), a, 1, &mut sel));
+        let (ub, _, _) = forward(t.handle_client(secs(1), b, 1, &mut sel));
+        assert_eq!((ua.bound, ua.index), (Some(ip("192.0.2.7")), 0));
+        assert_eq!((ub.bound, ub.index), (Some(ip("192.0.2.8")), 0));
+        // One pool per client address; the shared pool is not used at all.
+        assert_eq!(t.client_pool(&ip("192.0.2.7")), 1);
+        assert_eq!((t.client_sockets(), t.upstreams_needed(Family::V4)), (2, 0));
+        // The answers are told apart by the socket they reach.
+        assert_eq!(t.handle_server(secs(2), ua, s, 1), Some(a));
+        assert_eq!(t.handle_server(secs(2), ub, s, 1), Some(b));
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_clients_flows_share_its_sockets_one_flow_per_server_each() {
+        let mut sel = Fake::new(&["10.0.0.1:53", "10.0.0.2:53"]);
+        let mut t = transparent_table(10);
+        // Round robin: ports 1 and 2 go to two servers on the client's one socket; port 3
+        // goes to the first server again and needs a second socket of that client.
+        let ups: Vec<(UpstreamId, SocketAddr)> = (1..=3u16)
+            .map(|p| {
+                let (u, s, _) = forward(t.handle_client(
+                    secs(1),
+                    SocketAddr::from(([192, 0, 2, 7], p)),
+                    1,
+                    &mut sel,
+                ));
+                (u, s)
+            })
+            .collect();
+        assert_eq!(ups[0].0, ups[1].0, "two servers, one socket");
+        assert_ne!(ups[0].1, ups[1].1);
+        assert_eq!((ups[2].1, ups[2].0.index), (ups[0].1, 1));
+        assert_eq!(t.client_pool(&ip("192.0.2.7")), 2);
+        for (p, (u, s)) in (1..=3u16).zip(&ups) {
+            assert_eq!(
+                t.handle_server(secs(2), *u, *s, 1),
+                Some(SocketAddr::from(([192, 0, 2, 7], p)))
+            );
+        }
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn the_client_socket_bound_refuses_counted_then_makes_room_from_finished_clients() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let mut t = transparent_table(10);
+        t.set_max_client_sockets(2);
+        let (a, b, c) = (sa("192.0.2.1:1"), sa("192.0.2.2:1"), sa("192.0.2.3:1"));
+        forward(t.handle_client(secs(1), a, 1, &mut sel));
+        forward(t.handle_client(secs(1), b, 1, &mut sel));
+        // A second concurrent flow of `a` to the same server would need a third socket.
+        assert_eq!(
+            t.handle_client(secs(1), sa("192.0.2.1:2"), 1, &mut sel),
+            ClientVerdict::Drop(DropReason::NoServer)
+        );
+        assert_eq!(
+            t.handle_client(secs(1), c, 1, &mut sel),
+            ClientVerdict::Drop(DropReason::NoServer)
+        );
+        assert_eq!(t.stats().skipped_no_client_socket, 2);
+        assert_eq!(t.client_sockets(), 2);
+        t.check_invariants().unwrap();
+        // `a`'s flow ends: its pool is dropped for `c` at once (the shell closes its socket).
+        assert!(t.remove_flow(secs(2), a, &mut sel));
+        let (uc, _, _) = forward(t.handle_client(secs(2), c, 1, &mut sel));
+        assert_eq!(uc.bound, Some(ip("192.0.2.3")));
+        assert_eq!(t.client_pool(&ip("192.0.2.1")), 0);
+        assert_eq!((t.client_sockets(), t.stats().client_pools_dropped), (2, 1));
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn client_pools_shrink_and_vanish_with_their_flows() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let mut t = FlowTable::new(100, secs(1), 100);
+        t.set_sources(true, None);
+        for p in 1..=6u16 {
+            forward(t.handle_client(secs(0), SocketAddr::from(([192, 0, 2, 1], p)), 1, &mut sel));
+        }
+        forward(t.handle_client(secs(0), sa("192.0.2.2:1"), 1, &mut sel));
+        assert_eq!(t.client_pool(&ip("192.0.2.1")), 6);
+        assert!(!t.shrink_client_pools(), "all in use");
+        // Only the first port of 192.0.2.1 stays; 192.0.2.2 goes quiet.
+        forward(t.handle_client(secs(1), sa("192.0.2.1:1"), 1, &mut sel));
+        t.expire(secs(1), &mut sel);
+        assert!(t.shrink_client_pools());
+        assert_eq!(t.client_pool(&ip("192.0.2.1")), 1);
+        assert_eq!(t.client_pool(&ip("192.0.2.2")), 0);
+        assert_eq!(t.client_sockets(), 1);
+        t.check_invariants().unwrap();
+        assert!(!t.shrink_client_pools());
+        t.expire(secs(60), &mut sel);
+        assert!(t.shrink_client_pools());
+        assert_eq!(t.client_sockets(), 0);
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn transparent_flows_are_never_offered_to_the_kernel() {
+        let (mut t, k) = kernel_table();
+        t.set_sources(true, None);
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let c = sa("192.0.2.1:5000");
+        let (u, server, _) = forward(t.handle_client(secs(0), c, 10, &mut sel));
+        assert_eq!(u.bound, Some(ip("192.0.2.1")));
+        t.handle_server(secs(0), u, server, 20);
+        forward(t.handle_client(secs(1), c, 10, &mut sel));
+        assert!(
+            !t.wants_offload(&c),
+            "an established transparent flow stays in pen"
+        );
+        assert!(!t.offload(&c, sa("10.0.0.254:53"), sa("192.0.2.1:40000")));
+        assert!(k.installed.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn existing_flows_keep_their_source_when_transparent_is_toggled() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let mut t = transparent_table(10);
+        let (a, b) = (sa("192.0.2.1:1"), sa("192.0.2.1:2"));
+        let (ua, _, _) = forward(t.handle_client(secs(1), a, 1, &mut sel));
+        t.set_sources(false, None);
+        assert_eq!(forward(t.handle_client(secs(2), a, 1, &mut sel)).0, ua);
+        let (ub, _, _) = forward(t.handle_client(secs(2), b, 1, &mut sel));
+        assert_eq!((ua.bound, ub.bound), (Some(ip("192.0.2.1")), None));
+        // `source IP` wins over transparent, as for TCP: the shared pool (bound to it).
+        t.set_sources(true, Some(ip("10.0.0.9")));
+        let (uc, _, _) = forward(t.handle_client(secs(3), sa("192.0.2.1:3"), 1, &mut sel));
+        assert_eq!(uc.bound, None);
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_server_of_the_other_family_is_skipped_never_reached_from_pen() {
+        let mut sel = Fake::new(&["[fd00::1]:53", "10.0.0.1:53"]);
+        let mut t = transparent_table(10);
+        let (u, s, _) = forward(t.handle_client(secs(1), sa("192.0.2.1:1"), 1, &mut sel));
+        assert_eq!((s, u.bound), (sa("10.0.0.1:53"), Some(ip("192.0.2.1"))));
+        assert_eq!(t.stats().skipped_family_mismatch, 1);
+        // Only servers of the other family: dropped, naming the server.
+        let mut only_v6 = Fake::new(&["[fd00::1]:53"]);
+        assert_eq!(
+            t.handle_client(secs(1), sa("192.0.2.2:1"), 1, &mut only_v6),
+            ClientVerdict::Drop(DropReason::FamilyMismatch {
+                server: sa("[fd00::1]:53")
+            })
+        );
+        // A v4-mapped client of a dual-stack listener is an IPv4 client.
+        let (u, _, _) = forward(t.handle_client(secs(1), sa("[::ffff:192.0.2.3]:1"), 1, &mut sel));
+        assert_eq!((u.bound, u.family), (Some(ip("192.0.2.3")), Family::V4));
+        t.check_invariants().unwrap();
     }
 }

@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -24,11 +23,13 @@ use tokio::net::UdpSocket;
 use tokio::task::AbortHandle;
 
 use super::flow::{
-    Candidate, ClientVerdict, Family, FlowInfo, FlowTable, Selector, UdpStats, UpstreamId,
+    Candidate, ClientVerdict, DropReason, Family, FlowInfo, FlowTable, Selector, UdpStats,
+    UpstreamId,
 };
 use super::mmsg::{BATCH, RecvBatch, enable_pktinfo, send_batch, sockaddr_to_std};
+use crate::acl::canonical;
 use crate::proxy::read_draining;
-use crate::proxy::transparent::{self, TransparentError, UpstreamSource};
+use crate::proxy::transparent::{self, TransparentError};
 use crate::select::Target;
 
 /// Largest UDP payload (IPv6 without jumbograms: 65,535 − 8); the buffers hold one of these.
@@ -176,12 +177,6 @@ struct Inner<C> {
     table: Arc<Mutex<FlowTable>>,
     pools: Mutex<Pools>,
     source: Mutex<Option<IpAddr>>,
-    /// `transparent` as of the last tick: applies to flows created from then on.
-    transparent: AtomicBool,
-    /// Flows created in transparent mode: client → the source address their datagrams carry.
-    /// Entries of flows the table no longer has are pruned every tick. Lock order: the table
-    /// first, then this map.
-    spoofed: Mutex<HashMap<SocketAddr, IpAddr>>,
     /// Signalled when a batch created flows: the expiry task publishes the status soon (at
     /// most every [`PUBLISH_EVERY`]) instead of at the next tick.
     created: tokio::sync::Notify,
@@ -197,33 +192,73 @@ struct Inner<C> {
 struct Pools {
     v4: Vec<Arc<UdpSocket>>,
     v6: Vec<Arc<UdpSocket>>,
+    /// Transparent flows: the sockets bound to each client's address.
+    clients: HashMap<IpAddr, Vec<Arc<UdpSocket>>>,
     /// The reader task of every upstream socket.
     tasks: Vec<(UpstreamId, AbortHandle)>,
 }
 
 impl Pools {
-    fn list(&mut self, f: Family) -> &mut Vec<Arc<UdpSocket>> {
-        match f {
-            Family::V4 => &mut self.v4,
-            Family::V6 => &mut self.v6,
+    /// The pool socket `id` belongs to.
+    fn list(&mut self, id: UpstreamId) -> &mut Vec<Arc<UdpSocket>> {
+        match (id.bound, id.family) {
+            (Some(ip), _) => self.clients.entry(ip).or_default(),
+            (None, Family::V4) => &mut self.v4,
+            (None, Family::V6) => &mut self.v6,
         }
     }
 
-    /// Closes the sockets beyond `sizes` (`[V4, V6]`) and stops their readers.
+    /// Socket `id`, if it exists.
+    fn get(&self, id: UpstreamId) -> Option<&Arc<UdpSocket>> {
+        let i = usize::try_from(id.index).ok()?;
+        match (id.bound, id.family) {
+            (Some(ip), _) => self.clients.get(&ip)?.get(i),
+            (None, Family::V4) => self.v4.get(i),
+            (None, Family::V6) => self.v6.get(i),
+        }
+    }
+
+    /// Closes the shared pools' sockets beyond `sizes` (`[V4, V6]`) and stops their readers.
     fn truncate(&mut self, sizes: [u32; 2]) {
         let [v4, v6] = sizes.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
         self.v4.truncate(v4);
         self.v6.truncate(v6);
         self.tasks.retain(|(id, task)| {
-            let keep = match id.family {
-                Family::V4 => id.index < sizes[0],
-                Family::V6 => id.index < sizes[1],
+            let keep = match (id.bound, id.family) {
+                (Some(_), _) => true,
+                (None, Family::V4) => id.index < sizes[0],
+                (None, Family::V6) => id.index < sizes[1],
             };
             if !keep {
                 task.abort();
             }
             keep
         });
+    }
+
+    /// Closes the sockets bound to clients' addresses that the table no longer counts
+    /// (`size(ip)`: how many of `ip`'s it keeps) and stops their readers. Returns how many.
+    fn sync_clients(&mut self, size: impl Fn(&IpAddr) -> u32) -> usize {
+        let mut closed = 0;
+        self.clients.retain(|ip, socks| {
+            let keep = usize::try_from(size(ip)).unwrap_or(usize::MAX);
+            closed += socks.len().saturating_sub(keep);
+            socks.truncate(keep);
+            !socks.is_empty()
+        });
+        if closed > 0 {
+            self.tasks.retain(|(id, task)| {
+                let keep = match id.bound {
+                    Some(ip) => size(&ip) > id.index,
+                    None => true,
+                };
+                if !keep {
+                    task.abort();
+                }
+                keep
+            });
+        }
+        closed
     }
 }
 
@@ -309,6 +344,7 @@ async fn run_table<C: UdpContext>(
     };
     let listen = listener.local_addr()?;
     let table = handle.table;
+    lock(&table).set_sources(transparent, limits.source);
     if !transparent {
         attach_kernel_path(&table, listen);
     }
@@ -318,8 +354,6 @@ async fn run_table<C: UdpContext>(
         table,
         pools: Mutex::new(Pools::default()),
         source: Mutex::new(limits.source),
-        transparent: AtomicBool::new(transparent),
-        spoofed: Mutex::new(HashMap::new()),
         created: tokio::sync::Notify::new(),
         wildcard,
         listen,
@@ -369,15 +403,16 @@ async fn expiry_loop<C: UdpContext>(inner: Arc<Inner<C>>) {
     let mut last_publish: Option<Duration> = None;
     // Flows were created since the last publication.
     let mut dirty = false;
+    // Transparent flows refused for the client socket bound, as of the last tick.
+    let mut refused_seen = 0u64;
     loop {
         let now = inner.ctx.now();
         let limits = inner.ctx.limits();
         *lock(&inner.source) = limits.source;
-        inner
-            .transparent
-            .store(inner.ctx.transparent(), Ordering::Relaxed);
+        let transparent = inner.ctx.transparent();
         let next = {
             let mut table = lock(&inner.table);
+            table.set_sources(transparent, limits.source);
             if table.max_flows() != limits.max_flows || table.idle() != limits.idle {
                 table.set_limits(limits.max_flows, limits.idle);
             }
@@ -390,7 +425,17 @@ async fn expiry_loop<C: UdpContext>(inner: Arc<Inner<C>>) {
                 );
             }
             let n = table.expire(now, &mut sel);
-            lock(&inner.spoofed).retain(|client, _| table.flow(client).is_some());
+            let refused = table.stats().skipped_no_client_socket;
+            if refused > refused_seen {
+                tracing::warn!(
+                    refused = refused - refused_seen,
+                    open = table.client_sockets(),
+                    bound = table.max_client_sockets(),
+                    "udp: new transparent flows refused: the sockets bound to clients' addresses \
+                     are at their bound (conn_max); raise conn_max for more"
+                );
+                refused_seen = refused;
+            }
             if n > 0 {
                 tracing::debug!(expired = n, flows = table.len(), "udp flows expired");
             }
@@ -411,10 +456,20 @@ async fn expiry_loop<C: UdpContext>(inner: Arc<Inner<C>>) {
         // between the table's decision and the pool's truncation.
         {
             let mut pools = lock(&inner.pools);
-            let sizes = lock(&inner.table).shrink_upstreams();
-            if let Some(sizes) = sizes {
+            let mut table = lock(&inner.table);
+            if let Some(sizes) = table.shrink_upstreams() {
                 pools.truncate(sizes);
                 tracing::debug!(v4 = sizes[0], v6 = sizes[1], "udp upstream pools shrank");
+            }
+            table.shrink_client_pools();
+            // Also closes what a flow removed meanwhile by another thread (`close N`) left.
+            let closed = pools.sync_clients(|ip| table.client_pool(ip));
+            if closed > 0 {
+                tracing::debug!(
+                    closed,
+                    open = table.client_sockets(),
+                    "udp sockets bound to clients' addresses closed"
+                );
             }
         }
         if let Some(status) = status {
@@ -471,8 +526,9 @@ async fn client_loop<C: UdpContext>(inner: &Arc<Inner<C>>) -> io::Result<()> {
         let now = inner.ctx.now();
         out.clear();
         let mut created = false;
-        {
+        let pools_dropped = {
             let mut table = lock(&inner.table);
+            let dropped_before = table.stats().client_pools_dropped;
             for i in 0..n {
                 let Some((data, Some(client))) = batch.get(i) else {
                     continue;
@@ -483,20 +539,30 @@ async fn client_loop<C: UdpContext>(inner: &Arc<Inner<C>>) -> io::Result<()> {
                         server,
                         new_flow,
                     } => {
-                        if !new_flow || note_new_flow(inner, &mut table, client, server, now) {
-                            created |= new_flow;
-                            if !new_flow && table.wants_offload(&client) {
-                                offers.push((client, upstream));
-                            }
-                            out.push((upstream, server, client, i));
-                            if let Some(local) = batch.dst(i) {
-                                table.note_local(&client, local);
-                            }
+                        created |= new_flow;
+                        if !new_flow && table.wants_offload(&client) {
+                            offers.push((client, upstream));
                         }
+                        out.push((upstream, server, client, i));
+                        if let Some(local) = batch.dst(i) {
+                            table.note_local(&client, local);
+                        }
+                    }
+                    ClientVerdict::Drop(DropReason::FamilyMismatch { server }) => {
+                        // No fallback to pen's own address: logged and counted, dropped.
+                        let err = TransparentError::family_mismatch(canonical(client.ip()), server);
+                        inner.ctx.transparent_failed(client, &err);
                     }
                     verdict => tracing::trace!(%client, ?verdict, "udp datagram dropped"),
                 }
             }
+            table.stats().client_pools_dropped != dropped_before
+        };
+        if pools_dropped {
+            // Pools dropped to make room for new ones: close their sockets before the new
+            // ones open, so the bound holds.
+            let mut pools = lock(&inner.pools);
+            pools.sync_clients(|ip| lock(&inner.table).client_pool(ip));
         }
         if created {
             inner.created.notify_one();
@@ -521,20 +587,20 @@ async fn client_loop<C: UdpContext>(inner: &Arc<Inner<C>>) -> io::Result<()> {
 /// carry the client's address, which the fast path does not do).
 fn offload<C: UdpContext>(inner: &Inner<C>, offers: &[(SocketAddr, UpstreamId)]) {
     let locals: Vec<Option<SocketAddr>> = {
-        let mut pools = lock(&inner.pools);
+        let pools = lock(&inner.pools);
         offers
             .iter()
             .map(|(_, u)| {
-                let i = usize::try_from(u.index).ok()?;
-                pools.list(u.family).get(i)?.local_addr().ok()
+                if u.bound.is_some() {
+                    return None;
+                }
+                pools.get(*u)?.local_addr().ok()
             })
             .collect()
     };
     let mut table = lock(&inner.table);
-    let spoofed = lock(&inner.spoofed);
     for ((client, _), local) in offers.iter().zip(locals) {
         if let Some(local) = local
-            && !spoofed.contains_key(client)
             && table.offload(client, inner.listen, local)
         {
             tracing::debug!(%client, "udp flow forwarded by the kernel from now on");
@@ -551,11 +617,23 @@ async fn send_group<C: UdpContext>(
     group: &[(UpstreamId, SocketAddr, SocketAddr, usize)],
     now: Duration,
 ) {
-    let sock = match upstream_socket(inner, upstream) {
+    let first_server = group.first().map(|&(_, server, ..)| server);
+    let sock = match upstream_socket(inner, upstream, first_server) {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(error = %e, ?upstream, "cannot open a UDP upstream socket; dropping the flows");
             let mut table = lock(&inner.table);
+            match transparent::error_of(&e) {
+                // A socket bound to the client's address (no CAP_NET_ADMIN, ...): the client's
+                // flows cannot be transparent, and never fall back to pen's own address.
+                Some(t) => {
+                    for &(_, _, client, _) in group {
+                        inner.ctx.transparent_failed(client, t);
+                    }
+                }
+                None => {
+                    tracing::warn!(error = %e, ?upstream, "cannot open a UDP upstream socket; dropping the flows")
+                }
+            }
             for &(_, _, client, _) in group {
                 table.remove_flow(now, client, &mut Lazy(&inner.ctx));
             }
@@ -566,94 +644,12 @@ async fn send_group<C: UdpContext>(
         .iter()
         .map(|&(_, server, _, i)| (batch.get(i).map_or(&[][..], |(d, _)| d), server, None))
         .collect();
-    // Transparent flows (none unless `transparent` was on when a live flow was created): one
-    // sendmsg each, with the client's address as source. The common case costs one lock.
-    let spoofed: Option<Vec<Option<IpAddr>>> = {
-        let map = lock(&inner.spoofed);
-        (!map.is_empty()).then(|| {
-            group
-                .iter()
-                .map(|&(_, _, client, _)| map.get(&client).copied())
-                .collect()
-        })
-    };
-    if let Some(spoofed) = spoofed.filter(|v| v.iter().any(Option::is_some)) {
-        for ((&(data, server, _), from), &(_, _, client, _)) in msgs.iter().zip(&spoofed).zip(group)
-        {
-            match from {
-                Some(ip) => send_spoofed(inner, &sock, data, server, *ip, client, now).await,
-                None => send_one(inner, &sock, upstream, data, server, now).await,
-            }
-        }
-        return;
-    }
     let fd = sock.as_raw_fd();
     let sent = sock
         .try_io(Interest::WRITABLE, || send_batch(fd, &msgs))
         .unwrap_or(0);
     for &(data, server, _) in msgs.iter().skip(sent) {
         send_one(inner, &sock, upstream, data, server, now).await;
-    }
-}
-
-/// A new flow from `client` to `server`: in transparent mode, decides the source its
-/// datagrams carry (`source IP` wins, as for TCP). Returns false when the flow cannot be
-/// transparent (client and server of different families): the failure is logged and counted,
-/// the flow removed and the datagram dropped (no fallback to pen's own address).
-fn note_new_flow<C: UdpContext>(
-    inner: &Inner<C>,
-    table: &mut FlowTable,
-    client: SocketAddr,
-    server: SocketAddr,
-    now: Duration,
-) -> bool {
-    let mut spoofed = lock(&inner.spoofed);
-    spoofed.remove(&client);
-    if !inner.transparent.load(Ordering::Relaxed) {
-        return true;
-    }
-    let source = *lock(&inner.source);
-    match transparent::choose_source(source, true, Some(client.ip()), server) {
-        UpstreamSource::Client(ip) => {
-            spoofed.insert(client, ip);
-            true
-        }
-        UpstreamSource::FamilyMismatch { client: ip } => {
-            drop(spoofed);
-            let err = TransparentError::family_mismatch(ip, server);
-            inner.ctx.transparent_failed(client, &err);
-            table.remove_flow(now, client, &mut Lazy(&inner.ctx));
-            false
-        }
-        UpstreamSource::Kernel | UpstreamSource::Configured(_) => true,
-    }
-}
-
-/// Sends one datagram of a transparent flow from the client's address `from`. A failure
-/// (no CAP_NET_ADMIN, ...) is logged and counted, and the flow removed.
-async fn send_spoofed<C: UdpContext>(
-    inner: &Arc<Inner<C>>,
-    sock: &UdpSocket,
-    data: &[u8],
-    server: SocketAddr,
-    from: IpAddr,
-    client: SocketAddr,
-    now: Duration,
-) {
-    let result = sock
-        .async_io(Interest::WRITABLE, || {
-            transparent::send_as_client(sock, data, server, from)
-        })
-        .await;
-    let Err(e) = result else { return };
-    match transparent::error_of(&e) {
-        Some(t) => {
-            let mut table = lock(&inner.table);
-            inner.ctx.transparent_failed(client, t);
-            table.remove_flow(now, client, &mut Lazy(&inner.ctx));
-            lock(&inner.spoofed).remove(&client);
-        }
-        None => tracing::debug!(error = %e, %server, %client, "udp send failed; datagram dropped"),
     }
 }
 
@@ -698,31 +694,35 @@ fn send_error_blames_server(e: &io::Error) -> bool {
     )
 }
 
-/// The upstream socket `id`, creating the pool up to it (and its reader task) if needed.
+/// The upstream socket `id`, creating its pool up to it (and their reader tasks) if needed.
+/// `server`: where the flows go (names the backend in a transparent failure).
 fn upstream_socket<C: UdpContext>(
     inner: &Arc<Inner<C>>,
     id: UpstreamId,
+    server: Option<SocketAddr>,
 ) -> io::Result<Arc<UdpSocket>> {
     let index = usize::try_from(id.index).map_err(io::Error::other)?;
     let mut pools = lock(&inner.pools);
-    if let Some(s) = pools.list(id.family).get(index) {
+    if let Some(s) = pools.get(id) {
         return Ok(Arc::clone(s));
     }
     let source = *lock(&inner.source);
-    while pools.list(id.family).len() <= index {
-        let i = pools.list(id.family).len();
-        let sock = Arc::new(new_upstream(id.family, source)?);
+    while pools.list(id).len() <= index {
+        let i = pools.list(id).len();
+        let sock = Arc::new(match id.bound {
+            None => new_upstream(id.family, source)?,
+            Some(ip) => new_client_upstream(ip, server)?,
+        });
         let uid = UpstreamId {
-            family: id.family,
             index: u32::try_from(i).map_err(io::Error::other)?,
+            ..id
         };
         let task = tokio::spawn(upstream_loop(Arc::clone(inner), Arc::clone(&sock), uid));
         pools.tasks.push((uid, task.abort_handle()));
-        pools.list(id.family).push(sock);
+        pools.list(id).push(sock);
     }
     pools
-        .list(id.family)
-        .get(index)
+        .get(id)
         .cloned()
         .ok_or_else(|| io::Error::other("upstream pool did not grow"))
 }
@@ -754,6 +754,29 @@ fn new_upstream(family: Family, source: Option<IpAddr>) -> io::Result<UdpSocket>
         _ => any,
     };
     sock.bind(&SocketAddr::new(ip, 0).into())?;
+    sock.set_nonblocking(true)?;
+    UdpSocket::from_std(sock.into())
+}
+
+/// A socket of a transparent flow: `IP_TRANSPARENT` / `IPV6_TRANSPARENT`, bound to the
+/// client's address `ip` (port chosen by the kernel) as C Pen binds its upstream socket, with
+/// `IP_RECVERR` / `IPV6_RECVERR` as [`new_upstream`]. Answers are addressed to this socket,
+/// so the host's mark rule finds it with iptables' `-m socket` too (which ignores sockets
+/// bound to the wildcard address unless given `--nowildcard`). A failure is an `io::Error`
+/// carrying the [`TransparentError`] (no CAP_NET_ADMIN, ...).
+fn new_client_upstream(ip: IpAddr, server: Option<SocketAddr>) -> io::Result<UdpSocket> {
+    let (domain, level, opt) = match ip {
+        IpAddr::V4(_) => (Domain::IPV4, libc::SOL_IP, libc::IP_RECVERR),
+        IpAddr::V6(_) => (Domain::IPV6, libc::SOL_IPV6, libc::IPV6_RECVERR),
+    };
+    let backend = server.unwrap_or_else(|| SocketAddr::new(ip, 0));
+    let sock = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if ip.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    crate::proxy::sockets::set_int_option(sock.as_raw_fd(), level, opt, 1)?;
+    transparent::bind_as_client(socket2::SockRef::from(&sock), ip, backend)
+        .map_err(TransparentError::into_io)?;
     sock.set_nonblocking(true)?;
     UdpSocket::from_std(sock.into())
 }
