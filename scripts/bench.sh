@@ -6,7 +6,8 @@
 # Needs root (network namespaces). Installs the peers (nginx-light, haproxy, wrk, dnsperf,
 # apache2-utils, pen) first, builds release binaries, then runs `pen-lab bench`.
 #
-# Usage: scripts/bench.sh [--quick] [--out DIR]     (default: the full run into results/)
+# Usage: scripts/bench.sh [--quick] [--out DIR]     (default: the full run into results/;
+#        --quick without --out writes into target/bench-quick/, never over results/)
 # Takes about 10 minutes on 2 cores; run it on an otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -335,6 +335,17 @@ impl Plan {
 // ---------------------------------------------------------------------------------------
 // Pure parts: output parsers, statistics, report rendering.
 
+/// Where the full run writes its report by default (committed to the repository).
+pub const FULL_OUT_DIR: &str = "results";
+/// Where `--quick` writes its report by default: under the build directory, so a smoke run
+/// never overwrites the committed full report in [`FULL_OUT_DIR`].
+pub const QUICK_OUT_DIR: &str = "target/bench-quick";
+
+/// The report directory: `--out` when given, else the default of the run's kind.
+pub fn out_dir(quick: bool, out: Option<PathBuf>) -> PathBuf {
+    out.unwrap_or_else(|| PathBuf::from(if quick { QUICK_OUT_DIR } else { FULL_OUT_DIR }))
+}
+
 fn field_after<'a>(text: &'a str, label: &str) -> Option<&'a str> {
     text.lines()
         .find_map(|l| l.trim_start().strip_prefix(label))
@@ -2113,6 +2124,19 @@ Concurrency Level:      20\nTime taken for tests:   1.234 seconds\nComplete requ
 Failed requests:        3\n   (Connect: 0, Receive: 0, Length: 3, Exceptions: 0)\n\
 Non-2xx responses:      2\nKeep-Alive requests:    19800\nTotal transferred:      7000000 bytes\n\
 HTML transferred:       2000000 bytes\nRequests per second:    16207.46 [#/sec] (mean)\n";
+
+    #[test]
+    fn quick_run_defaults_to_its_own_directory_not_the_committed_results() {
+        assert_eq!(out_dir(true, None), PathBuf::from("target/bench-quick"));
+        assert_ne!(out_dir(true, None), out_dir(false, None));
+        assert_eq!(out_dir(false, None), PathBuf::from("results"));
+        // An explicit --out wins for both kinds.
+        assert_eq!(
+            out_dir(true, Some(PathBuf::from("/tmp/b"))),
+            PathBuf::from("/tmp/b")
+        );
+        assert_eq!(out_dir(false, Some(PathBuf::from("x"))), PathBuf::from("x"));
+    }
 
     #[test]
     fn ab_output_yields_rate_failures_and_bytes() {
