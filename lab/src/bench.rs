@@ -444,6 +444,14 @@ pub fn parse_vmrss(status: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// What a log file holds from byte `from` on, lossily decoded ("" if unreadable): the output
+/// of the latest process appended to it.
+fn read_from(path: &Path, from: u64) -> String {
+    let data = std::fs::read(path).unwrap_or_default();
+    let start = usize::try_from(from).unwrap_or(usize::MAX).min(data.len());
+    String::from_utf8_lossy(data.get(start..).unwrap_or_default()).into_owned()
+}
+
 fn tail(text: &str, max: usize) -> String {
     let t = text.trim();
     let start = t.len().saturating_sub(max);
@@ -451,6 +459,90 @@ fn tail(text: &str, max: usize) -> String {
         .find(|i| t.is_char_boundary(*i))
         .unwrap_or(t.len());
     t.get(start..).unwrap_or_default().replace('\n', " | ")
+}
+
+/// Lines peers print at every start that say nothing about whether they work: C Pen's GeoIP
+/// warnings (Debian's build looks for GeoIP databases that are not installed; pen works
+/// without them) and its connection-table allocation lines.
+const HARMLESS_OUTPUT: [&str; 3] = [
+    "Error Opening file /usr/share/GeoIP/",
+    "Before: conns =",
+    "After: conns =",
+];
+
+/// What peers print when their listening port is still held by another socket (pen-rs, C Pen,
+/// HAProxy): worth another attempt a second later.
+const PORT_BUSY_OUTPUT: [&str; 3] = [
+    "Address already in use",
+    "can't bind local address",
+    "cannot bind socket",
+];
+
+/// How a peer's start-up went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartUp {
+    /// It serves; whatever it printed is beside the point.
+    Serving,
+    /// It does not serve and its output says its port is taken: try again.
+    PortBusy(String),
+    /// It does not serve: why (the probe's finding and the output lines that matter).
+    Failed(String),
+}
+
+/// Judges a peer's start-up by whether it serves (`serves`: the probe's finding, e.g. a
+/// listening socket on its address, and the process still running), never by what it
+/// printed: C Pen prints GeoIP warnings on every start. The output only explains a failure
+/// (without the known-harmless lines) and tells a busy port from other failures.
+pub fn judge_start_up(serves: Result<(), String>, output: &str) -> StartUp {
+    let Err(why) = serves else {
+        return StartUp::Serving;
+    };
+    let relevant: Vec<&str> = output
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !HARMLESS_OUTPUT.iter().any(|h| l.contains(h)))
+        .collect();
+    let said = if relevant.is_empty() {
+        if output.trim().is_empty() {
+            "it printed nothing".to_string()
+        } else {
+            "it printed only its usual start-up lines (GeoIP warnings, table sizes)".to_string()
+        }
+    } else {
+        format!("it printed: {}", tail(&relevant.join("\n"), 400))
+    };
+    let msg = format!("{why}; {said}");
+    if relevant
+        .iter()
+        .any(|l| PORT_BUSY_OUTPUT.iter().any(|b| l.contains(b)))
+    {
+        StartUp::PortBusy(msg)
+    } else {
+        StartUp::Failed(msg)
+    }
+}
+
+/// The ports the balancers listen on, as a `net.ipv4.ip_local_reserved_ports` value for the
+/// balancer host: outgoing connections to the backends must not take them as source ports,
+/// or a closed connection's TIME_WAIT socket (no SO_REUSEADDR) keeps the next instance on
+/// that port from binding for a minute ("can't bind local address").
+pub fn balancer_reserved_ports() -> String {
+    let mut ports: Vec<u16> = Target::ALL
+        .iter()
+        .filter(|t| **t != Target::Direct)
+        .flat_map(|t| {
+            let (a, b, c) = t.ports();
+            [a, b, c]
+        })
+        .filter(|p| *p != 0)
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// min, median, max of a non-empty sample set (median of an even count: the mean of the two
@@ -961,6 +1053,13 @@ impl Lab {
             topo.sysctl(node, "net.ipv4.ip_local_port_range", "1024 65000")?;
             topo.sysctl(node, "net.ipv4.tcp_tw_reuse", "1")?;
         }
+        // The balancers' own ports are never source ports of the balancer host's connections
+        // to the backends (a TIME_WAIT socket on one would keep the next instance from binding).
+        topo.sysctl(
+            "lb",
+            "net.ipv4.ip_local_reserved_ports",
+            &balancer_reserved_ports(),
+        )?;
         // Bridged frames need not traverse iptables (br_netfilter is loaded on this kernel and
         // costs every target the same); best effort, the report records the outcome.
         let mut bridge_nf = Vec::new();
@@ -1126,21 +1225,61 @@ impl Lab {
         })
     }
 
+    /// Spawns `argv` as `name` on the balancer host and waits until it serves (`probe`, and
+    /// the process still running), judged by [`judge_start_up`]: what it prints does not
+    /// matter unless it fails. A busy port is tried again, up to three attempts a second
+    /// apart.
+    fn start_peer(
+        &self,
+        name: &str,
+        argv: &[String],
+        probe: impl Fn() -> Result<()>,
+    ) -> Result<Proc> {
+        let ns = self.ns("lb");
+        let log = self.log(name);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let from = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+            let mut p = node::spawn(&ns, name, argv, &[], &log)?;
+            let serves = match probe() {
+                Err(e) => Err(format!("{e:#}")),
+                Ok(()) => match p.try_wait() {
+                    Ok(None) => Ok(()),
+                    Ok(Some(st)) => Err(format!("it exited ({st})")),
+                    Err(e) => Err(format!("{e:#}")),
+                },
+            };
+            match judge_start_up(serves, &read_from(&log, from)) {
+                StartUp::Serving => return Ok(p),
+                StartUp::PortBusy(m) if attempt < 3 => {
+                    eprintln!("  {name}, attempt {attempt}: {m}; trying again in 1 s");
+                    let _ = p.stop(Duration::from_secs(2));
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                StartUp::PortBusy(m) | StartUp::Failed(m) => {
+                    let _ = p.stop(Duration::from_secs(2));
+                    bail!("{name} ({}) did not start: {m}", argv.join(" "));
+                }
+            }
+        }
+    }
+
+    /// Starts a TCP balancer instance of `t` on `port` and waits until it listens there.
     fn start_balancer(&self, t: Target, port: u16, max: u32, tag: &str) -> Result<Proc> {
         let argv = self.balancer_argv(t, port, max)?;
+        self.start_tcp_peer(t, &argv, port, tag)
+    }
+
+    /// Starts `argv` (a balancer of `t` listening on `port` of the balancer host); started
+    /// means listening there (read from /proc: no connection, so an idle instance stays idle).
+    fn start_tcp_peer(&self, t: Target, argv: &[String], port: u16, tag: &str) -> Result<Proc> {
         let ns = self.ns("lb");
         let name = format!("{}-{tag}", t.label().replace(' ', "-"));
-        let mut p = node::spawn(&ns, &name, &argv, &[], &self.log(&name))?;
         let addr = SocketAddr::new(IpAddr::V4(LB_IP), port);
-        if let Err(e) = wait_tcp_listening(&ns, addr, Duration::from_secs(5)) {
-            let _ = p.try_wait();
-            bail!(
-                "{} did not listen on {addr}: {e:#}; log: {}",
-                t.label(),
-                p.log_tail(600)
-            );
-        }
-        Ok(p)
+        self.start_peer(&name, argv, || {
+            wait_tcp_listening(&ns, addr, Duration::from_secs(5))
+        })
     }
 
     fn start_udp_balancer(&self, t: Target) -> Result<Option<Proc>> {
@@ -1163,9 +1302,8 @@ impl Lab {
         ];
         let ns = self.ns("lb");
         let name = format!("{}-udp", t.label().replace(' ', "-"));
-        let p = node::spawn(&ns, &name, &argv, &[], &self.log(&name))?;
-        wait_udp_bound(&ns, addr, Duration::from_secs(5)).with_context(|| {
-            format!("{} UDP did not bind {addr}: {}", t.label(), p.log_tail(600))
+        let p = self.start_peer(&name, &argv, || {
+            wait_udp_bound(&ns, addr, Duration::from_secs(5))
         })?;
         Ok(Some(p))
     }
@@ -1486,35 +1624,7 @@ fn memory(lab: &Lab, plan: &Plan, t: Target, res: &mut Results) -> Result<()> {
                 format!("{WEB1_IP}:{HTTP_PORT}"),
                 format!("{WEB2_IP}:{HTTP_PORT}"),
             ];
-            let ns = lab.ns("lb");
-            let name = format!("{}-idle", t.label().replace(' ', "-"));
-            // The previous repetition's instance on this port may still be letting go of it
-            // ("can't bind local address" from C Pen): try again a few times.
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let mut p = node::spawn(&ns, &name, &argv, &[], &lab.log(&name))?;
-                match wait_tcp_listening(
-                    &ns,
-                    SocketAddr::new(IpAddr::V4(LB_IP), port),
-                    Duration::from_secs(5),
-                ) {
-                    Ok(()) => break p,
-                    Err(e) if attempt < 3 => {
-                        eprintln!(
-                            "  {} idle instance, attempt {attempt}: {e:#}; retrying",
-                            t.label()
-                        );
-                        let _ = p.stop(Duration::from_secs(2));
-                        std::thread::sleep(Duration::from_secs(1));
-                    }
-                    Err(e) => {
-                        return Err(e).with_context(|| {
-                            format!("{} idle instance: {}", t.label(), p.log_tail(400))
-                        });
-                    }
-                }
-            }
+            lab.start_tcp_peer(t, &argv, port, "idle")?
         }
     };
     std::thread::sleep(Duration::from_millis(300));
@@ -1614,7 +1724,7 @@ fn dsr_argv(bin: &Path, tarpit: bool) -> Vec<String> {
 }
 
 /// Starts `t` in DSR mode on the balancer host; an instance that exits within 700 ms is an
-/// error quoting its log (e.g. a build without DSR).
+/// error quoting what it printed (e.g. a build without DSR).
 fn start_dsr(lab: &Lab, t: Target, tarpit: bool) -> Result<Proc> {
     let bin = match t {
         Target::PenRs => &lab.opts.pen_rs,
@@ -1626,21 +1736,13 @@ fn start_dsr(lab: &Lab, t: Target, tarpit: bool) -> Result<Proc> {
         t.label().replace(' ', "-"),
         if tarpit { "tarpit" } else { "dsr" }
     );
-    let mut p = node::spawn(
-        &lab.ns("lb"),
-        &name,
-        &dsr_argv(bin, tarpit),
-        &[],
-        &lab.log(&name),
-    )?;
-    if let Some(st) = p.wait(Duration::from_millis(700))? {
-        bail!(
-            "{} in DSR mode (-O \"dsr_if {DSR_IF}\") exited ({st}): {}",
-            t.label(),
-            p.log_tail(300).trim()
-        );
-    }
-    Ok(p)
+    // A DSR instance has no socket to probe: it serves when it still runs after 700 ms (a
+    // build without DSR, or a missing interface, makes it exit at once).
+    lab.start_peer(&name, &dsr_argv(bin, tarpit), || {
+        std::thread::sleep(Duration::from_millis(700));
+        Ok(())
+    })
+    .with_context(|| format!("{} in DSR mode (-O \"dsr_if {DSR_IF}\")", t.label()))
 }
 
 /// Probes whether pen-rs runs with `-O "dsr_if IF"`; `Err` says why not.
@@ -1935,7 +2037,9 @@ pub fn run(opts: &BenchOptions) -> Result<Results> {
             "topology".into(),
             format!(
                 "client {CLIENT_IP}, balancer host {LB_IP}, backends {WEB1_IP} and {WEB2_IP} on one bridge (network namespaces, veth); \
-                 direct = client → backend 1; balancers use -r (round robin, no client tracking) over both backends"
+                 direct = client → backend 1; balancers use -r (round robin, no client tracking) over both backends; \
+                 the balancers' ports ({}) are reserved on the balancer host (net.ipv4.ip_local_reserved_ports), never source ports",
+                balancer_reserved_ports()
             ),
         ),
         (
@@ -2136,6 +2240,99 @@ HTML transferred:       2000000 bytes\nRequests per second:    16207.46 [#/sec] 
             PathBuf::from("/tmp/b")
         );
         assert_eq!(out_dir(false, Some(PathBuf::from("x"))), PathBuf::from("x"));
+    }
+
+    /// What Debian's C Pen 0.34.1 prints on every start (no GeoIP databases installed).
+    const C_PEN_START: &str = "Error Opening file /usr/share/GeoIP/GeoIP.dat\n\
+Error Opening file /usr/share/GeoIP/GeoIPv6.dat\n\
+2026-12-07 02:17:24: Before: conns = (nil), connections_max = 0, clients = (nil), clients_max = 0\n\
+2026-12-07 02:17:24: After: conns = 0x55d3f5915550, connections_max = 500, clients = 0x7f4dee812010, clients_max = 2048\n";
+
+    #[test]
+    fn a_peer_that_serves_has_started_whatever_it_printed() {
+        assert_eq!(judge_start_up(Ok(()), C_PEN_START), StartUp::Serving);
+        assert_eq!(judge_start_up(Ok(()), ""), StartUp::Serving);
+        // Even an alarming line does not fail a peer that serves.
+        assert_eq!(
+            judge_start_up(Ok(()), "warning: something odd\n"),
+            StartUp::Serving
+        );
+    }
+
+    #[test]
+    fn a_peer_that_does_not_serve_fails_with_the_lines_that_matter() {
+        let quiet = judge_start_up(
+            Err("nothing listening on tcp 10.77.0.2:9002".into()),
+            C_PEN_START,
+        );
+        let StartUp::Failed(m) = quiet else {
+            panic!("{quiet:?}")
+        };
+        assert!(m.contains("nothing listening on tcp 10.77.0.2:9002"), "{m}");
+        assert!(m.contains("only its usual start-up lines"), "{m}");
+        assert!(
+            !m.contains("GeoIP.dat"),
+            "GeoIP noise quoted as the cause: {m}"
+        );
+        let crashed = judge_start_up(
+            Err("it exited (exit status: 1)".into()),
+            "pen: -O dsr_if eth9: no such interface\n",
+        );
+        assert_eq!(
+            crashed,
+            StartUp::Failed(
+                "it exited (exit status: 1); it printed: pen: -O dsr_if eth9: no such interface"
+                    .into()
+            )
+        );
+        assert_eq!(
+            judge_start_up(Err("it exited (exit status: 1)".into()), ""),
+            StartUp::Failed("it exited (exit status: 1); it printed nothing".into())
+        );
+    }
+
+    #[test]
+    fn a_busy_port_is_told_apart_so_the_start_is_tried_again() {
+        let c_pen = format!("{C_PEN_START}can't bind local address\n");
+        let r = judge_start_up(Err("it exited (exit status: 1)".into()), &c_pen);
+        assert_eq!(
+            r,
+            StartUp::PortBusy(
+                "it exited (exit status: 1); it printed: can't bind local address".into()
+            )
+        );
+        let pen_rs = "pen: cannot listen on 10.77.0.2:9001: Address already in use (os error 98)\n";
+        assert!(matches!(
+            judge_start_up(Err("x".into()), pen_rs),
+            StartUp::PortBusy(_)
+        ));
+        let haproxy = "[ALERT]    (1) : Starting frontend f8003: cannot bind socket (Address already in use) [10.77.0.2:8003]\n";
+        assert!(matches!(
+            judge_start_up(Err("x".into()), haproxy),
+            StartUp::PortBusy(_)
+        ));
+    }
+
+    #[test]
+    fn every_balancer_port_is_reserved_on_the_balancer_host() {
+        let reserved: Vec<u16> = balancer_reserved_ports()
+            .split(',')
+            .map(|p| p.parse().unwrap())
+            .collect();
+        for t in [Target::PenRs, Target::CPen, Target::HAProxy] {
+            let (tcp, udp, mem) = t.ports();
+            for p in [tcp, udp, mem].into_iter().filter(|p| *p != 0) {
+                assert!(
+                    reserved.contains(&p),
+                    "{} port {p} not in {reserved:?}",
+                    t.label()
+                );
+            }
+        }
+        assert_eq!(
+            balancer_reserved_ports(),
+            "5301,5302,8001,8002,8003,9001,9002,9003"
+        );
     }
 
     #[test]
