@@ -14,6 +14,8 @@
 //! The parsers, the statistics and the report rendering are pure and unit-tested; the rest
 //! drives real processes and needs root.
 
+pub mod chart;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -733,108 +735,75 @@ impl Results {
         o
     }
 
-    /// A horizontal bar chart (SVG) of each balancer's median as a ratio to direct, for the
-    /// throughput figures, with pen-rs's goal marked.
+    /// The chart (SVG, see [`chart`]): for every throughput figure, each balancer's median as
+    /// a ratio to direct's median, with whiskers from its lowest to its highest sample (over
+    /// direct's median), pen-rs's goal marked, and a caption naming the run.
     pub fn svg(&self, plan: &Plan) -> String {
-        let figs: Vec<Figure> = Figure::ALL
+        chart::render(&self.chart(plan))
+    }
+
+    /// The chart's data.
+    pub fn chart(&self, plan: &Plan) -> chart::Chart {
+        let bal = [
+            (Target::PenRs, "#d9480f"),
+            (Target::CPen, "#1971c2"),
+            (Target::HAProxy, "#5c940d"),
+        ];
+        let rows = Figure::ALL
             .into_iter()
             .filter(|f| f.higher_is_better())
-            .filter(|f| self.median(*f, Target::Direct).is_some())
-            .collect();
-        let bal = [Target::PenRs, Target::CPen, Target::HAProxy];
-        let colors = ["#d9480f", "#1971c2", "#5c940d"];
-        let (left, bar_h, gap, width) = (330.0, 12.0, 14.0, 820.0);
-        let scale_max = figs
-            .iter()
-            .flat_map(|f| {
-                bal.iter()
-                    .filter_map(|t| ratio(self.median(*f, *t), self.median(*f, Target::Direct)))
+            .filter_map(|f| {
+                let d = self
+                    .median(f, Target::Direct)
+                    .filter(|d| d.abs() > f64::EPSILON)?;
+                let bars = bal
+                    .iter()
+                    .map(|(t, color)| chart::Bar {
+                        target: t.label().to_string(),
+                        color: color.to_string(),
+                        ratios: self
+                            .samples
+                            .get(&(f, *t))
+                            .and_then(|s| summary(s))
+                            .map(|(lo, med, hi)| (lo / d, med / d, hi / d)),
+                    })
+                    .collect();
+                Some(chart::Row {
+                    key: format!("{f:?}"),
+                    label: plan.describe(f),
+                    goal: match f.goal() {
+                        Goal::RatioToDirect { min, .. } => Some(min),
+                        _ => None,
+                    },
+                    bars,
+                })
             })
-            .fold(1.2_f64, f64::max)
-            .min(3.0);
-        let plot_w = width - left - 60.0;
-        let x = |r: f64| left + plot_w * (r.min(scale_max) / scale_max);
-        let group_h = bar_h * bal.len() as f64 + gap;
-        let height = 60.0 + group_h * figs.len() as f64 + 30.0;
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">"#
-        );
-        let _ = writeln!(s, r##"<rect width="100%" height="100%" fill="#fff"/>"##);
-        let _ = writeln!(
-            s,
-            r#"<text x="10" y="18" font-size="14">pen-lab bench: median throughput as a ratio to direct (1.0 = direct); | = pen-rs goal</text>"#
-        );
-        for (i, (t, c)) in bal.iter().zip(colors).enumerate() {
-            let lx = 10.0 + 110.0 * i as f64;
-            let _ = writeln!(
-                s,
-                r#"<rect x="{lx}" y="28" width="10" height="10" fill="{c}"/><text x="{}" y="37">{}</text>"#,
-                lx + 14.0,
-                t.label()
-            );
+            .collect();
+        let get = |k: &str| {
+            self.setting
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("unknown")
+        };
+        // "git c48fe2a, release build, /path/to/pen": the path stays in the report.
+        let pen_rs: Vec<&str> = get("pen-rs").splitn(3, ", ").take(2).collect();
+        chart::Chart {
+            title: "pen-lab bench: throughput through each balancer as a ratio to direct (higher is better)"
+                .into(),
+            rows,
+            reps: plan.reps,
+            caption: vec![
+                format!(
+                    "Run of {}; pen-rs {}; {} repetition(s), target order rotated.",
+                    get("date"),
+                    pen_rs.join(", "),
+                    plan.reps
+                ),
+                format!("Machine: {}.", get("machine")),
+            ],
         }
-        let top = 50.0;
-        for (gi, f) in figs.iter().enumerate() {
-            let gy = top + group_h * gi as f64;
-            let _ = writeln!(
-                s,
-                r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
-                left - 6.0,
-                gy + group_h / 2.0,
-                xml_escape(&plan.describe(*f))
-            );
-            let d = self.median(*f, Target::Direct);
-            for (bi, (t, c)) in bal.iter().zip(colors).enumerate() {
-                let y = gy + bar_h * bi as f64;
-                match ratio(self.median(*f, *t), d) {
-                    Some(r) => {
-                        let _ = writeln!(
-                            s,
-                            r#"<rect x="{left}" y="{y}" width="{:.1}" height="{}" fill="{c}"/><text x="{:.1}" y="{}">{r:.2}</text>"#,
-                            (x(r) - left).max(0.5),
-                            bar_h - 2.0,
-                            x(r) + 3.0,
-                            y + bar_h - 3.0
-                        );
-                    }
-                    None => {
-                        let _ = writeln!(
-                            s,
-                            r##"<text x="{}" y="{}" fill="#888">{}: n/a</text>"##,
-                            left + 3.0,
-                            y + bar_h - 3.0,
-                            t.label()
-                        );
-                    }
-                }
-            }
-            if let Goal::RatioToDirect { min, .. } = f.goal() {
-                let gx = x(min);
-                let _ = writeln!(
-                    s,
-                    r##"<line x1="{gx:.1}" y1="{gy}" x2="{gx:.1}" y2="{}" stroke="#000" stroke-width="2"/>"##,
-                    gy + bar_h
-                );
-            }
-        }
-        let one = x(1.0);
-        let bottom = top + group_h * figs.len() as f64;
-        let _ = writeln!(
-            s,
-            r##"<line x1="{one:.1}" y1="{top}" x2="{one:.1}" y2="{bottom}" stroke="#444" stroke-dasharray="4,3"/><text x="{one:.1}" y="{}" text-anchor="middle">1.0</text>"##,
-            bottom + 14.0
-        );
-        let _ = writeln!(s, "</svg>");
-        s
     }
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2193,6 +2162,47 @@ fn date_utc() -> String {
         .unwrap_or_default()
 }
 
+/// Reads a `samples.tsv` written by [`write_report`] back (figure, unit, target, samples).
+pub fn parse_samples_tsv(text: &str) -> Result<BTreeMap<(Figure, Target), Vec<f64>>> {
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let cols: Vec<&str> = line.split('\t').collect();
+        let [fig, _unit, target, samples] = cols[..] else {
+            bail!(
+                "samples.tsv line {}: {line:?} has {} columns; expected figure, unit, target, samples",
+                i + 1,
+                cols.len()
+            );
+        };
+        let f = Figure::ALL
+            .into_iter()
+            .find(|f| format!("{f:?}") == fig)
+            .ok_or_else(|| anyhow!("samples.tsv line {}: unknown figure {fig:?}", i + 1))?;
+        let t = Target::ALL
+            .into_iter()
+            .find(|t| t.label() == target)
+            .ok_or_else(|| {
+                anyhow!(
+                    "samples.tsv line {}: unknown target {target:?}; expected direct, pen-rs, C Pen or HAProxy",
+                    i + 1
+                )
+            })?;
+        let v = samples
+            .split(',')
+            .map(|x| {
+                x.trim()
+                    .parse::<f64>()
+                    .map_err(|_| anyhow!("samples.tsv line {}: {x:?} is not a number", i + 1))
+            })
+            .collect::<Result<Vec<f64>>>()?;
+        out.insert((f, t), v);
+    }
+    Ok(out)
+}
+
 /// Writes `report.md`, `chart.svg` and `samples.tsv` (every raw sample) into `out`.
 pub fn write_report(out: &Path, plan: &Plan, res: &Results) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -2492,6 +2502,121 @@ Requests/sec:  23456.78\nTransfer/sec:      8.12MB\n";
         assert!(svg.starts_with("<svg"));
         assert!(svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains(">0.85<") && svg.contains(">0.60<") && svg.contains(">0.90<"));
-        assert!(svg.contains("HAProxy: n/a"), "{svg}");
+        assert!(svg.contains("HAProxy: not measured"), "{svg}");
+    }
+
+    #[test]
+    fn chart_whiskers_span_each_balancers_lowest_and_highest_sample_over_directs_median() {
+        use chart::parse::{elements, scale};
+        // Direct 90/100/110 (median 100); pen-rs 75/85/95, C Pen 50/60/70, HAProxy 70/80/90.
+        let r = sample_results();
+        let els = elements(&r.svg(&Plan::full()));
+        let x = scale(&els);
+        for (t, lo, hi) in [
+            ("pen-rs", 0.75, 0.95),
+            ("C Pen", 0.50, 0.70),
+            ("HAProxy", 0.70, 0.90),
+        ] {
+            let w: Vec<_> = els
+                .iter()
+                .filter(|e| {
+                    e.class() == "whisker"
+                        && e.attr("data-figure") == "AbKeepAlive"
+                        && e.attr("data-target") == t
+                })
+                .collect();
+            assert_eq!(w.len(), 1, "{t}");
+            assert!((w[0].num("x1") - x(lo)).abs() < 0.2, "{t} min");
+            assert!((w[0].num("x2") - x(hi)).abs() < 0.2, "{t} max");
+        }
+    }
+
+    #[test]
+    fn chart_of_the_committed_full_run_has_no_overlapping_labels() {
+        use chart::parse::{elements, overlap, text_box};
+        let samples = parse_samples_tsv(include_str!("../../results/samples.tsv")).unwrap();
+        assert!(samples.len() > 40, "{} rows", samples.len());
+        let r = Results {
+            samples,
+            setting: vec![
+                ("date".into(), "2026-12-06 19:25 UTC".into()),
+                (
+                    "machine".into(),
+                    "nproc 2, Intel(R) Xeon(R) Processor, 24 GiB, kernel 6.18.44-fc-v1300".into(),
+                ),
+                ("pen-rs".into(), "git c48fe2a, release build, /x/pen".into()),
+            ],
+            ..Results::default()
+        };
+        let svg = r.svg(&Plan::full());
+        let els = elements(&svg);
+        let texts: Vec<_> = els.iter().filter(|e| e.name == "text").collect();
+        let marks: Vec<_> = els
+            .iter()
+            .filter(|e| matches!(e.class(), "bar" | "whisker" | "goal" | "direct"))
+            .collect();
+        assert_eq!(els.iter().filter(|e| e.class() == "whisker").count(), 26);
+        for (i, a) in texts.iter().enumerate() {
+            for b in texts.iter().skip(i + 1) {
+                assert!(
+                    !overlap(text_box(a), text_box(b)),
+                    "{:?} / {:?}",
+                    a.text,
+                    b.text
+                );
+            }
+            for m in &marks {
+                assert!(
+                    !overlap(text_box(a), chart::parse::shape_box(m)),
+                    "{:?} / {} {:?}",
+                    a.text,
+                    m.class(),
+                    m.attrs
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn samples_tsv_reads_back_what_the_report_wrote() {
+        let t = "figure\tunit\ttarget\tsamples\nAb\treq/s\tC Pen\t1.5,2.000\n";
+        let m = parse_samples_tsv(t).unwrap();
+        assert_eq!(m.get(&(Figure::Ab, Target::CPen)), Some(&vec![1.5, 2.0]));
+        let e = parse_samples_tsv("h\nAb\treq/s\tnginx\t1\n").unwrap_err();
+        assert!(e.to_string().contains("\"nginx\""), "{e}");
+        assert!(parse_samples_tsv("h\nAb\t1\n").is_err());
+        assert!(parse_samples_tsv("h\nAb\tx\tdirect\t1,z\n").is_err());
+    }
+
+    #[test]
+    fn chart_caption_names_the_runs_date_machine_and_commit() {
+        let mut r = sample_results();
+        r.setting = vec![
+            ("date".into(), "2026-12-06 19:25 UTC".into()),
+            (
+                "machine".into(),
+                "nproc 2, Intel(R) Xeon(R) Processor, 24 GiB, kernel 6.18.44".into(),
+            ),
+            (
+                "pen-rs".into(),
+                "git c48fe2a, release build, /work/main/target/release/pen".into(),
+            ),
+        ];
+        let c = r.chart(&Plan::full());
+        let caption = c.caption.join(" ");
+        for want in [
+            "2026-12-06 19:25 UTC",
+            "nproc 2, Intel(R) Xeon(R) Processor, 24 GiB, kernel 6.18.44",
+            "git c48fe2a, release build",
+            "3 repetition(s)",
+        ] {
+            assert!(caption.contains(want), "caption lacks {want:?}: {caption}");
+        }
+        assert!(!caption.contains("/work/main"), "{caption}");
+        let svg = r.svg(&Plan::full());
+        assert!(
+            svg.contains(r#"class="caption""#) && svg.contains("git c48fe2a"),
+            "{svg}"
+        );
     }
 }
