@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the full side-by-side benchmark (docs/benchmarks.md) and writes the report:
 #   results/report.md   markdown table: median (min-max), ratio to direct and to C Pen
-#   results/chart.svg   ratio-to-direct bar chart
+#   results/chart.svg   ratio-to-direct bar chart (median bars, min-max whiskers, goal marks)
 #   results/samples.tsv every raw sample
 # Needs root (network namespaces). Installs the peers (nginx-light, haproxy, wrk, dnsperf,
 # apache2-utils, pen) first, builds release binaries, then runs `pen-lab bench`.
