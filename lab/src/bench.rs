@@ -1202,7 +1202,7 @@ impl Lab {
         &self,
         name: &str,
         argv: &[String],
-        probe: impl Fn() -> Result<()>,
+        probe: impl Fn(&mut Proc) -> Result<()>,
     ) -> Result<Proc> {
         let ns = self.ns("lb");
         let log = self.log(name);
@@ -1211,7 +1211,7 @@ impl Lab {
             attempt += 1;
             let from = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
             let mut p = node::spawn(&ns, name, argv, &[], &log)?;
-            let serves = match probe() {
+            let serves = match probe(&mut p) {
                 Err(e) => Err(format!("{e:#}")),
                 Ok(()) => match p.try_wait() {
                     Ok(None) => Ok(()),
@@ -1246,8 +1246,10 @@ impl Lab {
         let ns = self.ns("lb");
         let name = format!("{}-{tag}", t.label().replace(' ', "-"));
         let addr = SocketAddr::new(IpAddr::V4(LB_IP), port);
-        self.start_peer(&name, argv, || {
-            wait_tcp_listening(&ns, addr, Duration::from_secs(5))
+        self.start_peer(&name, argv, |p| {
+            until_serving(p, || {
+                wait_tcp_listening(&ns, addr, Duration::from_millis(100))
+            })
         })
     }
 
@@ -1271,8 +1273,8 @@ impl Lab {
         ];
         let ns = self.ns("lb");
         let name = format!("{}-udp", t.label().replace(' ', "-"));
-        let p = self.start_peer(&name, &argv, || {
-            wait_udp_bound(&ns, addr, Duration::from_secs(5))
+        let p = self.start_peer(&name, &argv, |p| {
+            until_serving(p, || wait_udp_bound(&ns, addr, Duration::from_millis(100)))
         })?;
         Ok(Some(p))
     }
@@ -1307,6 +1309,24 @@ impl Lab {
         argv.push(url.to_string());
         let text = self.run_client(argv, timeout)?;
         parse_ab(&text)
+    }
+}
+
+/// Repeats `check` (a short probe) for up to 5 s until it succeeds; stops early with an
+/// error when `p` exits first (a peer that cannot bind its port exits at once).
+fn until_serving(p: &mut Proc, check: impl Fn() -> Result<()>) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = check();
+        if r.is_ok() {
+            return Ok(());
+        }
+        if let Some(st) = p.try_wait()? {
+            bail!("it exited ({st}) before serving");
+        }
+        if Instant::now() >= deadline {
+            return r.context("still not serving after 5 s");
+        }
     }
 }
 
@@ -1707,8 +1727,8 @@ fn start_dsr(lab: &Lab, t: Target, tarpit: bool) -> Result<Proc> {
     );
     // A DSR instance has no socket to probe: it serves when it still runs after 700 ms (a
     // build without DSR, or a missing interface, makes it exit at once).
-    lab.start_peer(&name, &dsr_argv(bin, tarpit), || {
-        std::thread::sleep(Duration::from_millis(700));
+    lab.start_peer(&name, &dsr_argv(bin, tarpit), |p| {
+        p.wait(Duration::from_millis(700))?;
         Ok(())
     })
     .with_context(|| format!("{} in DSR mode (-O \"dsr_if {DSR_IF}\")", t.label()))
