@@ -223,7 +223,8 @@ pub fn render(c: &Chart) -> String {
         .map(|r| text_width(&r.label, FONT))
         .fold(0.0, f64::max);
     let left = (margin + label_w + 10.0).max(160.0);
-    let value_room = text_width("0.00", FONT) + 12.0;
+    // The widest value label: "0.00", or a clipped "99.9 ▸".
+    let value_room = text_width("99.9 ▸", FONT) + 12.0;
     let right = WIDTH - margin - value_room;
     let max_seen = c
         .rows
@@ -397,8 +398,13 @@ pub fn render(c: &Chart) -> String {
                     for wx in [x(lo), x(hi)] {
                         o.line("whisker-cap", (wx, mid - 3.5), (wx, mid + 3.5), "#222", "");
                     }
-                    let clipped = if med > end { " ▸" } else { "" };
-                    let value = format!("{med:.2}{clipped}");
+                    let value = if med <= end {
+                        format!("{med:.2}")
+                    } else if med < 99.95 {
+                        format!("{med:.1} ▸")
+                    } else {
+                        ">99 ▸".to_string()
+                    };
                     // Right of the bar and the whisker; moved past the goal mark or the
                     // dashed direct line when it would sit across one of them.
                     let w = text_width(&value, FONT);
@@ -414,13 +420,15 @@ pub fn render(c: &Chart) -> String {
                     o.text("value", START, after + 4.0, y + ROW_H - 3.0, &value);
                 }
                 None => {
-                    o.text(
-                        "missing",
-                        GREY,
-                        left + 4.0,
-                        y + ROW_H - 3.0,
-                        &format!("{}: not measured", b.target),
-                    );
+                    let text = format!("{}: not measured", b.target);
+                    let mut tx = left + 4.0;
+                    if let Some(g) = goal_x
+                        && tx < g + 1.5
+                        && g - 1.5 < tx + text_width(&text, FONT)
+                    {
+                        tx = g + 1.5 + 4.0;
+                    }
+                    o.text("missing", GREY, tx, y + ROW_H - 3.0, &text);
                 }
             }
             if let Some(gx) = goal_x {
@@ -665,7 +673,7 @@ mod tests {
             "axis ends before the largest whisker: {vals:?}"
         );
         let step = vals[1] - vals[0];
-        let dx = ticks[1].num("x1") - ticks[0].num("x1");
+        let dx = (ticks[ticks.len() - 1].num("x1") - ticks[0].num("x1")) / (ticks.len() - 1) as f64;
         for (i, (t, l)) in ticks.iter().zip(&labels).enumerate() {
             assert!((vals[i] - step * i as f64).abs() < 1e-9, "{vals:?}");
             assert!((t.num("x1") - (ticks[0].num("x1") + dx * i as f64)).abs() < 0.2);
@@ -785,7 +793,13 @@ mod tests {
         rows[0].bars[0].ratios = Some((0.74, 0.76, 0.78));
         // HAProxy just short of direct: its label must not sit across the dashed line.
         rows[3].bars[2].ratios = Some((0.90, 0.95, 0.97));
-        for c in [chart(rows), chart(sample_rows())] {
+        // An extreme run: a ratio far beyond the axis's end (3.0) squeezes the scale, and
+        // pen-rs is missing in a row whose goal mark then sits near the left edge.
+        let mut extreme = sample_rows();
+        extreme[3].bars[2].ratios = Some((2.0, 250.0, 400.0));
+        extreme[0].bars[1].ratios = Some((2.8, 2.9, 3.5));
+        extreme[1].bars[0].ratios = None;
+        for c in [chart(rows), chart(sample_rows()), chart(extreme)] {
             let svg = render(&c);
             let els = elements(&svg);
             let width: f64 = els[0].num("width");
