@@ -14,6 +14,8 @@
 //! The parsers, the statistics and the report rendering are pure and unit-tested; the rest
 //! drives real processes and needs root.
 
+pub mod chart;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -335,6 +337,17 @@ impl Plan {
 // ---------------------------------------------------------------------------------------
 // Pure parts: output parsers, statistics, report rendering.
 
+/// Where the full run writes its report by default (committed to the repository).
+pub const FULL_OUT_DIR: &str = "results";
+/// Where `--quick` writes its report by default: under the build directory, so a smoke run
+/// never overwrites the committed full report in [`FULL_OUT_DIR`].
+pub const QUICK_OUT_DIR: &str = "target/bench-quick";
+
+/// The report directory: `--out` when given, else the default of the run's kind.
+pub fn out_dir(quick: bool, out: Option<PathBuf>) -> PathBuf {
+    out.unwrap_or_else(|| PathBuf::from(if quick { QUICK_OUT_DIR } else { FULL_OUT_DIR }))
+}
+
 fn field_after<'a>(text: &'a str, label: &str) -> Option<&'a str> {
     text.lines()
         .find_map(|l| l.trim_start().strip_prefix(label))
@@ -433,6 +446,14 @@ pub fn parse_vmrss(status: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// What a log file holds from byte `from` on, lossily decoded ("" if unreadable): the output
+/// of the latest process appended to it.
+fn read_from(path: &Path, from: u64) -> String {
+    let data = std::fs::read(path).unwrap_or_default();
+    let start = usize::try_from(from).unwrap_or(usize::MAX).min(data.len());
+    String::from_utf8_lossy(data.get(start..).unwrap_or_default()).into_owned()
+}
+
 fn tail(text: &str, max: usize) -> String {
     let t = text.trim();
     let start = t.len().saturating_sub(max);
@@ -440,6 +461,90 @@ fn tail(text: &str, max: usize) -> String {
         .find(|i| t.is_char_boundary(*i))
         .unwrap_or(t.len());
     t.get(start..).unwrap_or_default().replace('\n', " | ")
+}
+
+/// Lines peers print at every start that say nothing about whether they work: C Pen's GeoIP
+/// warnings (Debian's build looks for GeoIP databases that are not installed; pen works
+/// without them) and its connection-table allocation lines.
+const HARMLESS_OUTPUT: [&str; 3] = [
+    "Error Opening file /usr/share/GeoIP/",
+    "Before: conns =",
+    "After: conns =",
+];
+
+/// What peers print when their listening port is still held by another socket (pen-rs, C Pen,
+/// HAProxy): worth another attempt a second later.
+const PORT_BUSY_OUTPUT: [&str; 3] = [
+    "Address already in use",
+    "can't bind local address",
+    "cannot bind socket",
+];
+
+/// How a peer's start-up went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartUp {
+    /// It serves; whatever it printed is beside the point.
+    Serving,
+    /// It does not serve and its output says its port is taken: try again.
+    PortBusy(String),
+    /// It does not serve: why (the probe's finding and the output lines that matter).
+    Failed(String),
+}
+
+/// Judges a peer's start-up by whether it serves (`serves`: the probe's finding, e.g. a
+/// listening socket on its address, and the process still running), never by what it
+/// printed: C Pen prints GeoIP warnings on every start. The output only explains a failure
+/// (without the known-harmless lines) and tells a busy port from other failures.
+pub fn judge_start_up(serves: Result<(), String>, output: &str) -> StartUp {
+    let Err(why) = serves else {
+        return StartUp::Serving;
+    };
+    let relevant: Vec<&str> = output
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !HARMLESS_OUTPUT.iter().any(|h| l.contains(h)))
+        .collect();
+    let said = if relevant.is_empty() {
+        if output.trim().is_empty() {
+            "it printed nothing".to_string()
+        } else {
+            "it printed only its usual start-up lines (GeoIP warnings, table sizes)".to_string()
+        }
+    } else {
+        format!("it printed: {}", tail(&relevant.join("\n"), 400))
+    };
+    let msg = format!("{why}; {said}");
+    if relevant
+        .iter()
+        .any(|l| PORT_BUSY_OUTPUT.iter().any(|b| l.contains(b)))
+    {
+        StartUp::PortBusy(msg)
+    } else {
+        StartUp::Failed(msg)
+    }
+}
+
+/// The ports the balancers listen on, as a `net.ipv4.ip_local_reserved_ports` value for the
+/// balancer host: outgoing connections to the backends must not take them as source ports,
+/// or a closed connection's TIME_WAIT socket (no SO_REUSEADDR) keeps the next instance on
+/// that port from binding for a minute ("can't bind local address").
+pub fn balancer_reserved_ports() -> String {
+    let mut ports: Vec<u16> = Target::ALL
+        .iter()
+        .filter(|t| **t != Target::Direct)
+        .flat_map(|t| {
+            let (a, b, c) = t.ports();
+            [a, b, c]
+        })
+        .filter(|p| *p != 0)
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// min, median, max of a non-empty sample set (median of an even count: the mean of the two
@@ -630,108 +735,75 @@ impl Results {
         o
     }
 
-    /// A horizontal bar chart (SVG) of each balancer's median as a ratio to direct, for the
-    /// throughput figures, with pen-rs's goal marked.
+    /// The chart (SVG, see [`chart`]): for every throughput figure, each balancer's median as
+    /// a ratio to direct's median, with whiskers from its lowest to its highest sample (over
+    /// direct's median), pen-rs's goal marked, and a caption naming the run.
     pub fn svg(&self, plan: &Plan) -> String {
-        let figs: Vec<Figure> = Figure::ALL
+        chart::render(&self.chart(plan))
+    }
+
+    /// The chart's data.
+    pub fn chart(&self, plan: &Plan) -> chart::Chart {
+        let bal = [
+            (Target::PenRs, "#d9480f"),
+            (Target::CPen, "#1971c2"),
+            (Target::HAProxy, "#5c940d"),
+        ];
+        let rows = Figure::ALL
             .into_iter()
             .filter(|f| f.higher_is_better())
-            .filter(|f| self.median(*f, Target::Direct).is_some())
-            .collect();
-        let bal = [Target::PenRs, Target::CPen, Target::HAProxy];
-        let colors = ["#d9480f", "#1971c2", "#5c940d"];
-        let (left, bar_h, gap, width) = (330.0, 12.0, 14.0, 820.0);
-        let scale_max = figs
-            .iter()
-            .flat_map(|f| {
-                bal.iter()
-                    .filter_map(|t| ratio(self.median(*f, *t), self.median(*f, Target::Direct)))
+            .filter_map(|f| {
+                let d = self
+                    .median(f, Target::Direct)
+                    .filter(|d| d.abs() > f64::EPSILON)?;
+                let bars = bal
+                    .iter()
+                    .map(|(t, color)| chart::Bar {
+                        target: t.label().to_string(),
+                        color: color.to_string(),
+                        ratios: self
+                            .samples
+                            .get(&(f, *t))
+                            .and_then(|s| summary(s))
+                            .map(|(lo, med, hi)| (lo / d, med / d, hi / d)),
+                    })
+                    .collect();
+                Some(chart::Row {
+                    key: format!("{f:?}"),
+                    label: plan.describe(f),
+                    goal: match f.goal() {
+                        Goal::RatioToDirect { min, .. } => Some(min),
+                        _ => None,
+                    },
+                    bars,
+                })
             })
-            .fold(1.2_f64, f64::max)
-            .min(3.0);
-        let plot_w = width - left - 60.0;
-        let x = |r: f64| left + plot_w * (r.min(scale_max) / scale_max);
-        let group_h = bar_h * bal.len() as f64 + gap;
-        let height = 60.0 + group_h * figs.len() as f64 + 30.0;
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">"#
-        );
-        let _ = writeln!(s, r##"<rect width="100%" height="100%" fill="#fff"/>"##);
-        let _ = writeln!(
-            s,
-            r#"<text x="10" y="18" font-size="14">pen-lab bench: median throughput as a ratio to direct (1.0 = direct); | = pen-rs goal</text>"#
-        );
-        for (i, (t, c)) in bal.iter().zip(colors).enumerate() {
-            let lx = 10.0 + 110.0 * i as f64;
-            let _ = writeln!(
-                s,
-                r#"<rect x="{lx}" y="28" width="10" height="10" fill="{c}"/><text x="{}" y="37">{}</text>"#,
-                lx + 14.0,
-                t.label()
-            );
+            .collect();
+        let get = |k: &str| {
+            self.setting
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("unknown")
+        };
+        // "git c48fe2a, release build, /path/to/pen": the path stays in the report.
+        let pen_rs: Vec<&str> = get("pen-rs").splitn(3, ", ").take(2).collect();
+        chart::Chart {
+            title: "pen-lab bench: throughput through each balancer as a ratio to direct (higher is better)"
+                .into(),
+            rows,
+            reps: plan.reps,
+            caption: vec![
+                format!(
+                    "Run of {}; pen-rs {}; {} repetition(s), target order rotated.",
+                    get("date"),
+                    pen_rs.join(", "),
+                    plan.reps
+                ),
+                format!("Machine: {}.", get("machine")),
+            ],
         }
-        let top = 50.0;
-        for (gi, f) in figs.iter().enumerate() {
-            let gy = top + group_h * gi as f64;
-            let _ = writeln!(
-                s,
-                r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
-                left - 6.0,
-                gy + group_h / 2.0,
-                xml_escape(&plan.describe(*f))
-            );
-            let d = self.median(*f, Target::Direct);
-            for (bi, (t, c)) in bal.iter().zip(colors).enumerate() {
-                let y = gy + bar_h * bi as f64;
-                match ratio(self.median(*f, *t), d) {
-                    Some(r) => {
-                        let _ = writeln!(
-                            s,
-                            r#"<rect x="{left}" y="{y}" width="{:.1}" height="{}" fill="{c}"/><text x="{:.1}" y="{}">{r:.2}</text>"#,
-                            (x(r) - left).max(0.5),
-                            bar_h - 2.0,
-                            x(r) + 3.0,
-                            y + bar_h - 3.0
-                        );
-                    }
-                    None => {
-                        let _ = writeln!(
-                            s,
-                            r##"<text x="{}" y="{}" fill="#888">{}: n/a</text>"##,
-                            left + 3.0,
-                            y + bar_h - 3.0,
-                            t.label()
-                        );
-                    }
-                }
-            }
-            if let Goal::RatioToDirect { min, .. } = f.goal() {
-                let gx = x(min);
-                let _ = writeln!(
-                    s,
-                    r##"<line x1="{gx:.1}" y1="{gy}" x2="{gx:.1}" y2="{}" stroke="#000" stroke-width="2"/>"##,
-                    gy + bar_h
-                );
-            }
-        }
-        let one = x(1.0);
-        let bottom = top + group_h * figs.len() as f64;
-        let _ = writeln!(
-            s,
-            r##"<line x1="{one:.1}" y1="{top}" x2="{one:.1}" y2="{bottom}" stroke="#444" stroke-dasharray="4,3"/><text x="{one:.1}" y="{}" text-anchor="middle">1.0</text>"##,
-            bottom + 14.0
-        );
-        let _ = writeln!(s, "</svg>");
-        s
     }
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -950,6 +1022,13 @@ impl Lab {
             topo.sysctl(node, "net.ipv4.ip_local_port_range", "1024 65000")?;
             topo.sysctl(node, "net.ipv4.tcp_tw_reuse", "1")?;
         }
+        // The balancers' own ports are never source ports of the balancer host's connections
+        // to the backends (a TIME_WAIT socket on one would keep the next instance from binding).
+        topo.sysctl(
+            "lb",
+            "net.ipv4.ip_local_reserved_ports",
+            &balancer_reserved_ports(),
+        )?;
         // Bridged frames need not traverse iptables (br_netfilter is loaded on this kernel and
         // costs every target the same); best effort, the report records the outcome.
         let mut bridge_nf = Vec::new();
@@ -1115,21 +1194,63 @@ impl Lab {
         })
     }
 
+    /// Spawns `argv` as `name` on the balancer host and waits until it serves (`probe`, and
+    /// the process still running), judged by [`judge_start_up`]: what it prints does not
+    /// matter unless it fails. A busy port is tried again, up to three attempts a second
+    /// apart.
+    fn start_peer(
+        &self,
+        name: &str,
+        argv: &[String],
+        probe: impl Fn(&mut Proc) -> Result<()>,
+    ) -> Result<Proc> {
+        let ns = self.ns("lb");
+        let log = self.log(name);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let from = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+            let mut p = node::spawn(&ns, name, argv, &[], &log)?;
+            let serves = match probe(&mut p) {
+                Err(e) => Err(format!("{e:#}")),
+                Ok(()) => match p.try_wait() {
+                    Ok(None) => Ok(()),
+                    Ok(Some(st)) => Err(format!("it exited ({st})")),
+                    Err(e) => Err(format!("{e:#}")),
+                },
+            };
+            match judge_start_up(serves, &read_from(&log, from)) {
+                StartUp::Serving => return Ok(p),
+                StartUp::PortBusy(m) if attempt < 3 => {
+                    eprintln!("  {name}, attempt {attempt}: {m}; trying again in 1 s");
+                    let _ = p.stop(Duration::from_secs(2));
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                StartUp::PortBusy(m) | StartUp::Failed(m) => {
+                    let _ = p.stop(Duration::from_secs(2));
+                    bail!("{name} ({}) did not start: {m}", argv.join(" "));
+                }
+            }
+        }
+    }
+
+    /// Starts a TCP balancer instance of `t` on `port` and waits until it listens there.
     fn start_balancer(&self, t: Target, port: u16, max: u32, tag: &str) -> Result<Proc> {
         let argv = self.balancer_argv(t, port, max)?;
+        self.start_tcp_peer(t, &argv, port, tag)
+    }
+
+    /// Starts `argv` (a balancer of `t` listening on `port` of the balancer host); started
+    /// means listening there (read from /proc: no connection, so an idle instance stays idle).
+    fn start_tcp_peer(&self, t: Target, argv: &[String], port: u16, tag: &str) -> Result<Proc> {
         let ns = self.ns("lb");
         let name = format!("{}-{tag}", t.label().replace(' ', "-"));
-        let mut p = node::spawn(&ns, &name, &argv, &[], &self.log(&name))?;
         let addr = SocketAddr::new(IpAddr::V4(LB_IP), port);
-        if let Err(e) = wait_tcp_listening(&ns, addr, Duration::from_secs(5)) {
-            let _ = p.try_wait();
-            bail!(
-                "{} did not listen on {addr}: {e:#}; log: {}",
-                t.label(),
-                p.log_tail(600)
-            );
-        }
-        Ok(p)
+        self.start_peer(&name, argv, |p| {
+            until_serving(p, || {
+                wait_tcp_listening(&ns, addr, Duration::from_millis(100))
+            })
+        })
     }
 
     fn start_udp_balancer(&self, t: Target) -> Result<Option<Proc>> {
@@ -1152,9 +1273,8 @@ impl Lab {
         ];
         let ns = self.ns("lb");
         let name = format!("{}-udp", t.label().replace(' ', "-"));
-        let p = node::spawn(&ns, &name, &argv, &[], &self.log(&name))?;
-        wait_udp_bound(&ns, addr, Duration::from_secs(5)).with_context(|| {
-            format!("{} UDP did not bind {addr}: {}", t.label(), p.log_tail(600))
+        let p = self.start_peer(&name, &argv, |p| {
+            until_serving(p, || wait_udp_bound(&ns, addr, Duration::from_millis(100)))
         })?;
         Ok(Some(p))
     }
@@ -1189,6 +1309,24 @@ impl Lab {
         argv.push(url.to_string());
         let text = self.run_client(argv, timeout)?;
         parse_ab(&text)
+    }
+}
+
+/// Repeats `check` (a short probe) for up to 5 s until it succeeds; stops early with an
+/// error when `p` exits first (a peer that cannot bind its port exits at once).
+fn until_serving(p: &mut Proc, check: impl Fn() -> Result<()>) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = check();
+        if r.is_ok() {
+            return Ok(());
+        }
+        if let Some(st) = p.try_wait()? {
+            bail!("it exited ({st}) before serving");
+        }
+        if Instant::now() >= deadline {
+            return r.context("still not serving after 5 s");
+        }
     }
 }
 
@@ -1475,35 +1613,7 @@ fn memory(lab: &Lab, plan: &Plan, t: Target, res: &mut Results) -> Result<()> {
                 format!("{WEB1_IP}:{HTTP_PORT}"),
                 format!("{WEB2_IP}:{HTTP_PORT}"),
             ];
-            let ns = lab.ns("lb");
-            let name = format!("{}-idle", t.label().replace(' ', "-"));
-            // The previous repetition's instance on this port may still be letting go of it
-            // ("can't bind local address" from C Pen): try again a few times.
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let mut p = node::spawn(&ns, &name, &argv, &[], &lab.log(&name))?;
-                match wait_tcp_listening(
-                    &ns,
-                    SocketAddr::new(IpAddr::V4(LB_IP), port),
-                    Duration::from_secs(5),
-                ) {
-                    Ok(()) => break p,
-                    Err(e) if attempt < 3 => {
-                        eprintln!(
-                            "  {} idle instance, attempt {attempt}: {e:#}; retrying",
-                            t.label()
-                        );
-                        let _ = p.stop(Duration::from_secs(2));
-                        std::thread::sleep(Duration::from_secs(1));
-                    }
-                    Err(e) => {
-                        return Err(e).with_context(|| {
-                            format!("{} idle instance: {}", t.label(), p.log_tail(400))
-                        });
-                    }
-                }
-            }
+            lab.start_tcp_peer(t, &argv, port, "idle")?
         }
     };
     std::thread::sleep(Duration::from_millis(300));
@@ -1603,7 +1713,7 @@ fn dsr_argv(bin: &Path, tarpit: bool) -> Vec<String> {
 }
 
 /// Starts `t` in DSR mode on the balancer host; an instance that exits within 700 ms is an
-/// error quoting its log (e.g. a build without DSR).
+/// error quoting what it printed (e.g. a build without DSR).
 fn start_dsr(lab: &Lab, t: Target, tarpit: bool) -> Result<Proc> {
     let bin = match t {
         Target::PenRs => &lab.opts.pen_rs,
@@ -1615,21 +1725,13 @@ fn start_dsr(lab: &Lab, t: Target, tarpit: bool) -> Result<Proc> {
         t.label().replace(' ', "-"),
         if tarpit { "tarpit" } else { "dsr" }
     );
-    let mut p = node::spawn(
-        &lab.ns("lb"),
-        &name,
-        &dsr_argv(bin, tarpit),
-        &[],
-        &lab.log(&name),
-    )?;
-    if let Some(st) = p.wait(Duration::from_millis(700))? {
-        bail!(
-            "{} in DSR mode (-O \"dsr_if {DSR_IF}\") exited ({st}): {}",
-            t.label(),
-            p.log_tail(300).trim()
-        );
-    }
-    Ok(p)
+    // A DSR instance has no socket to probe: it serves when it still runs after 700 ms (a
+    // build without DSR, or a missing interface, makes it exit at once).
+    lab.start_peer(&name, &dsr_argv(bin, tarpit), |p| {
+        p.wait(Duration::from_millis(700))?;
+        Ok(())
+    })
+    .with_context(|| format!("{} in DSR mode (-O \"dsr_if {DSR_IF}\")", t.label()))
 }
 
 /// Probes whether pen-rs runs with `-O "dsr_if IF"`; `Err` says why not.
@@ -1924,7 +2026,9 @@ pub fn run(opts: &BenchOptions) -> Result<Results> {
             "topology".into(),
             format!(
                 "client {CLIENT_IP}, balancer host {LB_IP}, backends {WEB1_IP} and {WEB2_IP} on one bridge (network namespaces, veth); \
-                 direct = client → backend 1; balancers use -r (round robin, no client tracking) over both backends"
+                 direct = client → backend 1; balancers use -r (round robin, no client tracking) over both backends; \
+                 the balancers' ports ({}) are reserved on the balancer host (net.ipv4.ip_local_reserved_ports), never source ports",
+                balancer_reserved_ports()
             ),
         ),
         (
@@ -2078,6 +2182,47 @@ fn date_utc() -> String {
         .unwrap_or_default()
 }
 
+/// Reads a `samples.tsv` written by [`write_report`] back (figure, unit, target, samples).
+pub fn parse_samples_tsv(text: &str) -> Result<BTreeMap<(Figure, Target), Vec<f64>>> {
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let cols: Vec<&str> = line.split('\t').collect();
+        let [fig, _unit, target, samples] = cols[..] else {
+            bail!(
+                "samples.tsv line {}: {line:?} has {} columns; expected figure, unit, target, samples",
+                i + 1,
+                cols.len()
+            );
+        };
+        let f = Figure::ALL
+            .into_iter()
+            .find(|f| format!("{f:?}") == fig)
+            .ok_or_else(|| anyhow!("samples.tsv line {}: unknown figure {fig:?}", i + 1))?;
+        let t = Target::ALL
+            .into_iter()
+            .find(|t| t.label() == target)
+            .ok_or_else(|| {
+                anyhow!(
+                    "samples.tsv line {}: unknown target {target:?}; expected direct, pen-rs, C Pen or HAProxy",
+                    i + 1
+                )
+            })?;
+        let v = samples
+            .split(',')
+            .map(|x| {
+                x.trim()
+                    .parse::<f64>()
+                    .map_err(|_| anyhow!("samples.tsv line {}: {x:?} is not a number", i + 1))
+            })
+            .collect::<Result<Vec<f64>>>()?;
+        out.insert((f, t), v);
+    }
+    Ok(out)
+}
+
 /// Writes `report.md`, `chart.svg` and `samples.tsv` (every raw sample) into `out`.
 pub fn write_report(out: &Path, plan: &Plan, res: &Results) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -2113,6 +2258,112 @@ Concurrency Level:      20\nTime taken for tests:   1.234 seconds\nComplete requ
 Failed requests:        3\n   (Connect: 0, Receive: 0, Length: 3, Exceptions: 0)\n\
 Non-2xx responses:      2\nKeep-Alive requests:    19800\nTotal transferred:      7000000 bytes\n\
 HTML transferred:       2000000 bytes\nRequests per second:    16207.46 [#/sec] (mean)\n";
+
+    #[test]
+    fn quick_run_defaults_to_its_own_directory_not_the_committed_results() {
+        assert_eq!(out_dir(true, None), PathBuf::from("target/bench-quick"));
+        assert_ne!(out_dir(true, None), out_dir(false, None));
+        assert_eq!(out_dir(false, None), PathBuf::from("results"));
+        // An explicit --out wins for both kinds.
+        assert_eq!(
+            out_dir(true, Some(PathBuf::from("/tmp/b"))),
+            PathBuf::from("/tmp/b")
+        );
+        assert_eq!(out_dir(false, Some(PathBuf::from("x"))), PathBuf::from("x"));
+    }
+
+    /// What Debian's C Pen 0.34.1 prints on every start (no GeoIP databases installed).
+    const C_PEN_START: &str = "Error Opening file /usr/share/GeoIP/GeoIP.dat\n\
+Error Opening file /usr/share/GeoIP/GeoIPv6.dat\n\
+2026-12-07 02:17:24: Before: conns = (nil), connections_max = 0, clients = (nil), clients_max = 0\n\
+2026-12-07 02:17:24: After: conns = 0x55d3f5915550, connections_max = 500, clients = 0x7f4dee812010, clients_max = 2048\n";
+
+    #[test]
+    fn a_peer_that_serves_has_started_whatever_it_printed() {
+        assert_eq!(judge_start_up(Ok(()), C_PEN_START), StartUp::Serving);
+        assert_eq!(judge_start_up(Ok(()), ""), StartUp::Serving);
+        // Even an alarming line does not fail a peer that serves.
+        assert_eq!(
+            judge_start_up(Ok(()), "warning: something odd\n"),
+            StartUp::Serving
+        );
+    }
+
+    #[test]
+    fn a_peer_that_does_not_serve_fails_with_the_lines_that_matter() {
+        let quiet = judge_start_up(
+            Err("nothing listening on tcp 10.77.0.2:9002".into()),
+            C_PEN_START,
+        );
+        let StartUp::Failed(m) = quiet else {
+            panic!("{quiet:?}")
+        };
+        assert!(m.contains("nothing listening on tcp 10.77.0.2:9002"), "{m}");
+        assert!(m.contains("only its usual start-up lines"), "{m}");
+        assert!(
+            !m.contains("GeoIP.dat"),
+            "GeoIP noise quoted as the cause: {m}"
+        );
+        let crashed = judge_start_up(
+            Err("it exited (exit status: 1)".into()),
+            "pen: -O dsr_if eth9: no such interface\n",
+        );
+        assert_eq!(
+            crashed,
+            StartUp::Failed(
+                "it exited (exit status: 1); it printed: pen: -O dsr_if eth9: no such interface"
+                    .into()
+            )
+        );
+        assert_eq!(
+            judge_start_up(Err("it exited (exit status: 1)".into()), ""),
+            StartUp::Failed("it exited (exit status: 1); it printed nothing".into())
+        );
+    }
+
+    #[test]
+    fn a_busy_port_is_told_apart_so_the_start_is_tried_again() {
+        let c_pen = format!("{C_PEN_START}can't bind local address\n");
+        let r = judge_start_up(Err("it exited (exit status: 1)".into()), &c_pen);
+        assert_eq!(
+            r,
+            StartUp::PortBusy(
+                "it exited (exit status: 1); it printed: can't bind local address".into()
+            )
+        );
+        let pen_rs = "pen: cannot listen on 10.77.0.2:9001: Address already in use (os error 98)\n";
+        assert!(matches!(
+            judge_start_up(Err("x".into()), pen_rs),
+            StartUp::PortBusy(_)
+        ));
+        let haproxy = "[ALERT]    (1) : Starting frontend f8003: cannot bind socket (Address already in use) [10.77.0.2:8003]\n";
+        assert!(matches!(
+            judge_start_up(Err("x".into()), haproxy),
+            StartUp::PortBusy(_)
+        ));
+    }
+
+    #[test]
+    fn every_balancer_port_is_reserved_on_the_balancer_host() {
+        let reserved: Vec<u16> = balancer_reserved_ports()
+            .split(',')
+            .map(|p| p.parse().unwrap())
+            .collect();
+        for t in [Target::PenRs, Target::CPen, Target::HAProxy] {
+            let (tcp, udp, mem) = t.ports();
+            for p in [tcp, udp, mem].into_iter().filter(|p| *p != 0) {
+                assert!(
+                    reserved.contains(&p),
+                    "{} port {p} not in {reserved:?}",
+                    t.label()
+                );
+            }
+        }
+        assert_eq!(
+            balancer_reserved_ports(),
+            "5301,5302,8001,8002,8003,9001,9002,9003"
+        );
+    }
 
     #[test]
     fn ab_output_yields_rate_failures_and_bytes() {
@@ -2271,6 +2522,121 @@ Requests/sec:  23456.78\nTransfer/sec:      8.12MB\n";
         assert!(svg.starts_with("<svg"));
         assert!(svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains(">0.85<") && svg.contains(">0.60<") && svg.contains(">0.90<"));
-        assert!(svg.contains("HAProxy: n/a"), "{svg}");
+        assert!(svg.contains("HAProxy: not measured"), "{svg}");
+    }
+
+    #[test]
+    fn chart_whiskers_span_each_balancers_lowest_and_highest_sample_over_directs_median() {
+        use chart::parse::{elements, scale};
+        // Direct 90/100/110 (median 100); pen-rs 75/85/95, C Pen 50/60/70, HAProxy 70/80/90.
+        let r = sample_results();
+        let els = elements(&r.svg(&Plan::full()));
+        let x = scale(&els);
+        for (t, lo, hi) in [
+            ("pen-rs", 0.75, 0.95),
+            ("C Pen", 0.50, 0.70),
+            ("HAProxy", 0.70, 0.90),
+        ] {
+            let w: Vec<_> = els
+                .iter()
+                .filter(|e| {
+                    e.class() == "whisker"
+                        && e.attr("data-figure") == "AbKeepAlive"
+                        && e.attr("data-target") == t
+                })
+                .collect();
+            assert_eq!(w.len(), 1, "{t}");
+            assert!((w[0].num("x1") - x(lo)).abs() < 0.2, "{t} min");
+            assert!((w[0].num("x2") - x(hi)).abs() < 0.2, "{t} max");
+        }
+    }
+
+    #[test]
+    fn chart_of_the_committed_full_run_has_no_overlapping_labels() {
+        use chart::parse::{elements, overlap, text_box};
+        let samples = parse_samples_tsv(include_str!("../../results/samples.tsv")).unwrap();
+        assert!(samples.len() > 40, "{} rows", samples.len());
+        let r = Results {
+            samples,
+            setting: vec![
+                ("date".into(), "2026-12-06 19:25 UTC".into()),
+                (
+                    "machine".into(),
+                    "nproc 2, Intel(R) Xeon(R) Processor, 24 GiB, kernel 6.18.44-fc-v1300".into(),
+                ),
+                ("pen-rs".into(), "git c48fe2a, release build, /x/pen".into()),
+            ],
+            ..Results::default()
+        };
+        let svg = r.svg(&Plan::full());
+        let els = elements(&svg);
+        let texts: Vec<_> = els.iter().filter(|e| e.name == "text").collect();
+        let marks: Vec<_> = els
+            .iter()
+            .filter(|e| matches!(e.class(), "bar" | "whisker" | "goal" | "direct"))
+            .collect();
+        assert_eq!(els.iter().filter(|e| e.class() == "whisker").count(), 26);
+        for (i, a) in texts.iter().enumerate() {
+            for b in texts.iter().skip(i + 1) {
+                assert!(
+                    !overlap(text_box(a), text_box(b)),
+                    "{:?} / {:?}",
+                    a.text,
+                    b.text
+                );
+            }
+            for m in &marks {
+                assert!(
+                    !overlap(text_box(a), chart::parse::shape_box(m)),
+                    "{:?} / {} {:?}",
+                    a.text,
+                    m.class(),
+                    m.attrs
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn samples_tsv_reads_back_what_the_report_wrote() {
+        let t = "figure\tunit\ttarget\tsamples\nAb\treq/s\tC Pen\t1.5,2.000\n";
+        let m = parse_samples_tsv(t).unwrap();
+        assert_eq!(m.get(&(Figure::Ab, Target::CPen)), Some(&vec![1.5, 2.0]));
+        let e = parse_samples_tsv("h\nAb\treq/s\tnginx\t1\n").unwrap_err();
+        assert!(e.to_string().contains("\"nginx\""), "{e}");
+        assert!(parse_samples_tsv("h\nAb\t1\n").is_err());
+        assert!(parse_samples_tsv("h\nAb\tx\tdirect\t1,z\n").is_err());
+    }
+
+    #[test]
+    fn chart_caption_names_the_runs_date_machine_and_commit() {
+        let mut r = sample_results();
+        r.setting = vec![
+            ("date".into(), "2026-12-06 19:25 UTC".into()),
+            (
+                "machine".into(),
+                "nproc 2, Intel(R) Xeon(R) Processor, 24 GiB, kernel 6.18.44".into(),
+            ),
+            (
+                "pen-rs".into(),
+                "git c48fe2a, release build, /work/main/target/release/pen".into(),
+            ),
+        ];
+        let c = r.chart(&Plan::full());
+        let caption = c.caption.join(" ");
+        for want in [
+            "2026-12-06 19:25 UTC",
+            "nproc 2, Intel(R) Xeon(R) Processor, 24 GiB, kernel 6.18.44",
+            "git c48fe2a, release build",
+            "3 repetition(s)",
+        ] {
+            assert!(caption.contains(want), "caption lacks {want:?}: {caption}");
+        }
+        assert!(!caption.contains("/work/main"), "{caption}");
+        let svg = r.svg(&Plan::full());
+        assert!(
+            svg.contains(r#"class="caption""#) && svg.contains("git c48fe2a"),
+            "{svg}"
+        );
     }
 }

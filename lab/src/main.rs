@@ -70,9 +70,11 @@ enum Cmd {
         /// Smoke run: one repetition, tiny counts (CI).
         #[arg(long)]
         quick: bool,
-        /// Output directory for the report.
-        #[arg(long, default_value = "results")]
-        out: PathBuf,
+        /// Output directory for the report (default: `results` for the full run,
+        /// `target/bench-quick` with --quick, so a smoke run never overwrites the committed
+        /// full report).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Run a built-in backend (used by scenarios).
     #[command(hide = true)]
@@ -379,8 +381,10 @@ fn cmd_run(names: &[String], json: bool, keep: bool, junit: Option<&Path>) -> Ex
 /// Exit code of a run cut short by SIGINT/SIGTERM (128 + SIGINT, as shells report it).
 const EXIT_INTERRUPTED: u8 = 130;
 
-fn cmd_bench(quick: bool, out: PathBuf) -> ExitCode {
+fn cmd_bench(quick: bool, out: Option<PathBuf>) -> ExitCode {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let out = pen_lab::bench::out_dir(quick, out);
+    eprintln!("pen-lab bench: the report goes to {}", out.display());
     let opts = match pen_lab::bench::BenchOptions::from_env(quick, out, command) {
         Ok(o) => o,
         Err(e) => {
