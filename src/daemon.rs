@@ -78,6 +78,7 @@ pub fn run(cli: Cli) -> Result<(), DaemonError> {
     }
     cli::finish_startup(&mut config, &servers).map_err(|e| err(e.message))?;
     warn_unsupported(&config);
+    crate::proxy::resources::check_fd_limit(&config);
 
     let mut shared = build_shared(config)?;
     if !shared.config.udp {
@@ -161,6 +162,20 @@ fn warn_unsupported(cfg: &Config) {
         if set {
             tracing::warn!("{what} is not implemented in this build yet; ignored");
         }
+    }
+}
+
+/// `-w FILE`: warns at start-up (after chroot and user switch, as SIGUSR1 writes it) when the
+/// status page could not be written there.
+fn check_web_stats(cfg: &Config) {
+    if let Some(path) = &cfg.web_stats
+        && let Err(e) = crate::stats::check_writable(path)
+    {
+        tracing::warn!(
+            "-w {}: the status page cannot be written there ({e}); SIGUSR1 will fail until \
+             it can: give a file in an existing directory writable by the user pen runs as",
+            path.display()
+        );
     }
 }
 
@@ -520,6 +535,7 @@ fn serve(
     control: Option<ctl_server::StdListener>,
     startup: Vec<Command>,
 ) -> Result<(), DaemonError> {
+    check_web_stats(&shared.config);
     // `worker_threads` from -o/-O and -F is already applied (`run`); a later change is stored
     // for `write` and applies at the next start.
     let threads = shared.config.worker_threads;
@@ -570,7 +586,7 @@ async fn serve_async(
         .map_or_else(String::new, ToString::to_string);
     let config_file = shared.config.config_file.clone();
     let limits = Limits::new(&shared.config);
-    let conns = Arc::new(ConnTable::default());
+    let conns = shared.conns.clone();
     let exit = Arc::new(tokio::sync::Notify::new());
     let state: SharedState = Arc::new(Mutex::new(shared));
     let (relisten, mut relisten_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -623,6 +639,7 @@ async fn serve_async(
         tokio::spawn(serve_listener(l, state, limits, conns))
     };
     let mut server = spawn_listener(listener);
+    let events = tokio::spawn(crate::proxy::watch_server_events(state.clone()));
     tracing::info!(
         "pen {} listening on {listen_text}",
         env!("CARGO_PKG_VERSION")
@@ -686,6 +703,7 @@ async fn serve_async(
         }
     };
     server.abort();
+    events.abort();
     result
 }
 
