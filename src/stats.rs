@@ -8,8 +8,9 @@
 //! `received` because of stray commas); the "status" column says `up` or `blacklisted, 57 s
 //! left` (C Pen prints the unix time of the last blacklisting, stale or not).
 //!
-//! [`prometheus`] is the one function here that reads something: the process figures
-//! ([`ProcessStats::read`]); [`prometheus_with`] is its pure core.
+//! Two functions here do IO: [`prometheus`] reads the process figures
+//! ([`ProcessStats::read`]; [`prometheus_with`] is its pure core), and [`check_writable`]
+//! looks at the `-w` path at start-up.
 
 use std::fmt::Write as _;
 use std::time::Duration;
