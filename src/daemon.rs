@@ -487,6 +487,9 @@ impl Effects for DaemonEffects {
             resize(&self.limits.conn_slots, c, conn_max),
             resize(&self.limits.pending, p, pending_max),
         );
+        if conn_max > c {
+            crate::proxy::resources::warn_if_fds_short(&crate::proxy::lock(&self.shared).config);
+        }
     }
 
     fn connections(&self) -> Vec<ConnRow> {

@@ -313,13 +313,25 @@ fn startup_raises_the_descriptor_limit_and_warns_when_x_does_not_fit() {
             && err.contains("the descriptor limit is 128"),
         "{err}"
     );
-    // A limit that fits: no warning.
-    let lport = free_port();
-    let l = format!("127.0.0.1:{lport}");
-    let mut quiet = PenProc::spawn(&["-x", "20", &l, &b], Some((64, 128)));
+    // A limit that fits: no warning, until `conn_max` grows past it at run time.
+    let (lport, cport) = (free_port(), free_port());
+    let (l, c) = (format!("127.0.0.1:{lport}"), format!("127.0.0.1:{cport}"));
+    let mut quiet = PenProc::spawn(
+        &["-u", "root", "-C", &c, "-x", "20", &l, &b],
+        Some((64, 128)),
+    );
     quiet.wait_tcp(lport);
+    assert!(wait_until(|| tcp_listening(cport)), "control port");
     assert!(
         !quiet.stderr().contains("descriptor limit"),
+        "{}",
+        quiet.stderr()
+    );
+    assert_eq!(ctl(cport, "conn_max 100").unwrap(), "100\n");
+    assert!(
+        wait_until(|| quiet
+            .stderr()
+            .contains("conn_max 100: -x 100 connections need up to 200 descriptors")),
         "{}",
         quiet.stderr()
     );

@@ -242,6 +242,20 @@ pub fn check_fd_limit(cfg: &Config) {
     }
 }
 
+/// `conn_max N` at run time: warn when `cfg` no longer fits the descriptor limit.
+pub fn warn_if_fds_short(cfg: &Config) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the rlimit struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0
+        && let Some(w) = FdBudget::of(cfg).warning(cfg, lim.rlim_cur)
+    {
+        tracing::warn!("conn_max {}: {w}", cfg.conn_max);
+    }
+}
+
 /// The process metrics Prometheus clients expect (`process_*`).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ProcessStats {
