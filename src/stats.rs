@@ -55,6 +55,19 @@ pub struct ServerRow {
     pub status: u64,
 }
 
+impl ServerRow {
+    /// Bytes sent to the server by closed and open connections (C Pen's `sx`, which its copy
+    /// loop updates as data moves).
+    pub fn sent(&self) -> u64 {
+        self.sx.saturating_add(self.open_sx)
+    }
+
+    /// Bytes received from the server by closed and open connections.
+    pub fn received(&self) -> u64 {
+        self.rx.saturating_add(self.open_rx)
+    }
+}
+
 /// One tracked client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientRow {
@@ -431,8 +444,8 @@ pub fn html(s: &Snapshot) -> String {
                 r.established.to_string(),
                 r.maxc.to_string(),
                 r.hard.to_string(),
-                r.sx.to_string(),
-                r.rx.to_string(),
+                r.sent().to_string(),
+                r.received().to_string(),
                 r.weight.to_string(),
                 r.prio.to_string(),
             ]
@@ -604,8 +617,8 @@ pub fn text(s: &Snapshot) -> String {
             r.established,
             r.maxc,
             r.hard,
-            r.sx,
-            r.rx
+            r.sent(),
+            r.received()
         );
     }
     let _ = writeln!(out, "Max number of clients: {}", s.clients_max);
@@ -799,13 +812,13 @@ pub fn prometheus_with(s: &Snapshot, p: &ProcessStats) -> String {
             "pen_server_sent_bytes_total",
             "counter",
             "Bytes sent to the server (closed and open connections).",
-            |r| r.sx.saturating_add(r.open_sx),
+            ServerRow::sent,
         ),
         (
             "pen_server_received_bytes_total",
             "counter",
             "Bytes received from the server (closed and open connections).",
-            |r| r.rx.saturating_add(r.open_rx),
+            ServerRow::received,
         ),
         (
             "pen_server_selections_total",
@@ -1275,9 +1288,13 @@ mod tests {
         counters.add_from_server(2000);
         let sent = "pen_server_sent_bytes_total{server=\"0\"";
         let received = "pen_server_received_bytes_total{server=\"0\"";
-        let p = prometheus(&Snapshot::capture(&sh, t, 0, vec![]));
+        let snap = Snapshot::capture(&sh, t, 0, vec![]);
+        let p = prometheus(&snap);
         assert_eq!(prometheus_value(&p, sent), 100, "live bytes are counted");
         assert_eq!(prometheus_value(&p, received), 2000);
+        // The status page and the text report count them too, as C Pen's copy loop does.
+        assert!(html(&snap).contains("<td>100</td>\n<td>2000</td>"));
+        assert!(text(&snap).contains("100 sent, 2000 received"));
         counters.add_to_server(5);
         let p = prometheus(&Snapshot::capture(&sh, t, 0, vec![]));
         assert_eq!(prometheus_value(&p, sent), 105);
