@@ -165,20 +165,6 @@ fn warn_unsupported(cfg: &Config) {
     }
 }
 
-/// `-w FILE`: warns at start-up (after chroot and user switch, as SIGUSR1 writes it) when the
-/// status page could not be written there.
-fn check_web_stats(cfg: &Config) {
-    if let Some(path) = &cfg.web_stats
-        && let Err(e) = crate::stats::check_writable(path)
-    {
-        tracing::warn!(
-            "-w {}: the status page cannot be written there ({e}); SIGUSR1 will fail until \
-             it can: give a file in an existing directory writable by the user pen runs as",
-            path.display()
-        );
-    }
-}
-
 /// Resolves every backend host name (and the listen host) and builds the balancer.
 fn build_shared(mut config: Config) -> Result<Shared, DaemonError> {
     if let Some(ListenAddr::Name { host, port }) = &config.listen {
@@ -538,7 +524,7 @@ fn serve(
     control: Option<ctl_server::StdListener>,
     startup: Vec<Command>,
 ) -> Result<(), DaemonError> {
-    check_web_stats(&shared.config);
+    crate::stats::check_web_stats(&shared.config);
     // `worker_threads` from -o/-O and -F is already applied (`run`); a later change is stored
     // for `write` and applies at the next start.
     let threads = shared.config.worker_threads;

@@ -9,7 +9,7 @@
 //! left` (C Pen prints the unix time of the last blacklisting, stale or not).
 //!
 //! Two functions here do IO: [`prometheus`] reads the process figures
-//! ([`ProcessStats::read`]; [`prometheus_with`] is its pure core), and [`check_writable`]
+//! ([`ProcessStats::read`]; [`prometheus_with`] is its pure core), and [`check_web_stats`]
 //! looks at the `-w` path at start-up.
 
 use std::fmt::Write as _;
@@ -674,6 +674,20 @@ pub fn text(s: &Snapshot) -> String {
         }
     }
     out
+}
+
+/// `-w FILE`: warns at start-up (after chroot and user switch, as SIGUSR1 writes it) when the
+/// status page could not be written there.
+pub fn check_web_stats(cfg: &crate::config::Config) {
+    if let Some(path) = &cfg.web_stats
+        && let Err(e) = check_writable(path)
+    {
+        tracing::warn!(
+            "-w {}: the status page cannot be written there ({e}); SIGUSR1 will fail until \
+             it can: give a file in an existing directory writable by the user pen runs as",
+            path.display()
+        );
+    }
 }
 
 /// Whether the status page could be written at `path` (IO: checked without changing
