@@ -247,6 +247,10 @@ pub fn server_event_line(e: &ServerEvent, b: &Balancer, reason: &str) -> String 
         }
     };
     match *e {
+        ServerEvent::Down { target, blacklist } if blacklist.is_zero() => format!(
+            "{} is DOWN: {reason}; not blacklisted (blacklist time 0)",
+            name(target)
+        ),
         ServerEvent::Down { target, blacklist } => format!(
             "{} is DOWN: {reason}; blacklisted for {} s",
             name(target),
@@ -1273,6 +1277,14 @@ mod tests {
                 "server 1 ([::1]:8002) is DOWN: connect failed: Connection refused (os error 111); blacklisted for 30 s",
                 "server 1 ([::1]:8002) is UP again after 42 s down",
             ]
+        );
+        let zero = ServerEvent::Down {
+            target: Target::Server(0),
+            blacklist: Duration::ZERO,
+        };
+        assert_eq!(
+            server_event_line(&zero, b, "connect failed: x"),
+            "server 0 (127.0.0.1:8001) is DOWN: connect failed: x; not blacklisted (blacklist time 0)"
         );
     }
 

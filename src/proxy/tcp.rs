@@ -324,7 +324,9 @@ impl ConnSettings {
 }
 
 /// The accept loop: runs until the listener fails for good (it never returns `Ok`).
-/// Transient accept errors (out of fds, aborted handshakes) are logged and retried.
+/// Aborted handshakes are retried at once; out of descriptors (here or in a connection's
+/// upstream connect) pauses accepting until a connection closes or the back-off
+/// (`BACKOFF_MIN` doubling up to `BACKOFF_MAX`) passes, so the loop never spins.
 /// Every connection is listed in `conns` while it is open.
 pub async fn serve(
     listener: Listener,
@@ -663,7 +665,9 @@ async fn connect_first(
                     }
                     continue 'candidates;
                 }
-                attempt.finish(Err(&e));
+                attempt.finish(Err(
+                    "connect from the client's address failed (transparent proxy, logged above)",
+                ));
                 continue 'candidates;
             }
             if resources::is_local_resource_error(&e) {
@@ -684,7 +688,7 @@ async fn connect_first(
                 "{who}: connect to {target:?} at {} failed: {e}",
                 show(&addr)
             );
-            attempt.finish(Err(&e));
+            attempt.finish(Err(&format!("connect failed: {e}")));
             continue 'candidates;
         }
     }
@@ -708,8 +712,9 @@ struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    /// Reports the outcome; a server that goes down or comes back with it is logged now.
-    fn finish(mut self, result: Result<(), &io::Error>) {
+    /// Reports the outcome (`Err` says why it failed); a server that goes down or comes back
+    /// with it is logged now.
+    fn finish(mut self, result: Result<(), &str>) {
         self.done = true;
         let mut g = lock(self.shared);
         let t = now();
@@ -719,10 +724,9 @@ impl Attempt<'_> {
                 recovered(&mut g, t);
                 crate::proxy::log_server_events(&mut g, None);
             }
-            Err(e) => {
+            Err(reason) => {
                 g.balancer.connect_failed(self.target, t);
-                let reason = format!("connect failed: {e}");
-                crate::proxy::log_server_events(&mut g, Some((self.target, &reason)));
+                crate::proxy::log_server_events(&mut g, Some((self.target, reason)));
             }
         }
     }
