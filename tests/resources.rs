@@ -420,9 +420,10 @@ fn server_down_and_up_are_logged_at_the_default_level() {
     );
 }
 
-/// UDP: an ICMP port unreachable from the backend takes it DOWN, logged at the default level.
+/// UDP: an ICMP port unreachable from the backend takes it DOWN, and a flow after its blacklist
+/// brings it back UP; both logged at the default level.
 #[test]
-fn udp_server_down_after_icmp_error_is_logged() {
+fn udp_server_down_after_icmp_error_and_back_up_are_logged() {
     let dead = UdpSocket::bind("127.0.0.1:0").unwrap();
     let b = dead.local_addr().unwrap().to_string();
     drop(dead);
@@ -430,7 +431,7 @@ fn udp_server_down_after_icmp_error_is_logged() {
     let lport = probe.local_addr().unwrap().port();
     drop(probe);
     let l = format!("127.0.0.1:{lport}");
-    let mut pen = PenProc::spawn(&["-U", &l, &b], None);
+    let mut pen = PenProc::spawn(&["-U", "-b", "1", &l, &b], None);
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     let down = format!("server 0 ({b}) is DOWN");
     let seen = wait_within(Duration::from_secs(5), || {
@@ -440,6 +441,26 @@ fn udp_server_down_after_icmp_error_is_logged() {
         pen.stderr().contains(&down)
     });
     assert!(seen, "{}", pen.stderr());
+    // The server comes up: once the 1 s blacklist is over, a new flow reaches it.
+    let server = UdpSocket::bind(&b).expect("bind the backend's port");
+    server
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let up = format!("server 0 ({b}) is UP again after ");
+    let mut buf = [0u8; 64];
+    let back = wait_within(Duration::from_secs(6), || {
+        let fresh = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let _ = fresh.send_to(b"query", &l);
+        let _ = server.recv_from(&mut buf);
+        pen.stderr().contains(&up)
+    });
+    assert!(back, "{}", pen.stderr());
+    assert_eq!(
+        pen.stderr().matches(" is DOWN").count(),
+        1,
+        "{}",
+        pen.stderr()
+    );
 }
 
 /// Prometheus byte counters include a connection that is still open.
