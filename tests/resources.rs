@@ -70,7 +70,7 @@ struct PenProc {
 
 impl PenProc {
     /// `pen -f <args>` with RLIMIT_NOFILE set to (`soft`, `hard`) when given.
-    fn spawn(args: &[&str], nofile: Option<(u64, u64)>) -> PenProc {
+    fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S], nofile: Option<(u64, u64)>) -> PenProc {
         let dir = tempfile::tempdir().expect("tempdir");
         let stderr = dir.path().join("pen.stderr");
         let err = std::fs::File::create(&stderr).expect("stderr file");
@@ -193,6 +193,25 @@ fn value(metrics: &str, series: &str) -> Option<f64> {
 
 const SHORTAGE_LOG: &str = "pen is out of local resources";
 
+/// `-C ADDR`, preceded by `-u root` when the tests run as root (as root pen opens a control
+/// socket only together with `-u`; other users need nothing).
+fn control_args(addr: &str) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    if common::is_root() {
+        v.extend(["-u".to_string(), "root".to_string()]);
+    }
+    v.extend(["-C".to_string(), addr.to_string()]);
+    v
+}
+
+fn with(first: &[String], rest: &[&str]) -> Vec<String> {
+    first
+        .iter()
+        .cloned()
+        .chain(rest.iter().map(|s| s.to_string()))
+        .collect()
+}
+
 /// `-x 1000` under a descriptor limit of 64 (soft = hard, so raising cannot help): a burst of
 /// clients runs pen out of descriptors. The server must not be blacklisted, pen must not exit
 /// or spin, the shortage is logged once, and clients are served again once the burst closes.
@@ -208,9 +227,10 @@ fn running_out_of_descriptors_blacklists_no_server() {
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path().join("status.html").display().to_string();
     let mut pen = PenProc::spawn(
-        &[
-            "-u", "root", "-C", &c, "-w", &w, "-x", "1000", "-b", "30", &l, &b,
-        ],
+        &with(
+            &control_args(&c),
+            &["-w", &w, "-x", "1000", "-b", "30", &l, &b],
+        ),
         Some((64, 64)),
     );
     pen.wait_tcp(lport);
@@ -318,7 +338,7 @@ fn startup_raises_the_descriptor_limit_and_warns_when_x_does_not_fit() {
     let (lport, cport) = (free_port(), free_port());
     let (l, c) = (format!("127.0.0.1:{lport}"), format!("127.0.0.1:{cport}"));
     let mut quiet = PenProc::spawn(
-        &["-u", "root", "-C", &c, "-x", "20", &l, &b],
+        &with(&control_args(&c), &["-x", "20", &l, &b]),
         Some((64, 128)),
     );
     quiet.wait_tcp(lport);
