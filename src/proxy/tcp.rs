@@ -614,85 +614,114 @@ async fn connect_first(
     settings: &ConnSettings,
 ) -> Option<(Target, Stream)> {
     let mut short_until: Option<Instant> = None;
-    'candidates: for &target in candidates {
+    for &target in candidates {
         loop {
-            let addr: Option<BackendAddr> = {
-                let mut g = lock(shared);
-                let t = now();
-                // Re-check: limits and blacklists may have changed since `select`.
-                if !g.balancer.try_server(target, client, t) {
-                    continue 'candidates;
-                }
-                let addr = g.balancer.addr(target).cloned();
-                if addr.is_some() {
-                    g.balancer.connect_started(client, target, t);
-                }
-                addr
-            };
-            let Some(addr) = addr else {
-                continue 'candidates;
-            };
-            let attempt = Attempt {
-                shared,
-                target,
-                done: false,
-            };
-            let permit: Option<OwnedSemaphorePermit> =
-                limits.pending.clone().acquire_owned().await.ok();
-            let upstream = UpstreamOptions {
-                client: client.ip,
-                ..settings.upstream
-            };
-            let result = sockets::connect(&addr, &upstream, settings.connect_timeout).await;
-            drop(permit);
-            let e = match result {
-                Ok(stream) => {
-                    attempt.finish(Ok(()));
-                    tracing::debug!("{who}: connected to {target:?} at {}", show(&addr));
-                    return Some((target, stream));
-                }
-                Err(e) => e,
-            };
-            if let Some(t) = transparent::error_of(&e) {
-                // Logged and counted once. A local refusal (capability, bind) is not
-                // the backend's fault; a timeout from the client's address is blacklisted
-                // like any other.
-                transparent::record(shared, who, t);
-                if t.is_local() {
-                    drop(attempt); // abandoned: not blacklisted
-                    if t.affects_every_backend() {
+            match try_connect(target, client, who, shared, limits, settings).await {
+                Tried::Connected(stream) => return Some((target, stream)),
+                Tried::Next => break,
+                Tried::GiveUp => return None,
+                Tried::Short => {
+                    let deadline = *short_until
+                        .get_or_insert_with(|| Instant::now() + settings.connect_timeout);
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        tracing::debug!("{who}: no descriptors within the connect timeout");
                         return None;
                     }
-                    continue 'candidates;
+                    limits.fds.wait(left.min(BACKOFF_MAX)).await;
                 }
-                attempt.finish(Err(
-                    "connect from the client's address failed (transparent proxy, logged above)",
-                ));
-                continue 'candidates;
             }
-            if resources::is_local_resource_error(&e) {
-                drop(attempt); // abandoned: pen's shortage, not the server's failure
-                shortage(shared, &format!("{who}: connect to {}", show(&addr)), &e);
-                limits.fds.short.store(true, Ordering::Relaxed);
-                let deadline =
-                    *short_until.get_or_insert_with(|| Instant::now() + settings.connect_timeout);
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    tracing::debug!("{who}: no descriptors within the connect timeout; closing");
-                    return None;
-                }
-                limits.fds.wait(left.min(BACKOFF_MAX)).await;
-                continue;
-            }
-            tracing::info!(
-                "{who}: connect to {target:?} at {} failed: {e}",
-                show(&addr)
-            );
-            attempt.finish(Err(&format!("connect failed: {e}")));
-            continue 'candidates;
         }
     }
     None
+}
+
+/// What one connect attempt to a candidate came to.
+enum Tried {
+    Connected(Stream),
+    /// This candidate is out (unavailable now, failed, or refused by `transparent`).
+    Next,
+    /// Pen is short of descriptors, ports or memory: try the same candidate again later.
+    Short,
+    /// No candidate can work (`transparent` without the capability).
+    GiveUp,
+}
+
+/// One connect to `target`, reported to the balancer: ok, failed (blacklisted), or abandoned
+/// when the failure is not the server's (a local shortage, a refusal inside pen).
+async fn try_connect(
+    target: Target,
+    client: &Client,
+    who: &str,
+    shared: &SharedState,
+    limits: &Limits,
+    settings: &ConnSettings,
+) -> Tried {
+    let addr: Option<BackendAddr> = {
+        let mut g = lock(shared);
+        let t = now();
+        // Re-check: limits and blacklists may have changed since `select`.
+        if !g.balancer.try_server(target, client, t) {
+            return Tried::Next;
+        }
+        let addr = g.balancer.addr(target).cloned();
+        if addr.is_some() {
+            g.balancer.connect_started(client, target, t);
+        }
+        addr
+    };
+    let Some(addr) = addr else {
+        return Tried::Next;
+    };
+    let attempt = Attempt {
+        shared,
+        target,
+        done: false,
+    };
+    let permit: Option<OwnedSemaphorePermit> = limits.pending.clone().acquire_owned().await.ok();
+    let upstream = UpstreamOptions {
+        client: client.ip,
+        ..settings.upstream
+    };
+    let result = sockets::connect(&addr, &upstream, settings.connect_timeout).await;
+    drop(permit);
+    let e = match result {
+        Ok(stream) => {
+            attempt.finish(Ok(()));
+            tracing::debug!("{who}: connected to {target:?} at {}", show(&addr));
+            return Tried::Connected(stream);
+        }
+        Err(e) => e,
+    };
+    if let Some(t) = transparent::error_of(&e) {
+        // Logged and counted once. A local refusal (capability, bind) is not the backend's
+        // fault; a timeout from the client's address is blacklisted like any other.
+        transparent::record(shared, who, t);
+        if t.is_local() {
+            drop(attempt); // abandoned: not blacklisted
+            return if t.affects_every_backend() {
+                Tried::GiveUp
+            } else {
+                Tried::Next
+            };
+        }
+        attempt.finish(Err(
+            "connect from the client's address failed (transparent proxy, logged above)",
+        ));
+        return Tried::Next;
+    }
+    if resources::is_local_resource_error(&e) {
+        drop(attempt); // abandoned: pen's shortage, not the server's failure
+        shortage(shared, &format!("{who}: connect to {}", show(&addr)), &e);
+        limits.fds.short.store(true, Ordering::Relaxed);
+        return Tried::Short;
+    }
+    tracing::info!(
+        "{who}: connect to {target:?} at {} failed: {e}",
+        show(&addr)
+    );
+    attempt.finish(Err(&format!("connect failed: {e}")));
+    Tried::Next
 }
 
 fn show(addr: &BackendAddr) -> String {
