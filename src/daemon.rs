@@ -78,6 +78,7 @@ pub fn run(cli: Cli) -> Result<(), DaemonError> {
     }
     cli::finish_startup(&mut config, &servers).map_err(|e| err(e.message))?;
     warn_unsupported(&config);
+    crate::proxy::resources::check_fd_limit(&config);
 
     let mut shared = build_shared(config)?;
     if !shared.config.udp {
@@ -475,6 +476,9 @@ impl Effects for DaemonEffects {
             resize(&self.limits.conn_slots, c, conn_max),
             resize(&self.limits.pending, p, pending_max),
         );
+        if conn_max > c {
+            crate::proxy::resources::warn_if_fds_short(&crate::proxy::lock(&self.shared).config);
+        }
     }
 
     fn connections(&self) -> Vec<ConnRow> {
@@ -523,6 +527,7 @@ fn serve(
     control: Option<ctl_server::StdListener>,
     startup: Vec<Command>,
 ) -> Result<(), DaemonError> {
+    crate::stats::check_web_stats(&shared.config);
     // `worker_threads` from -o/-O and -F is already applied (`run`); a later change is stored
     // for `write` and applies at the next start.
     let threads = shared.config.worker_threads;
@@ -573,7 +578,7 @@ async fn serve_async(
         .map_or_else(String::new, ToString::to_string);
     let config_file = shared.config.config_file.clone();
     let limits = Limits::new(&shared.config);
-    let conns = Arc::new(ConnTable::default());
+    let conns = shared.conns.clone();
     let exit = Arc::new(tokio::sync::Notify::new());
     let state: SharedState = Arc::new(Mutex::new(shared));
     let (relisten, mut relisten_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -626,6 +631,7 @@ async fn serve_async(
         tokio::spawn(serve_listener(l, state, limits, conns))
     };
     let mut server = spawn_listener(listener);
+    let events = tokio::spawn(crate::proxy::watch_server_events(state.clone()));
     tracing::info!(
         "pen {} listening on {listen_text}",
         env!("CARGO_PKG_VERSION")
@@ -689,6 +695,7 @@ async fn serve_async(
         }
     };
     server.abort();
+    events.abort();
     result
 }
 

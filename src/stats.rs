@@ -5,15 +5,20 @@
 //!
 //! Differences from C Pen (deliberate): times are printed in UTC (C Pen uses local time); the
 //! text report prints every client field (C Pen's format string drops `connects`, `sent` and
-//! `received` because of stray commas); the "status" column is the unix time of the server's
-//! last blacklisting, 0 when it is not blacklisted (C Pen keeps the stale time).
+//! `received` because of stray commas); the "status" column says `up` or `blacklisted, 57 s
+//! left` (C Pen prints the unix time of the last blacklisting, stale or not).
+//!
+//! Two functions here do IO: [`prometheus`] reads the process figures
+//! ([`ProcessStats::read`]; [`prometheus_with`] is its pure core), and [`check_web_stats`]
+//! looks at the `-w` path at start-up.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::config::BackendAddr;
 use crate::proxy::Shared;
-use crate::select::{ClientKey, ServerState, Target};
+use crate::proxy::resources::ProcessStats;
+use crate::select::{Balancer, ClientKey, ServerEvent, ServerState, Target};
 
 /// One server slot as the reports show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +41,9 @@ pub struct ServerRow {
     pub sx: u64,
     /// Bytes received from the server by closed connections.
     pub rx: u64,
+    /// Bytes sent to / received from the server so far by connections still open.
+    pub open_sx: u64,
+    pub open_rx: u64,
     /// Connects started to this server (how often it was selected).
     pub selected: u64,
     /// Connects that failed.
@@ -45,6 +53,19 @@ pub struct ServerRow {
     pub blacklist_remaining_secs: u64,
     /// Unix time of the current blacklisting, 0 when not blacklisted (C Pen's `status`).
     pub status: u64,
+}
+
+impl ServerRow {
+    /// Bytes sent to the server by closed and open connections (C Pen's `sx`, which its copy
+    /// loop updates as data moves).
+    pub fn sent(&self) -> u64 {
+        self.sx.saturating_add(self.open_sx)
+    }
+
+    /// Bytes received from the server by closed and open connections.
+    pub fn received(&self) -> u64 {
+        self.rx.saturating_add(self.open_rx)
+    }
 }
 
 /// One tracked client.
@@ -98,6 +119,9 @@ pub struct Snapshot {
     pub conns: Vec<ConnRow>,
     /// Upstream connections `transparent` could not open from the client's address.
     pub transparent_failures: u64,
+    /// Accepts and upstream connects that failed for want of local resources (descriptors,
+    /// buffers, memory, ports).
+    pub local_resource_errors: u64,
     /// The UDP flow table (`-U` only).
     pub udp: Option<UdpReport>,
 }
@@ -193,6 +217,62 @@ pub fn client_address(k: &ClientKey) -> String {
     }
 }
 
+/// `ip:port`, `[v6]:port`, or the Unix path / name alone (port 0).
+fn host_port(address: &str, port: u16) -> String {
+    if address.contains('/') || port == 0 {
+        address.to_string()
+    } else if address.contains(':') {
+        format!("[{address}]:{port}")
+    } else {
+        format!("{address}:{port}")
+    }
+}
+
+/// The log line of a server state change, HAProxy style: `server 0 (127.0.0.1:8001) is DOWN:
+/// connect failed: Connection refused (os error 111); blacklisted for 30 s`, `server 0
+/// (127.0.0.1:8001) is UP again after 42 s down`. `reason` explains a `Down`.
+pub fn server_event_line(e: &ServerEvent, b: &Balancer, reason: &str) -> String {
+    let name = |t: Target| {
+        let (what, slot) = match t {
+            Target::Server(i) => (format!("server {i}"), b.server(i)),
+            Target::Emergency => ("emergency server".to_string(), b.emergency()),
+            Target::Abuse => ("abuse server".to_string(), b.abuse()),
+        };
+        match slot {
+            Some(s) => {
+                let (a, p) = server_address(s);
+                format!("{what} ({})", host_port(&a, p))
+            }
+            None => what,
+        }
+    };
+    match *e {
+        ServerEvent::Down { target, blacklist } if blacklist.is_zero() => format!(
+            "{} is DOWN: {reason}; not blacklisted (blacklist time 0)",
+            name(target)
+        ),
+        ServerEvent::Down { target, blacklist } => format!(
+            "{} is DOWN: {reason}; blacklisted for {} s",
+            name(target),
+            blacklist.as_secs()
+        ),
+        ServerEvent::Up { target, down_for } => format!(
+            "{} is UP again after {} s down",
+            name(target),
+            down_for.as_secs()
+        ),
+    }
+}
+
+/// The status column of the reports: `up`, or `blacklisted, 57 s left`.
+pub fn status_text(r: &ServerRow) -> String {
+    if r.blacklisted {
+        format!("blacklisted, {} s left", r.blacklist_remaining_secs)
+    } else {
+        "up".to_string()
+    }
+}
+
 fn server_row(
     index: usize,
     s: &ServerState,
@@ -218,6 +298,8 @@ fn server_row(
         prio: s.config.prio,
         sx: s.sx,
         rx: s.rx,
+        open_sx: 0,
+        open_rx: 0,
         selected: s.selected,
         failures: s.failures,
         blacklisted: remaining.is_some(),
@@ -232,11 +314,21 @@ impl Snapshot {
     pub fn capture(shared: &Shared, now: Duration, unix_time: u64, conns: Vec<ConnRow>) -> Self {
         let b = &shared.balancer;
         let bl = b.blacklist_secs();
+        // Bytes of open connections, read under the caller's lock on `shared`, which is also
+        // held when a closing connection moves its bytes to the server's totals: each byte is
+        // counted exactly once, so the sums never go backwards.
+        let open = shared.conns.open_bytes();
+        let with_open = |t: Target, mut r: ServerRow| {
+            if let Some(&(sx, rx)) = open.get(&t) {
+                (r.open_sx, r.open_rx) = (sx, rx);
+            }
+            r
+        };
         let servers = b
             .servers()
             .iter()
             .enumerate()
-            .map(|(i, s)| server_row(i, s, now, unix_time, bl))
+            .map(|(i, s)| with_open(Target::Server(i), server_row(i, s, now, unix_time, bl)))
             .collect();
         let clients = b
             .clients()
@@ -254,14 +346,19 @@ impl Snapshot {
         Snapshot {
             unix_time,
             servers,
-            emergency: b.emergency().map(|s| server_row(0, s, now, unix_time, bl)),
-            abuse: b.abuse().map(|s| server_row(0, s, now, unix_time, bl)),
+            emergency: b
+                .emergency()
+                .map(|s| with_open(Target::Emergency, server_row(0, s, now, unix_time, bl))),
+            abuse: b
+                .abuse()
+                .map(|s| with_open(Target::Abuse, server_row(0, s, now, unix_time, bl))),
             current: target_number(b.current().map(Target::Server)),
             clients_max: b.clients_max(),
             clients,
             conn_max: shared.config.conn_max,
             conns,
             transparent_failures: shared.transparent_failures,
+            local_resource_errors: shared.shortage.total,
             udp: shared.udp.as_ref().map(|u| UdpReport::of(u, now)),
         }
     }
@@ -346,13 +443,13 @@ pub fn html(s: &Snapshot) -> String {
             vec![
                 r.index.to_string(),
                 r.address.clone(),
-                r.status.to_string(),
+                status_text(r),
                 r.port.to_string(),
                 r.established.to_string(),
                 r.maxc.to_string(),
                 r.hard.to_string(),
-                r.sx.to_string(),
-                r.rx.to_string(),
+                r.sent().to_string(),
+                r.received().to_string(),
                 r.weight.to_string(),
                 r.prio.to_string(),
             ]
@@ -517,7 +614,15 @@ pub fn text(s: &Snapshot) -> String {
         let _ = writeln!(
             out,
             "Server {} status:\naddress {}\n{}\nport {}\n{} connections ({} soft, {} hard)\n{} sent, {} received",
-            r.index, r.address, r.status, r.port, r.established, r.maxc, r.hard, r.sx, r.rx
+            r.index,
+            r.address,
+            status_text(r),
+            r.port,
+            r.established,
+            r.maxc,
+            r.hard,
+            r.sent(),
+            r.received()
         );
     }
     let _ = writeln!(out, "Max number of clients: {}", s.clients_max);
@@ -575,6 +680,113 @@ pub fn text(s: &Snapshot) -> String {
     out
 }
 
+/// `-w FILE`: warns at start-up (after chroot and user switch, as SIGUSR1 writes it) when the
+/// status page could not be written there.
+pub fn check_web_stats(cfg: &crate::config::Config) {
+    if let Some(path) = &cfg.web_stats
+        && let Err(e) = check_writable(path)
+    {
+        tracing::warn!(
+            "-w {}: the status page cannot be written there ({e}); SIGUSR1 will fail until \
+             it can: give a file in an existing directory writable by the user pen runs as",
+            path.display()
+        );
+    }
+}
+
+/// Whether the status page could be written at `path` (IO: checked without changing
+/// anything): an existing file must open for appending; a new one needs an existing directory
+/// pen may write into.
+pub fn check_writable(path: &std::path::Path) -> std::io::Result<()> {
+    use std::io;
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Err(io::Error::new(
+            io::ErrorKind::IsADirectory,
+            "it is a directory",
+        )),
+        Ok(_) => std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(drop),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => std::path::Path::new("."),
+            };
+            if !std::fs::metadata(dir)?.is_dir() {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotADirectory,
+                    format!("{} is not a directory", dir.display()),
+                ));
+            }
+            let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in the path"))?;
+            // SAFETY: access() reads a valid NUL-terminated path. pen checks after its user
+            // switch, so the real and effective ids are the same.
+            if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The `process_*` metrics as the Prometheus client libraries name them.
+fn process_metrics(out: &mut String, p: &ProcessStats) {
+    let metrics: [(&str, &str, &str, f64); 7] = [
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            p.start_time_seconds,
+        ),
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            p.cpu_seconds,
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            p.resident_memory_bytes as f64,
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            p.virtual_memory_bytes as f64,
+        ),
+        (
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            p.open_fds as f64,
+        ),
+        (
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            p.max_fds as f64,
+        ),
+        (
+            "process_threads",
+            "gauge",
+            "Number of OS threads in the process.",
+            p.threads as f64,
+        ),
+    ];
+    for (name, kind, help, v) in metrics {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    }
+}
+
 /// A Prometheus label value, escaped (`\\`, `\"`, `\n`).
 fn label(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
@@ -589,10 +801,17 @@ fn label(v: &str) -> String {
     out
 }
 
-/// The Prometheus text exposition format (version 0.0.4) of the snapshot: per server
-/// connections, pending connects, bytes, selections, failures and blacklist state, plus table
-/// sizes. Servers are labelled `server="N"` (or `emergency`/`abuse`) and `address="ip:port"`.
+/// [`prometheus_with`] the figures of this process, read now.
 pub fn prometheus(s: &Snapshot) -> String {
+    prometheus_with(s, &ProcessStats::read())
+}
+
+/// The Prometheus text exposition format (version 0.0.4) of the snapshot: per server
+/// connections, pending connects, bytes (of closed and open connections), selections, failures
+/// and blacklist state, plus table sizes, `pen_build_info` and the usual `process_*` metrics
+/// of `p`. Servers are labelled `server="N"` (or `emergency`/`abuse`) and
+/// `address="ip:port"`.
+pub fn prometheus_with(s: &Snapshot, p: &ProcessStats) -> String {
     type Get = fn(&ServerRow) -> u64;
     const SERVER_METRICS: &[(&str, &str, &str, Get)] = &[
         (
@@ -610,14 +829,14 @@ pub fn prometheus(s: &Snapshot) -> String {
         (
             "pen_server_sent_bytes_total",
             "counter",
-            "Bytes sent to the server by closed connections.",
-            |r| r.sx,
+            "Bytes sent to the server (closed and open connections).",
+            ServerRow::sent,
         ),
         (
             "pen_server_received_bytes_total",
             "counter",
-            "Bytes received from the server by closed connections.",
-            |r| r.rx,
+            "Bytes received from the server (closed and open connections).",
+            ServerRow::received,
         ),
         (
             "pen_server_selections_total",
@@ -668,13 +887,7 @@ pub fn prometheus(s: &Snapshot) -> String {
     for (name, kind, help, get) in SERVER_METRICS {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (id, r) in &rows {
-            let addr = if r.address.contains('/') || r.port == 0 {
-                r.address.clone()
-            } else if r.address.contains(':') {
-                format!("[{}]:{}", r.address, r.port)
-            } else {
-                format!("{}:{}", r.address, r.port)
-            };
+            let addr = host_port(&r.address, r.port);
             let _ = writeln!(
                 out,
                 "{name}{{server=\"{}\",address=\"{}\"}} {}",
@@ -684,7 +897,14 @@ pub fn prometheus(s: &Snapshot) -> String {
             );
         }
     }
-    let scalars: [(&str, &str, &str, u64); 6] = [
+    let _ = writeln!(
+        out,
+        "# HELP pen_build_info pen-rs build: version of the balancer, C Pen version it follows.\n\
+         # TYPE pen_build_info gauge\n\
+         pen_build_info{{version=\"{}\",compatible=\"0.34\"}} 1",
+        label(env!("CARGO_PKG_VERSION"))
+    );
+    let scalars: [(&str, &str, &str, u64); 7] = [
         (
             "pen_servers",
             "gauge",
@@ -721,6 +941,12 @@ pub fn prometheus(s: &Snapshot) -> String {
             "Upstream connections 'transparent' could not open from the client's address.",
             s.transparent_failures,
         ),
+        (
+            "pen_local_resource_errors_total",
+            "counter",
+            "Accepts and upstream connects that failed for want of descriptors, buffers, memory or ports (no server is blamed).",
+            s.local_resource_errors,
+        ),
     ];
     for (name, kind, help, v) in scalars {
         let _ = writeln!(
@@ -728,6 +954,7 @@ pub fn prometheus(s: &Snapshot) -> String {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
         );
     }
+    process_metrics(&mut out, p);
     if let Some(u) = &s.udp {
         let udp: [(&str, &str, &str, u64); 13] = [
             (
@@ -936,7 +1163,7 @@ mod tests {
         let h = html(&snap);
         assert!(h.starts_with("<html>\n<head>\n<title>Pen status page</title>"));
         assert!(h.contains("Time 1970-01-01 00:00:00, 2 servers, -1 current<p>"));
-        assert!(h.contains("<td>::1</td>\n<td>0</td>\n<td>8002</td>"));
+        assert!(h.contains("<td>::1</td>\n<td>up</td>\n<td>8002</td>"));
         assert!(h.contains("<h2>Active clients</h2>Max number of clients: 2048<p>"));
         assert!(h.contains("Number of connections: 500 max, 0 used"));
         assert!(h.ends_with("</body>\n</html>\n"));
@@ -967,7 +1194,7 @@ mod tests {
             ..ConnRow::default()
         }];
         let t = text(&Snapshot::capture(&sh, Duration::ZERO, 0, conns));
-        assert!(t.contains("Server 1 status:\naddress ::1\n0\nport 8002\n0 connections (5 soft, 10 hard)\n0 sent, 0 received\n"));
+        assert!(t.contains("Server 1 status:\naddress ::1\nup\nport 8002\n0 connections (5 soft, 10 hard)\n0 sent, 0 received\n"));
         assert!(t.contains("Connection 3 status:\ndownfd = 9, upfd = 10\n"));
         assert!(t.contains("Max number of connections: 500\n"));
     }
@@ -987,8 +1214,175 @@ mod tests {
         // Every sample line is `name{labels} value` or `name value`.
         for line in p.lines().filter(|l| !l.starts_with('#')) {
             let v = line.rsplit(' ').next().unwrap();
-            assert!(v.parse::<u64>().is_ok(), "bad sample {line:?}");
+            assert!(v.parse::<f64>().is_ok(), "bad sample {line:?}");
         }
+    }
+
+    #[test]
+    fn status_column_says_how_long_the_blacklist_lasts() {
+        let mut sh = shared_with_two_servers();
+        let t0 = Duration::from_secs(100);
+        sh.balancer.blacklist(1, 60, t0).unwrap();
+        let snap = Snapshot::capture(&sh, t0 + Duration::from_millis(3500), 1_000_000, vec![]);
+        let h = html(&snap);
+        assert!(
+            h.contains("<td>::1</td>\n<td>blacklisted, 57 s left</td>\n<td>8002</td>"),
+            "{h}"
+        );
+        assert!(
+            h.contains("<td>127.0.0.1</td>\n<td>up</td>\n<td>8001</td>"),
+            "{h}"
+        );
+        let t = text(&snap);
+        assert!(
+            t.contains("Server 1 status:\naddress ::1\nblacklisted, 57 s left\nport 8002\n"),
+            "{t}"
+        );
+        // A failed connect blacklists for `blacklist_secs` (30 by default).
+        let c = Client {
+            ip: Some("10.0.0.7".parse().unwrap()),
+            port: 1,
+        };
+        sh.balancer.connect_started(&c, Target::Server(0), t0);
+        sh.balancer.connect_failed(Target::Server(0), t0);
+        let snap = Snapshot::capture(&sh, t0 + Duration::from_secs(1), 0, vec![]);
+        assert_eq!(status_text(&snap.servers[0]), "blacklisted, 29 s left");
+        assert!(
+            !html(&snap).contains("1000000"),
+            "no raw unix time any more"
+        );
+    }
+
+    #[test]
+    fn server_events_read_like_haproxy() {
+        let mut sh = shared_with_two_servers();
+        let c = Client {
+            ip: Some("10.0.0.7".parse().unwrap()),
+            port: 1,
+        };
+        let b = &mut sh.balancer;
+        b.connect_started(&c, Target::Server(1), Duration::from_secs(10));
+        b.connect_failed(Target::Server(1), Duration::from_secs(10));
+        b.connect_started(&c, Target::Server(1), Duration::from_secs(52));
+        b.connect_ok(Target::Server(1), Duration::from_secs(52));
+        let (events, dropped) = b.take_events();
+        assert_eq!(dropped, 0);
+        let lines: Vec<String> = events
+            .iter()
+            .map(|e| server_event_line(e, b, "connect failed: Connection refused (os error 111)"))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "server 1 ([::1]:8002) is DOWN: connect failed: Connection refused (os error 111); blacklisted for 30 s",
+                "server 1 ([::1]:8002) is UP again after 42 s down",
+            ]
+        );
+        let zero = ServerEvent::Down {
+            target: Target::Server(0),
+            blacklist: Duration::ZERO,
+        };
+        assert_eq!(
+            server_event_line(&zero, b, "connect failed: x"),
+            "server 0 (127.0.0.1:8001) is DOWN: connect failed: x; not blacklisted (blacklist time 0)"
+        );
+    }
+
+    fn prometheus_value(p: &str, series: &str) -> u64 {
+        let line = p
+            .lines()
+            .find(|l| l.starts_with(series))
+            .unwrap_or_else(|| panic!("no {series} in\n{p}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn prometheus_byte_counters_include_open_connections_once() {
+        use crate::proxy::forward::Counters;
+        let mut sh = shared_with_two_servers();
+        let c = Client {
+            ip: Some("10.0.0.7".parse().unwrap()),
+            port: 1,
+        };
+        let t = Duration::from_secs(1);
+        let target = Target::Server(0);
+        sh.balancer.connect_started(&c, target, t);
+        sh.balancer.connect_ok(target, t);
+        let counters = std::sync::Arc::new(Counters::default());
+        let idx = sh.conns.insert_open_for_test(target, counters.clone());
+        counters.add_to_server(100);
+        counters.add_from_server(2000);
+        let sent = "pen_server_sent_bytes_total{server=\"0\"";
+        let received = "pen_server_received_bytes_total{server=\"0\"";
+        let snap = Snapshot::capture(&sh, t, 0, vec![]);
+        let p = prometheus(&snap);
+        assert_eq!(prometheus_value(&p, sent), 100, "live bytes are counted");
+        assert_eq!(prometheus_value(&p, received), 2000);
+        // The status page and the text report count them too, as C Pen's copy loop does.
+        assert!(html(&snap).contains("<td>100</td>\n<td>2000</td>"));
+        assert!(text(&snap).contains("100 sent, 2000 received"));
+        counters.add_to_server(5);
+        let p = prometheus(&Snapshot::capture(&sh, t, 0, vec![]));
+        assert_eq!(prometheus_value(&p, sent), 105);
+        // The connection closes: its bytes move to the server's totals, counted once.
+        sh.balancer.closed(target, &c, 105, 2000, t);
+        sh.conns.bytes_reported(idx);
+        let p = prometheus(&Snapshot::capture(&sh, t, 0, vec![]));
+        assert_eq!(prometheus_value(&p, sent), 105);
+        assert_eq!(prometheus_value(&p, received), 2000);
+    }
+
+    #[test]
+    fn prometheus_has_build_info_and_process_metrics() {
+        let sh = shared_with_two_servers();
+        let proc = ProcessStats {
+            start_time_seconds: 1_700_000_000.5,
+            cpu_seconds: 1.25,
+            resident_memory_bytes: 7 << 20,
+            virtual_memory_bytes: 100 << 20,
+            open_fds: 12,
+            max_fds: 1024,
+            threads: 1,
+        };
+        let p = prometheus_with(&Snapshot::capture(&sh, Duration::ZERO, 0, vec![]), &proc);
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(
+            p.contains(&format!(
+                "# TYPE pen_build_info gauge\npen_build_info{{version=\"{version}\",compatible=\"0.34\"}} 1\n"
+            )),
+            "{p}"
+        );
+        for line in [
+            "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds 1700000000.5\n",
+            "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 1.25\n",
+            "\nprocess_resident_memory_bytes 7340032\n",
+            "\nprocess_virtual_memory_bytes 104857600\n",
+            "\nprocess_open_fds 12\n",
+            "\nprocess_max_fds 1024\n",
+            "\npen_local_resource_errors_total 0\n",
+        ] {
+            assert!(p.contains(line), "no {line:?} in\n{p}");
+        }
+        // The live reader gives real figures.
+        let live = prometheus(&Snapshot::capture(&sh, Duration::ZERO, 0, vec![]));
+        assert!(!live.contains("\nprocess_open_fds 0\n"), "{live}");
+    }
+
+    #[test]
+    fn writable_check_names_missing_directories_and_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_writable(&dir.path().join("new.html")).is_ok());
+        let existing = dir.path().join("old.html");
+        std::fs::write(&existing, "keep").unwrap();
+        assert!(check_writable(&existing).is_ok());
+        assert_eq!(std::fs::read_to_string(&existing).unwrap(), "keep");
+        assert!(
+            !dir.path().join("new.html").exists(),
+            "the check creates nothing"
+        );
+        let e = check_writable(&dir.path().join("missing/x.html")).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+        assert!(check_writable(dir.path()).is_err(), "a directory");
     }
 
     #[test]

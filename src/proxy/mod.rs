@@ -17,6 +17,7 @@ use crate::select::Balancer;
 
 pub mod forward;
 pub mod http;
+pub mod resources;
 pub mod sockets;
 pub mod tcp;
 pub mod tls;
@@ -31,6 +32,12 @@ pub struct Shared {
     /// Upstream connections that `transparent` could not open from the client's address
     /// (no CAP_NET_ADMIN, missing routing setup, family mismatch); see [`transparent`].
     pub transparent_failures: u64,
+    /// pen's own shortages of descriptors, buffers, memory or local ports (never blamed on a
+    /// server); see [`resources`].
+    pub shortage: resources::Shortage,
+    /// The open TCP connections (`connection N`, `close N`, the reports' open byte counts).
+    /// Lock order: this state, then the table.
+    pub conns: Arc<tcp::ConnTable>,
     /// TLS termination in force (`-E`); `None` = plain TCP. Replaced on reload (`tls::reload`).
     pub tls: Option<Arc<tls::Terminator>>,
     /// The UDP flow table (`-U`) as the UDP shell last published it, for the reports: at
@@ -63,6 +70,8 @@ impl Shared {
             config,
             balancer,
             transparent_failures: 0,
+            shortage: resources::Shortage::default(),
+            conns: Arc::default(),
             tls: None,
             udp: None,
             udp_table: None,
@@ -80,6 +89,38 @@ impl Shared {
 
 /// The handle every task holds.
 pub type SharedState = Arc<Mutex<Shared>>;
+
+/// Logs (at the default level, warn) the servers that went down or came back since the last
+/// call. `failure` names the reason of a `Down` for that target; other `Down`s were recorded
+/// elsewhere (a UDP flow's failure) and get a generic reason.
+pub fn log_server_events(g: &mut Shared, failure: Option<(crate::select::Target, &str)>) {
+    let (events, dropped) = g.balancer.take_events();
+    for e in &events {
+        let reason = match (e, failure) {
+            (crate::select::ServerEvent::Down { target, .. }, Some((t, r))) if *target == t => r,
+            _ => "no answer (connect failed or an ICMP error came back)",
+        };
+        tracing::warn!(
+            "{}",
+            crate::stats::server_event_line(e, &g.balancer, reason)
+        );
+    }
+    if dropped > 0 {
+        tracing::warn!("{dropped} more server state changes were not logged");
+    }
+}
+
+/// How often [`watch_server_events`] looks for server state changes the data path did not log
+/// itself (UDP flows).
+pub const SERVER_EVENTS_EVERY: Duration = Duration::from_secs(1);
+
+/// Logs server state changes every [`SERVER_EVENTS_EVERY`]; runs until aborted.
+pub async fn watch_server_events(shared: SharedState) {
+    loop {
+        tokio::time::sleep(SERVER_EVENTS_EVERY).await;
+        log_server_events(&mut lock(&shared), None);
+    }
+}
 
 /// Locks the shared state. A panic in another holder does not leave the data half-updated in
 /// a way that matters here (every section is a few counter updates), so a poisoned lock is

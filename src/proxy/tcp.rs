@@ -8,14 +8,22 @@
 //! Limits: `conn_max` is a semaphore whose permit is taken *before* `accept`, so a full table
 //! stops accepting (the kernel backlog holds new clients) and a freed slot resumes it;
 //! `pending_max` bounds simultaneous upstream connects.
+//!
+//! Out of descriptors (or buffers, memory, local ports: [`resources::is_local_resource_error`])
+//! is pen's problem, not the server's: such a failed `accept` or upstream connect blacklists
+//! nothing. The accept loop pauses until a connection closes (or a back-off of up to a second
+//! passes), the connection that hit it waits the same way and retries its server within the
+//! `-t` connect timeout, and the shortage is counted (`Shared::shortage`) and logged once per
+//! burst.
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 
 use crate::acl::canonical;
@@ -24,6 +32,7 @@ use crate::proxy::forward::{
     Counters, FirstChunk, Front, Options as ForwardOptions, Stream, forward_front,
 };
 use crate::proxy::http::{Proto, Rewriter};
+use crate::proxy::resources;
 use crate::proxy::sockets::{self, UpstreamOptions};
 use crate::proxy::transparent;
 use crate::proxy::{SharedState, lock, now};
@@ -74,6 +83,35 @@ pub struct Limits {
     pub conn_slots: Arc<Semaphore>,
     /// One permit per upstream connect in progress (`pending_max`).
     pub pending: Arc<Semaphore>,
+    /// Out of descriptors: who waits for some to be freed.
+    pub fds: Arc<FdWait>,
+}
+
+/// Waiting for descriptors after a local resource error: every connection that ends wakes the
+/// waiters; a waiter also gives up after its back-off (descriptors may be freed elsewhere).
+#[derive(Debug, Default)]
+pub struct FdWait {
+    /// Set by a connection that hit a shortage; the accept loop waits before its next accept.
+    short: AtomicBool,
+    freed: Notify,
+}
+
+/// First and longest pause of the accept loop while descriptors are short.
+const BACKOFF_MIN: Duration = Duration::from_millis(20);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+impl FdWait {
+    /// A connection ended: its descriptors are free.
+    fn freed(&self) {
+        self.freed.notify_waiters();
+    }
+
+    /// Waits until a connection ends or `max` passes; returns whether a connection ended.
+    async fn wait(&self, max: Duration) -> bool {
+        tokio::time::timeout(max, self.freed.notified())
+            .await
+            .is_ok()
+    }
 }
 
 impl Limits {
@@ -85,6 +123,7 @@ impl Limits {
             pending: Arc::new(Semaphore::new(
                 cfg.pending_max.clamp(1, Semaphore::MAX_PERMITS),
             )),
+            fds: Arc::new(FdWait::default()),
         }
     }
 }
@@ -110,6 +149,9 @@ struct ConnEntry {
     target: Option<Target>,
     counters: Arc<Counters>,
     abort: Option<AbortHandle>,
+    /// Its bytes are not yet in the server's totals (cleared, under the shared lock, when
+    /// they are moved there).
+    open: bool,
 }
 
 impl ConnTable {
@@ -163,6 +205,41 @@ impl ConnTable {
             }
             _ => false,
         }
+    }
+
+    /// Connection `idx`'s bytes are now in its server's totals: [`ConnTable::open_bytes`]
+    /// leaves it out. Call under the shared state's lock, together with `Balancer::closed`.
+    pub(crate) fn bytes_reported(&self, idx: usize) {
+        self.update(idx, |e| e.open = false);
+    }
+
+    /// A connection to `target` as the data path lists it once connected (tests of the
+    /// reports).
+    #[cfg(test)]
+    pub(crate) fn insert_open_for_test(&self, target: Target, counters: Arc<Counters>) -> usize {
+        self.insert(ConnEntry {
+            client: "test".to_string(),
+            downfd: -1,
+            upfd: -1,
+            target: Some(target),
+            counters,
+            abort: None,
+            open: true,
+        })
+    }
+
+    /// Bytes so far of the connections whose totals the balancer does not have yet, by
+    /// server: (sent to it, received from it).
+    pub fn open_bytes(&self) -> std::collections::HashMap<Target, (u64, u64)> {
+        let mut out = std::collections::HashMap::<Target, (u64, u64)>::new();
+        for e in self.lock().slots.iter().flatten() {
+            if let (true, Some(t)) = (e.open, e.target) {
+                let v = out.entry(t).or_default();
+                v.0 = v.0.saturating_add(e.counters.to_server());
+                v.1 = v.1.saturating_add(e.counters.from_server());
+            }
+        }
+        out
     }
 
     /// Number of open connections.
@@ -247,7 +324,9 @@ impl ConnSettings {
 }
 
 /// The accept loop: runs until the listener fails for good (it never returns `Ok`).
-/// Transient accept errors (out of fds, aborted handshakes) are logged and retried.
+/// Aborted handshakes are retried at once; out of descriptors (here or in a connection's
+/// upstream connect) pauses accepting until a connection closes or the back-off
+/// (`BACKOFF_MIN` doubling up to `BACKOFF_MAX`) passes, so the loop never spins.
 /// Every connection is listed in `conns` while it is open.
 pub async fn serve(
     listener: Listener,
@@ -255,22 +334,35 @@ pub async fn serve(
     limits: Limits,
     conns: Arc<ConnTable>,
 ) -> io::Result<()> {
+    let mut backoff = BACKOFF_MIN;
     loop {
         let Ok(slot) = limits.conn_slots.clone().acquire_owned().await else {
             return Err(io::Error::other("connection table closed"));
         };
+        if limits.fds.short.swap(false, Ordering::Relaxed) {
+            // A connection ran out of descriptors: leave new clients in the backlog until
+            // one closes (or the back-off passes) instead of accepting clients pen cannot serve.
+            if !limits.fds.wait(backoff).await {
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
         let (stream, client, who) = match listener.accept().await {
             Ok(a) => a,
+            Err(e) if resources::is_local_resource_error(&e) => {
+                shortage(&shared, "accept", &e);
+                limits.fds.short.store(true, Ordering::Relaxed);
+                continue;
+            }
             Err(e) => {
-                tracing::warn!("accept failed: {e}");
                 if accept_error_is_transient(&e) {
-                    // Out of fds and the like: back off a little instead of spinning.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tracing::debug!("accept failed: {e}");
                     continue;
                 }
+                tracing::warn!("accept failed: {e}");
                 return Err(e);
             }
         };
+        backoff = BACKOFF_MIN;
         tracing::debug!("accepted {who}");
         let counters = Arc::new(Counters::default());
         let idx = conns.insert(ConnEntry {
@@ -280,9 +372,10 @@ pub async fn serve(
             target: None,
             counters: counters.clone(),
             abort: None,
+            open: true,
         });
         let shared = shared.clone();
-        let pending = limits.pending.clone();
+        let limits = limits.clone();
         let table = conns.clone();
         let task = tokio::spawn(async move {
             let _registered = Registered { table: &table, idx };
@@ -293,7 +386,8 @@ pub async fn serve(
                 table: &table,
                 counters: &counters,
             };
-            handle(stream, conn, shared, pending).await;
+            let _freed = Freed(&limits.fds);
+            handle(stream, conn, shared, &limits).await;
             drop(slot);
         });
         conns.update(idx, |e| e.abort = Some(task.abort_handle()));
@@ -309,24 +403,53 @@ struct Conn<'a> {
     counters: &'a Counters,
 }
 
+/// Wakes the descriptor waiters when a connection's task ends (its sockets are closed by then),
+/// however it ends.
+struct Freed<'a>(&'a FdWait);
+
+impl Drop for Freed<'_> {
+    fn drop(&mut self) {
+        self.0.freed();
+    }
+}
+
+/// An accept that failed because of the client (it went away during the handshake) or a
+/// signal: try the next one. (Local shortages are handled before this.)
 fn accept_error_is_transient(e: &io::Error) -> bool {
     use io::ErrorKind::*;
     matches!(
         e.kind(),
-        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock | OutOfMemory
-    ) || matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EPROTO)
-    )
+        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
+    ) || e.raw_os_error() == Some(libc::EPROTO)
+}
+
+/// Counts a local resource error and logs it when it starts a burst.
+fn shortage(shared: &SharedState, during: &str, e: &io::Error) {
+    let first = lock(shared).shortage.record(now());
+    if first {
+        tracing::warn!(
+            "{during}: {e}: pen is out of local resources (descriptors, buffers, memory or \
+             ports); pausing new connections until some are freed, no server is blacklisted \
+             for it"
+        );
+    }
+}
+
+/// Something that needs descriptors succeeded: ends a shortage burst once it is quiet.
+fn recovered(g: &mut crate::proxy::Shared, t: Duration) {
+    if g.shortage.in_burst()
+        && let Some(end) = g.shortage.recovered(t)
+    {
+        tracing::warn!(
+            "local resources available again: {} connection attempt(s) hit the shortage in {:.1} s",
+            end.errors,
+            end.lasted.as_secs_f64()
+        );
+    }
 }
 
 /// One client connection, from selection to close.
-async fn handle(
-    client_stream: Stream,
-    conn: Conn<'_>,
-    shared: SharedState,
-    pending: Arc<Semaphore>,
-) {
+async fn handle(client_stream: Stream, conn: Conn<'_>, shared: SharedState, limits: &Limits) {
     let (who, client) = (conn.who, conn.client);
     let Some((front, rewriter)) = front_of(client_stream, &client, who, &shared).await else {
         return;
@@ -347,7 +470,7 @@ async fn handle(
         tracing::debug!("{who}: TCP_NODELAY on the client socket failed: {e}");
     }
     let Some((target, upstream)) =
-        connect_first(&candidates, &client, who, &shared, &pending, &settings).await
+        connect_first(&candidates, &client, who, &shared, limits, &settings).await
     else {
         tracing::debug!("{who}: every candidate failed; closing the client");
         return;
@@ -363,6 +486,8 @@ async fn handle(
         target,
         client,
         counters,
+        table: conn.table,
+        idx: conn.idx,
     };
     if !front.is_tls()
         && let Some(log) = crate::reqlog::current()
@@ -477,73 +602,126 @@ fn tls_request_log<'a>(
 }
 
 /// Walks the candidates: the first connect that succeeds wins. Each attempt is reported to the
-/// balancer (started, then ok or failed).
+/// balancer (started, then ok or failed). A connect that fails for want of local resources
+/// (descriptors, ports, memory) is abandoned without blaming the server: the task waits for a
+/// connection to close and tries the same server again, until the `-t` connect timeout.
 async fn connect_first(
     candidates: &[Target],
     client: &Client,
     who: &str,
     shared: &SharedState,
-    pending: &Arc<Semaphore>,
+    limits: &Limits,
     settings: &ConnSettings,
 ) -> Option<(Target, Stream)> {
+    let mut short_until: Option<Instant> = None;
     for &target in candidates {
-        let addr: Option<BackendAddr> = {
-            let mut g = lock(shared);
-            let t = now();
-            // Re-check: limits and blacklists may have changed since `select`.
-            if !g.balancer.try_server(target, client, t) {
-                continue;
-            }
-            let addr = g.balancer.addr(target).cloned();
-            if addr.is_some() {
-                g.balancer.connect_started(client, target, t);
-            }
-            addr
-        };
-        let Some(addr) = addr else { continue };
-        let attempt = Attempt {
-            shared,
-            target,
-            done: false,
-        };
-        let permit: Option<OwnedSemaphorePermit> = pending.clone().acquire_owned().await.ok();
-        let upstream = UpstreamOptions {
-            client: client.ip,
-            ..settings.upstream
-        };
-        let result = sockets::connect(&addr, &upstream, settings.connect_timeout).await;
-        drop(permit);
-        match result {
-            Ok(stream) => {
-                attempt.finish(true);
-                tracing::debug!("{who}: connected to {target:?} at {}", show(&addr));
-                return Some((target, stream));
-            }
-            Err(e) => {
-                if let Some(t) = transparent::error_of(&e) {
-                    // Logged and counted once. A local refusal (capability, bind) is not
-                    // the backend's fault; a timeout from the client's address is blacklisted
-                    // like any other.
-                    transparent::record(shared, who, t);
-                    if t.is_local() {
-                        drop(attempt); // abandoned: not blacklisted
-                        if t.affects_every_backend() {
-                            return None;
-                        }
-                        continue;
+        loop {
+            match try_connect(target, client, who, shared, limits, settings).await {
+                Tried::Connected(stream) => return Some((target, stream)),
+                Tried::Next => break,
+                Tried::GiveUp => return None,
+                Tried::Short => {
+                    let deadline = *short_until
+                        .get_or_insert_with(|| Instant::now() + settings.connect_timeout);
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        tracing::debug!("{who}: no descriptors within the connect timeout");
+                        return None;
                     }
-                    attempt.finish(false);
-                    continue;
+                    limits.fds.wait(left.min(BACKOFF_MAX)).await;
                 }
-                attempt.finish(false);
-                tracing::info!(
-                    "{who}: connect to {target:?} at {} failed: {e}",
-                    show(&addr)
-                );
             }
         }
     }
     None
+}
+
+/// What one connect attempt to a candidate came to.
+enum Tried {
+    Connected(Stream),
+    /// This candidate is out (unavailable now, failed, or refused by `transparent`).
+    Next,
+    /// Pen is short of descriptors, ports or memory: try the same candidate again later.
+    Short,
+    /// No candidate can work (`transparent` without the capability).
+    GiveUp,
+}
+
+/// One connect to `target`, reported to the balancer: ok, failed (blacklisted), or abandoned
+/// when the failure is not the server's (a local shortage, a refusal inside pen).
+async fn try_connect(
+    target: Target,
+    client: &Client,
+    who: &str,
+    shared: &SharedState,
+    limits: &Limits,
+    settings: &ConnSettings,
+) -> Tried {
+    let addr: Option<BackendAddr> = {
+        let mut g = lock(shared);
+        let t = now();
+        // Re-check: limits and blacklists may have changed since `select`.
+        if !g.balancer.try_server(target, client, t) {
+            return Tried::Next;
+        }
+        let addr = g.balancer.addr(target).cloned();
+        if addr.is_some() {
+            g.balancer.connect_started(client, target, t);
+        }
+        addr
+    };
+    let Some(addr) = addr else {
+        return Tried::Next;
+    };
+    let attempt = Attempt {
+        shared,
+        target,
+        done: false,
+    };
+    let permit: Option<OwnedSemaphorePermit> = limits.pending.clone().acquire_owned().await.ok();
+    let upstream = UpstreamOptions {
+        client: client.ip,
+        ..settings.upstream
+    };
+    let result = sockets::connect(&addr, &upstream, settings.connect_timeout).await;
+    drop(permit);
+    let e = match result {
+        Ok(stream) => {
+            attempt.finish(Ok(()));
+            tracing::debug!("{who}: connected to {target:?} at {}", show(&addr));
+            return Tried::Connected(stream);
+        }
+        Err(e) => e,
+    };
+    if let Some(t) = transparent::error_of(&e) {
+        // Logged and counted once. A local refusal (capability, bind) is not the backend's
+        // fault; a timeout from the client's address is blacklisted like any other.
+        transparent::record(shared, who, t);
+        if t.is_local() {
+            drop(attempt); // abandoned: not blacklisted
+            return if t.affects_every_backend() {
+                Tried::GiveUp
+            } else {
+                Tried::Next
+            };
+        }
+        attempt.finish(Err(
+            "connect from the client's address failed (transparent proxy, logged above)",
+        ));
+        return Tried::Next;
+    }
+    if resources::is_local_resource_error(&e) {
+        drop(attempt); // abandoned: pen's shortage, not the server's failure
+        shortage(shared, &format!("{who}: connect to {}", show(&addr)), &e);
+        limits.fds.short.store(true, Ordering::Relaxed);
+        return Tried::Short;
+    }
+    tracing::info!(
+        "{who}: connect to {target:?} at {} failed: {e}",
+        show(&addr)
+    );
+    attempt.finish(Err(&format!("connect failed: {e}")));
+    Tried::Next
 }
 
 fn show(addr: &BackendAddr) -> String {
@@ -563,14 +741,22 @@ struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    fn finish(mut self, ok: bool) {
+    /// Reports the outcome (`Err` says why it failed); a server that goes down or comes back
+    /// with it is logged now.
+    fn finish(mut self, result: Result<(), &str>) {
         self.done = true;
         let mut g = lock(self.shared);
         let t = now();
-        if ok {
-            g.balancer.connect_ok(self.target, t);
-        } else {
-            g.balancer.connect_failed(self.target, t);
+        match result {
+            Ok(()) => {
+                g.balancer.connect_ok(self.target, t);
+                recovered(&mut g, t);
+                crate::proxy::log_server_events(&mut g, None);
+            }
+            Err(reason) => {
+                g.balancer.connect_failed(self.target, t);
+                crate::proxy::log_server_events(&mut g, Some((self.target, reason)));
+            }
         }
     }
 }
@@ -590,14 +776,17 @@ struct Established<'a> {
     target: Target,
     client: Client,
     counters: &'a Counters,
+    table: &'a ConnTable,
+    idx: usize,
 }
 
 impl Drop for Established<'_> {
     fn drop(&mut self) {
         let (sx, rx) = (self.counters.to_server(), self.counters.from_server());
-        lock(self.shared)
-            .balancer
-            .closed(self.target, &self.client, sx, rx, now());
+        let mut g = lock(self.shared);
+        g.balancer.closed(self.target, &self.client, sx, rx, now());
+        // Under the same lock: the bytes are now in the server's totals, not open any more.
+        self.table.bytes_reported(self.idx);
     }
 }
 
@@ -622,6 +811,7 @@ mod tests {
             target: None,
             counters: Arc::new(Counters::default()),
             abort: None,
+            open: true,
         };
         let a = t.insert(entry("a"));
         let b = t.insert(entry("b"));

@@ -63,7 +63,24 @@ pub struct ServerState {
     pub selected: u64,
     /// Connects that failed (each one blacklisted the server).
     pub failures: u64,
+    /// Since when the server is down: its first failure after it last worked (a
+    /// [`ServerEvent::Down`]); cleared by the next successful connect ([`ServerEvent::Up`]).
+    pub down_since: Option<Duration>,
 }
+
+/// A server went down or came back, for the log (HAProxy's "Server x is DOWN/UP").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// A failed connect (or an ICMP error for a UDP flow) took a working server down: it is
+    /// blacklisted for `blacklist`. Further failures while it is down make no event.
+    Down { target: Target, blacklist: Duration },
+    /// The first successful connect after a `Down`, `down_for` after it.
+    Up { target: Target, down_for: Duration },
+}
+
+/// Events kept for [`Balancer::take_events`]; older ones are dropped (and counted) when nobody
+/// takes them.
+pub const MAX_EVENTS: usize = 256;
 
 impl ServerState {
     pub fn new(config: ServerConfig, addr: Option<BackendAddr>) -> ServerState {
@@ -78,6 +95,7 @@ impl ServerState {
             rx: 0,
             selected: 0,
             failures: 0,
+            down_since: None,
         }
     }
 
@@ -141,6 +159,10 @@ pub struct Balancer {
     /// Bumped whenever a server, emergency or abuse address changes (see
     /// [`Balancer::addr_generation`]).
     addr_generation: u64,
+    /// Servers that went down or came back, oldest first, until the IO side takes them.
+    events: Vec<ServerEvent>,
+    /// Events dropped because [`MAX_EVENTS`] were waiting.
+    events_dropped: u64,
 }
 
 /// What the client's table entry says while one selection runs.
@@ -177,6 +199,8 @@ impl Balancer {
             client_acl: cfg.client_acl,
             acls: cfg.acls.clone(),
             addr_generation: 0,
+            events: Vec::new(),
+            events_dropped: 0,
         }
     }
 
@@ -431,25 +455,53 @@ impl Balancer {
         }
     }
 
-    /// The connect to `target` succeeded: pending → established, blacklist cleared.
-    pub fn connect_ok(&mut self, target: Target, _now: Duration) {
-        if let Some(s) = self.state_mut(target) {
-            s.pending = s.pending.saturating_sub(1);
-            s.established = s.established.saturating_add(1);
-            s.blacklisted_since = None;
-            s.blacklist_for = None;
+    /// The connect to `target` succeeded: pending → established, blacklist cleared. A server
+    /// that was down is up again ([`ServerEvent::Up`]).
+    pub fn connect_ok(&mut self, target: Target, now: Duration) {
+        let Some(s) = self.state_mut(target) else {
+            return;
+        };
+        s.pending = s.pending.saturating_sub(1);
+        s.established = s.established.saturating_add(1);
+        s.blacklisted_since = None;
+        s.blacklist_for = None;
+        if let Some(since) = s.down_since.take() {
+            let down_for = now.saturating_sub(since);
+            self.event(ServerEvent::Up { target, down_for });
         }
     }
 
     /// The connect to `target` failed or timed out: blacklisted for `blacklist_secs` from `now`
-    /// (passively: it comes back by itself).
+    /// (passively: it comes back by itself). A server that was working goes down
+    /// ([`ServerEvent::Down`]).
     pub fn connect_failed(&mut self, target: Target, now: Duration) {
-        if let Some(s) = self.state_mut(target) {
-            s.pending = s.pending.saturating_sub(1);
-            s.failures = s.failures.saturating_add(1);
-            s.blacklisted_since = Some(now);
-            s.blacklist_for = None;
+        let blacklist = Duration::from_secs(self.blacklist_secs);
+        let Some(s) = self.state_mut(target) else {
+            return;
+        };
+        s.pending = s.pending.saturating_sub(1);
+        s.failures = s.failures.saturating_add(1);
+        s.blacklisted_since = Some(now);
+        s.blacklist_for = None;
+        if s.down_since.is_none() {
+            s.down_since = Some(now);
+            self.event(ServerEvent::Down { target, blacklist });
         }
+    }
+
+    fn event(&mut self, e: ServerEvent) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.remove(0);
+            self.events_dropped = self.events_dropped.saturating_add(1);
+        }
+        self.events.push(e);
+    }
+
+    /// The servers that went down or came back since the last call, oldest first, and how many
+    /// events were dropped meanwhile because nobody took them (at most [`MAX_EVENTS`] wait).
+    pub fn take_events(&mut self) -> (Vec<ServerEvent>, u64) {
+        let dropped = std::mem::take(&mut self.events_dropped);
+        (std::mem::take(&mut self.events), dropped)
     }
 
     /// A started connect ended without a verdict on the server (the client went away first,

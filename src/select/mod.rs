@@ -18,6 +18,7 @@
 //! Balancer::connect_started(&Client, Target, now)   // records the client's server (as C Pen)
 //! Balancer::connect_ok(Target, now)                  // counts an established connection
 //! Balancer::connect_failed(Target, now)              // passive blacklist for blacklist_secs
+//! Balancer::take_events() -> (Vec<ServerEvent>, dropped) // servers gone down / come back
 //! Balancer::connect_abandoned(Target)                // started, then given up (client left)
 //! Balancer::closed(Target, &Client, sent_to_server: u64, received_from_server: u64, now)
 //! Balancer::blacklist(idx, secs, now) -> Result<(), ServerIndexError> // `server N blacklist T`
@@ -93,7 +94,8 @@ pub mod clients;
 pub mod dsr;
 
 pub use balancer::{
-    Balancer, MAX_SERVERS, ServerIndexError, ServerState, hash_index, literal_addr,
+    Balancer, MAX_EVENTS, MAX_SERVERS, ServerEvent, ServerIndexError, ServerState, hash_index,
+    literal_addr,
 };
 pub use clients::{ClientInfo, ClientKey};
 pub use dsr::{DsrTable, dsr_hash};

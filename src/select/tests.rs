@@ -863,3 +863,75 @@ fn random_operations_keep_candidate_invariants() {
         }
     }
 }
+
+#[test]
+fn a_server_going_down_and_coming_back_makes_one_event_each() {
+    let mut b = balancer(2, |c| c.blacklist_secs = 30);
+    let c = client("10.0.0.1");
+    let s0 = Target::Server(0);
+    b.connect_started(&c, s0, secs(10));
+    b.connect_ok(s0, secs(10));
+    assert_eq!(
+        b.take_events(),
+        (vec![], 0),
+        "a working server makes no event"
+    );
+    b.connect_started(&c, s0, secs(20));
+    b.connect_failed(s0, secs(20));
+    // Failing again once the blacklist lapsed: still down, no second event.
+    b.connect_started(&c, s0, secs(55));
+    b.connect_failed(s0, secs(55));
+    assert_eq!(b.server(0).unwrap().down_since, Some(secs(20)));
+    b.connect_started(&c, s0, secs(90));
+    b.connect_ok(s0, secs(90));
+    assert_eq!(
+        b.take_events(),
+        (
+            vec![
+                ServerEvent::Down {
+                    target: s0,
+                    blacklist: secs(30)
+                },
+                ServerEvent::Up {
+                    target: s0,
+                    down_for: secs(70)
+                },
+            ],
+            0
+        )
+    );
+    assert_eq!(b.take_events(), (vec![], 0), "taken once");
+    // The emergency server reports too.
+    b.set_emergency(special(9));
+    b.connect_started(&c, Target::Emergency, secs(100));
+    b.connect_failed(Target::Emergency, secs(100));
+    assert!(matches!(
+        b.take_events().0[..],
+        [ServerEvent::Down {
+            target: Target::Emergency,
+            ..
+        }]
+    ));
+    // A manual blacklisting is the operator's doing, not a failure: no event.
+    b.blacklist(1, 60, secs(100)).unwrap();
+    assert_eq!(b.take_events(), (vec![], 0));
+}
+
+#[test]
+fn events_nobody_takes_are_bounded() {
+    let mut b = balancer(1, |_| {});
+    let c = client("10.0.0.1");
+    let s0 = Target::Server(0);
+    for i in 0..(MAX_EVENTS as u64 + 10) {
+        b.connect_started(&c, s0, secs(i));
+        if i % 2 == 0 {
+            b.connect_failed(s0, secs(i));
+        } else {
+            b.connect_ok(s0, secs(i));
+        }
+    }
+    let (events, dropped) = b.take_events();
+    assert_eq!(events.len(), MAX_EVENTS);
+    assert_eq!(dropped, 10);
+    assert!(matches!(events.last(), Some(ServerEvent::Up { .. })));
+}
