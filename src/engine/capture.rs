@@ -54,9 +54,8 @@ impl CaptureConfig {
     /// Parses `ADDR/LEN` (host bits are cleared) with the given wait and size; errors name the
     /// input and say what is accepted.
     pub fn parse_subnet(s: &str) -> Result<(IpAddr, u8), String> {
-        let bad = || {
-            format!("bad subnet {s:?}; expected ADDR/LEN such as 10.0.0.0/24 or fd00::/64")
-        };
+        let bad =
+            || format!("bad subnet {s:?}; expected ADDR/LEN such as 10.0.0.0/24 or fd00::/64");
         let (a, l) = s.split_once('/').ok_or_else(bad)?;
         let ip: IpAddr = a.parse().map_err(|_| bad())?;
         let max = if ip.is_ipv4() { 32 } else { 128 };
@@ -406,7 +405,13 @@ mod tests {
     fn excluded_network_and_broadcast_addresses_are_never_captured() {
         let mut t = table(16);
         let c = ip("10.0.0.2");
-        for x in ["10.0.0.100", "10.0.0.0", "10.0.0.255", "10.0.1.5", "fd00::5"] {
+        for x in [
+            "10.0.0.100",
+            "10.0.0.0",
+            "10.0.0.255",
+            "10.0.1.5",
+            "fd00::5",
+        ] {
             for k in 0..5 {
                 assert!(!t.request(ip(x), c, s(k)), "{x}");
             }
@@ -430,7 +435,11 @@ mod tests {
         // then (only pending ones go first) the newest pending is evicted again, never
         // the live host
         for k in 13..200u32 {
-            t.request(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, k as u8)), c, s(5));
+            t.request(
+                IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, k as u8)),
+                c,
+                s(5),
+            );
         }
         assert_eq!(t.state(ip("10.0.0.9")), Some(State::Alive));
         assert!(t.is_captured(ip("10.0.0.10")));
@@ -448,7 +457,13 @@ mod tests {
             CaptureConfig::parse_subnet("fd00::7/64").unwrap(),
             (ip("fd00::"), 64)
         );
-        for bad in ["10.0.0.0", "10.0.0.0/33", "x/24", "fd00::/129", "10.0.0.0/-1"] {
+        for bad in [
+            "10.0.0.0",
+            "10.0.0.0/33",
+            "x/24",
+            "fd00::/129",
+            "10.0.0.0/-1",
+        ] {
             let e = CaptureConfig::parse_subnet(bad).unwrap_err();
             assert!(e.contains(bad) && e.contains("ADDR/LEN"), "{e}");
         }

@@ -1023,7 +1023,11 @@ impl Engine {
     /// Is `dst` answered by the tarpit (its ACL permits it, or capture took it)? Never the
     /// VIP or a backend, only in TCP mode.
     fn tarpitted(&self, dst: IpAddr) -> bool {
-        let by_acl = self.cfg.tarpit.as_ref().is_some_and(|a| a.permits(Some(dst)));
+        let by_acl = self
+            .cfg
+            .tarpit
+            .as_ref()
+            .is_some_and(|a| a.permits(Some(dst)));
         let captured = self.capture.as_ref().is_some_and(|c| c.is_captured(dst));
         (by_acl || captured)
             && !self.cfg.udp
@@ -1033,7 +1037,9 @@ impl Engine {
 
     /// May the tarpit answer `client` now (`tarpit_rate`)?
     fn rate_allows(&mut self, client: IpAddr, now: Duration) -> bool {
-        self.rate.as_mut().is_none_or(|r| r.allow(client, now).is_ok())
+        self.rate
+            .as_mut()
+            .is_none_or(|r| r.allow(client, now).is_ok())
     }
 
     fn tarpit(&mut self, now: Duration, frame: &mut [u8], ip: &L3, src_mac: Mac) -> Verdict {
@@ -1056,16 +1062,19 @@ impl Engine {
         };
         let tuple_isn = match (ip.src, ip.dst) {
             (IpAddr::V4(c), IpAddr::V4(s)) => tarpit::isn(&self.cfg.isn_key, c, s, cport, sport),
-            (IpAddr::V6(c), IpAddr::V6(s)) => {
-                tarpit::isn_v6(&self.cfg.isn_key, c, s, cport, sport)
-            }
+            (IpAddr::V6(c), IpAddr::V6(s)) => tarpit::isn_v6(&self.cfg.isn_key, c, s, cport, sport),
             _ => return Verdict::Dropped(DropReason::Malformed),
         };
         let persist = self.cfg.tarpit_persist;
         let (seg_seq, seg_ack, seg_flags, window) = if flags & 0x02 != 0 && flags & 0x14 == 0 {
             // SYN without ACK and RST: a connection attempt.
             if persist {
-                (tarpit::persist_isn(tuple_isn, seq), seq.wrapping_add(1), 0x12, 0)
+                (
+                    tarpit::persist_isn(tuple_isn, seq),
+                    seq.wrapping_add(1),
+                    0x12,
+                    0,
+                )
             } else {
                 (tuple_isn, seq.wrapping_add(1), 0x12, self.cfg.tarpit_window)
             }
