@@ -572,7 +572,7 @@ fn html_tarpit(out: &mut String, t: &crate::engine::TarpitStatus) {
         t.rate.map(|r| r.to_string()),
     ) + &tarpit_counters_text(t);
     for line in text.lines() {
-        let _ = write!(out, "{}<br>\n", html_escape(line));
+        let _ = writeln!(out, "{}<br>", html_escape(line));
     }
     out.push_str("<p>\n");
 }
