@@ -283,6 +283,7 @@ fn arbitrary_frames_never_panic_and_are_counted_once() {
             + c.arp_replies
             + c.ndp_adverts
             + c.tarpit_syn_acks
+            + c.tarpit_acks
             + c.held
             + c.learned
             + c.ignored_total()
