@@ -25,7 +25,17 @@
 //!   routing, destination-options and fragment headers are walked to find the ports). A
 //!   backend's address family only decides how its MAC is learned.
 //! - **TCP SYN to a tarpitted address** → a SYN+ACK in place ([`Verdict::TarpitSynAck`], see
-//!   [`tarpit`]); every other segment to it is ignored.
+//!   [`tarpit`]); every other segment to it is ignored, except in persist mode
+//!   (`tarpit_persist`): the SYN+ACK advertises a zero window, and an ACK, zero-window probe
+//!   or data segment of one of the tarpit's connections (checked statelessly, see
+//!   [`tarpit::persist_ack`]) gets a zero-window ACK that acknowledges nothing new
+//!   ([`Verdict::TarpitAck`]); RST and FIN never get an answer.
+//! - **Tarpitted** means permitted by the `tarpit_acl` list or captured by `tarpit_capture`
+//!   ([`capture`]: addresses whose ARP requests or neighbor solicitations went unanswered for
+//!   the wait, released as soon as a host there speaks). Every ARP packet, solicitation,
+//!   advertisement and IP frame the engine sees feeds the capture table.
+//! - With `tarpit_rate` ([`ratecap`]) tarpit TCP replies over the cap are dropped
+//!   ([`DropReason::TarpitRate`]).
 //! - Anything else is ignored ([`IgnoreReason`]) or, when it is not a well-formed frame,
 //!   dropped ([`DropReason`]); both are counted by reason in [`Counters`].
 //!
