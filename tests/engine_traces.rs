@@ -355,8 +355,8 @@ fn persist_trace() -> Vec<(Duration, Vec<u8>)> {
 
 /// Address capture (`tarpit_capture 10.0.0.0/24 wait 2`): ARP requests for 10.0.0.50 go
 /// unanswered for 2 s, then the tarpit answers them and its SYNs; a request for 10.0.0.51
-/// asked only once is never answered; a host comes up on 10.0.0.50 (its own ARP request) and
-/// from then on the tarpit answers nothing for it.
+/// asked only once is never answered; a host comes up on 10.0.0.50 (its ARP reply) and from
+/// then on the tarpit answers nothing for it.
 fn capture_trace() -> Vec<(Duration, Vec<u8>)> {
     let free = Ipv4Addr::new(10, 0, 0, 50);
     let host_mac: Mac = [0x02, 0, 0, 0, 0, 0x50];
@@ -385,7 +385,8 @@ fn capture_trace() -> Vec<(Duration, Vec<u8>)> {
         frames::arp_request(C1_MAC, C1, Ipv4Addr::new(10, 0, 0, 51)),
     ));
     v.push(syn(2020, 45000));
-    v.push((at(3000), frames::arp_request(host_mac, free, C1)));
+    // the host on 10.0.0.50 answers the client's next request itself
+    v.push((at(3000), frames::arp_reply(host_mac, free, C1_MAC, C1)));
     v.push((at(3010), frames::arp_request(C1_MAC, C1, free)));
     v.push(syn(3020, 45001));
     for ms in [4000, 5000, 6000, 7000] {

@@ -150,6 +150,21 @@ pub struct Update {
 
 /// How many captured addresses the published status lists.
 pub const STATUS_CAPTURED_MAX: usize = 64;
+/// The tarpit's status is published at most this often (a loop pass can be one batch of
+/// frames, thousands of times a second under load).
+pub const STATUS_EVERY: Duration = Duration::from_millis(100);
+
+/// Whether the status is due at `now`, the last publication having been at `last`; moves
+/// `last` on when it is.
+fn publish_due(last: &mut Option<Duration>, now: Duration) -> bool {
+    match *last {
+        Some(t) if now < t.saturating_add(STATUS_EVERY) && now >= t => false,
+        _ => {
+            *last = Some(now);
+            true
+        }
+    }
+}
 
 /// The IP addresses of interface `name` (empty when they cannot be read): the tarpit never
 /// captures them.
@@ -221,7 +236,9 @@ pub async fn serve_shared(link: AfPacket, state: SharedState) -> io::Result<()> 
     let _published = PublishedGuard(state.clone());
     serve(link, engine_cfg, move |status| {
         let mut g = crate::proxy::lock(&state);
-        g.tarpit = Some(status);
+        if let Some(st) = status {
+            g.tarpit = Some(st);
+        }
         Update {
             backends: backends_from(&g.balancer, crate::proxy::now()),
             tarpit: tarpit_acl(&g.config),
@@ -275,11 +292,12 @@ impl Drop for StopOnDrop {
 }
 
 /// Runs the engine on `link` until the returned future is dropped or the interface fails.
-/// `update` is called once per loop pass on the engine thread, with the tarpit's status.
+/// `update` is called once per loop pass on the engine thread, with the tarpit's status when
+/// it is due (at most every [`STATUS_EVERY`]).
 pub async fn serve(
     mut link: AfPacket,
     engine_cfg: EngineConfig,
-    mut update: impl FnMut(crate::engine::TarpitStatus) -> Update + Send + 'static,
+    mut update: impl FnMut(Option<crate::engine::TarpitStatus>) -> Update + Send + 'static,
 ) -> io::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let _guard = StopOnDrop(stop.clone());
@@ -296,8 +314,11 @@ pub async fn serve(
                 if engine.config().udp { "UDP" } else { "TCP" },
                 mac_text(engine.config().mac)
             );
+            let mut published = None;
             let tick = move |e: &mut Engine, now: Duration| {
-                let u = update(e.tarpit_status(STATUS_CAPTURED_MAX));
+                let status =
+                    publish_due(&mut published, now).then(|| e.tarpit_status(STATUS_CAPTURED_MAX));
+                let u = update(status);
                 e.set_backends(u.backends);
                 e.set_tarpit(u.tarpit);
                 e.set_tarpit_options(u.tarpit_persist, u.tarpit_capture, u.tarpit_rate, now);
@@ -397,6 +418,21 @@ mod tests {
         let ec = engine_config(&cfg, [2; 6], [1; 16], v).unwrap();
         assert_eq!(ec.port, 0);
         assert_eq!(ec.backends.len(), 2);
+    }
+
+    #[test]
+    fn the_status_is_published_at_most_every_100_ms() {
+        let ms = Duration::from_millis;
+        let mut last = None;
+        let due: Vec<bool> = [0, 1, 50, 99, 100, 150, 250, 40]
+            .iter()
+            .map(|t| publish_due(&mut last, ms(*t)))
+            .collect();
+        // (a clock going backwards publishes at once rather than never)
+        assert_eq!(
+            due,
+            vec![true, false, false, false, true, false, true, true]
+        );
     }
 
     #[test]
