@@ -352,6 +352,20 @@ fn the_vip_backends_and_own_addresses_are_never_captured() {
         }
     }
     assert!(e.tarpit_status(8).captured_addrs.is_empty());
+    // the manual tarpit ACL keeps working beside capture
+    assert_eq!(
+        run(
+            &mut e,
+            t(9000),
+            &frames::arp_request(CLIENT_MAC, CLIENT, TARPIT)
+        )
+        .0,
+        Verdict::ArpReply { len: 42 }
+    );
+    assert_eq!(
+        run(&mut e, t(9001), &seg(TARPIT, SYN, CISN, 0, b"")).0,
+        Verdict::TarpitSynAck { len: 54 }
+    );
 }
 
 #[test]
