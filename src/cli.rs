@@ -97,6 +97,10 @@ penctl commands pen-rs adds (also for -o/-O and -F files):
   control_any_file         let TCP control clients name files (write FILE, include FILE,
                            web_stats FILE, log FILE); only with -O/-o or in the -F file
   version                  reply the pen-rs version
+  tarpit_persist           DSR tarpit: hold connections with a zero window
+  tarpit_capture NET [wait S] [max N]  tarpit addresses of NET nobody answers ARP for [3 4096]
+  tarpit_rate R [burst B] [net R] [net_burst B]  cap tarpit replies/s (global, per /24 or /64)
+  tarpit                   tarpit settings, counters and captured addresses
 
 example:
   pen 8080 web1:80 web2:80 [::1]:8080
@@ -1133,6 +1137,9 @@ mod tests {
             "udp_flow_idle N",
             "control_any_file",
             "version ",
+            "tarpit_persist",
+            "tarpit_capture NET",
+            "tarpit_rate R",
             "127.0.0.1 only",
         ] {
             assert!(USAGE.contains(w), "{w} missing from USAGE");

@@ -382,6 +382,12 @@ pub struct Config {
     pub control_acl: u8,
     /// `tarpit_acl N`; `None` = off (C Pen's -1).
     pub tarpit_acl: Option<u8>,
+    /// `tarpit_persist` (pen-rs addition): hold tarpitted connections with a zero window.
+    pub tarpit_persist: bool,
+    /// `tarpit_capture SUBNET [wait S] [max N]` (pen-rs addition): LaBrea-style capture.
+    pub tarpit_capture: Option<crate::engine::capture::CaptureConfig>,
+    /// `tarpit_rate RATE [burst B] [net R] [net_burst B]` (pen-rs addition): reply rate cap.
+    pub tarpit_rate: Option<crate::engine::ratecap::RateConfig>,
 
     // --- times (seconds) ---
     /// `-T`: client tracking time; 0 = never expire.
@@ -492,6 +498,9 @@ impl Default for Config {
             client_acl: 0,
             control_acl: 0,
             tarpit_acl: None,
+            tarpit_persist: false,
+            tarpit_capture: None,
+            tarpit_rate: None,
             tracking_secs: TRACKING_SECS,
             blacklist_secs: BLACKLIST_SECS,
             connect_timeout_secs: CONNECT_TIMEOUT_SECS,

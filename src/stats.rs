@@ -124,6 +124,8 @@ pub struct Snapshot {
     pub local_resource_errors: u64,
     /// The UDP flow table (`-U` only).
     pub udp: Option<UdpReport>,
+    /// The DSR tarpit (DSR mode only), as the DSR thread last published it.
+    pub tarpit: Option<crate::engine::TarpitStatus>,
 }
 
 /// One UDP flow as the reports show it.
@@ -360,6 +362,7 @@ impl Snapshot {
             transparent_failures: shared.transparent_failures,
             local_resource_errors: shared.shortage.total,
             udp: shared.udp.as_ref().map(|u| UdpReport::of(u, now)),
+            tarpit: shared.tarpit.clone(),
         }
     }
 }
@@ -541,6 +544,9 @@ pub fn html(s: &Snapshot) -> String {
     if let Some(u) = &s.udp {
         html_udp(&mut out, u);
     }
+    if let Some(t) = &s.tarpit {
+        html_tarpit(&mut out, t);
+    }
     out.push_str("</body>\n</html>\n");
     out
 }
@@ -597,6 +603,154 @@ fn html_udp(out: &mut String, u: &UdpReport) {
         ],
         &rows,
     );
+}
+
+// ---- the DSR tarpit (pen-rs addition) ----------------------------------------------------
+
+/// The tarpit's settings as one line each: `tarpit_acl`, persist, capture and rate cap.
+fn tarpit_settings(persist: bool, cap: Option<String>, rate: Option<String>) -> String {
+    format!(
+        "persist {}\ncapture {}\nrate cap {}\n",
+        if persist { "on" } else { "off" },
+        cap.unwrap_or_else(|| "off".into()),
+        rate.unwrap_or_else(|| "off".into()),
+    )
+}
+
+/// The reply of penctl's `tarpit` and the tarpit part of the text report: settings, counters
+/// and captured addresses. `st` is `None` when no DSR engine runs (the settings are shown,
+/// the counters are not).
+pub fn tarpit_text(
+    cfg: &crate::config::Config,
+    st: Option<&crate::engine::TarpitStatus>,
+) -> String {
+    let mut out = format!("tarpit_acl {}\n", cfg.tarpit_acl.map_or(-1, i32::from));
+    out.push_str(&tarpit_settings(
+        cfg.tarpit_persist,
+        cfg.tarpit_capture.map(|c| c.to_string()),
+        cfg.tarpit_rate.map(|r| r.to_string()),
+    ));
+    match st {
+        None => out.push_str("no DSR engine running: no counters\n"),
+        Some(t) => out.push_str(&tarpit_counters_text(t)),
+    }
+    out
+}
+
+fn tarpit_counters_text(t: &crate::engine::TarpitStatus) -> String {
+    let c = t.capture_counters;
+    let mut out = format!(
+        "syn_acks {}\nheld connections {}\nprobes answered {}\nstray acks {}\n\
+         dropped by rate cap {}\ncaptured {} (pending {}, alive {}; captures {}, releases {}, evictions {})\n",
+        t.syn_acks,
+        t.held,
+        t.probes,
+        t.stray,
+        t.rate_dropped,
+        t.captured,
+        t.pending,
+        t.alive,
+        c.captures,
+        c.releases,
+        c.evictions
+    );
+    for a in &t.captured_addrs {
+        let _ = writeln!(out, "captured address {a}");
+    }
+    out
+}
+
+/// The tarpit section of the status page.
+fn html_tarpit(out: &mut String, t: &crate::engine::TarpitStatus) {
+    out.push_str("<h2>Tarpit</h2>");
+    let text = tarpit_settings(
+        t.persist,
+        t.capture.map(|c| c.to_string()),
+        t.rate.map(|r| r.to_string()),
+    ) + &tarpit_counters_text(t);
+    for line in text.lines() {
+        let _ = writeln!(out, "{}<br>", html_escape(line));
+    }
+    out.push_str("<p>\n");
+}
+
+/// The tarpit's Prometheus metrics.
+fn prometheus_tarpit(out: &mut String, t: &crate::engine::TarpitStatus) {
+    let c = t.capture_counters;
+    let rows: [(&str, &str, &str, u64); 11] = [
+        (
+            "pen_tarpit_syn_acks_total",
+            "counter",
+            "SYN+ACKs the tarpit sent.",
+            t.syn_acks,
+        ),
+        (
+            "pen_tarpit_held_connections_total",
+            "counter",
+            "Persist mode: connections held (handshakes completed into a zero window).",
+            t.held,
+        ),
+        (
+            "pen_tarpit_probes_answered_total",
+            "counter",
+            "Persist mode: zero-window probes and data of held connections answered.",
+            t.probes,
+        ),
+        (
+            "pen_tarpit_stray_acks_total",
+            "counter",
+            "Persist mode: ACKs to tarpitted addresses that were not the tarpit's connections.",
+            t.stray,
+        ),
+        (
+            "pen_tarpit_rate_dropped_total",
+            "counter",
+            "Tarpit replies not sent because of tarpit_rate.",
+            t.rate_dropped,
+        ),
+        (
+            "pen_tarpit_captured",
+            "gauge",
+            "Addresses tarpit_capture holds now.",
+            t.captured as u64,
+        ),
+        (
+            "pen_tarpit_capture_pending",
+            "gauge",
+            "Addresses asked for without an answer, not captured yet.",
+            t.pending as u64,
+        ),
+        (
+            "pen_tarpit_capture_alive",
+            "gauge",
+            "Addresses seen alive (never captured while remembered).",
+            t.alive as u64,
+        ),
+        (
+            "pen_tarpit_captures_total",
+            "counter",
+            "Addresses captured.",
+            c.captures,
+        ),
+        (
+            "pen_tarpit_releases_total",
+            "counter",
+            "Captured addresses released because a host showed up.",
+            c.releases,
+        ),
+        (
+            "pen_tarpit_capture_evictions_total",
+            "counter",
+            "Capture table entries evicted because the table was full.",
+            c.evictions,
+        ),
+    ];
+    for (name, kind, help, v) in rows {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    }
 }
 
 /// The text form SIGUSR1 writes when there is no `-w` file (C Pen's `textstats`), one report
@@ -676,6 +830,15 @@ pub fn text(s: &Snapshot) -> String {
                 f.rx
             );
         }
+    }
+    if let Some(t) = &s.tarpit {
+        out.push_str("Tarpit:\n");
+        out.push_str(&tarpit_settings(
+            t.persist,
+            t.capture.map(|c| c.to_string()),
+            t.rate.map(|r| r.to_string()),
+        ));
+        out.push_str(&tarpit_counters_text(t));
     }
     out
 }
@@ -1043,6 +1206,9 @@ pub fn prometheus_with(s: &Snapshot, p: &ProcessStats) -> String {
             );
         }
     }
+    if let Some(t) = &s.tarpit {
+        prometheus_tarpit(&mut out, t);
+    }
     out
 }
 
@@ -1388,5 +1554,49 @@ mod tests {
     #[test]
     fn prometheus_labels_are_escaped() {
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn the_tarpit_shows_on_the_page_in_the_text_and_in_prometheus() {
+        let mut sh = Shared::new(crate::config::Config::default());
+        let none = Snapshot::capture(&sh, Duration::from_secs(5), 1_700_000_000, vec![]);
+        assert!(!html(&none).contains("Tarpit") && !prometheus(&none).contains("pen_tarpit"));
+        sh.tarpit = Some(crate::engine::TarpitStatus {
+            persist: true,
+            syn_acks: 9,
+            held: 4,
+            probes: 21,
+            rate_dropped: 77,
+            captured: 2,
+            capture_counters: crate::engine::capture::CaptureCounters {
+                captures: 3,
+                releases: 1,
+                evictions: 0,
+            },
+            captured_addrs: vec!["10.0.0.50".parse().unwrap(), "10.0.0.51".parse().unwrap()],
+            ..Default::default()
+        });
+        let s = Snapshot::capture(&sh, Duration::from_secs(5), 1_700_000_000, vec![]);
+        let h = html(&s);
+        assert!(
+            h.contains("<h2>Tarpit</h2>") && h.contains("held connections 4<br>"),
+            "{h}"
+        );
+        assert!(h.contains("captured address 10.0.0.51<br>"), "{h}");
+        let t = text(&s);
+        assert!(
+            t.contains("Tarpit:\npersist on\n") && t.contains("dropped by rate cap 77"),
+            "{t}"
+        );
+        let p = prometheus(&s);
+        for want in [
+            "pen_tarpit_held_connections_total 4\n",
+            "pen_tarpit_probes_answered_total 21\n",
+            "pen_tarpit_rate_dropped_total 77\n",
+            "pen_tarpit_captured 2\n",
+            "pen_tarpit_releases_total 1\n",
+        ] {
+            assert!(p.contains(want), "{want:?} in {p}");
+        }
     }
 }

@@ -97,6 +97,29 @@ fn engine(rng: &mut Rng) -> Engine {
             }],
         }),
     };
+    // the tarpit's additions (issue #22): persist mode, address capture, the rate cap
+    c.tarpit_persist = rng.chance(2);
+    if rng.chance(3) {
+        let (net, prefix) = if v6 {
+            (Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0).into(), 64)
+        } else {
+            (Ipv4Addr::new(10, 0, 0, 0).into(), 24)
+        };
+        c.tarpit_capture = Some(pen::engine::capture::CaptureConfig {
+            net,
+            prefix,
+            wait_secs: 1,
+            max: 1 + rng.below(8) as usize,
+        });
+    }
+    if rng.chance(3) {
+        c.tarpit_rate = Some(pen::engine::ratecap::RateConfig {
+            rate: 1 + rng.below(5) as u32,
+            burst: 1 + rng.below(5) as u32,
+            net_rate: rng.below(3) as u32,
+            net_burst: 1,
+        });
+    }
     let mut e = Engine::new(c);
     for i in 0..n {
         if rng.chance(2) {
@@ -251,7 +274,7 @@ fn arbitrary_frames_never_panic_and_are_counted_once() {
                     );
                     assert_eq!(&buf[6..12], &OUR, "seed {seed}");
                 }
-                Verdict::TarpitSynAck { len } => {
+                Verdict::TarpitSynAck { len } | Verdict::TarpitAck { len } => {
                     assert_eq!(
                         frames::checksums_ok(&buf[..len]),
                         Some(true),
@@ -283,6 +306,7 @@ fn arbitrary_frames_never_panic_and_are_counted_once() {
             + c.arp_replies
             + c.ndp_adverts
             + c.tarpit_syn_acks
+            + c.tarpit_acks
             + c.held
             + c.learned
             + c.ignored_total()

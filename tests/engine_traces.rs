@@ -12,8 +12,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pen::engine::frames::{self, ACK, FIN, PSH, SYN};
-use pen::engine::{Engine, Mac, config_from_pen_args, ndp};
+use pen::engine::frames::{self, ACK, FIN, PSH, RST, SYN};
+use pen::engine::{Engine, Mac, config_from_pen_args, ndp, tarpit};
 use pen::link::pcapfile::{read_frames, replay, run_sim, split_args, write_frames};
 
 const OUR: Mac = [0x02, 0, 0, 0, 0, 0x01];
@@ -55,6 +55,21 @@ const TRACES: &[Trace] = &[
         name: "dsr-tcp6",
         args: r#"-O "acl 2 permit fd00::200" -O "tarpit_acl 2" -O "dsr_if eth1" [fd00::100]:80 [fd00::3] [fd00::4]"#,
         frames: tcp6_trace,
+    },
+    Trace {
+        name: "tarpit-persist",
+        args: r#"-O "acl 1 permit 10.0.0.200" -O "tarpit_acl 1" -O tarpit_persist -O "dsr_if eth1" 10.0.0.100:80 10.0.0.3 10.0.0.4"#,
+        frames: persist_trace,
+    },
+    Trace {
+        name: "tarpit-capture",
+        args: r#"-O "tarpit_capture 10.0.0.0/24 wait 2 max 64" -O "dsr_if eth1" 10.0.0.100:80 10.0.0.3 10.0.0.4"#,
+        frames: capture_trace,
+    },
+    Trace {
+        name: "tarpit-ratecap",
+        args: r#"-O "acl 1 permit 10.0.0.200" -O "tarpit_acl 1" -O "tarpit_rate 10 burst 5" -O "dsr_if eth1" 10.0.0.100:80 10.0.0.3 10.0.0.4"#,
+        frames: ratecap_trace,
     },
     Trace {
         name: "dsr-bad",
@@ -290,6 +305,120 @@ fn tcp6_trace() -> Vec<(Duration, Vec<u8>)> {
     ]
 }
 
+/// Persist mode (`tarpit_persist`): a SYN gets a zero-window SYN+ACK; the handshake's ACK, the
+/// client's zero-window probes (Linux: no data, one below the next byte, with backoff), a
+/// one-byte probe and data each get an ACK that acknowledges nothing new; RST, FIN and an ACK
+/// with a forged acknowledgment number get nothing.
+fn persist_trace() -> Vec<(Duration, Vec<u8>)> {
+    let c = sa(C1, 44000);
+    let cisn = 7000u32;
+    let ours = tarpit::isn(&[0; 16], C1, TARPIT, 44000, 80) ^ cisn;
+    let t = |ms, flags, seq, ack, data: &[u8]| {
+        (
+            at(ms),
+            frames::tcp(C1_MAC, OUR, c, sa(TARPIT, 80), flags, seq, ack, &[], data),
+        )
+    };
+    let mut v = arp_replies(0);
+    v.push((at(5), frames::arp_request(C1_MAC, C1, TARPIT)));
+    v.push((
+        at(10),
+        frames::tcp(
+            C1_MAC,
+            OUR,
+            c,
+            sa(TARPIT, 80),
+            SYN,
+            cisn,
+            0,
+            &frames::syn_options(20),
+            b"",
+        ),
+    ));
+    v.push(t(11, ACK, cisn + 1, ours + 1, b""));
+    for ms in [211, 611, 1411, 3011, 6211] {
+        v.push(t(ms, ACK, cisn, ours + 1, b""));
+    }
+    v.push(t(7000, ACK, cisn + 1, ours + 1, b"G"));
+    v.push(t(
+        7001,
+        ACK | PSH,
+        cisn + 1,
+        ours + 1,
+        b"GET / HTTP/1.0\r\n\r\n",
+    ));
+    v.push(t(8000, ACK, cisn + 1, 0x1234_5678, b""));
+    v.push(t(9000, RST | ACK, cisn + 1, ours + 1, b""));
+    v.push(t(9001, FIN | ACK, cisn + 1, ours + 1, b""));
+    v
+}
+
+/// Address capture (`tarpit_capture 10.0.0.0/24 wait 2`): ARP requests for 10.0.0.50 go
+/// unanswered for 2 s, then the tarpit answers them and its SYNs; a request for 10.0.0.51
+/// asked only once is never answered; a host comes up on 10.0.0.50 (its ARP reply) and from
+/// then on the tarpit answers nothing for it.
+fn capture_trace() -> Vec<(Duration, Vec<u8>)> {
+    let free = Ipv4Addr::new(10, 0, 0, 50);
+    let host_mac: Mac = [0x02, 0, 0, 0, 0, 0x50];
+    let syn = |ms, port| {
+        (
+            at(ms),
+            frames::tcp(
+                C1_MAC,
+                OUR,
+                sa(C1, port),
+                sa(free, 22),
+                SYN,
+                100,
+                0,
+                &frames::syn_options(20),
+                b"",
+            ),
+        )
+    };
+    let mut v = arp_replies(0);
+    for ms in [10, 1010, 2010] {
+        v.push((at(ms), frames::arp_request(C1_MAC, C1, free)));
+    }
+    v.push((
+        at(2011),
+        frames::arp_request(C1_MAC, C1, Ipv4Addr::new(10, 0, 0, 51)),
+    ));
+    v.push(syn(2020, 45000));
+    // the host on 10.0.0.50 answers the client's next request itself
+    v.push((at(3000), frames::arp_reply(host_mac, free, C1_MAC, C1)));
+    v.push((at(3010), frames::arp_request(C1_MAC, C1, free)));
+    v.push(syn(3020, 45001));
+    for ms in [4000, 5000, 6000, 7000] {
+        v.push((at(ms), frames::arp_request(C1_MAC, C1, free)));
+    }
+    v
+}
+
+/// The rate cap (`tarpit_rate 10 burst 5`): 100 SYNs from spoofed sources spread over many
+/// networks in one second get at most 5 + 10 SYN+ACKs; the rest are dropped and counted.
+fn ratecap_trace() -> Vec<(Duration, Vec<u8>)> {
+    let mut v = arp_replies(0);
+    for i in 0..100u32 {
+        let src = Ipv4Addr::from(0xc000_0000u32.wrapping_add(i.wrapping_mul(0x0001_0301)));
+        v.push((
+            at(10 + u64::from(i) * 10),
+            frames::tcp(
+                C2_MAC,
+                OUR,
+                sa(src, 1024 + i as u16),
+                sa(TARPIT, 80),
+                SYN,
+                i,
+                0,
+                &[],
+                b"",
+            ),
+        ));
+    }
+    v
+}
+
 /// Bad input, each dropped and counted by reason, followed by a good frame.
 fn bad_trace() -> Vec<(Duration, Vec<u8>)> {
     let good = frames::tcp(C1_MAC, OUR, sa(C1, 41000), sa(VIP, 80), SYN, 1, 0, &[], b"");
@@ -423,6 +552,7 @@ fn pen_sim_binary_reproduces_the_golden_trace() {
     let out = dir.path().join("out.pcap");
     let log = dir.path().join("out.log");
     let t = &TRACES[2];
+    assert_eq!(t.name, "dsr-tarpit");
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_pen-sim"))
         .arg("--config")
         .arg(t.args)

@@ -1,8 +1,8 @@
 //! Fuzz `Engine::process` with arbitrary frames: `cargo +nightly fuzz run engine` (from the
 //! repository root, with cargo-fuzz installed). The first input byte picks a configuration
-//! (TCP/UDP, port 0 or 80, `-r`, tarpit on/off, learned MACs or not, checksum offload); the
-//! rest is split into frames at 0xfe bytes so one input exercises a sequence, and
-//! timers advance between frames. The engine must never panic, must give every frame exactly
+//! (TCP/UDP, port 0 or 80, `-r`, tarpit on/off with persist, capture and rate cap, learned MACs
+//! or not, checksum offload); the rest is split into frames at 0xfe bytes so one input
+//! exercises a sequence, and timers advance between frames. The engine must never panic, must give every frame exactly
 //! one verdict and must never report a transmit longer than the buffer.
 #![no_main]
 
@@ -27,6 +27,22 @@ fuzz_target!(|data: &[u8]| {
     c.udp = sel & 2 != 0;
     c.per_flow = sel & 4 != 0;
     c.tarpit = (sel & 8 != 0).then(Acl::default);
+    // with the tarpit on, its additions too: persist mode, capture of 10.0.0.0/24, a rate cap
+    if sel & 8 != 0 {
+        c.tarpit_persist = sel & 1 != 0;
+        c.tarpit_capture = (sel & 2 == 0).then_some(pen::engine::capture::CaptureConfig {
+            net: Ipv4Addr::new(10, 0, 0, 0).into(),
+            prefix: 24,
+            wait_secs: 1,
+            max: 4,
+        });
+        c.tarpit_rate = (sel & 4 != 0).then_some(pen::engine::ratecap::RateConfig {
+            rate: 3,
+            burst: 2,
+            net_rate: 1,
+            net_burst: 1,
+        });
+    }
     c.hold_max = 4;
     c.backends = (0..3)
         .map(|i| BackendConfig {

@@ -139,6 +139,11 @@ pub enum Figure {
     TarpitValid,
     AbKeepAliveCpu,
     AbCpu,
+    /// Tarpit with `tarpit_persist` and `tarpit_rate` (issue #22): SYN+ACKs per second under
+    /// the cap.
+    TarpitHoldRate,
+    /// Tarpit with `tarpit_persist`: growth of pen's RSS per held connection.
+    TarpitHeldBytes,
 }
 
 /// What the issue asks of pen-rs for a figure: a ratio to direct, or an absolute bound.
@@ -157,7 +162,7 @@ pub enum Goal {
 }
 
 impl Figure {
-    pub const ALL: [Figure; 20] = [
+    pub const ALL: [Figure; 22] = [
         Figure::AbKeepAlive,
         Figure::Ab,
         Figure::Wrk,
@@ -178,6 +183,8 @@ impl Figure {
         Figure::TarpitValid,
         Figure::AbKeepAliveCpu,
         Figure::AbCpu,
+        Figure::TarpitHoldRate,
+        Figure::TarpitHeldBytes,
     ];
 
     pub fn unit(self) -> &'static str {
@@ -189,7 +196,8 @@ impl Figure {
             | Figure::DsrAbKeepAlive => "req/s",
             Figure::BulkSeq | Figure::BulkPar | Figure::DsrBulkSeq => "Gbit/s",
             Figure::DsrFps => "frames/s",
-            Figure::TarpitRate => "SYN+ACK/s",
+            Figure::TarpitRate | Figure::TarpitHoldRate => "SYN+ACK/s",
+            Figure::TarpitHeldBytes => "bytes RSS/held conn",
             Figure::TarpitValid => "% valid checksums",
             Figure::AbKeepAliveCpu | Figure::AbCpu => "µs CPU/request",
             Figure::Dnsperf | Figure::FreshQps => "queries/s",
@@ -210,6 +218,7 @@ impl Figure {
                 | Figure::PerConn
                 | Figure::AbKeepAliveCpu
                 | Figure::AbCpu
+                | Figure::TarpitHeldBytes
         )
     }
 
@@ -330,6 +339,14 @@ impl Plan {
             Figure::TarpitValid => "tarpit: SYN+ACKs with valid checksums".to_string(),
             Figure::AbKeepAliveCpu => "balancer CPU during ab -k".to_string(),
             Figure::AbCpu => "balancer CPU during ab (new connection per request)".to_string(),
+            Figure::TarpitHoldRate => format!(
+                "tarpit_persist, tarpit_rate {TARPIT_CAP} burst {TARPIT_CAP_BURST}: {} SYNs, SYN+ACKs",
+                self.tarpit_syns
+            ),
+            Figure::TarpitHeldBytes => format!(
+                "tarpit_persist: pen RSS growth per held connection ({} connects)",
+                self.tarpit_syns
+            ),
         }
     }
 }
@@ -1906,8 +1923,143 @@ fn measure_tarpit(lab: &Lab, plan: &Plan, t: Target, res: &mut Results) -> Resul
     Ok(())
 }
 
+/// The reply rate cap of the `tarpit-hold` test (replies per second, and its burst).
+const TARPIT_CAP: u32 = 1000;
+const TARPIT_CAP_BURST: u32 = 100;
+
+/// The tarpit's DSR command line with `tarpit_persist` and the cap, for `tarpit-hold`.
+fn tarpit_hold_argv(bin: &Path) -> Vec<String> {
+    let mut argv = dsr_argv(bin, true);
+    let extra = [
+        "-O".to_string(),
+        "tarpit_persist".to_string(),
+        "-O".to_string(),
+        format!("tarpit_rate {TARPIT_CAP} burst {TARPIT_CAP_BURST}"),
+    ];
+    let at = argv.len().min(3);
+    argv.splice(at..at, extra);
+    argv
+}
+
+/// Tarpit hold (issue #22), pen-rs only (C Pen has neither persist mode nor a cap): the
+/// tarpit with `tarpit_persist` and `tarpit_rate`; `tarpit_syns` connects from the client,
+/// paced at twice the cap (rounds of 100), whose SYN+ACKs captured at the client during the
+/// flood give the reply rate under the cap (the burst included), and pen's RSS before the
+/// connects and with them held (every answered connection sits in a zero window) gives the
+/// memory per held connection: none beyond noise, the engine keeps no state per connection.
+fn measure_tarpit_hold(lab: &Lab, plan: &Plan, t: Target, res: &mut Results) -> Result<()> {
+    use socket2::{Domain, Socket, Type};
+    if t != Target::PenRs {
+        return Ok(());
+    }
+    let argv = tarpit_hold_argv(&lab.opts.pen_rs);
+    let name = "pen-rs-tarpit-hold";
+    let mut p = node::spawn(&lab.ns("lb"), name, &argv, &[], &lab.log(name))?;
+    if let Some(st) = p.wait(Duration::from_millis(700))? {
+        bail!(
+            "pen-rs tarpit (hold) exited ({st}): {}",
+            p.log_tail(300).trim()
+        );
+    }
+    let client = lab.ns("client");
+    let pcap = lab.dir.path().join("tarpit-hold.pcap");
+    let cap = crate::capture::start_capture(
+        &client,
+        "eth0",
+        &format!("tcp and src host {TARPIT_IP}"),
+        &pcap,
+    )?;
+    let dst = SocketAddr::new(IpAddr::V4(TARPIT_IP), HTTP_PORT);
+    let connect_all = move |k: usize| -> Result<Vec<Socket>> {
+        let mut v = Vec::with_capacity(k);
+        for _ in 0..k {
+            let sk = Socket::new(Domain::IPV4, Type::STREAM, None)
+                .context("creating a client socket")?;
+            sk.set_nonblocking(true)?;
+            match sk.connect(&dst.into()) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+                Err(e) => return Err(anyhow!("connecting to the tarpit {dst}: {e}")),
+            }
+            v.push(sk);
+        }
+        Ok(v)
+    };
+    // One connection first (ARP resolved, pen's buffers touched), then the baseline RSS.
+    let warm = in_netns(&client, move || connect_all(1))??;
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_before = rss_of(p.pid)?;
+    let n = plan.tarpit_syns as usize;
+    let round = 100usize;
+    let every = Duration::from_secs_f64(round as f64 / f64::from(2 * TARPIT_CAP));
+    let flood = move || -> Result<(Vec<Socket>, Duration)> {
+        let start = Instant::now();
+        let mut all = Vec::with_capacity(n);
+        let mut rounds = 0u32;
+        while all.len() < n {
+            all.extend(connect_all(round.min(n - all.len()))?);
+            rounds += 1;
+            let due = start + every * rounds;
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+        Ok((all, start.elapsed()))
+    };
+    let (socks, flood_time) = in_netns(&client, flood)??;
+    // The held connections settle (clients retransmit unanswered SYNs after 1 s).
+    std::thread::sleep(Duration::from_millis(1500));
+    let rss_held = rss_of(p.pid)?;
+    let stats = cap.stop()?;
+    drop(socks);
+    drop(warm);
+    let alive = p.running();
+    p.stop(Duration::from_secs(2))?;
+    if !alive {
+        bail!(
+            "pen-rs exited during the tarpit hold test: {}",
+            p.log_tail(300)
+        );
+    }
+    let frames = crate::decode::read_pcap(&pcap)?;
+    let _ = std::fs::remove_file(&pcap);
+    let synacks: Vec<_> = frames
+        .iter()
+        .filter(|f| f.tcp.as_ref().is_some_and(|h| h.syn && h.ack))
+        .collect();
+    let held: std::collections::BTreeSet<u16> = synacks.iter().filter_map(|f| f.dst_port).collect();
+    // The first SYN+ACK answers the warm-up; the flood's window starts at the next one.
+    let span = flood_time.as_secs_f64().max(1e-3);
+    let in_flood = match synacks.get(1) {
+        Some(first) => synacks
+            .iter()
+            .skip(1)
+            .filter(|f| f.ts.saturating_sub(first.ts) <= flood_time)
+            .count(),
+        None => 0,
+    };
+    let grown = rss_held.saturating_sub(rss_before);
+    res.notes.push(format!(
+        "tarpit hold on pen-rs (tarpit_persist, tarpit_rate {TARPIT_CAP} burst {TARPIT_CAP_BURST}): \
+         {n} connects (+1 warm-up) in {span:.2} s, {in_flood} SYN+ACKs during them, {} in all \
+         (client retransmissions included), {} connections held, \
+         RSS {} kB before, {} kB held ({} kB more), capture dropped {}",
+        synacks.len(),
+        held.len(),
+        rss_before / 1024,
+        rss_held / 1024,
+        grown / 1024,
+        stats.dropped
+    ));
+    res.add(Figure::TarpitHoldRate, t, in_flood as f64 / span);
+    res.add(
+        Figure::TarpitHeldBytes,
+        t,
+        grown as f64 / held.len().max(1) as f64,
+    );
+    Ok(())
+}
+
 /// The tests of one repetition, in order, with the names `PENLAB_BENCH_TESTS` takes.
-pub const TESTS: [(&str, Figure); 11] = [
+pub const TESTS: [(&str, Figure); 12] = [
     ("abk", Figure::AbKeepAlive),
     ("ab", Figure::Ab),
     ("wrk", Figure::Wrk),
@@ -1919,6 +2071,7 @@ pub const TESTS: [(&str, Figure); 11] = [
     ("memory", Figure::RssIdle),
     ("dsr", Figure::DsrAbKeepAlive),
     ("tarpit", Figure::TarpitRate),
+    ("tarpit-hold", Figure::TarpitHoldRate),
 ];
 
 /// Parses a comma-separated list of test names (see [`TESTS`]), keeping the run order.
@@ -2122,7 +2275,10 @@ pub fn run(opts: &BenchOptions) -> Result<Results> {
                 interrupted()?;
                 if dsr_rs.is_err()
                     && *t == Target::PenRs
-                    && matches!(test, Figure::DsrAbKeepAlive | Figure::TarpitRate)
+                    && matches!(
+                        test,
+                        Figure::DsrAbKeepAlive | Figure::TarpitRate | Figure::TarpitHoldRate
+                    )
                 {
                     continue;
                 }
@@ -2130,6 +2286,7 @@ pub fn run(opts: &BenchOptions) -> Result<Results> {
                 let r = match test {
                     Figure::DsrAbKeepAlive => measure_dsr(&lab, &plan, *t, &mut res),
                     Figure::TarpitRate => measure_tarpit(&lab, &plan, *t, &mut res),
+                    Figure::TarpitHoldRate => measure_tarpit_hold(&lab, &plan, *t, &mut res),
                     _ => measure(&lab, &plan, test, *t, tcp_pids.get(t).copied(), &mut res),
                 };
                 match r {
@@ -2638,5 +2795,18 @@ Requests/sec:  23456.78\nTransfer/sec:      8.12MB\n";
             svg.contains(r#"class="caption""#) && svg.contains("git c48fe2a"),
             "{svg}"
         );
+    }
+
+    #[test]
+    fn tarpit_hold_runs_the_tarpit_with_persist_and_the_cap() {
+        assert_eq!(
+            tarpit_hold_argv(Path::new("/usr/bin/pen")).join(" "),
+            "/usr/bin/pen -f -r -O tarpit_persist -O tarpit_rate 1000 burst 100 -O acl 1 permit 10.77.0.200 -O tarpit_acl 1 -O dsr_if eth1 10.77.0.100:80 10.77.0.3:80 10.77.0.4:80"
+        );
+        assert_eq!(
+            select_tests("tarpit-hold").unwrap(),
+            vec![Figure::TarpitHoldRate]
+        );
+        assert!(!Figure::TarpitHeldBytes.higher_is_better());
     }
 }

@@ -138,6 +138,10 @@ enum NumField {
     DstPort,
     EitherPort,
     Ttl,
+    /// TCP window (only TCP frames match).
+    TcpWindow,
+    /// TCP options length in bytes (only TCP frames match).
+    TcpOptionsLen,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,6 +236,11 @@ fn cond_matches(c: &Cond, f: &FrameInfo) -> bool {
                     has(f.src_port.map(u32::from)) || has(f.dst_port.map(u32::from))
                 }
                 NumField::Ttl => has(f.ttl.map(u32::from)),
+                NumField::TcpWindow => has(f.tcp.as_ref().map(|t| u32::from(t.window))),
+                NumField::TcpOptionsLen => has(f
+                    .tcp
+                    .as_ref()
+                    .and_then(|t| u32::try_from(t.options_len).ok())),
             }
         }
         Cond::Bool(which, want) => {
@@ -385,6 +394,8 @@ pub fn compile_matcher(
             "dst_port" => Some((NumField::DstPort, 65535)),
             "port" => Some((NumField::EitherPort, 65535)),
             "ttl" => Some((NumField::Ttl, 255)),
+            "tcp_window" => Some((NumField::TcpWindow, 65535)),
+            "tcp_options_len" => Some((NumField::TcpOptionsLen, 40)),
             _ => None,
         };
         if let Some((nf, max)) = num_field {

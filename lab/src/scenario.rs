@@ -556,6 +556,8 @@ pub struct MatchToml {
     pub dst_port: Option<OneOrMany<Scalar>>,
     pub port: Option<OneOrMany<Scalar>>,
     pub ttl: Option<OneOrMany<Scalar>>,
+    pub tcp_window: Option<OneOrMany<Scalar>>,
+    pub tcp_options_len: Option<OneOrMany<Scalar>>,
     pub syn: Option<bool>,
     pub ack: Option<bool>,
     pub fin: Option<bool>,
@@ -569,7 +571,7 @@ impl MatchToml {
     /// The fields given, as `(key, values)` in a fixed order.
     pub fn fields(&self) -> Vec<(&'static str, Vec<Scalar>)> {
         let mut out = Vec::new();
-        let lists: [(&'static str, &Option<OneOrMany<Scalar>>); 19] = [
+        let lists: [(&'static str, &Option<OneOrMany<Scalar>>); 21] = [
             ("eth_src", &self.eth_src),
             ("eth_dst", &self.eth_dst),
             ("ethertype", &self.ethertype),
@@ -589,6 +591,8 @@ impl MatchToml {
             ("dst_port", &self.dst_port),
             ("port", &self.port),
             ("ttl", &self.ttl),
+            ("tcp_window", &self.tcp_window),
+            ("tcp_options_len", &self.tcp_options_len),
         ];
         for (k, v) in lists {
             if let Some(v) = v {

@@ -459,6 +459,61 @@ fn every_also_names_offending_frames() {
 }
 
 #[test]
+fn tcp_window_and_options_matchers_see_only_tcp_frames() {
+    let f = mixed();
+    let tcp = f.iter().filter(|x| x.tcp.is_some()).count();
+    let with_options = f
+        .iter()
+        .filter(|x| x.tcp.as_ref().is_some_and(|t| t.options_len > 0))
+        .count();
+    assert!(tcp > 2 && with_options == 1);
+    // each window value in the capture is counted once per TCP frame carrying it
+    let mut windows = BTreeMap::new();
+    for t in f.iter().filter_map(|x| x.tcp.as_ref()) {
+        *windows.entry(t.window).or_insert(0usize) += 1;
+    }
+    assert!(windows.len() >= 2, "{windows:?}");
+    for (w, n) in &windows {
+        let o = check(
+            &format!("count = {{ match = {{ tcp_window = {w} }}, exact = {n} }}"),
+            &f,
+        );
+        assert!(o.pass, "{}", o.detail);
+    }
+    let all: Vec<String> = windows.keys().map(|w| w.to_string()).collect();
+    let o = check(
+        &format!(
+            "count = {{ match = {{ tcp_window = [{}] }}, exact = {tcp} }}",
+            all.join(", ")
+        ),
+        &f,
+    );
+    assert!(o.pass, "{}", o.detail);
+    assert!(check(r#"none = { match = { tcp_window = [0, 16] } }"#, &f).pass);
+    let o = check(
+        &format!(
+            "count = {{ match = {{ tcp_options_len = 0 }}, exact = {} }}",
+            tcp - with_options
+        ),
+        &f,
+    );
+    assert!(o.pass, "{}", o.detail);
+    let o = check(
+        r#"every = { match = { tcp_options_len = 4 }, also = { ethertype = "ipv6", syn = true } }"#,
+        &f,
+    );
+    assert!(o.pass, "{}", o.detail);
+    let e = errors(&format!(
+        "{HOSTS}\n[[expect]]\ncapture = \"cap\"\nnone = {{ match = {{ tcp_window = 70000 }} }}\n"
+    ));
+    assert!(e.contains("tcp_window") && e.contains("0..=65535"), "{e}");
+    let e = errors(&format!(
+        "{HOSTS}\n[[expect]]\ncapture = \"cap\"\nnone = {{ match = {{ tcp_options_len = 44 }} }}\n"
+    ));
+    assert!(e.contains("tcp_options_len") && e.contains("0..=40"), "{e}");
+}
+
+#[test]
 fn none_fails_on_any_match() {
     let f = mixed();
     assert!(check(r#"none = { match = { from = "web2", rst = true } }"#, &f).pass);

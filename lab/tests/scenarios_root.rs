@@ -89,9 +89,16 @@ fn all_scenarios_pass_as_root_in_under_15_seconds_each() {
         let name = s["scenario"].as_str().unwrap();
         assert_eq!(s["ok"], true, "{name}: {s}");
         let ms = s["elapsed_ms"].as_u64().unwrap();
+        // A scenario whose subject is a duration has its own bound: tarpit-persist holds a
+        // connection for the 20 s issue #22 asks for.
+        let bound_ms = match name {
+            "tarpit-persist" => 30_000,
+            _ => 15_000,
+        };
         assert!(
-            ms < 15_000,
-            "{name} took {ms} ms; each scenario must finish in under 15 s"
+            ms < bound_ms,
+            "{name} took {ms} ms; it must finish in under {} s",
+            bound_ms / 1000
         );
         no_namespaces_left(s["run_id"].as_str().unwrap());
         // The pcaps are there and readable by the same decoder the expectations use.

@@ -308,6 +308,26 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
             cfg.prometheus = None;
             Changed
         }
+        Command::TarpitPersist(on) => {
+            cfg.tarpit_persist = *on;
+            Changed
+        }
+        Command::TarpitCapture(Some(c)) => {
+            cfg.tarpit_capture = Some(*c);
+            Changed
+        }
+        Command::NoTarpitCapture => {
+            cfg.tarpit_capture = None;
+            Changed
+        }
+        Command::TarpitRate(Some(r)) => {
+            cfg.tarpit_rate = Some(*r);
+            Changed
+        }
+        Command::NoTarpitRate => {
+            cfg.tarpit_rate = None;
+            Changed
+        }
         // Queries (get forms without argument) and actions on running state.
         Command::Blacklist(None)
         | Command::ClientAcl(None)
@@ -326,6 +346,9 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
         | Command::WorkerThreads(None)
         | Command::WebStats(None)
         | Command::Prometheus(None)
+        | Command::TarpitCapture(None)
+        | Command::TarpitRate(None)
+        | Command::Tarpit
         | Command::Close(_)
         | Command::Connection(_)
         | Command::Control
@@ -666,6 +689,16 @@ pub fn write_config(cfg: &Config) -> String {
         Some(n) => TarpitAcl::List(n),
         None => TarpitAcl::Off,
     })));
+    // pen-rs's tarpit additions, only when set (a C Pen configuration stays as C Pen writes it)
+    if cfg.tarpit_persist {
+        cmd(Command::TarpitPersist(true));
+    }
+    if let Some(c) = cfg.tarpit_capture {
+        cmd(Command::TarpitCapture(Some(c)));
+    }
+    if let Some(r) = cfg.tarpit_rate {
+        cmd(Command::TarpitRate(Some(r)));
+    }
     cmd(Command::Debug(Some(cfg.debug)));
     cmd(flag(Flag::Hash, cfg.mode.hash));
     cmd(flag(Flag::Http, cfg.http));

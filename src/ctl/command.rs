@@ -252,6 +252,21 @@ pub enum Command {
     SslSniPath(PathBuf),
     Status,
     TarpitAcl(Option<TarpitAcl>),
+    /// `tarpit_persist` / `no tarpit_persist` (pen-rs addition): hold tarpitted connections
+    /// open with a zero window.
+    TarpitPersist(bool),
+    /// `tarpit_capture [SUBNET [wait S] [max N]]` (pen-rs addition): tarpit addresses of
+    /// SUBNET nobody answers ARP/NDP for; no argument = query.
+    TarpitCapture(Option<crate::engine::capture::CaptureConfig>),
+    /// `no tarpit_capture`.
+    NoTarpitCapture,
+    /// `tarpit_rate [RATE [burst B] [net R] [net_burst B]]` (pen-rs addition): cap the
+    /// tarpit's replies per second, globally and per source /24 or /64; no argument = query.
+    TarpitRate(Option<crate::engine::ratecap::RateConfig>),
+    /// `no tarpit_rate`.
+    NoTarpitRate,
+    /// `tarpit` (pen-rs addition): the tarpit's settings, counters and captured addresses.
+    Tarpit,
     TcpFastclose(FastClose),
     Timeout(Option<u64>),
     Tracking(Option<u64>),
@@ -481,6 +496,16 @@ pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
                 (ACLS_MAX - 1) as u8,
             )?)),
         }),
+        "tarpit" => Command::Tarpit,
+        "tarpit_persist" => Command::TarpitPersist(true),
+        "tarpit_capture" => Command::TarpitCapture(match w.next() {
+            None => None,
+            Some(t) => Some(parse_tarpit_capture(&mut w, t)?),
+        }),
+        "tarpit_rate" => Command::TarpitRate(match w.next() {
+            None => None,
+            Some(t) => Some(parse_tarpit_rate(&mut w, t)?),
+        }),
         "tcp_fastclose" => {
             let what = "up, down, both or off";
             let t = w.required(what)?;
@@ -547,7 +572,15 @@ fn parse_metrics_addr(t: &str) -> Result<SocketAddr, CommandError> {
 fn parse_no(rest: &[&str]) -> Result<Command, CommandError> {
     let negatable = || {
         let mut v: Vec<&str> = Flag::ALL.iter().map(|f| f.as_str()).collect();
-        v.extend(["acl N", "log", "web_stats", "prometheus"]);
+        v.extend([
+            "acl N",
+            "log",
+            "web_stats",
+            "prometheus",
+            "tarpit_persist",
+            "tarpit_capture",
+            "tarpit_rate",
+        ]);
         v.join(", ")
     };
     let Some((&what, args)) = rest.split_first() else {
@@ -568,6 +601,9 @@ fn parse_no(rest: &[&str]) -> Result<Command, CommandError> {
         "log" => Command::NoLog,
         "web_stats" => Command::NoWebStats,
         "prometheus" => Command::NoPrometheus,
+        "tarpit_persist" => Command::TarpitPersist(false),
+        "tarpit_capture" => Command::NoTarpitCapture,
+        "tarpit_rate" => Command::NoTarpitRate,
         other => match Flag::from_word(other) {
             Some(f) => Command::Flag(f, false),
             None => {
@@ -580,6 +616,78 @@ fn parse_no(rest: &[&str]) -> Result<Command, CommandError> {
     };
     w.end()?;
     Ok(cmd)
+}
+
+/// Largest `tarpit_rate` rate or burst.
+pub const TARPIT_RATE_MAX: u32 = 10_000_000;
+
+/// `tarpit_capture SUBNET [wait SECONDS] [max ENTRIES]`, `SUBNET` already read as `subnet`.
+fn parse_tarpit_capture(
+    w: &mut Words<'_>,
+    subnet: &str,
+) -> Result<crate::engine::capture::CaptureConfig, CommandError> {
+    use crate::engine::capture::{CaptureConfig, DEFAULT_MAX, DEFAULT_WAIT_SECS, MAX_MAX};
+    let usage = "tarpit_capture SUBNET [wait SECONDS] [max ENTRIES]";
+    let (net, prefix) = CaptureConfig::parse_subnet(subnet)
+        .map_err(|e| err("tarpit_capture", format!("{e} ({usage})")))?;
+    let mut c = CaptureConfig {
+        net,
+        prefix,
+        wait_secs: DEFAULT_WAIT_SECS,
+        max: DEFAULT_MAX,
+    };
+    while let Some(k) = w.next() {
+        match k {
+            "wait" => c.wait_secs = w.req_num("a wait of 1-3600 seconds", 1, 3600)?,
+            "max" => c.max = w.req_num(&format!("a table size 1-{MAX_MAX}"), 1, MAX_MAX)?,
+            _ => {
+                return Err(err(
+                    "tarpit_capture",
+                    format!("expected wait or max, got {k:?} ({usage})"),
+                ));
+            }
+        }
+    }
+    Ok(c)
+}
+
+/// `tarpit_rate RATE [burst B] [net RATE] [net_burst B]`, `RATE` already read as `first`.
+/// A burst defaults to its rate.
+fn parse_tarpit_rate(
+    w: &mut Words<'_>,
+    first: &str,
+) -> Result<crate::engine::ratecap::RateConfig, CommandError> {
+    let usage = "tarpit_rate RATE [burst B] [net RATE] [net_burst B]";
+    let what = format!("replies per second 1-{TARPIT_RATE_MAX} ({usage})");
+    let rate = w.num(first, &what, 1, TARPIT_RATE_MAX)?;
+    let (mut burst, mut net, mut net_burst) = (None, None, None);
+    while let Some(k) = w.next() {
+        let slot = match k {
+            "burst" => &mut burst,
+            "net" => &mut net,
+            "net_burst" => &mut net_burst,
+            _ => {
+                return Err(err(
+                    "tarpit_rate",
+                    format!("expected burst, net or net_burst, got {k:?} ({usage})"),
+                ));
+            }
+        };
+        *slot = Some(w.req_num(&format!("a number 1-{TARPIT_RATE_MAX}"), 1, TARPIT_RATE_MAX)?);
+    }
+    if net.is_none() && net_burst.is_some() {
+        return Err(err(
+            "tarpit_rate",
+            format!("net_burst needs net RATE ({usage})"),
+        ));
+    }
+    let net_rate = net.unwrap_or(0);
+    Ok(crate::engine::ratecap::RateConfig {
+        rate,
+        burst: burst.unwrap_or(rate),
+        net_rate,
+        net_burst: net_burst.unwrap_or(net_rate),
+    })
 }
 
 fn parse_acl(w: &mut Words<'_>) -> Result<Command, CommandError> {
@@ -802,6 +910,13 @@ impl fmt::Display for Command {
             TarpitAcl(None) => write!(f, "tarpit_acl"),
             TarpitAcl(Some(self::TarpitAcl::Off)) => write!(f, "tarpit_acl -1"),
             TarpitAcl(Some(self::TarpitAcl::List(n))) => write!(f, "tarpit_acl {n}"),
+            TarpitPersist(true) => write!(f, "tarpit_persist"),
+            TarpitPersist(false) => write!(f, "no tarpit_persist"),
+            TarpitCapture(v) => opt(f, "tarpit_capture", v),
+            NoTarpitCapture => write!(f, "no tarpit_capture"),
+            TarpitRate(v) => opt(f, "tarpit_rate", v),
+            NoTarpitRate => write!(f, "no tarpit_rate"),
+            Tarpit => write!(f, "tarpit"),
             TcpFastclose(fc) => write!(f, "tcp_fastclose {}", fc.as_str()),
             Timeout(v) => opt(f, "timeout", v),
             Tracking(v) => opt(f, "tracking", v),
@@ -932,6 +1047,17 @@ mod tests {
         "tarpit_acl",
         "tarpit_acl 1",
         "tarpit_acl -1",
+        "tarpit",
+        "tarpit_persist",
+        "no tarpit_persist",
+        "tarpit_capture",
+        "tarpit_capture 10.0.0.0/24 wait 3 max 4096",
+        "tarpit_capture fd00::/64 wait 1 max 16",
+        "no tarpit_capture",
+        "tarpit_rate",
+        "tarpit_rate 100 burst 100",
+        "tarpit_rate 50 burst 10 net 5 net_burst 2",
+        "no tarpit_rate",
         "tcp_fastclose up",
         "tcp_fastclose down",
         "tcp_fastclose both",
@@ -1028,12 +1154,18 @@ mod tests {
             UdpFlowIdle(_) => 45,
             WorkerThreads(_) => 46,
             Version => 47,
+            TarpitPersist(_) => 48,
+            TarpitCapture(_) => 49,
+            NoTarpitCapture => 50,
+            TarpitRate(_) => 51,
+            NoTarpitRate => 52,
+            Tarpit => 53,
         }
     }
 
     #[test]
     fn samples_cover_every_variant() {
-        let mut seen = [false; 48];
+        let mut seen = [false; 54];
         for line in SAMPLES {
             seen[variant(&p(line))] = true;
         }
@@ -1257,5 +1389,41 @@ mod tests {
     fn event_backends_are_commands() {
         assert_eq!(p("poll"), Command::EventBackend(EventBackend::Poll));
         assert_eq!(p("epoll"), Command::EventBackend(EventBackend::Epoll));
+    }
+
+    #[test]
+    fn tarpit_options_fill_their_defaults_and_name_bad_input() {
+        use crate::engine::capture::CaptureConfig;
+        use crate::engine::ratecap::RateConfig;
+        assert_eq!(
+            p("tarpit_capture 10.0.0.77/24"),
+            Command::TarpitCapture(Some(CaptureConfig {
+                net: "10.0.0.0".parse().unwrap(),
+                prefix: 24,
+                wait_secs: 3,
+                max: 4096,
+            }))
+        );
+        assert_eq!(
+            p("tarpit_capture 10.0.0.0/24").to_string(),
+            "tarpit_capture 10.0.0.0/24 wait 3 max 4096"
+        );
+        assert_eq!(
+            p("tarpit_rate 20 net 2"),
+            Command::TarpitRate(Some(RateConfig {
+                rate: 20,
+                burst: 20,
+                net_rate: 2,
+                net_burst: 2,
+            }))
+        );
+        assert_eq!(p("no tarpit_persist"), Command::TarpitPersist(false));
+        assert!(e("tarpit_capture 10.0.0.0").contains("ADDR/LEN"));
+        assert!(e("tarpit_capture 10.0.0.0/24 wait 0").contains("1-3600"));
+        assert!(e("tarpit_capture 10.0.0.0/24 size 5").contains("wait or max"));
+        assert!(e("tarpit_rate 0").contains("1-10000000"));
+        assert!(e("tarpit_rate 10 burst").contains("got nothing"));
+        assert!(e("tarpit_rate 10 net_burst 3").contains("net_burst needs net"));
+        assert!(e("tarpit_persist 1").contains("extra argument"));
     }
 }

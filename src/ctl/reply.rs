@@ -369,6 +369,21 @@ pub fn execute(shared: &mut Shared, cmd: &Command, env: &Env<'_>) -> Outcome {
             let n = cfg.tarpit_acl.map_or(-1, i32::from);
             let _ = write!(r, "tarpit_acl = {n}");
         }
+        Command::TarpitCapture(_) | Command::NoTarpitCapture => {
+            let _ = match &cfg.tarpit_capture {
+                Some(c) => writeln!(r, "tarpit_capture {c}"),
+                None => writeln!(r, "no tarpit_capture"),
+            };
+        }
+        Command::TarpitRate(_) | Command::NoTarpitRate => {
+            let _ = match &cfg.tarpit_rate {
+                Some(c) => writeln!(r, "tarpit_rate {c}"),
+                None => writeln!(r, "no tarpit_rate"),
+            };
+        }
+        Command::Tarpit => {
+            r.push_str(&stats::tarpit_text(cfg, shared.tarpit.as_ref()));
+        }
         Command::Listen(_) => {
             // As it was given (C Pen): `8080` stays `8080`.
             if let Some(l) = cfg.listen_text() {
@@ -567,7 +582,8 @@ pub fn execute(shared: &mut Shared, cmd: &Command, env: &Env<'_>) -> Outcome {
         | Command::SslOcspResponse(_)
         | Command::SslOption(_)
         | Command::SslSniPath(_)
-        | Command::TcpFastclose(_) => {}
+        | Command::TcpFastclose(_)
+        | Command::TarpitPersist(_) => {}
     }
     out
 }
@@ -1169,5 +1185,61 @@ mod tests {
         assert_eq!(run(&mut sh, "block"), Outcome::default());
         assert_eq!(run(&mut sh, "no delayed_forward"), Outcome::default());
         assert_eq!(run(&mut sh, "# just a comment"), Outcome::default());
+    }
+
+    #[test]
+    fn tarpit_commands_set_query_and_report_the_engines_counters() {
+        let mut sh = shared();
+        assert_eq!(reply(&mut sh, "tarpit_capture"), "no tarpit_capture\n");
+        assert_eq!(
+            reply(&mut sh, "tarpit_capture 10.9.0.0/24 wait 2"),
+            "tarpit_capture 10.9.0.0/24 wait 2 max 4096\n"
+        );
+        assert_eq!(
+            reply(&mut sh, "tarpit_rate 50 net 5"),
+            "tarpit_rate 50 burst 50 net 5 net_burst 5\n"
+        );
+        assert_eq!(reply(&mut sh, "tarpit_persist"), "");
+        assert!(sh.config.tarpit_persist);
+        let t = reply(&mut sh, "tarpit");
+        assert!(t.contains("persist on\n"), "{t}");
+        assert!(t.contains("no DSR engine running"), "{t}");
+        sh.tarpit = Some(crate::engine::TarpitStatus {
+            held: 3,
+            probes: 17,
+            rate_dropped: 250,
+            captured: 1,
+            captured_addrs: vec!["10.9.0.50".parse().unwrap()],
+            ..Default::default()
+        });
+        let t = reply(&mut sh, "tarpit");
+        for want in [
+            "held connections 3\n",
+            "probes answered 17\n",
+            "dropped by rate cap 250\n",
+            "captured address 10.9.0.50\n",
+        ] {
+            assert!(t.contains(want), "{want:?} in {t}");
+        }
+        // written back only when set, and read back the same
+        let w = write_config(&sh.config);
+        for want in [
+            "tarpit_persist\n",
+            "tarpit_capture 10.9.0.0/24 wait 2 max 4096\n",
+            "tarpit_rate 50 burst 50 net 5 net_burst 5\n",
+        ] {
+            assert!(w.contains(want), "{want:?} in {w}");
+        }
+        reply(&mut sh, "no tarpit_persist");
+        reply(&mut sh, "no tarpit_capture");
+        assert_eq!(reply(&mut sh, "no tarpit_rate"), "no tarpit_rate\n");
+        let w = write_config(&sh.config);
+        assert!(
+            !w.contains("tarpit_persist")
+                && !w.contains("tarpit_capture")
+                && !w.contains("tarpit_rate"),
+            "{w}"
+        );
+        assert!(!sh.config.tarpit_persist && sh.config.tarpit_capture.is_none());
     }
 }

@@ -25,7 +25,17 @@
 //!   routing, destination-options and fragment headers are walked to find the ports). A
 //!   backend's address family only decides how its MAC is learned.
 //! - **TCP SYN to a tarpitted address** → a SYN+ACK in place ([`Verdict::TarpitSynAck`], see
-//!   [`tarpit`]); every other segment to it is ignored.
+//!   [`tarpit`]); every other segment to it is ignored, except in persist mode
+//!   (`tarpit_persist`): the SYN+ACK advertises a zero window, and an ACK, zero-window probe
+//!   or data segment of one of the tarpit's connections (checked statelessly, see
+//!   [`tarpit::persist_ack`]) gets a zero-window ACK that acknowledges nothing new
+//!   ([`Verdict::TarpitAck`]); RST and FIN never get an answer.
+//! - **Tarpitted** means permitted by the `tarpit_acl` list or captured by `tarpit_capture`
+//!   ([`capture`]: addresses whose ARP requests or neighbor solicitations went unanswered for
+//!   the wait, released as soon as a host there speaks). Every ARP packet, solicitation,
+//!   advertisement and IP frame the engine sees feeds the capture table.
+//! - With `tarpit_rate` ([`ratecap`]) tarpit TCP replies over the cap are dropped
+//!   ([`DropReason::TarpitRate`]).
 //! - Anything else is ignored ([`IgnoreReason`]) or, when it is not a well-formed frame,
 //!   dropped ([`DropReason`]); both are counted by reason in [`Counters`].
 //!
@@ -54,9 +64,11 @@
 //!   before the frame is forwarded or held.
 
 pub mod arp;
+pub mod capture;
 pub mod frames;
 pub mod maglev;
 pub mod ndp;
+pub mod ratecap;
 pub mod tarpit;
 pub mod wire;
 
@@ -110,6 +122,15 @@ pub struct EngineConfig {
     pub isn_key: [u8; 16],
     /// Window advertised by the tarpit's SYN+ACK.
     pub tarpit_window: u16,
+    /// `tarpit_persist`: the SYN+ACK advertises a zero window and every later segment of the
+    /// connection gets an ACK that keeps it at zero (see [`tarpit::persist_ack`]).
+    pub tarpit_persist: bool,
+    /// `tarpit_capture`: LaBrea-style capture of unanswered addresses ([`capture`]).
+    pub tarpit_capture: Option<capture::CaptureConfig>,
+    /// `tarpit_rate`: cap on the tarpit's TCP replies ([`ratecap`]).
+    pub tarpit_rate: Option<ratecap::RateConfig>,
+    /// Addresses of the DSR interface itself: never captured.
+    pub own_addrs: Vec<IpAddr>,
     /// Minimum time between two probes for a backend whose MAC is unknown.
     pub probe_interval: Duration,
     /// Time after which known backend MACs are probed again.
@@ -134,6 +155,10 @@ impl EngineConfig {
             tarpit: None,
             isn_key: [0; 16],
             tarpit_window: tarpit::DEFAULT_WINDOW,
+            tarpit_persist: false,
+            tarpit_capture: None,
+            tarpit_rate: None,
+            own_addrs: Vec::new(),
             probe_interval: Duration::from_secs(1),
             refresh_interval: Duration::from_secs(60),
             hold_time: Duration::from_secs(2),
@@ -211,6 +236,9 @@ impl EngineConfig {
         ec.backends = backends;
         ec.tarpit = tarpit;
         ec.isn_key = isn_key;
+        ec.tarpit_persist = cfg.tarpit_persist;
+        ec.tarpit_capture = cfg.tarpit_capture;
+        ec.tarpit_rate = cfg.tarpit_rate;
         Ok(ec)
     }
 }
@@ -266,15 +294,19 @@ pub enum IgnoreReason {
     WrongProtocol,
     /// To the VIP but not the listen port.
     WrongPort,
-    /// To a tarpitted address but not a SYN (ACK, data, FIN, RST), or not TCP.
+    /// To a tarpitted address but not a SYN (ACK, data, FIN, RST), or not TCP; in persist
+    /// mode RST and FIN still are.
     TarpitNotSyn,
+    /// Persist mode: an ACK to a tarpitted address that is not one of the tarpit's
+    /// connections (its sequence numbers do not check out).
+    TarpitStray,
     /// IPv6 with an extension header chain the engine does not walk (more than 8 headers, or
     /// an unknown one before the transport header of a frame to the VIP).
     Ipv6,
 }
 
 impl IgnoreReason {
-    pub const ALL: [IgnoreReason; 9] = [
+    pub const ALL: [IgnoreReason; 10] = [
         IgnoreReason::OwnFrame,
         IgnoreReason::NotOurMac,
         IgnoreReason::ArpNotOurs,
@@ -284,6 +316,7 @@ impl IgnoreReason {
         IgnoreReason::WrongPort,
         IgnoreReason::TarpitNotSyn,
         IgnoreReason::Ipv6,
+        IgnoreReason::TarpitStray,
     ];
 
     /// A short lowercase name, as in the verdict log.
@@ -298,6 +331,7 @@ impl IgnoreReason {
             IgnoreReason::WrongPort => "wrong-port",
             IgnoreReason::TarpitNotSyn => "tarpit-not-syn",
             IgnoreReason::Ipv6 => "ipv6-extensions",
+            IgnoreReason::TarpitStray => "tarpit-stray",
         }
     }
 }
@@ -317,16 +351,19 @@ pub enum DropReason {
     NoBackend,
     /// The backend's MAC is unknown and the hold queue is full.
     HoldFull,
+    /// A tarpit reply over the `tarpit_rate` cap.
+    TarpitRate,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::Truncated,
         DropReason::Oversized,
         DropReason::NonIp,
         DropReason::Malformed,
         DropReason::NoBackend,
         DropReason::HoldFull,
+        DropReason::TarpitRate,
     ];
 
     /// A short lowercase name, as in the verdict log.
@@ -338,6 +375,7 @@ impl DropReason {
             DropReason::Malformed => "malformed",
             DropReason::NoBackend => "no-backend",
             DropReason::HoldFull => "hold-full",
+            DropReason::TarpitRate => "tarpit-rate-cap",
         }
     }
 }
@@ -363,6 +401,10 @@ pub enum Verdict {
     TarpitSynAck {
         len: usize,
     },
+    /// Send the frame, now the tarpit's zero-window ACK to a held connection (persist mode).
+    TarpitAck {
+        len: usize,
+    },
     /// The engine kept a copy until `backend`'s MAC is known; send nothing now.
     Held {
         backend: usize,
@@ -382,7 +424,8 @@ impl Verdict {
             Verdict::Forward { len, .. }
             | Verdict::ArpReply { len }
             | Verdict::NdpAdvert { len }
-            | Verdict::TarpitSynAck { len } => Some(len),
+            | Verdict::TarpitSynAck { len }
+            | Verdict::TarpitAck { len } => Some(len),
             _ => None,
         }
     }
@@ -395,6 +438,7 @@ impl fmt::Display for Verdict {
             Verdict::ArpReply { len } => write!(f, "arp-reply len={len}"),
             Verdict::NdpAdvert { len } => write!(f, "ndp-advert len={len}"),
             Verdict::TarpitSynAck { len } => write!(f, "tarpit-syn-ack len={len}"),
+            Verdict::TarpitAck { len } => write!(f, "tarpit-ack len={len}"),
             Verdict::Held { backend } => write!(f, "held backend={backend}"),
             Verdict::Learned { backend } => write!(f, "learned backend={backend}"),
             Verdict::Ignored(r) => write!(f, "ignored {}", r.as_str()),
@@ -447,6 +491,13 @@ pub struct Counters {
     pub arp_replies: u64,
     pub ndp_adverts: u64,
     pub tarpit_syn_acks: u64,
+    /// Persist mode: zero-window ACKs sent to held connections (`tarpit_held` +
+    /// `tarpit_probes`).
+    pub tarpit_acks: u64,
+    /// Persist mode: handshakes completed into a zero window (connections held).
+    pub tarpit_held: u64,
+    /// Persist mode: zero-window probes and data segments of held connections answered.
+    pub tarpit_probes: u64,
     pub held: u64,
     pub released: u64,
     /// Held frames dropped because their backend's MAC stayed unknown for `hold_time`.
@@ -486,6 +537,7 @@ impl Counters {
             Verdict::ArpReply { .. } => self.arp_replies += 1,
             Verdict::NdpAdvert { .. } => self.ndp_adverts += 1,
             Verdict::TarpitSynAck { .. } => self.tarpit_syn_acks += 1,
+            Verdict::TarpitAck { .. } => self.tarpit_acks += 1,
             Verdict::Held { .. } => self.held += 1,
             Verdict::Learned { .. } => self.learned += 1,
             Verdict::Ignored(r) => {
@@ -520,6 +572,13 @@ impl fmt::Display for Counters {
         if self.ndp_adverts > 0 {
             write!(f, " ndp_adverts={}", self.ndp_adverts)?;
         }
+        if self.tarpit_acks > 0 {
+            write!(
+                f,
+                " tarpit_acks={} tarpit_held={} tarpit_probes={}",
+                self.tarpit_acks, self.tarpit_held, self.tarpit_probes
+            )?;
+        }
         for r in IgnoreReason::ALL {
             let n = self.ignored(r);
             if n > 0 {
@@ -534,6 +593,33 @@ impl fmt::Display for Counters {
         }
         Ok(())
     }
+}
+
+/// The tarpit's settings and counters as the reports show them ([`Engine::tarpit_status`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TarpitStatus {
+    pub persist: bool,
+    pub capture: Option<capture::CaptureConfig>,
+    pub rate: Option<ratecap::RateConfig>,
+    /// SYN+ACKs sent.
+    pub syn_acks: u64,
+    /// Persist mode: zero-window ACKs sent (`held` + `probes`).
+    pub acks: u64,
+    /// Persist mode: connections held (handshakes completed into a zero window).
+    pub held: u64,
+    /// Persist mode: zero-window probes (and data) of held connections answered.
+    pub probes: u64,
+    /// Replies not sent because of `tarpit_rate`.
+    pub rate_dropped: u64,
+    /// Persist mode: ACKs that were not the tarpit's connections.
+    pub stray: u64,
+    pub capture_counters: capture::CaptureCounters,
+    /// Capture table entries by state.
+    pub pending: usize,
+    pub captured: usize,
+    pub alive: usize,
+    /// Captured addresses (the first ones, in address order).
+    pub captured_addrs: Vec<IpAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -569,6 +655,10 @@ pub struct Engine {
     /// Moves on whenever a client's frames may go to another MAC than before (table rebuilt,
     /// a backend's MAC changed): what a cache of the engine's choices must be invalidated by.
     epoch: u64,
+    /// `tarpit_capture`'s table.
+    capture: Option<capture::CaptureTable>,
+    /// `tarpit_rate`'s buckets.
+    rate: Option<ratecap::RateCap>,
 }
 
 /// The parsed network-layer facts the decision needs (IPv4 or IPv6).
@@ -625,8 +715,18 @@ impl Engine {
             next_probe_at: Duration::ZERO,
             counters: Counters::default(),
             epoch: 0,
+            capture: None,
+            rate: None,
         };
         e.rebuild();
+        e.capture = e
+            .cfg
+            .tarpit_capture
+            .map(|c| capture::CaptureTable::new(c, e.never_captured()));
+        e.rate = e
+            .cfg
+            .tarpit_rate
+            .map(|r| ratecap::RateCap::new(r, e.cfg.isn_key, Duration::ZERO));
         e
     }
 
@@ -693,6 +793,77 @@ impl Engine {
         self.cfg.backends = backends;
         self.next_probe_at = Duration::ZERO;
         self.rebuild();
+        let never = self.never_captured();
+        if let Some(c) = &mut self.capture {
+            c.set_excluded(never);
+        }
+    }
+
+    /// The addresses capture never takes: the VIP, the backends, our link-local address and
+    /// the interface's own addresses.
+    fn never_captured(&self) -> Vec<IpAddr> {
+        let mut v = vec![self.cfg.vip, IpAddr::V6(self.link_local)];
+        v.extend(self.backends.iter().filter_map(|b| b.cfg.ip));
+        v.extend(self.cfg.own_addrs.iter().copied());
+        v
+    }
+
+    /// Sets the tarpit's persist mode, capture and rate cap (`tarpit_persist`,
+    /// `tarpit_capture`, `tarpit_rate` changed at run time). A capture or rate setting that did
+    /// not change keeps its table and buckets; a changed one starts afresh at `now`.
+    pub fn set_tarpit_options(
+        &mut self,
+        persist: bool,
+        capture: Option<capture::CaptureConfig>,
+        rate: Option<ratecap::RateConfig>,
+        now: Duration,
+    ) {
+        self.cfg.tarpit_persist = persist;
+        if self.cfg.tarpit_capture != capture {
+            self.cfg.tarpit_capture = capture;
+            let never = self.never_captured();
+            self.capture = capture.map(|c| capture::CaptureTable::new(c, never));
+        }
+        if self.cfg.tarpit_rate != rate {
+            self.cfg.tarpit_rate = rate;
+            self.rate = rate.map(|r| ratecap::RateCap::new(r, self.cfg.isn_key, now));
+        }
+    }
+
+    /// The capture table, when `tarpit_capture` is set.
+    pub fn capture_table(&self) -> Option<&capture::CaptureTable> {
+        self.capture.as_ref()
+    }
+
+    /// The tarpit's state for the reports: settings, counters, captured addresses (at most
+    /// `limit` of them).
+    pub fn tarpit_status(&self, limit: usize) -> TarpitStatus {
+        let c = &self.counters;
+        let (pending, captured, alive) = self.capture.as_ref().map_or((0, 0, 0), |t| t.sizes());
+        TarpitStatus {
+            persist: self.cfg.tarpit_persist,
+            capture: self.cfg.tarpit_capture,
+            rate: self.cfg.tarpit_rate,
+            syn_acks: c.tarpit_syn_acks,
+            acks: c.tarpit_acks,
+            held: c.tarpit_held,
+            probes: c.tarpit_probes,
+            rate_dropped: c.dropped(DropReason::TarpitRate),
+            stray: c.ignored(IgnoreReason::TarpitStray),
+            capture_counters: self
+                .capture
+                .as_ref()
+                .map(|t| t.counters())
+                .unwrap_or_default(),
+            pending,
+            captured,
+            alive,
+            captured_addrs: self
+                .capture
+                .as_ref()
+                .map(|t| t.captured(limit))
+                .unwrap_or_default(),
+        }
     }
 
     /// Replaces the tarpit's access list (`tarpit_acl N` changed at run time, or the list
@@ -777,7 +948,7 @@ impl Engine {
                 if src_mac == self.cfg.mac {
                     return Verdict::Ignored(IgnoreReason::OwnFrame);
                 }
-                return self.arp(frame);
+                return self.arp(now, frame);
             }
             ETHERTYPE_IPV6 => match parse_ipv6(frame) {
                 Ok(ip) => ip,
@@ -799,14 +970,18 @@ impl Engine {
             && !ip.fragment
             && let Some(nd) = ndp::parse(frame, ip.l4, ip.l4 + ip.l4_len)
         {
-            return self.neighbor(frame, &nd, src_mac);
+            return self.neighbor(now, frame, &nd, src_mac);
+        }
+        if let Some(c) = &mut self.capture {
+            // any frame from an address shows a host there
+            c.alive(ip.src, now);
         }
         if dst_mac != self.cfg.mac {
             return Verdict::Ignored(IgnoreReason::NotOurMac);
         }
         if ip.dst != self.cfg.vip {
             if self.tarpitted(ip.dst) {
-                return self.tarpit(frame, &ip, src_mac);
+                return self.tarpit(now, frame, &ip, src_mac);
             }
             return Verdict::Ignored(IgnoreReason::NotVip);
         }
@@ -855,18 +1030,29 @@ impl Engine {
         }
     }
 
-    /// Is `dst` answered by the tarpit? Never the VIP or a backend, only in TCP mode.
+    /// Is `dst` answered by the tarpit (its ACL permits it, or capture took it)? Never the
+    /// VIP or a backend, only in TCP mode.
     fn tarpitted(&self, dst: IpAddr) -> bool {
-        let Some(acl) = &self.cfg.tarpit else {
-            return false;
-        };
-        !self.cfg.udp
+        let by_acl = self
+            .cfg
+            .tarpit
+            .as_ref()
+            .is_some_and(|a| a.permits(Some(dst)));
+        let captured = self.capture.as_ref().is_some_and(|c| c.is_captured(dst));
+        (by_acl || captured)
+            && !self.cfg.udp
             && dst != self.cfg.vip
             && !self.backends.iter().any(|b| b.cfg.ip == Some(dst))
-            && acl.permits(Some(dst))
     }
 
-    fn tarpit(&mut self, frame: &mut [u8], ip: &L3, src_mac: Mac) -> Verdict {
+    /// May the tarpit answer `client` now (`tarpit_rate`)?
+    fn rate_allows(&mut self, client: IpAddr, now: Duration) -> bool {
+        self.rate
+            .as_mut()
+            .is_none_or(|r| r.allow(client, now).is_ok())
+    }
+
+    fn tarpit(&mut self, now: Duration, frame: &mut [u8], ip: &L3, src_mac: Mac) -> Verdict {
         if ip.proto != PROTO_TCP || ip.later_fragment {
             return Verdict::Ignored(IgnoreReason::TarpitNotSyn);
         }
@@ -874,52 +1060,91 @@ impl Engine {
             return Verdict::Dropped(DropReason::Truncated);
         }
         let l4 = ip.l4;
-        let (Some(cport), Some(sport), Some(seq), Some(flags)) = (
+        let (Some(cport), Some(sport), Some(seq), Some(ack), Some(off), Some(flags)) = (
             wire::be16(frame, l4),
             wire::be16(frame, l4 + 2),
             wire::be32(frame, l4 + 4),
+            wire::be32(frame, l4 + 8),
+            frame.get(l4 + 12).copied(),
             frame.get(l4 + 13).copied(),
         ) else {
             return Verdict::Dropped(DropReason::Truncated);
         };
-        // SYN without ACK and RST: a connection attempt.
-        if flags & 0x02 == 0 || flags & 0x14 != 0 {
-            return Verdict::Ignored(IgnoreReason::TarpitNotSyn);
-        }
-        let (key, window, mac) = (self.cfg.isn_key, self.cfg.tarpit_window, self.cfg.mac);
-        let len = match (ip.src, ip.dst) {
-            (IpAddr::V4(client), IpAddr::V4(server)) => {
-                let syn = tarpit::Syn {
-                    client_mac: src_mac,
-                    client,
-                    server,
-                    cport,
-                    sport,
-                    seq,
-                    tos: ip.tos,
-                };
-                tarpit::write_syn_ack(frame, &syn, mac, &key, window)
-            }
-            (IpAddr::V6(client), IpAddr::V6(server)) => {
-                let syn = tarpit::Syn6 {
-                    client_mac: src_mac,
-                    client,
-                    server,
-                    cport,
-                    sport,
-                    seq,
-                };
-                tarpit::write_syn_ack_v6(frame, &syn, mac, &key, window)
-            }
-            _ => None,
+        let tuple_isn = match (ip.src, ip.dst) {
+            (IpAddr::V4(c), IpAddr::V4(s)) => tarpit::isn(&self.cfg.isn_key, c, s, cport, sport),
+            (IpAddr::V6(c), IpAddr::V6(s)) => tarpit::isn_v6(&self.cfg.isn_key, c, s, cport, sport),
+            _ => return Verdict::Dropped(DropReason::Malformed),
         };
-        match len {
+        let persist = self.cfg.tarpit_persist;
+        let (seg_seq, seg_ack, seg_flags, window) = if flags & 0x02 != 0 && flags & 0x14 == 0 {
+            // SYN without ACK and RST: a connection attempt.
+            if persist {
+                (
+                    tarpit::persist_isn(tuple_isn, seq),
+                    seq.wrapping_add(1),
+                    0x12,
+                    0,
+                )
+            } else {
+                (tuple_isn, seq.wrapping_add(1), 0x12, self.cfg.tarpit_window)
+            }
+        } else if persist && flags & 0x10 != 0 && flags & 0x07 == 0 {
+            // An ACK, a zero-window probe or data of a held connection (never RST or FIN).
+            let doff = usize::from(off >> 4) * 4;
+            if doff < 20 || doff > ip.l4_len {
+                return Verdict::Dropped(DropReason::Malformed);
+            }
+            let Some(a) = tarpit::persist_ack(tuple_isn, seq, ack, ip.l4_len - doff) else {
+                return Verdict::Ignored(IgnoreReason::TarpitStray);
+            };
+            if !self.rate_allows(ip.src, now) {
+                return Verdict::Dropped(DropReason::TarpitRate);
+            }
+            match a.kind {
+                tarpit::SegmentKind::Ack => self.counters.tarpit_held += 1,
+                tarpit::SegmentKind::Probe => self.counters.tarpit_probes += 1,
+            }
+            let seg = tarpit::Segment {
+                client_mac: src_mac,
+                client: ip.src,
+                server: ip.dst,
+                cport,
+                sport,
+                seq: a.seq,
+                ack: a.ack,
+                flags: 0x10,
+                window: 0,
+                tos: ip.tos,
+            };
+            return match tarpit::write_segment(frame, &seg, self.cfg.mac) {
+                Some(len) => Verdict::TarpitAck { len },
+                None => Verdict::Dropped(DropReason::Truncated),
+            };
+        } else {
+            return Verdict::Ignored(IgnoreReason::TarpitNotSyn);
+        };
+        if !self.rate_allows(ip.src, now) {
+            return Verdict::Dropped(DropReason::TarpitRate);
+        }
+        let seg = tarpit::Segment {
+            client_mac: src_mac,
+            client: ip.src,
+            server: ip.dst,
+            cport,
+            sport,
+            seq: seg_seq,
+            ack: seg_ack,
+            flags: seg_flags,
+            window,
+            tos: if ip.v6 { 0 } else { ip.tos },
+        };
+        match tarpit::write_segment(frame, &seg, self.cfg.mac) {
             Some(len) => Verdict::TarpitSynAck { len },
             None => Verdict::Dropped(DropReason::Truncated),
         }
     }
 
-    fn arp(&mut self, frame: &mut [u8]) -> Verdict {
+    fn arp(&mut self, now: Duration, frame: &mut [u8]) -> Verdict {
         let a = match arp::parse(frame) {
             Ok(a) => a,
             Err(arp::ArpError::Truncated) => return Verdict::Dropped(DropReason::Truncated),
@@ -927,6 +1152,22 @@ impl Engine {
                 return Verdict::Ignored(IgnoreReason::ArpOther);
             }
         };
+        if let Some(c) = &mut self.capture
+            && (a.op == arp::OP_REQUEST || a.op == arp::OP_REPLY)
+        {
+            let (sender, target) = (IpAddr::V4(a.sender_ip), IpAddr::V4(a.target_ip));
+            if a.sender_ip.is_unspecified() {
+                // an RFC 5227 probe: a host is about to take `target`
+                if a.op == arp::OP_REQUEST {
+                    c.alive(target, now);
+                }
+            } else {
+                c.alive(sender, now);
+                if a.op == arp::OP_REQUEST && sender != target {
+                    c.request(target, sender, now);
+                }
+            }
+        }
         match a.op {
             arp::OP_REQUEST => {
                 if a.sender_ip == a.target_ip {
@@ -950,7 +1191,18 @@ impl Engine {
 
     /// Neighbor discovery: answer solicitations for the VIP, tarpitted addresses and our
     /// link-local address; learn backends from advertisements.
-    fn neighbor(&mut self, frame: &mut [u8], nd: &ndp::Nd, src_mac: Mac) -> Verdict {
+    fn neighbor(&mut self, now: Duration, frame: &mut [u8], nd: &ndp::Nd, src_mac: Mac) -> Verdict {
+        if let Some(c) = &mut self.capture {
+            let target = IpAddr::V6(nd.target);
+            if nd.kind == ndp::NEIGHBOR_ADVERTISEMENT || nd.src.is_unspecified() {
+                // an advertisement, or duplicate address detection: a host has (or is about
+                // to take) `target`
+                c.alive(target, now);
+            } else {
+                c.alive(IpAddr::V6(nd.src), now);
+                c.request(target, IpAddr::V6(nd.src), now);
+            }
+        }
         if nd.kind == ndp::NEIGHBOR_ADVERTISEMENT {
             return self.learn(IpAddr::V6(nd.target), nd.ll.unwrap_or(src_mac));
         }

@@ -194,6 +194,142 @@ pub fn write_syn_ack(
     Some(SYN_ACK_LEN)
 }
 
+/// The persist-mode ISN for a SYN with sequence number `client_isn`: the keyed ISN of the
+/// 4-tuple XOR the client's ISN. Every later segment of the connection carries it back in its
+/// acknowledgment number (the tarpit never sends data, so the client's `ack` stays ISN + 1),
+/// which gives back the client's ISN without keeping state: see [`persist_ack`].
+pub fn persist_isn(tuple_isn: u32, client_isn: u32) -> u32 {
+    tuple_isn ^ client_isn
+}
+
+/// What the tarpit answers a segment of a held (persist-mode) connection with, or `None` when
+/// the segment is not one of its connections.
+///
+/// `tuple_isn` is [`isn`]/[`isn_v6`] of the segment's 4-tuple, `seq`/`ack` the segment's
+/// sequence and acknowledgment numbers, `data_len` its payload length. The client's ISN is
+/// `(ack - 1) XOR tuple_isn`; since the tarpit accepts no data, the client's first unacknowledged
+/// byte stays ISN + 1, so a segment of the connection has `seq` = ISN + 1 (its handshake ACK,
+/// data, or a zero-window probe carrying one byte, as BSD and Windows send) or `seq` = ISN
+/// (Linux's zero-window probe: no data, one below the next byte). Anything else is not ours
+/// (a 2^-31 chance for a forged segment). The answer's sequence number is our ISN + 1 (the
+/// segment's `ack`) and its acknowledgment the client's ISN + 1: it acknowledges nothing new
+/// and so resets the client's probe count without opening the window.
+pub fn persist_ack(tuple_isn: u32, seq: u32, ack: u32, data_len: usize) -> Option<PersistAck> {
+    let our_isn = ack.wrapping_sub(1);
+    let client_isn = our_isn ^ tuple_isn;
+    let next = client_isn.wrapping_add(1);
+    let kind = if seq == next && data_len == 0 {
+        SegmentKind::Ack
+    } else if seq == next || (seq == client_isn && data_len == 0) {
+        SegmentKind::Probe
+    } else {
+        return None;
+    };
+    Some(PersistAck {
+        seq: ack,
+        ack: next,
+        kind,
+    })
+}
+
+/// A held connection's segment, as [`persist_ack`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentKind {
+    /// A bare ACK at the next sequence number: the handshake's last segment.
+    Ack,
+    /// A zero-window probe or data: the client keeps trying.
+    Probe,
+}
+
+/// The answer [`persist_ack`] computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PersistAck {
+    pub seq: u32,
+    pub ack: u32,
+    pub kind: SegmentKind,
+}
+
+/// One TCP segment the tarpit sends (no options, no data), IPv4 or IPv6.
+#[derive(Debug, Clone, Copy)]
+pub struct Segment {
+    pub client_mac: Mac,
+    pub client: std::net::IpAddr,
+    pub server: std::net::IpAddr,
+    pub cport: u16,
+    pub sport: u16,
+    pub seq: u32,
+    pub ack: u32,
+    /// TCP flags byte (e.g. `0x12` SYN+ACK, `0x10` ACK).
+    pub flags: u8,
+    pub window: u16,
+    /// IPv4 type of service (ignored for IPv6).
+    pub tos: u8,
+}
+
+/// Length of the frame [`write_segment`] writes for this address family.
+pub fn segment_len(v6: bool) -> usize {
+    if v6 { SYN_ACK_V6_LEN } else { SYN_ACK_LEN }
+}
+
+/// Writes `seg` into `buf` (Ethernet from `our_mac` to the client, IPv4 with DF and TTL 64 or
+/// IPv6 with hop limit 64, TCP with data offset 5, correct checksums) and returns its length;
+/// `None` when `buf` is too short or the addresses mix families.
+pub fn write_segment(buf: &mut [u8], seg: &Segment, our_mac: Mac) -> Option<usize> {
+    use std::net::IpAddr;
+    let (len, l4) = match (seg.client, seg.server) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => (SYN_ACK_LEN, ETH_LEN + 20),
+        (IpAddr::V6(_), IpAddr::V6(_)) => (SYN_ACK_V6_LEN, ETH_LEN + 40),
+        _ => return None,
+    };
+    let out = buf.get_mut(..len)?;
+    wire::set_macs(out, seg.client_mac, our_mac);
+    match (seg.client, seg.server) {
+        (IpAddr::V4(client), IpAddr::V4(server)) => {
+            out[12..14].copy_from_slice(&wire::ETHERTYPE_IPV4.to_be_bytes());
+            let ip = &mut out[ETH_LEN..l4];
+            ip[0] = 0x45;
+            ip[1] = seg.tos;
+            ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+            ip[4..6].copy_from_slice(&0u16.to_be_bytes());
+            ip[6..8].copy_from_slice(&0x4000u16.to_be_bytes());
+            ip[8] = 64;
+            ip[9] = wire::PROTO_TCP;
+            ip[10..12].copy_from_slice(&[0, 0]);
+            ip[12..16].copy_from_slice(&server.octets());
+            ip[16..20].copy_from_slice(&client.octets());
+            let c = wire::ipv4_header_checksum(ip);
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+        }
+        (IpAddr::V6(client), IpAddr::V6(server)) => {
+            out[12..14].copy_from_slice(&wire::ETHERTYPE_IPV6.to_be_bytes());
+            super::ndp::write_ipv6_header(
+                &mut out[ETH_LEN..l4],
+                20,
+                wire::PROTO_TCP,
+                64,
+                server,
+                client,
+            );
+        }
+        _ => return None,
+    }
+    let tcp = &mut out[l4..];
+    tcp[0..2].copy_from_slice(&seg.sport.to_be_bytes());
+    tcp[2..4].copy_from_slice(&seg.cport.to_be_bytes());
+    tcp[4..8].copy_from_slice(&seg.seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&seg.ack.to_be_bytes());
+    tcp[12..14].copy_from_slice(&((5u16 << 12) | u16::from(seg.flags)).to_be_bytes());
+    tcp[14..16].copy_from_slice(&seg.window.to_be_bytes());
+    tcp[16..20].copy_from_slice(&[0, 0, 0, 0]);
+    let c = match (seg.server, seg.client) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => wire::l4_checksum_v4(s, d, wire::PROTO_TCP, tcp),
+        (IpAddr::V6(s), IpAddr::V6(d)) => wire::l4_checksum_v6(s, d, wire::PROTO_TCP, tcp),
+        _ => return None,
+    };
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    Some(len)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,5 +367,58 @@ mod tests {
         assert_ne!(a, isn(&key(), c, s, 40001, 80));
         assert_ne!(a, isn(&[7; 16], c, s, 40000, 80));
         assert_ne!(a, 42);
+    }
+
+    #[test]
+    fn persist_isn_gives_back_the_client_isn_from_any_later_segment() {
+        let tuple = 0x1234_5678;
+        for client_isn in [0u32, 1, 0x7fff_ffff, 0xffff_ffff, 0xdead_beef] {
+            let ours = persist_isn(tuple, client_isn);
+            let ack = ours.wrapping_add(1);
+            let next = client_isn.wrapping_add(1);
+            let a = persist_ack(tuple, next, ack, 0).unwrap();
+            assert_eq!((a.seq, a.ack, a.kind), (ack, next, SegmentKind::Ack));
+            // Linux's zero-window probe: one below the next byte, no data
+            let p = persist_ack(tuple, client_isn, ack, 0).unwrap();
+            assert_eq!((p.seq, p.ack, p.kind), (ack, next, SegmentKind::Probe));
+            // data, or a one-byte probe: acknowledged nothing
+            let d = persist_ack(tuple, next, ack, 1).unwrap();
+            assert_eq!((d.ack, d.kind), (next, SegmentKind::Probe));
+            // not ours: another sequence number, data one below, another tuple
+            assert_eq!(persist_ack(tuple, next.wrapping_add(1), ack, 0), None);
+            assert_eq!(persist_ack(tuple, client_isn, ack, 5), None);
+            assert_eq!(persist_ack(tuple ^ 0x100, next, ack, 0), None);
+        }
+    }
+
+    #[test]
+    fn a_written_segment_matches_the_syn_ack_writer() {
+        let syn = Syn {
+            client_mac: [2, 0, 0, 0, 0, 2],
+            client: Ipv4Addr::new(10, 0, 0, 2),
+            server: Ipv4Addr::new(10, 0, 0, 200),
+            cport: 40000,
+            sport: 80,
+            seq: 99,
+            tos: 0x10,
+        };
+        let mut a = vec![0u8; 80];
+        let n = write_syn_ack(&mut a, &syn, [2, 0, 0, 0, 0, 1], &key(), 0).unwrap();
+        let mut b = vec![0u8; 80];
+        let seg = Segment {
+            client_mac: syn.client_mac,
+            client: syn.client.into(),
+            server: syn.server.into(),
+            cport: 40000,
+            sport: 80,
+            seq: isn(&key(), syn.client, syn.server, 40000, 80),
+            ack: 100,
+            flags: 0x12,
+            window: 0,
+            tos: 0x10,
+        };
+        assert_eq!(write_segment(&mut b, &seg, [2, 0, 0, 0, 0, 1]), Some(n));
+        assert_eq!(a[..n], b[..n]);
+        assert_eq!(write_segment(&mut b[..40], &seg, [2; 6]), None);
     }
 }

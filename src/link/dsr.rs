@@ -8,8 +8,13 @@
 //! list and tarpit ACL from the shared state, so `server N blacklist T`, `server N weight W`,
 //! new servers, `acl`/`tarpit_acl` changes through penctl or `-F` re-reads take effect on the
 //! next frame. The VIP, port, `-U` and `-r` are read once at start (`listen` reopens DSR).
+//! The tarpit's settings (`tarpit_persist`, `tarpit_capture`, `tarpit_rate`) are read the same
+//! way, and the engine publishes the tarpit's counters into the shared state on every pass
+//! ([`crate::proxy::Shared::tarpit`]) for penctl's `tarpit`, the status page and Prometheus.
+//! The DSR interface's own addresses, read at start, are never captured.
 
 use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -138,6 +143,69 @@ pub fn tarpit_acl(config: &Config) -> Option<Acl> {
 pub struct Update {
     pub backends: Vec<BackendConfig>,
     pub tarpit: Option<Acl>,
+    pub tarpit_persist: bool,
+    pub tarpit_capture: Option<crate::engine::capture::CaptureConfig>,
+    pub tarpit_rate: Option<crate::engine::ratecap::RateConfig>,
+}
+
+/// How many captured addresses the published status lists.
+pub const STATUS_CAPTURED_MAX: usize = 64;
+/// The tarpit's status is published at most this often (a loop pass can be one batch of
+/// frames, thousands of times a second under load).
+pub const STATUS_EVERY: Duration = Duration::from_millis(100);
+
+/// Whether the status is due at `now`, the last publication having been at `last`; moves
+/// `last` on when it is.
+fn publish_due(last: &mut Option<Duration>, now: Duration) -> bool {
+    match *last {
+        Some(t) if now < t.saturating_add(STATUS_EVERY) && now >= t => false,
+        _ => {
+            *last = Some(now);
+            true
+        }
+    }
+}
+
+/// The IP addresses of interface `name` (empty when they cannot be read): the tarpit never
+/// captures them.
+pub fn interface_addrs(name: &str) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list that is freed with freeifaddrs below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut p = head;
+    while !p.is_null() {
+        // SAFETY: `p` is a node of the list getifaddrs returned, valid until freeifaddrs; its
+        // name is a NUL-terminated string and its address a sockaddr of the family it names.
+        unsafe {
+            let ifa = &*p;
+            p = ifa.ifa_next;
+            if ifa.ifa_addr.is_null()
+                || ifa.ifa_name.is_null()
+                || std::ffi::CStr::from_ptr(ifa.ifa_name).to_bytes() != name.as_bytes()
+            {
+                continue;
+            }
+            match i32::from((*ifa.ifa_addr).sa_family) {
+                libc::AF_INET => {
+                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                    out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                        sin.sin_addr.s_addr,
+                    ))));
+                }
+                libc::AF_INET6 => {
+                    let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                    out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+                }
+                _ => {}
+            }
+        }
+    }
+    // SAFETY: `head` came from a successful getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    out
 }
 
 /// Runs DSR on `link` with the daemon's shared state: the engine is configured from the
@@ -160,17 +228,35 @@ pub async fn serve_shared(link: AfPacket, state: SharedState) -> io::Result<()> 
         });
         hook_guard.hook = g.on_servers_changed.clone();
         let backends = backends_from(&g.balancer, crate::proxy::now());
-        engine_config(&g.config, link.mac(), isn_key()?, backends)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
+        let mut ec = engine_config(&g.config, link.mac(), isn_key()?, backends)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        ec.own_addrs = interface_addrs(link.name());
+        ec
     };
-    serve(link, engine_cfg, move || {
-        let g = crate::proxy::lock(&state);
+    let _published = PublishedGuard(state.clone());
+    serve(link, engine_cfg, move |status| {
+        let mut g = crate::proxy::lock(&state);
+        if let Some(st) = status {
+            g.tarpit = Some(st);
+        }
         Update {
             backends: backends_from(&g.balancer, crate::proxy::now()),
             tarpit: tarpit_acl(&g.config),
+            tarpit_persist: g.config.tarpit_persist,
+            tarpit_capture: g.config.tarpit_capture,
+            tarpit_rate: g.config.tarpit_rate,
         }
     })
     .await
+}
+
+/// Clears the published tarpit status when DSR stops.
+struct PublishedGuard(SharedState);
+
+impl Drop for PublishedGuard {
+    fn drop(&mut self) {
+        crate::proxy::lock(&self.0).tarpit = None;
+    }
 }
 
 /// Removes the `server` hook DSR installed in the shared state when DSR stops (unless a newer
@@ -206,11 +292,12 @@ impl Drop for StopOnDrop {
 }
 
 /// Runs the engine on `link` until the returned future is dropped or the interface fails.
-/// `update` is called once per loop pass on the engine thread.
+/// `update` is called once per loop pass on the engine thread, with the tarpit's status when
+/// it is due (at most every [`STATUS_EVERY`]).
 pub async fn serve(
     mut link: AfPacket,
     engine_cfg: EngineConfig,
-    mut update: impl FnMut() -> Update + Send + 'static,
+    mut update: impl FnMut(Option<crate::engine::TarpitStatus>) -> Update + Send + 'static,
 ) -> io::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let _guard = StopOnDrop(stop.clone());
@@ -227,10 +314,14 @@ pub async fn serve(
                 if engine.config().udp { "UDP" } else { "TCP" },
                 mac_text(engine.config().mac)
             );
-            let tick = move |e: &mut Engine, _: Duration| {
-                let u = update();
+            let mut published = None;
+            let tick = move |e: &mut Engine, now: Duration| {
+                let status =
+                    publish_due(&mut published, now).then(|| e.tarpit_status(STATUS_CAPTURED_MAX));
+                let u = update(status);
                 e.set_backends(u.backends);
                 e.set_tarpit(u.tarpit);
+                e.set_tarpit_options(u.tarpit_persist, u.tarpit_capture, u.tarpit_rate, now);
             };
             // PEN_DSR_RECVMMSG=1: the recvmmsg loop instead of the TPACKET_V2 ring (for
             // kernels or drivers where the ring misbehaves, and for comparisons).
@@ -327,6 +418,28 @@ mod tests {
         let ec = engine_config(&cfg, [2; 6], [1; 16], v).unwrap();
         assert_eq!(ec.port, 0);
         assert_eq!(ec.backends.len(), 2);
+    }
+
+    #[test]
+    fn the_status_is_published_at_most_every_100_ms() {
+        let ms = Duration::from_millis;
+        let mut last = None;
+        let due: Vec<bool> = [0, 1, 50, 99, 100, 150, 250, 40]
+            .iter()
+            .map(|t| publish_due(&mut last, ms(*t)))
+            .collect();
+        // (a clock going backwards publishes at once rather than never)
+        assert_eq!(
+            due,
+            vec![true, false, false, false, true, false, true, true]
+        );
+    }
+
+    #[test]
+    fn the_loopback_interface_has_its_addresses_read() {
+        let a = interface_addrs("lo");
+        assert!(a.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)), "{a:?}");
+        assert!(interface_addrs("no-such-if0").is_empty());
     }
 
     #[test]

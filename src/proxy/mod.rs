@@ -49,6 +49,9 @@ pub struct Shared {
     /// Told when a control command or a configuration re-read may have changed the servers
     /// (DSR's kernel fast path drops its cached choices at once; see [`crate::link::xdp`]).
     pub on_servers_changed: Option<ChangeHook>,
+    /// The DSR tarpit's settings and counters as the DSR thread last published them (about
+    /// every 100 ms), for the reports; `None` outside DSR mode.
+    pub tarpit: Option<crate::engine::TarpitStatus>,
 }
 
 /// A callback for [`Shared::on_servers_changed`].
@@ -76,6 +79,7 @@ impl Shared {
             udp: None,
             udp_table: None,
             on_servers_changed: None,
+            tarpit: None,
         }
     }
 
