@@ -97,6 +97,7 @@ penctl commands pen-rs adds (also for -o/-O and -F files):
   control_any_file         let TCP control clients name files (write FILE, include FILE,
                            web_stats FILE, log FILE); only with -O/-o or in the -F file
   version                  reply the pen-rs version
+  table_hash               digests of the server list and the DSR Maglev table (compare pens)
 
 example:
   pen 8080 web1:80 web2:80 [::1]:8080

@@ -269,6 +269,9 @@ pub enum Command {
     NoPrometheus,
     /// `version` (pen-rs addition): which program and version this is.
     Version,
+    /// `table_hash` (pen-rs addition): digests of the server list and of the DSR Maglev
+    /// table, so that N pens behind ECMP or VRRP can be checked to agree.
+    TableHash,
     Write(Option<PathBuf>),
 }
 
@@ -511,6 +514,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
             Some(t) => Some(parse_metrics_addr(t)?),
         }),
         "version" => Command::Version,
+        "table_hash" => Command::TableHash,
         "write" => Command::Write(w.next().map(PathBuf::from)),
         other => {
             if let Some(b) = EventBackend::from_word(other) {
@@ -812,6 +816,7 @@ impl fmt::Display for Command {
             Prometheus(v) => opt(f, "prometheus", v),
             NoPrometheus => write!(f, "no prometheus"),
             Version => write!(f, "version"),
+            TableHash => write!(f, "table_hash"),
             Write(v) => opt(f, "write", &v.as_ref().map(|p| p.display())),
         }
     }
@@ -960,6 +965,7 @@ mod tests {
         "prometheus [::1]:9100",
         "no prometheus",
         "version",
+        "table_hash",
         "control_any_file",
         "no control_any_file",
         "listen 8080",
@@ -1028,12 +1034,13 @@ mod tests {
             UdpFlowIdle(_) => 45,
             WorkerThreads(_) => 46,
             Version => 47,
+            TableHash => 48,
         }
     }
 
     #[test]
     fn samples_cover_every_variant() {
-        let mut seen = [false; 48];
+        let mut seen = [false; 49];
         for line in SAMPLES {
             seen[variant(&p(line))] = true;
         }

@@ -550,6 +550,25 @@ struct HeldFrame {
     frame: Vec<u8>,
 }
 
+/// The Maglev table an engine with these backends uses (`None` when none is available): the
+/// available backends with an address, in slot order. [`crate::select::dsr::TableDigest`]
+/// computes its digest for the `table_hash` control command from the same function.
+pub fn table_for(backends: &[BackendConfig]) -> Option<Maglev> {
+    let members: Vec<Member> = backends
+        .iter()
+        .enumerate()
+        .filter_map(|(i, b)| match b.ip {
+            Some(ip) if b.available => Some(Member {
+                backend: i,
+                ip,
+                weight: b.weight,
+            }),
+            _ => None,
+        })
+        .collect();
+    Maglev::build(&members)
+}
+
 /// The engine. See the module documentation.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -716,20 +735,7 @@ impl Engine {
     }
 
     fn rebuild(&mut self) {
-        let members: Vec<Member> = self
-            .backends
-            .iter()
-            .enumerate()
-            .filter_map(|(i, b)| match b.cfg.ip {
-                Some(ip) if b.cfg.available => Some(Member {
-                    backend: i,
-                    ip,
-                    weight: b.cfg.weight,
-                }),
-                _ => None,
-            })
-            .collect();
-        self.table = Maglev::build(&members);
+        self.table = table_for(&self.cfg.backends);
         self.counters.rebuilds += 1;
         self.epoch += 1;
     }
