@@ -595,7 +595,9 @@ pub fn tcp_sessions(
                                 .await
                                 .map_err(|_| anyhow!("no echo within {timeout:?}"))?
                                 .with_context(|| format!("round {r}"))?;
-                            tokio::time::sleep(interval).await;
+                            if r + 1 < rounds {
+                                tokio::time::sleep(interval).await;
+                            }
                         }
                         Ok(())
                     }

@@ -1303,7 +1303,10 @@ fn background_steps_are_joined_later_and_tcp_sessions_have_defaults() {
     assert_eq!(plan.steps[3].label, "join paced");
     assert_eq!(plan.steps[1].label, "paced");
     let default_label = scenario::step_label(&plan.steps[1].kind);
-    assert!(default_label.contains("40 requests, one every 50 ms"), "{default_label}");
+    assert!(
+        default_label.contains("40 requests, one every 50 ms"),
+        "{default_label}"
+    );
 }
 
 #[test]
@@ -1327,7 +1330,10 @@ fn background_and_join_mistakes_are_named() {
     let e = errors(&format!(
         "{HOSTS}[[step]]\ntcp_sessions = {{ host = \"client\", addr = \"10.71.0.2:7\", background = true }}\n"
     ));
-    assert!(e.contains("step[0].name: a background step needs a name"), "{e}");
+    assert!(
+        e.contains("step[0].name: a background step needs a name"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -1342,8 +1348,14 @@ fn tcp_sessions_and_paced_load_bounds_are_checked() {
     let e = errors(&format!(
         "{HOSTS}[[step]]\ntcp_sessions = {{ host = \"client\", addr = \"10.71.0.2:7\", sessions = 0, rounds = 20000 }}\n"
     ));
-    assert!(e.contains("step[0].tcp_sessions.sessions: expected 1..256, got 0"), "{e}");
-    assert!(e.contains("step[0].tcp_sessions.rounds: expected 1..10000, got 20000"), "{e}");
+    assert!(
+        e.contains("step[0].tcp_sessions.sessions: expected 1..256, got 0"),
+        "{e}"
+    );
+    assert!(
+        e.contains("step[0].tcp_sessions.rounds: expected 1..10000, got 20000"),
+        "{e}"
+    );
     let e = errors(&format!(
         "{HOSTS}[[step]]\ntcp_sessions = {{ host = \"client\", addr = \"10.71.0.2:7\", sessions = 4, min_ok = 3, min_failed = 2 }}\n"
     ));
@@ -1361,7 +1373,10 @@ fn tcp_sessions_and_paced_load_bounds_are_checked() {
     let e = errors(&format!(
         "{HOSTS}[[step]]\nload = {{ host = \"client\", url = \"http://10.71.0.2/\", requests = 5, interval_ms = 0 }}\n"
     ));
-    assert!(e.contains("step[0].load.interval_ms: expected 1..10000 ms, got 0"), "{e}");
+    assert!(
+        e.contains("step[0].load.interval_ms: expected 1..10000 ms, got 0"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -1375,15 +1390,26 @@ fn a_switch_is_captured_on_its_bridge() {
         "{HOSTS}[[capture]]\nname = \"segment\"\nhost = \"lan\"\niface = \"pen\"\n"
     ));
     assert!(
-        e.contains("capture[1].iface: \"lan\" is a switch: expected its bridge \"br0\", got \"pen\""),
+        e.contains(
+            "capture[1].iface: \"lan\" is a switch: expected its bridge \"br0\", got \"pen\""
+        ),
         "{e}"
     );
 }
 
 #[test]
 fn the_scale_out_scenarios_check() {
-    let out = pen_lab(&["check", "scale-ecmp-dsr", "scale-ecmp-proxy", "vrrp-failover"]);
+    let out = pen_lab(&[
+        "check",
+        "scale-ecmp-dsr",
+        "scale-ecmp-proxy",
+        "vrrp-failover",
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("3 valid, 0 invalid"), "{text}");
 }
