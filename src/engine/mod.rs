@@ -1278,6 +1278,25 @@ mod tests {
     }
 
     #[test]
+    fn two_engines_of_one_config_have_one_table_and_table_for_is_it() {
+        let (mut a, b) = (Engine::new(cfg()), Engine::new(cfg()));
+        let digest = |e: &Engine| e.table().map(Maglev::digest);
+        assert_eq!(digest(&a), digest(&b));
+        assert_eq!(digest(&a), table_for(&cfg().backends).map(|t| t.digest()));
+        // The same flows go to the same backends on both.
+        for i in 0..=255u8 {
+            let c = Ipv4Addr::new(192, 0, 2, i);
+            assert_eq!(a.choose(c, 1000), b.choose(c, 1000));
+        }
+        a.set_available(0, false);
+        assert_ne!(digest(&a), digest(&b));
+        assert_eq!(
+            digest(&a),
+            table_for(&a.config().backends).map(|t| t.digest())
+        );
+    }
+
+    #[test]
     fn first_poll_probes_every_backend_then_waits_probe_interval() {
         let mut e = Engine::new(cfg());
         let t0 = Duration::from_secs(5);
