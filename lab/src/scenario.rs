@@ -2744,7 +2744,14 @@ fn check_joins(steps: &[StepP], e: &mut Errs) {
                     "a background step needs a name, which a later join = \"NAME\" step refers to",
                 ),
                 Some(n) => {
-                    open.insert(n.clone(), i);
+                    if let Some(j) = open.insert(n.clone(), i) {
+                        e.push(
+                            format!("{key}.name"),
+                            format!(
+                                "background step {n:?} is still running from step[{j}]: give each background step its own name"
+                            ),
+                        );
+                    }
                 }
             }
         }

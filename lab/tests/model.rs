@@ -1326,6 +1326,13 @@ fn background_and_join_mistakes_are_named() {
     );
     let e = errors(&format!("{HOSTS}[[step]]\njoin = \"link down\"\n"));
     assert!(e.contains("(none), got \"link down\""), "{e}");
+    // Two background steps of one name running at once.
+    let e =
+        errors(&format!("{HOSTS}{BACKGROUND}").replace("name = \"paced\"", "name = \"sessions\""));
+    assert!(
+        e.contains("step[1].name: background step \"sessions\" is still running from step[0]"),
+        "{e}"
+    );
     // A background step without a name.
     let e = errors(&format!(
         "{HOSTS}[[step]]\ntcp_sessions = {{ host = \"client\", addr = \"10.71.0.2:7\", background = true }}\n"
