@@ -4,7 +4,8 @@
 set -euo pipefail
 PKGS=(libpcap-dev iproute2 nftables iptables ethtool iputils-ping tcpdump
       pen curl dnsutils apache2-utils nmap openssl
-      nginx-light haproxy wrk dnsperf)   # the last four: pen-lab bench peers and load generators
+      nginx-light haproxy wrk dnsperf   # pen-lab bench peers and load generators
+      keepalived)                       # VRRP pair in the vrrp-failover scenario
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -101,6 +101,7 @@ penctl commands pen-rs adds (also for -o/-O and -F files):
   tarpit_capture NET [wait S] [max N]  tarpit addresses of NET nobody answers ARP for [3 4096]
   tarpit_rate R [burst B] [net R] [net_burst B]  cap tarpit replies/s (global, per /24 or /64)
   tarpit                   tarpit settings, counters and captured addresses
+  table_hash               digests of the server list and the DSR Maglev table (compare pens)
 
 example:
   pen 8080 web1:80 web2:80 [::1]:8080

@@ -903,3 +903,45 @@ fn status_page_in_a_directory_pen_cannot_write_is_rewritten_in_place() {
         "no leftovers"
     );
 }
+
+/// Two pens of one cluster: `table_hash` agrees, `penctl --each` applies one command to both
+/// and `--same` exits 2 (naming the pen) when one of them was changed alone.
+#[test]
+fn penctl_each_keeps_pens_equal_and_same_finds_the_odd_one() {
+    let backends = ["127.0.0.1:9", "127.0.0.2:9"];
+    let (_a, _la, ca) = pen_with_control(&[], &backends);
+    let (_b, _lb, cb) = pen_with_control(&[], &backends);
+    let (ta, tb) = (format!("127.0.0.1:{ca}"), format!("127.0.0.1:{cb}"));
+    let both = format!("{ta},{tb}");
+    let (code, out, err) = penctl("--each", &[&both, "--same", "table_hash"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with(&format!("{ta}: servers 2 available 2 ")),
+        "{out}"
+    );
+    assert_eq!(
+        lines[0].split_once(": ").unwrap().1,
+        lines[1].split_once(": ").unwrap().1
+    );
+    // One pen changed alone: the digests differ and --same says which.
+    assert_eq!(ctl(cb, "server 1 weight 5"), "");
+    let (code, out, err) = penctl("--each", &[&both, "--same", "table_hash"]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(
+        err.contains(&format!("{tb} does not reply what {ta} replies")),
+        "{err}"
+    );
+    // The same command to both brings them together again.
+    let (code, _, err) = penctl("--each", &[&both, "server", "1", "weight", "5"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, out, err) = penctl("--each", &[&both, "--same", "table_hash"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    // An unreachable pen is an error after the others were tried.
+    let dead = format!("127.0.0.1:{}", free_port());
+    let (code, out, err) = penctl("--each", &[&format!("{dead},{ta}"), "table_hash"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.starts_with(&format!("{ta}: servers 2")), "{out}");
+    assert!(err.contains(&dead), "{err}");
+}

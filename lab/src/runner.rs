@@ -3,6 +3,7 @@
 //! (the [`Topology`] is dropped on every path; `--keep` leaves it for inspection).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -176,6 +177,7 @@ pub fn run_file(path: &Path, opts: &RunOptions) -> ScenarioReport {
         procs: BTreeMap::new(),
         captures: Vec::new(),
         step_times: Vec::new(),
+        background: BTreeMap::new(),
     };
     run.deadline = started + run.plan.timeout;
     run.execute(&mut report);
@@ -530,6 +532,8 @@ struct Run<'a> {
     captures: Vec<(String, Capture)>,
     /// When each step ran, for `[[expect]]` windows.
     step_times: Vec<Option<StepTime>>,
+    /// Background steps (`background = true`) not joined yet, by name.
+    background: BTreeMap<String, std::thread::JoinHandle<Result<String>>>,
 }
 
 impl Run<'_> {
@@ -597,7 +601,11 @@ impl Run<'_> {
             }
             let t0 = Instant::now();
             let start = epoch_now();
-            let (r, attempts) = self.step_with_retries(st);
+            let (r, attempts) = if st.background {
+                (self.start_background(st), 1)
+            } else {
+                self.step_with_retries(st)
+            };
             if let Some(t) = self.step_times.get_mut(i) {
                 *t = Some(StepTime {
                     start,
@@ -629,6 +637,7 @@ impl Run<'_> {
                 break;
             }
         }
+        self.wait_background();
         self.stop_captures(report);
         self.collect_logs(report);
         // A signal during the last step (or any step that does not poll for it) must not let
@@ -640,6 +649,35 @@ impl Run<'_> {
         }
         // After a failed step the expectations still run: the captures are the evidence.
         self.evaluate(report, failed);
+    }
+
+    /// Starts a background step on its own thread; a later `join` step judges it.
+    fn start_background(&mut self, st: &StepP) -> Result<String> {
+        let (StepKindP::Load { host, .. } | StepKindP::TcpSessions { host, .. }) = &st.kind else {
+            bail!("only load and tcp_sessions steps run in the background");
+        };
+        let name = st
+            .name
+            .clone()
+            .ok_or_else(|| anyhow!("a background step needs a name"))?;
+        let (ns, kind) = (self.ns(host), st.kind.clone());
+        let h = std::thread::Builder::new()
+            .name(format!("bg-{name}"))
+            .spawn(move || traffic_step(&ns, &kind))
+            .context("starting a background step thread")?;
+        self.background.insert(name.clone(), h);
+        Ok(format!("running in the background until join {name:?}"))
+    }
+
+    /// After a failed step: lets background steps that no `join` collected finish (they are
+    /// bounded by their own counts and timeouts) before the captures stop and the namespaces
+    /// go, unless a signal or the scenario timeout comes first.
+    fn wait_background(&mut self) {
+        for (_, h) in std::mem::take(&mut self.background) {
+            while !h.is_finished() && !interrupted() && Instant::now() <= self.deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 
     /// Runs a step, again up to `retries` times while it fails (each attempt bounded by its
@@ -964,45 +1002,23 @@ impl Run<'_> {
                 }
                 Ok(format!("{got:?}"))
             }
-            StepKindP::Load {
-                host,
-                addr,
-                path,
-                requests,
-                concurrency,
-                src,
-                min_ok,
-                share,
-                tolerance,
-                timeout,
-            } => {
-                let r = traffic::http_load(
-                    &self.ns(host),
-                    *addr,
-                    path,
-                    *requests,
-                    *concurrency,
-                    *src,
-                    *timeout,
-                )?;
-                let bodies: Vec<String> = r
-                    .by_body
-                    .iter()
-                    .map(|(b, n)| format!("{}: {n}", b.trim_end()))
-                    .collect();
-                let detail = format!(
-                    "{} ok, {} failed in {} ms ({})",
-                    r.ok,
-                    r.failed,
-                    ms(r.elapsed),
-                    bodies.join(", ")
-                );
-                if r.ok < *min_ok {
-                    bail!("{detail}; expected at least {min_ok} ok");
+            StepKindP::Load { host, .. } | StepKindP::TcpSessions { host, .. } => {
+                traffic_step(&self.ns(host), k)
+            }
+            StepKindP::Join(name) => {
+                let handle = self
+                    .background
+                    .remove(name)
+                    .ok_or_else(|| anyhow!("background step {name:?} is not running"))?;
+                // The background step is bounded by its own counts and timeouts; poll so that
+                // Ctrl-C and the scenario timeout are seen while it runs.
+                while !handle.is_finished() {
+                    self.check_time(&format!("join {name}"))?;
+                    std::thread::sleep(Duration::from_millis(20));
                 }
-                check_load_share(&r.by_body, r.ok, share, *tolerance)
-                    .map_err(|m| anyhow!("{detail}; {m}"))?;
-                Ok(detail)
+                handle
+                    .join()
+                    .map_err(|_| anyhow!("background step {name:?} panicked"))?
             }
             StepKindP::Stop(name) => {
                 let p = self
@@ -1115,6 +1131,100 @@ impl Run<'_> {
 /// Calls `attempt(n)` for n = 1, 2, ... until it succeeds or `retries` further attempts have
 /// failed; before each further attempt `pause()` waits and says whether to go on (false on a
 /// signal or the scenario deadline). Returns the last result and the number of attempts.
+/// Runs a `load` or `tcp_sessions` step in namespace `ns` and judges it; free of the runner, so
+/// that it can run on a background thread.
+fn traffic_step(ns: &str, k: &StepKindP) -> Result<String> {
+    match k {
+        StepKindP::Load {
+            addr,
+            path,
+            requests,
+            concurrency,
+            src,
+            min_ok,
+            share,
+            tolerance,
+            timeout,
+            interval,
+            max_outage,
+            ..
+        } => {
+            let (r, outage) = match interval {
+                Some(i) => {
+                    let p = traffic::http_paced(ns, *addr, path, *requests, *i, *src, *timeout)?;
+                    (p.load, Some(p.outage))
+                }
+                None => (
+                    traffic::http_load(ns, *addr, path, *requests, *concurrency, *src, *timeout)?,
+                    None,
+                ),
+            };
+            let bodies: Vec<String> = r
+                .by_body
+                .iter()
+                .map(|(b, n)| format!("{}: {n}", b.trim_end()))
+                .collect();
+            let mut detail = format!(
+                "{} ok, {} failed in {} ms ({})",
+                r.ok,
+                r.failed,
+                ms(r.elapsed),
+                bodies.join(", ")
+            );
+            if let Some(o) = outage {
+                let _ = write!(
+                    detail,
+                    "; longest outage {} ms ({} failed in a row)",
+                    ms(o.duration),
+                    o.failed
+                );
+            }
+            if r.ok < *min_ok {
+                bail!("{detail}; expected at least {min_ok} ok");
+            }
+            if let (Some(o), Some(max)) = (outage, max_outage)
+                && o.duration > *max
+            {
+                bail!("{detail}; expected an outage of at most {} ms", ms(*max));
+            }
+            check_load_share(&r.by_body, r.ok, share, *tolerance)
+                .map_err(|m| anyhow!("{detail}; {m}"))?;
+            Ok(detail)
+        }
+        StepKindP::TcpSessions {
+            addr,
+            src,
+            sessions,
+            rounds,
+            interval,
+            timeout,
+            min_ok,
+            min_failed,
+            ..
+        } => {
+            let r =
+                traffic::tcp_sessions(ns, *addr, *src, *sessions, *rounds, *interval, *timeout)?;
+            let mut detail = format!(
+                "{} of {sessions} sessions completed, {} failed in {} ms",
+                r.ok,
+                r.failed,
+                ms(r.elapsed)
+            );
+            if !r.errors.is_empty() {
+                let _ = write!(detail, " ({})", r.errors.join("; "));
+            }
+            if r.ok < *min_ok {
+                bail!("{detail}; expected at least {min_ok} to complete");
+            }
+            if r.failed < *min_failed {
+                bail!("{detail}; expected at least {min_failed} to fail");
+            }
+            Ok(detail)
+        }
+        _ => bail!("not a traffic step"),
+    }
+}
+
 pub fn with_retries<T>(
     retries: u32,
     mut attempt: impl FnMut(u32) -> Result<T>,

@@ -276,6 +276,10 @@ pub struct Step {
     pub penctl: Option<PenctlToml>,
     pub run: Option<RunToml>,
     pub wait: Option<u64>,
+    /// Long-lived TCP connections to an echo server.
+    pub tcp_sessions: Option<TcpSessionsToml>,
+    /// Waits for the background step of this name and judges its result.
+    pub join: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -381,6 +385,52 @@ pub struct LoadToml {
     pub tolerance: f64,
     #[serde(default = "default_load_timeout")]
     pub timeout_ms: u64,
+    /// Paced (open-loop) load: request k starts at k × interval_ms, whatever the others do;
+    /// `concurrency` is then not used. The step reports the longest outage.
+    pub interval_ms: Option<u64>,
+    /// With `interval_ms`: the longest outage allowed.
+    pub max_outage_ms: Option<u64>,
+    /// Run while the following steps run; a later `join = "NAME"` step judges it.
+    #[serde(default)]
+    pub background: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpSessionsToml {
+    pub host: String,
+    /// An echo server (`"IP:PORT"`).
+    pub addr: String,
+    pub src: Option<String>,
+    /// Connections open at once (1..256).
+    #[serde(default = "default_sessions")]
+    pub sessions: u64,
+    /// Lines each connection sends and reads back (1..10000).
+    #[serde(default = "default_rounds")]
+    pub rounds: u64,
+    /// Pause between rounds (0..10000 ms).
+    #[serde(default = "default_session_interval")]
+    pub interval_ms: u64,
+    /// Connect and each round (1..60000 ms).
+    #[serde(default = "default_step_timeout")]
+    pub timeout_ms: u64,
+    /// Sessions that must complete (default: all).
+    pub min_ok: Option<u64>,
+    /// Sessions that must fail (default 0): to show that moved flows break.
+    #[serde(default)]
+    pub min_failed: u64,
+    #[serde(default)]
+    pub background: bool,
+}
+
+fn default_sessions() -> u64 {
+    8
+}
+fn default_rounds() -> u64 {
+    10
+}
+fn default_session_interval() -> u64 {
+    100
 }
 
 fn default_concurrency() -> u64 {
@@ -979,7 +1029,23 @@ pub enum StepKindP {
         share: BTreeMap<String, f64>,
         tolerance: f64,
         timeout: Duration,
+        /// Paced load: request k at k × interval.
+        interval: Option<Duration>,
+        max_outage: Option<Duration>,
     },
+    TcpSessions {
+        host: String,
+        addr: SocketAddr,
+        src: Option<IpAddr>,
+        sessions: u64,
+        rounds: u64,
+        interval: Duration,
+        timeout: Duration,
+        min_ok: u64,
+        min_failed: u64,
+    },
+    /// Wait for the background step of this name and judge its result.
+    Join(String),
     Stop(String),
     Start(String),
     Penctl {
@@ -1009,6 +1075,8 @@ pub struct StepP {
     /// Further attempts after a failed one (`dns`, `http_get`, `tcp_connect`).
     pub retries: u32,
     pub retry_delay: Duration,
+    /// Started in the background (`load`, `tcp_sessions`); a later `join` step judges it.
+    pub background: bool,
 }
 
 /// A scenario with everything parsed and resolved.
@@ -1546,7 +1614,8 @@ impl Scenario {
         refs.macs = macs;
         let processes = plan_processes(self, &refs, &host_names, &mut e);
         let proc_names: Vec<String> = self.processes.iter().map(|p| p.name.clone()).collect();
-        let captures = plan_captures(self, &ifaces, &host_names, &mut e);
+        let switch_names: Vec<String> = self.switches.iter().map(|w| w.name.clone()).collect();
+        let captures = plan_captures(self, &ifaces, &host_names, &switch_names, &mut e);
         let steps = plan_steps(self, &refs, &host_names, &proc_names, &mut e);
         let mut expects = Vec::new();
         let mut cap_names: Vec<String> = self.captures.iter().map(|c| c.name.clone()).collect();
@@ -2207,6 +2276,7 @@ fn plan_captures(
     sc: &Scenario,
     ifaces: &BTreeMap<String, Vec<String>>,
     hosts: &[String],
+    switches: &[String],
     e: &mut Errs,
 ) -> Vec<CaptureP> {
     let mut out = Vec::new();
@@ -2227,9 +2297,27 @@ fn plan_captures(
                 format!("expected a unique capture name, got {:?} twice", c.name),
             );
         }
-        check_host(e, &format!("{key}.host"), &c.host, hosts);
+        // A switch's bridge: the capture puts br0 in promiscuous mode, so it sees every frame
+        // the bridge forwards between its ports (the whole segment, each frame once).
+        if switches.contains(&c.host) {
+            if c.iface != crate::topology::BRIDGE {
+                e.push(
+                    format!("{key}.iface"),
+                    format!(
+                        "{:?} is a switch: expected its bridge \"{}\", got {:?}",
+                        c.host,
+                        crate::topology::BRIDGE,
+                        c.iface
+                    ),
+                );
+            }
+        } else {
+            check_host(e, &format!("{key}.host"), &c.host, hosts);
+        }
         let hif = ifaces.get(&c.host).cloned().unwrap_or_default();
-        if c.iface != "lo" && !hif.contains(&c.iface) {
+        if switches.contains(&c.host) {
+            // checked above
+        } else if c.iface != "lo" && !hif.contains(&c.iface) {
             e.push(
                 format!("{key}.iface"),
                 format!(
@@ -2279,6 +2367,8 @@ fn plan_steps(
             s.penctl.is_some(),
             s.run.is_some(),
             s.wait.is_some(),
+            s.tcp_sessions.is_some(),
+            s.join.is_some(),
         ]
         .iter()
         .filter(|b| **b)
@@ -2287,7 +2377,7 @@ fn plan_steps(
             e.push(
                 &key,
                 format!(
-                    "expected exactly one of http_get, dns, tcp_connect, load, stop, start, penctl, run, wait; got {given}"
+                    "expected exactly one of http_get, dns, tcp_connect, load, tcp_sessions, join, stop, start, penctl, run, wait; got {given}"
                 ),
             );
             continue;
@@ -2459,6 +2549,20 @@ fn plan_steps(
                     format!("expected fractions adding up to 1, got {sum}"),
                 );
             }
+            if let Some(i) = l.interval_ms
+                && !(1..=10_000).contains(&i)
+            {
+                e.push(
+                    format!("{k}.interval_ms"),
+                    format!("expected 1..10000 ms, got {i}"),
+                );
+            }
+            if l.max_outage_ms.is_some() && l.interval_ms.is_none() {
+                e.push(
+                    format!("{k}.max_outage_ms"),
+                    "the outage is measured by a paced load: give interval_ms too",
+                );
+            }
             StepKindP::Load {
                 host: l.host.clone(),
                 addr,
@@ -2470,7 +2574,59 @@ fn plan_steps(
                 share: l.share.clone(),
                 tolerance: l.tolerance,
                 timeout: ms(l.timeout_ms),
+                interval: l.interval_ms.map(ms),
+                max_outage: l.max_outage_ms.map(ms),
             }
+        } else if let Some(t) = &s.tcp_sessions {
+            let k = format!("{key}.tcp_sessions");
+            check_host(e, &format!("{k}.host"), &t.host, hosts);
+            let Some(addr) = refs
+                .resolve(&t.addr)
+                .ok()
+                .and_then(|a| parse_socket(&a, None))
+            else {
+                e.push(
+                    format!("{k}.addr"),
+                    format!("expected \"IP:PORT\", got {:?}", t.addr),
+                );
+                continue;
+            };
+            for (field, v, lo, hi) in [
+                ("sessions", t.sessions, 1, 256),
+                ("rounds", t.rounds, 1, 10_000),
+                ("interval_ms", t.interval_ms, 0, 10_000),
+            ] {
+                if !(lo..=hi).contains(&v) {
+                    e.push(
+                        format!("{k}.{field}"),
+                        format!("expected {lo}..{hi}, got {v}"),
+                    );
+                }
+            }
+            let min_ok = t.min_ok.unwrap_or(t.sessions.saturating_sub(t.min_failed));
+            if min_ok + t.min_failed > t.sessions {
+                e.push(
+                    format!("{k}.min_failed"),
+                    format!(
+                        "min_ok {min_ok} + min_failed {} is more than the {} sessions",
+                        t.min_failed, t.sessions
+                    ),
+                );
+            }
+            StepKindP::TcpSessions {
+                host: t.host.clone(),
+                addr,
+                src: src(&t.src, e, &k),
+                sessions: t.sessions,
+                rounds: t.rounds,
+                interval: ms(t.interval_ms),
+                timeout: ms(t.timeout_ms),
+                min_ok,
+                min_failed: t.min_failed,
+            }
+        } else if let Some(j) = &s.join {
+            // Which background step it joins is checked below, once every step is known.
+            StepKindP::Join(j.clone())
         } else if let Some(p) = s.stop.as_ref().or(s.start.as_ref()) {
             let which = if s.stop.is_some() { "stop" } else { "start" };
             if !procs.contains(p) {
@@ -2558,6 +2714,7 @@ fn plan_steps(
             | StepKindP::Dns { timeout, .. }
             | StepKindP::TcpConnect { timeout, .. }
             | StepKindP::Load { timeout, .. }
+            | StepKindP::TcpSessions { timeout, .. }
             | StepKindP::Penctl { timeout, .. }
             | StepKindP::Run { timeout, .. } => {
                 !timeout.is_zero() && *timeout <= Duration::from_secs(60)
@@ -2594,15 +2751,69 @@ fn plan_steps(
             e.push(format!("{key}.name"), "expected a non-empty step name");
         }
         let label = s.name.clone().unwrap_or_else(|| step_label(&kind));
+        let background = s.load.as_ref().is_some_and(|l| l.background)
+            || s.tcp_sessions.as_ref().is_some_and(|t| t.background);
         out.push(StepP {
             label,
             name: s.name.clone(),
             kind,
             retries,
             retry_delay: ms(delay),
+            background,
         });
     }
+    check_joins(&out, e);
     out
+}
+
+/// Every background step has a name and is joined once by a later `join` step; every `join`
+/// names an earlier background step.
+fn check_joins(steps: &[StepP], e: &mut Errs) {
+    let mut open: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, st) in steps.iter().enumerate() {
+        let key = format!("step[{i}]");
+        if st.background {
+            match &st.name {
+                None => e.push(
+                    format!("{key}.name"),
+                    "a background step needs a name, which a later join = \"NAME\" step refers to",
+                ),
+                Some(n) => {
+                    if let Some(j) = open.insert(n.clone(), i) {
+                        e.push(
+                            format!("{key}.name"),
+                            format!(
+                                "background step {n:?} is still running from step[{j}]: give each background step its own name"
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        if let StepKindP::Join(n) = &st.kind
+            && open.remove(n).is_none()
+        {
+            let bg: Vec<&str> = steps
+                .iter()
+                .take(i)
+                .filter(|s| s.background)
+                .filter_map(|s| s.name.as_deref())
+                .collect();
+            e.push(
+                format!("{key}.join"),
+                format!(
+                    "expected the name of an earlier background step not joined yet ({}), got {n:?}",
+                    if bg.is_empty() { "none".to_string() } else { bg.join(", ") }
+                ),
+            );
+        }
+    }
+    for (n, i) in open {
+        e.push(
+            format!("step[{i}].background"),
+            format!("background step {n:?} is never joined: add a later step join = {n:?}"),
+        );
+    }
 }
 
 /// The default progress label of a step.
@@ -2639,8 +2850,27 @@ pub fn step_label(k: &StepKindP) -> String {
             addr,
             requests,
             concurrency,
+            interval,
             ..
-        } => format!("load {host} → {addr} {requests} requests x{concurrency}"),
+        } => match interval {
+            Some(i) => format!(
+                "load {host} → {addr} {requests} requests, one every {} ms",
+                i.as_millis()
+            ),
+            None => format!("load {host} → {addr} {requests} requests x{concurrency}"),
+        },
+        StepKindP::TcpSessions {
+            host,
+            addr,
+            sessions,
+            rounds,
+            interval,
+            ..
+        } => format!(
+            "tcp_sessions {host} → {addr} {sessions} connections x {rounds} echoes every {} ms",
+            interval.as_millis()
+        ),
+        StepKindP::Join(n) => format!("join {n}"),
         StepKindP::Stop(p) => format!("stop {p}"),
         StepKindP::Start(p) => format!("start {p}"),
         StepKindP::Penctl {

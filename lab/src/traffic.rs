@@ -409,6 +409,227 @@ pub fn http_load(
     .with_context(|| format!("HTTP load on http://{addr}{path} from namespace {ns:?}"))
 }
 
+/// Outcome of [`http_paced`]: the load report plus the longest outage.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PacedReport {
+    pub load: LoadReport,
+    /// See [`longest_outage`].
+    pub outage: Outage,
+}
+
+/// The longest run of failed requests in a paced load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outage {
+    /// From the start of the run's first failed request to the start of the next request that
+    /// succeeded (or to the end of the load when none did): what a client saw as downtime,
+    /// to within one pacing interval.
+    pub duration: Duration,
+    /// Failed requests in that run.
+    pub failed: u64,
+}
+
+/// The longest outage among `results` (`(start offset, ok)` in any order). Pure.
+pub fn longest_outage(results: &[(Duration, bool)], end: Duration) -> Outage {
+    let mut sorted = results.to_vec();
+    sorted.sort_by_key(|r| r.0);
+    let mut best = Outage::default();
+    let mut run: Option<(Duration, u64)> = None;
+    for &(t, ok) in &sorted {
+        match (ok, run) {
+            (false, None) => run = Some((t, 1)),
+            (false, Some((t0, n))) => run = Some((t0, n + 1)),
+            (true, Some((t0, n))) => {
+                let o = Outage {
+                    duration: t.saturating_sub(t0),
+                    failed: n,
+                };
+                if o.duration > best.duration || (o.duration == best.duration && n > best.failed) {
+                    best = o;
+                }
+                run = None;
+            }
+            (true, None) => {}
+        }
+    }
+    if let Some((t0, n)) = run {
+        let o = Outage {
+            duration: end.saturating_sub(t0),
+            failed: n,
+        };
+        if o.duration > best.duration || (o.duration == best.duration && n > best.failed) {
+            best = o;
+        }
+    }
+    best
+}
+
+/// `requests` GETs of `path` to `addr`, request k started at k × `interval` whatever the
+/// earlier ones do (an open-loop client, as users are), each on its own connection and
+/// bounded by `timeout`; at most 256 in flight (a request that would exceed that counts as
+/// failed). Measures the longest outage.
+pub fn http_paced(
+    ns: &str,
+    addr: SocketAddr,
+    path: &str,
+    requests: u64,
+    interval: Duration,
+    src: Option<IpAddr>,
+    timeout: Duration,
+) -> Result<PacedReport> {
+    if !path.starts_with('/') || path.contains(['\r', '\n', ' ']) {
+        bail!("HTTP path {path:?} must start with '/' and contain no spaces or line breaks");
+    }
+    if requests > 100_000 {
+        bail!("http_paced: {requests} requests is more than the limit of 100000");
+    }
+    let p: Arc<str> = Arc::from(path);
+    in_netns(ns, move || -> Result<PacedReport> {
+        let start = Instant::now();
+        let results = runtime()?.block_on(async move {
+            let in_flight = Arc::new(tokio::sync::Semaphore::new(256));
+            let mut set = tokio::task::JoinSet::new();
+            let t0 = tokio::time::Instant::now();
+            for k in 0..requests {
+                let at = t0 + interval.saturating_mul(u32::try_from(k).unwrap_or(u32::MAX));
+                tokio::time::sleep_until(at).await;
+                let offset = at - t0;
+                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                    set.spawn(async move { (offset, None) });
+                    continue;
+                };
+                let p = p.clone();
+                set.spawn(async move {
+                    let r = tokio::time::timeout(timeout, http_once(addr, &p, src)).await;
+                    drop(permit);
+                    let body = match r {
+                        Ok(Ok(reply)) if (200..300).contains(&reply.status) => {
+                            Some(reply.body.trim().to_string())
+                        }
+                        _ => None,
+                    };
+                    (offset, body)
+                });
+            }
+            let mut all = Vec::new();
+            while let Some(r) = set.join_next().await {
+                if let Ok(r) = r {
+                    all.push(r);
+                }
+            }
+            all
+        });
+        let mut report = PacedReport::default();
+        let mut marks = Vec::with_capacity(results.len());
+        for (offset, r) in results {
+            marks.push((offset, r.is_some()));
+            match r {
+                Some(body) => {
+                    report.load.ok += 1;
+                    *report.load.by_body.entry(body).or_insert(0) += 1;
+                }
+                None => report.load.failed += 1,
+            }
+        }
+        let end = interval.saturating_mul(u32::try_from(requests).unwrap_or(u32::MAX));
+        report.outage = longest_outage(&marks, end);
+        report.load.elapsed = start.elapsed();
+        Ok(report)
+    })?
+    .with_context(|| format!("paced HTTP load on http://{addr}{path} from namespace {ns:?}"))
+}
+
+/// Outcome of [`tcp_sessions`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionsReport {
+    /// Sessions that completed every round.
+    pub ok: u64,
+    /// Sessions that failed, with the first few reasons (`session N, round R: why`).
+    pub failed: u64,
+    pub errors: Vec<String>,
+    pub elapsed: Duration,
+}
+
+/// `sessions` long-lived TCP connections to an echo server at `addr`, all open at once: each
+/// sends `rounds` short lines, `interval` apart, and must read each one back within
+/// `timeout` (so a connection lives about `rounds` × `interval`). A session fails at its first
+/// connect error, reset, timeout, early close or wrong echo.
+pub fn tcp_sessions(
+    ns: &str,
+    addr: SocketAddr,
+    src: Option<IpAddr>,
+    sessions: u64,
+    rounds: u64,
+    interval: Duration,
+    timeout: Duration,
+) -> Result<SessionsReport> {
+    in_netns(ns, move || -> Result<SessionsReport> {
+        let start = Instant::now();
+        let results = runtime()?.block_on(async move {
+            let mut set = tokio::task::JoinSet::new();
+            for n in 0..sessions {
+                set.spawn(async move {
+                    let r: Result<()> = async {
+                        let mut s = tokio::time::timeout(timeout, connect(addr, src))
+                            .await
+                            .map_err(|_| anyhow!("no connection within {timeout:?}"))??;
+                        let _ = s.set_nodelay(true);
+                        let mut buf = [0u8; 256];
+                        for r in 0..rounds {
+                            let line = format!("session {n} round {r}\n");
+                            let exchange = async {
+                                s.write_all(line.as_bytes()).await.context("sending")?;
+                                let mut got = Vec::new();
+                                while got.len() < line.len() {
+                                    let k = s.read(&mut buf).await.context("reading")?;
+                                    if k == 0 {
+                                        bail!("closed by the peer");
+                                    }
+                                    got.extend_from_slice(buf.get(..k).unwrap_or(&[]));
+                                }
+                                if got != line.as_bytes() {
+                                    bail!("echo {:?} for {line:?}", String::from_utf8_lossy(&got));
+                                }
+                                Ok(())
+                            };
+                            tokio::time::timeout(timeout, exchange)
+                                .await
+                                .map_err(|_| anyhow!("no echo within {timeout:?}"))?
+                                .with_context(|| format!("round {r}"))?;
+                            if r + 1 < rounds {
+                                tokio::time::sleep(interval).await;
+                            }
+                        }
+                        Ok(())
+                    }
+                    .await;
+                    r.map_err(|e| format!("session {n}: {e:#}"))
+                });
+            }
+            let mut all = Vec::new();
+            while let Some(r) = set.join_next().await {
+                all.push(r.unwrap_or_else(|e| Err(format!("session task: {e}"))));
+            }
+            all
+        });
+        let mut report = SessionsReport::default();
+        for r in results {
+            match r {
+                Ok(()) => report.ok += 1,
+                Err(e) => {
+                    report.failed += 1;
+                    if report.errors.len() < 5 {
+                        report.errors.push(e);
+                    }
+                }
+            }
+        }
+        report.errors.sort();
+        report.elapsed = start.elapsed();
+        Ok(report)
+    })?
+    .with_context(|| format!("TCP sessions to {addr} from namespace {ns:?}"))
+}
+
 /// Runs an external program (curl, dig, ab, nmap, penctl, ...) inside `ns`; it is killed
 /// after `timeout`. The exit status is returned, not judged.
 pub fn run_command(ns: &str, argv: &[String], timeout: Duration) -> Result<Output> {
@@ -455,6 +676,48 @@ mod tests {
         ] {
             assert!(parse_http_response(raw).is_err(), "{raw:?}");
         }
+    }
+
+    #[test]
+    fn longest_outage_is_the_longest_run_of_failures() {
+        let ms = Duration::from_millis;
+        let r = |v: &[(u64, bool)]| -> Vec<(Duration, bool)> {
+            v.iter().map(|&(t, ok)| (ms(t), ok)).collect()
+        };
+        assert_eq!(
+            longest_outage(&r(&[(0, true), (50, true)]), ms(100)),
+            Outage::default()
+        );
+        // Two runs: 100..250 (2 failed) and 300..700 (3 failed), given out of order.
+        let o = longest_outage(
+            &r(&[
+                (700, true),
+                (100, false),
+                (150, false),
+                (250, true),
+                (300, false),
+                (0, true),
+                (500, false),
+                (600, false),
+            ]),
+            ms(800),
+        );
+        assert_eq!(
+            o,
+            Outage {
+                duration: ms(400),
+                failed: 3
+            }
+        );
+        // A run that never ends lasts until the end of the load.
+        let o = longest_outage(&r(&[(0, true), (100, false)]), ms(1000));
+        assert_eq!(
+            o,
+            Outage {
+                duration: ms(900),
+                failed: 1
+            }
+        );
     }
 
     #[test]

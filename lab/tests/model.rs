@@ -1301,3 +1301,177 @@ fn penlab_prefix_is_checked_before_anything_is_cleaned() {
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Scale-out scenarios: background steps and joins, tcp_sessions, paced loads, switch captures
+// ---------------------------------------------------------------------------------------------
+
+const BACKGROUND: &str = r#"
+[[step]]
+name = "sessions"
+tcp_sessions = { host = "client", addr = "10.71.0.2:7", background = true }
+[[step]]
+name = "paced"
+load = { host = "client", url = "http://10.71.0.2/", requests = 40, interval_ms = 50, max_outage_ms = 2000, min_ok = 30, background = true }
+[[step]]
+name = "link down"
+run = { host = "pen", argv = ["ip", "link", "set", "eth0", "down"] }
+[[step]]
+join = "paced"
+[[step]]
+join = "sessions"
+"#;
+
+#[test]
+fn background_steps_are_joined_later_and_tcp_sessions_have_defaults() {
+    let plan = plan_of(&format!("{HOSTS}{BACKGROUND}"));
+    let bg: Vec<bool> = plan.steps.iter().map(|s| s.background).collect();
+    assert_eq!(bg, vec![true, true, false, false, false]);
+    match &plan.steps[0].kind {
+        StepKindP::TcpSessions {
+            sessions,
+            rounds,
+            interval,
+            min_ok,
+            min_failed,
+            ..
+        } => {
+            assert_eq!((*sessions, *rounds, *min_ok, *min_failed), (8, 10, 8, 0));
+            assert_eq!(*interval, Duration::from_millis(100));
+        }
+        k => panic!("{k:?}"),
+    }
+    match &plan.steps[1].kind {
+        StepKindP::Load {
+            interval,
+            max_outage,
+            min_ok,
+            ..
+        } => {
+            assert_eq!(*interval, Some(Duration::from_millis(50)));
+            assert_eq!(*max_outage, Some(Duration::from_millis(2000)));
+            assert_eq!(*min_ok, 30);
+        }
+        k => panic!("{k:?}"),
+    }
+    assert_eq!(plan.steps[3].kind, StepKindP::Join("paced".into()));
+    assert_eq!(plan.steps[3].label, "join paced");
+    assert_eq!(plan.steps[1].label, "paced");
+    let default_label = scenario::step_label(&plan.steps[1].kind);
+    assert!(
+        default_label.contains("40 requests, one every 50 ms"),
+        "{default_label}"
+    );
+}
+
+#[test]
+fn background_and_join_mistakes_are_named() {
+    // Never joined.
+    let text = format!("{HOSTS}{BACKGROUND}").replace("[[step]]\njoin = \"sessions\"\n", "");
+    let e = errors(&text);
+    assert!(
+        e.contains("step[0].background: background step \"sessions\" is never joined"),
+        "{e}"
+    );
+    // A join of something that is not an earlier background step (or joined twice).
+    let e = errors(&format!("{HOSTS}{BACKGROUND}[[step]]\njoin = \"paced\"\n"));
+    assert!(
+        e.contains("step[5].join: expected the name of an earlier background step not joined yet (sessions, paced), got \"paced\""),
+        "{e}"
+    );
+    let e = errors(&format!("{HOSTS}[[step]]\njoin = \"link down\"\n"));
+    assert!(e.contains("(none), got \"link down\""), "{e}");
+    // Two background steps of one name running at once.
+    let e =
+        errors(&format!("{HOSTS}{BACKGROUND}").replace("name = \"paced\"", "name = \"sessions\""));
+    assert!(
+        e.contains("step[1].name: background step \"sessions\" is still running from step[0]"),
+        "{e}"
+    );
+    // A background step without a name.
+    let e = errors(&format!(
+        "{HOSTS}[[step]]\ntcp_sessions = {{ host = \"client\", addr = \"10.71.0.2:7\", background = true }}\n"
+    ));
+    assert!(
+        e.contains("step[0].name: a background step needs a name"),
+        "{e}"
+    );
+}
+
+#[test]
+fn tcp_sessions_and_paced_load_bounds_are_checked() {
+    let e = errors(&format!(
+        "{HOSTS}[[step]]\ntcp_sessions = {{ host = \"client\", addr = \"10.71.0.2\", sessions = 0 }}\n"
+    ));
+    assert!(
+        e.contains("step[0].tcp_sessions.addr: expected \"IP:PORT\", got \"10.71.0.2\""),
+        "{e}"
+    );
+    let e = errors(&format!(
+        "{HOSTS}[[step]]\ntcp_sessions = {{ host = \"client\", addr = \"10.71.0.2:7\", sessions = 0, rounds = 20000 }}\n"
+    ));
+    assert!(
+        e.contains("step[0].tcp_sessions.sessions: expected 1..256, got 0"),
+        "{e}"
+    );
+    assert!(
+        e.contains("step[0].tcp_sessions.rounds: expected 1..10000, got 20000"),
+        "{e}"
+    );
+    let e = errors(&format!(
+        "{HOSTS}[[step]]\ntcp_sessions = {{ host = \"client\", addr = \"10.71.0.2:7\", sessions = 4, min_ok = 3, min_failed = 2 }}\n"
+    ));
+    assert!(
+        e.contains("min_ok 3 + min_failed 2 is more than the 4 sessions"),
+        "{e}"
+    );
+    let e = errors(&format!(
+        "{HOSTS}[[step]]\nload = {{ host = \"client\", url = \"http://10.71.0.2/\", requests = 5, max_outage_ms = 100 }}\n"
+    ));
+    assert!(
+        e.contains("step[0].load.max_outage_ms: the outage is measured by a paced load"),
+        "{e}"
+    );
+    let e = errors(&format!(
+        "{HOSTS}[[step]]\nload = {{ host = \"client\", url = \"http://10.71.0.2/\", requests = 5, interval_ms = 0 }}\n"
+    ));
+    assert!(
+        e.contains("step[0].load.interval_ms: expected 1..10000 ms, got 0"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_switch_is_captured_on_its_bridge() {
+    let plan = plan_of(&format!(
+        "{HOSTS}[[capture]]\nname = \"segment\"\nhost = \"lan\"\niface = \"br0\"\nfilter = \"tcp\"\n"
+    ));
+    let c = plan.captures.iter().find(|c| c.name == "segment").unwrap();
+    assert_eq!((c.host.as_str(), c.iface.as_str()), ("lan", "br0"));
+    let e = errors(&format!(
+        "{HOSTS}[[capture]]\nname = \"segment\"\nhost = \"lan\"\niface = \"pen\"\n"
+    ));
+    assert!(
+        e.contains(
+            "capture[1].iface: \"lan\" is a switch: expected its bridge \"br0\", got \"pen\""
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_scale_out_scenarios_check() {
+    let out = pen_lab(&[
+        "check",
+        "scale-ecmp-dsr",
+        "scale-ecmp-proxy",
+        "vrrp-failover",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("3 valid, 0 invalid"), "{text}");
+}

@@ -361,6 +361,7 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
         | Command::Socket(_)
         | Command::Status
         | Command::Version
+        | Command::TableHash
         | Command::Write(_) => Runtime,
     };
     Ok(applied)

@@ -284,6 +284,9 @@ pub enum Command {
     NoPrometheus,
     /// `version` (pen-rs addition): which program and version this is.
     Version,
+    /// `table_hash` (pen-rs addition): digests of the server list and of the DSR Maglev
+    /// table, so that N pens behind ECMP or VRRP can be checked to agree.
+    TableHash,
     Write(Option<PathBuf>),
 }
 
@@ -536,6 +539,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
             Some(t) => Some(parse_metrics_addr(t)?),
         }),
         "version" => Command::Version,
+        "table_hash" => Command::TableHash,
         "write" => Command::Write(w.next().map(PathBuf::from)),
         other => {
             if let Some(b) = EventBackend::from_word(other) {
@@ -927,6 +931,7 @@ impl fmt::Display for Command {
             Prometheus(v) => opt(f, "prometheus", v),
             NoPrometheus => write!(f, "no prometheus"),
             Version => write!(f, "version"),
+            TableHash => write!(f, "table_hash"),
             Write(v) => opt(f, "write", &v.as_ref().map(|p| p.display())),
         }
     }
@@ -1086,6 +1091,7 @@ mod tests {
         "prometheus [::1]:9100",
         "no prometheus",
         "version",
+        "table_hash",
         "control_any_file",
         "no control_any_file",
         "listen 8080",
@@ -1160,12 +1166,13 @@ mod tests {
             TarpitRate(_) => 51,
             NoTarpitRate => 52,
             Tarpit => 53,
+            TableHash => 54,
         }
     }
 
     #[test]
     fn samples_cover_every_variant() {
-        let mut seen = [false; 54];
+        let mut seen = [false; 55];
         for line in SAMPLES {
             seen[variant(&p(line))] = true;
         }

@@ -413,6 +413,10 @@ pub fn execute(shared: &mut Shared, cmd: &Command, env: &Env<'_>) -> Outcome {
         Command::Version => {
             let _ = writeln!(r, "{}", crate::cli::VERSION);
         }
+        Command::TableHash => {
+            let d = crate::select::dsr::TableDigest::of(&shared.balancer, cfg.mode, env.now);
+            let _ = writeln!(r, "{d}");
+        }
         Command::Mode => {
             let m = cfg.mode;
             let w = |on: bool, name: &str| format!("{}{name}", if on { "" } else { "no " });
@@ -982,6 +986,22 @@ mod tests {
         }
         sh.config.control_any_file = true;
         assert!(refused(&sh, "no control_any_file", Origin::Tcp).is_some());
+    }
+
+    #[test]
+    fn table_hash_replies_one_line_that_follows_the_servers() {
+        let (mut a, mut b) = (shared(), shared());
+        let r = reply(&mut a, "table_hash");
+        assert!(
+            r.starts_with("servers 2 available 2 servers_hash ") && r.ends_with('\n'),
+            "{r}"
+        );
+        assert!(r.contains(" maglev_hash "), "{r}");
+        assert_eq!(r, reply(&mut b, "table_hash"), "same config, same digests");
+        assert_eq!(reply(&mut b, "server 1 weight 7"), "");
+        assert_ne!(r, reply(&mut b, "table_hash"), "a weight change shows");
+        assert_eq!(reply(&mut a, "server 1 weight 7"), "");
+        assert_eq!(reply(&mut a, "table_hash"), reply(&mut b, "table_hash"));
     }
 
     #[test]

@@ -97,6 +97,38 @@ fn member_key(ip: IpAddr) -> u64 {
     }
 }
 
+/// FNV-1a, 64 bits: a small fixed hash for digests compared across processes and hosts
+/// (unlike `std`'s `DefaultHasher`, whose algorithm may change between Rust releases).
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv64(u64);
+
+impl Default for Fnv64 {
+    fn default() -> Self {
+        Fnv64::new()
+    }
+}
+
+impl Fnv64 {
+    pub const fn new() -> Fnv64 {
+        Fnv64(0xcbf2_9ce4_8422_2325)
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    pub fn write_u64(&mut self, v: u64) {
+        self.write(&v.to_le_bytes());
+    }
+
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 impl Maglev {
     /// Builds the table; `None` when `members` is empty. At most [`MAX_MEMBERS`] are used
     /// (the rest are ignored; the engine's configuration check refuses more).
@@ -174,6 +206,26 @@ impl Maglev {
         &self.members
     }
 
+    /// A digest of the whole table: FNV-1a (64 bits) over the member list and, slot by slot,
+    /// the backend index each slot leads to. Two pens whose digests are equal send every flow
+    /// hash to the same backend index; a fixed function, so it can be compared across hosts.
+    pub fn digest(&self) -> u64 {
+        let mut h = Fnv64::new();
+        h.write_u64(self.members.len() as u64);
+        for &m in &self.members {
+            h.write_u64(m as u64);
+        }
+        for &s in self.slots.iter() {
+            let b = self
+                .members
+                .get(usize::from(s))
+                .copied()
+                .unwrap_or(usize::MAX);
+            h.write_u64(b as u64);
+        }
+        h.finish()
+    }
+
     /// How many slots each member owns (same order as [`Maglev::members`]).
     pub fn shares(&self) -> Vec<usize> {
         let mut v = vec![0usize; self.members.len()];
@@ -196,6 +248,35 @@ mod tests {
             ip: Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250 + 1) as u8).into(),
             weight: w,
         }
+    }
+
+    #[test]
+    fn fnv64_matches_the_published_test_vectors() {
+        let h = |s: &str| {
+            let mut f = Fnv64::new();
+            f.write(s.as_bytes());
+            f.finish()
+        };
+        assert_eq!(h(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(h("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(h("foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn digest_is_equal_for_equal_tables_and_moves_with_any_change() {
+        let ms: Vec<Member> = (0..3).map(|i| member(i, 1)).collect();
+        let a = Maglev::build(&ms).unwrap();
+        let b = Maglev::build(&ms).unwrap();
+        assert_eq!(a.digest(), b.digest());
+        let mut heavier = ms.clone();
+        heavier[1].weight = 2;
+        assert_ne!(a.digest(), Maglev::build(&heavier).unwrap().digest());
+        let fewer = Maglev::build(&ms[..2]).unwrap();
+        assert_ne!(a.digest(), fewer.digest());
+        // Same addresses, other backend indices: other answers, other digest.
+        let mut renumbered = ms.clone();
+        renumbered[0].backend = 7;
+        assert_ne!(a.digest(), Maglev::build(&renumbered).unwrap().digest());
     }
 
     #[test]

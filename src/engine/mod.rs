@@ -636,6 +636,25 @@ struct HeldFrame {
     frame: Vec<u8>,
 }
 
+/// The Maglev table an engine with these backends uses (`None` when none is available): the
+/// available backends with an address, in slot order. [`crate::select::dsr::TableDigest`]
+/// computes its digest for the `table_hash` control command from the same function.
+pub fn table_for(backends: &[BackendConfig]) -> Option<Maglev> {
+    let members: Vec<Member> = backends
+        .iter()
+        .enumerate()
+        .filter_map(|(i, b)| match b.ip {
+            Some(ip) if b.available => Some(Member {
+                backend: i,
+                ip,
+                weight: b.weight,
+            }),
+            _ => None,
+        })
+        .collect();
+    Maglev::build(&members)
+}
+
 /// The engine. See the module documentation.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -887,20 +906,7 @@ impl Engine {
     }
 
     fn rebuild(&mut self) {
-        let members: Vec<Member> = self
-            .backends
-            .iter()
-            .enumerate()
-            .filter_map(|(i, b)| match b.cfg.ip {
-                Some(ip) if b.cfg.available => Some(Member {
-                    backend: i,
-                    ip,
-                    weight: b.cfg.weight,
-                }),
-                _ => None,
-            })
-            .collect();
-        self.table = Maglev::build(&members);
+        self.table = table_for(&self.cfg.backends);
         self.counters.rebuilds += 1;
         self.epoch += 1;
     }
@@ -1521,6 +1527,25 @@ mod tests {
             },
         ];
         c
+    }
+
+    #[test]
+    fn two_engines_of_one_config_have_one_table_and_table_for_is_it() {
+        let (mut a, b) = (Engine::new(cfg()), Engine::new(cfg()));
+        let digest = |e: &Engine| e.table().map(Maglev::digest);
+        assert_eq!(digest(&a), digest(&b));
+        assert_eq!(digest(&a), table_for(&cfg().backends).map(|t| t.digest()));
+        // The same flows go to the same backends on both.
+        for i in 0..=255u8 {
+            let c = Ipv4Addr::new(192, 0, 2, i);
+            assert_eq!(a.choose(c, 1000), b.choose(c, 1000));
+        }
+        a.set_available(0, false);
+        assert_ne!(digest(&a), digest(&b));
+        assert_eq!(
+            digest(&a),
+            table_for(&a.config().backends).map(|t| t.digest())
+        );
     }
 
     #[test]

@@ -108,6 +108,78 @@ impl DsrTable {
     }
 }
 
+/// What the `table_hash` control command replies (pen-rs addition): digests that N pens of
+/// one cluster (ECMP or a VRRP pair) can be compared by. Pure.
+///
+/// - `servers_hash`: FNV-1a over the selection mode (`hash`, `roundrobin`, `stubborn`,
+///   `weight`, `prio`) and every server slot (address, port, weight, prio, max, hard, acl),
+///   configuration only, so it does not move with traffic;
+/// - `maglev_hash`: [`crate::engine::maglev::Maglev::digest`] of the table a DSR engine
+///   builds from these servers now (blacklisted servers are left out, as the engine does),
+///   `none` when no server is available. Equal on two pens = every flow hash goes to the
+///   same backend on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableDigest {
+    pub servers: usize,
+    /// Servers with an address that are not blacklisted now.
+    pub available: usize,
+    pub servers_hash: u64,
+    pub maglev_hash: Option<u64>,
+}
+
+impl TableDigest {
+    pub fn of(balancer: &Balancer, mode: crate::config::Mode, now: Duration) -> TableDigest {
+        use crate::engine::maglev::Fnv64;
+        let mut h = Fnv64::new();
+        for on in [
+            mode.hash,
+            mode.roundrobin,
+            mode.stubborn,
+            mode.weight,
+            mode.prio,
+        ] {
+            h.write(&[u8::from(on)]);
+        }
+        let servers = balancer.servers();
+        h.write_u64(servers.len() as u64);
+        for s in servers {
+            let (addr, port) = crate::stats::server_address(s);
+            let c = &s.config;
+            let acl = c.acl.map_or(-1, i32::from);
+            let line = format!(
+                "{addr} {port} {} {} {} {} {acl}\n",
+                c.weight, c.prio, c.maxc, c.hard
+            );
+            h.write(line.as_bytes());
+        }
+        let backends = crate::link::dsr::backends_from(balancer, now);
+        let available = backends
+            .iter()
+            .filter(|b| b.available && b.ip.is_some())
+            .count();
+        TableDigest {
+            servers: servers.len(),
+            available,
+            servers_hash: h.finish(),
+            maglev_hash: crate::engine::table_for(&backends).map(|t| t.digest()),
+        }
+    }
+}
+
+impl std::fmt::Display for TableDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "servers {} available {} servers_hash {:016x} maglev_hash ",
+            self.servers, self.available, self.servers_hash
+        )?;
+        match self.maglev_hash {
+            Some(m) => write!(f, "{m:016x}"),
+            None => write!(f, "none"),
+        }
+    }
+}
+
 impl Balancer {
     /// The DSR table for the current servers, weights and blacklists at `now`.
     pub fn dsr_table(&self, now: Duration) -> Option<DsrTable> {
@@ -173,6 +245,61 @@ mod tests {
         let a = Ipv4Addr::new(10, 0, 0, 1);
         assert_eq!(dsr_hash(a, 0x0102, false), 11);
         assert_eq!(dsr_hash(a, 0x0102, true), 11 ^ 1 ^ 2);
+    }
+
+    fn digest(b: &Balancer, now: u64) -> TableDigest {
+        TableDigest::of(b, crate::config::Mode::default(), Duration::from_secs(now))
+    }
+
+    #[test]
+    fn table_digest_agrees_between_pens_of_one_config_and_with_the_engine() {
+        let (a, b) = (balancer(&[1, 2, 1]), balancer(&[1, 2, 1]));
+        let d = digest(&a, 0);
+        assert_eq!(d, digest(&b, 0));
+        assert_eq!((d.servers, d.available), (3, 3));
+        // The engine's own table for these servers has the same digest.
+        let engine =
+            crate::engine::table_for(&crate::link::dsr::backends_from(&a, Duration::ZERO)).unwrap();
+        assert_eq!(d.maglev_hash, Some(engine.digest()));
+        let shown = d.to_string();
+        assert!(
+            shown.starts_with("servers 3 available 3 servers_hash "),
+            "{shown}"
+        );
+        assert_eq!(shown.split(' ').count(), 8, "{shown}");
+    }
+
+    #[test]
+    fn table_digest_moves_with_weights_servers_mode_and_blacklists() {
+        let d = digest(&balancer(&[1, 1]), 0);
+        let w = digest(&balancer(&[1, 3]), 0);
+        assert_ne!(d.servers_hash, w.servers_hash);
+        assert_ne!(d.maglev_hash, w.maglev_hash);
+        let more = digest(&balancer(&[1, 1, 1]), 0);
+        assert_ne!(d.servers_hash, more.servers_hash);
+        let hashed = TableDigest::of(
+            &balancer(&[1, 1]),
+            crate::config::Mode {
+                hash: true,
+                ..Default::default()
+            },
+            Duration::ZERO,
+        );
+        assert_ne!(d.servers_hash, hashed.servers_hash);
+        assert_eq!(d.maglev_hash, hashed.maglev_hash);
+        // A blacklist changes the table (not the configuration) until it expires.
+        let mut b = balancer(&[1, 1]);
+        b.blacklist(0, 10, Duration::ZERO).unwrap();
+        let bl = digest(&b, 1);
+        assert_eq!(bl.servers_hash, d.servers_hash);
+        assert_eq!(bl.available, 1);
+        assert_ne!(bl.maglev_hash, d.maglev_hash);
+        assert_eq!(digest(&b, 10), d);
+        b.blacklist(1, 10, Duration::from_secs(10)).unwrap();
+        b.blacklist(0, 10, Duration::from_secs(10)).unwrap();
+        let none = digest(&b, 11);
+        assert_eq!(none.maglev_hash, None);
+        assert!(none.to_string().ends_with("maglev_hash none"), "{none}");
     }
 
     #[test]
