@@ -434,8 +434,15 @@ pub fn execute(shared: &mut Shared, cmd: &Command, env: &Env<'_>) -> Outcome {
             let _ = writeln!(r, "{}", env.pid);
         }
         Command::Servers => {
+            // sx/rx include the bytes of open connections, as C Pen's copy loop counts them
+            // (and as the status page and Prometheus do), each byte once.
+            let open = shared.conns.open_bytes();
             for (i, s) in shared.balancer.servers().iter().enumerate() {
                 let (addr, port) = stats::server_address(s);
+                let (open_sx, open_rx) = open
+                    .get(&crate::select::Target::Server(i))
+                    .copied()
+                    .unwrap_or((0, 0));
                 let _ = writeln!(
                     r,
                     "{i} addr {addr} port {port} conn {} max {} hard {} weight {} prio {} sx {} rx {}",
@@ -444,8 +451,8 @@ pub fn execute(shared: &mut Shared, cmd: &Command, env: &Env<'_>) -> Outcome {
                     s.config.hard,
                     s.config.weight,
                     s.config.prio,
-                    s.sx,
-                    s.rx
+                    s.sx.saturating_add(open_sx),
+                    s.rx.saturating_add(open_rx)
                 );
             }
         }
@@ -640,6 +647,37 @@ mod tests {
             "0 addr 127.0.0.1 port 19992 conn 0 max 0 hard 0 weight 0 prio 0 sx 0 rx 0\n\
              1 addr 127.0.0.1 port 19993 conn 0 max 5 hard 10 weight 2 prio 1 sx 0 rx 0\n"
         );
+    }
+
+    #[test]
+    fn servers_sx_rx_include_open_connections_once() {
+        use crate::proxy::forward::Counters;
+        use crate::select::{Client, Target};
+        let mut sh = shared();
+        let c = Client {
+            ip: Some("10.0.0.7".parse().unwrap()),
+            port: 1,
+        };
+        let t = Duration::from_secs(1);
+        let target = Target::Server(1);
+        sh.balancer.connect_started(&c, target, t);
+        sh.balancer.connect_ok(target, t);
+        let counters = std::sync::Arc::new(Counters::default());
+        let idx = sh.conns.insert_open_for_test(target, counters.clone());
+        counters.add_to_server(100);
+        counters.add_from_server(2000);
+        let r = reply(&mut sh, "servers");
+        assert!(r.contains("1 addr 127.0.0.1 port 19993 conn 1 "), "{r}");
+        assert!(
+            r.contains(" sx 100 rx 2000\n"),
+            "live bytes are counted: {r}"
+        );
+        // The connection closes: its bytes move to the server's totals, counted once.
+        sh.balancer.closed(target, &c, 100, 2000, t);
+        sh.conns.bytes_reported(idx);
+        let r = reply(&mut sh, "servers");
+        assert!(r.contains("1 addr 127.0.0.1 port 19993 conn 0 "), "{r}");
+        assert!(r.contains(" sx 100 rx 2000\n"), "{r}");
     }
 
     #[test]
