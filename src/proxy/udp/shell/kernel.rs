@@ -1,0 +1,206 @@
+//! The shell's side of the kernel fast path: it carries out the flow table's
+//! [`OffloadCommand`]s and reads the kernel's counters for it, never with the table's lock
+//! held, and feeds the routing's changes to the route cache.
+//!
+//! Locks: the kernel path's mutex first, the table's second, each held only for its own work:
+//! commands are taken from the table under its lock, carried out under the kernel's alone,
+//! and their results handed back under the table's again. Nothing takes the kernel's lock
+//! while holding the table's. The kernel's lock keeps the commands in the order the table
+//! emitted them even when two threads drain (the data path and `close N`).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::lock;
+use crate::proxy::udp::flow::{Activity, FlowId, FlowTable, KernelReport, OffloadCommand};
+
+#[cfg(target_os = "linux")]
+use crate::proxy::udp::offload::KernelPath;
+
+/// Where there is no kernel fast path: nothing can be made of this type.
+#[cfg(not(target_os = "linux"))]
+#[derive(Debug)]
+pub enum KernelPath {}
+
+#[cfg(not(target_os = "linux"))]
+impl KernelPath {
+    fn install(
+        &mut self,
+        _req: &crate::proxy::udp::flow::OffloadRequest,
+    ) -> Result<(), std::io::Error> {
+        match *self {}
+    }
+    fn activity(&mut self, _client: &SocketAddr, _now: Duration) -> Activity {
+        match *self {}
+    }
+    fn withdraw(&mut self, _client: &SocketAddr) -> Activity {
+        match *self {}
+    }
+    fn routes_changed(&mut self) {
+        match *self {}
+    }
+}
+
+/// The kernel fast path of one UDP balancer, once it is loaded (shared by the data path and
+/// the [`super::UdpHandle`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KernelSlot {
+    path: Arc<Mutex<Option<KernelPath>>>,
+    /// Route notifications reach [`KernelSlot::routes_changed`].
+    watching: Arc<AtomicBool>,
+}
+
+impl KernelSlot {
+    /// Whether there is a fast path.
+    pub(crate) fn is_ready(&self) -> bool {
+        lock(&self.path).is_some()
+    }
+
+    /// Carries out the table's offload commands, in order, and hands back their results.
+    pub(crate) fn drain(&self, table: &Mutex<FlowTable>) {
+        let mut kernel = lock(&self.path);
+        let Some(k) = kernel.as_mut() else {
+            return;
+        };
+        let commands: Vec<OffloadCommand> = {
+            let mut t = lock(table);
+            std::iter::from_fn(|| t.poll_offload()).collect()
+        };
+        if commands.is_empty() {
+            return;
+        }
+        let mut results: Vec<(SocketAddr, FlowId, bool)> = Vec::new();
+        let mut withdrawn = Activity::default();
+        for command in commands {
+            match command {
+                OffloadCommand::Install(req) => {
+                    let installed = match k.install(&req) {
+                        Ok(()) => {
+                            tracing::debug!(client = %req.client, "udp flow forwarded by the kernel from now on");
+                            true
+                        }
+                        Err(e) => {
+                            tracing::debug!(client = %req.client, error = %e, "udp flow stays in pen");
+                            false
+                        }
+                    };
+                    results.push((req.client, req.flow, installed));
+                }
+                OffloadCommand::Withdraw { client, .. } => {
+                    let a = k.withdraw(&client);
+                    withdrawn.datagrams_up += a.datagrams_up;
+                    withdrawn.bytes_up += a.bytes_up;
+                    withdrawn.datagrams_down += a.datagrams_down;
+                    withdrawn.bytes_down += a.bytes_down;
+                }
+            }
+        }
+        let mut t = lock(table);
+        for (client, flow, installed) in results {
+            t.handle_offload_result(&client, flow, installed);
+        }
+        if !withdrawn.is_empty() {
+            t.handle_withdrawn(&withdrawn);
+        }
+    }
+
+    /// Reads what the kernel forwarded for the flows `which` picks (under the table's lock)
+    /// and reports it to the table.
+    pub(crate) fn read_activity(
+        &self,
+        table: &Mutex<FlowTable>,
+        now: Duration,
+        which: impl FnOnce(&mut FlowTable) -> Vec<(SocketAddr, FlowId)>,
+    ) {
+        let mut kernel = lock(&self.path);
+        let Some(k) = kernel.as_mut() else {
+            return;
+        };
+        let flows = which(&mut lock(table));
+        if flows.is_empty() {
+            return;
+        }
+        let reports: Vec<KernelReport> = flows
+            .into_iter()
+            .map(|(client, flow)| KernelReport {
+                client,
+                flow,
+                activity: k.activity(&client, now),
+            })
+            .collect();
+        let mut t = lock(table);
+        for r in &reports {
+            t.handle_activity(now, r);
+        }
+    }
+
+    /// The routing changed: route look-ups are made again.
+    pub(crate) fn routes_changed(&self) {
+        if let Some(k) = lock(&self.path).as_mut() {
+            k.routes_changed();
+        }
+    }
+
+    /// Whether route notifications reach the route cache (else the expiry task drops it at
+    /// every tick).
+    pub(crate) fn watching_routes(&self) -> bool {
+        self.watching.load(Ordering::Relaxed)
+    }
+
+    /// Loads the fast path for an IPv4 listener and lets `table` offer flows to it, unless
+    /// `PEN_UDP_OFFLOAD=0` or the kernel refuses (logged; every datagram then goes through
+    /// pen). Returns whether it is ready.
+    pub(crate) fn attach(&self, table: &Mutex<FlowTable>, listen: SocketAddr) -> bool {
+        if !listen.is_ipv4() || std::env::var("PEN_UDP_OFFLOAD").is_ok_and(|v| v == "0") {
+            return false;
+        }
+        #[cfg(target_os = "linux")]
+        match KernelPath::new() {
+            Ok(k) => {
+                tracing::info!("udp: kernel fast path ready for established flows");
+                *lock(&self.path) = Some(k);
+                lock(table).enable_offload();
+                return true;
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "udp: no kernel fast path; pen forwards every datagram")
+            }
+        }
+        let _ = table;
+        false
+    }
+
+    /// Feeds the kernel's route notifications to the route cache until an error (then the
+    /// expiry task drops the cache at every tick instead). Runs on the data path's runtime.
+    #[cfg(target_os = "linux")]
+    pub(crate) async fn watch_routes(self) {
+        let mut watch = match crate::proxy::udp::routes::RouteWatch::new() {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "udp: cannot watch route changes; route look-ups are repeated every tick");
+                return;
+            }
+        };
+        self.watching.store(true, Ordering::Relaxed);
+        let _unwatch = Unwatch(Arc::clone(&self.watching));
+        loop {
+            if let Err(e) = watch.changed().await {
+                tracing::warn!(error = %e, "udp: route notifications failed; route look-ups are repeated every tick");
+                return;
+            }
+            tracing::debug!("udp: routes changed; the fast path looks them up again");
+            self.routes_changed();
+        }
+    }
+}
+
+/// Marks the route watch as gone when its task ends (or is aborted).
+struct Unwatch(Arc<AtomicBool>);
+
+impl Drop for Unwatch {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
