@@ -204,3 +204,122 @@ impl Drop for Unwatch {
         self.0.store(false, Ordering::Relaxed);
     }
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    //! Live test in a throw-away network namespace with two veth pairs (needs root).
+    use super::*;
+    use std::net::Ipv4Addr;
+    use std::os::fd::AsRawFd;
+    use std::process::Command;
+    use std::time::Instant;
+
+    fn require_root() {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        assert!(
+            root,
+            "this test creates a network namespace and loads a BPF program (needs root): run \
+             `cargo test` as root as CI does"
+        );
+    }
+
+    /// The namespace, deleted when the test ends (however it ends).
+    struct Netns(String);
+
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+
+    fn ip(args: &[&str]) {
+        let st = Command::new("ip").args(args).status().expect("run ip");
+        assert!(st.success(), "ip {args:?} failed");
+    }
+
+    fn ifindex(ns: &str, dev: &str) -> u32 {
+        let out = Command::new("ip")
+            .args(["-n", ns, "-o", "link", "show", dev])
+            .output()
+            .expect("run ip");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split(':')
+            .next()
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no ifindex for {dev} in {text:?}"))
+    }
+
+    /// Polls `f` until it returns `want` (at most 3 s, letting the runtime's other tasks
+    /// run); returns the last value.
+    async fn settle(f: impl Fn() -> Option<u32>, want: Option<u32>) -> Option<u32> {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let got = f();
+            if got == want || Instant::now() >= deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[test]
+    fn a_route_change_reaches_the_fast_paths_route_cache() {
+        require_root();
+        let ns = Netns(format!("pen-udp-rt-{}", std::process::id()));
+        ip(&["netns", "add", &ns.0]);
+        for (dev, peer, addr) in [("d1", "p1", "10.91.1.1/24"), ("d2", "p2", "10.91.2.1/24")] {
+            ip(&[
+                "-n", &ns.0, "link", "add", dev, "type", "veth", "peer", "name", peer,
+            ]);
+            ip(&["-n", &ns.0, "addr", "add", addr, "dev", dev]);
+            ip(&["-n", &ns.0, "link", "set", dev, "up"]);
+            ip(&["-n", &ns.0, "link", "set", peer, "up"]);
+        }
+        ip(&["-n", &ns.0, "route", "add", "10.99.0.0/24", "dev", "d1"]);
+        let (d1, d2) = (ifindex(&ns.0, "d1"), ifindex(&ns.0, "d2"));
+        let dst = Ipv4Addr::new(10, 99, 0, 5);
+        let file = std::fs::File::open(format!("/run/netns/{}", ns.0)).expect("netns file");
+        let name = ns.0.clone();
+        std::thread::spawn(move || {
+            // SAFETY: setns on this fresh thread only, with a valid namespace descriptor.
+            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                // One fast path with the route watch, one without (to show that the cache
+                // alone would keep the old route).
+                let watched = KernelSlot::default();
+                *lock(&watched.path) = Some(KernelPath::new().expect("load the fast path"));
+                let mut unwatched = KernelPath::new().expect("load the fast path");
+                let watch = tokio::spawn(watched.clone().watch_routes());
+                let t0 = Instant::now();
+                while !watched.watching_routes() && t0.elapsed() < Duration::from_secs(3) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                assert!(watched.watching_routes(), "route notifications subscribed");
+                let route_to = |slot: &KernelSlot| lock(&slot.path).as_mut()?.route_to(dst);
+                assert_eq!(route_to(&watched), Some(d1));
+                assert_eq!(unwatched.route_to(dst), Some(d1));
+                ip(&["-n", &name, "route", "replace", "10.99.0.0/24", "dev", "d2"]);
+                let got = settle(|| route_to(&watched), Some(d2)).await;
+                assert_eq!(got, Some(d2), "the watched cache follows the new route");
+                assert_eq!(
+                    unwatched.route_to(dst),
+                    Some(d1),
+                    "an unwatched cache keeps the old one"
+                );
+                // A route that goes away: the destination is no longer reached.
+                ip(&["-n", &name, "route", "del", "10.99.0.0/24"]);
+                let got = settle(|| route_to(&watched), None).await;
+                assert_eq!(got, None, "no route, no fast path");
+                watch.abort();
+            });
+        })
+        .join()
+        .expect("the namespace thread");
+    }
+}
