@@ -11,10 +11,10 @@ use std::time::Duration;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-use super::upstream::{handle_errqueue, recv_once, upstream_socket};
+use super::upstream::{UpstreamSocketError, handle_errqueue, recv_once, upstream_socket};
 use super::{Inner, Lazy, UdpContext, lock};
 use crate::acl::canonical;
-use crate::proxy::transparent::{self, TransparentError};
+use crate::proxy::transparent::TransparentError;
 use crate::proxy::udp::flow::{ClientVerdict, DropReason, UpstreamId};
 use crate::proxy::udp::mmsg::{BATCH, RecvBatch, send_batch};
 
@@ -148,15 +148,15 @@ async fn send_group<C: UdpContext>(
         Ok(s) => s,
         Err(e) => {
             let mut table = lock(&inner.table);
-            match transparent::error_of(&e) {
+            match &e {
                 // A socket bound to the client's address (no CAP_NET_ADMIN, ...): the client's
                 // flows cannot be transparent, and never fall back to pen's own address.
-                Some(t) => {
+                UpstreamSocketError::Transparent(t) => {
                     for &(_, _, client, _) in group {
                         inner.ctx.transparent_failed(client, t);
                     }
                 }
-                None => {
+                UpstreamSocketError::Open { .. } | UpstreamSocketError::TooFar { .. } => {
                     tracing::warn!(error = %e, ?upstream, "cannot open a UDP upstream socket; dropping the flows")
                 }
             }

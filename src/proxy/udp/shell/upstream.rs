@@ -17,14 +17,33 @@ use crate::proxy::transparent::{self, TransparentError};
 use crate::proxy::udp::flow::{Family, UpstreamId};
 use crate::proxy::udp::mmsg::{BATCH, RecvBatch, send_batch, sockaddr_to_std};
 
+/// Why an upstream socket could not be had.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum UpstreamSocketError {
+    #[error("cannot open upstream socket {index} of {pool}")]
+    Open {
+        /// "the shared IPv4 pool", "the pool bound to 192.0.2.7", ...
+        pool: String,
+        index: u32,
+        #[source]
+        source: io::Error,
+    },
+    /// A socket bound to the client's address (transparent flows): no CAP_NET_ADMIN, ...
+    #[error(transparent)]
+    Transparent(#[from] TransparentError),
+    #[error("upstream socket index {index} is beyond this platform's address space")]
+    TooFar { index: u32 },
+}
+
 /// The upstream socket `id`, creating its pool up to it (and their reader tasks) if needed.
 /// `server`: where the flows go (names the backend in a transparent failure).
 pub(super) fn upstream_socket<C: UdpContext>(
     inner: &Arc<Inner<C>>,
     id: UpstreamId,
     server: Option<SocketAddr>,
-) -> io::Result<Arc<UdpSocket>> {
-    let index = usize::try_from(id.index).map_err(io::Error::other)?;
+) -> Result<Arc<UdpSocket>, UpstreamSocketError> {
+    let too_far = UpstreamSocketError::TooFar { index: id.index };
+    let index = usize::try_from(id.index).map_err(|_| too_far)?;
     let mut pools = lock(&inner.pools);
     if let Some(s) = pools.get(id) {
         return Ok(Arc::clone(s));
@@ -32,14 +51,28 @@ pub(super) fn upstream_socket<C: UdpContext>(
     let source = *lock(&inner.source);
     while pools.list(id).len() <= index {
         let i = pools.list(id).len();
-        let sock = Arc::new(match id.bound {
-            None => new_upstream(id.family, source)?,
-            Some(ip) => new_client_upstream(ip, server)?,
-        });
+        // `i` is below `index`, a u32.
         let uid = UpstreamId {
-            index: u32::try_from(i).map_err(io::Error::other)?,
+            index: u32::try_from(i).map_err(|_| UpstreamSocketError::TooFar { index: id.index })?,
             ..id
         };
+        let open = |source| UpstreamSocketError::Open {
+            pool: match (id.bound, id.family) {
+                (Some(ip), _) => format!("the pool bound to {ip}"),
+                (None, Family::V4) => "the shared IPv4 pool".to_string(),
+                (None, Family::V6) => "the shared IPv6 pool".to_string(),
+            },
+            index: uid.index,
+            source,
+        };
+        let sock = Arc::new(match id.bound {
+            None => new_upstream(id.family, source).map_err(open)?,
+            Some(ip) => match new_client_upstream(ip, server) {
+                Ok(s) => s,
+                Err(ClientSocketError::Transparent(t)) => return Err(t.into()),
+                Err(ClientSocketError::Io(e)) => return Err(open(e)),
+            },
+        });
         let task = tokio::spawn(upstream_loop(Arc::clone(inner), Arc::clone(&sock), uid));
         pools.tasks.push((uid, task.abort_handle()));
         pools.list(id).push(sock);
@@ -47,7 +80,16 @@ pub(super) fn upstream_socket<C: UdpContext>(
     pools
         .get(id)
         .cloned()
-        .ok_or_else(|| io::Error::other("upstream pool did not grow"))
+        .ok_or(UpstreamSocketError::TooFar { index: id.index })
+}
+
+/// Why a socket bound to a client's address could not be opened.
+#[derive(Debug, thiserror::Error)]
+enum ClientSocketError {
+    #[error(transparent)]
+    Transparent(#[from] TransparentError),
+    #[error(transparent)]
+    Io(#[from] io::Error),
 }
 
 /// An unconnected UDP socket on an ephemeral port with `IP_RECVERR`/`IPV6_RECVERR`, so that
@@ -85,9 +127,12 @@ fn new_upstream(family: Family, source: Option<IpAddr>) -> io::Result<UdpSocket>
 /// client's address `ip` (port chosen by the kernel) as C Pen binds its upstream socket, with
 /// `IP_RECVERR` / `IPV6_RECVERR` as [`new_upstream`]. Answers are addressed to this socket,
 /// so the host's mark rule finds it with iptables' `-m socket` too (which ignores sockets
-/// bound to the wildcard address unless given `--nowildcard`). A failure is an `io::Error`
-/// carrying the [`TransparentError`] (no CAP_NET_ADMIN, ...).
-fn new_client_upstream(ip: IpAddr, server: Option<SocketAddr>) -> io::Result<UdpSocket> {
+/// bound to the wildcard address unless given `--nowildcard`). Binding to the client's
+/// address fails as a [`TransparentError`] (no CAP_NET_ADMIN, ...).
+fn new_client_upstream(
+    ip: IpAddr,
+    server: Option<SocketAddr>,
+) -> Result<UdpSocket, ClientSocketError> {
     let (domain, level, opt) = match ip {
         IpAddr::V4(_) => (Domain::IPV4, libc::SOL_IP, libc::IP_RECVERR),
         IpAddr::V6(_) => (Domain::IPV6, libc::SOL_IPV6, libc::IPV6_RECVERR),
@@ -98,10 +143,9 @@ fn new_client_upstream(ip: IpAddr, server: Option<SocketAddr>) -> io::Result<Udp
         sock.set_only_v6(true)?;
     }
     crate::proxy::sockets::set_int_option(sock.as_raw_fd(), level, opt, 1)?;
-    transparent::bind_as_client(socket2::SockRef::from(&sock), ip, backend)
-        .map_err(TransparentError::into_io)?;
+    transparent::bind_as_client(socket2::SockRef::from(&sock), ip, backend)?;
     sock.set_nonblocking(true)?;
-    UdpSocket::from_std(sock.into())
+    Ok(UdpSocket::from_std(sock.into())?)
 }
 
 thread_local! {
@@ -316,5 +360,34 @@ fn recv_err(fd: RawFd) -> io::Result<(Option<SocketAddr>, u32)> {
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
         Ok((addr, errno))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn an_upstream_socket_error_names_its_pool_and_keeps_its_cause() {
+        let e = UpstreamSocketError::Open {
+            pool: "the pool bound to 192.0.2.7".to_string(),
+            index: 3,
+            source: io::Error::from_raw_os_error(libc::EMFILE),
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot open upstream socket 3 of the pool bound to 192.0.2.7"
+        );
+        let cause = e.source().and_then(|s| s.downcast_ref::<io::Error>());
+        assert_eq!(cause.and_then(io::Error::raw_os_error), Some(libc::EMFILE));
+        // A transparent failure stays a `TransparentError`, for the transparent report.
+        let t = TransparentError::family_mismatch(
+            "192.0.2.7".parse().unwrap(),
+            "[2001:db8::1]:53".parse().unwrap(),
+        );
+        let e = UpstreamSocketError::from(t);
+        assert!(matches!(e, UpstreamSocketError::Transparent(_)));
+        assert!(e.to_string().contains("2001:db8::1"), "{e}");
     }
 }
