@@ -369,6 +369,11 @@ impl KernelPath {
         })
     }
 
+    /// Whether `client`'s flow is in the kernel's map.
+    pub fn holds(&self, client: &SocketAddr) -> bool {
+        self.flows.contains_key(client)
+    }
+
     /// The program (for `bpf::test_run`).
     pub fn prog(&self) -> &OwnedFd {
         &self.prog

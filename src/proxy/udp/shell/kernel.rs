@@ -263,10 +263,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_route_change_reaches_the_fast_paths_route_cache() {
-        require_root();
-        let ns = Netns(format!("pen-udp-rt-{}", std::process::id()));
+    /// A namespace with veth ends d1 (10.91.1.1/24) and d2 (10.91.2.1/24), both up.
+    fn two_links(tag: &str) -> Netns {
+        let ns = Netns(format!("pen-udp-{tag}-{}", std::process::id()));
         ip(&["netns", "add", &ns.0]);
         for (dev, peer, addr) in [("d1", "p1", "10.91.1.1/24"), ("d2", "p2", "10.91.2.1/24")] {
             ip(&[
@@ -276,20 +275,38 @@ mod tests {
             ip(&["-n", &ns.0, "link", "set", dev, "up"]);
             ip(&["-n", &ns.0, "link", "set", peer, "up"]);
         }
+        ns
+    }
+
+    /// Runs `f` on a new thread inside `ns`, on a single-threaded runtime.
+    fn in_ns<F: std::future::Future<Output = ()>>(ns: &Netns, f: impl FnOnce() -> F + Send) {
+        let file = std::fs::File::open(format!("/run/netns/{}", ns.0)).expect("netns file");
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                // SAFETY: setns on this fresh thread only, with a valid namespace descriptor.
+                let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime")
+                    .block_on(f());
+            })
+            .join()
+            .expect("the namespace thread");
+        });
+    }
+
+    #[test]
+    fn a_route_change_reaches_the_fast_paths_route_cache() {
+        require_root();
+        let ns = two_links("rt");
         ip(&["-n", &ns.0, "route", "add", "10.99.0.0/24", "dev", "d1"]);
         let (d1, d2) = (ifindex(&ns.0, "d1"), ifindex(&ns.0, "d2"));
         let dst = Ipv4Addr::new(10, 99, 0, 5);
-        let file = std::fs::File::open(format!("/run/netns/{}", ns.0)).expect("netns file");
         let name = ns.0.clone();
-        std::thread::spawn(move || {
-            // SAFETY: setns on this fresh thread only, with a valid namespace descriptor.
-            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
+        in_ns(&ns, || async move {
+            {
                 // One fast path with the route watch, one without (to show that the cache
                 // alone would keep the old route).
                 let watched = KernelSlot::default();
@@ -317,9 +334,91 @@ mod tests {
                 let got = settle(|| route_to(&watched), None).await;
                 assert_eq!(got, None, "no route, no fast path");
                 watch.abort();
+            }
+        });
+    }
+
+    /// One server, no bookkeeping.
+    struct One(SocketAddr);
+
+    impl crate::proxy::udp::flow::Selector for One {
+        fn candidates(
+            &mut self,
+            _c: SocketAddr,
+            _now: Duration,
+        ) -> Vec<crate::proxy::udp::flow::Candidate> {
+            vec![crate::proxy::udp::flow::Candidate {
+                target: crate::select::Target::Server(0),
+                addr: Some(self.0),
+            }]
+        }
+        fn flow_opened(&mut self, _c: SocketAddr, _t: crate::select::Target, _now: Duration) {}
+        fn flow_closed(
+            &mut self,
+            _c: SocketAddr,
+            _t: crate::select::Target,
+            _s: u64,
+            _r: u64,
+            _now: Duration,
+        ) {
+        }
+        fn server_failed(&mut self, _t: crate::select::Target, _now: Duration) {}
+    }
+
+    /// `c`'s flow established in `t` (query, answer, query) and offered to the kernel.
+    fn offer(t: &mut FlowTable, c: SocketAddr, sel: &mut One) {
+        let now = Duration::from_secs(1);
+        let crate::proxy::udp::flow::ClientVerdict::Forward {
+            upstream, server, ..
+        } = t.handle_client(now, c, 10, sel)
+        else {
+            panic!("dropped")
+        };
+        t.handle_server(now, upstream, server, 10);
+        t.handle_client(now, c, 10, sel);
+        let (listen, local) = ("10.91.1.1:53".parse().unwrap(), "10.91.2.1:40000");
+        assert!(t.offload(&c, listen, local.parse().unwrap()));
+    }
+
+    #[test]
+    fn the_shell_carries_out_the_tables_offload_commands_and_reports_back() {
+        require_root();
+        let ns = two_links("cmd");
+        in_ns(&ns, || async {
+            let slot = KernelSlot::default();
+            *lock(&slot.path) = Some(KernelPath::new().expect("load the fast path"));
+            let mut sel = One("10.91.2.2:53".parse().unwrap());
+            let mut table = FlowTable::new(10, Duration::from_secs(60), 10);
+            table.enable_offload();
+            // A client behind d1, and one on this host (the kernel path refuses it).
+            let (c, local) = (
+                "10.91.1.2:5000".parse().unwrap(),
+                "10.91.1.1:5000".parse().unwrap(),
+            );
+            offer(&mut table, c, &mut sel);
+            offer(&mut table, local, &mut sel);
+            let handle = super::super::UdpHandle {
+                table: Arc::new(Mutex::new(table)),
+                kernel: slot.clone(),
+            };
+            // Nothing reaches the kernel under the table's lock.
+            handle.with_table(|t| assert!(!t.is_offloaded(&c)));
+            assert!(!lock(&slot.path).as_ref().is_some_and(|k| k.holds(&c)));
+            // A change through the handle carries the queued commands out afterwards.
+            handle.with_table_mut(|_| ());
+            assert!(lock(&slot.path).as_ref().is_some_and(|k| k.holds(&c)));
+            handle.with_table(|t| {
+                assert!(t.is_offloaded(&c), "the result came back");
+                assert!(!t.is_offloaded(&local), "refused: the host itself");
+                assert!(!t.wants_offload(&local), "and not offered again");
+                assert_eq!(t.stats().flows_offloaded, 1);
             });
-        })
-        .join()
-        .expect("the namespace thread");
+            // `close N`: the flow leaves the kernel with the table.
+            let now = Duration::from_secs(2);
+            assert!(handle.with_table_mut(|t| t.remove_flow(now, c, &mut sel)));
+            assert!(!lock(&slot.path).as_ref().is_some_and(|k| k.holds(&c)));
+            // Reading activity with nothing offloaded does nothing.
+            slot.read_activity(&handle.table, now, |t| t.offloaded_turn(10));
+        });
     }
 }
