@@ -631,7 +631,7 @@ impl Sim {
         if self.rng.chance(self.run_commands) {
             self.run_offload()?;
         }
-        self.table.check_invariants()?;
+        self.table.check_invariants().map_err(|e| e.to_string())?;
         // Every datagram the kernel forwarded is counted once: reported or withdrawn, or
         // pending for a flow it still holds.
         let pending: u64 = self

@@ -4,10 +4,14 @@
 //! - [`FlowTable::handle_client`]: a datagram from a client address arrived on the listener;
 //! - [`FlowTable::handle_server`]: a datagram arrived on upstream socket `k` from a server;
 //! - [`FlowTable::server_unreachable`]: an ICMP error (or a send error) for upstream `k` → server;
-//! - [`FlowTable::expire`]: the timer returned by [`FlowTable::poll_timeout`] fired.
+//! - [`FlowTable::expire`]: the timer returned by [`FlowTable::poll_timeout`] fired;
+//! - the kernel fast path's answers ([`kernel`]): [`FlowTable::handle_offload_result`],
+//!   [`FlowTable::handle_activity`], [`FlowTable::handle_withdrawn`].
 //!
 //! Outputs: where to send the datagram ([`ClientVerdict`]), which client a reply goes to, which
-//! upstream sockets must exist ([`FlowTable::upstreams_needed`]), and the next timer.
+//! upstream sockets must exist ([`FlowTable::upstreams_needed`]), the next timer, and what the
+//! kernel fast path must do ([`FlowTable::poll_offload`]: install an established flow,
+//! withdraw one that ended). The table never calls the kernel itself.
 //!
 //! # Reply routing and the descriptor bound
 //! Upstream sockets form a pool per address family, shared by all flows and all servers. A flow
@@ -62,7 +66,7 @@ use std::time::Duration;
 use crate::proxy::transparent::{UpstreamSource, choose_source};
 use crate::select::Target;
 
-mod kernel;
+pub mod kernel;
 pub use kernel::{Activity, FlowId, KernelReport, OffloadCommand, OffloadRequest};
 
 /// Address family of an upstream socket pool.
@@ -915,58 +919,57 @@ impl FlowTable {
     /// Check the internal invariants (tests and simulation): every flow has exactly one route
     /// and one deadline, routes and deadlines point back at live flows, and no (upstream,
     /// server) pair is used twice.
-    pub fn check_invariants(&self) -> Result<(), String> {
+    pub fn check_invariants(&self) -> Result<(), InvariantError> {
+        use InvariantError as E;
         if self.flows.len() != self.routes.len() || self.flows.len() != self.deadlines.len() {
-            return Err(format!(
-                "{} flows, {} routes, {} deadlines",
-                self.flows.len(),
-                self.routes.len(),
-                self.deadlines.len()
-            ));
+            return Err(E::Sizes {
+                flows: self.flows.len(),
+                routes: self.routes.len(),
+                deadlines: self.deadlines.len(),
+            });
         }
         let answered = self.flows.values().filter(|f| f.answered.is_some()).count();
         if answered != self.answered.len() {
-            return Err(format!(
-                "{answered} answered flows, {} LRU entries",
-                self.answered.len()
-            ));
+            return Err(E::Lru {
+                answered,
+                entries: self.answered.len(),
+            });
         }
         for (client, flow) in &self.flows {
+            let client = *client;
             if let Some(key) = flow.answered
-                && self.answered.get(&key) != Some(client)
+                && self.answered.get(&key) != Some(&client)
             {
-                return Err(format!("answered flow of {client} is missing from the LRU"));
+                return Err(E::NotInLru { client });
             }
-            if self.routes.get(&(flow.upstream, flow.server)) != Some(client) {
-                return Err(format!("flow of {client} has no route back"));
+            if self.routes.get(&(flow.upstream, flow.server)) != Some(&client) {
+                return Err(E::NoRoute { client });
             }
-            if self.deadlines.get(&flow.deadline) != Some(client) {
-                return Err(format!("flow of {client} has no deadline"));
+            if self.deadlines.get(&flow.deadline) != Some(&client) {
+                return Err(E::NoDeadline { client });
             }
             let pool = match flow.upstream.bound {
                 None => self.upstream_high[family_index(flow.upstream.family)],
                 Some(ip) => {
                     if Family::of(&SocketAddr::new(ip, 0)) != flow.upstream.family {
-                        return Err(format!(
-                            "flow of {client} is bound to {ip} of another family"
-                        ));
+                        return Err(E::BoundToOtherFamily { client, ip });
                     }
                     self.client_pool(&ip)
                 }
             };
             if flow.upstream.index >= pool {
-                return Err(format!("flow of {client} uses an upstream beyond the pool"));
+                return Err(E::BeyondPool { client });
             }
             if flow.upstream.family != Family::of(&flow.server) {
-                return Err(format!("flow of {client} uses the wrong family"));
+                return Err(E::WrongFamily { client });
             }
         }
         for high in self.upstream_high {
             if high > self.max_upstreams {
-                return Err(format!(
-                    "{high} upstreams exceed the bound {}",
-                    self.max_upstreams
-                ));
+                return Err(E::TooManyUpstreams {
+                    high,
+                    bound: self.max_upstreams,
+                });
             }
         }
         for ((bound, server), slots) in &self.slots {
@@ -975,7 +978,10 @@ impl FlowTable {
                 Some(ip) => self.client_pool(ip),
             };
             if slots.high > pool || slots.free.iter().any(|&(i, _)| i >= slots.high) {
-                return Err(format!("slots of {server} reach beyond the pool of {pool}"));
+                return Err(E::SlotsBeyondPool {
+                    server: *server,
+                    pool,
+                });
             }
         }
         let mut pool_flows: HashMap<IpAddr, u32> = HashMap::new();
@@ -985,35 +991,79 @@ impl FlowTable {
             }
         }
         for (ip, pool) in &self.client_pools {
-            if pool.flows != pool_flows.get(ip).copied().unwrap_or(0) {
-                return Err(format!(
-                    "the pool bound to {ip} counts {} flows",
-                    pool.flows
-                ));
+            let live = pool_flows.get(ip).copied().unwrap_or(0);
+            if pool.flows != live {
+                return Err(E::PoolFlows {
+                    ip: *ip,
+                    counted: pool.flows,
+                    live,
+                });
             }
         }
         let empty = self.client_pools.values().filter(|p| p.flows == 0).count();
         if empty != self.empty_client_pools {
-            return Err(format!(
-                "{empty} client pools without flows, {} counted",
-                self.empty_client_pools
-            ));
+            return Err(E::EmptyPools {
+                empty,
+                counted: self.empty_client_pools,
+            });
         }
-        if pool_flows
+        if let Some(ip) = pool_flows
             .keys()
-            .any(|ip| !self.client_pools.contains_key(ip))
+            .find(|ip| !self.client_pools.contains_key(ip))
         {
-            return Err("a flow is bound to an address without a pool".to_string());
+            return Err(E::NoPool { ip: *ip });
         }
         let total: u32 = self.client_pools.values().map(|p| p.high).sum();
         if total != self.client_sockets || total > self.max_client_sockets {
-            return Err(format!(
-                "{total} client-bound sockets, {} counted, bound {}",
-                self.client_sockets, self.max_client_sockets
-            ));
+            return Err(E::ClientSockets {
+                total,
+                counted: self.client_sockets,
+                bound: self.max_client_sockets,
+            });
         }
         Ok(())
     }
+}
+
+/// A broken internal invariant of the flow table ([`FlowTable::check_invariants`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvariantError {
+    #[error("{flows} flows, {routes} routes, {deadlines} deadlines")]
+    Sizes {
+        flows: usize,
+        routes: usize,
+        deadlines: usize,
+    },
+    #[error("{answered} answered flows, {entries} LRU entries")]
+    Lru { answered: usize, entries: usize },
+    #[error("answered flow of {client} is missing from the LRU")]
+    NotInLru { client: SocketAddr },
+    #[error("flow of {client} has no route back")]
+    NoRoute { client: SocketAddr },
+    #[error("flow of {client} has no deadline")]
+    NoDeadline { client: SocketAddr },
+    #[error("flow of {client} is bound to {ip} of another family")]
+    BoundToOtherFamily { client: SocketAddr, ip: IpAddr },
+    #[error("flow of {client} uses an upstream beyond the pool")]
+    BeyondPool { client: SocketAddr },
+    #[error("flow of {client} uses the wrong family")]
+    WrongFamily { client: SocketAddr },
+    #[error("{high} upstreams exceed the bound {bound}")]
+    TooManyUpstreams { high: u32, bound: u32 },
+    #[error("slots of {server} reach beyond the pool of {pool}")]
+    SlotsBeyondPool { server: SocketAddr, pool: u32 },
+    #[error("the pool bound to {ip} counts {counted} flows, {live} live")]
+    PoolFlows { ip: IpAddr, counted: u32, live: u32 },
+    #[error("{empty} client pools without flows, {counted} counted")]
+    EmptyPools { empty: usize, counted: usize },
+    #[error("a flow is bound to {ip}, which has no pool")]
+    NoPool { ip: IpAddr },
+    #[error("{total} client-bound sockets, {counted} counted, bound {bound}")]
+    ClientSockets {
+        total: u32,
+        counted: u32,
+        bound: u32,
+    },
 }
 
 fn family_index(f: Family) -> usize {
@@ -1136,6 +1186,25 @@ pub(super) mod tests {
             } => (upstream, server, new_flow),
             ClientVerdict::Drop(r) => panic!("dropped: {r:?}"),
         }
+    }
+
+    #[test]
+    fn a_broken_invariant_is_named_with_the_flow_it_concerns() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let mut t = FlowTable::new(10, secs(60), 10);
+        let c = sa("192.0.2.1:5000");
+        let (u, server, _) = forward(t.handle_client(secs(0), c, 10, &mut sel));
+        t.check_invariants().unwrap();
+        // Point the flow's route at another client: the flow has no route back.
+        t.routes.insert((u, server), sa("192.0.2.9:1"));
+        let e = t.check_invariants().unwrap_err();
+        assert_eq!(e, InvariantError::NoRoute { client: c });
+        assert_eq!(e.to_string(), "flow of 192.0.2.1:5000 has no route back");
+        t.routes.clear();
+        assert!(matches!(
+            t.check_invariants(),
+            Err(InvariantError::Sizes { routes: 0, .. })
+        ));
     }
 
     #[test]
