@@ -3,9 +3,10 @@
 //!
 //! The flow table stays the one place where flows are made and ended. Once a flow has
 //! completed an exchange through pen (the client sent again after its server answered), the
-//! shell hands it to the kernel ([`FlowTable::offload`](super::FlowTable::offload)): two
-//! entries in a hash map, one per direction, each "datagrams from A to B leave as from C to D
-//! through interface N":
+//! table asks for it to be handed to the kernel ([`FlowTable::offload`](super::FlowTable::offload)
+//! queues an install command; the shell carries it out with [`KernelPath::install`], outside
+//! the table's lock): two entries in a hash map, one per direction, each "datagrams from A to
+//! B leave as from C to D through interface N":
 //!
 //! - client → listening address  ⇒  upstream socket's address → server, out of the server's
 //!   interface;
@@ -21,12 +22,13 @@
 //! addressed to this host, unknown four-tuples) goes on to the IP stack unchanged, so pen
 //! sees it as before.
 //!
-//! The kernel entries are a cache of the table's flows: the table asks for their traffic
-//! before it judges a flow idle ([`Offload::activity`]) and withdraws them when the flow ends
-//! for any reason ([`Offload::withdraw`]); the upstream socket stays open meanwhile, so no
-//! other socket can be given its port. Pen's counters of an offloaded flow catch up at those
-//! moments. Datagrams forwarded by the program bypass netfilter on the balancer host and its
-//! packet taps on egress.
+//! The kernel entries are a cache of the table's flows: the shell reads their traffic
+//! before the table judges a flow idle ([`KernelPath::activity`]) and withdraws them when the
+//! table says the flow ended, for any reason ([`KernelPath::withdraw`]); the upstream socket
+//! stays open meanwhile, so no other socket can be given its port. Pen's counters of an
+//! offloaded flow catch up at those moments. Route look-ups are cached until the routing
+//! changes ([`super::routes`]). Datagrams forwarded by the program bypass netfilter on the
+//! balancer host and its packet taps on egress.
 //!
 //! IPv6, transparent mode and clients or servers on the host itself stay on the socket path.
 //! When the kernel refuses (no tcx before Linux 6.6, no CAP_BPF/CAP_NET_ADMIN), pen logs why

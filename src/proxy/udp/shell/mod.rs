@@ -1,10 +1,10 @@
 //! The tokio shell around [`FlowTable`]: moves datagrams between the listening socket, the
 //! upstream socket pool and the table, and drives its timer. No decisions are made here.
 //!
-//! Tasks, one file each: the listener loop ([`client`]: client → server), one reader per
-//! upstream socket ([`upstream`]: server → client, and ICMP errors through `IP_RECVERR`), and
-//! the expiry timer ([`expiry`]). Established IPv4 flows are handed to the kernel fast path
-//! ([`super::offload`]) when it is available ([`kernel`]: the table's offload commands carried
+//! Tasks, one file each: the listener loop (`client.rs`: client → server), one reader per
+//! upstream socket (`upstream.rs`: server → client, and ICMP errors through `IP_RECVERR`), and
+//! the expiry timer (`expiry.rs`). Established IPv4 flows are handed to the kernel fast path
+//! ([`super::offload`]) when it is available (`kernel.rs`: the table's offload commands carried
 //! out, the kernel's counters read, route changes fed to the route cache); their datagrams
 //! then no longer reach these tasks. Every task is aborted when [`serve_with`] returns or is
 //! dropped.
@@ -12,7 +12,7 @@
 //! Locks: the flow table's mutex is taken first, the context's (shared state) second, and only
 //! on the slow paths (new flow, expiry, unreachable server). Never take them the other way round.
 //! No kernel call is made with the table's lock held: the kernel path's lock comes before the
-//! table's ([`kernel`]).
+//! table's (`kernel.rs`).
 
 use std::collections::HashMap;
 use std::io;
