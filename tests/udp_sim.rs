@@ -16,14 +16,23 @@
 //!   and counts each eviction;
 //! - a late reply to an evicted (or expired) flow is counted as unmatched, or reaches only the
 //!   flow that owns the same (upstream, server) pair now; such a pair is handed out again within
-//!   `SLOT_REUSE_DELAY` of its release only when its server's pool is at its bound.
+//!   `SLOT_REUSE_DELAY` of its release only when its server's pool is at its bound;
+//! - the kernel fast path, driven as the shell drives it (the table's offload commands carried
+//!   out in order, sometimes late, some installs refused; the kernel's traffic reported before
+//!   each expiry and in turns): once the commands are carried out, the kernel holds exactly the
+//!   table's offloaded flows; no transparent flow is ever offered; no flow the kernel kept busy
+//!   expires; every datagram the kernel forwarded is counted once (reported, withdrawn with its
+//!   flow, or still pending for a live flow).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use pen::proxy::udp::flow::SLOT_REUSE_DELAY;
-use pen::proxy::udp::{Candidate, ClientVerdict, DropReason, FlowTable, Selector, UpstreamId};
+use pen::proxy::udp::{
+    Activity, Candidate, ClientVerdict, DropReason, FlowId, FlowTable, KernelReport,
+    OffloadCommand, Selector, UpstreamId,
+};
 use pen::select::Target;
 
 /// splitmix64: tiny, seedable, good enough for a simulation.
@@ -96,8 +105,9 @@ struct Sim {
     /// (upstream, server, client) pairs a server may answer to.
     in_flight: Vec<(UpstreamId, SocketAddr, SocketAddr)>,
     replies_routed: u64,
-    /// Live flows answered since their client's last datagram → order of that reply.
-    answered: HashMap<SocketAddr, u64>,
+    /// Live flows answered since their client's last datagram → (time, order) of that reply
+    /// (for offloaded flows: of the kernel's reported answers, or of the hand-over).
+    answered: HashMap<SocketAddr, (Duration, u64)>,
     reply_seq: u64,
     /// (upstream, server) pairs of flows that left the table → when.
     released: HashMap<(UpstreamId, SocketAddr), Duration>,
@@ -109,6 +119,26 @@ struct Sim {
     /// Times the upstream pools shrank.
     shrinks: u64,
     late_unmatched: u64,
+    /// The kernel fast path: the flows it holds.
+    kernel: HashMap<SocketAddr, KernelFlow>,
+    /// Percentage of installs the kernel refuses.
+    refuse: u64,
+    /// Percentage of steps after which the table's offload commands are carried out (the
+    /// rest leave them queued for a while, as a busy shell would).
+    run_commands: u64,
+    /// Datagrams the kernel forwarded, all flows together.
+    kernel_forwarded: u64,
+    installs: u64,
+    withdrawals: u64,
+}
+
+/// One flow in the simulated kernel.
+struct KernelFlow {
+    flow: FlowId,
+    /// Forwarded since it was last reported.
+    pending: Activity,
+    /// When it last forwarded a datagram (the truth the reports bring to the table).
+    last: Option<Duration>,
 }
 
 impl Sim {
@@ -148,6 +178,12 @@ impl Sim {
             table.set_sources(true, None);
             table.set_max_client_sockets(1 + rng.below(max_flows as u64) as u32);
         }
+        // Most runs have a kernel fast path.
+        if rng.chance(80) {
+            table.enable_offload();
+        }
+        let refuse = rng.below(50);
+        let run_commands = 50 + rng.below(51);
         Sim {
             table,
             sel: SimSelector {
@@ -176,6 +212,135 @@ impl Sim {
             evictions: 0,
             shrinks: 0,
             late_unmatched: 0,
+            kernel: HashMap::new(),
+            refuse,
+            run_commands,
+            kernel_forwarded: 0,
+            installs: 0,
+            withdrawals: 0,
+        }
+    }
+
+    /// Carries out the table's offload commands, in order, as the shell does.
+    fn run_offload(&mut self) -> Result<(), String> {
+        while let Some(cmd) = self.table.poll_offload() {
+            match cmd {
+                OffloadCommand::Install(req) => {
+                    if self.kernel.contains_key(&req.client) {
+                        return Err(format!("{}: installed twice", req.client));
+                    }
+                    let ok = !self.rng.chance(self.refuse);
+                    if ok {
+                        self.installs += 1;
+                        self.kernel.insert(
+                            req.client,
+                            KernelFlow {
+                                flow: req.flow,
+                                pending: Activity::default(),
+                                last: None,
+                            },
+                        );
+                    }
+                    let was = self.table.is_offloaded(&req.client);
+                    self.table.handle_offload_result(&req.client, req.flow, ok);
+                    if !was && self.table.is_offloaded(&req.client) {
+                        // It joins the eviction order as of its last datagram, if unanswered.
+                        if let Some(f) = self.table.flow(&req.client) {
+                            if f.upstream.bound.is_some() {
+                                return Err(format!(
+                                    "transparent flow of {} offloaded",
+                                    req.client
+                                ));
+                            }
+                            if !self.answered.contains_key(&req.client) {
+                                self.reply_seq += 1;
+                                self.answered
+                                    .insert(req.client, (f.last_seen, self.reply_seq));
+                            }
+                        }
+                    }
+                }
+                OffloadCommand::Withdraw { client, flow } => {
+                    if let Some(k) = self.kernel.get(&client)
+                        && k.flow == flow
+                        && let Some(k) = self.kernel.remove(&client)
+                    {
+                        self.withdrawals += 1;
+                        self.table.handle_withdrawn(&k.pending);
+                    }
+                }
+            }
+        }
+        // Carried out: the kernel holds exactly the table's offloaded flows.
+        for c in self.kernel.keys() {
+            if !self.table.is_offloaded(c) {
+                return Err(format!("the kernel holds {c}, whose flow is not offloaded"));
+            }
+        }
+        let offloaded = self
+            .table
+            .flows()
+            .filter(|f| self.table.is_offloaded(&f.client))
+            .count();
+        if offloaded != self.kernel.len() {
+            return Err(format!(
+                "{offloaded} offloaded flows, {} in the kernel",
+                self.kernel.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reports the kernel's traffic of `flows`, as the shell does.
+    fn report(&mut self, flows: Vec<(SocketAddr, FlowId)>) -> Result<(), String> {
+        for (client, flow) in flows {
+            let Some(k) = self.kernel.get_mut(&client) else {
+                return Err(format!("{client}: listed as offloaded, not in the kernel"));
+            };
+            if k.flow != flow {
+                return Err(format!(
+                    "{client}: listed as {flow:?}, the kernel has {:?}",
+                    k.flow
+                ));
+            }
+            let activity = std::mem::take(&mut k.pending);
+            let before = self.table.flow(&client).map(|f| f.last_seen);
+            self.table.handle_activity(
+                self.now,
+                &KernelReport {
+                    client,
+                    flow,
+                    activity,
+                },
+            );
+            let after = self.table.flow(&client).map(|f| f.last_seen);
+            if activity.datagrams_down > 0
+                && let (Some(b), Some(a)) = (before, after)
+                && a > b
+            {
+                self.reply_seq += 1;
+                self.answered.insert(client, (a, self.reply_seq));
+            }
+        }
+        Ok(())
+    }
+
+    /// A client datagram of an offloaded flow forwarded by the kernel (and maybe its answer).
+    fn kernel_datagram(&mut self, client: SocketAddr, len: usize) {
+        let answer = self.rng.chance(60);
+        let now = self.now;
+        if let Some(k) = self.kernel.get_mut(&client) {
+            k.last = Some(now);
+            let a = &mut k.pending;
+            a.last_seen = Some(now);
+            a.datagrams_up += 1;
+            a.bytes_up += len as u64;
+            self.kernel_forwarded += 1;
+            if answer {
+                a.datagrams_down += 1;
+                a.bytes_down += 100;
+                self.kernel_forwarded += 1;
+            }
         }
     }
 
@@ -218,6 +383,13 @@ impl Sim {
             1 => 65_535,
             _ => self.rng.below(1500) as usize,
         };
+        if self.table.is_offloaded(&client)
+            && self.kernel.contains_key(&client)
+            && self.rng.chance(80)
+        {
+            self.kernel_datagram(client, len);
+            return Ok(());
+        }
         let had_flow = self.table.flow(&client).is_some();
         let before = self.table.len();
         let evicted_before = self.table.stats().flows_evicted;
@@ -245,7 +417,7 @@ impl Sim {
             && let Some((c, order)) = self.answered.iter().find(|&(_, &o)| o < newest)
         {
             return Err(format!(
-                "flow of {c} (answered #{order}) kept while a later-answered one was evicted"
+                "flow of {c} (answered {order:?}) kept while a later-answered one was evicted"
             ));
         }
         for &(c, (u, s)) in &gone {
@@ -291,6 +463,16 @@ impl Sim {
                 if self.in_flight.len() < 1000 {
                     self.in_flight.push((upstream, server, client));
                 }
+                if self.table.wants_offload(&client) {
+                    if upstream.bound.is_some() {
+                        return Err(format!("transparent flow of {client} offered"));
+                    }
+                    let listen: SocketAddr = "198.51.100.1:53".parse().unwrap();
+                    let local = SocketAddr::new("10.0.0.254".parse().unwrap(), 40000);
+                    if !self.table.offload(&client, listen, local) {
+                        return Err(format!("{client}: wanted for the kernel, not offered"));
+                    }
+                }
             }
             ClientVerdict::Drop(DropReason::TableFull) => {
                 if had_flow || before < self.table.max_flows() {
@@ -323,7 +505,7 @@ impl Sim {
         let got = self.table.handle_server(self.now, upstream, server, 100);
         if let Some(c) = got {
             self.reply_seq += 1;
-            self.answered.insert(c, self.reply_seq);
+            self.answered.insert(c, (self.now, self.reply_seq));
         } else if self.table.stats().unmatched_replies != unmatched_before + 1 {
             return Err(format!(
                 "dropped reply via {upstream:?}/{server} not counted"
@@ -377,11 +559,35 @@ impl Sim {
         let ticks = 1 + self.rng.below(span);
         for _ in 0..ticks {
             self.now += self.tick;
+            // As the shell's tick: the kernel's traffic of the flows due (and of some others
+            // in turn), then the expiry, then the withdrawals.
+            let mut read = self.table.offloaded_due(self.now);
+            let turn = self.rng.below(4) as usize;
+            read.extend(self.table.offloaded_turn(turn));
+            self.report(read)?;
             if let Some(at) = self.table.poll_timeout()
                 && at <= self.now
             {
+                let kernel_busy: Vec<(SocketAddr, Duration)> = self
+                    .table
+                    .flows()
+                    .filter(|f| self.table.is_offloaded(&f.client))
+                    .map(|f| {
+                        let k = self.kernel.get(&f.client).and_then(|k| k.last);
+                        (f.client, k.map_or(f.last_seen, |k| k.max(f.last_seen)))
+                    })
+                    .collect();
                 self.table.expire(self.now, &mut self.sel);
+                for (c, seen) in kernel_busy {
+                    if self.table.flow(&c).is_none() && seen + self.idle > self.now {
+                        return Err(format!(
+                            "offloaded flow of {c}, busy in the kernel at {seen:?}, expired at {:?}",
+                            self.now
+                        ));
+                    }
+                }
             }
+            self.run_offload()?;
             self.sync_model();
             // As the shell does at every tick: give back sockets no flow uses. The sockets
             // beyond the new sizes are closed, so a slot there is a fresh socket next time
@@ -422,7 +628,24 @@ impl Sim {
     }
 
     fn check(&mut self) -> Result<(), String> {
-        self.table.check_invariants()?;
+        if self.rng.chance(self.run_commands) {
+            self.run_offload()?;
+        }
+        self.table.check_invariants().map_err(|e| e.to_string())?;
+        // Every datagram the kernel forwarded is counted once: reported or withdrawn, or
+        // pending for a flow it still holds.
+        let pending: u64 = self
+            .kernel
+            .values()
+            .map(|k| k.pending.datagrams_up + k.pending.datagrams_down)
+            .sum();
+        if self.table.stats().kernel_datagrams + pending != self.kernel_forwarded {
+            return Err(format!(
+                "kernel forwarded {}, table counted {} with {pending} pending",
+                self.kernel_forwarded,
+                self.table.stats().kernel_datagrams
+            ));
+        }
         if !self.lowered && self.table.len() > self.max_flows {
             return Err(format!(
                 "{} flows > max {}",
@@ -447,7 +670,8 @@ impl Sim {
     }
 }
 
-fn run(seed: u64, steps: usize) {
+/// Runs one seed; returns the flows installed in the simulated kernel.
+fn run(seed: u64, steps: usize) -> u64 {
     let mut sim = Sim::new(seed);
     for step in 0..steps {
         if let Err(e) = sim.step() {
@@ -465,7 +689,8 @@ fn run(seed: u64, steps: usize) {
     eprintln!(
         "seed {seed}: {} flows created, {} expired, {} failed, {} evicted, {} replies routed, \
          {} late replies to evicted flows unmatched, {} dropped full, {} no server, \
-         {} pool shrinks, {} client pools dropped, {} refused for the client socket bound",
+         {} pool shrinks, {} client pools dropped, {} refused for the client socket bound, \
+         {} offloaded, {} withdrawn, {} datagrams forwarded by the kernel",
         s.flows_created,
         s.flows_expired,
         s.flows_failed,
@@ -476,8 +701,12 @@ fn run(seed: u64, steps: usize) {
         s.dropped_no_server,
         sim.shrinks,
         s.client_pools_dropped,
-        s.skipped_no_client_socket
+        s.skipped_no_client_socket,
+        sim.installs,
+        sim.withdrawals,
+        sim.kernel_forwarded
     );
+    sim.installs
 }
 
 #[test]
@@ -495,11 +724,13 @@ fn udp_flow_table_simulation_keeps_its_invariants() {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1);
+    let mut offloaded = 0;
     for i in 0..30u64 {
         let seed = base.wrapping_add(i.wrapping_mul(0x9E37_79B9));
         eprintln!("UDP_SIM_SEED={seed}");
-        run(seed, 5_000);
+        offloaded += run(seed, 5_000);
     }
+    assert!(offloaded > 0, "no run exercised the kernel fast path");
 }
 
 /// Many source ports against a small table: memory stays bounded by the table size.

@@ -4,10 +4,14 @@
 //! - [`FlowTable::handle_client`]: a datagram from a client address arrived on the listener;
 //! - [`FlowTable::handle_server`]: a datagram arrived on upstream socket `k` from a server;
 //! - [`FlowTable::server_unreachable`]: an ICMP error (or a send error) for upstream `k` → server;
-//! - [`FlowTable::expire`]: the timer returned by [`FlowTable::poll_timeout`] fired.
+//! - [`FlowTable::expire`]: the timer returned by [`FlowTable::poll_timeout`] fired;
+//! - the kernel fast path's answers ([`kernel`]): [`FlowTable::handle_offload_result`],
+//!   [`FlowTable::handle_activity`], [`FlowTable::handle_withdrawn`].
 //!
 //! Outputs: where to send the datagram ([`ClientVerdict`]), which client a reply goes to, which
-//! upstream sockets must exist ([`FlowTable::upstreams_needed`]), and the next timer.
+//! upstream sockets must exist ([`FlowTable::upstreams_needed`]), the next timer, and what the
+//! kernel fast path must do ([`FlowTable::poll_offload`]: install an established flow,
+//! withdraw one that ended). The table never calls the kernel itself.
 //!
 //! # Reply routing and the descriptor bound
 //! Upstream sockets form a pool per address family, shared by all flows and all servers. A flow
@@ -61,6 +65,9 @@ use std::time::Duration;
 
 use crate::proxy::transparent::{UpstreamSource, choose_source};
 use crate::select::Target;
+
+pub mod kernel;
+pub use kernel::{Activity, FlowId, KernelReport, OffloadCommand, OffloadRequest};
 
 /// Address family of an upstream socket pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -185,48 +192,14 @@ pub struct UdpStats {
     pub unmatched_replies: u64,
     /// Unreachable reports (ICMP errors, send errors).
     pub unreachable: u64,
-    /// Flows handed to the kernel fast path ([`Offload`]).
+    /// Flows handed to the kernel fast path ([`OffloadCommand::Install`] that succeeded).
     pub flows_offloaded: u64,
-    /// Datagrams the kernel forwarded for offloaded flows (both directions; counted when the
-    /// table asks: [`FlowTable::refresh_offloaded`], the flow's idle check, its end).
+    /// Datagrams the kernel forwarded for offloaded flows (both directions; counted as the
+    /// shell reports them: [`FlowTable::handle_activity`], [`FlowTable::handle_withdrawn`]).
     pub kernel_datagrams: u64,
     /// Flows removed because their server's address changed (`server N address ...`, a
     /// re-resolved name): the client's next datagram opens a flow to the new address.
     pub flows_readdressed: u64,
-}
-
-/// Traffic the kernel forwarded for one offloaded flow since the table last asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Activity {
-    /// When the latest of those datagrams passed (in the table's clock).
-    pub last_seen: Option<Duration>,
-    pub datagrams_up: u64,
-    pub bytes_up: u64,
-    pub datagrams_down: u64,
-    pub bytes_down: u64,
-}
-
-/// What the kernel needs to forward a flow: the client, the address it sends to, the server,
-/// and the address of the upstream socket pen sends from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OffloadRequest {
-    pub client: SocketAddr,
-    pub listen: SocketAddr,
-    pub server: SocketAddr,
-    pub upstream: SocketAddr,
-}
-
-/// A kernel fast path for established flows (the shell's tc program; a fake in tests). The
-/// table decides which flows go there and when they end; it asks for their traffic before
-/// judging them idle and withdraws them whenever they are removed.
-pub trait Offload: Send + std::fmt::Debug {
-    /// Forward the flow in the kernel from now on; `false` when it cannot (the flow stays in
-    /// pen).
-    fn install(&mut self, req: &OffloadRequest) -> bool;
-    /// Traffic forwarded for `client`'s flow since the previous call (`now`: the table's clock).
-    fn activity(&mut self, client: &SocketAddr, now: Duration) -> Activity;
-    /// Stop forwarding `client`'s flow in the kernel.
-    fn withdraw(&mut self, client: &SocketAddr);
 }
 
 /// Where a flow's datagrams are forwarded.
@@ -234,7 +207,10 @@ pub trait Offload: Send + std::fmt::Debug {
 enum Path {
     /// By pen; may be offered to the kernel once established.
     Pen,
-    /// By the kernel ([`Offload`]).
+    /// By pen, and offered to the kernel ([`OffloadCommand::Install`]): waiting for the
+    /// answer ([`FlowTable::handle_offload_result`]).
+    Offering,
+    /// By the kernel.
     Kernel,
     /// By pen for good: the kernel refused it.
     PenOnly,
@@ -276,6 +252,8 @@ struct Flow {
     /// The address the client sent to, when the listener is a wildcard: replies leave from it.
     local: Option<IpAddr>,
     path: Path,
+    /// Tells this flow from a later one of the same client in the kernel fast path's answers.
+    id: FlowId,
 }
 
 /// Upstream slots in use towards one server address.
@@ -341,10 +319,13 @@ pub struct FlowTable {
     source: Option<IpAddr>,
     seq: u64,
     stats: UdpStats,
-    offload: Option<Box<dyn Offload>>,
+    /// Established flows are offered to the kernel fast path ([`FlowTable::enable_offload`]).
+    offload: bool,
+    /// What the kernel fast path must do, oldest first ([`FlowTable::poll_offload`]).
+    offload_queue: VecDeque<OffloadCommand>,
     /// The selector's [`Selector::addr_generation`] the flows were last checked against.
     addr_generation: u64,
-    /// Where [`FlowTable::refresh_offloaded`] goes on next.
+    /// Where [`FlowTable::offloaded_turn`] goes on next.
     refresh_turn: usize,
 }
 
@@ -382,7 +363,8 @@ impl FlowTable {
             source: None,
             seq: 0,
             stats: UdpStats::default(),
-            offload: None,
+            offload: false,
+            offload_queue: VecDeque::new(),
             addr_generation: 0,
             refresh_turn: 0,
         }
@@ -525,28 +507,16 @@ impl FlowTable {
             };
         }
         // Make room by evicting answered flows, least recently active first (more than one
-        // only after `max_flows` was lowered below the table's size).
-        // An offloaded flow's LRU position dates from its last reply through pen: before one
-        // is evicted, the kernel's counters are read, and a flow the kernel kept busy moves to
-        // the recent end instead (at most once per flow and call: the loop stays bounded).
-        let mut second_chances = self.answered.len();
+        // only after `max_flows` was lowered below the table's size). An offloaded flow's LRU
+        // position moves with the kernel's traffic as it is reported
+        // ([`FlowTable::handle_activity`]).
         while self.flows.len() >= self.max_flows {
-            let Some((key, victim)) = self.answered.pop_first() else {
+            let Some((_, victim)) = self.answered.pop_first() else {
                 self.stats.dropped_table_full += 1;
                 return ClientVerdict::Drop(DropReason::TableFull);
             };
             if let Some(flow) = self.flows.get_mut(&victim) {
                 flow.answered = None; // its LRU entry is gone already
-            }
-            if second_chances > 0 && self.is_offloaded(&victim) {
-                second_chances -= 1;
-                self.catch_up(&victim, now);
-                if let Some(seen) = self.flows.get(&victim).map(|f| f.last_seen)
-                    && seen > key.0
-                {
-                    self.mark_answered(victim, seen);
-                    continue;
-                }
             }
             if self.remove(victim, now, selector).is_some() {
                 self.stats.flows_evicted += 1;
@@ -596,6 +566,7 @@ impl FlowTable {
                     bytes_down: 0,
                     local: None,
                     path: Path::Pen,
+                    id: FlowId(self.seq),
                 },
             );
             self.stats.flows_created += 1;
@@ -708,125 +679,6 @@ impl FlowTable {
         self.flows.get(client).and_then(|f| f.local)
     }
 
-    /// Hand established flows to `offload` from now on ([`FlowTable::offload`]).
-    pub fn set_offload(&mut self, offload: Box<dyn Offload>) {
-        self.offload = Some(offload);
-    }
-
-    /// Whether `client`'s flow should be offered to the kernel: there is a fast path, the
-    /// flow is still forwarded by pen and has completed an exchange (its server answered and
-    /// the client sent again), so one-shot flows (a query from a fresh port) never cost a
-    /// kernel update. Transparent flows stay in pen (the fast path sends from pen's address).
-    pub fn wants_offload(&self, client: &SocketAddr) -> bool {
-        self.offload.is_some()
-            && self.flows.get(client).is_some_and(|f| {
-                f.path == Path::Pen
-                    && f.upstream.bound.is_none()
-                    && f.datagrams_down > 0
-                    && f.datagrams_up >= 2
-            })
-    }
-
-    /// Offer `client`'s flow to the kernel: it was sent to `listen` (the listener's address;
-    /// a wildcard listener's flows use the address recorded by [`FlowTable::note_local`]) and
-    /// goes upstream from `upstream` (the upstream socket's address). Returns whether the
-    /// kernel took it; a refused flow is not offered again.
-    pub fn offload(
-        &mut self,
-        client: &SocketAddr,
-        listen: SocketAddr,
-        upstream: SocketAddr,
-    ) -> bool {
-        if !self.wants_offload(client) {
-            return false;
-        }
-        let (Some(o), Some(f)) = (self.offload.as_mut(), self.flows.get_mut(client)) else {
-            return false;
-        };
-        let listen = SocketAddr::new(f.local.unwrap_or(listen.ip()), listen.port());
-        let req = OffloadRequest {
-            client: *client,
-            listen,
-            server: f.server,
-            upstream,
-        };
-        if o.install(&req) {
-            f.path = Path::Kernel;
-            let (seen, unanswered) = (f.last_seen, f.answered.is_none());
-            // Its exchanges now pass in the kernel, unseen by `handle_server`: it joins the
-            // eviction LRU here (its position is refreshed from the kernel's counters when it
-            // comes up for eviction).
-            if unanswered {
-                self.mark_answered(*client, seen);
-            }
-            self.stats.flows_offloaded += 1;
-            true
-        } else {
-            f.path = Path::PenOnly;
-            false
-        }
-    }
-
-    /// Whether `client`'s flow is forwarded by the kernel.
-    pub fn is_offloaded(&self, client: &SocketAddr) -> bool {
-        self.flows
-            .get(client)
-            .is_some_and(|f| f.path == Path::Kernel)
-    }
-
-    /// Adds what the kernel forwarded for an offloaded flow to its counters and last-seen time.
-    fn catch_up(&mut self, client: &SocketAddr, now: Duration) {
-        let Some(o) = self.offload.as_mut() else {
-            return;
-        };
-        let Some(f) = self
-            .flows
-            .get_mut(client)
-            .filter(|f| f.path == Path::Kernel)
-        else {
-            return;
-        };
-        let a = o.activity(client, now);
-        if let Some(t) = a.last_seen {
-            f.last_seen = f.last_seen.max(t.min(now));
-        }
-        f.datagrams_up += a.datagrams_up;
-        f.bytes_up += a.bytes_up;
-        f.datagrams_down += a.datagrams_down;
-        f.bytes_down += a.bytes_down;
-        let s = &mut self.stats;
-        s.datagrams_from_clients += a.datagrams_up;
-        s.bytes_from_clients += a.bytes_up;
-        s.datagrams_from_servers += a.datagrams_down;
-        s.bytes_from_servers += a.bytes_down;
-        s.kernel_datagrams += a.datagrams_up + a.datagrams_down;
-    }
-
-    /// Reads what the kernel forwarded for up to `max` offloaded flows (taking turns when there
-    /// are more), so that the reports' counters and idle times of live kernel flows are at most
-    /// a few ticks old instead of waiting for each flow's idle check. Returns how many were read.
-    pub fn refresh_offloaded(&mut self, now: Duration, max: usize) -> usize {
-        if self.offload.is_none() {
-            return 0;
-        }
-        let kernel: Vec<SocketAddr> = self
-            .flows
-            .iter()
-            .filter(|(_, f)| f.path == Path::Kernel)
-            .map(|(c, _)| *c)
-            .collect();
-        if kernel.is_empty() {
-            return 0;
-        }
-        let start = self.refresh_turn % kernel.len();
-        let n = max.min(kernel.len());
-        for c in kernel.iter().cycle().skip(start).take(n) {
-            self.catch_up(c, now);
-        }
-        self.refresh_turn = start + n;
-        n
-    }
-
     /// A datagram of `len` bytes from `server` arrived on upstream socket `upstream`: the client
     /// to send it to from the listening address, or `None` (drop: no live flow).
     pub fn handle_server(
@@ -925,13 +777,13 @@ impl FlowTable {
         now: Duration,
         selector: &mut dyn Selector,
     ) -> Option<Flow> {
-        if self.is_offloaded(&client) {
-            self.catch_up(&client, now);
-            if let Some(o) = self.offload.as_mut() {
-                o.withdraw(&client);
-            }
-        }
         let flow = self.flows.remove(&client)?;
+        if matches!(flow.path, Path::Offering | Path::Kernel) {
+            self.offload_queue.push_back(OffloadCommand::Withdraw {
+                client,
+                flow: flow.id,
+            });
+        }
         self.deadlines.remove(&flow.deadline);
         if let Some(key) = flow.answered {
             self.answered.remove(&key);
@@ -1044,7 +896,6 @@ impl FlowTable {
                 break;
             }
             let client = entry.remove();
-            self.catch_up(&client, now);
             let Some(flow) = self.flows.get(&client) else {
                 continue;
             };
@@ -1068,58 +919,57 @@ impl FlowTable {
     /// Check the internal invariants (tests and simulation): every flow has exactly one route
     /// and one deadline, routes and deadlines point back at live flows, and no (upstream,
     /// server) pair is used twice.
-    pub fn check_invariants(&self) -> Result<(), String> {
+    pub fn check_invariants(&self) -> Result<(), InvariantError> {
+        use InvariantError as E;
         if self.flows.len() != self.routes.len() || self.flows.len() != self.deadlines.len() {
-            return Err(format!(
-                "{} flows, {} routes, {} deadlines",
-                self.flows.len(),
-                self.routes.len(),
-                self.deadlines.len()
-            ));
+            return Err(E::Sizes {
+                flows: self.flows.len(),
+                routes: self.routes.len(),
+                deadlines: self.deadlines.len(),
+            });
         }
         let answered = self.flows.values().filter(|f| f.answered.is_some()).count();
         if answered != self.answered.len() {
-            return Err(format!(
-                "{answered} answered flows, {} LRU entries",
-                self.answered.len()
-            ));
+            return Err(E::Lru {
+                answered,
+                entries: self.answered.len(),
+            });
         }
         for (client, flow) in &self.flows {
+            let client = *client;
             if let Some(key) = flow.answered
-                && self.answered.get(&key) != Some(client)
+                && self.answered.get(&key) != Some(&client)
             {
-                return Err(format!("answered flow of {client} is missing from the LRU"));
+                return Err(E::NotInLru { client });
             }
-            if self.routes.get(&(flow.upstream, flow.server)) != Some(client) {
-                return Err(format!("flow of {client} has no route back"));
+            if self.routes.get(&(flow.upstream, flow.server)) != Some(&client) {
+                return Err(E::NoRoute { client });
             }
-            if self.deadlines.get(&flow.deadline) != Some(client) {
-                return Err(format!("flow of {client} has no deadline"));
+            if self.deadlines.get(&flow.deadline) != Some(&client) {
+                return Err(E::NoDeadline { client });
             }
             let pool = match flow.upstream.bound {
                 None => self.upstream_high[family_index(flow.upstream.family)],
                 Some(ip) => {
                     if Family::of(&SocketAddr::new(ip, 0)) != flow.upstream.family {
-                        return Err(format!(
-                            "flow of {client} is bound to {ip} of another family"
-                        ));
+                        return Err(E::BoundToOtherFamily { client, ip });
                     }
                     self.client_pool(&ip)
                 }
             };
             if flow.upstream.index >= pool {
-                return Err(format!("flow of {client} uses an upstream beyond the pool"));
+                return Err(E::BeyondPool { client });
             }
             if flow.upstream.family != Family::of(&flow.server) {
-                return Err(format!("flow of {client} uses the wrong family"));
+                return Err(E::WrongFamily { client });
             }
         }
         for high in self.upstream_high {
             if high > self.max_upstreams {
-                return Err(format!(
-                    "{high} upstreams exceed the bound {}",
-                    self.max_upstreams
-                ));
+                return Err(E::TooManyUpstreams {
+                    high,
+                    bound: self.max_upstreams,
+                });
             }
         }
         for ((bound, server), slots) in &self.slots {
@@ -1128,7 +978,10 @@ impl FlowTable {
                 Some(ip) => self.client_pool(ip),
             };
             if slots.high > pool || slots.free.iter().any(|&(i, _)| i >= slots.high) {
-                return Err(format!("slots of {server} reach beyond the pool of {pool}"));
+                return Err(E::SlotsBeyondPool {
+                    server: *server,
+                    pool,
+                });
             }
         }
         let mut pool_flows: HashMap<IpAddr, u32> = HashMap::new();
@@ -1138,35 +991,79 @@ impl FlowTable {
             }
         }
         for (ip, pool) in &self.client_pools {
-            if pool.flows != pool_flows.get(ip).copied().unwrap_or(0) {
-                return Err(format!(
-                    "the pool bound to {ip} counts {} flows",
-                    pool.flows
-                ));
+            let live = pool_flows.get(ip).copied().unwrap_or(0);
+            if pool.flows != live {
+                return Err(E::PoolFlows {
+                    ip: *ip,
+                    counted: pool.flows,
+                    live,
+                });
             }
         }
         let empty = self.client_pools.values().filter(|p| p.flows == 0).count();
         if empty != self.empty_client_pools {
-            return Err(format!(
-                "{empty} client pools without flows, {} counted",
-                self.empty_client_pools
-            ));
+            return Err(E::EmptyPools {
+                empty,
+                counted: self.empty_client_pools,
+            });
         }
-        if pool_flows
+        if let Some(ip) = pool_flows
             .keys()
-            .any(|ip| !self.client_pools.contains_key(ip))
+            .find(|ip| !self.client_pools.contains_key(ip))
         {
-            return Err("a flow is bound to an address without a pool".to_string());
+            return Err(E::NoPool { ip: *ip });
         }
         let total: u32 = self.client_pools.values().map(|p| p.high).sum();
         if total != self.client_sockets || total > self.max_client_sockets {
-            return Err(format!(
-                "{total} client-bound sockets, {} counted, bound {}",
-                self.client_sockets, self.max_client_sockets
-            ));
+            return Err(E::ClientSockets {
+                total,
+                counted: self.client_sockets,
+                bound: self.max_client_sockets,
+            });
         }
         Ok(())
     }
+}
+
+/// A broken internal invariant of the flow table ([`FlowTable::check_invariants`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvariantError {
+    #[error("{flows} flows, {routes} routes, {deadlines} deadlines")]
+    Sizes {
+        flows: usize,
+        routes: usize,
+        deadlines: usize,
+    },
+    #[error("{answered} answered flows, {entries} LRU entries")]
+    Lru { answered: usize, entries: usize },
+    #[error("answered flow of {client} is missing from the LRU")]
+    NotInLru { client: SocketAddr },
+    #[error("flow of {client} has no route back")]
+    NoRoute { client: SocketAddr },
+    #[error("flow of {client} has no deadline")]
+    NoDeadline { client: SocketAddr },
+    #[error("flow of {client} is bound to {ip} of another family")]
+    BoundToOtherFamily { client: SocketAddr, ip: IpAddr },
+    #[error("flow of {client} uses an upstream beyond the pool")]
+    BeyondPool { client: SocketAddr },
+    #[error("flow of {client} uses the wrong family")]
+    WrongFamily { client: SocketAddr },
+    #[error("{high} upstreams exceed the bound {bound}")]
+    TooManyUpstreams { high: u32, bound: u32 },
+    #[error("slots of {server} reach beyond the pool of {pool}")]
+    SlotsBeyondPool { server: SocketAddr, pool: u32 },
+    #[error("the pool bound to {ip} counts {counted} flows, {live} live")]
+    PoolFlows { ip: IpAddr, counted: u32, live: u32 },
+    #[error("{empty} client pools without flows, {counted} counted")]
+    EmptyPools { empty: usize, counted: usize },
+    #[error("a flow is bound to {ip}, which has no pool")]
+    NoPool { ip: IpAddr },
+    #[error("{total} client-bound sockets, {counted} counted, bound {bound}")]
+    ClientSockets {
+        total: u32,
+        counted: u32,
+        bound: u32,
+    },
 }
 
 fn family_index(f: Family) -> usize {
@@ -1193,29 +1090,29 @@ fn info(client: SocketAddr, f: &Flow, idle: Duration) -> FlowInfo {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// Round robin over fixed servers, with a blacklist, recording every call.
     #[derive(Default)]
-    struct Fake {
-        servers: Vec<Option<SocketAddr>>,
-        blacklisted: Vec<bool>,
-        next: usize,
-        opened: Vec<(SocketAddr, Target)>,
-        closed: Vec<(SocketAddr, Target, u64, u64)>,
-        failed: Vec<Target>,
-        generation: u64,
+    pub(super) struct Fake {
+        pub(super) servers: Vec<Option<SocketAddr>>,
+        pub(super) blacklisted: Vec<bool>,
+        pub(super) next: usize,
+        pub(super) opened: Vec<(SocketAddr, Target)>,
+        pub(super) closed: Vec<(SocketAddr, Target, u64, u64)>,
+        pub(super) failed: Vec<Target>,
+        pub(super) generation: u64,
     }
 
     impl Fake {
         /// `server idx` gets `addr` (what `server N address ...` does to the balancer).
-        fn readdress(&mut self, idx: usize, addr: Option<&str>) {
+        pub(super) fn readdress(&mut self, idx: usize, addr: Option<&str>) {
             self.servers[idx] = addr.map(sa);
             self.generation += 1;
         }
 
-        fn new(addrs: &[&str]) -> Fake {
+        pub(super) fn new(addrs: &[&str]) -> Fake {
             Fake {
                 servers: addrs.iter().map(|a| Some(a.parse().unwrap())).collect(),
                 blacklisted: vec![false; addrs.len()],
@@ -1272,15 +1169,15 @@ mod tests {
         }
     }
 
-    fn sa(s: &str) -> SocketAddr {
+    pub(super) fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
     }
 
-    fn secs(s: u64) -> Duration {
+    pub(super) fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
     }
 
-    fn forward(v: ClientVerdict) -> (UpstreamId, SocketAddr, bool) {
+    pub(super) fn forward(v: ClientVerdict) -> (UpstreamId, SocketAddr, bool) {
         match v {
             ClientVerdict::Forward {
                 upstream,
@@ -1291,202 +1188,23 @@ mod tests {
         }
     }
 
-    /// A kernel fast path in memory: installed flows, their pending traffic, every call.
-    #[derive(Debug, Default)]
-    struct FakeKernel {
-        refuse: bool,
-        installed: std::sync::Arc<std::sync::Mutex<Vec<OffloadRequest>>>,
-        withdrawn: std::sync::Arc<std::sync::Mutex<Vec<SocketAddr>>>,
-        pending: std::sync::Arc<std::sync::Mutex<HashMap<SocketAddr, Activity>>>,
-    }
-
-    impl Offload for FakeKernel {
-        fn install(&mut self, req: &OffloadRequest) -> bool {
-            self.installed.lock().unwrap().push(*req);
-            !self.refuse
-        }
-        fn activity(&mut self, client: &SocketAddr, _now: Duration) -> Activity {
-            self.pending
-                .lock()
-                .unwrap()
-                .remove(client)
-                .unwrap_or_default()
-        }
-        fn withdraw(&mut self, client: &SocketAddr) {
-            self.withdrawn.lock().unwrap().push(*client);
-        }
-    }
-
-    /// A table with a fake kernel, and `c`'s flow established (query, answer, query).
-    impl FakeKernel {
-        /// The kernel forwarded `a` for `client` since the table last asked.
-        fn saw(&self, client: SocketAddr, a: Activity) {
-            self.pending.lock().unwrap().insert(client, a);
-        }
-    }
-
-    /// An empty table with a fake kernel, and a handle on that kernel's records.
-    fn kernel_table() -> (FlowTable, FakeKernel) {
+    #[test]
+    fn a_broken_invariant_is_named_with_the_flow_it_concerns() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
         let mut t = FlowTable::new(10, secs(60), 10);
-        let k = FakeKernel::default();
-        let handle = FakeKernel {
-            refuse: false,
-            installed: k.installed.clone(),
-            withdrawn: k.withdrawn.clone(),
-            pending: k.pending.clone(),
-        };
-        t.set_offload(Box::new(k));
-        (t, handle)
-    }
-
-    /// `c`'s flow established in `t`: query (second 0), answer, query (second 1).
-    fn establish(t: &mut FlowTable, c: SocketAddr, sel: &mut Fake) {
-        let (u, server, _) = forward(t.handle_client(secs(0), c, 10, sel));
-        assert!(!t.wants_offload(&c), "a new flow is not offered");
-        t.handle_server(secs(0), u, server, 20);
-        assert!(
-            !t.wants_offload(&c),
-            "one exchange is not an established flow yet"
-        );
-        forward(t.handle_client(secs(1), c, 10, sel));
-        assert!(t.wants_offload(&c));
-    }
-
-    /// A table with a fake kernel, and `c`'s flow established (query, answer, query).
-    fn established(c: SocketAddr, sel: &mut Fake) -> (FlowTable, FakeKernel) {
-        let (mut t, k) = kernel_table();
-        establish(&mut t, c, sel);
-        (t, k)
-    }
-
-    /// [`established`], and the flow handed to the kernel.
-    fn offloaded(c: SocketAddr, sel: &mut Fake) -> (FlowTable, FakeKernel) {
-        let (mut t, k) = established(c, sel);
-        assert!(t.offload(&c, sa("198.51.100.1:53"), sa("10.0.0.9:40000")));
-        (t, k)
-    }
-
-    #[test]
-    fn an_established_flow_is_offered_to_the_kernel_once() {
-        let mut sel = Fake::new(&["10.0.0.1:53"]);
         let c = sa("192.0.2.1:5000");
-        let (mut t, k) = offloaded(c, &mut sel);
-        assert!(t.is_offloaded(&c));
-        assert!(!t.wants_offload(&c));
-        assert!(!t.offload(&c, sa("198.51.100.1:53"), sa("10.0.0.9:40000")));
-        assert_eq!(
-            *k.installed.lock().unwrap(),
-            vec![OffloadRequest {
-                client: c,
-                listen: sa("198.51.100.1:53"),
-                server: sa("10.0.0.1:53"),
-                upstream: sa("10.0.0.9:40000"),
-            }]
-        );
-        assert_eq!(t.stats().flows_offloaded, 1);
-        // No fast path, no offer.
-        let mut plain = FlowTable::new(10, secs(60), 10);
-        forward(plain.handle_client(secs(0), c, 1, &mut sel));
-        assert!(!plain.wants_offload(&c));
-    }
-
-    #[test]
-    fn a_wildcard_listeners_flow_is_offloaded_with_the_address_its_client_used() {
-        let mut sel = Fake::new(&["10.0.0.1:53"]);
-        let c = sa("192.0.2.1:5000");
-        let (mut t, k) = established(c, &mut sel);
-        t.note_local(&c, "198.51.100.7".parse().unwrap());
-        assert!(t.offload(&c, sa("0.0.0.0:53"), sa("10.0.0.9:40000")));
-        assert_eq!(k.installed.lock().unwrap()[0].listen, sa("198.51.100.7:53"));
-    }
-
-    #[test]
-    fn a_refused_flow_stays_in_pen_and_is_not_offered_again() {
-        let mut sel = Fake::new(&["10.0.0.1:53"]);
-        let c = sa("192.0.2.1:5000");
-        let (mut t, k) = established(c, &mut sel);
-        t.offload = Some(Box::new(FakeKernel {
-            refuse: true,
-            installed: k.installed.clone(),
-            ..FakeKernel::default()
-        }));
-        assert!(!t.offload(&c, sa("198.51.100.1:53"), sa("10.0.0.9:40000")));
-        assert!(!t.is_offloaded(&c));
-        assert!(!t.wants_offload(&c));
-        assert_eq!(t.stats().flows_offloaded, 0);
-        // Removing it withdraws nothing from the kernel.
-        t.expire(secs(100), &mut sel);
-        assert!(k.withdrawn.lock().unwrap().is_empty());
-    }
-
-    #[test]
-    fn kernel_traffic_keeps_an_offloaded_flow_alive_and_is_counted() {
-        let mut sel = Fake::new(&["10.0.0.1:53"]);
-        let c = sa("192.0.2.1:5000");
-        let (mut t, k) = offloaded(c, &mut sel);
-        // The deadline (1 + 60) comes; the kernel forwarded traffic until second 50.
-        k.saw(
-            c,
-            Activity {
-                last_seen: Some(secs(50)),
-                datagrams_up: 100,
-                bytes_up: 1000,
-                datagrams_down: 100,
-                bytes_down: 2000,
-            },
-        );
-        assert_eq!(t.expire(secs(61), &mut sel), 0);
-        let f = t.flow(&c).unwrap();
-        assert_eq!(f.last_seen, secs(50));
-        assert_eq!(f.expires, secs(110));
-        assert_eq!((f.datagrams_up, f.bytes_up), (102, 1020));
-        assert_eq!((f.datagrams_down, f.bytes_down), (101, 2020));
-        let st = t.stats();
-        assert_eq!(st.kernel_datagrams, 200);
-        assert_eq!(st.datagrams_from_clients, 102);
-        assert_eq!(st.bytes_from_servers, 2020);
+        let (u, server, _) = forward(t.handle_client(secs(0), c, 10, &mut sel));
         t.check_invariants().unwrap();
-        // Nothing more: it expires, is withdrawn, and its server gets the full byte counts.
-        assert_eq!(t.expire(secs(110), &mut sel), 1);
-        assert_eq!(*k.withdrawn.lock().unwrap(), vec![c]);
-        assert_eq!(sel.closed, vec![(c, Target::Server(0), 1020, 2020)]);
-    }
-
-    #[test]
-    fn every_way_out_of_the_table_withdraws_an_offloaded_flow() {
-        // Server unreachable.
-        let mut sel = Fake::new(&["10.0.0.1:53", "10.0.0.2:53"]);
-        let c = sa("192.0.2.1:5000");
-        let (mut t, k) = offloaded(c, &mut sel);
-        let f = t.flow(&c).unwrap();
-        k.saw(
-            c,
-            Activity {
-                datagrams_up: 5,
-                bytes_up: 50,
-                ..Activity::default()
-            },
-        );
-        t.server_unreachable(secs(2), f.upstream, f.server, &mut sel);
-        assert_eq!(*k.withdrawn.lock().unwrap(), vec![c]);
-        assert_eq!(
-            sel.closed.last().map(|x| x.2),
-            Some(70),
-            "kernel bytes counted"
-        );
-        // Server removed.
-        let (mut t, k) = offloaded(c, &mut sel);
-        let Target::Server(idx) = t.flow(&c).unwrap().target else {
-            panic!("not a server flow")
-        };
-        sel.readdress(idx, Some("10.0.0.7:53"));
-        assert_eq!(t.follow_servers(secs(2), &mut sel), 1);
-        assert_eq!(*k.withdrawn.lock().unwrap(), vec![c]);
-        // Removed by the shell.
-        let (mut t, k) = offloaded(c, &mut sel);
-        t.remove_flow(secs(2), c, &mut sel);
-        assert_eq!(*k.withdrawn.lock().unwrap(), vec![c]);
-        t.check_invariants().unwrap();
+        // Point the flow's route at another client: the flow has no route back.
+        t.routes.insert((u, server), sa("192.0.2.9:1"));
+        let e = t.check_invariants().unwrap_err();
+        assert_eq!(e, InvariantError::NoRoute { client: c });
+        assert_eq!(e.to_string(), "flow of 192.0.2.1:5000 has no route back");
+        t.routes.clear();
+        assert!(matches!(
+            t.check_invariants(),
+            Err(InvariantError::Sizes { routes: 0, .. })
+        ));
     }
 
     #[test]
@@ -1945,53 +1663,6 @@ mod tests {
     }
 
     #[test]
-    fn a_full_table_keeps_an_offloaded_flow_the_kernel_keeps_busy() {
-        let mut sel = Fake::new(&["10.0.0.1:53"]);
-        let busy = sa("192.0.2.1:5000");
-        let (mut t, k) = offloaded(busy, &mut sel);
-        t.set_limits(2, secs(60));
-        // A second flow, answered later than the busy one's last reply through pen.
-        let quiet = sa("192.0.2.2:5000");
-        let ClientVerdict::Forward {
-            upstream, server, ..
-        } = t.handle_client(secs(3), quiet, 1, &mut sel)
-        else {
-            panic!("dropped")
-        };
-        assert_eq!(t.handle_server(secs(3), upstream, server, 1), Some(quiet));
-        // The kernel forwarded for the busy flow after that: the quiet flow is the victim.
-        k.saw(
-            busy,
-            Activity {
-                last_seen: Some(secs(5)),
-                datagrams_up: 3,
-                bytes_up: 30,
-                datagrams_down: 3,
-                bytes_down: 60,
-            },
-        );
-        forward(t.handle_client(secs(6), sa("192.0.2.3:5000"), 1, &mut sel));
-        assert!(t.flow(&busy).is_some(), "the busy offloaded flow stays");
-        assert!(
-            t.flow(&quiet).is_none(),
-            "the least recently active flow goes"
-        );
-        assert!(k.withdrawn.lock().unwrap().is_empty());
-        t.check_invariants().unwrap();
-        // With no kernel traffic since, the offloaded flow is evicted like any other.
-        let newest = sa("192.0.2.3:5000");
-        let f = t.flow(&newest).unwrap();
-        assert_eq!(
-            t.handle_server(secs(7), f.upstream, f.server, 1),
-            Some(newest)
-        );
-        forward(t.handle_client(secs(8), sa("192.0.2.4:5000"), 1, &mut sel));
-        assert!(t.flow(&busy).is_none());
-        assert_eq!(*k.withdrawn.lock().unwrap(), vec![busy]);
-        t.check_invariants().unwrap();
-    }
-
-    #[test]
     fn upstream_pools_shrink_to_what_live_flows_use() {
         let mut sel = Fake::new(&["10.0.0.1:53"]);
         let mut t = FlowTable::new(100, secs(1), 100);
@@ -2029,70 +1700,12 @@ mod tests {
         t.check_invariants().unwrap();
     }
 
-    #[test]
-    fn live_kernel_flows_report_their_traffic_before_their_idle_check() {
-        let mut sel = Fake::new(&["10.0.0.1:53"]);
-        let c = sa("192.0.2.1:5000");
-        let (mut t, k) = offloaded(c, &mut sel);
-        k.saw(
-            c,
-            Activity {
-                last_seen: Some(secs(3)),
-                datagrams_up: 4,
-                bytes_up: 40,
-                datagrams_down: 4,
-                bytes_down: 80,
-            },
-        );
-        assert_eq!(t.refresh_offloaded(secs(4), 100), 1);
-        let f = t.flow(&c).unwrap();
-        assert_eq!(
-            (f.datagrams_up, f.bytes_down, f.last_seen),
-            (6, 100, secs(3))
-        );
-        assert_eq!(t.stats().kernel_datagrams, 8);
-        // Read once: nothing is counted twice.
-        assert_eq!(t.refresh_offloaded(secs(5), 100), 1);
-        assert_eq!(t.stats().kernel_datagrams, 8);
-        assert_eq!(t.refresh_offloaded(secs(5), 0), 0);
-        t.check_invariants().unwrap();
-    }
-
-    #[test]
-    fn refreshing_many_kernel_flows_takes_turns() {
-        let mut sel = Fake::new(&["10.0.0.1:53"]);
-        let (mut t, k) = kernel_table();
-        let clients: Vec<SocketAddr> = (1..=5u16)
-            .map(|p| SocketAddr::from(([192, 0, 2, 1], p)))
-            .collect();
-        for c in &clients {
-            establish(&mut t, *c, &mut sel);
-            assert!(t.offload(c, sa("198.51.100.1:53"), sa("10.0.0.9:40000")));
-        }
-        let one = Activity {
-            datagrams_up: 1,
-            ..Activity::default()
-        };
-        for c in &clients {
-            k.saw(*c, one);
-        }
-        // Two per call: after three calls every flow has been read once or more.
-        for _ in 0..3 {
-            assert_eq!(t.refresh_offloaded(secs(2), 2), 2);
-        }
-        assert!(
-            k.pending.lock().unwrap().is_empty(),
-            "every flow had its turn"
-        );
-        assert_eq!(t.stats().kernel_datagrams, 5);
-    }
-
-    fn ip(s: &str) -> IpAddr {
+    pub(super) fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
     /// A table with `transparent` on.
-    fn transparent_table(max_flows: usize) -> FlowTable {
+    pub(super) fn transparent_table(max_flows: usize) -> FlowTable {
         let mut t = FlowTable::new(max_flows, secs(60), 100);
         t.set_sources(true, None);
         t
@@ -2199,24 +1812,6 @@ mod tests {
         assert!(t.shrink_client_pools());
         assert_eq!(t.client_sockets(), 0);
         t.check_invariants().unwrap();
-    }
-
-    #[test]
-    fn transparent_flows_are_never_offered_to_the_kernel() {
-        let (mut t, k) = kernel_table();
-        t.set_sources(true, None);
-        let mut sel = Fake::new(&["10.0.0.1:53"]);
-        let c = sa("192.0.2.1:5000");
-        let (u, server, _) = forward(t.handle_client(secs(0), c, 10, &mut sel));
-        assert_eq!(u.bound, Some(ip("192.0.2.1")));
-        t.handle_server(secs(0), u, server, 20);
-        forward(t.handle_client(secs(1), c, 10, &mut sel));
-        assert!(
-            !t.wants_offload(&c),
-            "an established transparent flow stays in pen"
-        );
-        assert!(!t.offload(&c, sa("10.0.0.254:53"), sa("192.0.2.1:40000")));
-        assert!(k.installed.lock().unwrap().is_empty());
     }
 
     #[test]

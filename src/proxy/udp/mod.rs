@@ -22,9 +22,11 @@ pub mod mmsg;
 pub mod offload;
 pub mod shell;
 
+pub mod routes;
+
 pub use flow::{
-    Activity, Candidate, ClientVerdict, DropReason, Family, FlowInfo, FlowTable, Offload,
-    OffloadRequest, Selector, UdpStats, UpstreamId,
+    Activity, Candidate, ClientVerdict, DropReason, Family, FlowId, FlowInfo, FlowTable,
+    KernelReport, OffloadCommand, OffloadRequest, Selector, UdpStats, UpstreamId,
 };
 pub use shell::{Limits, UdpContext, UdpHandle, UdpStatus, new_table, serve_table, serve_with};
 

@@ -3,9 +3,10 @@
 //!
 //! The flow table stays the one place where flows are made and ended. Once a flow has
 //! completed an exchange through pen (the client sent again after its server answered), the
-//! shell hands it to the kernel ([`FlowTable::offload`](super::FlowTable::offload)): two
-//! entries in a hash map, one per direction, each "datagrams from A to B leave as from C to D
-//! through interface N":
+//! table asks for it to be handed to the kernel ([`FlowTable::offload`](super::FlowTable::offload)
+//! queues an install command; the shell carries it out with [`KernelPath::install`], outside
+//! the table's lock): two entries in a hash map, one per direction, each "datagrams from A to
+//! B leave as from C to D through interface N":
 //!
 //! - client → listening address  ⇒  upstream socket's address → server, out of the server's
 //!   interface;
@@ -21,12 +22,13 @@
 //! addressed to this host, unknown four-tuples) goes on to the IP stack unchanged, so pen
 //! sees it as before.
 //!
-//! The kernel entries are a cache of the table's flows: the table asks for their traffic
-//! before it judges a flow idle ([`Offload::activity`]) and withdraws them when the flow ends
-//! for any reason ([`Offload::withdraw`]); the upstream socket stays open meanwhile, so no
-//! other socket can be given its port. Pen's counters of an offloaded flow catch up at those
-//! moments. Datagrams forwarded by the program bypass netfilter on the balancer host and its
-//! packet taps on egress.
+//! The kernel entries are a cache of the table's flows: the shell reads their traffic
+//! before the table judges a flow idle ([`KernelPath::activity`]) and withdraws them when the
+//! table says the flow ended, for any reason ([`KernelPath::withdraw`]); the upstream socket
+//! stays open meanwhile, so no other socket can be given its port. Pen's counters of an
+//! offloaded flow catch up at those moments. Route look-ups are cached until the routing
+//! changes ([`super::routes`]). Datagrams forwarded by the program bypass netfilter on the
+//! balancer host and its packet taps on egress.
 //!
 //! IPv6, transparent mode and clients or servers on the host itself stay on the socket path.
 //! When the kernel refuses (no tcx before Linux 6.6, no CAP_BPF/CAP_NET_ADMIN), pen logs why
@@ -38,7 +40,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use super::flow::{Activity, Offload, OffloadRequest};
+use super::flow::{Activity, OffloadRequest};
+use super::routes::{RouteCache, Via};
 use crate::link::bpf::{
     self, Asm, Cond, F_MARK_MANGLED_0, F_PSEUDO_HDR, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10,
     Size,
@@ -335,16 +338,6 @@ struct Installed {
     seen_down: Seen,
 }
 
-/// Route facts cached per destination.
-#[derive(Debug, Clone, Copy)]
-struct Via {
-    oif: u32,
-    src: Option<Ipv4Addr>,
-}
-
-/// Bound on the route cache (cleared when reached).
-const ROUTE_CACHE: usize = 4096;
-
 /// The loaded program, its map and attachments, and the flows installed in it.
 #[derive(Debug)]
 pub struct KernelPath {
@@ -353,7 +346,8 @@ pub struct KernelPath {
     /// Interface → its tcx link (`None`: attaching failed; not tried again).
     links: HashMap<u32, Option<OwnedFd>>,
     flows: HashMap<SocketAddr, Installed>,
-    routes: HashMap<Ipv4Addr, Option<Via>>,
+    /// Route look-ups, dropped when routes change ([`KernelPath::routes_changed`]).
+    routes: RouteCache,
 }
 
 impl KernelPath {
@@ -373,8 +367,13 @@ impl KernelPath {
             prog,
             links: HashMap::new(),
             flows: HashMap::new(),
-            routes: HashMap::new(),
+            routes: RouteCache::default(),
         })
+    }
+
+    /// Whether `client`'s flow is in the kernel's map.
+    pub fn holds(&self, client: &SocketAddr) -> bool {
+        self.flows.contains_key(client)
     }
 
     /// The program (for `bpf::test_run`).
@@ -399,30 +398,40 @@ impl KernelPath {
         Ok(())
     }
 
-    fn via(&mut self, dst: Ipv4Addr) -> Option<Via> {
-        if let Some(v) = self.routes.get(&dst) {
-            return *v;
-        }
-        if self.routes.len() >= ROUTE_CACHE {
-            self.routes.clear();
-        }
-        let v = match route::route_get(IpAddr::V4(dst)) {
-            // Only destinations reached over an interface: not the host itself.
-            Ok(r) if r.kind == 1 && r.oif != 0 => Some(Via {
-                oif: r.oif,
-                src: match r.prefsrc {
-                    Some(IpAddr::V4(s)) => Some(s),
-                    _ => None,
-                },
-            }),
-            Ok(_) => None,
-            Err(e) => {
-                tracing::debug!(error = %e, %dst, "udp fast path: no route");
-                None
+    /// How the kernel reaches `dst` over an interface (cached until routes change).
+    fn via(&mut self, dst: Ipv4Addr) -> Result<Via, OffloadError> {
+        let v = match self.routes.get(dst) {
+            Some(v) => v,
+            None => {
+                let v = match route::route_get(IpAddr::V4(dst)) {
+                    // Only destinations reached over an interface: not the host itself.
+                    Ok(r) if r.kind == 1 && r.oif != 0 => Some(Via {
+                        oif: r.oif,
+                        src: match r.prefsrc {
+                            Some(IpAddr::V4(s)) => Some(s),
+                            _ => None,
+                        },
+                    }),
+                    Ok(_) => None,
+                    Err(source) => return Err(OffloadError::RouteLookup { dst, source }),
+                };
+                self.routes.insert(dst, v);
+                v
             }
         };
-        self.routes.insert(dst, v);
-        v
+        v.ok_or(OffloadError::NotOverAnInterface { dst })
+    }
+
+    /// The kernel's routing changed: route look-ups are made again for the flows installed
+    /// from now on.
+    pub fn routes_changed(&mut self) {
+        self.routes.routes_changed();
+    }
+
+    /// The interface `dst` is reached through now, as the fast path would install it
+    /// (`None`: not over an interface, or the look-up failed).
+    pub fn route_to(&mut self, dst: Ipv4Addr) -> Option<u32> {
+        self.via(dst).ok().map(|v| v.oif)
     }
 
     fn attach(&mut self, ifindex: u32) -> bool {
@@ -470,47 +479,79 @@ fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
     }
 }
 
-impl Offload for KernelPath {
-    fn install(&mut self, req: &OffloadRequest) -> bool {
-        let (Some(client), Some(listen), Some(server), Some(local)) = (
-            v4(req.client),
-            v4(req.listen),
-            v4(req.server),
-            v4(req.upstream),
-        ) else {
-            return false;
-        };
+/// Why a flow stays in pen instead of going to the kernel fast path.
+#[derive(Debug, thiserror::Error)]
+pub enum OffloadError {
+    #[error("{addr} is not an IPv4 address; the kernel fast path forwards IPv4 only")]
+    NotIpv4 { addr: SocketAddr },
+    #[error(
+        "the listener's address {listen} is a wildcard and the client's destination is unknown"
+    )]
+    WildcardListener { listen: SocketAddr },
+    #[error("cannot look up the route to {dst}")]
+    RouteLookup {
+        dst: Ipv4Addr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{dst} is not reached over an interface (the host itself, or no route)")]
+    NotOverAnInterface { dst: Ipv4Addr },
+    #[error("the route to {dst} names no source address for the wildcard upstream socket")]
+    NoSourceAddress { dst: Ipv4Addr },
+    #[error("the fast path could not be attached to interface {ifindex}")]
+    NotAttached { ifindex: u32 },
+    #[error("cannot write the flow of {client} into the kernel's map")]
+    MapUpdate {
+        client: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn need_v4(a: SocketAddr) -> Result<SocketAddrV4, OffloadError> {
+    v4(a).ok_or(OffloadError::NotIpv4 { addr: a })
+}
+
+/// The shell's side of the table's [`OffloadCommand`](super::flow::OffloadCommand)s: the
+/// kernel calls (route look-ups, tcx attachment, map writes and reads). Never called with the
+/// flow table's lock held.
+impl KernelPath {
+    /// Forward the flow in the kernel from now on (an `Install` command).
+    pub fn install(&mut self, req: &OffloadRequest) -> Result<(), OffloadError> {
+        let client = need_v4(req.client)?;
+        let listen = need_v4(req.listen)?;
+        let server = need_v4(req.server)?;
+        let local = need_v4(req.upstream)?;
         if listen.ip().is_unspecified() {
-            return false;
+            return Err(OffloadError::WildcardListener { listen: req.listen });
         }
-        let (Some(to_client), Some(to_server)) = (self.via(*client.ip()), self.via(*server.ip()))
-        else {
-            return false;
-        };
+        let to_client = self.via(*client.ip())?;
+        let to_server = self.via(*server.ip())?;
         let local_ip = if local.ip().is_unspecified() {
-            match to_server.src {
-                Some(ip) => ip,
-                None => return false,
-            }
+            to_server
+                .src
+                .ok_or(OffloadError::NoSourceAddress { dst: *server.ip() })?
         } else {
             *local.ip()
         };
         let local = SocketAddrV4::new(local_ip, local.port());
-        if !self.attach(to_client.oif) || !self.attach(to_server.oif) {
-            return false;
-        }
-        let rw = rewrites(client, listen, local, server, to_client.oif, to_server.oif);
-        match self.put(req.client, &rw) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::debug!(error = %e, client = %req.client, "udp fast path: map update failed");
-                self.withdraw(&req.client);
-                false
+        for ifindex in [to_client.oif, to_server.oif] {
+            if !self.attach(ifindex) {
+                return Err(OffloadError::NotAttached { ifindex });
             }
         }
+        let rw = rewrites(client, listen, local, server, to_client.oif, to_server.oif);
+        self.put(req.client, &rw).map_err(|source| {
+            self.withdraw(&req.client);
+            OffloadError::MapUpdate {
+                client: req.client,
+                source,
+            }
+        })
     }
 
-    fn activity(&mut self, client: &SocketAddr, now: Duration) -> Activity {
+    /// Traffic forwarded for `client`'s flow since the previous call (`now`: the table's clock).
+    pub fn activity(&mut self, client: &SocketAddr, now: Duration) -> Activity {
         let Some(f) = self.flows.get(client) else {
             return Activity::default();
         };
@@ -543,7 +584,10 @@ impl Offload for KernelPath {
         act
     }
 
-    fn withdraw(&mut self, client: &SocketAddr) {
+    /// Stop forwarding `client`'s flow in the kernel (a `Withdraw` command). Returns what the
+    /// kernel forwarded for it since it was last read.
+    pub fn withdraw(&mut self, client: &SocketAddr) -> Activity {
+        let last = self.activity(client, Duration::ZERO);
         if let Some(f) = self.flows.remove(client) {
             for k in [f.up, f.down] {
                 if let Err(e) = bpf::map_delete(&self.map, &k) {
@@ -551,6 +595,7 @@ impl Offload for KernelPath {
                 }
             }
         }
+        last
     }
 }
 
