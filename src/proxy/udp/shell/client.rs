@@ -205,19 +205,44 @@ async fn send_one<C: UdpContext>(
     }
 }
 
+/// Local shortages (no buffers, no memory, no usable local address) are pen's own problem and
+/// never blame the server (see [`crate::proxy::resources::is_local_resource_error`]).
 fn send_error_blames_server(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(
-            libc::ENETUNREACH
-                | libc::EHOSTUNREACH
-                | libc::ECONNREFUSED
-                | libc::EACCES
-                | libc::EPERM
-                | libc::EADDRNOTAVAIL
-                | libc::EAFNOSUPPORT
+    !crate::proxy::resources::is_local_resource_error(e)
+        && matches!(
+            e.raw_os_error(),
+            Some(
+                libc::ENETUNREACH
+                    | libc::EHOSTUNREACH
+                    | libc::ECONNREFUSED
+                    | libc::EACCES
+                    | libc::EPERM
+                    | libc::EAFNOSUPPORT
+            )
         )
-    )
+}
+
+#[cfg(test)]
+mod send_error_tests {
+    use super::send_error_blames_server;
+    use std::io;
+
+    #[test]
+    fn local_shortages_never_blame_the_server() {
+        for errno in [
+            libc::ENOBUFS,
+            libc::ENOMEM,
+            libc::EADDRNOTAVAIL,
+            libc::EMFILE,
+        ] {
+            let e = io::Error::from_raw_os_error(errno);
+            assert!(!send_error_blames_server(&e), "{e}");
+        }
+        for errno in [libc::ENETUNREACH, libc::EHOSTUNREACH, libc::ECONNREFUSED] {
+            let e = io::Error::from_raw_os_error(errno);
+            assert!(send_error_blames_server(&e), "{e}");
+        }
+    }
 }
 
 /// Waits until `sock` is readable and receives one batch (see [`recv_once`]).
