@@ -222,6 +222,18 @@ fn send_error_blames_server(e: &io::Error) -> bool {
         )
 }
 
+/// Waits until `sock` is readable and receives one batch (see [`recv_once`]).
+async fn recv_draining(sock: &UdpSocket, batch: &mut RecvBatch, fd: RawFd) -> io::Result<usize> {
+    loop {
+        sock.readable().await?;
+        match recv_once(sock, batch, fd) {
+            Ok((n, _)) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod send_error_tests {
     use super::send_error_blames_server;
@@ -241,18 +253,6 @@ mod send_error_tests {
         for errno in [libc::ENETUNREACH, libc::EHOSTUNREACH, libc::ECONNREFUSED] {
             let e = io::Error::from_raw_os_error(errno);
             assert!(send_error_blames_server(&e), "{e}");
-        }
-    }
-}
-
-/// Waits until `sock` is readable and receives one batch (see [`recv_once`]).
-async fn recv_draining(sock: &UdpSocket, batch: &mut RecvBatch, fd: RawFd) -> io::Result<usize> {
-    loop {
-        sock.readable().await?;
-        match recv_once(sock, batch, fd) {
-            Ok((n, _)) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
         }
     }
 }
