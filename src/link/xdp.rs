@@ -24,11 +24,12 @@
 
 use std::io;
 use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use aya::Ebpf;
 use aya::maps::{Array, HashMap, MapData};
-use aya::programs::{ProgramFd, Xdp, XdpMode};
+use aya::programs::{ProgramFd, Xdp};
 
 use super::bpf;
 use crate::engine::{EngineConfig, Mac};
@@ -166,9 +167,11 @@ impl std::fmt::Debug for Generation {
 /// outlives the bump.
 pub struct FastPath {
     cfg: FastPathConfig,
-    /// The loaded object: owns the program and its attachment (none when only loaded: tests
-    /// run the program with `bpf::test_run`), detached and unloaded when dropped.
+    /// The loaded object: owns the program (unloaded when dropped).
     ebpf: Ebpf,
+    /// The attachment, a BPF link (detached when dropped); `None` when only loaded (tests run
+    /// the program with `bpf::test_run`).
+    link: Option<OwnedFd>,
     flows: HashMap<MapData, Key, Entry>,
     generation: Arc<Generation>,
     counters: Array<MapData, [u64; 2]>,
@@ -188,6 +191,7 @@ impl std::fmt::Debug for FastPath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FastPath")
             .field("cfg", &self.cfg)
+            .field("attached", &self.link.is_some())
             .field("generation", &self.generation)
             .field("epoch", &self.epoch)
             .field("learned", &self.learned)
@@ -221,6 +225,7 @@ impl FastPath {
         Ok(FastPath {
             cfg,
             ebpf,
+            link: None,
             flows,
             generation: Arc::new(Generation {
                 state: Mutex::new((generation, 0)),
@@ -238,9 +243,13 @@ impl FastPath {
     /// BPF link (detached by the kernel when pen exits, however it exits).
     pub fn attach(cfg: FastPathConfig, ifindex: u32, ifname: &str) -> io::Result<FastPath> {
         let mut fp = FastPath::load(cfg)?;
-        xdp(&mut fp.ebpf)?
-            .attach_to_if_index(ifindex, XdpMode::Skb)
-            .map_err(|e| bpf::error(&format!("cannot attach the XDP program to {ifname}"), e))?;
+        let link = crate::sys::bpf::xdp_link(fp.prog()?.as_fd(), ifindex).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot attach the XDP program to {ifname}: {e}"),
+            )
+        })?;
+        fp.link = Some(link);
         Ok(fp)
     }
 

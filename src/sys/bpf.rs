@@ -1,8 +1,9 @@
 //! The `bpf(2)` commands aya does not offer in the shape pen needs: running a loaded program
-//! once on a test frame (`BPF_PROG_TEST_RUN`, for the differential tests) and attaching a tc
-//! program to an interface *by index* through a tcx link (aya's tcx attach takes a name, and
-//! the UDP fast path knows interfaces by the index the route lookup returned). Also the
-//! clock `bpf_ktime_get_ns` reads, so pen can age the program's timestamps.
+//! once on a test frame (`BPF_PROG_TEST_RUN`, for the differential tests) and attaching a
+//! program to an interface *by index* through a BPF link and nothing else (aya's tcx attach
+//! takes an interface name, and its XDP attach falls back to a netlink attachment that
+//! outlives a killed pen; pen's fast paths must be detached by the kernel however pen exits).
+//! Also the clock `bpf_ktime_get_ns` reads, so pen can age the program's timestamps.
 //!
 //! Programs and maps are loaded and accessed through aya ([`crate::link::bpf`]); nothing here
 //! touches a map, so no call can make the kernel write past a Rust buffer of the wrong size.
@@ -12,9 +13,13 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 const CMD_PROG_TEST_RUN: i32 = 10;
 const CMD_LINK_CREATE: i32 = 28;
+/// `BPF_XDP`.
+const ATTACH_XDP: u32 = 37;
 /// `BPF_TCX_INGRESS` (Linux 6.6+): tc ingress through a BPF link, several programs per
 /// interface.
 const ATTACH_TCX_INGRESS: u32 = 46;
+/// `XDP_FLAGS_SKB_MODE`: the generic (driver-independent) XDP hook.
+const XDP_FLAGS_SKB_MODE: u32 = 2;
 
 /// A `union bpf_attr` (144 bytes on current kernels, zero beyond the fields a command uses),
 /// written field by field at the kernel's offsets.
@@ -36,6 +41,7 @@ mod link {
     pub const PROG_FD: usize = 0;
     pub const TARGET_IFINDEX: usize = 4;
     pub const ATTACH_TYPE: usize = 8;
+    pub const FLAGS: usize = 12;
 }
 
 impl Attr {
@@ -104,10 +110,21 @@ pub(crate) fn test_run(prog: BorrowedFd<'_>, frame: &[u8]) -> io::Result<(u32, V
 /// any programs already there, which keep running): detached when the returned descriptor is
 /// closed, so also when the process dies.
 pub(crate) fn tcx_link(prog: BorrowedFd<'_>, ifindex: u32) -> io::Result<OwnedFd> {
+    link_create(prog, ifindex, ATTACH_TCX_INGRESS, 0)
+}
+
+/// Attaches an XDP program to interface `ifindex` in generic (SKB) mode through a BPF link:
+/// detached when the returned descriptor is closed, so also when the process dies.
+pub(crate) fn xdp_link(prog: BorrowedFd<'_>, ifindex: u32) -> io::Result<OwnedFd> {
+    link_create(prog, ifindex, ATTACH_XDP, XDP_FLAGS_SKB_MODE)
+}
+
+fn link_create(prog: BorrowedFd<'_>, ifindex: u32, attach: u32, flags: u32) -> io::Result<OwnedFd> {
     let fd = Attr::new()
         .u32(link::PROG_FD, prog.as_raw_fd() as u32)
         .u32(link::TARGET_IFINDEX, ifindex)
-        .u32(link::ATTACH_TYPE, ATTACH_TCX_INGRESS)
+        .u32(link::ATTACH_TYPE, attach)
+        .u32(link::FLAGS, flags)
         .call(CMD_LINK_CREATE)?;
     // SAFETY: BPF_LINK_CREATE returned a new file descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
