@@ -483,6 +483,63 @@ mod tests {
         assert_eq!(run(&fp, &f).0, XDP_TX);
     }
 
+    /// A veth pair of this test's own (no `dummy` module on every kernel), deleted when
+    /// dropped, also when the test fails.
+    struct Dummy(String);
+
+    impl Dummy {
+        fn new() -> Dummy {
+            let name = format!("penxdp{}", std::process::id() % 100_000);
+            let _ = ip(&["link", "del", &name]);
+            let peer = format!("{name}p");
+            let out = ip(&["link", "add", &name, "type", "veth", "peer", "name", &peer]);
+            assert!(out.status.success(), "ip link add {name}: {out:?}");
+            Dummy(name)
+        }
+        fn ifindex(&self) -> u32 {
+            let path = format!("/sys/class/net/{}/ifindex", self.0);
+            let text = std::fs::read_to_string(&path).unwrap();
+            text.trim().parse().unwrap()
+        }
+        /// What `ip -d link show` says about XDP on it.
+        fn xdp(&self) -> bool {
+            let out = ip(&["-d", "link", "show", "dev", &self.0]);
+            String::from_utf8_lossy(&out.stdout).contains("xdpgeneric")
+        }
+    }
+
+    impl Drop for Dummy {
+        fn drop(&mut self) {
+            let _ = ip(&["link", "del", &self.0]);
+        }
+    }
+
+    fn ip(args: &[&str]) -> std::process::Output {
+        std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .expect("ip (iproute2) runs")
+    }
+
+    /// The program is attached in generic mode through a BPF link, never by netlink, so the
+    /// kernel detaches it when the link's descriptor closes (a dropped fast path, or pen
+    /// killed).
+    #[test]
+    fn the_attachment_is_a_link_that_goes_with_the_fast_path() {
+        if !bpf::may_load_programs() {
+            return;
+        }
+        let dummy = Dummy::new();
+        assert!(!dummy.xdp());
+        let mut fp = FastPath::attach(cfg(), dummy.ifindex(), &dummy.0).expect("attaches");
+        assert!(dummy.xdp(), "attached in generic (SKB) mode");
+        // Closing the link's descriptor alone (the program stays loaded) detaches it, as the
+        // kernel does when pen is killed; a netlink attachment would stay.
+        drop(fp.link.take());
+        assert!(!dummy.xdp(), "detached with the link");
+        drop(fp);
+    }
+
     #[test]
     fn with_r_each_source_port_is_its_own_entry() {
         let Some(mut fp) = loaded(FastPathConfig {
