@@ -7,7 +7,7 @@
 #include "pen.h"
 
 /* Set by the loader (aya's EbpfLoader::override_global) from the engine's configuration. */
-volatile const __u8 pen_mac[ETH_ALEN] = {0}; /* the DSR interface's MAC */
+volatile const __u16 pen_mac[3] = {0}; /* the DSR interface's MAC, as struct eth holds it */
 volatile const __be32 pen_vip = 0;           /* as on the wire */
 volatile const __be16 pen_port = 0;          /* as on the wire; 0 = every port */
 volatile const __u8 pen_proto = 0;           /* IPPROTO_TCP or IPPROTO_UDP (-U) */
@@ -22,7 +22,7 @@ struct client {
 
 /* xdp::Entry */
 struct backend {
-	__u8 mac[ETH_ALEN];
+	__u16 mac[3]; /* as struct eth holds it */
 	__u8 pad[6];
 	__u32 generation;
 };
@@ -66,7 +66,7 @@ int pen_dsr(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
+	struct eth *eth = data;
 	struct iphdr *ip = (void *)(eth + 1);
 	struct ports *ports = (void *)(ip + 1);
 	__u32 zero = 0;
@@ -74,9 +74,9 @@ int pen_dsr(struct xdp_md *ctx)
 	/* One bounds check covers every header byte read below. */
 	if ((void *)(ports + 1) > data_end)
 		return XDP_PASS;
-	for (int i = 0; i < ETH_ALEN; i++)
-		if (eth->h_dest[i] != pen_mac[i])
-			return XDP_PASS;
+	__u16 mac[3] = {pen_mac[0], pen_mac[1], pen_mac[2]};
+	if (eth->dst[0] != mac[0] || eth->dst[1] != mac[1] || eth->dst[2] != mac[2])
+		return XDP_PASS;
 	if (!plain_ipv4(eth, ip) || ip->protocol != pen_proto || ip->daddr != pen_vip)
 		return XDP_PASS;
 	if (pen_port != 0 && ports->dst != pen_port)
@@ -95,9 +95,8 @@ int pen_dsr(struct xdp_md *ctx)
 		return XDP_PASS;
 
 	/* Destination MAC := the backend's, source MAC := ours. */
-	__builtin_memcpy(eth->h_dest, b->mac, ETH_ALEN);
-	for (int i = 0; i < ETH_ALEN; i++)
-		eth->h_source[i] = pen_mac[i];
+	__builtin_memcpy(eth->dst, b->mac, sizeof(eth->dst));
+	__builtin_memcpy(eth->src, mac, sizeof(eth->src));
 
 	struct counts *c = bpf_map_lookup_elem(&pen_dsr_count, &zero);
 	if (c) {

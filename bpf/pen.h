@@ -23,10 +23,19 @@
  * program and then the stack. */
 #define PEN_TCX_NEXT -1
 
+/* The Ethernet header, each MAC as three 16-bit words. (The uapi's struct ethhdr is packed,
+ * so clang would read and write it a byte at a time.) */
+struct eth {
+	__u16 dst[3];
+	__u16 src[3];
+	__be16 proto;
+};
+_Static_assert(sizeof(struct eth) == ETH_HLEN, "an Ethernet header is 14 bytes");
+
 /* An untagged Ethernet frame carrying IPv4 without options that is not a fragment. */
-static __always_inline int plain_ipv4(const struct ethhdr *eth, const struct iphdr *ip)
+static __always_inline int plain_ipv4(const struct eth *eth, const struct iphdr *ip)
 {
-	return eth->h_proto == bpf_htons(ETH_P_IP) && ip->version == 4 && ip->ihl == 5 &&
+	return eth->proto == bpf_htons(ETH_P_IP) && ip->version == 4 && ip->ihl == 5 &&
 	       !(ip->frag_off & bpf_htons(PEN_IP_MF | PEN_IP_OFFSET));
 }
 

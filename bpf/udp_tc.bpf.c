@@ -45,7 +45,7 @@ int pen_udp_fast(struct __sk_buff *skb)
 		return PEN_TCX_NEXT;
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
+	struct eth *eth = data;
 	struct iphdr *ip = (void *)(eth + 1);
 	struct udphdr *udp = (void *)(ip + 1);
 

@@ -111,6 +111,12 @@ pub fn test_run(prog: &impl AsFd, frame: &[u8]) -> io::Result<(u32, Vec<u8>)> {
     crate::sys::bpf::test_run(prog.as_fd(), frame)
 }
 
+/// The kernel's mean time for one run of `prog` on `frame`, in nanoseconds, over `repeat`
+/// runs (`BPF_PROG_TEST_RUN`; for measurements).
+pub fn mean_run_ns(prog: &impl AsFd, frame: &[u8], repeat: u32) -> io::Result<u32> {
+    crate::sys::bpf::test_run_repeat(prog.as_fd(), frame, repeat).map(|(_, _, ns)| ns)
+}
+
 /// For tests that load programs: whether this process may (root). Elsewhere the caller skips,
 /// except in CI, where a skip would hide the test: there it fails.
 #[cfg(test)]

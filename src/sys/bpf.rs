@@ -34,6 +34,7 @@ mod test {
     pub const DATA_IN: usize = 16;
     pub const DATA_OUT: usize = 24;
     pub const REPEAT: usize = 32;
+    pub const DURATION: usize = 36;
 }
 
 /// Field offsets of `bpf_attr.link_create` (`BPF_LINK_CREATE`).
@@ -92,6 +93,16 @@ fn ptr<T>(p: *const T) -> u64 {
 /// Runs `prog` once on a copy of `frame` (`BPF_PROG_TEST_RUN`): the return code and the frame
 /// as the program left it (at most 256 bytes longer than `frame`).
 pub(crate) fn test_run(prog: BorrowedFd<'_>, frame: &[u8]) -> io::Result<(u32, Vec<u8>)> {
+    test_run_repeat(prog, frame, 1).map(|(rc, out, _)| (rc, out))
+}
+
+/// [`test_run`] `repeat` times in the kernel: also the kernel's mean time per run, in
+/// nanoseconds (for measurements).
+pub(crate) fn test_run_repeat(
+    prog: BorrowedFd<'_>,
+    frame: &[u8],
+    repeat: u32,
+) -> io::Result<(u32, Vec<u8>, u32)> {
     let mut out = vec![0u8; frame.len() + 256];
     let mut a = Attr::new();
     a.u32(test::PROG_FD, prog.as_raw_fd() as u32)
@@ -99,11 +110,11 @@ pub(crate) fn test_run(prog: BorrowedFd<'_>, frame: &[u8]) -> io::Result<(u32, V
         .u32(test::DATA_SIZE_OUT, out.len() as u32)
         .u64(test::DATA_IN, ptr(frame.as_ptr()))
         .u64(test::DATA_OUT, ptr(out.as_mut_ptr()))
-        .u32(test::REPEAT, 1);
+        .u32(test::REPEAT, repeat.max(1));
     a.call(CMD_PROG_TEST_RUN)?;
     let len = (a.get_u32(test::DATA_SIZE_OUT) as usize).min(out.len());
     out.truncate(len);
-    Ok((a.get_u32(test::RETVAL), out))
+    Ok((a.get_u32(test::RETVAL), out, a.get_u32(test::DURATION)))
 }
 
 /// Attaches a tc program to the ingress of interface `ifindex` through a tcx BPF link (after

@@ -671,6 +671,36 @@ mod tests {
         }
     }
 
+    /// The program's cost per datagram, as the kernel times it: an installed flow's datagram
+    /// (rewritten, `TC_ACT_REDIRECT`) and an unknown one (`TCX_NEXT`). The kernel reuses the
+    /// frame across the runs, so the entry rewrites the tuple to itself: every run hits and
+    /// does all the checksum and store work.
+    #[test]
+    #[ignore = "measurement, needs root; run by hand"]
+    fn program_cost_per_datagram() {
+        let mut kp = KernelPath::new().expect("loads");
+        let (c, l) = (a("10.1.0.10:40000"), a("10.1.0.2:53"));
+        let same = Rewrite {
+            from: c,
+            to: l,
+            new_from: c,
+            new_to: l,
+            out: 1,
+        };
+        let client = SocketAddr::V4(c);
+        kp.put(client, &[same, flow()[1]]).unwrap();
+        let hit = frame(c, l, b"query", true);
+        let miss = frame(a("10.1.0.11:40000"), l, b"query", true);
+        let prog = kp.prog().unwrap();
+        for (what, f, rc) in [("redirect", hit, TC_ACT_REDIRECT), ("next", miss, TCX_NEXT)] {
+            assert_eq!(bpf::test_run(prog, &f).unwrap().0, rc);
+            let ns = bpf::mean_run_ns(prog, &f, 1_000_000).unwrap();
+            eprintln!("tc {what}: {ns} ns per datagram");
+        }
+        let act = kp.activity(&client, Duration::from_secs(1000));
+        assert_eq!(act.datagrams_up, 1_000_001, "every run was a hit");
+    }
+
     #[test]
     fn the_kernel_program_agrees_with_the_model_on_mutated_frames() {
         let Some(mut kp) = loaded() else { return };
