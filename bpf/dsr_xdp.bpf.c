@@ -8,10 +8,10 @@
 
 /* Set by the loader (aya's EbpfLoader::override_global) from the engine's configuration. */
 volatile const __u16 pen_mac[3] = {0}; /* the DSR interface's MAC, as struct eth holds it */
-volatile const __be32 pen_vip = 0;           /* as on the wire */
-volatile const __be16 pen_port = 0;          /* as on the wire; 0 = every port */
-volatile const __u8 pen_proto = 0;           /* IPPROTO_TCP or IPPROTO_UDP (-U) */
-volatile const __u8 pen_per_flow = 0;        /* -r: the client's source port is in the key */
+volatile const __be32 pen_vip = 0;      /* as on the wire */
+volatile const __be16 pen_port = 0;     /* as on the wire; 0 = every port */
+volatile const __u8 pen_proto = 0;      /* IPPROTO_TCP or IPPROTO_UDP (-U) */
+volatile const __u8 pen_per_flow = 0;   /* -r: the client's source port is in the key */
 
 /* xdp::Key */
 struct client {
