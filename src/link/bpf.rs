@@ -11,6 +11,7 @@
 //! compare.
 
 use std::io;
+#[cfg(test)]
 use std::os::fd::AsFd;
 
 use aya::maps::{Array, HashMap, MapData};
@@ -18,13 +19,15 @@ use aya::programs::ProgramError;
 use aya::{Ebpf, EbpfError, Pod};
 
 /// `bpf/dsr_xdp.bpf.c`, compiled.
-pub static DSR_XDP: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dsr_xdp.bpf.o"));
+pub(crate) static DSR_XDP: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dsr_xdp.bpf.o"));
 /// `bpf/udp_tc.bpf.c`, compiled.
-pub static UDP_TC: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/udp_tc.bpf.o"));
+pub(crate) static UDP_TC: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/udp_tc.bpf.o"));
 
 /// An aya error as an `io::Error` that says what pen was doing (`what`); a verifier refusal
 /// carries the tail of the verifier's log.
-pub fn error(what: &str, e: impl Into<Failure>) -> io::Error {
+pub(crate) fn error(what: &str, e: impl Into<Failure>) -> io::Error {
     let (kind, text) = match e.into() {
         Failure::Ebpf(EbpfError::ProgramError(p)) | Failure::Program(p) => describe(p),
         Failure::Ebpf(e) => (io::ErrorKind::Other, e.to_string()),
@@ -57,7 +60,7 @@ fn describe(p: ProgramError) -> (io::ErrorKind, String) {
 
 /// What [`error`] accepts.
 #[derive(Debug)]
-pub enum Failure {
+pub(crate) enum Failure {
     Ebpf(EbpfError),
     Program(ProgramError),
     Map(aya::maps::MapError),
@@ -83,20 +86,23 @@ impl From<aya::maps::MapError> for Failure {
 
 /// Takes the hash map `name` out of `ebpf` as keys `K` and values `V`; an error when the
 /// object has no such map or its key or value size differs from `K`'s or `V`'s.
-pub fn hash_map<K: Pod, V: Pod>(ebpf: &mut Ebpf, name: &str) -> io::Result<HashMap<MapData, K, V>> {
+pub(crate) fn hash_map<K: Pod, V: Pod>(
+    ebpf: &mut Ebpf,
+    name: &str,
+) -> io::Result<HashMap<MapData, K, V>> {
     let map = ebpf.take_map(name).ok_or_else(|| missing("map", name))?;
     HashMap::try_from(map).map_err(|e| error(&format!("BPF map {name}"), e))
 }
 
 /// Takes the array `name` out of `ebpf` as values `V` (see [`hash_map`]).
-pub fn array<V: Pod>(ebpf: &mut Ebpf, name: &str) -> io::Result<Array<MapData, V>> {
+pub(crate) fn array<V: Pod>(ebpf: &mut Ebpf, name: &str) -> io::Result<Array<MapData, V>> {
     let map = ebpf.take_map(name).ok_or_else(|| missing("map", name))?;
     Array::try_from(map).map_err(|e| error(&format!("BPF map {name}"), e))
 }
 
 /// The error for a program or map the embedded object lacks (a build out of step with
 /// `bpf/`).
-pub fn missing(what: &str, name: &str) -> io::Error {
+pub(crate) fn missing(what: &str, name: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::NotFound,
         format!(
@@ -107,20 +113,22 @@ pub fn missing(what: &str, name: &str) -> io::Error {
 
 /// Runs `prog` once on a copy of `frame` (`BPF_PROG_TEST_RUN`): the return code and the frame
 /// as the program left it.
-pub fn test_run(prog: &impl AsFd, frame: &[u8]) -> io::Result<(u32, Vec<u8>)> {
+#[cfg(test)]
+pub(crate) fn test_run(prog: &impl AsFd, frame: &[u8]) -> io::Result<(u32, Vec<u8>)> {
     crate::sys::bpf::test_run(prog.as_fd(), frame)
 }
 
 /// The kernel's mean time for one run of `prog` on `frame`, in nanoseconds, over `repeat`
 /// runs (`BPF_PROG_TEST_RUN`; for measurements).
-pub fn mean_run_ns(prog: &impl AsFd, frame: &[u8], repeat: u32) -> io::Result<u32> {
+#[cfg(test)]
+pub(crate) fn mean_run_ns(prog: &impl AsFd, frame: &[u8], repeat: u32) -> io::Result<u32> {
     crate::sys::bpf::test_run_repeat(prog.as_fd(), frame, repeat).map(|(_, _, ns)| ns)
 }
 
 /// For tests that load programs: whether this process may (root). Elsewhere the caller skips,
 /// except in CI, where a skip would hide the test: there it fails.
 #[cfg(test)]
-pub fn may_load_programs() -> bool {
+pub(crate) fn may_load_programs() -> bool {
     if crate::sys::bpf::is_root() {
         return true;
     }

@@ -11,6 +11,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
+#[cfg(test)]
 const CMD_PROG_TEST_RUN: i32 = 10;
 const CMD_LINK_CREATE: i32 = 28;
 /// `BPF_XDP`.
@@ -26,6 +27,7 @@ const XDP_FLAGS_SKB_MODE: u32 = 2;
 struct Attr([u8; 144]);
 
 /// Field offsets of `bpf_attr.test` (`BPF_PROG_TEST_RUN`).
+#[cfg(test)]
 mod test {
     pub const PROG_FD: usize = 0;
     pub const RETVAL: usize = 4;
@@ -53,10 +55,12 @@ impl Attr {
         self.0[off..off + 4].copy_from_slice(&v.to_ne_bytes());
         self
     }
+    #[cfg(test)]
     fn u64(&mut self, off: usize, v: u64) -> &mut Attr {
         self.0[off..off + 8].copy_from_slice(&v.to_ne_bytes());
         self
     }
+    #[cfg(test)]
     fn get_u32(&self, off: usize) -> u32 {
         let mut b = [0u8; 4];
         b.copy_from_slice(&self.0[off..off + 4]);
@@ -86,18 +90,22 @@ impl Attr {
     }
 }
 
+#[cfg(test)]
 fn ptr<T>(p: *const T) -> u64 {
     p as usize as u64
 }
 
-/// Runs `prog` once on a copy of `frame` (`BPF_PROG_TEST_RUN`): the return code and the frame
-/// as the program left it (at most 256 bytes longer than `frame`).
+/// Runs `prog` once on a copy of `frame` (`BPF_PROG_TEST_RUN`, for the differential tests):
+/// the return code and the frame as the program left it (at most 256 bytes longer than
+/// `frame`).
+#[cfg(test)]
 pub(crate) fn test_run(prog: BorrowedFd<'_>, frame: &[u8]) -> io::Result<(u32, Vec<u8>)> {
     test_run_repeat(prog, frame, 1).map(|(rc, out, _)| (rc, out))
 }
 
 /// [`test_run`] `repeat` times in the kernel: also the kernel's mean time per run, in
 /// nanoseconds (for measurements).
+#[cfg(test)]
 pub(crate) fn test_run_repeat(
     prog: BorrowedFd<'_>,
     frame: &[u8],
