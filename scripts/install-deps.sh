@@ -2,7 +2,8 @@
 # Installs the system packages the build, the tests and the lab need. Idempotent: packages
 # already present are skipped, so a second run does no network work.
 set -euo pipefail
-PKGS=(libpcap-dev iproute2 nftables iptables ethtool iputils-ping tcpdump
+PKGS=(libpcap-dev clang libbpf-dev linux-libc-dev   # clang + BPF headers: build.rs compiles bpf/*.bpf.c
+      iproute2 nftables iptables ethtool iputils-ping tcpdump
       pen curl dnsutils apache2-utils nmap openssl
       nginx-light haproxy wrk dnsperf   # pen-lab bench peers and load generators
       keepalived)                       # VRRP pair in the vrrp-failover scenario

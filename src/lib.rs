@@ -25,6 +25,7 @@
 //! - [`reqlog`]: the `-l` request log (its line formats are pure functions).
 //! - [`link`]: frame drivers for the engine: live `AF_PACKET` (DSR mode of the daemon),
 //!   offline pcap files (`pen-sim`), in memory.
+//! - `sys`: the kernel layer; the `unsafe` system calls live there behind safe functions.
 
 pub mod acl;
 pub mod cli;
@@ -37,3 +38,4 @@ pub mod proxy;
 pub mod reqlog;
 pub mod select;
 pub mod stats;
+pub(crate) mod sys;

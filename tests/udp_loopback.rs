@@ -145,13 +145,15 @@ fn try_start_pen(
         .unwrap();
     let addr: SocketAddr = listen.parse().unwrap();
     let mut pen = Pen { child, addr };
-    // Ready when a query is answered (bounded).
+    // Ready when a query is answered (bounded). One probe socket, so the probes make one flow
+    // however long pen takes between binding and serving (the tests count flows).
     let deadline = Instant::now() + Duration::from_secs(10);
+    let probe = client(listen_ip);
     loop {
         if let Some(status) = pen.child.try_wait().unwrap() {
             return Err(status);
         }
-        if query_once(&client(listen_ip), addr, Duration::from_millis(100)).is_some() {
+        if query_once(&probe, addr, Duration::from_millis(100)).is_some() {
             return Ok(pen);
         }
         assert!(Instant::now() < deadline, "pen never answered on {addr}");

@@ -7,8 +7,8 @@
 //!   `recvmmsg`/`sendmmsg`.
 //! - [`dsr`] (Linux): DSR mode for the daemon, the engine on the live driver fed by the
 //!   balancer's servers and blacklist.
-//! - [`xdp`] (Linux): the DSR fast path, an XDP program (assembled by [`bpf`]) that forwards
-//!   the frames of clients the engine has already placed without waking pen.
+//! - [`xdp`] (Linux): the DSR fast path, an XDP program (C in `bpf/`, loaded by [`bpf`]) that
+//!   forwards the frames of clients the engine has already placed without waking pen.
 //!
 //! Every driver follows the same loop: before handing a frame received at `now` to
 //! [`Engine::process_meta`](crate::engine::Engine::process_meta), it sends everything

@@ -24,10 +24,14 @@
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::bpf::{self, Asm, Cond, R0, R1, R2, R3, R6, R7, R8, R10, Size};
+use aya::Ebpf;
+use aya::maps::{Array, HashMap, MapData};
+use aya::programs::{ProgramFd, Xdp};
+
+use super::bpf;
 use crate::engine::{EngineConfig, Mac};
 
 /// What the program matches, taken from the engine's configuration.
@@ -60,10 +64,18 @@ impl FastPathConfig {
     }
 }
 
-/// Map key: client IPv4 address and (with `-r`) source port, both as on the wire.
+/// Map key (`struct client` of `bpf/dsr_xdp.bpf.c`): client IPv4 address and (with `-r`)
+/// source port, both as on the wire, then two bytes of zero padding.
 pub type Key = [u8; 8];
-/// Map value: backend MAC (6 bytes), 6 bytes of padding, generation (u32, native order).
-const VALUE_LEN: usize = 16;
+/// Map value (`struct backend`): backend MAC (6 bytes), 6 bytes of padding, generation (u32,
+/// native order) at [`OFF_GENERATION`].
+pub type Entry = [u8; 16];
+const OFF_GENERATION: usize = 12;
+/// The program and its maps, as named in `bpf/dsr_xdp.bpf.c`.
+const PROG: &str = "pen_dsr";
+const MAP_FLOWS: &str = "pen_dsr_flows";
+const MAP_GENERATION: &str = "pen_dsr_gen";
+const MAP_COUNTERS: &str = "pen_dsr_count";
 /// Capacity of the client map (LRU: the least recently used client is dropped when full and
 /// simply goes through the engine again).
 pub const MAX_CLIENTS: u32 = 65_536;
@@ -98,98 +110,6 @@ pub fn flow_key(cfg: &FastPathConfig, frame: &[u8]) -> Option<Key> {
     Some(k)
 }
 
-/// The XDP program for `cfg` using the three maps (client → backend, generation, counters).
-/// Mirrors [`flow_key`] plus the destination MAC check; see the module documentation.
-pub fn program(
-    cfg: &FastPathConfig,
-    flows: &OwnedFd,
-    generation: &OwnedFd,
-    counters: &OwnedFd,
-) -> Result<Vec<bpf::Insn>, String> {
-    let mac_lo = u32::from_le_bytes([cfg.mac[0], cfg.mac[1], cfg.mac[2], cfg.mac[3]]);
-    let mac_hi = u16::from_le_bytes([cfg.mac[4], cfg.mac[5]]);
-    // A 16-bit field as a little-endian load sees it.
-    let le16 = |b: [u8; 2]| u32::from(u16::from_le_bytes(b));
-    let mut a = Asm::new();
-    let pass = a.new_label();
-    let tx = a.new_label();
-    // r6 = data, r7 = data_end; one bounds check covers every header byte read below.
-    a.ldx(Size::W, R6, R1, 0).ldx(Size::W, R7, R1, 4);
-    a.mov(R2, R6)
-        .add_imm(R2, MIN_LEN as i32)
-        .jmp_reg(Cond::Gt, R2, R7, pass);
-    // Addressed to our MAC.
-    a.ldx(Size::W, R3, R6, 0)
-        .jmp32_imm(Cond::Ne, R3, mac_lo, pass);
-    a.ldx(Size::H, R3, R6, 4)
-        .jmp32_imm(Cond::Ne, R3, u32::from(mac_hi), pass);
-    // IPv4 (untagged), no options.
-    a.ldx(Size::H, R3, R6, 12)
-        .jmp32_imm(Cond::Ne, R3, le16([0x08, 0x00]), pass);
-    a.ldx(Size::B, R3, R6, 14)
-        .jmp32_imm(Cond::Ne, R3, 0x45, pass);
-    // Not a fragment: MF and the offset (bytes 20-21 loaded little-endian: 0xff3f).
-    a.ldx(Size::H, R3, R6, 20)
-        .and_imm(R3, 0xff3f)
-        .jmp32_imm(Cond::Ne, R3, 0, pass);
-    // Our protocol, to the VIP, to our port.
-    a.ldx(Size::B, R3, R6, 23)
-        .jmp32_imm(Cond::Ne, R3, u32::from(cfg.proto), pass);
-    a.ldx(Size::W, R3, R6, 30)
-        .jmp32_imm(Cond::Ne, R3, u32::from_le_bytes(cfg.vip.octets()), pass);
-    if cfg.port != 0 {
-        a.ldx(Size::H, R3, R6, 36)
-            .jmp32_imm(Cond::Ne, R3, le16(cfg.port.to_be_bytes()), pass);
-    }
-    // The key at fp-8: source address, source port with -r, zero padding.
-    a.ldx(Size::W, R3, R6, 26).stx(Size::W, R10, -8, R3);
-    if cfg.per_flow {
-        a.ldx(Size::H, R3, R6, 34).stx(Size::H, R10, -4, R3);
-    } else {
-        a.st(Size::H, R10, -4, 0);
-    }
-    a.st(Size::H, R10, -2, 0);
-    // r8 = the current generation.
-    a.st(Size::W, R10, -12, 0)
-        .ld_map(R1, generation)
-        .mov(R2, R10)
-        .add_imm(R2, -12)
-        .call(bpf::HELPER_MAP_LOOKUP)
-        .jmp_imm(Cond::Eq, R0, 0, pass)
-        .ldx(Size::W, R8, R0, 0);
-    // The client's entry, of this generation.
-    a.ld_map(R1, flows)
-        .mov(R2, R10)
-        .add_imm(R2, -8)
-        .call(bpf::HELPER_MAP_LOOKUP)
-        .jmp_imm(Cond::Eq, R0, 0, pass)
-        .ldx(Size::W, R3, R0, 12)
-        .jmp_reg(Cond::Ne, R3, R8, pass);
-    // Destination MAC := the backend's, source MAC := ours.
-    a.ldx(Size::W, R3, R0, 0)
-        .stx(Size::W, R6, 0, R3)
-        .ldx(Size::H, R3, R0, 4)
-        .stx(Size::H, R6, 4, R3)
-        .st(Size::W, R6, 6, mac_lo as i32)
-        .st(Size::H, R6, 10, i32::from(mac_hi));
-    // r8 = frame length (14 + IP total length), then count packets and bytes.
-    a.ldx(Size::H, R8, R6, 16)
-        .be16(R8)
-        .add_imm(R8, 14)
-        .st(Size::W, R10, -12, 0)
-        .ld_map(R1, counters)
-        .mov(R2, R10)
-        .add_imm(R2, -12)
-        .call(bpf::HELPER_MAP_LOOKUP)
-        .jmp_imm(Cond::Eq, R0, 0, tx)
-        .mov_imm(R1, 1)
-        .atomic_add64(R0, 0, R1)
-        .atomic_add64(R0, 8, R8);
-    a.label(tx).mov_imm(R0, XDP_TX as i32).exit();
-    a.label(pass).mov_imm(R0, XDP_PASS as i32).exit();
-    a.finish()
-}
-
 /// `XDP_PASS`: on to the stack (and pen's packet socket).
 pub const XDP_PASS: u32 = 2;
 /// `XDP_TX`: back out of the interface it came in on.
@@ -204,26 +124,35 @@ pub struct KernelCounts {
 
 /// The generation entries must carry to be used, shared between the DSR thread and the
 /// control path (a `server` command invalidates the cache at once, before its reply).
-#[derive(Debug)]
 pub struct Generation {
-    map: OwnedFd,
-    /// The value in the map; the lock orders the writes so the map never goes backwards.
-    value: Mutex<u32>,
+    /// The one-entry map and the value in it; the lock orders the writes so the map never
+    /// goes backwards.
+    state: Mutex<(Array<MapData, u32>, u32)>,
 }
 
 impl Generation {
     /// Moves to a new generation (every entry written before stops matching) and returns it.
     pub fn bump(&self) -> io::Result<u32> {
-        let mut g = self.value.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (map, g) = &mut *state;
         let next = g.wrapping_add(1);
-        bpf::map_update(&self.map, &0u32.to_ne_bytes(), &next.to_ne_bytes())?;
+        map.set(0, next, 0)
+            .map_err(|e| bpf::error("cannot write the DSR fast path's generation", e))?;
         *g = next;
         Ok(next)
     }
 
     /// The generation in force.
     pub fn current(&self) -> u32 {
-        *self.value.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).1
+    }
+}
+
+impl std::fmt::Debug for Generation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generation")
+            .field("current", &self.current())
+            .finish_non_exhaustive()
     }
 }
 
@@ -236,15 +165,16 @@ impl Generation {
 /// [`Generation::bump`] from the control path between the tick and the learning leaves the
 /// pass's entries stale-by-generation, so a decision made with the old server list never
 /// outlives the bump.
-#[derive(Debug)]
 pub struct FastPath {
     cfg: FastPathConfig,
-    flows: OwnedFd,
-    generation: Arc<Generation>,
-    counters: OwnedFd,
-    prog: OwnedFd,
-    /// The attachment; `None` when only loaded (tests run the program with `test_run`).
+    /// The loaded object: owns the program (unloaded when dropped).
+    ebpf: Ebpf,
+    /// The attachment, a BPF link (detached when dropped); `None` when only loaded (tests run
+    /// the program with `bpf::test_run`).
     link: Option<OwnedFd>,
+    flows: HashMap<MapData, Key, Entry>,
+    generation: Arc<Generation>,
+    counters: Array<MapData, [u64; 2]>,
     /// The engine epoch the last `sync` saw.
     epoch: Option<u64>,
     /// The generation this pass writes entries with (`None`: write none).
@@ -257,32 +187,57 @@ pub struct FastPath {
     pub learn_errors: u64,
 }
 
+impl std::fmt::Debug for FastPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FastPath")
+            .field("cfg", &self.cfg)
+            .field("attached", &self.link.is_some())
+            .field("generation", &self.generation)
+            .field("epoch", &self.epoch)
+            .field("learned", &self.learned)
+            .field("learn_errors", &self.learn_errors)
+            .finish_non_exhaustive()
+    }
+}
+
 impl FastPath {
     /// Creates the maps and loads the program for `cfg` (needs CAP_BPF or root) without
     /// attaching it.
     pub fn load(cfg: FastPathConfig) -> io::Result<FastPath> {
-        let flows = bpf::map_create(
-            bpf::MAP_LRU_HASH,
-            8,
-            VALUE_LEN as u32,
-            MAX_CLIENTS,
-            "pen_dsr_flows",
-        )?;
-        let generation = bpf::map_create(bpf::MAP_ARRAY, 4, 4, 1, "pen_dsr_gen")?;
-        let counters = bpf::map_create(bpf::MAP_ARRAY, 4, 16, 1, "pen_dsr_count")?;
-        let insns = program(&cfg, &flows, &generation, &counters)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let prog = bpf::prog_load_xdp(&insns, "pen_dsr")?;
+        // `struct eth`'s view of the MAC: three 16-bit words as loaded from the frame.
+        let [m0, m1, m2, m3, m4, m5] = cfg.mac;
+        let mac = [
+            u16::from_ne_bytes([m0, m1]),
+            u16::from_ne_bytes([m2, m3]),
+            u16::from_ne_bytes([m4, m5]),
+        ];
+        let vip = u32::from_ne_bytes(cfg.vip.octets());
+        let port = u16::from_ne_bytes(cfg.port.to_be_bytes());
+        let per_flow = u8::from(cfg.per_flow);
+        let mut ebpf = aya::EbpfLoader::new()
+            .override_global("pen_mac", &mac, true)
+            .override_global("pen_vip", &vip, true)
+            .override_global("pen_port", &port, true)
+            .override_global("pen_proto", &cfg.proto, true)
+            .override_global("pen_per_flow", &per_flow, true)
+            .map_max_entries(MAP_FLOWS, MAX_CLIENTS)
+            .load(bpf::DSR_XDP)
+            .map_err(|e| bpf::error("cannot load the DSR fast path", e))?;
+        let flows = bpf::hash_map(&mut ebpf, MAP_FLOWS)?;
+        let generation = bpf::array(&mut ebpf, MAP_GENERATION)?;
+        let counters = bpf::array(&mut ebpf, MAP_COUNTERS)?;
+        xdp(&mut ebpf)?
+            .load()
+            .map_err(|e| bpf::error("cannot load the DSR fast path", e))?;
         Ok(FastPath {
             cfg,
+            ebpf,
+            link: None,
             flows,
             generation: Arc::new(Generation {
-                map: generation,
-                value: Mutex::new(0),
+                state: Mutex::new((generation, 0)),
             }),
             counters,
-            prog,
-            link: None,
             epoch: None,
             pass_gen: None,
             last_key: None,
@@ -291,10 +246,11 @@ impl FastPath {
         })
     }
 
-    /// Loads the program and attaches it to interface `ifindex` in generic XDP mode.
+    /// Loads the program and attaches it to interface `ifindex` in generic XDP mode, through a
+    /// BPF link (detached by the kernel when pen exits, however it exits).
     pub fn attach(cfg: FastPathConfig, ifindex: u32, ifname: &str) -> io::Result<FastPath> {
         let mut fp = FastPath::load(cfg)?;
-        let link = bpf::xdp_link(&fp.prog, ifindex, bpf::XDP_FLAGS_SKB_MODE).map_err(|e| {
+        let link = crate::sys::bpf::xdp_link(fp.prog()?.as_fd(), ifindex).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("cannot attach the XDP program to {ifname}: {e}"),
@@ -305,8 +261,12 @@ impl FastPath {
     }
 
     /// The program (for `bpf::test_run`).
-    pub fn prog(&self) -> &OwnedFd {
-        &self.prog
+    pub fn prog(&self) -> io::Result<&ProgramFd> {
+        self.ebpf
+            .program(PROG)
+            .ok_or_else(|| bpf::missing("program", PROG))?
+            .fd()
+            .map_err(|e| bpf::error("the DSR fast path", e))
     }
 
     /// The generation handle, for the control path.
@@ -344,10 +304,10 @@ impl FastPath {
         let Some(key) = flow_key(&self.cfg, frame).filter(|k| self.last_key != Some(*k)) else {
             return;
         };
-        let mut value = [0u8; VALUE_LEN];
+        let mut value: Entry = [0; 16];
         value[..6].copy_from_slice(&frame[..6]);
-        value[12..16].copy_from_slice(&g.to_ne_bytes());
-        match bpf::map_update(&self.flows, &key, &value) {
+        value[OFF_GENERATION..].copy_from_slice(&g.to_ne_bytes());
+        match self.flows.insert(key, value, 0) {
             Ok(()) => {
                 self.learned += 1;
                 self.last_key = Some(key);
@@ -367,21 +327,20 @@ impl FastPath {
 
     /// What the program has forwarded so far.
     pub fn counts(&self) -> KernelCounts {
-        let mut v = [0u8; 16];
-        match bpf::map_lookup(&self.counters, &0u32.to_ne_bytes(), &mut v) {
-            Ok(true) => {
-                let mut a = [0u8; 8];
-                let mut b = [0u8; 8];
-                a.copy_from_slice(&v[..8]);
-                b.copy_from_slice(&v[8..]);
-                KernelCounts {
-                    frames: u64::from_ne_bytes(a),
-                    bytes: u64::from_ne_bytes(b),
-                }
-            }
-            _ => KernelCounts::default(),
+        match self.counters.get(&0, 0) {
+            Ok([frames, bytes]) => KernelCounts { frames, bytes },
+            Err(_) => KernelCounts::default(),
         }
     }
+}
+
+/// The XDP program of a loaded DSR object.
+fn xdp(ebpf: &mut Ebpf) -> io::Result<&mut Xdp> {
+    let p = ebpf
+        .program_mut(PROG)
+        .ok_or_else(|| bpf::missing("program", PROG))?;
+    p.try_into()
+        .map_err(|e| bpf::error(&format!("BPF program {PROG}"), e))
 }
 
 #[cfg(test)]
@@ -460,29 +419,6 @@ mod tests {
         assert!(flow_key(&any, &tcp(OUR, 1, 81)).is_some());
     }
 
-    #[test]
-    fn the_program_assembles_with_every_jump_resolved() {
-        // Any descriptors will do for assembling (nothing is loaded).
-        let fd = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
-        let (a, b, c) = (fd(), fd(), fd());
-        for per_flow in [false, true] {
-            for port in [0, 80] {
-                let p = program(
-                    &FastPathConfig {
-                        per_flow,
-                        port,
-                        ..cfg()
-                    },
-                    &a,
-                    &b,
-                    &c,
-                )
-                .unwrap();
-                assert!(p.len() > 40 && p.len() < 120, "{} instructions", p.len());
-            }
-        }
-    }
-
     /// Loads the program for real and runs it on frames with BPF_PROG_TEST_RUN (root).
     fn loaded(c: FastPathConfig) -> Option<FastPath> {
         if !bpf::may_load_programs() {
@@ -492,7 +428,7 @@ mod tests {
     }
 
     fn run(fp: &FastPath, f: &[u8]) -> (u32, Vec<u8>) {
-        bpf::test_run(fp.prog(), f).unwrap()
+        bpf::test_run(fp.prog().unwrap(), f).unwrap()
     }
 
     #[test]
@@ -554,6 +490,63 @@ mod tests {
         assert_eq!(run(&fp, &f).0, XDP_TX);
     }
 
+    /// A veth pair of this test's own (no `dummy` module on every kernel), deleted when
+    /// dropped, also when the test fails.
+    struct Dummy(String);
+
+    impl Dummy {
+        fn new() -> Dummy {
+            let name = format!("penxdp{}", std::process::id() % 100_000);
+            let _ = ip(&["link", "del", &name]);
+            let peer = format!("{name}p");
+            let out = ip(&["link", "add", &name, "type", "veth", "peer", "name", &peer]);
+            assert!(out.status.success(), "ip link add {name}: {out:?}");
+            Dummy(name)
+        }
+        fn ifindex(&self) -> u32 {
+            let path = format!("/sys/class/net/{}/ifindex", self.0);
+            let text = std::fs::read_to_string(&path).unwrap();
+            text.trim().parse().unwrap()
+        }
+        /// What `ip -d link show` says about XDP on it.
+        fn xdp(&self) -> bool {
+            let out = ip(&["-d", "link", "show", "dev", &self.0]);
+            String::from_utf8_lossy(&out.stdout).contains("xdpgeneric")
+        }
+    }
+
+    impl Drop for Dummy {
+        fn drop(&mut self) {
+            let _ = ip(&["link", "del", &self.0]);
+        }
+    }
+
+    fn ip(args: &[&str]) -> std::process::Output {
+        std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .expect("ip (iproute2) runs")
+    }
+
+    /// The program is attached in generic mode through a BPF link, never by netlink, so the
+    /// kernel detaches it when the link's descriptor closes (a dropped fast path, or pen
+    /// killed).
+    #[test]
+    fn the_attachment_is_a_link_that_goes_with_the_fast_path() {
+        if !bpf::may_load_programs() {
+            return;
+        }
+        let dummy = Dummy::new();
+        assert!(!dummy.xdp());
+        let mut fp = FastPath::attach(cfg(), dummy.ifindex(), &dummy.0).expect("attaches");
+        assert!(dummy.xdp(), "attached in generic (SKB) mode");
+        // Closing the link's descriptor alone (the program stays loaded) detaches it, as the
+        // kernel does when pen is killed; a netlink attachment would stay.
+        drop(fp.link.take());
+        assert!(!dummy.xdp(), "detached with the link");
+        drop(fp);
+    }
+
     #[test]
     fn with_r_each_source_port_is_its_own_entry() {
         let Some(mut fp) = loaded(FastPathConfig {
@@ -568,6 +561,28 @@ mod tests {
         fp.learn(&fwd);
         assert_eq!(run(&fp, &tcp(OUR, 40000, 80)).0, XDP_TX);
         assert_eq!(run(&fp, &tcp(OUR, 40001, 80)).0, XDP_PASS);
+    }
+
+    /// The program's cost per frame, as the kernel times it: a learned client's frame
+    /// (`XDP_TX`) and a frame for another port (`XDP_PASS`). The kernel reuses the frame
+    /// across the runs, so the learned backend is our own MAC: the rewrite leaves a frame
+    /// that hits again.
+    #[test]
+    #[ignore = "measurement, needs root; run by hand"]
+    fn program_cost_per_frame() {
+        let mut fp = FastPath::load(cfg()).expect("loads");
+        fp.sync(0);
+        fp.learn(&tcp(OUR, 40000, 80));
+        let prog = fp.prog().unwrap();
+        for (what, f, rc) in [
+            ("tx", tcp(OUR, 40000, 80), XDP_TX),
+            ("pass", tcp(OUR, 40000, 81), XDP_PASS),
+        ] {
+            assert_eq!(bpf::test_run(prog, &f).unwrap().0, rc);
+            let ns = bpf::mean_run_ns(prog, &f, 1_000_000).unwrap();
+            eprintln!("xdp {what}: {ns} ns per frame");
+        }
+        assert_eq!(fp.counts().frames, 1_000_001, "every run was a hit");
     }
 
     /// The program looks a frame up exactly when [`flow_key`] gives it a key (and the frame is

@@ -37,24 +37,29 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
+
+use aya::Ebpf;
+use aya::maps::{self, MapData};
+use aya::programs::{ProgramFd, SchedClassifier};
 
 use super::flow::{Activity, OffloadRequest};
 use super::routes::{RouteCache, Via};
-use crate::link::bpf::{
-    self, Asm, Cond, F_MARK_MANGLED_0, F_PSEUDO_HDR, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10,
-    Size,
-};
+use crate::link::bpf;
 use crate::link::route;
+use crate::sys::bpf::{monotonic_ns, tcx_link};
 
-/// Map key: source address, destination address, source port, destination port, as on the
-/// wire (bytes 26..38 of an Ethernet frame carrying IPv4 without options).
+/// Map key (`struct tuple` of `bpf/udp_tc.bpf.c`): source address, destination address,
+/// source port, destination port, as on the wire (bytes 26..38 of an Ethernet frame carrying
+/// IPv4 without options).
 pub type Key = [u8; KEY_LEN];
 pub const KEY_LEN: usize = 12;
-/// Map value: the new four-tuple in the key's layout (12 bytes), output interface index (u32),
-/// then, written by the program: time of the last datagram (u64, CLOCK_MONOTONIC ns),
-/// datagrams (u64) and payload bytes (u64). Native byte order for the numbers.
+/// Map value (`struct entry`): the new four-tuple in the key's layout (12 bytes), output
+/// interface index (u32), then, written by the program: time of the last datagram (u64,
+/// CLOCK_MONOTONIC ns), datagrams (u64) and payload bytes (u64). Native byte order for the
+/// numbers.
+pub type Entry = [u8; VALUE_LEN];
 pub const VALUE_LEN: usize = 40;
 const OFF_IFINDEX: usize = 12;
 const OFF_LAST: usize = 16;
@@ -62,6 +67,9 @@ const OFF_PACKETS: usize = 24;
 const OFF_BYTES: usize = 32;
 /// Two entries per flow.
 pub const MAX_ENTRIES: u32 = 2 * 65_536;
+/// The program and its map, as named in `bpf/udp_tc.bpf.c`.
+const PROG: &str = "pen_udp_fast";
+const MAP: &str = "pen_udp_flows";
 
 /// Ethernet + IPv4 without options + UDP header.
 const MIN_LEN: usize = 14 + 20 + 8;
@@ -144,122 +152,6 @@ pub fn frame_key(frame: &[u8]) -> Option<Key> {
     Some(k)
 }
 
-/// The tc program over `map` (see the module documentation). Verdicts: `TCX_NEXT` (-1: on
-/// to the stack), `TC_ACT_REDIRECT` (from `bpf_redirect_neigh`), `TC_ACT_SHOT` when a
-/// checksum or store helper fails half-way (a half-rewritten datagram must not reach anyone).
-pub fn program(map: &OwnedFd) -> Result<Vec<bpf::Insn>, String> {
-    const SKB_PKT_TYPE: i16 = 4;
-    const SKB_DATA: i16 = 76;
-    const SKB_DATA_END: i16 = 80;
-    const TCX_NEXT: i32 = -1;
-    const TC_ACT_SHOT: i32 = 2;
-    // Offsets in the frame.
-    const IP_CSUM: i32 = 14 + 10;
-    const IP_SRC: i32 = 14 + 12;
-    const UDP_CSUM: i32 = 14 + 20 + 6;
-    // The key on the stack: r10-16 .. r10-4.
-    const KEY: i16 = -16;
-
-    let mut a = Asm::new();
-    let pass = a.new_label();
-    let shot = a.new_label();
-    a.mov(R6, R1);
-    // Only frames addressed to this host (PACKET_HOST = 0).
-    a.ldx(Size::W, R4, R6, SKB_PKT_TYPE)
-        .jmp_imm(Cond::Ne, R4, 0, pass);
-    a.ldx(Size::W, R2, R6, SKB_DATA)
-        .ldx(Size::W, R3, R6, SKB_DATA_END)
-        .mov(R4, R2)
-        .add_imm(R4, MIN_LEN as i32)
-        .jmp_reg(Cond::Gt, R4, R3, pass);
-    // EtherType IPv4 (0x0800 read little-endian), version 4 with a 20-byte header.
-    a.ldx(Size::H, R4, R2, 12)
-        .jmp_imm(Cond::Ne, R4, 0x0008, pass)
-        .ldx(Size::B, R4, R2, 14)
-        .jmp_imm(Cond::Ne, R4, 0x45, pass);
-    // Not a fragment: MF and the offset (bytes 20-21, read little-endian) are zero.
-    a.ldx(Size::H, R4, R2, 20)
-        .and_imm(R4, 0xff3f)
-        .jmp_imm(Cond::Ne, R4, 0, pass)
-        .ldx(Size::B, R4, R2, 23)
-        .jmp_imm(Cond::Ne, R4, 17, pass);
-    for i in 0..3i16 {
-        a.ldx(Size::W, R4, R2, 26 + 4 * i)
-            .stx(Size::W, R10, KEY + 4 * i, R4);
-    }
-    // Payload bytes, for the counter: UDP length - 8 (16 bits, so a bogus length stays small).
-    a.ldx(Size::H, R8, R2, 38)
-        .be16(R8)
-        .add_imm(R8, -8)
-        .and_imm(R8, 0xffff);
-    a.ld_map(R1, map)
-        .mov(R2, R10)
-        .add_imm(R2, KEY as i32)
-        .call(bpf::HELPER_MAP_LOOKUP)
-        .jmp_imm(Cond::Eq, R0, 0, pass)
-        .mov(R7, R0);
-    a.call(bpf::HELPER_KTIME_GET_NS)
-        .stx(Size::DW, R7, OFF_LAST as i16, R0)
-        .mov_imm(R1, 1)
-        .atomic_add64(R7, OFF_PACKETS as i16, R1)
-        .atomic_add64(R7, OFF_BYTES as i16, R8);
-    // Addresses: IP header checksum and the UDP checksum's pseudo header.
-    csum_diff(&mut a, KEY, 0, 8);
-    a.mov(R1, R6)
-        .mov_imm(R2, IP_CSUM)
-        .mov_imm(R3, 0)
-        .mov(R4, R9)
-        .mov_imm(R5, 0)
-        .call(bpf::HELPER_L3_CSUM_REPLACE)
-        .jmp_imm(Cond::Ne, R0, 0, shot);
-    a.mov(R1, R6)
-        .mov_imm(R2, UDP_CSUM)
-        .mov_imm(R3, 0)
-        .mov(R4, R9)
-        .mov_imm(R5, F_PSEUDO_HDR | F_MARK_MANGLED_0)
-        .call(bpf::HELPER_L4_CSUM_REPLACE)
-        .jmp_imm(Cond::Ne, R0, 0, shot);
-    // Ports: the UDP checksum only.
-    csum_diff(&mut a, KEY, 8, 4);
-    a.mov(R1, R6)
-        .mov_imm(R2, UDP_CSUM)
-        .mov_imm(R3, 0)
-        .mov(R4, R9)
-        .mov_imm(R5, F_MARK_MANGLED_0)
-        .call(bpf::HELPER_L4_CSUM_REPLACE)
-        .jmp_imm(Cond::Ne, R0, 0, shot);
-    // The new four-tuple, then out through the interface the entry names.
-    a.mov(R1, R6)
-        .mov_imm(R2, IP_SRC)
-        .mov(R3, R7)
-        .mov_imm(R4, KEY_LEN as i32)
-        .mov_imm(R5, 0)
-        .call(bpf::HELPER_SKB_STORE_BYTES)
-        .jmp_imm(Cond::Ne, R0, 0, shot);
-    a.ldx(Size::W, R1, R7, OFF_IFINDEX as i16)
-        .mov_imm(R2, 0)
-        .mov_imm(R3, 0)
-        .mov_imm(R4, 0)
-        .call(bpf::HELPER_REDIRECT_NEIGH)
-        .exit();
-    a.label(pass).mov_imm(R0, TCX_NEXT).exit();
-    a.label(shot).mov_imm(R0, TC_ACT_SHOT).exit();
-    a.finish()
-}
-
-/// `r9 = bpf_csum_diff(key + off, len, value + off, len, 0)` (value in r7).
-fn csum_diff(a: &mut Asm, key: i16, off: i32, len: i32) {
-    a.mov(R1, R10)
-        .add_imm(R1, key as i32 + off)
-        .mov_imm(R2, len)
-        .mov(R3, R7)
-        .add_imm(R3, off)
-        .mov_imm(R4, len)
-        .mov_imm(R5, 0)
-        .call(bpf::HELPER_CSUM_DIFF)
-        .mov(R9, R0);
-}
-
 /// What the program does to `frame` when `entry` is the map's value for its key: the frame as
 /// it leaves (checksums recomputed from scratch, which the program's incremental updates
 /// must agree with) and the output interface. `None` when the program passes the frame on.
@@ -310,19 +202,6 @@ pub fn udp_sum(frame: &[u8], end: usize) -> u16 {
     ones_sum(udp, u32::from(ones_sum(&pseudo, 0)))
 }
 
-/// CLOCK_MONOTONIC now, the clock of `bpf_ktime_get_ns`.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into `ts`, which lives across the call.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
-}
-
 /// Counters of one installed direction, as last read.
 #[derive(Debug, Clone, Copy, Default)]
 struct Seen {
@@ -341,8 +220,9 @@ struct Installed {
 /// The loaded program, its map and attachments, and the flows installed in it.
 #[derive(Debug)]
 pub struct KernelPath {
-    map: OwnedFd,
-    prog: OwnedFd,
+    /// The loaded object (owns the program; unloaded when dropped).
+    ebpf: Ebpf,
+    map: maps::HashMap<MapData, Key, Entry>,
     /// Interface → its tcx link (`None`: attaching failed; not tried again).
     links: HashMap<u32, Option<OwnedFd>>,
     flows: HashMap<SocketAddr, Installed>,
@@ -353,18 +233,21 @@ pub struct KernelPath {
 impl KernelPath {
     /// Creates the map and loads the program (attached to interfaces as flows need them).
     pub fn new() -> io::Result<KernelPath> {
-        let map = bpf::map_create(
-            bpf::MAP_HASH,
-            KEY_LEN as u32,
-            VALUE_LEN as u32,
-            MAX_ENTRIES,
-            "pen_udp_flows",
-        )?;
-        let insns = program(&map).map_err(io::Error::other)?;
-        let prog = bpf::prog_load_tc(&insns, "pen_udp_fast")?;
+        let mut ebpf = aya::EbpfLoader::new()
+            .map_max_entries(MAP, MAX_ENTRIES)
+            .load(bpf::UDP_TC)
+            .map_err(|e| bpf::error("cannot load the UDP fast path", e))?;
+        let map = bpf::hash_map(&mut ebpf, MAP)?;
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(PROG)
+            .ok_or_else(|| bpf::missing("program", PROG))?
+            .try_into()
+            .map_err(|e| bpf::error(&format!("BPF program {PROG}"), e))?;
+        prog.load()
+            .map_err(|e| bpf::error("cannot load the UDP fast path", e))?;
         Ok(KernelPath {
+            ebpf,
             map,
-            prog,
             links: HashMap::new(),
             flows: HashMap::new(),
             routes: RouteCache::default(),
@@ -376,15 +259,21 @@ impl KernelPath {
         self.flows.contains_key(client)
     }
 
-    /// The program (for `bpf::test_run`).
-    pub fn prog(&self) -> &OwnedFd {
-        &self.prog
+    /// The program (for `bpf::test_run` and attaching).
+    pub fn prog(&self) -> io::Result<&ProgramFd> {
+        self.ebpf
+            .program(PROG)
+            .ok_or_else(|| bpf::missing("program", PROG))?
+            .fd()
+            .map_err(|e| bpf::error("the UDP fast path", e))
     }
 
     /// Writes both directions of a flow into the map (tests call this directly).
     pub fn put(&mut self, client: SocketAddr, rw: &[Rewrite; 2]) -> io::Result<()> {
         for r in rw {
-            bpf::map_update(&self.map, &r.key(), &r.value())?;
+            self.map
+                .insert(r.key(), r.value(), 0)
+                .map_err(|e| bpf::error("cannot write a UDP flow's kernel entry", e))?;
         }
         self.flows.insert(
             client,
@@ -435,10 +324,13 @@ impl KernelPath {
     }
 
     fn attach(&mut self, ifindex: u32) -> bool {
-        let prog = &self.prog;
+        if let Some(l) = self.links.get(&ifindex) {
+            return l.is_some();
+        }
+        let link = self.prog().and_then(|prog| tcx_link(prog.as_fd(), ifindex));
         self.links
             .entry(ifindex)
-            .or_insert_with(|| match bpf::tcx_link(prog, ifindex) {
+            .or_insert(match link {
                 Ok(l) => {
                     tracing::info!(ifindex, "udp: kernel fast path attached");
                     Some(l)
@@ -452,16 +344,15 @@ impl KernelPath {
     }
 
     fn read(&self, key: &Key) -> Option<(u64, Seen)> {
-        let mut v = [0u8; VALUE_LEN];
-        match bpf::map_lookup(&self.map, key, &mut v) {
-            Ok(true) => Some((
+        match self.map.get(key, 0) {
+            Ok(v) => Some((
                 u64_at(&v, OFF_LAST),
                 Seen {
                     packets: u64_at(&v, OFF_PACKETS),
                     bytes: u64_at(&v, OFF_BYTES),
                 },
             )),
-            _ => None,
+            Err(_) => None,
         }
     }
 }
@@ -590,7 +481,7 @@ impl KernelPath {
         let last = self.activity(client, Duration::ZERO);
         if let Some(f) = self.flows.remove(client) {
             for k in [f.up, f.down] {
-                if let Err(e) = bpf::map_delete(&self.map, &k) {
+                if let Err(e) = self.map.remove(&k) {
                     tracing::warn!(error = %e, %client, "udp fast path: cannot remove a flow's kernel entry");
                 }
             }
@@ -755,12 +646,12 @@ mod tests {
         let client: SocketAddr = "10.1.0.10:40000".parse().unwrap();
         let q = frame(a("10.1.0.10:40000"), a("10.1.0.2:53"), b"query", true);
         // Nothing installed: on to the stack, untouched.
-        let (rc, out) = bpf::test_run(kp.prog(), &q).unwrap();
+        let (rc, out) = bpf::test_run(kp.prog().unwrap(), &q).unwrap();
         assert_eq!((rc, &out[..]), (TCX_NEXT, &q[..]));
         kp.put(client, &rw).unwrap();
         let answer = frame(a("10.2.0.3:5353"), a("10.2.0.2:33000"), b"answer!", true);
         for (f, r) in [(&q, &rw[0]), (&answer, &rw[1])] {
-            let (rc, out) = bpf::test_run(kp.prog(), f).unwrap();
+            let (rc, out) = bpf::test_run(kp.prog().unwrap(), f).unwrap();
             assert_eq!(rc, TC_ACT_REDIRECT);
             let (want, _) = model(f, Some(r)).unwrap();
             assert_eq!(out[..24], want[..24]);
@@ -771,7 +662,7 @@ mod tests {
         }
         // A zero UDP checksum stays zero.
         let plain = frame(a("10.1.0.10:40000"), a("10.1.0.2:53"), b"query", false);
-        let (rc, out) = bpf::test_run(kp.prog(), &plain).unwrap();
+        let (rc, out) = bpf::test_run(kp.prog().unwrap(), &plain).unwrap();
         assert_eq!(rc, TC_ACT_REDIRECT);
         assert_eq!(out[40..42], [0, 0]);
         assert_eq!(ones_sum(&out[14..34], 0), 0xffff);
@@ -787,7 +678,7 @@ mod tests {
         assert_eq!((act.datagrams_up, act.datagrams_down), (0, 0));
         // Withdrawn: on to the stack again.
         kp.withdraw(&client);
-        assert_eq!(bpf::test_run(kp.prog(), &q).unwrap().0, TCX_NEXT);
+        assert_eq!(bpf::test_run(kp.prog().unwrap(), &q).unwrap().0, TCX_NEXT);
         assert_eq!(kp.activity(&client, now), Activity::default());
     }
 
@@ -818,10 +709,41 @@ mod tests {
             cases.push(q[..n].to_vec());
         }
         for f in &cases {
-            let (rc, out) = bpf::test_run(kp.prog(), f).unwrap_or_else(|e| panic!("{e}: {f:02x?}"));
+            let (rc, out) =
+                bpf::test_run(kp.prog().unwrap(), f).unwrap_or_else(|e| panic!("{e}: {f:02x?}"));
             assert_eq!(rc, TCX_NEXT, "{f:02x?}");
             assert_eq!(&out, f);
         }
+    }
+
+    /// The program's cost per datagram, as the kernel times it: an installed flow's datagram
+    /// (rewritten, `TC_ACT_REDIRECT`) and an unknown one (`TCX_NEXT`). The kernel reuses the
+    /// frame across the runs, so the entry rewrites the tuple to itself: every run hits and
+    /// does all the checksum and store work.
+    #[test]
+    #[ignore = "measurement, needs root; run by hand"]
+    fn program_cost_per_datagram() {
+        let mut kp = KernelPath::new().expect("loads");
+        let (c, l) = (a("10.1.0.10:40000"), a("10.1.0.2:53"));
+        let same = Rewrite {
+            from: c,
+            to: l,
+            new_from: c,
+            new_to: l,
+            out: 1,
+        };
+        let client = SocketAddr::V4(c);
+        kp.put(client, &[same, flow()[1]]).unwrap();
+        let hit = frame(c, l, b"query", true);
+        let miss = frame(a("10.1.0.11:40000"), l, b"query", true);
+        let prog = kp.prog().unwrap();
+        for (what, f, rc) in [("redirect", hit, TC_ACT_REDIRECT), ("next", miss, TCX_NEXT)] {
+            assert_eq!(bpf::test_run(prog, &f).unwrap().0, rc);
+            let ns = bpf::mean_run_ns(prog, &f, 1_000_000).unwrap();
+            eprintln!("tc {what}: {ns} ns per datagram");
+        }
+        let act = kp.activity(&client, Duration::from_secs(1000));
+        assert_eq!(act.datagrams_up, 1_000_001, "every run was a hit");
     }
 
     #[test]
@@ -849,7 +771,7 @@ mod tests {
                     f[at] = (seed >> 32) as u8;
                 }
             }
-            let (rc, out) = bpf::test_run(kp.prog(), &f).unwrap();
+            let (rc, out) = bpf::test_run(kp.prog().unwrap(), &f).unwrap();
             match model(&f, Some(&rw[0])) {
                 Some((want, _)) => {
                     assert_eq!(rc, TC_ACT_REDIRECT, "frame {i}: {f:02x?}");
