@@ -26,6 +26,10 @@
 //! - [`link`]: frame drivers for the engine: live `AF_PACKET` (DSR mode of the daemon),
 //!   offline pcap files (`pen-sim`), in memory.
 
+// Every `unsafe` block says why it is sound (all of them live in `sys`, see
+// `tests/unsafe_confined.rs`).
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod acl;
 pub mod cli;
 pub mod config;
@@ -37,3 +41,4 @@ pub mod proxy;
 pub mod reqlog;
 pub mod select;
 pub mod stats;
+pub(crate) mod sys;

@@ -602,18 +602,7 @@ impl Control {
     }
 }
 
-/// One message to syslog (facility user, level info), tagged `pen`.
-fn syslog_info(line: &str) {
-    let Ok(msg) = std::ffi::CString::new(line.replace('\0', " ")) else {
-        return;
-    };
-    // SAFETY: openlog keeps the pointer to the ident, which is a 'static C string literal;
-    // syslog gets a constant "%s" format and a valid NUL-terminated argument.
-    unsafe {
-        libc::openlog(c"pen".as_ptr(), libc::LOG_PID, libc::LOG_USER);
-        libc::syslog(libc::LOG_INFO, c"%s".as_ptr(), msg.as_ptr());
-    }
-}
+use crate::sys::process::syslog_info;
 
 fn snapshot(shared: &SharedState, effects: &dyn Effects) -> Snapshot {
     let conns = effects.connections();
@@ -1000,9 +989,7 @@ mod tests {
         assert!(write_in_place_nofollow(dir.path(), b"x").is_err());
         // A FIFO without a reader: an error at once, no blocking.
         let fifo = dir.path().join("fifo");
-        let c = std::ffi::CString::new(fifo.display().to_string()).unwrap();
-        // SAFETY: mkfifo with a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         assert!(write_in_place_nofollow(&fifo, b"x").is_err());
         let e = write_in_place_nofollow(Path::new("/dev/null"), b"x").unwrap_err();
         assert!(e.to_string().contains("not a regular file"), "{e}");

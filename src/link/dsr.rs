@@ -94,20 +94,7 @@ fn attach_fast_path(ec: &EngineConfig, link: &mut AfPacket) {
 /// 16 bytes from the kernel's random source: the tarpit's ISN key, drawn once per start.
 pub fn isn_key() -> io::Result<[u8; 16]> {
     let mut k = [0u8; 16];
-    let mut got = 0;
-    while got < k.len() {
-        let rest = &mut k[got..];
-        // SAFETY: getrandom writes at most `rest.len()` bytes into `rest`.
-        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        got += n as usize;
-    }
+    crate::sys::process::random_bytes(&mut k)?;
     Ok(k)
 }
 

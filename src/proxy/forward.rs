@@ -18,7 +18,7 @@
 //! splice.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,7 @@ use crate::config::FastClose;
 use crate::proxy::http::Rewriter;
 use crate::proxy::read_draining;
 use crate::proxy::sockets::shutdown_write;
+use crate::sys::pipe::{Pipe, read as read_fd, splice};
 
 /// Size of the copy loop's scratch buffer (C Pen's read buffer); a read that fills it switches
 /// the direction to splice.
@@ -567,14 +568,6 @@ fn copy_round(src: &Stream, dst: &Stream) -> io::Result<Round> {
     })
 }
 
-/// `read(2)` on a non-blocking descriptor.
-fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is a valid writable slice of `buf.len()` bytes for the whole call and `fd`
-    // is kept open by the caller.
-    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
-}
-
 /// One direction: copy rounds through the thread's scratch buffer while the traffic is small
 /// (requests, small replies: no pipe, two syscalls per chunk); the first read that fills the
 /// buffer marks bulk traffic and, when `splice_ok`, switches this direction to `splice(2)`
@@ -607,7 +600,7 @@ async fn pump(
             && read == COPY_BUF
             && let (Stream::Tcp(s), Stream::Tcp(d)) = (src, dst)
         {
-            match Pipe::new() {
+            match Pipe::new(PIPE_SIZE, PIPE_CHUNK_DEFAULT) {
                 Ok(pipe) => {
                     shared.spliced.store(true, Ordering::Relaxed);
                     // Boxed: only bulk directions need the splice loop's state.
@@ -691,57 +684,6 @@ fn retry(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
     )
-}
-
-/// A non-blocking pipe used as the splice buffer of one direction.
-struct Pipe {
-    read: OwnedFd,
-    write: OwnedFd,
-    /// Capacity in bytes: the most one socket → pipe splice asks for.
-    cap: usize,
-}
-
-impl Pipe {
-    fn new() -> io::Result<Pipe> {
-        let mut fds: [libc::c_int; 2] = [-1, -1];
-        // SAFETY: pipe2 writes two fds into the array we own; we check the return value.
-        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let [r, w] = fds;
-        // SAFETY: both fds were just returned by pipe2 and are owned by nobody else.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(r), OwnedFd::from_raw_fd(w)) };
-        let size = libc::c_int::try_from(PIPE_SIZE).unwrap_or(libc::c_int::MAX);
-        // SAFETY: fcntl on a pipe fd we own; a failure (size above the system limit) only
-        // leaves the default capacity, which F_GETPIPE_SZ then reports.
-        let cap = unsafe {
-            libc::fcntl(w, libc::F_SETPIPE_SZ, size);
-            libc::fcntl(w, libc::F_GETPIPE_SZ)
-        };
-        let cap = usize::try_from(cap)
-            .ok()
-            .filter(|&c| c > 0)
-            .unwrap_or(PIPE_CHUNK_DEFAULT);
-        Ok(Pipe { read, write, cap })
-    }
-}
-
-/// `splice(fd_in, NULL, fd_out, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK)`.
-fn splice(fd_in: RawFd, fd_out: RawFd, len: usize) -> io::Result<usize> {
-    // SAFETY: plain syscall on fds the caller keeps open for the duration of the call; null
-    // offsets mean "use the file position" (required for sockets and pipes).
-    let n = unsafe {
-        libc::splice(
-            fd_in,
-            std::ptr::null_mut(),
-            fd_out,
-            std::ptr::null_mut(),
-            len,
-            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-        )
-    };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Batched datagram IO for the shell: `recvmmsg` into a fixed set of buffers and `sendmmsg`
-//! of slices to per-message destinations. Nonblocking (`MSG_DONTWAIT`); the shell drives
+//! Batched datagram IO for the UDP shell: `recvmmsg` into a fixed set of buffers and `sendmmsg`
+//! of slices to per-message destinations, with `IP_PKTINFO`/`IPV6_PKTINFO` control messages,
+//! and the socket error queue ([`recv_err`]). Nonblocking (`MSG_DONTWAIT`); the shell drives
 //! readiness through tokio's `try_io`/`async_io`. Linux only, like the rest of pen-rs.
 
 use std::io;
@@ -7,13 +8,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV
 use std::os::fd::RawFd;
 
 /// Datagrams per system call.
-pub const BATCH: usize = 16;
+pub(crate) const BATCH: usize = 16;
 
 /// Largest UDP payload plus one (IPv6 without jumbograms: 65,535 − 8 < this).
-pub const SLOT: usize = 65_536;
+pub(crate) const SLOT: usize = 65_536;
 
 /// Buffers for one `recvmmsg` call.
-pub struct RecvBatch {
+pub(crate) struct RecvBatch {
     buf: Vec<u8>,
     lens: [usize; BATCH],
     addrs: [Option<SocketAddr>; BATCH],
@@ -35,7 +36,7 @@ impl Default for RecvBatch {
 }
 
 impl RecvBatch {
-    pub fn new() -> RecvBatch {
+    pub(crate) fn new() -> RecvBatch {
         RecvBatch {
             buf: vec![0u8; BATCH * SLOT],
             lens: [0; BATCH],
@@ -47,7 +48,7 @@ impl RecvBatch {
 
     /// A batch that also records each datagram's destination address (the socket must have
     /// `IP_PKTINFO` / `IPV6_RECVPKTINFO` on: [`enable_pktinfo`]); see [`RecvBatch::dst`].
-    pub fn with_destinations() -> RecvBatch {
+    pub(crate) fn with_destinations() -> RecvBatch {
         RecvBatch {
             ctl: vec![Cmsg([0; 64]); BATCH],
             ..RecvBatch::new()
@@ -55,12 +56,12 @@ impl RecvBatch {
     }
 
     /// The address datagram `i` of the last `recv` was sent to (`None` unless recorded).
-    pub fn dst(&self, i: usize) -> Option<IpAddr> {
+    pub(crate) fn dst(&self, i: usize) -> Option<IpAddr> {
         self.dsts.get(i).copied().flatten()
     }
 
     /// Datagram `i` of the last `recv`: its bytes and sender (`None` if not inet).
-    pub fn get(&self, i: usize) -> Option<(&[u8], Option<SocketAddr>)> {
+    pub(crate) fn get(&self, i: usize) -> Option<(&[u8], Option<SocketAddr>)> {
         let len = *self.lens.get(i)?;
         let start = i.checked_mul(SLOT)?;
         let data = self.buf.get(start..start + len.min(SLOT))?;
@@ -68,8 +69,8 @@ impl RecvBatch {
     }
 
     /// Receive up to [`BATCH`] datagrams from `fd`; Err(WouldBlock) when none is queued.
-    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-        // SAFETY (whole block): recvmmsg on a valid descriptor with BATCH headers, each pointing
+    pub(crate) fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        // SAFETY: (whole block) recvmmsg on a valid descriptor with BATCH headers, each pointing
         // at its own live iovec (a disjoint SLOT-sized part of `self.buf`) and its own
         // sockaddr_storage of the stated length; the kernel writes at most `rc` headers.
         unsafe {
@@ -116,7 +117,7 @@ impl RecvBatch {
 /// Turns on the destination-address control messages [`RecvBatch::with_destinations`] reads
 /// (`IP_PKTINFO` for IPv4 sockets; `IPV6_RECVPKTINFO`, and `IP_PKTINFO` for IPv4-mapped
 /// traffic, on IPv6 ones).
-pub fn enable_pktinfo(fd: RawFd, v6: bool) -> io::Result<()> {
+pub(crate) fn enable_pktinfo(fd: RawFd, v6: bool) -> io::Result<()> {
     let opts: &[(libc::c_int, libc::c_int)] = if v6 {
         &[
             (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO),
@@ -126,7 +127,7 @@ pub fn enable_pktinfo(fd: RawFd, v6: bool) -> io::Result<()> {
         &[(libc::IPPROTO_IP, libc::IP_PKTINFO)]
     };
     for &(level, opt) in opts {
-        crate::proxy::sockets::set_int_option(fd, level, opt, 1)?;
+        super::sockopt::set_int(fd, level, opt, 1)?;
     }
     Ok(())
 }
@@ -230,12 +231,15 @@ fn pktinfo_src(src: IpAddr, to: &SocketAddr, buf: &mut Cmsg, hdr: &mut libc::msg
 /// `k`), or the error of the first one when none was. A message with a source address is
 /// sent from it (`IP_PKTINFO`/`IPV6_PKTINFO`: replies of a wildcard listener leave from the
 /// address the client sent to; transparent flows send from the client's address).
-pub fn send_batch(fd: RawFd, msgs: &[(&[u8], SocketAddr, Option<IpAddr>)]) -> io::Result<usize> {
+pub(crate) fn send_batch(
+    fd: RawFd,
+    msgs: &[(&[u8], SocketAddr, Option<IpAddr>)],
+) -> io::Result<usize> {
     let n = msgs.len().min(BATCH);
     if n == 0 {
         return Ok(0);
     }
-    // SAFETY (whole block): sendmmsg on a valid descriptor with `n` headers, each pointing at
+    // SAFETY: (whole block) sendmmsg on a valid descriptor with `n` headers, each pointing at
     // its own live iovec (over a borrowed slice, only read by the kernel), its own
     // sockaddr_storage of the stated length and, for messages with a source, its own control
     // buffer; all of them live on this stack frame for the duration of the call.
@@ -269,7 +273,7 @@ pub fn send_batch(fd: RawFd, msgs: &[(&[u8], SocketAddr, Option<IpAddr>)]) -> io
 }
 
 /// A kernel socket address as a std one (`None` for other families).
-pub fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+pub(crate) fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match libc::c_int::from(ss.ss_family) {
         libc::AF_INET => {
             // SAFETY: the family says this storage holds a sockaddr_in, which fits in it.
@@ -326,6 +330,54 @@ fn std_to_sockaddr(addr: &SocketAddr, ss: &mut libc::sockaddr_storage) -> libc::
             unsafe { std::ptr::write_unaligned((ss as *mut libc::sockaddr_storage).cast(), sin6) };
             std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
         }
+    }
+}
+
+/// One entry of the error queue of `fd` (`MSG_ERRQUEUE`, needs `IP_RECVERR`/`IPV6_RECVERR`):
+/// the original destination of the failed datagram and the error (`ee_errno`).
+/// Err(WouldBlock) when the queue is empty.
+pub(crate) fn recv_err(fd: RawFd) -> io::Result<(Option<SocketAddr>, u32)> {
+    // SAFETY: (whole block) recvmsg with MSG_ERRQUEUE on a valid descriptor; every pointer in
+    // `msg` refers to a live local buffer of the stated size; the control messages are walked
+    // with the libc CMSG macros within `msg_controllen` and read unaligned.
+    unsafe {
+        let mut name: libc::sockaddr_storage = std::mem::zeroed();
+        let mut data = [0u8; 64];
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr().cast(),
+            iov_len: data.len(),
+        };
+        let mut control = [0u64; 64];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        let rc = libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT);
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let addr = sockaddr_to_std(&name);
+        let mut errno = 0;
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            let level = (*cmsg).cmsg_level;
+            let ty = (*cmsg).cmsg_type;
+            if ((level == libc::SOL_IP && ty == libc::IP_RECVERR)
+                || (level == libc::SOL_IPV6 && ty == libc::IPV6_RECVERR))
+                && (*cmsg).cmsg_len as usize
+                    >= libc::CMSG_LEN(std::mem::size_of::<libc::sock_extended_err>() as u32)
+                        as usize
+            {
+                let ee: libc::sock_extended_err =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                errno = ee.ee_errno;
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        Ok((addr, errno))
     }
 }
 
