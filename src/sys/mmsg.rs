@@ -408,6 +408,35 @@ mod tests {
     }
 
     #[test]
+    fn the_error_queue_names_the_unreachable_destination_and_the_errno() {
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dead = closed.local_addr().unwrap();
+        drop(closed);
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        super::super::sockopt::set_int(s.as_raw_fd(), libc::SOL_IP, libc::IP_RECVERR, 1).unwrap();
+        assert_eq!(
+            recv_err(s.as_raw_fd()).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        s.send_to(b"q", dead).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match recv_err(s.as_raw_fd()) {
+                Ok((to, errno)) => {
+                    assert_eq!(to, Some(dead));
+                    assert_eq!(errno, libc::ECONNREFUSED as u32);
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(std::time::Instant::now() < deadline, "no ICMP error queued");
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    #[test]
     fn ipv6_addresses_round_trip() {
         let a: SocketAddr = "[2001:db8::1]:53".parse().unwrap();
         // SAFETY: zeroed sockaddr_storage is a valid value.
