@@ -276,10 +276,12 @@ pub trait Effects: Send + Sync + 'static {
     }
 }
 
-/// Effects of a process without a daemon behind it (tests, tools).
+/// Effects of a process without a daemon behind it (tests).
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub struct NoEffects;
 
+#[cfg(test)]
 impl Effects for NoEffects {}
 
 /// The control plane of one pen process.
@@ -372,11 +374,13 @@ impl Control {
         Ok(())
     }
 
+    #[cfg(test)]
     pub fn shared(&self) -> &SharedState {
         &self.shared
     }
 
     /// Runs one trusted command line (as from `-O`) and returns the reply.
+    #[cfg(test)]
     pub async fn run_line(&self, line: &str) -> String {
         self.run_line_from(line, None).await
     }
