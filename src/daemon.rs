@@ -52,7 +52,7 @@ fn err(message: impl Into<String>) -> DaemonError {
 
 /// A listening socket opened before the runtime exists (and before forking).
 #[derive(Debug)]
-pub enum OpenListener {
+pub(crate) enum OpenListener {
     Tcp(std::net::TcpListener),
     Unix(std::os::unix::net::UnixListener),
     Udp(std::net::UdpSocket),
@@ -229,7 +229,7 @@ fn resolve(host: &str, port: u16, what: &str) -> Result<SocketAddr, DaemonError>
 }
 
 /// Opens the listening socket named by `config.listen` (TCP, Unix or, with `-U`, UDP).
-pub fn open_listener(config: &Config) -> Result<OpenListener, DaemonError> {
+pub(crate) fn open_listener(config: &Config) -> Result<OpenListener, DaemonError> {
     #[cfg(target_os = "linux")]
     if config.dsr_if.is_some() {
         return crate::link::dsr::open(config)

@@ -131,18 +131,9 @@ impl AfPacket {
         self.rx_info.get(i).is_none_or(|r| r.outgoing || r.vlan)
     }
 
-    /// Frame `i` of the last [`AfPacket::recv_batch`], `None` past its end or when the driver
-    /// skips it (our own outgoing frame, VLAN-tagged).
-    pub fn frame(&self, i: usize) -> Option<&[u8]> {
-        if self.skipped(i) {
-            return None;
-        }
-        self.rx_bufs.get(i)?.get(..self.rx_info.get(i)?.len)
-    }
-
     /// Receives up to [`BATCH`] frames, waiting up to `timeout` only when none is queued
     /// (under load the socket is drained without a `poll` per batch). Returns how many were
-    /// received (0 on timeout); read them with [`AfPacket::frame`].
+    /// received (0 on timeout); they are in `rx_bufs`/`rx_info`.
     ///
     /// After a short batch (the queue was empty then) it polls first instead of paying a
     /// `recvmmsg` that ends in EAGAIN; `poll` is level-triggered, so frames that came in
@@ -186,20 +177,6 @@ impl AfPacket {
         }
         self.stats.rx_frames += n as u64;
         Ok(n)
-    }
-
-    /// Sends `frames` with as few `sendmmsg` calls as possible; returns how many were sent
-    /// (a frame the kernel refuses, e.g. longer than the MTU, is counted in `tx_errors` and
-    /// skipped).
-    pub fn send_batch(&mut self, frames: &[&[u8]]) -> usize {
-        let before = self.stats.tx_frames;
-        Sender {
-            fd: self.sock.raw_fd(),
-            stats: &mut self.stats,
-            fast: self.fast.as_mut(),
-        }
-        .send(frames);
-        (self.stats.tx_frames - before) as usize
     }
 
     /// Runs `engine` on this interface until `stop` is set (checked at least every 100 ms).
@@ -478,6 +455,32 @@ mod tests {
     use std::net::Ipv4Addr;
     use std::process::Command;
     use std::sync::Arc;
+
+    /// What the tests' peer sockets need besides the receive loops.
+    impl AfPacket {
+        /// Frame `i` of the last [`AfPacket::recv_batch`], `None` past its end or when the driver
+        /// skips it (our own outgoing frame, VLAN-tagged).
+        fn frame(&self, i: usize) -> Option<&[u8]> {
+            if self.skipped(i) {
+                return None;
+            }
+            self.rx_bufs.get(i)?.get(..self.rx_info.get(i)?.len)
+        }
+
+        /// Sends `frames` with as few `sendmmsg` calls as possible; returns how many were sent
+        /// (a frame the kernel refuses, e.g. longer than the MTU, is counted in `tx_errors` and
+        /// skipped).
+        fn send_batch(&mut self, frames: &[&[u8]]) -> usize {
+            let before = self.stats.tx_frames;
+            Sender {
+                fd: self.sock.raw_fd(),
+                stats: &mut self.stats,
+                fast: self.fast.as_mut(),
+            }
+            .send(frames);
+            (self.stats.tx_frames - before) as usize
+        }
+    }
 
     struct Netns(Vec<String>);
 

@@ -37,7 +37,7 @@ use crate::sys::pipe::{Pipe, read as read_fd, splice};
 
 /// Size of the copy loop's scratch buffer (C Pen's read buffer); a read that fills it switches
 /// the direction to splice.
-pub const COPY_BUF: usize = 32 * 1024;
+pub(crate) const COPY_BUF: usize = 32 * 1024;
 
 /// Pipe capacity asked for with `F_SETPIPE_SZ` (best effort; the default is 64 KiB).
 const PIPE_SIZE: usize = 256 * 1024;
@@ -151,7 +151,7 @@ impl AsyncWrite for Stream {
 
 /// The client side of a connection after accept: plain, or TLS terminated by pen.
 #[derive(Debug)]
-pub enum Front {
+pub(crate) enum Front {
     Plain(Stream),
     Tls(Box<TlsStream<Stream>>),
 }
@@ -173,11 +173,11 @@ impl Front {
 
 /// Called once with the first bytes read from the client (after TLS decryption, before any
 /// rewriting): the request log's view of a connection it cannot peek at (TLS).
-pub type FirstChunk<'a> = Box<dyn FnOnce(&[u8]) + Send + 'a>;
+pub(crate) type FirstChunk<'a> = Box<dyn FnOnce(&[u8]) + Send + 'a>;
 
 /// Forwards a client ([`Front`]) and its upstream: splice/copy as [`forward`] for a plain
 /// client without a rewriter or tap, else [`forward_io`] (TLS and/or X-Forwarded-For).
-pub async fn forward_front(
+pub(crate) async fn forward_front(
     client: Front,
     server: Stream,
     opts: &Options,
@@ -197,7 +197,7 @@ pub async fn forward_front(
 /// The copy path over any async streams: client → server through `rewriter` (if any),
 /// server → client as is; EOF half-closes the other side (`shutdown`, which for a TLS client
 /// also sends close_notify). Same endings as [`forward`].
-pub async fn forward_io<C, S>(
+pub(crate) async fn forward_io<C, S>(
     client: C,
     server: S,
     opts: &Options,
@@ -423,7 +423,7 @@ pub async fn forward(
 
 /// [`forward`], also reporting which method moved the bytes: `Splice` when at least one
 /// direction switched to `splice(2)`.
-pub async fn forward_with_method(
+pub(crate) async fn forward_with_method(
     client: Stream,
     server: Stream,
     opts: &Options,
