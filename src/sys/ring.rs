@@ -67,10 +67,6 @@ pub(crate) struct RxRing {
     next: usize,
 }
 
-// SAFETY: the ring is a private memory mapping owned by this value; moving it to another
-// thread moves that ownership (the kernel's side does not depend on the thread).
-unsafe impl Send for RxRing {}
-
 impl Drop for RxRing {
     fn drop(&mut self) {
         // SAFETY: base/len are exactly what mmap returned, and no slice into the mapping
