@@ -313,8 +313,6 @@ impl AfPacket {
         let fd = self.sock.raw_fd();
         self.stats.ring = true;
         let start = Instant::now();
-        // (batch entry, length to send) of this pass.
-        let mut txs: Vec<(usize, usize)> = Vec::with_capacity(BATCH);
         let mut out: Vec<Vec<u8>> = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             if !ring.ready() {
@@ -341,13 +339,10 @@ impl AfPacket {
             // After the wait, before the batch: a change made while we slept (a blacklist
             // through penctl) applies to the very next frame.
             tick(engine, now);
-            txs.clear();
             // The claimed slots go back to the kernel when `batch` is dropped, after sending.
             let mut batch = ring.take(BATCH);
-            for k in 0..batch.len() {
-                let Some(slot) = batch.slot_mut(k) else {
-                    continue;
-                };
+            let mut forwarded: Vec<&[u8]> = Vec::with_capacity(batch.len());
+            for slot in batch.iter_mut() {
                 self.stats.rx_frames += 1;
                 if slot.pkttype == libc::PACKET_OUTGOING {
                     self.stats.skipped_outgoing += 1;
@@ -367,8 +362,11 @@ impl AfPacket {
                 let meta = RxMeta {
                     csum_partial: slot.status & libc::TP_STATUS_CSUMNOTREADY != 0,
                 };
-                if let Some(n) = engine.process_meta(now, frame, meta).transmit_len() {
-                    txs.push((k, n));
+                if let Some(n) = engine.process_meta(now, &mut *frame, meta).transmit_len() {
+                    let frame: &[u8] = frame;
+                    if let Some(f) = frame.get(..n) {
+                        forwarded.push(f);
+                    }
                 }
             }
             self.stats.rx_batches += 1;
@@ -377,13 +375,7 @@ impl AfPacket {
                 stats: &mut self.stats,
                 fast: self.fast.as_mut(),
             }
-            .send_pass(
-                txs.iter()
-                    .filter_map(|&(k, n)| batch.frame(k).and_then(|f| f.get(..n))),
-                engine,
-                now,
-                &mut out,
-            );
+            .send_pass(forwarded.into_iter(), engine, now, &mut out);
             drop(batch);
         }
         Ok(())

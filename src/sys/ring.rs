@@ -4,8 +4,8 @@
 //!
 //! Slots are shared with the kernel: a slot whose `tp_status` has `TP_STATUS_USER` set belongs
 //! to us until we write `TP_STATUS_KERNEL` back. [`RxRing::take`] claims the ready slots in
-//! ring order as an [`RxBatch`], which hands out each slot's frame (mutable, one at a time, or
-//! shared, several at once) and gives every slot back to the kernel when dropped.
+//! ring order as an [`RxBatch`], whose slot iterator ([`RxBatch::iter_mut`]) hands out each
+//! slot's frame once, writable, and which gives every slot back to the kernel when dropped.
 //!
 //! The slot layout is checked before any byte is handed out: a frame whose header points
 //! outside its slot is reported ([`RxSlot::frame`] is `None`), never read.
@@ -211,17 +211,35 @@ impl RxBatch<'_> {
         self.count
     }
 
-    /// The ring slot of batch entry `k`.
-    fn slot(&self, k: usize) -> Option<usize> {
-        (k < self.count).then(|| (self.first + k) % self.ring.slots)
+    /// The batch's slots in ring order, each frame writable. The frames stay borrowed from
+    /// the batch, so they can be read (sent) after the loop and before the batch is dropped.
+    pub(crate) fn iter_mut(&mut self) -> Slots<'_> {
+        Slots {
+            ring: self.ring,
+            first: self.first,
+            count: self.count,
+            k: 0,
+        }
     }
+}
 
-    /// The header of batch entry `k`.
-    fn header(&self, k: usize) -> Option<SlotHeader> {
-        let p = self.ring.slot_ptr(self.slot(k)?);
-        // SAFETY: the slot is ours (claimed in `take`, not yet given back); a tpacket2_hdr and
-        // the sockaddr_ll after it lie inside it (Geometry::check: frame_size >=
-        // TPACKET2_HDRLEN), at a 16-byte aligned address.
+/// The slot iterator of an [`RxBatch`] ([`RxBatch::iter_mut`]): yields every claimed slot
+/// once; it owns all the pointer arithmetic on the ring.
+#[derive(Debug)]
+pub(crate) struct Slots<'b> {
+    ring: &'b RxRing,
+    first: usize,
+    count: usize,
+    k: usize,
+}
+
+impl Slots<'_> {
+    /// The header of the slot at ring index `i`.
+    fn header(&self, i: usize) -> SlotHeader {
+        let p = self.ring.slot_ptr(i);
+        // SAFETY: slot i is claimed by the batch (TP_STATUS_USER, not yet given back); a
+        // tpacket2_hdr and the sockaddr_ll after it lie inside it (Geometry::check:
+        // frame_size >= TPACKET2_HDRLEN), at a 16-byte aligned address.
         let (h, pkttype) = unsafe {
             (
                 std::ptr::read(p.cast::<libc::tpacket2_hdr>()),
@@ -233,26 +251,36 @@ impl RxBatch<'_> {
             .checked_add(snap)
             .filter(|&end| mac >= libc::TPACKET2_HDRLEN && end <= self.ring.frame_size)
             .map(|_| (mac, snap));
-        Some(SlotHeader {
+        SlotHeader {
             status: h.tp_status,
             len: h.tp_len as usize,
             pkttype,
             range,
-        })
+        }
     }
+}
 
-    /// Batch entry `k`, its frame writable (`None` past the end).
-    pub(crate) fn slot_mut(&mut self, k: usize) -> Option<RxSlot<'_>> {
+impl<'b> Iterator for Slots<'b> {
+    type Item = RxSlot<'b>;
+
+    fn next(&mut self) -> Option<RxSlot<'b>> {
+        if self.k >= self.count {
+            return None;
+        }
+        let i = (self.first + self.k) % self.ring.slots;
+        self.k += 1;
         let SlotHeader {
             status,
             len,
             pkttype,
             range,
-        } = self.header(k)?;
-        let p = self.ring.slot_ptr(self.slot(k)?);
+        } = self.header(i);
+        let p = self.ring.slot_ptr(i);
         let frame = range.map(|(at, n)| {
-            // SAFETY: the range lies inside slot k (checked in `header`), which this batch owns;
-            // `&mut self` makes this the only reference into the batch while it lives.
+            // SAFETY: the range lies inside slot i (checked in `header`), which the batch
+            // owns; each slot is yielded once, so the slices never overlap, and they live no
+            // longer than the batch's mutable borrow ('b), so the batch cannot give the slot
+            // back while one exists.
             unsafe { std::slice::from_raw_parts_mut(p.add(at), n) }
         });
         Some(RxSlot {
@@ -263,13 +291,9 @@ impl RxBatch<'_> {
         })
     }
 
-    /// The frame of batch entry `k`, read-only (several at once, e.g. to send them).
-    pub(crate) fn frame(&self, k: usize) -> Option<&[u8]> {
-        let (at, n) = self.header(k)?.range?;
-        let p = self.ring.slot_ptr(self.slot(k)?);
-        // SAFETY: the range lies inside slot k, which this batch owns; `&self` rules out a
-        // writable view at the same time.
-        Some(unsafe { std::slice::from_raw_parts(p.add(at), n) })
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.count - self.k;
+        (left, Some(left))
     }
 }
 
@@ -374,22 +398,23 @@ mod tests {
                 }
                 let mut batch = ring.take(4);
                 assert!(batch.len() >= 1 && batch.len() <= 4);
-                for k in 0..batch.len() {
-                    let s = batch.slot_mut(k).unwrap();
+                let n = batch.len();
+                let mut mine: Vec<&[u8]> = Vec::new();
+                let mut slots = batch.iter_mut();
+                assert_eq!(slots.size_hint(), (n, Some(n)));
+                for s in slots.by_ref() {
                     let f = s.frame.expect("the frame lies inside its slot");
                     if f.get(14..20) == Some(b"penrng") && f[20] == round {
                         assert_eq!(s.len, 60);
                         seen.push(f[21]);
                         f[22] = 0xee; // writable in place
+                        let f: &[u8] = f;
+                        mine.push(f);
                     }
                 }
-                for k in 0..batch.len() {
-                    let f = batch.frame(k).unwrap();
-                    if f.get(14..20) == Some(b"penrng") && f[20] == round {
-                        assert_eq!(f[22], 0xee);
-                    }
-                }
-                assert!(batch.slot_mut(batch.len()).is_none());
+                assert!(slots.next().is_none());
+                // Still readable after the loop, before the batch gives the slots back.
+                assert!(mine.iter().all(|f| f[22] == 0xee));
             }
             assert_eq!(seen, vec![0, 1, 2, 3, 4, 5], "round {round}");
         }
