@@ -41,6 +41,7 @@ use crate::ctl::reply::{
 };
 use crate::proxy::{SharedState, lock, now};
 use crate::stats::{self, ConnRow, Snapshot};
+use crate::sys::process::syslog_info;
 
 /// Longest command line accepted (C Pen reads at most 4095 bytes).
 pub const LINE_MAX: usize = 4095;
@@ -605,8 +606,6 @@ impl Control {
         cfg.acls.permits(usize::from(cfg.control_acl), Some(ip))
     }
 }
-
-use crate::sys::process::syslog_info;
 
 fn snapshot(shared: &SharedState, effects: &dyn Effects) -> Snapshot {
     let conns = effects.connections();
