@@ -7,6 +7,8 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 
+use super::cmsg;
+
 /// Datagrams per system call.
 pub(crate) const BATCH: usize = 16;
 
@@ -21,13 +23,8 @@ pub(crate) struct RecvBatch {
     /// Each datagram's destination address, when asked for ([`RecvBatch::with_destinations`]).
     dsts: [Option<IpAddr>; BATCH],
     /// One control buffer per datagram when destinations are recorded, else empty.
-    ctl: Vec<Cmsg>,
+    ctl: Vec<cmsg::Buf>,
 }
-
-/// Room for one `IP_PKTINFO` or `IPV6_PKTINFO` control message, 8-byte aligned.
-#[repr(C, align(8))]
-#[derive(Clone, Copy)]
-struct Cmsg([u8; 64]);
 
 impl Default for RecvBatch {
     fn default() -> Self {
@@ -50,7 +47,7 @@ impl RecvBatch {
     /// `IP_PKTINFO` / `IPV6_RECVPKTINFO` on: [`enable_pktinfo`]); see [`RecvBatch::dst`].
     pub(crate) fn with_destinations() -> RecvBatch {
         RecvBatch {
-            ctl: vec![Cmsg([0; 64]); BATCH],
+            ctl: vec![cmsg::Buf::default(); BATCH],
             ..RecvBatch::new()
         }
     }
@@ -107,7 +104,10 @@ impl RecvBatch {
             for i in 0..n {
                 self.lens[i] = (hdrs[i].msg_len as usize).min(SLOT);
                 self.addrs[i] = sockaddr_to_std(&names[i]);
-                self.dsts[i] = pktinfo_dst(&hdrs[i].msg_hdr);
+                self.dsts[i] = self
+                    .ctl
+                    .get(i)
+                    .and_then(|c| pktinfo_dst(&c.0, hdrs[i].msg_hdr.msg_controllen));
             }
             Ok(n)
         }
@@ -132,97 +132,57 @@ pub(crate) fn enable_pktinfo(fd: RawFd, v6: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// The destination address in a received message's `IP_PKTINFO`/`IPV6_PKTINFO`, if any.
-fn pktinfo_dst(hdr: &libc::msghdr) -> Option<IpAddr> {
-    // SAFETY: walks the control buffer the kernel filled for this message with the libc
-    // CMSG macros, which stay inside msg_control/msg_controllen; each payload is read
-    // unaligned with the size its type says, after checking the message is long enough.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(hdr);
-        while !c.is_null() {
-            let (level, kind, len) = ((*c).cmsg_level, (*c).cmsg_type, (*c).cmsg_len as usize);
-            let data = libc::CMSG_DATA(c);
-            if level == libc::IPPROTO_IP
-                && kind == libc::IP_PKTINFO
-                && len >= libc::CMSG_LEN(std::mem::size_of::<libc::in_pktinfo>() as u32) as usize
-            {
-                let pi: libc::in_pktinfo = std::ptr::read_unaligned(data.cast());
-                return Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(pi.ipi_addr.s_addr))));
-            }
-            if level == libc::IPPROTO_IPV6
-                && kind == libc::IPV6_PKTINFO
-                && len >= libc::CMSG_LEN(std::mem::size_of::<libc::in6_pktinfo>() as u32) as usize
-            {
-                let pi: libc::in6_pktinfo = std::ptr::read_unaligned(data.cast());
-                return Some(IpAddr::V6(Ipv6Addr::from(pi.ipi6_addr.s6_addr)));
-            }
-            c = libc::CMSG_NXTHDR(hdr, c);
+/// The destination address in a received message's `IP_PKTINFO`/`IPV6_PKTINFO`, if any
+/// (`control`: its control buffer, of which the kernel used `used` bytes).
+fn pktinfo_dst(control: &[u8], used: usize) -> Option<IpAddr> {
+    use std::mem::{offset_of, size_of};
+    cmsg::parse(control, used).find_map(|c| {
+        if c.level == libc::IPPROTO_IP
+            && c.kind == libc::IP_PKTINFO
+            && c.data.len() >= size_of::<libc::in_pktinfo>()
+        {
+            let at = offset_of!(libc::in_pktinfo, ipi_addr);
+            let a: [u8; 4] = c.data.get(at..at + 4)?.try_into().ok()?;
+            return Some(IpAddr::V4(Ipv4Addr::from(a)));
+        }
+        if c.level == libc::IPPROTO_IPV6
+            && c.kind == libc::IPV6_PKTINFO
+            && c.data.len() >= size_of::<libc::in6_pktinfo>()
+        {
+            let at = offset_of!(libc::in6_pktinfo, ipi6_addr);
+            let a: [u8; 16] = c.data.get(at..at + 16)?.try_into().ok()?;
+            return Some(IpAddr::V6(Ipv6Addr::from(a)));
         }
         None
-    }
+    })
 }
 
-/// Points `hdr` at a control message in `buf` that makes the kernel send from `src` (left
-/// without one when `src` cannot be expressed in the socket's family: then the kernel picks).
-fn pktinfo_src(src: IpAddr, to: &SocketAddr, buf: &mut Cmsg, hdr: &mut libc::msghdr) {
+/// Writes into `buf` a control message that makes the kernel send from `src`; returns its
+/// length (`None` when `src` cannot be expressed in the family of the socket, which `to`
+/// has: then the kernel picks).
+fn pktinfo_src(src: IpAddr, to: &SocketAddr, buf: &mut cmsg::Buf) -> Option<usize> {
+    use std::mem::{offset_of, size_of};
     // An IPv4 source for an IPv6 socket is written as IPv4-mapped (and the reverse is not
     // possible): the family of the destination's sockaddr is the socket's.
     let src = match (src, to) {
         (IpAddr::V4(a), SocketAddr::V6(_)) => IpAddr::V6(a.to_ipv6_mapped()),
-        (IpAddr::V6(a), SocketAddr::V4(_)) => match a.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => return,
-        },
+        (IpAddr::V6(a), SocketAddr::V4(_)) => IpAddr::V4(a.to_ipv4_mapped()?),
         (s, _) => s,
     };
-    // SAFETY: the control message is built inside `buf` (64 bytes, 8-aligned, larger than
-    // CMSG_SPACE of either payload) with the libc CMSG macros; `hdr` points at `buf` only
-    // while the caller's sendmmsg runs.
-    unsafe {
-        hdr.msg_control = buf.0.as_mut_ptr().cast();
-        let (level, kind, size) = match src {
-            IpAddr::V4(_) => (
-                libc::IPPROTO_IP,
-                libc::IP_PKTINFO,
-                std::mem::size_of::<libc::in_pktinfo>(),
-            ),
-            IpAddr::V6(_) => (
-                libc::IPPROTO_IPV6,
-                libc::IPV6_PKTINFO,
-                std::mem::size_of::<libc::in6_pktinfo>(),
-            ),
-        };
-        hdr.msg_controllen = libc::CMSG_SPACE(size as u32) as _;
-        let c = libc::CMSG_FIRSTHDR(hdr);
-        if c.is_null() {
-            hdr.msg_control = std::ptr::null_mut();
-            hdr.msg_controllen = 0;
-            return;
+    match src {
+        IpAddr::V4(a) => {
+            // in_pktinfo { ipi_ifindex: 0, ipi_spec_dst: src, ipi_addr: 0 }
+            let mut p = [0u8; size_of::<libc::in_pktinfo>()];
+            let at = offset_of!(libc::in_pktinfo, ipi_spec_dst);
+            p[at..at + 4].copy_from_slice(&a.octets());
+            cmsg::write(&mut buf.0, libc::IPPROTO_IP, libc::IP_PKTINFO, &p)
         }
-        (*c).cmsg_level = level;
-        (*c).cmsg_type = kind;
-        (*c).cmsg_len = libc::CMSG_LEN(size as u32) as _;
-        let data = libc::CMSG_DATA(c);
-        match src {
-            IpAddr::V4(a) => {
-                let pi = libc::in_pktinfo {
-                    ipi_ifindex: 0,
-                    ipi_spec_dst: libc::in_addr {
-                        s_addr: u32::from(a).to_be(),
-                    },
-                    ipi_addr: libc::in_addr { s_addr: 0 },
-                };
-                std::ptr::write_unaligned(data.cast(), pi);
-            }
-            IpAddr::V6(a) => {
-                let pi = libc::in6_pktinfo {
-                    ipi6_addr: libc::in6_addr {
-                        s6_addr: a.octets(),
-                    },
-                    ipi6_ifindex: 0,
-                };
-                std::ptr::write_unaligned(data.cast(), pi);
-            }
+        IpAddr::V6(a) => {
+            // in6_pktinfo { ipi6_addr: src, ipi6_ifindex: 0 }
+            let mut p = [0u8; size_of::<libc::in6_pktinfo>()];
+            let at = offset_of!(libc::in6_pktinfo, ipi6_addr);
+            p[at..at + 16].copy_from_slice(&a.octets());
+            cmsg::write(&mut buf.0, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, &p)
         }
     }
 }
@@ -248,7 +208,7 @@ pub(crate) fn send_batch(
         let mut iovs: [libc::iovec; BATCH] = std::mem::zeroed();
         let mut hdrs: [libc::mmsghdr; BATCH] = std::mem::zeroed();
         // Control buffers only for batches that need one.
-        let mut ctl: Option<[Cmsg; BATCH]> = None;
+        let mut ctl: Option<[cmsg::Buf; BATCH]> = None;
         for (i, (data, to, src)) in msgs.iter().take(n).enumerate() {
             iovs[i] = libc::iovec {
                 iov_base: data.as_ptr() as *mut libc::c_void,
@@ -260,8 +220,11 @@ pub(crate) fn send_batch(
             hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
             hdrs[i].msg_hdr.msg_iovlen = 1;
             if let Some(src) = src {
-                let buf = &mut ctl.get_or_insert([Cmsg([0; 64]); BATCH])[i];
-                pktinfo_src(*src, to, buf, &mut hdrs[i].msg_hdr);
+                let buf = &mut ctl.get_or_insert([cmsg::Buf::default(); BATCH])[i];
+                if let Some(used) = pktinfo_src(*src, to, buf) {
+                    hdrs[i].msg_hdr.msg_control = buf.0.as_mut_ptr().cast();
+                    hdrs[i].msg_hdr.msg_controllen = used;
+                }
             }
         }
         let rc = libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT);
@@ -337,48 +300,44 @@ fn std_to_sockaddr(addr: &SocketAddr, ss: &mut libc::sockaddr_storage) -> libc::
 /// the original destination of the failed datagram and the error (`ee_errno`).
 /// Err(WouldBlock) when the queue is empty.
 pub(crate) fn recv_err(fd: RawFd) -> io::Result<(Option<SocketAddr>, u32)> {
-    // SAFETY: (whole block) recvmsg with MSG_ERRQUEUE on a valid descriptor; every pointer in
-    // `msg` refers to a live local buffer of the stated size; the control messages are walked
-    // with the libc CMSG macros within `msg_controllen` and read unaligned.
-    unsafe {
-        let mut name: libc::sockaddr_storage = std::mem::zeroed();
-        let mut data = [0u8; 64];
-        let mut iov = libc::iovec {
-            iov_base: data.as_mut_ptr().cast(),
-            iov_len: data.len(),
-        };
-        let mut control = [0u64; 64];
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
-        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control);
-        let rc = libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT);
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let addr = sockaddr_to_std(&name);
-        let mut errno = 0;
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            let level = (*cmsg).cmsg_level;
-            let ty = (*cmsg).cmsg_type;
-            if ((level == libc::SOL_IP && ty == libc::IP_RECVERR)
-                || (level == libc::SOL_IPV6 && ty == libc::IPV6_RECVERR))
-                && (*cmsg).cmsg_len as usize
-                    >= libc::CMSG_LEN(std::mem::size_of::<libc::sock_extended_err>() as u32)
-                        as usize
-            {
-                let ee: libc::sock_extended_err =
-                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
-                errno = ee.ee_errno;
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-        Ok((addr, errno))
+    // SAFETY: all-zero is a valid sockaddr_storage and msghdr.
+    let (mut name, mut msg): (libc::sockaddr_storage, libc::msghdr) =
+        unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    let mut data = [0u8; 64];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    let mut control = [cmsg::Buf::default(); 4];
+    msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: recvmsg with MSG_ERRQUEUE on a descriptor the caller keeps open; every pointer
+    // in `msg` refers to a live local buffer of the stated size.
+    let rc = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
     }
+    let addr = sockaddr_to_std(&name);
+    // The four buffers are one contiguous, aligned control area.
+    let bytes: Vec<u8> = control.iter().flat_map(|b| b.0).collect();
+    let errno = cmsg::parse(&bytes, msg.msg_controllen)
+        .filter(|c| {
+            (c.level == libc::SOL_IP && c.kind == libc::IP_RECVERR)
+                || (c.level == libc::SOL_IPV6 && c.kind == libc::IPV6_RECVERR)
+        })
+        .filter(|c| c.data.len() >= std::mem::size_of::<libc::sock_extended_err>())
+        .find_map(|c| {
+            cmsg::u32_at(
+                c.data,
+                std::mem::offset_of!(libc::sock_extended_err, ee_errno),
+            )
+        })
+        .unwrap_or(0);
+    Ok((addr, errno))
 }
 
 #[cfg(test)]
@@ -433,6 +392,61 @@ mod tests {
                 }
                 Err(e) => panic!("{e}"),
             }
+        }
+    }
+
+    /// A dual-stack socket: an IPv4 client's destination is recorded (IP_PKTINFO) and the
+    /// reply leaves from it, written as IPv4-mapped in IPV6_PKTINFO; an IPv6 client's too.
+    #[test]
+    fn dual_stack_destinations_are_recorded_and_replies_leave_from_them() {
+        let rx = crate::proxy::sockets::bind_udp("[::]:0".parse().unwrap()).unwrap();
+        enable_pktinfo(rx.as_raw_fd(), true).unwrap();
+        let port = rx.local_addr().unwrap().port();
+        let tx4 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx4.send_to(b"q", SocketAddr::from(([127, 0, 0, 5], port)))
+            .unwrap();
+        let has_v6 = std::net::UdpSocket::bind("[::1]:0").ok();
+        if let Some(tx6) = &has_v6 {
+            tx6.send_to(b"q", SocketAddr::from((Ipv6Addr::LOCALHOST, port)))
+                .unwrap();
+        }
+        let mut b = RecvBatch::with_destinations();
+        let want = if has_v6.is_some() { 2 } else { 1 };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut got = Vec::new();
+        while got.len() < want && std::time::Instant::now() < deadline {
+            match b.recv(rx.as_raw_fd()) {
+                Ok(n) => got.extend((0..n).map(|i| (b.get(i).unwrap().1.unwrap(), b.dst(i)))),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got.len(), want, "{got:?}");
+        // Recorded as the kernel reports it (IPv4-mapped on this socket).
+        assert_eq!(
+            got[0].1.map(|a| a.to_canonical()),
+            Some(IpAddr::from([127, 0, 0, 5]))
+        );
+        if want == 2 {
+            assert_eq!(got[1].1, Some(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+        }
+        let msgs: Vec<(&[u8], SocketAddr, Option<IpAddr>)> = got
+            .iter()
+            .map(|&(from, dst)| (&b"r"[..], from, dst))
+            .collect();
+        assert_eq!(send_batch(rx.as_raw_fd(), &msgs).unwrap(), want);
+        tx4.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 4];
+        let (_, from) = tx4.recv_from(&mut buf).unwrap();
+        assert_eq!(from.ip(), IpAddr::from([127, 0, 0, 5]));
+        if let Some(tx6) = has_v6 {
+            tx6.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .unwrap();
+            let (_, from) = tx6.recv_from(&mut buf).unwrap();
+            assert_eq!(from.ip(), IpAddr::V6(Ipv6Addr::LOCALHOST));
         }
     }
 

@@ -6,6 +6,7 @@
 //! `tests/unsafe_confined.rs` fails on an `unsafe` anywhere else in `src/`). The rest of the
 //! crate sees plain Rust types: slices, `std::net` addresses, `OwnedFd`s and `io::Result`s.
 //!
+//! - [`cmsg`]: control messages parsed from and written to bytes (no pointer walking).
 //! - [`mmsg`]: batched UDP IO (`recvmmsg`/`sendmmsg`) with `IP_PKTINFO`/`IPV6_PKTINFO` control
 //!   messages, and the socket error queue (`MSG_ERRQUEUE`).
 //! - [`sockopt`]: integer socket options, `SO_ERROR`, `poll` on one descriptor.
@@ -20,6 +21,7 @@
 //!
 //! Items are `pub(crate)`: nothing here is part of pen's library API.
 
+pub(crate) mod cmsg;
 pub(crate) mod mmsg;
 pub(crate) mod netlink;
 pub(crate) mod packet;

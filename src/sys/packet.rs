@@ -11,15 +11,12 @@ use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use super::cmsg;
+
 /// Frames per `recvmmsg`/`sendmmsg`.
 pub(crate) const BATCH: usize = 64;
 
 const ETH_P_ALL: u16 = libc::ETH_P_ALL as u16;
-
-/// Room for one `cmsghdr` carrying a `tpacket_auxdata`, 8-byte aligned.
-#[repr(C, align(8))]
-#[derive(Clone, Copy)]
-struct CmsgBuf([u8; 64]);
 
 /// What the kernel said about one received frame.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -161,7 +158,7 @@ impl PacketSocket {
         let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
         // SAFETY: as above.
         let mut names: [libc::sockaddr_ll; BATCH] = unsafe { std::mem::zeroed() };
-        let mut cmsgs = [CmsgBuf([0; 64]); BATCH];
+        let mut cmsgs = [cmsg::Buf::default(); BATCH];
         // SAFETY: as above.
         let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         for (i, buf) in bufs.iter_mut().take(n).enumerate() {
@@ -198,7 +195,7 @@ impl PacketSocket {
                 truncated: m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
                 ..RxInfo::default()
             };
-            if let Some(status) = auxdata_status(&m.msg_hdr) {
+            if let Some(status) = auxdata_status(&cmsgs[i].0, m.msg_hdr.msg_controllen) {
                 r.csum_partial = status & libc::TP_STATUS_CSUMNOTREADY != 0;
                 r.vlan = status & libc::TP_STATUS_VLAN_VALID != 0;
             }
@@ -208,27 +205,18 @@ impl PacketSocket {
     }
 }
 
-/// `tp_status` of the `PACKET_AUXDATA` control message of a received message, if any.
-fn auxdata_status(hdr: &libc::msghdr) -> Option<u32> {
-    // SAFETY: the CMSG macros walk the control buffer the kernel filled for this message and
-    // stay inside msg_control/msg_controllen; the payload is read unaligned, after checking
-    // the message is long enough for a tpacket_auxdata.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(hdr);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_PACKET
-                && (*c).cmsg_type == libc::PACKET_AUXDATA
-                && (*c).cmsg_len as usize
-                    >= libc::CMSG_LEN(size_of::<libc::tpacket_auxdata>() as u32) as usize
-            {
-                let aux: libc::tpacket_auxdata =
-                    std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
-                return Some(aux.tp_status);
-            }
-            c = libc::CMSG_NXTHDR(hdr, c);
-        }
-        None
-    }
+/// `tp_status` of the `PACKET_AUXDATA` control message in a received message's control
+/// buffer (`used` bytes of it filled), if any.
+fn auxdata_status(control: &[u8], used: usize) -> Option<u32> {
+    cmsg::parse(control, used)
+        .filter(|c| c.level == libc::SOL_PACKET && c.kind == libc::PACKET_AUXDATA)
+        .filter(|c| c.data.len() >= size_of::<libc::tpacket_auxdata>())
+        .find_map(|c| {
+            cmsg::u32_at(
+                c.data,
+                std::mem::offset_of!(libc::tpacket_auxdata, tp_status),
+            )
+        })
 }
 
 /// One `sendmmsg` of up to [`BATCH`] of `frames` on the packet socket `fd`: how many were sent
