@@ -67,50 +67,53 @@ impl RecvBatch {
 
     /// Receive up to [`BATCH`] datagrams from `fd`; Err(WouldBlock) when none is queued.
     pub(crate) fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-        // SAFETY: (whole block) recvmmsg on a valid descriptor with BATCH headers, each pointing
-        // at its own live iovec (a disjoint SLOT-sized part of `self.buf`) and its own
-        // sockaddr_storage of the stated length; the kernel writes at most `rc` headers.
-        unsafe {
-            let mut names: [libc::sockaddr_storage; BATCH] = std::mem::zeroed();
-            let mut iovs: [libc::iovec; BATCH] = std::mem::zeroed();
-            let mut hdrs: [libc::mmsghdr; BATCH] = std::mem::zeroed();
-            let base = self.buf.as_mut_ptr();
-            for i in 0..BATCH {
-                if let Some(c) = self.ctl.get_mut(i) {
-                    hdrs[i].msg_hdr.msg_control = c.0.as_mut_ptr().cast();
-                    hdrs[i].msg_hdr.msg_controllen = c.0.len() as _;
-                }
-                iovs[i] = libc::iovec {
-                    iov_base: base.add(i * SLOT).cast(),
-                    iov_len: SLOT,
-                };
-                hdrs[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
-                hdrs[i].msg_hdr.msg_namelen =
-                    std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
-                hdrs[i].msg_hdr.msg_iovlen = 1;
+        // SAFETY: sockaddr_storage, iovec and mmsghdr are plain C structs for which all-zero
+        // is a valid value.
+        let (mut names, mut iovs, mut hdrs): (
+            [libc::sockaddr_storage; BATCH],
+            [libc::iovec; BATCH],
+            [libc::mmsghdr; BATCH],
+        ) = unsafe { (std::mem::zeroed(), std::mem::zeroed(), std::mem::zeroed()) };
+        for (i, slot) in self.buf.chunks_mut(SLOT).take(BATCH).enumerate() {
+            if let Some(c) = self.ctl.get_mut(i) {
+                hdrs[i].msg_hdr.msg_control = c.0.as_mut_ptr().cast();
+                hdrs[i].msg_hdr.msg_controllen = c.0.len() as _;
             }
-            let rc = libc::recvmmsg(
+            iovs[i] = libc::iovec {
+                iov_base: slot.as_mut_ptr().cast(),
+                iov_len: slot.len(),
+            };
+            hdrs[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+            hdrs[i].msg_hdr.msg_namelen =
+                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
+            hdrs[i].msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: BATCH headers, each pointing at its own live iovec (a disjoint SLOT-sized
+        // part of `self.buf`), its own sockaddr_storage and, when recorded, its own control
+        // buffer, each of the stated length; all outlive the call. A bad `fd` only fails.
+        let rc = unsafe {
+            libc::recvmmsg(
                 fd,
                 hdrs.as_mut_ptr(),
                 BATCH as libc::c_uint,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
-            );
-            if rc < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let n = (rc as usize).min(BATCH);
-            for i in 0..n {
-                self.lens[i] = (hdrs[i].msg_len as usize).min(SLOT);
-                self.addrs[i] = sockaddr_to_std(&names[i]);
-                self.dsts[i] = self
-                    .ctl
-                    .get(i)
-                    .and_then(|c| pktinfo_dst(&c.0, hdrs[i].msg_hdr.msg_controllen));
-            }
-            Ok(n)
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
         }
+        let n = (rc as usize).min(BATCH);
+        for i in 0..n {
+            self.lens[i] = (hdrs[i].msg_len as usize).min(SLOT);
+            self.addrs[i] = sockaddr_to_std(&names[i]);
+            self.dsts[i] = self
+                .ctl
+                .get(i)
+                .and_then(|c| pktinfo_dst(&c.0, hdrs[i].msg_hdr.msg_controllen));
+        }
+        Ok(n)
     }
 }
 
@@ -199,40 +202,42 @@ pub(crate) fn send_batch(
     if n == 0 {
         return Ok(0);
     }
-    // SAFETY: (whole block) sendmmsg on a valid descriptor with `n` headers, each pointing at
-    // its own live iovec (over a borrowed slice, only read by the kernel), its own
-    // sockaddr_storage of the stated length and, for messages with a source, its own control
-    // buffer; all of them live on this stack frame for the duration of the call.
-    unsafe {
-        let mut names: [libc::sockaddr_storage; BATCH] = std::mem::zeroed();
-        let mut iovs: [libc::iovec; BATCH] = std::mem::zeroed();
-        let mut hdrs: [libc::mmsghdr; BATCH] = std::mem::zeroed();
-        // Control buffers only for batches that need one.
-        let mut ctl: Option<[cmsg::Buf; BATCH]> = None;
-        for (i, (data, to, src)) in msgs.iter().take(n).enumerate() {
-            iovs[i] = libc::iovec {
-                iov_base: data.as_ptr() as *mut libc::c_void,
-                iov_len: data.len(),
-            };
-            let len = std_to_sockaddr(to, &mut names[i]);
-            hdrs[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
-            hdrs[i].msg_hdr.msg_namelen = len;
-            hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
-            hdrs[i].msg_hdr.msg_iovlen = 1;
-            if let Some(src) = src {
-                let buf = &mut ctl.get_or_insert([cmsg::Buf::default(); BATCH])[i];
-                if let Some(used) = pktinfo_src(*src, to, buf) {
-                    hdrs[i].msg_hdr.msg_control = buf.0.as_mut_ptr().cast();
-                    hdrs[i].msg_hdr.msg_controllen = used;
-                }
+    // SAFETY: sockaddr_storage, iovec and mmsghdr are plain C structs for which all-zero is
+    // a valid value.
+    let (mut names, mut iovs, mut hdrs): (
+        [libc::sockaddr_storage; BATCH],
+        [libc::iovec; BATCH],
+        [libc::mmsghdr; BATCH],
+    ) = unsafe { (std::mem::zeroed(), std::mem::zeroed(), std::mem::zeroed()) };
+    // Control buffers only for batches that need one.
+    let mut ctl: Option<[cmsg::Buf; BATCH]> = None;
+    for (i, (data, to, src)) in msgs.iter().take(n).enumerate() {
+        iovs[i] = libc::iovec {
+            iov_base: data.as_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        };
+        let len = std_to_sockaddr(to, &mut names[i]);
+        hdrs[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+        hdrs[i].msg_hdr.msg_namelen = len;
+        hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
+        hdrs[i].msg_hdr.msg_iovlen = 1;
+        if let Some(src) = src {
+            let buf = &mut ctl.get_or_insert([cmsg::Buf::default(); BATCH])[i];
+            if let Some(used) = pktinfo_src(*src, to, buf) {
+                hdrs[i].msg_hdr.msg_control = buf.0.as_mut_ptr().cast();
+                hdrs[i].msg_hdr.msg_controllen = used;
             }
         }
-        let rc = libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT);
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(rc as usize)
     }
+    // SAFETY: `n` headers, each pointing at its own live iovec (over a borrowed slice, only
+    // read by the kernel), its own sockaddr_storage of the stated length and, for messages
+    // with a source, its own control buffer; all outlive the call. A bad `fd` only fails.
+    let rc =
+        unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as usize)
 }
 
 /// A kernel socket address as a std one (`None` for other families).
