@@ -145,7 +145,10 @@ impl AfPacket {
                 return Ok(n);
             }
         }
-        if !sockopt::poll_in(self.sock.raw_fd(), timeout)?.readable {
+        let ready = sockopt::poll_in(self.sock.raw_fd(), timeout)?;
+        // A pending error (the interface went down) is taken by the receive call, which
+        // reports it; returning without it would make the next poll return at once again.
+        if !ready.readable && !ready.error {
             return Ok(0);
         }
         self.try_recv()
@@ -499,6 +502,52 @@ mod tests {
         })
         .join()
         .unwrap()
+    }
+
+    /// A pending socket error (the interface went down) is handed to the caller by the next
+    /// `recv_batch`, even after a short batch, where it polls first: `poll` reports the error
+    /// without readable data, and returning "nothing" would leave it pending and make every
+    /// later `poll` return at once (a busy loop while the interface is down).
+    #[test]
+    fn recv_batch_reports_the_interface_going_down_instead_of_spinning() {
+        crate::sys::process::require_root("network namespaces and raw sockets");
+        let tag = std::process::id();
+        let (a, b) = (format!("penrs-afd-a-{tag}"), format!("penrs-afd-b-{tag}"));
+        let _guard = Netns(vec![a.clone(), b.clone()]);
+        ip(&["netns", "add", &a]);
+        ip(&["netns", "add", &b]);
+        ip(&[
+            "link", "add", "va", "netns", &a, "type", "veth", "peer", "name", "vb", "netns", &b,
+        ]);
+        ip(&["-n", &a, "link", "set", "va", "up"]);
+        ip(&["-n", &b, "link", "set", "vb", "up"]);
+        let ns = a.clone();
+        let got = in_ns(&a, move || {
+            let mut l = AfPacket::open("va").unwrap();
+            // A short (empty) batch: the next call polls first.
+            let _ = l.recv_batch(Duration::from_millis(20));
+            assert!(l.rx_short);
+            ip(&["-n", &ns, "link", "set", "va", "down"]);
+            let start = Instant::now();
+            let mut results = Vec::new();
+            while start.elapsed() < Duration::from_millis(300) && results.len() < 1000 {
+                match l.recv_batch(Duration::from_millis(100)) {
+                    Ok(n) => results.push(Ok(n)),
+                    Err(e) => {
+                        results.push(Err(e.raw_os_error()));
+                        break;
+                    }
+                }
+            }
+            results
+        });
+        assert!(
+            got.len() < 10,
+            "recv_batch returned {} times in 300 ms without reporting the error: {:?}",
+            got.len(),
+            &got[..got.len().min(5)]
+        );
+        assert_eq!(got.last(), Some(&Err(Some(libc::ENETDOWN))), "{got:?}");
     }
 
     fn wait_for(link: &mut AfPacket, pred: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {

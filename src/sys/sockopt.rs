@@ -53,7 +53,8 @@ pub(crate) fn take_error(fd: RawFd) -> io::Result<libc::c_int> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Readiness {
     pub(crate) readable: bool,
-    /// `POLLERR`: the socket has a pending error (an interface went down).
+    /// `POLLERR` (or `POLLHUP`/`POLLNVAL`): the socket has a pending error (an interface
+    /// went down) for the next receive call to report.
     pub(crate) error: bool,
 }
 
@@ -81,7 +82,7 @@ pub(crate) fn poll_in(fd: RawFd, timeout: Duration) -> io::Result<Readiness> {
     }
     Ok(Readiness {
         readable: r > 0 && pfd.revents & libc::POLLIN != 0,
-        error: pfd.revents & libc::POLLERR != 0,
+        error: pfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0,
     })
 }
 
