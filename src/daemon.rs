@@ -28,6 +28,7 @@ use crate::proxy::tcp::{self, ConnTable, Limits, Listener};
 use crate::proxy::transparent;
 use crate::proxy::{Shared, SharedState};
 use crate::stats::ConnRow;
+use crate::sys;
 
 /// A start-up or run-time failure of the daemon. Displays one line naming the offending input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +52,7 @@ fn err(message: impl Into<String>) -> DaemonError {
 
 /// A listening socket opened before the runtime exists (and before forking).
 #[derive(Debug)]
-pub enum OpenListener {
+pub(crate) enum OpenListener {
     Tcp(std::net::TcpListener),
     Unix(std::os::unix::net::UnixListener),
     Udp(std::net::UdpSocket),
@@ -136,8 +137,7 @@ fn read_config_file(config: &mut Config, path: &Path) -> Result<Vec<Command>, Da
 /// Opens the `-C` control socket. As C Pen, pen refuses it when running as root without
 /// `-u` (`-u root` forces it): anyone who can reach it can reconfigure pen.
 fn open_control(spec: &str, cfg: &Config) -> Result<ctl_server::StdListener, DaemonError> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 && cfg.user.is_none() {
+    if sys::process::is_root() && cfg.user.is_none() {
         return Err(err(format!(
             "pen: refusing to open the control socket -C {spec} as root; add -u user (-u root forces it)"
         )));
@@ -229,7 +229,7 @@ fn resolve(host: &str, port: u16, what: &str) -> Result<SocketAddr, DaemonError>
 }
 
 /// Opens the listening socket named by `config.listen` (TCP, Unix or, with `-U`, UDP).
-pub fn open_listener(config: &Config) -> Result<OpenListener, DaemonError> {
+pub(crate) fn open_listener(config: &Config) -> Result<OpenListener, DaemonError> {
     #[cfg(target_os = "linux")]
     if config.dsr_if.is_some() {
         return crate::link::dsr::open(config)
@@ -317,48 +317,14 @@ fn set_log_level(debug: u32) {
 }
 
 fn ignore_sigpipe() {
-    // SAFETY: setting a signal disposition to SIG_IGN has no memory-safety requirements.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-    }
+    sys::process::ignore_sigpipe();
 }
 
 /// Detaches from the terminal: fork (the parent exits 0), setsid, stdin/stdout to /dev/null.
 /// stderr stays where it was so that `pen ... 2>file` keeps the log. Must run before any
 /// thread is started (no tokio runtime yet).
 fn daemonize() -> Result<(), DaemonError> {
-    // SAFETY: fork in a process that has not started any thread yet (the runtime is created
-    // later); the child continues with a copy of the single thread.
-    let pid = unsafe { libc::fork() };
-    match pid {
-        -1 => {
-            return Err(err(format!(
-                "pen: fork failed: {}",
-                io::Error::last_os_error()
-            )));
-        }
-        0 => {}
-        // SAFETY: _exit in the parent skips destructors that would touch the shared sockets.
-        _ => unsafe { libc::_exit(0) },
-    }
-    // SAFETY: setsid has no arguments; failure (already a group leader) is harmless.
-    unsafe { libc::setsid() };
-    let null = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .map_err(|e| err(format!("pen: cannot open /dev/null: {e}")))?;
-    use std::os::fd::AsRawFd;
-    for fd in [libc::STDIN_FILENO, libc::STDOUT_FILENO] {
-        // SAFETY: dup2 onto the standard descriptors, which this process owns.
-        if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
-            return Err(err(format!(
-                "pen: cannot redirect fd {fd} to /dev/null: {}",
-                io::Error::last_os_error()
-            )));
-        }
-    }
-    Ok(())
+    sys::process::daemonize().map_err(|e| err(format!("pen: {e}")))
 }
 
 /// `-j dir` (chroot) then `-u user` (setgid/setuid), after the listener is open.
@@ -368,14 +334,9 @@ fn drop_privileges(cfg: &Config) -> Result<(), DaemonError> {
         None => None,
     };
     if let Some(dir) = &cfg.chroot {
-        let c = cstring(dir.as_os_str().as_encoded_bytes(), "chroot directory")?;
-        // SAFETY: chroot/chdir with a valid NUL-terminated path.
-        if unsafe { libc::chroot(c.as_ptr()) } != 0 || unsafe { libc::chdir(c"/".as_ptr()) } != 0 {
-            return Err(err(format!(
-                "pen: cannot chroot to {}: {}",
-                dir.display(),
-                io::Error::last_os_error()
-            )));
+        cstring(dir.as_os_str().as_encoded_bytes(), "chroot directory")?;
+        if let Err(e) = sys::process::chroot(dir) {
+            return Err(err(format!("pen: cannot chroot to {}: {e}", dir.display())));
         }
     }
     if let Some((name, uid, gid)) = user {
@@ -385,18 +346,9 @@ fn drop_privileges(cfg: &Config) -> Result<(), DaemonError> {
         if keep_net_admin && let Err(e) = transparent::keep_caps_across_setuid() {
             tracing::warn!("transparent: cannot keep CAP_NET_ADMIN across -u {name}: {e}");
         }
-        // SAFETY: plain credential syscalls; setgroups with an empty list drops supplementary
-        // groups, then gid before uid (after setuid we could no longer change the gid).
-        let ok = unsafe {
-            libc::setgroups(0, std::ptr::null()) == 0
-                && libc::setgid(gid) == 0
-                && libc::setuid(uid) == 0
-        };
-        if !ok {
-            return Err(err(format!(
-                "pen: cannot switch to user {name:?}: {}",
-                io::Error::last_os_error()
-            )));
+        // Supplementary groups dropped, then gid before uid.
+        if let Err(e) = sys::process::switch_user(uid, gid) {
+            return Err(err(format!("pen: cannot switch to user {name:?}: {e}")));
         }
         if keep_net_admin && let Err(e) = transparent::retain_cap_net_admin() {
             tracing::warn!(
@@ -412,22 +364,15 @@ fn cstring(bytes: &[u8], what: &str) -> Result<CString, DaemonError> {
     CString::new(bytes).map_err(|_| err(format!("pen: the {what} contains a NUL byte")))
 }
 
-fn lookup_user(name: &str) -> Result<(String, libc::uid_t, libc::gid_t), DaemonError> {
-    let c = cstring(name.as_bytes(), "user name")?;
-    // SAFETY: getpwnam returns NULL or a pointer to a static struct that stays valid until the
-    // next getpw* call; we copy the two ids out immediately, single-threaded.
-    let ids = unsafe {
-        let pw = libc::getpwnam(c.as_ptr());
-        if pw.is_null() {
-            None
-        } else {
-            Some(((*pw).pw_uid, (*pw).pw_gid))
-        }
-    };
-    match ids {
-        Some((uid, gid)) => Ok((name.to_string(), uid, gid)),
-        None => Err(err(format!(
+fn lookup_user(name: &str) -> Result<(String, u32, u32), DaemonError> {
+    cstring(name.as_bytes(), "user name")?;
+    match sys::process::lookup_user(name) {
+        Ok(Some((uid, gid))) => Ok((name.to_string(), uid, gid)),
+        Ok(None) => Err(err(format!(
             "pen: unknown user {name:?} for -u; expected a name from the password database"
+        ))),
+        Err(e) => Err(err(format!(
+            "pen: cannot read the password database for -u {name:?}: {e}"
         ))),
     }
 }

@@ -25,7 +25,14 @@
 //! - [`reqlog`]: the `-l` request log (its line formats are pure functions).
 //! - [`link`]: frame drivers for the engine: live `AF_PACKET` (DSR mode of the daemon),
 //!   offline pcap files (`pen-sim`), in memory.
-//! - `sys`: the kernel layer; the `unsafe` system calls live there behind safe functions.
+//! - `sys` (crate-private): the kernel layer. Every `unsafe` block of the crate lives there,
+//!   behind small safe functions: batched datagram IO and control messages, socket options,
+//!   `AF_PACKET` sockets and the TPACKET_V2 ring, netlink route requests, daemonizing and the
+//!   user switch, the splice pipe.
+
+// Every `unsafe` block says why it is sound (all of them live in `sys`, see
+// `tests/unsafe_confined.rs`).
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod acl;
 pub mod cli;

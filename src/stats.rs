@@ -882,15 +882,14 @@ pub fn check_writable(path: &std::path::Path) -> std::io::Result<()> {
                     format!("{} is not a directory", dir.display()),
                 ));
             }
-            let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in the path"))?;
-            // SAFETY: access() reads a valid NUL-terminated path. pen checks after its user
-            // switch, so the real and effective ids are the same.
-            if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0 {
-                Ok(())
-            } else {
-                Err(io::Error::last_os_error())
+            if dir.as_os_str().as_encoded_bytes().contains(&0) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "NUL in the path",
+                ));
             }
+            // pen checks after its user switch, so the real and effective ids are the same.
+            crate::sys::process::can_write_dir(dir)
         }
         Err(e) => Err(e),
     }

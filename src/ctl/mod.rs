@@ -11,4 +11,4 @@
 pub mod apply;
 pub mod command;
 pub mod reply;
-pub mod server;
+pub(crate) mod server;

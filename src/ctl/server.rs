@@ -41,6 +41,7 @@ use crate::ctl::reply::{
 };
 use crate::proxy::{SharedState, lock, now};
 use crate::stats::{self, ConnRow, Snapshot};
+use crate::sys::process::syslog_info;
 
 /// Longest command line accepted (C Pen reads at most 4095 bytes).
 pub const LINE_MAX: usize = 4095;
@@ -276,10 +277,12 @@ pub trait Effects: Send + Sync + 'static {
     }
 }
 
-/// Effects of a process without a daemon behind it (tests, tools).
+/// Effects of a process without a daemon behind it (tests).
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub struct NoEffects;
 
+#[cfg(test)]
 impl Effects for NoEffects {}
 
 /// The control plane of one pen process.
@@ -372,11 +375,13 @@ impl Control {
         Ok(())
     }
 
+    #[cfg(test)]
     pub fn shared(&self) -> &SharedState {
         &self.shared
     }
 
     /// Runs one trusted command line (as from `-O`) and returns the reply.
+    #[cfg(test)]
     pub async fn run_line(&self, line: &str) -> String {
         self.run_line_from(line, None).await
     }
@@ -599,19 +604,6 @@ impl Control {
         let g = lock(&self.shared);
         let cfg: &Config = &g.config;
         cfg.acls.permits(usize::from(cfg.control_acl), Some(ip))
-    }
-}
-
-/// One message to syslog (facility user, level info), tagged `pen`.
-fn syslog_info(line: &str) {
-    let Ok(msg) = std::ffi::CString::new(line.replace('\0', " ")) else {
-        return;
-    };
-    // SAFETY: openlog keeps the pointer to the ident, which is a 'static C string literal;
-    // syslog gets a constant "%s" format and a valid NUL-terminated argument.
-    unsafe {
-        libc::openlog(c"pen".as_ptr(), libc::LOG_PID, libc::LOG_USER);
-        libc::syslog(libc::LOG_INFO, c"%s".as_ptr(), msg.as_ptr());
     }
 }
 
@@ -1000,9 +992,7 @@ mod tests {
         assert!(write_in_place_nofollow(dir.path(), b"x").is_err());
         // A FIFO without a reader: an error at once, no blocking.
         let fifo = dir.path().join("fifo");
-        let c = std::ffi::CString::new(fifo.display().to_string()).unwrap();
-        // SAFETY: mkfifo with a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         assert!(write_in_place_nofollow(&fifo, b"x").is_err());
         let e = write_in_place_nofollow(Path::new("/dev/null"), b"x").unwrap_err();
         assert!(e.to_string().contains("not a regular file"), "{e}");

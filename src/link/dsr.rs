@@ -14,7 +14,7 @@
 //! The DSR interface's own addresses, read at start, are never captured.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -99,20 +99,7 @@ fn attach_fast_path(ec: &EngineConfig, link: &mut AfPacket) {
 /// 16 bytes from the kernel's random source: the tarpit's ISN key, drawn once per start.
 pub fn isn_key() -> io::Result<[u8; 16]> {
     let mut k = [0u8; 16];
-    let mut got = 0;
-    while got < k.len() {
-        let rest = &mut k[got..];
-        // SAFETY: getrandom writes at most `rest.len()` bytes into `rest`.
-        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        got += n as usize;
-    }
+    crate::sys::process::random_bytes(&mut k)?;
     Ok(k)
 }
 
@@ -169,43 +156,7 @@ fn publish_due(last: &mut Option<Duration>, now: Duration) -> bool {
 /// The IP addresses of interface `name` (empty when they cannot be read): the tarpit never
 /// captures them.
 pub fn interface_addrs(name: &str) -> Vec<IpAddr> {
-    let mut out = Vec::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list that is freed with freeifaddrs below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return out;
-    }
-    let mut p = head;
-    while !p.is_null() {
-        // SAFETY: `p` is a node of the list getifaddrs returned, valid until freeifaddrs; its
-        // name is a NUL-terminated string and its address a sockaddr of the family it names.
-        unsafe {
-            let ifa = &*p;
-            p = ifa.ifa_next;
-            if ifa.ifa_addr.is_null()
-                || ifa.ifa_name.is_null()
-                || std::ffi::CStr::from_ptr(ifa.ifa_name).to_bytes() != name.as_bytes()
-            {
-                continue;
-            }
-            match i32::from((*ifa.ifa_addr).sa_family) {
-                libc::AF_INET => {
-                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                    out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                        sin.sin_addr.s_addr,
-                    ))));
-                }
-                libc::AF_INET6 => {
-                    let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
-                    out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
-                }
-                _ => {}
-            }
-        }
-    }
-    // SAFETY: `head` came from a successful getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(head) };
-    out
+    crate::sys::ifaddrs::interface_addrs(name)
 }
 
 /// Runs DSR on `link` with the daemon's shared state: the engine is configured from the
@@ -438,7 +389,10 @@ mod tests {
     #[test]
     fn the_loopback_interface_has_its_addresses_read() {
         let a = interface_addrs("lo");
-        assert!(a.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)), "{a:?}");
+        assert!(
+            a.contains(&IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            "{a:?}"
+        );
         assert!(interface_addrs("no-such-if0").is_empty());
     }
 

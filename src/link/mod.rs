@@ -16,13 +16,13 @@
 //! sends the processed frame when the verdict says so.
 
 #[cfg(target_os = "linux")]
-pub mod afpacket;
+pub(crate) mod afpacket;
 #[cfg(target_os = "linux")]
 pub mod bpf;
 #[cfg(target_os = "linux")]
-pub mod dsr;
+pub(crate) mod dsr;
 pub mod mem;
 pub mod pcapfile;
-pub mod route;
+pub(crate) mod route;
 #[cfg(target_os = "linux")]
 pub mod xdp;

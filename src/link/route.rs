@@ -5,16 +5,20 @@
 //! asks the kernel directly: one `RTM_GETROUTE` request with `RTA_DST` on a `NETLINK_ROUTE`
 //! socket, one `RTM_NEWROUTE` (or `NLMSG_ERROR`) reply.
 //!
-//! [`encode_request`] and [`parse_reply`] are pure, so the wire format is tested without a
-//! kernel; [`route_get`] does the round trip. All netlink fields are in host byte order, the
-//! addresses in network byte order.
+//! The messages are built and parsed with `netlink-packet-route` (the crate `rtnetlink`, and
+//! so the lab, uses); [`encode_request`] and [`parse_reply`] are pure, so the wire format is
+//! tested without a kernel, byte for byte against the layout of `<linux/rtnetlink.h>`;
+//! [`route_get`] does the round trip through [`crate::sys::netlink`].
 #![cfg(target_os = "linux")]
 
 use std::io;
-use std::mem::{size_of, zeroed};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::Duration;
+use std::net::IpAddr;
+
+use netlink_packet_core::{
+    NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, Parseable,
+};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 /// What the kernel's routing table says about reaching one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,38 +33,8 @@ pub struct Route {
     pub kind: u8,
 }
 
-// Values from <linux/netlink.h> and <linux/rtnetlink.h>.
-const NLMSG_NOOP: u16 = 1;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const RTM_NEWROUTE: u16 = 24;
-const RTM_GETROUTE: u16 = 26;
-const NLM_F_REQUEST: u16 = 1;
-const RTA_DST: u16 = 1;
-const RTA_OIF: u16 = 4;
-const RTA_GATEWAY: u16 = 5;
-const RTA_PREFSRC: u16 = 7;
-const AF_INET: u8 = libc::AF_INET as u8;
-const AF_INET6: u8 = libc::AF_INET6 as u8;
-
 /// `struct nlmsghdr`: len u32, type u16, flags u16, seq u32, pid u32.
 const NLMSG_HDRLEN: usize = 16;
-/// `struct rtmsg`: family, dst_len, src_len, tos, table, protocol, scope, type (u8 each),
-/// flags u32.
-const RTMSG_LEN: usize = 12;
-/// `struct rtattr`: len u16, type u16.
-const RTA_HDRLEN: usize = 4;
-/// `struct nlmsgerr` starts with an i32 error.
-const NLMSGERR_MIN: usize = 4;
-/// Receive buffer; a route reply is a few dozen bytes.
-const RECV_BUF: usize = 8192;
-/// How long [`route_get`] waits for the kernel's reply.
-const RECV_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Rounds up to the 4-byte netlink alignment; `None` on overflow.
-fn align4(n: usize) -> Option<usize> {
-    n.checked_add(3).map(|v| v & !3)
-}
 
 fn bad(what: impl Into<String>) -> io::Error {
     io::Error::new(
@@ -69,115 +43,67 @@ fn bad(what: impl Into<String>) -> io::Error {
     )
 }
 
-fn u16_at(buf: &[u8], at: usize) -> Option<u16> {
-    let b = buf.get(at..at.checked_add(2)?)?;
-    Some(u16::from_ne_bytes([b[0], b[1]]))
-}
-
-fn u32_at(buf: &[u8], at: usize) -> Option<u32> {
-    let b = buf.get(at..at.checked_add(4)?)?;
-    Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-}
-
 /// Pure: builds the request bytes (nlmsghdr + rtmsg + RTA_DST) with sequence number `seq`.
 ///
 /// The request asks for the route to the single address `dst` (`rtm_dst_len` 32 or 128),
 /// with `NLM_F_REQUEST` only and port id 0 (the kernel fills it in).
 pub fn encode_request(dst: IpAddr, seq: u32) -> Vec<u8> {
-    let (family, dst_len, addr): (u8, u8, Vec<u8>) = match dst {
-        IpAddr::V4(a) => (AF_INET, 32, a.octets().to_vec()),
-        IpAddr::V6(a) => (AF_INET6, 128, a.octets().to_vec()),
+    let mut route = RouteMessage::default();
+    let (family, len) = match dst {
+        IpAddr::V4(_) => (AddressFamily::Inet, 32),
+        IpAddr::V6(_) => (AddressFamily::Inet6, 128),
     };
-    // Addresses are 4 or 16 bytes, so everything stays aligned and tiny.
-    let rta_len = RTA_HDRLEN + addr.len();
-    let total = NLMSG_HDRLEN + RTMSG_LEN + rta_len;
-    let mut out = Vec::with_capacity(total);
-    // nlmsghdr
-    out.extend_from_slice(&(total as u32).to_ne_bytes());
-    out.extend_from_slice(&RTM_GETROUTE.to_ne_bytes());
-    out.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-    out.extend_from_slice(&seq.to_ne_bytes());
-    out.extend_from_slice(&0u32.to_ne_bytes());
-    // rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags
-    out.extend_from_slice(&[family, dst_len, 0, 0, 0, 0, 0, 0]);
-    out.extend_from_slice(&0u32.to_ne_bytes());
-    // RTA_DST
-    out.extend_from_slice(&(rta_len as u16).to_ne_bytes());
-    out.extend_from_slice(&RTA_DST.to_ne_bytes());
-    out.extend_from_slice(&addr);
-    debug_assert_eq!(out.len(), total);
+    route.header.address_family = family;
+    route.header.destination_prefix_length = len;
+    route.header.table = RouteHeader::RT_TABLE_UNSPEC;
+    route
+        .attributes
+        .push(RouteAttribute::Destination(RouteAddress::from(dst)));
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST;
+    header.sequence_number = seq;
+    let mut msg = NetlinkMessage::new(
+        header,
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::GetRoute(route)),
+    );
+    msg.finalize();
+    let mut out = vec![0u8; msg.buffer_len()];
+    msg.serialize(&mut out);
     out
 }
 
-/// Decodes an address attribute of `family`.
-fn addr_attr(name: &str, family: u8, data: &[u8]) -> io::Result<IpAddr> {
-    match (family, data.len()) {
-        (AF_INET, 4) => Ok(IpAddr::V4(Ipv4Addr::new(
-            data[0], data[1], data[2], data[3],
-        ))),
-        (AF_INET6, 16) => {
-            let mut o = [0u8; 16];
-            o.copy_from_slice(data);
-            Ok(IpAddr::V6(Ipv6Addr::from(o)))
-        }
-        _ => Err(bad(format!(
-            "{name} of {} bytes in a family {family} route",
-            data.len()
-        ))),
+/// An address attribute of a route of `family` as an IP address.
+fn addr_attr(name: &str, family: AddressFamily, a: &RouteAddress) -> io::Result<IpAddr> {
+    match (family, a) {
+        (AddressFamily::Inet, RouteAddress::Inet(v4)) => Ok(IpAddr::V4(*v4)),
+        (AddressFamily::Inet6, RouteAddress::Inet6(v6)) => Ok(IpAddr::V6(*v6)),
+        (f, other) => Err(bad(format!("{name} {other:?} in a {f:?} route"))),
     }
 }
 
-/// Parses the payload of one `RTM_NEWROUTE` message (rtmsg + attributes).
-fn parse_route(body: &[u8]) -> io::Result<Route> {
-    let rtm = body
-        .get(..RTMSG_LEN)
-        .ok_or_else(|| bad(format!("RTM_NEWROUTE body of {} bytes", body.len())))?;
-    let family = rtm[0];
-    let kind = rtm[7];
-    if family != AF_INET && family != AF_INET6 {
-        return Err(bad(format!("route of address family {family}")));
+/// The fields of one `RTM_NEWROUTE` message pen needs.
+fn route_of(msg: &RouteMessage) -> io::Result<Route> {
+    let family = msg.header.address_family;
+    if !matches!(family, AddressFamily::Inet | AddressFamily::Inet6) {
+        return Err(bad(format!("route of address family {family:?}")));
     }
     let mut oif = None;
     let mut prefsrc = None;
     let mut gateway = None;
-    let mut at = RTMSG_LEN;
-    while at < body.len() {
-        let (Some(len), Some(ty)) = (u16_at(body, at), u16_at(body, at + 2)) else {
-            return Err(bad(format!("truncated route attribute at offset {at}")));
-        };
-        let len = usize::from(len);
-        let end = at.checked_add(len).filter(|&e| e <= body.len());
-        let Some(end) = end.filter(|_| len >= RTA_HDRLEN) else {
-            return Err(bad(format!(
-                "route attribute {ty} at offset {at} claims {len} bytes, {} left",
-                body.len() - at
-            )));
-        };
-        let data = &body[at + RTA_HDRLEN..end];
-        // Ignore the nested/byte-order flag bits in the type.
-        match ty & 0x3fff {
-            RTA_OIF => {
-                let v = u32_at(data, 0)
-                    .filter(|_| data.len() == 4)
-                    .ok_or_else(|| bad(format!("RTA_OIF of {} bytes", data.len())))?;
-                oif = Some(v);
-            }
-            RTA_PREFSRC => prefsrc = Some(addr_attr("RTA_PREFSRC", family, data)?),
-            RTA_GATEWAY => gateway = Some(addr_attr("RTA_GATEWAY", family, data)?),
+    for attr in &msg.attributes {
+        match attr {
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::PrefSource(a) => prefsrc = Some(addr_attr("RTA_PREFSRC", family, a)?),
+            RouteAttribute::Gateway(a) => gateway = Some(addr_attr("RTA_GATEWAY", family, a)?),
             _ => {}
         }
-        // The last attribute may lack its padding.
-        at = match align4(end) {
-            Some(next) => next,
-            None => break,
-        };
     }
     let oif = oif.ok_or_else(|| bad("route without an output interface (no RTA_OIF)"))?;
     Ok(Route {
         oif,
         prefsrc,
         gateway,
-        kind,
+        kind: u8::from(msg.header.kind),
     })
 }
 
@@ -190,48 +116,45 @@ fn parse_route(body: &[u8]) -> io::Result<Route> {
 pub fn parse_reply(buf: &[u8], seq: u32) -> io::Result<Route> {
     let mut at = 0usize;
     while at < buf.len() {
-        let (Some(len), Some(ty), Some(got_seq)) =
-            (u32_at(buf, at), u16_at(buf, at + 4), u32_at(buf, at + 8))
-        else {
+        let rest = &buf[at..];
+        let nl = NetlinkBuffer::new_checked(rest).map_err(|e| {
+            bad(format!(
+                "netlink message at offset {at} ({} bytes left): {e}",
+                rest.len()
+            ))
+        })?;
+        let len = nl.length() as usize;
+        if nl.sequence_number() != seq {
             return Err(bad(format!(
-                "truncated netlink header at offset {at} ({} bytes left)",
-                buf.len() - at
-            )));
-        };
-        let len = usize::try_from(len).unwrap_or(usize::MAX);
-        let end = at.checked_add(len).filter(|&e| e <= buf.len());
-        let Some(end) = end.filter(|_| len >= NLMSG_HDRLEN) else {
-            return Err(bad(format!(
-                "netlink message at offset {at} claims {len} bytes, {} left",
-                buf.len() - at
-            )));
-        };
-        if got_seq != seq {
-            return Err(bad(format!(
-                "reply has sequence number {got_seq}, expected {seq}"
+                "reply has sequence number {}, expected {seq}",
+                nl.sequence_number()
             )));
         }
-        let body = &buf[at + NLMSG_HDRLEN..end];
-        match ty {
-            NLMSG_ERROR => {
-                let errno = u32_at(body, 0)
-                    .filter(|_| body.len() >= NLMSGERR_MIN)
-                    .map(|v| v as i32)
-                    .ok_or_else(|| bad(format!("NLMSG_ERROR body of {} bytes", body.len())))?;
-                return Err(match errno.checked_neg() {
-                    Some(e) if e > 0 => io::Error::from_raw_os_error(e),
-                    _ if errno == 0 => bad("kernel acknowledged the request but sent no route"),
-                    _ => bad(format!("NLMSG_ERROR with error code {errno}")),
+        let msg = NetlinkMessage::<RouteNetlinkMessage>::parse(&NetlinkBuffer::new(&rest))
+            .map_err(|e| bad(format!("netlink message at offset {at}: {e}")))?;
+        match msg.payload {
+            NetlinkPayload::Error(e) => {
+                return Err(match e.code.map(|c| c.get()) {
+                    None => bad("kernel acknowledged the request but sent no route"),
+                    Some(c) => match c.checked_neg() {
+                        Some(errno) if errno > 0 => io::Error::from_raw_os_error(errno),
+                        _ => bad(format!("NLMSG_ERROR with error code {c}")),
+                    },
                 });
             }
-            RTM_NEWROUTE => return parse_route(body),
-            NLMSG_NOOP => {}
-            NLMSG_DONE => return Err(bad("NLMSG_DONE before any route")),
-            other => return Err(bad(format!("unexpected netlink message type {other}"))),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => return route_of(&r),
+            NetlinkPayload::Noop => {}
+            NetlinkPayload::Done(_) => return Err(bad("NLMSG_DONE before any route")),
+            _ => {
+                return Err(bad(format!(
+                    "unexpected netlink message type {}",
+                    nl.message_type()
+                )));
+            }
         }
-        at = match align4(end) {
-            Some(next) => next,
-            None => break,
+        at = match at.checked_add(len).and_then(|e| e.checked_add(3)) {
+            Some(next) if len >= NLMSG_HDRLEN => next & !3,
+            _ => break,
         };
     }
     Err(bad(if buf.is_empty() {
@@ -259,123 +182,9 @@ pub fn route_get(dst: IpAddr) -> io::Result<Route> {
     let ctx = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("{what} {dst}: {e}"));
     let seq = next_seq();
     let req = encode_request(dst, seq);
-
-    // SAFETY: plain socket(2) call; the result is checked and owned at once.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if raw < 0 {
-        return Err(ctx(
-            "cannot open a NETLINK_ROUTE socket to look up the route to",
-            io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: `raw` is a fresh, valid descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-
-    let tv = libc::timeval {
-        tv_sec: RECV_TIMEOUT.as_secs() as libc::time_t,
-        tv_usec: RECV_TIMEOUT.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: setsockopt reads a timeval of exactly the size we pass.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(ctx(
-            "cannot set a receive timeout on the netlink socket for the route to",
-            io::Error::last_os_error(),
-        ));
-    }
-
-    // SAFETY: sockaddr_nl is plain old data; zeroed is a valid value.
-    let mut kernel: libc::sockaddr_nl = unsafe { zeroed() };
-    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    // nl_pid 0 and nl_groups 0: unicast to the kernel.
-    // SAFETY: sendto reads `req.len()` bytes of `req` and a correctly sized sockaddr_nl.
-    let sent = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            req.as_ptr().cast(),
-            req.len(),
-            0,
-            (&kernel as *const libc::sockaddr_nl).cast(),
-            size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if sent < 0 {
-        return Err(ctx(
-            "cannot send the route request for",
-            io::Error::last_os_error(),
-        ));
-    }
-    if usize::try_from(sent).ok() != Some(req.len()) {
-        return Err(ctx(
-            "short send of the route request for",
-            io::Error::other(format!("{sent} of {} bytes", req.len())),
-        ));
-    }
-
-    let mut buf = vec![0u8; RECV_BUF];
-    // Only the kernel's answer counts; skip anything another process sends to our port.
-    for _ in 0..16 {
-        // SAFETY: sockaddr_nl is plain old data; zeroed is a valid value.
-        let mut from: libc::sockaddr_nl = unsafe { zeroed() };
-        let mut from_len = size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-        // SAFETY: recvfrom writes at most `buf.len()` bytes into `buf` and at most `from_len`
-        // bytes into `from`.
-        let n = unsafe {
-            libc::recvfrom(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_TRUNC,
-                (&mut from as *mut libc::sockaddr_nl).cast(),
-                &mut from_len,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            if e.kind() == io::ErrorKind::WouldBlock {
-                return Err(ctx(
-                    "no reply from the kernel about the route to",
-                    io::Error::new(io::ErrorKind::TimedOut, "timed out after 1 s"),
-                ));
-            }
-            return Err(ctx("cannot receive the route reply for", e));
-        }
-        let n = usize::try_from(n).unwrap_or(usize::MAX);
-        if from.nl_pid != 0 {
-            continue;
-        }
-        if n > buf.len() {
-            return Err(ctx(
-                "route reply too large for",
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{n} bytes, buffer holds {}", buf.len()),
-                ),
-            ));
-        }
-        return parse_reply(&buf[..n], seq).map_err(|e| ctx("no route to", e));
-    }
-    Err(ctx(
-        "no reply from the kernel about the route to",
-        io::Error::other("only messages from other processes arrived"),
-    ))
+    let reply = crate::sys::netlink::route_request(&req)
+        .map_err(|e| ctx("cannot ask the kernel for the route to", e))?;
+    parse_reply(&reply, seq).map_err(|e| ctx("no route to", e))
 }
 
 #[cfg(test)]
@@ -430,6 +239,33 @@ mod tests {
         body.extend(rta(RTA_GATEWAY, &[192, 168, 1, 1]));
         body.extend(rta(15, &254u32.to_ne_bytes())); // RTA_TABLE, ignored
         nlmsg(RTM_NEWROUTE, seq, &body)
+    }
+
+    // Values from <linux/netlink.h> and <linux/rtnetlink.h>, to build replies by hand.
+    const NLMSG_NOOP: u16 = 1;
+    const NLMSG_ERROR: u16 = 2;
+    const NLMSG_DONE: u16 = 3;
+    const RTM_NEWROUTE: u16 = 24;
+    const RTM_GETROUTE: u16 = 26;
+    const NLM_F_REQUEST: u16 = 1;
+    const RTA_DST: u16 = 1;
+    const RTA_OIF: u16 = 4;
+    const RTA_GATEWAY: u16 = 5;
+    const RTA_PREFSRC: u16 = 7;
+    const AF_INET: u8 = libc::AF_INET as u8;
+    const AF_INET6: u8 = libc::AF_INET6 as u8;
+    const RTA_HDRLEN: usize = 4;
+    use std::mem::size_of;
+    use std::net::Ipv6Addr;
+
+    fn u16_at(buf: &[u8], at: usize) -> Option<u16> {
+        let b = buf.get(at..at + 2)?;
+        Some(u16::from_ne_bytes([b[0], b[1]]))
+    }
+
+    fn u32_at(buf: &[u8], at: usize) -> Option<u32> {
+        let b = buf.get(at..at + 4)?;
+        Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     #[test]
@@ -570,7 +406,8 @@ mod tests {
         body.extend(rta(RTA_OIF, &2u32.to_ne_bytes()));
         body.extend(rta(RTA_GATEWAY, &[0; 16]));
         let e = parse_reply(&nlmsg(RTM_NEWROUTE, 1, &body), 1).unwrap_err();
-        assert!(e.to_string().contains("RTA_GATEWAY"), "{e}");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("IPv4 address"), "{e}");
         // Unknown family.
         let body = rtmsg(7, 1);
         assert!(parse_reply(&nlmsg(RTM_NEWROUTE, 1, &body), 1).is_err());

@@ -18,7 +18,7 @@
 //! splice.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -33,10 +33,11 @@ use crate::config::FastClose;
 use crate::proxy::http::Rewriter;
 use crate::proxy::read_draining;
 use crate::proxy::sockets::shutdown_write;
+use crate::sys::pipe::{Pipe, read as read_fd, splice};
 
 /// Size of the copy loop's scratch buffer (C Pen's read buffer); a read that fills it switches
 /// the direction to splice.
-pub const COPY_BUF: usize = 32 * 1024;
+pub(crate) const COPY_BUF: usize = 32 * 1024;
 
 /// Pipe capacity asked for with `F_SETPIPE_SZ` (best effort; the default is 64 KiB).
 const PIPE_SIZE: usize = 256 * 1024;
@@ -150,7 +151,7 @@ impl AsyncWrite for Stream {
 
 /// The client side of a connection after accept: plain, or TLS terminated by pen.
 #[derive(Debug)]
-pub enum Front {
+pub(crate) enum Front {
     Plain(Stream),
     Tls(Box<TlsStream<Stream>>),
 }
@@ -172,11 +173,11 @@ impl Front {
 
 /// Called once with the first bytes read from the client (after TLS decryption, before any
 /// rewriting): the request log's view of a connection it cannot peek at (TLS).
-pub type FirstChunk<'a> = Box<dyn FnOnce(&[u8]) + Send + 'a>;
+pub(crate) type FirstChunk<'a> = Box<dyn FnOnce(&[u8]) + Send + 'a>;
 
 /// Forwards a client ([`Front`]) and its upstream: splice/copy as [`forward`] for a plain
 /// client without a rewriter or tap, else [`forward_io`] (TLS and/or X-Forwarded-For).
-pub async fn forward_front(
+pub(crate) async fn forward_front(
     client: Front,
     server: Stream,
     opts: &Options,
@@ -196,7 +197,7 @@ pub async fn forward_front(
 /// The copy path over any async streams: client → server through `rewriter` (if any),
 /// server → client as is; EOF half-closes the other side (`shutdown`, which for a TLS client
 /// also sends close_notify). Same endings as [`forward`].
-pub async fn forward_io<C, S>(
+pub(crate) async fn forward_io<C, S>(
     client: C,
     server: S,
     opts: &Options,
@@ -422,7 +423,7 @@ pub async fn forward(
 
 /// [`forward`], also reporting which method moved the bytes: `Splice` when at least one
 /// direction switched to `splice(2)`.
-pub async fn forward_with_method(
+pub(crate) async fn forward_with_method(
     client: Stream,
     server: Stream,
     opts: &Options,
@@ -567,14 +568,6 @@ fn copy_round(src: &Stream, dst: &Stream) -> io::Result<Round> {
     })
 }
 
-/// `read(2)` on a non-blocking descriptor.
-fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is a valid writable slice of `buf.len()` bytes for the whole call and `fd`
-    // is kept open by the caller.
-    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
-}
-
 /// One direction: copy rounds through the thread's scratch buffer while the traffic is small
 /// (requests, small replies: no pipe, two syscalls per chunk); the first read that fills the
 /// buffer marks bulk traffic and, when `splice_ok`, switches this direction to `splice(2)`
@@ -607,7 +600,7 @@ async fn pump(
             && read == COPY_BUF
             && let (Stream::Tcp(s), Stream::Tcp(d)) = (src, dst)
         {
-            match Pipe::new() {
+            match Pipe::new(PIPE_SIZE, PIPE_CHUNK_DEFAULT) {
                 Ok(pipe) => {
                     shared.spliced.store(true, Ordering::Relaxed);
                     // Boxed: only bulk directions need the splice loop's state.
@@ -691,57 +684,6 @@ fn retry(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
     )
-}
-
-/// A non-blocking pipe used as the splice buffer of one direction.
-struct Pipe {
-    read: OwnedFd,
-    write: OwnedFd,
-    /// Capacity in bytes: the most one socket → pipe splice asks for.
-    cap: usize,
-}
-
-impl Pipe {
-    fn new() -> io::Result<Pipe> {
-        let mut fds: [libc::c_int; 2] = [-1, -1];
-        // SAFETY: pipe2 writes two fds into the array we own; we check the return value.
-        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let [r, w] = fds;
-        // SAFETY: both fds were just returned by pipe2 and are owned by nobody else.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(r), OwnedFd::from_raw_fd(w)) };
-        let size = libc::c_int::try_from(PIPE_SIZE).unwrap_or(libc::c_int::MAX);
-        // SAFETY: fcntl on a pipe fd we own; a failure (size above the system limit) only
-        // leaves the default capacity, which F_GETPIPE_SZ then reports.
-        let cap = unsafe {
-            libc::fcntl(w, libc::F_SETPIPE_SZ, size);
-            libc::fcntl(w, libc::F_GETPIPE_SZ)
-        };
-        let cap = usize::try_from(cap)
-            .ok()
-            .filter(|&c| c > 0)
-            .unwrap_or(PIPE_CHUNK_DEFAULT);
-        Ok(Pipe { read, write, cap })
-    }
-}
-
-/// `splice(fd_in, NULL, fd_out, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK)`.
-fn splice(fd_in: RawFd, fd_out: RawFd, len: usize) -> io::Result<usize> {
-    // SAFETY: plain syscall on fds the caller keeps open for the duration of the call; null
-    // offsets mean "use the file position" (required for sockets and pipes).
-    let n = unsafe {
-        libc::splice(
-            fd_in,
-            std::ptr::null_mut(),
-            fd_out,
-            std::ptr::null_mut(),
-            len,
-            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-        )
-    };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 #[cfg(test)]

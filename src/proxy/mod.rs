@@ -18,10 +18,10 @@ use crate::select::Balancer;
 pub mod forward;
 pub mod http;
 pub mod resources;
-pub mod sockets;
+pub(crate) mod sockets;
 pub mod tcp;
 pub mod tls;
-pub mod transparent;
+pub(crate) mod transparent;
 pub mod udp;
 
 /// The running configuration and the balancer built from it.

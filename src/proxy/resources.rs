@@ -203,28 +203,13 @@ fn max_conns_for(cfg: &Config, limit: u64, b: &FdBudget) -> u64 {
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit. Returns (soft before, soft now).
 pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the rlimit struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
+    let (before, hard) = crate::sys::process::nofile_limit()?;
+    if before < hard {
+        // Raising soft up to hard is allowed for every process.
+        crate::sys::process::set_nofile_limit(hard, hard)?;
+        return Ok((before, hard));
     }
-    let before = lim.rlim_cur;
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: setrlimit reads the rlimit struct we own; raising soft up to hard is allowed
-        // for every process.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        lim = raised;
-    }
-    Ok((before, lim.rlim_cur))
+    Ok((before, before))
 }
 
 /// Start-up: raise the descriptor limit to the hard one and warn when `cfg` can need more.
@@ -244,13 +229,8 @@ pub fn check_fd_limit(cfg: &Config) {
 
 /// `conn_max N` at run time: warn when `cfg` no longer fits the descriptor limit.
 pub fn warn_if_fds_short(cfg: &Config) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the rlimit struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0
-        && let Some(w) = FdBudget::of(cfg).warning(cfg, lim.rlim_cur)
+    if let Ok((soft, _)) = crate::sys::process::nofile_limit()
+        && let Some(w) = FdBudget::of(cfg).warning(cfg, soft)
     {
         tracing::warn!("conn_max {}: {w}", cfg.conn_max);
     }
@@ -294,12 +274,8 @@ pub fn parse_boot_time(proc_stat: &str) -> Option<u64> {
 impl ProcessStats {
     /// Reads this process's figures from `/proc` (zeros for what cannot be read).
     pub fn read() -> ProcessStats {
-        // SAFETY: sysconf has no memory effects.
-        let ticks = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
-            .unwrap_or(100)
-            .max(1);
-        // SAFETY: as above.
-        let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let ticks = crate::sys::process::clock_ticks().unwrap_or(100).max(1);
+        let page = crate::sys::process::page_size().unwrap_or(4096);
         let mut p = ProcessStats::default();
         if let Some((utime, stime, start, threads, vsize, rss)) =
             std::fs::read_to_string("/proc/self/stat")
@@ -323,13 +299,8 @@ impl ProcessStats {
             // The directory's own descriptor is listed too.
             p.open_fds = (dir.count() as u64).saturating_sub(1);
         }
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit writes into the rlimit struct we own.
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-            p.max_fds = lim.rlim_cur;
+        if let Ok((soft, _)) = crate::sys::process::nofile_limit() {
+            p.max_fds = soft;
         }
         p
     }

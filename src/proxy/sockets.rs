@@ -51,28 +51,7 @@ pub fn listen_tcp(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpLis
 }
 
 /// `setsockopt(fd, level, opt, &value)` for an option that takes a C `int`.
-pub fn set_int_option(
-    fd: std::os::fd::RawFd,
-    level: libc::c_int,
-    opt: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: setsockopt with a pointer to a live c_int and its size; the kernel only reads it.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            opt,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
+pub(crate) use crate::sys::sockopt::set_int as set_int_option;
 
 /// Opens a UDP socket bound to `addr` (SO_REUSEADDR, IPV6_V6ONLY off for `::`), non-blocking.
 pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {

@@ -274,60 +274,14 @@ pub fn set_transparent(sock: &SockRef<'_>, family_of: SocketAddr) -> io::Result<
 /// to a non-root user clears every capability. Only CAP_NET_ADMIN is kept (permitted and
 /// effective), as HAProxy's `setcap` does.
 pub fn keep_caps_across_setuid() -> io::Result<()> {
-    // SAFETY: prctl(PR_SET_KEEPCAPS, 1) takes plain integers and has no memory effects.
-    let rc = unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1 as libc::c_ulong, 0, 0, 0) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    crate::sys::process::set_keep_caps(true)
 }
 
 /// After setuid (see [`keep_caps_across_setuid`]): reduces this thread's capabilities to
 /// CAP_NET_ADMIN, effective and permitted, and turns the keep-caps flag off again.
 pub fn retain_cap_net_admin() -> io::Result<()> {
-    #[repr(C)]
-    struct CapHeader {
-        version: u32,
-        pid: libc::c_int,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct CapData {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-    const CAP_NET_ADMIN: u32 = 12;
-    let header = CapHeader {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let none = CapData {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    };
-    // Version 3 takes two 32-bit words per set; CAP_NET_ADMIN is in the first.
-    let data = [
-        CapData {
-            effective: 1 << CAP_NET_ADMIN,
-            permitted: 1 << CAP_NET_ADMIN,
-            inheritable: 0,
-        },
-        none,
-    ];
-    // SAFETY: capset(2) reads the header and the two-element data array, both live locals of
-    // the layout the kernel expects for _LINUX_CAPABILITY_VERSION_3; pid 0 = this thread.
-    let rc = unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) };
-    let result = if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    };
-    // SAFETY: as in keep_caps_across_setuid.
-    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0 as libc::c_ulong, 0, 0, 0) };
+    let result = crate::sys::process::retain_only_cap_net_admin();
+    let _ = crate::sys::process::set_keep_caps(false);
     result
 }
 
@@ -507,8 +461,7 @@ mod tests {
         /// Transparent UDP sockets are bound to the client's address with IP_TRANSPARENT,
         /// which needs CAP_NET_ADMIN even for a local address.
         fn require_root() {
-            // SAFETY: geteuid has no preconditions.
-            let root = unsafe { libc::geteuid() } == 0;
+            let root = crate::sys::process::is_root();
             assert!(
                 root,
                 "this test sets IP_TRANSPARENT (needs CAP_NET_ADMIN): run `cargo test` as root as CI does"

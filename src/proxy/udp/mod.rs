@@ -17,7 +17,7 @@ use crate::proxy::{SharedState, lock};
 use crate::select::{Balancer, Client, Target};
 
 pub mod flow;
-pub mod mmsg;
+pub(crate) use crate::sys::mmsg;
 #[cfg(target_os = "linux")]
 pub mod offload;
 pub mod shell;

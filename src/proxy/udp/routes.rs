@@ -108,11 +108,7 @@ impl RouteWatch {
         sock.bind_auto()?;
         sock.add_membership(RTNLGRP_IPV4_ROUTE)?;
         sock.set_non_blocking(true)?;
-        // SAFETY: `netlink_sys::Socket` owns its descriptor (it closes it when dropped, and
-        // not before), its `as_raw_fd` always returns that one, and the `AsyncFd` owns the
-        // socket for as long as it is registered.
-        let sock =
-            unsafe { tokio::io::unix::AsyncFd::register(sock) }.map_err(|e| e.into_parts().1)?;
+        let sock = crate::sys::netlink::async_fd(sock)?;
         Ok(RouteWatch { sock })
     }
 

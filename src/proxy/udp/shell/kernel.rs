@@ -210,13 +210,11 @@ mod tests {
     //! Live test in a throw-away network namespace with two veth pairs (needs root).
     use super::*;
     use std::net::Ipv4Addr;
-    use std::os::fd::AsRawFd;
     use std::process::Command;
     use std::time::Instant;
 
     fn require_root() {
-        // SAFETY: geteuid has no preconditions.
-        let root = unsafe { libc::geteuid() } == 0;
+        let root = nix::unistd::geteuid().is_root();
         assert!(
             root,
             "this test creates a network namespace and loads a BPF program (needs root): run \
@@ -283,9 +281,7 @@ mod tests {
         let file = std::fs::File::open(format!("/run/netns/{}", ns.0)).expect("netns file");
         std::thread::scope(|s| {
             s.spawn(move || {
-                // SAFETY: setns on this fresh thread only, with a valid namespace descriptor.
-                let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+                nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()

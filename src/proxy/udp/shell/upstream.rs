@@ -15,7 +15,7 @@ use super::{Inner, Lazy, UdpContext, lock};
 use crate::proxy::read_draining;
 use crate::proxy::transparent::{self, TransparentError};
 use crate::proxy::udp::flow::{Family, UpstreamId};
-use crate::proxy::udp::mmsg::{BATCH, RecvBatch, send_batch, sockaddr_to_std};
+use crate::proxy::udp::mmsg::{BATCH, RecvBatch, recv_err, send_batch};
 
 /// Why an upstream socket could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -317,50 +317,6 @@ pub(super) fn handle_errqueue<C: UdpContext>(inner: &Inner<C>, sock: &UdpSocket,
     }
     // Their flows leave the kernel fast path too.
     inner.kernel.drain(&inner.table);
-}
-
-/// One entry of the error queue: the original destination of the failed datagram and the
-/// error (`ee_errno`). Err(WouldBlock) when the queue is empty.
-fn recv_err(fd: RawFd) -> io::Result<(Option<SocketAddr>, u32)> {
-    // SAFETY (whole block): recvmsg with MSG_ERRQUEUE on a valid descriptor; every pointer in
-    // `msg` refers to a live local buffer of the stated size; the control messages are walked
-    // with the libc CMSG macros within `msg_controllen` and read unaligned.
-    unsafe {
-        let mut name: libc::sockaddr_storage = std::mem::zeroed();
-        let mut data = [0u8; 64];
-        let mut iov = libc::iovec {
-            iov_base: data.as_mut_ptr().cast(),
-            iov_len: data.len(),
-        };
-        let mut control = [0u64; 64];
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
-        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control);
-        let rc = libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT);
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let addr = sockaddr_to_std(&name);
-        let mut errno = 0;
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            let level = (*cmsg).cmsg_level;
-            let ty = (*cmsg).cmsg_type;
-            if (level == libc::SOL_IP && ty == libc::IP_RECVERR)
-                || (level == libc::SOL_IPV6 && ty == libc::IPV6_RECVERR)
-            {
-                let ee: libc::sock_extended_err =
-                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
-                errno = ee.ee_errno;
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-        Ok((addr, errno))
-    }
 }
 
 #[cfg(test)]
