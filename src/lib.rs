@@ -36,4 +36,5 @@ pub mod link;
 pub mod proxy;
 pub mod reqlog;
 pub mod select;
+pub mod sim;
 pub mod stats;
