@@ -1,4 +1,11 @@
 //! pen-lab's traffic model and the whole-balancer simulation.
 //!
 //! - [`trace`]: a capture (pcap/pcapng) as UDP flows and TCP sessions (pure).
+//! - [`mapping`]: original client addresses → a lab pool, servers → pen's listen address.
+//! - [`balance`]: the trace through the daemon's own selection core and UDP flow table, in
+//!   virtual time, with scheduled events.
+//! - [`report`]: the simulation as markdown, JSON and an SVG chart.
+pub mod balance;
+pub mod mapping;
+pub mod report;
 pub mod trace;
