@@ -11,7 +11,8 @@
 //! ```text
 //! pen-sim balance --pen "<pen args>" [--server SEL]... [--event "at 5s server 1 down"]...
 //!                 [--pool4 10.200.0.0/16] [--pool6 fd00:200::/64] [--sample 1s] [--out DIR] TRACE
-//! pen-sim trace [--server SEL]... TRACE        # what the trace model makes of a capture
+//! pen-sim trace [--server SEL]... [--flows] TRACE   # what the trace model makes of a capture
+//! pen-sim gen dns|http|mix [--clients N] [--secs S] [--seed X] OUT.pcap   # synthetic captures
 //! ```
 //! `balance` prints the markdown report, or with `--out` writes `report.md`, `report.json`
 //! (per-flow backends and the address map), `chart.svg` and `mapping.txt` into DIR.
@@ -26,8 +27,8 @@ use pen::engine::{Engine, config_from_pen_args, parse_mac};
 use pen::link::pcapfile::{replay, split_args};
 use pen::sim::balance::{Event, SimOptions, listen_of, parse_time, shared_from_args, simulate};
 use pen::sim::mapping::{AddressMap, Pool, default_pools};
-use pen::sim::report;
 use pen::sim::trace::{ParseOptions, Selection, ServerSel, Trace};
+use pen::sim::{report, synth};
 
 /// Simulate the whole balancer over a capture's flows (virtual time, no root, no network).
 #[derive(Parser, Debug)]
@@ -57,6 +58,43 @@ struct BalanceArgs {
     out: Option<PathBuf>,
     /// The capture (pcap or pcapng).
     trace: PathBuf,
+}
+
+/// Write a synthetic capture (documentation addresses only, deterministic by seed).
+#[derive(Parser, Debug)]
+#[command(name = "pen-sim gen", version)]
+struct GenArgs {
+    /// dns, http or mix.
+    kind: String,
+    /// Number of clients.
+    #[arg(long, default_value_t = 300)]
+    clients: u32,
+    /// Length of the capture in seconds.
+    #[arg(long, default_value_t = 20.0)]
+    secs: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output pcap.
+    output: PathBuf,
+}
+
+fn run_gen(a: GenArgs) -> Result<(), String> {
+    let kind = synth::Kind::parse(&a.kind).map_err(|e| format!("pen-sim gen: {e}"))?;
+    if a.clients == 0 || a.clients > 1_000_000 || !(a.secs > 0.0 && a.secs <= 86_400.0) {
+        return Err(format!(
+            "pen-sim gen: --clients {} --secs {}: expected 1-1000000 clients over 0-86400 seconds",
+            a.clients, a.secs
+        ));
+    }
+    let bytes = synth::generate(kind, a.clients, a.secs, a.seed);
+    std::fs::write(&a.output, &bytes)
+        .map_err(|e| format!("pen-sim gen: cannot write {}: {e}", a.output.display()))?;
+    eprintln!(
+        "pen-sim gen: {} bytes to {}",
+        bytes.len(),
+        a.output.display()
+    );
+    Ok(())
 }
 
 /// What the trace model makes of a capture: flows, sessions, skipped frames.
@@ -271,6 +309,7 @@ fn main() -> ExitCode {
     let result = match sub {
         "balance" => run_balance(BalanceArgs::parse_from(rest())),
         "trace" => run_trace(TraceArgs::parse_from(rest())),
+        "gen" => run_gen(GenArgs::parse_from(rest())),
         _ => run(Args::parse()),
     };
     match result {

@@ -19,6 +19,8 @@
 //! at virtual time 0. Frame numbers count from 1, as Wireshark and `pen-lab show` do.
 //!
 //! A bad, truncated or unsupported file is a [`TraceError`] naming the file, the frame and why.
+//! Frames cut by the capture's snaplen are fine: lengths come from the IP and UDP headers, and
+//! zeros stand for TCP bytes that were not captured.
 //! Frames that are merely not for us (ARP, ICMP, other ports) are counted in [`Skipped`].
 
 use std::collections::{BTreeMap, HashMap};
@@ -27,11 +29,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use pcap_file::DataLink;
-use pcap_file::PcapError;
 use pcap_file::pcap::PcapParser;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgParser};
+use pcap_file::{DataLink, PcapError, TsResolution};
 
 /// Bytes of client data kept per TCP session (beyond them the session is marked `clipped`).
 pub const MAX_SESSION_BYTES: usize = 16 << 20;
@@ -913,17 +914,33 @@ impl Trace {
                 let mut n = 0u64;
                 while !rest.is_empty() {
                     n += 1;
+                    // Raw records: pcap-file's checked packets refuse `orig_len > snaplen`,
+                    // which every capture taken with a small `-s` has.
                     let (r, p) = parser
-                        .next_packet(rest)
+                        .next_raw_packet(rest)
                         .map_err(|e| pcap_err(file, Some(n), &e))?;
                     rest = r;
+                    let (unit, max) = match parser.header().ts_resolution {
+                        TsResolution::MicroSecond => (1_000, 1_000_000),
+                        TsResolution::NanoSecond => (1, 1_000_000_000),
+                    };
+                    if p.ts_frac >= max {
+                        return Err(err(
+                            Some(n),
+                            format!(
+                                "damaged record: timestamp fraction {} is not below {max}",
+                                p.ts_frac
+                            ),
+                        ));
+                    }
+                    let ts = Duration::new(u64::from(p.ts_sec), p.ts_frac * unit);
                     let d: &[u8] = match p.data {
                         std::borrow::Cow::Borrowed(b) => b,
                         std::borrow::Cow::Owned(_) => {
                             return Err(err(Some(n), "unexpected copy".into()));
                         }
                     };
-                    frames.push((n, p.timestamp, link, d));
+                    frames.push((n, ts, link, d));
                 }
             }
             None => return Err(err(None, "empty or shorter than 4 bytes".into())),

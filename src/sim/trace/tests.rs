@@ -447,3 +447,30 @@ fn scale_units_follows_if_tsresol() {
     assert_eq!(scale_units(7, 9), Duration::from_nanos(7));
     assert_eq!(scale_units(7000, 12), Duration::from_nanos(7));
 }
+
+#[test]
+fn frames_longer_on_the_wire_than_the_snaplen_are_read() {
+    // tcpdump -s 64: orig_len above the snaplen (pcap-file's checked reader refuses these).
+    let hdr = PcapHeader {
+        datalink: DataLink::ETHERNET,
+        snaplen: 64,
+        ..PcapHeader::default()
+    };
+    let mut w = PcapWriter::with_header(Vec::new(), hdr).unwrap();
+    let syn = tcp(C, S, 0, SYN, b"");
+    let mut data = tcp(C, S, 1, ACK, &[b'a'; 500]);
+    let orig = data.len() as u32;
+    data.truncate(64);
+    w.write_packet(&PcapPacket::new(
+        Duration::from_secs(1),
+        syn.len() as u32,
+        &syn,
+    ))
+    .unwrap();
+    w.write_packet(&PcapPacket::new(Duration::from_secs(2), orig, &data))
+        .unwrap();
+    let t = parse(&w.into_writer()).unwrap();
+    assert_eq!(t.tcp[0].client_data.len(), 500);
+    assert_eq!(t.tcp[0].truncated_frames, 1);
+    assert_eq!(t.duration, Duration::from_secs(1));
+}
