@@ -31,7 +31,7 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -40,10 +40,10 @@ impl Rng {
     }
     /// Uniform in [0, 1).
     pub fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
+        if n == 0 { 0 } else { self.next_u64() % n }
     }
 }
 
@@ -208,7 +208,7 @@ fn gen_dns(fr: &mut Frames, rng: &mut Rng, clients: u32, queries: u32, secs: f64
     for (k, w) in weights.iter().enumerate() {
         let k = k as u32;
         let n = ((f64::from(queries) * w / total).round() as u32).max(1);
-        let resolver = k % 2 == 0;
+        let resolver = k.is_multiple_of(2);
         let fixed_port = 1024 + (rng.below(60000) as u16);
         let ip = client_ip(k);
         for _ in 0..n {
@@ -253,8 +253,8 @@ fn gen_http(fr: &mut Frames, rng: &mut Rng, clients: u32, secs: f64, t0: f64) {
             let s = HTTP_SERVER;
             let mut t = t0 + rng.unit() * secs * 0.8;
             let rtt = 0.0005 + rng.unit() * 0.002;
-            let cisn = rng.next() as u32;
-            let sisn = rng.next() as u32;
+            let cisn = rng.next_u64() as u32;
+            let sisn = rng.next_u64() as u32;
             let d = Duration::from_secs_f64;
             fr.tcp(d(t), c, s, cisn, 0, SYN, &[], 0);
             fr.tcp(
@@ -341,7 +341,7 @@ fn gen_scan(fr: &mut Frames, rng: &mut Rng, t0: f64) {
     for p in 1..=1024u16 {
         let at = Duration::from_secs_f64(t0 + f64::from(p) * 0.001);
         let dst = SocketAddrV4::new(*HTTP_SERVER.ip(), p);
-        let seq = rng.next() as u32;
+        let seq = rng.next_u64() as u32;
         fr.tcp(at, scanner, dst, seq, 0, SYN, &[], 0);
         if p != HTTP_SERVER.port() {
             fr.tcp(
