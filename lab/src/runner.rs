@@ -142,6 +142,13 @@ pub fn run_file(path: &Path, opts: &RunOptions) -> ScenarioReport {
         finish_report(&mut report, opts);
         return report;
     }
+    if let Some(b) = plan.balance.clone() {
+        run_balance(&plan, &b, path, opts, &mut report);
+        report.elapsed_ms = ms(started.elapsed());
+        mark_if_interrupted(&mut report, "during the offline run");
+        finish_report(&mut report, opts);
+        return report;
+    }
     if plan.is_offline() {
         opts.progress.line(&format!(
             "[{}] no hosts: nothing to build or run",
@@ -354,6 +361,108 @@ fn run_sim(plan: &Plan, sim: &SimP, file: &Path, opts: &RunOptions, report: &mut
         report,
         EvalCtx::default(),
     );
+}
+
+/// A `[balance]` scenario: the whole-balancer simulation of a trace (no root), its report
+/// files in the run directory, the golden report and the assertions as expectations.
+fn run_balance(
+    plan: &Plan,
+    b: &crate::replay::BalanceP,
+    file: &Path,
+    opts: &RunOptions,
+    report: &mut ScenarioReport,
+) {
+    let run_id = unique_prefix_with("sim");
+    report.run_id = run_id.clone();
+    let dir = opts.out_root.join(&plan.name).join(&run_id);
+    opts.progress.line(&format!(
+        "[{}] balance {run_id}: {}",
+        plan.name,
+        if plan.description.is_empty() {
+            file.display().to_string()
+        } else {
+            plan.description.clone()
+        }
+    ));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        report.errors.push(format!(
+            "cannot create the run directory {}: {e}",
+            dir.display()
+        ));
+        return;
+    }
+    report.dir = Some(dir.clone());
+    let listen = pen::sim::balance::shared_from_args(&b.sim.pen)
+        .ok()
+        .and_then(|s| pen::sim::balance::listen_of(&s))
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let (trace, map, r) = match crate::replay::simulate_plan(&b.sim, listen) {
+        Ok(x) => x,
+        Err(e) => {
+            report.errors.push(format!("balance: {e:#}"));
+            return;
+        }
+    };
+    let json = pen::sim::report::json(&r, Some(&map));
+    let files = [
+        ("report.md", pen::sim::report::markdown(&r)),
+        ("sim-report.json", json.clone()),
+        ("chart.svg", pen::sim::report::svg(&r)),
+        ("mapping.txt", map.to_text()),
+    ];
+    for (name, text) in &files {
+        if let Err(e) = std::fs::write(dir.join(name), text) {
+            report
+                .errors
+                .push(format!("writing {}: {e}", dir.join(name).display()));
+        }
+    }
+    opts.progress.line(&format!(
+        "[{}] {}; {} {} flows simulated, {} clients ({} on several backends), {} lost, {} refused; \
+         report.md, sim-report.json, chart.svg, mapping.txt in {}",
+        plan.name,
+        trace.summary(),
+        r.flows.len(),
+        r.proto,
+        r.clients,
+        r.clients_moved,
+        r.lost,
+        r.refused,
+        dir.display()
+    ));
+    let mut results: Vec<(String, bool, String)> = Vec::new();
+    if let Some(golden) = &b.expected_report {
+        let got = dir.join("sim-report.json");
+        if std::env::var_os("PEN_REGEN_TRACES").is_some() {
+            let _ = std::fs::write(golden, &json);
+        }
+        let (ok, detail) = match compare_golden(&got, golden, false) {
+            Ok(None) => (true, format!("{} bytes, identical", file_len(&got))),
+            Ok(Some(why)) => (false, why),
+            Err(why) => (false, why),
+        };
+        results.push((
+            format!("the simulation report equals {}", golden.display()),
+            ok,
+            detail,
+        ));
+    }
+    results.extend(crate::replay::check_balance(b, &r));
+    for (name, ok, detail) in results {
+        let res = ExpectResult {
+            name: name.clone(),
+            capture: "balance".into(),
+            rule: name,
+            ok,
+            detail,
+            offending: Vec::new(),
+            offending_total: 0,
+            capture_path: None,
+            after_failure: false,
+        };
+        opts.progress.expect(&plan.name, &res);
+        report.expects.push(res);
+    }
 }
 
 fn file_len(p: &Path) -> u64 {
@@ -890,6 +999,144 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// A `replay` step: simulate the trace, replay it live from `r.host` while the events
+    /// stop/start their processes at their times, write the details into
+    /// `<run dir>/replay-N/`, and check that simulation and replay agree.
+    fn replay_step(&mut self, r: &crate::replay::ReplayP) -> Result<String> {
+        use crate::replay;
+        let (trace, map, sim) = replay::simulate_plan(&r.sim, r.to)?;
+        let flows = replay::plan_flows(&trace, &map, sim.proto, r.max_flows);
+        let ns = self.ns(&r.host);
+        // The client pool is local on the replaying host (every address of it can be bound).
+        for (pool, used) in [
+            (r.sim.pool4, map.clients.iter().any(|(o, _)| o.is_ipv4())),
+            (r.sim.pool6, map.clients.iter().any(|(o, _)| o.is_ipv6())),
+        ] {
+            if !used {
+                continue;
+            }
+            let argv: Vec<String> = [
+                "ip",
+                "route",
+                "replace",
+                "local",
+                &pool.to_string(),
+                "dev",
+                "lo",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let out = traffic::run_command(&ns, &argv, Duration::from_secs(5))?;
+            if !out.status.success() {
+                bail!(
+                    "{}: {}",
+                    argv.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+        let n = std::fs::read_dir(&self.dir)
+            .map(|d| {
+                d.filter_map(|x| x.ok())
+                    .filter(|x| x.file_name().to_string_lossy().starts_with("replay-"))
+                    .count()
+            })
+            .unwrap_or(0);
+        let out_dir = self.dir.join(format!("replay-{}", n + 1));
+        std::fs::create_dir_all(&out_dir)
+            .with_context(|| format!("creating {}", out_dir.display()))?;
+        let bounds = replay::Bounds {
+            speed: r.speed,
+            max_concurrency: r.max_concurrency,
+            timeout: r.timeout,
+            reply_timeout: r.reply_timeout,
+        };
+        let base = flows.first().map_or(Duration::ZERO, |f| f.start);
+        let (to, to_ns, live_flows) = (r.to, ns.clone(), flows.clone());
+        let t0 = Instant::now();
+        let worker = std::thread::spawn(move || replay::replay(&to_ns, to, live_flows, bounds));
+        // The live counterparts of the events, at their times.
+        let mut events = r.sim.events.clone();
+        events.sort_by_key(|e| e.at);
+        let mut done_events = Vec::new();
+        for ev in &events {
+            let at = ev.at.saturating_sub(base);
+            let at = if r.speed > 0.0 {
+                at.div_f64(r.speed)
+            } else {
+                Duration::ZERO
+            };
+            let deadline = self.deadline;
+            if !replay::sleep_until(t0, at, || !interrupted() && Instant::now() <= deadline) {
+                break;
+            }
+            let step = match ev.action {
+                pen::sim::balance::Action::Down(i) => {
+                    StepKindP::Stop(r.processes.get(i).cloned().unwrap_or_default())
+                }
+                pen::sim::balance::Action::Up(i) => {
+                    StepKindP::Start(r.processes.get(i).cloned().unwrap_or_default())
+                }
+                pen::sim::balance::Action::Penctl(_) => continue,
+            };
+            let res = self.step(&step);
+            done_events.push(format!(
+                "{ev} at {} ms{}",
+                t0.elapsed().as_millis(),
+                res.err()
+                    .map(|e| format!(" failed: {e:#}"))
+                    .unwrap_or_default()
+            ));
+        }
+        let live = worker
+            .join()
+            .map_err(|_| anyhow!("the replay thread panicked"))??;
+        let elapsed = t0.elapsed();
+        let agreement = replay::agree(&sim, &flows, &live, &r.backends, &r.agree);
+        let files = [
+            ("sim-report.md", pen::sim::report::markdown(&sim)),
+            ("sim-report.json", pen::sim::report::json(&sim, Some(&map))),
+            ("chart.svg", pen::sim::report::svg(&sim)),
+            ("mapping.txt", map.to_text()),
+            (
+                "flows.json",
+                replay::results_json(&flows, &live, &r.backends),
+            ),
+            (
+                "agreement.txt",
+                format!(
+                    "{}\n{}\nevents: {}\n",
+                    agreement.summary,
+                    replay::describe(&agreement, &trace.file, usize::MAX),
+                    done_events.join("; ")
+                ),
+            ),
+        ];
+        for (name, text) in &files {
+            std::fs::write(out_dir.join(name), text)
+                .with_context(|| format!("writing {}", out_dir.join(name).display()))?;
+        }
+        let errors = live.iter().filter(|l| l.error.is_some()).count();
+        let first_error = live
+            .iter()
+            .find_map(|l| l.error.clone())
+            .map(|e| format!(" (first: {e})"))
+            .unwrap_or_default();
+        let detail = format!(
+            "{} {} flows replayed in {} ms, {errors} with errors{first_error}; {}; details in {}",
+            flows.len(),
+            sim.proto,
+            elapsed.as_millis(),
+            agreement.summary,
+            out_dir.display()
+        );
+        if !agreement.ok {
+            bail!("{detail}{}", replay::describe(&agreement, &trace.file, 10));
+        }
+        Ok(detail)
+    }
+
     /// Runs one step; `Ok(detail)` or `Err(why it failed)`.
     fn step(&mut self, k: &StepKindP) -> Result<String> {
         match k {
@@ -1083,6 +1330,7 @@ impl Run<'_> {
                 }
                 Ok(format!("exit {expect_exit}"))
             }
+            StepKindP::Replay(r) => self.replay_step(r),
             StepKindP::Wait(d) => {
                 // Sleep in slices so that Ctrl-C and the scenario timeout cut it short.
                 let end = Instant::now() + *d;

@@ -52,6 +52,9 @@ pub struct Scenario {
     /// An offline packet-engine run over a pcap fixture (`sim-*` scenarios): no hosts, no
     /// root; see docs/scenario-format.md.
     pub sim: Option<SimToml>,
+    /// The whole-balancer simulation of a trace alone (no hosts, no root); see
+    /// docs/scenario-format.md and [`crate::replay`].
+    pub balance: Option<crate::replay::BalanceToml>,
 }
 
 /// `[sim]`: replay a pcap through pen's packet engine (as `pen-sim` does) and check the
@@ -276,6 +279,8 @@ pub struct Step {
     pub penctl: Option<PenctlToml>,
     pub run: Option<RunToml>,
     pub wait: Option<u64>,
+    /// Live replay of a trace through pen, checked against the simulation ([`crate::replay`]).
+    pub replay: Option<Box<crate::replay::ReplayToml>>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -993,6 +998,7 @@ pub enum StepKindP {
         timeout: Duration,
     },
     Wait(Duration),
+    Replay(Box<crate::replay::ReplayP>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -1020,6 +1026,8 @@ pub struct Plan {
     pub expects: Vec<Expectation>,
     /// The offline run, for `[sim]` scenarios.
     pub sim: Option<SimP>,
+    /// `[balance]`: the whole-balancer simulation alone.
+    pub balance: Option<crate::replay::BalanceP>,
 }
 
 /// A validated `[sim]` table: every path resolved and checked to exist.
@@ -1573,6 +1581,18 @@ impl Scenario {
                 Err((sub, m)) => e.push(format!("{key}{sub}"), m),
             }
         }
+        let balance = match &self.balance {
+            Some(b) => match crate::replay::plan_balance(b, &refs, &sim_root(file)) {
+                Ok(p) => Some(p),
+                Err(list) => {
+                    for (sub, m) in list {
+                        e.push(format!("balance.{sub}"), m);
+                    }
+                    None
+                }
+            },
+            None => None,
+        };
         if !e.list.is_empty() {
             return Err(ScenarioErrors(e.list));
         }
@@ -1586,6 +1606,7 @@ impl Scenario {
             steps,
             expects,
             sim,
+            balance,
         })
     }
 }
@@ -2275,6 +2296,7 @@ fn plan_steps(
             s.penctl.is_some(),
             s.run.is_some(),
             s.wait.is_some(),
+            s.replay.is_some(),
         ]
         .iter()
         .filter(|b| **b)
@@ -2283,7 +2305,7 @@ fn plan_steps(
             e.push(
                 &key,
                 format!(
-                    "expected exactly one of http_get, dns, tcp_connect, load, stop, start, penctl, run, wait; got {given}"
+                    "expected exactly one of http_get, dns, tcp_connect, load, stop, start, penctl, run, wait, replay; got {given}"
                 ),
             );
             continue;
@@ -2546,6 +2568,18 @@ fn plan_steps(
                 );
             }
             StepKindP::Wait(ms(w))
+        } else if let Some(r) = &s.replay {
+            let k = format!("{key}.replay");
+            check_host(e, &format!("{k}.host"), &r.host, hosts);
+            match crate::replay::plan_replay(r, refs, &sim_root(&e.file), procs) {
+                Ok(p) => StepKindP::Replay(Box::new(p)),
+                Err(list) => {
+                    for (sub, m) in list {
+                        e.push(format!("{k}.{sub}"), m);
+                    }
+                    continue;
+                }
+            }
         } else {
             continue;
         };
@@ -2647,6 +2681,12 @@ pub fn step_label(k: &StepKindP) -> String {
         } => format!("penctl {host} {target} {}", command.join(" ")),
         StepKindP::Run { host, argv, .. } => format!("run {host}: {}", argv.join(" ")),
         StepKindP::Wait(d) => format!("wait {} ms", d.as_millis()),
+        StepKindP::Replay(r) => format!(
+            "replay {} from {} → {}",
+            r.sim.trace.display(),
+            r.host,
+            r.to
+        ),
     }
 }
 

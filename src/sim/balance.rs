@@ -152,6 +152,8 @@ pub struct FlowOutcome {
     pub moves: Vec<(Duration, Target)>,
     /// UDP: datagrams sent; TCP: 1.
     pub datagrams: u32,
+    /// UDP: the backend each datagram went to and was answered by (`None`: lost).
+    pub answers: Vec<Option<Target>>,
     /// UDP datagrams lost (no server, table full, or their server was down).
     pub lost: u32,
     /// TCP: the connection was refused (no server, `conn_max`).
@@ -395,6 +397,7 @@ impl Run<'_> {
             backend: None,
             moves: Vec::new(),
             datagrams: 1,
+            answers: Vec::new(),
             lost: 0,
             refused: false,
             failovers: 0,
@@ -470,6 +473,7 @@ impl Run<'_> {
                 backend: None,
                 moves: Vec::new(),
                 datagrams: 0,
+                answers: Vec::new(),
                 lost: 0,
                 refused: false,
                 failovers: 0,
@@ -503,6 +507,7 @@ impl Run<'_> {
                 if self.is_down(target) {
                     self.table
                         .server_unreachable(now, upstream, server, &mut self.shared.balancer);
+                    self.report.flows[outcome].answers.push(None);
                     self.report.flows[outcome].lost += 1;
                     self.report.flows[outcome].failovers += 1;
                     self.report.lost += 1;
@@ -512,10 +517,12 @@ impl Run<'_> {
                         self.report.totals.entry(target).or_default().new += 1;
                     }
                     self.served(outcome, target, now);
+                    self.report.flows[outcome].answers.push(Some(target));
                     self.table.handle_server(now, upstream, server, reply_len);
                 }
             }
             ClientVerdict::Drop(_) => {
+                self.report.flows[outcome].answers.push(None);
                 self.report.flows[outcome].lost += 1;
                 self.report.lost += 1;
             }

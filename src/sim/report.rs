@@ -224,11 +224,16 @@ pub fn json(r: &SimReport, map: Option<&AddressMap>) -> String {
             .iter()
             .map(|(at, t)| format!("[{}, {}]", secs(*at), json_str(&target_name(*t))))
             .collect();
+        let answers: Vec<String> = f
+            .answers
+            .iter()
+            .map(|a| a.map_or("null".into(), |t| json_str(&target_name(t))))
+            .collect();
         let _ = write!(
             o,
             "    {{\"proto\": \"{}\", \"client\": {}, \"lab_client\": {}, \"server\": {}, \
              \"frame\": {}, \"start\": {}, \"backend\": {}, \"moves\": [{}], \"datagrams\": {}, \
-             \"lost\": {}, \"refused\": {}, \"failovers\": {}, \"cut\": {}}}",
+             \"answers\": [{}], \"lost\": {}, \"refused\": {}, \"failovers\": {}, \"cut\": {}}}",
             f.proto,
             json_str(&f.client.to_string()),
             json_str(&f.lab_client.to_string()),
@@ -239,6 +244,7 @@ pub fn json(r: &SimReport, map: Option<&AddressMap>) -> String {
                 .map_or("null".into(), |t| json_str(&target_name(t))),
             moves.join(", "),
             f.datagrams,
+            answers.join(", "),
             f.lost,
             f.refused,
             f.failovers,

@@ -108,6 +108,8 @@ fn udp_flows_move_off_a_server_that_goes_down_losing_one_datagram() {
     assert_eq!(backend(&r, 1), Some(0));
     // At 6 s the datagram to the stopped server is lost (port unreachable), at 7 s it moves.
     assert_eq!(r.flows[0].lost, 1);
+    let s = |n| Some(Target::Server(n));
+    assert_eq!(r.flows[0].answers, vec![s(1), s(1), None, s(0)]);
     assert_eq!(r.flows[0].moves, vec![(secs(7.0), Target::Server(0))]);
     assert_eq!(r.flows[1].lost, 0);
     assert!(r.flows[1].moves.is_empty());
