@@ -1581,6 +1581,26 @@ impl Scenario {
                 Err((sub, m)) => e.push(format!("{key}{sub}"), m),
             }
         }
+        if self.balance.is_some() {
+            let live = [
+                ("host", self.hosts.len()),
+                ("switch", self.switches.len()),
+                ("link", self.links.len()),
+                ("process", self.processes.len()),
+                ("capture", self.captures.len()),
+                ("step", self.steps.len()),
+                ("expect", self.expects.len()),
+                ("sim", usize::from(self.sim.is_some())),
+            ];
+            for (what, n) in live.iter().filter(|(_, n)| *n > 0) {
+                e.push(
+                    "balance",
+                    format!(
+                        "a [balance] scenario runs the simulation alone and may not have {what} entries (found {n}); expected only [balance] and [vars] (a live replay is the `replay` step)"
+                    ),
+                );
+            }
+        }
         let balance = match &self.balance {
             Some(b) => match crate::replay::plan_balance(b, &refs, &sim_root(file)) {
                 Ok(p) => Some(p),

@@ -128,3 +128,26 @@ replay = { host = "client", to = "nowhere", trace = "captures/traces/dns.pcap", 
         assert!(errs.contains(want), "missing {want:?} in:\n{errs}");
     }
 }
+
+#[test]
+fn a_balance_scenario_may_not_have_live_parts() {
+    let sc = parse_str(
+        r#"
+[[host]]
+name = "client"
+[balance]
+trace = "captures/traces/http.pcap"
+pen = ["80", "10.0.0.3:80"]
+"#,
+        "scenarios/mixed.toml",
+    )
+    .unwrap();
+    let errs = sc
+        .plan("scenarios/mixed.toml", "mixed", None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errs.contains("balance: a [balance] scenario runs the simulation alone and may not have host entries (found 1)"),
+        "{errs}"
+    );
+}
