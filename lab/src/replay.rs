@@ -1210,3 +1210,128 @@ pub fn check_balance(b: &BalanceP, r: &SimReport) -> Vec<(String, bool, String)>
     }
     out
 }
+
+/// The `replay` step's work: simulate, make the pool local on `ns`, replay while `on_event`
+/// carries out each event at its time, write the details into `out_dir`, and judge the
+/// agreement (`Err` when they disagree). `keep_going` is polled while waiting for events.
+pub fn replay_and_compare(
+    ns: &str,
+    r: &ReplayP,
+    out_dir: &Path,
+    keep_going: impl Fn() -> bool,
+    mut on_event: impl FnMut(&pen::sim::balance::Action) -> Result<String>,
+) -> Result<String> {
+    use crate::replay;
+    let (trace, map, sim) = replay::simulate_plan(&r.sim, r.to)?;
+    let flows = replay::plan_flows(&trace, &map, sim.proto, r.max_flows);
+    let ns = ns.to_string();
+    // The client pool is local on the replaying host (every address of it can be bound).
+    for (pool, used) in [
+        (r.sim.pool4, map.clients.iter().any(|(o, _)| o.is_ipv4())),
+        (r.sim.pool6, map.clients.iter().any(|(o, _)| o.is_ipv6())),
+    ] {
+        if !used {
+            continue;
+        }
+        let argv: Vec<String> = [
+            "ip",
+            "route",
+            "replace",
+            "local",
+            &pool.to_string(),
+            "dev",
+            "lo",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let out = crate::traffic::run_command(&ns, &argv, Duration::from_secs(5))?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "{}: {}",
+                argv.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let bounds = replay::Bounds {
+        speed: r.speed,
+        max_concurrency: r.max_concurrency,
+        timeout: r.timeout,
+        reply_timeout: r.reply_timeout,
+    };
+    let base = flows.first().map_or(Duration::ZERO, |f| f.start);
+    let (to, to_ns, live_flows) = (r.to, ns.clone(), flows.clone());
+    let t0 = Instant::now();
+    let worker = std::thread::spawn(move || replay::replay(&to_ns, to, live_flows, bounds));
+    // The live counterparts of the events, at their times.
+    let mut events = r.sim.events.clone();
+    events.sort_by_key(|e| e.at);
+    let mut done_events = Vec::new();
+    for ev in &events {
+        let at = ev.at.saturating_sub(base);
+        let at = if r.speed > 0.0 {
+            at.div_f64(r.speed)
+        } else {
+            Duration::ZERO
+        };
+        if !replay::sleep_until(t0, at, &keep_going) {
+            break;
+        }
+        let res = on_event(&ev.action);
+        done_events.push(format!(
+            "{ev} at {} ms{}",
+            t0.elapsed().as_millis(),
+            res.err()
+                .map(|e| format!(" failed: {e:#}"))
+                .unwrap_or_default()
+        ));
+    }
+    let live = worker
+        .join()
+        .map_err(|_| anyhow::anyhow!("the replay thread panicked"))??;
+    let elapsed = t0.elapsed();
+    let agreement = replay::agree(&sim, &flows, &live, &r.backends, &r.agree);
+    let files = [
+        ("sim-report.md", pen::sim::report::markdown(&sim)),
+        ("sim-report.json", pen::sim::report::json(&sim, Some(&map))),
+        ("chart.svg", pen::sim::report::svg(&sim)),
+        ("mapping.txt", map.to_text()),
+        (
+            "flows.json",
+            replay::results_json(&flows, &live, &r.backends),
+        ),
+        (
+            "agreement.txt",
+            format!(
+                "{}\n{}\nevents: {}\n",
+                agreement.summary,
+                replay::describe(&agreement, &trace.file, usize::MAX),
+                done_events.join("; ")
+            ),
+        ),
+    ];
+    for (name, text) in &files {
+        std::fs::write(out_dir.join(name), text)
+            .with_context(|| format!("writing {}", out_dir.join(name).display()))?;
+    }
+    let errors = live.iter().filter(|l| l.error.is_some()).count();
+    let first_error = live
+        .iter()
+        .find_map(|l| l.error.clone())
+        .map(|e| format!(" (first: {e})"))
+        .unwrap_or_default();
+    let detail = format!(
+        "{} {} flows replayed in {} ms, {errors} with errors{first_error}; {}; details in {}",
+        flows.len(),
+        sim.proto,
+        elapsed.as_millis(),
+        agreement.summary,
+        out_dir.display()
+    );
+    if !agreement.ok {
+        anyhow::bail!("{detail}{}", replay::describe(&agreement, &trace.file, 10));
+    }
+    Ok(detail)
+}

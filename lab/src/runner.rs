@@ -1003,39 +1003,7 @@ impl Run<'_> {
     /// stop/start their processes at their times, write the details into
     /// `<run dir>/replay-N/`, and check that simulation and replay agree.
     fn replay_step(&mut self, r: &crate::replay::ReplayP) -> Result<String> {
-        use crate::replay;
-        let (trace, map, sim) = replay::simulate_plan(&r.sim, r.to)?;
-        let flows = replay::plan_flows(&trace, &map, sim.proto, r.max_flows);
         let ns = self.ns(&r.host);
-        // The client pool is local on the replaying host (every address of it can be bound).
-        for (pool, used) in [
-            (r.sim.pool4, map.clients.iter().any(|(o, _)| o.is_ipv4())),
-            (r.sim.pool6, map.clients.iter().any(|(o, _)| o.is_ipv6())),
-        ] {
-            if !used {
-                continue;
-            }
-            let argv: Vec<String> = [
-                "ip",
-                "route",
-                "replace",
-                "local",
-                &pool.to_string(),
-                "dev",
-                "lo",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            let out = traffic::run_command(&ns, &argv, Duration::from_secs(5))?;
-            if !out.status.success() {
-                bail!(
-                    "{}: {}",
-                    argv.join(" "),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-            }
-        }
         let n = std::fs::read_dir(&self.dir)
             .map(|d| {
                 d.filter_map(|x| x.ok())
@@ -1044,97 +1012,20 @@ impl Run<'_> {
             })
             .unwrap_or(0);
         let out_dir = self.dir.join(format!("replay-{}", n + 1));
-        std::fs::create_dir_all(&out_dir)
-            .with_context(|| format!("creating {}", out_dir.display()))?;
-        let bounds = replay::Bounds {
-            speed: r.speed,
-            max_concurrency: r.max_concurrency,
-            timeout: r.timeout,
-            reply_timeout: r.reply_timeout,
-        };
-        let base = flows.first().map_or(Duration::ZERO, |f| f.start);
-        let (to, to_ns, live_flows) = (r.to, ns.clone(), flows.clone());
-        let t0 = Instant::now();
-        let worker = std::thread::spawn(move || replay::replay(&to_ns, to, live_flows, bounds));
-        // The live counterparts of the events, at their times.
-        let mut events = r.sim.events.clone();
-        events.sort_by_key(|e| e.at);
-        let mut done_events = Vec::new();
-        for ev in &events {
-            let at = ev.at.saturating_sub(base);
-            let at = if r.speed > 0.0 {
-                at.div_f64(r.speed)
-            } else {
-                Duration::ZERO
-            };
-            let deadline = self.deadline;
-            if !replay::sleep_until(t0, at, || !interrupted() && Instant::now() <= deadline) {
-                break;
-            }
-            let step = match ev.action {
+        let deadline = self.deadline;
+        let keep_going = move || !interrupted() && Instant::now() <= deadline;
+        crate::replay::replay_and_compare(&ns, r, &out_dir, keep_going, |action| {
+            let step = match action {
                 pen::sim::balance::Action::Down(i) => {
-                    StepKindP::Stop(r.processes.get(i).cloned().unwrap_or_default())
+                    StepKindP::Stop(r.processes.get(*i).cloned().unwrap_or_default())
                 }
                 pen::sim::balance::Action::Up(i) => {
-                    StepKindP::Start(r.processes.get(i).cloned().unwrap_or_default())
+                    StepKindP::Start(r.processes.get(*i).cloned().unwrap_or_default())
                 }
-                pen::sim::balance::Action::Penctl(_) => continue,
+                pen::sim::balance::Action::Penctl(_) => return Ok(String::new()),
             };
-            let res = self.step(&step);
-            done_events.push(format!(
-                "{ev} at {} ms{}",
-                t0.elapsed().as_millis(),
-                res.err()
-                    .map(|e| format!(" failed: {e:#}"))
-                    .unwrap_or_default()
-            ));
-        }
-        let live = worker
-            .join()
-            .map_err(|_| anyhow!("the replay thread panicked"))??;
-        let elapsed = t0.elapsed();
-        let agreement = replay::agree(&sim, &flows, &live, &r.backends, &r.agree);
-        let files = [
-            ("sim-report.md", pen::sim::report::markdown(&sim)),
-            ("sim-report.json", pen::sim::report::json(&sim, Some(&map))),
-            ("chart.svg", pen::sim::report::svg(&sim)),
-            ("mapping.txt", map.to_text()),
-            (
-                "flows.json",
-                replay::results_json(&flows, &live, &r.backends),
-            ),
-            (
-                "agreement.txt",
-                format!(
-                    "{}\n{}\nevents: {}\n",
-                    agreement.summary,
-                    replay::describe(&agreement, &trace.file, usize::MAX),
-                    done_events.join("; ")
-                ),
-            ),
-        ];
-        for (name, text) in &files {
-            std::fs::write(out_dir.join(name), text)
-                .with_context(|| format!("writing {}", out_dir.join(name).display()))?;
-        }
-        let errors = live.iter().filter(|l| l.error.is_some()).count();
-        let first_error = live
-            .iter()
-            .find_map(|l| l.error.clone())
-            .map(|e| format!(" (first: {e})"))
-            .unwrap_or_default();
-        let detail = format!(
-            "{} {} flows replayed in {} ms, {errors} with errors{first_error}; {}; details in {}",
-            flows.len(),
-            sim.proto,
-            elapsed.as_millis(),
-            agreement.summary,
-            out_dir.display()
-        );
-        if !agreement.ok {
-            bail!("{detail}{}", replay::describe(&agreement, &trace.file, 10));
-        }
-        Ok(detail)
+            self.step(&step)
+        })
     }
 
     /// Runs one step; `Ok(detail)` or `Err(why it failed)`.

@@ -151,3 +151,80 @@ pen = ["80", "10.0.0.3:80"]
         "{errs}"
     );
 }
+
+#[test]
+fn pen_lab_replay_names_bad_arguments() {
+    let out = tempfile::tempdir().unwrap();
+    let o = pen_lab(
+        &[
+            "replay",
+            "--netns",
+            "nowhere",
+            "--to",
+            "10.0.0.1:80",
+            "--pen",
+            "80 10.0.0.3:80",
+            "--backends",
+            "web1",
+            "--agree",
+            "maybe",
+            "captures/traces/http.pcap",
+        ],
+        out.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("agree: expected \"flows\" or \"shares\""),
+        "{}",
+        text(&o)
+    );
+}
+
+/// `pen-lab replay` against a kept run: the HTTP trace again through the same pen, compared
+/// with the simulation. Root: namespaces.
+#[test]
+fn pen_lab_replay_replays_through_a_kept_run() {
+    // SAFETY: geteuid has no preconditions.
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "this test builds network namespaces: run it as root"
+    );
+    let out = tempfile::tempdir().unwrap();
+    let o = pen_lab(&["run", "replay-http", "--keep", "--json"], out.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let run = report["scenarios"][0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let o = pen_lab(
+        &[
+            "replay",
+            "--netns",
+            &format!("{run}-client"),
+            "--to",
+            "10.78.0.2:80",
+            "--pen",
+            "10.78.0.2:80 10.78.0.3:80 10.78.0.4:80",
+            "--server",
+            "tcp:80",
+            "--backends",
+            "web1,web2",
+            "--speed",
+            "4",
+            "--out",
+            out.path().to_str().unwrap(),
+            "captures/traces/http.pcap",
+        ],
+        out.path(),
+    );
+    let cleaned = pen_lab(&["clean", &run], out.path());
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(cleaned.status.success(), "{}", text(&cleaned));
+    let t = text(&o);
+    assert!(t.contains("412 tcp flows replayed"), "{t}");
+    assert!(
+        t.contains("clients on several backends 0 simulated / 0 observed"),
+        "{t}"
+    );
+}
