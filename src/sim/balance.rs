@@ -284,7 +284,8 @@ struct Run<'a> {
     open: BTreeMap<usize, Target>,
     active_tcp: usize,
     seen_clients: HashSet<std::net::IpAddr>,
-    client_backends: BTreeMap<std::net::IpAddr, HashSet<Target>>,
+    /// Per original client address, the backends that served it (usually one).
+    client_backends: HashMap<std::net::IpAddr, Vec<Target>>,
     /// Index into `report.flows` per UDP flow / TCP session.
     udp_outcome: Vec<usize>,
     tcp_outcome: Vec<usize>,
@@ -326,7 +327,9 @@ impl Run<'_> {
             }
         }
         let ip = f.client.ip();
-        if self.client_backends.entry(ip).or_default().insert(t) {
+        let served = self.client_backends.entry(ip).or_default();
+        if !served.contains(&t) {
+            served.push(t);
             self.report.totals.entry(t).or_default().clients += 1;
         }
     }
@@ -626,7 +629,10 @@ pub fn simulate(trace: &Trace, map: &AddressMap, opts: &SimOptions) -> Result<Si
             events: opts.events.clone(),
             backends,
             totals: HashMap::new(),
-            flows: Vec::new(),
+            flows: Vec::with_capacity(match proto {
+                Proto::Udp => trace.udp.len(),
+                Proto::Tcp => trace.tcp.len(),
+            }),
             start_missing,
             other_protocol: other,
             timeline: Vec::new(),
@@ -644,7 +650,7 @@ pub fn simulate(trace: &Trace, map: &AddressMap, opts: &SimOptions) -> Result<Si
         open: BTreeMap::new(),
         active_tcp: 0,
         seen_clients: HashSet::new(),
-        client_backends: BTreeMap::new(),
+        client_backends: HashMap::new(),
         udp_outcome: vec![0; trace.udp.len()],
         tcp_outcome: vec![0; trace.tcp.len()],
     };
