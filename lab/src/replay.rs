@@ -74,7 +74,7 @@ pub fn plan_flows(trace: &Trace, map: &AddressMap, proto: Proto, max: usize) -> 
                     .map(|d| {
                         let mut p = d.payload.clone();
                         p.resize(d.len as usize, 0);
-                        (d.at - start, p)
+                        (d.at.saturating_sub(start), p)
                     })
                     .collect();
                 out.push(ReplayFlow {
@@ -101,7 +101,10 @@ pub fn plan_flows(trace: &Trace, map: &AddressMap, proto: Proto, max: usize) -> 
                 for c in &s.client_chunks {
                     let end = (c.end as usize).min(s.client_data.len());
                     if end > prev {
-                        sends.push((c.at - s.opened, s.client_data[prev..end].to_vec()));
+                        sends.push((
+                            c.at.saturating_sub(s.opened),
+                            s.client_data[prev..end].to_vec(),
+                        ));
                         prev = end;
                     }
                 }
@@ -343,7 +346,8 @@ pub fn replay(
             for f in flows {
                 let sem = sem.clone();
                 set.spawn(async move {
-                    tokio::time::sleep_until(t0 + scaled(f.start - base, b.speed)).await;
+                    tokio::time::sleep_until(t0 + scaled(f.start.saturating_sub(base), b.speed))
+                        .await;
                     let _permit = sem.acquire_owned().await.ok();
                     match f.proto {
                         Proto::Udp => replay_udp(&f, to, t0, b).await,
