@@ -44,5 +44,6 @@ pub mod link;
 pub mod proxy;
 pub mod reqlog;
 pub mod select;
+pub mod sim;
 pub mod stats;
 pub(crate) mod sys;

@@ -8,6 +8,7 @@ pub mod expect;
 pub mod netns;
 pub mod node;
 pub mod owner;
+pub mod replay;
 pub mod report;
 pub mod runner;
 pub mod scenario;

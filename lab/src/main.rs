@@ -76,12 +76,56 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Replay a trace's client traffic through a pen that already runs in a lab (a `--keep`
+    /// run's namespace, e.g. penlab-3f2a1c-client), simulate the same trace, and compare
+    /// (docs/scenario-format.md, `replay`). Needs root. Exit 1 when they disagree.
+    Replay(Box<ReplayArgs>),
     /// Run a built-in backend (used by scenarios).
     #[command(hide = true)]
     Backend {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// Network namespace to replay from (it must route to `--to`; pen's host must route
+    /// the pool back to it).
+    #[arg(long)]
+    pub netns: String,
+    /// pen's listen address, IP:PORT.
+    #[arg(long)]
+    pub to: String,
+    /// pen's arguments as one string, for the simulation.
+    #[arg(long, allow_hyphen_values = true)]
+    pub pen: String,
+    /// Flow selection: [tcp:|udp:][IP:]PORT (repeatable).
+    #[arg(long)]
+    pub server: Vec<String>,
+    /// Per server slot, how its answers name it (DNS answer address or HTTP backend name),
+    /// comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub backends: Vec<String>,
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    #[arg(long, default_value_t = 10_000)]
+    pub max_flows: usize,
+    #[arg(long, default_value_t = 512)]
+    pub max_concurrency: usize,
+    /// "flows" or "shares".
+    #[arg(long, default_value = "shares")]
+    pub agree: String,
+    #[arg(long, default_value_t = 0.05)]
+    pub tolerance: f64,
+    #[arg(long, default_value_t = 0)]
+    pub max_disagree: usize,
+    #[arg(long, default_value = "10.200.0.0/16")]
+    pub pool4: String,
+    /// Where the reports go.
+    #[arg(long, default_value = "captures/runs/replay")]
+    pub out: PathBuf,
+    pub trace: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -104,6 +148,82 @@ fn main() -> ExitCode {
             junit,
         } => cmd_run(&scenarios, json, keep, junit.as_deref()),
         Cmd::Check { scenarios, json } => cmd_check(&scenarios, json),
+        Cmd::Replay(args) => {
+            let ReplayArgs {
+                netns,
+                to,
+                pen,
+                server,
+                backends,
+                speed,
+                max_flows,
+                max_concurrency,
+                agree,
+                tolerance,
+                max_disagree,
+                pool4,
+                out,
+                trace,
+            } = *args;
+            let pen = match pen::link::pcapfile::split_args(&pen) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("pen-lab replay: --pen: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let t = pen_lab::replay::ReplayToml {
+                host: netns.clone(),
+                to,
+                sim: pen_lab::replay::TraceSimToml {
+                    trace: trace.display().to_string(),
+                    server,
+                    pen,
+                    events: Vec::new(),
+                    pool4,
+                    pool6: "fd00:200::/64".into(),
+                },
+                backends,
+                processes: Vec::new(),
+                speed,
+                max_flows,
+                max_concurrency,
+                timeout_ms: 600_000,
+                reply_timeout_ms: 1000,
+                agree,
+                max_disagree,
+                tolerance,
+                sticky: false,
+            };
+            let refs = pen_lab::scenario::Refs::default();
+            let plan = match pen_lab::replay::plan_replay(&t, &refs, std::path::Path::new("."), &[])
+            {
+                Ok(p) => p,
+                Err(list) => {
+                    for (k, m) in list {
+                        eprintln!("pen-lab replay: {k}: {m}");
+                    }
+                    return ExitCode::from(2);
+                }
+            };
+            let dir = out.join(format!("{}-{}", netns, std::process::id()));
+            match pen_lab::replay::replay_and_compare(
+                &netns,
+                &plan,
+                &dir,
+                || true,
+                |_| Ok(String::new()),
+            ) {
+                Ok(d) => {
+                    println!("{d}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pen-lab replay: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Cmd::List => cmd_list(),
         Cmd::Clean { run } => cmd_clean(run.as_deref()),
         Cmd::Show { pcap, filter } => {

@@ -143,6 +143,13 @@ pub fn run_file(path: &Path, opts: &RunOptions) -> ScenarioReport {
         finish_report(&mut report, opts);
         return report;
     }
+    if let Some(b) = plan.balance.clone() {
+        run_balance(&plan, &b, path, opts, &mut report);
+        report.elapsed_ms = ms(started.elapsed());
+        mark_if_interrupted(&mut report, "during the offline run");
+        finish_report(&mut report, opts);
+        return report;
+    }
     if plan.is_offline() {
         opts.progress.line(&format!(
             "[{}] no hosts: nothing to build or run",
@@ -356,6 +363,108 @@ fn run_sim(plan: &Plan, sim: &SimP, file: &Path, opts: &RunOptions, report: &mut
         report,
         EvalCtx::default(),
     );
+}
+
+/// A `[balance]` scenario: the whole-balancer simulation of a trace (no root), its report
+/// files in the run directory, the golden report and the assertions as expectations.
+fn run_balance(
+    plan: &Plan,
+    b: &crate::replay::BalanceP,
+    file: &Path,
+    opts: &RunOptions,
+    report: &mut ScenarioReport,
+) {
+    let run_id = unique_prefix_with("sim");
+    report.run_id = run_id.clone();
+    let dir = opts.out_root.join(&plan.name).join(&run_id);
+    opts.progress.line(&format!(
+        "[{}] balance {run_id}: {}",
+        plan.name,
+        if plan.description.is_empty() {
+            file.display().to_string()
+        } else {
+            plan.description.clone()
+        }
+    ));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        report.errors.push(format!(
+            "cannot create the run directory {}: {e}",
+            dir.display()
+        ));
+        return;
+    }
+    report.dir = Some(dir.clone());
+    let listen = pen::sim::balance::shared_from_args(&b.sim.pen)
+        .ok()
+        .and_then(|s| pen::sim::balance::listen_of(&s))
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let (trace, map, r) = match crate::replay::simulate_plan(&b.sim, listen) {
+        Ok(x) => x,
+        Err(e) => {
+            report.errors.push(format!("balance: {e:#}"));
+            return;
+        }
+    };
+    let json = pen::sim::report::json(&r, Some(&map));
+    let files = [
+        ("report.md", pen::sim::report::markdown(&r)),
+        ("sim-report.json", json.clone()),
+        ("chart.svg", pen::sim::report::svg(&r)),
+        ("mapping.txt", map.to_text()),
+    ];
+    for (name, text) in &files {
+        if let Err(e) = std::fs::write(dir.join(name), text) {
+            report
+                .errors
+                .push(format!("writing {}: {e}", dir.join(name).display()));
+        }
+    }
+    opts.progress.line(&format!(
+        "[{}] {}; {} {} flows simulated, {} clients ({} on several backends), {} lost, {} refused; \
+         report.md, sim-report.json, chart.svg, mapping.txt in {}",
+        plan.name,
+        trace.summary(),
+        r.flows.len(),
+        r.proto,
+        r.clients,
+        r.clients_moved,
+        r.lost,
+        r.refused,
+        dir.display()
+    ));
+    let mut results: Vec<(String, bool, String)> = Vec::new();
+    if let Some(golden) = &b.expected_report {
+        let got = dir.join("sim-report.json");
+        if std::env::var_os("PEN_REGEN_TRACES").is_some() {
+            let _ = std::fs::write(golden, &json);
+        }
+        let (ok, detail) = match compare_golden(&got, golden, false) {
+            Ok(None) => (true, format!("{} bytes, identical", file_len(&got))),
+            Ok(Some(why)) => (false, why),
+            Err(why) => (false, why),
+        };
+        results.push((
+            format!("the simulation report equals {}", golden.display()),
+            ok,
+            detail,
+        ));
+    }
+    results.extend(crate::replay::check_balance(b, &r));
+    for (name, ok, detail) in results {
+        let res = ExpectResult {
+            name: name.clone(),
+            capture: "balance".into(),
+            rule: name,
+            ok,
+            detail,
+            offending: Vec::new(),
+            offending_total: 0,
+            capture_path: None,
+            after_failure: false,
+        };
+        opts.progress.expect(&plan.name, &res);
+        report.expects.push(res);
+    }
 }
 
 fn file_len(p: &Path) -> u64 {
@@ -928,6 +1037,35 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// A `replay` step: simulate the trace, replay it live from `r.host` while the events
+    /// stop/start their processes at their times, write the details into
+    /// `<run dir>/replay-N/`, and check that simulation and replay agree.
+    fn replay_step(&mut self, r: &crate::replay::ReplayP) -> Result<String> {
+        let ns = self.ns(&r.host);
+        let n = std::fs::read_dir(&self.dir)
+            .map(|d| {
+                d.filter_map(|x| x.ok())
+                    .filter(|x| x.file_name().to_string_lossy().starts_with("replay-"))
+                    .count()
+            })
+            .unwrap_or(0);
+        let out_dir = self.dir.join(format!("replay-{}", n + 1));
+        let deadline = self.deadline;
+        let keep_going = move || !interrupted() && Instant::now() <= deadline;
+        crate::replay::replay_and_compare(&ns, r, &out_dir, keep_going, |action| {
+            let step = match action {
+                pen::sim::balance::Action::Down(i) => {
+                    StepKindP::Stop(r.processes.get(*i).cloned().unwrap_or_default())
+                }
+                pen::sim::balance::Action::Up(i) => {
+                    StepKindP::Start(r.processes.get(*i).cloned().unwrap_or_default())
+                }
+                pen::sim::balance::Action::Penctl(_) => return Ok(String::new()),
+            };
+            self.step(&step)
+        })
+    }
+
     /// Runs one step; `Ok(detail)` or `Err(why it failed)`.
     fn step(&mut self, k: &StepKindP) -> Result<String> {
         match k {
@@ -1099,6 +1237,7 @@ impl Run<'_> {
                 }
                 Ok(format!("exit {expect_exit}"))
             }
+            StepKindP::Replay(r) => self.replay_step(r),
             StepKindP::Wait(d) => {
                 // Sleep in slices so that Ctrl-C and the scenario timeout cut it short.
                 let end = Instant::now() + *d;

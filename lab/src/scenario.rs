@@ -52,6 +52,9 @@ pub struct Scenario {
     /// An offline packet-engine run over a pcap fixture (`sim-*` scenarios): no hosts, no
     /// root; see docs/scenario-format.md.
     pub sim: Option<SimToml>,
+    /// The whole-balancer simulation of a trace alone (no hosts, no root); see
+    /// docs/scenario-format.md and [`crate::replay`].
+    pub balance: Option<crate::replay::BalanceToml>,
 }
 
 /// `[sim]`: replay a pcap through pen's packet engine (as `pen-sim` does) and check the
@@ -280,6 +283,8 @@ pub struct Step {
     pub tcp_sessions: Option<TcpSessionsToml>,
     /// Waits for the background step of this name and judges its result.
     pub join: Option<String>,
+    /// Live replay of a trace through pen, checked against the simulation ([`crate::replay`]).
+    pub replay: Option<Box<crate::replay::ReplayToml>>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -1063,6 +1068,7 @@ pub enum StepKindP {
         timeout: Duration,
     },
     Wait(Duration),
+    Replay(Box<crate::replay::ReplayP>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -1092,6 +1098,8 @@ pub struct Plan {
     pub expects: Vec<Expectation>,
     /// The offline run, for `[sim]` scenarios.
     pub sim: Option<SimP>,
+    /// `[balance]`: the whole-balancer simulation alone.
+    pub balance: Option<crate::replay::BalanceP>,
 }
 
 /// A validated `[sim]` table: every path resolved and checked to exist.
@@ -1646,6 +1654,38 @@ impl Scenario {
                 Err((sub, m)) => e.push(format!("{key}{sub}"), m),
             }
         }
+        if self.balance.is_some() {
+            let live = [
+                ("host", self.hosts.len()),
+                ("switch", self.switches.len()),
+                ("link", self.links.len()),
+                ("process", self.processes.len()),
+                ("capture", self.captures.len()),
+                ("step", self.steps.len()),
+                ("expect", self.expects.len()),
+                ("sim", usize::from(self.sim.is_some())),
+            ];
+            for (what, n) in live.iter().filter(|(_, n)| *n > 0) {
+                e.push(
+                    "balance",
+                    format!(
+                        "a [balance] scenario runs the simulation alone and may not have {what} entries (found {n}); expected only [balance] and [vars] (a live replay is the `replay` step)"
+                    ),
+                );
+            }
+        }
+        let balance = match &self.balance {
+            Some(b) => match crate::replay::plan_balance(b, &refs, &sim_root(file)) {
+                Ok(p) => Some(p),
+                Err(list) => {
+                    for (sub, m) in list {
+                        e.push(format!("balance.{sub}"), m);
+                    }
+                    None
+                }
+            },
+            None => None,
+        };
         if !e.list.is_empty() {
             return Err(ScenarioErrors(e.list));
         }
@@ -1659,6 +1699,7 @@ impl Scenario {
             steps,
             expects,
             sim,
+            balance,
         })
     }
 }
@@ -2369,6 +2410,7 @@ fn plan_steps(
             s.wait.is_some(),
             s.tcp_sessions.is_some(),
             s.join.is_some(),
+            s.replay.is_some(),
         ]
         .iter()
         .filter(|b| **b)
@@ -2377,7 +2419,7 @@ fn plan_steps(
             e.push(
                 &key,
                 format!(
-                    "expected exactly one of http_get, dns, tcp_connect, load, tcp_sessions, join, stop, start, penctl, run, wait; got {given}"
+                    "expected exactly one of http_get, dns, tcp_connect, load, tcp_sessions, join, stop, start, penctl, run, wait, replay; got {given}"
                 ),
             );
             continue;
@@ -2706,6 +2748,18 @@ fn plan_steps(
                 );
             }
             StepKindP::Wait(ms(w))
+        } else if let Some(r) = &s.replay {
+            let k = format!("{key}.replay");
+            check_host(e, &format!("{k}.host"), &r.host, hosts);
+            match crate::replay::plan_replay(r, refs, &sim_root(&e.file), procs) {
+                Ok(p) => StepKindP::Replay(Box::new(p)),
+                Err(list) => {
+                    for (sub, m) in list {
+                        e.push(format!("{k}.{sub}"), m);
+                    }
+                    continue;
+                }
+            }
         } else {
             continue;
         };
@@ -2881,6 +2935,12 @@ pub fn step_label(k: &StepKindP) -> String {
         } => format!("penctl {host} {target} {}", command.join(" ")),
         StepKindP::Run { host, argv, .. } => format!("run {host}: {}", argv.join(" ")),
         StepKindP::Wait(d) => format!("wait {} ms", d.as_millis()),
+        StepKindP::Replay(r) => format!(
+            "replay {} from {} → {}",
+            r.sim.trace.display(),
+            r.host,
+            r.to
+        ),
     }
 }
 

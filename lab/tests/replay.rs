@@ -1,0 +1,230 @@
+//! The `replay` step and `[balance]` scenarios: validation (no root) and the offline
+//! simulation scenarios run through the `pen-lab` binary (no root). The live replays
+//! (replay-dns, replay-http) run with every scenario in `scenarios_root.rs`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use pen_lab::scenario::parse_str;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn pen_lab(args: &[&str], out: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pen-lab"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("PENLAB_SCENARIOS")
+        .env_remove("PEN_REGEN_TRACES")
+        .env("PENLAB_OUT", out)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn replay_scenarios_check_and_the_simulations_run_without_root() {
+    let out = tempfile::tempdir().unwrap();
+    let o = pen_lab(
+        &[
+            "check",
+            "replay-dns",
+            "replay-http",
+            "replay-dns-sim",
+            "replay-http-sim",
+        ],
+        out.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = pen_lab(&["run", "replay-dns-sim", "replay-http-sim"], out.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("the simulation report equals"), "{t}");
+    assert!(t.contains("clients on several backends = 32"), "{t}");
+    assert!(t.contains("2 passed, 0 failed"), "{t}");
+    // The run directory has the report, the chart and the address map.
+    let runs = out.path().join("replay-dns-sim");
+    let run = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for f in ["report.md", "sim-report.json", "chart.svg", "mapping.txt"] {
+        assert!(run.join(f).is_file(), "{} missing", run.join(f).display());
+    }
+}
+
+#[test]
+fn a_balance_assertion_that_does_not_hold_fails_the_scenario_readably() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scenarios/bad-balance.toml");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::create_dir_all(dir.path().join("captures/traces")).unwrap();
+    std::fs::copy(
+        root().join("captures/traces/http.pcap"),
+        dir.path().join("captures/traces/http.pcap"),
+    )
+    .unwrap();
+    std::fs::write(
+        &file,
+        r#"
+[balance]
+trace = "captures/traces/http.pcap"
+pen = ["80", "10.0.0.3:80", "10.0.0.4:80"]
+events = ["at 5s server 0 down"]
+expect_moved = 0
+"#,
+    )
+    .unwrap();
+    let o = pen_lab(&["run", file.to_str().unwrap()], dir.path());
+    assert!(!o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("clients on several backends = 0"), "{t}");
+    assert!(t.contains("FAILED"), "{t}");
+}
+
+#[test]
+fn bad_replay_keys_are_named_with_what_is_accepted() {
+    let sc = parse_str(
+        r#"
+[[host]]
+name = "client"
+addresses = ["10.1.0.2/24"]
+[[process]]
+host = "client"
+name = "dns1"
+backend = { kind = "dns", answer = "192.0.2.3", listen = ["10.1.0.2:53"] }
+[[step]]
+replay = { host = "client", to = "nowhere", trace = "captures/traces/dns.pcap", pen = ["-U", "53", "10.1.0.3:53"], events = ["at 5s server 1 down", "whenever"], processes = ["dns9"], backends = [], speed = -1.0, agree = "maybe" }
+"#,
+        "scenarios/bad.toml",
+    )
+    .unwrap();
+    let errs = sc
+        .plan("scenarios/bad.toml", "bad", None)
+        .unwrap_err()
+        .to_string();
+    for want in [
+        "step[0].replay.to: expected pen's listen address IP:PORT",
+        "step[0].replay.events[1]: bad event \"whenever\"",
+        "step[0].replay.processes: expected process names (dns1), got \"dns9\"",
+        "step[0].replay.backends: expected per server slot",
+        "step[0].replay.speed: expected 0 (as fast as possible) to 1000",
+        "step[0].replay.agree: expected \"flows\" or \"shares\"",
+    ] {
+        assert!(errs.contains(want), "missing {want:?} in:\n{errs}");
+    }
+}
+
+#[test]
+fn a_balance_scenario_may_not_have_live_parts() {
+    let sc = parse_str(
+        r#"
+[[host]]
+name = "client"
+[balance]
+trace = "captures/traces/http.pcap"
+pen = ["80", "10.0.0.3:80"]
+"#,
+        "scenarios/mixed.toml",
+    )
+    .unwrap();
+    let errs = sc
+        .plan("scenarios/mixed.toml", "mixed", None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errs.contains("balance: a [balance] scenario runs the simulation alone and may not have host entries (found 1)"),
+        "{errs}"
+    );
+}
+
+#[test]
+fn pen_lab_replay_names_bad_arguments() {
+    let out = tempfile::tempdir().unwrap();
+    let o = pen_lab(
+        &[
+            "replay",
+            "--netns",
+            "nowhere",
+            "--to",
+            "10.0.0.1:80",
+            "--pen",
+            "80 10.0.0.3:80",
+            "--backends",
+            "web1",
+            "--agree",
+            "maybe",
+            "captures/traces/http.pcap",
+        ],
+        out.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("agree: expected \"flows\" or \"shares\""),
+        "{}",
+        text(&o)
+    );
+}
+
+/// `pen-lab replay` against a kept run: the HTTP trace again through the same pen, compared
+/// with the simulation. Root: namespaces.
+#[test]
+fn pen_lab_replay_replays_through_a_kept_run() {
+    // SAFETY: geteuid has no preconditions.
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "this test builds network namespaces: run it as root"
+    );
+    let out = tempfile::tempdir().unwrap();
+    let o = pen_lab(&["run", "replay-http", "--keep", "--json"], out.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let run = report["scenarios"][0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let o = pen_lab(
+        &[
+            "replay",
+            "--netns",
+            &format!("{run}-client"),
+            "--to",
+            "10.78.0.2:80",
+            "--pen",
+            "10.78.0.2:80 10.78.0.3:80 10.78.0.4:80",
+            "--server",
+            "tcp:80",
+            "--backends",
+            "web1,web2",
+            "--speed",
+            "4",
+            "--out",
+            out.path().to_str().unwrap(),
+            "captures/traces/http.pcap",
+        ],
+        out.path(),
+    );
+    let cleaned = pen_lab(&["clean", &run], out.path());
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(cleaned.status.success(), "{}", text(&cleaned));
+    let t = text(&o);
+    assert!(t.contains("412 tcp flows replayed"), "{t}");
+    assert!(
+        t.contains("clients on several backends 0 simulated / 0 observed"),
+        "{t}"
+    );
+}

@@ -1,0 +1,13 @@
+//! pen-lab's traffic model and the whole-balancer simulation.
+//!
+//! - [`trace`]: a capture (pcap/pcapng) as UDP flows and TCP sessions (pure).
+//! - [`mapping`]: original client addresses → a lab pool, servers → pen's listen address.
+//! - [`balance`]: the trace through the daemon's own selection core and UDP flow table, in
+//!   virtual time, with scheduled events.
+//! - [`synth`]: synthetic captures (DNS population, HTTP keep-alive, SYN scan) with no private data.
+//! - [`report`]: the simulation as markdown, JSON and an SVG chart.
+pub mod balance;
+pub mod mapping;
+pub mod report;
+pub mod synth;
+pub mod trace;
