@@ -2,6 +2,9 @@
 //! binary, without root and without namespaces; failures and validation errors that say what is
 //! wrong.
 
+mod common;
+use common::{is_root, require_root};
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -15,15 +18,10 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Whether `setpriv` can run the binary as nobody and nobody can read the scenario files.
+/// Whether `setpriv` can run the binary as nobody and nobody can read the scenario files
+/// (only root can drop to nobody).
 fn nobody_can_run() -> bool {
-    is_root()
-        && Command::new("setpriv")
+    Command::new("setpriv")
             .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "sh", "-c"])
             .arg(format!(
                 "test -r scenarios/sim-dsr.toml && test -r captures/fixtures/dsr-tcp.pcap && test -x {}",
@@ -82,7 +80,13 @@ fn netns_list() -> Vec<String> {
 
 #[test]
 fn sim_scenarios_pass_without_root_or_namespaces() {
-    let nobody = nobody_can_run();
+    // As root the run drops to nobody, so it proves that no root is needed; as anyone else it
+    // runs as that user, which proves it as well.
+    let nobody = is_root();
+    assert!(
+        !nobody || nobody_can_run(),
+        "as root this test runs pen-lab as nobody: setpriv must be installed and nobody must read scenarios/ and captures/fixtures/"
+    );
     let out = out_dir();
     let o = pen_lab(
         &["run", "--json", "sim-dsr", "sim-tarpit"],
@@ -165,10 +169,11 @@ fn sim_run_creates_no_namespace() {
 
 #[test]
 fn live_scenarios_still_demand_root_and_say_which() {
-    if !nobody_can_run() {
-        eprintln!("skipped: needs root and setpriv to run as nobody");
-        return;
-    }
+    require_root("to run pen-lab as nobody with setpriv");
+    assert!(
+        nobody_can_run(),
+        "setpriv must be installed and nobody must read scenarios/ and captures/fixtures/"
+    );
     let out = out_dir();
     let o = pen_lab(&["run", "sim-dsr", "proxy-tcp"], out.path(), true);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
