@@ -15,7 +15,7 @@ use etherparse::{PacketBuilder, TcpOptionElement};
 use pcap_file::pcap::{PcapPacket, PcapWriter};
 use pen_lab::decode::{self, FrameInfo, read_pcap};
 use pen_lab::expect::{Outcome, evaluate};
-use pen_lab::scenario::{self, ScenarioErrors, StepKindP, parse_str};
+use pen_lab::scenario::{self, ScenarioErrors, StepAction, parse_str};
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 const PEN_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
@@ -699,13 +699,13 @@ fn references_resolve_to_addresses_vars_and_macs() {
     let placeholder = sc.plan("x.toml", "x", None).unwrap();
     let real = sc.plan("x.toml", "x", Some(fixture_macs())).unwrap();
     match &real.processes[0].kind {
-        scenario::ProcKindP::Pen(argv) => {
+        scenario::PlannedProcessKind::Pen(argv) => {
             assert_eq!(argv, &["-f", "10.71.0.100:80", "10.71.0.3", "10.71.0.10"])
         }
         k => panic!("{k:?}"),
     }
     let argv = |p: &scenario::Plan| match &p.steps[0].kind {
-        StepKindP::Run { argv, .. } => argv.clone(),
+        StepAction::Run { argv, .. } => argv.clone(),
         k => panic!("{k:?}"),
     };
     assert_eq!(
@@ -746,7 +746,7 @@ fn references_resolve_in_expected_outputs() {
     let sc = parse_str(&text, "x.toml").unwrap();
     let plan = sc.plan("x.toml", "x", None).unwrap();
     match &plan.steps[0].kind {
-        StepKindP::Run {
+        StepAction::Run {
             expect_contains, ..
         } => {
             assert_eq!(expect_contains.as_deref(), Some("10.99.0.2"))
@@ -754,7 +754,7 @@ fn references_resolve_in_expected_outputs() {
         k => panic!("{k:?}"),
     }
     match &plan.steps[1].kind {
-        StepKindP::Penctl {
+        StepAction::Penctl {
             expect_contains, ..
         } => {
             assert_eq!(expect_contains.as_deref(), Some("addr 10.71.0.3"))
@@ -762,7 +762,7 @@ fn references_resolve_in_expected_outputs() {
         k => panic!("{k:?}"),
     }
     match &plan.steps[2].kind {
-        StepKindP::HttpGet { expect_body, .. } => {
+        StepAction::HttpGet { expect_body, .. } => {
             assert_eq!(expect_body.as_deref(), Some("10.71.0.3"))
         }
         k => panic!("{k:?}"),
@@ -1104,7 +1104,7 @@ fn dns_steps_take_expect_any_and_retries() {
     let st = &plan.steps[0];
     assert_eq!(st.retries, 3);
     assert_eq!(st.retry_delay, Duration::from_millis(50));
-    let StepKindP::Dns { expect, .. } = &st.kind else {
+    let StepAction::Dns { expect, .. } = &st.kind else {
         panic!("{st:?}")
     };
     assert_eq!(expect.len(), 2);
@@ -1328,7 +1328,7 @@ fn background_steps_are_joined_later_and_tcp_sessions_have_defaults() {
     let bg: Vec<bool> = plan.steps.iter().map(|s| s.background).collect();
     assert_eq!(bg, vec![true, true, false, false, false]);
     match &plan.steps[0].kind {
-        StepKindP::TcpSessions {
+        StepAction::TcpSessions {
             sessions,
             rounds,
             interval,
@@ -1342,7 +1342,7 @@ fn background_steps_are_joined_later_and_tcp_sessions_have_defaults() {
         k => panic!("{k:?}"),
     }
     match &plan.steps[1].kind {
-        StepKindP::Load {
+        StepAction::Load {
             interval,
             max_outage,
             min_ok,
@@ -1354,7 +1354,7 @@ fn background_steps_are_joined_later_and_tcp_sessions_have_defaults() {
         }
         k => panic!("{k:?}"),
     }
-    assert_eq!(plan.steps[3].kind, StepKindP::Join("paced".into()));
+    assert_eq!(plan.steps[3].kind, StepAction::Join("paced".into()));
     assert_eq!(plan.steps[3].label, "join paced");
     assert_eq!(plan.steps[1].label, "paced");
     let default_label = scenario::step_label(&plan.steps[1].kind);

@@ -8,28 +8,28 @@ use std::time::Duration;
 use crate::expect::Expectation;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NodeKindP {
+pub enum PlannedNodeKind {
     Host,
     Switch,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LinkEndP {
+pub struct PlannedLinkEnd {
     pub node: String,
     pub iface: String,
     pub mac: Option<[u8; 6]>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LinkP {
-    pub a: LinkEndP,
-    pub b: LinkEndP,
+pub struct PlannedLink {
+    pub a: PlannedLinkEnd,
+    pub b: PlannedLinkEnd,
     pub offloads: bool,
 }
 
 /// Impairment of the frames one link end sends (applied on its egress).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ImpairP {
+pub struct PlannedImpairment {
     pub node: String,
     pub iface: String,
     /// 0..=100.
@@ -40,7 +40,7 @@ pub struct ImpairP {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AddressP {
+pub struct PlannedAddress {
     pub node: String,
     pub iface: String,
     pub addr: IpAddr,
@@ -48,7 +48,7 @@ pub struct AddressP {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RouteP {
+pub struct PlannedRoute {
     pub node: String,
     pub dest: Option<(IpAddr, u8)>,
     pub via: Option<IpAddr>,
@@ -58,7 +58,7 @@ pub struct RouteP {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RuleP {
+pub struct PlannedRule {
     pub node: String,
     pub fwmark: u32,
     pub table: u32,
@@ -66,14 +66,14 @@ pub struct RuleP {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SysctlP {
+pub struct PlannedSysctl {
     pub node: String,
     pub key: String,
     pub value: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OffloadP {
+pub struct PlannedOffload {
     pub node: String,
     pub iface: String,
     pub feature: String,
@@ -83,24 +83,24 @@ pub struct OffloadP {
 /// Everything the topology needs, in the order the runner applies it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TopologyPlan {
-    pub nodes: Vec<(String, NodeKindP)>,
+    pub nodes: Vec<(String, PlannedNodeKind)>,
     /// Applied right after the namespaces exist, before links (IPv6 back on, no DAD).
-    pub early_sysctls: Vec<SysctlP>,
-    pub links: Vec<LinkP>,
-    pub offloads: Vec<OffloadP>,
-    pub addresses: Vec<AddressP>,
-    pub sysctls: Vec<SysctlP>,
-    pub routes: Vec<RouteP>,
-    pub rules: Vec<RuleP>,
+    pub early_sysctls: Vec<PlannedSysctl>,
+    pub links: Vec<PlannedLink>,
+    pub offloads: Vec<PlannedOffload>,
+    pub addresses: Vec<PlannedAddress>,
+    pub sysctls: Vec<PlannedSysctl>,
+    pub routes: Vec<PlannedRoute>,
+    pub rules: Vec<PlannedRule>,
     pub nft: Vec<(String, String)>,
     /// Link impairments, applied after the links exist.
-    pub impairments: Vec<ImpairP>,
+    pub impairments: Vec<PlannedImpairment>,
     /// (host, argv) of the hosts' `commands`, in file order, run after `nft`.
     pub commands: Vec<(String, Vec<String>)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BackendKindP {
+pub enum PlannedBackend {
     Http { name: String },
     Dns { name: String, answer: Ipv4Addr },
     TcpEcho,
@@ -108,17 +108,17 @@ pub enum BackendKindP {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ProcKindP {
+pub enum PlannedProcessKind {
     Pen(Vec<String>),
     Backend {
-        kind: BackendKindP,
+        kind: PlannedBackend,
         listen: Vec<SocketAddr>,
     },
     Command(Vec<String>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ReadyP {
+pub enum ReadyCheck {
     Tcp(SocketAddr),
     Udp(SocketAddr),
     Path(PathBuf),
@@ -126,18 +126,18 @@ pub enum ReadyP {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProcP {
+pub struct PlannedProcess {
     pub host: String,
     pub name: String,
-    pub kind: ProcKindP,
+    pub kind: PlannedProcessKind,
     pub env: Vec<(String, String)>,
-    pub ready: Vec<ReadyP>,
+    pub ready: Vec<ReadyCheck>,
     pub ready_timeout: Duration,
     pub autostart: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CaptureP {
+pub struct PlannedCapture {
     pub name: String,
     pub host: String,
     pub iface: String,
@@ -152,7 +152,7 @@ pub enum ConnectExpect {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub enum StepKindP {
+pub enum StepAction {
     HttpGet {
         host: String,
         addr: SocketAddr,
@@ -230,12 +230,12 @@ pub enum StepKindP {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct StepP {
+pub struct PlannedStep {
     /// Progress-line label, e.g. `http_get client → 10.71.0.2:80`.
     pub label: String,
     /// The `name` as written (what `[[expect]]` windows refer to).
     pub name: Option<String>,
-    pub kind: StepKindP,
+    pub kind: StepAction,
     /// Further attempts after a failed one (`dns`, `http_get`, `tcp_connect`).
     pub retries: u32,
     pub retry_delay: Duration,
@@ -250,17 +250,17 @@ pub struct Plan {
     pub description: String,
     pub timeout: Duration,
     pub topology: TopologyPlan,
-    pub processes: Vec<ProcP>,
-    pub captures: Vec<CaptureP>,
-    pub steps: Vec<StepP>,
+    pub processes: Vec<PlannedProcess>,
+    pub captures: Vec<PlannedCapture>,
+    pub steps: Vec<PlannedStep>,
     pub expects: Vec<Expectation>,
     /// The offline run, for `[sim]` scenarios.
-    pub sim: Option<SimP>,
+    pub sim: Option<PlannedSim>,
 }
 
 /// A validated `[sim]` table: every path resolved and checked to exist.
 #[derive(Clone, Debug, PartialEq)]
-pub struct SimP {
+pub struct PlannedSim {
     pub input: PathBuf,
     pub pen: Vec<String>,
     pub output: String,

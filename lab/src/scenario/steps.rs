@@ -12,7 +12,7 @@ pub(super) fn plan_steps(
     hosts: &[String],
     procs: &[String],
     e: &mut Errs,
-) -> Vec<StepP> {
+) -> Vec<PlannedStep> {
     let mut out = Vec::new();
     for (i, s) in sc.steps.iter().enumerate() {
         let key = format!("step[{i}]");
@@ -63,7 +63,7 @@ pub(super) fn plan_steps(
                 );
                 continue;
             };
-            StepKindP::HttpGet {
+            StepAction::HttpGet {
                 host: h.host.clone(),
                 addr,
                 path,
@@ -135,7 +135,7 @@ pub(super) fn plan_steps(
                 ),
                 _ => {}
             }
-            StepKindP::Dns {
+            StepAction::Dns {
                 host: d.host.clone(),
                 server,
                 qname: d.qname.clone(),
@@ -171,7 +171,7 @@ pub(super) fn plan_steps(
                     continue;
                 }
             };
-            StepKindP::TcpConnect {
+            StepAction::TcpConnect {
                 host: t.host.clone(),
                 addr,
                 src: src(&t.src, e, &k),
@@ -222,7 +222,7 @@ pub(super) fn plan_steps(
                     "the outage is measured by a paced load: give interval_ms too",
                 );
             }
-            StepKindP::Load {
+            StepAction::Load {
                 host: l.host.clone(),
                 addr,
                 path,
@@ -272,7 +272,7 @@ pub(super) fn plan_steps(
                     ),
                 );
             }
-            StepKindP::TcpSessions {
+            StepAction::TcpSessions {
                 host: t.host.clone(),
                 addr,
                 src: src(&t.src, e, &k),
@@ -285,7 +285,7 @@ pub(super) fn plan_steps(
             }
         } else if let Some(j) = &s.join {
             // Which background step it joins is checked below, once every step is known.
-            StepKindP::Join(j.clone())
+            StepAction::Join(j.clone())
         } else if let Some(p) = s.stop.as_ref().or(s.start.as_ref()) {
             let which = if s.stop.is_some() { "stop" } else { "start" };
             if !procs.contains(p) {
@@ -295,9 +295,9 @@ pub(super) fn plan_steps(
                 );
             }
             if s.stop.is_some() {
-                StepKindP::Stop(p.clone())
+                StepAction::Stop(p.clone())
             } else {
-                StepKindP::Start(p.clone())
+                StepAction::Start(p.clone())
             }
         } else if let Some(p) = &s.penctl {
             let k = format!("{key}.penctl");
@@ -317,7 +317,7 @@ pub(super) fn plan_steps(
                     "expected a penctl command such as \"servers\"",
                 );
             }
-            StepKindP::Penctl {
+            StepAction::Penctl {
                 host: p.host.clone(),
                 target,
                 command,
@@ -345,7 +345,7 @@ pub(super) fn plan_steps(
                     Err(m) => e.push(format!("{k}.argv[{j}]"), m),
                 }
             }
-            StepKindP::Run {
+            StepAction::Run {
                 host: r.host.clone(),
                 argv,
                 expect_exit: r.expect_exit,
@@ -364,18 +364,18 @@ pub(super) fn plan_steps(
                     format!("expected at most 30000 ms, got {w}"),
                 );
             }
-            StepKindP::Wait(ms(w))
+            StepAction::Wait(ms(w))
         } else {
             continue;
         };
         let timeout_ok = match &kind {
-            StepKindP::HttpGet { timeout, .. }
-            | StepKindP::Dns { timeout, .. }
-            | StepKindP::TcpConnect { timeout, .. }
-            | StepKindP::Load { timeout, .. }
-            | StepKindP::TcpSessions { timeout, .. }
-            | StepKindP::Penctl { timeout, .. }
-            | StepKindP::Run { timeout, .. } => {
+            StepAction::HttpGet { timeout, .. }
+            | StepAction::Dns { timeout, .. }
+            | StepAction::TcpConnect { timeout, .. }
+            | StepAction::Load { timeout, .. }
+            | StepAction::TcpSessions { timeout, .. }
+            | StepAction::Penctl { timeout, .. }
+            | StepAction::Run { timeout, .. } => {
                 !timeout.is_zero() && *timeout <= Duration::from_secs(60)
             }
             _ => true,
@@ -412,7 +412,7 @@ pub(super) fn plan_steps(
         let label = s.name.clone().unwrap_or_else(|| step_label(&kind));
         let background = s.load.as_ref().is_some_and(|l| l.background)
             || s.tcp_sessions.as_ref().is_some_and(|t| t.background);
-        out.push(StepP {
+        out.push(PlannedStep {
             label,
             name: s.name.clone(),
             kind,
@@ -427,7 +427,7 @@ pub(super) fn plan_steps(
 
 /// Every background step has a name and is joined once by a later `join` step; every `join`
 /// names an earlier background step.
-pub(super) fn check_joins(steps: &[StepP], e: &mut Errs) {
+pub(super) fn check_joins(steps: &[PlannedStep], e: &mut Errs) {
     let mut open: BTreeMap<String, usize> = BTreeMap::new();
     for (i, st) in steps.iter().enumerate() {
         let key = format!("step[{i}]");
@@ -449,7 +449,7 @@ pub(super) fn check_joins(steps: &[StepP], e: &mut Errs) {
                 }
             }
         }
-        if let StepKindP::Join(n) = &st.kind
+        if let StepAction::Join(n) = &st.kind
             && open.remove(n).is_none()
         {
             let bg: Vec<&str> = steps
@@ -476,17 +476,17 @@ pub(super) fn check_joins(steps: &[StepP], e: &mut Errs) {
 }
 
 /// The default progress label of a step.
-pub fn step_label(k: &StepKindP) -> String {
+pub fn step_label(k: &StepAction) -> String {
     let from = |src: &Option<IpAddr>| src.map(|s| format!(" from {s}")).unwrap_or_default();
     match k {
-        StepKindP::HttpGet {
+        StepAction::HttpGet {
             host,
             addr,
             path,
             src,
             ..
         } => format!("http_get {host}{} → {addr}{path}", from(src)),
-        StepKindP::Dns {
+        StepAction::Dns {
             host,
             server,
             qname,
@@ -501,10 +501,10 @@ pub fn step_label(k: &StepKindP) -> String {
             };
             format!("dns {host}{} → {server} {qname}{times}", from(src))
         }
-        StepKindP::TcpConnect {
+        StepAction::TcpConnect {
             host, addr, expect, ..
         } => format!("tcp_connect {host} → {addr} (expect {expect:?})"),
-        StepKindP::Load {
+        StepAction::Load {
             host,
             addr,
             requests,
@@ -518,7 +518,7 @@ pub fn step_label(k: &StepKindP) -> String {
             ),
             None => format!("load {host} → {addr} {requests} requests x{concurrency}"),
         },
-        StepKindP::TcpSessions {
+        StepAction::TcpSessions {
             host,
             addr,
             sessions,
@@ -529,16 +529,16 @@ pub fn step_label(k: &StepKindP) -> String {
             "tcp_sessions {host} → {addr} {sessions} connections x {rounds} echoes every {} ms",
             interval.as_millis()
         ),
-        StepKindP::Join(n) => format!("join {n}"),
-        StepKindP::Stop(p) => format!("stop {p}"),
-        StepKindP::Start(p) => format!("start {p}"),
-        StepKindP::Penctl {
+        StepAction::Join(n) => format!("join {n}"),
+        StepAction::Stop(p) => format!("stop {p}"),
+        StepAction::Start(p) => format!("start {p}"),
+        StepAction::Penctl {
             host,
             target,
             command,
             ..
         } => format!("penctl {host} {target} {}", command.join(" ")),
-        StepKindP::Run { host, argv, .. } => format!("run {host}: {}", argv.join(" ")),
-        StepKindP::Wait(d) => format!("wait {} ms", d.as_millis()),
+        StepAction::Run { host, argv, .. } => format!("run {host}: {}", argv.join(" ")),
+        StepAction::Wait(d) => format!("wait {} ms", d.as_millis()),
     }
 }

@@ -35,14 +35,14 @@ pub struct Scenario {
     pub expects: Vec<ExpectSpec>,
     /// An offline packet-engine run over a pcap fixture (`sim-*` scenarios): no hosts, no
     /// root; see docs/scenario-format.md.
-    pub sim: Option<SimToml>,
+    pub sim: Option<SimTable>,
 }
 
 /// `[sim]`: replay a pcap through pen's packet engine (as `pen-sim` does) and check the
 /// frames it emits.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SimToml {
+pub struct SimTable {
     /// The input pcap, relative to the repository root (`scenarios/..`) or absolute.
     pub input: String,
     /// pen's arguments (without the program name), e.g. `["-O", "dsr_if eth1", "10.0.0.100:80", ...]`.
@@ -81,7 +81,7 @@ pub struct Host {
     #[serde(default)]
     pub addresses: Vec<String>,
     #[serde(default)]
-    pub routes: Vec<RouteSpecToml>,
+    pub routes: Vec<RouteTable>,
     /// `ip rule add fwmark M lookup T`.
     #[serde(default)]
     pub rules: Vec<RuleSpec>,
@@ -103,7 +103,7 @@ pub struct Host {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RouteSpecToml {
+pub struct RouteTable {
     /// `"default"`, `"10.1.0.0/16"`, `"0.0.0.0/0"`, `"::/0"`.
     pub to: String,
     pub via: Option<String>,
@@ -135,19 +135,19 @@ pub struct OffloadSpec {
 #[serde(deny_unknown_fields)]
 pub struct Link {
     /// Two ends: `"node:iface"`, `"switch"` or `{ node, iface, mac }`.
-    pub ends: Vec<LinkEndToml>,
+    pub ends: Vec<LinkEndEntry>,
     /// Leave the veth offloads on (default: tx, tso, gso and gro off on both ends, so captures
     /// show real frames with correct checksums).
     #[serde(default)]
     pub offloads: bool,
     /// Loss and rate limits on the link (nftables egress hooks; no netem needed).
-    pub impair: Option<ImpairToml>,
+    pub impair: Option<ImpairTable>,
 }
 
 /// `impair = { loss_percent = 20, rate_kbit = 800, burst_kbytes = 16, from = "client" }`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ImpairToml {
+pub struct ImpairTable {
     /// Frames dropped at random, 0..=100 percent.
     pub loss_percent: Option<u32>,
     /// Frames over this rate (kbit/s) are dropped (a policer, not a shaper).
@@ -160,7 +160,7 @@ pub struct ImpairToml {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
-pub enum LinkEndToml {
+pub enum LinkEndEntry {
     Brief(String),
     Full {
         node: String,
@@ -177,12 +177,12 @@ pub struct Process {
     /// argv for the workspace's pen (after the binary).
     pub pen: Option<Vec<String>>,
     /// A built-in backend.
-    pub backend: Option<BackendToml>,
+    pub backend: Option<BackendTable>,
     /// An external program: argv with the program first.
     pub command: Option<Vec<String>>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    pub ready: Option<ReadyToml>,
+    pub ready: Option<ReadyTable>,
     #[serde(default = "default_ready_timeout")]
     pub ready_timeout_ms: u64,
     /// Start with the scenario (default) or only from a `start` step.
@@ -196,7 +196,7 @@ pub(super) fn default_ready_timeout() -> u64 {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BackendToml {
+pub struct BackendTable {
     /// `"http"`, `"dns"`, `"tcp-echo"`, `"udp-echo"`.
     pub kind: String,
     /// Body of the HTTP answers; defaults to the process name.
@@ -208,7 +208,7 @@ pub struct BackendToml {
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReadyToml {
+pub struct ReadyTable {
     pub tcp: Option<OneOrMany<String>>,
     pub udp: Option<OneOrMany<String>>,
     pub path: Option<String>,
@@ -251,24 +251,24 @@ pub struct CaptureSpec {
 pub struct Step {
     /// A label for the progress line.
     pub name: Option<String>,
-    pub http_get: Option<HttpGetToml>,
-    pub dns: Option<DnsToml>,
-    pub tcp_connect: Option<TcpConnectToml>,
-    pub load: Option<LoadToml>,
+    pub http_get: Option<HttpGetTable>,
+    pub dns: Option<DnsTable>,
+    pub tcp_connect: Option<TcpConnectTable>,
+    pub load: Option<LoadTable>,
     pub stop: Option<String>,
     pub start: Option<String>,
-    pub penctl: Option<PenctlToml>,
-    pub run: Option<RunToml>,
+    pub penctl: Option<PenctlTable>,
+    pub run: Option<RunTable>,
     pub wait: Option<u64>,
     /// Long-lived TCP connections to an echo server.
-    pub tcp_sessions: Option<TcpSessionsToml>,
+    pub tcp_sessions: Option<TcpSessionsTable>,
     /// Waits for the background step of this name and judges its result.
     pub join: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HttpGetToml {
+pub struct HttpGetTable {
     pub host: String,
     pub url: String,
     pub src: Option<String>,
@@ -300,7 +300,7 @@ pub(super) fn default_step_timeout() -> u64 {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DnsToml {
+pub struct DnsTable {
     pub host: String,
     /// `"10.0.0.2"` (port 53) or `"10.0.0.2:5353"`.
     pub server: String,
@@ -337,7 +337,7 @@ pub(super) fn default_qname() -> String {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TcpConnectToml {
+pub struct TcpConnectTable {
     pub host: String,
     pub addr: String,
     pub src: Option<String>,
@@ -353,7 +353,7 @@ pub struct TcpConnectToml {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LoadToml {
+pub struct LoadTable {
     pub host: String,
     pub url: String,
     pub requests: u64,
@@ -381,7 +381,7 @@ pub struct LoadToml {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TcpSessionsToml {
+pub struct TcpSessionsTable {
     pub host: String,
     /// An echo server (`"IP:PORT"`).
     pub addr: String,
@@ -429,7 +429,7 @@ pub(super) fn default_load_timeout() -> u64 {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PenctlToml {
+pub struct PenctlTable {
     pub host: String,
     /// The control socket: `"127.0.0.1:10080"` or a Unix path.
     pub target: String,
@@ -441,7 +441,7 @@ pub struct PenctlToml {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RunToml {
+pub struct RunTable {
     pub host: String,
     pub argv: Vec<String>,
     #[serde(default)]
@@ -465,20 +465,20 @@ pub struct ExpectSpec {
     pub after: Option<String>,
     /// Only frames captured before the step of this `name` started.
     pub before: Option<String>,
-    pub count: Option<CountToml>,
-    pub every: Option<EveryToml>,
-    pub none: Option<NoneToml>,
-    pub sticky: Option<StickyToml>,
-    pub share: Option<ShareToml>,
-    pub order: Option<OrderToml>,
-    pub checksums_valid: Option<ChecksumsToml>,
+    pub count: Option<CountTable>,
+    pub every: Option<EveryTable>,
+    pub none: Option<NoneTable>,
+    pub sticky: Option<StickyTable>,
+    pub share: Option<ShareTable>,
+    pub order: Option<OrderTable>,
+    pub checksums_valid: Option<ChecksumsTable>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CountToml {
+pub struct CountTable {
     #[serde(default, rename = "match")]
-    pub matcher: MatchToml,
+    pub matcher: MatchTable,
     pub exact: Option<u64>,
     pub min: Option<u64>,
     pub max: Option<u64>,
@@ -486,10 +486,10 @@ pub struct CountToml {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EveryToml {
+pub struct EveryTable {
     #[serde(default, rename = "match")]
-    pub matcher: MatchToml,
-    pub also: MatchToml,
+    pub matcher: MatchTable,
+    pub also: MatchTable,
     /// Frames that must match `match` (so that "every" is never vacuous). Default 1.
     #[serde(default = "default_min_one")]
     pub min: u64,
@@ -501,16 +501,16 @@ pub(super) fn default_min_one() -> u64 {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NoneToml {
+pub struct NoneTable {
     #[serde(default, rename = "match")]
-    pub matcher: MatchToml,
+    pub matcher: MatchTable,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StickyToml {
+pub struct StickyTable {
     #[serde(default, rename = "match")]
-    pub matcher: MatchToml,
+    pub matcher: MatchTable,
     pub key: String,
     pub value: String,
     /// Distinct keys that must be seen. Default 1.
@@ -520,9 +520,9 @@ pub struct StickyToml {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ShareToml {
+pub struct ShareTable {
     #[serde(default, rename = "match")]
-    pub matcher: MatchToml,
+    pub matcher: MatchTable,
     pub field: String,
     /// Expected fraction per value of `field`; values not listed must not appear.
     pub shares: BTreeMap<String, f64>,
@@ -534,16 +534,16 @@ pub struct ShareToml {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OrderToml {
-    pub first: MatchToml,
-    pub then: MatchToml,
+pub struct OrderTable {
+    pub first: MatchTable,
+    pub then: MatchTable,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ChecksumsToml {
+pub struct ChecksumsTable {
     #[serde(default, rename = "match")]
-    pub matcher: MatchToml,
+    pub matcher: MatchTable,
     #[serde(default = "default_min_one")]
     pub min: u64,
 }
@@ -570,7 +570,7 @@ impl fmt::Display for Scalar {
 /// Frame matcher: every field given must match (lists mean "any of").
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MatchToml {
+pub struct MatchTable {
     pub eth_src: Option<OneOrMany<Scalar>>,
     pub eth_dst: Option<OneOrMany<Scalar>>,
     pub ethertype: Option<OneOrMany<Scalar>>,
@@ -601,7 +601,7 @@ pub struct MatchToml {
     pub checksums_ok: Option<bool>,
 }
 
-impl MatchToml {
+impl MatchTable {
     /// The fields given, as `(key, values)` in a fixed order.
     pub fn fields(&self) -> Vec<(&'static str, Vec<Scalar>)> {
         let mut out = Vec::new();

@@ -134,17 +134,17 @@ impl Scenario {
         }
 
         // Nodes.
-        let mut nodes: Vec<(String, NodeKindP)> = Vec::new();
+        let mut nodes: Vec<(String, PlannedNodeKind)> = Vec::new();
         let mut seen = BTreeSet::new();
         for (i, s) in self.switches.iter().enumerate() {
             let key = format!("switch[{i}].name");
             check_node_name(&mut e, &key, &s.name, &mut seen);
-            nodes.push((s.name.clone(), NodeKindP::Switch));
+            nodes.push((s.name.clone(), PlannedNodeKind::Switch));
         }
         for (i, h) in self.hosts.iter().enumerate() {
             let key = format!("host[{i}].name");
             check_node_name(&mut e, &key, &h.name, &mut seen);
-            nodes.push((h.name.clone(), NodeKindP::Host));
+            nodes.push((h.name.clone(), PlannedNodeKind::Host));
         }
         let kind_of = |n: &str| nodes.iter().find(|(m, _)| m == n).map(|(_, k)| *k);
         let host_names: Vec<String> = self.hosts.iter().map(|h| h.name.clone()).collect();
@@ -165,11 +165,11 @@ impl Scenario {
             }
             for (j, end) in l.ends.iter().enumerate() {
                 let (node, iface, mac) = match end {
-                    LinkEndToml::Brief(s) => match s.split_once(':') {
+                    LinkEndEntry::Brief(s) => match s.split_once(':') {
                         Some((n, i)) => (n.to_string(), Some(i.to_string()), None),
                         None => (s.clone(), None, None),
                     },
-                    LinkEndToml::Full { node, iface, mac } => {
+                    LinkEndEntry::Full { node, iface, mac } => {
                         (node.clone(), iface.clone(), mac.clone())
                     }
                 };
@@ -186,10 +186,10 @@ impl Scenario {
                                 .join(", ")
                         ),
                     ),
-                    Some(NodeKindP::Host) => {
+                    Some(PlannedNodeKind::Host) => {
                         *host_link_count.entry(node.clone()).or_default() += 1;
                     }
-                    Some(NodeKindP::Switch) => {}
+                    Some(PlannedNodeKind::Switch) => {}
                 }
                 if let Some(i) = &iface
                     && !valid_iface_name(i)
@@ -205,8 +205,8 @@ impl Scenario {
             }
             raw_ends.push(ends);
         }
-        let mut links: Vec<LinkP> = Vec::new();
-        let mut impairments: Vec<ImpairP> = Vec::new();
+        let mut links: Vec<PlannedLink> = Vec::new();
+        let mut impairments: Vec<PlannedImpairment> = Vec::new();
         let mut ifaces: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut used_ifaces: BTreeSet<(String, String)> = BTreeSet::new();
         for (i, ends) in raw_ends.iter().enumerate() {
@@ -217,7 +217,7 @@ impl Scenario {
                 let key = format!("link[{i}].ends[{j}]");
                 let iface = match (iface, kind_of(node)) {
                     (Some(f), _) => f.clone(),
-                    (None, Some(NodeKindP::Switch)) => {
+                    (None, Some(PlannedNodeKind::Switch)) => {
                         let cand = other.chars().take(15).collect::<String>();
                         if used_ifaces.contains(&(node.clone(), cand.clone())) {
                             format!("p{i}")
@@ -258,10 +258,10 @@ impl Scenario {
                         }
                     },
                 };
-                if kind_of(node) == Some(NodeKindP::Host) {
+                if kind_of(node) == Some(PlannedNodeKind::Host) {
                     ifaces.entry(node.clone()).or_default().push(iface.clone());
                 }
-                resolved.push(LinkEndP {
+                resolved.push(PlannedLinkEnd {
                     node: node.clone(),
                     iface,
                     mac,
@@ -283,7 +283,7 @@ impl Scenario {
                         &mut e,
                     ));
                 }
-                links.push(LinkP {
+                links.push(PlannedLink {
                     a: ra.clone(),
                     b: rb.clone(),
                     offloads: self.links.get(i).is_some_and(|l| l.offloads),
@@ -393,7 +393,7 @@ impl Scenario {
                     .entry(h.name.clone())
                     .or_default()
                     .push((iface.clone(), addr));
-                topo.addresses.push(AddressP {
+                topo.addresses.push(PlannedAddress {
                     node: h.name.clone(),
                     iface,
                     addr,
@@ -413,7 +413,7 @@ impl Scenario {
                 Vec::new()
             };
             for (k, v) in early {
-                topo.early_sysctls.push(SysctlP {
+                topo.early_sysctls.push(PlannedSysctl {
                     node: h.name.clone(),
                     key: k.to_string(),
                     value: v.to_string(),
@@ -440,7 +440,7 @@ impl Scenario {
                     );
                     continue;
                 }
-                topo.sysctls.push(SysctlP {
+                topo.sysctls.push(PlannedSysctl {
                     node: h.name.clone(),
                     key: k.clone(),
                     value,
@@ -453,7 +453,7 @@ impl Scenario {
                         format!("expected a table number such as 100, got {}", r.table),
                     );
                 }
-                topo.rules.push(RuleP {
+                topo.rules.push(PlannedRule {
                     node: h.name.clone(),
                     fwmark: r.fwmark,
                     table: r.table,
@@ -485,7 +485,7 @@ impl Scenario {
                         ),
                     );
                 }
-                topo.offloads.push(OffloadP {
+                topo.offloads.push(PlannedOffload {
                     node: h.name.clone(),
                     iface: o.iface.clone(),
                     feature: o.feature.clone(),
@@ -568,11 +568,11 @@ pub fn sim_root(file: &str) -> PathBuf {
 /// Validates `[sim]`: no live parts, existing files, pen arguments the engine accepts.
 pub(super) fn plan_sim(
     sc: &Scenario,
-    s: &SimToml,
+    s: &SimTable,
     file: &str,
     refs: &Refs,
     e: &mut Errs,
-) -> Option<SimP> {
+) -> Option<PlannedSim> {
     let live = [
         ("host", sc.hosts.len()),
         ("switch", sc.switches.len()),
@@ -683,7 +683,7 @@ pub(super) fn plan_sim(
         );
         ok = false;
     }
-    Some(SimP {
+    Some(PlannedSim {
         input: input?,
         pen,
         output: s.output.clone(),
@@ -698,12 +698,12 @@ pub const MAX_RATE_KBIT: u64 = 10_000_000;
 
 /// The impairments of one link: one per sending end (`from`, or both ends).
 pub(super) fn plan_impair(
-    im: &ImpairToml,
-    a: &LinkEndP,
-    b: &LinkEndP,
+    im: &ImpairTable,
+    a: &PlannedLinkEnd,
+    b: &PlannedLinkEnd,
     key: &str,
     e: &mut Errs,
-) -> Vec<ImpairP> {
+) -> Vec<PlannedImpairment> {
     let loss = im.loss_percent.unwrap_or(0);
     if loss > 100 {
         e.push(
@@ -739,7 +739,7 @@ pub(super) fn plan_impair(
             "expected loss_percent (1..=100) and/or rate_kbit; an empty impair does nothing",
         );
     }
-    let ends: Vec<&LinkEndP> = match &im.from {
+    let ends: Vec<&PlannedLinkEnd> = match &im.from {
         None => vec![a, b],
         Some(n) if *n == a.node => vec![a],
         Some(n) if *n == b.node => vec![b],
@@ -761,7 +761,7 @@ pub(super) fn plan_impair(
         (None, None) => 0,
     };
     ends.into_iter()
-        .map(|end| ImpairP {
+        .map(|end| PlannedImpairment {
             node: end.node.clone(),
             iface: end.iface.clone(),
             loss_percent: loss.min(100),
@@ -775,7 +775,7 @@ pub(super) fn plan_impair(
 /// `before`.
 pub(super) fn plan_window(
     x: &ExpectSpec,
-    steps: &[StepP],
+    steps: &[PlannedStep],
     key: &str,
     e: &mut Errs,
 ) -> expect::Window {
@@ -864,9 +864,9 @@ pub(super) fn check_node_name(e: &mut Errs, key: &str, name: &str, seen: &mut BT
 pub(super) fn plan_route(
     refs: &Refs,
     node: &str,
-    r: &RouteSpecToml,
+    r: &RouteTable,
     ifaces: Option<&Vec<String>>,
-) -> Result<RouteP, String> {
+) -> Result<PlannedRoute, String> {
     let to = refs.resolve(&r.to)?;
     let dest = if to == "default" {
         None
@@ -911,7 +911,7 @@ pub(super) fn plan_route(
     {
         return Err(format!("via {v} is not of the same family as to {to:?}"));
     }
-    Ok(RouteP {
+    Ok(PlannedRoute {
         node: node.to_string(),
         dest,
         via,
@@ -976,7 +976,7 @@ pub(super) fn plan_processes(
     refs: &Refs,
     hosts: &[String],
     e: &mut Errs,
-) -> Vec<ProcP> {
+) -> Vec<PlannedProcess> {
     let mut out = Vec::new();
     let mut names = BTreeSet::new();
     for (i, p) in sc.processes.iter().enumerate() {
@@ -1033,7 +1033,7 @@ pub(super) fn plan_processes(
                     ),
                 );
             }
-            ProcKindP::Pen(args)
+            PlannedProcessKind::Pen(args)
         } else if let Some(argv) = &p.command {
             if argv.is_empty() {
                 e.push(
@@ -1041,7 +1041,7 @@ pub(super) fn plan_processes(
                     "expected a program and its arguments, got an empty list",
                 );
             }
-            ProcKindP::Command(resolve_argv(argv, e, &format!("{key}.command")))
+            PlannedProcessKind::Command(resolve_argv(argv, e, &format!("{key}.command")))
         } else if let Some(b) = &p.backend {
             let mut listen = Vec::new();
             for (j, l) in b.listen.iter().enumerate() {
@@ -1063,9 +1063,9 @@ pub(super) fn plan_processes(
             }
             let name = b.name.clone().unwrap_or_else(|| p.name.clone());
             let kind = match b.kind.as_str() {
-                "http" => BackendKindP::Http { name },
-                "tcp-echo" => BackendKindP::TcpEcho,
-                "udp-echo" => BackendKindP::UdpEcho,
+                "http" => PlannedBackend::Http { name },
+                "tcp-echo" => PlannedBackend::TcpEcho,
+                "udp-echo" => PlannedBackend::UdpEcho,
                 "dns" => {
                     let answer = match &b.answer {
                         None => {
@@ -1090,7 +1090,7 @@ pub(super) fn plan_processes(
                             }
                         },
                     };
-                    BackendKindP::Dns { name, answer }
+                    PlannedBackend::Dns { name, answer }
                 }
                 k => {
                     e.push(
@@ -1102,15 +1102,15 @@ pub(super) fn plan_processes(
                     continue;
                 }
             };
-            let udp = matches!(kind, BackendKindP::Dns { .. } | BackendKindP::UdpEcho);
+            let udp = matches!(kind, PlannedBackend::Dns { .. } | PlannedBackend::UdpEcho);
             for a in &listen {
                 default_ready.push(if udp {
-                    ReadyP::Udp(*a)
+                    ReadyCheck::Udp(*a)
                 } else {
-                    ReadyP::Tcp(*a)
+                    ReadyCheck::Tcp(*a)
                 });
             }
-            ProcKindP::Backend { kind, listen }
+            PlannedProcessKind::Backend { kind, listen }
         } else {
             continue;
         };
@@ -1139,7 +1139,7 @@ pub(super) fn plan_processes(
                 Err(m) => e.push(format!("{key}.env.{k}"), m),
             }
         }
-        out.push(ProcP {
+        out.push(PlannedProcess {
             host: p.host.clone(),
             name: p.name.clone(),
             kind,
@@ -1152,13 +1152,17 @@ pub(super) fn plan_processes(
     out
 }
 
-pub(super) fn plan_ready(r: &ReadyToml, refs: &Refs, key: &str, e: &mut Errs) -> Vec<ReadyP> {
+pub(super) fn plan_ready(r: &ReadyTable, refs: &Refs, key: &str, e: &mut Errs) -> Vec<ReadyCheck> {
     let mut out = Vec::new();
     for (list, udp) in [(&r.tcp, false), (&r.udp, true)] {
         for a in list.as_ref().map(|l| l.to_vec()).unwrap_or_default() {
             let which = if udp { "udp" } else { "tcp" };
             match refs.resolve(&a).map(|t| parse_socket(&t, None)) {
-                Ok(Some(s)) => out.push(if udp { ReadyP::Udp(s) } else { ReadyP::Tcp(s) }),
+                Ok(Some(s)) => out.push(if udp {
+                    ReadyCheck::Udp(s)
+                } else {
+                    ReadyCheck::Tcp(s)
+                }),
                 Ok(None) => e.push(
                     format!("{key}.{which}"),
                     format!("expected \"IP:PORT\", got {a:?}"),
@@ -1169,12 +1173,12 @@ pub(super) fn plan_ready(r: &ReadyToml, refs: &Refs, key: &str, e: &mut Errs) ->
     }
     if let Some(p) = &r.path {
         match refs.resolve(p) {
-            Ok(p) => out.push(ReadyP::Path(PathBuf::from(p))),
+            Ok(p) => out.push(ReadyCheck::Path(PathBuf::from(p))),
             Err(m) => e.push(format!("{key}.ready.path"), m),
         }
     }
     if let Some(d) = r.delay_ms {
-        out.push(ReadyP::Delay(Duration::from_millis(d)));
+        out.push(ReadyCheck::Delay(Duration::from_millis(d)));
     }
     if out.is_empty() && !r.none {
         e.push(
@@ -1191,7 +1195,7 @@ pub(super) fn plan_captures(
     hosts: &[String],
     switches: &[String],
     e: &mut Errs,
-) -> Vec<CaptureP> {
+) -> Vec<PlannedCapture> {
     let mut out = Vec::new();
     let mut names = BTreeSet::new();
     for (i, c) in sc.captures.iter().enumerate() {
@@ -1250,7 +1254,7 @@ pub(super) fn plan_captures(
                 ),
             );
         }
-        out.push(CaptureP {
+        out.push(PlannedCapture {
             name: c.name.clone(),
             host: c.host.clone(),
             iface: c.iface.clone(),
