@@ -95,3 +95,74 @@ fn no_test_skips_itself_or_a_part() {
     }
     assert!(found.is_empty(), "tests that skip: {found:#?}");
 }
+
+fn src_files() -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut todo = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                out.push((p, text));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn lab_types_say_what_they_are_not_which_layer_with_a_suffix() {
+    let mut found = Vec::new();
+    for (p, t) in src_files() {
+        for line in t.lines() {
+            let l = line.trim_start();
+            for kw in ["pub struct ", "pub enum ", "struct ", "enum "] {
+                if let Some(rest) = l.strip_prefix(kw) {
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    let tail_p = name.len() > 2
+                        && name.ends_with('P')
+                        && name[..name.len() - 1].ends_with(|c: char| c.is_ascii_lowercase());
+                    if tail_p || name.ends_with("Toml") {
+                        found.push(format!("{}: {name}", p.display()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "types named by a *P/*Toml suffix: {found:?}"
+    );
+}
+
+#[test]
+fn lab_sources_are_cut_along_their_seams() {
+    // The scenario and bench modules were single files of ~3000 lines each.
+    let big: Vec<String> = src_files()
+        .iter()
+        .filter(|(_, t)| t.lines().count() > 1600)
+        .map(|(p, t)| format!("{}: {} lines", p.display(), t.lines().count()))
+        .collect();
+    assert!(big.is_empty(), "files to cut along their seams: {big:?}");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    for f in [
+        "scenario/syntax.rs",
+        "scenario/refs.rs",
+        "scenario/plan.rs",
+        "scenario/validate.rs",
+        "scenario/discover.rs",
+        "bench/plan.rs",
+        "bench/parse.rs",
+        "bench/measure.rs",
+        "bench/report.rs",
+        "bench/chart.rs",
+    ] {
+        assert!(root.join(f).is_file(), "lab/src/{f} is missing");
+    }
+}

@@ -5,9 +5,12 @@
 //! pen-lab --test model` rewrites them; otherwise `fixtures_match_their_generator` checks that
 //! the committed files are exactly what the generator makes.
 
+mod common;
+use common::{errors, root};
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -15,7 +18,7 @@ use etherparse::{PacketBuilder, TcpOptionElement};
 use pcap_file::pcap::{PcapPacket, PcapWriter};
 use pen_lab::decode::{self, FrameInfo, read_pcap};
 use pen_lab::expect::{Outcome, evaluate};
-use pen_lab::scenario::{self, ScenarioErrors, StepAction, parse_str};
+use pen_lab::scenario::{self, StepAction, parse_str};
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 const PEN_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
@@ -26,13 +29,6 @@ const CLIENT2: [u8; 4] = [10, 71, 0, 11];
 const PEN: [u8; 4] = [10, 71, 0, 2];
 const WEB1: [u8; 4] = [10, 71, 0, 3];
 const WEB2: [u8; 4] = [10, 71, 0, 4];
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 fn fixture(name: &str) -> PathBuf {
     root().join("captures/fixtures").join(name)
@@ -614,17 +610,6 @@ fn every_scenario_file_validates() {
         if let Err(e) = scenario::load(&f) {
             panic!("{e}");
         }
-    }
-}
-
-fn errors(text: &str) -> String {
-    match parse_str(text, "scenarios/x.toml").and_then(|s| s.plan("scenarios/x.toml", "x", None)) {
-        Ok(_) => panic!("expected validation errors for:\n{text}"),
-        Err(ScenarioErrors(v)) => v
-            .iter()
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join("\n"),
     }
 }
 

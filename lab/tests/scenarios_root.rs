@@ -2,18 +2,11 @@
 //! root these tests FAIL with the reason (CI runs as root); they never pass by skipping.
 
 mod common;
-use common::require_root;
+use common::{require_root, root};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// The workspace's pen and penctl, built once (cargo builds only pen-lab's own binary for
 /// this test target).

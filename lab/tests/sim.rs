@@ -3,20 +3,11 @@
 //! wrong.
 
 mod common;
-use common::{is_root, require_root};
+use common::{errors, is_root, require_root, root};
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-use pen_lab::scenario::{ScenarioErrors, parse_str};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// Whether `setpriv` can run the binary as nobody and nobody can read the scenario files
 /// (only root can drop to nobody).
@@ -266,17 +257,6 @@ fn a_broken_input_is_a_scenario_error_not_a_panic() {
     let s = text(&o);
     assert!(s.contains("not-a.pcap"), "{s}");
     assert!(s.contains("input is not a pcap file"), "{s}");
-}
-
-fn errors(text: &str) -> String {
-    match parse_str(text, "scenarios/x.toml").and_then(|s| s.plan("scenarios/x.toml", "x", None)) {
-        Ok(_) => panic!("expected validation errors for:\n{text}"),
-        Err(ScenarioErrors(v)) => v
-            .iter()
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join("\n"),
-    }
 }
 
 #[test]
