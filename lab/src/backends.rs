@@ -572,10 +572,20 @@ async fn tcp_echo(mut stream: tokio::net::TcpStream) -> Result<()> {
 /// Idle time after which an HTTP connection is closed.
 const HTTP_IDLE: Duration = Duration::from_secs(30);
 
+/// Appends what `s` has next to `buf`; `false` at end of stream or after [`HTTP_IDLE`].
+async fn read_more(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Result<bool> {
+    let mut chunk = [0u8; 4096];
+    let n = match tokio::time::timeout(HTTP_IDLE, s.read(&mut chunk)).await {
+        Ok(r) => r?,
+        Err(_) => return Ok(false),
+    };
+    buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
+    Ok(n > 0)
+}
+
 async fn http_conn(name: &str, mut s: tokio::net::TcpStream, peer: SocketAddr) -> Result<()> {
     let _ = s.set_nodelay(true);
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 4096];
     loop {
         // Read one request head.
         let (req, head_end) = loop {
@@ -598,14 +608,9 @@ async fn http_conn(name: &str, mut s: tokio::net::TcpStream, peer: SocketAddr) -
                 .await?;
                 return Ok(());
             }
-            let n = match tokio::time::timeout(HTTP_IDLE, s.read(&mut chunk)).await {
-                Ok(r) => r?,
-                Err(_) => return Ok(()),
-            };
-            if n == 0 {
+            if !read_more(&mut s, &mut buf).await? {
                 return Ok(());
             }
-            buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
         };
         let body_len = match req.content_length() {
             Ok(n) if n <= MAX_BODY && req.header("transfer-encoding").is_none() => n,
@@ -622,14 +627,9 @@ async fn http_conn(name: &str, mut s: tokio::net::TcpStream, peer: SocketAddr) -
         };
         // Discard the body.
         while buf.len() < head_end + body_len {
-            let n = match tokio::time::timeout(HTTP_IDLE, s.read(&mut chunk)).await {
-                Ok(r) => r?,
-                Err(_) => return Ok(()),
-            };
-            if n == 0 {
+            if !read_more(&mut s, &mut buf).await? {
                 return Ok(());
             }
-            buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
         }
         buf.drain(..head_end + body_len);
         let body = http_body(name, &req, peer.ip());

@@ -288,7 +288,7 @@ fn named_number(key: &str, s: &str) -> Option<u32> {
 
 fn scalar_text(refs: &Refs, v: &Scalar) -> Result<String, String> {
     match v {
-        Scalar::Str(s) => refs.resolve(s),
+        Scalar::Str(s) => refs.resolve(s).map_err(String::from),
         Scalar::Int(i) => Ok(i.to_string()),
         Scalar::Bool(b) => Ok(b.to_string()),
     }
@@ -688,7 +688,7 @@ pub fn compile(
         for (k, v) in &c.shares {
             let key = refs
                 .resolve(k)
-                .map_err(|m| (format!(".share.shares.{k}"), m))?;
+                .map_err(|m| (format!(".share.shares.{k}"), m.into()))?;
             if !(0.0..=1.0).contains(v) {
                 return Err((
                     format!(".share.shares.{k}"),

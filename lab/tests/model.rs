@@ -712,6 +712,7 @@ fn references_resolve_to_addresses_vars_and_macs() {
     assert!(
         refs.resolve("{nope}")
             .unwrap_err()
+            .to_string()
             .contains("unknown reference")
     );
     let e = errors(&format!(

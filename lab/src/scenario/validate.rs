@@ -468,7 +468,11 @@ impl Scenario {
             }
             for (ci, c) in h.commands.iter().enumerate() {
                 let key = format!("host[{hi}].commands[{ci}]");
-                match refs.resolve(c).and_then(|c| setup_command(&c)) {
+                match refs
+                    .resolve(c)
+                    .map_err(String::from)
+                    .and_then(|c| setup_command(&c))
+                {
                     Ok(argv) => topo.commands.push((h.name.clone(), argv)),
                     Err(m) => e.push(key, m),
                 }
@@ -1045,7 +1049,7 @@ pub(super) fn plan_processes(
         } else if let Some(b) = &p.backend {
             let mut listen = Vec::new();
             for (j, l) in b.listen.iter().enumerate() {
-                let r = refs.resolve(l).and_then(|t| {
+                let r = refs.resolve(l).map_err(String::from).and_then(|t| {
                     parse_socket(&t, None).ok_or_else(|| {
                         format!("expected \"IP:PORT\" such as \"10.71.0.3:80\", got {t:?}")
                     })
