@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-fn test_files() -> Vec<(PathBuf, String)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+/// Every `.rs` file below `lab/<dir>`, with its text.
+fn rs_files(dir: &str) -> Vec<(PathBuf, String)> {
     let mut out = Vec::new();
-    let mut todo = vec![dir];
+    let mut todo = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)];
     while let Some(d) = todo.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
@@ -18,8 +18,20 @@ fn test_files() -> Vec<(PathBuf, String)> {
             }
         }
     }
-    assert!(out.len() >= 5, "found only {} test files", out.len());
+    assert!(
+        out.len() >= 5,
+        "found only {} files in lab/{dir}",
+        out.len()
+    );
     out
+}
+
+fn test_files() -> Vec<(PathBuf, String)> {
+    rs_files("tests")
+}
+
+fn src_files() -> Vec<(PathBuf, String)> {
+    rs_files("src")
 }
 
 /// The bodies of the `#[test]` functions of `text`: (name, body up to the next item).
@@ -94,23 +106,6 @@ fn no_test_skips_itself_or_a_part() {
         }
     }
     assert!(found.is_empty(), "tests that skip: {found:#?}");
-}
-
-fn src_files() -> Vec<(PathBuf, String)> {
-    let mut out = Vec::new();
-    let mut todo = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                todo.push(p);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                let text = std::fs::read_to_string(&p).unwrap();
-                out.push((p, text));
-            }
-        }
-    }
-    out
 }
 
 #[test]
