@@ -1,7 +1,8 @@
 //! Built-in backends run as `pen-lab backend <kind> ...` processes inside a lab namespace:
 //! an HTTP responder whose body names it, a DNS responder answering A queries with a fixed
 //! address, and TCP/UDP echo. The protocol parsing and answer building are pure functions
-//! (unit-tested below); `run_backend` is the thin tokio shell around them.
+//! (unit-tested below) on independent parsers, `httparse` and `hickory-proto`, so the lab's
+//! oracle is no copy of pen's own code; `run_backend` is the thin tokio shell around them.
 //!
 //! HTTP/1.1 with keep-alive: `GET /remote_addr` → `"{peer_ip}\n"`, or
 //! `"{peer_ip} xff={X-Forwarded-For}\n"` when that header is present; every other path →
@@ -15,6 +16,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Which built-in backend to run.
@@ -151,6 +155,30 @@ pub fn parse_backend_args(args: &[String]) -> Result<(BackendKind, Vec<SocketAdd
 pub const MAX_HEAD: usize = 16 * 1024;
 /// Largest request body read (and discarded).
 pub const MAX_BODY: usize = 1024 * 1024;
+/// Most header lines in one request head.
+pub const MAX_HEADERS: usize = 64;
+
+/// Why a request head is refused (answered with 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpHeadError {
+    /// What `httparse` found wrong: request line, version (HTTP/1.0 or 1.1), a header line.
+    #[error("malformed request head: {0}")]
+    Malformed(#[from] httparse::Error),
+    /// No blank line after the headers.
+    #[error("request head is incomplete: no blank line after the headers")]
+    Incomplete,
+    /// A method that is not upper-case letters (`get` is not `GET`).
+    #[error("bad method {0:?}: upper-case ASCII letters are accepted, e.g. GET")]
+    BadMethod(String),
+    /// A header value that is not UTF-8.
+    #[error("header {0:?} has a value that is not UTF-8")]
+    NotUtf8(String),
+}
+
+/// Why a declared body length is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad Content-Length {0:?}: a decimal byte count is accepted")]
+pub struct BadContentLength(pub String);
 
 /// A parsed HTTP/1.x request head.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,13 +207,10 @@ impl HttpRequest {
     }
 
     /// Declared body length (0 when absent).
-    pub fn content_length(&self) -> Result<usize, String> {
+    pub fn content_length(&self) -> Result<usize, BadContentLength> {
         match self.header("content-length") {
             None => Ok(0),
-            Some(v) => v
-                .trim()
-                .parse::<usize>()
-                .map_err(|_| format!("bad Content-Length {v:?}")),
+            Some(v) => v.trim().parse::<usize>().map_err(|_| BadContentLength(v)),
         }
     }
 
@@ -203,54 +228,42 @@ impl HttpRequest {
     }
 }
 
-/// Index just past the blank line ending the head (`\r\n\r\n` or `\n\n`), if present.
-pub fn find_head_end(buf: &[u8]) -> Option<usize> {
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-/// Parses a request head (request line and headers, up to and including the blank line).
-pub fn parse_http_head(head: &[u8]) -> Result<HttpRequest, String> {
-    let text = std::str::from_utf8(head).map_err(|_| "request head is not UTF-8".to_string())?;
-    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-    let request_line = lines.next().unwrap_or_default();
-    let mut parts = request_line.split(' ').filter(|p| !p.is_empty());
-    let (Some(method), Some(path), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(format!("bad request line {request_line:?}"));
+/// Parses the request head at the start of `buf` with `httparse` (an independent parser, so
+/// the backend is no copy of pen's own HTTP code): `Ok(None)` while the head is incomplete,
+/// else the request and the length of its head.
+pub fn parse_http_request(buf: &[u8]) -> Result<Option<(HttpRequest, usize)>, HttpHeadError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut slots);
+    let len = match req.parse(buf)? {
+        httparse::Status::Partial => return Ok(None),
+        httparse::Status::Complete(len) => len,
     };
-    let minor = match version {
-        "HTTP/1.1" => 1,
-        "HTTP/1.0" => 0,
-        other => return Err(format!("unsupported HTTP version {other:?}")),
+    // A complete parse has all three parts; `Incomplete` only guards the types.
+    let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(HttpHeadError::Incomplete);
     };
-    if !method.chars().all(|c| c.is_ascii_uppercase()) {
-        return Err(format!("bad method {method:?}"));
+    if !method.bytes().all(|c| c.is_ascii_uppercase()) {
+        return Err(HttpHeadError::BadMethod(method.to_string()));
     }
-    let mut headers = Vec::new();
-    for line in lines {
-        if line.is_empty() {
-            break;
-        }
-        let (k, v) = line
-            .split_once(':')
-            .ok_or_else(|| format!("bad header line {line:?}"))?;
-        if k.is_empty() || k.contains(char::is_whitespace) {
-            return Err(format!("bad header name {k:?}"));
-        }
-        headers.push((k.to_string(), v.trim().to_string()));
+    let mut headers = Vec::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let v = std::str::from_utf8(h.value).map_err(|_| HttpHeadError::NotUtf8(h.name.into()))?;
+        headers.push((h.name.to_string(), v.trim().to_string()));
     }
-    Ok(HttpRequest {
+    let request = HttpRequest {
         method: method.to_string(),
         path: path.to_string(),
         minor,
         headers,
-    })
+    };
+    Ok(Some((request, len)))
+}
+
+/// Parses a whole request head (request line and headers, up to and including the blank line).
+pub fn parse_http_head(head: &[u8]) -> Result<HttpRequest, HttpHeadError> {
+    parse_http_request(head)?
+        .map(|(req, _)| req)
+        .ok_or(HttpHeadError::Incomplete)
 }
 
 /// The body the HTTP backend `name` sends for `req` from `peer`.
@@ -286,7 +299,7 @@ pub fn http_response(status: u16, body: &str, keep_alive: bool, head_only: bool)
 }
 
 // ---------------------------------------------------------------------------------------------
-// DNS (pure)
+// DNS (pure, on hickory-proto: an independent codec, so the lab's DNS oracle is not pen's code)
 
 /// DNS type A.
 pub const QTYPE_A: u16 = 1;
@@ -299,142 +312,87 @@ pub const RCODE_NOTIMP: u8 = 4;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsQuestion {
     pub id: u16,
-    pub flags: u16,
-    /// Dotted name, lowercase as received ("" for the root).
+    /// The header's opcode (0 = QUERY).
+    pub opcode: u8,
+    /// The header's RD bit, copied into the answer.
+    pub recursion_desired: bool,
+    /// Dotted name as received, without the trailing dot ("" for the root).
     pub qname: String,
     pub qtype: u16,
     pub qclass: u16,
-    /// Wire bytes of the question (name, type, class), copied into the answer.
-    pub raw: Vec<u8>,
+    /// The question as decoded, copied into the answer.
+    pub query: Query,
 }
 
-fn be16(buf: &[u8], at: usize) -> Option<u16> {
-    let b = buf.get(at..at.checked_add(2)?)?;
-    Some(u16::from_be_bytes([*b.first()?, *b.get(1)?]))
-}
-
-/// Reads an uncompressed name at `at`; returns (dotted name, offset after it).
-fn read_plain_name(buf: &[u8], mut at: usize) -> Option<(String, usize)> {
-    let mut labels: Vec<String> = Vec::new();
-    let mut total = 0usize;
-    loop {
-        let len = usize::from(*buf.get(at)?);
-        at += 1;
-        if len == 0 {
-            break;
-        }
-        if len & 0xC0 != 0 {
-            return None; // compression is not valid in a query's question
-        }
-        total += len + 1;
-        if total > 255 {
-            return None;
-        }
-        let label = buf.get(at..at + len)?;
-        labels.push(String::from_utf8_lossy(label).into_owned());
-        at += len;
-    }
-    Some((labels.join("."), at))
-}
-
-/// Parses a DNS query: 12-byte header with QR=0 and QDCOUNT=1, then one question.
+/// Parses a DNS query: QR=0 and exactly one question, no compression in the question.
 /// Returns `None` for anything malformed (the responder ignores it).
 pub fn parse_dns_query(buf: &[u8]) -> Option<DnsQuestion> {
-    let id = be16(buf, 0)?;
-    let flags = be16(buf, 2)?;
-    if flags & 0x8000 != 0 || be16(buf, 4)? != 1 {
+    let msg = Message::from_vec(buf).ok()?;
+    let md = &msg.metadata;
+    if md.message_type != MessageType::Query || msg.queries.len() != 1 {
         return None;
     }
-    let (qname, end) = read_plain_name(buf, 12)?;
-    let qtype = be16(buf, end)?;
-    let qclass = be16(buf, end + 2)?;
+    // A query's question is never compressed (nothing precedes it to point to).
+    if buf.get(12).is_some_and(|b| b & 0xC0 != 0) {
+        return None;
+    }
+    let query = msg.queries.first()?.clone();
     Some(DnsQuestion {
-        id,
-        flags,
-        qname,
-        qtype,
-        qclass,
-        raw: buf.get(12..end + 4)?.to_vec(),
+        id: md.id,
+        opcode: u8::from(md.op_code),
+        recursion_desired: md.recursion_desired,
+        qname: query.name().to_ascii().trim_end_matches('.').to_string(),
+        qtype: u16::from(query.query_type()),
+        qclass: u16::from(query.query_class()),
+        query,
     })
 }
 
 /// The answer to `q`: A/IN → one A record `answer` with TTL 0; other types → NOERROR, no
-/// answer; opcodes other than QUERY → NOTIMP.
+/// answer; opcodes other than QUERY → NOTIMP. Always authoritative, RD copied.
 pub fn dns_answer(q: &DnsQuestion, answer: Ipv4Addr) -> Vec<u8> {
-    let opcode = (q.flags >> 11) & 0x0F;
-    let rd = q.flags & 0x0100;
-    let (rcode, answers) = if opcode != 0 {
-        (u16::from(RCODE_NOTIMP), 0u16)
+    let mut msg = Message::response(q.id, OpCode::from_u8(q.opcode));
+    msg.metadata.authoritative = true;
+    msg.metadata.recursion_desired = q.recursion_desired;
+    msg.add_query(q.query.clone());
+    if q.opcode != 0 {
+        msg.metadata.response_code = ResponseCode::NotImp;
     } else if q.qtype == QTYPE_A && q.qclass == QCLASS_IN {
-        (0, 1)
-    } else {
-        (0, 0)
-    };
-    let flags: u16 = 0x8000 | (opcode << 11) | 0x0400 | rd | rcode;
-    let mut out = Vec::with_capacity(12 + q.raw.len() + 16);
-    for w in [q.id, flags, 1, answers, 0, 0] {
-        out.extend_from_slice(&w.to_be_bytes());
+        msg.add_answer(Record::from_rdata(
+            q.query.name().clone(),
+            0,
+            RData::A(A(answer)),
+        ));
     }
-    out.extend_from_slice(&q.raw);
-    if answers == 1 {
-        out.extend_from_slice(&[0xC0, 0x0C]); // pointer to the question name
-        out.extend_from_slice(&QTYPE_A.to_be_bytes());
-        out.extend_from_slice(&QCLASS_IN.to_be_bytes());
-        out.extend_from_slice(&0u32.to_be_bytes()); // TTL 0
-        out.extend_from_slice(&4u16.to_be_bytes());
-        out.extend_from_slice(&answer.octets());
-    }
-    out
+    // Encoding a message built from a decoded question cannot fail; an empty reply would
+    // only be ignored by the client.
+    msg.to_vec().unwrap_or_default()
 }
 
 /// A DNS query for `qname` (type `qtype`, class IN, recursion desired).
 pub fn build_dns_query(id: u16, qname: &str, qtype: u16) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(32 + qname.len());
-    for w in [id, 0x0100, 1, 0, 0, 0] {
-        out.extend_from_slice(&w.to_be_bytes());
-    }
     let mut total = 0;
     for label in qname
         .trim_end_matches('.')
         .split('.')
         .filter(|l| !l.is_empty())
     {
-        let len = u8::try_from(label.len())
-            .ok()
-            .filter(|&l| l <= 63)
-            .ok_or_else(|| {
-                anyhow!("DNS name {qname:?}: label {label:?} is longer than 63 bytes")
-            })?;
+        if label.len() > 63 {
+            bail!("DNS name {qname:?}: label {label:?} is longer than 63 bytes");
+        }
         total += label.len() + 1;
         if total > 254 {
             bail!("DNS name {qname:?} is longer than 253 characters");
         }
-        out.push(len);
-        out.extend_from_slice(label.as_bytes());
     }
-    out.push(0);
-    out.extend_from_slice(&qtype.to_be_bytes());
-    out.extend_from_slice(&QCLASS_IN.to_be_bytes());
-    Ok(out)
-}
-
-/// Skips a possibly compressed name at `at`; returns the offset after it.
-fn skip_name(buf: &[u8], mut at: usize) -> Option<usize> {
-    for _ in 0..128 {
-        let len = *buf.get(at)?;
-        if len == 0 {
-            return Some(at + 1);
-        }
-        if len & 0xC0 == 0xC0 {
-            buf.get(at + 1)?;
-            return Some(at + 2);
-        }
-        if len & 0xC0 != 0 {
-            return None;
-        }
-        at += 1 + usize::from(len);
-    }
-    None
+    let name = Name::from_ascii(format!("{}.", qname.trim_end_matches('.')))
+        .with_context(|| format!("DNS name {qname:?}"))?;
+    let mut msg = Message::query();
+    msg.metadata.id = id;
+    msg.metadata.recursion_desired = true;
+    msg.add_query(Query::query(name, RecordType::from(qtype)));
+    msg.to_vec()
+        .with_context(|| format!("encoding a DNS query for {qname:?}"))
 }
 
 /// What a DNS response says.
@@ -448,37 +406,23 @@ pub struct DnsResponse {
 
 /// Parses a DNS response (QR=1); collects the A records of the answer section.
 pub fn parse_dns_response(buf: &[u8]) -> Option<DnsResponse> {
-    let id = be16(buf, 0)?;
-    let flags = be16(buf, 2)?;
-    if flags & 0x8000 == 0 {
+    let msg = Message::from_vec(buf).ok()?;
+    let md = &msg.metadata;
+    if md.message_type != MessageType::Response {
         return None;
     }
-    let qd = be16(buf, 4)?;
-    let an = be16(buf, 6)?;
-    let mut at = 12;
-    for _ in 0..qd {
-        at = skip_name(buf, at)? + 4;
-    }
-    let mut a = Vec::new();
-    for _ in 0..an {
-        at = skip_name(buf, at)?;
-        let rtype = be16(buf, at)?;
-        let class = be16(buf, at + 2)?;
-        let rdlen = usize::from(be16(buf, at + 8)?);
-        let rdata = buf.get(at + 10..at + 10 + rdlen)?;
-        if rtype == QTYPE_A && class == QCLASS_IN && rdlen == 4 {
-            a.push(Ipv4Addr::new(
-                *rdata.first()?,
-                *rdata.get(1)?,
-                *rdata.get(2)?,
-                *rdata.get(3)?,
-            ));
-        }
-        at += 10 + rdlen;
-    }
+    let a = msg
+        .answers
+        .iter()
+        .filter(|r| r.dns_class == DNSClass::IN)
+        .filter_map(|r| match &r.data {
+            RData::A(A(ip)) => Some(*ip),
+            _ => None,
+        })
+        .collect();
     Some(DnsResponse {
-        id,
-        rcode: (flags & 0x0F) as u8,
+        id: md.id,
+        rcode: (u16::from(md.response_code) & 0x0F) as u8,
         a,
     })
 }
@@ -618,15 +562,31 @@ async fn tcp_echo(mut stream: tokio::net::TcpStream) -> Result<()> {
 /// Idle time after which an HTTP connection is closed.
 const HTTP_IDLE: Duration = Duration::from_secs(30);
 
+/// Appends what `s` has next to `buf`; `false` at end of stream or after [`HTTP_IDLE`].
+async fn read_more(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Result<bool> {
+    let mut chunk = [0u8; 4096];
+    let n = match tokio::time::timeout(HTTP_IDLE, s.read(&mut chunk)).await {
+        Ok(r) => r?,
+        Err(_) => return Ok(false),
+    };
+    buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
+    Ok(n > 0)
+}
+
 async fn http_conn(name: &str, mut s: tokio::net::TcpStream, peer: SocketAddr) -> Result<()> {
     let _ = s.set_nodelay(true);
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 4096];
     loop {
         // Read one request head.
-        let head_end = loop {
-            if let Some(end) = find_head_end(&buf) {
-                break end;
+        let (req, head_end) = loop {
+            match parse_http_request(&buf) {
+                Ok(Some(done)) => break done,
+                Ok(None) => {}
+                Err(why) => {
+                    s.write_all(&http_response(400, &format!("{why}\n"), false, false))
+                        .await?;
+                    return Ok(());
+                }
             }
             if buf.len() > MAX_HEAD {
                 s.write_all(&http_response(
@@ -638,21 +598,7 @@ async fn http_conn(name: &str, mut s: tokio::net::TcpStream, peer: SocketAddr) -
                 .await?;
                 return Ok(());
             }
-            let n = match tokio::time::timeout(HTTP_IDLE, s.read(&mut chunk)).await {
-                Ok(r) => r?,
-                Err(_) => return Ok(()),
-            };
-            if n == 0 {
-                return Ok(());
-            }
-            buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
-        };
-        let head = buf.get(..head_end).unwrap_or(&[]);
-        let req = match parse_http_head(head) {
-            Ok(r) => r,
-            Err(why) => {
-                s.write_all(&http_response(400, &format!("{why}\n"), false, false))
-                    .await?;
+            if !read_more(&mut s, &mut buf).await? {
                 return Ok(());
             }
         };
@@ -671,14 +617,9 @@ async fn http_conn(name: &str, mut s: tokio::net::TcpStream, peer: SocketAddr) -
         };
         // Discard the body.
         while buf.len() < head_end + body_len {
-            let n = match tokio::time::timeout(HTTP_IDLE, s.read(&mut chunk)).await {
-                Ok(r) => r?,
-                Err(_) => return Ok(()),
-            };
-            if n == 0 {
+            if !read_more(&mut s, &mut buf).await? {
                 return Ok(());
             }
-            buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
         }
         buf.drain(..head_end + body_len);
         let body = http_body(name, &req, peer.ip());
@@ -786,8 +727,8 @@ mod tests {
     #[test]
     fn http_head_parses_request_line_and_headers() {
         let raw = b"GET /remote_addr?x=1 HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.9\r\nx-forwarded-for: 10.0.0.8\r\n\r\n";
-        assert_eq!(find_head_end(raw), Some(raw.len()));
-        let req = parse_http_head(raw).unwrap();
+        let (req, len) = parse_http_request(raw).unwrap().unwrap();
+        assert_eq!(len, raw.len());
         assert_eq!(req.method, "GET");
         assert_eq!(req.path, "/remote_addr?x=1");
         assert_eq!(req.minor, 1);
@@ -838,6 +779,53 @@ mod tests {
         }
         let req = parse_http_head(b"POST / HTTP/1.1\r\nContent-Length: nope\r\n\r\n").unwrap();
         assert!(req.content_length().is_err());
+    }
+
+    #[test]
+    fn request_heads_follow_the_http_grammar_not_a_lenient_split() {
+        // Accepted by the old hand-written split, refused by httparse's grammar: a header
+        // name with a separator, a control character in the target.
+        for raw in [
+            &b"GET / HTTP/1.1\r\nBad(Name): x\r\n\r\n"[..],
+            b"GET /a\x01b HTTP/1.1\r\n\r\n",
+        ] {
+            let err = parse_http_head(raw).unwrap_err();
+            assert!(matches!(err, HttpHeadError::Malformed(_)), "{raw:?}: {err}");
+        }
+        assert_eq!(
+            parse_http_head(b"get / HTTP/1.1\r\n\r\n").unwrap_err(),
+            HttpHeadError::BadMethod("get".into())
+        );
+        // An incomplete head is "not yet", a pipelined one ends where its head does.
+        assert_eq!(
+            parse_http_request(b"GET / HTTP/1.1\r\nHost: a\r\n"),
+            Ok(None)
+        );
+        let two = b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n";
+        let (req, len) = parse_http_request(two).unwrap().unwrap();
+        assert_eq!((req.path.as_str(), len), ("/a", 19));
+        let err = parse_http_head(b"POST / HTTP/1.1\r\nContent-Length: nope\r\n\r\n")
+            .unwrap()
+            .content_length()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "bad Content-Length \"nope\": a decimal byte count is accepted"
+        );
+    }
+
+    #[test]
+    fn dns_messages_declaring_records_they_lack_are_malformed() {
+        // The old hand-written parser read only the question and accepted these.
+        let good = build_dns_query(1, "a.b", QTYPE_A).unwrap();
+        let mut lying_query = good.clone();
+        lying_query[7] = 3; // ANCOUNT 3, no answer present
+        assert!(parse_dns_query(&lying_query).is_none());
+        let ans = dns_answer(&parse_dns_query(&good).unwrap(), Ipv4Addr::LOCALHOST);
+        let mut lying_answer = ans.clone();
+        lying_answer[11] = 1; // ARCOUNT 1, no additional record present
+        assert!(parse_dns_response(&lying_answer).is_none());
+        assert!(parse_dns_response(&ans).is_some());
     }
 
     #[test]

@@ -45,15 +45,13 @@ const SETTLE: Duration = Duration::from_millis(20);
 
 /// Compiles a BPF filter (tcpdump syntax) for Ethernet frames with libpcap, without a device
 /// (what `pen-lab check` does, so a typo fails at check time, not half-way through a run).
-/// The error is libpcap's message.
-pub fn check_filter(filter: &str) -> Result<(), String> {
+/// The error is libpcap's, kept as it is.
+pub fn check_filter(filter: &str) -> Result<(), pcap::Error> {
     if filter.trim().is_empty() {
         return Ok(());
     }
-    let cap = pcap::Capture::dead(pcap::Linktype::ETHERNET).map_err(|e| e.to_string())?;
-    cap.compile(filter, true)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    let cap = pcap::Capture::dead(pcap::Linktype::ETHERNET)?;
+    cap.compile(filter, true).map(|_| ())
 }
 
 /// Starts capturing `iface` of namespace `ns` with BPF filter `bpf` ("" captures everything)
@@ -191,5 +189,19 @@ impl Capture {
 impl Drop for Capture {
     fn drop(&mut self) {
         let _ = self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_filter_keeps_libpcaps_error() {
+        assert!(check_filter("tcp port 80").is_ok());
+        assert!(check_filter("  ").is_ok());
+        let err = check_filter("tcp prot 80").unwrap_err();
+        assert!(matches!(err, pcap::Error::PcapError(_)), "{err:?}");
+        assert!(!err.to_string().is_empty());
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::decode::{self, FrameInfo, fmt_mac, ip_in_net, parse_mac};
-use crate::scenario::{ExpectSpec, MatchToml, Refs, Scalar, parse_cidr};
+use crate::scenario::{ExpectSpec, MatchTable, Refs, Scalar, parse_cidr};
 
 /// A frame field usable as a sticky key/value or a share field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -288,7 +288,7 @@ fn named_number(key: &str, s: &str) -> Option<u32> {
 
 fn scalar_text(refs: &Refs, v: &Scalar) -> Result<String, String> {
     match v {
-        Scalar::Str(s) => refs.resolve(s),
+        Scalar::Str(s) => refs.resolve(s).map_err(String::from),
         Scalar::Int(i) => Ok(i.to_string()),
         Scalar::Bool(b) => Ok(b.to_string()),
     }
@@ -296,7 +296,7 @@ fn scalar_text(refs: &Refs, v: &Scalar) -> Result<String, String> {
 
 /// Compiles a matcher table. Errors are `(".key", message)`.
 pub fn compile_matcher(
-    m: &MatchToml,
+    m: &MatchTable,
     refs: &Refs,
     hosts: &[String],
 ) -> Result<Matcher, (String, String)> {
@@ -649,7 +649,7 @@ pub fn compile(
             ),
         ));
     }
-    let cm = |m: &MatchToml, k: &str| {
+    let cm = |m: &MatchTable, k: &str| {
         compile_matcher(m, refs, hosts).map_err(|(s, msg)| (format!(".{k}{s}"), msg))
     };
     let kind = if let Some(c) = &x.count {
@@ -688,7 +688,7 @@ pub fn compile(
         for (k, v) in &c.shares {
             let key = refs
                 .resolve(k)
-                .map_err(|m| (format!(".share.shares.{k}"), m))?;
+                .map_err(|m| (format!(".share.shares.{k}"), m.into()))?;
             if !(0.0..=1.0).contains(v) {
                 return Err((
                     format!(".share.shares.{k}"),

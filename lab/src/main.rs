@@ -172,10 +172,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let t = pen_lab::replay::ReplayToml {
+            let t = pen_lab::replay::ReplayTable {
                 host: netns.clone(),
                 to,
-                sim: pen_lab::replay::TraceSimToml {
+                sim: pen_lab::replay::TraceSimTable {
                     trace: trace.display().to_string(),
                     server,
                     pen,

@@ -814,7 +814,7 @@ fn default_pool6() -> String {
 /// What the simulation needs (shared by the `replay` step and `[balance]`).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TraceSimToml {
+pub struct TraceSimTable {
     /// The capture, relative to the repository root or absolute.
     pub trace: String,
     /// Flow selection: `["udp:53"]`, `["tcp:192.0.2.80:80"]`; empty: everything.
@@ -834,12 +834,12 @@ pub struct TraceSimToml {
 /// `replay = { host, to, backends, processes, ... }` plus the simulation keys.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReplayToml {
+pub struct ReplayTable {
     pub host: String,
     /// pen's listen address.
     pub to: String,
     #[serde(flatten)]
-    pub sim: TraceSimToml,
+    pub sim: TraceSimTable,
     /// Per server slot, how its answers name it: the DNS backend's `answer` or the HTTP
     /// backend's name.
     pub backends: Vec<String>,
@@ -871,9 +871,9 @@ pub struct ReplayToml {
 /// `[balance]`: the simulation alone (no root), with assertions on its report.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BalanceToml {
+pub struct BalanceTable {
     #[serde(flatten)]
-    pub sim: TraceSimToml,
+    pub sim: TraceSimTable,
     /// The JSON report must equal this file byte for byte.
     pub expected_report: Option<String>,
     /// Clients served by more than one backend: exactly this many.
@@ -890,7 +890,7 @@ pub struct BalanceToml {
 
 /// The simulation part, validated.
 #[derive(Clone, Debug, PartialEq)]
-pub struct TraceSimP {
+pub struct PlannedTraceSim {
     pub trace: PathBuf,
     /// As written in the scenario (reports name it so, whatever the checkout's path).
     pub trace_name: String,
@@ -902,10 +902,10 @@ pub struct TraceSimP {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct ReplayP {
+pub struct PlannedReplay {
     pub host: String,
     pub to: SocketAddr,
-    pub sim: TraceSimP,
+    pub sim: PlannedTraceSim,
     pub backends: Vec<String>,
     pub processes: Vec<String>,
     pub speed: f64,
@@ -917,8 +917,8 @@ pub struct ReplayP {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct BalanceP {
-    pub sim: TraceSimP,
+pub struct PlannedBalance {
+    pub sim: PlannedTraceSim,
     pub expected_report: Option<PathBuf>,
     pub expect_moved: Option<u64>,
     pub expect_lost: Option<u64>,
@@ -931,14 +931,14 @@ pub struct BalanceP {
 pub type KeyErrors = Vec<(String, String)>;
 
 fn plan_trace_sim(
-    t: &TraceSimToml,
+    t: &TraceSimTable,
     refs: &Refs,
     root: &Path,
     e: &mut KeyErrors,
-) -> Option<TraceSimP> {
+) -> Option<PlannedTraceSim> {
     let res = |k: &str, v: &str, e: &mut KeyErrors| -> String {
         refs.resolve(v).unwrap_or_else(|m| {
-            e.push((k.into(), m));
+            e.push((k.into(), m.to_string()));
             String::new()
         })
     };
@@ -983,7 +983,7 @@ fn plan_trace_sim(
     }
     let p4 = Pool::parse(&res("pool4", &t.pool4, e)).map_err(|m| e.push(("pool4".into(), m)));
     let p6 = Pool::parse(&res("pool6", &t.pool6, e)).map_err(|m| e.push(("pool6".into(), m)));
-    Some(TraceSimP {
+    Some(PlannedTraceSim {
         trace,
         trace_name: tv,
         selection,
@@ -996,11 +996,11 @@ fn plan_trace_sim(
 
 /// Validates a `replay` step (no root, no IO but checking the trace file exists).
 pub fn plan_replay(
-    r: &ReplayToml,
+    r: &ReplayTable,
     refs: &Refs,
     root: &Path,
     procs: &[String],
-) -> Result<ReplayP, KeyErrors> {
+) -> Result<PlannedReplay, KeyErrors> {
     let mut e = KeyErrors::new();
     let sim = plan_trace_sim(&r.sim, refs, root, &mut e);
     let to = refs
@@ -1018,7 +1018,7 @@ pub fn plan_replay(
         .iter()
         .map(|b| {
             refs.resolve(b).unwrap_or_else(|m| {
-                e.push(("backends".into(), m));
+                e.push(("backends".into(), m.to_string()));
                 String::new()
             })
         })
@@ -1102,7 +1102,7 @@ pub fn plan_replay(
         }
     };
     match (e.is_empty(), sim, to) {
-        (true, Some(sim), Some(to)) => Ok(ReplayP {
+        (true, Some(sim), Some(to)) => Ok(PlannedReplay {
             host: r.host.clone(),
             to,
             sim,
@@ -1120,7 +1120,11 @@ pub fn plan_replay(
 }
 
 /// Validates `[balance]`.
-pub fn plan_balance(b: &BalanceToml, refs: &Refs, root: &Path) -> Result<BalanceP, KeyErrors> {
+pub fn plan_balance(
+    b: &BalanceTable,
+    refs: &Refs,
+    root: &Path,
+) -> Result<PlannedBalance, KeyErrors> {
     let mut e = KeyErrors::new();
     let sim = plan_trace_sim(&b.sim, refs, root, &mut e);
     let expected_report = b.expected_report.as_ref().map(|p| {
@@ -1144,7 +1148,7 @@ pub fn plan_balance(b: &BalanceToml, refs: &Refs, root: &Path) -> Result<Balance
         ));
     }
     match (e.is_empty(), sim) {
-        (true, Some(sim)) => Ok(BalanceP {
+        (true, Some(sim)) => Ok(PlannedBalance {
             sim,
             expected_report,
             expect_moved: b.expect_moved,
@@ -1158,7 +1162,10 @@ pub fn plan_balance(b: &BalanceToml, refs: &Refs, root: &Path) -> Result<Balance
 }
 
 /// Reads the trace, maps it and simulates: what both `[balance]` and `replay` start with.
-pub fn simulate_plan(s: &TraceSimP, listen: SocketAddr) -> Result<(Trace, AddressMap, SimReport)> {
+pub fn simulate_plan(
+    s: &PlannedTraceSim,
+    listen: SocketAddr,
+) -> Result<(Trace, AddressMap, SimReport)> {
     let opts = pen::sim::trace::ParseOptions {
         selection: pen::sim::trace::Selection {
             servers: s.selection.clone(),
@@ -1182,7 +1189,7 @@ pub fn simulate_plan(s: &TraceSimP, listen: SocketAddr) -> Result<(Trace, Addres
 }
 
 /// `[balance]` assertions on a report: (name, ok, detail) per assertion.
-pub fn check_balance(b: &BalanceP, r: &SimReport) -> Vec<(String, bool, String)> {
+pub fn check_balance(b: &PlannedBalance, r: &SimReport) -> Vec<(String, bool, String)> {
     let mut out = Vec::new();
     let mut exact = |name: &str, want: Option<u64>, got: u64| {
         if let Some(w) = want {
@@ -1220,7 +1227,7 @@ pub fn check_balance(b: &BalanceP, r: &SimReport) -> Vec<(String, bool, String)>
 /// agreement (`Err` when they disagree). `keep_going` is polled while waiting for events.
 pub fn replay_and_compare(
     ns: &str,
-    r: &ReplayP,
+    r: &PlannedReplay,
     out_dir: &Path,
     keep_going: impl Fn() -> bool,
     mut on_event: impl FnMut(&pen::sim::balance::Action) -> Result<String>,

@@ -18,8 +18,8 @@ use crate::expect::{StepTime, Window, evaluate};
 use crate::node::{self, Proc};
 use crate::report::{CaptureResult, ExpectResult, Progress, ScenarioReport, StepResult};
 use crate::scenario::{
-    self, BackendKindP, ConnectExpect, NodeKindP, Plan, ProcKindP, ProcP, ReadyP,
-    SIM_INPUT_CAPTURE, Scenario, SimP, StepKindP, StepP,
+    self, ConnectExpect, Plan, PlannedBackend, PlannedNodeKind, PlannedProcess, PlannedProcessKind,
+    PlannedSim, PlannedStep, ReadyCheck, SIM_INPUT_CAPTURE, Scenario, StepAction,
 };
 use crate::topology::{Impairment, LinkEnd, NodeKind, RouteSpec, Topology, unique_prefix_with};
 use crate::traffic;
@@ -251,7 +251,13 @@ fn finish_report(report: &mut ScenarioReport, opts: &RunOptions) {
 /// [`pen::link::pcapfile::run_sim`] into `<run dir>/<output>.pcap` and `<output>.log`, compares
 /// them with the golden files, then evaluates `[[expect]]` on the output (or on `input`).
 /// Needs no root and no namespaces.
-fn run_sim(plan: &Plan, sim: &SimP, file: &Path, opts: &RunOptions, report: &mut ScenarioReport) {
+fn run_sim(
+    plan: &Plan,
+    sim: &PlannedSim,
+    file: &Path,
+    opts: &RunOptions,
+    report: &mut ScenarioReport,
+) {
     let run_id = unique_prefix_with("sim");
     report.run_id = run_id.clone();
     let dir = opts.out_root.join(&plan.name).join(&run_id);
@@ -369,7 +375,7 @@ fn run_sim(plan: &Plan, sim: &SimP, file: &Path, opts: &RunOptions, report: &mut
 /// files in the run directory, the golden report and the assertions as expectations.
 fn run_balance(
     plan: &Plan,
-    b: &crate::replay::BalanceP,
+    b: &crate::replay::PlannedBalance,
     file: &Path,
     opts: &RunOptions,
     report: &mut ScenarioReport,
@@ -680,7 +686,7 @@ impl Run<'_> {
             self.stop_captures(report);
             return;
         }
-        let procs: Vec<ProcP> = self
+        let procs: Vec<PlannedProcess> = self
             .plan
             .processes
             .iter()
@@ -761,8 +767,9 @@ impl Run<'_> {
     }
 
     /// Starts a background step on its own thread; a later `join` step judges it.
-    fn start_background(&mut self, st: &StepP) -> Result<String> {
-        let (StepKindP::Load { host, .. } | StepKindP::TcpSessions { host, .. }) = &st.kind else {
+    fn start_background(&mut self, st: &PlannedStep) -> Result<String> {
+        let (StepAction::Load { host, .. } | StepAction::TcpSessions { host, .. }) = &st.kind
+        else {
             bail!("only load and tcp_sessions steps run in the background");
         };
         let name = st
@@ -792,7 +799,7 @@ impl Run<'_> {
     /// Runs a step, again up to `retries` times while it fails (each attempt bounded by its
     /// own timeout; a signal or the scenario timeout stops the retries). Returns the last
     /// result and the number of attempts.
-    fn step_with_retries(&mut self, st: &StepP) -> (Result<String>, u32) {
+    fn step_with_retries(&mut self, st: &PlannedStep) -> (Result<String>, u32) {
         let (delay, deadline) = (st.retry_delay, self.deadline);
         let pause = move || -> bool {
             let end = Instant::now() + delay;
@@ -817,8 +824,8 @@ impl Run<'_> {
         let topo = self.topo.insert(Topology::new(&prefix)?);
         for (name, kind) in &tp.nodes {
             let k = match kind {
-                NodeKindP::Host => NodeKind::Host,
-                NodeKindP::Switch => NodeKind::Switch,
+                PlannedNodeKind::Host => NodeKind::Host,
+                PlannedNodeKind::Switch => NodeKind::Switch,
             };
             topo.add_node(name, k)?;
         }
@@ -827,7 +834,7 @@ impl Run<'_> {
         }
         for l in &tp.links {
             topo.set_default_offloads(!l.offloads);
-            let end = |e: &scenario::LinkEndP| LinkEnd {
+            let end = |e: &scenario::PlannedLinkEnd| LinkEnd {
                 node: e.node.clone(),
                 iface: e.iface.clone(),
                 mac: e.mac,
@@ -949,32 +956,32 @@ impl Run<'_> {
         }
     }
 
-    fn argv(&self, p: &ProcP) -> Vec<String> {
+    fn argv(&self, p: &PlannedProcess) -> Vec<String> {
         match &p.kind {
-            ProcKindP::Pen(args) => {
+            PlannedProcessKind::Pen(args) => {
                 let mut v = vec![self.opts.pen_bin.display().to_string()];
                 v.extend(args.iter().cloned());
                 v
             }
-            ProcKindP::Backend { kind, listen } => {
+            PlannedProcessKind::Backend { kind, listen } => {
                 let k = match kind {
-                    BackendKindP::Http { name } => BackendKind::Http { name: name.clone() },
-                    BackendKindP::Dns { name, answer } => BackendKind::Dns {
+                    PlannedBackend::Http { name } => BackendKind::Http { name: name.clone() },
+                    PlannedBackend::Dns { name, answer } => BackendKind::Dns {
                         name: name.clone(),
                         answer: *answer,
                     },
-                    BackendKindP::TcpEcho => BackendKind::TcpEcho,
-                    BackendKindP::UdpEcho => BackendKind::UdpEcho,
+                    PlannedBackend::TcpEcho => BackendKind::TcpEcho,
+                    PlannedBackend::UdpEcho => BackendKind::UdpEcho,
                 };
                 let mut v = vec![self.opts.self_exe.display().to_string()];
                 v.extend(backend_argv(&k, listen));
                 v
             }
-            ProcKindP::Command(argv) => argv.clone(),
+            PlannedProcessKind::Command(argv) => argv.clone(),
         }
     }
 
-    fn start_proc(&mut self, p: &ProcP) -> Result<()> {
+    fn start_proc(&mut self, p: &PlannedProcess) -> Result<()> {
         if let Some(old) = self.procs.get_mut(&p.name) {
             if old.running() {
                 bail!("already running (pid {})", old.pid);
@@ -982,7 +989,7 @@ impl Run<'_> {
             self.procs.remove(&p.name);
         }
         let argv = self.argv(p);
-        if let ProcKindP::Pen(_) = p.kind
+        if let PlannedProcessKind::Pen(_) = p.kind
             && !self.opts.pen_bin.is_file()
         {
             bail!(
@@ -1001,10 +1008,10 @@ impl Run<'_> {
             for r in &p.ready {
                 let left = p.ready_timeout.saturating_sub(t0.elapsed());
                 match r {
-                    ReadyP::Tcp(a) => node::wait_tcp_listening_by(&ns, *a, left, pid)?,
-                    ReadyP::Udp(a) => node::wait_udp_bound_by(&ns, *a, left, pid)?,
-                    ReadyP::Path(f) => node::wait_path_by(f, left, Some(pid))?,
-                    ReadyP::Delay(d) => node::sleep_by(*d, pid)?,
+                    ReadyCheck::Tcp(a) => node::wait_tcp_listening_by(&ns, *a, left, pid)?,
+                    ReadyCheck::Udp(a) => node::wait_udp_bound_by(&ns, *a, left, pid)?,
+                    ReadyCheck::Path(f) => node::wait_path_by(f, left, Some(pid))?,
+                    ReadyCheck::Delay(d) => node::sleep_by(*d, pid)?,
                 }
             }
             Ok(())
@@ -1040,7 +1047,7 @@ impl Run<'_> {
     /// A `replay` step: simulate the trace, replay it live from `r.host` while the events
     /// stop/start their processes at their times, write the details into
     /// `<run dir>/replay-N/`, and check that simulation and replay agree.
-    fn replay_step(&mut self, r: &crate::replay::ReplayP) -> Result<String> {
+    fn replay_step(&mut self, r: &crate::replay::PlannedReplay) -> Result<String> {
         let ns = self.ns(&r.host);
         let n = std::fs::read_dir(&self.dir)
             .map(|d| {
@@ -1055,10 +1062,10 @@ impl Run<'_> {
         crate::replay::replay_and_compare(&ns, r, &out_dir, keep_going, |action| {
             let step = match action {
                 pen::sim::balance::Action::Down(i) => {
-                    StepKindP::Stop(r.processes.get(*i).cloned().unwrap_or_default())
+                    StepAction::Stop(r.processes.get(*i).cloned().unwrap_or_default())
                 }
                 pen::sim::balance::Action::Up(i) => {
-                    StepKindP::Start(r.processes.get(*i).cloned().unwrap_or_default())
+                    StepAction::Start(r.processes.get(*i).cloned().unwrap_or_default())
                 }
                 pen::sim::balance::Action::Penctl(_) => return Ok(String::new()),
             };
@@ -1067,9 +1074,9 @@ impl Run<'_> {
     }
 
     /// Runs one step; `Ok(detail)` or `Err(why it failed)`.
-    fn step(&mut self, k: &StepKindP) -> Result<String> {
+    fn step(&mut self, k: &StepAction) -> Result<String> {
         match k {
-            StepKindP::HttpGet {
+            StepAction::HttpGet {
                 host,
                 addr,
                 path,
@@ -1108,7 +1115,7 @@ impl Run<'_> {
                     }
                 }
             }
-            StepKindP::Dns {
+            StepAction::Dns {
                 host,
                 server,
                 qname,
@@ -1127,7 +1134,7 @@ impl Run<'_> {
                     (Ok(a), false) => check_dns_answer(&a, expect).map_err(|m| anyhow!(m)),
                 }
             }
-            StepKindP::TcpConnect {
+            StepAction::TcpConnect {
                 host,
                 addr,
                 src,
@@ -1140,10 +1147,10 @@ impl Run<'_> {
                 }
                 Ok(format!("{got:?}"))
             }
-            StepKindP::Load { host, .. } | StepKindP::TcpSessions { host, .. } => {
+            StepAction::Load { host, .. } | StepAction::TcpSessions { host, .. } => {
                 traffic_step(&self.ns(host), k)
             }
-            StepKindP::Join(name) => {
+            StepAction::Join(name) => {
                 let handle = self
                     .background
                     .remove(name)
@@ -1158,7 +1165,7 @@ impl Run<'_> {
                     .join()
                     .map_err(|_| anyhow!("background step {name:?} panicked"))?
             }
-            StepKindP::Stop(name) => {
+            StepAction::Stop(name) => {
                 let p = self
                     .procs
                     .get_mut(name)
@@ -1167,7 +1174,7 @@ impl Run<'_> {
                 self.procs.remove(name);
                 Ok(String::new())
             }
-            StepKindP::Start(name) => {
+            StepAction::Start(name) => {
                 let p = self
                     .plan
                     .processes
@@ -1178,7 +1185,7 @@ impl Run<'_> {
                 self.start_proc(&p)?;
                 Ok(String::new())
             }
-            StepKindP::Penctl {
+            StepAction::Penctl {
                 host,
                 target,
                 command,
@@ -1209,7 +1216,7 @@ impl Run<'_> {
                 }
                 Ok(short(&text))
             }
-            StepKindP::Run {
+            StepAction::Run {
                 host,
                 argv,
                 expect_exit,
@@ -1237,8 +1244,8 @@ impl Run<'_> {
                 }
                 Ok(format!("exit {expect_exit}"))
             }
-            StepKindP::Replay(r) => self.replay_step(r),
-            StepKindP::Wait(d) => {
+            StepAction::Replay(r) => self.replay_step(r),
+            StepAction::Wait(d) => {
                 // Sleep in slices so that Ctrl-C and the scenario timeout cut it short.
                 let end = Instant::now() + *d;
                 while Instant::now() < end {
@@ -1272,9 +1279,9 @@ impl Run<'_> {
 /// signal or the scenario deadline). Returns the last result and the number of attempts.
 /// Runs a `load` or `tcp_sessions` step in namespace `ns` and judges it; free of the runner, so
 /// that it can run on a background thread.
-fn traffic_step(ns: &str, k: &StepKindP) -> Result<String> {
+fn traffic_step(ns: &str, k: &StepAction) -> Result<String> {
     match k {
-        StepKindP::Load {
+        StepAction::Load {
             addr,
             path,
             requests,
@@ -1330,7 +1337,7 @@ fn traffic_step(ns: &str, k: &StepKindP) -> Result<String> {
                 .map_err(|m| anyhow!("{detail}; {m}"))?;
             Ok(detail)
         }
-        StepKindP::TcpSessions {
+        StepAction::TcpSessions {
             addr,
             src,
             sessions,

@@ -64,46 +64,70 @@ async fn connect(addr: SocketAddr, src: Option<IpAddr>) -> Result<tokio::net::Tc
         .with_context(|| format!("connecting to {addr}"))
 }
 
+/// The head of an HTTP/1.x response, parsed by `httparse` (an independent parser).
+struct ResponseHead {
+    status: u16,
+    /// Length of the head, blank line included.
+    len: usize,
+    content_length: Option<usize>,
+    chunked: bool,
+}
+
+/// Parses the response head at the start of `raw`: `Ok(None)` while it is incomplete.
+fn response_head(raw: &[u8]) -> Result<Option<ResponseHead>> {
+    let mut slots = [httparse::EMPTY_HEADER; crate::backends::MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut slots);
+    let len = match resp.parse(raw) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => {
+            let line = raw.split(|&b| b == b'\n').next().unwrap_or_default();
+            bail!(
+                "bad HTTP response head ({e}): {:?}",
+                String::from_utf8_lossy(line).trim_end()
+            )
+        }
+    };
+    let status = resp
+        .code
+        .ok_or_else(|| anyhow!("HTTP response without a status code"))?;
+    let mut content_length = None;
+    let mut chunked = false;
+    for h in resp.headers.iter() {
+        let v = String::from_utf8_lossy(h.value);
+        let v = v.trim();
+        if h.name.eq_ignore_ascii_case("content-length") {
+            content_length = Some(
+                v.parse()
+                    .map_err(|_| anyhow!("bad Content-Length {v:?} in HTTP response"))?,
+            );
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding")
+            && v.to_ascii_lowercase().contains("chunked")
+        {
+            chunked = true;
+        }
+    }
+    Ok(Some(ResponseHead {
+        status,
+        len,
+        content_length,
+        chunked,
+    }))
+}
+
 /// Splits a raw HTTP/1.x response into status and body (Content-Length, chunked, or
 /// read-to-close bodies).
 pub fn parse_http_response(raw: &[u8]) -> Result<HttpReply> {
-    let head_end = crate::backends::find_head_end(raw).ok_or_else(|| {
+    let head = response_head(raw)?.ok_or_else(|| {
         anyhow!(
             "incomplete HTTP response ({} bytes, no end of headers)",
             raw.len()
         )
     })?;
-    let head = String::from_utf8_lossy(raw.get(..head_end).unwrap_or(&[])).into_owned();
-    let mut lines = head.lines();
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.split_whitespace();
-    let status = match (parts.next(), parts.next()) {
-        (Some(v), Some(code)) if v.starts_with("HTTP/") => code
-            .parse::<u16>()
-            .map_err(|_| anyhow!("bad HTTP status line {status_line:?}"))?,
-        _ => bail!("bad HTTP status line {status_line:?}"),
-    };
-    let mut length: Option<usize> = None;
-    let mut chunked = false;
-    for line in lines {
-        if let Some((k, v)) = line.split_once(':') {
-            let v = v.trim();
-            if k.eq_ignore_ascii_case("content-length") {
-                length = Some(
-                    v.parse()
-                        .map_err(|_| anyhow!("bad Content-Length {v:?} in HTTP response"))?,
-                );
-            } else if k.eq_ignore_ascii_case("transfer-encoding")
-                && v.to_ascii_lowercase().contains("chunked")
-            {
-                chunked = true;
-            }
-        }
-    }
-    let rest = raw.get(head_end..).unwrap_or(&[]);
-    let body = if chunked {
+    let rest = raw.get(head.len..).unwrap_or(&[]);
+    let body = if head.chunked {
         decode_chunked(rest)?
-    } else if let Some(n) = length {
+    } else if let Some(n) = head.content_length {
         rest.get(..n)
             .ok_or_else(|| anyhow!("HTTP body truncated: {} of {n} bytes", rest.len()))?
             .to_vec()
@@ -111,50 +135,49 @@ pub fn parse_http_response(raw: &[u8]) -> Result<HttpReply> {
         rest.to_vec()
     };
     Ok(HttpReply {
-        status,
+        status: head.status,
         body: String::from_utf8_lossy(&body).into_owned(),
     })
 }
 
+/// Decodes a chunked body; chunk-size lines are parsed by `httparse`.
 fn decode_chunked(mut data: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     loop {
-        let nl = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| anyhow!("truncated chunked HTTP body"))?;
-        let size_line = String::from_utf8_lossy(data.get(..nl).unwrap_or(&[])).into_owned();
-        let size_hex = size_line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_hex, 16)
-            .map_err(|_| anyhow!("bad chunk size {size_hex:?} in HTTP body"))?;
-        data = data.get(nl + 2..).unwrap_or(&[]);
+        let (at, size) = match httparse::parse_chunk_size(data) {
+            Ok(httparse::Status::Complete(x)) => x,
+            Ok(httparse::Status::Partial) => bail!("truncated chunked HTTP body"),
+            Err(_) => {
+                let line = data.split(|&b| b == b'\r').next().unwrap_or_default();
+                bail!(
+                    "bad chunk size {:?} in HTTP body",
+                    String::from_utf8_lossy(line)
+                )
+            }
+        };
+        data = data.get(at..).unwrap_or(&[]);
         if size == 0 {
             return Ok(out);
         }
+        let size = usize::try_from(size).map_err(|_| anyhow!("chunk of {size} bytes"))?;
         out.extend_from_slice(
             data.get(..size)
                 .ok_or_else(|| anyhow!("truncated chunked HTTP body"))?,
         );
-        data = data.get(size + 2..).unwrap_or(&[]);
+        data = data.get(size.saturating_add(2)..).unwrap_or(&[]);
     }
 }
 
 /// Whether `raw` holds a complete response (so we need not wait for the peer to close).
 fn response_complete(raw: &[u8]) -> bool {
-    let Some(head_end) = crate::backends::find_head_end(raw) else {
+    let Ok(Some(head)) = response_head(raw) else {
         return false;
     };
-    let head = String::from_utf8_lossy(raw.get(..head_end).unwrap_or(&[])).to_ascii_lowercase();
-    let rest = raw.len() - head_end;
-    for line in head.lines() {
-        if let Some(v) = line.strip_prefix("content-length:") {
-            return v.trim().parse::<usize>().is_ok_and(|n| rest >= n);
-        }
-        if line.starts_with("transfer-encoding:") && line.contains("chunked") {
-            return raw.ends_with(b"0\r\n\r\n");
-        }
+    let rest = raw.len() - head.len.min(raw.len());
+    if head.chunked {
+        return raw.ends_with(b"0\r\n\r\n");
     }
-    false
+    head.content_length.is_some_and(|n| rest >= n)
 }
 
 async fn http_once(addr: SocketAddr, path: &str, src: Option<IpAddr>) -> Result<HttpReply> {
@@ -675,6 +698,20 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         ] {
             assert!(parse_http_response(raw).is_err(), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn response_heads_follow_the_http_grammar() {
+        // Accepted by the old line split (it skipped lines without a colon), refused by
+        // httparse: a header line without a colon, a header name with a space.
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\nNoColon\r\n\r\nweb1\n"[..],
+            b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\nweb1\n",
+        ] {
+            let e = parse_http_response(raw).unwrap_err().to_string();
+            assert!(e.starts_with("bad HTTP response head"), "{raw:?}: {e}");
+            assert!(!response_complete(raw), "{raw:?}");
         }
     }
 

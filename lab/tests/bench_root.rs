@@ -5,6 +5,9 @@
 //! memory measurement in every repetition of a memory-only run without the reservation).
 //! FAILS (never skips) when not root.
 
+mod common;
+use common::require_root;
+
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::time::Duration;
 
@@ -12,15 +15,6 @@ use pen_lab::bench::balancer_reserved_ports;
 use pen_lab::netns::in_netns;
 use pen_lab::topology::{NodeKind, Topology, unique_prefix_with};
 use socket2::{Domain, Socket, Type};
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "this test builds network namespaces and must run as root (euid is {euid})"
-    );
-}
 
 /// In a fresh namespace whose ephemeral range is 8990-9010 (around the memory instances'
 /// ports 9001-9003), with `reserved` as its reserved ports: opens connections until the range
@@ -74,7 +68,7 @@ fn connect_close_then_bind(reserved: Option<String>) -> (Vec<u16>, Vec<u16>) {
 
 #[test]
 fn balancer_ports_stay_bindable_after_the_balancer_hosts_connections_close() {
-    require_root();
+    require_root("network namespaces for the balancer host");
     let balancer_ports = [9001, 9002, 9003];
     // Control: without the reservation the connections take balancer ports too, and their
     // TIME_WAIT sockets keep a SO_REUSEADDR listener off exactly those ports.

@@ -4,12 +4,15 @@
 //! them as root. Every namespace is created under a unique `penlabio-<hex>` prefix, so parallel
 //! tests and other pen-lab runs never collide, and every one is removed at the end.
 
+mod common;
+use common::require_root;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
-use pen_lab::backends::{BackendKind, backend_argv, parse_backend_args, run_backend};
+use pen_lab::backends::{BackendKind, backend_argv};
 use pen_lab::capture::start_capture;
 use pen_lab::netns::{ns_path, pid_alive};
 use pen_lab::node::{Proc, spawn, wait_tcp_listening, wait_udp_bound};
@@ -19,16 +22,6 @@ use pen_lab::topology::{
 use pen_lab::traffic::{dns_query, http_get, http_load, run_command, tcp_connect};
 
 const T: Duration = Duration::from_secs(3);
-const HELPER_ENV: &str = "PENLAB_IO_BACKEND_ARGS";
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "these tests build network namespaces and must run as root (euid is {euid}); run them with sudo or in the root CI job"
-    );
-}
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -42,19 +35,7 @@ fn tmpdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
-/// Not a test of its own: when started with `PENLAB_IO_BACKEND_ARGS`, this test binary becomes
-/// a built-in backend process (used while `pen-lab backend` is not available).
-#[test]
-fn backend_helper_process() {
-    if let Ok(args) = std::env::var(HELPER_ENV) {
-        let args: Vec<String> = args.split('\x1f').map(str::to_string).collect();
-        let (kind, listen) = parse_backend_args(&args).unwrap();
-        run_backend(kind, listen).unwrap();
-    }
-}
-
-/// Starts a built-in backend in `ns`: `pen-lab backend ...` if the binary supports it, else
-/// this test binary in helper mode. Waits until it listens.
+/// Starts a built-in backend in `ns` (`pen-lab backend ...`) and waits until it listens.
 fn start_backend(ns: &str, kind: BackendKind, listen: &[SocketAddr], log: &Path) -> Proc {
     let argv = backend_argv(&kind, listen);
     let ready = |p: &mut Proc| -> bool {
@@ -69,20 +50,6 @@ fn start_backend(ns: &str, kind: BackendKind, listen: &[SocketAddr], log: &Path)
     let mut full = vec![env!("CARGO_BIN_EXE_pen-lab").to_string()];
     full.extend(argv.iter().cloned());
     let mut p = spawn(ns, &kind.to_string(), &full, &[], log).unwrap();
-    if p.wait(Duration::from_millis(200)).unwrap().is_none() && ready(&mut p) {
-        return p;
-    }
-    let _ = p.stop(Duration::from_millis(100));
-    eprintln!("pen-lab backend subcommand not usable yet; running the backend via the test binary");
-    let helper = vec![
-        std::env::current_exe().unwrap().display().to_string(),
-        "--exact".into(),
-        "backend_helper_process".into(),
-        "--nocapture".into(),
-        "--test-threads=1".into(),
-    ];
-    let env = vec![(HELPER_ENV.to_string(), argv.join("\x1f"))];
-    let mut p = spawn(ns, &kind.to_string(), &helper, &env, log).unwrap();
     assert!(
         ready(&mut p),
         "backend {kind} did not start in {ns}; log:\n{}",
@@ -172,7 +139,7 @@ fn three_nodes(prefix: &str) -> Topology {
 
 #[test]
 fn three_node_topology_carries_http_and_dns_and_the_capture_shows_it() {
-    require_root();
+    require_root("network namespaces, veth pairs, libpcap");
     let dir = tmpdir();
     let prefix = unique_prefix_with("penlabio");
     let mut t = three_nodes(&prefix);
@@ -271,7 +238,7 @@ fn three_node_topology_carries_http_and_dns_and_the_capture_shows_it() {
         "{bad} frames with bad checksums: offloads are not off"
     );
 
-    // tcpdump (when installed) reads the file too.
+    // tcpdump, an independent reader, reads the file too.
     match std::process::Command::new("tcpdump")
         .arg("-nn")
         .arg("-r")
@@ -290,7 +257,9 @@ fn three_node_topology_carries_http_and_dns_and_the_capture_shows_it() {
                 "{text}"
             );
         }
-        Err(e) => eprintln!("tcpdump not runnable ({e}); skipped the tcpdump read-back"),
+        Err(e) => panic!(
+            "tcpdump is not runnable ({e}): install it (scripts/install-deps.sh does) to read the capture back"
+        ),
     }
 
     // A BPF filter restricts what is written.
@@ -320,7 +289,7 @@ fn three_node_topology_carries_http_and_dns_and_the_capture_shows_it() {
 
 #[test]
 fn two_topologies_with_different_prefixes_coexist() {
-    require_root();
+    require_root("network namespaces, veth pairs, libpcap");
     let (p1, p2) = (
         unique_prefix_with("penlabio"),
         unique_prefix_with("penlabio"),
@@ -370,7 +339,7 @@ fn two_topologies_with_different_prefixes_coexist() {
 
 #[test]
 fn routed_topology_with_rules_sysctls_nft_and_offloads() {
-    require_root();
+    require_root("network namespaces, veth pairs, libpcap");
     let prefix = unique_prefix_with("penlabio");
     let mut t = Topology::new(&prefix).unwrap();
     for n in ["client", "router", "server"] {
@@ -517,7 +486,7 @@ fn routed_topology_with_rules_sysctls_nft_and_offloads() {
 
 #[test]
 fn errors_name_the_offending_node_interface_or_address() {
-    require_root();
+    require_root("network namespaces, veth pairs, libpcap");
     let prefix = unique_prefix_with("penlabio");
     let mut t = Topology::new(&prefix).unwrap();
     t.add_node("a", NodeKind::Host).unwrap();
@@ -566,7 +535,7 @@ fn errors_name_the_offending_node_interface_or_address() {
 
 #[test]
 fn clean_leftovers_kills_processes_inside_and_removes_the_namespaces() {
-    require_root();
+    require_root("network namespaces, veth pairs, libpcap");
     let root = unique_prefix_with("penlabio");
     let prefix = format!("{root}-run");
     let mut t = Topology::new(&prefix).unwrap();
@@ -619,7 +588,7 @@ fn clean_leftovers_kills_processes_inside_and_removes_the_namespaces() {
 
 #[test]
 fn echo_backends_return_what_they_receive() {
-    require_root();
+    require_root("network namespaces, veth pairs, libpcap");
     let dir = tmpdir();
     let t = three_nodes(&unique_prefix_with("penlabio"));
     let sns = t.ns_name("server");
@@ -685,7 +654,7 @@ fn blast(t: &Topology, n: usize, size: usize) -> usize {
 #[test]
 fn link_impairments_drop_frames_and_police_the_rate_on_egress() {
     use pen_lab::topology::Impairment;
-    require_root();
+    require_root("network namespaces, veth pairs, libpcap");
     let prefix = unique_prefix_with("penlabio");
     let mut t = three_nodes(&prefix);
     // Unimpaired (this also resolves ARP before any impairment).

@@ -2,18 +2,12 @@
 //! PASSED, `clean` leaves live runs alone, start-up failures are reported at once with log
 //! lines. Needs root: when not root these tests FAIL with the reason; they never skip.
 
+mod common;
+use common::require_root;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "these tests run pen-lab for real (network namespaces); run `cargo test` as root as CI does"
-    );
-}
 
 /// A scenario file `<dir>/<name>.toml`: one host with no link, a capture on its `lo`, the
 /// given steps and one expectation that holds.
@@ -113,7 +107,7 @@ fn namespaces_of(run_id: &str) -> Vec<String> {
 
 #[test]
 fn sigint_during_the_last_step_ends_the_run_as_interrupted_never_passed() {
-    require_root();
+    require_root("pen-lab runs for real in network namespaces");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let file = scenario(dir.path(), "sig-last", &marked_sleep("1.5"), "");
@@ -151,7 +145,7 @@ fn sigint_during_the_last_step_ends_the_run_as_interrupted_never_passed() {
 
 #[test]
 fn sigterm_in_run_all_says_how_many_scenarios_did_not_run() {
-    require_root();
+    require_root("pen-lab runs for real in network namespaces");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let first = scenario(dir.path(), "sig-first", &marked_sleep("1"), "");
@@ -185,7 +179,7 @@ fn sigterm_in_run_all_says_how_many_scenarios_did_not_run() {
 
 #[test]
 fn clean_leaves_a_live_run_alone_and_cleans_a_kept_one() {
-    require_root();
+    require_root("pen-lab runs for real in network namespaces");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let file = scenario(dir.path(), "clean-live", &marked_sleep("2"), "");
@@ -253,7 +247,7 @@ fn clean_leaves_a_live_run_alone_and_cleans_a_kept_one() {
 
 #[test]
 fn a_process_that_exits_at_start_fails_at_once_with_its_last_log_lines() {
-    require_root();
+    require_root("pen-lab runs for real in network namespaces");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let proc = r#"[[process]]
@@ -282,7 +276,7 @@ ready_timeout_ms = 8000"#;
 
 #[test]
 fn expectations_are_evaluated_and_marked_after_a_failed_step() {
-    require_root();
+    require_root("pen-lab runs for real in network namespaces");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let steps = r#"[[step]]

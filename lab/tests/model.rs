@@ -5,9 +5,12 @@
 //! pen-lab --test model` rewrites them; otherwise `fixtures_match_their_generator` checks that
 //! the committed files are exactly what the generator makes.
 
+mod common;
+use common::{errors, root};
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -15,7 +18,7 @@ use etherparse::{PacketBuilder, TcpOptionElement};
 use pcap_file::pcap::{PcapPacket, PcapWriter};
 use pen_lab::decode::{self, FrameInfo, read_pcap};
 use pen_lab::expect::{Outcome, evaluate};
-use pen_lab::scenario::{self, ScenarioErrors, StepKindP, parse_str};
+use pen_lab::scenario::{self, StepAction, parse_str};
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 const PEN_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
@@ -26,13 +29,6 @@ const CLIENT2: [u8; 4] = [10, 71, 0, 11];
 const PEN: [u8; 4] = [10, 71, 0, 2];
 const WEB1: [u8; 4] = [10, 71, 0, 3];
 const WEB2: [u8; 4] = [10, 71, 0, 4];
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 fn fixture(name: &str) -> PathBuf {
     root().join("captures/fixtures").join(name)
@@ -617,17 +613,6 @@ fn every_scenario_file_validates() {
     }
 }
 
-fn errors(text: &str) -> String {
-    match parse_str(text, "scenarios/x.toml").and_then(|s| s.plan("scenarios/x.toml", "x", None)) {
-        Ok(_) => panic!("expected validation errors for:\n{text}"),
-        Err(ScenarioErrors(v)) => v
-            .iter()
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join("\n"),
-    }
-}
-
 #[test]
 fn validation_errors_name_file_key_and_expectation() {
     let e = errors(&format!("{HOSTS}\n[[host]]\nname = \"Web_3\"\n"));
@@ -699,13 +684,13 @@ fn references_resolve_to_addresses_vars_and_macs() {
     let placeholder = sc.plan("x.toml", "x", None).unwrap();
     let real = sc.plan("x.toml", "x", Some(fixture_macs())).unwrap();
     match &real.processes[0].kind {
-        scenario::ProcKindP::Pen(argv) => {
+        scenario::PlannedProcessKind::Pen(argv) => {
             assert_eq!(argv, &["-f", "10.71.0.100:80", "10.71.0.3", "10.71.0.10"])
         }
         k => panic!("{k:?}"),
     }
     let argv = |p: &scenario::Plan| match &p.steps[0].kind {
-        StepKindP::Run { argv, .. } => argv.clone(),
+        StepAction::Run { argv, .. } => argv.clone(),
         k => panic!("{k:?}"),
     };
     assert_eq!(
@@ -727,6 +712,7 @@ fn references_resolve_to_addresses_vars_and_macs() {
     assert!(
         refs.resolve("{nope}")
             .unwrap_err()
+            .to_string()
             .contains("unknown reference")
     );
     let e = errors(&format!(
@@ -746,7 +732,7 @@ fn references_resolve_in_expected_outputs() {
     let sc = parse_str(&text, "x.toml").unwrap();
     let plan = sc.plan("x.toml", "x", None).unwrap();
     match &plan.steps[0].kind {
-        StepKindP::Run {
+        StepAction::Run {
             expect_contains, ..
         } => {
             assert_eq!(expect_contains.as_deref(), Some("10.99.0.2"))
@@ -754,7 +740,7 @@ fn references_resolve_in_expected_outputs() {
         k => panic!("{k:?}"),
     }
     match &plan.steps[1].kind {
-        StepKindP::Penctl {
+        StepAction::Penctl {
             expect_contains, ..
         } => {
             assert_eq!(expect_contains.as_deref(), Some("addr 10.71.0.3"))
@@ -762,7 +748,7 @@ fn references_resolve_in_expected_outputs() {
         k => panic!("{k:?}"),
     }
     match &plan.steps[2].kind {
-        StepKindP::HttpGet { expect_body, .. } => {
+        StepAction::HttpGet { expect_body, .. } => {
             assert_eq!(expect_body.as_deref(), Some("10.71.0.3"))
         }
         k => panic!("{k:?}"),
@@ -1104,7 +1090,7 @@ fn dns_steps_take_expect_any_and_retries() {
     let st = &plan.steps[0];
     assert_eq!(st.retries, 3);
     assert_eq!(st.retry_delay, Duration::from_millis(50));
-    let StepKindP::Dns { expect, .. } = &st.kind else {
+    let StepAction::Dns { expect, .. } = &st.kind else {
         panic!("{st:?}")
     };
     assert_eq!(expect.len(), 2);
@@ -1328,7 +1314,7 @@ fn background_steps_are_joined_later_and_tcp_sessions_have_defaults() {
     let bg: Vec<bool> = plan.steps.iter().map(|s| s.background).collect();
     assert_eq!(bg, vec![true, true, false, false, false]);
     match &plan.steps[0].kind {
-        StepKindP::TcpSessions {
+        StepAction::TcpSessions {
             sessions,
             rounds,
             interval,
@@ -1342,7 +1328,7 @@ fn background_steps_are_joined_later_and_tcp_sessions_have_defaults() {
         k => panic!("{k:?}"),
     }
     match &plan.steps[1].kind {
-        StepKindP::Load {
+        StepAction::Load {
             interval,
             max_outage,
             min_ok,
@@ -1354,7 +1340,7 @@ fn background_steps_are_joined_later_and_tcp_sessions_have_defaults() {
         }
         k => panic!("{k:?}"),
     }
-    assert_eq!(plan.steps[3].kind, StepKindP::Join("paced".into()));
+    assert_eq!(plan.steps[3].kind, StepAction::Join("paced".into()));
     assert_eq!(plan.steps[3].label, "join paced");
     assert_eq!(plan.steps[1].label, "paced");
     let default_label = scenario::step_label(&plan.steps[1].kind);

@@ -2,6 +2,8 @@
 //! simulation scenarios run through the `pen-lab` binary (no root). The live replays
 //! (replay-dns, replay-http) run with every scenario in `scenarios_root.rs`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -184,11 +186,7 @@ fn pen_lab_replay_names_bad_arguments() {
 /// with the simulation. Root: namespaces.
 #[test]
 fn pen_lab_replay_replays_through_a_kept_run() {
-    // SAFETY: geteuid has no preconditions.
-    assert!(
-        unsafe { libc::geteuid() } == 0,
-        "this test builds network namespaces: run it as root"
-    );
+    common::require_root("this test builds network namespaces");
     let out = tempfile::tempdir().unwrap();
     let o = pen_lab(&["run", "replay-http", "--keep", "--json"], out.path());
     assert!(o.status.success(), "{}", text(&o));

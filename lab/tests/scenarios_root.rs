@@ -1,29 +1,12 @@
 //! Runs every scenario in scenarios/ for real, in network namespaces. Needs root: when not
 //! root these tests FAIL with the reason (CI runs as root); they never pass by skipping.
 
+mod common;
+use common::{require_root, root};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "lab scenarios need root (network namespaces, veth pairs, libpcap); run `cargo test` as root as CI does"
-    );
-    assert!(
-        Path::new("/run/netns").exists() || std::fs::create_dir_all("/run/netns").is_ok(),
-        "cannot create /run/netns: network namespaces are not available here"
-    );
-}
 
 /// The workspace's pen and penctl, built once (cargo builds only pen-lab's own binary for
 /// this test target).
@@ -74,7 +57,7 @@ fn no_namespaces_left(run_id: &str) {
 
 #[test]
 fn all_scenarios_pass_as_root_in_under_15_seconds_each() {
-    require_root();
+    require_root("lab scenarios: network namespaces, veth pairs, libpcap");
     let o = pen_lab(&["run", "all", "--json"]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -117,7 +100,7 @@ fn all_scenarios_pass_as_root_in_under_15_seconds_each() {
 
 #[test]
 fn wrong_expectation_makes_run_fail_with_a_readable_message() {
-    require_root();
+    require_root("lab scenarios: network namespaces, veth pairs, libpcap");
     let o = pen_lab(&["run", "lab/tests/fixtures/proxy-tcp-wrong.toml"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{out}");

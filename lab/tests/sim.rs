@@ -2,28 +2,17 @@
 //! binary, without root and without namespaces; failures and validation errors that say what is
 //! wrong.
 
+mod common;
+use common::{errors, is_root, require_root, root};
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use pen_lab::scenario::{ScenarioErrors, parse_str};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Whether `setpriv` can run the binary as nobody and nobody can read the scenario files.
+/// Whether `setpriv` can run the binary as nobody and nobody can read the scenario files
+/// (only root can drop to nobody).
 fn nobody_can_run() -> bool {
-    is_root()
-        && Command::new("setpriv")
+    Command::new("setpriv")
             .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "sh", "-c"])
             .arg(format!(
                 "test -r scenarios/sim-dsr.toml && test -r captures/fixtures/dsr-tcp.pcap && test -x {}",
@@ -82,7 +71,13 @@ fn netns_list() -> Vec<String> {
 
 #[test]
 fn sim_scenarios_pass_without_root_or_namespaces() {
-    let nobody = nobody_can_run();
+    // As root the run drops to nobody, so it proves that no root is needed; as anyone else it
+    // runs as that user, which proves it as well.
+    let nobody = is_root();
+    assert!(
+        !nobody || nobody_can_run(),
+        "as root this test runs pen-lab as nobody: setpriv must be installed and nobody must read scenarios/ and captures/fixtures/"
+    );
     let out = out_dir();
     let o = pen_lab(
         &["run", "--json", "sim-dsr", "sim-tarpit"],
@@ -165,10 +160,11 @@ fn sim_run_creates_no_namespace() {
 
 #[test]
 fn live_scenarios_still_demand_root_and_say_which() {
-    if !nobody_can_run() {
-        eprintln!("skipped: needs root and setpriv to run as nobody");
-        return;
-    }
+    require_root("to run pen-lab as nobody with setpriv");
+    assert!(
+        nobody_can_run(),
+        "setpriv must be installed and nobody must read scenarios/ and captures/fixtures/"
+    );
     let out = out_dir();
     let o = pen_lab(&["run", "sim-dsr", "proxy-tcp"], out.path(), true);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -261,17 +257,6 @@ fn a_broken_input_is_a_scenario_error_not_a_panic() {
     let s = text(&o);
     assert!(s.contains("not-a.pcap"), "{s}");
     assert!(s.contains("input is not a pcap file"), "{s}");
-}
-
-fn errors(text: &str) -> String {
-    match parse_str(text, "scenarios/x.toml").and_then(|s| s.plan("scenarios/x.toml", "x", None)) {
-        Ok(_) => panic!("expected validation errors for:\n{text}"),
-        Err(ScenarioErrors(v)) => v
-            .iter()
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join("\n"),
-    }
 }
 
 #[test]

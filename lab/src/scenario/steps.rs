@@ -1,0 +1,563 @@
+//! Validation of `[[step]]`: step kinds, background steps and their joins, progress labels.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use super::*;
+
+pub(super) fn plan_steps(
+    sc: &Scenario,
+    refs: &Refs,
+    hosts: &[String],
+    procs: &[String],
+    e: &mut Errs,
+) -> Vec<PlannedStep> {
+    let mut out = Vec::new();
+    for (i, s) in sc.steps.iter().enumerate() {
+        let key = format!("step[{i}]");
+        let given = [
+            s.http_get.is_some(),
+            s.dns.is_some(),
+            s.tcp_connect.is_some(),
+            s.load.is_some(),
+            s.stop.is_some(),
+            s.start.is_some(),
+            s.penctl.is_some(),
+            s.run.is_some(),
+            s.wait.is_some(),
+            s.replay.is_some(),
+            s.tcp_sessions.is_some(),
+            s.join.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if given != 1 {
+            e.push(
+                &key,
+                format!(
+                    "expected exactly one of http_get, dns, tcp_connect, load, tcp_sessions, join, stop, start, penctl, run, wait, replay; got {given}"
+                ),
+            );
+            continue;
+        }
+        let src = |s: &Option<String>, e: &mut Errs, k: &str| -> Option<IpAddr> {
+            let s = s.as_ref()?;
+            match resolve_ip(refs, s) {
+                Ok(ip) => Some(ip),
+                Err(m) => {
+                    e.push(format!("{k}.src"), m);
+                    None
+                }
+            }
+        };
+        let ms = Duration::from_millis;
+        let kind = if let Some(h) = &s.http_get {
+            let k = format!("{key}.http_get");
+            check_host(e, &format!("{k}.host"), &h.host, hosts);
+            let Some((addr, path)) = refs.resolve(&h.url).ok().and_then(|u| parse_http_url(&u))
+            else {
+                e.push(
+                    format!("{k}.url"),
+                    format!("expected \"http://IP[:PORT]/path\", got {:?}", h.url),
+                );
+                continue;
+            };
+            StepAction::HttpGet {
+                host: h.host.clone(),
+                addr,
+                path,
+                src: src(&h.src, e, &k),
+                expect_body: resolve_opt(refs, e, &format!("{k}.expect_body"), &h.expect_body),
+                expect_body_contains: resolve_opt(
+                    refs,
+                    e,
+                    &format!("{k}.expect_body_contains"),
+                    &h.expect_body_contains,
+                ),
+                expect_status: h.expect_status,
+                expect_fail: h.expect_fail,
+                timeout: ms(h.timeout_ms),
+            }
+        } else if let Some(d) = &s.dns {
+            let k = format!("{key}.dns");
+            check_host(e, &format!("{k}.host"), &d.host, hosts);
+            let Some(server) = refs
+                .resolve(&d.server)
+                .ok()
+                .and_then(|t| parse_socket(&t, Some(53)))
+            else {
+                e.push(
+                    format!("{k}.server"),
+                    format!("expected \"IP\" or \"IP:PORT\", got {:?}", d.server),
+                );
+                continue;
+            };
+            let ipv4s = |list: &[String], key: &str, e: &mut Errs| -> Vec<Ipv4Addr> {
+                let mut out = Vec::new();
+                for (j, a) in list.iter().enumerate() {
+                    match refs.resolve(a).map(|t| t.parse::<Ipv4Addr>()) {
+                        Ok(Ok(ip)) => out.push(ip),
+                        _ => e.push(
+                            format!("{key}[{j}]"),
+                            format!("expected an IPv4 address, got {a:?}"),
+                        ),
+                    }
+                }
+                out
+            };
+            let mut expect = Vec::new();
+            if !d.expect.is_empty() {
+                expect.push(ipv4s(&d.expect, &format!("{k}.expect"), e));
+            }
+            for (j, set) in d.expect_any.iter().enumerate() {
+                let key = format!("{k}.expect_any[{j}]");
+                if set.is_empty() {
+                    e.push(
+                        &key,
+                        "expected a non-empty list of IPv4 addresses (one acceptable answer)",
+                    );
+                }
+                expect.push(ipv4s(set, &key, e));
+            }
+            match (d.expect.is_empty(), d.expect_any.is_empty(), d.expect_fail) {
+                (true, true, false) => e.push(
+                    format!("{k}.expect"),
+                    "expected the answer addresses (expect = [...] or expect_any = [[...], [...]]), or expect_fail = true",
+                ),
+                (false, false, _) => e.push(
+                    format!("{k}.expect_any"),
+                    "expected either expect (one answer) or expect_any (several acceptable answers), not both",
+                ),
+                (_, _, true) if !expect.is_empty() => e.push(
+                    format!("{k}.expect_fail"),
+                    "expect_fail = true asserts that no answer comes; drop expect/expect_any",
+                ),
+                _ => {}
+            }
+            StepAction::Dns {
+                host: d.host.clone(),
+                server,
+                qname: d.qname.clone(),
+                src: src(&d.src, e, &k),
+                expect,
+                expect_fail: d.expect_fail,
+                timeout: ms(d.timeout_ms),
+                count: d.count.max(1),
+            }
+        } else if let Some(t) = &s.tcp_connect {
+            let k = format!("{key}.tcp_connect");
+            check_host(e, &format!("{k}.host"), &t.host, hosts);
+            let Some(addr) = refs
+                .resolve(&t.addr)
+                .ok()
+                .and_then(|a| parse_socket(&a, None))
+            else {
+                e.push(
+                    format!("{k}.addr"),
+                    format!("expected \"IP:PORT\", got {:?}", t.addr),
+                );
+                continue;
+            };
+            let expect = match t.expect.as_str() {
+                "open" => ConnectExpect::Open,
+                "closed" => ConnectExpect::Closed,
+                "timeout" => ConnectExpect::Timeout,
+                x => {
+                    e.push(
+                        format!("{k}.expect"),
+                        format!("expected \"open\", \"closed\" or \"timeout\", got {x:?}"),
+                    );
+                    continue;
+                }
+            };
+            StepAction::TcpConnect {
+                host: t.host.clone(),
+                addr,
+                src: src(&t.src, e, &k),
+                expect,
+                timeout: ms(t.timeout_ms),
+            }
+        } else if let Some(l) = &s.load {
+            let k = format!("{key}.load");
+            check_host(e, &format!("{k}.host"), &l.host, hosts);
+            let Some((addr, path)) = refs.resolve(&l.url).ok().and_then(|u| parse_http_url(&u))
+            else {
+                e.push(
+                    format!("{k}.url"),
+                    format!("expected \"http://IP[:PORT]/path\", got {:?}", l.url),
+                );
+                continue;
+            };
+            if l.requests == 0 || l.requests > 100_000 {
+                e.push(
+                    format!("{k}.requests"),
+                    format!("expected 1..100000, got {}", l.requests),
+                );
+            }
+            if l.concurrency == 0 || l.concurrency > 256 {
+                e.push(
+                    format!("{k}.concurrency"),
+                    format!("expected 1..256, got {}", l.concurrency),
+                );
+            }
+            let sum: f64 = l.share.values().sum();
+            if !l.share.is_empty() && (sum - 1.0).abs() > 0.01 {
+                e.push(
+                    format!("{k}.share"),
+                    format!("expected fractions adding up to 1, got {sum}"),
+                );
+            }
+            if let Some(i) = l.interval_ms
+                && !(1..=10_000).contains(&i)
+            {
+                e.push(
+                    format!("{k}.interval_ms"),
+                    format!("expected 1..10000 ms, got {i}"),
+                );
+            }
+            if l.max_outage_ms.is_some() && l.interval_ms.is_none() {
+                e.push(
+                    format!("{k}.max_outage_ms"),
+                    "the outage is measured by a paced load: give interval_ms too",
+                );
+            }
+            StepAction::Load {
+                host: l.host.clone(),
+                addr,
+                path,
+                requests: l.requests,
+                concurrency: l.concurrency,
+                src: src(&l.src, e, &k),
+                min_ok: l.min_ok.unwrap_or(l.requests),
+                share: l.share.clone(),
+                tolerance: l.tolerance,
+                timeout: ms(l.timeout_ms),
+                interval: l.interval_ms.map(ms),
+                max_outage: l.max_outage_ms.map(ms),
+            }
+        } else if let Some(t) = &s.tcp_sessions {
+            let k = format!("{key}.tcp_sessions");
+            check_host(e, &format!("{k}.host"), &t.host, hosts);
+            let Some(addr) = refs
+                .resolve(&t.addr)
+                .ok()
+                .and_then(|a| parse_socket(&a, None))
+            else {
+                e.push(
+                    format!("{k}.addr"),
+                    format!("expected \"IP:PORT\", got {:?}", t.addr),
+                );
+                continue;
+            };
+            for (field, v, lo, hi) in [
+                ("sessions", t.sessions, 1, 256),
+                ("rounds", t.rounds, 1, 10_000),
+                ("interval_ms", t.interval_ms, 0, 10_000),
+            ] {
+                if !(lo..=hi).contains(&v) {
+                    e.push(
+                        format!("{k}.{field}"),
+                        format!("expected {lo}..{hi}, got {v}"),
+                    );
+                }
+            }
+            let min_ok = t.min_ok.unwrap_or(t.sessions.saturating_sub(t.min_failed));
+            if min_ok + t.min_failed > t.sessions {
+                e.push(
+                    format!("{k}.min_failed"),
+                    format!(
+                        "min_ok {min_ok} + min_failed {} is more than the {} sessions",
+                        t.min_failed, t.sessions
+                    ),
+                );
+            }
+            StepAction::TcpSessions {
+                host: t.host.clone(),
+                addr,
+                src: src(&t.src, e, &k),
+                sessions: t.sessions,
+                rounds: t.rounds,
+                interval: ms(t.interval_ms),
+                timeout: ms(t.timeout_ms),
+                min_ok,
+                min_failed: t.min_failed,
+            }
+        } else if let Some(j) = &s.join {
+            // Which background step it joins is checked below, once every step is known.
+            StepAction::Join(j.clone())
+        } else if let Some(p) = s.stop.as_ref().or(s.start.as_ref()) {
+            let which = if s.stop.is_some() { "stop" } else { "start" };
+            if !procs.contains(p) {
+                e.push(
+                    format!("{key}.{which}"),
+                    format!("expected a process name ({}), got {p:?}", procs.join(", ")),
+                );
+            }
+            if s.stop.is_some() {
+                StepAction::Stop(p.clone())
+            } else {
+                StepAction::Start(p.clone())
+            }
+        } else if let Some(p) = &s.penctl {
+            let k = format!("{key}.penctl");
+            check_host(e, &format!("{k}.host"), &p.host, hosts);
+            let target = refs.resolve(&p.target).unwrap_or_else(|m| {
+                e.push(format!("{k}.target"), m);
+                String::new()
+            });
+            let command = refs.resolve(&p.command).unwrap_or_else(|m| {
+                e.push(format!("{k}.command"), m);
+                String::new()
+            });
+            let command: Vec<String> = command.split_whitespace().map(String::from).collect();
+            if command.is_empty() {
+                e.push(
+                    format!("{k}.command"),
+                    "expected a penctl command such as \"servers\"",
+                );
+            }
+            StepAction::Penctl {
+                host: p.host.clone(),
+                target,
+                command,
+                expect_contains: resolve_opt(
+                    refs,
+                    e,
+                    &format!("{k}.expect_contains"),
+                    &p.expect_contains,
+                ),
+                timeout: ms(p.timeout_ms),
+            }
+        } else if let Some(r) = &s.run {
+            let k = format!("{key}.run");
+            check_host(e, &format!("{k}.host"), &r.host, hosts);
+            if r.argv.is_empty() {
+                e.push(
+                    format!("{k}.argv"),
+                    "expected a program and its arguments, got an empty list",
+                );
+            }
+            let mut argv = Vec::new();
+            for (j, a) in r.argv.iter().enumerate() {
+                match refs.resolve(a) {
+                    Ok(t) => argv.push(t),
+                    Err(m) => e.push(format!("{k}.argv[{j}]"), m),
+                }
+            }
+            StepAction::Run {
+                host: r.host.clone(),
+                argv,
+                expect_exit: r.expect_exit,
+                expect_contains: resolve_opt(
+                    refs,
+                    e,
+                    &format!("{k}.expect_contains"),
+                    &r.expect_contains,
+                ),
+                timeout: ms(r.timeout_ms),
+            }
+        } else if let Some(w) = s.wait {
+            if w > 30_000 {
+                e.push(
+                    format!("{key}.wait"),
+                    format!("expected at most 30000 ms, got {w}"),
+                );
+            }
+            StepAction::Wait(ms(w))
+        } else if let Some(r) = &s.replay {
+            let k = format!("{key}.replay");
+            check_host(e, &format!("{k}.host"), &r.host, hosts);
+            match crate::replay::plan_replay(r, refs, &sim_root(&e.file), procs) {
+                Ok(p) => StepAction::Replay(Box::new(p)),
+                Err(list) => {
+                    for (sub, m) in list {
+                        e.push(format!("{k}.{sub}"), m);
+                    }
+                    continue;
+                }
+            }
+        } else {
+            continue;
+        };
+        let timeout_ok = match &kind {
+            StepAction::HttpGet { timeout, .. }
+            | StepAction::Dns { timeout, .. }
+            | StepAction::TcpConnect { timeout, .. }
+            | StepAction::Load { timeout, .. }
+            | StepAction::TcpSessions { timeout, .. }
+            | StepAction::Penctl { timeout, .. }
+            | StepAction::Run { timeout, .. } => {
+                !timeout.is_zero() && *timeout <= Duration::from_secs(60)
+            }
+            _ => true,
+        };
+        if !timeout_ok {
+            e.push(key.clone(), "timeout_ms: expected 1..60000");
+        }
+        let (retries, delay, which) = if let Some(h) = &s.http_get {
+            (h.retries, h.retry_delay_ms, "http_get")
+        } else if let Some(d) = &s.dns {
+            (d.retries, d.retry_delay_ms, "dns")
+        } else if let Some(t) = &s.tcp_connect {
+            (t.retries, t.retry_delay_ms, "tcp_connect")
+        } else {
+            (0, 0, "")
+        };
+        if retries > MAX_RETRIES {
+            e.push(
+                format!("{key}.{which}.retries"),
+                format!("expected 0..={MAX_RETRIES}, got {retries}"),
+            );
+        }
+        if delay > 10_000 {
+            e.push(
+                format!("{key}.{which}.retry_delay_ms"),
+                format!("expected 0..=10000 ms, got {delay}"),
+            );
+        }
+        if let Some(n) = &s.name
+            && n.trim().is_empty()
+        {
+            e.push(format!("{key}.name"), "expected a non-empty step name");
+        }
+        let label = s.name.clone().unwrap_or_else(|| step_label(&kind));
+        let background = s.load.as_ref().is_some_and(|l| l.background)
+            || s.tcp_sessions.as_ref().is_some_and(|t| t.background);
+        out.push(PlannedStep {
+            label,
+            name: s.name.clone(),
+            kind,
+            retries,
+            retry_delay: ms(delay),
+            background,
+        });
+    }
+    check_joins(&out, e);
+    out
+}
+
+/// Every background step has a name and is joined once by a later `join` step; every `join`
+/// names an earlier background step.
+pub(super) fn check_joins(steps: &[PlannedStep], e: &mut Errs) {
+    let mut open: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, st) in steps.iter().enumerate() {
+        let key = format!("step[{i}]");
+        if st.background {
+            match &st.name {
+                None => e.push(
+                    format!("{key}.name"),
+                    "a background step needs a name, which a later join = \"NAME\" step refers to",
+                ),
+                Some(n) => {
+                    if let Some(j) = open.insert(n.clone(), i) {
+                        e.push(
+                            format!("{key}.name"),
+                            format!(
+                                "background step {n:?} is still running from step[{j}]: give each background step its own name"
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        if let StepAction::Join(n) = &st.kind
+            && open.remove(n).is_none()
+        {
+            let bg: Vec<&str> = steps
+                .iter()
+                .take(i)
+                .filter(|s| s.background)
+                .filter_map(|s| s.name.as_deref())
+                .collect();
+            e.push(
+                format!("{key}.join"),
+                format!(
+                    "expected the name of an earlier background step not joined yet ({}), got {n:?}",
+                    if bg.is_empty() { "none".to_string() } else { bg.join(", ") }
+                ),
+            );
+        }
+    }
+    for (n, i) in open {
+        e.push(
+            format!("step[{i}].background"),
+            format!("background step {n:?} is never joined: add a later step join = {n:?}"),
+        );
+    }
+}
+
+/// The default progress label of a step.
+pub fn step_label(k: &StepAction) -> String {
+    let from = |src: &Option<IpAddr>| src.map(|s| format!(" from {s}")).unwrap_or_default();
+    match k {
+        StepAction::HttpGet {
+            host,
+            addr,
+            path,
+            src,
+            ..
+        } => format!("http_get {host}{} → {addr}{path}", from(src)),
+        StepAction::Dns {
+            host,
+            server,
+            qname,
+            src,
+            count,
+            ..
+        } => {
+            let times = if *count > 1 {
+                format!(" x{count} from one port")
+            } else {
+                String::new()
+            };
+            format!("dns {host}{} → {server} {qname}{times}", from(src))
+        }
+        StepAction::TcpConnect {
+            host, addr, expect, ..
+        } => format!("tcp_connect {host} → {addr} (expect {expect:?})"),
+        StepAction::Load {
+            host,
+            addr,
+            requests,
+            concurrency,
+            interval,
+            ..
+        } => match interval {
+            Some(i) => format!(
+                "load {host} → {addr} {requests} requests, one every {} ms",
+                i.as_millis()
+            ),
+            None => format!("load {host} → {addr} {requests} requests x{concurrency}"),
+        },
+        StepAction::TcpSessions {
+            host,
+            addr,
+            sessions,
+            rounds,
+            interval,
+            ..
+        } => format!(
+            "tcp_sessions {host} → {addr} {sessions} connections x {rounds} echoes every {} ms",
+            interval.as_millis()
+        ),
+        StepAction::Join(n) => format!("join {n}"),
+        StepAction::Stop(p) => format!("stop {p}"),
+        StepAction::Start(p) => format!("start {p}"),
+        StepAction::Penctl {
+            host,
+            target,
+            command,
+            ..
+        } => format!("penctl {host} {target} {}", command.join(" ")),
+        StepAction::Run { host, argv, .. } => format!("run {host}: {}", argv.join(" ")),
+        StepAction::Wait(d) => format!("wait {} ms", d.as_millis()),
+        StepAction::Replay(r) => format!(
+            "replay {} from {} → {}",
+            r.sim.trace.display(),
+            r.host,
+            r.to
+        ),
+    }
+}
