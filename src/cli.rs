@@ -437,11 +437,6 @@ pub fn invocation<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
         (None, Some(p)) => {
             let l = ListenAddr::parse(&p)
                 .map_err(|e| fail(format!("pen: bad listen address {p:?}: {e}")))?;
-            if l.port() == Some(0) && st.cfg.dsr_if.is_none() && st.cfg.config_file.is_none() {
-                return Err(fail(format!(
-                    "pen: bad listen address {p:?}: port 0 is only allowed in DSR mode (-O \"dsr_if IF\"); expected a port 1-65535"
-                )));
-            }
             st.cfg.listen = Some(l);
             st.cfg.listen_given = Some(p);
         }
@@ -574,7 +569,7 @@ pub fn format_backend(s: &ServerConfig) -> String {
 }
 
 /// The last start-up step that needs no IO, after the `-F` file was applied: a listen address
-/// must exist (from the command line, `-O listen` or the file), port 0 only in DSR mode, then
+/// must exist (from the command line, `-O listen` or the file), then
 /// the command-line backends are laid over slots 0..n-1 ([`overlay_servers`]).
 pub fn finish_startup(cfg: &mut Config, servers: &[ServerConfig]) -> Result<(), CliError> {
     match &cfg.listen {
@@ -582,11 +577,6 @@ pub fn finish_startup(cfg: &mut Config, servers: &[ServerConfig]) -> Result<(), 
             return Err(fail_usage(
                 "pen: no listen address: give [host:]port on the command line or `listen` in the -F file",
             ));
-        }
-        Some(l) if l.port() == Some(0) && cfg.dsr_if.is_none() => {
-            return Err(fail(format!(
-                "pen: bad listen address \"{l}\": port 0 is only allowed in DSR mode (dsr_if); expected a port 1-65535"
-            )));
         }
         Some(_) => {}
     }
@@ -934,8 +924,11 @@ mod tests {
     }
 
     #[test]
-    fn listen_port_zero_only_in_dsr_mode() {
-        assert!(bad("192.168.100.1:0 h").contains("only allowed in DSR mode"));
+    fn listen_port_zero_is_a_kernel_chosen_port_or_every_port_in_dsr_mode() {
+        // As a proxy: the kernel picks the port and pen reports it (daemon.rs).
+        let mut c = parse(vec!["127.0.0.1:0".into(), "h".into()]).unwrap();
+        assert_eq!(c.config.listen.clone().unwrap().port(), Some(0));
+        finish_startup(&mut c.config, &c.servers).unwrap();
         let c = parse(vec![
             "-O".into(),
             "dsr_if eth1".into(),

@@ -86,11 +86,18 @@ pub fn run(cli: Cli) -> Result<(), DaemonError> {
         shared.tls = crate::proxy::tls::startup(&shared.config.tls).map_err(|e| err(e.message))?;
     }
     let listener = open_listener(&shared.config)?;
+    report_bound_listener(&mut shared.config, &listener);
     if let Some(l) = &shared.config.log {
         crate::reqlog::reopen(Some(l)).map_err(|e| err(format!("pen: -l {l}: {e}")))?;
     }
-    let control = match &shared.config.control {
-        Some(c) => Some(open_control(c, &shared.config)?),
+    let control = match shared.config.control.clone() {
+        Some(c) => {
+            let l = open_control(&c, &shared.config)?;
+            if let Some(bound) = report_bound_control(&c, &l) {
+                shared.config.control = Some(bound.to_string());
+            }
+            Some(l)
+        }
         None => None,
     };
     let pid_file = match &shared.config.pid_file {
@@ -110,6 +117,43 @@ pub fn run(cli: Cli) -> Result<(), DaemonError> {
         let _ = std::fs::remove_file(p);
     }
     result
+}
+
+/// Listening on port 0 lets the kernel pick a free port; pen then says which one on stderr
+/// (`pen: listening on 127.0.0.1:40001`) before daemonizing, and uses it as its listen address
+/// (so the reports show it). Nothing is printed for a port given explicitly (as C Pen).
+fn report_bound_listener(config: &mut Config, listener: &OpenListener) {
+    let Some(ListenAddr::Inet(asked)) = &config.listen else {
+        return;
+    };
+    if asked.port() != 0 || config.dsr_if.is_some() {
+        return;
+    }
+    let bound = match listener {
+        OpenListener::Tcp(l) => l.local_addr(),
+        OpenListener::Udp(u) => u.local_addr(),
+        _ => return,
+    };
+    if let Ok(bound) = bound {
+        eprintln!("pen: listening on {bound}");
+        config.listen = Some(ListenAddr::Inet(bound));
+        config.listen_given = Some(bound.to_string());
+    }
+}
+
+/// As [`report_bound_listener`] for `-C` on port 0 (`pen: control port on 127.0.0.1:40002`);
+/// returns the bound address, which the `control` command then shows.
+fn report_bound_control(spec: &str, listener: &ctl_server::StdListener) -> Option<SocketAddr> {
+    let ctl_server::StdListener::Tcp(l) = listener else {
+        return None;
+    };
+    match ctl_server::ControlAddr::parse(spec) {
+        Ok(ctl_server::ControlAddr::Tcp(a)) if a.port() == 0 => {}
+        _ => return None,
+    }
+    let bound = l.local_addr().ok()?;
+    eprintln!("pen: control port on {bound}");
+    Some(bound)
 }
 
 /// Applies the `-F` file; any bad line is fatal at start-up (`file:line: message`). Returns the

@@ -76,14 +76,12 @@ impl ControlAddr {
     pub fn parse(s: &str) -> Result<ControlAddr, String> {
         let no_host = !s.contains('/') && s.rsplit_once(':').is_none_or(|(h, _)| h.is_empty());
         match ListenAddr::parse(s) {
-            Ok(ListenAddr::Inet(sa)) if sa.port() != 0 && no_host => Ok(ControlAddr::Tcp(
-                SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, sa.port())),
-            )),
-            Ok(ListenAddr::Inet(sa)) if sa.port() != 0 => Ok(ControlAddr::Tcp(sa)),
+            Ok(ListenAddr::Inet(sa)) if no_host => Ok(ControlAddr::Tcp(SocketAddr::from((
+                std::net::Ipv4Addr::LOCALHOST,
+                sa.port(),
+            )))),
+            Ok(ListenAddr::Inet(sa)) => Ok(ControlAddr::Tcp(sa)),
             Ok(ListenAddr::Unix(p)) => Ok(ControlAddr::Unix(p)),
-            Ok(ListenAddr::Inet(_)) => Err(format!(
-                "bad control address {s:?}: port 0; expected port, addr:port or /path"
-            )),
             Ok(ListenAddr::Name { host, .. }) => Err(format!(
                 "bad control address {s:?}: {host:?} is a host name; expected an IP address (addr:port), a port or /path"
             )),
@@ -926,7 +924,11 @@ mod tests {
             ControlAddr::parse("/run/pen.ctl").unwrap(),
             ControlAddr::Unix("/run/pen.ctl".into())
         );
-        assert!(ControlAddr::parse("0").unwrap_err().contains("\"0\""));
+        // Port 0: the kernel picks a free port and pen reports it (`pen: control port on ...`).
+        assert_eq!(
+            ControlAddr::parse("0").unwrap(),
+            ControlAddr::Tcp("127.0.0.1:0".parse().unwrap())
+        );
         assert!(
             ControlAddr::parse("lb.example:80")
                 .unwrap_err()

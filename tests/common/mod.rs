@@ -16,16 +16,34 @@ use std::time::{Duration, Instant};
 /// How long any single network step of a test may take before it counts as a failure.
 pub const STEP: Duration = Duration::from_secs(3);
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
-pub fn free_port() -> u16 {
+/// A TCP port on 127.0.0.1 where nothing listens, for "dead backend" specs: bound and
+/// released, so nothing listens there unless another process grabs it meanwhile (which can only
+/// make a dead-backend test see a live one). Pen itself is started on port 0 and reports the
+/// port it got ([`Listen::Reported`], [`Pen::control_addr`]): no probe-then-bind race.
+pub fn dead_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local_addr").port()
 }
 
-/// A free TCP port on [::1].
-pub fn free_port_v6() -> u16 {
-    let l = TcpListener::bind("[::1]:0").expect("bind an ephemeral v6 port");
-    l.local_addr().expect("local_addr").port()
+/// A free port to write into a command where pen must be given a concrete port: a run-time
+/// `listen`/`prometheus` command, or a test of how pen shows the address as it was given.
+/// Racy (probed, released, then bound by pen); everything else starts pen on port 0.
+pub fn probe_port() -> u16 {
+    dead_port()
+}
+
+/// `127.0.0.1:<port where nothing listens>` (see [`dead_port`]).
+pub fn dead_spec() -> String {
+    format!("127.0.0.1:{}", dead_port())
+}
+
+/// Fails the test (never skips it) when not running as root: privileged tests must run as root
+/// in CI, and a test that returns early when it cannot do its job would pass without testing.
+pub fn require_root(why: &str) {
+    assert!(
+        is_root(),
+        "this test {why}: it needs root (run the tests as root, e.g. `sudo -E cargo test`); it fails rather than skip"
+    );
 }
 
 enum BackendListener {
@@ -296,6 +314,7 @@ impl Pen {
             let ready = match listen {
                 Listen::Tcp(port) => tcp_listening(*port),
                 Listen::Unix(path) => unix_listening(path),
+                Listen::Reported => self.reported("pen: listening on ").is_some(),
             };
             if ready {
                 return;
@@ -310,6 +329,46 @@ impl Pen {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The address after `prefix` on pen's stderr, if pen printed it.
+    fn reported(&self, prefix: &str) -> Option<SocketAddr> {
+        self.stderr()
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(|a| a.trim().parse().expect("pen reports a socket address"))
+    }
+
+    /// Where pen listens, as it reported it (started with [`Listen::Reported`]).
+    pub fn addr(&self) -> SocketAddr {
+        self.reported("pen: listening on ")
+            .unwrap_or_else(|| panic!("pen reported no listen address; stderr:\n{}", self.stderr()))
+    }
+
+    /// The port pen listens on (see [`Pen::addr`]).
+    pub fn port(&self) -> u16 {
+        self.addr().port()
+    }
+
+    /// The control port pen reported for `-C 0` (`pen: control port on ADDR`); it is
+    /// printed right after the listen address, before pen serves.
+    pub fn control_addr(&self) -> SocketAddr {
+        let mut found = None;
+        wait_until(|| {
+            found = self.reported("pen: control port on ");
+            found.is_some()
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "pen reported no control port (start it with -C 0); stderr:\n{}",
+                self.stderr()
+            )
+        })
+    }
+
+    /// The control port as `penctl` takes it.
+    pub fn control_port(&self) -> u16 {
+        self.control_addr().port()
     }
 
     pub fn stderr(&self) -> String {
@@ -378,6 +437,9 @@ pub fn pen_fails(args: &[&str]) -> Failed {
 pub enum Listen {
     Tcp(u16),
     Unix(PathBuf),
+    /// Pen listens on port 0 and reports the bound address on stderr
+    /// (`pen: listening on ADDR`); read it with [`Pen::addr`].
+    Reported,
 }
 
 /// Is some socket in LISTEN state on `port` (IPv4 or IPv6) in this network namespace?
