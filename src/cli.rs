@@ -483,27 +483,48 @@ pub fn invocation<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
 
 const BACKEND_FORM: &str = "host[:port[:maxc[:hard[:weight[:prio]]]]]";
 
+/// Why a backend spec did not parse; displays one line saying what would be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    #[error("expected {BACKEND_FORM}")]
+    Empty,
+    #[error("missing ']' after the IPv6 address; expected [v6addr]:port")]
+    MissingBracket,
+    #[error("{0:?} is not a valid IPv6 address")]
+    BadIpv6(String),
+    #[error("expected ':' after ']', got {0:?}")]
+    AfterBracket(String),
+    #[error(transparent)]
+    Host(#[from] crate::config::AddrError),
+    #[error("too many ':' fields; expected {BACKEND_FORM}")]
+    TooManyFields,
+    #[error("{name} must be a number >= 0, got {value:?}")]
+    Field { name: &'static str, value: String },
+    #[error(
+        "port must be a number 1-65535 or a well-known service name (http, smtp, ...), got {0:?}"
+    )]
+    Port(String),
+}
+
 /// Parses a backend `host[:port[:maxc[:hard[:weight[:prio]]]]]`, `[v6addr]:port:...`, a bare
 /// IPv6 address (no port: use brackets to give one), or a Unix socket path (contains `/`;
 /// fields after the first `:` as for hosts). An empty or missing port means `default_port`
 /// (the listen port). Missing fields are 0, as C Pen.
-pub fn parse_backend(spec: &str, default_port: u16) -> Result<ServerConfig, String> {
+pub fn parse_backend(spec: &str, default_port: u16) -> Result<ServerConfig, BackendError> {
     if spec.is_empty() {
-        return Err(format!("expected {BACKEND_FORM}"));
+        return Err(BackendError::Empty);
     }
     let (host, rest): (HostSpec, Option<&str>) = if let Some(inner) = spec.strip_prefix('[') {
-        let (addr, after) = inner.split_once(']').ok_or_else(|| {
-            "missing ']' after the IPv6 address; expected [v6addr]:port".to_string()
-        })?;
+        let (addr, after) = inner.split_once(']').ok_or(BackendError::MissingBracket)?;
         let ip: std::net::Ipv6Addr = addr
             .parse()
-            .map_err(|_| format!("{addr:?} is not a valid IPv6 address"))?;
+            .map_err(|_| BackendError::BadIpv6(addr.to_string()))?;
         let rest = match after {
             "" => None,
             _ => Some(
                 after
                     .strip_prefix(':')
-                    .ok_or_else(|| format!("expected ':' after ']', got {after:?}"))?,
+                    .ok_or_else(|| BackendError::AfterBracket(after.to_string()))?,
             ),
         };
         (HostSpec::Ip(ip.into()), rest)
@@ -518,23 +539,21 @@ pub fn parse_backend(spec: &str, default_port: u16) -> Result<ServerConfig, Stri
     };
     let fields: Vec<&str> = rest.map(|r| r.split(':').collect()).unwrap_or_default();
     if fields.len() > 5 {
-        return Err(format!("too many ':' fields; expected {BACKEND_FORM}"));
+        return Err(BackendError::TooManyFields);
     }
-    let field = |i: usize, name: &str| -> Result<u32, String> {
+    let field = |i: usize, name: &'static str| -> Result<u32, BackendError> {
         match fields.get(i) {
             None => Ok(0),
-            Some(f) => command::parse_num(f, 0, u32::MAX)
-                .ok_or_else(|| format!("{name} must be a number >= 0, got {f:?}")),
+            Some(f) => command::parse_num(f, 0, u32::MAX).ok_or_else(|| BackendError::Field {
+                name,
+                value: f.to_string(),
+            }),
         }
     };
     let port = match fields.first() {
         None | Some(&"") => default_port,
         Some(p) => match crate::config::parse_port(p) {
-            Ok(0) | Err(_) => {
-                return Err(format!(
-                    "port must be a number 1-65535 or a well-known service name (http, smtp, ...), got {p:?}"
-                ));
-            }
+            Ok(0) | Err(_) => return Err(BackendError::Port(p.to_string())),
             Ok(port) => port,
         },
     };
@@ -987,8 +1006,16 @@ mod tests {
             (ip("2001:db8::2"), 443),
             "bare v6 has no port"
         );
-        assert!(parse_backend("[::1", 1).unwrap_err().contains("']'"));
-        assert!(parse_backend("[::1]80", 1).unwrap_err().contains("':'"));
+        assert_eq!(
+            parse_backend("[::1", 1).unwrap_err(),
+            BackendError::MissingBracket
+        );
+        assert!(
+            parse_backend("[::1]80", 1)
+                .unwrap_err()
+                .to_string()
+                .contains("':'")
+        );
     }
 
     #[test]
