@@ -872,8 +872,10 @@ mod tests {
             matches!(&e, DaemonError::Cli(c) if c.show_usage),
             "no listen address shows usage: {e:?}"
         );
-        let mut tls = crate::config::TlsConfig::default();
-        tls.cert = Some("/nonexistent/pen-rs.pem".into());
+        let tls = crate::config::TlsConfig {
+            cert: Some("/nonexistent/pen-rs.pem".into()),
+            ..Default::default()
+        };
         let e: DaemonError = crate::proxy::tls::startup(&tls).unwrap_err().into();
         assert!(matches!(e, DaemonError::Tls(_)), "{e:?}");
         assert!(e.to_string().contains("/nonexistent/pen-rs.pem"), "{e}");
