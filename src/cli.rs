@@ -16,7 +16,6 @@
 //! address present, port 0 only with DSR, then [`overlay_servers`] with [`Cli::servers`]) → run
 //! [`Cli::runtime_commands`] and the file's runtime commands once the control plane is up.
 
-use std::fmt;
 use std::path::PathBuf;
 
 use crate::config::{Config, HostSpec, ListenAddr, ServerConfig, SslProtocol, defaults};
@@ -135,33 +134,48 @@ pub enum Invocation {
     Version,
 }
 
-/// A bad command line. Displays one line naming the bad token and what would be accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CliError {
-    pub message: String,
-    /// The binary should print [`USAGE`] after the message.
-    pub show_usage: bool,
+/// A bad command line. Displays one line naming the bad token and what would be accepted;
+/// a bad address keeps its parse error as the cause.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CliError {
+    /// The listen address as given, and why it did not parse.
+    #[error("pen: bad listen address {given:?}: {source}")]
+    ListenAddr {
+        given: String,
+        #[source]
+        source: crate::config::AddrError,
+    },
+    /// A backend, `-e` or `-B` server: `what` says which and how it was given
+    /// (`backend "x"`, `emergency server "x" for -e`).
+    #[error("pen: bad {what}: {source}")]
+    Backend {
+        what: String,
+        #[source]
+        source: BackendError,
+    },
+    /// Any other bad option or value; with `usage` the binary prints [`USAGE`] after it.
+    #[error("{message}")]
+    Invalid { message: String, usage: bool },
 }
 
-impl fmt::Display for CliError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.message)
+impl CliError {
+    /// The binary should print [`USAGE`] after the message.
+    pub fn show_usage(&self) -> bool {
+        matches!(self, CliError::Invalid { usage: true, .. })
     }
 }
 
-impl std::error::Error for CliError {}
-
 fn fail(message: impl Into<String>) -> CliError {
-    CliError {
+    CliError::Invalid {
         message: message.into(),
-        show_usage: false,
+        usage: false,
     }
 }
 
 fn fail_usage(message: impl Into<String>) -> CliError {
-    CliError {
+    CliError::Invalid {
         message: message.into(),
-        show_usage: true,
+        usage: true,
     }
 }
 
@@ -435,8 +449,10 @@ pub fn invocation<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
             "listen address {p:?} ignored: the listen command already set {l} (as C Pen)"
         )),
         (None, Some(p)) => {
-            let l = ListenAddr::parse(&p)
-                .map_err(|e| fail(format!("pen: bad listen address {p:?}: {e}")))?;
+            let l = ListenAddr::parse(&p).map_err(|source| CliError::ListenAddr {
+                given: p.clone(),
+                source,
+            })?;
             st.cfg.listen = Some(l);
             st.cfg.listen_given = Some(p);
         }
@@ -457,21 +473,29 @@ pub fn invocation<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
         .unwrap_or(0);
     let servers = pos
         .map(|s| {
-            parse_backend(&s, default_port)
-                .map_err(|e| fail(format!("pen: bad backend {s:?}: {e}")))
+            parse_backend(&s, default_port).map_err(|source| CliError::Backend {
+                what: format!("backend {s:?}"),
+                source,
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     if let Some(e) = st.emergency.take() {
-        st.cfg.emergency = Some(
-            parse_backend(&e, default_port)
-                .map_err(|m| fail(format!("pen: bad emergency server {e:?} for -e: {m}")))?,
-        );
+        st.cfg.emergency =
+            Some(
+                parse_backend(&e, default_port).map_err(|source| CliError::Backend {
+                    what: format!("emergency server {e:?} for -e"),
+                    source,
+                })?,
+            );
     }
     if let Some(b) = st.abuse.take() {
-        st.cfg.abuse = Some(
-            parse_backend(&b, default_port)
-                .map_err(|m| fail(format!("pen: bad abuse server {b:?} for -B: {m}")))?,
-        );
+        st.cfg.abuse =
+            Some(
+                parse_backend(&b, default_port).map_err(|source| CliError::Backend {
+                    what: format!("abuse server {b:?} for -B"),
+                    source,
+                })?,
+            );
     }
     Ok(Invocation::Run(Box::new(Cli {
         config: st.cfg,
@@ -875,7 +899,7 @@ mod tests {
     fn unknown_and_incomplete_options() {
         let e = parse(args("-y 80")).unwrap_err();
         assert_eq!(e.to_string(), "pen: unknown option -y");
-        assert!(e.show_usage);
+        assert!(e.show_usage());
         assert_eq!(bad("80 h -x"), "pen: option -x requires an argument");
         assert!(bad("--frob 80 h").contains("single-letter options only (and --help, --version)"));
         assert!(bad("-L tls9 80").contains("ssl23, ssl2, ssl3 or tls1"));
@@ -884,7 +908,7 @@ mod tests {
     #[test]
     fn missing_listen_address_is_a_usage_error() {
         let e = parse(args("-f -r")).unwrap_err();
-        assert!(e.show_usage);
+        assert!(e.show_usage());
         assert!(e.to_string().contains("no listen address"), "{e}");
         // With -F the file may provide `listen`.
         let c = ok("-F /etc/pen.cfg");
@@ -954,6 +978,29 @@ mod tests {
         .unwrap();
         assert_eq!(c.config.listen.unwrap().port(), Some(0));
         assert_eq!(c.servers[0].port, 0);
+    }
+
+    #[test]
+    fn bad_addresses_keep_their_parse_error_as_the_cause() {
+        let e = parse(args("htttp h")).unwrap_err();
+        let CliError::ListenAddr { given, source } = &e else {
+            panic!("expected a listen address error, got {e:?}");
+        };
+        assert_eq!(given, "htttp");
+        assert!(matches!(source, crate::config::AddrError::ListenPort(_)));
+        let e = parse(args("80 10.0.0.1:htttp")).unwrap_err();
+        assert_eq!(
+            e,
+            CliError::Backend {
+                what: "backend \"10.0.0.1:htttp\"".into(),
+                source: BackendError::Port("htttp".into()),
+            }
+        );
+        assert_eq!(
+            std::error::Error::source(&e).map(|c| c.to_string()),
+            Some(BackendError::Port("htttp".into()).to_string())
+        );
+        assert!(!e.show_usage());
     }
 
     #[test]
@@ -1084,7 +1131,7 @@ mod tests {
         let mut cfg = cli.config.clone();
         let e = finish_startup(&mut cfg, &cli.servers).unwrap_err();
         assert!(
-            e.show_usage && e.to_string().contains("no listen address"),
+            e.show_usage() && e.to_string().contains("no listen address"),
             "{e}"
         );
         cfg.listen = Some(ListenAddr::parse("10.0.0.1:0").unwrap());

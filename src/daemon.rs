@@ -869,7 +869,7 @@ mod tests {
         let mut cfg = Config::default();
         let e: DaemonError = cli::finish_startup(&mut cfg, &[]).unwrap_err().into();
         assert!(
-            matches!(&e, DaemonError::Cli(c) if c.show_usage),
+            matches!(&e, DaemonError::Cli(c) if c.show_usage()),
             "no listen address shows usage: {e:?}"
         );
         let tls = crate::config::TlsConfig {

@@ -172,12 +172,12 @@ pub fn config_from_pen_args(
     mac: Mac,
     isn_key: [u8; 16],
 ) -> Result<EngineConfig, String> {
-    let parsed = crate::cli::parse(args.iter().cloned()).map_err(|e| e.message)?;
+    let parsed = crate::cli::parse(args.iter().cloned()).map_err(|e| e.to_string())?;
     let mut cfg = parsed.config;
     if cfg.dsr_if.is_none() {
         cfg.dsr_if = Some("offline".into());
     }
-    crate::cli::finish_startup(&mut cfg, &parsed.servers).map_err(|e| e.message)?;
+    crate::cli::finish_startup(&mut cfg, &parsed.servers).map_err(|e| e.to_string())?;
     EngineConfig::from_config(&cfg, mac, isn_key)
 }
 
