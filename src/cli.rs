@@ -480,22 +480,10 @@ pub fn invocation<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
         })
         .collect::<Result<Vec<_>, _>>()?;
     if let Some(e) = st.emergency.take() {
-        st.cfg.emergency =
-            Some(
-                parse_backend(&e, default_port).map_err(|source| CliError::Backend {
-                    what: format!("emergency server {e:?} for -e"),
-                    source,
-                })?,
-            );
+        st.cfg.emergency = Some(special_server(&e, default_port, "emergency server", "-e")?);
     }
     if let Some(b) = st.abuse.take() {
-        st.cfg.abuse =
-            Some(
-                parse_backend(&b, default_port).map_err(|source| CliError::Backend {
-                    what: format!("abuse server {b:?} for -B"),
-                    source,
-                })?,
-            );
+        st.cfg.abuse = Some(special_server(&b, default_port, "abuse server", "-B")?);
     }
     Ok(Invocation::Run(Box::new(Cli {
         config: st.cfg,
@@ -506,6 +494,19 @@ pub fn invocation<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
 }
 
 const BACKEND_FORM: &str = "host[:port[:maxc[:hard[:weight[:prio]]]]]";
+
+/// The `-e` or `-B` server (`what` and `flag` name it in the error).
+fn special_server(
+    spec: &str,
+    default_port: u16,
+    what: &str,
+    flag: &str,
+) -> Result<ServerConfig, CliError> {
+    parse_backend(spec, default_port).map_err(|source| CliError::Backend {
+        what: format!("{what} {spec:?} for {flag}"),
+        source,
+    })
+}
 
 /// Why a backend spec did not parse; displays one line saying what would be accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -101,6 +101,18 @@ pub(super) fn parse_ipv6(frame: &[u8]) -> Result<L3, V6Error> {
     if frame.len() < end {
         return Err(V6Error::Drop(DropReason::Truncated));
     }
+    // The transport header at `at` (or, for a later fragment, where the chain stopped).
+    let found = |at: usize, proto: u8, later_fragment: bool, fragment: bool| L3 {
+        v6: true,
+        l4: at,
+        l4_len: end - at,
+        proto,
+        src: IpAddr::V6(src),
+        dst: IpAddr::V6(dst),
+        later_fragment,
+        fragment,
+        tos: 0,
+    };
     let (mut next, mut at) = (first, ETH_LEN + ndp::IPV6_LEN);
     let (mut fragment, mut later_fragment) = (false, false);
     for _ in 0..8 {
@@ -132,32 +144,12 @@ pub(super) fn parse_ipv6(frame: &[u8]) -> Result<L3, V6Error> {
                 }
             }
             _ => {
-                return Ok(L3 {
-                    v6: true,
-                    l4: at,
-                    l4_len: end - at,
-                    proto: next,
-                    src: IpAddr::V6(src),
-                    dst: IpAddr::V6(dst),
-                    later_fragment,
-                    fragment,
-                    tos: 0,
-                });
+                return Ok(found(at, next, later_fragment, fragment));
             }
         }
     }
     if later_fragment {
-        return Ok(L3 {
-            v6: true,
-            l4: at,
-            l4_len: end - at,
-            proto: next,
-            src: IpAddr::V6(src),
-            dst: IpAddr::V6(dst),
-            later_fragment,
-            fragment,
-            tos: 0,
-        });
+        return Ok(found(at, next, later_fragment, fragment));
     }
     Err(V6Error::Unhandled)
 }
