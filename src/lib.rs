@@ -25,6 +25,8 @@
 //! - [`reqlog`]: the `-l` request log (its line formats are pure functions).
 //! - [`link`]: frame drivers for the engine: live `AF_PACKET` (DSR mode of the daemon),
 //!   offline pcap files (`pen-sim`), in memory.
+//!
+//! `testing` (hidden): `require_root()` for the unit and integration tests.
 
 pub mod acl;
 pub mod cli;
@@ -37,3 +39,5 @@ pub mod proxy;
 pub mod reqlog;
 pub mod select;
 pub mod stats;
+#[doc(hidden)]
+pub mod testing;

@@ -893,10 +893,7 @@ fn idle_control_clients_do_not_lock_penctl_out() {
 #[test]
 fn status_page_in_a_directory_pen_cannot_write_is_rewritten_in_place() {
     use std::os::unix::fs::{PermissionsExt, chown};
-    assert!(
-        common::is_root(),
-        "this test needs root: it runs pen as nobody on a file prepared by root"
-    );
+    common::require_root("runs pen as nobody on a file prepared by root");
     let a = Backend::start("a", "127.0.0.1");
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -37,14 +37,8 @@ pub fn dead_spec() -> String {
     format!("127.0.0.1:{}", dead_port())
 }
 
-/// Fails the test (never skips it) when not running as root: privileged tests must run as root
-/// in CI, and a test that returns early when it cannot do its job would pass without testing.
-pub fn require_root(why: &str) {
-    assert!(
-        is_root(),
-        "this test {why}: it needs root (run the tests as root, e.g. `sudo -E cargo test`); it fails rather than skip"
-    );
-}
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use pen::testing::{is_root, require_root};
 
 enum BackendListener {
     Tcp(TcpListener),
@@ -467,12 +461,6 @@ pub fn unix_listening(path: &Path) -> bool {
             cols.len() >= 8 && cols[3] == "00010000" && cols[7] == want
         })
     })
-}
-
-/// Whether the tests run as (effective) root.
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 /// Polls `f` until it returns true or `STEP` passes.
