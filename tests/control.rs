@@ -10,17 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Backend, Listen, Pen, STEP, get, probe_port, tcp_listening, wait_until};
-
-/// Sends one command to the control port and returns the reply (read until pen closes).
-fn ctl(port: u16, cmd: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the control port");
-    s.set_read_timeout(Some(STEP)).unwrap();
-    s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read the control reply");
-    out
-}
+use common::{Backend, Listen, Pen, STEP, ctl, get, probe_port, scrape, tcp_listening, wait_until};
 
 /// Like [`ctl`], but a connection that pen closes or resets without a reply gives "".
 fn ctl_or_nothing(port: u16, cmd: &str) -> String {
@@ -404,15 +394,6 @@ fn prometheus_endpoint_exposes_per_server_metrics() {
             && !m.contains(&format!("pen_server_received_bytes_total{{{a_label}}} 0\n"))
     }));
     assert_eq!(ctl(cport, "prometheus"), format!("127.0.0.1:{mport}\n"));
-}
-
-fn scrape(port: u16) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(STEP)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 #[test]

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{STEP, pen_bin, tcp_listening, wait_until, wait_within};
+use common::{STEP, pen_bin, scrape, tcp_listening, wait_until, wait_within};
 
 /// A backend that echoes every connection until the client closes it (connections stay open
 /// as long as the test holds them).
@@ -186,15 +186,6 @@ fn echo_once(pen: SocketAddr, msg: &[u8]) -> io::Result<TcpStream> {
         return Err(io::Error::other("echo mismatch"));
     }
     Ok(s)
-}
-
-fn scrape(port: u16) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(STEP)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 fn value(metrics: &str, series: &str) -> Option<f64> {

@@ -5,13 +5,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Backend, Listen, Pen, STEP, get, tcp_listening, wait_until};
+use common::{Backend, Listen, Pen, STEP, ctl, get, tcp_listening, wait_until};
 
 fn at(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -25,15 +24,6 @@ fn signal(pen: &Pen, sig: i32) {
     let pid = i32::try_from(pen.pid()).unwrap();
     // SAFETY: kill(2) on the PID of our own child.
     unsafe { libc::kill(pid, sig) };
-}
-
-fn ctl(port: u16, cmd: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the control port");
-    s.set_read_timeout(Some(STEP)).unwrap();
-    s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read the control reply");
-    out
 }
 
 /// 4 clients × 750 requests while the config file is rewritten (server 0: a → b) and SIGHUP

@@ -21,7 +21,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, StreamOwned};
 
-use common::{Listen, Pen, STEP, pen_fails, wait_until, wait_within};
+use common::{Listen, Pen, STEP, ctl, pen_fails, wait_until, wait_within};
 
 // ---------------------------------------------------------------- certificates
 
@@ -601,16 +601,6 @@ fn ca_directory_a_and_per_name_ca_decide_which_client_certificates_get_in() {
         !works(&ours, "partner.test"),
         "partner.test.ca refuses our client"
     );
-}
-
-/// Sends one command to the control port; returns the reply.
-fn ctl(port: u16, cmd: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(STEP)).unwrap();
-    s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 #[test]

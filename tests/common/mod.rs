@@ -463,6 +463,27 @@ pub fn unix_listening(path: &Path) -> bool {
     })
 }
 
+/// Sends one command line to the TCP control port on 127.0.0.1 and returns pen's whole reply
+/// (read until pen closes; bounded by `STEP`).
+pub fn ctl(port: u16, cmd: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the control port");
+    s.set_read_timeout(Some(STEP)).unwrap();
+    s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read the control reply");
+    out
+}
+
+/// `GET /metrics` from the Prometheus endpoint on 127.0.0.1 (bounded by `STEP`).
+pub fn scrape(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics port");
+    s.set_read_timeout(Some(STEP)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read the metrics");
+    out
+}
+
 /// Polls `f` until it returns true or `STEP` passes.
 pub fn wait_until(f: impl FnMut() -> bool) -> bool {
     wait_within(STEP, f)
