@@ -21,6 +21,37 @@ pub struct BackendConfig {
     pub available: bool,
 }
 
+/// Why pen's configuration cannot drive the engine. Each displays one line naming the setting
+/// and what would be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineConfigError {
+    #[error(
+        "DSR needs the virtual IP address as the listen address, got {0}; give VIP:port, e.g. 192.168.100.1:80 or [fd00::100]:80 (port 0 = every port)"
+    )]
+    UnspecifiedVip(std::net::SocketAddr),
+    #[error(
+        "DSR needs the virtual IP address as the listen address, got {0}; give VIP:port, e.g. 192.168.100.1:80"
+    )]
+    NotAnAddress(String),
+    #[error("DSR needs a listen address: give VIP:port, e.g. 192.168.100.1:80")]
+    NoListen,
+    #[error("DSR supports at most {max} servers, got {got}")]
+    TooManyServers { max: usize, got: usize },
+    #[error(
+        "server {index} ({name}): host names must be resolved to an IP address before DSR starts"
+    )]
+    UnresolvedName { index: usize, name: String },
+    #[error(
+        "server {index} ({path}): a Unix socket cannot be a DSR backend; give an IP address on the DSR interface's segment"
+    )]
+    UnixBackend { index: usize, path: String },
+    #[error("tarpit_acl {0}: no such access list; expected 0-9")]
+    NoSuchAcl(u8),
+    /// pen's own command line (`config_from_pen_args`), with its cause.
+    #[error(transparent)]
+    Cli(#[from] crate::cli::CliError),
+}
+
 /// Everything the engine needs, as a plain value (built from [`Config`] by
 /// [`EngineConfig::from_config`], or by hand in tests).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,48 +122,40 @@ impl EngineConfig {
     /// IPv6 address, port 0 = every port), `-U`, `-r`, the servers (IP literals; names must
     /// have been resolved into [`HostSpec::Ip`] by the caller) and `tarpit_acl`. All backends start
     /// available; the caller applies the blacklist with [`Engine::set_available`](super::Engine::set_available).
-    pub fn from_config(cfg: &Config, mac: Mac, isn_key: [u8; 16]) -> Result<EngineConfig, String> {
+    pub fn from_config(
+        cfg: &Config,
+        mac: Mac,
+        isn_key: [u8; 16],
+    ) -> Result<EngineConfig, EngineConfigError> {
         let (vip, port) = match &cfg.listen {
             Some(ListenAddr::Inet(sa)) => match crate::acl::canonical(sa.ip()) {
                 ip if !ip.is_unspecified() => (ip, sa.port()),
-                _ => {
-                    return Err(format!(
-                        "DSR needs the virtual IP address as the listen address, got {sa}; give VIP:port, e.g. 192.168.100.1:80 or [fd00::100]:80 (port 0 = every port)"
-                    ));
-                }
+                _ => return Err(EngineConfigError::UnspecifiedVip(*sa)),
             },
-            Some(other) => {
-                return Err(format!(
-                    "DSR needs the virtual IP address as the listen address, got {other}; give VIP:port, e.g. 192.168.100.1:80"
-                ));
-            }
-            None => {
-                return Err(
-                    "DSR needs a listen address: give VIP:port, e.g. 192.168.100.1:80".into(),
-                );
-            }
+            Some(other) => return Err(EngineConfigError::NotAnAddress(other.to_string())),
+            None => return Err(EngineConfigError::NoListen),
         };
         if cfg.servers.len() > maglev::MAX_MEMBERS {
-            return Err(format!(
-                "DSR supports at most {} servers, got {}",
-                maglev::MAX_MEMBERS,
-                cfg.servers.len()
-            ));
+            return Err(EngineConfigError::TooManyServers {
+                max: maglev::MAX_MEMBERS,
+                got: cfg.servers.len(),
+            });
         }
         let mut backends = Vec::with_capacity(cfg.servers.len());
-        for (i, s) in cfg.servers.iter().enumerate() {
+        for (index, s) in cfg.servers.iter().enumerate() {
             let ip = match &s.host {
                 Some(HostSpec::Ip(a)) => Some(crate::acl::canonical(*a)),
                 Some(HostSpec::Name(n)) => {
-                    return Err(format!(
-                        "server {i} ({n}): host names must be resolved to an IP address before DSR starts"
-                    ));
+                    return Err(EngineConfigError::UnresolvedName {
+                        index,
+                        name: n.clone(),
+                    });
                 }
                 Some(HostSpec::Unix(p)) => {
-                    return Err(format!(
-                        "server {i} ({}): a Unix socket cannot be a DSR backend; give an IP address on the DSR interface's segment",
-                        p.display()
-                    ));
+                    return Err(EngineConfigError::UnixBackend {
+                        index,
+                        path: p.display().to_string(),
+                    });
                 }
                 None => None,
             };
@@ -147,7 +170,7 @@ impl EngineConfig {
                 cfg.acls
                     .get(usize::from(n))
                     .cloned()
-                    .ok_or_else(|| format!("tarpit_acl {n}: no such access list; expected 0-9"))?,
+                    .ok_or(EngineConfigError::NoSuchAcl(n))?,
             ),
             None => None,
         };
@@ -171,13 +194,13 @@ pub fn config_from_pen_args(
     args: &[String],
     mac: Mac,
     isn_key: [u8; 16],
-) -> Result<EngineConfig, String> {
-    let parsed = crate::cli::parse(args.iter().cloned()).map_err(|e| e.to_string())?;
+) -> Result<EngineConfig, EngineConfigError> {
+    let parsed = crate::cli::parse(args.iter().cloned())?;
     let mut cfg = parsed.config;
     if cfg.dsr_if.is_none() {
         cfg.dsr_if = Some("offline".into());
     }
-    crate::cli::finish_startup(&mut cfg, &parsed.servers).map_err(|e| e.to_string())?;
+    crate::cli::finish_startup(&mut cfg, &parsed.servers)?;
     EngineConfig::from_config(&cfg, mac, isn_key)
 }
 

@@ -84,7 +84,7 @@ use crate::acl::Acl;
 pub use maglev::{Maglev, Member, flow_hash, flow_hash_ip};
 pub use wire::Mac;
 
-pub use config::{BackendConfig, EngineConfig, config_from_pen_args, parse_mac};
+pub use config::{BackendConfig, EngineConfig, EngineConfigError, config_from_pen_args, parse_mac};
 pub use verdict::{
     Counters, DropReason, IgnoreReason, RxMeta, TarpitStatus, Transmit, TxKind, Verdict,
 };
@@ -899,7 +899,28 @@ mod tests {
             ..Default::default()
         });
         let e = EngineConfig::from_config(&c, MAC, [0; 16]).unwrap_err();
-        assert!(e.contains("web1"), "{e}");
+        assert!(e.to_string().contains("web1"), "{e}");
+        assert_eq!(
+            e,
+            EngineConfigError::UnresolvedName {
+                index: 0,
+                name: "web1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn pen_args_errors_keep_the_command_line_error() {
+        let args: Vec<String> = vec!["10.0.0.1:0".into(), "10.0.0.2:htttp".into()];
+        let e = config_from_pen_args(&args, MAC, [0; 16]).unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                EngineConfigError::Cli(crate::cli::CliError::Backend { .. })
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("htttp"), "{e}");
     }
 
     #[test]
@@ -940,6 +961,6 @@ mod tests {
             ..Config::default()
         };
         let e = EngineConfig::from_config(&c, MAC, [0; 16]).unwrap_err();
-        assert!(e.contains("0.0.0.0:80"), "{e}");
+        assert!(e.to_string().contains("0.0.0.0:80"), "{e}");
     }
 }
