@@ -13,7 +13,7 @@
 //!
 //! Start-up order for the daemon (C Pen's): options ([`parse`]) → `-F` file
 //! ([`crate::ctl::apply::apply_file`] with `fs::read_to_string`) → [`finish_startup`] (listen
-//! address present, port 0 only with DSR, then [`overlay_servers`] with [`Cli::servers`]) → run
+//! address present, then [`overlay_servers`] with [`Cli::servers`]) → run
 //! [`Cli::runtime_commands`] and the file's runtime commands once the control plane is up.
 
 use std::path::PathBuf;
