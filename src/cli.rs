@@ -13,10 +13,9 @@
 //!
 //! Start-up order for the daemon (C Pen's): options ([`parse`]) → `-F` file
 //! ([`crate::ctl::apply::apply_file`] with `fs::read_to_string`) → [`finish_startup`] (listen
-//! address present, port 0 only with DSR, then [`overlay_servers`] with [`Cli::servers`]) → run
+//! address present, then [`overlay_servers`] with [`Cli::servers`]) → run
 //! [`Cli::runtime_commands`] and the file's runtime commands once the control plane is up.
 
-use std::fmt;
 use std::path::PathBuf;
 
 use crate::config::{Config, HostSpec, ListenAddr, ServerConfig, SslProtocol, defaults};
@@ -135,33 +134,48 @@ pub enum Invocation {
     Version,
 }
 
-/// A bad command line. Displays one line naming the bad token and what would be accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CliError {
-    pub message: String,
-    /// The binary should print [`USAGE`] after the message.
-    pub show_usage: bool,
+/// A bad command line. Displays one line naming the bad token and what would be accepted;
+/// a bad address keeps its parse error as the cause.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CliError {
+    /// The listen address as given, and why it did not parse.
+    #[error("pen: bad listen address {given:?}: {source}")]
+    ListenAddr {
+        given: String,
+        #[source]
+        source: crate::config::AddrError,
+    },
+    /// A backend, `-e` or `-B` server: `what` says which and how it was given
+    /// (`backend "x"`, `emergency server "x" for -e`).
+    #[error("pen: bad {what}: {source}")]
+    Backend {
+        what: String,
+        #[source]
+        source: BackendError,
+    },
+    /// Any other bad option or value; with `usage` the binary prints [`USAGE`] after it.
+    #[error("{message}")]
+    Invalid { message: String, usage: bool },
 }
 
-impl fmt::Display for CliError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.message)
+impl CliError {
+    /// The binary should print [`USAGE`] after the message.
+    pub fn show_usage(&self) -> bool {
+        matches!(self, CliError::Invalid { usage: true, .. })
     }
 }
 
-impl std::error::Error for CliError {}
-
 fn fail(message: impl Into<String>) -> CliError {
-    CliError {
+    CliError::Invalid {
         message: message.into(),
-        show_usage: false,
+        usage: false,
     }
 }
 
 fn fail_usage(message: impl Into<String>) -> CliError {
-    CliError {
+    CliError::Invalid {
         message: message.into(),
-        show_usage: true,
+        usage: true,
     }
 }
 
@@ -435,13 +449,10 @@ pub fn invocation<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
             "listen address {p:?} ignored: the listen command already set {l} (as C Pen)"
         )),
         (None, Some(p)) => {
-            let l = ListenAddr::parse(&p)
-                .map_err(|e| fail(format!("pen: bad listen address {p:?}: {e}")))?;
-            if l.port() == Some(0) && st.cfg.dsr_if.is_none() && st.cfg.config_file.is_none() {
-                return Err(fail(format!(
-                    "pen: bad listen address {p:?}: port 0 is only allowed in DSR mode (-O \"dsr_if IF\"); expected a port 1-65535"
-                )));
-            }
+            let l = ListenAddr::parse(&p).map_err(|source| CliError::ListenAddr {
+                given: p.clone(),
+                source,
+            })?;
             st.cfg.listen = Some(l);
             st.cfg.listen_given = Some(p);
         }
@@ -462,21 +473,17 @@ pub fn invocation<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
         .unwrap_or(0);
     let servers = pos
         .map(|s| {
-            parse_backend(&s, default_port)
-                .map_err(|e| fail(format!("pen: bad backend {s:?}: {e}")))
+            parse_backend(&s, default_port).map_err(|source| CliError::Backend {
+                what: format!("backend {s:?}"),
+                source,
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     if let Some(e) = st.emergency.take() {
-        st.cfg.emergency = Some(
-            parse_backend(&e, default_port)
-                .map_err(|m| fail(format!("pen: bad emergency server {e:?} for -e: {m}")))?,
-        );
+        st.cfg.emergency = Some(special_server(&e, default_port, "emergency server", "-e")?);
     }
     if let Some(b) = st.abuse.take() {
-        st.cfg.abuse = Some(
-            parse_backend(&b, default_port)
-                .map_err(|m| fail(format!("pen: bad abuse server {b:?} for -B: {m}")))?,
-        );
+        st.cfg.abuse = Some(special_server(&b, default_port, "abuse server", "-B")?);
     }
     Ok(Invocation::Run(Box::new(Cli {
         config: st.cfg,
@@ -488,27 +495,61 @@ pub fn invocation<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
 
 const BACKEND_FORM: &str = "host[:port[:maxc[:hard[:weight[:prio]]]]]";
 
+/// The `-e` or `-B` server (`what` and `flag` name it in the error).
+fn special_server(
+    spec: &str,
+    default_port: u16,
+    what: &str,
+    flag: &str,
+) -> Result<ServerConfig, CliError> {
+    parse_backend(spec, default_port).map_err(|source| CliError::Backend {
+        what: format!("{what} {spec:?} for {flag}"),
+        source,
+    })
+}
+
+/// Why a backend spec did not parse; displays one line saying what would be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    #[error("expected {BACKEND_FORM}")]
+    Empty,
+    #[error("missing ']' after the IPv6 address; expected [v6addr]:port")]
+    MissingBracket,
+    #[error("{0:?} is not a valid IPv6 address")]
+    BadIpv6(String),
+    #[error("expected ':' after ']', got {0:?}")]
+    AfterBracket(String),
+    #[error(transparent)]
+    Host(#[from] crate::config::AddrError),
+    #[error("too many ':' fields; expected {BACKEND_FORM}")]
+    TooManyFields,
+    #[error("{name} must be a number >= 0, got {value:?}")]
+    Field { name: &'static str, value: String },
+    #[error(
+        "port must be a number 1-65535 or a well-known service name (http, smtp, ...), got {0:?}"
+    )]
+    Port(String),
+}
+
 /// Parses a backend `host[:port[:maxc[:hard[:weight[:prio]]]]]`, `[v6addr]:port:...`, a bare
 /// IPv6 address (no port: use brackets to give one), or a Unix socket path (contains `/`;
 /// fields after the first `:` as for hosts). An empty or missing port means `default_port`
 /// (the listen port). Missing fields are 0, as C Pen.
-pub fn parse_backend(spec: &str, default_port: u16) -> Result<ServerConfig, String> {
+pub fn parse_backend(spec: &str, default_port: u16) -> Result<ServerConfig, BackendError> {
     if spec.is_empty() {
-        return Err(format!("expected {BACKEND_FORM}"));
+        return Err(BackendError::Empty);
     }
     let (host, rest): (HostSpec, Option<&str>) = if let Some(inner) = spec.strip_prefix('[') {
-        let (addr, after) = inner.split_once(']').ok_or_else(|| {
-            "missing ']' after the IPv6 address; expected [v6addr]:port".to_string()
-        })?;
+        let (addr, after) = inner.split_once(']').ok_or(BackendError::MissingBracket)?;
         let ip: std::net::Ipv6Addr = addr
             .parse()
-            .map_err(|_| format!("{addr:?} is not a valid IPv6 address"))?;
+            .map_err(|_| BackendError::BadIpv6(addr.to_string()))?;
         let rest = match after {
             "" => None,
             _ => Some(
                 after
                     .strip_prefix(':')
-                    .ok_or_else(|| format!("expected ':' after ']', got {after:?}"))?,
+                    .ok_or_else(|| BackendError::AfterBracket(after.to_string()))?,
             ),
         };
         (HostSpec::Ip(ip.into()), rest)
@@ -523,23 +564,21 @@ pub fn parse_backend(spec: &str, default_port: u16) -> Result<ServerConfig, Stri
     };
     let fields: Vec<&str> = rest.map(|r| r.split(':').collect()).unwrap_or_default();
     if fields.len() > 5 {
-        return Err(format!("too many ':' fields; expected {BACKEND_FORM}"));
+        return Err(BackendError::TooManyFields);
     }
-    let field = |i: usize, name: &str| -> Result<u32, String> {
+    let field = |i: usize, name: &'static str| -> Result<u32, BackendError> {
         match fields.get(i) {
             None => Ok(0),
-            Some(f) => command::parse_num(f, 0, u32::MAX)
-                .ok_or_else(|| format!("{name} must be a number >= 0, got {f:?}")),
+            Some(f) => command::parse_num(f, 0, u32::MAX).ok_or_else(|| BackendError::Field {
+                name,
+                value: f.to_string(),
+            }),
         }
     };
     let port = match fields.first() {
         None | Some(&"") => default_port,
         Some(p) => match crate::config::parse_port(p) {
-            Ok(0) | Err(_) => {
-                return Err(format!(
-                    "port must be a number 1-65535 or a well-known service name (http, smtp, ...), got {p:?}"
-                ));
-            }
+            Ok(0) | Err(_) => return Err(BackendError::Port(p.to_string())),
             Ok(port) => port,
         },
     };
@@ -574,21 +613,13 @@ pub fn format_backend(s: &ServerConfig) -> String {
 }
 
 /// The last start-up step that needs no IO, after the `-F` file was applied: a listen address
-/// must exist (from the command line, `-O listen` or the file), port 0 only in DSR mode, then
+/// must exist (from the command line, `-O listen` or the file), then
 /// the command-line backends are laid over slots 0..n-1 ([`overlay_servers`]).
 pub fn finish_startup(cfg: &mut Config, servers: &[ServerConfig]) -> Result<(), CliError> {
-    match &cfg.listen {
-        None => {
-            return Err(fail_usage(
-                "pen: no listen address: give [host:]port on the command line or `listen` in the -F file",
-            ));
-        }
-        Some(l) if l.port() == Some(0) && cfg.dsr_if.is_none() => {
-            return Err(fail(format!(
-                "pen: bad listen address \"{l}\": port 0 is only allowed in DSR mode (dsr_if); expected a port 1-65535"
-            )));
-        }
-        Some(_) => {}
+    if cfg.listen.is_none() {
+        return Err(fail_usage(
+            "pen: no listen address: give [host:]port on the command line or `listen` in the -F file",
+        ));
     }
     overlay_servers(cfg, servers);
     Ok(())
@@ -869,7 +900,7 @@ mod tests {
     fn unknown_and_incomplete_options() {
         let e = parse(args("-y 80")).unwrap_err();
         assert_eq!(e.to_string(), "pen: unknown option -y");
-        assert!(e.show_usage);
+        assert!(e.show_usage());
         assert_eq!(bad("80 h -x"), "pen: option -x requires an argument");
         assert!(bad("--frob 80 h").contains("single-letter options only (and --help, --version)"));
         assert!(bad("-L tls9 80").contains("ssl23, ssl2, ssl3 or tls1"));
@@ -878,7 +909,7 @@ mod tests {
     #[test]
     fn missing_listen_address_is_a_usage_error() {
         let e = parse(args("-f -r")).unwrap_err();
-        assert!(e.show_usage);
+        assert!(e.show_usage());
         assert!(e.to_string().contains("no listen address"), "{e}");
         // With -F the file may provide `listen`.
         let c = ok("-F /etc/pen.cfg");
@@ -934,8 +965,11 @@ mod tests {
     }
 
     #[test]
-    fn listen_port_zero_only_in_dsr_mode() {
-        assert!(bad("192.168.100.1:0 h").contains("only allowed in DSR mode"));
+    fn listen_port_zero_is_a_kernel_chosen_port_or_every_port_in_dsr_mode() {
+        // As a proxy: the kernel picks the port and pen reports it (daemon.rs).
+        let mut c = parse(vec!["127.0.0.1:0".into(), "h".into()]).unwrap();
+        assert_eq!(c.config.listen.clone().unwrap().port(), Some(0));
+        finish_startup(&mut c.config, &c.servers).unwrap();
         let c = parse(vec![
             "-O".into(),
             "dsr_if eth1".into(),
@@ -945,6 +979,29 @@ mod tests {
         .unwrap();
         assert_eq!(c.config.listen.unwrap().port(), Some(0));
         assert_eq!(c.servers[0].port, 0);
+    }
+
+    #[test]
+    fn bad_addresses_keep_their_parse_error_as_the_cause() {
+        let e = parse(args("htttp h")).unwrap_err();
+        let CliError::ListenAddr { given, source } = &e else {
+            panic!("expected a listen address error, got {e:?}");
+        };
+        assert_eq!(given, "htttp");
+        assert!(matches!(source, crate::config::AddrError::ListenPort(_)));
+        let e = parse(args("80 10.0.0.1:htttp")).unwrap_err();
+        assert_eq!(
+            e,
+            CliError::Backend {
+                what: "backend \"10.0.0.1:htttp\"".into(),
+                source: BackendError::Port("htttp".into()),
+            }
+        );
+        assert_eq!(
+            std::error::Error::source(&e).map(|c| c.to_string()),
+            Some(BackendError::Port("htttp".into()).to_string())
+        );
+        assert!(!e.show_usage());
     }
 
     #[test]
@@ -997,8 +1054,16 @@ mod tests {
             (ip("2001:db8::2"), 443),
             "bare v6 has no port"
         );
-        assert!(parse_backend("[::1", 1).unwrap_err().contains("']'"));
-        assert!(parse_backend("[::1]80", 1).unwrap_err().contains("':'"));
+        assert_eq!(
+            parse_backend("[::1", 1).unwrap_err(),
+            BackendError::MissingBracket
+        );
+        assert!(
+            parse_backend("[::1]80", 1)
+                .unwrap_err()
+                .to_string()
+                .contains("':'")
+        );
     }
 
     #[test]
@@ -1067,16 +1132,10 @@ mod tests {
         let mut cfg = cli.config.clone();
         let e = finish_startup(&mut cfg, &cli.servers).unwrap_err();
         assert!(
-            e.show_usage && e.to_string().contains("no listen address"),
+            e.show_usage() && e.to_string().contains("no listen address"),
             "{e}"
         );
         cfg.listen = Some(ListenAddr::parse("10.0.0.1:0").unwrap());
-        assert!(
-            finish_startup(&mut cfg, &[])
-                .unwrap_err()
-                .to_string()
-                .contains("DSR")
-        );
         cfg.dsr_if = Some("eth1".into());
         let cli = ok("80 10.1.1.1");
         finish_startup(&mut cfg, &cli.servers).unwrap();

@@ -54,15 +54,42 @@ pub enum ListenAddr {
     },
 }
 
+/// Why a listen address, a port or a host did not parse. Each displays one line naming the
+/// input and what would be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddrError {
+    #[error("expected [host:]port or a Unix socket path, got an empty string")]
+    EmptyListen,
+    #[error("port must be a number 0-65535 or a service name, got {0:?}")]
+    PortOutOfRange(String),
+    #[error(
+        "port must be a number 0-65535 or a well-known service name (http, smtp, ...), got {0:?}"
+    )]
+    UnknownService(String),
+    /// The port of a listen address (the cause is kept).
+    #[error("{0} (expected [host:]port)")]
+    ListenPort(#[source] Box<AddrError>),
+    #[error("bad listen host {0:?}")]
+    ListenHost(String),
+    #[error("expected a host name, an IP address or a Unix socket path, got an empty string")]
+    EmptyHost,
+    #[error("{0:?} is not a valid IPv4 address")]
+    BadIpv4(String),
+    #[error("{0:?} is not a valid IPv6 address")]
+    BadIpv6(String),
+    #[error("{0:?} is not a valid host name, IP address or Unix socket path")]
+    BadHost(String),
+}
+
 impl ListenAddr {
     /// Parses C Pen's listen syntax: a path containing `/` is a Unix socket; otherwise the
     /// **last** `:` separates host and port (`8080`, `0.0.0.0:80`, `::1:2222`, `:::10000`,
-    /// `[::1]:8080`, `localhost:8080`); no host means 0.0.0.0. Port 0 is accepted here (DSR
-    /// "every port"); callers reject it outside DSR mode. Numeric ports only (no
-    /// `/etc/services` names: parsing is pure).
-    pub fn parse(s: &str) -> Result<ListenAddr, String> {
+    /// `[::1]:8080`, `localhost:8080`); no host means 0.0.0.0. Port 0 is accepted (DSR: every
+    /// port; proxy: a port the kernel picks, which pen reports). Numbers or the well-known
+    /// service names of [`parse_port`] (no `/etc/services`: parsing is pure).
+    pub fn parse(s: &str) -> Result<ListenAddr, AddrError> {
         if s.is_empty() {
-            return Err("expected [host:]port or a Unix socket path, got an empty string".into());
+            return Err(AddrError::EmptyListen);
         }
         if s.contains('/') {
             return Ok(ListenAddr::Unix(PathBuf::from(s)));
@@ -71,7 +98,7 @@ impl ListenAddr {
             Some((h, p)) => (h, p),
             None => ("", s),
         };
-        let port = parse_port(port).map_err(|e| format!("{e} (expected [host:]port)"))?;
+        let port = parse_port(port).map_err(|e| AddrError::ListenPort(Box::new(e)))?;
         let host = host
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
@@ -85,7 +112,7 @@ impl ListenAddr {
         match HostSpec::parse(host)? {
             HostSpec::Ip(ip) => Ok(ListenAddr::Inet(SocketAddr::new(ip, port))),
             HostSpec::Name(host) => Ok(ListenAddr::Name { host, port }),
-            HostSpec::Unix(_) => Err(format!("bad listen host {host:?}")),
+            HostSpec::Unix(_) => Err(AddrError::ListenHost(host.to_string())),
         }
     }
 
@@ -111,15 +138,13 @@ impl fmt::Display for ListenAddr {
 }
 
 /// A port number 0-65535 (decimal digits only).
-pub fn parse_port(s: &str) -> Result<u16, String> {
+pub fn parse_port(s: &str) -> Result<u16, AddrError> {
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         return s
             .parse::<u16>()
-            .map_err(|_| format!("port must be a number 0-65535 or a service name, got {s:?}"));
+            .map_err(|_| AddrError::PortOutOfRange(s.to_string()));
     }
-    service_port(s).ok_or_else(|| {
-        format!("port must be a number 0-65535 or a well-known service name (http, smtp, ...), got {s:?}")
-    })
+    service_port(s).ok_or_else(|| AddrError::UnknownService(s.to_string()))
 }
 
 /// Well-known TCP/UDP service names, as C Pen resolves them through getservbyname (its usage
@@ -186,12 +211,9 @@ impl HostSpec {
     /// A backend host: a path containing `/` is a Unix socket, an IPv4/IPv6 literal (IPv6 may
     /// be in brackets) is an address, anything else must be a valid host name (letters, digits,
     /// `-`, `_`, `.`; at most 253 characters) and stays unresolved.
-    pub fn parse(s: &str) -> Result<HostSpec, String> {
+    pub fn parse(s: &str) -> Result<HostSpec, AddrError> {
         if s.is_empty() {
-            return Err(
-                "expected a host name, an IP address or a Unix socket path, got an empty string"
-                    .into(),
-            );
+            return Err(AddrError::EmptyHost);
         }
         if s.contains('/') {
             return Ok(HostSpec::Unix(PathBuf::from(s)));
@@ -203,13 +225,13 @@ impl HostSpec {
             return inner
                 .parse::<Ipv6Addr>()
                 .map(|a| HostSpec::Ip(IpAddr::V6(a)))
-                .map_err(|_| format!("{s:?} is not a valid IPv6 address"));
+                .map_err(|_| AddrError::BadIpv6(s.to_string()));
         }
         if s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-            return Err(format!("{s:?} is not a valid IPv4 address"));
+            return Err(AddrError::BadIpv4(s.to_string()));
         }
         if s.contains(':') {
-            return Err(format!("{s:?} is not a valid IPv6 address"));
+            return Err(AddrError::BadIpv6(s.to_string()));
         }
         let valid = s.len() <= 253
             && !s.starts_with(['-', '.'])
@@ -218,9 +240,7 @@ impl HostSpec {
         if valid {
             Ok(HostSpec::Name(s.to_string()))
         } else {
-            Err(format!(
-                "{s:?} is not a valid host name, IP address or Unix socket path"
-            ))
+            Err(AddrError::BadHost(s.to_string()))
         }
     }
 }
@@ -590,12 +610,22 @@ mod tests {
     #[test]
     fn listen_accepts_well_known_service_names_and_rejects_others() {
         assert_eq!(ListenAddr::parse("smtp").unwrap().port(), Some(25));
-        assert!(
-            ListenAddr::parse("smtpx")
-                .unwrap_err()
-                .contains("\"smtpx\"")
+        let e = ListenAddr::parse("smtpx").unwrap_err();
+        assert!(e.to_string().contains("\"smtpx\""), "{e}");
+        // The port's own error is kept as the cause.
+        assert_eq!(
+            e,
+            AddrError::ListenPort(Box::new(AddrError::UnknownService("smtpx".into())))
         );
-        assert!(ListenAddr::parse("1.2.3.4:70000").is_err());
+        let cause = std::error::Error::source(&e).expect("a cause");
+        assert_eq!(
+            cause.to_string(),
+            AddrError::UnknownService("smtpx".into()).to_string()
+        );
+        assert!(matches!(
+            ListenAddr::parse("1.2.3.4:70000"),
+            Err(AddrError::ListenPort(p)) if *p == AddrError::PortOutOfRange("70000".into())
+        ));
         assert!(ListenAddr::parse("").is_err());
     }
 
@@ -635,8 +665,16 @@ mod tests {
 
     #[test]
     fn host_spec_rejects_bad_addresses() {
-        assert!(HostSpec::parse("10.0.0.256").unwrap_err().contains("IPv4"));
-        assert!(HostSpec::parse("fe80::zz").unwrap_err().contains("IPv6"));
+        assert_eq!(
+            HostSpec::parse("10.0.0.256"),
+            Err(AddrError::BadIpv4("10.0.0.256".into()))
+        );
+        assert!(
+            HostSpec::parse("fe80::zz")
+                .unwrap_err()
+                .to_string()
+                .contains("IPv6")
+        );
         assert!(HostSpec::parse("a b").is_err());
         assert!(HostSpec::parse("-x").is_err());
     }

@@ -11,7 +11,6 @@
 //! SIGUSR1 writes the statistics (`ctl::server`); SIGPIPE is ignored.
 
 use std::ffi::CString;
-use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -30,24 +29,37 @@ use crate::proxy::{Shared, SharedState};
 use crate::stats::ConnRow;
 use crate::sys;
 
-/// A start-up or run-time failure of the daemon. Displays one line naming the offending input.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DaemonError {
-    pub message: String,
+/// A start-up or run-time failure of the daemon. Displays one line naming the offending input;
+/// the cause (the command-line error, the TLS error, the OS error) is kept as `source()`.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The command line or `-F` file, checked once the file was applied.
+    #[error(transparent)]
+    Cli(#[from] cli::CliError),
+    /// Certificates and keys (`-E`, `-K`, ...), read before privileges are dropped.
+    #[error(transparent)]
+    Tls(#[from] crate::proxy::tls::TlsError),
+    /// An OS call failed: `what` names the file, address or socket (`pen: cannot listen on
+    /// 127.0.0.1:80`), `source` is the OS error.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    /// A setting pen cannot use; the message names it and what would be accepted.
+    #[error("{0}")]
+    Setup(String),
 }
-
-impl fmt::Display for DaemonError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for DaemonError {}
 
 fn err(message: impl Into<String>) -> DaemonError {
-    DaemonError {
-        message: message.into(),
-    }
+    DaemonError::Setup(message.into())
+}
+
+/// `map_err` for an OS error while doing `what`.
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> DaemonError {
+    let what = what.into();
+    move |source| DaemonError::Io { what, source }
 }
 
 /// A listening socket opened before the runtime exists (and before forking).
@@ -77,21 +89,28 @@ pub fn run(cli: Cli) -> Result<(), DaemonError> {
     if let Some(path) = config.config_file.clone() {
         deferred.extend(read_config_file(&mut config, &path)?);
     }
-    cli::finish_startup(&mut config, &servers).map_err(|e| err(e.message))?;
+    cli::finish_startup(&mut config, &servers)?;
     warn_unsupported(&config);
     crate::proxy::resources::check_fd_limit(&config);
 
     let mut shared = build_shared(config)?;
     if !shared.config.udp {
         // Certificates are read now, before chroot and privilege drop, with clear errors.
-        shared.tls = crate::proxy::tls::startup(&shared.config.tls).map_err(|e| err(e.message))?;
+        shared.tls = crate::proxy::tls::startup(&shared.config.tls)?;
     }
     let listener = open_listener(&shared.config)?;
+    report_bound_listener(&mut shared.config, &listener);
     if let Some(l) = &shared.config.log {
         crate::reqlog::reopen(Some(l)).map_err(|e| err(format!("pen: -l {l}: {e}")))?;
     }
-    let control = match &shared.config.control {
-        Some(c) => Some(open_control(c, &shared.config)?),
+    let control = match shared.config.control.clone() {
+        Some(c) => {
+            let l = open_control(&c, &shared.config)?;
+            if let Some(bound) = report_bound_control(&c, &l) {
+                shared.config.control = Some(bound.to_string());
+            }
+            Some(l)
+        }
         None => None,
     };
     let pid_file = match &shared.config.pid_file {
@@ -102,8 +121,10 @@ pub fn run(cli: Cli) -> Result<(), DaemonError> {
         daemonize()?;
     }
     if let Some(p) = &pid_file {
-        std::fs::write(p, format!("{}\n", std::process::id()))
-            .map_err(|e| err(format!("pen: cannot write pid file {}: {e}", p.display())))?;
+        std::fs::write(p, format!("{}\n", std::process::id())).map_err(io_err(format!(
+            "pen: cannot write pid file {}",
+            p.display()
+        )))?;
     }
     let result =
         drop_privileges(&shared.config).and_then(|()| serve(shared, listener, control, deferred));
@@ -111,6 +132,43 @@ pub fn run(cli: Cli) -> Result<(), DaemonError> {
         let _ = std::fs::remove_file(p);
     }
     result
+}
+
+/// Listening on port 0 lets the kernel pick a free port; pen then says which one on stderr
+/// (`pen: listening on 127.0.0.1:40001`) before daemonizing, and uses it as its listen address
+/// (so the reports show it). Nothing is printed for a port given explicitly (as C Pen).
+fn report_bound_listener(config: &mut Config, listener: &OpenListener) {
+    let Some(ListenAddr::Inet(asked)) = &config.listen else {
+        return;
+    };
+    if asked.port() != 0 || config.dsr_if.is_some() {
+        return;
+    }
+    let bound = match listener {
+        OpenListener::Tcp(l) => l.local_addr(),
+        OpenListener::Udp(u) => u.local_addr(),
+        _ => return,
+    };
+    if let Ok(bound) = bound {
+        eprintln!("pen: listening on {bound}");
+        config.listen = Some(ListenAddr::Inet(bound));
+        config.listen_given = Some(bound.to_string());
+    }
+}
+
+/// As [`report_bound_listener`] for `-C` on port 0 (`pen: control port on 127.0.0.1:40002`);
+/// returns the bound address, which the `control` command then shows.
+fn report_bound_control(spec: &str, listener: &ctl_server::StdListener) -> Option<SocketAddr> {
+    let ctl_server::StdListener::Tcp(l) = listener else {
+        return None;
+    };
+    match ctl_server::ControlAddr::parse(spec) {
+        Ok(ctl_server::ControlAddr::Tcp(a)) if a.port() == 0 => {}
+        _ => return None,
+    }
+    let bound = l.local_addr().ok()?;
+    eprintln!("pen: control port on {bound}");
+    Some(bound)
 }
 
 /// Applies the `-F` file; any bad line is fatal at start-up (`file:line: message`). Returns the
@@ -146,8 +204,9 @@ fn open_control(spec: &str, cfg: &Config) -> Result<ctl_server::StdListener, Dae
     if let Some(w) = ctl_server::exposure_warning(&addr, cfg) {
         eprintln!("{w}");
     }
-    ctl_server::open(&addr)
-        .map_err(|e| err(format!("pen: cannot open the control socket {spec}: {e}")))
+    ctl_server::open(&addr).map_err(io_err(format!(
+        "pen: cannot open the control socket {spec}"
+    )))
 }
 
 fn warn_unsupported(cfg: &Config) {
@@ -247,7 +306,7 @@ pub(crate) fn open_listener(config: &Config) -> Result<OpenListener, DaemonError
             "pen: no listen address: give [host:]port on the command line or `listen` in the -F file",
         ));
     };
-    let fail = |e: io::Error| err(format!("pen: cannot listen on {listen}: {e}"));
+    let fail = |e: io::Error| io_err(format!("pen: cannot listen on {listen}"))(e);
     match listen {
         ListenAddr::Inet(sa) if config.udp => {
             sockets::bind_udp(*sa).map(OpenListener::Udp).map_err(fail)
@@ -268,7 +327,7 @@ pub(crate) fn open_listener(config: &Config) -> Result<OpenListener, DaemonError
 }
 
 fn absolute(p: &Path) -> Result<PathBuf, DaemonError> {
-    std::path::absolute(p).map_err(|e| err(format!("pen: bad pid file path {}: {e}", p.display())))
+    std::path::absolute(p).map_err(io_err(format!("pen: bad pid file path {}", p.display())))
 }
 
 /// The `-d` level as a tracing filter: 0 = warnings, 1 = info, 2 = debug, 3+ = trace.
@@ -452,13 +511,13 @@ impl Effects for DaemonEffects {
         let cfg = match addr {
             ListenAddr::Name { host, port } => Config {
                 listen: Some(ListenAddr::Inet(
-                    resolve(host, *port, "listen address").map_err(|e| e.message)?,
+                    resolve(host, *port, "listen address").map_err(|e| e.to_string())?,
                 )),
                 ..cfg
             },
             _ => cfg,
         };
-        let l = open_listener(&cfg).map_err(|e| e.message)?;
+        let l = open_listener(&cfg).map_err(|e| e.to_string())?;
         self.relisten
             .send(l)
             .map_err(|_| "pen is shutting down".to_string())
@@ -477,11 +536,9 @@ fn serve(
     // for `write` and applies at the next start.
     let threads = shared.config.worker_threads;
     let mut builder = runtime_builder(threads);
-    let rt = builder.enable_all().build().map_err(|e| {
-        err(format!(
-            "pen: cannot start the runtime ({threads} worker_threads): {e}"
-        ))
-    })?;
+    let rt = builder.enable_all().build().map_err(io_err(format!(
+        "pen: cannot start the runtime ({threads} worker_threads)"
+    )))?;
     shared.config.worker_threads_in_force = Some(threads);
     tracing::debug!("tokio runtime: {threads} worker thread(s)");
     let result = rt.block_on(serve_async(shared, listener, control, startup));
@@ -509,7 +566,7 @@ async fn serve_async(
 ) -> Result<(), DaemonError> {
     use tokio::signal::unix::{SignalKind, signal};
     let sig = |k: SignalKind, name: &str| {
-        signal(k).map_err(|e| err(format!("pen: cannot install the {name} handler: {e}")))
+        signal(k).map_err(io_err(format!("pen: cannot install the {name} handler")))
     };
     let mut term = sig(SignalKind::terminate(), "SIGTERM")?;
     let mut int = sig(SignalKind::interrupt(), "SIGINT")?;
@@ -705,8 +762,8 @@ mod tests {
             ..Config::default()
         };
         let e = build_shared(cfg).unwrap_err();
-        assert!(e.message.contains("no-such-host.invalid"), "{e}");
-        assert!(e.message.contains("server 0"), "{e}");
+        assert!(e.to_string().contains("no-such-host.invalid"), "{e}");
+        assert!(e.to_string().contains("server 0"), "{e}");
     }
 
     #[test]
@@ -742,7 +799,31 @@ mod tests {
             ..Config::default()
         };
         let e = open_listener(&cfg).unwrap_err();
-        assert!(e.message.contains(&addr.to_string()), "{e}");
+        assert!(e.to_string().contains(&addr.to_string()), "{e}");
+        // The OS error is kept as the cause, not flattened into the text only.
+        let DaemonError::Io { source, .. } = &e else {
+            panic!("expected an IO error, got {e:?}");
+        };
+        assert_eq!(source.kind(), io::ErrorKind::AddrInUse);
+        let cause = std::error::Error::source(&e).expect("a cause");
+        assert_eq!(cause.to_string(), source.to_string());
+    }
+
+    #[test]
+    fn command_line_and_tls_errors_keep_their_type() {
+        let mut cfg = Config::default();
+        let e: DaemonError = cli::finish_startup(&mut cfg, &[]).unwrap_err().into();
+        assert!(
+            matches!(&e, DaemonError::Cli(c) if c.show_usage()),
+            "no listen address shows usage: {e:?}"
+        );
+        let tls = crate::config::TlsConfig {
+            cert: Some("/nonexistent/pen-rs.pem".into()),
+            ..Default::default()
+        };
+        let e: DaemonError = crate::proxy::tls::startup(&tls).unwrap_err().into();
+        assert!(matches!(e, DaemonError::Tls(_)), "{e:?}");
+        assert!(e.to_string().contains("/nonexistent/pen-rs.pem"), "{e}");
     }
 
     #[test]
@@ -752,12 +833,15 @@ mod tests {
         std::fs::write(&f, "roundrobin\nno_such_command 1\n").unwrap();
         let mut cfg = Config::default();
         let e = read_config_file(&mut cfg, &f).unwrap_err();
-        assert!(e.message.contains(&format!("{}:2:", f.display())), "{e}");
+        assert!(
+            e.to_string().contains(&format!("{}:2:", f.display())),
+            "{e}"
+        );
     }
 
     #[test]
     fn unknown_user_is_reported_by_name() {
         let e = lookup_user("no-such-user-pen-rs").unwrap_err();
-        assert!(e.message.contains("no-such-user-pen-rs"), "{e}");
+        assert!(e.to_string().contains("no-such-user-pen-rs"), "{e}");
     }
 }

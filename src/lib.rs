@@ -29,6 +29,8 @@
 //!   behind small safe functions: batched datagram IO and control messages, socket options,
 //!   `AF_PACKET` sockets and the TPACKET_V2 ring, netlink route requests, daemonizing and the
 //!   user switch, the splice pipe.
+//!
+//! `testing` (hidden): `require_root()` for the unit and integration tests.
 
 // Every `unsafe` block says why it is sound (all of them live in `sys`, see
 // `tests/unsafe_confined.rs`).
@@ -47,3 +49,5 @@ pub mod select;
 pub mod sim;
 pub mod stats;
 pub(crate) mod sys;
+#[doc(hidden)]
+pub mod testing;

@@ -7,16 +7,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
-use common::{Backend, Listen, Pen, STEP, free_port, get, pen_fails, tcp_listening, wait_until};
-
-fn ctl(port: u16, cmd: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the control port");
-    s.set_read_timeout(Some(STEP)).unwrap();
-    s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read the control reply");
-    out
-}
+use common::{Backend, Listen, Pen, STEP, ctl, get, pen_fails, wait_until};
 
 fn at(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -54,14 +45,12 @@ fn include_and_comments_apply_at_startup() {
         ),
     )
     .unwrap();
-    let (lport, cport) = (free_port(), free_port());
-    let (m, c, l) = (
-        main.display().to_string(),
-        format!("127.0.0.1:{cport}"),
-        format!("127.0.0.1:{lport}"),
+    let m = main.display().to_string();
+    let pen = Pen::start(
+        &["-u", "root", "-C", "0", "-F", &m, "127.0.0.1:0"],
+        Listen::Reported,
     );
-    let _pen = Pen::start(&["-u", "root", "-C", &c, "-F", &m, &l], Listen::Tcp(lport));
-    assert!(wait_until(|| tcp_listening(cport)));
+    let (lport, cport) = (pen.port(), pen.control_port());
     assert_eq!(get(None, at(lport)).unwrap(), "a");
     assert_eq!(
         ctl(cport, "mode"),
@@ -78,8 +67,7 @@ fn bad_line_in_an_included_file_is_fatal_at_startup_naming_it() {
     std::fs::write(&inc, "blacklist 3\n\ntimeout soon\n").unwrap();
     std::fs::write(&main, format!("include {}\n", inc.display())).unwrap();
     let m = main.display().to_string();
-    let l = format!("127.0.0.1:{}", free_port());
-    let f = pen_fails(&["-f", "-F", &m, &l, "127.0.0.1:9"]);
+    let f = pen_fails(&["-f", "-F", &m, "127.0.0.1:0", "127.0.0.1:9"]);
     assert_eq!(f.code, Some(1));
     assert!(
         f.stderr.contains(&format!("{}:3:", inc.display())),
@@ -91,8 +79,13 @@ fn bad_line_in_an_included_file_is_fatal_at_startup_naming_it() {
 
 #[test]
 fn missing_config_file_is_fatal_at_startup() {
-    let l = format!("127.0.0.1:{}", free_port());
-    let f = pen_fails(&["-f", "-F", "/nonexistent/pen.cfg", &l, "127.0.0.1:9"]);
+    let f = pen_fails(&[
+        "-f",
+        "-F",
+        "/nonexistent/pen.cfg",
+        "127.0.0.1:0",
+        "127.0.0.1:9",
+    ]);
     assert_eq!(f.code, Some(1));
     assert!(f.stderr.contains("/nonexistent/pen.cfg"), "{}", f.stderr);
 }
@@ -111,14 +104,12 @@ fn sighup_rereads_the_file_reports_bad_lines_and_applies_the_rest() {
         ),
     )
     .unwrap();
-    let (lport, cport) = (free_port(), free_port());
-    let (f, c, l) = (
-        file.display().to_string(),
-        format!("127.0.0.1:{cport}"),
-        format!("127.0.0.1:{lport}"),
+    let f = file.display().to_string();
+    let pen = Pen::start(
+        &["-u", "root", "-C", "0", "-F", &f, "127.0.0.1:0"],
+        Listen::Reported,
     );
-    let pen = Pen::start(&["-u", "root", "-C", &c, "-F", &f, &l], Listen::Tcp(lport));
-    assert!(wait_until(|| tcp_listening(cport)));
+    let (lport, cport) = (pen.port(), pen.control_port());
     assert_eq!(get(None, at(lport)).unwrap(), "a");
 
     // An open connection that must survive the reload.

@@ -10,17 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Backend, Listen, Pen, STEP, free_port, get, tcp_listening, wait_until};
-
-/// Sends one command to the control port and returns the reply (read until pen closes).
-fn ctl(port: u16, cmd: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the control port");
-    s.set_read_timeout(Some(STEP)).unwrap();
-    s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read the control reply");
-    out
-}
+use common::{Backend, Listen, Pen, STEP, ctl, get, probe_port, scrape, tcp_listening, wait_until};
 
 /// Like [`ctl`], but a connection that pen closes or resets without a reply gives "".
 fn ctl_or_nothing(port: u16, cmd: &str) -> String {
@@ -75,18 +65,12 @@ fn at(port: u16) -> SocketAddr {
 
 /// pen with a control port (as root, C Pen needs `-u` to open it; `-u root` forces it).
 fn pen_with_control(extra: &[&str], backends: &[&str]) -> (Pen, u16, u16) {
-    let (lport, cport) = (free_port(), free_port());
-    let c = format!("127.0.0.1:{cport}");
-    let l = format!("127.0.0.1:{lport}");
-    let mut args: Vec<&str> = vec!["-u", "root", "-C", &c];
+    let mut args: Vec<&str> = vec!["-u", "root", "-C", "0"];
     args.extend_from_slice(extra);
-    args.push(&l);
+    args.push("127.0.0.1:0");
     args.extend_from_slice(backends);
-    let pen = Pen::start(&args, Listen::Tcp(lport));
-    assert!(
-        wait_until(|| tcp_listening(cport)),
-        "control port {cport} not listening"
-    );
+    let pen = Pen::start(&args, Listen::Reported);
+    let (lport, cport) = (pen.port(), pen.control_port());
     (pen, lport, cport)
 }
 
@@ -271,15 +255,12 @@ fn write_round_trip_reproduces_servers_and_mode() {
     let servers = ctl(cport, "servers");
     let mode = ctl(cport, "mode");
 
-    let (lport2, cport2) = (free_port(), free_port());
     let f = file.display().to_string();
-    let c2 = format!("127.0.0.1:{cport2}");
-    let l2 = format!("127.0.0.1:{lport2}");
-    let _fresh = Pen::start(
-        &["-u", "root", "-C", &c2, "-F", &f, &l2],
-        Listen::Tcp(lport2),
+    let fresh = Pen::start(
+        &["-u", "root", "-C", "0", "-F", &f, "127.0.0.1:0"],
+        Listen::Reported,
     );
-    assert!(wait_until(|| tcp_listening(cport2)));
+    let cport2 = fresh.control_port();
     assert_eq!(ctl(cport2, "servers"), servers);
     assert_eq!(ctl(cport2, "mode"), mode);
     assert_eq!(ctl(cport2, "blacklist"), "12\n");
@@ -322,7 +303,7 @@ fn exit_only_with_dash_x() {
 fn listen_reopens_the_listener() {
     let a = Backend::start("a", "127.0.0.1");
     let (_pen, lport, cport) = pen_with_control(&[], &[&a.spec]);
-    let new_port = free_port();
+    let new_port = probe_port();
     assert_eq!(
         ctl(cport, &format!("listen 127.0.0.1:{new_port}")),
         format!("127.0.0.1:{new_port}\n")
@@ -377,7 +358,7 @@ fn status_with_web_stats_replies_and_writes_the_page() {
 fn prometheus_endpoint_exposes_per_server_metrics() {
     let a = Backend::start("a", "127.0.0.1");
     let (_pen, lport, cport) = pen_with_control(&[], &[&a.spec, "127.0.0.1:9"]);
-    let mport = free_port();
+    let mport = probe_port();
     assert_eq!(
         ctl(cport, &format!("prometheus 127.0.0.1:{mport}")),
         format!("127.0.0.1:{mport}\n")
@@ -415,24 +396,16 @@ fn prometheus_endpoint_exposes_per_server_metrics() {
     assert_eq!(ctl(cport, "prometheus"), format!("127.0.0.1:{mport}\n"));
 }
 
-fn scrape(port: u16) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(STEP)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 #[test]
 fn unix_control_socket_and_our_penctl() {
     let a = Backend::start("a", "127.0.0.1");
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("pen.ctl");
     let s = sock.display().to_string();
-    let lport = free_port();
-    let l = format!("127.0.0.1:{lport}");
-    let _pen = Pen::start(&["-u", "root", "-C", &s, &l, &a.spec], Listen::Tcp(lport));
+    let _pen = Pen::start(
+        &["-u", "root", "-C", &s, "127.0.0.1:0", &a.spec],
+        Listen::Reported,
+    );
     assert!(wait_until(|| common::unix_listening(&sock)));
     let (code, out, _) = penctl(&s, &["blacklist", "11"]);
     assert_eq!((code, out.as_str()), (Some(0), "11\n"));
@@ -443,7 +416,7 @@ fn unix_control_socket_and_our_penctl() {
 
 #[test]
 fn penctl_fails_clearly_when_it_cannot_connect() {
-    let port = free_port();
+    let port = common::dead_port();
     let (code, out, err) = penctl(&format!("127.0.0.1:{port}"), &["servers"]);
     assert_eq!(code, Some(1));
     assert!(out.is_empty());
@@ -455,22 +428,48 @@ fn penctl_fails_clearly_when_it_cannot_connect() {
 
 #[test]
 fn control_port_is_refused_as_root_without_dash_u() {
-    if unsafe { libc::geteuid() } != 0 {
-        // As a normal user the port opens; the rule only concerns root.
-        return;
-    }
-    let (lport, cport) = (free_port(), free_port());
-    let c = format!("127.0.0.1:{cport}");
-    let l = format!("127.0.0.1:{lport}");
+    common::require_root("checks the rule for root (as a normal user the port opens)");
+    let c = "127.0.0.1:0";
     // pen-rs makes this a start-up error (C Pen only logs it and runs without control).
-    let f = common::pen_fails(&["-f", "-C", &c, &l, "127.0.0.1:9"]);
+    let f = common::pen_fails(&["-f", "-C", c, "127.0.0.1:0", "127.0.0.1:9"]);
     assert_eq!(f.code, Some(1));
     assert!(
-        f.stderr.contains("-u") && f.stderr.contains(&c),
+        f.stderr.contains("-u") && f.stderr.contains(c),
         "{}",
         f.stderr
     );
-    assert!(!tcp_listening(cport) && !tcp_listening(lport));
+    let opened: SocketAddr = f
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("pen: listening on "))
+        .expect("the listener opens before the control socket")
+        .parse()
+        .unwrap();
+    assert!(
+        !tcp_listening(opened.port()),
+        "pen exited, nothing left open"
+    );
+    assert!(!f.stderr.contains("control port on"), "{}", f.stderr);
+}
+
+/// `pen 127.0.0.1:0` and `-C 0` bind ports the kernel picks; pen reports both on stderr,
+/// proxies on the reported address and shows it in `listen`.
+#[test]
+fn port_zero_listen_and_control_report_the_bound_addresses() {
+    let a = Backend::start("a", "127.0.0.1");
+    let pen = Pen::start(
+        &["-u", "root", "-C", "0", "127.0.0.1:0", &a.spec],
+        Listen::Reported,
+    );
+    let addr = pen.addr();
+    assert_eq!(addr.ip(), common::ip("127.0.0.1"));
+    assert_ne!(addr.port(), 0);
+    assert!(tcp_listening(addr.port()));
+    assert_eq!(get(None, addr).unwrap(), "a");
+    let c = pen.control_addr();
+    assert_eq!(c.ip(), common::ip("127.0.0.1"), "-C port alone is loopback");
+    assert_ne!(c.port(), 0);
+    assert_eq!(ctl(c.port(), "listen"), format!("{addr}\n"));
 }
 
 /// A silent control client, a client sending 1 MB without a newline and a flood of control
@@ -595,12 +594,10 @@ fn live_connections_are_listed_by_connection_and_socket() {
 #[test]
 fn prometheus_from_the_command_line_starts_with_pen() {
     let a = Backend::start("a", "127.0.0.1");
-    let (lport, mport) = (free_port(), free_port());
-    let (o, l) = (
-        format!("prometheus 127.0.0.1:{mport}"),
-        format!("127.0.0.1:{lport}"),
-    );
-    let _pen = Pen::start(&["-o", &o, &l, &a.spec], Listen::Tcp(lport));
+    let mport = probe_port();
+    let o = format!("prometheus 127.0.0.1:{mport}");
+    let pen = Pen::start(&["-o", &o, "127.0.0.1:0", &a.spec], Listen::Reported);
+    let lport = pen.port();
     assert!(wait_until(|| tcp_listening(mport)));
     get(None, at(lport)).unwrap();
     let m = scrape(mport);
@@ -629,7 +626,7 @@ fn prometheus_bad_or_busy_address_is_refused_and_changes_nothing() {
         "",
         "the failed address was not kept"
     );
-    let mport = free_port();
+    let mport = probe_port();
     ctl(cport, &format!("prometheus 127.0.0.1:{mport}"));
     assert!(wait_until(|| tcp_listening(mport)));
     assert_eq!(ctl(cport, "no prometheus"), "");
@@ -686,7 +683,7 @@ fn listen_replies_the_address_as_given_and_write_keeps_it() {
     let file = dir.path().join("pen.cfg");
     std::fs::write(&file, "blacklist 13\n").unwrap();
     let f = file.display().to_string();
-    let (lport, cport) = (free_port(), free_port());
+    let (lport, cport) = (probe_port(), probe_port());
     let (c, l) = (format!("127.0.0.1:{cport}"), lport.to_string());
     let _pen = Pen::start(
         &["-u", "root", "-C", &c, "-F", &f, &l, &a.spec],
@@ -695,7 +692,7 @@ fn listen_replies_the_address_as_given_and_write_keeps_it() {
     assert!(wait_until(|| tcp_listening(cport)));
     assert_eq!(ctl(cport, "listen"), format!("{lport}\n"));
     assert_eq!(get(None, at(lport)).unwrap(), "a");
-    let new_port = free_port();
+    let new_port = probe_port();
     assert_eq!(
         ctl(cport, &format!("listen {new_port}")),
         format!("{new_port}\n")
@@ -738,7 +735,7 @@ fn version_command_and_penctl_version_say_pen_rs() {
 #[test]
 fn control_port_without_host_is_loopback_and_a_reachable_one_warns() {
     let a = Backend::start("a", "127.0.0.1");
-    let (lport, cport) = (free_port(), free_port());
+    let (lport, cport) = (probe_port(), probe_port());
     let (c, l) = (cport.to_string(), format!("127.0.0.1:{lport}"));
     let pen = Pen::start(&["-u", "root", "-C", &c, &l, &a.spec], Listen::Tcp(lport));
     assert!(wait_until(|| tcp_listening(cport)));
@@ -752,7 +749,7 @@ fn control_port_without_host_is_loopback_and_a_reachable_one_warns() {
     assert!(!pen.stderr().contains("warning"), "{}", pen.stderr());
     drop(pen);
 
-    let (lport, cport) = (free_port(), free_port());
+    let (lport, cport) = (probe_port(), probe_port());
     let (c, l) = (format!("0.0.0.0:{cport}"), format!("127.0.0.1:{lport}"));
     let pen = Pen::start(&["-u", "root", "-C", &c, &l, &a.spec], Listen::Tcp(lport));
     assert!(wait_until(|| tcp_listening(cport)));
@@ -767,7 +764,7 @@ fn control_port_without_host_is_loopback_and_a_reachable_one_warns() {
     drop(pen);
 
     // With a control_acl that has entries: no warning.
-    let (lport, cport) = (free_port(), free_port());
+    let (lport, cport) = (probe_port(), probe_port());
     let (c, l) = (format!("0.0.0.0:{cport}"), format!("127.0.0.1:{lport}"));
     let pen = Pen::start(
         &[
@@ -830,9 +827,10 @@ fn control_clients_cannot_make_pen_write_any_file() {
     // Over the Unix socket, a named file is written, and a symlink there is replaced.
     let sock = dir.path().join("pen.ctl");
     let s = sock.display().to_string();
-    let lport = free_port();
-    let l = format!("127.0.0.1:{lport}");
-    let _upen = Pen::start(&["-u", "root", "-C", &s, &l, &a.spec], Listen::Tcp(lport));
+    let _upen = Pen::start(
+        &["-u", "root", "-C", &s, "127.0.0.1:0", &a.spec],
+        Listen::Reported,
+    );
     assert!(wait_until(|| common::unix_listening(&sock)));
     let link = dir.path().join("link.cfg");
     std::os::unix::fs::symlink(&victim, &link).unwrap();
@@ -876,10 +874,7 @@ fn idle_control_clients_do_not_lock_penctl_out() {
 #[test]
 fn status_page_in_a_directory_pen_cannot_write_is_rewritten_in_place() {
     use std::os::unix::fs::{PermissionsExt, chown};
-    assert!(
-        common::is_root(),
-        "this test needs root: it runs pen as nobody on a file prepared by root"
-    );
+    common::require_root("runs pen as nobody on a file prepared by root");
     let a = Backend::start("a", "127.0.0.1");
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -887,13 +882,11 @@ fn status_page_in_a_directory_pen_cannot_write_is_rewritten_in_place() {
     std::fs::write(&page, "old").unwrap();
     chown(&page, Some(65534), Some(65534)).unwrap();
     let w = page.display().to_string();
-    let (lport, cport) = (free_port(), free_port());
-    let (c, l) = (format!("127.0.0.1:{cport}"), format!("127.0.0.1:{lport}"));
-    let _pen = Pen::start(
-        &["-u", "nobody", "-C", &c, "-w", &w, &l, &a.spec],
-        Listen::Tcp(lport),
+    let pen = Pen::start(
+        &["-u", "nobody", "-C", "0", "-w", &w, "127.0.0.1:0", &a.spec],
+        Listen::Reported,
     );
-    assert!(wait_until(|| tcp_listening(cport)));
+    let cport = pen.control_port();
     let reply = ctl(cport, "status");
     assert!(reply.starts_with("<html>"), "{reply}");
     assert_eq!(std::fs::read_to_string(&page).unwrap(), reply);
@@ -939,7 +932,7 @@ fn penctl_each_keeps_pens_equal_and_same_finds_the_odd_one() {
     let (code, out, err) = penctl("--each", &[&both, "--same", "table_hash"]);
     assert_eq!(code, Some(0), "{out}{err}");
     // An unreachable pen is an error after the others were tried.
-    let dead = format!("127.0.0.1:{}", free_port());
+    let dead = common::dead_spec();
     let (code, out, err) = penctl("--each", &[&format!("{dead},{ta}"), "table_hash"]);
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(out.starts_with(&format!("{ta}: servers 2")), "{out}");

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Backend, Listen, Pen, free_port, get, tcp_listening, unix_listening, wait_until};
+use common::{Backend, Listen, Pen, get, unix_listening, wait_until};
 
 const DEBIAN_PENCTL: &str = "/usr/bin/penctl";
 
@@ -31,13 +31,20 @@ fn debian_penctl(target: &str, words: &[&str]) -> (bool, String) {
 fn debian_penctl_talks_to_our_pen_over_tcp() {
     let a = Backend::start("a", "127.0.0.1");
     let b = Backend::start("b", "127.0.0.1");
-    let (lport, cport) = (free_port(), free_port());
-    let (c, l) = (format!("127.0.0.1:{cport}"), format!("127.0.0.1:{lport}"));
-    let _pen = Pen::start(
-        &["-u", "root", "-C", &c, "-r", &l, &a.spec, &b.spec],
-        Listen::Tcp(lport),
+    let pen = Pen::start(
+        &[
+            "-u",
+            "root",
+            "-C",
+            "0",
+            "-r",
+            "127.0.0.1:0",
+            &a.spec,
+            &b.spec,
+        ],
+        Listen::Reported,
     );
-    assert!(wait_until(|| tcp_listening(cport)));
+    let c = pen.control_addr().to_string();
     let (ok, out) = debian_penctl(&c, &["servers"]);
     assert!(ok);
     assert!(
@@ -54,10 +61,10 @@ fn debian_penctl_talks_to_our_pen_over_tcp() {
     assert_eq!(debian_penctl(&c, &["blacklist", "5"]).1, "5\n");
     assert_eq!(debian_penctl(&c, &["server", "0", "blacklist", "60"]).1, "");
     for _ in 0..4 {
-        let at: std::net::SocketAddr = l.parse().unwrap();
+        let at = pen.addr();
         assert_eq!(get(None, at).unwrap(), "b");
     }
-    assert_eq!(debian_penctl(&c, &["pid"]).1, format!("{}\n", _pen.pid()));
+    assert_eq!(debian_penctl(&c, &["pid"]).1, format!("{}\n", pen.pid()));
 }
 
 #[test]
@@ -66,9 +73,10 @@ fn debian_penctl_talks_to_our_pen_over_a_unix_socket() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("ctl");
     let s = sock.display().to_string();
-    let lport = free_port();
-    let l = format!("127.0.0.1:{lport}");
-    let _pen = Pen::start(&["-u", "root", "-C", &s, &l, &a.spec], Listen::Tcp(lport));
+    let _pen = Pen::start(
+        &["-u", "root", "-C", &s, "127.0.0.1:0", &a.spec],
+        Listen::Reported,
+    );
     assert!(wait_until(|| unix_listening(&sock)));
     let (ok, out) = debian_penctl(&s, &["timeout", "7"]);
     assert!(ok);

@@ -15,20 +15,14 @@ fn listen(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-/// Starts pen on 127.0.0.1:<free port> with `opts` then the backend specs.
+/// Starts pen on 127.0.0.1:0 (the port it reports) with `opts` then the backend specs.
 fn pen_with(opts: &[&str], backends: &[&str]) -> (Pen, SocketAddr) {
-    let port = free_port();
-    let l = format!("127.0.0.1:{port}");
     let mut args: Vec<&str> = opts.to_vec();
-    args.push(&l);
+    args.push("127.0.0.1:0");
     args.extend_from_slice(backends);
-    let pen = Pen::start(&args, Listen::Tcp(port));
-    (pen, listen(port))
-}
-
-/// A spec for a port where nothing listens.
-fn dead_spec() -> String {
-    format!("127.0.0.1:{}", free_port())
+    let pen = Pen::start(&args, Listen::Reported);
+    let addr = pen.addr();
+    (pen, addr)
 }
 
 const C1: &str = "127.0.0.1";
@@ -215,10 +209,9 @@ fn denied_client_without_abuse_server_is_closed() {
 #[test]
 fn ipv6_client_reaches_ipv4_backend() {
     let b1 = Backend::start("b1", C1);
-    let port = free_port_v6();
-    let l = format!("[::1]:{port}");
-    let _pen = Pen::start(&["-t", "1", &l, &b1.spec], Listen::Tcp(port));
-    let addr: SocketAddr = l.parse().unwrap();
+    let pen = Pen::start(&["-t", "1", "[::1]:0", &b1.spec], Listen::Reported);
+    let addr = pen.addr();
+    assert_eq!(addr.ip(), ip("::1"));
     assert_eq!(get(None, addr).unwrap(), "b1");
 }
 
@@ -338,9 +331,9 @@ fn config_file_defines_servers_at_startup() {
     )
     .unwrap();
     let cfg_s = cfg.display().to_string();
-    let port = free_port();
-    let l = format!("127.0.0.1:{port}");
-    let _pen = Pen::start(&["-F", &cfg_s, "-t", "1", &l], Listen::Tcp(port));
+    let l = "127.0.0.1:0".to_string();
+    let pen = Pen::start(&["-F", &cfg_s, "-t", "1", &l], Listen::Reported);
+    let port = pen.port();
     let got: Vec<String> = (0..4).map(|_| from(C1, listen(port))).collect();
     assert_eq!(
         (b1.hits(), b2.hits()),
@@ -355,8 +348,7 @@ fn bad_config_file_line_is_fatal_with_file_and_line() {
     let cfg = dir.path().join("bad.cfg");
     std::fs::write(&cfg, "roundrobin\nfrobnicate 3\n").unwrap();
     let cfg_s = cfg.display().to_string();
-    let l = format!("127.0.0.1:{}", free_port());
-    let f = pen_fails(&["-f", "-F", &cfg_s, &l, "127.0.0.1:80"]);
+    let f = pen_fails(&["-f", "-F", &cfg_s, "127.0.0.1:0", "127.0.0.1:80"]);
     assert_eq!(f.code, Some(1));
     assert!(
         f.stderr.contains(&format!("{cfg_s}:2:")),
@@ -371,9 +363,9 @@ fn sigterm_exits_cleanly_and_removes_the_pid_file() {
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("pen.pid");
     let pf = pid_file.display().to_string();
-    let port = free_port();
-    let l = format!("127.0.0.1:{port}");
-    let mut pen = Pen::start(&["-p", &pf, &l, &b1.spec], Listen::Tcp(port));
+    let l = "127.0.0.1:0".to_string();
+    let mut pen = Pen::start(&["-p", &pf, &l, &b1.spec], Listen::Reported);
+    let port = pen.port();
     let written = std::fs::read_to_string(&pid_file).unwrap();
     assert_eq!(written.trim(), pen.pid().to_string());
     assert_eq!(from(C1, listen(port)), "b1");
@@ -387,15 +379,22 @@ fn daemonized_pen_serves_and_its_pid_file_names_the_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("pen.pid");
     let pf = pid_file.display().to_string();
-    let port = free_port();
-    let l = format!("127.0.0.1:{port}");
+    let err_path = dir.path().join("stderr");
     let status = std::process::Command::new(pen_bin())
-        .args(["-p", &pf, "-t", "1", &l, &b1.spec])
+        .args(["-p", &pf, "-t", "1", "127.0.0.1:0", &b1.spec])
         .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap())
         .status()
         .unwrap();
     assert!(status.success(), "parent exited with {status}");
+    // Reported before daemonizing, so it is there once the parent has exited.
+    let port: u16 = std::fs::read_to_string(&err_path)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("pen: listening on 127.0.0.1:"))
+        .expect("pen reports its port")
+        .parse()
+        .unwrap();
     assert!(wait_until(
         || std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n'))
     ));
@@ -471,15 +470,8 @@ fn control(port: u16, line: &str) -> String {
 
 #[test]
 fn control_socket_as_root_needs_u() {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    assert!(
-        root,
-        "this test checks C Pen's root rule and must run as root"
-    );
-    let c = free_port().to_string();
-    let l = format!("127.0.0.1:{}", free_port());
-    let f = pen_fails(&["-f", "-C", &c, &l, "127.0.0.1:80"]);
+    common::require_root("checks C Pen's root rule");
+    let f = pen_fails(&["-f", "-C", "0", "127.0.0.1:0", "127.0.0.1:80"]);
     assert_eq!(f.code, Some(1));
     assert!(f.stderr.contains("-u"), "{}", f.stderr);
 }
@@ -487,10 +479,8 @@ fn control_socket_as_root_needs_u() {
 #[test]
 fn control_socket_closes_a_connection_and_exits_with_x() {
     let b1 = Backend::start("b1", C1);
-    let cport = free_port();
-    let c = format!("127.0.0.1:{cport}");
-    let (mut pen, addr) = pen_with(&["-u", "root", "-X", "-C", &c, "-t", "1"], &[&b1.spec]);
-    assert!(wait_until(|| tcp_listening(cport)));
+    let (mut pen, addr) = pen_with(&["-u", "root", "-X", "-C", "0", "-t", "1"], &[&b1.spec]);
+    let cport = pen.control_port();
     // A silent client: pen connects upstream, nothing moves.
     let mut s = connect_from(Some(ip(C1)), addr).unwrap();
     assert!(wait_until(|| b1.hits() == 1));
@@ -520,12 +510,10 @@ fn control_socket_closes_a_connection_and_exits_with_x() {
 #[test]
 fn listen_command_moves_the_listener_and_debug_raises_the_log_level() {
     let b1 = Backend::start("b1", C1);
-    let cport = free_port();
-    let c = format!("127.0.0.1:{cport}");
-    let (pen, addr) = pen_with(&["-u", "root", "-C", &c, "-t", "1"], &[&b1.spec]);
-    assert!(wait_until(|| tcp_listening(cport)));
+    let (pen, addr) = pen_with(&["-u", "root", "-C", "0", "-t", "1"], &[&b1.spec]);
+    let cport = pen.control_port();
     control(cport, "debug 2");
-    let new_port = free_port();
+    let new_port = probe_port();
     let reply = control(cport, &format!("listen 127.0.0.1:{new_port}"));
     assert!(wait_until(|| tcp_listening(new_port)), "reply {reply:?}");
     assert!(

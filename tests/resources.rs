@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{STEP, free_port, pen_bin, tcp_listening, wait_until, wait_within};
+use common::{STEP, pen_bin, scrape, tcp_listening, wait_until, wait_within};
 
 /// A backend that echoes every connection until the client closes it (connections stay open
 /// as long as the test holds them).
@@ -104,22 +104,36 @@ impl PenProc {
         }
     }
 
-    fn wait_tcp(&mut self, port: u16) {
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// The address pen reported after `prefix` for a port-0 socket (bounded wait).
+    fn reported(&mut self, prefix: &str) -> SocketAddr {
+        let mut found = None;
         let ok = wait_until(|| {
             if let Ok(Some(st)) = self.child.try_wait() {
                 panic!("pen exited early ({st}); stderr:\n{}", self.stderr());
             }
-            tcp_listening(port)
+            found = self
+                .stderr()
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .map(|a| a.parse().expect("a socket address"));
+            found.is_some()
         });
-        assert!(
-            ok,
-            "pen not listening on {port}; stderr:\n{}",
-            self.stderr()
-        );
+        assert!(ok, "pen reported no {prefix:?}; stderr:\n{}", self.stderr());
+        found.expect("reported")
     }
 
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    /// Where pen, started on `127.0.0.1:0`, listens (`pen: listening on ADDR`).
+    fn listen_addr(&mut self) -> SocketAddr {
+        self.reported("pen: listening on ")
+    }
+
+    /// The port pen's `-C 0` control socket got (`pen: control port on ADDR`).
+    fn control_port(&mut self) -> u16 {
+        self.reported("pen: control port on ").port()
     }
 
     fn running(&mut self) -> bool {
@@ -174,15 +188,6 @@ fn echo_once(pen: SocketAddr, msg: &[u8]) -> io::Result<TcpStream> {
     Ok(s)
 }
 
-fn scrape(port: u16) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(STEP)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 fn value(metrics: &str, series: &str) -> Option<f64> {
     metrics
         .lines()
@@ -218,24 +223,18 @@ fn with(first: &[String], rest: &[&str]) -> Vec<String> {
 #[test]
 fn running_out_of_descriptors_blacklists_no_server() {
     let echo = Echo::start();
-    let (lport, cport) = (free_port(), free_port());
-    let (l, c, b) = (
-        format!("127.0.0.1:{lport}"),
-        format!("127.0.0.1:{cport}"),
-        echo.addr.to_string(),
-    );
+    let (l, c, b) = ("127.0.0.1:0", "0", echo.addr.to_string());
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path().join("status.html").display().to_string();
     let mut pen = PenProc::spawn(
         &with(
-            &control_args(&c),
-            &["-w", &w, "-x", "1000", "-b", "30", &l, &b],
+            &control_args(c),
+            &["-w", &w, "-x", "1000", "-b", "30", l, &b],
         ),
         Some((64, 64)),
     );
-    pen.wait_tcp(lport);
-    assert!(wait_until(|| tcp_listening(cport)), "control port");
-    let listen: SocketAddr = l.parse().unwrap();
+    let listen = pen.listen_addr();
+    let cport = pen.control_port();
 
     // The burst: more clients than 64 descriptors can serve (two each), bounded at 60.
     let mut burst = Vec::new();
@@ -316,11 +315,9 @@ fn running_out_of_descriptors_blacklists_no_server() {
 #[test]
 fn startup_raises_the_descriptor_limit_and_warns_when_x_does_not_fit() {
     let echo = Echo::start();
-    let lport = free_port();
-    let l = format!("127.0.0.1:{lport}");
     let b = echo.addr.to_string();
-    let mut pen = PenProc::spawn(&["-x", "1000", &l, &b], Some((64, 128)));
-    pen.wait_tcp(lport);
+    let mut pen = PenProc::spawn(&["-x", "1000", "127.0.0.1:0", &b], Some((64, 128)));
+    pen.listen_addr();
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", pen.pid())).unwrap();
     let line = limits
         .lines()
@@ -335,14 +332,12 @@ fn startup_raises_the_descriptor_limit_and_warns_when_x_does_not_fit() {
         "{err}"
     );
     // A limit that fits: no warning, until `conn_max` grows past it at run time.
-    let (lport, cport) = (free_port(), free_port());
-    let (l, c) = (format!("127.0.0.1:{lport}"), format!("127.0.0.1:{cport}"));
     let mut quiet = PenProc::spawn(
-        &with(&control_args(&c), &["-x", "20", &l, &b]),
+        &with(&control_args("0"), &["-x", "20", "127.0.0.1:0", &b]),
         Some((64, 128)),
     );
-    quiet.wait_tcp(lport);
-    assert!(wait_until(|| tcp_listening(cport)), "control port");
+    quiet.listen_addr();
+    let cport = quiet.control_port();
     assert!(
         !quiet.stderr().contains("descriptor limit"),
         "{}",
@@ -361,13 +356,11 @@ fn startup_raises_the_descriptor_limit_and_warns_when_x_does_not_fit() {
 /// An unwritable `-w` path is reported at start-up (not only at the first SIGUSR1).
 #[test]
 fn unwritable_web_stats_path_is_reported_at_startup() {
-    let lport = free_port();
-    let l = format!("127.0.0.1:{lport}");
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("no-such-dir").join("status.html");
     let bad_s = bad.display().to_string();
-    let mut pen = PenProc::spawn(&["-w", &bad_s, &l, "127.0.0.1:9"], None);
-    pen.wait_tcp(lport);
+    let mut pen = PenProc::spawn(&["-w", &bad_s, "127.0.0.1:0", "127.0.0.1:9"], None);
+    pen.listen_addr();
     assert!(
         wait_until(|| pen.stderr().contains(&format!(
             "-w {bad_s}: the status page cannot be written there"
@@ -376,12 +369,10 @@ fn unwritable_web_stats_path_is_reported_at_startup() {
         pen.stderr()
     );
     // A writable path: nothing said, nothing created before SIGUSR1.
-    let lport = free_port();
-    let l = format!("127.0.0.1:{lport}");
     let good = dir.path().join("status.html");
     let good_s = good.display().to_string();
-    let mut ok = PenProc::spawn(&["-w", &good_s, &l, "127.0.0.1:9"], None);
-    ok.wait_tcp(lport);
+    let mut ok = PenProc::spawn(&["-w", &good_s, "127.0.0.1:0", "127.0.0.1:9"], None);
+    ok.listen_addr();
     std::thread::sleep(Duration::from_millis(200));
     assert!(!ok.stderr().contains("-w "), "{}", ok.stderr());
     assert!(!good.exists());
@@ -391,13 +382,9 @@ fn unwritable_web_stats_path_is_reported_at_startup() {
 /// connect after its blacklist; both at the default log level (no -d), once each.
 #[test]
 fn server_down_and_up_are_logged_at_the_default_level() {
-    let bport = free_port();
-    let lport = free_port();
-    let l = format!("127.0.0.1:{lport}");
-    let b = format!("127.0.0.1:{bport}");
-    let mut pen = PenProc::spawn(&["-b", "1", &l, &b], None);
-    pen.wait_tcp(lport);
-    let listen: SocketAddr = l.parse().unwrap();
+    let b = common::dead_spec();
+    let mut pen = PenProc::spawn(&["-b", "1", "127.0.0.1:0", &b], None);
+    let listen = pen.listen_addr();
     // Nothing listens on the backend port: the connect is refused, pen closes the client.
     for _ in 0..2 {
         let _ = echo_once(listen, b"x\n");
@@ -487,14 +474,12 @@ fn udp_server_down_after_icmp_error_and_back_up_are_logged() {
 #[test]
 fn prometheus_counts_bytes_of_open_connections_and_exposes_process_metrics() {
     let echo = Echo::start();
-    let (lport, mport) = (free_port(), free_port());
-    let l = format!("127.0.0.1:{lport}");
+    let mport = common::probe_port();
     let m = format!("prometheus 127.0.0.1:{mport}");
     let b = echo.addr.to_string();
-    let mut pen = PenProc::spawn(&["-O", &m, &l, &b], None);
-    pen.wait_tcp(lport);
+    let mut pen = PenProc::spawn(&["-O", &m, "127.0.0.1:0", &b], None);
+    let listen = pen.listen_addr();
     assert!(wait_until(|| tcp_listening(mport)));
-    let listen: SocketAddr = l.parse().unwrap();
     let payload = vec![b'z'; 5000];
     let held = echo_once(listen, &payload).expect("echo through pen");
     let series = format!("pen_server_sent_bytes_total{{server=\"0\",address=\"{b}\"}}");

@@ -5,13 +5,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Backend, Listen, Pen, STEP, free_port, get, tcp_listening, wait_until};
+use common::{Backend, Listen, Pen, STEP, ctl, get, tcp_listening, wait_until};
 
 fn at(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -25,15 +24,6 @@ fn signal(pen: &Pen, sig: i32) {
     let pid = i32::try_from(pen.pid()).unwrap();
     // SAFETY: kill(2) on the PID of our own child.
     unsafe { libc::kill(pid, sig) };
-}
-
-fn ctl(port: u16, cmd: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the control port");
-    s.set_read_timeout(Some(STEP)).unwrap();
-    s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read the control reply");
-    out
 }
 
 /// 4 clients × 750 requests while the config file is rewritten (server 0: a → b) and SIGHUP
@@ -51,9 +41,9 @@ fn sighup_under_load_fails_no_request_and_applies_the_new_config() {
         )
     };
     std::fs::write(&file, cfg(&a.spec)).unwrap();
-    let lport = free_port();
-    let (f, l) = (file.display().to_string(), format!("127.0.0.1:{lport}"));
-    let pen = Pen::start(&["-x", "2000", "-F", &f, &l], Listen::Tcp(lport));
+    let (f, l) = (file.display().to_string(), "127.0.0.1:0".to_string());
+    let pen = Pen::start(&["-x", "2000", "-F", &f, &l], Listen::Reported);
+    let lport = pen.port();
 
     let failures = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
@@ -104,17 +94,16 @@ fn sigterm_exits_cleanly_closing_sockets_and_removing_the_pid_file() {
     let a = Backend::start("a", "127.0.0.1");
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("pen.pid");
-    let (lport, cport) = (free_port(), free_port());
     let (p, c, l) = (
         pid_file.display().to_string(),
-        format!("127.0.0.1:{cport}"),
-        format!("127.0.0.1:{lport}"),
+        "127.0.0.1:0".to_string(),
+        "127.0.0.1:0".to_string(),
     );
     let mut pen = Pen::start(
         &["-u", "root", "-p", &p, "-C", &c, &l, &a.spec],
-        Listen::Tcp(lport),
+        Listen::Reported,
     );
-    assert!(wait_until(|| tcp_listening(cport)));
+    let (lport, cport) = (pen.port(), pen.control_port());
     assert_eq!(
         std::fs::read_to_string(&pid_file).unwrap().trim(),
         pen.pid().to_string()
@@ -132,9 +121,9 @@ fn sigusr1_writes_the_web_stats_file() {
     let a = Backend::start("a", "127.0.0.1");
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path().join("stats.html");
-    let lport = free_port();
-    let (ws, l) = (w.display().to_string(), format!("127.0.0.1:{lport}"));
-    let pen = Pen::start(&["-w", &ws, &l, &a.spec], Listen::Tcp(lport));
+    let (ws, l) = (w.display().to_string(), "127.0.0.1:0".to_string());
+    let pen = Pen::start(&["-w", &ws, &l, &a.spec], Listen::Reported);
+    let lport = pen.port();
     get(None, at(lport)).unwrap();
     signal(&pen, libc::SIGUSR1);
     assert!(wait_until(
@@ -151,9 +140,9 @@ fn sigusr1_writes_the_web_stats_file() {
 #[test]
 fn sigusr1_without_w_writes_the_text_report_to_stderr() {
     let a = Backend::start("a", "127.0.0.1");
-    let lport = free_port();
-    let l = format!("127.0.0.1:{lport}");
-    let pen = Pen::start(&[&l, &a.spec], Listen::Tcp(lport));
+    let l = "127.0.0.1:0".to_string();
+    let pen = Pen::start(&[&l, &a.spec], Listen::Reported);
+    let lport = pen.port();
     get(None, at(lport)).unwrap();
     signal(&pen, libc::SIGUSR1);
     assert!(
@@ -172,9 +161,9 @@ fn request_log_file_gets_one_line_per_request_and_reopens_on_sighup() {
     let a = Backend::start("a", "127.0.0.1");
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("req.log");
-    let lport = free_port();
-    let (lg, l) = (log.display().to_string(), format!("127.0.0.1:{lport}"));
-    let pen = Pen::start(&["-l", &lg, &l, &a.spec], Listen::Tcp(lport));
+    let (lg, l) = (log.display().to_string(), "127.0.0.1:0".to_string());
+    let pen = Pen::start(&["-l", &lg, &l, &a.spec], Listen::Reported);
+    let lport = pen.port();
     get(None, at(lport)).unwrap();
     assert!(wait_until(
         || std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 1)
@@ -211,12 +200,12 @@ fn request_log_to_penlogd_sends_udp_lines() {
     let a = Backend::start("a", "127.0.0.1");
     let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
     rx.set_read_timeout(Some(STEP)).unwrap();
-    let lport = free_port();
     let (lg, l) = (
         format!("127.0.0.1:{}", rx.local_addr().unwrap().port()),
-        format!("127.0.0.1:{lport}"),
+        "127.0.0.1:0".to_string(),
     );
-    let _pen = Pen::start(&["-l", &lg, &l, &a.spec], Listen::Tcp(lport));
+    let pen = Pen::start(&["-l", &lg, &l, &a.spec], Listen::Reported);
+    let lport = pen.port();
     get(None, at(lport)).unwrap();
     let mut buf = [0u8; 2048];
     let n = rx.recv(&mut buf).unwrap();
@@ -229,10 +218,9 @@ fn request_log_to_penlogd_sends_udp_lines() {
 #[test]
 fn debug_level_changes_what_pen_logs() {
     let a = Backend::start("a", "127.0.0.1");
-    let (lport, cport) = (free_port(), free_port());
-    let (c, l) = (format!("127.0.0.1:{cport}"), format!("127.0.0.1:{lport}"));
-    let pen = Pen::start(&["-u", "root", "-C", &c, &l, &a.spec], Listen::Tcp(lport));
-    assert!(wait_until(|| tcp_listening(cport)));
+    let (c, l) = ("127.0.0.1:0".to_string(), "127.0.0.1:0".to_string());
+    let pen = Pen::start(&["-u", "root", "-C", &c, &l, &a.spec], Listen::Reported);
+    let (lport, cport) = (pen.port(), pen.control_port());
     get(None, at(lport)).unwrap();
     assert!(!pen.stderr().contains("accepted"), "{}", pen.stderr());
     assert_eq!(ctl(cport, "debug 2"), "2\n");
@@ -248,12 +236,9 @@ fn debug_level_changes_what_pen_logs() {
 fn chroot_and_user_take_effect_after_the_sockets_are_open() {
     let a = Backend::start("a", "127.0.0.1");
     let jail = tempfile::tempdir().unwrap();
-    let lport = free_port();
-    let (j, l) = (
-        jail.path().display().to_string(),
-        format!("127.0.0.1:{lport}"),
-    );
-    let pen = Pen::start(&["-j", &j, "-u", "nobody", &l, &a.spec], Listen::Tcp(lport));
+    let (j, l) = (jail.path().display().to_string(), "127.0.0.1:0".to_string());
+    let pen = Pen::start(&["-j", &j, "-u", "nobody", &l, &a.spec], Listen::Reported);
+    let lport = pen.port();
     assert_eq!(
         get(None, at(lport)).unwrap(),
         "a",
@@ -280,10 +265,9 @@ fn log_command_starts_and_stops_the_request_log_at_run_time() {
     let a = Backend::start("a", "127.0.0.1");
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("run.log");
-    let (lport, cport) = (free_port(), free_port());
-    let (c, l) = (format!("127.0.0.1:{cport}"), format!("127.0.0.1:{lport}"));
+    let (c, l) = ("127.0.0.1:0".to_string(), "127.0.0.1:0".to_string());
     // `log FILE` from a TCP control client needs control_any_file.
-    let _pen = Pen::start(
+    let pen = Pen::start(
         &[
             "-u",
             "root",
@@ -294,9 +278,9 @@ fn log_command_starts_and_stops_the_request_log_at_run_time() {
             &l,
             &a.spec,
         ],
-        Listen::Tcp(lport),
+        Listen::Reported,
     );
-    assert!(wait_until(|| tcp_listening(cport)));
+    let (lport, cport) = (pen.port(), pen.control_port());
     get(None, at(lport)).unwrap();
     assert!(!log.exists());
     let lg = log.display().to_string();

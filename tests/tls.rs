@@ -21,7 +21,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, StreamOwned};
 
-use common::{Listen, Pen, STEP, free_port, pen_fails, wait_until, wait_within};
+use common::{Listen, Pen, STEP, ctl, pen_fails, wait_until, wait_within};
 
 // ---------------------------------------------------------------- certificates
 
@@ -277,7 +277,6 @@ fn peer_cert(tls: &Tls) -> CertificateDer<'static> {
 }
 
 fn pen_tls(pki: &Pki, extra: &[String]) -> (Pen, u16) {
-    let port = free_port();
     let mut args: Vec<String> = vec![
         "-H".into(),
         "-E".into(),
@@ -286,10 +285,12 @@ fn pen_tls(pki: &Pki, extra: &[String]) -> (Pen, u16) {
         pki.arg("server.key"),
     ];
     args.extend(extra.iter().cloned());
-    args.push(format!("127.0.0.1:{port}"));
+    args.push("127.0.0.1:0".into());
     args.push(echo_heads().to_string());
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    (Pen::start(&argv, Listen::Tcp(port)), port)
+    let pen = Pen::start(&argv, Listen::Reported);
+    let port = pen.port();
+    (pen, port)
 }
 
 fn plain_opts(pki: &Pki) -> ClientOpts {
@@ -496,11 +497,11 @@ fn startup_errors_name_the_file_and_the_reason() {
     let pki = Pki::new();
     let (_, other_key, _) = make_leaf(&pki.ca, &["x.test"], false);
     std::fs::write(pki.path("other.key"), other_key).unwrap();
-    let port = free_port().to_string();
+    let port = "127.0.0.1:0";
     let fail = |args: &[&str]| {
         let mut a = vec!["-f"];
         a.extend_from_slice(args);
-        a.extend([port.as_str(), "127.0.0.1:9"]);
+        a.extend([port, "127.0.0.1:9"]);
         let f = pen_fails(&a);
         assert_ne!(f.code, Some(0));
         f.stderr
@@ -530,11 +531,11 @@ fn key_inside_the_certificate_file_is_accepted() {
         std::fs::read_to_string(pki.path("server.key")).unwrap()
     );
     std::fs::write(pki.path("both.pem"), both).unwrap();
-    let port = free_port();
     let be = echo_heads().to_string();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = "127.0.0.1:0".to_string();
     let both = pki.arg("both.pem");
-    let _pen = Pen::start(&["-E", &both, &listen, &be], Listen::Tcp(port));
+    let pen = Pen::start(&["-E", &both, &listen, &be], Listen::Reported);
+    let port = pen.port();
     let cfg = client_config(&plain_opts(&pki));
     let mut tls = tls_connect(port, &cfg, "localhost").unwrap();
     let head = request(&mut tls, "/").unwrap();
@@ -602,29 +603,11 @@ fn ca_directory_a_and_per_name_ca_decide_which_client_certificates_get_in() {
     );
 }
 
-/// Sends one command to the control port; returns the reply.
-fn ctl(port: u16, cmd: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(STEP)).unwrap();
-    s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 #[test]
 fn statistics_count_plaintext_bytes_including_the_inserted_fields() {
     let pki = Pki::new();
-    let cport = free_port();
-    let (_pen, port) = pen_tls(
-        &pki,
-        &[
-            "-u".into(),
-            "root".into(),
-            "-C".into(),
-            format!("127.0.0.1:{cport}"),
-        ],
-    );
+    let (pen, port) = pen_tls(&pki, &["-u".into(), "root".into(), "-C".into(), "0".into()]);
+    let cport = pen.control_port();
     let cfg = client_config(&plain_opts(&pki));
     let mut tls = tls_connect(port, &cfg, "localhost").unwrap();
     let head = request(&mut tls, "/stats").unwrap();
@@ -650,16 +633,8 @@ fn statistics_count_plaintext_bytes_including_the_inserted_fields() {
 #[test]
 fn ocsp_file_named_at_run_time_is_stapled_once_it_appears() {
     let pki = Pki::new();
-    let cport = free_port();
-    let (_pen, port) = pen_tls(
-        &pki,
-        &[
-            "-u".into(),
-            "root".into(),
-            "-C".into(),
-            format!("127.0.0.1:{cport}"),
-        ],
-    );
+    let (pen, port) = pen_tls(&pki, &["-u".into(), "root".into(), "-C".into(), "0".into()]);
+    let cport = pen.control_port();
     let seen = Arc::new(Mutex::new(None));
     let cfg = client_config(&ClientOpts {
         ca: pki.path("ca.pem"),
@@ -714,15 +689,15 @@ fn client_close_notify_half_closes_and_the_reply_ends_with_pens_close_notify() {
 #[test]
 fn dead_first_backend_fails_over_after_the_handshake() {
     let pki = Pki::new();
-    let dead = format!("127.0.0.1:{}", free_port());
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
+    let dead = common::dead_spec();
+    let listen = "127.0.0.1:0".to_string();
     let live = echo_heads().to_string();
     let (cert, key) = (pki.arg("server.pem"), pki.arg("server.key"));
-    let _pen = Pen::start(
+    let pen = Pen::start(
         &["-r", "-E", &cert, "-K", &key, &listen, &dead, &live],
-        Listen::Tcp(port),
+        Listen::Reported,
     );
+    let port = pen.port();
     let cfg = client_config(&plain_opts(&pki));
     for i in 0..4 {
         let mut tls = tls_connect(port, &cfg, "localhost").unwrap();

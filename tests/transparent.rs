@@ -17,14 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{Backend, Listen, Pen, free_port, get, ip, is_root, wait_within};
-
-fn require_root(why: &str) {
-    assert!(
-        is_root(),
-        "this test {why} and must run as root (CAP_NET_ADMIN); run `cargo test` as root as CI does"
-    );
-}
+use common::{Backend, Listen, Pen, get, ip, is_root, require_root, wait_within};
 
 /// Waits (bounded) until `cond` holds.
 fn eventually(what: &str, cond: impl FnMut() -> bool) {
@@ -52,10 +45,11 @@ fn assert_closed_without_reply(from: Option<IpAddr>, to: SocketAddr) {
 fn transparent_on_loopback_shows_the_client_address_to_the_backend() {
     require_root("sets IP_TRANSPARENT");
     let b = Backend::start("b", "127.0.0.1");
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let pen = Pen::start(&["-O", "transparent", &listen, &b.spec], Listen::Tcp(port));
-    let to: SocketAddr = listen.parse().unwrap();
+    let pen = Pen::start(
+        &["-O", "transparent", "127.0.0.1:0", &b.spec],
+        Listen::Reported,
+    );
+    let to = pen.addr();
     assert_eq!(get(Some(ip("127.0.0.2")), to).unwrap(), "b");
     let seen = b.seen();
     assert_eq!(seen.len(), 1);
@@ -71,23 +65,18 @@ fn transparent_on_loopback_shows_the_client_address_to_the_backend() {
 fn source_takes_precedence_over_transparent() {
     require_root("sets IP_TRANSPARENT");
     let b = Backend::start("b", "127.0.0.1");
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let _pen = Pen::start(
+    let pen = Pen::start(
         &[
             "-O",
             "transparent",
             "-O",
             "source 127.0.0.3",
-            &listen,
+            "127.0.0.1:0",
             &b.spec,
         ],
-        Listen::Tcp(port),
+        Listen::Reported,
     );
-    assert_eq!(
-        get(Some(ip("127.0.0.2")), listen.parse().unwrap()).unwrap(),
-        "b"
-    );
+    assert_eq!(get(Some(ip("127.0.0.2")), pen.addr()).unwrap(), "b");
     assert_eq!(b.seen()[0].map(|a| a.ip()), Some(ip("127.0.0.3")));
 }
 
@@ -140,6 +129,20 @@ impl Spawned {
     fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
+
+    /// The address pen reported for its port-0 listener (`pen: listening on ADDR`).
+    fn addr(&self) -> SocketAddr {
+        let mut found = None;
+        eventually("pen reports its listen address", || {
+            found = self
+                .stderr()
+                .lines()
+                .find_map(|l| l.strip_prefix("pen: listening on "))
+                .map(|a| a.parse().expect("a socket address"));
+            found.is_some()
+        });
+        found.expect("reported")
+    }
 }
 
 impl Drop for Spawned {
@@ -155,11 +158,12 @@ impl Drop for Spawned {
 #[test]
 fn without_cap_net_admin_pen_logs_the_error_and_does_not_fall_back() {
     let b = Backend::start("b", "127.0.0.1");
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let pen = Spawned::start(&unprivileged(), &["-O", "transparent", &listen, &b.spec]);
-    eventually("pen listening", || common::tcp_listening(port));
-    let to: SocketAddr = listen.parse().unwrap();
+    let pen = Spawned::start(
+        &unprivileged(),
+        &["-O", "transparent", "127.0.0.1:0", &b.spec],
+    );
+    let to = pen.addr();
+    eventually("pen listening", || common::tcp_listening(to.port()));
     assert_closed_without_reply(Some(ip("127.0.0.2")), to);
     eventually("the error in pen's log", || {
         pen.stderr().contains("needs CAP_NET_ADMIN")
@@ -183,14 +187,12 @@ fn without_cap_net_admin_pen_logs_the_error_and_does_not_fall_back() {
 fn transparent_keeps_cap_net_admin_across_dropping_privileges_with_u() {
     require_root("switches users");
     let b = Backend::start("b", "127.0.0.1");
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
     let pen = Pen::start(
-        &["-u", "nobody", "-O", "transparent", &listen, &b.spec],
-        Listen::Tcp(port),
+        &["-u", "nobody", "-O", "transparent", "127.0.0.1:0", &b.spec],
+        Listen::Reported,
     );
     assert_eq!(
-        get(Some(ip("127.0.0.2")), listen.parse().unwrap()).unwrap(),
+        get(Some(ip("127.0.0.2")), pen.addr()).unwrap(),
         "b",
         "pen stderr:\n{}",
         pen.stderr()
@@ -218,8 +220,6 @@ fn family_mismatch_is_refused_and_the_next_server_is_tried() {
     require_root("sets IP_TRANSPARENT");
     let v6 = Backend::start("v6", "::1");
     let v4 = Backend::start("v4", "127.0.0.1");
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
     // prio makes server 0 (the IPv6 one) the first choice for every client.
     let v6_spec = format!("{}:0:0:1:0", v6.spec);
     let v4_spec = format!("{}:0:0:1:1", v4.spec);
@@ -229,13 +229,13 @@ fn family_mismatch_is_refused_and_the_next_server_is_tried() {
             "transparent",
             "-O",
             "prio",
-            &listen,
+            "127.0.0.1:0",
             &v6_spec,
             &v4_spec,
         ],
-        Listen::Tcp(port),
+        Listen::Reported,
     );
-    let to: SocketAddr = listen.parse().unwrap();
+    let to = pen.addr();
     assert_eq!(get(Some(ip("127.0.0.2")), to).unwrap(), "v4");
     assert_eq!(
         v6.hits(),
@@ -648,10 +648,10 @@ fn udp_listening(port: u16) -> bool {
 fn udp_transparent_on_loopback_shows_the_client_address_to_the_backend() {
     require_root("sets IP_TRANSPARENT");
     let (backend, heard, _keep) = udp_backend("127.0.0.1:0");
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
     let backend = backend.to_string();
-    let pen = Spawned::start(&[], &["-U", "-O", "transparent", &listen, &backend]);
+    let pen = Spawned::start(&[], &["-U", "-O", "transparent", "127.0.0.1:0", &backend]);
+    let listen = pen.addr().to_string();
+    let port = pen.addr().port();
     eventually("pen listening on UDP", || udp_listening(port));
     let client = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
     client

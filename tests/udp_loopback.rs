@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{free_port, is_root, wait_within};
+use common::{is_root, probe_port, wait_within};
 
 /// A DNS backend answering every A query with `answer`, until stopped (then its port is
 /// closed and the kernel answers with ICMP port unreachable).
@@ -427,7 +427,7 @@ fn empty_huge_and_flooding_datagrams_do_not_hurt_pen() {
 /// pen -U with a control port on 127.0.0.1 (and `-u root` when root, which C Pen requires to
 /// open it); returns the control address.
 fn start_pen_ctl(opts: &[&str], backends: &[&DnsBackend]) -> (Pen, String) {
-    let control = format!("127.0.0.1:{}", free_port());
+    let control = format!("127.0.0.1:{}", probe_port());
     let mut all: Vec<&str> = Vec::new();
     if is_root() {
         all.extend(["-u", "root"]);

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use common::{Listen, Pen, STEP, free_port};
+use common::{Listen, Pen, STEP};
 
 /// An HTTP/1.1 keep-alive backend: for every request it records the head it received and
 /// answers with that head as the body.
@@ -100,12 +100,12 @@ fn read_response(s: &mut impl Read) -> String {
 }
 
 fn pen_h(backend: SocketAddr, extra: &[&str]) -> (Pen, u16) {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
     let be = backend.to_string();
     let mut args: Vec<&str> = extra.to_vec();
-    args.extend([listen.as_str(), be.as_str()]);
-    (Pen::start(&args, Listen::Tcp(port)), port)
+    args.extend(["127.0.0.1:0", be.as_str()]);
+    let pen = Pen::start(&args, Listen::Reported);
+    let port = pen.port();
+    (pen, port)
 }
 
 fn connect(port: u16) -> TcpStream {
@@ -269,10 +269,9 @@ fn unix_socket_client_is_forwarded_as_unknown() {
 #[test]
 fn ipv6_client_address_is_written_without_brackets() {
     let be = EchoHeads::start();
-    let port = common::free_port_v6();
-    let listen = format!("[::1]:{port}");
     let backend = be.addr.to_string();
-    let _pen = Pen::start(&["-H", &listen, &backend], Listen::Tcp(port));
+    let pen = Pen::start(&["-H", "[::1]:0", &backend], Listen::Reported);
+    let port = pen.port();
     let mut s = TcpStream::connect(("::1", port)).unwrap();
     s.set_read_timeout(Some(STEP)).unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();

@@ -24,7 +24,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("{e}");
-            if e.show_usage {
+            if e.show_usage() {
                 eprint!("{}", cli::USAGE);
             }
             return ExitCode::FAILURE;

@@ -174,7 +174,7 @@ pub struct ListenArg {
 
 impl ListenArg {
     /// Parses a listen address, keeping its spelling.
-    pub fn parse(s: &str) -> Result<ListenArg, String> {
+    pub fn parse(s: &str) -> Result<ListenArg, crate::config::AddrError> {
         Ok(ListenArg {
             addr: ListenAddr::parse(s)?,
             given: s.to_string(),
@@ -569,7 +569,7 @@ fn parse_metrics_addr(t: &str) -> Result<SocketAddr, CommandError> {
         Ok(ListenAddr::Inet(_)) => Err(bad("port 0")),
         Ok(ListenAddr::Name { host, .. }) => Err(bad(&format!("{host:?} is a host name"))),
         Ok(ListenAddr::Unix(_)) => Err(bad("a Unix socket path is not supported")),
-        Err(e) => Err(bad(&e)),
+        Err(e) => Err(bad(&e.to_string())),
     }
 }
 

@@ -65,562 +65,36 @@
 
 pub mod arp;
 pub mod capture;
+mod config;
 pub mod frames;
 pub mod maglev;
 pub mod ndp;
+mod parse;
 pub mod ratecap;
 pub mod tarpit;
+mod verdict;
 pub mod wire;
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use crate::acl::Acl;
-use crate::config::{Config, HostSpec, ListenAddr};
 
 pub use maglev::{Maglev, Member, flow_hash, flow_hash_ip};
 pub use wire::Mac;
 
-use wire::{ETH_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, PROTO_TCP, PROTO_UDP};
+pub use config::{BackendConfig, EngineConfig, EngineConfigError, config_from_pen_args, parse_mac};
+pub use verdict::{
+    Counters, DropReason, IgnoreReason, RxMeta, TarpitStatus, Transmit, TxKind, Verdict,
+};
+
+use parse::{L3, V6Error, complete_l4_checksum, parse_ipv4, parse_ipv6};
+
+use wire::{ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, PROTO_TCP, PROTO_UDP};
 
 /// Largest frame the engine accepts (a 9000-byte jumbo payload plus headers and a VLAN tag).
 pub const MAX_FRAME: usize = 9216;
-
-/// One backend as the engine sees it: its position is the server slot number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BackendConfig {
-    /// `None` for a slot without a usable address (never chosen). IPv4 backends are found with
-    /// ARP, IPv6 ones with Neighbor Discovery.
-    pub ip: Option<IpAddr>,
-    /// Share of the table; 0 counts as 1.
-    pub weight: u32,
-    /// `false` while blacklisted.
-    pub available: bool,
-}
-
-/// Everything the engine needs, as a plain value (built from [`Config`] by
-/// [`EngineConfig::from_config`], or by hand in tests).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EngineConfig {
-    /// The DSR interface's MAC.
-    pub mac: Mac,
-    /// The virtual IP (the listen address), IPv4 or IPv6.
-    pub vip: IpAddr,
-    /// The listen port; 0 = every port.
-    pub port: u16,
-    /// `-U`: forward UDP (and no tarpit); otherwise TCP.
-    pub udp: bool,
-    /// `-r`: hash the source port too (per flow instead of per client).
-    pub per_flow: bool,
-    /// Server slots in order.
-    pub backends: Vec<BackendConfig>,
-    /// The access list `tarpit_acl` names, matched against destination addresses.
-    pub tarpit: Option<Acl>,
-    /// Key of the tarpit's ISN hash (the driver draws it once, e.g. from the OS).
-    pub isn_key: [u8; 16],
-    /// Window advertised by the tarpit's SYN+ACK.
-    pub tarpit_window: u16,
-    /// `tarpit_persist`: the SYN+ACK advertises a zero window and every later segment of the
-    /// connection gets an ACK that keeps it at zero (see [`tarpit::persist_ack`]).
-    pub tarpit_persist: bool,
-    /// `tarpit_capture`: LaBrea-style capture of unanswered addresses ([`capture`]).
-    pub tarpit_capture: Option<capture::CaptureConfig>,
-    /// `tarpit_rate`: cap on the tarpit's TCP replies ([`ratecap`]).
-    pub tarpit_rate: Option<ratecap::RateConfig>,
-    /// Addresses of the DSR interface itself: never captured.
-    pub own_addrs: Vec<IpAddr>,
-    /// Minimum time between two probes for a backend whose MAC is unknown.
-    pub probe_interval: Duration,
-    /// Time after which known backend MACs are probed again.
-    pub refresh_interval: Duration,
-    /// How long a frame may wait for its backend's MAC.
-    pub hold_time: Duration,
-    /// How many frames may wait in all.
-    pub hold_max: usize,
-}
-
-impl EngineConfig {
-    /// A configuration with C Pen's timers (probe 1 s, refresh 60 s), a 2 s hold of at most
-    /// 1024 frames, the default tarpit window, no tarpit and no backends.
-    pub fn new(mac: Mac, vip: impl Into<IpAddr>, port: u16) -> EngineConfig {
-        EngineConfig {
-            mac,
-            vip: crate::acl::canonical(vip.into()),
-            port,
-            udp: false,
-            per_flow: false,
-            backends: Vec::new(),
-            tarpit: None,
-            isn_key: [0; 16],
-            tarpit_window: tarpit::DEFAULT_WINDOW,
-            tarpit_persist: false,
-            tarpit_capture: None,
-            tarpit_rate: None,
-            own_addrs: Vec::new(),
-            probe_interval: Duration::from_secs(1),
-            refresh_interval: Duration::from_secs(60),
-            hold_time: Duration::from_secs(2),
-            hold_max: 1024,
-        }
-    }
-
-    /// Builds the engine's configuration from pen's: the listen address is the VIP (an IPv4 or
-    /// IPv6 address, port 0 = every port), `-U`, `-r`, the servers (IP literals; names must
-    /// have been resolved into [`HostSpec::Ip`] by the caller) and `tarpit_acl`. All backends start
-    /// available; the caller applies the blacklist with [`Engine::set_available`].
-    pub fn from_config(cfg: &Config, mac: Mac, isn_key: [u8; 16]) -> Result<EngineConfig, String> {
-        let (vip, port) = match &cfg.listen {
-            Some(ListenAddr::Inet(sa)) => match crate::acl::canonical(sa.ip()) {
-                ip if !ip.is_unspecified() => (ip, sa.port()),
-                _ => {
-                    return Err(format!(
-                        "DSR needs the virtual IP address as the listen address, got {sa}; give VIP:port, e.g. 192.168.100.1:80 or [fd00::100]:80 (port 0 = every port)"
-                    ));
-                }
-            },
-            Some(other) => {
-                return Err(format!(
-                    "DSR needs the virtual IP address as the listen address, got {other}; give VIP:port, e.g. 192.168.100.1:80"
-                ));
-            }
-            None => {
-                return Err(
-                    "DSR needs a listen address: give VIP:port, e.g. 192.168.100.1:80".into(),
-                );
-            }
-        };
-        if cfg.servers.len() > maglev::MAX_MEMBERS {
-            return Err(format!(
-                "DSR supports at most {} servers, got {}",
-                maglev::MAX_MEMBERS,
-                cfg.servers.len()
-            ));
-        }
-        let mut backends = Vec::with_capacity(cfg.servers.len());
-        for (i, s) in cfg.servers.iter().enumerate() {
-            let ip = match &s.host {
-                Some(HostSpec::Ip(a)) => Some(crate::acl::canonical(*a)),
-                Some(HostSpec::Name(n)) => {
-                    return Err(format!(
-                        "server {i} ({n}): host names must be resolved to an IP address before DSR starts"
-                    ));
-                }
-                Some(HostSpec::Unix(p)) => {
-                    return Err(format!(
-                        "server {i} ({}): a Unix socket cannot be a DSR backend; give an IP address on the DSR interface's segment",
-                        p.display()
-                    ));
-                }
-                None => None,
-            };
-            backends.push(BackendConfig {
-                ip,
-                weight: s.weight,
-                available: true,
-            });
-        }
-        let tarpit = match cfg.tarpit_acl {
-            Some(n) => Some(
-                cfg.acls
-                    .get(usize::from(n))
-                    .cloned()
-                    .ok_or_else(|| format!("tarpit_acl {n}: no such access list; expected 0-9"))?,
-            ),
-            None => None,
-        };
-        let mut ec = EngineConfig::new(mac, vip, port);
-        ec.udp = cfg.udp;
-        ec.per_flow = cfg.mode.roundrobin;
-        ec.backends = backends;
-        ec.tarpit = tarpit;
-        ec.isn_key = isn_key;
-        ec.tarpit_persist = cfg.tarpit_persist;
-        ec.tarpit_capture = cfg.tarpit_capture;
-        ec.tarpit_rate = cfg.tarpit_rate;
-        Ok(ec)
-    }
-}
-
-/// Builds the engine's configuration from pen's own arguments (without `argv[0]`), as the blog
-/// command lines give them: `-r -O "dsr_if eth1" 192.168.100.1:0 192.168.100.3 ...`. Parsing
-/// is pure ([`crate::cli::parse`]); `-F` files are not read, and `dsr_if` may be left out.
-pub fn config_from_pen_args(
-    args: &[String],
-    mac: Mac,
-    isn_key: [u8; 16],
-) -> Result<EngineConfig, String> {
-    let parsed = crate::cli::parse(args.iter().cloned()).map_err(|e| e.message)?;
-    let mut cfg = parsed.config;
-    if cfg.dsr_if.is_none() {
-        cfg.dsr_if = Some("offline".into());
-    }
-    crate::cli::finish_startup(&mut cfg, &parsed.servers).map_err(|e| e.message)?;
-    EngineConfig::from_config(&cfg, mac, isn_key)
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff` (or `-` separated).
-pub fn parse_mac(s: &str) -> Result<Mac, String> {
-    let parts: Vec<&str> = s.split([':', '-']).collect();
-    let bad = || format!("bad MAC address {s:?}; expected six hex bytes like 02:00:00:00:00:01");
-    if parts.len() != 6 {
-        return Err(bad());
-    }
-    let mut m = [0u8; 6];
-    for (o, p) in m.iter_mut().zip(&parts) {
-        if p.is_empty() || p.len() > 2 {
-            return Err(bad());
-        }
-        *o = u8::from_str_radix(p, 16).map_err(|_| bad())?;
-    }
-    Ok(m)
-}
-
-/// Why a frame was ignored (well-formed, but not something the engine handles).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum IgnoreReason {
-    /// Sent by our own MAC (e.g. looped back by the capture).
-    OwnFrame,
-    /// IPv4 frame whose destination MAC is not ours.
-    NotOurMac,
-    /// ARP request for an address we do not answer for, or an ARP reply from a non-backend.
-    ArpNotOurs,
-    /// ARP for a hardware/protocol pair other than Ethernet/IPv4, or an unknown operation.
-    ArpOther,
-    /// IPv4 to an address that is neither the VIP nor tarpitted.
-    NotVip,
-    /// To the VIP but not TCP (or not UDP with `-U`).
-    WrongProtocol,
-    /// To the VIP but not the listen port.
-    WrongPort,
-    /// To a tarpitted address but not a SYN (ACK, data, FIN, RST), or not TCP; in persist
-    /// mode RST and FIN still are.
-    TarpitNotSyn,
-    /// Persist mode: an ACK to a tarpitted address that is not one of the tarpit's
-    /// connections (its sequence numbers do not check out).
-    TarpitStray,
-    /// IPv6 with an extension header chain the engine does not walk (more than 8 headers, or
-    /// an unknown one before the transport header of a frame to the VIP).
-    Ipv6,
-}
-
-impl IgnoreReason {
-    pub const ALL: [IgnoreReason; 10] = [
-        IgnoreReason::OwnFrame,
-        IgnoreReason::NotOurMac,
-        IgnoreReason::ArpNotOurs,
-        IgnoreReason::ArpOther,
-        IgnoreReason::NotVip,
-        IgnoreReason::WrongProtocol,
-        IgnoreReason::WrongPort,
-        IgnoreReason::TarpitNotSyn,
-        IgnoreReason::Ipv6,
-        IgnoreReason::TarpitStray,
-    ];
-
-    /// A short lowercase name, as in the verdict log.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IgnoreReason::OwnFrame => "own-frame",
-            IgnoreReason::NotOurMac => "not-our-mac",
-            IgnoreReason::ArpNotOurs => "arp-not-ours",
-            IgnoreReason::ArpOther => "arp-other",
-            IgnoreReason::NotVip => "not-vip",
-            IgnoreReason::WrongProtocol => "wrong-protocol",
-            IgnoreReason::WrongPort => "wrong-port",
-            IgnoreReason::TarpitNotSyn => "tarpit-not-syn",
-            IgnoreReason::Ipv6 => "ipv6-extensions",
-            IgnoreReason::TarpitStray => "tarpit-stray",
-        }
-    }
-}
-
-/// Why a frame was dropped (bad input, or nowhere to send it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DropReason {
-    /// Shorter than its headers say (Ethernet, ARP, IPv4 total length, TCP/UDP header).
-    Truncated,
-    /// Longer than [`MAX_FRAME`].
-    Oversized,
-    /// Not IPv4, IPv6 or ARP (includes VLAN-tagged frames).
-    NonIp,
-    /// IPv4 header inconsistent (version, header length, total length).
-    Malformed,
-    /// No backend available (all blacklisted or none configured).
-    NoBackend,
-    /// The backend's MAC is unknown and the hold queue is full.
-    HoldFull,
-    /// A tarpit reply over the `tarpit_rate` cap.
-    TarpitRate,
-}
-
-impl DropReason {
-    pub const ALL: [DropReason; 7] = [
-        DropReason::Truncated,
-        DropReason::Oversized,
-        DropReason::NonIp,
-        DropReason::Malformed,
-        DropReason::NoBackend,
-        DropReason::HoldFull,
-        DropReason::TarpitRate,
-    ];
-
-    /// A short lowercase name, as in the verdict log.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::Truncated => "truncated",
-            DropReason::Oversized => "oversized",
-            DropReason::NonIp => "non-ip",
-            DropReason::Malformed => "malformed",
-            DropReason::NoBackend => "no-backend",
-            DropReason::HoldFull => "hold-full",
-            DropReason::TarpitRate => "tarpit-rate-cap",
-        }
-    }
-}
-
-/// What [`Engine::process`] decided. The transmit verdicts carry the length of the frame to
-/// send, which is the prefix of the buffer that was passed in (rewritten in place).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Send the rewritten frame: it goes to backend `backend`.
-    Forward {
-        backend: usize,
-        len: usize,
-    },
-    /// Send the frame, now an ARP reply.
-    ArpReply {
-        len: usize,
-    },
-    /// Send the frame, now an IPv6 neighbor advertisement.
-    NdpAdvert {
-        len: usize,
-    },
-    /// Send the frame, now the tarpit's SYN+ACK.
-    TarpitSynAck {
-        len: usize,
-    },
-    /// Send the frame, now the tarpit's zero-window ACK to a held connection (persist mode).
-    TarpitAck {
-        len: usize,
-    },
-    /// The engine kept a copy until `backend`'s MAC is known; send nothing now.
-    Held {
-        backend: usize,
-    },
-    /// An ARP reply taught the MAC of `backend` (the first one when several share the address).
-    Learned {
-        backend: usize,
-    },
-    Ignored(IgnoreReason),
-    Dropped(DropReason),
-}
-
-impl Verdict {
-    /// The length of the frame to transmit, for the verdicts that transmit.
-    pub fn transmit_len(&self) -> Option<usize> {
-        match *self {
-            Verdict::Forward { len, .. }
-            | Verdict::ArpReply { len }
-            | Verdict::NdpAdvert { len }
-            | Verdict::TarpitSynAck { len }
-            | Verdict::TarpitAck { len } => Some(len),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Verdict::Forward { backend, len } => write!(f, "forward backend={backend} len={len}"),
-            Verdict::ArpReply { len } => write!(f, "arp-reply len={len}"),
-            Verdict::NdpAdvert { len } => write!(f, "ndp-advert len={len}"),
-            Verdict::TarpitSynAck { len } => write!(f, "tarpit-syn-ack len={len}"),
-            Verdict::TarpitAck { len } => write!(f, "tarpit-ack len={len}"),
-            Verdict::Held { backend } => write!(f, "held backend={backend}"),
-            Verdict::Learned { backend } => write!(f, "learned backend={backend}"),
-            Verdict::Ignored(r) => write!(f, "ignored {}", r.as_str()),
-            Verdict::Dropped(r) => write!(f, "dropped {}", r.as_str()),
-        }
-    }
-}
-
-/// Information a driver has about a received frame.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RxMeta {
-    /// The L4 checksum is partial (offload: `TP_STATUS_CSUMNOTREADY`); the engine completes it
-    /// before forwarding.
-    pub csum_partial: bool,
-}
-
-/// A frame the engine originates.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    pub frame: Vec<u8>,
-    pub kind: TxKind,
-}
-
-/// Why the engine sends a [`Transmit`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TxKind {
-    /// Who-has for a backend's IPv4 address.
-    ArpProbe { backend: usize },
-    /// Neighbor solicitation for a backend's IPv6 address.
-    NdpProbe { backend: usize },
-    /// A held frame, now addressed to the backend whose MAC was learned.
-    Released { backend: usize },
-}
-
-impl fmt::Display for TxKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TxKind::ArpProbe { backend } => write!(f, "arp-probe backend={backend}"),
-            TxKind::NdpProbe { backend } => write!(f, "ndp-probe backend={backend}"),
-            TxKind::Released { backend } => write!(f, "released backend={backend}"),
-        }
-    }
-}
-
-/// Counters by outcome and reason.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub rx: u64,
-    pub forwarded: u64,
-    pub arp_replies: u64,
-    pub ndp_adverts: u64,
-    pub tarpit_syn_acks: u64,
-    /// Persist mode: zero-window ACKs sent to held connections (`tarpit_held` +
-    /// `tarpit_probes`).
-    pub tarpit_acks: u64,
-    /// Persist mode: handshakes completed into a zero window (connections held).
-    pub tarpit_held: u64,
-    /// Persist mode: zero-window probes and data segments of held connections answered.
-    pub tarpit_probes: u64,
-    pub held: u64,
-    pub released: u64,
-    /// Held frames dropped because their backend's MAC stayed unknown for `hold_time`.
-    pub hold_expired: u64,
-    pub learned: u64,
-    pub probes: u64,
-    /// Table rebuilds.
-    pub rebuilds: u64,
-    ignored: [u64; IgnoreReason::ALL.len()],
-    dropped: [u64; DropReason::ALL.len()],
-}
-
-impl Counters {
-    /// Frames ignored for `r`.
-    pub fn ignored(&self, r: IgnoreReason) -> u64 {
-        self.ignored.get(r as usize).copied().unwrap_or(0)
-    }
-
-    /// Frames dropped for `r`.
-    pub fn dropped(&self, r: DropReason) -> u64 {
-        self.dropped.get(r as usize).copied().unwrap_or(0)
-    }
-
-    /// All dropped frames.
-    pub fn dropped_total(&self) -> u64 {
-        self.dropped.iter().sum()
-    }
-
-    /// All ignored frames.
-    pub fn ignored_total(&self) -> u64 {
-        self.ignored.iter().sum()
-    }
-
-    fn count(&mut self, v: &Verdict) {
-        match *v {
-            Verdict::Forward { .. } => self.forwarded += 1,
-            Verdict::ArpReply { .. } => self.arp_replies += 1,
-            Verdict::NdpAdvert { .. } => self.ndp_adverts += 1,
-            Verdict::TarpitSynAck { .. } => self.tarpit_syn_acks += 1,
-            Verdict::TarpitAck { .. } => self.tarpit_acks += 1,
-            Verdict::Held { .. } => self.held += 1,
-            Verdict::Learned { .. } => self.learned += 1,
-            Verdict::Ignored(r) => {
-                if let Some(c) = self.ignored.get_mut(r as usize) {
-                    *c += 1;
-                }
-            }
-            Verdict::Dropped(r) => {
-                if let Some(c) = self.dropped.get_mut(r as usize) {
-                    *c += 1;
-                }
-            }
-        }
-    }
-}
-
-impl fmt::Display for Counters {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "rx={} forwarded={} arp_replies={} tarpit_syn_acks={} held={} released={} hold_expired={} learned={} probes={}",
-            self.rx,
-            self.forwarded,
-            self.arp_replies,
-            self.tarpit_syn_acks,
-            self.held,
-            self.released,
-            self.hold_expired,
-            self.learned,
-            self.probes
-        )?;
-        if self.ndp_adverts > 0 {
-            write!(f, " ndp_adverts={}", self.ndp_adverts)?;
-        }
-        if self.tarpit_acks > 0 {
-            write!(
-                f,
-                " tarpit_acks={} tarpit_held={} tarpit_probes={}",
-                self.tarpit_acks, self.tarpit_held, self.tarpit_probes
-            )?;
-        }
-        for r in IgnoreReason::ALL {
-            let n = self.ignored(r);
-            if n > 0 {
-                write!(f, " ignored.{}={n}", r.as_str())?;
-            }
-        }
-        for r in DropReason::ALL {
-            let n = self.dropped(r);
-            if n > 0 {
-                write!(f, " dropped.{}={n}", r.as_str())?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The tarpit's settings and counters as the reports show them ([`Engine::tarpit_status`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TarpitStatus {
-    pub persist: bool,
-    pub capture: Option<capture::CaptureConfig>,
-    pub rate: Option<ratecap::RateConfig>,
-    /// SYN+ACKs sent.
-    pub syn_acks: u64,
-    /// Persist mode: zero-window ACKs sent (`held` + `probes`).
-    pub acks: u64,
-    /// Persist mode: connections held (handshakes completed into a zero window).
-    pub held: u64,
-    /// Persist mode: zero-window probes (and data) of held connections answered.
-    pub probes: u64,
-    /// Replies not sent because of `tarpit_rate`.
-    pub rate_dropped: u64,
-    /// Persist mode: ACKs that were not the tarpit's connections.
-    pub stray: u64,
-    pub capture_counters: capture::CaptureCounters,
-    /// Capture table entries by state.
-    pub pending: usize,
-    pub captured: usize,
-    pub alive: usize,
-    /// Captured addresses (the first ones, in address order).
-    pub captured_addrs: Vec<IpAddr>,
-}
 
 #[derive(Debug, Clone)]
 struct BackendState {
@@ -678,31 +152,6 @@ pub struct Engine {
     capture: Option<capture::CaptureTable>,
     /// `tarpit_rate`'s buckets.
     rate: Option<ratecap::RateCap>,
-}
-
-/// The parsed network-layer facts the decision needs (IPv4 or IPv6).
-struct L3 {
-    v6: bool,
-    /// Offset of the transport header in the frame.
-    l4: usize,
-    /// Transport header + payload length (from the IP header).
-    l4_len: usize,
-    proto: u8,
-    src: IpAddr,
-    dst: IpAddr,
-    /// Not the first fragment: no transport header in this frame.
-    later_fragment: bool,
-    /// Any fragment (first or later).
-    fragment: bool,
-    /// IPv4 type of service (the tarpit copies it).
-    tos: u8,
-}
-
-/// Why an IPv6 frame could not be parsed.
-enum V6Error {
-    Drop(DropReason),
-    /// An extension header chain the engine does not walk.
-    Unhandled,
 }
 
 impl Engine {
@@ -1346,169 +795,10 @@ impl Engine {
     }
 }
 
-fn parse_ipv4(frame: &[u8]) -> Result<L3, DropReason> {
-    let Some(&vihl) = frame.get(ETH_LEN) else {
-        return Err(DropReason::Truncated);
-    };
-    if frame.len() < ETH_LEN + 20 {
-        return Err(DropReason::Truncated);
-    }
-    if vihl >> 4 != 4 {
-        return Err(DropReason::Malformed);
-    }
-    let ihl = usize::from(vihl & 0x0f) * 4;
-    if ihl < 20 {
-        return Err(DropReason::Malformed);
-    }
-    let (Some(total), Some(frag), Some(&proto), Some(src), Some(dst), Some(&tos)) = (
-        wire::be16(frame, ETH_LEN + 2),
-        wire::be16(frame, ETH_LEN + 6),
-        frame.get(ETH_LEN + 9),
-        wire::ipv4(frame, ETH_LEN + 12),
-        wire::ipv4(frame, ETH_LEN + 16),
-        frame.get(ETH_LEN + 1),
-    ) else {
-        return Err(DropReason::Truncated);
-    };
-    let total = usize::from(total);
-    if total < ihl {
-        return Err(DropReason::Malformed);
-    }
-    if frame.len() < ETH_LEN + total {
-        return Err(DropReason::Truncated);
-    }
-    let offset = frag & 0x1fff;
-    let more = frag & 0x2000 != 0;
-    Ok(L3 {
-        v6: false,
-        l4: ETH_LEN + ihl,
-        l4_len: total - ihl,
-        proto,
-        src: IpAddr::V4(src),
-        dst: IpAddr::V4(dst),
-        later_fragment: offset != 0,
-        fragment: offset != 0 || more,
-        tos,
-    })
-}
-
-/// Parses the IPv6 header and walks hop-by-hop (0), routing (43), fragment (44) and
-/// destination-options (60) headers to the transport header.
-fn parse_ipv6(frame: &[u8]) -> Result<L3, V6Error> {
-    let Some(&v) = frame.get(ETH_LEN) else {
-        return Err(V6Error::Drop(DropReason::Truncated));
-    };
-    if frame.len() < ETH_LEN + ndp::IPV6_LEN {
-        return Err(V6Error::Drop(DropReason::Truncated));
-    }
-    if v >> 4 != 6 {
-        return Err(V6Error::Drop(DropReason::Malformed));
-    }
-    let (Some(plen), Some(&first), Some(src), Some(dst)) = (
-        wire::be16(frame, ETH_LEN + 4),
-        frame.get(ETH_LEN + 6),
-        ndp::ipv6(frame, ETH_LEN + 8),
-        ndp::ipv6(frame, ETH_LEN + 24),
-    ) else {
-        return Err(V6Error::Drop(DropReason::Truncated));
-    };
-    let end = ETH_LEN + ndp::IPV6_LEN + usize::from(plen);
-    if frame.len() < end {
-        return Err(V6Error::Drop(DropReason::Truncated));
-    }
-    let (mut next, mut at) = (first, ETH_LEN + ndp::IPV6_LEN);
-    let (mut fragment, mut later_fragment) = (false, false);
-    for _ in 0..8 {
-        match next {
-            0 | 43 | 60 => {
-                let (Some(&nh), Some(&units)) = (frame.get(at), frame.get(at + 1)) else {
-                    return Err(V6Error::Drop(DropReason::Truncated));
-                };
-                let len = (usize::from(units) + 1) * 8;
-                if at + len > end {
-                    return Err(V6Error::Drop(DropReason::Truncated));
-                }
-                next = nh;
-                at += len;
-            }
-            44 => {
-                let (Some(&nh), Some(off)) = (frame.get(at), wire::be16(frame, at + 2)) else {
-                    return Err(V6Error::Drop(DropReason::Truncated));
-                };
-                if at + 8 > end {
-                    return Err(V6Error::Drop(DropReason::Truncated));
-                }
-                fragment = true;
-                later_fragment = off >> 3 != 0;
-                next = nh;
-                at += 8;
-                if later_fragment {
-                    break;
-                }
-            }
-            _ => {
-                return Ok(L3 {
-                    v6: true,
-                    l4: at,
-                    l4_len: end - at,
-                    proto: next,
-                    src: IpAddr::V6(src),
-                    dst: IpAddr::V6(dst),
-                    later_fragment,
-                    fragment,
-                    tos: 0,
-                });
-            }
-        }
-    }
-    if later_fragment {
-        return Ok(L3 {
-            v6: true,
-            l4: at,
-            l4_len: end - at,
-            proto: next,
-            src: IpAddr::V6(src),
-            dst: IpAddr::V6(dst),
-            later_fragment,
-            fragment,
-            tos: 0,
-        });
-    }
-    Err(V6Error::Unhandled)
-}
-
-/// Recomputes the TCP/UDP checksum of an unfragmented frame in full (for frames whose
-/// checksum the sender's NIC was supposed to finish).
-fn complete_l4_checksum(frame: &mut [u8], ip: &L3) {
-    let off = match ip.proto {
-        PROTO_TCP => 16,
-        PROTO_UDP => 6,
-        _ => return,
-    };
-    let Some(seg) = ip
-        .l4
-        .checked_add(ip.l4_len)
-        .and_then(|end| frame.get_mut(ip.l4..end))
-    else {
-        return;
-    };
-    if !wire::put(seg, off, &[0, 0]) {
-        return;
-    }
-    let mut c = match (ip.src, ip.dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => wire::l4_checksum_v4(s, d, ip.proto, seg),
-        (IpAddr::V6(s), IpAddr::V6(d)) => wire::l4_checksum_v6(s, d, ip.proto, seg),
-        _ => return,
-    };
-    if ip.proto == PROTO_UDP && c == 0 {
-        c = 0xffff;
-    }
-    wire::put(seg, off, &c.to_be_bytes());
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Config, HostSpec, ListenAddr};
 
     const MAC: Mac = [0x02, 0, 0, 0, 0, 0x01];
 
@@ -1609,7 +899,28 @@ mod tests {
             ..Default::default()
         });
         let e = EngineConfig::from_config(&c, MAC, [0; 16]).unwrap_err();
-        assert!(e.contains("web1"), "{e}");
+        assert!(e.to_string().contains("web1"), "{e}");
+        assert_eq!(
+            e,
+            EngineConfigError::UnresolvedName {
+                index: 0,
+                name: "web1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn pen_args_errors_keep_the_command_line_error() {
+        let args: Vec<String> = vec!["10.0.0.1:0".into(), "10.0.0.2:htttp".into()];
+        let e = config_from_pen_args(&args, MAC, [0; 16]).unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                EngineConfigError::Cli(crate::cli::CliError::Backend { .. })
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("htttp"), "{e}");
     }
 
     #[test]
@@ -1650,6 +961,6 @@ mod tests {
             ..Config::default()
         };
         let e = EngineConfig::from_config(&c, MAC, [0; 16]).unwrap_err();
-        assert!(e.contains("0.0.0.0:80"), "{e}");
+        assert!(e.to_string().contains("0.0.0.0:80"), "{e}");
     }
 }

@@ -125,19 +125,11 @@ pub(crate) fn mean_run_ns(prog: &impl AsFd, frame: &[u8], repeat: u32) -> io::Re
     crate::sys::bpf::test_run_repeat(prog.as_fd(), frame, repeat).map(|(_, _, ns)| ns)
 }
 
-/// For tests that load programs: whether this process may (root). Elsewhere the caller skips,
-/// except in CI, where a skip would hide the test: there it fails.
+/// For tests that load programs: they need root, and fail (never skip) without it.
 #[cfg(test)]
 pub(crate) fn may_load_programs() -> bool {
-    if crate::sys::bpf::is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "this test needs root (loading BPF programs)"
-    );
-    eprintln!("skipped: needs root");
-    false
+    crate::testing::require_root("loads BPF programs");
+    true
 }
 
 #[cfg(test)]

@@ -113,7 +113,7 @@ pub fn engine_config(
 ) -> Result<EngineConfig, String> {
     let mut c = config.clone();
     c.servers.clear();
-    let mut ec = EngineConfig::from_config(&c, link_mac, key)?;
+    let mut ec = EngineConfig::from_config(&c, link_mac, key).map_err(|e| e.to_string())?;
     ec.backends = backends;
     Ok(ec)
 }

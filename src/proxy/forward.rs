@@ -20,7 +20,10 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock (the same as std's unless a test pauses it).
+use tokio::time::Instant;
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -402,7 +405,7 @@ impl Activity {
             if Instant::now() >= deadline {
                 return;
             }
-            tokio::time::sleep_until(deadline.into()).await;
+            tokio::time::sleep_until(deadline).await;
         }
     }
 }
@@ -843,7 +846,8 @@ mod tests {
         assert_eq!(got, b"late");
     }
 
-    #[tokio::test]
+    /// On paused time: the timeout fires exactly when due, however slow the machine is.
+    #[tokio::test(start_paused = true)]
     async fn idle_timeout_closes_a_silent_connection() {
         let (_client, fwd_client) = tcp_pair().await;
         let (fwd_server, _server) = tcp_pair().await;
@@ -855,11 +859,12 @@ mod tests {
         let start = Instant::now();
         let ending = forward(fc, fs, &opts, &Counters::default()).await.unwrap();
         assert_eq!(ending, Ending::IdleTimeout);
-        assert!(start.elapsed() >= Duration::from_millis(200));
-        assert!(start.elapsed() < Duration::from_secs(2));
+        assert_eq!(start.elapsed(), Duration::from_millis(200));
     }
 
-    #[tokio::test]
+    /// On paused time: four messages 150 ms apart keep a 300 ms timeout from firing; it fires
+    /// 300 ms after the last one.
+    #[tokio::test(start_paused = true)]
     async fn idle_timeout_is_reset_by_traffic() {
         let (mut client, fwd_client) = tcp_pair().await;
         let (fwd_server, mut server) = tcp_pair().await;
@@ -882,7 +887,8 @@ mod tests {
         let start = Instant::now();
         let (ending, talked_until) = tokio::join!(fwd, talk);
         assert_eq!(ending.unwrap(), Ending::IdleTimeout);
-        assert!(talked_until - start >= Duration::from_millis(600));
+        assert_eq!(talked_until - start, Duration::from_millis(600));
+        assert_eq!(start.elapsed(), Duration::from_millis(900));
     }
 
     #[tokio::test]

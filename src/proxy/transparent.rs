@@ -461,11 +461,7 @@ mod tests {
         /// Transparent UDP sockets are bound to the client's address with IP_TRANSPARENT,
         /// which needs CAP_NET_ADMIN even for a local address.
         fn require_root() {
-            let root = crate::sys::process::is_root();
-            assert!(
-                root,
-                "this test sets IP_TRANSPARENT (needs CAP_NET_ADMIN): run `cargo test` as root as CI does"
-            );
+            crate::testing::require_root("sets IP_TRANSPARENT (needs CAP_NET_ADMIN)");
         }
 
         /// Whether a UDP socket is bound to exactly `addr` (IPv4), per /proc/net/udp.

@@ -113,8 +113,18 @@ fn tracked_server_is_initial_choice_even_when_blacklisted() {
     let mut b = balancer(3, |_| {});
     let a = client("10.0.0.1");
     assert_eq!(connect(&mut b, &a, secs(1)), Server(1));
+    // Another client moves the roundrobin cursor to 2: a fresh pick would now be 0, and the
+    // failover order after it [0, 2]. Tracking makes a's initial choice its server 1 instead.
+    assert_eq!(connect(&mut b, &client("10.0.0.2"), secs(1)), Server(2));
     b.connect_failed(Server(1), secs(2));
+    assert!(b.is_blacklisted(1, secs(3)));
+    // The blacklisted initial choice is tried and refused; failover continues after it.
     assert_eq!(b.select(&a, secs(3)), vec![Server(2), Server(0)]);
+    // An untracked client gets the roundrobin order, which differs.
+    assert_eq!(
+        b.select(&client("10.0.0.3"), secs(3)),
+        vec![Server(0), Server(2)]
+    );
 }
 
 #[test]
@@ -209,9 +219,23 @@ fn roundrobin_skips_unavailable_and_keeps_cursor_on_failover() {
     let mut b = balancer(3, |c| c.mode.roundrobin = true);
     let a = client("10.0.0.1");
     b.blacklist(2, 60, secs(0)).unwrap();
-    assert_eq!(first(&mut b, &a, secs(1)), Some(Server(1)));
-    assert_eq!(first(&mut b, &a, secs(1)), Some(Server(0)));
-    assert_eq!(first(&mut b, &a, secs(1)), Some(Server(1)));
+    // Skips unavailable: 2 is never a pick, nor a failover candidate.
+    assert_eq!(b.select(&a, secs(1)), vec![Server(1), Server(0)]);
+    assert_eq!(b.select(&a, secs(1)), vec![Server(0), Server(1)]);
+    assert_eq!(b.select(&a, secs(1)), vec![Server(1), Server(0)]);
+    b.blacklist(2, 0, secs(1)).unwrap();
+    // Failover: the pick (2) fails, the proxy connects to the next candidate (0) instead.
+    let list = b.select(&a, secs(2));
+    assert_eq!(list, vec![Server(2), Server(0), Server(1)]);
+    b.connect_started(&a, Server(2), secs(2));
+    b.connect_failed(Server(2), secs(2));
+    b.connect_started(&a, Server(0), secs(2));
+    b.connect_ok(Server(0), secs(2));
+    assert_eq!(b.current(), Some(0), "the connection went to 0");
+    // The cursor stayed on the pick (2), not on where failover landed (0): next pick is the
+    // one after 2 that is available (0), and then 1 -- not 1 then 0.
+    assert_eq!(first(&mut b, &a, secs(3)), Some(Server(0)));
+    assert_eq!(first(&mut b, &a, secs(3)), Some(Server(1)));
 }
 
 #[test]

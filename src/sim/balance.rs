@@ -244,9 +244,9 @@ fn client_of(a: SocketAddr) -> Client {
 /// Builds pen's configuration and state from its arguments, as the daemon does; backends must
 /// be literal addresses (the simulation resolves no names).
 pub fn shared_from_args(args: &[String]) -> Result<Shared, String> {
-    let parsed = crate::cli::parse(args.iter().cloned()).map_err(|e| e.message)?;
+    let parsed = crate::cli::parse(args.iter().cloned()).map_err(|e| e.to_string())?;
     let mut cfg = parsed.config;
-    crate::cli::finish_startup(&mut cfg, &parsed.servers).map_err(|e| e.message)?;
+    crate::cli::finish_startup(&mut cfg, &parsed.servers).map_err(|e| e.to_string())?;
     for (i, s) in cfg.servers.iter().enumerate() {
         if let Some(HostSpec::Name(n)) = &s.host {
             return Err(format!(

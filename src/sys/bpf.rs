@@ -161,10 +161,3 @@ pub(crate) fn monotonic_ns() -> u64 {
         .saturating_mul(1_000_000_000)
         .saturating_add(ts.tv_nsec as u64)
 }
-
-/// Whether this process runs as root (tests that load programs need it).
-#[cfg(test)]
-pub(crate) fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}

@@ -195,10 +195,7 @@ pub(crate) fn syslog_info(line: &str) {
 /// Test support: fails (never skips) when the test is not run as root, naming what needs it.
 #[cfg(test)]
 pub(crate) fn require_root(what: &str) {
-    assert!(
-        is_root(),
-        "this test needs root for {what}; run the tests as root"
-    );
+    crate::testing::require_root(&format!("uses {what}"));
 }
 
 #[cfg(test)]

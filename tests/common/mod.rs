@@ -16,17 +16,29 @@ use std::time::{Duration, Instant};
 /// How long any single network step of a test may take before it counts as a failure.
 pub const STEP: Duration = Duration::from_secs(3);
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
-pub fn free_port() -> u16 {
+/// A TCP port on 127.0.0.1 where nothing listens, for "dead backend" specs: bound and
+/// released, so nothing listens there unless another process grabs it meanwhile (which can only
+/// make a dead-backend test see a live one). Pen itself is started on port 0 and reports the
+/// port it got ([`Listen::Reported`], [`Pen::control_addr`]): no probe-then-bind race.
+pub fn dead_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local_addr").port()
 }
 
-/// A free TCP port on [::1].
-pub fn free_port_v6() -> u16 {
-    let l = TcpListener::bind("[::1]:0").expect("bind an ephemeral v6 port");
-    l.local_addr().expect("local_addr").port()
+/// A free port to write into a command where pen must be given a concrete port: a run-time
+/// `listen`/`prometheus` command, or a test of how pen shows the address as it was given.
+/// Racy (probed, released, then bound by pen); everything else starts pen on port 0.
+pub fn probe_port() -> u16 {
+    dead_port()
 }
+
+/// `127.0.0.1:<port where nothing listens>` (see [`dead_port`]).
+pub fn dead_spec() -> String {
+    format!("127.0.0.1:{}", dead_port())
+}
+
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use pen::testing::{is_root, require_root};
 
 enum BackendListener {
     Tcp(TcpListener),
@@ -296,6 +308,7 @@ impl Pen {
             let ready = match listen {
                 Listen::Tcp(port) => tcp_listening(*port),
                 Listen::Unix(path) => unix_listening(path),
+                Listen::Reported => self.reported("pen: listening on ").is_some(),
             };
             if ready {
                 return;
@@ -310,6 +323,46 @@ impl Pen {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The address after `prefix` on pen's stderr, if pen printed it.
+    fn reported(&self, prefix: &str) -> Option<SocketAddr> {
+        self.stderr()
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(|a| a.trim().parse().expect("pen reports a socket address"))
+    }
+
+    /// Where pen listens, as it reported it (started with [`Listen::Reported`]).
+    pub fn addr(&self) -> SocketAddr {
+        self.reported("pen: listening on ")
+            .unwrap_or_else(|| panic!("pen reported no listen address; stderr:\n{}", self.stderr()))
+    }
+
+    /// The port pen listens on (see [`Pen::addr`]).
+    pub fn port(&self) -> u16 {
+        self.addr().port()
+    }
+
+    /// The control port pen reported for `-C 0` (`pen: control port on ADDR`); it is
+    /// printed right after the listen address, before pen serves.
+    pub fn control_addr(&self) -> SocketAddr {
+        let mut found = None;
+        wait_until(|| {
+            found = self.reported("pen: control port on ");
+            found.is_some()
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "pen reported no control port (start it with -C 0); stderr:\n{}",
+                self.stderr()
+            )
+        })
+    }
+
+    /// The control port as `penctl` takes it.
+    pub fn control_port(&self) -> u16 {
+        self.control_addr().port()
     }
 
     pub fn stderr(&self) -> String {
@@ -378,6 +431,9 @@ pub fn pen_fails(args: &[&str]) -> Failed {
 pub enum Listen {
     Tcp(u16),
     Unix(PathBuf),
+    /// Pen listens on port 0 and reports the bound address on stderr
+    /// (`pen: listening on ADDR`); read it with [`Pen::addr`].
+    Reported,
 }
 
 /// Is some socket in LISTEN state on `port` (IPv4 or IPv6) in this network namespace?
@@ -407,10 +463,25 @@ pub fn unix_listening(path: &Path) -> bool {
     })
 }
 
-/// Whether the tests run as (effective) root.
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+/// Sends one command line to the TCP control port on 127.0.0.1 and returns pen's whole reply
+/// (read until pen closes; bounded by `STEP`).
+pub fn ctl(port: u16, cmd: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the control port");
+    s.set_read_timeout(Some(STEP)).unwrap();
+    s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read the control reply");
+    out
+}
+
+/// `GET /metrics` from the Prometheus endpoint on 127.0.0.1 (bounded by `STEP`).
+pub fn scrape(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics port");
+    s.set_read_timeout(Some(STEP)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read the metrics");
+    out
 }
 
 /// Polls `f` until it returns true or `STEP` passes.

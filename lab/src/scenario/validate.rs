@@ -1066,7 +1066,7 @@ pub(super) fn plan_processes(
                     format!("{key}.pen"),
                     format!(
                         "pen rejects {args:?}: {}; expected pen's command line after the program name, e.g. [\"-f\", \"10.71.0.2:80\", \"10.71.0.3\"]",
-                        m.message.strip_prefix("pen: ").unwrap_or(&m.message)
+                        m.to_string().trim_start_matches("pen: ")
                     ),
                 );
             }

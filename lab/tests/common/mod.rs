@@ -34,19 +34,13 @@ pub fn errors(text: &str) -> String {
 /// Whether this process runs as root (for a test that runs either way, e.g. as `nobody`
 /// when it can drop to it).
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    pen::testing::is_root()
 }
 
 /// Fails the calling test unless it runs as root and network namespaces can be made;
 /// `why` says what the test needs root for.
 pub fn require_root(why: &str) {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "this test needs root ({why}) and fails without it (euid is {euid}); run `cargo test` as root, as CI does"
-    );
+    pen::testing::require_root(&format!("needs root ({why})"));
     assert!(
         Path::new("/run/netns").is_dir() || std::fs::create_dir_all("/run/netns").is_ok(),
         "this test needs network namespaces ({why}), but /run/netns cannot be created here"

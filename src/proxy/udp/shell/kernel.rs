@@ -214,12 +214,7 @@ mod tests {
     use std::time::Instant;
 
     fn require_root() {
-        let root = nix::unistd::geteuid().is_root();
-        assert!(
-            root,
-            "this test creates a network namespace and loads a BPF program (needs root): run \
-             `cargo test` as root as CI does"
-        );
+        crate::testing::require_root("creates a network namespace and loads a BPF program");
     }
 
     /// The namespace, deleted when the test ends (however it ends).
