@@ -531,7 +531,7 @@ fn serve(
     control: Option<ctl_server::StdListener>,
     startup: Vec<Command>,
 ) -> Result<(), DaemonError> {
-    crate::stats::check_web_stats(&shared.config);
+    crate::ctl::server::check_web_stats(&shared.config);
     // `worker_threads` from -o/-O and -F is already applied (`run`); a later change is stored
     // for `write` and applies at the next start.
     let threads = shared.config.worker_threads;

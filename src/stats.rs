@@ -8,9 +8,8 @@
 //! `received` because of stray commas); the "status" column says `up` or `blacklisted, 57 s
 //! left` (C Pen prints the unix time of the last blacklisting, stale or not).
 //!
-//! Two functions here do IO: [`prometheus`] reads the process figures
-//! ([`ProcessStats::read`]; [`prometheus_with`] is its pure core), and [`check_web_stats`]
-//! looks at the `-w` path at start-up.
+//! Pure: the caller reads the process figures ([`ProcessStats::read`], in the metrics
+//! endpoint) and checks the `-w` path at start-up (`ctl::server::check_web_stats`).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -843,58 +842,6 @@ pub fn text(s: &Snapshot) -> String {
     out
 }
 
-/// `-w FILE`: warns at start-up (after chroot and user switch, as SIGUSR1 writes it) when the
-/// status page could not be written there.
-pub fn check_web_stats(cfg: &crate::config::Config) {
-    if let Some(path) = &cfg.web_stats
-        && let Err(e) = check_writable(path)
-    {
-        tracing::warn!(
-            "-w {}: the status page cannot be written there ({e}); SIGUSR1 will fail until \
-             it can: give a file in an existing directory writable by the user pen runs as",
-            path.display()
-        );
-    }
-}
-
-/// Whether the status page could be written at `path` (IO: checked without changing
-/// anything): an existing file must open for appending; a new one needs an existing directory
-/// pen may write into.
-pub fn check_writable(path: &std::path::Path) -> std::io::Result<()> {
-    use std::io;
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_dir() => Err(io::Error::new(
-            io::ErrorKind::IsADirectory,
-            "it is a directory",
-        )),
-        Ok(_) => std::fs::OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map(drop),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let dir = match path.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d,
-                _ => std::path::Path::new("."),
-            };
-            if !std::fs::metadata(dir)?.is_dir() {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotADirectory,
-                    format!("{} is not a directory", dir.display()),
-                ));
-            }
-            if dir.as_os_str().as_encoded_bytes().contains(&0) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "NUL in the path",
-                ));
-            }
-            // pen checks after its user switch, so the real and effective ids are the same.
-            crate::sys::process::can_write_dir(dir)
-        }
-        Err(e) => Err(e),
-    }
-}
-
 /// The `process_*` metrics as the Prometheus client libraries name them.
 fn process_metrics(out: &mut String, p: &ProcessStats) {
     let metrics: [(&str, &str, &str, f64); 7] = [
@@ -963,17 +910,12 @@ fn label(v: &str) -> String {
     out
 }
 
-/// [`prometheus_with`] the figures of this process, read now.
-pub fn prometheus(s: &Snapshot) -> String {
-    prometheus_with(s, &ProcessStats::read())
-}
-
 /// The Prometheus text exposition format (version 0.0.4) of the snapshot: per server
 /// connections, pending connects, bytes (of closed and open connections), selections, failures
 /// and blacklist state, plus table sizes, `pen_build_info` and the usual `process_*` metrics
 /// of `p`. Servers are labelled `server="N"` (or `emergency`/`abuse`) and
 /// `address="ip:port"`.
-pub fn prometheus_with(s: &Snapshot, p: &ProcessStats) -> String {
+pub fn prometheus(s: &Snapshot, p: &ProcessStats) -> String {
     type Get = fn(&ServerRow) -> u64;
     const SERVER_METRICS: &[(&str, &str, &str, Get)] = &[
         (
@@ -1269,7 +1211,7 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("Flow 1 status:\nclient 10.0.0.9:4001"), "{t}");
-        let p = prometheus(&snap);
+        let p = prom(&snap);
         assert!(p.contains("\npen_udp_flows 2\n"), "{p}");
         assert!(
             p.contains("\npen_udp_flows_dropped_table_full_total 1\n"),
@@ -1282,7 +1224,7 @@ mod tests {
         // Without -U there is no UDP section.
         sh.udp = None;
         let snap = Snapshot::capture(&sh, t0, 0, Vec::new());
-        assert!(!html(&snap).contains("UDP flows") && !prometheus(&snap).contains("pen_udp"));
+        assert!(!html(&snap).contains("UDP flows") && !prom(&snap).contains("pen_udp"));
     }
 
     #[test]
@@ -1370,7 +1312,7 @@ mod tests {
         sh.balancer
             .blacklist(0, 30, Duration::from_secs(1))
             .unwrap();
-        let p = prometheus(&Snapshot::capture(&sh, Duration::from_secs(1), 0, vec![]));
+        let p = prom(&Snapshot::capture(&sh, Duration::from_secs(1), 0, vec![]));
         assert!(p.contains("# TYPE pen_server_connections gauge\n"));
         assert!(p.contains("pen_server_blacklisted{server=\"0\",address=\"127.0.0.1:8001\"} 1\n"));
         assert!(p.contains("pen_server_blacklisted{server=\"1\",address=\"[::1]:8002\"} 0\n"));
@@ -1453,6 +1395,11 @@ mod tests {
         );
     }
 
+    /// The exposition with fixed (zero) process figures: these tests look at pen's series.
+    fn prom(s: &Snapshot) -> String {
+        prometheus(s, &ProcessStats::default())
+    }
+
     fn prometheus_value(p: &str, series: &str) -> u64 {
         let line = p
             .lines()
@@ -1480,19 +1427,19 @@ mod tests {
         let sent = "pen_server_sent_bytes_total{server=\"0\"";
         let received = "pen_server_received_bytes_total{server=\"0\"";
         let snap = Snapshot::capture(&sh, t, 0, vec![]);
-        let p = prometheus(&snap);
+        let p = prom(&snap);
         assert_eq!(prometheus_value(&p, sent), 100, "live bytes are counted");
         assert_eq!(prometheus_value(&p, received), 2000);
         // The status page and the text report count them too, as C Pen's copy loop does.
         assert!(html(&snap).contains("<td>100</td>\n<td>2000</td>"));
         assert!(text(&snap).contains("100 sent, 2000 received"));
         counters.add_to_server(5);
-        let p = prometheus(&Snapshot::capture(&sh, t, 0, vec![]));
+        let p = prom(&Snapshot::capture(&sh, t, 0, vec![]));
         assert_eq!(prometheus_value(&p, sent), 105);
         // The connection closes: its bytes move to the server's totals, counted once.
         sh.balancer.closed(target, &c, 105, 2000, t);
         sh.conns.bytes_reported(idx);
-        let p = prometheus(&Snapshot::capture(&sh, t, 0, vec![]));
+        let p = prom(&Snapshot::capture(&sh, t, 0, vec![]));
         assert_eq!(prometheus_value(&p, sent), 105);
         assert_eq!(prometheus_value(&p, received), 2000);
     }
@@ -1509,7 +1456,7 @@ mod tests {
             max_fds: 1024,
             threads: 1,
         };
-        let p = prometheus_with(&Snapshot::capture(&sh, Duration::ZERO, 0, vec![]), &proc);
+        let p = prometheus(&Snapshot::capture(&sh, Duration::ZERO, 0, vec![]), &proc);
         let version = env!("CARGO_PKG_VERSION");
         assert!(
             p.contains(&format!(
@@ -1529,25 +1476,11 @@ mod tests {
             assert!(p.contains(line), "no {line:?} in\n{p}");
         }
         // The live reader gives real figures.
-        let live = prometheus(&Snapshot::capture(&sh, Duration::ZERO, 0, vec![]));
-        assert!(!live.contains("\nprocess_open_fds 0\n"), "{live}");
-    }
-
-    #[test]
-    fn writable_check_names_missing_directories_and_directories() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(check_writable(&dir.path().join("new.html")).is_ok());
-        let existing = dir.path().join("old.html");
-        std::fs::write(&existing, "keep").unwrap();
-        assert!(check_writable(&existing).is_ok());
-        assert_eq!(std::fs::read_to_string(&existing).unwrap(), "keep");
-        assert!(
-            !dir.path().join("new.html").exists(),
-            "the check creates nothing"
+        let live = prometheus(
+            &Snapshot::capture(&sh, Duration::ZERO, 0, vec![]),
+            &ProcessStats::read(),
         );
-        let e = check_writable(&dir.path().join("missing/x.html")).unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
-        assert!(check_writable(dir.path()).is_err(), "a directory");
+        assert!(!live.contains("\nprocess_open_fds 0\n"), "{live}");
     }
 
     #[test]
@@ -1559,7 +1492,7 @@ mod tests {
     fn the_tarpit_shows_on_the_page_in_the_text_and_in_prometheus() {
         let mut sh = Shared::new(crate::config::Config::default());
         let none = Snapshot::capture(&sh, Duration::from_secs(5), 1_700_000_000, vec![]);
-        assert!(!html(&none).contains("Tarpit") && !prometheus(&none).contains("pen_tarpit"));
+        assert!(!html(&none).contains("Tarpit") && !prom(&none).contains("pen_tarpit"));
         sh.tarpit = Some(crate::engine::TarpitStatus {
             persist: true,
             syn_acks: 9,
@@ -1587,7 +1520,7 @@ mod tests {
             t.contains("Tarpit:\npersist on\n") && t.contains("dropped by rate cap 77"),
             "{t}"
         );
-        let p = prometheus(&s);
+        let p = prom(&s);
         for want in [
             "pen_tarpit_held_connections_total 4\n",
             "pen_tarpit_probes_answered_total 21\n",

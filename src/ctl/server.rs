@@ -803,7 +803,10 @@ pub async fn serve_prometheus(
                 return;
             };
             let response = http_response(&head, || {
-                stats::prometheus(&snapshot(&shared, effects.as_ref()))
+                stats::prometheus(
+                    &snapshot(&shared, effects.as_ref()),
+                    &crate::proxy::resources::ProcessStats::read(),
+                )
             });
             let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
                 s.write_all(response.as_bytes()).await?;
@@ -864,6 +867,58 @@ fn http_response(head: &str, body: impl FnOnce() -> String) -> String {
         "HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
+}
+
+/// `-w FILE`: warns at start-up (after chroot and user switch, as SIGUSR1 writes it) when the
+/// status page could not be written there.
+pub fn check_web_stats(cfg: &crate::config::Config) {
+    if let Some(path) = &cfg.web_stats
+        && let Err(e) = check_writable(path)
+    {
+        tracing::warn!(
+            "-w {}: the status page cannot be written there ({e}); SIGUSR1 will fail until \
+             it can: give a file in an existing directory writable by the user pen runs as",
+            path.display()
+        );
+    }
+}
+
+/// Whether the status page could be written at `path` (IO: checked without changing
+/// anything): an existing file must open for appending; a new one needs an existing directory
+/// pen may write into.
+pub fn check_writable(path: &std::path::Path) -> std::io::Result<()> {
+    use std::io;
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Err(io::Error::new(
+            io::ErrorKind::IsADirectory,
+            "it is a directory",
+        )),
+        Ok(_) => std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(drop),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => std::path::Path::new("."),
+            };
+            if !std::fs::metadata(dir)?.is_dir() {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotADirectory,
+                    format!("{} is not a directory", dir.display()),
+                ));
+            }
+            if dir.as_os_str().as_encoded_bytes().contains(&0) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "NUL in the path",
+                ));
+            }
+            // pen checks after its user switch, so the real and effective ids are the same.
+            crate::sys::process::can_write_dir(dir)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -1206,5 +1261,22 @@ mod tests {
             http_response("POST /metrics HTTP/1.1\r\n\r\n", String::new)
                 .starts_with("HTTP/1.0 405")
         );
+    }
+
+    #[test]
+    fn writable_check_names_missing_directories_and_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_writable(&dir.path().join("new.html")).is_ok());
+        let existing = dir.path().join("old.html");
+        std::fs::write(&existing, "keep").unwrap();
+        assert!(check_writable(&existing).is_ok());
+        assert_eq!(std::fs::read_to_string(&existing).unwrap(), "keep");
+        assert!(
+            !dir.path().join("new.html").exists(),
+            "the check creates nothing"
+        );
+        let e = check_writable(&dir.path().join("missing/x.html")).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+        assert!(check_writable(dir.path()).is_err(), "a directory");
     }
 }
