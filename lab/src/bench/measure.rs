@@ -1023,7 +1023,6 @@ pub(super) fn measure_dsr(lab: &Lab, plan: &Plan, t: Target, res: &mut Results) 
 /// SYN+ACKs captured at the client, their rate (first to last) and the share with valid
 /// IPv4 and TCP checksums.
 pub(super) fn measure_tarpit(lab: &Lab, plan: &Plan, t: Target, res: &mut Results) -> Result<()> {
-    use socket2::{Domain, Socket, Type};
     if !matches!(t, Target::PenRs | Target::CPen) {
         return Ok(());
     }
@@ -1041,21 +1040,7 @@ pub(super) fn measure_tarpit(lab: &Lab, plan: &Plan, t: Target, res: &mut Result
     )?;
     let dst = SocketAddr::new(IpAddr::V4(TARPIT_IP), HTTP_PORT);
     let n = plan.tarpit_syns as usize;
-    let connect_all = move |k: usize| -> Result<Vec<Socket>> {
-        let mut v = Vec::with_capacity(k);
-        for _ in 0..k {
-            let sk = Socket::new(Domain::IPV4, Type::STREAM, None)
-                .context("creating a client socket")?;
-            sk.set_nonblocking(true)?;
-            match sk.connect(&dst.into()) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-                Err(e) => return Err(anyhow!("connecting to the tarpit {dst}: {e}")),
-            }
-            v.push(sk);
-        }
-        Ok(v)
-    };
+    let connect_all = move |k: usize| tarpit_connects(dst, k);
     // One SYN first, so the client has resolved the tarpit's ARP before the burst.
     let warm = in_netns(&client, move || connect_all(1))??;
     std::thread::sleep(Duration::from_millis(300));
@@ -1136,7 +1121,7 @@ pub(super) fn measure_tarpit_hold(
     t: Target,
     res: &mut Results,
 ) -> Result<()> {
-    use socket2::{Domain, Socket, Type};
+    use socket2::Socket;
     if t != Target::PenRs {
         return Ok(());
     }
@@ -1158,21 +1143,7 @@ pub(super) fn measure_tarpit_hold(
         &pcap,
     )?;
     let dst = SocketAddr::new(IpAddr::V4(TARPIT_IP), HTTP_PORT);
-    let connect_all = move |k: usize| -> Result<Vec<Socket>> {
-        let mut v = Vec::with_capacity(k);
-        for _ in 0..k {
-            let sk = Socket::new(Domain::IPV4, Type::STREAM, None)
-                .context("creating a client socket")?;
-            sk.set_nonblocking(true)?;
-            match sk.connect(&dst.into()) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-                Err(e) => return Err(anyhow!("connecting to the tarpit {dst}: {e}")),
-            }
-            v.push(sk);
-        }
-        Ok(v)
-    };
+    let connect_all = move |k: usize| tarpit_connects(dst, k);
     // One connection first (ARP resolved, pen's buffers touched), then the baseline RSS.
     let warm = in_netns(&client, move || connect_all(1))??;
     std::thread::sleep(Duration::from_millis(500));
@@ -1481,4 +1452,23 @@ pub fn run(opts: &BenchOptions) -> Result<Results> {
     write_report(&opts.out, &plan, &res)?;
     drop(lab);
     Ok(res)
+}
+
+/// Starts `k` non-blocking connects to the tarpit at `dst` (each sends one SYN); the sockets
+/// are returned so the connections stay open while they are measured.
+fn tarpit_connects(dst: SocketAddr, k: usize) -> Result<Vec<socket2::Socket>> {
+    use socket2::{Domain, Socket, Type};
+    let mut v = Vec::with_capacity(k);
+    for _ in 0..k {
+        let sk =
+            Socket::new(Domain::IPV4, Type::STREAM, None).context("creating a client socket")?;
+        sk.set_nonblocking(true)?;
+        match sk.connect(&dst.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(anyhow!("connecting to the tarpit {dst}: {e}")),
+        }
+        v.push(sk);
+    }
+    Ok(v)
 }
