@@ -1410,20 +1410,10 @@ mod tests {
 
     #[test]
     fn prometheus_byte_counters_include_open_connections_once() {
-        use crate::proxy::forward::Counters;
         let mut sh = shared_with_two_servers();
-        let c = Client {
-            ip: Some("10.0.0.7".parse().unwrap()),
-            port: 1,
-        };
         let t = Duration::from_secs(1);
         let target = Target::Server(0);
-        sh.balancer.connect_started(&c, target, t);
-        sh.balancer.connect_ok(target, t);
-        let counters = std::sync::Arc::new(Counters::default());
-        let idx = sh.conns.insert_open_for_test(target, counters.clone());
-        counters.add_to_server(100);
-        counters.add_from_server(2000);
+        let (c, counters, idx) = sh.open_connection_for_test(target, t, 100, 2000);
         let sent = "pen_server_sent_bytes_total{server=\"0\"";
         let received = "pen_server_received_bytes_total{server=\"0\"";
         let snap = Snapshot::capture(&sh, t, 0, vec![]);

@@ -651,21 +651,10 @@ mod tests {
 
     #[test]
     fn servers_sx_rx_include_open_connections_once() {
-        use crate::proxy::forward::Counters;
-        use crate::select::{Client, Target};
         let mut sh = shared();
-        let c = Client {
-            ip: Some("10.0.0.7".parse().unwrap()),
-            port: 1,
-        };
         let t = Duration::from_secs(1);
-        let target = Target::Server(1);
-        sh.balancer.connect_started(&c, target, t);
-        sh.balancer.connect_ok(target, t);
-        let counters = std::sync::Arc::new(Counters::default());
-        let idx = sh.conns.insert_open_for_test(target, counters.clone());
-        counters.add_to_server(100);
-        counters.add_from_server(2000);
+        let target = crate::select::Target::Server(1);
+        let (c, _counters, idx) = sh.open_connection_for_test(target, t, 100, 2000);
         let r = reply(&mut sh, "servers");
         assert!(r.contains("1 addr 127.0.0.1 port 19993 conn 1 "), "{r}");
         assert!(

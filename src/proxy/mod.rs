@@ -83,6 +83,30 @@ impl Shared {
         }
     }
 
+    /// Tests of the reports: a connection of client 10.0.0.7 to `target`, established at `t`
+    /// and listed as open by the data path, having sent `sx` bytes to the server and received
+    /// `rx`. Returns the client, the counters (to move bytes on) and the table index.
+    #[cfg(test)]
+    pub(crate) fn open_connection_for_test(
+        &mut self,
+        target: crate::select::Target,
+        t: Duration,
+        sx: u64,
+        rx: u64,
+    ) -> (crate::select::Client, Arc<forward::Counters>, usize) {
+        let c = crate::select::Client {
+            ip: Some(std::net::IpAddr::from([10, 0, 0, 7])),
+            port: 1,
+        };
+        self.balancer.connect_started(&c, target, t);
+        self.balancer.connect_ok(target, t);
+        let counters = Arc::new(forward::Counters::default());
+        let idx = self.conns.insert_open_for_test(target, counters.clone());
+        counters.add_to_server(sx);
+        counters.add_from_server(rx);
+        (c, counters, idx)
+    }
+
     /// Runs the [`Shared::on_servers_changed`] hook, if any.
     pub fn servers_changed(&self) {
         if let Some(h) = &self.on_servers_changed {
