@@ -247,6 +247,39 @@ fn finish_report(report: &mut ScenarioReport, opts: &RunOptions) {
     opts.progress.scenario_end(report);
 }
 
+/// The run directory of an offline (`[sim]` or `[balance]`) scenario, with its run id in the
+/// report and its progress line; `None` (and the error reported) when it cannot be created.
+fn offline_run_dir(
+    kind: &str,
+    plan: &Plan,
+    file: &Path,
+    opts: &RunOptions,
+    report: &mut ScenarioReport,
+) -> Option<PathBuf> {
+    let run_id = unique_prefix_with("sim");
+    report.run_id = run_id.clone();
+    let dir = opts.out_root.join(&plan.name).join(&run_id);
+    opts.progress.line(&format!(
+        "[{}] {kind} {run_id}: {}",
+        plan.name,
+        if plan.description.is_empty() {
+            file.display().to_string()
+        } else {
+            plan.description.clone()
+        }
+    ));
+    match std::fs::create_dir_all(&dir) {
+        Ok(()) => Some(dir),
+        Err(e) => {
+            report.errors.push(format!(
+                "cannot create the run directory {}: {e}",
+                dir.display()
+            ));
+            None
+        }
+    }
+}
+
 /// A `[sim]` scenario: replays the input pcap through the packet engine with
 /// [`pen::link::pcapfile::run_sim`] into `<run dir>/<output>.pcap` and `<output>.log`, compares
 /// them with the golden files, then evaluates `[[expect]]` on the output (or on `input`).
@@ -258,26 +291,10 @@ fn run_sim(
     opts: &RunOptions,
     report: &mut ScenarioReport,
 ) {
-    let run_id = unique_prefix_with("sim");
-    report.run_id = run_id.clone();
-    let dir = opts.out_root.join(&plan.name).join(&run_id);
-    opts.progress.line(&format!(
-        "[{}] sim {run_id}: {}",
-        plan.name,
-        if plan.description.is_empty() {
-            file.display().to_string()
-        } else {
-            plan.description.clone()
-        }
-    ));
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        report.errors.push(format!(
-            "cannot create the run directory {}: {e}",
-            dir.display()
-        ));
+    let Some(dir) = offline_run_dir("sim", plan, file, opts, report) else {
         report.expects_skipped = plan.expects.len();
         return;
-    }
+    };
     report.dir = Some(dir.clone());
     if interrupted() {
         report.interrupted = true;
@@ -380,25 +397,9 @@ fn run_balance(
     opts: &RunOptions,
     report: &mut ScenarioReport,
 ) {
-    let run_id = unique_prefix_with("sim");
-    report.run_id = run_id.clone();
-    let dir = opts.out_root.join(&plan.name).join(&run_id);
-    opts.progress.line(&format!(
-        "[{}] balance {run_id}: {}",
-        plan.name,
-        if plan.description.is_empty() {
-            file.display().to_string()
-        } else {
-            plan.description.clone()
-        }
-    ));
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        report.errors.push(format!(
-            "cannot create the run directory {}: {e}",
-            dir.display()
-        ));
+    let Some(dir) = offline_run_dir("balance", plan, file, opts, report) else {
         return;
-    }
+    };
     report.dir = Some(dir.clone());
     let listen = pen::sim::balance::shared_from_args(&b.sim.pen)
         .ok()
