@@ -120,6 +120,11 @@ pub fn run(cli: Cli) -> Result<(), DaemonError> {
     if !shared.config.foreground {
         daemonize()?;
     }
+    // From the pid file on, a SIGTERM must stop pen cleanly even if the runtime is not up yet:
+    // the handled signals wait until `serve_async` has installed their handlers.
+    sys::process::hold_handled_signals().map_err(io_err(
+        "pen: cannot hold signals until their handlers are installed",
+    ))?;
     if let Some(p) = &pid_file {
         std::fs::write(p, format!("{}\n", std::process::id())).map_err(io_err(format!(
             "pen: cannot write pid file {}",
@@ -572,6 +577,10 @@ async fn serve_async(
     let mut int = sig(SignalKind::interrupt(), "SIGINT")?;
     let mut hup = sig(SignalKind::hangup(), "SIGHUP")?;
     let mut usr1 = sig(SignalKind::user_defined1(), "SIGUSR1")?;
+    // Held since before the pid file was written (`run`); this is the main thread, where
+    // `block_on` runs this future, so the signals are delivered here from now on.
+    sys::process::release_handled_signals()
+        .map_err(io_err("pen: cannot release the held signals"))?;
 
     let mut listen_text = shared
         .config

@@ -116,6 +116,44 @@ fn sigterm_exits_cleanly_closing_sockets_and_removing_the_pid_file() {
     );
 }
 
+/// A supervisor signals as soon as the pid file appears: SIGTERM sent at that moment (before
+/// the runtime is up) still ends pen cleanly, every time.
+#[test]
+fn sigterm_right_after_the_pid_file_appears_still_exits_cleanly() {
+    let a = Backend::start("a", "127.0.0.1");
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..20 {
+        let pid_file = dir.path().join(format!("pen{round}.pid"));
+        let p = pid_file.display().to_string();
+        let mut child = std::process::Command::new(common::pen_bin())
+            .args(["-f", "-p", &p, "127.0.0.1:0", &a.spec])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Polled without sleeping: the signal must land as close to the write as possible.
+        let deadline = std::time::Instant::now() + STEP;
+        while !std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n')) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: no pid file"
+            );
+            std::thread::yield_now();
+        }
+        let pid = i32::try_from(child.id()).unwrap();
+        // SAFETY: kill(2) on the PID of our own child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "round {round}: SIGTERM right after the pid file killed pen ({status})"
+        );
+        assert!(!pid_file.exists(), "round {round}: pid file left behind");
+    }
+}
+
 #[test]
 fn sigusr1_writes_the_web_stats_file() {
     let a = Backend::start("a", "127.0.0.1");

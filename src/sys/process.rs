@@ -24,6 +24,35 @@ pub(crate) fn ignore_sigpipe() {
     }
 }
 
+/// The signals pen handles (SIGTERM, SIGINT, SIGHUP, SIGUSR1).
+fn handled_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+/// Holds back the signals pen handles on the calling thread (and every thread it starts
+/// later): one that arrives before the handlers are installed waits, instead of killing the
+/// process by its default action. Called before the pid file is written, so a supervisor that
+/// signals as soon as it reads the pid file is never too early.
+pub(crate) fn hold_handled_signals() -> io::Result<()> {
+    handled_signals().thread_block().map_err(io::Error::from)
+}
+
+/// Lets the held signals through on the calling thread, once their handlers are installed;
+/// any that arrived meanwhile is delivered now.
+pub(crate) fn release_handled_signals() -> io::Result<()> {
+    handled_signals().thread_unblock().map_err(io::Error::from)
+}
+
 /// Detaches from the terminal: fork (the parent exits 0 at once), setsid, stdin and stdout to
 /// `/dev/null`; stderr stays. Must run before any thread exists.
 pub(crate) fn daemonize() -> io::Result<()> {
