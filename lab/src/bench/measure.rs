@@ -1394,7 +1394,7 @@ pub fn run(opts: &BenchOptions) -> Result<Results> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        for &test in &tests {
+        for &test in tests.iter().filter(|t| **t != Figure::FailoverOutage) {
             for t in &order {
                 interrupted()?;
                 if dsr_rs.is_err()
@@ -1435,6 +1435,9 @@ pub fn run(opts: &BenchOptions) -> Result<Results> {
             }
         }
     }
+    if tests.contains(&Figure::FailoverOutage) {
+        measure_failover(opts, &lab, &plan, &mut res);
+    }
     for mut p in balancers {
         if !p.running() {
             res.errors.push(format!(
@@ -1471,4 +1474,119 @@ fn tarpit_connects(dst: SocketAddr, k: usize) -> Result<Vec<socket2::Socket>> {
         v.push(sk);
     }
     Ok(v)
+}
+
+/// The failover figures (issue #18): the lab scenario `vrrp-failover` (a keepalived pair of
+/// balancers on its own topology, the master's balancer killed and then its link taken down
+/// under a paced load) run `plan.failover_runs` times with pen-rs and as many with C Pen as
+/// the pair, alternating which goes first. A failed run is reported as an error, not measured.
+fn measure_failover(opts: &BenchOptions, lab: &Lab, plan: &Plan, res: &mut Results) {
+    let scenario = match crate::scenario::scenarios_dir() {
+        Some(d) => d.join("vrrp-failover.toml"),
+        None => {
+            res.errors.push(
+                "failover: no scenarios directory (run from the repository, or set PENLAB_SCENARIOS)"
+                    .to_string(),
+            );
+            return;
+        }
+    };
+    // Each run's captures and logs, removed with the bench's scratch directory.
+    let runs_dir = lab.dir.path().join("failover-runs");
+    let mut run_opts = match crate::runner::RunOptions::from_env(false, true) {
+        Ok(o) => o,
+        Err(e) => {
+            res.errors.push(format!("failover: {e:#}"));
+            return;
+        }
+    };
+    run_opts.out_root = runs_dir;
+    let pairs = [(Target::PenRs, &opts.pen_rs), (Target::CPen, &opts.c_pen)];
+    for run in 0..plan.failover_runs {
+        for i in 0..pairs.len() {
+            let (t, bin) = pairs[(i + run) % pairs.len()];
+            if interrupted().is_err() {
+                return;
+            }
+            let t0 = Instant::now();
+            run_opts.pen_bin = bin.clone();
+            match failover_run(&scenario, &run_opts) {
+                Ok(figures) => {
+                    for (f, v) in figures {
+                        res.add(f, t, v);
+                    }
+                    for f in [Figure::FailoverOutage, Figure::LinkDownOutage] {
+                        if let Some(v) = res.samples.get(&(f, t)).and_then(|v| v.last()) {
+                            eprintln!(
+                                "  {:<45} {:<8} {:>12} {} ({:.1} s)",
+                                plan.describe(f),
+                                t.label(),
+                                fmt_value(*v),
+                                f.unit(),
+                                t0.elapsed().as_secs_f64()
+                            );
+                        }
+                    }
+                }
+                Err(e) => {
+                    let msg = format!(
+                        "{} / {} (run {}): {e:#}",
+                        plan.describe(Figure::FailoverOutage),
+                        t.label(),
+                        run + 1
+                    );
+                    eprintln!("  FAILED {msg}");
+                    res.errors.push(msg);
+                }
+            }
+        }
+    }
+}
+
+/// One run of the failover scenario: its measured steps as figures.
+fn failover_run(
+    scenario: &Path,
+    run_opts: &crate::runner::RunOptions,
+) -> Result<Vec<(Figure, f64)>> {
+    let report = crate::runner::run_file(scenario, run_opts);
+    if !report.ok {
+        let failed: Vec<String> = report
+            .steps
+            .iter()
+            .filter(|s| !s.ok)
+            .map(|s| format!("step {:?}: {}", s.label, s.detail))
+            .chain(
+                report
+                    .expects
+                    .iter()
+                    .filter(|e| !e.ok)
+                    .map(|e| format!("expectation {:?}: {}", e.name, e.detail)),
+            )
+            .chain(report.errors.iter().cloned())
+            .collect();
+        bail!("scenario vrrp-failover failed: {}", failed.join("; "));
+    }
+    let mut out = Vec::new();
+    for (label, outage, lost) in [
+        (
+            "failover measured",
+            Figure::FailoverOutage,
+            Figure::FailoverLost,
+        ),
+        (
+            "link-down measured",
+            Figure::LinkDownOutage,
+            Figure::LinkDownLost,
+        ),
+    ] {
+        let step = report
+            .steps
+            .iter()
+            .find(|s| s.label == label)
+            .ok_or_else(|| anyhow!("scenario vrrp-failover has no step {label:?}"))?;
+        let (o, l) = parse_failover_detail(&step.detail)?;
+        out.push((outage, o));
+        out.push((lost, l));
+    }
+    Ok(out)
 }

@@ -135,6 +135,13 @@ pub enum Figure {
     TarpitHoldRate,
     /// Tarpit with `tarpit_persist`: growth of pen's RSS per held connection.
     TarpitHeldBytes,
+    /// VRRP pair (scenario `vrrp-failover`, issue #18): the client-seen outage when the
+    /// master's balancer is killed under a paced load, and the requests lost in it.
+    FailoverOutage,
+    FailoverLost,
+    /// The same when the master's link goes down.
+    LinkDownOutage,
+    LinkDownLost,
 }
 
 /// What the issue asks of pen-rs for a figure: a ratio to direct, or an absolute bound.
@@ -153,7 +160,7 @@ pub enum Goal {
 }
 
 impl Figure {
-    pub const ALL: [Figure; 22] = [
+    pub const ALL: [Figure; 26] = [
         Figure::AbKeepAlive,
         Figure::Ab,
         Figure::Wrk,
@@ -176,6 +183,10 @@ impl Figure {
         Figure::AbCpu,
         Figure::TarpitHoldRate,
         Figure::TarpitHeldBytes,
+        Figure::FailoverOutage,
+        Figure::FailoverLost,
+        Figure::LinkDownOutage,
+        Figure::LinkDownLost,
     ];
 
     pub fn unit(self) -> &'static str {
@@ -195,6 +206,8 @@ impl Figure {
             Figure::DnsperfLost | Figure::FreshLost => "% lost",
             Figure::RssIdle | Figure::Rss10k => "MB RSS",
             Figure::PerConn => "bytes/conn",
+            Figure::FailoverOutage | Figure::LinkDownOutage => "ms outage",
+            Figure::FailoverLost | Figure::LinkDownLost => "requests lost",
         }
     }
 
@@ -210,6 +223,10 @@ impl Figure {
                 | Figure::AbKeepAliveCpu
                 | Figure::AbCpu
                 | Figure::TarpitHeldBytes
+                | Figure::FailoverOutage
+                | Figure::FailoverLost
+                | Figure::LinkDownOutage
+                | Figure::LinkDownLost
         )
     }
 

@@ -257,3 +257,24 @@ pub fn parse_samples_tsv(text: &str) -> Result<BTreeMap<(Figure, Target), Vec<f6
     }
     Ok(out)
 }
+
+/// The client-seen outage (ms) and the requests lost in one measured step of the
+/// `vrrp-failover` scenario, from its detail line: `67 ok, 13 failed in 3953 ms (web2: 67);
+/// longest outage 650 ms (13 failed in a row)`.
+pub fn parse_failover_detail(detail: &str) -> Result<(f64, f64)> {
+    let number_before = |text: &str, marker: &str| -> Option<f64> {
+        let at = text.find(marker)?;
+        text[..at].split_whitespace().last()?.parse::<f64>().ok()
+    };
+    let outage = detail
+        .split_once("longest outage ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok());
+    let lost = number_before(detail, " failed in ");
+    match (outage, lost) {
+        (Some(o), Some(l)) => Ok((o, l)),
+        _ => bail!(
+            "expected \"N ok, M failed in T ms ...; longest outage O ms ...\" from a measured load step, got {detail:?}"
+        ),
+    }
+}

@@ -18,6 +18,9 @@ pub struct Plan {
     pub dns_secs: u32,
     pub idle_conns: u32,
     pub tarpit_syns: u32,
+    /// Runs of the `vrrp-failover` scenario per balancer (the failover figures are medians
+    /// over these, not over `reps`).
+    pub failover_runs: usize,
 }
 
 impl Plan {
@@ -35,6 +38,7 @@ impl Plan {
             dns_secs: 10,
             idle_conns: 10_000,
             tarpit_syns: 5_000,
+            failover_runs: 5,
         }
     }
 
@@ -52,6 +56,7 @@ impl Plan {
             dns_secs: 1,
             idle_conns: 500,
             tarpit_syns: 300,
+            failover_runs: 1,
         }
     }
 
@@ -91,12 +96,28 @@ impl Plan {
                 "tarpit_persist: pen RSS growth per held connection ({} connects)",
                 self.tarpit_syns
             ),
+            Figure::FailoverOutage => format!(
+                "VRRP pair, master's balancer killed: outage ({} runs)",
+                self.failover_runs
+            ),
+            Figure::FailoverLost => format!(
+                "VRRP pair, master's balancer killed: requests lost ({} runs)",
+                self.failover_runs
+            ),
+            Figure::LinkDownOutage => format!(
+                "VRRP pair, master's link down: outage ({} runs)",
+                self.failover_runs
+            ),
+            Figure::LinkDownLost => format!(
+                "VRRP pair, master's link down: requests lost ({} runs)",
+                self.failover_runs
+            ),
         }
     }
 }
 
 /// The tests of one repetition, in order, with the names `PENLAB_BENCH_TESTS` takes.
-pub const TESTS: [(&str, Figure); 12] = [
+pub const TESTS: [(&str, Figure); 13] = [
     ("abk", Figure::AbKeepAlive),
     ("ab", Figure::Ab),
     ("wrk", Figure::Wrk),
@@ -109,6 +130,8 @@ pub const TESTS: [(&str, Figure); 12] = [
     ("dsr", Figure::DsrAbKeepAlive),
     ("tarpit", Figure::TarpitRate),
     ("tarpit-hold", Figure::TarpitHoldRate),
+    // Runs after the repetitions, `failover_runs` times per balancer (its own topology).
+    ("failover", Figure::FailoverOutage),
 ];
 
 /// Parses a comma-separated list of test names (see [`TESTS`]), keeping the run order.

@@ -403,3 +403,55 @@ fn tarpit_hold_runs_the_tarpit_with_persist_and_the_cap() {
     );
     assert!(!Figure::TarpitHeldBytes.higher_is_better());
 }
+
+#[test]
+fn failover_detail_yields_the_outage_and_the_lost_requests() {
+    let d = "67 ok, 13 failed in 3953 ms (web2: 67); longest outage 650 ms (13 failed in a row)";
+    assert_eq!(parse_failover_detail(d).unwrap(), (650.0, 13.0));
+    let none = "70 ok, 0 failed in 3453 ms (web2: 70); longest outage 0 ms (0 failed in a row)";
+    assert_eq!(parse_failover_detail(none).unwrap(), (0.0, 0.0));
+    let e = parse_failover_detail("load: 3 ok").unwrap_err().to_string();
+    assert!(
+        e.contains("load: 3 ok") && e.contains("longest outage"),
+        "{e}"
+    );
+}
+
+#[test]
+fn failover_runs_after_the_repetitions_and_is_selectable() {
+    assert_eq!(
+        select_tests("failover").unwrap(),
+        vec![Figure::FailoverOutage]
+    );
+    assert_eq!(Plan::full().failover_runs, 5);
+    assert_eq!(Plan::quick().failover_runs, 1);
+    // Lower is better for every failover figure, and they stay out of the ratio chart.
+    for f in [
+        Figure::FailoverOutage,
+        Figure::FailoverLost,
+        Figure::LinkDownOutage,
+        Figure::LinkDownLost,
+    ] {
+        assert!(!f.higher_is_better(), "{f:?}");
+        assert!(Plan::full().describe(f).contains("(5 runs)"));
+    }
+}
+
+#[test]
+fn failover_figures_are_reported_side_by_side_without_a_direct_ratio() {
+    let mut r = Results::default();
+    for (t, v) in [(Target::PenRs, 650.0), (Target::CPen, 750.0)] {
+        r.add(Figure::FailoverOutage, t, v);
+    }
+    let md = r.markdown(&Plan::quick());
+    let row = |label: &str| {
+        md.lines()
+            .find(|l| l.contains("master's balancer killed: outage") && l.contains(label))
+            .unwrap_or_else(|| panic!("no {label} failover row in\n{md}"))
+            .to_string()
+    };
+    let rs = row("pen-rs");
+    assert!(rs.contains("| 650.0 |") && rs.contains("| 0.87 |"), "{rs}");
+    assert!(row("C Pen").contains("| 750.0 |"));
+    assert!(r.chart(&Plan::quick()).rows.is_empty());
+}
