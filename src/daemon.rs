@@ -83,7 +83,7 @@ pub fn run(cli: Cli) -> Result<(), DaemonError> {
         runtime_commands,
         ..
     } = cli;
-    init_logging(config.debug);
+    init_logging(config.debug, config.foreground);
 
     let mut deferred = runtime_commands;
     if let Some(path) = config.config_file.clone() {
@@ -354,13 +354,12 @@ type LevelHandle = tracing_subscriber::reload::Handle<
 /// The handle `debug N` uses to change the log level at run time.
 static LOG_LEVEL: std::sync::OnceLock<LevelHandle> = std::sync::OnceLock::new();
 
-fn init_logging(debug: u32) {
+/// Terminal, file, journald or syslog: see [`crate::logging`].
+fn init_logging(debug: u32, foreground: bool) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let (filter, handle) = tracing_subscriber::reload::Layer::new(level_filter(debug));
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(io::stderr)
-        .with_target(false);
+    let fmt = crate::logging::layers(crate::logging::mode_for_process(foreground));
     if tracing_subscriber::registry()
         .with(filter)
         .with(fmt)
@@ -388,7 +387,9 @@ fn ignore_sigpipe() {
 /// stderr stays where it was so that `pen ... 2>file` keeps the log. Must run before any
 /// thread is started (no tokio runtime yet).
 fn daemonize() -> Result<(), DaemonError> {
-    sys::process::daemonize().map_err(|e| err(format!("pen: {e}")))
+    sys::process::daemonize().map_err(|e| err(format!("pen: {e}")))?;
+    crate::logging::daemonized();
+    Ok(())
 }
 
 /// `-j dir` (chroot) then `-u user` (setgid/setuid), after the listener is open.
@@ -647,6 +648,9 @@ async fn serve_async(
         "pen {} listening on {listen_text}",
         env!("CARGO_PKG_VERSION")
     );
+    crate::notify::notify(&crate::notify::ready(&format!(
+        "listening on {listen_text}"
+    )));
     let result = loop {
         tokio::select! {
             r = &mut server => break match r {
@@ -676,6 +680,8 @@ async fn serve_async(
             _ = hup.recv() => {
                 // Reopen the request log (rotation), re-read -F, reload TLS: off the main
                 // loop, so that signals and `exit` are handled meanwhile.
+                crate::notify::notify(&crate::notify::reloading(crate::notify::monotonic_usec()));
+                let ready = crate::notify::ready(&format!("listening on {listen_text}"));
                 let (control, config_file, state) =
                     (control.clone(), config_file.clone(), state.clone());
                 tokio::spawn(async move {
@@ -700,11 +706,13 @@ async fn serve_async(
                         None => tracing::info!("SIGHUP: no -F file to re-read"),
                     }
                     reload_tls(&state);
+                    crate::notify::notify(&ready);
                 });
             }
             _ = usr1.recv() => control.usr1().await,
         }
     };
+    crate::notify::notify(&crate::notify::stopping());
     server.abort();
     events.abort();
     result

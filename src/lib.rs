@@ -23,6 +23,9 @@
 //! - [`daemon`]: wires configuration, listeners, signals and the proxy together.
 //! - [`ctl::server`]: the control socket, config re-reads, SIGUSR1, the Prometheus endpoint.
 //! - [`reqlog`]: the `-l` request log (its line formats are pure functions).
+//! - [`logging`]: where log lines go (terminal, file, journald with `<N>` priorities, syslog
+//!   when daemonized) and how they look (the choice is a pure function).
+//! - [`notify`]: systemd readiness (`sd_notify` READY/RELOADING/STOPPING datagrams).
 //! - [`link`]: frame drivers for the engine: live `AF_PACKET` (DSR mode of the daemon),
 //!   offline pcap files (`pen-sim`), in memory.
 //! - `sys` (crate-private): the kernel layer. Every `unsafe` block of the crate lives there,
@@ -43,6 +46,8 @@ pub mod ctl;
 pub mod daemon;
 pub mod engine;
 pub mod link;
+pub mod logging;
+pub mod notify;
 pub mod proxy;
 pub mod reqlog;
 pub mod select;

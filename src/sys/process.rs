@@ -210,14 +210,25 @@ pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
 
 /// One message to syslog (facility user, level info), tagged `pen`; NUL bytes become spaces.
 pub(crate) fn syslog_info(line: &str) {
+    syslog(libc::LOG_INFO, line);
+}
+
+/// One message to syslog at `priority` (LOG_ERR..LOG_DEBUG; anything else is sent as
+/// LOG_DEBUG), facility user, tagged `pen` with the pid; NUL bytes become spaces.
+pub(crate) fn syslog(priority: i32, line: &str) {
     let Ok(msg) = std::ffi::CString::new(line.replace('\0', " ")) else {
         return;
+    };
+    let priority = if (libc::LOG_EMERG..=libc::LOG_DEBUG).contains(&priority) {
+        priority
+    } else {
+        libc::LOG_DEBUG
     };
     // SAFETY: openlog keeps the pointer to the ident, which is a 'static C string literal;
     // syslog gets a constant "%s" format and a valid NUL-terminated argument.
     unsafe {
         libc::openlog(c"pen".as_ptr(), libc::LOG_PID, libc::LOG_USER);
-        libc::syslog(libc::LOG_INFO, c"%s".as_ptr(), msg.as_ptr());
+        libc::syslog(priority, c"%s".as_ptr(), msg.as_ptr());
     }
 }
 
