@@ -33,7 +33,8 @@
 //!   `AF_PACKET` sockets and the TPACKET_V2 ring, netlink route requests, daemonizing and the
 //!   user switch, the splice pipe.
 //!
-//! `testing` (hidden): `require_root()` for the unit and integration tests.
+//! `testing` (hidden): `require_root()` for the unit and integration tests. `docgen` (hidden):
+//! man pages and shell completions of `pen-lab` and `pen-sim` from their clap definitions.
 
 // Every `unsafe` block says why it is sound (all of them live in `sys`, see
 // `tests/unsafe_confined.rs`).
@@ -44,6 +45,8 @@ pub mod cli;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
+#[doc(hidden)]
+pub mod docgen;
 pub mod engine;
 pub mod link;
 pub mod logging;

@@ -129,6 +129,12 @@ struct ReplayArgs {
 }
 
 fn main() -> ExitCode {
+    // Hidden: man pages and completions for packaging (scripts/build-deb.sh).
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "gen-docs") {
+        use clap::CommandFactory;
+        return pen::docgen::main(Cli::command(), argv.get(2).map(|a| a.as_os_str()));
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -302,6 +302,17 @@ fn run(a: Args) -> Result<(), String> {
     Ok(())
 }
 
+/// The whole command line for the man page and completions: the default form and the
+/// `balance`, `trace` and `gen` subcommands.
+fn command() -> clap::Command {
+    use clap::CommandFactory;
+    Args::command()
+        .name("pen-sim")
+        .subcommand(BalanceArgs::command().name("balance"))
+        .subcommand(TraceArgs::command().name("trace"))
+        .subcommand(GenArgs::command().name("gen"))
+}
+
 fn main() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let sub = argv.get(1).and_then(|a| a.to_str()).unwrap_or("");
@@ -310,6 +321,8 @@ fn main() -> ExitCode {
         "balance" => run_balance(BalanceArgs::parse_from(rest())),
         "trace" => run_trace(TraceArgs::parse_from(rest())),
         "gen" => run_gen(GenArgs::parse_from(rest())),
+        // Hidden: man pages and completions for packaging (scripts/build-deb.sh).
+        "gen-docs" => return pen::docgen::main(command(), argv.get(2).map(|a| a.as_os_str())),
         _ => run(Args::parse()),
     };
     match result {
