@@ -40,5 +40,8 @@ if [ "$(id -u)" = 0 ]; then
     failed=$((failed + 1)); status=1
   fi
 fi
+# The Debian package: built (debug profile) and checked in a scratch root; counts as one test.
+echo "== scripts/check-deb.sh"
+if bash scripts/check-deb.sh; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
 echo "$passed passed, $failed failed"
 [ "$status" = 0 ]
