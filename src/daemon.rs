@@ -9,6 +9,9 @@
 //! SIGTERM, SIGINT or `exit` (clean exit, pid file removed). The `-C` control socket is opened
 //! with the listener (refused as root without `-u`, as C Pen). SIGHUP re-reads the `-F` file,
 //! SIGUSR1 writes the statistics (`ctl::server`); SIGPIPE is ignored.
+//!
+//! Logs go where [`crate::logging`] decides (terminal, file, journald, syslog once
+//! daemonized); systemd hears READY/RELOADING/STOPPING through [`crate::notify`].
 
 use std::ffi::CString;
 use std::io;
