@@ -293,3 +293,166 @@ exec "$PEN" -d -p "$T/pen.pid" 127.0.0.1:0 "$BACKEND""#;
     // A redirected stderr keeps its log too.
     assert!(read(&err).contains("SIGTERM: exiting"), "{}", read(&err));
 }
+
+/// `setpriv` arguments that give pen what the unit gives it: the unit's
+/// CapabilityBoundingSet and NoNewPrivileges (the other sandboxing settings need systemd).
+fn unit_privileges(without: Option<&str>) -> Vec<String> {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/pen-rs@.service"),
+    )
+    .unwrap();
+    let caps: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("CapabilityBoundingSet in the unit")
+        .split_whitespace()
+        .filter(|c| Some(*c) != without)
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    assert!(unit.contains("\nNoNewPrivileges=yes\n"));
+    vec![
+        "setpriv".into(),
+        format!("--bounding-set=-all,{}", caps.join(",")),
+        "--no-new-privs".into(),
+        "--".into(),
+    ]
+}
+
+/// Runs `pen -f ARGS` with the unit's privileges, in a new network namespace after `setup`
+/// (shell commands) when `setup` is given; returns pen (or its shell) and the notify socket.
+fn spawn_with_unit_privileges(
+    dir: &Path,
+    without: Option<&str>,
+    setup: Option<&str>,
+    args: &[&str],
+) -> (Child, UnixDatagram) {
+    let notify_path = dir.join("notify");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    let mut argv: Vec<String> = Vec::new();
+    if let Some(setup) = setup {
+        argv.extend(["unshare", "-n", "sh", "-c"].map(String::from));
+        argv.push(format!("set -e; {setup}; exec \"$@\""));
+        argv.push("sh".into());
+    }
+    argv.extend(unit_privileges(without));
+    argv.push(pen_bin().into());
+    argv.push("-f".into());
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env_remove("JOURNAL_STREAM")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("pen.stderr")).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    (child, notify)
+}
+
+/// READY=1 within 10 s, or pen's stderr.
+fn wait_ready(dir: &Path, notify: &UnixDatagram, child: &mut Child) -> Result<(), String> {
+    notify
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 512];
+    while Instant::now() < deadline {
+        if let Ok(n) = notify.recv(&mut buf)
+            && buf[..n].starts_with(b"READY=1")
+        {
+            return Ok(());
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+    }
+    Err(read(&dir.join("pen.stderr")))
+}
+
+const VETH: &str = "ip link set lo up; ip link add d0 type veth peer name d1; \
+                    ip link set d1 up; ip link set d0 up";
+
+/// The unit's hardening must not break a mode: DSR (AF_PACKET, CAP_NET_RAW; the XDP fast
+/// path, CAP_BPF), transparent (IP_TRANSPARENT, CAP_NET_ADMIN), a port below 1024, `-u` and
+/// `-j`. pen runs with the unit's capability bounding set and no-new-privs; DSR without
+/// CAP_NET_RAW fails, which shows the check can fail.
+#[test]
+fn the_units_capabilities_keep_every_mode_working() {
+    pen::testing::require_root("network namespaces and a reduced capability bounding set");
+    let b = Backend::start("b0", "127.0.0.1");
+
+    // DSR on a veth in a namespace of its own, XDP fast path included.
+    let dir = tempfile::tempdir().unwrap();
+    let dsr = [
+        "-d",
+        "-O",
+        "dsr_if d0",
+        "10.9.0.100:80",
+        "10.9.0.2",
+        "10.9.0.3",
+    ];
+    let (mut pen, notify) = spawn_with_unit_privileges(dir.path(), None, Some(VETH), &dsr);
+    let ready = wait_ready(dir.path(), &notify, &mut pen);
+    stop(pen);
+    ready.unwrap_or_else(|log| panic!("DSR under the unit's capabilities:\n{log}"));
+    assert!(read(&dir.path().join("pen.stderr")).contains("XDP fast path attached"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut pen, notify) =
+        spawn_with_unit_privileges(dir.path(), Some("CAP_NET_RAW"), Some(VETH), &dsr);
+    let log = wait_ready(dir.path(), &notify, &mut pen).expect_err("DSR without CAP_NET_RAW");
+    let _ = pen.kill();
+    let _ = pen.wait();
+    assert!(log.contains("CAP_NET_RAW"), "{log}");
+
+    // Port 80 in a namespace of its own (the host's port 80 is none of this test's business).
+    let dir = tempfile::tempdir().unwrap();
+    let (mut pen, notify) = spawn_with_unit_privileges(
+        dir.path(),
+        None,
+        Some("ip link set lo up"),
+        &["127.0.0.1:80", "127.0.0.1:9"],
+    );
+    let ready = wait_ready(dir.path(), &notify, &mut pen);
+    stop(pen);
+    ready.unwrap_or_else(|log| panic!("port 80 under the unit's capabilities:\n{log}"));
+
+    // Transparent, with -u nobody and -j /: the backend sees the client's address.
+    let dir = tempfile::tempdir().unwrap();
+    let (pen, _notify) = spawn_with_unit_privileges(
+        dir.path(),
+        None,
+        None,
+        &[
+            "-O",
+            "transparent",
+            "-u",
+            "nobody",
+            "-j",
+            "/",
+            "127.0.0.1:0",
+            &b.spec,
+        ],
+    );
+    let err = dir.path().join("pen.stderr");
+    assert!(
+        wait_until(|| read(&err).contains("pen: listening on ")),
+        "{}",
+        read(&err)
+    );
+    let addr: std::net::SocketAddr = read(&err)
+        .lines()
+        .find_map(|l| l.strip_prefix("pen: listening on "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let reply = common::get(Some(common::ip("127.0.0.2")), addr);
+    let seen = b.seen();
+    stop(pen);
+    assert_eq!(reply.ok().as_deref(), Some("b0"), "{}", read(&err));
+    assert_eq!(
+        seen.last().copied().flatten().map(|a| a.ip()),
+        Some(common::ip("127.0.0.2"))
+    );
+}
