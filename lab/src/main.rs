@@ -103,6 +103,9 @@ struct ReplayArgs {
     /// Flow selection: [tcp:|udp:][IP:]PORT (repeatable).
     #[arg(long)]
     pub server: Vec<String>,
+    /// Frame selection by a BPF filter (tcpdump syntax), before --server.
+    #[arg(long)]
+    pub filter: Option<String>,
     /// Per server slot, how its answers name it (DNS answer address or HTTP backend name),
     /// comma-separated.
     #[arg(long, value_delimiter = ',', required = true)]
@@ -154,6 +157,7 @@ fn main() -> ExitCode {
                 to,
                 pen,
                 server,
+                filter,
                 backends,
                 speed,
                 max_flows,
@@ -178,6 +182,7 @@ fn main() -> ExitCode {
                 sim: pen_lab::replay::TraceSimTable {
                     trace: trace.display().to_string(),
                     server,
+                    filter,
                     pen,
                     events: Vec::new(),
                     pool4,

@@ -820,6 +820,9 @@ pub struct TraceSimTable {
     /// Flow selection: `["udp:53"]`, `["tcp:192.0.2.80:80"]`; empty: everything.
     #[serde(default)]
     pub server: Vec<String>,
+    /// Frame selection by a BPF filter (tcpdump syntax, `"udp and net 198.51.100.0/24"`),
+    /// applied before `server`; compiled by `check`.
+    pub filter: Option<String>,
     /// pen's arguments for the simulation (the same as the pen process's, without `-f`, `-u`).
     pub pen: Vec<String>,
     /// `["at 10s server 1 down", "at 15s server 1 up", "at 2s penctl \"server 0 weight 3\""]`.
@@ -895,6 +898,8 @@ pub struct PlannedTraceSim {
     /// As written in the scenario (reports name it so, whatever the checkout's path).
     pub trace_name: String,
     pub selection: Vec<ServerSel>,
+    /// BPF filter over the trace's frames.
+    pub filter: Option<String>,
     pub pen: Vec<String>,
     pub events: Vec<Event>,
     pub pool4: Pool,
@@ -961,6 +966,12 @@ fn plan_trace_sim(
             Err(m) => e.push((format!("server[{i}]"), m)),
         }
     }
+    let filter = t.filter.as_ref().map(|f| res("filter", f, e));
+    if let Some(f) = &filter
+        && let Err(m) = pen::sim::filter::FrameFilter::new(f)
+    {
+        e.push(("filter".into(), m));
+    }
     let pen: Vec<String> = t
         .pen
         .iter()
@@ -987,6 +998,7 @@ fn plan_trace_sim(
         trace,
         trace_name: tv,
         selection,
+        filter,
         pen,
         events,
         pool4: p4.ok()?,
@@ -1171,7 +1183,8 @@ pub fn simulate_plan(
             servers: s.selection.clone(),
         },
     };
-    let mut trace = Trace::open(&s.trace, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut trace = pen::sim::filter::open_trace(&s.trace, &opts, s.filter.as_deref())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     trace.file = s.trace_name.clone();
     let map =
         AddressMap::build(&trace, s.pool4, s.pool6, listen).map_err(|e| anyhow::anyhow!(e))?;

@@ -98,6 +98,42 @@ expect_moved = 0
     assert!(t.contains("FAILED"), "{t}");
 }
 
+/// `filter` selects the trace's frames by BPF before the simulation: half the DNS clients
+/// (198.51.100.0/25) make other figures than the whole trace (32 moved, 25 lost).
+#[test]
+fn a_balance_filter_selects_the_frames_by_bpf() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scenarios/filtered.toml");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::create_dir_all(dir.path().join("captures/traces")).unwrap();
+    std::fs::copy(
+        root().join("captures/traces/dns.pcap"),
+        dir.path().join("captures/traces/dns.pcap"),
+    )
+    .unwrap();
+    std::fs::write(
+        &file,
+        r#"
+[balance]
+trace = "captures/traces/dns.pcap"
+server = ["udp:53"]
+filter = "udp and src net 198.51.100.0/25"
+pen = ["-U", "10.77.0.2:53", "10.77.0.3:53", "10.77.0.4:53"]
+events = ["at 10s server 1 down"]
+expect_moved = 31
+expect_lost = 30
+"#,
+    )
+    .unwrap();
+    let o = pen_lab(&["run", file.to_str().unwrap()], dir.path());
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("522 UDP flows") && t.contains("filtered out 1391"),
+        "{t}"
+    );
+}
+
 #[test]
 fn bad_replay_keys_are_named_with_what_is_accepted() {
     let sc = parse_str(
@@ -110,7 +146,7 @@ host = "client"
 name = "dns1"
 backend = { kind = "dns", answer = "192.0.2.3", listen = ["10.1.0.2:53"] }
 [[step]]
-replay = { host = "client", to = "nowhere", trace = "captures/traces/dns.pcap", pen = ["-U", "53", "10.1.0.3:53"], events = ["at 5s server 1 down", "whenever"], processes = ["dns9"], backends = [], speed = -1.0, agree = "maybe" }
+replay = { host = "client", to = "nowhere", trace = "captures/traces/dns.pcap", pen = ["-U", "53", "10.1.0.3:53"], events = ["at 5s server 1 down", "whenever"], processes = ["dns9"], backends = [], speed = -1.0, agree = "maybe", filter = "udp prot 53" }
 "#,
         "scenarios/bad.toml",
     )
@@ -126,6 +162,7 @@ replay = { host = "client", to = "nowhere", trace = "captures/traces/dns.pcap", 
         "step[0].replay.backends: expected per server slot",
         "step[0].replay.speed: expected 0 (as fast as possible) to 1000",
         "step[0].replay.agree: expected \"flows\" or \"shares\"",
+        "step[0].replay.filter: filter \"udp prot 53\": not a valid BPF expression",
     ] {
         assert!(errs.contains(want), "missing {want:?} in:\n{errs}");
     }

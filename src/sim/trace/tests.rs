@@ -499,3 +499,40 @@ fn damaged_captures_never_panic() {
         }
     }
 }
+
+/// Flows selected by a BPF filter (libpcap, compiled per link type by `sim::filter`): only
+/// the frames it keeps make flows; the rest are counted, and times keep the capture's epoch.
+#[test]
+fn a_bpf_filter_selects_the_flows() {
+    let c1 = sa("10.0.0.1:5353");
+    let c2 = sa("10.0.0.2:5353");
+    let s = sa("10.0.0.53:53");
+    for (link, wrap) in [
+        (DataLink::ETHERNET, eth as fn(&[u8]) -> Vec<u8>),
+        (DataLink::LINUX_SLL2, sll2 as fn(&[u8]) -> Vec<u8>),
+    ] {
+        let f = vec![
+            (0, wrap(&ip(Proto::Udp, c1, s, 0, 0, b"q1"))),
+            (1, wrap(&ip(Proto::Udp, c2, s, 0, 0, b"q2"))),
+            (2, wrap(&ip(Proto::Udp, s, c2, 0, 0, b"a2"))),
+            (
+                3,
+                wrap(&ip(Proto::Tcp, c2, sa("10.0.0.80:80"), 1, SYN, b"")),
+            ),
+        ];
+        let data = pcap(link, &f);
+        let mut filter = crate::sim::filter::FrameFilter::new("udp and host 10.0.0.2").unwrap();
+        let t = Trace::parse_filtered("t.pcap", &data, &ParseOptions::default(), &mut |l, b| {
+            filter.matches(l, b)
+        })
+        .unwrap();
+        assert_eq!(filter.error(), None);
+        assert_eq!(t.udp.len(), 1, "{link:?}");
+        assert_eq!(t.udp[0].client, c2);
+        assert_eq!(t.udp[0].queries[0].at, Duration::from_millis(1));
+        assert_eq!(t.udp[0].replies.len(), 1);
+        assert!(t.tcp.is_empty());
+        assert_eq!(t.skipped.filtered_out, 2);
+        assert!(t.summary().contains("filtered out 2"), "{}", t.summary());
+    }
+}
