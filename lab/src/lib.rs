@@ -5,6 +5,7 @@ pub mod bench;
 pub mod capture;
 pub mod decode;
 pub mod expect;
+pub mod fault;
 pub mod netns;
 pub mod node;
 pub mod owner;

@@ -199,6 +199,7 @@ fn main() -> ExitCode {
                 max_disagree,
                 tolerance,
                 sticky: false,
+                down: "stop".into(),
             };
             let refs = pen_lab::scenario::Refs::default();
             let plan = match pen_lab::replay::plan_replay(&t, &refs, std::path::Path::new("."), &[])

@@ -869,6 +869,43 @@ pub struct ReplayTable {
     /// `shares`: every client must stay on one backend, in both.
     #[serde(default)]
     pub sticky: bool,
+    /// How `server N down`/`up` happen live to `processes[N]` (fault steps): `"stop"`
+    /// (SIGTERM / start again), `"kill"` (SIGKILL / start again), `"pause"` (SIGSTOP /
+    /// SIGCONT), `"blackhole"` (its host's traffic dropped by nftables / lifted), `"link"`
+    /// (its host's link down / up).
+    #[serde(default = "default_down")]
+    pub down: String,
+}
+
+fn default_down() -> String {
+    "stop".into()
+}
+
+/// How a replay's `server N down`/`up` events happen live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DownMode {
+    Stop,
+    Kill,
+    Pause,
+    Blackhole,
+    Link,
+}
+
+impl DownMode {
+    pub fn parse(s: &str) -> Result<DownMode, String> {
+        Ok(match s {
+            "stop" => DownMode::Stop,
+            "kill" => DownMode::Kill,
+            "pause" => DownMode::Pause,
+            "blackhole" => DownMode::Blackhole,
+            "link" => DownMode::Link,
+            x => {
+                return Err(format!(
+                    "expected \"stop\", \"kill\", \"pause\", \"blackhole\" or \"link\", got {x:?}"
+                ));
+            }
+        })
+    }
 }
 
 /// `[balance]`: the simulation alone (no root), with assertions on its report.
@@ -919,6 +956,7 @@ pub struct PlannedReplay {
     pub timeout: Duration,
     pub reply_timeout: Duration,
     pub agree: AgreeMode,
+    pub down: DownMode,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -1113,6 +1151,10 @@ pub fn plan_replay(
             AgreeMode::Flows { max_disagree: 0 }
         }
     };
+    let down = DownMode::parse(&r.down).unwrap_or_else(|m| {
+        e.push(("down".into(), m));
+        DownMode::Stop
+    });
     match (e.is_empty(), sim, to) {
         (true, Some(sim), Some(to)) => Ok(PlannedReplay {
             host: r.host.clone(),
@@ -1126,6 +1168,7 @@ pub fn plan_replay(
             timeout: Duration::from_millis(r.timeout_ms),
             reply_timeout: Duration::from_millis(r.reply_timeout_ms),
             agree,
+            down,
         }),
         _ => Err(e),
     }

@@ -1461,3 +1461,97 @@ fn the_scale_out_scenarios_check() {
     );
     assert!(text.contains("3 valid, 0 invalid"), "{text}");
 }
+
+/// Fault steps (`link_down`/`link_up`, `blackhole`/`lift_blackhole`, `signal`) validate their
+/// targets against the topology and the processes, and say what is accepted.
+#[test]
+fn fault_steps_are_validated_with_what_is_accepted() {
+    let base = r#"
+[[switch]]
+name = "lan"
+[[host]]
+name = "web"
+addresses = ["10.1.0.3/24"]
+[[host]]
+name = "router"
+addresses = ["eth0:10.1.0.1/24", "eth1:10.2.0.1/24"]
+[[link]]
+ends = ["web", "lan"]
+[[link]]
+ends = ["router:eth0", "lan"]
+[[link]]
+ends = ["router:eth1", "lan:r1"]
+[[process]]
+host = "web"
+name = "web"
+backend = { kind = "http", listen = ["10.1.0.3:80"] }
+"#;
+    let good = format!(
+        "{base}{}",
+        r#"
+[[step]]
+link_down = "web"
+[[step]]
+link_up = "router:eth1"
+[[step]]
+link_down = "lan:web"
+[[step]]
+blackhole = { host = "web", port = 80, proto = "tcp" }
+[[step]]
+lift_blackhole = { host = "web", port = 80, proto = "tcp" }
+[[step]]
+signal = { process = "web", signal = "SIGSTOP" }
+[[step]]
+signal = { process = "web", signal = "kill" }
+"#
+    );
+    let plan = parse_str(&good, "scenarios/x.toml")
+        .unwrap()
+        .plan("scenarios/x.toml", "x", None)
+        .unwrap();
+    let labels: Vec<&str> = plan.steps.iter().map(|s| s.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "link web:eth0 down",
+            "link router:eth1 up",
+            "link lan:web down",
+            "blackhole tcp port 80 on web",
+            "lift the blackhole of tcp port 80 on web",
+            "SIGSTOP web",
+            "SIGKILL web",
+        ]
+    );
+    let bad = format!(
+        "{base}{}",
+        r#"
+[[step]]
+link_down = "router"
+[[step]]
+link_up = "web:eth7"
+[[step]]
+link_down = "nowhere"
+[[step]]
+blackhole = { host = "web", port = 0 }
+[[step]]
+blackhole = { host = "web", proto = "sctp" }
+[[step]]
+lift_blackhole = { host = "web", port = 53 }
+[[step]]
+signal = { process = "nginx", signal = "PAUSE" }
+"#
+    );
+    let errs = errors(&bad);
+    for want in [
+        "step[0].link_down: router has 2 link interfaces (eth0, eth1): say which, as \"router:IFACE\"",
+        "step[1].link_up: web has no link interface \"eth7\" (it has eth0)",
+        "step[2].link_down: expected \"NODE\" or \"NODE:IFACE\", a link end of a host or switch",
+        "step[3].blackhole.port: expected a port 1..65535, got 0",
+        "step[4].blackhole.proto: expected \"tcp\" or \"udp\", got \"sctp\"",
+        "step[5].lift_blackhole: no earlier blackhole step drops port 53 on web (blackholes in place: none)",
+        "step[6].signal.process: expected a process name (web), got \"nginx\"",
+        "step[6].signal.signal: expected KILL, STOP, CONT, TERM, HUP, INT, USR1 or USR2, got \"PAUSE\"",
+    ] {
+        assert!(errs.contains(want), "missing {want:?} in:\n{errs}");
+    }
+}

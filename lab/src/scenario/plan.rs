@@ -228,6 +228,8 @@ pub enum StepAction {
     },
     Wait(Duration),
     Replay(Box<crate::replay::PlannedReplay>),
+    /// Link down/up, blackhole/lift, signal ([`crate::fault`]).
+    Fault(crate::fault::Fault),
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -11,9 +11,12 @@ pub(super) fn plan_steps(
     refs: &Refs,
     hosts: &[String],
     procs: &[String],
+    ifaces: &BTreeMap<String, Vec<String>>,
     e: &mut Errs,
 ) -> Vec<PlannedStep> {
     let mut out = Vec::new();
+    // Blackholes set by earlier steps and not lifted yet: (host, target).
+    let mut holes: Vec<(String, crate::fault::BlackholeTarget)> = Vec::new();
     for (i, s) in sc.steps.iter().enumerate() {
         let key = format!("step[{i}]");
         let given = [
@@ -29,6 +32,11 @@ pub(super) fn plan_steps(
             s.replay.is_some(),
             s.tcp_sessions.is_some(),
             s.join.is_some(),
+            s.link_down.is_some(),
+            s.link_up.is_some(),
+            s.blackhole.is_some(),
+            s.lift_blackhole.is_some(),
+            s.signal.is_some(),
         ]
         .iter()
         .filter(|b| **b)
@@ -37,7 +45,7 @@ pub(super) fn plan_steps(
             e.push(
                 &key,
                 format!(
-                    "expected exactly one of http_get, dns, tcp_connect, load, tcp_sessions, join, stop, start, penctl, run, wait, replay; got {given}"
+                    "expected exactly one of http_get, dns, tcp_connect, load, tcp_sessions, join, stop, start, penctl, run, wait, replay, link_down, link_up, blackhole, lift_blackhole, signal; got {given}"
                 ),
             );
             continue;
@@ -378,6 +386,98 @@ pub(super) fn plan_steps(
                     continue;
                 }
             }
+        } else if let Some(l) = s.link_down.as_ref().or(s.link_up.as_ref()) {
+            let up = s.link_up.is_some();
+            let k = format!("{key}.{}", if up { "link_up" } else { "link_down" });
+            match plan_link_end(l, ifaces) {
+                Ok((node, iface)) => {
+                    StepAction::Fault(crate::fault::Fault::Link { node, iface, up })
+                }
+                Err(m) => {
+                    e.push(&k, m);
+                    continue;
+                }
+            }
+        } else if let Some(b) = s.blackhole.as_ref().or(s.lift_blackhole.as_ref()) {
+            let lift = s.lift_blackhole.is_some();
+            let k = format!(
+                "{key}.{}",
+                if lift { "lift_blackhole" } else { "blackhole" }
+            );
+            check_host(e, &format!("{k}.host"), &b.host, hosts);
+            let proto = match b.proto.as_deref().map(crate::fault::L4::parse) {
+                None => None,
+                Some(Ok(p)) => Some(p),
+                Some(Err(m)) => {
+                    e.push(format!("{k}.proto"), m);
+                    continue;
+                }
+            };
+            if b.port == Some(0) {
+                e.push(format!("{k}.port"), "expected a port 1..65535, got 0");
+                continue;
+            }
+            let target = crate::fault::BlackholeTarget {
+                proto,
+                port: b.port,
+            };
+            let hole = (b.host.clone(), target.clone());
+            if lift {
+                match holes.iter().position(|h| *h == hole) {
+                    Some(j) => {
+                        holes.remove(j);
+                    }
+                    None => {
+                        let open: Vec<String> =
+                            holes.iter().map(|(h, t)| format!("{t} on {h}")).collect();
+                        e.push(
+                            &k,
+                            format!(
+                                "no earlier blackhole step drops {target} on {} (blackholes in place: {})",
+                                b.host,
+                                if open.is_empty() { "none".to_string() } else { open.join(", ") }
+                            ),
+                        );
+                    }
+                }
+            } else if holes.contains(&hole) {
+                e.push(
+                    &k,
+                    format!(
+                        "{target} on {} is already blackholed by an earlier step",
+                        b.host
+                    ),
+                );
+            } else {
+                holes.push(hole);
+            }
+            StepAction::Fault(crate::fault::Fault::Blackhole {
+                host: b.host.clone(),
+                target,
+                lift,
+            })
+        } else if let Some(sg) = &s.signal {
+            let k = format!("{key}.signal");
+            if !procs.contains(&sg.process) {
+                e.push(
+                    format!("{k}.process"),
+                    format!(
+                        "expected a process name ({}), got {:?}",
+                        procs.join(", "),
+                        sg.process
+                    ),
+                );
+            }
+            match crate::fault::FaultSignal::parse(&sg.signal) {
+                Ok(signal) => StepAction::Fault(crate::fault::Fault::Signal {
+                    process: sg.process.clone(),
+                    signal,
+                }),
+                Err(m) => {
+                    e.push(format!("{k}.signal"), m);
+                    continue;
+                }
+            }
         } else {
             continue;
         };
@@ -436,6 +536,37 @@ pub(super) fn plan_steps(
     }
     check_joins(&out, e);
     out
+}
+
+/// A `link_down`/`link_up` target: `"node:iface"`, or `"node"` when the node has one link.
+fn plan_link_end(
+    s: &str,
+    ifaces: &BTreeMap<String, Vec<String>>,
+) -> Result<(String, String), String> {
+    let (node, iface) = match s.split_once(':') {
+        Some((n, i)) => (n, Some(i)),
+        None => (s, None),
+    };
+    let Some(list) = ifaces.get(node) else {
+        let nodes: Vec<&str> = ifaces.keys().map(String::as_str).collect();
+        return Err(format!(
+            "expected \"NODE\" or \"NODE:IFACE\", a link end of a host or switch ({}), got {s:?}",
+            nodes.join(", ")
+        ));
+    };
+    match iface {
+        Some(i) if list.iter().any(|x| x == i) => Ok((node.to_string(), i.to_string())),
+        Some(i) => Err(format!(
+            "{node} has no link interface {i:?} (it has {})",
+            list.join(", ")
+        )),
+        None if list.len() == 1 => Ok((node.to_string(), list[0].clone())),
+        None => Err(format!(
+            "{node} has {} link interfaces ({}): say which, as \"{node}:IFACE\"",
+            list.len(),
+            list.join(", ")
+        )),
+    }
 }
 
 /// Every background step has a name and is joined once by a later `join` step; every `join`
@@ -553,6 +684,7 @@ pub fn step_label(k: &StepAction) -> String {
         } => format!("penctl {host} {target} {}", command.join(" ")),
         StepAction::Run { host, argv, .. } => format!("run {host}: {}", argv.join(" ")),
         StepAction::Wait(d) => format!("wait {} ms", d.as_millis()),
+        StepAction::Fault(f) => f.to_string(),
         StepAction::Replay(r) => format!(
             "replay {} from {} → {}",
             r.sim.trace.display(),

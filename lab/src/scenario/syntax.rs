@@ -269,6 +269,30 @@ pub struct Step {
     pub join: Option<String>,
     /// Live replay of a trace through pen, checked against the simulation ([`crate::replay`]).
     pub replay: Option<Box<crate::replay::ReplayTable>>,
+    /// Faults ([`crate::fault`]): `"node"` or `"node:iface"`, a `[[link]]` end taken down/up.
+    pub link_down: Option<String>,
+    pub link_up: Option<String>,
+    /// nftables drop of a host's traffic (or one port's) in its namespace, and its lifting.
+    pub blackhole: Option<BlackholeTable>,
+    pub lift_blackhole: Option<BlackholeTable>,
+    /// A signal (KILL, STOP, CONT...) to a process the scenario started.
+    pub signal: Option<SignalTable>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlackholeTable {
+    pub host: String,
+    pub port: Option<u16>,
+    /// `"tcp"` or `"udp"`; absent: both (with a port) or every IP packet (without).
+    pub proto: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalTable {
+    pub process: String,
+    pub signal: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
