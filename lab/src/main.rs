@@ -200,6 +200,7 @@ fn main() -> ExitCode {
                 tolerance,
                 sticky: false,
                 down: "stop".into(),
+                reply_bytes: None,
             };
             let refs = pen_lab::scenario::Refs::default();
             let plan = match pen_lab::replay::plan_replay(&t, &refs, std::path::Path::new("."), &[])

@@ -591,6 +591,67 @@ pub fn describe(a: &Agreement, trace_file: &str, max: usize) -> String {
 }
 
 /// Per-flow details as JSON lines for the run directory.
+/// Do the bytes a TCP session got back live equal the capture's server → client count, within
+/// `tolerance` (a fraction of the captured count; 0: exactly)?
+pub fn reply_bytes_ok(live: u64, captured: u64, tolerance: f64) -> bool {
+    (live as f64 - captured as f64).abs() <= tolerance * captured as f64
+}
+
+/// Reply byte counts of the TCP sessions that ran without an error, live against captured.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReplyBytes {
+    pub compared: usize,
+    pub matching: usize,
+    pub live_total: u64,
+    pub captured_total: u64,
+    /// The sessions that differ: (flow index, live bytes, captured bytes).
+    pub differing: Vec<(usize, u64, u64)>,
+}
+
+impl ReplyBytes {
+    pub fn compare(flows: &[ReplayFlow], live: &[FlowResult], tolerance: f64) -> ReplyBytes {
+        let mut out = ReplyBytes::default();
+        for (f, r) in flows.iter().zip(live) {
+            if f.proto != Proto::Tcp || r.error.is_some() {
+                continue;
+            }
+            out.compared += 1;
+            out.live_total += r.bytes_down;
+            out.captured_total += f.captured_reply_bytes;
+            if reply_bytes_ok(r.bytes_down, f.captured_reply_bytes, tolerance) {
+                out.matching += 1;
+            } else {
+                out.differing
+                    .push((f.index, r.bytes_down, f.captured_reply_bytes));
+            }
+        }
+        out
+    }
+
+    /// `reply bytes: 412 of 412 TCP sessions as captured (live 12 B, captured 12 B)`.
+    pub fn summary(&self) -> String {
+        format!(
+            "reply bytes: {} of {} TCP sessions as captured (live {} B, captured {} B)",
+            self.matching, self.compared, self.live_total, self.captured_total
+        )
+    }
+
+    /// Up to `max` differing sessions, one per line.
+    pub fn describe(&self, flows: &[ReplayFlow], trace_file: &str, max: usize) -> String {
+        let mut o = String::new();
+        for (i, got, want) in self.differing.iter().take(max) {
+            if let Some(f) = flows.get(*i) {
+                o.push_str(&format!(
+                    "\n  flow {i} {} (lab {}): got {got} bytes back, the capture has {want} \
+                     ({trace_file} frame {})",
+                    f.client, f.lab_client, f.first_frame
+                ));
+            }
+        }
+        o
+    }
+}
+
 pub fn results_json(flows: &[ReplayFlow], live: &[FlowResult], backends: &[String]) -> String {
     use pen::sim::report::json_str;
     let mut o = String::from("[\n");
@@ -602,7 +663,7 @@ pub fn results_json(flows: &[ReplayFlow], live: &[FlowResult], backends: &[Strin
         o.push_str(&format!(
             "  {{\"flow\": {}, \"proto\": \"{}\", \"client\": {}, \"lab_client\": {}, \"local\": {}, \
              \"frame\": {}, \"started_ms\": {}, \"bytes_up\": {}, \"bytes_down\": {}, \
-             \"captured_reply_bytes\": {}, \"latency_ms\": {}, \"backends\": [{}], \"error\": {}}}{}\n",
+             \"captured_reply_bytes\": {}, \"reply_bytes_match\": {}, \"latency_ms\": {}, \"backends\": [{}], \"error\": {}}}{}\n",
             f.index,
             f.proto,
             json_str(&f.client.to_string()),
@@ -613,6 +674,11 @@ pub fn results_json(flows: &[ReplayFlow], live: &[FlowResult], backends: &[Strin
             r.bytes_up,
             r.bytes_down,
             f.captured_reply_bytes,
+            if f.proto == Proto::Tcp && r.error.is_none() {
+                (r.bytes_down == f.captured_reply_bytes).to_string()
+            } else {
+                "null".to_string()
+            },
             r.latency
                 .map_or("null".into(), |l| format!("{:.3}", l.as_secs_f64() * 1000.0)),
             answers.join(", "),
@@ -875,6 +941,17 @@ pub struct ReplayTable {
     /// (its host's link down / up).
     #[serde(default = "default_down")]
     pub down: String,
+    /// Compare the bytes each TCP session gets back with the capture's server → client count:
+    /// `"match"` (exactly) or a tolerance (a fraction, `0.01`); absent: reported only.
+    pub reply_bytes: Option<ReplyBytesSpec>,
+}
+
+/// `reply_bytes = "match"` or `reply_bytes = 0.01`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ReplyBytesSpec {
+    Word(String),
+    Tolerance(f64),
 }
 
 fn default_down() -> String {
@@ -957,6 +1034,9 @@ pub struct PlannedReplay {
     pub reply_timeout: Duration,
     pub agree: AgreeMode,
     pub down: DownMode,
+    /// `Some(tolerance)`: every TCP session without an error gets back the captured byte
+    /// count within it (0: exactly).
+    pub reply_bytes: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -1155,6 +1235,24 @@ pub fn plan_replay(
         e.push(("down".into(), m));
         DownMode::Stop
     });
+    let reply_bytes = match &r.reply_bytes {
+        None => None,
+        Some(ReplyBytesSpec::Word(w)) if w == "match" => Some(0.0),
+        Some(ReplyBytesSpec::Tolerance(t)) if (0.0..=1.0).contains(t) => Some(*t),
+        Some(x) => {
+            e.push((
+                "reply_bytes".into(),
+                format!(
+                    "expected \"match\" or a tolerance 0.0..=1.0 (a fraction of the captured bytes), got {}",
+                    match x {
+                        ReplyBytesSpec::Word(w) => format!("{w:?}"),
+                        ReplyBytesSpec::Tolerance(t) => t.to_string(),
+                    }
+                ),
+            ));
+            None
+        }
+    };
     match (e.is_empty(), sim, to) {
         (true, Some(sim), Some(to)) => Ok(PlannedReplay {
             host: r.host.clone(),
@@ -1169,6 +1267,7 @@ pub fn plan_replay(
             reply_timeout: Duration::from_millis(r.reply_timeout_ms),
             agree,
             down,
+            reply_bytes,
         }),
         _ => Err(e),
     }
@@ -1360,6 +1459,7 @@ pub fn replay_and_compare(
         .map_err(|_| anyhow::anyhow!("the replay thread panicked"))??;
     let elapsed = t0.elapsed();
     let agreement = replay::agree(&sim, &flows, &live, &r.backends, &r.agree);
+    let bytes = replay::ReplyBytes::compare(&flows, &live, r.reply_bytes.unwrap_or(0.0));
     let files = [
         ("sim-report.md", pen::sim::report::markdown(&sim)),
         ("sim-report.json", pen::sim::report::json(&sim, Some(&map))),
@@ -1372,10 +1472,12 @@ pub fn replay_and_compare(
         (
             "agreement.txt",
             format!(
-                "{}\n{}\nevents: {}\n",
+                "{}\n{}\nevents: {}\n{}{}\n",
                 agreement.summary,
                 replay::describe(&agreement, &trace.file, usize::MAX),
-                done_events.join("; ")
+                done_events.join("; "),
+                bytes.summary(),
+                bytes.describe(&flows, &trace.file, usize::MAX)
             ),
         ),
     ];
@@ -1389,8 +1491,13 @@ pub fn replay_and_compare(
         .find_map(|l| l.error.clone())
         .map(|e| format!(" (first: {e})"))
         .unwrap_or_default();
+    let bytes_line = if bytes.compared > 0 {
+        format!("; {}", bytes.summary())
+    } else {
+        String::new()
+    };
     let detail = format!(
-        "{} {} flows replayed in {} ms, {errors} with errors{first_error}; {}; details in {}",
+        "{} {} flows replayed in {} ms, {errors} with errors{first_error}; {}{bytes_line}; details in {}",
         flows.len(),
         sim.proto,
         elapsed.as_millis(),
@@ -1399,6 +1506,20 @@ pub fn replay_and_compare(
     );
     if !agreement.ok {
         anyhow::bail!("{detail}{}", replay::describe(&agreement, &trace.file, 10));
+    }
+    if let Some(tol) = r.reply_bytes
+        && !bytes.differing.is_empty()
+    {
+        anyhow::bail!(
+            "{detail}\n{} TCP sessions got back other byte counts than the capture has (reply_bytes = {}):{}",
+            bytes.differing.len(),
+            if tol == 0.0 {
+                "\"match\"".to_string()
+            } else {
+                tol.to_string()
+            },
+            bytes.describe(&flows, &trace.file, 10)
+        );
     }
     Ok(detail)
 }

@@ -1060,7 +1060,7 @@ impl Run<'_> {
         let out_dir = self.dir.join(format!("replay-{}", n + 1));
         let deadline = self.deadline;
         let keep_going = move || !interrupted() && Instant::now() <= deadline;
-        crate::replay::replay_and_compare(&ns, r, &out_dir, keep_going, |action| {
+        let res = crate::replay::replay_and_compare(&ns, r, &out_dir, keep_going, |action| {
             let (i, up) = match action {
                 pen::sim::balance::Action::Down(i) => (*i, false),
                 pen::sim::balance::Action::Up(i) => (*i, true),
@@ -1068,7 +1068,14 @@ impl Run<'_> {
             };
             let step = self.live_event(r, i, up)?;
             self.step(&step)
-        })
+        });
+        // The summary on its own progress line: the step line shortens long details.
+        if let Ok(detail) = &res {
+            self.opts
+                .progress
+                .line(&format!("[{}] replay: {detail}", self.plan.name));
+        }
+        res
     }
 
     /// The live counterpart of `server i down` (`up`): a stop/start or a fault step on
