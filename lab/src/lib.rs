@@ -6,6 +6,7 @@ pub mod capture;
 pub mod decode;
 pub mod expect;
 pub mod fault;
+pub mod inject;
 pub mod netns;
 pub mod node;
 pub mod owner;

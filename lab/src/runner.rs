@@ -1146,6 +1146,69 @@ impl Run<'_> {
         })
     }
 
+    /// An `inject` step: frames of a pcap or generated ones, rewritten, out of an interface.
+    fn inject(&mut self, i: &crate::scenario::PlannedInject) -> Result<String> {
+        use crate::inject;
+        use crate::scenario::InjectSource;
+        let own_mac = self
+            .topo
+            .as_ref()
+            .ok_or_else(|| anyhow!("inject: there is no topology"))?
+            .mac(&i.host, &i.iface)?;
+        let mut rw = i.rewrite.clone();
+        let eth_src = *rw.eth_src.get_or_insert(own_mac);
+        let (frames, times): (Vec<Vec<u8>>, Vec<Duration>) = match &i.source {
+            InjectSource::Pcap { path, filter, .. } => {
+                let read = inject::read_frames(path, filter.as_deref(), i.count)?;
+                if read.is_empty() {
+                    bail!(
+                        "{} has no frame{}",
+                        path.display(),
+                        filter
+                            .as_ref()
+                            .map(|f| format!(" that {f:?} selects"))
+                            .unwrap_or_default()
+                    );
+                }
+                let mut frames = Vec::new();
+                let mut times = Vec::new();
+                for (t, f) in read {
+                    if let Some(f) = inject::rewrite(&f, &rw) {
+                        frames.push(f);
+                        times.push(t);
+                    }
+                }
+                (frames, times)
+            }
+            InjectSource::Generate(g) => {
+                let dst = rw.eth_dst.unwrap_or([0xff; 6]);
+                let frames = inject::generate(g, i.count, eth_src, dst);
+                let times = vec![Duration::ZERO; frames.len()];
+                (frames, times)
+            }
+        };
+        let offsets = inject::schedule(&times, i.pace);
+        let total = frames.len();
+        let deadline = self.deadline;
+        let t0 = Instant::now();
+        let sent = inject::send(
+            &self.ns(&i.host),
+            &i.iface,
+            frames,
+            offsets,
+            i.timeout,
+            move || !interrupted() && Instant::now() <= deadline,
+        )?;
+        let ms = t0.elapsed().as_millis();
+        if sent < total {
+            bail!(
+                "sent {sent} of {total} frames in {ms} ms: timeout_ms {} (or the scenario's) came first",
+                i.timeout.as_millis()
+            );
+        }
+        Ok(format!("sent {sent} frames in {ms} ms"))
+    }
+
     /// A fault step ([`crate::fault`]): link down/up, blackhole/lift, a signal.
     fn fault(&mut self, f: &crate::fault::Fault) -> Result<String> {
         use crate::fault::{Fault, FaultSignal};
@@ -1394,6 +1457,7 @@ impl Run<'_> {
             }
             StepAction::Replay(r) => self.replay_step(r),
             StepAction::Fault(f) => self.fault(f),
+            StepAction::Inject(i) => self.inject(i),
             StepAction::Wait(d) => {
                 // Sleep in slices so that Ctrl-C and the scenario timeout cut it short.
                 let end = Instant::now() + *d;

@@ -1555,3 +1555,73 @@ signal = { process = "nginx", signal = "PAUSE" }
         assert!(errs.contains(want), "missing {want:?} in:\n{errs}");
     }
 }
+
+/// `inject` steps: one source, a bounded count, rewrite values and generators checked.
+#[test]
+fn inject_steps_are_validated_with_what_is_accepted() {
+    let base = r#"
+[[switch]]
+name = "lan"
+[[host]]
+name = "client"
+addresses = ["10.1.0.10/24"]
+[[link]]
+ends = ["client", "lan"]
+"#;
+    let good = format!(
+        "{base}{}",
+        r#"
+[[step]]
+inject = { host = "client", pcap = "captures/traces/mix.pcap", filter = "tcp[tcpflags] == tcp-syn", count = 10, rate_pps = 100, eth_dst = "02:00:00:00:00:02", ip_dst = "10.1.0.200" }
+[[step]]
+inject = { host = "client", generate = "syn", src = "198.18.0.0/16", dst = "10.1.0.200", dport = 80, count = 5, pace = "fast" }
+"#
+    );
+    let plan = parse_str(
+        &good,
+        &root().join("scenarios/x.toml").display().to_string(),
+    )
+    .unwrap()
+    .plan(
+        &root().join("scenarios/x.toml").display().to_string(),
+        "x",
+        None,
+    )
+    .unwrap();
+    assert!(
+        plan.steps[0]
+            .label
+            .starts_with("inject 10 frames of captures/traces/mix.pcap [tcp[tcpflags] == tcp-syn] out of client:eth0"),
+        "{}",
+        plan.steps[0].label
+    );
+    let bad = format!(
+        "{base}{}",
+        r#"
+[[step]]
+inject = { host = "client", count = 0 }
+[[step]]
+inject = { host = "client", generate = "syn", count = 5, dst = "10.1.0.200" }
+[[step]]
+inject = { host = "client", generate = "flood", count = 5 }
+[[step]]
+inject = { host = "client", iface = "eth9", generate = "malformed", dst = "10.1.0.200", count = 5, eth_dst = "nope", pace = "slow" }
+[[step]]
+inject = { host = "client", pcap = "captures/traces/mix.pcap", filter = "tcp prot 80", count = 5 }
+"#
+    );
+    let errs = errors(&bad);
+    for want in [
+        "step[0].inject.count: expected 1..=100000 frames, got 0",
+        "step[0].inject: expected exactly one of pcap (frames of a capture) and generate",
+        "step[1].inject.src: generate = \"syn\" needs src",
+        "step[1].inject.dport: generate = \"syn\" needs dport",
+        "step[2].inject.generate: expected \"syn\", \"arp\", \"ndp\" or \"malformed\", got \"flood\"",
+        "step[3].inject.iface: client has no link interface \"eth9\" (it has eth0)",
+        "step[3].inject.eth_dst: expected a MAC like \"02:00:00:00:00:01\"",
+        "step[3].inject.pace: expected \"recorded\" or \"fast\" (or rate_pps = N), got \"slow\"",
+        "step[4].inject.filter: filter \"tcp prot 80\": not a valid BPF expression",
+    ] {
+        assert!(errs.contains(want), "missing {want:?} in:\n{errs}");
+    }
+}

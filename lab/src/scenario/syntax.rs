@@ -277,6 +277,42 @@ pub struct Step {
     pub lift_blackhole: Option<BlackholeTable>,
     /// A signal (KILL, STOP, CONT...) to a process the scenario started.
     pub signal: Option<SignalTable>,
+    /// Frames sent out of a host's interface ([`crate::inject`]).
+    pub inject: Option<InjectTable>,
+}
+
+/// `inject = { host, pcap | generate, ... }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InjectTable {
+    pub host: String,
+    /// Default: the host's only link interface.
+    pub iface: Option<String>,
+    /// An Ethernet pcap/pcapng, relative to the repository root or absolute.
+    pub pcap: Option<String>,
+    /// BPF over the pcap's frames.
+    pub filter: Option<String>,
+    /// `"syn"`, `"arp"`, `"ndp"` or `"malformed"`.
+    pub generate: Option<String>,
+    /// syn: the spoofed sources `"NET/LEN"`; arp/ndp: the sender address.
+    pub src: Option<String>,
+    /// syn/malformed: the destination; arp/ndp: the address asked for.
+    pub dst: Option<String>,
+    pub dport: Option<u16>,
+    pub eth_src: Option<String>,
+    pub eth_dst: Option<String>,
+    pub ip_src: Option<String>,
+    pub ip_dst: Option<String>,
+    /// `"recorded"` (default) or `"fast"`.
+    pub pace: Option<String>,
+    pub rate_pps: Option<f64>,
+    pub count: usize,
+    #[serde(default = "default_inject_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_inject_timeout() -> u64 {
+    10_000
 }
 
 #[derive(Clone, Debug, Deserialize)]
