@@ -8,9 +8,13 @@
 //! - `signal`: SIGKILL, SIGSTOP or SIGCONT (and TERM, HUP, INT, USR1, USR2) to a process the
 //!   scenario started, by its name.
 //!
-//! The model and the rulesets are pure (tested here); the runner applies them.
+//! The model and the rulesets are pure (tested here); [`apply`] (the shell) runs them in a
+//! lab, and [`live_event`] says which step is the live counterpart of a replay's event.
 
 use std::fmt;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, bail};
 
 /// What a blackhole drops.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -223,6 +227,146 @@ pub fn stopped_state(stat: &str) -> Option<bool> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let state = rest.split_whitespace().next()?;
     Some(state == "T" || state == "t")
+}
+
+// The shell: applying faults in a running lab.
+
+/// Runs a fault step in the lab (the shell): `ip link`, `nft`, a signal to a process of
+/// `procs` (a killed one is reaped and removed, so `start` starts it again).
+pub fn apply(
+    topo: &mut crate::topology::Topology,
+    procs: &mut std::collections::BTreeMap<String, crate::node::Proc>,
+    f: &Fault,
+) -> Result<String> {
+    match f {
+        Fault::Link { node, iface, up } => {
+            topo.run_command(node, &link_argv(iface, *up))?;
+            Ok(String::new())
+        }
+        Fault::Blackhole { host, target, lift } => {
+            let table = blackhole_table(topo.prefix(), target);
+            if *lift {
+                let argv: Vec<String> = ["nft", "delete", "table", "inet", table.as_str()]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                topo.run_command(host, &argv)?;
+            } else {
+                topo.nft(host, &blackhole_ruleset(&table, target))?;
+            }
+            Ok(format!("nft table inet {table}"))
+        }
+        Fault::Signal { process, signal } => {
+            let p = procs.get_mut(process).ok_or_else(|| {
+                anyhow!("process {process:?} is not running (never started, or stopped)")
+            })?;
+            if let Some(st) = p.try_wait()? {
+                bail!(
+                    "process {process:?} (pid {}) has already exited ({st})",
+                    p.pid
+                );
+            }
+            let pid = p.pid;
+            crate::netns::send_signal(pid, signal.number());
+            let stat = || std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+            let t0 = Instant::now();
+            match signal {
+                FaultSignal::Kill => {
+                    let st = p.wait(Duration::from_secs(5))?.ok_or_else(|| {
+                        anyhow!("process {process:?} (pid {pid}) is still there 5 s after SIGKILL")
+                    })?;
+                    procs.remove(process);
+                    Ok(format!("pid {pid} killed ({st})"))
+                }
+                FaultSignal::Stop | FaultSignal::Cont => {
+                    let want = *signal == FaultSignal::Stop;
+                    loop {
+                        let now = stat().as_deref().and_then(stopped_state);
+                        match now {
+                            Some(s) if s == want => break,
+                            None => bail!("process {process:?} (pid {pid}) is gone"),
+                            _ if t0.elapsed() > Duration::from_secs(2) => bail!(
+                                "process {process:?} (pid {pid}) is not {} 2 s after {}",
+                                if want { "stopped" } else { "running" },
+                                signal.name()
+                            ),
+                            _ => std::thread::sleep(Duration::from_millis(5)),
+                        }
+                    }
+                    Ok(format!(
+                        "pid {pid} {}",
+                        if want { "stopped" } else { "continued" }
+                    ))
+                }
+                _ => Ok(format!("pid {pid}")),
+            }
+        }
+    }
+}
+
+/// The live counterpart of `server i down` (`up`): a stop/start or a fault step on
+/// `processes[i]`, as the replay's `down` says.
+pub fn live_event(
+    plan: &crate::scenario::Plan,
+    r: &crate::replay::PlannedReplay,
+    i: usize,
+    up: bool,
+) -> Result<crate::scenario::StepAction> {
+    use crate::replay::DownMode;
+    let name = r.processes.get(i).cloned().unwrap_or_default();
+    let host = || -> Result<String> {
+        plan.processes
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.host.clone())
+            .ok_or_else(|| anyhow!("no process {name:?}"))
+    };
+    Ok(match (r.down, up) {
+        (DownMode::Stop | DownMode::Kill, true) => crate::scenario::StepAction::Start(name),
+        (DownMode::Stop, false) => crate::scenario::StepAction::Stop(name),
+        (DownMode::Kill, false) => crate::scenario::StepAction::Fault(Fault::Signal {
+            process: name,
+            signal: FaultSignal::Kill,
+        }),
+        (DownMode::Pause, up) => crate::scenario::StepAction::Fault(Fault::Signal {
+            process: name,
+            signal: if up {
+                FaultSignal::Cont
+            } else {
+                FaultSignal::Stop
+            },
+        }),
+        (DownMode::Blackhole, lift) => crate::scenario::StepAction::Fault(Fault::Blackhole {
+            host: host()?,
+            target: BlackholeTarget {
+                proto: None,
+                port: None,
+            },
+            lift,
+        }),
+        (DownMode::Link, up) => {
+            let node = host()?;
+            let ends: Vec<&str> = plan
+                .topology
+                .links
+                .iter()
+                .flat_map(|l| [&l.a, &l.b])
+                .filter(|e| e.node == node)
+                .map(|e| e.iface.as_str())
+                .collect();
+            let [iface] = ends[..] else {
+                bail!(
+                    "down = \"link\": host {node:?} of process {name:?} has {} links; it needs exactly one",
+                    ends.len()
+                );
+            };
+            crate::scenario::StepAction::Fault(Fault::Link {
+                node,
+                iface: iface.to_string(),
+                up,
+            })
+        }
+    })
 }
 
 #[cfg(test)]

@@ -417,6 +417,68 @@ pub fn send(
     Ok(sent)
 }
 
+/// Runs an `inject` step (the shell): read or generate, rewrite, schedule, send.
+pub fn run_step(
+    topo: &crate::topology::Topology,
+    i: &crate::scenario::PlannedInject,
+    keep_going: impl Fn() -> bool,
+) -> Result<String> {
+    use crate::inject;
+    use crate::scenario::InjectSource;
+    let own_mac = topo.mac(&i.host, &i.iface)?;
+    let mut rw = i.rewrite.clone();
+    let eth_src = *rw.eth_src.get_or_insert(own_mac);
+    let (frames, times): (Vec<Vec<u8>>, Vec<Duration>) = match &i.source {
+        InjectSource::Pcap { path, filter, .. } => {
+            let read = inject::read_frames(path, filter.as_deref(), i.count)?;
+            if read.is_empty() {
+                bail!(
+                    "{} has no frame{}",
+                    path.display(),
+                    filter
+                        .as_ref()
+                        .map(|f| format!(" that {f:?} selects"))
+                        .unwrap_or_default()
+                );
+            }
+            let mut frames = Vec::new();
+            let mut times = Vec::new();
+            for (t, f) in read {
+                if let Some(f) = inject::rewrite(&f, &rw) {
+                    frames.push(f);
+                    times.push(t);
+                }
+            }
+            (frames, times)
+        }
+        InjectSource::Generate(g) => {
+            let dst = rw.eth_dst.unwrap_or([0xff; 6]);
+            let frames = inject::generate(g, i.count, eth_src, dst);
+            let times = vec![Duration::ZERO; frames.len()];
+            (frames, times)
+        }
+    };
+    let offsets = inject::schedule(&times, i.pace);
+    let total = frames.len();
+    let t0 = Instant::now();
+    let sent = inject::send(
+        &topo.ns_name(&i.host),
+        &i.iface,
+        frames,
+        offsets,
+        i.timeout,
+        keep_going,
+    )?;
+    let ms = t0.elapsed().as_millis();
+    if sent < total {
+        bail!(
+            "sent {sent} of {total} frames in {ms} ms: timeout_ms {} (or the scenario's) came first",
+            i.timeout.as_millis()
+        );
+    }
+    Ok(format!("sent {sent} frames in {ms} ms"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -767,7 +767,7 @@ mod tests {
         let Sends::Tcp(chunks) = &flows[0].sends else {
             panic!()
         };
-        assert!(chunks[0].1.starts_with(b"GET /obj/"));
+        assert!(chunks[0].1.starts_with(b"GET /bytes/"));
     }
 
     #[test]

@@ -1066,7 +1066,7 @@ impl Run<'_> {
                 pen::sim::balance::Action::Up(i) => (*i, true),
                 pen::sim::balance::Action::Penctl(_) => return Ok(String::new()),
             };
-            let step = self.live_event(r, i, up)?;
+            let step = crate::fault::live_event(&self.plan, r, i, up)?;
             self.step(&step)
         });
         // The summary on its own progress line: the step line shortens long details.
@@ -1076,212 +1076,6 @@ impl Run<'_> {
                 .line(&format!("[{}] replay: {detail}", self.plan.name));
         }
         res
-    }
-
-    /// The live counterpart of `server i down` (`up`): a stop/start or a fault step on
-    /// `processes[i]`, as the replay's `down` says.
-    fn live_event(
-        &self,
-        r: &crate::replay::PlannedReplay,
-        i: usize,
-        up: bool,
-    ) -> Result<StepAction> {
-        use crate::fault::{BlackholeTarget, Fault, FaultSignal};
-        use crate::replay::DownMode;
-        let name = r.processes.get(i).cloned().unwrap_or_default();
-        let host = || -> Result<String> {
-            self.plan
-                .processes
-                .iter()
-                .find(|p| p.name == name)
-                .map(|p| p.host.clone())
-                .ok_or_else(|| anyhow!("no process {name:?}"))
-        };
-        Ok(match (r.down, up) {
-            (DownMode::Stop | DownMode::Kill, true) => StepAction::Start(name),
-            (DownMode::Stop, false) => StepAction::Stop(name),
-            (DownMode::Kill, false) => StepAction::Fault(Fault::Signal {
-                process: name,
-                signal: FaultSignal::Kill,
-            }),
-            (DownMode::Pause, up) => StepAction::Fault(Fault::Signal {
-                process: name,
-                signal: if up {
-                    FaultSignal::Cont
-                } else {
-                    FaultSignal::Stop
-                },
-            }),
-            (DownMode::Blackhole, lift) => StepAction::Fault(Fault::Blackhole {
-                host: host()?,
-                target: BlackholeTarget {
-                    proto: None,
-                    port: None,
-                },
-                lift,
-            }),
-            (DownMode::Link, up) => {
-                let node = host()?;
-                let ends: Vec<&str> = self
-                    .plan
-                    .topology
-                    .links
-                    .iter()
-                    .flat_map(|l| [&l.a, &l.b])
-                    .filter(|e| e.node == node)
-                    .map(|e| e.iface.as_str())
-                    .collect();
-                let [iface] = ends[..] else {
-                    bail!(
-                        "down = \"link\": host {node:?} of process {name:?} has {} links; it needs exactly one",
-                        ends.len()
-                    );
-                };
-                StepAction::Fault(Fault::Link {
-                    node,
-                    iface: iface.to_string(),
-                    up,
-                })
-            }
-        })
-    }
-
-    /// An `inject` step: frames of a pcap or generated ones, rewritten, out of an interface.
-    fn inject(&mut self, i: &crate::scenario::PlannedInject) -> Result<String> {
-        use crate::inject;
-        use crate::scenario::InjectSource;
-        let own_mac = self
-            .topo
-            .as_ref()
-            .ok_or_else(|| anyhow!("inject: there is no topology"))?
-            .mac(&i.host, &i.iface)?;
-        let mut rw = i.rewrite.clone();
-        let eth_src = *rw.eth_src.get_or_insert(own_mac);
-        let (frames, times): (Vec<Vec<u8>>, Vec<Duration>) = match &i.source {
-            InjectSource::Pcap { path, filter, .. } => {
-                let read = inject::read_frames(path, filter.as_deref(), i.count)?;
-                if read.is_empty() {
-                    bail!(
-                        "{} has no frame{}",
-                        path.display(),
-                        filter
-                            .as_ref()
-                            .map(|f| format!(" that {f:?} selects"))
-                            .unwrap_or_default()
-                    );
-                }
-                let mut frames = Vec::new();
-                let mut times = Vec::new();
-                for (t, f) in read {
-                    if let Some(f) = inject::rewrite(&f, &rw) {
-                        frames.push(f);
-                        times.push(t);
-                    }
-                }
-                (frames, times)
-            }
-            InjectSource::Generate(g) => {
-                let dst = rw.eth_dst.unwrap_or([0xff; 6]);
-                let frames = inject::generate(g, i.count, eth_src, dst);
-                let times = vec![Duration::ZERO; frames.len()];
-                (frames, times)
-            }
-        };
-        let offsets = inject::schedule(&times, i.pace);
-        let total = frames.len();
-        let deadline = self.deadline;
-        let t0 = Instant::now();
-        let sent = inject::send(
-            &self.ns(&i.host),
-            &i.iface,
-            frames,
-            offsets,
-            i.timeout,
-            move || !interrupted() && Instant::now() <= deadline,
-        )?;
-        let ms = t0.elapsed().as_millis();
-        if sent < total {
-            bail!(
-                "sent {sent} of {total} frames in {ms} ms: timeout_ms {} (or the scenario's) came first",
-                i.timeout.as_millis()
-            );
-        }
-        Ok(format!("sent {sent} frames in {ms} ms"))
-    }
-
-    /// A fault step ([`crate::fault`]): link down/up, blackhole/lift, a signal.
-    fn fault(&mut self, f: &crate::fault::Fault) -> Result<String> {
-        use crate::fault::{Fault, FaultSignal};
-        let topo = self
-            .topo
-            .as_mut()
-            .ok_or_else(|| anyhow!("{f}: there is no topology"))?;
-        match f {
-            Fault::Link { node, iface, up } => {
-                topo.run_command(node, &crate::fault::link_argv(iface, *up))?;
-                Ok(String::new())
-            }
-            Fault::Blackhole { host, target, lift } => {
-                let table = crate::fault::blackhole_table(topo.prefix(), target);
-                if *lift {
-                    let argv: Vec<String> = ["nft", "delete", "table", "inet", table.as_str()]
-                        .iter()
-                        .map(|s| s.to_string())
-                        .collect();
-                    topo.run_command(host, &argv)?;
-                } else {
-                    topo.nft(host, &crate::fault::blackhole_ruleset(&table, target))?;
-                }
-                Ok(format!("nft table inet {table}"))
-            }
-            Fault::Signal { process, signal } => {
-                let p = self.procs.get_mut(process).ok_or_else(|| {
-                    anyhow!("process {process:?} is not running (never started, or stopped)")
-                })?;
-                if let Some(st) = p.try_wait()? {
-                    bail!(
-                        "process {process:?} (pid {}) has already exited ({st})",
-                        p.pid
-                    );
-                }
-                let pid = p.pid;
-                crate::netns::send_signal(pid, signal.number());
-                let stat = || std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
-                let t0 = Instant::now();
-                match signal {
-                    FaultSignal::Kill => {
-                        let st = p.wait(Duration::from_secs(5))?.ok_or_else(|| {
-                            anyhow!(
-                                "process {process:?} (pid {pid}) is still there 5 s after SIGKILL"
-                            )
-                        })?;
-                        self.procs.remove(process);
-                        Ok(format!("pid {pid} killed ({st})"))
-                    }
-                    FaultSignal::Stop | FaultSignal::Cont => {
-                        let want = *signal == FaultSignal::Stop;
-                        loop {
-                            let now = stat().as_deref().and_then(crate::fault::stopped_state);
-                            match now {
-                                Some(s) if s == want => break,
-                                None => bail!("process {process:?} (pid {pid}) is gone"),
-                                _ if t0.elapsed() > Duration::from_secs(2) => bail!(
-                                    "process {process:?} (pid {pid}) is not {} 2 s after {}",
-                                    if want { "stopped" } else { "running" },
-                                    signal.name()
-                                ),
-                                _ => std::thread::sleep(Duration::from_millis(5)),
-                            }
-                        }
-                        Ok(format!(
-                            "pid {pid} {}",
-                            if want { "stopped" } else { "continued" }
-                        ))
-                    }
-                    _ => Ok(format!("pid {pid}")),
-                }
-            }
-        }
     }
 
     /// Runs one step; `Ok(detail)` or `Err(why it failed)`.
@@ -1456,8 +1250,23 @@ impl Run<'_> {
                 Ok(format!("exit {expect_exit}"))
             }
             StepAction::Replay(r) => self.replay_step(r),
-            StepAction::Fault(f) => self.fault(f),
-            StepAction::Inject(i) => self.inject(i),
+            StepAction::Fault(f) => {
+                let topo = self
+                    .topo
+                    .as_mut()
+                    .ok_or_else(|| anyhow!("{f}: there is no topology"))?;
+                crate::fault::apply(topo, &mut self.procs, f)
+            }
+            StepAction::Inject(i) => {
+                let topo = self
+                    .topo
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("inject: there is no topology"))?;
+                let deadline = self.deadline;
+                crate::inject::run_step(topo, i, move || {
+                    !interrupted() && Instant::now() <= deadline
+                })
+            }
             StepAction::Wait(d) => {
                 // Sleep in slices so that Ctrl-C and the scenario timeout cut it short.
                 let end = Instant::now() + *d;
