@@ -1625,3 +1625,24 @@ inject = { host = "client", pcap = "captures/traces/mix.pcap", filter = "tcp pro
         assert!(errs.contains(want), "missing {want:?} in:\n{errs}");
     }
 }
+
+/// `pen-lab show` reads captures whose frames are cut by the snaplen (`tcpdump -s 256`, as
+/// captures/traces/http.pcap is): every frame decoded, none refused.
+#[test]
+fn show_reads_snaplen_limited_captures() {
+    let o = Command::new(env!("CARGO_BIN_EXE_pen-lab"))
+        .args(["show", "captures/traces/http.pcap"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = pen::sim::trace::Trace::open(
+        &root().join("captures/traces/http.pcap"),
+        &pen::sim::trace::ParseOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(out.lines().count() as u64, t.frames);
+    // A 1460-byte segment cut to 256 bytes still shows its TCP header.
+    assert!(out.contains("192.0.2.80.80 > "), "{out:.2000}");
+}
