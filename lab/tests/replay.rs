@@ -334,3 +334,82 @@ fn reply_bytes_are_compared_per_tcp_session() {
     let d = b.describe(&flows, "t.pcap", 10);
     assert!(d.contains("flow 1 198.51.100.1:1000 (lab 10.200.0.1:1000): got 700 bytes back, the capture has 800 (t.pcap frame 8)"), "{d}");
 }
+
+/// A replay's `server N down`/`up` happen live as the fault its `down` names.
+#[test]
+fn replay_events_map_to_fault_steps() {
+    use pen_lab::fault::{BlackholeTarget, Fault, FaultSignal, live_event};
+    use pen_lab::scenario::StepAction;
+    let file = root().join("scenarios/replay-dns.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    for (down, want_down, want_up) in [
+        (
+            "stop",
+            StepAction::Stop("dns2".into()),
+            StepAction::Start("dns2".into()),
+        ),
+        (
+            "kill",
+            StepAction::Fault(Fault::Signal {
+                process: "dns2".into(),
+                signal: FaultSignal::Kill,
+            }),
+            StepAction::Start("dns2".into()),
+        ),
+        (
+            "pause",
+            StepAction::Fault(Fault::Signal {
+                process: "dns2".into(),
+                signal: FaultSignal::Stop,
+            }),
+            StepAction::Fault(Fault::Signal {
+                process: "dns2".into(),
+                signal: FaultSignal::Cont,
+            }),
+        ),
+        (
+            "blackhole",
+            StepAction::Fault(Fault::Blackhole {
+                host: "dns2".into(),
+                target: BlackholeTarget {
+                    proto: None,
+                    port: None,
+                },
+                lift: false,
+            }),
+            StepAction::Fault(Fault::Blackhole {
+                host: "dns2".into(),
+                target: BlackholeTarget {
+                    proto: None,
+                    port: None,
+                },
+                lift: true,
+            }),
+        ),
+        (
+            "link",
+            StepAction::Fault(Fault::Link {
+                node: "dns2".into(),
+                iface: "eth0".into(),
+                up: false,
+            }),
+            StepAction::Fault(Fault::Link {
+                node: "dns2".into(),
+                iface: "eth0".into(),
+                up: true,
+            }),
+        ),
+    ] {
+        let t = text.replace("down = \"kill\"", &format!("down = \"{down}\""));
+        let f = file.display().to_string();
+        let plan = parse_str(&t, &f)
+            .unwrap()
+            .plan(&f, "replay-dns", None)
+            .unwrap();
+        let StepAction::Replay(r) = &plan.steps[0].kind else {
+            panic!("{:?}", plan.steps[0].kind)
+        };
+        assert_eq!(live_event(&plan, r, 1, false).unwrap(), want_down, "{down}");
+        assert_eq!(live_event(&plan, r, 1, true).unwrap(), want_up, "{down}");
+    }
+}
