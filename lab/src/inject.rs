@@ -54,6 +54,21 @@ pub enum Generate {
     Malformed { dst: Ipv4Addr },
 }
 
+impl std::fmt::Display for Generate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Generate::Syn { src, dst, dport } => {
+                write!(f, "SYNs from {}/{} to {dst}:{dport}", src.0, src.1)
+            }
+            Generate::Arp { sender, target } => write!(f, "ARP who-has {target} from {sender}"),
+            Generate::Ndp { sender, target } => {
+                write!(f, "NDP solicitations for {target} from {sender}")
+            }
+            Generate::Malformed { dst } => write!(f, "malformed IPv4 to {dst}"),
+        }
+    }
+}
+
 /// Rewrites one Ethernet frame (IPv4 or IPv6 addresses of the matching family; IPv4 header
 /// and TCP/UDP/ICMPv6 checksums recomputed; a payload cut by the capture's snaplen is padded
 /// with zeros to the length its IP header gives). `None`: not an Ethernet frame.

@@ -1595,6 +1595,10 @@ inject = { host = "client", generate = "syn", src = "198.18.0.0/16", dst = "10.1
         "{}",
         plan.steps[0].label
     );
+    assert_eq!(
+        plan.steps[1].label,
+        "inject 5 frames of SYNs from 198.18.0.0/16 to 10.1.0.200:80 out of client:eth0"
+    );
     let bad = format!(
         "{base}{}",
         r#"

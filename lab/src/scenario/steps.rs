@@ -980,7 +980,7 @@ pub fn step_label(k: &StepAction) -> String {
                     Some(f) => format!("{name} [{f}]"),
                     None => name.clone(),
                 },
-                InjectSource::Generate(g) => format!("{g:?}"),
+                InjectSource::Generate(g) => g.to_string(),
             };
             format!(
                 "inject {} frames of {what} out of {}:{}",
