@@ -109,3 +109,31 @@ fn pen_sim_names_bad_inputs() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("Cargo.toml: not a pcap or pcapng file"), "{e}");
 }
+
+/// `--filter`: a BPF expression selects the flows (the mix trace's SYN scan is TCP to many
+/// ports; its DNS is UDP), and a bad one names itself and libpcap's message.
+#[test]
+fn pen_sim_filter_selects_flows_by_bpf() {
+    let all = pen_sim(&["trace", "captures/traces/mix.pcap"]);
+    assert!(all.status.success());
+    let o = pen_sim(&["trace", "--filter", "udp", "captures/traces/mix.pcap"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains(" 0 TCP sessions"), "{out}");
+    assert!(out.contains("filtered out"), "{out}");
+    assert!(!out.contains(" 0 UDP flows"), "{out}");
+    let o = pen_sim(&[
+        "balance",
+        "--pen",
+        "-U 53 10.0.0.3:53 10.0.0.4:53",
+        "--filter",
+        "udp prot 53",
+        "captures/traces/mix.pcap",
+    ]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("filter \"udp prot 53\"") && e.contains("syntax error"),
+        "{e}"
+    );
+}

@@ -5,8 +5,10 @@
 //! oracle is no copy of pen's own code; `run_backend` is the thin tokio shell around them.
 //!
 //! HTTP/1.1 with keep-alive: `GET /remote_addr` → `"{peer_ip}\n"`, or
-//! `"{peer_ip} xff={X-Forwarded-For}\n"` when that header is present; every other path →
-//! `"{name}\n"`. Status is always 200 for a parseable request, 400 otherwise.
+//! `"{peer_ip} xff={X-Forwarded-For}\n"` when that header is present; `GET /bytes/N` → a
+//! body of N bytes (up to 16 MiB) that starts with `"{name}\n"` and is padded with dots (the
+//! replies of the HTTP trace, so that a replay can compare byte counts with the capture);
+//! every other path → `"{name}\n"`. Status is always 200 for a parseable request, 400 otherwise.
 //! DNS over UDP: an A/IN question gets one answer (`answer`, TTL 0, authoritative); other
 //! types get NOERROR with no answer; other opcodes NOTIMP; malformed packets and responses are
 //! ignored.
@@ -266,6 +268,9 @@ pub fn parse_http_head(head: &[u8]) -> Result<HttpRequest, HttpHeadError> {
         .ok_or(HttpHeadError::Incomplete)
 }
 
+/// The largest body `GET /bytes/N` makes.
+pub const MAX_SIZED_BODY: usize = 16 << 20;
+
 /// The body the HTTP backend `name` sends for `req` from `peer`.
 pub fn http_body(name: &str, req: &HttpRequest, peer: IpAddr) -> String {
     let path = req.path.split(['?', '#']).next().unwrap_or_default();
@@ -274,6 +279,15 @@ pub fn http_body(name: &str, req: &HttpRequest, peer: IpAddr) -> String {
             Some(xff) => format!("{peer} xff={xff}\n"),
             None => format!("{peer}\n"),
         }
+    } else if let Some(n) = path
+        .strip_prefix("/bytes/")
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|n| *n <= MAX_SIZED_BODY)
+    {
+        let mut body = format!("{name}\n");
+        let pad = n.saturating_sub(body.len());
+        body.extend(std::iter::repeat_n('.', pad));
+        body
     } else {
         format!("{name}\n")
     }
@@ -749,7 +763,13 @@ mod tests {
             parse_http_head(b"GET /remote_addr HTTP/1.1\r\nX-Forwarded-For: 10.0.0.2\r\n\r\n")
                 .unwrap();
         assert_eq!(http_body("web1", &xff, peer), "10.0.1.1 xff=10.0.0.2\n");
-        for path in ["/", "/index.html", "/remote_addr/x"] {
+        let sized = parse_http_head(b"GET /bytes/500?obj=7 HTTP/1.1\r\n\r\n").unwrap();
+        let body = http_body("web1", &sized, peer);
+        assert_eq!(body.len(), 500);
+        assert!(body.starts_with("web1\n..."));
+        let huge = parse_http_head(b"GET /bytes/99999999999 HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(http_body("web1", &huge, peer), "web1\n");
+        for path in ["/", "/index.html", "/remote_addr/x", "/bytes/x"] {
             let req = parse_http_head(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes()).unwrap();
             assert_eq!(http_body("web1", &req, peer), "web1\n", "{path}");
         }

@@ -104,6 +104,11 @@ pub fn decode(index: usize, ts: Duration, data: &[u8]) -> FrameInfo {
     let pkt = match SlicedPacket::from_ethernet(data) {
         Ok(p) => p,
         Err(e) => {
+            // A frame cut by the capture's snaplen (`tcpdump -s 96`) is shorter than its IP
+            // header says: decode its headers leniently, without checksums.
+            if let Some(f) = decode_cut(&f, data) {
+                return f;
+            }
             // Still show the Ethernet header when there is one.
             if data.len() >= 14 {
                 f.eth_dst = data.get(0..6).and_then(|s| s.try_into().ok());
@@ -200,6 +205,77 @@ pub fn decode(index: usize, ts: Duration, data: &[u8]) -> FrameInfo {
         f.l4_checksum_ok = l4_checksum_ok(src, dst, proto, bytes);
     }
     f
+}
+
+/// The headers of a frame whose IP payload was cut short by the snaplen (etherparse's lax
+/// parser). `None` when it is not such a frame (then the strict parser's error stands).
+/// Checksums are unknown (`None`): the bytes they cover were not captured.
+fn decode_cut(base: &FrameInfo, data: &[u8]) -> Option<FrameInfo> {
+    use etherparse::{LaxLinkExtSlice, LaxNetSlice, LaxSlicedPacket};
+    let pkt = LaxSlicedPacket::from_ethernet(data).ok()?;
+    let mut f = base.clone();
+    if let Some(LinkSlice::Ethernet2(eth)) = &pkt.link {
+        f.eth_src = Some(eth.source());
+        f.eth_dst = Some(eth.destination());
+        f.ethertype = Some(eth.ether_type().0);
+    }
+    for ext in &pkt.link_exts {
+        if let LaxLinkExtSlice::Vlan(v) = ext {
+            f.vlan = Some(v.vlan_identifier().value());
+            f.ethertype = Some(v.ether_type().0);
+        }
+    }
+    let incomplete = match &pkt.net {
+        Some(LaxNetSlice::Ipv4(ip)) => {
+            let h = ip.header();
+            f.ip_src = Some(IpAddr::V4(h.source_addr()));
+            f.ip_dst = Some(IpAddr::V4(h.destination_addr()));
+            f.ttl = Some(h.ttl());
+            f.proto = Some(ip.payload_ip_number().0);
+            f.ip_checksum_ok = Some(wire::fold(wire::sum16(h.slice(), 0)) == 0);
+            ip.payload().incomplete
+        }
+        Some(LaxNetSlice::Ipv6(ip)) => {
+            let h = ip.header();
+            f.ip_src = Some(IpAddr::V6(h.source_addr()));
+            f.ip_dst = Some(IpAddr::V6(h.destination_addr()));
+            f.ttl = Some(h.hop_limit());
+            f.proto = Some(ip.payload().ip_number.0);
+            ip.payload().incomplete
+        }
+        _ => return None,
+    };
+    if !incomplete {
+        return None;
+    }
+    match &pkt.transport {
+        Some(TransportSlice::Tcp(t)) => {
+            f.src_port = Some(t.source_port());
+            f.dst_port = Some(t.destination_port());
+            f.tcp = Some(TcpInfo {
+                syn: t.syn(),
+                ack: t.ack(),
+                fin: t.fin(),
+                rst: t.rst(),
+                psh: t.psh(),
+                urg: t.urg(),
+                seq: t.sequence_number(),
+                ack_num: t.acknowledgment_number(),
+                window: t.window_size(),
+                options_len: t.options().len(),
+            });
+            f.payload_len = t.payload().len();
+        }
+        Some(TransportSlice::Udp(u)) => {
+            f.src_port = Some(u.source_port());
+            f.dst_port = Some(u.destination_port());
+            f.payload_len = u.payload().len();
+        }
+        Some(TransportSlice::Icmpv4(i)) => f.payload_len = i.payload().len(),
+        Some(TransportSlice::Icmpv6(i)) => f.payload_len = i.payload().len(),
+        _ => {}
+    }
+    Some(f)
 }
 
 /// Does the TCP/UDP/ICMP/ICMPv6 checksum of `l4` verify? Summing a segment together with its
@@ -373,12 +449,24 @@ impl fmt::Display for FrameInfo {
 }
 
 /// Reads every frame of a pcap file (Ethernet link type) and decodes it.
+///
+/// Records are read raw: pcap-file's checked packets refuse `orig_len > snaplen`, which every
+/// capture taken with a small `-s` (`tcpdump -s 96`) has. What is checked here: the captured
+/// length fits the snaplen (or 256 KiB, whichever is larger) and the timestamp fraction is
+/// below one second.
 pub fn read_pcap(path: &Path) -> anyhow::Result<Vec<FrameInfo>> {
     let file = File::open(path).with_context(|| format!("opening pcap {}", path.display()))?;
     let mut reader = pcap_file::pcap::PcapReader::new(file)
         .with_context(|| format!("{}: not a pcap file (pcap-ng is not read)", path.display()))?;
+    let header = reader.header();
+    let (unit, max_frac) = match header.ts_resolution {
+        pcap_file::TsResolution::MicroSecond => (1_000, 1_000_000),
+        pcap_file::TsResolution::NanoSecond => (1, 1_000_000_000),
+    };
+    let max_incl = header.snaplen.max(256 * 1024);
     let mut frames = Vec::new();
-    while let Some(pkt) = reader.next_packet() {
+    while let Some(pkt) = reader.next_raw_packet() {
+        let n = frames.len() + 1;
         let pkt = pkt.with_context(|| {
             format!(
                 "{}: truncated or corrupt after frame #{}",
@@ -386,7 +474,23 @@ pub fn read_pcap(path: &Path) -> anyhow::Result<Vec<FrameInfo>> {
                 frames.len()
             )
         })?;
-        frames.push(decode(frames.len(), pkt.timestamp, &pkt.data));
+        if pkt.incl_len > max_incl {
+            anyhow::bail!(
+                "{}: frame #{n}: captured length {} is more than the snaplen {}",
+                path.display(),
+                pkt.incl_len,
+                header.snaplen
+            );
+        }
+        if pkt.ts_frac >= max_frac {
+            anyhow::bail!(
+                "{}: frame #{n}: timestamp fraction {} is not below {max_frac}",
+                path.display(),
+                pkt.ts_frac
+            );
+        }
+        let ts = Duration::new(u64::from(pkt.ts_sec), pkt.ts_frac * unit);
+        frames.push(decode(frames.len(), ts, &pkt.data));
     }
     Ok(frames)
 }
@@ -432,5 +536,82 @@ pub fn ip_in_net(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
             u128::from(a) & mask == u128::from(n) & mask
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pcap file as `tcpdump -s 96` writes it: snaplen 96, frames cut to 96 bytes whose
+    /// original length is larger.
+    fn snaplen_pcap(snaplen: u32, frames: &[(u32, Vec<u8>)]) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        f.extend_from_slice(&2u16.to_le_bytes());
+        f.extend_from_slice(&4u16.to_le_bytes());
+        f.extend_from_slice(&0i32.to_le_bytes());
+        f.extend_from_slice(&0u32.to_le_bytes());
+        f.extend_from_slice(&snaplen.to_le_bytes());
+        f.extend_from_slice(&1u32.to_le_bytes());
+        for (i, (orig, data)) in frames.iter().enumerate() {
+            f.extend_from_slice(&(1_700_000_000u32 + i as u32).to_le_bytes());
+            f.extend_from_slice(&500_000u32.to_le_bytes());
+            f.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            f.extend_from_slice(&orig.to_le_bytes());
+            f.extend_from_slice(data);
+        }
+        f
+    }
+
+    /// Ethernet + IPv4 + TCP SYN to 10.0.0.2:80, 1500 bytes on the wire.
+    fn tcp_frame() -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 20];
+        f[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        let ip = &mut f[14..34];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&1486u16.to_be_bytes());
+        ip[8] = 64;
+        ip[9] = 6;
+        ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
+        ip[16..20].copy_from_slice(&[10, 0, 0, 2]);
+        let tcp = &mut f[34..54];
+        tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+        tcp[12] = 5 << 4;
+        tcp[13] = 0x02;
+        f.resize(96, 0);
+        f
+    }
+
+    #[test]
+    fn read_pcap_takes_frames_cut_by_a_small_snaplen() {
+        let dir = std::env::temp_dir().join(format!("pen-lab-decode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("snap96.pcap");
+        std::fs::write(
+            &path,
+            snaplen_pcap(96, &[(1500, tcp_frame()), (1500, tcp_frame())]),
+        )
+        .unwrap();
+        let frames = read_pcap(&path).unwrap();
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0].dst_port, Some(80));
+        assert!(frames[0].tcp.as_ref().is_some_and(|t| t.syn));
+        assert_eq!(frames[0].error, None);
+        assert_eq!(frames[0].l4_checksum_ok, None);
+        assert_eq!(frames[1].ts, Duration::new(1_700_000_001, 500_000_000));
+        // A record longer than the snaplen (and 256 KiB) is still refused, naming the frame.
+        let big = vec![0u8; 300 * 1024];
+        std::fs::write(
+            &path,
+            snaplen_pcap(96, &[(1500, tcp_frame()), (400_000, big)]),
+        )
+        .unwrap();
+        let e = format!("{:#}", read_pcap(&path).unwrap_err());
+        assert!(e.contains("frame #2") && e.contains("snaplen 96"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -5,6 +5,8 @@ pub mod bench;
 pub mod capture;
 pub mod decode;
 pub mod expect;
+pub mod fault;
+pub mod inject;
 pub mod netns;
 pub mod node;
 pub mod owner;

@@ -103,6 +103,9 @@ struct ReplayArgs {
     /// Flow selection: [tcp:|udp:][IP:]PORT (repeatable).
     #[arg(long)]
     pub server: Vec<String>,
+    /// Frame selection by a BPF filter (tcpdump syntax), before --server.
+    #[arg(long)]
+    pub filter: Option<String>,
     /// Per server slot, how its answers name it (DNS answer address or HTTP backend name),
     /// comma-separated.
     #[arg(long, value_delimiter = ',', required = true)]
@@ -160,6 +163,7 @@ fn main() -> ExitCode {
                 to,
                 pen,
                 server,
+                filter,
                 backends,
                 speed,
                 max_flows,
@@ -184,6 +188,7 @@ fn main() -> ExitCode {
                 sim: pen_lab::replay::TraceSimTable {
                     trace: trace.display().to_string(),
                     server,
+                    filter,
                     pen,
                     events: Vec::new(),
                     pool4,
@@ -200,6 +205,8 @@ fn main() -> ExitCode {
                 max_disagree,
                 tolerance,
                 sticky: false,
+                down: "stop".into(),
+                reply_bytes: None,
             };
             let refs = pen_lab::scenario::Refs::default();
             let plan = match pen_lab::replay::plan_replay(&t, &refs, std::path::Path::new("."), &[])

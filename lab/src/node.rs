@@ -134,12 +134,14 @@ impl Proc {
         matches!(self.try_wait(), Ok(None))
     }
 
-    /// SIGTERM, wait up to `grace`, then SIGKILL; always reaps the process.
+    /// SIGTERM (and SIGCONT, so a process a `signal` step stopped sees it), wait up to
+    /// `grace`, then SIGKILL; always reaps the process.
     pub fn stop(&mut self, grace: Duration) -> Result<()> {
         if self.try_wait()?.is_some() {
             return Ok(());
         }
         send_signal(self.pid, libc::SIGTERM);
+        send_signal(self.pid, libc::SIGCONT);
         if self.wait(grace)?.is_some() {
             return Ok(());
         }

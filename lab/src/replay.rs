@@ -591,6 +591,67 @@ pub fn describe(a: &Agreement, trace_file: &str, max: usize) -> String {
 }
 
 /// Per-flow details as JSON lines for the run directory.
+/// Do the bytes a TCP session got back live equal the capture's server → client count, within
+/// `tolerance` (a fraction of the captured count; 0: exactly)?
+pub fn reply_bytes_ok(live: u64, captured: u64, tolerance: f64) -> bool {
+    (live as f64 - captured as f64).abs() <= tolerance * captured as f64
+}
+
+/// Reply byte counts of the TCP sessions that ran without an error, live against captured.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReplyBytes {
+    pub compared: usize,
+    pub matching: usize,
+    pub live_total: u64,
+    pub captured_total: u64,
+    /// The sessions that differ: (flow index, live bytes, captured bytes).
+    pub differing: Vec<(usize, u64, u64)>,
+}
+
+impl ReplyBytes {
+    pub fn compare(flows: &[ReplayFlow], live: &[FlowResult], tolerance: f64) -> ReplyBytes {
+        let mut out = ReplyBytes::default();
+        for (f, r) in flows.iter().zip(live) {
+            if f.proto != Proto::Tcp || r.error.is_some() {
+                continue;
+            }
+            out.compared += 1;
+            out.live_total += r.bytes_down;
+            out.captured_total += f.captured_reply_bytes;
+            if reply_bytes_ok(r.bytes_down, f.captured_reply_bytes, tolerance) {
+                out.matching += 1;
+            } else {
+                out.differing
+                    .push((f.index, r.bytes_down, f.captured_reply_bytes));
+            }
+        }
+        out
+    }
+
+    /// `reply bytes: 412 of 412 TCP sessions as captured (live 12 B, captured 12 B)`.
+    pub fn summary(&self) -> String {
+        format!(
+            "reply bytes: {} of {} TCP sessions as captured (live {} B, captured {} B)",
+            self.matching, self.compared, self.live_total, self.captured_total
+        )
+    }
+
+    /// Up to `max` differing sessions, one per line.
+    pub fn describe(&self, flows: &[ReplayFlow], trace_file: &str, max: usize) -> String {
+        let mut o = String::new();
+        for (i, got, want) in self.differing.iter().take(max) {
+            if let Some(f) = flows.get(*i) {
+                o.push_str(&format!(
+                    "\n  flow {i} {} (lab {}): got {got} bytes back, the capture has {want} \
+                     ({trace_file} frame {})",
+                    f.client, f.lab_client, f.first_frame
+                ));
+            }
+        }
+        o
+    }
+}
+
 pub fn results_json(flows: &[ReplayFlow], live: &[FlowResult], backends: &[String]) -> String {
     use pen::sim::report::json_str;
     let mut o = String::from("[\n");
@@ -602,7 +663,7 @@ pub fn results_json(flows: &[ReplayFlow], live: &[FlowResult], backends: &[Strin
         o.push_str(&format!(
             "  {{\"flow\": {}, \"proto\": \"{}\", \"client\": {}, \"lab_client\": {}, \"local\": {}, \
              \"frame\": {}, \"started_ms\": {}, \"bytes_up\": {}, \"bytes_down\": {}, \
-             \"captured_reply_bytes\": {}, \"latency_ms\": {}, \"backends\": [{}], \"error\": {}}}{}\n",
+             \"captured_reply_bytes\": {}, \"reply_bytes_match\": {}, \"latency_ms\": {}, \"backends\": [{}], \"error\": {}}}{}\n",
             f.index,
             f.proto,
             json_str(&f.client.to_string()),
@@ -613,6 +674,11 @@ pub fn results_json(flows: &[ReplayFlow], live: &[FlowResult], backends: &[Strin
             r.bytes_up,
             r.bytes_down,
             f.captured_reply_bytes,
+            if f.proto == Proto::Tcp && r.error.is_none() {
+                (r.bytes_down == f.captured_reply_bytes).to_string()
+            } else {
+                "null".to_string()
+            },
             r.latency
                 .map_or("null".into(), |l| format!("{:.3}", l.as_secs_f64() * 1000.0)),
             answers.join(", "),
@@ -701,7 +767,7 @@ mod tests {
         let Sends::Tcp(chunks) = &flows[0].sends else {
             panic!()
         };
-        assert!(chunks[0].1.starts_with(b"GET /obj/"));
+        assert!(chunks[0].1.starts_with(b"GET /bytes/"));
     }
 
     #[test]
@@ -820,6 +886,9 @@ pub struct TraceSimTable {
     /// Flow selection: `["udp:53"]`, `["tcp:192.0.2.80:80"]`; empty: everything.
     #[serde(default)]
     pub server: Vec<String>,
+    /// Frame selection by a BPF filter (tcpdump syntax, `"udp and net 198.51.100.0/24"`),
+    /// applied before `server`; compiled by `check`.
+    pub filter: Option<String>,
     /// pen's arguments for the simulation (the same as the pen process's, without `-f`, `-u`).
     pub pen: Vec<String>,
     /// `["at 10s server 1 down", "at 15s server 1 up", "at 2s penctl \"server 0 weight 3\""]`.
@@ -866,6 +935,54 @@ pub struct ReplayTable {
     /// `shares`: every client must stay on one backend, in both.
     #[serde(default)]
     pub sticky: bool,
+    /// How `server N down`/`up` happen live to `processes[N]` (fault steps): `"stop"`
+    /// (SIGTERM / start again), `"kill"` (SIGKILL / start again), `"pause"` (SIGSTOP /
+    /// SIGCONT), `"blackhole"` (its host's traffic dropped by nftables / lifted), `"link"`
+    /// (its host's link down / up).
+    #[serde(default = "default_down")]
+    pub down: String,
+    /// Compare the bytes each TCP session gets back with the capture's server → client count:
+    /// `"match"` (exactly) or a tolerance (a fraction, `0.01`); absent: reported only.
+    pub reply_bytes: Option<ReplyBytesSpec>,
+}
+
+/// `reply_bytes = "match"` or `reply_bytes = 0.01`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ReplyBytesSpec {
+    Word(String),
+    Tolerance(f64),
+}
+
+fn default_down() -> String {
+    "stop".into()
+}
+
+/// How a replay's `server N down`/`up` events happen live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DownMode {
+    Stop,
+    Kill,
+    Pause,
+    Blackhole,
+    Link,
+}
+
+impl DownMode {
+    pub fn parse(s: &str) -> Result<DownMode, String> {
+        Ok(match s {
+            "stop" => DownMode::Stop,
+            "kill" => DownMode::Kill,
+            "pause" => DownMode::Pause,
+            "blackhole" => DownMode::Blackhole,
+            "link" => DownMode::Link,
+            x => {
+                return Err(format!(
+                    "expected \"stop\", \"kill\", \"pause\", \"blackhole\" or \"link\", got {x:?}"
+                ));
+            }
+        })
+    }
 }
 
 /// `[balance]`: the simulation alone (no root), with assertions on its report.
@@ -895,6 +1012,8 @@ pub struct PlannedTraceSim {
     /// As written in the scenario (reports name it so, whatever the checkout's path).
     pub trace_name: String,
     pub selection: Vec<ServerSel>,
+    /// BPF filter over the trace's frames.
+    pub filter: Option<String>,
     pub pen: Vec<String>,
     pub events: Vec<Event>,
     pub pool4: Pool,
@@ -914,6 +1033,10 @@ pub struct PlannedReplay {
     pub timeout: Duration,
     pub reply_timeout: Duration,
     pub agree: AgreeMode,
+    pub down: DownMode,
+    /// `Some(tolerance)`: every TCP session without an error gets back the captured byte
+    /// count within it (0: exactly).
+    pub reply_bytes: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -961,6 +1084,12 @@ fn plan_trace_sim(
             Err(m) => e.push((format!("server[{i}]"), m)),
         }
     }
+    let filter = t.filter.as_ref().map(|f| res("filter", f, e));
+    if let Some(f) = &filter
+        && let Err(m) = pen::sim::filter::FrameFilter::new(f)
+    {
+        e.push(("filter".into(), m));
+    }
     let pen: Vec<String> = t
         .pen
         .iter()
@@ -987,6 +1116,7 @@ fn plan_trace_sim(
         trace,
         trace_name: tv,
         selection,
+        filter,
         pen,
         events,
         pool4: p4.ok()?,
@@ -1101,6 +1231,28 @@ pub fn plan_replay(
             AgreeMode::Flows { max_disagree: 0 }
         }
     };
+    let down = DownMode::parse(&r.down).unwrap_or_else(|m| {
+        e.push(("down".into(), m));
+        DownMode::Stop
+    });
+    let reply_bytes = match &r.reply_bytes {
+        None => None,
+        Some(ReplyBytesSpec::Word(w)) if w == "match" => Some(0.0),
+        Some(ReplyBytesSpec::Tolerance(t)) if (0.0..=1.0).contains(t) => Some(*t),
+        Some(x) => {
+            e.push((
+                "reply_bytes".into(),
+                format!(
+                    "expected \"match\" or a tolerance 0.0..=1.0 (a fraction of the captured bytes), got {}",
+                    match x {
+                        ReplyBytesSpec::Word(w) => format!("{w:?}"),
+                        ReplyBytesSpec::Tolerance(t) => t.to_string(),
+                    }
+                ),
+            ));
+            None
+        }
+    };
     match (e.is_empty(), sim, to) {
         (true, Some(sim), Some(to)) => Ok(PlannedReplay {
             host: r.host.clone(),
@@ -1114,6 +1266,8 @@ pub fn plan_replay(
             timeout: Duration::from_millis(r.timeout_ms),
             reply_timeout: Duration::from_millis(r.reply_timeout_ms),
             agree,
+            down,
+            reply_bytes,
         }),
         _ => Err(e),
     }
@@ -1171,7 +1325,8 @@ pub fn simulate_plan(
             servers: s.selection.clone(),
         },
     };
-    let mut trace = Trace::open(&s.trace, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut trace = pen::sim::filter::open_trace(&s.trace, &opts, s.filter.as_deref())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     trace.file = s.trace_name.clone();
     let map =
         AddressMap::build(&trace, s.pool4, s.pool6, listen).map_err(|e| anyhow::anyhow!(e))?;
@@ -1304,6 +1459,7 @@ pub fn replay_and_compare(
         .map_err(|_| anyhow::anyhow!("the replay thread panicked"))??;
     let elapsed = t0.elapsed();
     let agreement = replay::agree(&sim, &flows, &live, &r.backends, &r.agree);
+    let bytes = replay::ReplyBytes::compare(&flows, &live, r.reply_bytes.unwrap_or(0.0));
     let files = [
         ("sim-report.md", pen::sim::report::markdown(&sim)),
         ("sim-report.json", pen::sim::report::json(&sim, Some(&map))),
@@ -1316,10 +1472,12 @@ pub fn replay_and_compare(
         (
             "agreement.txt",
             format!(
-                "{}\n{}\nevents: {}\n",
+                "{}\n{}\nevents: {}\n{}{}\n",
                 agreement.summary,
                 replay::describe(&agreement, &trace.file, usize::MAX),
-                done_events.join("; ")
+                done_events.join("; "),
+                bytes.summary(),
+                bytes.describe(&flows, &trace.file, usize::MAX)
             ),
         ),
     ];
@@ -1333,8 +1491,13 @@ pub fn replay_and_compare(
         .find_map(|l| l.error.clone())
         .map(|e| format!(" (first: {e})"))
         .unwrap_or_default();
+    let bytes_line = if bytes.compared > 0 {
+        format!("; {}", bytes.summary())
+    } else {
+        String::new()
+    };
     let detail = format!(
-        "{} {} flows replayed in {} ms, {errors} with errors{first_error}; {}; details in {}",
+        "{} {} flows replayed in {} ms, {errors} with errors{first_error}; {}{bytes_line}; details in {}",
         flows.len(),
         sim.proto,
         elapsed.as_millis(),
@@ -1343,6 +1506,20 @@ pub fn replay_and_compare(
     );
     if !agreement.ok {
         anyhow::bail!("{detail}{}", replay::describe(&agreement, &trace.file, 10));
+    }
+    if let Some(tol) = r.reply_bytes
+        && !bytes.differing.is_empty()
+    {
+        anyhow::bail!(
+            "{detail}\n{} TCP sessions got back other byte counts than the capture has (reply_bytes = {}):{}",
+            bytes.differing.len(),
+            if tol == 0.0 {
+                "\"match\"".to_string()
+            } else {
+                tol.to_string()
+            },
+            bytes.describe(&flows, &trace.file, 10)
+        );
     }
     Ok(detail)
 }

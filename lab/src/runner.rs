@@ -1060,18 +1060,22 @@ impl Run<'_> {
         let out_dir = self.dir.join(format!("replay-{}", n + 1));
         let deadline = self.deadline;
         let keep_going = move || !interrupted() && Instant::now() <= deadline;
-        crate::replay::replay_and_compare(&ns, r, &out_dir, keep_going, |action| {
-            let step = match action {
-                pen::sim::balance::Action::Down(i) => {
-                    StepAction::Stop(r.processes.get(*i).cloned().unwrap_or_default())
-                }
-                pen::sim::balance::Action::Up(i) => {
-                    StepAction::Start(r.processes.get(*i).cloned().unwrap_or_default())
-                }
+        let res = crate::replay::replay_and_compare(&ns, r, &out_dir, keep_going, |action| {
+            let (i, up) = match action {
+                pen::sim::balance::Action::Down(i) => (*i, false),
+                pen::sim::balance::Action::Up(i) => (*i, true),
                 pen::sim::balance::Action::Penctl(_) => return Ok(String::new()),
             };
+            let step = crate::fault::live_event(&self.plan, r, i, up)?;
             self.step(&step)
-        })
+        });
+        // The summary on its own progress line: the step line shortens long details.
+        if let Ok(detail) = &res {
+            self.opts
+                .progress
+                .line(&format!("[{}] replay: {detail}", self.plan.name));
+        }
+        res
     }
 
     /// Runs one step; `Ok(detail)` or `Err(why it failed)`.
@@ -1246,6 +1250,23 @@ impl Run<'_> {
                 Ok(format!("exit {expect_exit}"))
             }
             StepAction::Replay(r) => self.replay_step(r),
+            StepAction::Fault(f) => {
+                let topo = self
+                    .topo
+                    .as_mut()
+                    .ok_or_else(|| anyhow!("{f}: there is no topology"))?;
+                crate::fault::apply(topo, &mut self.procs, f)
+            }
+            StepAction::Inject(i) => {
+                let topo = self
+                    .topo
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("inject: there is no topology"))?;
+                let deadline = self.deadline;
+                crate::inject::run_step(topo, i, move || {
+                    !interrupted() && Instant::now() <= deadline
+                })
+            }
             StepAction::Wait(d) => {
                 // Sleep in slices so that Ctrl-C and the scenario timeout cut it short.
                 let end = Instant::now() + *d;

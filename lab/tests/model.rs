@@ -1461,3 +1461,192 @@ fn the_scale_out_scenarios_check() {
     );
     assert!(text.contains("3 valid, 0 invalid"), "{text}");
 }
+
+/// Fault steps (`link_down`/`link_up`, `blackhole`/`lift_blackhole`, `signal`) validate their
+/// targets against the topology and the processes, and say what is accepted.
+#[test]
+fn fault_steps_are_validated_with_what_is_accepted() {
+    let base = r#"
+[[switch]]
+name = "lan"
+[[host]]
+name = "web"
+addresses = ["10.1.0.3/24"]
+[[host]]
+name = "router"
+addresses = ["eth0:10.1.0.1/24", "eth1:10.2.0.1/24"]
+[[link]]
+ends = ["web", "lan"]
+[[link]]
+ends = ["router:eth0", "lan"]
+[[link]]
+ends = ["router:eth1", "lan:r1"]
+[[process]]
+host = "web"
+name = "web"
+backend = { kind = "http", listen = ["10.1.0.3:80"] }
+"#;
+    let good = format!(
+        "{base}{}",
+        r#"
+[[step]]
+link_down = "web"
+[[step]]
+link_up = "router:eth1"
+[[step]]
+link_down = "lan:web"
+[[step]]
+blackhole = { host = "web", port = 80, proto = "tcp" }
+[[step]]
+lift_blackhole = { host = "web", port = 80, proto = "tcp" }
+[[step]]
+signal = { process = "web", signal = "SIGSTOP" }
+[[step]]
+signal = { process = "web", signal = "kill" }
+"#
+    );
+    let plan = parse_str(&good, "scenarios/x.toml")
+        .unwrap()
+        .plan("scenarios/x.toml", "x", None)
+        .unwrap();
+    let labels: Vec<&str> = plan.steps.iter().map(|s| s.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "link web:eth0 down",
+            "link router:eth1 up",
+            "link lan:web down",
+            "blackhole tcp port 80 on web",
+            "lift the blackhole of tcp port 80 on web",
+            "SIGSTOP web",
+            "SIGKILL web",
+        ]
+    );
+    let bad = format!(
+        "{base}{}",
+        r#"
+[[step]]
+link_down = "router"
+[[step]]
+link_up = "web:eth7"
+[[step]]
+link_down = "nowhere"
+[[step]]
+blackhole = { host = "web", port = 0 }
+[[step]]
+blackhole = { host = "web", proto = "sctp" }
+[[step]]
+lift_blackhole = { host = "web", port = 53 }
+[[step]]
+signal = { process = "nginx", signal = "PAUSE" }
+"#
+    );
+    let errs = errors(&bad);
+    for want in [
+        "step[0].link_down: router has 2 link interfaces (eth0, eth1): say which, as \"router:IFACE\"",
+        "step[1].link_up: web has no link interface \"eth7\" (it has eth0)",
+        "step[2].link_down: expected \"NODE\" or \"NODE:IFACE\", a link end of a host or switch",
+        "step[3].blackhole.port: expected a port 1..65535, got 0",
+        "step[4].blackhole.proto: expected \"tcp\" or \"udp\", got \"sctp\"",
+        "step[5].lift_blackhole: no earlier blackhole step drops port 53 on web (blackholes in place: none)",
+        "step[6].signal.process: expected a process name (web), got \"nginx\"",
+        "step[6].signal.signal: expected KILL, STOP, CONT, TERM, HUP, INT, USR1 or USR2, got \"PAUSE\"",
+    ] {
+        assert!(errs.contains(want), "missing {want:?} in:\n{errs}");
+    }
+}
+
+/// `inject` steps: one source, a bounded count, rewrite values and generators checked.
+#[test]
+fn inject_steps_are_validated_with_what_is_accepted() {
+    let base = r#"
+[[switch]]
+name = "lan"
+[[host]]
+name = "client"
+addresses = ["10.1.0.10/24"]
+[[link]]
+ends = ["client", "lan"]
+"#;
+    let good = format!(
+        "{base}{}",
+        r#"
+[[step]]
+inject = { host = "client", pcap = "captures/traces/mix.pcap", filter = "tcp[tcpflags] == tcp-syn", count = 10, rate_pps = 100, eth_dst = "02:00:00:00:00:02", ip_dst = "10.1.0.200" }
+[[step]]
+inject = { host = "client", generate = "syn", src = "198.18.0.0/16", dst = "10.1.0.200", dport = 80, count = 5, pace = "fast" }
+"#
+    );
+    let plan = parse_str(
+        &good,
+        &root().join("scenarios/x.toml").display().to_string(),
+    )
+    .unwrap()
+    .plan(
+        &root().join("scenarios/x.toml").display().to_string(),
+        "x",
+        None,
+    )
+    .unwrap();
+    assert!(
+        plan.steps[0]
+            .label
+            .starts_with("inject 10 frames of captures/traces/mix.pcap [tcp[tcpflags] == tcp-syn] out of client:eth0"),
+        "{}",
+        plan.steps[0].label
+    );
+    assert_eq!(
+        plan.steps[1].label,
+        "inject 5 frames of SYNs from 198.18.0.0/16 to 10.1.0.200:80 out of client:eth0"
+    );
+    let bad = format!(
+        "{base}{}",
+        r#"
+[[step]]
+inject = { host = "client", count = 0 }
+[[step]]
+inject = { host = "client", generate = "syn", count = 5, dst = "10.1.0.200" }
+[[step]]
+inject = { host = "client", generate = "flood", count = 5 }
+[[step]]
+inject = { host = "client", iface = "eth9", generate = "malformed", dst = "10.1.0.200", count = 5, eth_dst = "nope", pace = "slow" }
+[[step]]
+inject = { host = "client", pcap = "captures/traces/mix.pcap", filter = "tcp prot 80", count = 5 }
+"#
+    );
+    let errs = errors(&bad);
+    for want in [
+        "step[0].inject.count: expected 1..=100000 frames, got 0",
+        "step[0].inject: expected exactly one of pcap (frames of a capture) and generate",
+        "step[1].inject.src: generate = \"syn\" needs src",
+        "step[1].inject.dport: generate = \"syn\" needs dport",
+        "step[2].inject.generate: expected \"syn\", \"arp\", \"ndp\" or \"malformed\", got \"flood\"",
+        "step[3].inject.iface: client has no link interface \"eth9\" (it has eth0)",
+        "step[3].inject.eth_dst: expected a MAC like \"02:00:00:00:00:01\"",
+        "step[3].inject.pace: expected \"recorded\" or \"fast\" (or rate_pps = N), got \"slow\"",
+        "step[4].inject.filter: filter \"tcp prot 80\": not a valid BPF expression",
+    ] {
+        assert!(errs.contains(want), "missing {want:?} in:\n{errs}");
+    }
+}
+
+/// `pen-lab show` reads captures whose frames are cut by the snaplen (`tcpdump -s 256`, as
+/// captures/traces/http.pcap is): every frame decoded, none refused.
+#[test]
+fn show_reads_snaplen_limited_captures() {
+    let o = Command::new(env!("CARGO_BIN_EXE_pen-lab"))
+        .args(["show", "captures/traces/http.pcap"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = pen::sim::trace::Trace::open(
+        &root().join("captures/traces/http.pcap"),
+        &pen::sim::trace::ParseOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(out.lines().count() as u64, t.frames);
+    // A 1460-byte segment cut to 256 bytes still shows its TCP header.
+    assert!(out.contains("192.0.2.80.80 > "), "{out:.2000}");
+}

@@ -9,9 +9,9 @@
 //!
 //! The whole balancer (proxy and UDP modes) over a capture's flows, in virtual time:
 //! ```text
-//! pen-sim balance --pen "<pen args>" [--server SEL]... [--event "at 5s server 1 down"]...
+//! pen-sim balance --pen "<pen args>" [--server SEL]... [--filter BPF] [--event "at 5s server 1 down"]...
 //!                 [--pool4 10.200.0.0/16] [--pool6 fd00:200::/64] [--sample 1s] [--out DIR] TRACE
-//! pen-sim trace [--server SEL]... [--flows] TRACE   # what the trace model makes of a capture
+//! pen-sim trace [--server SEL]... [--filter BPF] [--flows] TRACE   # what the trace model makes of a capture
 //! pen-sim gen dns|http|mix [--clients N] [--secs S] [--seed X] OUT.pcap   # synthetic captures
 //! ```
 //! `balance` prints the markdown report, or with `--out` writes `report.md`, `report.json`
@@ -26,8 +26,9 @@ use clap::Parser;
 use pen::engine::{Engine, config_from_pen_args, parse_mac};
 use pen::link::pcapfile::{replay, split_args};
 use pen::sim::balance::{Event, SimOptions, listen_of, parse_time, shared_from_args, simulate};
+use pen::sim::filter::open_trace;
 use pen::sim::mapping::{AddressMap, Pool, default_pools};
-use pen::sim::trace::{ParseOptions, Selection, ServerSel, Trace};
+use pen::sim::trace::{ParseOptions, Selection, ServerSel};
 use pen::sim::{report, synth};
 
 /// Simulate the whole balancer over a capture's flows (virtual time, no root, no network).
@@ -40,6 +41,10 @@ struct BalanceArgs {
     /// Keep only flows to this server: [tcp:|udp:]PORT or [tcp:|udp:]IP:PORT (repeatable).
     #[arg(long)]
     server: Vec<String>,
+    /// Keep only the frames this BPF filter (tcpdump syntax) matches, e.g.
+    /// 'udp and net 198.51.100.0/24'; --server then applies to what it kept.
+    #[arg(long)]
+    filter: Option<String>,
     /// A scheduled event: 'at 5s server 1 down', 'at 8s server 1 up',
     /// 'at 10s penctl "server 0 weight 3"' (repeatable).
     #[arg(long)]
@@ -104,6 +109,9 @@ struct TraceArgs {
     /// Keep only flows to this server (repeatable).
     #[arg(long)]
     server: Vec<String>,
+    /// Keep only the frames this BPF filter (tcpdump syntax) matches.
+    #[arg(long)]
+    filter: Option<String>,
     /// One line per flow as well.
     #[arg(long)]
     flows: bool,
@@ -122,7 +130,8 @@ fn run_trace(a: TraceArgs) -> Result<(), String> {
     let opts = ParseOptions {
         selection: selection(&a.server)?,
     };
-    let t = Trace::open(&a.trace, &opts).map_err(|e| format!("pen-sim: {e}"))?;
+    let t =
+        open_trace(&a.trace, &opts, a.filter.as_deref()).map_err(|e| format!("pen-sim: {e}"))?;
     println!("{}", t.summary());
     if a.flows {
         for f in &t.udp {
@@ -190,7 +199,8 @@ fn run_balance(a: BalanceArgs) -> Result<(), String> {
     let opts = ParseOptions {
         selection: selection(&a.server)?,
     };
-    let t = Trace::open(&a.trace, &opts).map_err(|e| format!("pen-sim: {e}"))?;
+    let t =
+        open_trace(&a.trace, &opts, a.filter.as_deref()).map_err(|e| format!("pen-sim: {e}"))?;
     eprintln!("pen-sim: {}", t.summary());
     let map = AddressMap::build(&t, v4, v6, listen).map_err(|e| format!("pen-sim: {e}"))?;
     let sim = SimOptions {

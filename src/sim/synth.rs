@@ -6,7 +6,8 @@
 //! - `dns`: a DNS client population with uneven (Zipf-like) query rates; some clients keep
 //!   their source port (resolvers), the others take a new one per query (stub clients).
 //! - `http`: HTTP/1.1 keep-alive sessions from many clients, several requests each, with
-//!   heavy-tailed (Pareto) response sizes. Frames are cut at [`SNAPLEN`] bytes (the lengths
+//!   heavy-tailed (Pareto) response sizes, asked for as `GET /bytes/N` and answered with the
+//!   head pen-lab's HTTP backend sends, so a live replay gets the same byte counts. Frames are cut at [`SNAPLEN`] bytes (the lengths
 //!   stay right), so large responses cost little file space.
 //! - `mix`: both, plus a SYN scan of the server's first 1024 ports answered by RSTs.
 
@@ -281,15 +282,16 @@ fn gen_http(fr: &mut Frames, rng: &mut Rng, clients: u32, secs: f64, t0: f64) {
             let mut cseq = cisn.wrapping_add(1);
             let mut sseq = sisn.wrapping_add(1);
             for _ in 0..1 + rng.below(5) {
-                let req = format!(
-                    "GET /obj/{} HTTP/1.1\r\nHost: example.com\r\n\r\n",
-                    rng.below(10_000)
-                );
+                let obj = rng.below(10_000);
+                let size = pareto(rng, 500.0, 2_000_000.0);
+                // pen-lab's HTTP backend answers `GET /bytes/N` with this very head and N
+                // bytes, so a live replay gets back what the capture has.
+                let req =
+                    format!("GET /bytes/{size}?obj={obj} HTTP/1.1\r\nHost: example.com\r\n\r\n");
                 fr.tcp(d(t), c, s, cseq, sseq, ACK | PSH, req.as_bytes(), req.len());
                 cseq = cseq.wrapping_add(req.len() as u32);
-                let size = pareto(rng, 500.0, 2_000_000.0);
                 let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nContent-Type: application/octet-stream\r\n\r\n"
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {size}\r\nConnection: keep-alive\r\n\r\n"
                 );
                 let total = head.len() as u64 + size;
                 let mut sent = 0u64;
@@ -419,7 +421,7 @@ mod tests {
         assert!(t.tcp.len() >= 10);
         for s in &t.tcp {
             assert!(!s.start_missing && s.closed().is_some());
-            assert!(s.client_data.starts_with(b"GET /obj/"));
+            assert!(s.client_data.starts_with(b"GET /bytes/"));
             assert!(s.server_bytes >= 500, "{}", s.server_bytes);
             assert_eq!(s.lost_bytes, 0);
         }

@@ -248,6 +248,8 @@ pub struct Skipped {
     pub other_protocol: u64,
     /// Not matched by the selection.
     pub not_selected: u64,
+    /// Not matched by the frame filter (a BPF expression, see [`Trace::parse_filtered`]).
+    pub filtered_out: u64,
     /// Non-first IP fragments.
     pub fragments: u64,
     /// Headers that do not parse (too short, bad lengths).
@@ -827,8 +829,37 @@ impl Trace {
         Trace::parse(&path.display().to_string(), &data, opts)
     }
 
+    /// Reads and parses a capture file, keeping only the frames `filter` accepts (see
+    /// [`Trace::parse_filtered`]).
+    pub fn open_filtered(
+        path: &Path,
+        opts: &ParseOptions,
+        filter: &mut dyn FnMut(u32, &[u8]) -> bool,
+    ) -> Result<Trace, TraceError> {
+        let data = std::fs::read(path).map_err(|e| TraceError {
+            file: path.display().to_string(),
+            frame: None,
+            why: format!("cannot read it: {e}"),
+        })?;
+        Trace::parse_filtered(&path.display().to_string(), &data, opts, filter)
+    }
+
     /// Parses a capture held in memory (pcap or pcapng, by its magic number).
     pub fn parse(file: &str, data: &[u8], opts: &ParseOptions) -> Result<Trace, TraceError> {
+        Trace::parse_filtered(file, data, opts, &mut |_, _| true)
+    }
+
+    /// [`Trace::parse`], keeping only the frames for which `filter(link type, frame bytes)`
+    /// is true — a BPF program compiled by the caller for that link type (`pen-sim --filter`,
+    /// the lab's `filter` key): this module stays pure. The others count in
+    /// [`Skipped::filtered_out`]; times still start at the capture's first frame, and the
+    /// selection by server applies to the frames the filter kept.
+    pub fn parse_filtered(
+        file: &str,
+        data: &[u8],
+        opts: &ParseOptions,
+        filter: &mut dyn FnMut(u32, &[u8]) -> bool,
+    ) -> Result<Trace, TraceError> {
         let magic = data.get(..4).map(|m| [m[0], m[1], m[2], m[3]]);
         let mut frames: Vec<(u64, Duration, u32, &[u8])> = Vec::new();
         let err = |frame: Option<u64>, why: String| TraceError {
@@ -965,6 +996,10 @@ impl Trace {
             // Never backwards: a capture merged out of order keeps the latest time.
             let at = ts.saturating_sub(epoch).max(last);
             last = at;
+            if !filter(link, pkt) {
+                b.skipped.filtered_out += 1;
+                continue;
+            }
             let seg = link_payload(link, pkt).and_then(ip_segment);
             match seg {
                 Ok(s) => b.segment(n, at, s),
@@ -1004,15 +1039,21 @@ impl Trace {
             self.tcp.len(),
             missing,
         );
-        let skipped = s.not_ip + s.other_protocol + s.not_selected + s.fragments + s.malformed;
+        let skipped = s.not_ip
+            + s.other_protocol
+            + s.not_selected
+            + s.filtered_out
+            + s.fragments
+            + s.malformed;
         if skipped > 0 {
             out.push_str(&format!(
-                "; skipped {} frames (not IP {}, other protocol {}, not selected {}, fragments \
-                 {}, malformed {}{})",
+                "; skipped {} frames (not IP {}, other protocol {}, not selected {}, filtered \
+                 out {}, fragments {}, malformed {}{})",
                 skipped,
                 s.not_ip,
                 s.other_protocol,
                 s.not_selected,
+                s.filtered_out,
                 s.fragments,
                 s.malformed,
                 s.first_malformed

@@ -228,6 +228,34 @@ pub enum StepAction {
     },
     Wait(Duration),
     Replay(Box<crate::replay::PlannedReplay>),
+    /// Link down/up, blackhole/lift, signal ([`crate::fault`]).
+    Fault(crate::fault::Fault),
+    /// Frames out of a host's interface ([`crate::inject`]).
+    Inject(Box<PlannedInject>),
+}
+
+/// Where injected frames come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum InjectSource {
+    Pcap {
+        path: std::path::PathBuf,
+        /// As written, for labels.
+        name: String,
+        filter: Option<String>,
+    },
+    Generate(crate::inject::Generate),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedInject {
+    pub host: String,
+    pub iface: String,
+    pub source: InjectSource,
+    /// `eth_src` `None`: the interface's own MAC (known at run time).
+    pub rewrite: crate::inject::Rewrite,
+    pub pace: crate::inject::Pace,
+    pub count: usize,
+    pub timeout: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -11,9 +11,12 @@ pub(super) fn plan_steps(
     refs: &Refs,
     hosts: &[String],
     procs: &[String],
+    ifaces: &BTreeMap<String, Vec<String>>,
     e: &mut Errs,
 ) -> Vec<PlannedStep> {
     let mut out = Vec::new();
+    // Blackholes set by earlier steps and not lifted yet: (host, target).
+    let mut holes: Vec<(String, crate::fault::BlackholeTarget)> = Vec::new();
     for (i, s) in sc.steps.iter().enumerate() {
         let key = format!("step[{i}]");
         let given = [
@@ -29,6 +32,12 @@ pub(super) fn plan_steps(
             s.replay.is_some(),
             s.tcp_sessions.is_some(),
             s.join.is_some(),
+            s.link_down.is_some(),
+            s.link_up.is_some(),
+            s.blackhole.is_some(),
+            s.lift_blackhole.is_some(),
+            s.signal.is_some(),
+            s.inject.is_some(),
         ]
         .iter()
         .filter(|b| **b)
@@ -37,7 +46,7 @@ pub(super) fn plan_steps(
             e.push(
                 &key,
                 format!(
-                    "expected exactly one of http_get, dns, tcp_connect, load, tcp_sessions, join, stop, start, penctl, run, wait, replay; got {given}"
+                    "expected exactly one of http_get, dns, tcp_connect, load, tcp_sessions, join, stop, start, penctl, run, wait, replay, link_down, link_up, blackhole, lift_blackhole, signal, inject; got {given}"
                 ),
             );
             continue;
@@ -378,6 +387,109 @@ pub(super) fn plan_steps(
                     continue;
                 }
             }
+        } else if let Some(l) = s.link_down.as_ref().or(s.link_up.as_ref()) {
+            let up = s.link_up.is_some();
+            let k = format!("{key}.{}", if up { "link_up" } else { "link_down" });
+            match plan_link_end(l, ifaces) {
+                Ok((node, iface)) => {
+                    StepAction::Fault(crate::fault::Fault::Link { node, iface, up })
+                }
+                Err(m) => {
+                    e.push(&k, m);
+                    continue;
+                }
+            }
+        } else if let Some(b) = s.blackhole.as_ref().or(s.lift_blackhole.as_ref()) {
+            let lift = s.lift_blackhole.is_some();
+            let k = format!(
+                "{key}.{}",
+                if lift { "lift_blackhole" } else { "blackhole" }
+            );
+            check_host(e, &format!("{k}.host"), &b.host, hosts);
+            let proto = match b.proto.as_deref().map(crate::fault::L4::parse) {
+                None => None,
+                Some(Ok(p)) => Some(p),
+                Some(Err(m)) => {
+                    e.push(format!("{k}.proto"), m);
+                    continue;
+                }
+            };
+            if b.port == Some(0) {
+                e.push(format!("{k}.port"), "expected a port 1..65535, got 0");
+                continue;
+            }
+            let target = crate::fault::BlackholeTarget {
+                proto,
+                port: b.port,
+            };
+            let hole = (b.host.clone(), target.clone());
+            if lift {
+                match holes.iter().position(|h| *h == hole) {
+                    Some(j) => {
+                        holes.remove(j);
+                    }
+                    None => {
+                        let open: Vec<String> =
+                            holes.iter().map(|(h, t)| format!("{t} on {h}")).collect();
+                        e.push(
+                            &k,
+                            format!(
+                                "no earlier blackhole step drops {target} on {} (blackholes in place: {})",
+                                b.host,
+                                if open.is_empty() { "none".to_string() } else { open.join(", ") }
+                            ),
+                        );
+                    }
+                }
+            } else if holes.contains(&hole) {
+                e.push(
+                    &k,
+                    format!(
+                        "{target} on {} is already blackholed by an earlier step",
+                        b.host
+                    ),
+                );
+            } else {
+                holes.push(hole);
+            }
+            StepAction::Fault(crate::fault::Fault::Blackhole {
+                host: b.host.clone(),
+                target,
+                lift,
+            })
+        } else if let Some(sg) = &s.signal {
+            let k = format!("{key}.signal");
+            if !procs.contains(&sg.process) {
+                e.push(
+                    format!("{k}.process"),
+                    format!(
+                        "expected a process name ({}), got {:?}",
+                        procs.join(", "),
+                        sg.process
+                    ),
+                );
+            }
+            match crate::fault::FaultSignal::parse(&sg.signal) {
+                Ok(signal) => StepAction::Fault(crate::fault::Fault::Signal {
+                    process: sg.process.clone(),
+                    signal,
+                }),
+                Err(m) => {
+                    e.push(format!("{k}.signal"), m);
+                    continue;
+                }
+            }
+        } else if let Some(inj) = &s.inject {
+            let k = format!("{key}.inject");
+            match plan_inject(inj, refs, hosts, ifaces, &sim_root(&e.file)) {
+                Ok(p) => StepAction::Inject(Box::new(p)),
+                Err(list) => {
+                    for (sub, m) in list {
+                        e.push(format!("{k}{sub}"), m);
+                    }
+                    continue;
+                }
+            }
         } else {
             continue;
         };
@@ -391,6 +503,7 @@ pub(super) fn plan_steps(
             | StepAction::Run { timeout, .. } => {
                 !timeout.is_zero() && *timeout <= Duration::from_secs(60)
             }
+            StepAction::Inject(i) => !i.timeout.is_zero() && i.timeout <= Duration::from_secs(60),
             _ => true,
         };
         if !timeout_ok {
@@ -436,6 +549,313 @@ pub(super) fn plan_steps(
     }
     check_joins(&out, e);
     out
+}
+
+/// Validates an `inject` step; errors are (".key" or "", message).
+fn plan_inject(
+    t: &InjectTable,
+    refs: &Refs,
+    hosts: &[String],
+    ifaces: &BTreeMap<String, Vec<String>>,
+    root: &std::path::Path,
+) -> Result<PlannedInject, Vec<(String, String)>> {
+    use crate::inject::{Generate, MAX_FRAMES, Pace, Rewrite};
+    let mut e: Vec<(String, String)> = Vec::new();
+    let res = |k: &str, v: &Option<String>, e: &mut Vec<(String, String)>| -> Option<String> {
+        let v = v.as_ref()?;
+        refs.resolve(v)
+            .map_err(|m| e.push((format!(".{k}"), m.to_string())))
+            .ok()
+    };
+    if !hosts.contains(&t.host) {
+        e.push((
+            ".host".into(),
+            format!(
+                "expected a host name ({}), got {:?}",
+                hosts.join(", "),
+                t.host
+            ),
+        ));
+    }
+    let list = ifaces.get(&t.host).cloned().unwrap_or_default();
+    let iface = match &t.iface {
+        Some(i) if list.contains(i) => i.clone(),
+        Some(i) => {
+            e.push((
+                ".iface".into(),
+                format!(
+                    "{} has no link interface {i:?} (it has {})",
+                    t.host,
+                    list.join(", ")
+                ),
+            ));
+            String::new()
+        }
+        None if list.len() == 1 => list[0].clone(),
+        None => {
+            e.push((
+                ".iface".into(),
+                format!(
+                    "{} has {} link interfaces ({}): say which with iface",
+                    t.host,
+                    list.len(),
+                    list.join(", ")
+                ),
+            ));
+            String::new()
+        }
+    };
+    if t.count == 0 || t.count > MAX_FRAMES {
+        e.push((
+            ".count".into(),
+            format!("expected 1..={MAX_FRAMES} frames, got {}", t.count),
+        ));
+    }
+    let ip = |k: &str, v: Option<String>, e: &mut Vec<(String, String)>| -> Option<IpAddr> {
+        let v = v?;
+        v.parse()
+            .map_err(|_| {
+                e.push((
+                    format!(".{k}"),
+                    format!("expected an IP address, got {v:?}"),
+                ))
+            })
+            .ok()
+    };
+    let mac = |k: &str, v: Option<String>, e: &mut Vec<(String, String)>| -> Option<[u8; 6]> {
+        let v = v?;
+        crate::decode::parse_mac(&v)
+            .ok_or_else(|| {
+                e.push((
+                    format!(".{k}"),
+                    format!(
+                        "expected a MAC like \"02:00:00:00:00:01\" or \"{{mac.HOST}}\", got {v:?}"
+                    ),
+                ))
+            })
+            .ok()
+    };
+    let eth_src = res("eth_src", &t.eth_src, &mut e);
+    let eth_dst = res("eth_dst", &t.eth_dst, &mut e);
+    let ip_src = res("ip_src", &t.ip_src, &mut e);
+    let ip_dst = res("ip_dst", &t.ip_dst, &mut e);
+    let rewrite = Rewrite {
+        eth_src: mac("eth_src", eth_src, &mut e),
+        eth_dst: mac("eth_dst", eth_dst, &mut e),
+        ip_src: ip("ip_src", ip_src, &mut e),
+        ip_dst: ip("ip_dst", ip_dst, &mut e),
+    };
+    let src = res("src", &t.src, &mut e);
+    let dst = res("dst", &t.dst, &mut e);
+    let source = match (&t.pcap, &t.generate) {
+        (Some(p), None) => {
+            let name = res("pcap", &Some(p.clone()), &mut e).unwrap_or_default();
+            let path = root.join(&name);
+            if !path.is_file() {
+                e.push((
+                    ".pcap".into(),
+                    format!(
+                        "expected an existing Ethernet pcap/pcapng file (relative to {} or absolute), got {name:?}",
+                        root.display()
+                    ),
+                ));
+            }
+            let filter = res("filter", &t.filter, &mut e);
+            if let Some(f) = &filter
+                && let Err(m) = crate::capture::check_filter(f)
+            {
+                e.push((
+                    ".filter".into(),
+                    format!("filter {f:?}: not a valid BPF expression: {m}"),
+                ));
+            }
+            for (k, given) in [
+                ("generate keys src", src.is_some()),
+                ("dst", dst.is_some()),
+                ("dport", t.dport.is_some()),
+            ] {
+                if given {
+                    e.push((
+                        ".pcap".into(),
+                        format!("{k}: only for generate, not with pcap"),
+                    ));
+                }
+            }
+            Some(InjectSource::Pcap { path, name, filter })
+        }
+        (None, Some(g)) => {
+            if t.filter.is_some() {
+                e.push((
+                    ".filter".into(),
+                    "a filter selects a pcap's frames: give pcap, or drop filter".into(),
+                ));
+            }
+            let dst_ip = ip("dst", dst, &mut e);
+            let need = |what: &str, e: &mut Vec<(String, String)>| {
+                e.push((format!(".{what}"), format!("generate = {g:?} needs {what}")));
+            };
+            match g.as_str() {
+                "syn" => {
+                    let net = src.as_deref().and_then(crate::scenario::parse_cidr);
+                    if src.is_some() && net.is_none() {
+                        e.push((
+                            ".src".into(),
+                            format!(
+                                "expected the spoofed sources as \"NET/LEN\", got {:?}",
+                                src.unwrap_or_default()
+                            ),
+                        ));
+                    }
+                    match (net, dst_ip, t.dport) {
+                        (Some(n), Some(d), Some(p)) if n.0.is_ipv4() == d.is_ipv4() => {
+                            Some(InjectSource::Generate(Generate::Syn {
+                                src: n,
+                                dst: d,
+                                dport: p,
+                            }))
+                        }
+                        (Some(_), Some(_), Some(_)) => {
+                            e.push((".src".into(), "src and dst must be of one family".into()));
+                            None
+                        }
+                        (n, d, p) => {
+                            if n.is_none() && t.src.is_none() {
+                                need("src", &mut e);
+                            }
+                            if d.is_none() && t.dst.is_none() {
+                                need("dst", &mut e);
+                            }
+                            if p.is_none() {
+                                need("dport", &mut e);
+                            }
+                            None
+                        }
+                    }
+                }
+                "arp" | "ndp" => {
+                    let sender = ip("src", src, &mut e);
+                    match (g.as_str(), sender, dst_ip) {
+                        ("arp", Some(IpAddr::V4(s)), Some(IpAddr::V4(d))) => {
+                            Some(InjectSource::Generate(Generate::Arp {
+                                sender: s,
+                                target: d,
+                            }))
+                        }
+                        ("ndp", Some(IpAddr::V6(s)), Some(IpAddr::V6(d))) => {
+                            Some(InjectSource::Generate(Generate::Ndp {
+                                sender: s,
+                                target: d,
+                            }))
+                        }
+                        _ => {
+                            e.push((
+                                ".src".into(),
+                                format!(
+                                    "generate = {g:?} needs src (the sender) and dst (the address asked for), both {}",
+                                    if g == "arp" { "IPv4" } else { "IPv6" }
+                                ),
+                            ));
+                            None
+                        }
+                    }
+                }
+                "malformed" => match dst_ip {
+                    Some(IpAddr::V4(d)) => {
+                        Some(InjectSource::Generate(Generate::Malformed { dst: d }))
+                    }
+                    _ => {
+                        e.push((
+                            ".dst".into(),
+                            "generate = \"malformed\" needs dst, an IPv4 address".into(),
+                        ));
+                        None
+                    }
+                },
+                other => {
+                    e.push((
+                        ".generate".into(),
+                        format!(
+                            "expected \"syn\", \"arp\", \"ndp\" or \"malformed\", got {other:?}"
+                        ),
+                    ));
+                    None
+                }
+            }
+        }
+        _ => {
+            e.push((
+                String::new(),
+                "expected exactly one of pcap (frames of a capture) and generate (\"syn\", \"arp\", \"ndp\", \"malformed\")".into(),
+            ));
+            None
+        }
+    };
+    let pace = match (t.pace.as_deref(), t.rate_pps) {
+        (_, Some(r)) if !(r > 0.0 && r <= 1_000_000.0) => {
+            e.push((
+                ".rate_pps".into(),
+                format!("expected 0 < rate_pps <= 1000000, got {r}"),
+            ));
+            Pace::Fast
+        }
+        (None, Some(r)) => Pace::Rate(r),
+        (Some(_), Some(_)) => {
+            e.push((".pace".into(), "give pace or rate_pps, not both".into()));
+            Pace::Fast
+        }
+        (None | Some("recorded"), None) => Pace::Recorded,
+        (Some("fast"), None) => Pace::Fast,
+        (Some(x), None) => {
+            e.push((
+                ".pace".into(),
+                format!("expected \"recorded\" or \"fast\" (or rate_pps = N), got {x:?}"),
+            ));
+            Pace::Fast
+        }
+    };
+    match (e.is_empty(), source) {
+        (true, Some(source)) => Ok(PlannedInject {
+            host: t.host.clone(),
+            iface,
+            source,
+            rewrite,
+            pace,
+            count: t.count,
+            timeout: Duration::from_millis(t.timeout_ms),
+        }),
+        _ => Err(e),
+    }
+}
+
+/// A `link_down`/`link_up` target: `"node:iface"`, or `"node"` when the node has one link.
+fn plan_link_end(
+    s: &str,
+    ifaces: &BTreeMap<String, Vec<String>>,
+) -> Result<(String, String), String> {
+    let (node, iface) = match s.split_once(':') {
+        Some((n, i)) => (n, Some(i)),
+        None => (s, None),
+    };
+    let Some(list) = ifaces.get(node) else {
+        let nodes: Vec<&str> = ifaces.keys().map(String::as_str).collect();
+        return Err(format!(
+            "expected \"NODE\" or \"NODE:IFACE\", a link end of a host or switch ({}), got {s:?}",
+            nodes.join(", ")
+        ));
+    };
+    match iface {
+        Some(i) if list.iter().any(|x| x == i) => Ok((node.to_string(), i.to_string())),
+        Some(i) => Err(format!(
+            "{node} has no link interface {i:?} (it has {})",
+            list.join(", ")
+        )),
+        None if list.len() == 1 => Ok((node.to_string(), list[0].clone())),
+        None => Err(format!(
+            "{node} has {} link interfaces ({}): say which, as \"{node}:IFACE\"",
+            list.len(),
+            list.join(", ")
+        )),
+    }
 }
 
 /// Every background step has a name and is joined once by a later `join` step; every `join`
@@ -553,6 +973,20 @@ pub fn step_label(k: &StepAction) -> String {
         } => format!("penctl {host} {target} {}", command.join(" ")),
         StepAction::Run { host, argv, .. } => format!("run {host}: {}", argv.join(" ")),
         StepAction::Wait(d) => format!("wait {} ms", d.as_millis()),
+        StepAction::Fault(f) => f.to_string(),
+        StepAction::Inject(i) => {
+            let what = match &i.source {
+                InjectSource::Pcap { name, filter, .. } => match filter {
+                    Some(f) => format!("{name} [{f}]"),
+                    None => name.clone(),
+                },
+                InjectSource::Generate(g) => g.to_string(),
+            };
+            format!(
+                "inject {} frames of {what} out of {}:{}",
+                i.count, i.host, i.iface
+            )
+        }
         StepAction::Replay(r) => format!(
             "replay {} from {} → {}",
             r.sim.trace.display(),

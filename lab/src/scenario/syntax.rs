@@ -269,6 +269,66 @@ pub struct Step {
     pub join: Option<String>,
     /// Live replay of a trace through pen, checked against the simulation ([`crate::replay`]).
     pub replay: Option<Box<crate::replay::ReplayTable>>,
+    /// Faults ([`crate::fault`]): `"node"` or `"node:iface"`, a `[[link]]` end taken down/up.
+    pub link_down: Option<String>,
+    pub link_up: Option<String>,
+    /// nftables drop of a host's traffic (or one port's) in its namespace, and its lifting.
+    pub blackhole: Option<BlackholeTable>,
+    pub lift_blackhole: Option<BlackholeTable>,
+    /// A signal (KILL, STOP, CONT...) to a process the scenario started.
+    pub signal: Option<SignalTable>,
+    /// Frames sent out of a host's interface ([`crate::inject`]).
+    pub inject: Option<InjectTable>,
+}
+
+/// `inject = { host, pcap | generate, ... }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InjectTable {
+    pub host: String,
+    /// Default: the host's only link interface.
+    pub iface: Option<String>,
+    /// An Ethernet pcap/pcapng, relative to the repository root or absolute.
+    pub pcap: Option<String>,
+    /// BPF over the pcap's frames.
+    pub filter: Option<String>,
+    /// `"syn"`, `"arp"`, `"ndp"` or `"malformed"`.
+    pub generate: Option<String>,
+    /// syn: the spoofed sources `"NET/LEN"`; arp/ndp: the sender address.
+    pub src: Option<String>,
+    /// syn/malformed: the destination; arp/ndp: the address asked for.
+    pub dst: Option<String>,
+    pub dport: Option<u16>,
+    pub eth_src: Option<String>,
+    pub eth_dst: Option<String>,
+    pub ip_src: Option<String>,
+    pub ip_dst: Option<String>,
+    /// `"recorded"` (default) or `"fast"`.
+    pub pace: Option<String>,
+    pub rate_pps: Option<f64>,
+    pub count: usize,
+    #[serde(default = "default_inject_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_inject_timeout() -> u64 {
+    10_000
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlackholeTable {
+    pub host: String,
+    pub port: Option<u16>,
+    /// `"tcp"` or `"udp"`; absent: both (with a port) or every IP packet (without).
+    pub proto: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalTable {
+    pub process: String,
+    pub signal: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]

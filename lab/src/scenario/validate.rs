@@ -512,7 +512,17 @@ impl Scenario {
         let proc_names: Vec<String> = self.processes.iter().map(|p| p.name.clone()).collect();
         let switch_names: Vec<String> = self.switches.iter().map(|w| w.name.clone()).collect();
         let captures = plan_captures(self, &ifaces, &host_names, &switch_names, &mut e);
-        let steps = plan_steps(self, &refs, &host_names, &proc_names, &mut e);
+        // Every link end, hosts' and switches' ports alike (fault steps take them down).
+        let mut link_ends: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for l in &topo.links {
+            for end in [&l.a, &l.b] {
+                link_ends
+                    .entry(end.node.clone())
+                    .or_default()
+                    .push(end.iface.clone());
+            }
+        }
+        let steps = plan_steps(self, &refs, &host_names, &proc_names, &link_ends, &mut e);
         let mut expects = Vec::new();
         let mut cap_names: Vec<String> = self.captures.iter().map(|c| c.name.clone()).collect();
         let sim = self
