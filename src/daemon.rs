@@ -26,7 +26,6 @@ use crate::proxy::sockets;
 use crate::proxy::tcp::{self, ConnTable, Limits, Listener};
 use crate::proxy::transparent;
 use crate::proxy::{Shared, SharedState};
-use crate::stats::ConnRow;
 use crate::sys;
 
 /// A start-up or run-time failure of the daemon. Displays one line naming the offending input;
@@ -96,7 +95,7 @@ pub fn run(cli: Cli) -> Result<(), DaemonError> {
     let mut shared = build_shared(config)?;
     if !shared.config.udp {
         // Certificates are read now, before chroot and privilege drop, with clear errors.
-        shared.tls = crate::proxy::tls::startup(&shared.config.tls)?;
+        shared.io.tls = crate::proxy::tls::startup(&shared.config.tls)?;
     }
     let listener = open_listener(&shared.config)?;
     report_bound_listener(&mut shared.config, &listener);
@@ -490,10 +489,6 @@ impl Effects for DaemonEffects {
         }
     }
 
-    fn connections(&self) -> Vec<ConnRow> {
-        self.conns.rows()
-    }
-
     fn set_debug(&self, level: u32) {
         set_log_level(level);
     }
@@ -589,7 +584,7 @@ async fn serve_async(
         .map_or_else(String::new, ToString::to_string);
     let config_file = shared.config.config_file.clone();
     let limits = Limits::new(&shared.config);
-    let conns = shared.conns.clone();
+    let conns = shared.io.conns.clone();
     let exit = Arc::new(tokio::sync::Notify::new());
     let state: SharedState = Arc::new(Mutex::new(shared));
     let (relisten, mut relisten_rx) = tokio::sync::mpsc::unbounded_channel();

@@ -47,6 +47,7 @@ pub mod proxy;
 pub mod reqlog;
 pub mod select;
 pub mod sim;
+pub mod state;
 pub mod stats;
 pub(crate) mod sys;
 #[doc(hidden)]

@@ -40,7 +40,7 @@ use crate::ctl::reply::{
     sync_balancer, unresolved_names,
 };
 use crate::proxy::{SharedState, lock, now};
-use crate::stats::{self, ConnRow, Snapshot};
+use crate::stats::{self, Snapshot};
 use crate::sys::process::syslog_info;
 
 /// Longest command line accepted (C Pen reads at most 4095 bytes).
@@ -269,10 +269,6 @@ pub trait Effects: Send + Sync + 'static {
     fn set_limits(&self, conn_max: usize, pending_max: usize) {
         let _ = (conn_max, pending_max);
     }
-    /// The open connections (`connection N`, `socket N`, status pages).
-    fn connections(&self) -> Vec<ConnRow> {
-        Vec::new()
-    }
 }
 
 /// Effects of a process without a daemon behind it (tests).
@@ -363,9 +359,9 @@ impl Control {
         let l = crate::proxy::sockets::listen_tcp(addr, 50)
             .and_then(TcpListener::from_std)
             .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
-        let (shared, effects) = (self.shared.clone(), self.effects.clone());
+        let shared = self.shared.clone();
         let task = tokio::spawn(async move {
-            if let Err(e) = serve_prometheus(l, shared, effects).await {
+            if let Err(e) = serve_prometheus(l, shared).await {
                 tracing::warn!("prometheus endpoint {addr} stopped: {e}");
             }
         });
@@ -413,9 +409,9 @@ impl Control {
         if let Some(p) = problems.first() {
             return error_line("server", &format!("{p}; the server was not changed"));
         }
-        let conns = self.effects.connections();
         let outcome = {
             let mut g = lock(&self.shared);
+            let conns = g.io.open_conns();
             let env = Env {
                 now: now(),
                 unix_time: unix_time(),
@@ -423,11 +419,7 @@ impl Control {
                 resolved: &resolved,
                 conns: &conns,
             };
-            let o = reply::execute(&mut g, cmd, &env);
-            if matches!(cmd, Command::Server(_)) {
-                g.servers_changed();
-            }
-            o
+            reply::execute(&mut g, cmd, &env)
         };
         self.perform(outcome).await
     }
@@ -465,6 +457,13 @@ impl Control {
                 }
                 Action::Close(n) => {
                     self.effects.close_connection(n);
+                }
+                Action::ServersChanged => {
+                    // Called without the state's lock: the hook may talk to the kernel.
+                    let hook = lock(&self.shared).io.on_servers_changed.clone();
+                    if let Some(h) = hook {
+                        (h.0)();
+                    }
                 }
                 Action::Write { path, text } => {
                     if let Err(e) = write_replacing_async(path.clone(), text.into_bytes()).await {
@@ -528,9 +527,9 @@ impl Control {
         let names = unresolved_names(&dry, &lock(&self.shared));
         let (resolved, mut problems) = resolve(names).await;
         // 3. Apply for real, under the lock, from the texts read in 1.
-        let conns = self.effects.connections();
         let (outcome, actions) = {
             let mut g = lock(&self.shared);
+            let conns = g.io.open_conns();
             let old = g.config.clone();
             let outcome: FileOutcome = apply_file(&mut g.config, path, |p| {
                 texts
@@ -554,7 +553,9 @@ impl Control {
                 }
                 actions.extend(o.actions);
             }
-            g.servers_changed();
+            if !actions.contains(&Action::ServersChanged) {
+                actions.push(Action::ServersChanged);
+            }
             (outcome, actions)
         };
         let extra = Box::pin(self.perform(Outcome {
@@ -570,7 +571,7 @@ impl Control {
 
     /// A snapshot of the running state for the reports.
     pub fn snapshot(&self) -> Snapshot {
-        snapshot(&self.shared, self.effects.as_ref())
+        snapshot(&self.shared)
     }
 
     /// SIGUSR1: the status page to the `-w` file, or the text report to stderr.
@@ -605,10 +606,9 @@ impl Control {
     }
 }
 
-fn snapshot(shared: &SharedState, effects: &dyn Effects) -> Snapshot {
-    let conns = effects.connections();
+fn snapshot(shared: &SharedState) -> Snapshot {
     let g = lock(shared);
-    Snapshot::capture(&g, now(), unix_time(), conns)
+    Snapshot::capture(&g, now(), unix_time(), &g.io.open_conns())
 }
 
 /// Why [`read_command`] did not return a line.
@@ -777,11 +777,7 @@ fn transient(e: &io::Error) -> bool {
 
 /// The Prometheus endpoint: answers `GET /metrics` (and `GET /`) with the text exposition,
 /// anything else with 404; one request per connection. Same limits as the control socket.
-pub async fn serve_prometheus(
-    listener: TcpListener,
-    shared: SharedState,
-    effects: Arc<dyn Effects>,
-) -> io::Result<()> {
+pub async fn serve_prometheus(listener: TcpListener, shared: SharedState) -> io::Result<()> {
     let clients = Arc::new(Semaphore::new(CLIENTS_MAX));
     loop {
         let (mut s, peer) = match listener.accept().await {
@@ -795,7 +791,7 @@ pub async fn serve_prometheus(
         let Ok(permit) = clients.clone().try_acquire_owned() else {
             continue;
         };
-        let (shared, effects) = (shared.clone(), effects.clone());
+        let shared = shared.clone();
         tokio::spawn(async move {
             let head = tokio::time::timeout(READ_TIMEOUT, read_http_head(&mut s)).await;
             let Ok(Ok(head)) = head else {
@@ -804,7 +800,7 @@ pub async fn serve_prometheus(
             };
             let response = http_response(&head, || {
                 stats::prometheus(
-                    &snapshot(&shared, effects.as_ref()),
+                    &snapshot(&shared),
                     &crate::proxy::resources::ProcessStats::read(),
                 )
             });

@@ -2,7 +2,7 @@
 //!
 //! A [`Terminator`] is built from [`TlsConfig`] by reading every file it names once
 //! ([`Terminator::load`]); it then serves handshakes without touching the file system. The
-//! daemon keeps the current one in [`Shared::tls`](crate::proxy::Shared) and replaces it on
+//! daemon keeps the current one in [`Handles::tls`](crate::proxy::Handles) and replaces it on
 //! SIGHUP or when the `ssl_*` settings or the files change ([`reload`], [`watch`]); open
 //! connections keep the configuration they started with.
 //!
@@ -627,7 +627,7 @@ pub fn reload(shared: &SharedState) -> Result<(), TlsError> {
     } else {
         None
     };
-    lock(shared).tls = next;
+    lock(shared).io.tls = next;
     Ok(())
 }
 
@@ -657,7 +657,7 @@ pub async fn watch(shared: SharedState, every: Duration) {
         tick.tick().await;
         let (cfg, current) = {
             let g = lock(&shared);
-            (g.config.tls.clone(), g.tls.clone())
+            (g.config.tls.clone(), g.io.tls.clone())
         };
         let stale = match &current {
             Some(t) => t.source != cfg || t.files_changed(),
@@ -676,7 +676,7 @@ pub async fn watch(shared: SharedState, every: Duration) {
                 // the next change (or SIGHUP) tries again. Unless a SIGHUP reload replaced
                 // it meanwhile.
                 let mut g = lock(&shared);
-                if let (Some(t), Some(before)) = (&g.tls, &current)
+                if let (Some(t), Some(before)) = (&g.io.tls, &current)
                     && Arc::ptr_eq(t, before)
                 {
                     let mut paths: Vec<&Path> = t.stamps.iter().map(|s| s.path.as_path()).collect();
@@ -688,7 +688,7 @@ pub async fn watch(shared: SharedState, every: Duration) {
                         source: cfg.clone(),
                         stamps,
                     };
-                    g.tls = Some(Arc::new(same));
+                    g.io.tls = Some(Arc::new(same));
                 }
             }
             Err(e) => tracing::warn!("TLS reload task failed: {e}"),
