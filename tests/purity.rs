@@ -113,10 +113,11 @@ fn pure_modules(lib_rs: &str) -> Vec<String> {
             in_pure = true;
         } else if doc.ends_with(':') && !doc.starts_with('-') {
             in_pure = false;
-        } else if in_pure && let Some(rest) = doc.strip_prefix("- [`") {
-            if let Some((name, _)) = rest.split_once("`]") {
-                out.push(name.to_string());
-            }
+        } else if in_pure
+            && let Some(rest) = doc.strip_prefix("- [`")
+            && let Some((name, _)) = rest.split_once("`]")
+        {
+            out.push(name.to_string());
         }
     }
     out
