@@ -175,7 +175,7 @@ pub fn execute_line(state: &mut State, line: &str, env: &Env<'_>) -> Outcome {
     match command::parse(line) {
         Ok(Some(cmd)) => execute(state, &cmd, env),
         Ok(None) => Outcome::default(),
-        Err(e) => Outcome::text(error_line(first_word(line), &e.message)),
+        Err(e) => Outcome::text(error_line(first_word(line), &e.message())),
     }
 }
 

@@ -388,7 +388,7 @@ impl Control {
             Ok(None) => return String::new(),
             Err(e) => {
                 let word = line.split_ascii_whitespace().next().unwrap_or("");
-                return error_line(word, &e.message);
+                return error_line(word, &e.message());
             }
         };
         if let Some(origin) = origin {
