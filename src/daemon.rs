@@ -46,6 +46,13 @@ pub enum DaemonError {
         #[source]
         source: io::Error,
     },
+    /// The `-l` request log could not be opened.
+    #[error("pen: -l {target}: {source}")]
+    Log {
+        target: String,
+        #[source]
+        source: crate::reqlog::LogError,
+    },
     /// A setting pen cannot use; the message names it and what would be accepted.
     #[error("{0}")]
     Setup(String),
@@ -100,7 +107,10 @@ pub fn run(cli: Cli) -> Result<(), DaemonError> {
     let listener = open_listener(&shared.config)?;
     report_bound_listener(&mut shared.config, &listener);
     if let Some(l) = &shared.config.log {
-        crate::reqlog::reopen(Some(l)).map_err(|e| err(format!("pen: -l {l}: {e}")))?;
+        crate::reqlog::reopen(Some(l)).map_err(|source| DaemonError::Log {
+            target: l.clone(),
+            source,
+        })?;
     }
     let control = match shared.config.control.clone() {
         Some(c) => {
@@ -493,7 +503,7 @@ impl Effects for DaemonEffects {
         set_log_level(level);
     }
 
-    fn reopen_log(&self, target: Option<&str>) -> Result<(), String> {
+    fn reopen_log(&self, target: Option<&str>) -> Result<(), crate::reqlog::LogError> {
         crate::reqlog::reopen(target)
     }
 

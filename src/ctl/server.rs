@@ -252,7 +252,7 @@ pub trait Effects: Send + Sync + 'static {
         ))
     }
     /// SIGHUP, `log X`, `no log`: (re)open the request log (`None` closes it).
-    fn reopen_log(&self, target: Option<&str>) -> Result<(), String> {
+    fn reopen_log(&self, target: Option<&str>) -> Result<(), crate::reqlog::LogError> {
         let _ = target;
         Ok(())
     }
@@ -452,7 +452,7 @@ impl Control {
                 }
                 Action::Log(target) => {
                     if let Err(e) = self.effects.reopen_log(target.as_deref()) {
-                        reply.push_str(&error_line("log", &e));
+                        reply.push_str(&error_line("log", &e.to_string()));
                     }
                 }
                 Action::Close(n) => {
