@@ -46,6 +46,16 @@ pub enum DaemonError {
         #[source]
         source: io::Error,
     },
+    /// The `-C` value is not a control address.
+    #[error("pen: -C: {0}")]
+    Control(#[source] ctl_server::ControlAddrError),
+    /// The `prometheus ADDR` endpoint could not be opened at start-up.
+    #[error("pen: prometheus {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: ctl_server::MetricsError,
+    },
     /// The `-l` request log could not be opened.
     #[error("pen: -l {target}: {source}")]
     Log {
@@ -214,7 +224,7 @@ fn open_control(spec: &str, cfg: &Config) -> Result<ctl_server::StdListener, Dae
             "pen: refusing to open the control socket -C {spec} as root; add -u user (-u root forces it)"
         )));
     }
-    let addr = ctl_server::ControlAddr::parse(spec).map_err(|e| err(format!("pen: -C: {e}")))?;
+    let addr = ctl_server::ControlAddr::parse(spec).map_err(DaemonError::Control)?;
     if let Some(w) = ctl_server::exposure_warning(&addr, cfg) {
         eprintln!("{w}");
     }
@@ -507,7 +517,7 @@ impl Effects for DaemonEffects {
         crate::reqlog::reopen(target)
     }
 
-    fn reopen_listener(&self, addr: &ListenAddr) -> Result<(), String> {
+    fn reopen_listener(&self, addr: &ListenAddr) -> Result<(), ctl_server::RelistenError> {
         let cfg = {
             let g = crate::proxy::lock(&self.shared);
             Config {
@@ -520,17 +530,15 @@ impl Effects for DaemonEffects {
         };
         let cfg = match addr {
             ListenAddr::Name { host, port } => Config {
-                listen: Some(ListenAddr::Inet(
-                    resolve(host, *port, "listen address").map_err(|e| e.to_string())?,
-                )),
+                listen: Some(ListenAddr::Inet(resolve(host, *port, "listen address")?)),
                 ..cfg
             },
             _ => cfg,
         };
-        let l = open_listener(&cfg).map_err(|e| e.to_string())?;
+        let l = open_listener(&cfg)?;
         self.relisten
             .send(l)
-            .map_err(|_| "pen is shutting down".to_string())
+            .map_err(|_| ctl_server::RelistenError::ShuttingDown)
     }
 }
 
@@ -614,7 +622,7 @@ async fn serve_async(
     if let Some(addr) = metrics {
         control
             .set_prometheus(Some(addr))
-            .map_err(|e| err(format!("pen: prometheus {addr}: {e}")))?;
+            .map_err(|source| DaemonError::Metrics { addr, source })?;
     }
     if !crate::proxy::lock(&state).config.udp {
         // `ssl_*` changes from the control socket or -F, and replaced certificate files.

@@ -70,11 +70,51 @@ pub enum ControlAddr {
     Unix(PathBuf),
 }
 
+/// Why a `-C` value is not a control address. Displays one line naming it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlAddrError {
+    /// A host name where an IP address is needed.
+    #[error(
+        "bad control address {given:?}: {host:?} is a host name; expected an IP address (addr:port), a port or /path"
+    )]
+    HostName { given: String, host: String },
+    /// Not an address at all; the cause says why.
+    #[error("bad control address {given:?}: {source}; expected port, addr:port or /path")]
+    Address {
+        given: String,
+        #[source]
+        source: crate::config::AddrError,
+    },
+}
+
+/// Why the Prometheus endpoint could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot serve metrics on {addr}: {source}")]
+pub struct MetricsError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Why `listen ADDR` could not move the listener.
+#[derive(Debug, thiserror::Error)]
+pub enum RelistenError {
+    /// The daemon behind this control plane cannot reopen its listener (tests).
+    #[error("cannot listen on {0}: not supported by this daemon")]
+    Unsupported(ListenAddr),
+    /// Resolving or opening the new address failed.
+    #[error(transparent)]
+    Open(#[from] crate::daemon::DaemonError),
+    /// pen is exiting: nobody takes the new listener.
+    #[error("pen is shutting down")]
+    ShuttingDown,
+}
+
 impl ControlAddr {
     /// Parses `-C`'s value (host names are not accepted: give an address). Without a host
     /// (`port` or `:port`) the socket is on 127.0.0.1: the control socket has no
     /// authentication, so it is only reachable from other hosts when an address says so.
-    pub fn parse(s: &str) -> Result<ControlAddr, String> {
+    pub fn parse(s: &str) -> Result<ControlAddr, ControlAddrError> {
         let no_host = !s.contains('/') && s.rsplit_once(':').is_none_or(|(h, _)| h.is_empty());
         match ListenAddr::parse(s) {
             Ok(ListenAddr::Inet(sa)) if no_host => Ok(ControlAddr::Tcp(SocketAddr::from((
@@ -83,12 +123,14 @@ impl ControlAddr {
             )))),
             Ok(ListenAddr::Inet(sa)) => Ok(ControlAddr::Tcp(sa)),
             Ok(ListenAddr::Unix(p)) => Ok(ControlAddr::Unix(p)),
-            Ok(ListenAddr::Name { host, .. }) => Err(format!(
-                "bad control address {s:?}: {host:?} is a host name; expected an IP address (addr:port), a port or /path"
-            )),
-            Err(e) => Err(format!(
-                "bad control address {s:?}: {e}; expected port, addr:port or /path"
-            )),
+            Ok(ListenAddr::Name { host, .. }) => Err(ControlAddrError::HostName {
+                given: s.to_string(),
+                host,
+            }),
+            Err(source) => Err(ControlAddrError::Address {
+                given: s.to_string(),
+                source,
+            }),
         }
     }
 }
@@ -246,10 +288,8 @@ pub trait Effects: Send + Sync + 'static {
     /// `exit` (with `-X`): shut pen down cleanly.
     fn exit(&self) {}
     /// `listen ADDR`: close the listener and serve `addr` instead.
-    fn reopen_listener(&self, addr: &ListenAddr) -> Result<(), String> {
-        Err(format!(
-            "cannot listen on {addr}: not supported by this daemon"
-        ))
+    fn reopen_listener(&self, addr: &ListenAddr) -> Result<(), RelistenError> {
+        Err(RelistenError::Unsupported(addr.clone()))
     }
     /// SIGHUP, `log X`, `no log`: (re)open the request log (`None` closes it).
     fn reopen_log(&self, target: Option<&str>) -> Result<(), crate::reqlog::LogError> {
@@ -335,7 +375,7 @@ impl Control {
 
     /// Serves the Prometheus metrics on `addr` (replacing a previous endpoint), or stops
     /// serving them (`None`). Must run inside the runtime.
-    pub fn set_prometheus(&self, addr: Option<SocketAddr>) -> Result<(), String> {
+    pub fn set_prometheus(&self, addr: Option<SocketAddr>) -> Result<(), MetricsError> {
         let mut slot = self
             .metrics
             .lock()
@@ -358,7 +398,7 @@ impl Control {
         }
         let l = crate::proxy::sockets::listen_tcp(addr, 50)
             .and_then(TcpListener::from_std)
-            .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+            .map_err(|source| MetricsError { addr, source })?;
         let shared = self.shared.clone();
         let task = tokio::spawn(async move {
             if let Err(e) = serve_prometheus(l, shared).await {
@@ -488,7 +528,7 @@ impl Control {
                 Action::Prometheus { new, old } => {
                     if let Err(e) = self.set_prometheus(new) {
                         lock(&self.shared).config.prometheus = old;
-                        reply.push_str(&error_line("prometheus", &e));
+                        reply.push_str(&error_line("prometheus", &e.to_string()));
                     }
                 }
                 Action::Limits {
@@ -972,11 +1012,12 @@ mod tests {
             ControlAddr::parse("0").unwrap(),
             ControlAddr::Tcp("127.0.0.1:0".parse().unwrap())
         );
-        assert!(
-            ControlAddr::parse("lb.example:80")
-                .unwrap_err()
-                .contains("host name")
-        );
+        let e = ControlAddr::parse("lb.example:80").unwrap_err();
+        assert!(e.to_string().contains("host name"), "{e}");
+        assert!(matches!(&e, ControlAddrError::HostName { host, .. } if host == "lb.example"));
+        let e = ControlAddr::parse("1.2.3.4:99999").unwrap_err();
+        assert!(matches!(e, ControlAddrError::Address { .. }), "{e:?}");
+        assert!(std::error::Error::source(&e).is_some(), "the cause is kept");
     }
 
     #[test]
