@@ -1111,6 +1111,35 @@ mod tests {
         reply
     }
 
+    /// The hook is run by the shell after the command, without the state's lock held (it may
+    /// talk to the kernel), for server commands and re-reads only.
+    #[tokio::test]
+    async fn server_commands_and_re_reads_run_the_servers_changed_hook_outside_the_lock() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let c = control();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (n, shared) = (calls.clone(), c.shared().clone());
+        lock(c.shared()).io.on_servers_changed =
+            Some(crate::proxy::ChangeHook(Arc::new(move || {
+                drop(lock(&shared));
+                n.fetch_add(1, Ordering::SeqCst);
+            })));
+        c.run_line("server 0 weight 3").await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        c.run_line("servers").await;
+        c.run_line("blacklist 5").await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "other commands leave it alone"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pen.cfg");
+        std::fs::write(&f, "server 0 address 127.0.0.1 port 10\n").unwrap();
+        assert!(c.apply_config_file(&f).await.is_empty());
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "a re-read runs it once");
+    }
+
     #[tokio::test]
     async fn tcp_client_cannot_write_a_named_file() {
         let dir = tempfile::tempdir().unwrap();
