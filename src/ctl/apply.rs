@@ -34,46 +34,111 @@ pub enum Applied {
     Ignored(String),
 }
 
-/// A command that cannot be applied to this configuration.
+/// A command that cannot be applied to this configuration. Displays one line:
+/// `command: what was wrong and what would be accepted` ([`ApplyError::command`],
+/// [`ApplyError::message`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApplyError {
-    pub command: String,
-    pub message: String,
+pub enum ApplyError {
+    /// An access list number out of 0-9.
+    AclNumber { command: String, got: u8 },
+    /// A client or connection table size out of 1-`limit`.
+    TableSize {
+        command: String,
+        table: String,
+        limit: usize,
+        got: usize,
+    },
+    /// `acl N ...` for a list the configuration does not have.
+    NoAcl(u8),
+    /// `dsr_if` with something that cannot be an interface name.
+    InterfaceName(String),
+    /// `listen` on port 0 outside DSR mode (the address as given).
+    ListenPortZero(String),
+    /// 0 for a setting that must be at least 1; `expected` says what would be accepted.
+    Zero {
+        command: &'static str,
+        expected: &'static str,
+    },
+    /// `worker_threads` out of 1-`max`.
+    WorkerThreads { max: usize, got: usize },
+    /// `server N` with N out of 0-`max`.
+    ServerNumber { max: usize, got: usize },
+    /// `server N` for a slot the configuration does not have.
+    NoSlot(usize),
+}
+
+impl ApplyError {
+    /// The command word.
+    pub fn command(&self) -> &str {
+        match self {
+            ApplyError::AclNumber { command, .. } | ApplyError::TableSize { command, .. } => {
+                command
+            }
+            ApplyError::NoAcl(_) => "acl",
+            ApplyError::InterfaceName(_) => "dsr_if",
+            ApplyError::ListenPortZero(_) => "listen",
+            ApplyError::Zero { command, .. } => command,
+            ApplyError::WorkerThreads { .. } => "worker_threads",
+            ApplyError::ServerNumber { .. } | ApplyError::NoSlot(_) => "server",
+        }
+    }
+
+    /// What was wrong and what would be accepted, without the command word.
+    pub fn message(&self) -> String {
+        match self {
+            ApplyError::AclNumber { got, .. } => {
+                format!("expected an access list number 0-9, got {got}")
+            }
+            ApplyError::TableSize {
+                table, limit, got, ..
+            } => format!("expected a {table} table size 1-{limit}, got {got}"),
+            ApplyError::NoAcl(n) => format!("no access list {n}"),
+            ApplyError::InterfaceName(name) => {
+                format!("expected a network interface name of 1-15 characters, got {name:?}")
+            }
+            ApplyError::ListenPortZero(addr) => format!(
+                "port 0 in {addr} is only allowed in DSR mode (after dsr_if); expected a port 1-65535"
+            ),
+            ApplyError::Zero { expected, .. } => format!("expected {expected}, got 0"),
+            ApplyError::WorkerThreads { max, got } => {
+                format!("expected a number of threads from 1 to {max}, got \"{got}\"")
+            }
+            ApplyError::ServerNumber { max, got } => {
+                format!("expected a server number 0-{max}, got {got}")
+            }
+            ApplyError::NoSlot(n) => format!("no slot {n}"),
+        }
+    }
 }
 
 impl fmt::Display for ApplyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.command, self.message)
+        write!(f, "{}: {}", self.command(), self.message())
     }
 }
 
 impl std::error::Error for ApplyError {}
 
-fn aerr(command: &str, message: impl Into<String>) -> ApplyError {
-    ApplyError {
-        command: command.to_string(),
-        message: message.into(),
-    }
-}
-
 fn check_acl(cmd: &str, n: u8) -> Result<u8, ApplyError> {
     if usize::from(n) < ACLS_MAX {
         Ok(n)
     } else {
-        Err(aerr(
-            cmd,
-            format!("expected an access list number 0-9, got {n}"),
-        ))
+        Err(ApplyError::AclNumber {
+            command: cmd.to_string(),
+            got: n,
+        })
     }
 }
 
 /// A client or connection table size must be 1..=`limit`.
 fn check_table_size(cmd: &str, table: &str, n: usize, limit: usize) -> Result<(), ApplyError> {
     if n == 0 || n > limit {
-        return Err(aerr(
-            cmd,
-            format!("expected a {table} table size 1-{limit}, got {n}"),
-        ));
+        return Err(ApplyError::TableSize {
+            command: cmd.to_string(),
+            table: table.to_string(),
+            limit,
+            got: n,
+        });
     }
     Ok(())
 }
@@ -117,7 +182,7 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
             let n = check_acl("acl", *list)?;
             match cfg.acls.lists.get_mut(usize::from(n)) {
                 Some(acl) => acl.entries.push(entry.clone()),
-                None => return Err(aerr("acl", format!("no access list {n}"))),
+                None => return Err(ApplyError::NoAcl(n)),
             }
             Changed
         }
@@ -165,10 +230,7 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
         Command::DsrIf(name) => {
             // IFNAMSIZ is 16 including the terminating NUL.
             if name.is_empty() || name.len() > 15 || name.contains(['/', '\0']) {
-                return Err(aerr(
-                    "dsr_if",
-                    format!("expected a network interface name of 1-15 characters, got {name:?}"),
-                ));
+                return Err(ApplyError::InterfaceName(name.clone()));
             }
             cfg.dsr_if = Some(name.clone());
             Changed
@@ -192,12 +254,7 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
         Command::Listen(Some(arg)) => {
             let addr = &arg.addr;
             if addr.port() == Some(0) && cfg.dsr_if.is_none() {
-                return Err(aerr(
-                    "listen",
-                    format!(
-                        "port 0 in {addr} is only allowed in DSR mode (after dsr_if); expected a port 1-65535"
-                    ),
-                ));
+                return Err(ApplyError::ListenPortZero(addr.to_string()));
             }
             cfg.listen = Some(addr.clone());
             cfg.listen_given = Some(arg.given.clone());
@@ -213,7 +270,10 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
         }
         Command::PendingMax(n) => {
             if *n == 0 {
-                return Err(aerr("pending_max", "expected a number >= 1, got 0"));
+                return Err(ApplyError::Zero {
+                    command: "pending_max",
+                    expected: "a number >= 1",
+                });
             }
             cfg.pending_max = *n;
             Changed
@@ -259,7 +319,10 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
         }
         Command::Timeout(Some(n)) => {
             if *n == 0 {
-                return Err(aerr("timeout", "expected a number of seconds >= 1, got 0"));
+                return Err(ApplyError::Zero {
+                    command: "timeout",
+                    expected: "a number of seconds >= 1",
+                });
             }
             cfg.connect_timeout_secs = *n;
             Changed
@@ -270,10 +333,10 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
         }
         Command::UdpFlowIdle(Some(n)) => {
             if *n == 0 {
-                return Err(aerr(
-                    "udp_flow_idle",
-                    "expected a number of seconds >= 1, got 0",
-                ));
+                return Err(ApplyError::Zero {
+                    command: "udp_flow_idle",
+                    expected: "a number of seconds >= 1",
+                });
             }
             cfg.udp_flow_idle_secs = *n;
             Changed
@@ -281,13 +344,10 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
         Command::WorkerThreads(Some(n)) => {
             // Stored only: the runtime is built once, at start (see `Config::worker_threads`).
             if *n == 0 || *n > defaults::WORKER_THREADS_MAX {
-                return Err(aerr(
-                    "worker_threads",
-                    format!(
-                        "expected a number of threads from 1 to {}, got \"{n}\"",
-                        defaults::WORKER_THREADS_MAX
-                    ),
-                ));
+                return Err(ApplyError::WorkerThreads {
+                    max: defaults::WORKER_THREADS_MAX,
+                    got: *n,
+                });
             }
             cfg.worker_threads = *n;
             Changed
@@ -371,14 +431,10 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
 /// fields. (`blacklist T` is runtime state and is left to the caller.)
 fn apply_server(cfg: &mut Config, s: &ServerCmd) -> Result<(), ApplyError> {
     if s.index >= defaults::SERVERS_MAX {
-        return Err(aerr(
-            "server",
-            format!(
-                "expected a server number 0-{}, got {}",
-                defaults::SERVERS_MAX - 1,
-                s.index
-            ),
-        ));
+        return Err(ApplyError::ServerNumber {
+            max: defaults::SERVERS_MAX - 1,
+            got: s.index,
+        });
     }
     if let Some(a) = s.acl {
         check_acl("server", a)?;
@@ -387,7 +443,7 @@ fn apply_server(cfg: &mut Config, s: &ServerCmd) -> Result<(), ApplyError> {
         cfg.servers.resize(s.index + 1, ServerConfig::default());
     }
     let Some(slot) = cfg.servers.get_mut(s.index) else {
-        return Err(aerr("server", format!("no slot {}", s.index)));
+        return Err(ApplyError::NoSlot(s.index));
     };
     if let Some(a) = s.acl {
         slot.acl = Some(a);
@@ -807,6 +863,45 @@ mod tests {
 
     fn ok(cfg: &mut Config, line: &str) -> Applied {
         run(cfg, line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    }
+
+    #[test]
+    fn apply_errors_are_typed_with_the_word_and_the_message_apart() {
+        let mut cfg = Config::default();
+        // (The parser refuses 0 already; a Command built in code still gets this check.)
+        let e = apply(&mut cfg, &Command::Timeout(Some(0))).unwrap_err();
+        assert_eq!(
+            e,
+            ApplyError::Zero {
+                command: "timeout",
+                expected: "a number of seconds >= 1"
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "timeout: expected a number of seconds >= 1, got 0"
+        );
+        let server = |index| {
+            Command::Server(crate::ctl::command::ServerCmd {
+                index,
+                ..Default::default()
+            })
+        };
+        let e = apply(&mut cfg, &server(70_000)).unwrap_err();
+        assert!(
+            matches!(e, ApplyError::ServerNumber { got: 70_000, .. }),
+            "{e:?}"
+        );
+        assert_eq!(e.command(), "server");
+        assert!(
+            e.message().starts_with("expected a server number 0-"),
+            "{e}"
+        );
+        let e = run(&mut cfg, "dsr_if averyveryverylongname").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "dsr_if: expected a network interface name of 1-15 characters, got \"averyveryverylongname\""
+        );
     }
 
     #[test]

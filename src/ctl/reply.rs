@@ -306,7 +306,7 @@ pub fn execute(state: &mut State, cmd: &Command, env: &Env<'_>) -> Outcome {
     let applied = match apply(&mut state.config, cmd) {
         Ok(a) => a,
         Err(e) => {
-            return Outcome::text(error_line(first_word(&cmd.to_string()), &e.message));
+            return Outcome::text(error_line(first_word(&cmd.to_string()), &e.message()));
         }
     };
     let mut out = Outcome::default();
