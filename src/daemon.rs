@@ -198,9 +198,7 @@ fn report_bound_control(spec: &str, listener: &ctl_server::StdListener) -> Optio
 /// Applies the `-F` file; any bad line is fatal at start-up (`file:line: message`). Returns the
 /// file's runtime commands (queries, `server N blacklist T`, ...).
 fn read_config_file(config: &mut Config, path: &Path) -> Result<Vec<Command>, DaemonError> {
-    let outcome = apply_file(config, path, |p| {
-        std::fs::read_to_string(p).map_err(|e| e.to_string())
-    });
+    let outcome = apply_file(config, path, |p| std::fs::read_to_string(p));
     if let Some(first) = outcome.errors.first() {
         let more = outcome.errors.len() - 1;
         let tail = if more > 0 {

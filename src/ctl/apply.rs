@@ -469,22 +469,53 @@ fn apply_server(cfg: &mut Config, s: &ServerCmd) -> Result<(), ApplyError> {
     Ok(())
 }
 
-/// One bad line of a config text: displays `origin:line: message`.
+/// One bad line of a config text: displays `origin:line: problem`; the command or apply error
+/// is kept as `source()`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineError {
     pub origin: String,
-    /// 1-based line number.
+    /// 1-based line number (0: the file itself).
     pub line: usize,
-    pub message: String,
+    pub problem: LineProblem,
 }
 
 impl fmt::Display for LineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {}", self.origin, self.line, self.message)
+        write!(f, "{}:{}: {}", self.origin, self.line, self.problem)
     }
 }
 
-impl std::error::Error for LineError {}
+impl std::error::Error for LineError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.problem)
+    }
+}
+
+/// What is wrong with a line of a config text, or with the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineProblem {
+    /// Not a command.
+    #[error(transparent)]
+    Command(#[from] crate::ctl::command::CommandError),
+    /// A command this configuration refuses.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// The file could not be read; `reason` is the reader's error (the IO layer's).
+    #[error("cannot read config file: {reason}")]
+    Unreadable { reason: String },
+    /// `include FILE` could not read the file.
+    #[error("include: cannot read {}: {reason}", path.display())]
+    IncludeUnreadable {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    /// A runtime command the caller of [`apply_text_with`] refused, with its reason.
+    #[error("{0}")]
+    Refused(String),
+    /// `include FILE` nested too deep: an include loop.
+    #[error("include: {} nested deeper than {INCLUDE_DEPTH_MAX} files (include loop?)", path.display())]
+    IncludeTooDeep { path: std::path::PathBuf },
+}
 
 /// Applies a config file's text line by line; every bad line gives a [`LineError`] and the
 /// rest still applies (as C Pen's `read_cfg`). Runtime commands (see [`Applied::Runtime`]),
@@ -496,7 +527,7 @@ pub fn apply_text(cfg: &mut Config, text: &str, origin: &str) -> Vec<LineError> 
 /// Like [`apply_text`], but every runtime command (`include FILE`, `server N blacklist T`,
 /// `write`, queries, ...) is passed, in file order, to `on_runtime`, which may change the
 /// config (e.g. read the included file and call `apply_text_with` on it, with a depth limit
-/// against include loops). An `Err(message)` from it becomes a [`LineError`] for that line.
+/// against include loops). An `Err(problem)` from it becomes a [`LineError`] for that line.
 pub fn apply_text_with<F>(
     cfg: &mut Config,
     text: &str,
@@ -504,33 +535,33 @@ pub fn apply_text_with<F>(
     mut on_runtime: F,
 ) -> Vec<LineError>
 where
-    F: FnMut(&mut Config, &Command) -> Result<(), String>,
+    F: FnMut(&mut Config, &Command) -> Result<(), LineProblem>,
 {
     let mut errors = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let mut fail = |message: String| {
+        let mut fail = |problem: LineProblem| {
             errors.push(LineError {
                 origin: origin.to_string(),
                 line: i + 1,
-                message,
+                problem,
             })
         };
         let cmd = match crate::ctl::command::parse(line) {
             Ok(Some(cmd)) => cmd,
             Ok(None) => continue,
             Err(e) => {
-                fail(e.to_string());
+                fail(e.into());
                 continue;
             }
         };
         match apply(cfg, &cmd) {
             Ok(Applied::Runtime) => {
-                if let Err(m) = on_runtime(cfg, &cmd) {
-                    fail(m);
+                if let Err(p) = on_runtime(cfg, &cmd) {
+                    fail(p);
                 }
             }
             Ok(Applied::Config | Applied::Ignored(_)) => {}
-            Err(e) => fail(e.to_string()),
+            Err(e) => fail(e.into()),
         }
     }
     errors
@@ -552,10 +583,12 @@ pub struct FileOutcome {
 /// Reads a config file (`-F`, HUP) through `read` (the IO layer's `fs::read_to_string`, or a
 /// map in tests) and applies it with [`apply_text_with`]; `include FILE` lines are read the same
 /// way at the point where they appear, nested at most [`INCLUDE_DEPTH_MAX`] deep. An unreadable
-/// file is reported as a [`LineError`] at the `include` line (line 0 for the top file).
-pub fn apply_file<R>(cfg: &mut Config, path: &std::path::Path, mut read: R) -> FileOutcome
+/// file is reported as a [`LineError`] at the `include` line (line 0 for the top file), with
+/// the reader's error as its reason.
+pub fn apply_file<R, E>(cfg: &mut Config, path: &std::path::Path, mut read: R) -> FileOutcome
 where
-    R: FnMut(&std::path::Path) -> Result<String, String>,
+    R: FnMut(&std::path::Path) -> Result<String, E>,
+    E: fmt::Display,
 {
     let mut out = FileOutcome::default();
     match read(path) {
@@ -570,13 +603,15 @@ where
         Err(e) => out.errors.push(LineError {
             origin: path.display().to_string(),
             line: 0,
-            message: format!("cannot read config file: {e}"),
+            problem: LineProblem::Unreadable {
+                reason: e.to_string(),
+            },
         }),
     }
     out
 }
 
-fn include_text<R>(
+fn include_text<R, E>(
     cfg: &mut Config,
     text: &str,
     origin: &str,
@@ -584,7 +619,8 @@ fn include_text<R>(
     depth: usize,
     out: &mut FileOutcome,
 ) where
-    R: FnMut(&std::path::Path) -> Result<String, String>,
+    R: FnMut(&std::path::Path) -> Result<String, E>,
+    E: fmt::Display,
 {
     let mut nested: Vec<LineError> = Vec::new();
     let mut runtime: Vec<Command> = Vec::new();
@@ -594,12 +630,12 @@ fn include_text<R>(
             return Ok(());
         };
         if depth + 1 >= INCLUDE_DEPTH_MAX {
-            return Err(format!(
-                "include: {} nested deeper than {INCLUDE_DEPTH_MAX} files (include loop?)",
-                p.display()
-            ));
+            return Err(LineProblem::IncludeTooDeep { path: p.clone() });
         }
-        let text = read(p).map_err(|e| format!("include: cannot read {}: {e}", p.display()))?;
+        let text = read(p).map_err(|e| LineProblem::IncludeUnreadable {
+            path: p.clone(),
+            reason: e.to_string(),
+        })?;
         let mut sub = FileOutcome::default();
         include_text(
             cfg,
@@ -1197,7 +1233,9 @@ mod tests {
             |cfg, cmd| {
                 seen.push((cfg.connect_timeout_secs, cmd.to_string()));
                 if matches!(cmd, Command::Servers) {
-                    Err("servers: not allowed in a config file".into())
+                    Err(LineProblem::Refused(
+                        "servers: not allowed in a config file".into(),
+                    ))
                 } else {
                     Ok(())
                 }
@@ -1258,14 +1296,44 @@ mod tests {
         let mut reads = 0;
         let out = apply_file(&mut c, std::path::Path::new("/a"), |_| {
             reads += 1;
-            Ok("idlers 1\ninclude /a\n".to_string())
+            Ok::<_, std::io::Error>("idlers 1\ninclude /a\n".to_string())
         });
         assert_eq!(reads, INCLUDE_DEPTH_MAX);
         assert_eq!(out.errors.len(), 1);
         assert!(
-            out.errors[0].message.contains("include loop"),
-            "{}",
+            matches!(&out.errors[0].problem, LineProblem::IncludeTooDeep { path } if path.as_os_str() == "/a"),
+            "{:?}",
             out.errors[0]
+        );
+        assert!(out.errors[0].to_string().contains("include loop"));
+    }
+
+    #[test]
+    fn line_errors_keep_the_command_or_apply_error() {
+        let mut c = Config::default();
+        let errs = apply_text(&mut c, "blacklist soon\nacl 12 permit 10.0.0.1\n", "f.cfg");
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(
+            matches!(&errs[0].problem, LineProblem::Command(crate::ctl::command::CommandError::Invalid { command, .. }) if command == "blacklist"),
+            "{:?}",
+            errs[0]
+        );
+        assert_eq!(
+            errs[0].to_string(),
+            format!("f.cfg:1: {}", std::error::Error::source(&errs[0]).unwrap())
+        );
+        assert!(
+            matches!(
+                &errs[1].problem,
+                LineProblem::Command(_) | LineProblem::Apply(_)
+            ),
+            "{:?}",
+            errs[1]
+        );
+        assert!(
+            errs[1].to_string().starts_with("f.cfg:2: acl: "),
+            "{}",
+            errs[1]
         );
     }
 
@@ -1273,7 +1341,7 @@ mod tests {
     fn unreadable_top_file_is_line_zero() {
         let mut c = Config::default();
         let out = apply_file(&mut c, std::path::Path::new("/nope"), |_| {
-            Err("denied".into())
+            Err::<String, _>("denied")
         });
         assert_eq!(
             out.errors[0].to_string(),
