@@ -63,6 +63,30 @@ pub enum DaemonError {
         #[source]
         source: crate::reqlog::LogError,
     },
+    /// A host name that does not resolve (`None`: it resolved to no address).
+    #[error(
+        "pen: cannot resolve host name {host:?} of the {what}: {}; give an IP address or a name that resolves",
+        source.as_ref().map_or_else(|| "no address found".to_string(), ToString::to_string)
+    )]
+    Resolve {
+        host: String,
+        what: String,
+        #[source]
+        source: Option<io::Error>,
+    },
+    /// A server slot the balancer does not have.
+    #[error("pen: {0}")]
+    Server(#[source] crate::select::ServerIndexError),
+    /// The `-F` file has bad lines: the first, and how many more.
+    #[error(
+        "pen: {first}{}",
+        match more { 0 => String::new(), 1 => " (and 1 more bad line)".to_string(), n => format!(" (and {n} more bad lines)") }
+    )]
+    ConfigFile {
+        #[source]
+        first: crate::ctl::apply::LineError,
+        more: usize,
+    },
     /// A setting pen cannot use; the message names it and what would be accepted.
     #[error("{0}")]
     Setup(String),
@@ -200,16 +224,10 @@ fn report_bound_control(spec: &str, listener: &ctl_server::StdListener) -> Optio
 fn read_config_file(config: &mut Config, path: &Path) -> Result<Vec<Command>, DaemonError> {
     let outcome = apply_file(config, path, |p| std::fs::read_to_string(p));
     if let Some(first) = outcome.errors.first() {
-        let more = outcome.errors.len() - 1;
-        let tail = if more > 0 {
-            format!(
-                " (and {more} more bad line{})",
-                if more == 1 { "" } else { "s" }
-            )
-        } else {
-            String::new()
-        };
-        return Err(err(format!("pen: {first}{tail}")));
+        return Err(DaemonError::ConfigFile {
+            first: first.clone(),
+            more: outcome.errors.len() - 1,
+        });
     }
     Ok(outcome.runtime)
 }
@@ -269,7 +287,7 @@ fn build_shared(mut config: Config) -> Result<Shared, DaemonError> {
         shared
             .balancer
             .set_server(i, s, Some(addr))
-            .map_err(|e| err(format!("pen: {e}")))?;
+            .map_err(DaemonError::Server)?;
     }
     if let Some(e) = emergency {
         shared.balancer.set_emergency(Some(e));
@@ -297,16 +315,16 @@ fn special(
 
 /// First getaddrinfo result for `host`, as C Pen does.
 fn resolve(host: &str, port: u16, what: &str) -> Result<SocketAddr, DaemonError> {
-    let fail = |why: String| {
-        err(format!(
-            "pen: cannot resolve host name {host:?} of the {what}: {why}; give an IP address or a name that resolves"
-        ))
+    let fail = |source: Option<io::Error>| DaemonError::Resolve {
+        host: host.to_string(),
+        what: what.to_string(),
+        source,
     };
     (host, port)
         .to_socket_addrs()
-        .map_err(|e| fail(e.to_string()))?
+        .map_err(|e| fail(Some(e)))?
         .next()
-        .ok_or_else(|| fail("no address found".to_string()))
+        .ok_or_else(|| fail(None))
 }
 
 /// Opens the listening socket named by `config.listen` (TCP, Unix or, with `-U`, UDP).
@@ -315,7 +333,7 @@ pub(crate) fn open_listener(config: &Config) -> Result<OpenListener, DaemonError
     if config.dsr_if.is_some() {
         return crate::link::dsr::open(config)
             .map(|l| OpenListener::Dsr(Box::new(l)))
-            .map_err(|e| err(format!("pen: {e}")));
+            .map_err(io_err("pen"));
     }
     #[cfg(not(target_os = "linux"))]
     if let Some(dsr) = &config.dsr_if {
@@ -405,7 +423,7 @@ fn ignore_sigpipe() {
 /// stderr stays where it was so that `pen ... 2>file` keeps the log. Must run before any
 /// thread is started (no tokio runtime yet).
 fn daemonize() -> Result<(), DaemonError> {
-    sys::process::daemonize().map_err(|e| err(format!("pen: {e}")))
+    sys::process::daemonize().map_err(io_err("pen"))
 }
 
 /// `-j dir` (chroot) then `-u user` (setgid/setuid), after the listener is open.
@@ -416,9 +434,8 @@ fn drop_privileges(cfg: &Config) -> Result<(), DaemonError> {
     };
     if let Some(dir) = &cfg.chroot {
         cstring(dir.as_os_str().as_encoded_bytes(), "chroot directory")?;
-        if let Err(e) = sys::process::chroot(dir) {
-            return Err(err(format!("pen: cannot chroot to {}: {e}", dir.display())));
-        }
+        sys::process::chroot(dir)
+            .map_err(io_err(format!("pen: cannot chroot to {}", dir.display())))?;
     }
     if let Some((name, uid, gid)) = user {
         // `transparent` needs CAP_NET_ADMIN for every upstream connection: keep that one
@@ -428,9 +445,8 @@ fn drop_privileges(cfg: &Config) -> Result<(), DaemonError> {
             tracing::warn!("transparent: cannot keep CAP_NET_ADMIN across -u {name}: {e}");
         }
         // Supplementary groups dropped, then gid before uid.
-        if let Err(e) = sys::process::switch_user(uid, gid) {
-            return Err(err(format!("pen: cannot switch to user {name:?}: {e}")));
-        }
+        sys::process::switch_user(uid, gid)
+            .map_err(io_err(format!("pen: cannot switch to user {name:?}")))?;
         if keep_net_admin && let Err(e) = transparent::retain_cap_net_admin() {
             tracing::warn!(
                 "transparent: CAP_NET_ADMIN lost when switching to user {name}: {e}; \
@@ -452,9 +468,9 @@ fn lookup_user(name: &str) -> Result<(String, u32, u32), DaemonError> {
         Ok(None) => Err(err(format!(
             "pen: unknown user {name:?} for -u; expected a name from the password database"
         ))),
-        Err(e) => Err(err(format!(
-            "pen: cannot read the password database for -u {name:?}: {e}"
-        ))),
+        Err(e) => Err(io_err(format!(
+            "pen: cannot read the password database for -u {name:?}"
+        ))(e)),
     }
 }
 
@@ -662,7 +678,7 @@ async fn serve_async(
         tokio::select! {
             r = &mut server => break match r {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(err(format!("pen: listener {listen_text}: {e}"))),
+                Ok(Err(e)) => Err(io_err(format!("pen: listener {listen_text}"))(e)),
                 Err(e) => Err(err(format!("pen: listener {listen_text}: task failed: {e}"))),
             },
             Some(l) = relisten_rx.recv() => {
@@ -784,6 +800,10 @@ mod tests {
         let e = build_shared(cfg).unwrap_err();
         assert!(e.to_string().contains("no-such-host.invalid"), "{e}");
         assert!(e.to_string().contains("server 0"), "{e}");
+        assert!(
+            matches!(&e, DaemonError::Resolve { host, .. } if host == "no-such-host.invalid"),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -850,13 +870,23 @@ mod tests {
     fn bad_config_file_line_is_fatal_with_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("pen.cfg");
-        std::fs::write(&f, "roundrobin\nno_such_command 1\n").unwrap();
+        std::fs::write(&f, "roundrobin\nno_such_command 1\nblacklist x\n").unwrap();
         let mut cfg = Config::default();
         let e = read_config_file(&mut cfg, &f).unwrap_err();
         assert!(
             e.to_string().contains(&format!("{}:2:", f.display())),
             "{e}"
         );
+        assert!(e.to_string().ends_with(" (and 1 more bad line)"), "{e}");
+        // The first bad line is kept as the cause, typed.
+        let DaemonError::ConfigFile { first, more: 1 } = &e else {
+            panic!("expected a config file error, got {e:?}");
+        };
+        assert_eq!(first.line, 2);
+        assert!(matches!(
+            first.problem,
+            crate::ctl::apply::LineProblem::Command(_)
+        ));
     }
 
     #[test]
