@@ -29,7 +29,6 @@ use crate::proxy::sockets;
 use crate::proxy::tcp::{self, ConnTable, Limits, Listener};
 use crate::proxy::transparent;
 use crate::proxy::{Shared, SharedState};
-use crate::stats::ConnRow;
 use crate::sys;
 
 /// A start-up or run-time failure of the daemon. Displays one line naming the offending input;
@@ -49,6 +48,47 @@ pub enum DaemonError {
         what: String,
         #[source]
         source: io::Error,
+    },
+    /// The `-C` value is not a control address.
+    #[error("pen: -C: {0}")]
+    Control(#[source] ctl_server::ControlAddrError),
+    /// The `prometheus ADDR` endpoint could not be opened at start-up.
+    #[error("pen: prometheus {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: ctl_server::MetricsError,
+    },
+    /// The `-l` request log could not be opened.
+    #[error("pen: -l {target}: {source}")]
+    Log {
+        target: String,
+        #[source]
+        source: crate::reqlog::LogError,
+    },
+    /// A host name that does not resolve (`None`: it resolved to no address).
+    #[error(
+        "pen: cannot resolve host name {host:?} of the {what}: {}; give an IP address or a name that resolves",
+        source.as_ref().map_or_else(|| "no address found".to_string(), ToString::to_string)
+    )]
+    Resolve {
+        host: String,
+        what: String,
+        #[source]
+        source: Option<io::Error>,
+    },
+    /// A server slot the balancer does not have.
+    #[error("pen: {0}")]
+    Server(#[source] crate::select::ServerIndexError),
+    /// The `-F` file has bad lines: the first, and how many more.
+    #[error(
+        "pen: {first}{}",
+        match more { 0 => String::new(), 1 => " (and 1 more bad line)".to_string(), n => format!(" (and {n} more bad lines)") }
+    )]
+    ConfigFile {
+        #[source]
+        first: crate::ctl::apply::LineError,
+        more: usize,
     },
     /// A setting pen cannot use; the message names it and what would be accepted.
     #[error("{0}")]
@@ -99,12 +139,15 @@ pub fn run(cli: Cli) -> Result<(), DaemonError> {
     let mut shared = build_shared(config)?;
     if !shared.config.udp {
         // Certificates are read now, before chroot and privilege drop, with clear errors.
-        shared.tls = crate::proxy::tls::startup(&shared.config.tls)?;
+        shared.io.tls = crate::proxy::tls::startup(&shared.config.tls)?;
     }
     let listener = open_listener(&shared.config)?;
     report_bound_listener(&mut shared.config, &listener);
     if let Some(l) = &shared.config.log {
-        crate::reqlog::reopen(Some(l)).map_err(|e| err(format!("pen: -l {l}: {e}")))?;
+        crate::reqlog::reopen(Some(l)).map_err(|source| DaemonError::Log {
+            target: l.clone(),
+            source,
+        })?;
     }
     let control = match shared.config.control.clone() {
         Some(c) => {
@@ -182,20 +225,12 @@ fn report_bound_control(spec: &str, listener: &ctl_server::StdListener) -> Optio
 /// Applies the `-F` file; any bad line is fatal at start-up (`file:line: message`). Returns the
 /// file's runtime commands (queries, `server N blacklist T`, ...).
 fn read_config_file(config: &mut Config, path: &Path) -> Result<Vec<Command>, DaemonError> {
-    let outcome = apply_file(config, path, |p| {
-        std::fs::read_to_string(p).map_err(|e| e.to_string())
-    });
+    let outcome = apply_file(config, path, |p| std::fs::read_to_string(p));
     if let Some(first) = outcome.errors.first() {
-        let more = outcome.errors.len() - 1;
-        let tail = if more > 0 {
-            format!(
-                " (and {more} more bad line{})",
-                if more == 1 { "" } else { "s" }
-            )
-        } else {
-            String::new()
-        };
-        return Err(err(format!("pen: {first}{tail}")));
+        return Err(DaemonError::ConfigFile {
+            first: first.clone(),
+            more: outcome.errors.len() - 1,
+        });
     }
     Ok(outcome.runtime)
 }
@@ -208,7 +243,7 @@ fn open_control(spec: &str, cfg: &Config) -> Result<ctl_server::StdListener, Dae
             "pen: refusing to open the control socket -C {spec} as root; add -u user (-u root forces it)"
         )));
     }
-    let addr = ctl_server::ControlAddr::parse(spec).map_err(|e| err(format!("pen: -C: {e}")))?;
+    let addr = ctl_server::ControlAddr::parse(spec).map_err(DaemonError::Control)?;
     if let Some(w) = ctl_server::exposure_warning(&addr, cfg) {
         eprintln!("{w}");
     }
@@ -255,7 +290,7 @@ fn build_shared(mut config: Config) -> Result<Shared, DaemonError> {
         shared
             .balancer
             .set_server(i, s, Some(addr))
-            .map_err(|e| err(format!("pen: {e}")))?;
+            .map_err(DaemonError::Server)?;
     }
     if let Some(e) = emergency {
         shared.balancer.set_emergency(Some(e));
@@ -283,16 +318,16 @@ fn special(
 
 /// First getaddrinfo result for `host`, as C Pen does.
 fn resolve(host: &str, port: u16, what: &str) -> Result<SocketAddr, DaemonError> {
-    let fail = |why: String| {
-        err(format!(
-            "pen: cannot resolve host name {host:?} of the {what}: {why}; give an IP address or a name that resolves"
-        ))
+    let fail = |source: Option<io::Error>| DaemonError::Resolve {
+        host: host.to_string(),
+        what: what.to_string(),
+        source,
     };
     (host, port)
         .to_socket_addrs()
-        .map_err(|e| fail(e.to_string()))?
+        .map_err(|e| fail(Some(e)))?
         .next()
-        .ok_or_else(|| fail("no address found".to_string()))
+        .ok_or_else(|| fail(None))
 }
 
 /// Opens the listening socket named by `config.listen` (TCP, Unix or, with `-U`, UDP).
@@ -301,7 +336,7 @@ pub(crate) fn open_listener(config: &Config) -> Result<OpenListener, DaemonError
     if config.dsr_if.is_some() {
         return crate::link::dsr::open(config)
             .map(|l| OpenListener::Dsr(Box::new(l)))
-            .map_err(|e| err(format!("pen: {e}")));
+            .map_err(io_err("pen"));
     }
     #[cfg(not(target_os = "linux"))]
     if let Some(dsr) = &config.dsr_if {
@@ -390,7 +425,7 @@ fn ignore_sigpipe() {
 /// stderr stays where it was so that `pen ... 2>file` keeps the log. Must run before any
 /// thread is started (no tokio runtime yet).
 fn daemonize() -> Result<(), DaemonError> {
-    sys::process::daemonize().map_err(|e| err(format!("pen: {e}")))?;
+    sys::process::daemonize().map_err(io_err("pen"))?;
     crate::logging::daemonized();
     Ok(())
 }
@@ -403,9 +438,8 @@ fn drop_privileges(cfg: &Config) -> Result<(), DaemonError> {
     };
     if let Some(dir) = &cfg.chroot {
         cstring(dir.as_os_str().as_encoded_bytes(), "chroot directory")?;
-        if let Err(e) = sys::process::chroot(dir) {
-            return Err(err(format!("pen: cannot chroot to {}: {e}", dir.display())));
-        }
+        sys::process::chroot(dir)
+            .map_err(io_err(format!("pen: cannot chroot to {}", dir.display())))?;
     }
     if let Some((name, uid, gid)) = user {
         // `transparent` needs CAP_NET_ADMIN for every upstream connection: keep that one
@@ -415,9 +449,8 @@ fn drop_privileges(cfg: &Config) -> Result<(), DaemonError> {
             tracing::warn!("transparent: cannot keep CAP_NET_ADMIN across -u {name}: {e}");
         }
         // Supplementary groups dropped, then gid before uid.
-        if let Err(e) = sys::process::switch_user(uid, gid) {
-            return Err(err(format!("pen: cannot switch to user {name:?}: {e}")));
-        }
+        sys::process::switch_user(uid, gid)
+            .map_err(io_err(format!("pen: cannot switch to user {name:?}")))?;
         if keep_net_admin && let Err(e) = transparent::retain_cap_net_admin() {
             tracing::warn!(
                 "transparent: CAP_NET_ADMIN lost when switching to user {name}: {e}; \
@@ -439,9 +472,9 @@ fn lookup_user(name: &str) -> Result<(String, u32, u32), DaemonError> {
         Ok(None) => Err(err(format!(
             "pen: unknown user {name:?} for -u; expected a name from the password database"
         ))),
-        Err(e) => Err(err(format!(
-            "pen: cannot read the password database for -u {name:?}: {e}"
-        ))),
+        Err(e) => Err(io_err(format!(
+            "pen: cannot read the password database for -u {name:?}"
+        ))(e)),
     }
 }
 
@@ -494,19 +527,15 @@ impl Effects for DaemonEffects {
         }
     }
 
-    fn connections(&self) -> Vec<ConnRow> {
-        self.conns.rows()
-    }
-
     fn set_debug(&self, level: u32) {
         set_log_level(level);
     }
 
-    fn reopen_log(&self, target: Option<&str>) -> Result<(), String> {
+    fn reopen_log(&self, target: Option<&str>) -> Result<(), crate::reqlog::LogError> {
         crate::reqlog::reopen(target)
     }
 
-    fn reopen_listener(&self, addr: &ListenAddr) -> Result<(), String> {
+    fn reopen_listener(&self, addr: &ListenAddr) -> Result<(), ctl_server::RelistenError> {
         let cfg = {
             let g = crate::proxy::lock(&self.shared);
             Config {
@@ -519,17 +548,15 @@ impl Effects for DaemonEffects {
         };
         let cfg = match addr {
             ListenAddr::Name { host, port } => Config {
-                listen: Some(ListenAddr::Inet(
-                    resolve(host, *port, "listen address").map_err(|e| e.to_string())?,
-                )),
+                listen: Some(ListenAddr::Inet(resolve(host, *port, "listen address")?)),
                 ..cfg
             },
             _ => cfg,
         };
-        let l = open_listener(&cfg).map_err(|e| e.to_string())?;
+        let l = open_listener(&cfg)?;
         self.relisten
             .send(l)
-            .map_err(|_| "pen is shutting down".to_string())
+            .map_err(|_| ctl_server::RelistenError::ShuttingDown)
     }
 }
 
@@ -593,7 +620,7 @@ async fn serve_async(
         .map_or_else(String::new, ToString::to_string);
     let config_file = shared.config.config_file.clone();
     let limits = Limits::new(&shared.config);
-    let conns = shared.conns.clone();
+    let conns = shared.io.conns.clone();
     let exit = Arc::new(tokio::sync::Notify::new());
     let state: SharedState = Arc::new(Mutex::new(shared));
     let (relisten, mut relisten_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -613,7 +640,7 @@ async fn serve_async(
     if let Some(addr) = metrics {
         control
             .set_prometheus(Some(addr))
-            .map_err(|e| err(format!("pen: prometheus {addr}: {e}")))?;
+            .map_err(|source| DaemonError::Metrics { addr, source })?;
     }
     if !crate::proxy::lock(&state).config.udp {
         // `ssl_*` changes from the control socket or -F, and replaced certificate files.
@@ -658,7 +685,7 @@ async fn serve_async(
         tokio::select! {
             r = &mut server => break match r {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(err(format!("pen: listener {listen_text}: {e}"))),
+                Ok(Err(e)) => Err(io_err(format!("pen: listener {listen_text}"))(e)),
                 Err(e) => Err(err(format!("pen: listener {listen_text}: task failed: {e}"))),
             },
             Some(l) = relisten_rx.recv() => {
@@ -784,6 +811,10 @@ mod tests {
         let e = build_shared(cfg).unwrap_err();
         assert!(e.to_string().contains("no-such-host.invalid"), "{e}");
         assert!(e.to_string().contains("server 0"), "{e}");
+        assert!(
+            matches!(&e, DaemonError::Resolve { host, .. } if host == "no-such-host.invalid"),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -850,13 +881,23 @@ mod tests {
     fn bad_config_file_line_is_fatal_with_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("pen.cfg");
-        std::fs::write(&f, "roundrobin\nno_such_command 1\n").unwrap();
+        std::fs::write(&f, "roundrobin\nno_such_command 1\nblacklist x\n").unwrap();
         let mut cfg = Config::default();
         let e = read_config_file(&mut cfg, &f).unwrap_err();
         assert!(
             e.to_string().contains(&format!("{}:2:", f.display())),
             "{e}"
         );
+        assert!(e.to_string().ends_with(" (and 1 more bad line)"), "{e}");
+        // The first bad line is kept as the cause, typed.
+        let DaemonError::ConfigFile { first, more: 1 } = &e else {
+            panic!("expected a config file error, got {e:?}");
+        };
+        assert_eq!(first.line, 2);
+        assert!(matches!(
+            first.problem,
+            crate::ctl::apply::LineProblem::Command(_)
+        ));
     }
 
     #[test]

@@ -12,14 +12,21 @@
 //! - [`config`]: the typed configuration with C Pen's defaults.
 //! - [`ctl::command`]: the penctl command language shared by `-o`/`-O`, `-F`, HUP and the
 //!   control socket.
+//! - [`ctl::apply`]: a command (or a config file's text, read by the caller) applied to a
+//!   configuration; a configuration written back out as commands.
 //! - [`select`]: server pool, client table and the algorithms; returns an ordered candidate list.
-//! - [`ctl::reply`]: a command against the running state → C Pen's reply and follow-up actions.
+//! - [`state`]: the running state as plain data (configuration, balancer, counters, the UDP
+//!   and tarpit status last published) and the open connections as the shell lists them.
+//! - [`ctl::reply`]: a command against the running state → C Pen's reply and follow-up actions
+//!   (close a connection, tell the servers changed, write a file, ...) for the shell to do.
 //! - [`stats`]: the status page, the SIGUSR1 text report and the Prometheus exposition.
 //! - [`engine`]: the DSR + tarpit packet engine (frame in → verdict and in-place rewrite;
 //!   ARP/NDP, weighted Maglev table, keyed-hash tarpit ISN).
 //!
 //! IO:
-//! - [`proxy`]: the tokio TCP data path (splice where both ends are TCP).
+//! - [`proxy`]: the tokio TCP data path (splice where both ends are TCP); `proxy::Shared` is
+//!   the [`state::State`] behind the daemon's lock with the IO handles beside it (TLS
+//!   terminator, UDP table, servers-changed hook, connection table).
 //! - [`daemon`]: wires configuration, listeners, signals and the proxy together.
 //! - [`ctl::server`]: the control socket, config re-reads, SIGUSR1, the Prometheus endpoint.
 //! - [`reqlog`]: the `-l` request log (its line formats are pure functions).
@@ -32,6 +39,9 @@
 //!   behind small safe functions: batched datagram IO and control messages, socket options,
 //!   `AF_PACKET` sockets and the TPACKET_V2 ring, netlink route requests, daemonizing and the
 //!   user switch, the splice pipe.
+//!
+//! `tests/purity.rs` scans the modules listed under "Pure:" and fails when one uses the
+//! runtime, sockets, files, clocks, randomness, locks, callbacks, logging or an IO module.
 //!
 //! `testing` (hidden): `require_root()` for the unit and integration tests. `docgen` (hidden):
 //! man pages and shell completions of `pen-lab` and `pen-sim` from their clap definitions.
@@ -55,6 +65,7 @@ pub mod proxy;
 pub mod reqlog;
 pub mod select;
 pub mod sim;
+pub mod state;
 pub mod stats;
 pub(crate) mod sys;
 #[doc(hidden)]

@@ -23,6 +23,40 @@ pub const KEEP_MAX: usize = 100;
 /// Size of a penlogd datagram, newline included (C Pen's buffer).
 pub const NET_LINE_MAX: usize = 1024;
 
+/// Why a request log target is not valid or could not be opened. Displays one line naming
+/// the target; the OS error is kept as `source()`.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("-l expects a file name or host:port of penlogd, got an empty string")]
+    Empty,
+    #[error(
+        "bad penlogd address {given:?}: expected host:port with a port 0-65535 (or a file name without ':')"
+    )]
+    BadPort { given: String },
+    #[error("bad penlogd address {given:?}: the host is missing")]
+    NoHost { given: String },
+    #[error("cannot open request log {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot resolve penlogd host {host:?}: {source}")]
+    Resolve {
+        host: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("penlogd host {host:?} has no address")]
+    NoAddress { host: String },
+    #[error("cannot open a UDP socket for penlogd {to}: {source}")]
+    Socket {
+        to: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+}
+
 /// Where `-l` sends the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogTarget {
@@ -37,22 +71,22 @@ pub enum LogTarget {
 impl LogTarget {
     /// C Pen's rule: a value containing `:` and not starting with `/` is `host:port` for
     /// penlogd, anything else a file name.
-    pub fn parse(s: &str) -> Result<LogTarget, String> {
+    pub fn parse(s: &str) -> Result<LogTarget, LogError> {
         if s.is_empty() {
-            return Err(
-                "-l expects a file name or host:port of penlogd, got an empty string".into(),
-            );
+            return Err(LogError::Empty);
         }
         if s.starts_with('/') || !s.contains(':') {
             return Ok(LogTarget::File(PathBuf::from(s)));
         }
         let (host, port) = s.rsplit_once(':').unwrap_or((s, ""));
-        let port: u16 = port.parse().map_err(|_| {
-            format!("bad penlogd address {s:?}: expected host:port with a port 0-65535 (or a file name without ':')")
+        let port: u16 = port.parse().map_err(|_| LogError::BadPort {
+            given: s.to_string(),
         })?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
-            return Err(format!("bad penlogd address {s:?}: the host is missing"));
+            return Err(LogError::NoHost {
+                given: s.to_string(),
+            });
         }
         Ok(LogTarget::Net {
             host: host.to_string(),
@@ -112,22 +146,28 @@ pub struct RequestLog {
 
 impl RequestLog {
     /// Opens (creates, appends to) the file or resolves penlogd's address and opens a socket.
-    pub fn open(target: &LogTarget) -> Result<RequestLog, String> {
+    pub fn open(target: &LogTarget) -> Result<RequestLog, LogError> {
         let sink = match target {
             LogTarget::File(p) => {
                 let f = OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(p)
-                    .map_err(|e| format!("cannot open request log {}: {e}", p.display()))?;
+                    .map_err(|source| LogError::Open {
+                        path: p.clone(),
+                        source,
+                    })?;
                 Sink::File(Mutex::new(f))
             }
             LogTarget::Net { host, port } => {
                 let to = (host.as_str(), *port)
                     .to_socket_addrs()
-                    .map_err(|e| format!("cannot resolve penlogd host {host:?}: {e}"))?
+                    .map_err(|source| LogError::Resolve {
+                        host: host.clone(),
+                        source,
+                    })?
                     .next()
-                    .ok_or_else(|| format!("penlogd host {host:?} has no address"))?;
+                    .ok_or_else(|| LogError::NoAddress { host: host.clone() })?;
                 let bind: SocketAddr = if to.is_ipv4() {
                     ([0, 0, 0, 0], 0).into()
                 } else {
@@ -135,7 +175,7 @@ impl RequestLog {
                 };
                 let socket = UdpSocket::bind(bind)
                     .and_then(|s| s.set_nonblocking(true).map(|()| s))
-                    .map_err(|e| format!("cannot open a UDP socket for penlogd {to}: {e}"))?;
+                    .map_err(|source| LogError::Socket { to, source })?;
                 Sink::Net { socket, to }
             }
         };
@@ -189,7 +229,7 @@ pub fn install(log: Option<RequestLog>) {
 }
 
 /// Opens `target` (C Pen's `-l` syntax) and installs it; `None` turns logging off.
-pub fn reopen(target: Option<&str>) -> Result<(), String> {
+pub fn reopen(target: Option<&str>) -> Result<(), LogError> {
     match target {
         None => {
             install(None);
@@ -281,11 +321,17 @@ mod tests {
             LogTarget::parse("pen.log").unwrap(),
             LogTarget::File("pen.log".into())
         );
+        let e = LogTarget::parse("host:http").unwrap_err();
         assert!(
-            LogTarget::parse("host:http")
-                .unwrap_err()
-                .contains("host:http")
+            matches!(&e, LogError::BadPort { given } if given == "host:http"),
+            "{e:?}"
         );
+        assert!(e.to_string().contains("host:http"), "{e}");
+        assert!(matches!(LogTarget::parse(""), Err(LogError::Empty)));
+        assert!(matches!(
+            LogTarget::parse(":80"),
+            Err(LogError::NoHost { .. })
+        ));
     }
 
     #[test]

@@ -15,9 +15,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::config::BackendAddr;
-use crate::proxy::Shared;
 use crate::proxy::resources::ProcessStats;
 use crate::select::{Balancer, ClientKey, ServerEvent, ServerState, Target};
+use crate::state::{OpenConns, State};
 
 /// One server slot as the reports show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -311,18 +311,15 @@ fn server_row(
 
 impl Snapshot {
     /// Captures the running state at monotonic time `now` (the balancer's clock) and wall-clock
-    /// `unix_time`. `conns` are the open connections as the data path reports them.
-    pub fn capture(shared: &Shared, now: Duration, unix_time: u64, conns: Vec<ConnRow>) -> Self {
-        let b = &shared.balancer;
+    /// `unix_time`. `conns` are the open connections as the data path listed them.
+    pub fn capture(state: &State, now: Duration, unix_time: u64, conns: &OpenConns) -> Self {
+        let b = &state.balancer;
         let bl = b.blacklist_secs();
-        // Bytes of open connections, read under the caller's lock on `shared`, which is also
-        // held when a closing connection moves its bytes to the server's totals: each byte is
-        // counted exactly once, so the sums never go backwards.
-        let open = shared.conns.open_bytes();
+        // Bytes of open connections, taken by the caller under its lock on the state, which
+        // is also held when a closing connection moves its bytes to the server's totals: each
+        // byte is counted exactly once, so the sums never go backwards.
         let with_open = |t: Target, mut r: ServerRow| {
-            if let Some(&(sx, rx)) = open.get(&t) {
-                (r.open_sx, r.open_rx) = (sx, rx);
-            }
+            (r.open_sx, r.open_rx) = conns.unreported(t);
             r
         };
         let servers = b
@@ -356,12 +353,12 @@ impl Snapshot {
             current: target_number(b.current().map(Target::Server)),
             clients_max: b.clients_max(),
             clients,
-            conn_max: shared.config.conn_max,
-            conns,
-            transparent_failures: shared.transparent_failures,
-            local_resource_errors: shared.shortage.total,
-            udp: shared.udp.as_ref().map(|u| UdpReport::of(u, now)),
-            tarpit: shared.tarpit.clone(),
+            conn_max: state.config.conn_max,
+            conns: conns.rows.clone(),
+            transparent_failures: state.transparent_failures,
+            local_resource_errors: state.shortage.total,
+            udp: state.udp.as_ref().map(|u| UdpReport::of(u, now)),
+            tarpit: state.tarpit.clone(),
         }
     }
 }
@@ -1159,7 +1156,7 @@ mod tests {
     use crate::config::{Config, HostSpec, ServerConfig};
     use crate::select::Client;
 
-    fn shared_with_two_servers() -> Shared {
+    fn shared_with_two_servers() -> State {
         let servers = vec![
             ServerConfig {
                 host: Some(HostSpec::Ip("127.0.0.1".parse().unwrap())),
@@ -1176,7 +1173,7 @@ mod tests {
                 ..ServerConfig::default()
             },
         ];
-        Shared::new(Config {
+        State::new(Config {
             servers,
             ..Config::default()
         })
@@ -1193,7 +1190,7 @@ mod tests {
             table.handle_client(t0, client, 40, &mut sh.balancer);
         }
         sh.udp = Some(UdpStatus::of(&table, t0));
-        let snap = Snapshot::capture(&sh, t0 + Duration::from_secs(5), 0, Vec::new());
+        let snap = Snapshot::capture(&sh, t0 + Duration::from_secs(5), 0, &OpenConns::default());
         let u = snap.udp.as_ref().unwrap();
         assert_eq!(u.flows.len(), 2);
         assert_eq!(u.stats.dropped_table_full, 1, "third flow refused");
@@ -1223,7 +1220,7 @@ mod tests {
         assert!(h.contains("failed 0, readdressed 0, evicted 0;"), "{h}");
         // Without -U there is no UDP section.
         sh.udp = None;
-        let snap = Snapshot::capture(&sh, t0, 0, Vec::new());
+        let snap = Snapshot::capture(&sh, t0, 0, &OpenConns::default());
         assert!(!html(&snap).contains("UDP flows") && !prom(&snap).contains("pen_udp"));
     }
 
@@ -1247,7 +1244,12 @@ mod tests {
         sh.balancer.connect_ok(t, now);
         sh.balancer.closed(t, &c, 11, 22, now);
         sh.balancer.blacklist(1, 20, now).unwrap();
-        let snap = Snapshot::capture(&sh, now + Duration::from_secs(5), 1_000_000, vec![]);
+        let snap = Snapshot::capture(
+            &sh,
+            now + Duration::from_secs(5),
+            1_000_000,
+            &OpenConns::default(),
+        );
         let r1 = &snap.servers[1];
         assert!(r1.blacklisted);
         assert_eq!(r1.blacklist_remaining_secs, 15);
@@ -1266,7 +1268,7 @@ mod tests {
     #[test]
     fn html_page_has_c_pen_headings_and_rows() {
         let sh = shared_with_two_servers();
-        let snap = Snapshot::capture(&sh, Duration::ZERO, 0, vec![]);
+        let snap = Snapshot::capture(&sh, Duration::ZERO, 0, &OpenConns::default());
         let h = html(&snap);
         assert!(h.starts_with("<html>\n<head>\n<title>Pen status page</title>"));
         assert!(h.contains("Time 1970-01-01 00:00:00, 2 servers, -1 current<p>"));
@@ -1285,7 +1287,12 @@ mod tests {
         };
         let addr = crate::select::literal_addr(&cfg);
         sh.balancer.set_server(0, cfg, addr).unwrap();
-        let h = html(&Snapshot::capture(&sh, Duration::ZERO, 0, vec![]));
+        let h = html(&Snapshot::capture(
+            &sh,
+            Duration::ZERO,
+            0,
+            &OpenConns::default(),
+        ));
         assert!(h.contains("<td>/tmp/&lt;x&gt;&amp;</td>"));
     }
 
@@ -1300,7 +1307,11 @@ mod tests {
             server: 1,
             ..ConnRow::default()
         }];
-        let t = text(&Snapshot::capture(&sh, Duration::ZERO, 0, conns));
+        let conns = OpenConns {
+            rows: conns,
+            ..OpenConns::default()
+        };
+        let t = text(&Snapshot::capture(&sh, Duration::ZERO, 0, &conns));
         assert!(t.contains("Server 1 status:\naddress ::1\nup\nport 8002\n0 connections (5 soft, 10 hard)\n0 sent, 0 received\n"));
         assert!(t.contains("Connection 3 status:\ndownfd = 9, upfd = 10\n"));
         assert!(t.contains("Max number of connections: 500\n"));
@@ -1312,7 +1323,12 @@ mod tests {
         sh.balancer
             .blacklist(0, 30, Duration::from_secs(1))
             .unwrap();
-        let p = prom(&Snapshot::capture(&sh, Duration::from_secs(1), 0, vec![]));
+        let p = prom(&Snapshot::capture(
+            &sh,
+            Duration::from_secs(1),
+            0,
+            &OpenConns::default(),
+        ));
         assert!(p.contains("# TYPE pen_server_connections gauge\n"));
         assert!(p.contains("pen_server_blacklisted{server=\"0\",address=\"127.0.0.1:8001\"} 1\n"));
         assert!(p.contains("pen_server_blacklisted{server=\"1\",address=\"[::1]:8002\"} 0\n"));
@@ -1330,7 +1346,12 @@ mod tests {
         let mut sh = shared_with_two_servers();
         let t0 = Duration::from_secs(100);
         sh.balancer.blacklist(1, 60, t0).unwrap();
-        let snap = Snapshot::capture(&sh, t0 + Duration::from_millis(3500), 1_000_000, vec![]);
+        let snap = Snapshot::capture(
+            &sh,
+            t0 + Duration::from_millis(3500),
+            1_000_000,
+            &OpenConns::default(),
+        );
         let h = html(&snap);
         assert!(
             h.contains("<td>::1</td>\n<td>blacklisted, 57 s left</td>\n<td>8002</td>"),
@@ -1352,7 +1373,7 @@ mod tests {
         };
         sh.balancer.connect_started(&c, Target::Server(0), t0);
         sh.balancer.connect_failed(Target::Server(0), t0);
-        let snap = Snapshot::capture(&sh, t0 + Duration::from_secs(1), 0, vec![]);
+        let snap = Snapshot::capture(&sh, t0 + Duration::from_secs(1), 0, &OpenConns::default());
         assert_eq!(status_text(&snap.servers[0]), "blacklisted, 29 s left");
         assert!(
             !html(&snap).contains("1000000"),
@@ -1413,23 +1434,25 @@ mod tests {
         let mut sh = shared_with_two_servers();
         let t = Duration::from_secs(1);
         let target = Target::Server(0);
-        let (c, counters, idx) = sh.open_connection_for_test(target, t, 100, 2000);
+        let mut open = OpenConns::default();
+        let c = sh.open_connection_for_test(&mut open, target, t, 100, 2000);
         let sent = "pen_server_sent_bytes_total{server=\"0\"";
         let received = "pen_server_received_bytes_total{server=\"0\"";
-        let snap = Snapshot::capture(&sh, t, 0, vec![]);
+        let snap = Snapshot::capture(&sh, t, 0, &open);
         let p = prom(&snap);
         assert_eq!(prometheus_value(&p, sent), 100, "live bytes are counted");
         assert_eq!(prometheus_value(&p, received), 2000);
         // The status page and the text report count them too, as C Pen's copy loop does.
         assert!(html(&snap).contains("<td>100</td>\n<td>2000</td>"));
         assert!(text(&snap).contains("100 sent, 2000 received"));
-        counters.add_to_server(5);
-        let p = prom(&Snapshot::capture(&sh, t, 0, vec![]));
+        open.unreported.insert(target, (105, 2000));
+        let p = prom(&Snapshot::capture(&sh, t, 0, &open));
         assert_eq!(prometheus_value(&p, sent), 105);
-        // The connection closes: its bytes move to the server's totals, counted once.
+        // The connection closes: its bytes move to the server's totals (and out of the open
+        // connections' unreported bytes, under the same lock), counted once.
         sh.balancer.closed(target, &c, 105, 2000, t);
-        sh.conns.bytes_reported(idx);
-        let p = prom(&Snapshot::capture(&sh, t, 0, vec![]));
+        open.unreported.clear();
+        let p = prom(&Snapshot::capture(&sh, t, 0, &open));
         assert_eq!(prometheus_value(&p, sent), 105);
         assert_eq!(prometheus_value(&p, received), 2000);
     }
@@ -1446,7 +1469,10 @@ mod tests {
             max_fds: 1024,
             threads: 1,
         };
-        let p = prometheus(&Snapshot::capture(&sh, Duration::ZERO, 0, vec![]), &proc);
+        let p = prometheus(
+            &Snapshot::capture(&sh, Duration::ZERO, 0, &OpenConns::default()),
+            &proc,
+        );
         let version = env!("CARGO_PKG_VERSION");
         assert!(
             p.contains(&format!(
@@ -1467,7 +1493,7 @@ mod tests {
         }
         // The live reader gives real figures.
         let live = prometheus(
-            &Snapshot::capture(&sh, Duration::ZERO, 0, vec![]),
+            &Snapshot::capture(&sh, Duration::ZERO, 0, &OpenConns::default()),
             &ProcessStats::read(),
         );
         assert!(!live.contains("\nprocess_open_fds 0\n"), "{live}");
@@ -1480,8 +1506,13 @@ mod tests {
 
     #[test]
     fn the_tarpit_shows_on_the_page_in_the_text_and_in_prometheus() {
-        let mut sh = Shared::new(crate::config::Config::default());
-        let none = Snapshot::capture(&sh, Duration::from_secs(5), 1_700_000_000, vec![]);
+        let mut sh = State::new(crate::config::Config::default());
+        let none = Snapshot::capture(
+            &sh,
+            Duration::from_secs(5),
+            1_700_000_000,
+            &OpenConns::default(),
+        );
         assert!(!html(&none).contains("Tarpit") && !prom(&none).contains("pen_tarpit"));
         sh.tarpit = Some(crate::engine::TarpitStatus {
             persist: true,
@@ -1498,7 +1529,12 @@ mod tests {
             captured_addrs: vec!["10.0.0.50".parse().unwrap(), "10.0.0.51".parse().unwrap()],
             ..Default::default()
         });
-        let s = Snapshot::capture(&sh, Duration::from_secs(5), 1_700_000_000, vec![]);
+        let s = Snapshot::capture(
+            &sh,
+            Duration::from_secs(5),
+            1_700_000_000,
+            &OpenConns::default(),
+        );
         let h = html(&s);
         assert!(
             h.contains("<h2>Tarpit</h2>") && h.contains("held connections 4<br>"),

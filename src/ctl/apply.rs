@@ -34,46 +34,111 @@ pub enum Applied {
     Ignored(String),
 }
 
-/// A command that cannot be applied to this configuration.
+/// A command that cannot be applied to this configuration. Displays one line:
+/// `command: what was wrong and what would be accepted` ([`ApplyError::command`],
+/// [`ApplyError::message`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApplyError {
-    pub command: String,
-    pub message: String,
+pub enum ApplyError {
+    /// An access list number out of 0-9.
+    AclNumber { command: String, got: u8 },
+    /// A client or connection table size out of 1-`limit`.
+    TableSize {
+        command: String,
+        table: String,
+        limit: usize,
+        got: usize,
+    },
+    /// `acl N ...` for a list the configuration does not have.
+    NoAcl(u8),
+    /// `dsr_if` with something that cannot be an interface name.
+    InterfaceName(String),
+    /// `listen` on port 0 outside DSR mode (the address as given).
+    ListenPortZero(String),
+    /// 0 for a setting that must be at least 1; `expected` says what would be accepted.
+    Zero {
+        command: &'static str,
+        expected: &'static str,
+    },
+    /// `worker_threads` out of 1-`max`.
+    WorkerThreads { max: usize, got: usize },
+    /// `server N` with N out of 0-`max`.
+    ServerNumber { max: usize, got: usize },
+    /// `server N` for a slot the configuration does not have.
+    NoSlot(usize),
+}
+
+impl ApplyError {
+    /// The command word.
+    pub fn command(&self) -> &str {
+        match self {
+            ApplyError::AclNumber { command, .. } | ApplyError::TableSize { command, .. } => {
+                command
+            }
+            ApplyError::NoAcl(_) => "acl",
+            ApplyError::InterfaceName(_) => "dsr_if",
+            ApplyError::ListenPortZero(_) => "listen",
+            ApplyError::Zero { command, .. } => command,
+            ApplyError::WorkerThreads { .. } => "worker_threads",
+            ApplyError::ServerNumber { .. } | ApplyError::NoSlot(_) => "server",
+        }
+    }
+
+    /// What was wrong and what would be accepted, without the command word.
+    pub fn message(&self) -> String {
+        match self {
+            ApplyError::AclNumber { got, .. } => {
+                format!("expected an access list number 0-9, got {got}")
+            }
+            ApplyError::TableSize {
+                table, limit, got, ..
+            } => format!("expected a {table} table size 1-{limit}, got {got}"),
+            ApplyError::NoAcl(n) => format!("no access list {n}"),
+            ApplyError::InterfaceName(name) => {
+                format!("expected a network interface name of 1-15 characters, got {name:?}")
+            }
+            ApplyError::ListenPortZero(addr) => format!(
+                "port 0 in {addr} is only allowed in DSR mode (after dsr_if); expected a port 1-65535"
+            ),
+            ApplyError::Zero { expected, .. } => format!("expected {expected}, got 0"),
+            ApplyError::WorkerThreads { max, got } => {
+                format!("expected a number of threads from 1 to {max}, got \"{got}\"")
+            }
+            ApplyError::ServerNumber { max, got } => {
+                format!("expected a server number 0-{max}, got {got}")
+            }
+            ApplyError::NoSlot(n) => format!("no slot {n}"),
+        }
+    }
 }
 
 impl fmt::Display for ApplyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.command, self.message)
+        write!(f, "{}: {}", self.command(), self.message())
     }
 }
 
 impl std::error::Error for ApplyError {}
 
-fn aerr(command: &str, message: impl Into<String>) -> ApplyError {
-    ApplyError {
-        command: command.to_string(),
-        message: message.into(),
-    }
-}
-
 fn check_acl(cmd: &str, n: u8) -> Result<u8, ApplyError> {
     if usize::from(n) < ACLS_MAX {
         Ok(n)
     } else {
-        Err(aerr(
-            cmd,
-            format!("expected an access list number 0-9, got {n}"),
-        ))
+        Err(ApplyError::AclNumber {
+            command: cmd.to_string(),
+            got: n,
+        })
     }
 }
 
 /// A client or connection table size must be 1..=`limit`.
 fn check_table_size(cmd: &str, table: &str, n: usize, limit: usize) -> Result<(), ApplyError> {
     if n == 0 || n > limit {
-        return Err(aerr(
-            cmd,
-            format!("expected a {table} table size 1-{limit}, got {n}"),
-        ));
+        return Err(ApplyError::TableSize {
+            command: cmd.to_string(),
+            table: table.to_string(),
+            limit,
+            got: n,
+        });
     }
     Ok(())
 }
@@ -117,7 +182,7 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
             let n = check_acl("acl", *list)?;
             match cfg.acls.lists.get_mut(usize::from(n)) {
                 Some(acl) => acl.entries.push(entry.clone()),
-                None => return Err(aerr("acl", format!("no access list {n}"))),
+                None => return Err(ApplyError::NoAcl(n)),
             }
             Changed
         }
@@ -165,10 +230,7 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
         Command::DsrIf(name) => {
             // IFNAMSIZ is 16 including the terminating NUL.
             if name.is_empty() || name.len() > 15 || name.contains(['/', '\0']) {
-                return Err(aerr(
-                    "dsr_if",
-                    format!("expected a network interface name of 1-15 characters, got {name:?}"),
-                ));
+                return Err(ApplyError::InterfaceName(name.clone()));
             }
             cfg.dsr_if = Some(name.clone());
             Changed
@@ -192,12 +254,7 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
         Command::Listen(Some(arg)) => {
             let addr = &arg.addr;
             if addr.port() == Some(0) && cfg.dsr_if.is_none() {
-                return Err(aerr(
-                    "listen",
-                    format!(
-                        "port 0 in {addr} is only allowed in DSR mode (after dsr_if); expected a port 1-65535"
-                    ),
-                ));
+                return Err(ApplyError::ListenPortZero(addr.to_string()));
             }
             cfg.listen = Some(addr.clone());
             cfg.listen_given = Some(arg.given.clone());
@@ -213,7 +270,10 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
         }
         Command::PendingMax(n) => {
             if *n == 0 {
-                return Err(aerr("pending_max", "expected a number >= 1, got 0"));
+                return Err(ApplyError::Zero {
+                    command: "pending_max",
+                    expected: "a number >= 1",
+                });
             }
             cfg.pending_max = *n;
             Changed
@@ -259,7 +319,10 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
         }
         Command::Timeout(Some(n)) => {
             if *n == 0 {
-                return Err(aerr("timeout", "expected a number of seconds >= 1, got 0"));
+                return Err(ApplyError::Zero {
+                    command: "timeout",
+                    expected: "a number of seconds >= 1",
+                });
             }
             cfg.connect_timeout_secs = *n;
             Changed
@@ -270,10 +333,10 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
         }
         Command::UdpFlowIdle(Some(n)) => {
             if *n == 0 {
-                return Err(aerr(
-                    "udp_flow_idle",
-                    "expected a number of seconds >= 1, got 0",
-                ));
+                return Err(ApplyError::Zero {
+                    command: "udp_flow_idle",
+                    expected: "a number of seconds >= 1",
+                });
             }
             cfg.udp_flow_idle_secs = *n;
             Changed
@@ -281,13 +344,10 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
         Command::WorkerThreads(Some(n)) => {
             // Stored only: the runtime is built once, at start (see `Config::worker_threads`).
             if *n == 0 || *n > defaults::WORKER_THREADS_MAX {
-                return Err(aerr(
-                    "worker_threads",
-                    format!(
-                        "expected a number of threads from 1 to {}, got \"{n}\"",
-                        defaults::WORKER_THREADS_MAX
-                    ),
-                ));
+                return Err(ApplyError::WorkerThreads {
+                    max: defaults::WORKER_THREADS_MAX,
+                    got: *n,
+                });
             }
             cfg.worker_threads = *n;
             Changed
@@ -371,14 +431,10 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
 /// fields. (`blacklist T` is runtime state and is left to the caller.)
 fn apply_server(cfg: &mut Config, s: &ServerCmd) -> Result<(), ApplyError> {
     if s.index >= defaults::SERVERS_MAX {
-        return Err(aerr(
-            "server",
-            format!(
-                "expected a server number 0-{}, got {}",
-                defaults::SERVERS_MAX - 1,
-                s.index
-            ),
-        ));
+        return Err(ApplyError::ServerNumber {
+            max: defaults::SERVERS_MAX - 1,
+            got: s.index,
+        });
     }
     if let Some(a) = s.acl {
         check_acl("server", a)?;
@@ -387,7 +443,7 @@ fn apply_server(cfg: &mut Config, s: &ServerCmd) -> Result<(), ApplyError> {
         cfg.servers.resize(s.index + 1, ServerConfig::default());
     }
     let Some(slot) = cfg.servers.get_mut(s.index) else {
-        return Err(aerr("server", format!("no slot {}", s.index)));
+        return Err(ApplyError::NoSlot(s.index));
     };
     if let Some(a) = s.acl {
         slot.acl = Some(a);
@@ -413,22 +469,53 @@ fn apply_server(cfg: &mut Config, s: &ServerCmd) -> Result<(), ApplyError> {
     Ok(())
 }
 
-/// One bad line of a config text: displays `origin:line: message`.
+/// One bad line of a config text: displays `origin:line: problem`; the command or apply error
+/// is kept as `source()`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineError {
     pub origin: String,
-    /// 1-based line number.
+    /// 1-based line number (0: the file itself).
     pub line: usize,
-    pub message: String,
+    pub problem: LineProblem,
 }
 
 impl fmt::Display for LineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {}", self.origin, self.line, self.message)
+        write!(f, "{}:{}: {}", self.origin, self.line, self.problem)
     }
 }
 
-impl std::error::Error for LineError {}
+impl std::error::Error for LineError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.problem)
+    }
+}
+
+/// What is wrong with a line of a config text, or with the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineProblem {
+    /// Not a command.
+    #[error(transparent)]
+    Command(#[from] crate::ctl::command::CommandError),
+    /// A command this configuration refuses.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// The file could not be read; `reason` is the reader's error (the IO layer's).
+    #[error("cannot read config file: {reason}")]
+    Unreadable { reason: String },
+    /// `include FILE` could not read the file.
+    #[error("include: cannot read {}: {reason}", path.display())]
+    IncludeUnreadable {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    /// A runtime command the caller of [`apply_text_with`] refused, with its reason.
+    #[error("{0}")]
+    Refused(String),
+    /// `include FILE` nested too deep: an include loop.
+    #[error("include: {} nested deeper than {INCLUDE_DEPTH_MAX} files (include loop?)", path.display())]
+    IncludeTooDeep { path: std::path::PathBuf },
+}
 
 /// Applies a config file's text line by line; every bad line gives a [`LineError`] and the
 /// rest still applies (as C Pen's `read_cfg`). Runtime commands (see [`Applied::Runtime`]),
@@ -440,7 +527,7 @@ pub fn apply_text(cfg: &mut Config, text: &str, origin: &str) -> Vec<LineError> 
 /// Like [`apply_text`], but every runtime command (`include FILE`, `server N blacklist T`,
 /// `write`, queries, ...) is passed, in file order, to `on_runtime`, which may change the
 /// config (e.g. read the included file and call `apply_text_with` on it, with a depth limit
-/// against include loops). An `Err(message)` from it becomes a [`LineError`] for that line.
+/// against include loops). An `Err(problem)` from it becomes a [`LineError`] for that line.
 pub fn apply_text_with<F>(
     cfg: &mut Config,
     text: &str,
@@ -448,33 +535,33 @@ pub fn apply_text_with<F>(
     mut on_runtime: F,
 ) -> Vec<LineError>
 where
-    F: FnMut(&mut Config, &Command) -> Result<(), String>,
+    F: FnMut(&mut Config, &Command) -> Result<(), LineProblem>,
 {
     let mut errors = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let mut fail = |message: String| {
+        let mut fail = |problem: LineProblem| {
             errors.push(LineError {
                 origin: origin.to_string(),
                 line: i + 1,
-                message,
+                problem,
             })
         };
         let cmd = match crate::ctl::command::parse(line) {
             Ok(Some(cmd)) => cmd,
             Ok(None) => continue,
             Err(e) => {
-                fail(e.to_string());
+                fail(e.into());
                 continue;
             }
         };
         match apply(cfg, &cmd) {
             Ok(Applied::Runtime) => {
-                if let Err(m) = on_runtime(cfg, &cmd) {
-                    fail(m);
+                if let Err(p) = on_runtime(cfg, &cmd) {
+                    fail(p);
                 }
             }
             Ok(Applied::Config | Applied::Ignored(_)) => {}
-            Err(e) => fail(e.to_string()),
+            Err(e) => fail(e.into()),
         }
     }
     errors
@@ -496,10 +583,12 @@ pub struct FileOutcome {
 /// Reads a config file (`-F`, HUP) through `read` (the IO layer's `fs::read_to_string`, or a
 /// map in tests) and applies it with [`apply_text_with`]; `include FILE` lines are read the same
 /// way at the point where they appear, nested at most [`INCLUDE_DEPTH_MAX`] deep. An unreadable
-/// file is reported as a [`LineError`] at the `include` line (line 0 for the top file).
-pub fn apply_file<R>(cfg: &mut Config, path: &std::path::Path, mut read: R) -> FileOutcome
+/// file is reported as a [`LineError`] at the `include` line (line 0 for the top file), with
+/// the reader's error as its reason.
+pub fn apply_file<R, E>(cfg: &mut Config, path: &std::path::Path, mut read: R) -> FileOutcome
 where
-    R: FnMut(&std::path::Path) -> Result<String, String>,
+    R: FnMut(&std::path::Path) -> Result<String, E>,
+    E: fmt::Display,
 {
     let mut out = FileOutcome::default();
     match read(path) {
@@ -514,13 +603,15 @@ where
         Err(e) => out.errors.push(LineError {
             origin: path.display().to_string(),
             line: 0,
-            message: format!("cannot read config file: {e}"),
+            problem: LineProblem::Unreadable {
+                reason: e.to_string(),
+            },
         }),
     }
     out
 }
 
-fn include_text<R>(
+fn include_text<R, E>(
     cfg: &mut Config,
     text: &str,
     origin: &str,
@@ -528,7 +619,8 @@ fn include_text<R>(
     depth: usize,
     out: &mut FileOutcome,
 ) where
-    R: FnMut(&std::path::Path) -> Result<String, String>,
+    R: FnMut(&std::path::Path) -> Result<String, E>,
+    E: fmt::Display,
 {
     let mut nested: Vec<LineError> = Vec::new();
     let mut runtime: Vec<Command> = Vec::new();
@@ -538,12 +630,12 @@ fn include_text<R>(
             return Ok(());
         };
         if depth + 1 >= INCLUDE_DEPTH_MAX {
-            return Err(format!(
-                "include: {} nested deeper than {INCLUDE_DEPTH_MAX} files (include loop?)",
-                p.display()
-            ));
+            return Err(LineProblem::IncludeTooDeep { path: p.clone() });
         }
-        let text = read(p).map_err(|e| format!("include: cannot read {}: {e}", p.display()))?;
+        let text = read(p).map_err(|e| LineProblem::IncludeUnreadable {
+            path: p.clone(),
+            reason: e.to_string(),
+        })?;
         let mut sub = FileOutcome::default();
         include_text(
             cfg,
@@ -807,6 +899,45 @@ mod tests {
 
     fn ok(cfg: &mut Config, line: &str) -> Applied {
         run(cfg, line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    }
+
+    #[test]
+    fn apply_errors_are_typed_with_the_word_and_the_message_apart() {
+        let mut cfg = Config::default();
+        // (The parser refuses 0 already; a Command built in code still gets this check.)
+        let e = apply(&mut cfg, &Command::Timeout(Some(0))).unwrap_err();
+        assert_eq!(
+            e,
+            ApplyError::Zero {
+                command: "timeout",
+                expected: "a number of seconds >= 1"
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "timeout: expected a number of seconds >= 1, got 0"
+        );
+        let server = |index| {
+            Command::Server(crate::ctl::command::ServerCmd {
+                index,
+                ..Default::default()
+            })
+        };
+        let e = apply(&mut cfg, &server(70_000)).unwrap_err();
+        assert!(
+            matches!(e, ApplyError::ServerNumber { got: 70_000, .. }),
+            "{e:?}"
+        );
+        assert_eq!(e.command(), "server");
+        assert!(
+            e.message().starts_with("expected a server number 0-"),
+            "{e}"
+        );
+        let e = run(&mut cfg, "dsr_if averyveryverylongname").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "dsr_if: expected a network interface name of 1-15 characters, got \"averyveryverylongname\""
+        );
     }
 
     #[test]
@@ -1102,7 +1233,9 @@ mod tests {
             |cfg, cmd| {
                 seen.push((cfg.connect_timeout_secs, cmd.to_string()));
                 if matches!(cmd, Command::Servers) {
-                    Err("servers: not allowed in a config file".into())
+                    Err(LineProblem::Refused(
+                        "servers: not allowed in a config file".into(),
+                    ))
                 } else {
                     Ok(())
                 }
@@ -1163,14 +1296,44 @@ mod tests {
         let mut reads = 0;
         let out = apply_file(&mut c, std::path::Path::new("/a"), |_| {
             reads += 1;
-            Ok("idlers 1\ninclude /a\n".to_string())
+            Ok::<_, std::io::Error>("idlers 1\ninclude /a\n".to_string())
         });
         assert_eq!(reads, INCLUDE_DEPTH_MAX);
         assert_eq!(out.errors.len(), 1);
         assert!(
-            out.errors[0].message.contains("include loop"),
-            "{}",
+            matches!(&out.errors[0].problem, LineProblem::IncludeTooDeep { path } if path.as_os_str() == "/a"),
+            "{:?}",
             out.errors[0]
+        );
+        assert!(out.errors[0].to_string().contains("include loop"));
+    }
+
+    #[test]
+    fn line_errors_keep_the_command_or_apply_error() {
+        let mut c = Config::default();
+        let errs = apply_text(&mut c, "blacklist soon\nacl 12 permit 10.0.0.1\n", "f.cfg");
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(
+            matches!(&errs[0].problem, LineProblem::Command(crate::ctl::command::CommandError::Invalid { command, .. }) if command == "blacklist"),
+            "{:?}",
+            errs[0]
+        );
+        assert_eq!(
+            errs[0].to_string(),
+            format!("f.cfg:1: {}", std::error::Error::source(&errs[0]).unwrap())
+        );
+        assert!(
+            matches!(
+                &errs[1].problem,
+                LineProblem::Command(_) | LineProblem::Apply(_)
+            ),
+            "{:?}",
+            errs[1]
+        );
+        assert!(
+            errs[1].to_string().starts_with("f.cfg:2: acl: "),
+            "{}",
+            errs[1]
         );
     }
 
@@ -1178,7 +1341,7 @@ mod tests {
     fn unreadable_top_file_is_line_zero() {
         let mut c = Config::default();
         let out = apply_file(&mut c, std::path::Path::new("/nope"), |_| {
-            Err("denied".into())
+            Err::<String, _>("denied")
         });
         assert_eq!(
             out.errors[0].to_string(),

@@ -291,30 +291,145 @@ pub enum Command {
 }
 
 /// A line that is not a valid command. Displays one line: the command word, then what was
-/// wrong and what would be accepted.
+/// wrong and what would be accepted ([`CommandError::message`] without the word). A cause (an
+/// address error) is kept as `source()`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandError {
-    /// The command word (empty for an unknown command).
-    pub command: String,
-    pub message: String,
+pub enum CommandError {
+    /// The first word is no command.
+    Unknown { word: String },
+    /// An argument is missing: `expected` says what would be accepted.
+    Missing { command: String, expected: String },
+    /// An argument too many.
+    Extra { command: String, got: String },
+    /// An argument that is not what the command takes.
+    Invalid {
+        command: String,
+        expected: String,
+        got: String,
+    },
+    /// An argument that is not what the command takes, with the command's usage.
+    InvalidWithUsage {
+        command: &'static str,
+        expected: &'static str,
+        got: String,
+        usage: &'static str,
+    },
+    /// An address that does not parse (`listen`, `server N address`); `got` is `None` when
+    /// the cause names it.
+    Address {
+        command: &'static str,
+        got: Option<String>,
+        source: crate::config::AddrError,
+    },
+    /// `prometheus ADDR` with something that is not an IP address and port 1-65535.
+    MetricsAddress { got: String, why: String },
+    /// `tarpit_capture` with a bad subnet (`why` names it).
+    Subnet { why: String, usage: &'static str },
+    /// `tarpit_rate ... net_burst B` without `net RATE`.
+    NetBurstWithoutNet { usage: &'static str },
+    /// `no X` for an X that cannot be negated.
+    NotNegatable { got: String, expected: String },
+    /// A `server` keyword without its value.
+    KeywordWithoutValue {
+        command: &'static str,
+        keyword: String,
+    },
+    /// A `server` keyword that does not exist.
+    UnknownKeyword {
+        command: &'static str,
+        got: String,
+        expected: &'static str,
+    },
 }
 
-impl fmt::Display for CommandError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.command.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.command, self.message)
+impl CommandError {
+    /// The command word (empty for an unknown command).
+    pub fn command(&self) -> &str {
+        match self {
+            CommandError::Unknown { .. } => "",
+            CommandError::Missing { command, .. }
+            | CommandError::Extra { command, .. }
+            | CommandError::Invalid { command, .. } => command,
+            CommandError::InvalidWithUsage { command, .. }
+            | CommandError::Address { command, .. }
+            | CommandError::KeywordWithoutValue { command, .. }
+            | CommandError::UnknownKeyword { command, .. } => command,
+            CommandError::MetricsAddress { .. } => "prometheus",
+            CommandError::Subnet { .. } => "tarpit_capture",
+            CommandError::NetBurstWithoutNet { .. } => "tarpit_rate",
+            CommandError::NotNegatable { .. } => "no",
+        }
+    }
+
+    /// What was wrong and what would be accepted, without the command word.
+    pub fn message(&self) -> String {
+        match self {
+            CommandError::Unknown { word } => format!("unknown command {word:?}"),
+            CommandError::Missing { expected, .. } => format!("expected {expected}, got nothing"),
+            CommandError::Extra { got, .. } => format!("unexpected extra argument {got:?}"),
+            CommandError::Invalid { expected, got, .. } => {
+                format!("expected {expected}, got {got:?}")
+            }
+            CommandError::InvalidWithUsage {
+                expected,
+                got,
+                usage,
+                ..
+            } => format!("expected {expected}, got {got:?} ({usage})"),
+            CommandError::Address {
+                got: Some(got),
+                source,
+                ..
+            } => format!("bad address {got:?}: {source}"),
+            CommandError::Address {
+                got: None, source, ..
+            } => format!("bad address: {source}"),
+            CommandError::MetricsAddress { got, why } => {
+                format!("{why} in {got:?}; expected port, addr:port or [v6addr]:port")
+            }
+            CommandError::Subnet { why, usage } => format!("{why} ({usage})"),
+            CommandError::NetBurstWithoutNet { usage } => {
+                format!("net_burst needs net RATE ({usage})")
+            }
+            CommandError::NotNegatable { got, expected } => {
+                format!("cannot negate {got:?}; expected one of {expected}")
+            }
+            CommandError::KeywordWithoutValue { keyword, .. } => {
+                format!("keyword {keyword:?} needs a value (server N [keyword value]...)")
+            }
+            CommandError::UnknownKeyword { got, expected, .. } => {
+                format!("unknown keyword {got:?}; expected one of {expected}")
+            }
         }
     }
 }
 
-impl std::error::Error for CommandError {}
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let command = self.command();
+        if command.is_empty() {
+            write!(f, "{}", self.message())
+        } else {
+            write!(f, "{command}: {}", self.message())
+        }
+    }
+}
 
-fn err(command: &str, message: impl Into<String>) -> CommandError {
-    CommandError {
+impl std::error::Error for CommandError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CommandError::Address { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// An argument of `command` that is not `expected`.
+fn invalid(command: &str, expected: impl Into<String>, got: &str) -> CommandError {
+    CommandError::Invalid {
         command: command.to_string(),
-        message: message.into(),
+        expected: expected.into(),
+        got: got.to_string(),
     }
 }
 
@@ -330,14 +445,19 @@ impl<'a> Words<'a> {
     }
 
     fn required(&mut self, what: &str) -> Result<&'a str, CommandError> {
-        self.next()
-            .ok_or_else(|| err(&self.cmd, format!("expected {what}, got nothing")))
+        self.next().ok_or_else(|| CommandError::Missing {
+            command: self.cmd.clone(),
+            expected: what.to_string(),
+        })
     }
 
     fn end(mut self) -> Result<(), CommandError> {
         match self.next() {
             None => Ok(()),
-            Some(w) => Err(err(&self.cmd, format!("unexpected extra argument {w:?}"))),
+            Some(w) => Err(CommandError::Extra {
+                command: self.cmd.clone(),
+                got: w.to_string(),
+            }),
         }
     }
 
@@ -348,8 +468,7 @@ impl<'a> Words<'a> {
         min: T,
         max: T,
     ) -> Result<T, CommandError> {
-        parse_num(tok, min, max)
-            .ok_or_else(|| err(&self.cmd, format!("expected {what}, got {tok:?}")))
+        parse_num(tok, min, max).ok_or_else(|| invalid(&self.cmd, what, tok))
     }
 
     fn opt_num<T: std::str::FromStr + PartialOrd + Copy>(
@@ -439,7 +558,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
             let t = w.required("an IP address")?;
             Command::DsrIp(
                 t.parse()
-                    .map_err(|_| err("dsr_ip", format!("expected an IP address, got {t:?}")))?,
+                    .map_err(|_| invalid("dsr_ip", "an IP address", t))?,
             )
         }
         "exit" => Command::Exit,
@@ -450,10 +569,11 @@ pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
         "include" => Command::Include(PathBuf::from(w.required("a file name")?)),
         "listen" => Command::Listen(match w.next() {
             None => None,
-            Some(t) => Some(
-                ListenArg::parse(t)
-                    .map_err(|e| err("listen", format!("bad address {t:?}: {e}")))?,
-            ),
+            Some(t) => Some(ListenArg::parse(t).map_err(|source| CommandError::Address {
+                command: "listen",
+                got: Some(t.to_string()),
+                source,
+            })?),
         }),
         "log" => Command::Log(w.next().map(str::to_string)),
         "mode" => Command::Mode,
@@ -467,7 +587,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
             let t = w.required("an IP address")?;
             Command::Source(
                 t.parse()
-                    .map_err(|_| err("source", format!("expected an IP address, got {t:?}")))?,
+                    .map_err(|_| invalid("source", "an IP address", t))?,
             )
         }
         "ssl_ciphers" => Command::SslCiphers(w.next().map(str::to_string)),
@@ -480,12 +600,10 @@ pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
         "ssl_option" => {
             let accepted = SslOption::ALL.map(SslOption::as_str).join(", ");
             let t = w.required(&format!("one of {accepted}"))?;
-            Command::SslOption(SslOption::from_word(t).ok_or_else(|| {
-                err(
-                    "ssl_option",
-                    format!("expected one of {accepted}, got {t:?}"),
-                )
-            })?)
+            Command::SslOption(
+                SslOption::from_word(t)
+                    .ok_or_else(|| invalid("ssl_option", format!("one of {accepted}"), t))?,
+            )
         }
         "ssl_sni_path" => Command::SslSniPath(PathBuf::from(w.required("a directory")?)),
         "status" => Command::Status,
@@ -517,7 +635,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
                 "down" => FastClose::Down,
                 "both" => FastClose::Both,
                 "off" => FastClose::Off,
-                _ => return Err(err("tcp_fastclose", format!("expected {what}, got {t:?}"))),
+                _ => return Err(invalid("tcp_fastclose", what, t)),
             })
         }
         "timeout" => Command::Timeout(w.opt_num(&format!("{SECS} >= 1"), 1, u64::MAX)?),
@@ -547,7 +665,9 @@ pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
             } else if let Some(f) = Flag::from_word(other) {
                 Command::Flag(f, true)
             } else {
-                return Err(err("", format!("unknown command {other:?}")));
+                return Err(CommandError::Unknown {
+                    word: other.to_string(),
+                });
             }
         }
     };
@@ -558,11 +678,9 @@ pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
 /// `prometheus`'s address: `port` (all addresses), `addr:port` or `[v6]:port`; an IP address,
 /// not a host name, and a port 1-65535.
 fn parse_metrics_addr(t: &str) -> Result<SocketAddr, CommandError> {
-    let bad = |why: &str| {
-        err(
-            "prometheus",
-            format!("{why} in {t:?}; expected port, addr:port or [v6addr]:port"),
-        )
+    let bad = |why: &str| CommandError::MetricsAddress {
+        got: t.to_string(),
+        why: why.to_string(),
     };
     match ListenAddr::parse(t) {
         Ok(ListenAddr::Inet(sa)) if sa.port() != 0 => Ok(sa),
@@ -588,10 +706,10 @@ fn parse_no(rest: &[&str]) -> Result<Command, CommandError> {
         v.join(", ")
     };
     let Some((&what, args)) = rest.split_first() else {
-        return Err(err(
-            "no",
-            format!("expected one of {}, got nothing", negatable()),
-        ));
+        return Err(CommandError::Missing {
+            command: "no".to_string(),
+            expected: format!("one of {}", negatable()),
+        });
     };
     let mut w = Words {
         cmd: format!("no {what}"),
@@ -611,10 +729,10 @@ fn parse_no(rest: &[&str]) -> Result<Command, CommandError> {
         other => match Flag::from_word(other) {
             Some(f) => Command::Flag(f, false),
             None => {
-                return Err(err(
-                    "no",
-                    format!("cannot negate {other:?}; expected one of {}", negatable()),
-                ));
+                return Err(CommandError::NotNegatable {
+                    got: other.to_string(),
+                    expected: negatable(),
+                });
             }
         },
     };
@@ -632,8 +750,8 @@ fn parse_tarpit_capture(
 ) -> Result<crate::engine::capture::CaptureConfig, CommandError> {
     use crate::engine::capture::{CaptureConfig, DEFAULT_MAX, DEFAULT_WAIT_SECS, MAX_MAX};
     let usage = "tarpit_capture SUBNET [wait SECONDS] [max ENTRIES]";
-    let (net, prefix) = CaptureConfig::parse_subnet(subnet)
-        .map_err(|e| err("tarpit_capture", format!("{e} ({usage})")))?;
+    let (net, prefix) =
+        CaptureConfig::parse_subnet(subnet).map_err(|why| CommandError::Subnet { why, usage })?;
     let mut c = CaptureConfig {
         net,
         prefix,
@@ -645,10 +763,12 @@ fn parse_tarpit_capture(
             "wait" => c.wait_secs = w.req_num("a wait of 1-3600 seconds", 1, 3600)?,
             "max" => c.max = w.req_num(&format!("a table size 1-{MAX_MAX}"), 1, MAX_MAX)?,
             _ => {
-                return Err(err(
-                    "tarpit_capture",
-                    format!("expected wait or max, got {k:?} ({usage})"),
-                ));
+                return Err(CommandError::InvalidWithUsage {
+                    command: "tarpit_capture",
+                    expected: "wait or max",
+                    got: k.to_string(),
+                    usage,
+                });
             }
         }
     }
@@ -671,19 +791,18 @@ fn parse_tarpit_rate(
             "net" => &mut net,
             "net_burst" => &mut net_burst,
             _ => {
-                return Err(err(
-                    "tarpit_rate",
-                    format!("expected burst, net or net_burst, got {k:?} ({usage})"),
-                ));
+                return Err(CommandError::InvalidWithUsage {
+                    command: "tarpit_rate",
+                    expected: "burst, net or net_burst",
+                    got: k.to_string(),
+                    usage,
+                });
             }
         };
         *slot = Some(w.req_num(&format!("a number 1-{TARPIT_RATE_MAX}"), 1, TARPIT_RATE_MAX)?);
     }
     if net.is_none() && net_burst.is_some() {
-        return Err(err(
-            "tarpit_rate",
-            format!("net_burst needs net RATE ({usage})"),
-        ));
+        return Err(CommandError::NetBurstWithoutNet { usage });
     }
     let net_rate = net.unwrap_or(0);
     Ok(crate::engine::ratecap::RateConfig {
@@ -702,16 +821,13 @@ fn parse_acl(w: &mut Words<'_>) -> Result<Command, CommandError> {
     let permit = match pd {
         "permit" => true,
         "deny" => false,
-        _ => return Err(err("acl", format!("expected permit or deny, got {pd:?}"))),
+        _ => return Err(invalid("acl", "permit or deny", pd)),
     };
     let addr = w.required(&format!("an address ({usage})"))?;
     let matcher = if addr == "country" {
         let cc = w.required("a country code after \"country\"")?;
         if cc.is_empty() || !cc.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(err(
-                "acl",
-                format!("expected a country code like SE, got {cc:?}"),
-            ));
+            return Err(invalid("acl", "a country code like SE", cc));
         }
         AclMatch::Country(cc.to_string())
     } else if addr.contains(':') {
@@ -721,15 +837,11 @@ fn parse_acl(w: &mut Words<'_>) -> Result<Command, CommandError> {
         };
         let a: Ipv6Addr = a
             .parse()
-            .map_err(|_| err("acl", format!("expected an IPv6 address, got {a:?}")))?;
+            .map_err(|_| invalid("acl", "an IPv6 address", a))?;
         let prefix = match len {
             None => 128,
-            Some(l) => parse_num(l, 0u8, 128).ok_or_else(|| {
-                err(
-                    "acl",
-                    format!("expected an IPv6 prefix length 0-128, got {l:?}"),
-                )
-            })?,
+            Some(l) => parse_num(l, 0u8, 128)
+                .ok_or_else(|| invalid("acl", "an IPv6 prefix length 0-128", l))?,
         };
         AclMatch::V6 { addr: a, prefix }
     } else {
@@ -737,24 +849,20 @@ fn parse_acl(w: &mut Words<'_>) -> Result<Command, CommandError> {
             Some((a, l)) => (a, Some(l)),
             None => (addr, None),
         };
-        let a: Ipv4Addr = a.parse().map_err(|_| {
-            err(
-                "acl",
-                format!("expected an IPv4 address A.B.C.D, got {a:?}"),
-            )
-        })?;
+        let a: Ipv4Addr = a
+            .parse()
+            .map_err(|_| invalid("acl", "an IPv4 address A.B.C.D", a))?;
         let mask = match len {
             Some(l) => {
-                let bits = parse_num(l, 0u32, 32).ok_or_else(|| {
-                    err("acl", format!("expected a prefix length 0-32, got {l:?}"))
-                })?;
+                let bits = parse_num(l, 0u32, 32)
+                    .ok_or_else(|| invalid("acl", "a prefix length 0-32", l))?;
                 Ipv4Addr::from(u32::MAX.checked_shl(32 - bits).unwrap_or(0))
             }
             None => match w.next() {
                 None => Ipv4Addr::BROADCAST,
                 Some(m) => m
                     .parse()
-                    .map_err(|_| err("acl", format!("expected a netmask A.B.C.D, got {m:?}")))?,
+                    .map_err(|_| invalid("acl", "a netmask A.B.C.D", m))?,
             },
         };
         AclMatch::V4 { addr: a, mask }
@@ -776,16 +884,20 @@ fn parse_server(w: &mut Words<'_>) -> Result<Command, CommandError> {
     };
     while let Some(key) = w.next() {
         let Some(val) = w.next() else {
-            return Err(err(
-                "server",
-                format!("keyword {key:?} needs a value (server N [keyword value]...)"),
-            ));
+            return Err(CommandError::KeywordWithoutValue {
+                command: "server",
+                keyword: key.to_string(),
+            });
         };
         match key {
             "acl" => s.acl = Some(w.acl_num(val)?),
             "address" => {
                 s.address = Some(
-                    HostSpec::parse(val).map_err(|e| err("server", format!("bad address: {e}")))?,
+                    HostSpec::parse(val).map_err(|source| CommandError::Address {
+                        command: "server",
+                        got: None,
+                        source,
+                    })?,
                 )
             }
             "port" => s.port = Some(w.num(val, "a port number 0-65535", 0, u16::MAX)?),
@@ -799,10 +911,11 @@ fn parse_server(w: &mut Words<'_>) -> Result<Command, CommandError> {
             "weight" => s.weight = Some(w.num(val, "a weight >= 0", 0, u32::MAX)?),
             "prio" => s.prio = Some(w.num(val, "a priority >= 0", 0, u32::MAX)?),
             _ => {
-                return Err(err(
-                    "server",
-                    format!("unknown keyword {key:?}; expected one of {keys}"),
-                ));
+                return Err(CommandError::UnknownKeyword {
+                    command: "server",
+                    got: key.to_string(),
+                    expected: keys,
+                });
             }
         }
     }
@@ -953,6 +1066,45 @@ mod tests {
             Err(e) => e.to_string(),
             other => panic!("{line:?} should fail, gave {other:?}"),
         }
+    }
+
+    #[test]
+    fn errors_are_typed_and_keep_their_cause() {
+        let err = |line: &str| parse(line).unwrap_err();
+        assert_eq!(
+            err("blacklist soon"),
+            CommandError::Invalid {
+                command: "blacklist".into(),
+                expected: format!("{SECS} >= 0"),
+                got: "soon".into(),
+            }
+        );
+        assert_eq!(
+            err("frobnicate"),
+            CommandError::Unknown {
+                word: "frobnicate".into()
+            }
+        );
+        assert!(matches!(err("pid 3"), CommandError::Extra { .. }));
+        assert!(matches!(err("dsr_if"), CommandError::Missing { .. }));
+        // An address error is kept as the cause; the message is the one-line form.
+        let e = err("listen 1.2.3.4:99999");
+        let CommandError::Address { source, .. } = &e else {
+            panic!("expected an address error, got {e:?}");
+        };
+        let cause = std::error::Error::source(&e).expect("a cause");
+        assert_eq!(cause.to_string(), source.to_string());
+        assert_eq!(e.command(), "listen");
+        assert_eq!(e.to_string(), format!("listen: {}", e.message()));
+        assert!(
+            e.message().starts_with("bad address \"1.2.3.4:99999\": "),
+            "{e}"
+        );
+        let e = err("server 0 address");
+        assert_eq!(
+            e.to_string(),
+            "server: keyword \"address\" needs a value (server N [keyword value]...)"
+        );
     }
 
     /// One sample line per command form (canonical spelling).

@@ -1,11 +1,12 @@
 //! Running a penctl command against the running state and formatting C Pen's reply. Pure.
 //!
-//! [`execute_line`] / [`execute`] take a command, the shared state ([`Shared`]: config and
-//! balancer) and an [`Env`] (clocks, pid, host names the IO layer resolved, open connections),
+//! [`execute_line`] / [`execute`] take a command, the running state ([`State`]: config,
+//! balancer, counters; no IO handles) and an [`Env`] (clocks, pid, host names the IO layer
+//! resolved, the open connections as data),
 //! apply the command with [`crate::ctl::apply::apply`], bring the balancer in line with the new
 //! configuration ([`sync_balancer`]) and return an [`Outcome`]: the reply text (C Pen 0.34.1's
 //! formats, `docs/cpen-replies.md`) and the [`Action`]s the IO layer must carry out (reopen the
-//! listener or the log, write a file, close a connection, exit, ...).
+//! listener or the log, write a file, close a connection, tell the servers changed, exit, ...).
 //!
 //! Errors are one line: `do_cmd: ignoring command starting with 'WORD': what was wrong and what
 //! would be accepted` (C Pen's prefix for unknown commands, so scripts that look for it still
@@ -20,14 +21,14 @@ use std::time::Duration;
 use crate::config::{BackendAddr, Config, HostSpec, ListenAddr};
 use crate::ctl::apply::{Applied, apply, write_config};
 use crate::ctl::command::{self, Command};
-use crate::proxy::Shared;
 use crate::select::literal_addr;
-use crate::stats::{self, ConnRow, Snapshot};
+use crate::state::{OpenConns, State};
+use crate::stats::{self, Snapshot};
 
 /// Host names resolved by the IO layer before the command runs: `(name, port)` → address.
 pub type Resolved = HashMap<(String, u16), SocketAddr>;
 
-/// What a command needs from the world besides the shared state.
+/// What a command needs from the world besides the running state.
 #[derive(Debug, Clone, Copy)]
 pub struct Env<'a> {
     /// The balancer's monotonic clock ([`crate::proxy::now`]).
@@ -38,8 +39,9 @@ pub struct Env<'a> {
     pub pid: u32,
     /// Host names resolved for `server N address NAME` (see [`names_to_resolve`]).
     pub resolved: &'a Resolved,
-    /// The open connections (`connection N`, `socket N`, `status`).
-    pub conns: &'a [ConnRow],
+    /// The open connections (`connection N`, `socket N`, `servers`, `status`), taken by the IO
+    /// layer under the state's lock.
+    pub conns: &'a OpenConns,
 }
 
 /// Something the IO layer must do after a command ran.
@@ -59,6 +61,9 @@ pub enum Action {
     Log(Option<String>),
     /// `close N`.
     Close(usize),
+    /// A `server N ...` command ran: tell whoever caches server choices (DSR's kernel fast
+    /// path) to drop them.
+    ServersChanged,
     /// `write [FILE]`: write this text to this file.
     Write { path: PathBuf, text: String },
     /// `status` (or SIGUSR1) with `-w`: write the status page to the file.
@@ -166,21 +171,21 @@ fn first_word(line: &str) -> &str {
 }
 
 /// Parses and runs one line (`#` comments and blank lines reply nothing).
-pub fn execute_line(shared: &mut Shared, line: &str, env: &Env<'_>) -> Outcome {
+pub fn execute_line(state: &mut State, line: &str, env: &Env<'_>) -> Outcome {
     match command::parse(line) {
-        Ok(Some(cmd)) => execute(shared, &cmd, env),
+        Ok(Some(cmd)) => execute(state, &cmd, env),
         Ok(None) => Outcome::default(),
-        Err(e) => Outcome::text(error_line(first_word(line), &e.message)),
+        Err(e) => Outcome::text(error_line(first_word(line), &e.message())),
     }
 }
 
 /// The host names (with ports) that `cmd` would give to server slots and that the balancer
 /// does not already have resolved: the IO layer resolves them before calling [`execute`].
-pub fn names_to_resolve(shared: &Shared, cmd: &Command) -> Vec<(String, u16)> {
+pub fn names_to_resolve(state: &State, cmd: &Command) -> Vec<(String, u16)> {
     let Command::Server(s) = cmd else {
         return Vec::new();
     };
-    let mut cfg = shared.config.clone();
+    let mut cfg = state.config.clone();
     if apply(&mut cfg, cmd).is_err() {
         return Vec::new();
     }
@@ -189,11 +194,11 @@ pub fn names_to_resolve(shared: &Shared, cmd: &Command) -> Vec<(String, u16)> {
     };
     match &slot.host {
         Some(HostSpec::Name(n)) => {
-            let known = shared
+            let known = state
                 .balancer
                 .server(s.index)
                 .is_some_and(|st| st.config.host == slot.host && st.config.port == slot.port)
-                && shared
+                && state
                     .balancer
                     .server(s.index)
                     .is_some_and(|st| st.addr.is_some());
@@ -209,11 +214,11 @@ pub fn names_to_resolve(shared: &Shared, cmd: &Command) -> Vec<(String, u16)> {
 
 /// Every server slot of `cfg` whose host is a name that the balancer does not hold resolved
 /// for the same host and port (for `-F`/HUP re-reads: resolve these before [`sync_balancer`]).
-pub fn unresolved_names(cfg: &Config, shared: &Shared) -> Vec<(String, u16)> {
+pub fn unresolved_names(cfg: &Config, state: &State) -> Vec<(String, u16)> {
     let mut out = Vec::new();
     for (i, slot) in cfg.servers.iter().enumerate() {
         if let Some(HostSpec::Name(n)) = &slot.host {
-            let known = shared.balancer.server(i).is_some_and(|st| {
+            let known = state.balancer.server(i).is_some_and(|st| {
                 st.config.host == slot.host && st.config.port == slot.port && st.addr.is_some()
             });
             if !known && !out.contains(&(n.clone(), slot.port)) {
@@ -224,15 +229,15 @@ pub fn unresolved_names(cfg: &Config, shared: &Shared) -> Vec<(String, u16)> {
     out
 }
 
-/// Brings the balancer in line with `shared.config`: settings (mode, times, ACLs, client table
+/// Brings the balancer in line with `state.config`: settings (mode, times, ACLs, client table
 /// size) and every server slot whose configuration changed. Host names come from `resolved`,
 /// or stay as the balancer has them when host and port did not change. Returns one message per
 /// slot left without an address because its name was not resolved.
-pub fn sync_balancer(shared: &mut Shared, resolved: &Resolved) -> Vec<String> {
+pub fn sync_balancer(state: &mut State, resolved: &Resolved) -> Vec<String> {
     let mut problems = Vec::new();
-    shared.balancer.update_settings(&shared.config);
-    for (i, slot) in shared.config.servers.iter().enumerate() {
-        let current = shared.balancer.server(i);
+    state.balancer.update_settings(&state.config);
+    for (i, slot) in state.config.servers.iter().enumerate() {
+        let current = state.balancer.server(i);
         let addr = match &slot.host {
             Some(HostSpec::Name(n)) => match resolved.get(&(n.clone(), slot.port)) {
                 Some(sa) => Some(BackendAddr::Inet(*sa)),
@@ -255,7 +260,7 @@ pub fn sync_balancer(shared: &mut Shared, resolved: &Resolved) -> Vec<String> {
             _ => literal_addr(slot),
         };
         let unchanged = current.is_some_and(|st| &st.config == slot && st.addr == addr);
-        if !unchanged && let Err(e) = shared.balancer.set_server(i, slot.clone(), addr) {
+        if !unchanged && let Err(e) = state.balancer.set_server(i, slot.clone(), addr) {
             problems.push(e.to_string());
         }
     }
@@ -296,26 +301,26 @@ pub fn config_actions(old: &Config, new: &Config) -> Vec<Action> {
 }
 
 /// Runs one parsed command; see the module doc.
-pub fn execute(shared: &mut Shared, cmd: &Command, env: &Env<'_>) -> Outcome {
-    let old = shared.config.clone();
-    let applied = match apply(&mut shared.config, cmd) {
+pub fn execute(state: &mut State, cmd: &Command, env: &Env<'_>) -> Outcome {
+    let old = state.config.clone();
+    let applied = match apply(&mut state.config, cmd) {
         Ok(a) => a,
         Err(e) => {
-            return Outcome::text(error_line(first_word(&cmd.to_string()), &e.message));
+            return Outcome::text(error_line(first_word(&cmd.to_string()), &e.message()));
         }
     };
     let mut out = Outcome::default();
-    if shared.config != old {
-        let problems = sync_balancer(shared, env.resolved);
+    if state.config != old {
+        let problems = sync_balancer(state, env.resolved);
         for p in problems {
             let _ = writeln!(out.reply, "{p}");
         }
-        out.actions = config_actions(&old, &shared.config);
+        out.actions = config_actions(&old, &state.config);
     }
     if let Applied::Ignored(_) = applied {
         return out;
     }
-    let cfg = &shared.config;
+    let cfg = &state.config;
     let r = &mut out.reply;
     match cmd {
         Command::Blacklist(_) => {
@@ -328,7 +333,7 @@ pub fn execute(shared: &mut Shared, cmd: &Command, env: &Env<'_>) -> Outcome {
             let _ = writeln!(r, "{}", cfg.control_acl);
         }
         Command::ClientsMax(_) => {
-            let _ = writeln!(r, "{}", shared.balancer.clients_max().max(cfg.clients_max));
+            let _ = writeln!(r, "{}", state.balancer.clients_max().max(cfg.clients_max));
         }
         Command::ConnMax(_) => {
             let _ = writeln!(r, "{}", cfg.conn_max);
@@ -382,7 +387,7 @@ pub fn execute(shared: &mut Shared, cmd: &Command, env: &Env<'_>) -> Outcome {
             };
         }
         Command::Tarpit => {
-            r.push_str(&stats::tarpit_text(cfg, shared.tarpit.as_ref()));
+            r.push_str(&stats::tarpit_text(cfg, state.tarpit.as_ref()));
         }
         Command::Listen(_) => {
             // As it was given (C Pen): `8080` stays `8080`.
@@ -414,7 +419,7 @@ pub fn execute(shared: &mut Shared, cmd: &Command, env: &Env<'_>) -> Outcome {
             let _ = writeln!(r, "{}", crate::cli::VERSION);
         }
         Command::TableHash => {
-            let d = crate::select::dsr::TableDigest::of(&shared.balancer, cfg.mode, env.now);
+            let d = crate::select::dsr::TableDigest::of(&state.balancer, cfg.mode, env.now);
             let _ = writeln!(r, "{d}");
         }
         Command::Mode => {
@@ -436,13 +441,9 @@ pub fn execute(shared: &mut Shared, cmd: &Command, env: &Env<'_>) -> Outcome {
         Command::Servers => {
             // sx/rx include the bytes of open connections, as C Pen's copy loop counts them
             // (and as the status page and Prometheus do), each byte once.
-            let open = shared.conns.open_bytes();
-            for (i, s) in shared.balancer.servers().iter().enumerate() {
+            for (i, s) in state.balancer.servers().iter().enumerate() {
                 let (addr, port) = stats::server_address(s);
-                let (open_sx, open_rx) = open
-                    .get(&crate::select::Target::Server(i))
-                    .copied()
-                    .unwrap_or((0, 0));
+                let (open_sx, open_rx) = env.conns.unreported(crate::select::Target::Server(i));
                 let _ = writeln!(
                     r,
                     "{i} addr {addr} port {port} conn {} max {} hard {} weight {} prio {} sx {} rx {}",
@@ -458,7 +459,7 @@ pub fn execute(shared: &mut Shared, cmd: &Command, env: &Env<'_>) -> Outcome {
         }
         Command::Recent(secs) => {
             let window = Duration::from_secs(secs.unwrap_or(300));
-            for c in shared.balancer.clients() {
+            for c in state.balancer.clients() {
                 if env.now.saturating_sub(c.last_seen) > window {
                     continue;
                 }
@@ -478,13 +479,13 @@ pub fn execute(shared: &mut Shared, cmd: &Command, env: &Env<'_>) -> Outcome {
                 let _ = writeln!(r, "Connection {n} out of range");
             } else {
                 let _ = writeln!(r, "Connection {n}:");
-                let udp = shared
+                let udp = state
                     .udp
                     .as_ref()
-                    .filter(|_| env.conns.is_empty())
+                    .filter(|_| env.conns.rows.is_empty())
                     .map(|u| stats::UdpReport::of(u, env.now));
                 let flow = udp.as_ref().and_then(|u| u.flows.get(n));
-                match (env.conns.iter().find(|c| c.index == n), flow) {
+                match (env.conns.rows.iter().find(|c| c.index == n), flow) {
                     // `-U`: the flows in the order of the status page (oldest first).
                     (None, Some(f)) => {
                         let _ = writeln!(
@@ -534,6 +535,7 @@ pub fn execute(shared: &mut Shared, cmd: &Command, env: &Env<'_>) -> Outcome {
             let fd = i64::from(*fd);
             let conn = env
                 .conns
+                .rows
                 .iter()
                 .find(|c| i64::from(c.downfd) == fd || i64::from(c.upfd) == fd)
                 .map_or(-1, |c| i64::try_from(c.index).unwrap_or(-1));
@@ -541,7 +543,7 @@ pub fn execute(shared: &mut Shared, cmd: &Command, env: &Env<'_>) -> Outcome {
         }
         Command::Status => match &cfg.web_stats {
             Some(path) => {
-                let snap = Snapshot::capture(shared, env.now, env.unix_time, env.conns.to_vec());
+                let snap = Snapshot::capture(state, env.now, env.unix_time, env.conns);
                 let html = stats::html(&snap);
                 r.push_str(&html);
                 out.actions.push(Action::WebStats {
@@ -571,10 +573,11 @@ pub fn execute(shared: &mut Shared, cmd: &Command, env: &Env<'_>) -> Outcome {
         Command::Include(path) => out.actions.push(Action::Include(path.clone())),
         Command::Server(s) => {
             if let Some(t) = s.blacklist
-                && let Err(e) = shared.balancer.blacklist(s.index, t, env.now)
+                && let Err(e) = state.balancer.blacklist(s.index, t, env.now)
             {
                 r.push_str(&error_line("server", &e.to_string()));
             }
+            out.actions.push(Action::ServersChanged);
         }
         // Commands that change settings and reply nothing (as C Pen).
         Command::Flag(..)
@@ -605,7 +608,7 @@ mod tests {
     use crate::config::ServerConfig;
     use crate::select::{Client, Target};
 
-    fn shared() -> Shared {
+    fn shared() -> State {
         let s = |port: u16, maxc: u32, hard: u32, weight: u32, prio: u32| ServerConfig {
             host: Some(HostSpec::Ip("127.0.0.1".parse().unwrap())),
             port,
@@ -615,7 +618,7 @@ mod tests {
             prio,
             ..ServerConfig::default()
         };
-        Shared::new(Config {
+        State::new(Config {
             listen: Some(ListenAddr::parse("127.0.0.1:19991").unwrap()),
             control: Some("127.0.0.1:19990".into()),
             servers: vec![s(19992, 0, 0, 0, 0), s(19993, 5, 10, 2, 1)],
@@ -623,19 +626,23 @@ mod tests {
         })
     }
 
-    fn run(sh: &mut Shared, line: &str) -> Outcome {
+    fn run(sh: &mut State, line: &str) -> Outcome {
+        run_with(sh, line, &OpenConns::default())
+    }
+
+    fn run_with(sh: &mut State, line: &str, conns: &OpenConns) -> Outcome {
         let resolved = Resolved::new();
         let env = Env {
             now: Duration::from_secs(1000),
             unix_time: 1_700_000_000,
             pid: 4242,
             resolved: &resolved,
-            conns: &[],
+            conns,
         };
         execute_line(sh, line, &env)
     }
 
-    fn reply(sh: &mut Shared, line: &str) -> String {
+    fn reply(sh: &mut State, line: &str) -> String {
         run(sh, line).reply
     }
 
@@ -654,17 +661,19 @@ mod tests {
         let mut sh = shared();
         let t = Duration::from_secs(1);
         let target = crate::select::Target::Server(1);
-        let (c, _counters, idx) = sh.open_connection_for_test(target, t, 100, 2000);
-        let r = reply(&mut sh, "servers");
+        let mut open = OpenConns::default();
+        let c = sh.open_connection_for_test(&mut open, target, t, 100, 2000);
+        let r = run_with(&mut sh, "servers", &open).reply;
         assert!(r.contains("1 addr 127.0.0.1 port 19993 conn 1 "), "{r}");
         assert!(
             r.contains(" sx 100 rx 2000\n"),
             "live bytes are counted: {r}"
         );
-        // The connection closes: its bytes move to the server's totals, counted once.
+        // The connection closes: its bytes move to the server's totals (and out of the open
+        // connections' unreported bytes, under the same lock), counted once.
         sh.balancer.closed(target, &c, 100, 2000, t);
-        sh.conns.bytes_reported(idx);
-        let r = reply(&mut sh, "servers");
+        open.unreported.clear();
+        let r = run_with(&mut sh, "servers", &open).reply;
         assert!(r.contains("1 addr 127.0.0.1 port 19993 conn 0 "), "{r}");
         assert!(r.contains(" sx 100 rx 2000\n"), "{r}");
     }
@@ -692,7 +701,7 @@ mod tests {
             unix_time: 0,
             pid: 1,
             resolved: &Resolved::new(),
-            conns: &[],
+            conns: &OpenConns::default(),
         };
         let r = execute_line(&mut sh, "connection 0", &env).reply;
         assert!(r.starts_with("Connection 0:\nstate = 2\n"), "{r}");
@@ -872,7 +881,7 @@ mod tests {
             unix_time: 0,
             pid: 1,
             resolved: &resolved,
-            conns: &[],
+            conns: &OpenConns::default(),
         };
         assert_eq!(execute(&mut sh, &cmd, &env).reply, "");
         assert_eq!(
@@ -894,6 +903,42 @@ mod tests {
         assert_eq!(
             reply(&mut sh, "recent 600"),
             "127.0.0.9 connects 1 sx 0 rx 0\n"
+        );
+    }
+
+    #[test]
+    fn a_server_command_asks_the_io_layer_to_tell_the_servers_changed() {
+        let mut sh = shared();
+        let o = run(&mut sh, "server 1 weight 7");
+        assert_eq!(o.actions, vec![Action::ServersChanged]);
+        let o = run(&mut sh, "server 0 blacklist 10");
+        assert_eq!(o.actions, vec![Action::ServersChanged]);
+        // Other commands and a refused server command leave the hook alone.
+        assert_eq!(run(&mut sh, "servers").actions, vec![]);
+        let o = run(&mut sh, "server 1 weight nine");
+        assert!(o.reply.starts_with("do_cmd: ignoring"), "{}", o.reply);
+        assert_eq!(o.actions, vec![]);
+    }
+
+    #[test]
+    fn connection_and_socket_read_the_open_connections_given() {
+        let mut sh = shared();
+        let mut open = OpenConns::default();
+        sh.open_connection_for_test(&mut open, Target::Server(1), Duration::from_secs(1), 5, 6);
+        open.rows[0].downfd = 9;
+        open.rows[0].upfd = 10;
+        let r = run_with(&mut sh, "connection 0", &open).reply;
+        assert_eq!(
+            r,
+            "Connection 0:\nstate = 2\ndownfd = 9, upfd = 10\nclient = test, server = 1\npend = 0\n"
+        );
+        assert_eq!(
+            run_with(&mut sh, "socket 10", &open).reply,
+            "Socket 10 belongs to connection 0\n"
+        );
+        assert_eq!(
+            run(&mut sh, "socket 10").reply,
+            "Socket 10 belongs to connection -1\n"
         );
     }
 
@@ -946,7 +991,7 @@ mod tests {
         assert!(text.contains(" 0.0.0.0:18086\n"), "{text}");
     }
 
-    fn refused(sh: &Shared, line: &str, origin: Origin) -> Option<String> {
+    fn refused(sh: &State, line: &str, origin: Origin) -> Option<String> {
         let cmd = crate::ctl::command::parse(line).unwrap().unwrap();
         refusal(&cmd, &sh.config, origin)
     }

@@ -40,7 +40,7 @@ use crate::ctl::reply::{
     sync_balancer, unresolved_names,
 };
 use crate::proxy::{SharedState, lock, now};
-use crate::stats::{self, ConnRow, Snapshot};
+use crate::stats::{self, Snapshot};
 use crate::sys::process::syslog_info;
 
 /// Longest command line accepted (C Pen reads at most 4095 bytes).
@@ -70,11 +70,51 @@ pub enum ControlAddr {
     Unix(PathBuf),
 }
 
+/// Why a `-C` value is not a control address. Displays one line naming it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlAddrError {
+    /// A host name where an IP address is needed.
+    #[error(
+        "bad control address {given:?}: {host:?} is a host name; expected an IP address (addr:port), a port or /path"
+    )]
+    HostName { given: String, host: String },
+    /// Not an address at all; the cause says why.
+    #[error("bad control address {given:?}: {source}; expected port, addr:port or /path")]
+    Address {
+        given: String,
+        #[source]
+        source: crate::config::AddrError,
+    },
+}
+
+/// Why the Prometheus endpoint could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot serve metrics on {addr}: {source}")]
+pub struct MetricsError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Why `listen ADDR` could not move the listener.
+#[derive(Debug, thiserror::Error)]
+pub enum RelistenError {
+    /// The daemon behind this control plane cannot reopen its listener (tests).
+    #[error("cannot listen on {0}: not supported by this daemon")]
+    Unsupported(ListenAddr),
+    /// Resolving or opening the new address failed.
+    #[error(transparent)]
+    Open(#[from] crate::daemon::DaemonError),
+    /// pen is exiting: nobody takes the new listener.
+    #[error("pen is shutting down")]
+    ShuttingDown,
+}
+
 impl ControlAddr {
     /// Parses `-C`'s value (host names are not accepted: give an address). Without a host
     /// (`port` or `:port`) the socket is on 127.0.0.1: the control socket has no
     /// authentication, so it is only reachable from other hosts when an address says so.
-    pub fn parse(s: &str) -> Result<ControlAddr, String> {
+    pub fn parse(s: &str) -> Result<ControlAddr, ControlAddrError> {
         let no_host = !s.contains('/') && s.rsplit_once(':').is_none_or(|(h, _)| h.is_empty());
         match ListenAddr::parse(s) {
             Ok(ListenAddr::Inet(sa)) if no_host => Ok(ControlAddr::Tcp(SocketAddr::from((
@@ -83,12 +123,14 @@ impl ControlAddr {
             )))),
             Ok(ListenAddr::Inet(sa)) => Ok(ControlAddr::Tcp(sa)),
             Ok(ListenAddr::Unix(p)) => Ok(ControlAddr::Unix(p)),
-            Ok(ListenAddr::Name { host, .. }) => Err(format!(
-                "bad control address {s:?}: {host:?} is a host name; expected an IP address (addr:port), a port or /path"
-            )),
-            Err(e) => Err(format!(
-                "bad control address {s:?}: {e}; expected port, addr:port or /path"
-            )),
+            Ok(ListenAddr::Name { host, .. }) => Err(ControlAddrError::HostName {
+                given: s.to_string(),
+                host,
+            }),
+            Err(source) => Err(ControlAddrError::Address {
+                given: s.to_string(),
+                source,
+            }),
         }
     }
 }
@@ -246,13 +288,11 @@ pub trait Effects: Send + Sync + 'static {
     /// `exit` (with `-X`): shut pen down cleanly.
     fn exit(&self) {}
     /// `listen ADDR`: close the listener and serve `addr` instead.
-    fn reopen_listener(&self, addr: &ListenAddr) -> Result<(), String> {
-        Err(format!(
-            "cannot listen on {addr}: not supported by this daemon"
-        ))
+    fn reopen_listener(&self, addr: &ListenAddr) -> Result<(), RelistenError> {
+        Err(RelistenError::Unsupported(addr.clone()))
     }
     /// SIGHUP, `log X`, `no log`: (re)open the request log (`None` closes it).
-    fn reopen_log(&self, target: Option<&str>) -> Result<(), String> {
+    fn reopen_log(&self, target: Option<&str>) -> Result<(), crate::reqlog::LogError> {
         let _ = target;
         Ok(())
     }
@@ -268,10 +308,6 @@ pub trait Effects: Send + Sync + 'static {
     /// `conn_max N`, `pending_max N`.
     fn set_limits(&self, conn_max: usize, pending_max: usize) {
         let _ = (conn_max, pending_max);
-    }
-    /// The open connections (`connection N`, `socket N`, status pages).
-    fn connections(&self) -> Vec<ConnRow> {
-        Vec::new()
     }
 }
 
@@ -339,7 +375,7 @@ impl Control {
 
     /// Serves the Prometheus metrics on `addr` (replacing a previous endpoint), or stops
     /// serving them (`None`). Must run inside the runtime.
-    pub fn set_prometheus(&self, addr: Option<SocketAddr>) -> Result<(), String> {
+    pub fn set_prometheus(&self, addr: Option<SocketAddr>) -> Result<(), MetricsError> {
         let mut slot = self
             .metrics
             .lock()
@@ -362,10 +398,10 @@ impl Control {
         }
         let l = crate::proxy::sockets::listen_tcp(addr, 50)
             .and_then(TcpListener::from_std)
-            .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
-        let (shared, effects) = (self.shared.clone(), self.effects.clone());
+            .map_err(|source| MetricsError { addr, source })?;
+        let shared = self.shared.clone();
         let task = tokio::spawn(async move {
-            if let Err(e) = serve_prometheus(l, shared, effects).await {
+            if let Err(e) = serve_prometheus(l, shared).await {
                 tracing::warn!("prometheus endpoint {addr} stopped: {e}");
             }
         });
@@ -392,7 +428,7 @@ impl Control {
             Ok(None) => return String::new(),
             Err(e) => {
                 let word = line.split_ascii_whitespace().next().unwrap_or("");
-                return error_line(word, &e.message);
+                return error_line(word, &e.message());
             }
         };
         if let Some(origin) = origin {
@@ -413,9 +449,9 @@ impl Control {
         if let Some(p) = problems.first() {
             return error_line("server", &format!("{p}; the server was not changed"));
         }
-        let conns = self.effects.connections();
         let outcome = {
             let mut g = lock(&self.shared);
+            let conns = g.io.open_conns();
             let env = Env {
                 now: now(),
                 unix_time: unix_time(),
@@ -423,11 +459,7 @@ impl Control {
                 resolved: &resolved,
                 conns: &conns,
             };
-            let o = reply::execute(&mut g, cmd, &env);
-            if matches!(cmd, Command::Server(_)) {
-                g.servers_changed();
-            }
-            o
+            reply::execute(&mut g, cmd, &env)
         };
         self.perform(outcome).await
     }
@@ -460,11 +492,18 @@ impl Control {
                 }
                 Action::Log(target) => {
                     if let Err(e) = self.effects.reopen_log(target.as_deref()) {
-                        reply.push_str(&error_line("log", &e));
+                        reply.push_str(&error_line("log", &e.to_string()));
                     }
                 }
                 Action::Close(n) => {
                     self.effects.close_connection(n);
+                }
+                Action::ServersChanged => {
+                    // Called without the state's lock: the hook may talk to the kernel.
+                    let hook = lock(&self.shared).io.on_servers_changed.clone();
+                    if let Some(h) = hook {
+                        (h.0)();
+                    }
                 }
                 Action::Write { path, text } => {
                     if let Err(e) = write_replacing_async(path.clone(), text.into_bytes()).await {
@@ -489,7 +528,7 @@ impl Control {
                 Action::Prometheus { new, old } => {
                     if let Err(e) = self.set_prometheus(new) {
                         lock(&self.shared).config.prometheus = old;
-                        reply.push_str(&error_line("prometheus", &e));
+                        reply.push_str(&error_line("prometheus", &e.to_string()));
                     }
                 }
                 Action::Limits {
@@ -528,9 +567,9 @@ impl Control {
         let names = unresolved_names(&dry, &lock(&self.shared));
         let (resolved, mut problems) = resolve(names).await;
         // 3. Apply for real, under the lock, from the texts read in 1.
-        let conns = self.effects.connections();
         let (outcome, actions) = {
             let mut g = lock(&self.shared);
+            let conns = g.io.open_conns();
             let old = g.config.clone();
             let outcome: FileOutcome = apply_file(&mut g.config, path, |p| {
                 texts
@@ -554,7 +593,9 @@ impl Control {
                 }
                 actions.extend(o.actions);
             }
-            g.servers_changed();
+            if !actions.contains(&Action::ServersChanged) {
+                actions.push(Action::ServersChanged);
+            }
             (outcome, actions)
         };
         let extra = Box::pin(self.perform(Outcome {
@@ -570,7 +611,7 @@ impl Control {
 
     /// A snapshot of the running state for the reports.
     pub fn snapshot(&self) -> Snapshot {
-        snapshot(&self.shared, self.effects.as_ref())
+        snapshot(&self.shared)
     }
 
     /// SIGUSR1: the status page to the `-w` file, or the text report to stderr.
@@ -605,10 +646,9 @@ impl Control {
     }
 }
 
-fn snapshot(shared: &SharedState, effects: &dyn Effects) -> Snapshot {
-    let conns = effects.connections();
+fn snapshot(shared: &SharedState) -> Snapshot {
     let g = lock(shared);
-    Snapshot::capture(&g, now(), unix_time(), conns)
+    Snapshot::capture(&g, now(), unix_time(), &g.io.open_conns())
 }
 
 /// Why [`read_command`] did not return a line.
@@ -777,11 +817,7 @@ fn transient(e: &io::Error) -> bool {
 
 /// The Prometheus endpoint: answers `GET /metrics` (and `GET /`) with the text exposition,
 /// anything else with 404; one request per connection. Same limits as the control socket.
-pub async fn serve_prometheus(
-    listener: TcpListener,
-    shared: SharedState,
-    effects: Arc<dyn Effects>,
-) -> io::Result<()> {
+pub async fn serve_prometheus(listener: TcpListener, shared: SharedState) -> io::Result<()> {
     let clients = Arc::new(Semaphore::new(CLIENTS_MAX));
     loop {
         let (mut s, peer) = match listener.accept().await {
@@ -795,7 +831,7 @@ pub async fn serve_prometheus(
         let Ok(permit) = clients.clone().try_acquire_owned() else {
             continue;
         };
-        let (shared, effects) = (shared.clone(), effects.clone());
+        let shared = shared.clone();
         tokio::spawn(async move {
             let head = tokio::time::timeout(READ_TIMEOUT, read_http_head(&mut s)).await;
             let Ok(Ok(head)) = head else {
@@ -804,7 +840,7 @@ pub async fn serve_prometheus(
             };
             let response = http_response(&head, || {
                 stats::prometheus(
-                    &snapshot(&shared, effects.as_ref()),
+                    &snapshot(&shared),
                     &crate::proxy::resources::ProcessStats::read(),
                 )
             });
@@ -976,11 +1012,12 @@ mod tests {
             ControlAddr::parse("0").unwrap(),
             ControlAddr::Tcp("127.0.0.1:0".parse().unwrap())
         );
-        assert!(
-            ControlAddr::parse("lb.example:80")
-                .unwrap_err()
-                .contains("host name")
-        );
+        let e = ControlAddr::parse("lb.example:80").unwrap_err();
+        assert!(e.to_string().contains("host name"), "{e}");
+        assert!(matches!(&e, ControlAddrError::HostName { host, .. } if host == "lb.example"));
+        let e = ControlAddr::parse("1.2.3.4:99999").unwrap_err();
+        assert!(matches!(e, ControlAddrError::Address { .. }), "{e:?}");
+        assert!(std::error::Error::source(&e).is_some(), "the cause is kept");
     }
 
     #[test]
@@ -1072,6 +1109,35 @@ mod tests {
         let mut reply = String::new();
         let _ = s.read_to_string(&mut reply).await;
         reply
+    }
+
+    /// The hook is run by the shell after the command, without the state's lock held (it may
+    /// talk to the kernel), for server commands and re-reads only.
+    #[tokio::test]
+    async fn server_commands_and_re_reads_run_the_servers_changed_hook_outside_the_lock() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let c = control();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (n, shared) = (calls.clone(), c.shared().clone());
+        lock(c.shared()).io.on_servers_changed =
+            Some(crate::proxy::ChangeHook(Arc::new(move || {
+                drop(lock(&shared));
+                n.fetch_add(1, Ordering::SeqCst);
+            })));
+        c.run_line("server 0 weight 3").await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        c.run_line("servers").await;
+        c.run_line("blacklist 5").await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "other commands leave it alone"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pen.cfg");
+        std::fs::write(&f, "server 0 address 127.0.0.1 port 10\n").unwrap();
+        assert!(c.apply_config_file(&f).await.is_empty());
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "a re-read runs it once");
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@
 //! next frame. The VIP, port, `-U` and `-r` are read once at start (`listen` reopens DSR).
 //! The tarpit's settings (`tarpit_persist`, `tarpit_capture`, `tarpit_rate`) are read the same
 //! way, and the engine publishes the tarpit's counters into the shared state on every pass
-//! ([`crate::proxy::Shared::tarpit`]) for penctl's `tarpit`, the status page and Prometheus.
+//! ([`crate::state::State::tarpit`]) for penctl's `tarpit`, the status page and Prometheus.
 //! The DSR interface's own addresses, read at start, are never captured.
 
 use std::io;
@@ -169,7 +169,7 @@ pub async fn serve_shared(link: AfPacket, state: SharedState) -> io::Result<()> 
     let engine_cfg = {
         let mut g = crate::proxy::lock(&state);
         // A `server` command drops the kernel's cached choices before penctl gets its reply.
-        g.on_servers_changed = link.fast_path().map(|fp| {
+        g.io.on_servers_changed = link.fast_path().map(|fp| {
             let generation = fp.generation();
             crate::proxy::ChangeHook(Arc::new(move || {
                 if let Err(e) = generation.bump() {
@@ -177,7 +177,7 @@ pub async fn serve_shared(link: AfPacket, state: SharedState) -> io::Result<()> 
                 }
             }))
         });
-        hook_guard.hook = g.on_servers_changed.clone();
+        hook_guard.hook = g.io.on_servers_changed.clone();
         let backends = backends_from(&g.balancer, crate::proxy::now());
         let mut ec = engine_config(&g.config, link.mac(), isn_key()?, backends)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -223,12 +223,12 @@ impl Drop for HookGuard {
             return;
         };
         let mut g = crate::proxy::lock(&self.state);
-        let still_mine = g
-            .on_servers_changed
-            .as_ref()
-            .is_some_and(|h| std::ptr::addr_eq(Arc::as_ptr(&h.0), Arc::as_ptr(&mine.0)));
+        let still_mine =
+            g.io.on_servers_changed
+                .as_ref()
+                .is_some_and(|h| std::ptr::addr_eq(Arc::as_ptr(&h.0), Arc::as_ptr(&mine.0)));
         if still_mine {
-            g.on_servers_changed = None;
+            g.io.on_servers_changed = None;
         }
     }
 }
@@ -325,20 +325,20 @@ mod tests {
         };
         let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let first = hook(calls.clone());
-        crate::proxy::lock(&state).on_servers_changed = Some(first.clone());
+        crate::proxy::lock(&state).io.on_servers_changed = Some(first.clone());
         drop(HookGuard {
             state: state.clone(),
             hook: Some(first.clone()),
         });
-        assert!(crate::proxy::lock(&state).on_servers_changed.is_none());
+        assert!(crate::proxy::lock(&state).io.on_servers_changed.is_none());
         // A restarted DSR installed its own hook before the old run's guard dropped.
         let second = hook(calls.clone());
-        crate::proxy::lock(&state).on_servers_changed = Some(second);
+        crate::proxy::lock(&state).io.on_servers_changed = Some(second);
         drop(HookGuard {
             state: state.clone(),
             hook: Some(first),
         });
-        crate::proxy::lock(&state).servers_changed();
+        crate::proxy::lock(&state).io.servers_changed();
         assert_eq!(calls.load(Ordering::Relaxed), 1, "the newer hook stays");
     }
 

@@ -6,14 +6,17 @@
 //!
 //! Shared state: one [`Shared`] per pen process behind a std mutex ([`SharedState`]), held only
 //! for short non-async sections (never across an `.await`). The daemon owns it and hands clones
-//! of the `Arc` to the listener tasks (TCP, UDP, later the control socket).
+//! of the `Arc` to the listener tasks (TCP, UDP, DSR) and the control plane. It is the pure
+//! [`State`] (what the decisions and reports read) plus the IO [`Handles`] (TLS terminator, UDP
+//! table, servers-changed hook, connection table), which the shells use and the pure modules
+//! never see.
 
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::select::Balancer;
+use crate::state::{OpenConns, State};
 
 pub mod forward;
 pub mod http;
@@ -24,37 +27,34 @@ pub mod tls;
 pub(crate) mod transparent;
 pub mod udp;
 
-/// The running configuration and the balancer built from it.
+/// The running state of the process: the pure [`State`] (configuration, balancer, counters,
+/// published UDP and tarpit status) and the IO [`Handles`] beside it, behind one lock.
+///
+/// `Shared` dereferences to its [`State`], so the data path reads `g.config` and
+/// `g.balancer` as before, and a guard passes as `&mut State` to the pure
+/// [`crate::ctl::reply`] and [`crate::stats`]; the handles are reached as `g.io`.
 #[derive(Debug)]
 pub struct Shared {
-    pub config: Config,
-    pub balancer: Balancer,
-    /// Upstream connections that `transparent` could not open from the client's address
-    /// (no CAP_NET_ADMIN, missing routing setup, family mismatch); see [`transparent`].
-    pub transparent_failures: u64,
-    /// pen's own shortages of descriptors, buffers, memory or local ports (never blamed on a
-    /// server); see [`resources`].
-    pub shortage: resources::Shortage,
-    /// The open TCP connections (`connection N`, `close N`, the reports' open byte counts).
-    /// Lock order: this state, then the table.
+    pub state: State,
+    pub io: Handles,
+}
+
+/// What the daemon holds beside the pure state: live objects that do IO when used.
+#[derive(Debug, Default)]
+pub struct Handles {
+    /// The open TCP connections (`close N`, and the [`OpenConns`] view the reports read).
+    /// Lock order: the state, then the table.
     pub conns: Arc<tcp::ConnTable>,
     /// TLS termination in force (`-E`); `None` = plain TCP. Replaced on reload (`tls::reload`).
     pub tls: Option<Arc<tls::Terminator>>,
-    /// The UDP flow table (`-U`) as the UDP shell last published it, for the reports: at
-    /// every tick ([`udp::shell::TICK`]) and [`udp::shell::PUBLISH_EVERY`] after new flows.
-    /// The shell writes it without holding its table lock (lock order: table, then this).
-    pub udp: Option<udp::UdpStatus>,
-    /// The live UDP flow table (`-U`), for `close N`. Lock order: the table, then this state.
+    /// The live UDP flow table (`-U`), for `close N`. Lock order: the table, then the state.
     pub udp_table: Option<udp::UdpHandle>,
     /// Told when a control command or a configuration re-read may have changed the servers
     /// (DSR's kernel fast path drops its cached choices at once; see [`crate::link::xdp`]).
     pub on_servers_changed: Option<ChangeHook>,
-    /// The DSR tarpit's settings and counters as the DSR thread last published them (about
-    /// every 100 ms), for the reports; `None` outside DSR mode.
-    pub tarpit: Option<crate::engine::TarpitStatus>,
 }
 
-/// A callback for [`Shared::on_servers_changed`].
+/// A callback for [`Handles::on_servers_changed`].
 #[derive(Clone)]
 pub struct ChangeHook(pub Arc<dyn Fn() + Send + Sync>);
 
@@ -66,48 +66,39 @@ impl std::fmt::Debug for ChangeHook {
 
 impl Shared {
     /// A fresh balancer for `config` (servers with literal addresses only; the daemon sets
-    /// resolved host names with `Balancer::set_server`).
+    /// resolved host names with `Balancer::set_server`), no IO handles yet.
     pub fn new(config: Config) -> Shared {
-        let balancer = Balancer::new(&config);
         Shared {
-            config,
-            balancer,
-            transparent_failures: 0,
-            shortage: resources::Shortage::default(),
-            conns: Arc::default(),
-            tls: None,
-            udp: None,
-            udp_table: None,
-            on_servers_changed: None,
-            tarpit: None,
+            state: State::new(config),
+            io: Handles::default(),
+        }
+    }
+}
+
+impl std::ops::Deref for Shared {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for Shared {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+}
+
+impl Handles {
+    /// The open connections for the reports. Call with the state's lock held (see
+    /// [`OpenConns`]).
+    pub fn open_conns(&self) -> OpenConns {
+        OpenConns {
+            rows: self.conns.rows(),
+            unreported: self.conns.open_bytes(),
         }
     }
 
-    /// Tests of the reports: a connection of client 10.0.0.7 to `target`, established at `t`
-    /// and listed as open by the data path, having sent `sx` bytes to the server and received
-    /// `rx`. Returns the client, the counters (to move bytes on) and the table index.
-    #[cfg(test)]
-    pub(crate) fn open_connection_for_test(
-        &mut self,
-        target: crate::select::Target,
-        t: Duration,
-        sx: u64,
-        rx: u64,
-    ) -> (crate::select::Client, Arc<forward::Counters>, usize) {
-        let c = crate::select::Client {
-            ip: Some(std::net::IpAddr::from([10, 0, 0, 7])),
-            port: 1,
-        };
-        self.balancer.connect_started(&c, target, t);
-        self.balancer.connect_ok(target, t);
-        let counters = Arc::new(forward::Counters::default());
-        let idx = self.conns.insert_open_for_test(target, counters.clone());
-        counters.add_to_server(sx);
-        counters.add_from_server(rx);
-        (c, counters, idx)
-    }
-
-    /// Runs the [`Shared::on_servers_changed`] hook, if any.
+    /// Runs the [`Handles::on_servers_changed`] hook, if any.
     pub fn servers_changed(&self) {
         if let Some(h) = &self.on_servers_changed {
             (h.0)();
@@ -121,7 +112,7 @@ pub type SharedState = Arc<Mutex<Shared>>;
 /// Logs (at the default level, warn) the servers that went down or came back since the last
 /// call. `failure` names the reason of a `Down` for that target; other `Down`s were recorded
 /// elsewhere (a UDP flow's failure) and get a generic reason.
-pub fn log_server_events(g: &mut Shared, failure: Option<(crate::select::Target, &str)>) {
+pub fn log_server_events(g: &mut State, failure: Option<(crate::select::Target, &str)>) {
     let (events, dropped) = g.balancer.take_events();
     for e in &events {
         let reason = match (e, failure) {
@@ -201,6 +192,28 @@ pub(crate) fn read_draining<T: Copy>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_conns_leaves_out_the_bytes_already_in_the_totals() {
+        use crate::select::Target;
+        let io = Handles::default();
+        let counters = Arc::new(forward::Counters::default());
+        let idx = io
+            .conns
+            .insert_open_for_test(Target::Server(1), counters.clone());
+        counters.add_to_server(100);
+        counters.add_from_server(2000);
+        let open = io.open_conns();
+        assert_eq!(open.rows.len(), 1);
+        assert_eq!((open.rows[0].index, open.rows[0].server), (idx, 1));
+        assert_eq!(open.unreported(Target::Server(1)), (100, 2000));
+        // Closing: the bytes move to the server's totals (under the state's lock); the row
+        // stays listed until the task ends, its bytes are no longer "open".
+        io.conns.bytes_reported(idx);
+        let open = io.open_conns();
+        assert_eq!(open.rows.len(), 1);
+        assert_eq!(open.unreported(Target::Server(1)), (0, 0));
+    }
 
     /// `try_io` as tokio runs it on a ready socket: calls the closure once and returns its
     /// result (tokio clears the readiness when that result is `WouldBlock`).

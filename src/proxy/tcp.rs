@@ -542,7 +542,7 @@ async fn front_of(
 ) -> Option<(Front, Option<Rewriter>)> {
     let (tls, http) = {
         let g = lock(shared);
-        (g.tls.clone(), g.config.http)
+        (g.io.tls.clone(), g.config.http)
     };
     let front = match tls {
         // Boxed: the handshake state is large and plain connections should not carry it.

@@ -2,7 +2,7 @@
 //!
 //! A [`Terminator`] is built from [`TlsConfig`] by reading every file it names once
 //! ([`Terminator::load`]); it then serves handshakes without touching the file system. The
-//! daemon keeps the current one in [`Shared::tls`](crate::proxy::Shared) and replaces it on
+//! daemon keeps the current one in [`Handles::tls`](crate::proxy::Handles) and replaces it on
 //! SIGHUP or when the `ssl_*` settings or the files change ([`reload`], [`watch`]); open
 //! connections keep the configuration they started with.
 //!
@@ -23,7 +23,6 @@
 //!   limit.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -47,24 +46,106 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Sessions remembered for resumption (shared by every configuration and across reloads).
 const SESSION_CACHE: usize = 4096;
 
-/// A TLS set-up error: which file or setting, and why. Displays one line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsError {
-    pub message: String,
+/// A TLS set-up error: which file or setting, and why. Displays one line; the cause (the OS
+/// error, the PEM error, rustls's error) is kept as `source()`.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// TLS was asked for without `-E`.
+    #[error(
+        "pen: TLS needs a certificate: give -E cert.pem (and -K key.pem unless the key is in the same file)"
+    )]
+    NoCertificateGiven,
+    /// A file or directory could not be read. `what` is the option that names it.
+    #[error("pen: {what} {}: {source}", path.display())]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A PEM file that does not parse; `hint` says where the key was looked for.
+    #[error("pen: {what} {}: bad PEM: {source}{hint}", path.display())]
+    Pem {
+        what: &'static str,
+        path: PathBuf,
+        hint: &'static str,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    /// A certificate file without a certificate.
+    #[error(
+        "pen: {what} {}: no certificate found (expected PEM \"BEGIN CERTIFICATE\" blocks)",
+        path.display()
+    )]
+    NoCertificate { what: &'static str, path: PathBuf },
+    /// A key file without a key.
+    #[error(
+        "pen: {what} {}: no private key found (expected a PEM PKCS#8, PKCS#1 RSA or SEC1 EC key){hint}",
+        path.display()
+    )]
+    NoKey {
+        what: &'static str,
+        path: PathBuf,
+        hint: &'static str,
+    },
+    /// The key is not the certificate's.
+    #[error("pen: {what} {} does not fit certificate {}: {source}", key.display(), cert.display())]
+    KeyMismatch {
+        what: &'static str,
+        key: PathBuf,
+        cert: PathBuf,
+        #[source]
+        source: Box<rustls::Error>,
+    },
+    /// An OCSP response file that is not DER.
+    #[error(
+        "pen: {what} {}: not a DER OCSP response (expected the binary response as `openssl ocsp -respout` writes it)",
+        path.display()
+    )]
+    NotOcsp { what: &'static str, path: PathBuf },
+    /// A CA certificate rustls cannot use.
+    #[error("pen: {what} {}: unusable CA certificate: {source}", path.display())]
+    BadCa {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: Box<rustls::Error>,
+    },
+    /// `-A` names a directory without a CA certificate.
+    #[error("pen: -A {}: no PEM CA certificate found in the directory", dir.display())]
+    NoCaInDir { dir: PathBuf },
+    /// An `ssl_sni_path` certificate without its key file.
+    #[error("pen: ssl_sni_path: {} has no key: expected {}", crt.display(), key.display())]
+    SniNoKey { crt: PathBuf, key: PathBuf },
+    /// The configuration for `-E` could not be built.
+    #[error("pen: TLS set-up with -E {}: {source}", cert.display())]
+    Setup {
+        cert: PathBuf,
+        #[source]
+        source: SetupError,
+    },
+    /// The configuration for an `ssl_sni_path` name could not be built.
+    #[error("pen: TLS set-up for SNI name {name} ({}): {source}", crt.display())]
+    SniSetup {
+        name: String,
+        crt: PathBuf,
+        #[source]
+        source: SetupError,
+    },
 }
 
-impl fmt::Display for TlsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for TlsError {}
-
-fn tls_err(message: impl Into<String>) -> TlsError {
-    TlsError {
-        message: message.into(),
-    }
+/// Why a server configuration could not be built from usable certificates and keys.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The protocol versions left by the options.
+    #[error("{0}")]
+    Versions(#[source] Box<rustls::Error>),
+    /// `-R` without `-G`/`-A`.
+    #[error("-R needs the CAs that sign client certificates: give -G cafile or -A cadir")]
+    NoClientCas,
+    /// The client certificate verifier refused the CAs.
+    #[error("client certificate verifier: {0}")]
+    Verifier(#[source] Box<rustls::server::VerifierBuilderError>),
 }
 
 /// Whether `cfg` asks for TLS termination (`-E` given).
@@ -122,9 +203,7 @@ impl Terminator {
     /// configurations. Errors name the file and the reason.
     pub fn load(cfg: &TlsConfig) -> Result<Terminator, TlsError> {
         let Some(cert) = &cfg.cert else {
-            return Err(tls_err(
-                "pen: TLS needs a certificate: give -E cert.pem (and -K key.pem unless the key is in the same file)",
-            ));
+            return Err(TlsError::NoCertificateGiven);
         };
         let mut stamps = Vec::new();
         let provider = Arc::new(provider(cfg));
@@ -136,8 +215,12 @@ impl Terminator {
             None => None,
         };
         let key = certified_key(cert, "-E", key_file, "-K", ocsp, &provider, &mut stamps)?;
-        let default = server_config(cfg, &provider, &versions, key, global_roots.clone())
-            .map_err(|e| tls_err(format!("pen: TLS set-up with -E {}: {e}", cert.display())))?;
+        let default = server_config(cfg, &provider, &versions, key, global_roots.clone()).map_err(
+            |source| TlsError::Setup {
+                cert: cert.clone(),
+                source,
+            },
+        )?;
         let mut by_name = HashMap::new();
         if let Some(dir) = &cfg.sni_path {
             for (name, files) in sni_entries(dir)? {
@@ -162,12 +245,14 @@ impl Terminator {
                     }
                     None => global_roots.clone(),
                 };
-                let sc = server_config(cfg, &provider, &versions, key, roots).map_err(|e| {
-                    tls_err(format!(
-                        "pen: TLS set-up for SNI name {name} ({}): {e}",
-                        files.crt.display()
-                    ))
-                })?;
+                let sc =
+                    server_config(cfg, &provider, &versions, key, roots).map_err(|source| {
+                        TlsError::SniSetup {
+                            name: name.clone(),
+                            crt: files.crt.clone(),
+                            source,
+                        }
+                    })?;
                 by_name.insert(name, sc);
             }
             stamps.push(Stamp::of(dir));
@@ -393,19 +478,17 @@ fn server_config(
     versions: &[&'static SupportedProtocolVersion],
     key: CertifiedKey,
     roots: Option<Arc<RootCertStore>>,
-) -> Result<Arc<ServerConfig>, String> {
+) -> Result<Arc<ServerConfig>, SetupError> {
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| SetupError::Versions(Box::new(e)))?;
     let builder = if cfg.require_client_cert {
         let Some(roots) = roots else {
-            return Err(
-                "-R needs the CAs that sign client certificates: give -G cafile or -A cadir".into(),
-            );
+            return Err(SetupError::NoClientCas);
         };
         let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
             .build()
-            .map_err(|e| format!("client certificate verifier: {e}"))?;
+            .map_err(|e| SetupError::Verifier(Box::new(e)))?;
         builder.with_client_cert_verifier(verifier)
     } else {
         builder.with_no_client_auth()
@@ -419,32 +502,54 @@ fn server_config(
     Ok(Arc::new(sc))
 }
 
-fn read_file(path: &Path, what: &str, stamps: &mut Vec<Stamp>) -> Result<Vec<u8>, TlsError> {
+fn read_file(
+    path: &Path,
+    what: &'static str,
+    stamps: &mut Vec<Stamp>,
+) -> Result<Vec<u8>, TlsError> {
     stamps.push(Stamp::of(path));
-    std::fs::read(path).map_err(|e| tls_err(format!("pen: {what} {}: {e}", path.display())))
+    std::fs::read(path).map_err(read_err(what, path))
 }
 
-fn read_ocsp(path: &Path, what: &str, stamps: &mut Vec<Stamp>) -> Result<Vec<u8>, TlsError> {
+/// `map_err` for an OS error reading `path`, named by option `what`.
+fn read_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> TlsError {
+    let path = path.to_path_buf();
+    move |source| TlsError::Read { what, path, source }
+}
+
+fn read_ocsp(
+    path: &Path,
+    what: &'static str,
+    stamps: &mut Vec<Stamp>,
+) -> Result<Vec<u8>, TlsError> {
     let der = read_file(path, what, stamps)?;
     // An OCSPResponse is a DER SEQUENCE; a PEM or text file here is a mistake.
     if der.first() != Some(&0x30) {
-        return Err(tls_err(format!(
-            "pen: {what} {}: not a DER OCSP response (expected the binary response as `openssl ocsp -respout` writes it)",
-            path.display()
-        )));
+        return Err(TlsError::NotOcsp {
+            what,
+            path: path.to_path_buf(),
+        });
     }
     Ok(der)
 }
 
-fn certs_in(pem: &[u8], path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+fn certs_in(
+    pem: &[u8],
+    path: &Path,
+    what: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
-    let certs =
-        certs.map_err(|e| tls_err(format!("pen: {what} {}: bad PEM: {e}", path.display())))?;
+    let certs = certs.map_err(|source| TlsError::Pem {
+        what,
+        path: path.to_path_buf(),
+        hint: "",
+        source,
+    })?;
     if certs.is_empty() {
-        return Err(tls_err(format!(
-            "pen: {what} {}: no certificate found (expected PEM \"BEGIN CERTIFICATE\" blocks)",
-            path.display()
-        )));
+        return Err(TlsError::NoCertificate {
+            what,
+            path: path.to_path_buf(),
+        });
     }
     Ok(certs)
 }
@@ -452,42 +557,44 @@ fn certs_in(pem: &[u8], path: &Path, what: &str) -> Result<Vec<CertificateDer<'s
 /// A certificate chain and its private key, checked to belong together.
 fn certified_key(
     cert: &Path,
-    cert_what: &str,
+    cert_what: &'static str,
     key: &Path,
-    key_what: &str,
+    key_what: &'static str,
     ocsp: Option<Vec<u8>>,
     provider: &CryptoProvider,
     stamps: &mut Vec<Stamp>,
 ) -> Result<CertifiedKey, TlsError> {
     let chain = certs_in(&read_file(cert, cert_what, stamps)?, cert, cert_what)?;
     let key_pem = if key == cert {
-        std::fs::read(key)
-            .map_err(|e| tls_err(format!("pen: {key_what} {}: {e}", key.display())))?
+        std::fs::read(key).map_err(read_err(key_what, key))?
     } else {
         read_file(key, key_what, stamps)?
     };
-    let der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-        let why = match e {
-            rustls_pki_types::pem::Error::NoItemsFound => {
-                "no private key found (expected a PEM PKCS#8, PKCS#1 RSA or SEC1 EC key)"
-                    .to_string()
-            }
-            other => format!("bad PEM: {other}"),
-        };
-        let hint = if key == cert {
-            " (no -K given, so the key was looked for in the -E file)"
-        } else {
-            ""
-        };
-        tls_err(format!("pen: {key_what} {}: {why}{hint}", key.display()))
+    let hint = if key == cert {
+        " (no -K given, so the key was looked for in the -E file)"
+    } else {
+        ""
+    };
+    let der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound => TlsError::NoKey {
+            what: key_what,
+            path: key.to_path_buf(),
+            hint,
+        },
+        source => TlsError::Pem {
+            what: key_what,
+            path: key.to_path_buf(),
+            hint,
+            source,
+        },
     })?;
-    let mut ck = CertifiedKey::from_der(chain, der, provider).map_err(|e| {
-        tls_err(format!(
-            "pen: {key_what} {} does not fit certificate {}: {e}",
-            key.display(),
-            cert.display()
-        ))
-    })?;
+    let mut ck =
+        CertifiedKey::from_der(chain, der, provider).map_err(|source| TlsError::KeyMismatch {
+            what: key_what,
+            key: key.to_path_buf(),
+            cert: cert.to_path_buf(),
+            source: Box::new(source),
+        })?;
     ck.ocsp = ocsp;
     Ok(ck)
 }
@@ -495,16 +602,15 @@ fn certified_key(
 fn add_ca_file(
     store: &mut RootCertStore,
     path: &Path,
-    what: &str,
+    what: &'static str,
     stamps: &mut Vec<Stamp>,
 ) -> Result<(), TlsError> {
     let pem = read_file(path, what, stamps)?;
     for c in certs_in(&pem, path, what)? {
-        store.add(c).map_err(|e| {
-            tls_err(format!(
-                "pen: {what} {}: unusable CA certificate: {e}",
-                path.display()
-            ))
+        store.add(c).map_err(|source| TlsError::BadCa {
+            what,
+            path: path.to_path_buf(),
+            source: Box::new(source),
         })?;
     }
     Ok(())
@@ -524,8 +630,7 @@ fn client_roots(
         add_ca_file(&mut store, f, "-G", stamps)?;
     }
     if let Some(dir) = &cfg.ca_dir {
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| tls_err(format!("pen: -A {}: {e}", dir.display())))?;
+        let entries = std::fs::read_dir(dir).map_err(read_err("-A", dir))?;
         let mut found = 0usize;
         for entry in entries.flatten() {
             let p = entry.path();
@@ -537,10 +642,7 @@ fn client_roots(
             }
         }
         if found == 0 {
-            return Err(tls_err(format!(
-                "pen: -A {}: no PEM CA certificate found in the directory",
-                dir.display()
-            )));
+            return Err(TlsError::NoCaInDir { dir: dir.clone() });
         }
         stamps.push(Stamp::of(dir));
     }
@@ -559,8 +661,7 @@ pub struct SniFiles {
 /// Scans `dir` for `name.crt` files; each needs `name.key`; `name.ca` and `name.ocsp` are
 /// optional. Names are lower-cased.
 pub fn sni_entries(dir: &Path) -> Result<Vec<(String, SniFiles)>, TlsError> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| tls_err(format!("pen: ssl_sni_path {}: {e}", dir.display())))?;
+    let entries = std::fs::read_dir(dir).map_err(read_err("ssl_sni_path", dir))?;
     let mut out = Vec::new();
     for entry in entries.flatten() {
         let p = entry.path();
@@ -572,11 +673,7 @@ pub fn sni_entries(dir: &Path) -> Result<Vec<(String, SniFiles)>, TlsError> {
         };
         let key = p.with_extension("key");
         if !key.exists() {
-            return Err(tls_err(format!(
-                "pen: ssl_sni_path: {} has no key: expected {}",
-                p.display(),
-                key.display()
-            )));
+            return Err(TlsError::SniNoKey { crt: p, key });
         }
         let opt = |ext: &str| Some(p.with_extension(ext)).filter(|f| f.exists());
         out.push((
@@ -627,7 +724,7 @@ pub fn reload(shared: &SharedState) -> Result<(), TlsError> {
     } else {
         None
     };
-    lock(shared).tls = next;
+    lock(shared).io.tls = next;
     Ok(())
 }
 
@@ -657,7 +754,7 @@ pub async fn watch(shared: SharedState, every: Duration) {
         tick.tick().await;
         let (cfg, current) = {
             let g = lock(&shared);
-            (g.config.tls.clone(), g.tls.clone())
+            (g.config.tls.clone(), g.io.tls.clone())
         };
         let stale = match &current {
             Some(t) => t.source != cfg || t.files_changed(),
@@ -676,7 +773,7 @@ pub async fn watch(shared: SharedState, every: Duration) {
                 // the next change (or SIGHUP) tries again. Unless a SIGHUP reload replaced
                 // it meanwhile.
                 let mut g = lock(&shared);
-                if let (Some(t), Some(before)) = (&g.tls, &current)
+                if let (Some(t), Some(before)) = (&g.io.tls, &current)
                     && Arc::ptr_eq(t, before)
                 {
                     let mut paths: Vec<&Path> = t.stamps.iter().map(|s| s.path.as_path()).collect();
@@ -688,7 +785,7 @@ pub async fn watch(shared: SharedState, every: Duration) {
                         source: cfg.clone(),
                         stamps,
                     };
-                    g.tls = Some(Arc::new(same));
+                    g.io.tls = Some(Arc::new(same));
                 }
             }
             Err(e) => tracing::warn!("TLS reload task failed: {e}"),
@@ -781,7 +878,15 @@ mod tests {
             ..TlsConfig::default()
         };
         let e = Terminator::load(&cfg).unwrap_err();
-        assert!(e.message.contains("-E /nonexistent/pen-rs/cert.pem"), "{e}");
+        assert!(
+            e.to_string().contains("-E /nonexistent/pen-rs/cert.pem"),
+            "{e}"
+        );
+        // The OS error is kept as the cause.
+        let TlsError::Read { source, .. } = &e else {
+            panic!("expected a read error, got {e:?}");
+        };
+        assert_eq!(source.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]
@@ -803,6 +908,7 @@ mod tests {
         assert!(e[1].1.ca.is_some() && e[1].1.ocsp.is_none());
         std::fs::write(d.join("c.test.crt"), "x").unwrap();
         let err = sni_entries(d).unwrap_err();
-        assert!(err.message.contains("c.test.key"), "{err}");
+        assert!(err.to_string().contains("c.test.key"), "{err}");
+        assert!(matches!(err, TlsError::SniNoKey { .. }), "{err:?}");
     }
 }

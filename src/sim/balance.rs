@@ -367,7 +367,7 @@ impl Run<'_> {
                     unix_time: 0,
                     pid: 0,
                     resolved: &resolved,
-                    conns: &[],
+                    conns: &crate::state::OpenConns::default(),
                 };
                 let out = execute_line(&mut self.shared, line, &env);
                 if !out.reply.trim().is_empty() {

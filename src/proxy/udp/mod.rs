@@ -130,7 +130,7 @@ impl UdpContext for SharedContext {
 pub async fn serve(socket: UdpSocket, shared: SharedState) -> io::Result<()> {
     let ctx = SharedContext(shared.clone());
     let handle = new_table(&ctx.limits());
-    lock(&shared).udp_table = Some(handle.clone());
+    lock(&shared).io.udp_table = Some(handle.clone());
     let _published = Unpublish {
         shared: shared.clone(),
         handle: handle.clone(),
@@ -148,8 +148,12 @@ struct Unpublish {
 impl Drop for Unpublish {
     fn drop(&mut self) {
         let mut g = lock(&self.shared);
-        if g.udp_table.as_ref().is_some_and(|h| h.same(&self.handle)) {
-            g.udp_table = None;
+        if g.io
+            .udp_table
+            .as_ref()
+            .is_some_and(|h| h.same(&self.handle))
+        {
+            g.io.udp_table = None;
         }
     }
 }
@@ -164,7 +168,7 @@ pub fn close_flow(shared: &SharedState, n: usize) -> bool {
             .as_ref()
             .and_then(|u| u.flows.get(n))
             .map(|f| f.client);
-        match (g.udp_table.clone(), client) {
+        match (g.io.udp_table.clone(), client) {
             (Some(h), Some(c)) => (h, c),
             _ => return false,
         }
@@ -202,15 +206,18 @@ mod tests {
         let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let task = tokio::spawn(serve(sock, shared.clone()));
         for _ in 0..200 {
-            if lock(&shared).udp_table.is_some() {
+            if lock(&shared).io.udp_table.is_some() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert!(lock(&shared).udp_table.is_some(), "published while serving");
+        assert!(
+            lock(&shared).io.udp_table.is_some(),
+            "published while serving"
+        );
         task.abort();
         let _ = task.await;
-        assert!(lock(&shared).udp_table.is_none(), "gone when it stops");
+        assert!(lock(&shared).io.udp_table.is_none(), "gone when it stops");
         assert!(!close_flow(&shared, 0));
     }
 
