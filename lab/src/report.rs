@@ -68,7 +68,17 @@ pub struct ScenarioReport {
     pub logs: Vec<PathBuf>,
     /// Namespaces left in place by `--keep`.
     pub kept_namespaces: Vec<String>,
+    /// Per-flow results of each `replay` step (also in its `replay-N/flows.json`).
+    pub replays: Vec<ReplayDetails>,
     pub elapsed_ms: u64,
+}
+
+/// One `replay` step's flows: pool address, start, bytes each way, latency, answering backend.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ReplayDetails {
+    /// The step's directory under the run (`replay-1`, ...).
+    pub dir: PathBuf,
+    pub flows: serde_json::Value,
 }
 
 impl ScenarioReport {

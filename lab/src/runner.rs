@@ -185,9 +185,11 @@ pub fn run_file(path: &Path, opts: &RunOptions) -> ScenarioReport {
         captures: Vec::new(),
         step_times: Vec::new(),
         background: BTreeMap::new(),
+        replays: Vec::new(),
     };
     run.deadline = started + run.plan.timeout;
     run.execute(&mut report);
+    report.replays = std::mem::take(&mut run.replays);
     // Teardown on every path.
     if let Some(mut topo) = run.topo.take() {
         if opts.keep {
@@ -650,6 +652,8 @@ struct Run<'a> {
     step_times: Vec<Option<StepTime>>,
     /// Background steps (`background = true`) not joined yet, by name.
     background: BTreeMap<String, std::thread::JoinHandle<Result<String>>>,
+    /// Per-flow results of the `replay` steps run so far, for `report.json`.
+    replays: Vec<crate::report::ReplayDetails>,
 }
 
 impl Run<'_> {
@@ -1069,6 +1073,16 @@ impl Run<'_> {
             let step = crate::fault::live_event(&self.plan, r, i, up)?;
             self.step(&step)
         });
+        // Per-flow results into report.json too (the step may have failed on agreement).
+        if let Some(flows) = std::fs::read_to_string(out_dir.join("flows.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+        {
+            self.replays.push(crate::report::ReplayDetails {
+                dir: out_dir.clone(),
+                flows,
+            });
+        }
         // The summary on its own progress line: the step line shortens long details.
         if let Ok(detail) = &res {
             self.opts

@@ -231,6 +231,16 @@ fn pen_lab_replay_replays_through_a_kept_run() {
     let o = pen_lab(&["run", "replay-http", "--keep", "--json"], out.path());
     assert!(o.status.success(), "{}", text(&o));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // The replay step's per-flow results are in the report too (issue #16: report.json).
+    let flows = report["scenarios"][0]["replays"][0]["flows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no replays[0].flows in the report: {report}"));
+    assert_eq!(flows.len(), 412);
+    let answered = flows
+        .iter()
+        .filter(|f| f["bytes_down"].as_u64().unwrap_or(0) > 0 && f["lab_client"].is_string())
+        .count();
+    assert_eq!(answered, 412, "flows: {:?}", flows.first());
     let run = report["scenarios"][0]["run_id"]
         .as_str()
         .unwrap()
