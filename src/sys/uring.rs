@@ -423,7 +423,6 @@ impl Ring {
         }
     }
 
-    #[cfg(test)]
     /// The first `len` bytes of handed-out buffer `bid` (empty if it is in the kernel's ring).
     pub(crate) fn buf(&self, bid: u16, len: usize) -> &[u8] {
         self.bufs.slice(bid, len)

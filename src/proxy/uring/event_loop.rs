@@ -118,6 +118,8 @@ struct Conn {
     /// Connected to this target (its close is reported with the byte counts).
     established: Option<Target>,
     inflight: u32,
+    /// The first bytes of the connection have come (`-l` logs them if the client spoke first).
+    spoke: bool,
     dirs: [Dir; 2],
     last: Instant,
     slot: Option<OwnedSemaphorePermit>,
@@ -346,6 +348,7 @@ impl Loop {
             attempt: None,
             established: None,
             inflight: 0,
+            spoke: false,
             dirs: [Dir::default(); 2],
             last: self.now,
             slot: None,
@@ -560,6 +563,13 @@ impl Loop {
             };
             c.last = self.now;
             let len = cq.result.unsigned_abs();
+            if !c.spoke {
+                c.spoke = true;
+                if let (UP, Some(t)) = (d, c.established) {
+                    let chunk = self.ring.buf(bid, len as usize);
+                    glue::log_first_request(&self.shared, &c.client, t, chunk);
+                }
+            }
             self.send(key, d, bid, 0, len);
         } else if cq.result == 0 {
             self.drop_buf(cq.buf);

@@ -37,8 +37,6 @@ pub(crate) fn tokio_only_feature(shared: &SharedState) -> Option<&'static str> {
         Some("TLS termination (-E) runs on the tokio path")
     } else if g.config.http {
         Some("-H (X-Forwarded-For) runs on the tokio path")
-    } else if crate::reqlog::current().is_some() || g.config.log.is_some() {
-        Some("the request log (-l) runs on the tokio path")
     } else {
         None
     }
@@ -63,6 +61,28 @@ pub(crate) fn select(shared: &SharedState, client: &Client) -> (Vec<Target>, Set
         idle_timeout: (c.idle_timeout_secs > 0).then(|| Duration::from_secs(c.idle_timeout_secs)),
     };
     (candidates, s)
+}
+
+/// `-l`: logs the first bytes the client sent on a connection to `target` (the loop calls
+/// this with its first receive, as the tokio path peeks them), when a request log is open.
+pub(crate) fn log_first_request(shared: &SharedState, client: &Client, target: Target, chunk: &[u8]) {
+    let Some(log) = crate::reqlog::current() else {
+        return;
+    };
+    let server = lock(shared)
+        .balancer
+        .addr(target)
+        .map(crate::reqlog::backend_text)
+        .unwrap_or_default();
+    let client = client
+        .ip
+        .map_or_else(|| "unix".to_string(), |ip| ip.to_string());
+    let unix_time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if let Err(e) = log.log(&client, &server, unix_time, chunk) {
+        tracing::warn!("request log: {e}");
+    }
 }
 
 /// Starts a connect attempt to `target` (re-checked: limits and blacklists may have changed
