@@ -164,7 +164,7 @@ impl Drop for Ring {
     fn drop(&mut self) {
         // The kernel may still be writing buffers while it tears the ring down: never free
         // them (the ring lives as long as its event loop, normally until pen exits).
-        let leaked = std::mem::replace(&mut self.keep, HashMap::new());
+        let leaked = std::mem::take(&mut self.keep);
         std::mem::forget(leaked);
     }
 }

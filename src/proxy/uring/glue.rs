@@ -65,7 +65,12 @@ pub(crate) fn select(shared: &SharedState, client: &Client) -> (Vec<Target>, Set
 
 /// `-l`: logs the first bytes the client sent on a connection to `target` (the loop calls
 /// this with its first receive, as the tokio path peeks them), when a request log is open.
-pub(crate) fn log_first_request(shared: &SharedState, client: &Client, target: Target, chunk: &[u8]) {
+pub(crate) fn log_first_request(
+    shared: &SharedState,
+    client: &Client,
+    target: Target,
+    chunk: &[u8],
+) {
     let Some(log) = crate::reqlog::current() else {
         return;
     };
