@@ -124,6 +124,9 @@ struct Conn {
     last: Instant,
     slot: Option<OwnedSemaphorePermit>,
     pending: Option<OwnedSemaphorePermit>,
+    /// Out of descriptors (or ports, memory) since: the same candidate is retried when a
+    /// connection closes, until the connect timeout (as the tokio path).
+    short_since: Option<Instant>,
 }
 
 impl Conn {
@@ -147,6 +150,8 @@ pub(crate) struct Loop {
     wait_slot: VecDeque<Key>,
     wait_pending: VecDeque<Key>,
     wait_buf: VecDeque<(Key, usize)>,
+    /// Connections whose connect hit a local shortage, retried when descriptors free.
+    wait_fds: VecDeque<Key>,
     shared: SharedState,
     limits: Limits,
     table: Arc<ConnTable>,
@@ -178,6 +183,7 @@ impl Loop {
             wait_slot: VecDeque::new(),
             wait_pending: VecDeque::new(),
             wait_buf: VecDeque::new(),
+            wait_fds: VecDeque::new(),
             shared,
             limits,
             table,
@@ -353,6 +359,7 @@ impl Loop {
             last: self.now,
             slot: None,
             pending: None,
+            short_since: None,
         };
         let Some(key) = self.conns.insert(conn) else {
             return;
@@ -436,7 +443,11 @@ impl Loop {
                         c.next += 1;
                         continue;
                     }
-                    AfterFailure::GiveUp | AfterFailure::Short => {
+                    AfterFailure::Short => {
+                        self.short(key);
+                        return;
+                    }
+                    AfterFailure::GiveUp => {
                         self.teardown(key);
                         return;
                     }
@@ -520,11 +531,50 @@ impl Loop {
                     c.next += 1;
                     self.connect_next(key);
                 }
-                AfterFailure::GiveUp | AfterFailure::Short => self.teardown(key),
+                AfterFailure::Short => self.short(key),
+                AfterFailure::GiveUp => self.teardown(key),
             }
         }
         if freed_pending {
             self.retry_pending();
+        }
+    }
+
+    /// A connect hit pen's own shortage: wait for a connection to close (or the tick) and try
+    /// the same candidate again, until the connect timeout has passed since the first one.
+    fn short(&mut self, key: Key) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let since = *c.short_since.get_or_insert(now);
+        let limit = c.settings.map_or(Duration::ZERO, |s| s.connect_timeout);
+        c.server_sock = None;
+        if c.pending.take().is_some() {
+            self.retry_pending();
+        }
+        if now.duration_since(since) >= limit {
+            if let Some(c) = self.conns.get_mut(key) {
+                tracing::debug!("{}: no descriptors within the connect timeout", c.who);
+            }
+            self.teardown(key);
+            return;
+        }
+        if let Some(c) = self.conns.get_mut(key) {
+            c.phase = Phase::WaitPending;
+        }
+        self.wait_fds.push_back(key);
+        // Leave new clients in the backlog until descriptors are freed.
+        self.pause_accept();
+    }
+
+    fn retry_fds(&mut self) {
+        let n = self.wait_fds.len();
+        for _ in 0..n {
+            let Some(key) = self.wait_fds.pop_front() else {
+                return;
+            };
+            self.connect_next(key);
         }
     }
 
@@ -711,6 +761,7 @@ impl Loop {
         if queued {
             self.wait_slot.retain(|k| *k != key);
             self.wait_pending.retain(|k| *k != key);
+            self.wait_fds.retain(|k| *k != key);
         }
         self.maybe_free(key);
     }
@@ -745,6 +796,8 @@ impl Loop {
         if had_pending {
             self.retry_pending();
         }
+        // Its descriptors are free: connects that were short go first, then new clients.
+        self.retry_fds();
         if had_slot {
             self.retry_slots();
         }
@@ -762,7 +815,7 @@ impl Loop {
                 self.start(key);
             }
         }
-        if self.accept_paused && !self.accept_armed {
+        if self.accept_paused && !self.accept_armed && self.wait_fds.is_empty() {
             self.arm_accept();
         }
     }
@@ -811,10 +864,11 @@ impl Loop {
             self.teardown(k);
         }
         // `conn_max` / `pending_max` may have grown; a shortage may be over.
+        self.retry_fds();
         self.retry_slots();
         self.retry_pending();
         self.retry_bufs();
-        if !self.accept_armed && self.wait_slot.is_empty() {
+        if !self.accept_armed && self.wait_slot.is_empty() && self.wait_fds.is_empty() {
             self.arm_accept();
         }
     }
