@@ -660,6 +660,15 @@ impl Loop {
             Ok(()) => {
                 c.inflight += 1;
                 c.dirs[d].sending = Some((bid, off, len));
+                // Counted when handed to the kernel: the peer may read the bytes before the
+                // loop sees the send complete, and the reports must already show them.
+                if off == 0 {
+                    if d == UP {
+                        c.counters.add_to_server(u64::from(len));
+                    } else {
+                        c.counters.add_from_server(u64::from(len));
+                    }
+                }
             }
             Err(e) => {
                 tracing::debug!("{}: io_uring send: {e}", c.who);
@@ -692,11 +701,6 @@ impl Loop {
             return;
         }
         let n = result.unsigned_abs();
-        if d == UP {
-            c.counters.add_to_server(u64::from(n));
-        } else {
-            c.counters.add_from_server(u64::from(n));
-        }
         c.last = self.now;
         let off = off + n;
         if off < len {

@@ -148,7 +148,7 @@ impl<T> Slab<T> {
     }
 }
 
-/// Public entry points for the criterion bench (`benches/uring.rs`): insert `n` records,
+/// Bench entry point (`benches/uring.rs`): insert `n` records,
 /// look each up, remove them; returns how many were found.
 pub fn bench_churn(slab: &mut Slab<[u64; 8]>, n: u32) -> usize {
     let keys: Vec<Key> = (0..n)
@@ -164,6 +164,22 @@ pub fn bench_churn(slab: &mut Slab<[u64; 8]>, n: u32) -> usize {
         slab.remove(k);
     }
     found
+}
+
+/// Bench entry point: `n` token encodings and decodings; returns the sum of decoded indices.
+pub fn bench_tokens(n: u32) -> u64 {
+    (0..n)
+        .filter_map(|i| {
+            untoken(token(
+                Op::RecvClient,
+                Key {
+                    idx: i,
+                    generation: i ^ 0x5555,
+                },
+            ))
+        })
+        .map(|(_, k)| u64::from(k.idx))
+        .sum()
 }
 
 #[cfg(test)]
