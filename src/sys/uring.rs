@@ -282,13 +282,13 @@ impl Ring {
         self.push(&e)
     }
 
-    /// One receive on `fd` into a buffer the kernel picks from the group when data arrives
-    /// (an idle socket holds none). `-ENOBUFS` when the group is empty.
-    pub(crate) fn recv(&mut self, fd: RawFd, user_data: u64) -> io::Result<()> {
-        let e = opcode::Recv::new(Fd(fd), std::ptr::null_mut(), self.bufs.size)
-            .buf_group(BUF_GROUP)
+    /// Multishot receive on `fd`: a completion (with `more`) each time data arrives, each in a
+    /// buffer the kernel picks from the group (an idle socket holds none). Ends with a
+    /// completion without `more`: EOF (0), `-ENOBUFS` when the group ran dry, an error, or
+    /// `-ECANCELED` after [`Ring::cancel`].
+    pub(crate) fn recv_multi(&mut self, fd: RawFd, user_data: u64) -> io::Result<()> {
+        let e = opcode::RecvMulti::new(Fd(fd), BUF_GROUP)
             .build()
-            .flags(squeue::Flags::BUFFER_SELECT)
             .user_data(user_data);
         self.push(&e)
     }
@@ -482,10 +482,11 @@ mod tests {
         assert!(a.result >= 0 && a.more, "{a:?}");
         let s = socket2::Socket::from(adopt_accepted(a.result).expect("a descriptor"));
         assert_eq!(ring.bufs_out(), 0);
-        ring.recv(s.as_raw_fd(), 2).unwrap();
+        ring.recv_multi(s.as_raw_fd(), 2).unwrap();
         c.write_all(b"hello").unwrap();
         let r = wait(&mut ring, &mut out, 2);
         assert_eq!(r.result, 5);
+        assert!(r.more, "the multishot receive stays armed");
         let bid = r.buf.expect("a provided buffer");
         assert_eq!(ring.buf(bid, 5), b"hello");
         assert_eq!(ring.bufs_out(), 1);

@@ -87,15 +87,25 @@ enum Phase {
     Closing,
 }
 
+/// Received buffers a direction may hold while its destination is slow before its multishot
+/// receive is cancelled (re-armed once they are sent).
+const QUEUE_MAX: usize = 4;
+
 /// One direction's state: `Up` = client → server (index 0), `Down` = server → client (1).
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Dir {
-    /// Its source sent EOF.
+    /// Its source sent EOF and everything before it was sent on.
     eof: bool,
+    /// EOF came while buffers were still queued: applied once they are sent.
+    eof_pending: bool,
     /// The buffer being sent to the destination: id, bytes sent, bytes received.
     sending: Option<(u16, u32, u32)>,
-    /// A receive is armed on the source.
+    /// Buffers received after it, in order (id, length); empty = no allocation.
+    queue: VecDeque<(u16, u32)>,
+    /// The multishot receive is armed on the source.
     recv_armed: bool,
+    /// Its cancellation (back-pressure) was asked for.
+    recv_cancelling: bool,
 }
 
 const UP: usize = 0;
@@ -355,7 +365,7 @@ impl Loop {
             established: None,
             inflight: 0,
             spoke: false,
-            dirs: [Dir::default(); 2],
+            dirs: [Dir::default(), Dir::default()],
             last: self.now,
             slot: None,
             pending: None,
@@ -478,7 +488,11 @@ impl Loop {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        c.inflight = c.inflight.saturating_sub(1);
+        // A multishot receive stays in flight until its last completion.
+        let multishot = matches!(op, Op::RecvClient | Op::RecvServer) && cq.more;
+        if !multishot {
+            c.inflight = c.inflight.saturating_sub(1);
+        }
         match op {
             Op::Connect => self.connect_done(key, cq.result),
             Op::ConnectTimeout => {}
@@ -582,7 +596,13 @@ impl Loop {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        if c.phase != Phase::Open || c.dirs[d].eof || c.dirs[d].recv_armed {
+        let dir = &c.dirs[d];
+        if c.phase != Phase::Open
+            || dir.eof
+            || dir.eof_pending
+            || dir.recv_armed
+            || dir.queue.len() >= QUEUE_MAX
+        {
             return;
         }
         let Some(fd) = c.fd(d) else { return };
@@ -591,9 +611,10 @@ impl Loop {
         } else {
             Op::RecvServer
         };
-        if self.ring.recv(fd, token(op, key)).is_ok() {
+        if self.ring.recv_multi(fd, token(op, key)).is_ok() {
             c.inflight += 1;
             c.dirs[d].recv_armed = true;
+            c.dirs[d].recv_cancelling = false;
         }
     }
 
@@ -601,7 +622,9 @@ impl Loop {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        c.dirs[d].recv_armed = false;
+        if !cq.more {
+            c.dirs[d].recv_armed = false;
+        }
         if c.phase != Phase::Open {
             self.drop_buf(cq.buf);
             return;
@@ -620,13 +643,41 @@ impl Loop {
                     glue::log_first_request(&self.shared, &c.client, t, chunk);
                 }
             }
-            self.send(key, d, bid, 0, len);
+            let dir = &mut c.dirs[d];
+            if dir.sending.is_none() && dir.queue.is_empty() {
+                self.send(key, d, bid, 0, len);
+            } else {
+                dir.queue.push_back((bid, len));
+                if dir.queue.len() >= QUEUE_MAX && dir.recv_armed && !dir.recv_cancelling {
+                    // The destination is slow: stop taking buffers for this direction.
+                    dir.recv_cancelling = true;
+                    let op = if d == UP {
+                        Op::RecvClient
+                    } else {
+                        Op::RecvServer
+                    };
+                    let _ = self.ring.cancel(token(op, key), token(Op::Cancel, key));
+                }
+            }
+            if !cq.more {
+                self.arm_recv(key, d);
+            }
         } else if cq.result == 0 {
+            let dir = &mut c.dirs[d];
+            let drained = dir.sending.is_none() && dir.queue.is_empty();
+            if !drained {
+                dir.eof_pending = true;
+            }
             self.drop_buf(cq.buf);
-            self.eof(key, d);
+            if drained {
+                self.eof(key, d);
+            }
         } else if cq.result == -libc::ENOBUFS {
             // Every buffer is in use: receive again when one comes back.
             self.wait_buf.push_back((key, d));
+        } else if cq.result == -libc::ECANCELED {
+            // Back-pressure: re-armed when the queue is sent.
+            self.arm_recv(key, d);
         } else {
             tracing::debug!(
                 "{}: closed on error: {}",
@@ -708,7 +759,17 @@ impl Loop {
             return;
         }
         self.drop_buf(Some(bid));
-        self.arm_recv(key, d);
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let Some((next, n)) = c.dirs[d].queue.pop_front() {
+            self.send(key, d, next, 0, n);
+        } else if c.dirs[d].eof_pending {
+            c.dirs[d].eof_pending = false;
+            self.eof(key, d);
+        } else {
+            self.arm_recv(key, d);
+        }
     }
 
     /// The source of direction `d` closed its side: half-close the destination, or close
@@ -789,8 +850,11 @@ impl Loop {
             }
             glue::unregister(&self.table, i);
         }
-        for d in c.dirs {
+        for d in &c.dirs {
             if let Some((bid, _, _)) = d.sending {
+                self.ring.recycle(bid);
+            }
+            for &(bid, _) in &d.queue {
                 self.ring.recycle(bid);
             }
         }
