@@ -377,7 +377,10 @@ impl Pen {
 
     /// The address after `prefix` on pen's stderr, if pen printed it.
     fn reported(&self, prefix: &str) -> Option<SocketAddr> {
-        self.stderr()
+        // Complete lines only: pen may be half-way through writing the line (several writes).
+        let text = self.stderr();
+        let complete = text.rfind('\n').map_or("", |i| &text[..i]);
+        complete
             .lines()
             .find_map(|l| l.strip_prefix(prefix))
             .map(|a| a.trim().parse().expect("pen reports a socket address"))
