@@ -7,9 +7,12 @@
 //!   cancelled (the kernel backlog holds new clients) and re-armed when a slot frees;
 //! - each connection lives in a slot of a generation-checked slab ([`slab`]) whose index and
 //!   generation, with the operation, make the user data of every submission;
-//! - receives take a buffer from a provided-buffer ring only when data arrives (an idle
-//!   connection holds none), and the bytes are sent from that same buffer, which goes back to
-//!   the ring once sent (no copy in user space);
+//! - each direction has one multishot receive (re-armed only when it ends) that takes a
+//!   buffer from a provided-buffer ring only when data arrives (an idle connection holds
+//!   none); the bytes are sent from that same buffer, which goes back to the ring once sent
+//!   (no copy in user space). Buffers that arrive while a send is in flight queue in order; at
+//!   four the receive is cancelled (back-pressure) and re-armed once the queue is sent; EOF
+//!   half-closes the other side after the queue;
 //! - the upstream connect is an io_uring connect with a linked timeout (`-t`); candidates are
 //!   walked and failures blacklisted as on the tokio path ([`glue`] holds every call into the
 //!   shared state, so reports, `close N` and penctl see these connections the same way);
