@@ -76,3 +76,4 @@ for rep in $(seq 1 $REPS); do
     kill $pid; wait $pid 2>/dev/null
   done
 done
+exit 0
