@@ -22,6 +22,13 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# Plain TCP runs on the io_uring loop by default; the TCP test files run once more on the
+# tokio path (tests/common adds `-O epoll` when PEN_TEST_TCP_ENGINE says so).
+echo "== TCP integration tests again on the tokio path (PEN_TEST_TCP_ENGINE=epoll)"
+PEN_TEST_TCP_ENGINE=epoll cargo test --no-fail-fast --test proxy_loopback --test tcp_engine \
+  --test control --test resources --test signals --test transparent --test config_file \
+  2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
 set -e
 passed=$(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')

@@ -53,7 +53,7 @@ usage:
   -U        use udp protocol support
   -N        (hash without save server) not implemented: accepted and ignored
   -O option use option in penctl format
-  -P        use poll() (accepted and ignored: tokio chooses)
+  -P        use poll(): plain TCP on the tokio path (not io_uring)
   -Q        obsolete (kqueue), ignored
   -D        obsolete (delayed forward), ignored
   -S N      obsolete (server table grows dynamically), ignored
@@ -92,6 +92,8 @@ usage:
 penctl commands pen-rs adds (also for -o/-O and -F files):
   prometheus [addr:]port   serve Prometheus metrics at /metrics (no prometheus: stop)
   worker_threads N         runtime threads, 1 = one event loop like C Pen [1]
+  io_uring                 plain TCP on the io_uring loop (the default where the kernel
+                           allows it); epoll, poll, select, kqueue: on the tokio path
   udp_flow_idle N          seconds a UDP flow lives without traffic [60]
   control_any_file         let TCP control clients name files (write FILE, include FILE,
                            web_stats FILE, log FILE); only with -O/-o or in the -F file
@@ -256,7 +258,7 @@ impl State {
             'P' => {
                 cfg.event_backend = Some("poll".into());
                 self.notices
-                    .push("-P: the event backend is chosen by tokio; recorded and ignored".into());
+                    .push("-P: plain TCP runs on the tokio path (tokio uses epoll), not on io_uring".into());
             }
             'Q' => self.notices.push(
                 "-Q is obsolete: the best event backend is already the default; ignored".into(),
@@ -1194,6 +1196,7 @@ mod tests {
             "-V ",
             "prometheus [addr:]port",
             "worker_threads N",
+            "io_uring ",
             "udp_flow_idle N",
             "control_any_file",
             "version ",

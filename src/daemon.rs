@@ -777,6 +777,10 @@ async fn serve_listener(
     conns: Arc<ConnTable>,
 ) -> io::Result<()> {
     match listener {
+        #[cfg(target_os = "linux")]
+        OpenListener::Tcp(l) if crate::proxy::uring::use_uring(&state) => {
+            crate::proxy::uring::serve(l, state, limits, conns).await
+        }
         OpenListener::Tcp(l) => {
             let l = tokio::net::TcpListener::from_std(l)?;
             tcp::serve(Listener::Tcp(l), state, limits, conns).await

@@ -76,6 +76,7 @@ impl PenProc {
         let err = std::fs::File::create(&stderr).expect("stderr file");
         let mut cmd = Command::new(pen_bin());
         cmd.arg("-f")
+            .args(common::engine_args())
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

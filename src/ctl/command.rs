@@ -88,14 +88,16 @@ impl Flag {
     }
 }
 
-/// `epoll` / `kqueue` / `poll` / `select`: accepted, recorded in `Config::event_backend`;
-/// tokio decides.
+/// `epoll` / `kqueue` / `poll` / `select`: recorded in `Config::event_backend`; plain TCP
+/// runs on the tokio path (tokio decides: epoll). `io_uring` (pen-rs): plain TCP runs on the
+/// io_uring loop (`proxy::uring`). Neither given: io_uring where it works. Start-up only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventBackend {
     Epoll,
     Kqueue,
     Poll,
     Select,
+    IoUring,
 }
 
 impl EventBackend {
@@ -105,6 +107,7 @@ impl EventBackend {
             EventBackend::Kqueue => "kqueue",
             EventBackend::Poll => "poll",
             EventBackend::Select => "select",
+            EventBackend::IoUring => "io_uring",
         }
     }
 
@@ -114,6 +117,7 @@ impl EventBackend {
             EventBackend::Kqueue,
             EventBackend::Poll,
             EventBackend::Select,
+            EventBackend::IoUring,
         ]
         .into_iter()
         .find(|b| b.as_str() == w)
@@ -1143,6 +1147,7 @@ mod tests {
         "dummy",
         "no dummy",
         "epoll",
+        "io_uring",
         "kqueue",
         "poll",
         "select",
@@ -1548,6 +1553,11 @@ mod tests {
     fn event_backends_are_commands() {
         assert_eq!(p("poll"), Command::EventBackend(EventBackend::Poll));
         assert_eq!(p("epoll"), Command::EventBackend(EventBackend::Epoll));
+        assert_eq!(p("io_uring"), Command::EventBackend(EventBackend::IoUring));
+        assert_eq!(
+            Command::EventBackend(EventBackend::IoUring).to_string(),
+            "io_uring"
+        );
     }
 
     #[test]

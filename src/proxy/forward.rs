@@ -309,12 +309,10 @@ impl Counters {
         self.from_server.load(Ordering::Relaxed)
     }
 
-    #[cfg(test)]
     pub(crate) fn add_to_server(&self, n: u64) {
         self.to_server.fetch_add(n, Ordering::Relaxed);
     }
 
-    #[cfg(test)]
     pub(crate) fn add_from_server(&self, n: u64) {
         self.from_server.fetch_add(n, Ordering::Relaxed);
     }

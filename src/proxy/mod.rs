@@ -3,6 +3,8 @@
 //! - [`forward`]: moves bytes between a client and its upstream (splice or copy).
 //! - [`sockets`]: listeners and upstream connects with pen's socket options.
 //! - [`tcp`]: the accept loop and the per-connection task (select, connect walk, forward).
+//! - `uring` (Linux): the completion-based TCP path, one io_uring loop thread serving plain
+//!   TCP (the default where io_uring works); [`tcp`] serves TLS, `-H`, `-l` and Unix sockets.
 //!
 //! Shared state: one [`Shared`] per pen process behind a std mutex ([`SharedState`]), held only
 //! for short non-async sections (never across an `.await`). The daemon owns it and hands clones
@@ -26,6 +28,8 @@ pub mod tcp;
 pub mod tls;
 pub(crate) mod transparent;
 pub mod udp;
+#[cfg(target_os = "linux")]
+pub mod uring;
 
 /// The running state of the process: the pure [`State`] (configuration, balancer, counters,
 /// published UDP and tarpit status) and the IO [`Handles`] beside it, behind one lock.

@@ -149,12 +149,59 @@ struct ConnEntry {
     target: Option<Target>,
     counters: Arc<Counters>,
     abort: Option<AbortHandle>,
+    /// `close N` for a connection served by the io_uring loop (no task to abort).
+    remote: Option<RemoteClose>,
     /// Its bytes are not yet in the server's totals (cleared, under the shared lock, when
     /// they are moved there).
     open: bool,
 }
 
+/// How `close N` reaches a connection that is not a tokio task (the io_uring loop,
+/// [`crate::proxy::uring`]): a call that asks its loop to close it.
+#[derive(Clone)]
+pub struct RemoteClose(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for RemoteClose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RemoteClose")
+    }
+}
+
 impl ConnTable {
+    /// Lists a connection served outside a tokio task (the io_uring loop): `close N` calls
+    /// `close`. Returns its slot number.
+    pub(crate) fn insert_remote(
+        &self,
+        client: String,
+        downfd: i32,
+        counters: Arc<Counters>,
+        close: RemoteClose,
+    ) -> usize {
+        self.insert(ConnEntry {
+            client,
+            downfd,
+            upfd: -1,
+            target: None,
+            counters,
+            abort: None,
+            remote: Some(close),
+            open: true,
+        })
+    }
+
+    /// The connection at `idx` is now connected to `target` through descriptor `upfd`.
+    pub(crate) fn set_upstream(&self, idx: usize, target: Target, upfd: i32) {
+        self.update(idx, |e| {
+            e.target = Some(target);
+            e.upfd = upfd;
+        });
+    }
+
+    /// Removes the connection at `idx` (it has closed).
+    pub(crate) fn remove_entry(&self, idx: usize) {
+        self.remove(idx);
+    }
+
     fn lock(&self) -> MutexGuard<'_, TableInner> {
         self.inner
             .lock()
@@ -201,6 +248,9 @@ impl ConnTable {
                 if let Some(a) = &e.abort {
                     a.abort();
                 }
+                if let Some(r) = &e.remote {
+                    (r.0)();
+                }
                 true
             }
             _ => false,
@@ -224,6 +274,7 @@ impl ConnTable {
             target: Some(target),
             counters,
             abort: None,
+            remote: None,
             open: true,
         })
     }
@@ -372,6 +423,7 @@ pub async fn serve(
             target: None,
             counters: counters.clone(),
             abort: None,
+            remote: None,
             open: true,
         });
         let shared = shared.clone();
@@ -424,7 +476,7 @@ fn accept_error_is_transient(e: &io::Error) -> bool {
 }
 
 /// Counts a local resource error and logs it when it starts a burst.
-fn shortage(shared: &SharedState, during: &str, e: &io::Error) {
+pub(crate) fn shortage(shared: &SharedState, during: &str, e: &io::Error) {
     let first = lock(shared).shortage.record(now());
     if first {
         tracing::warn!(
@@ -436,7 +488,7 @@ fn shortage(shared: &SharedState, during: &str, e: &io::Error) {
 }
 
 /// Something that needs descriptors succeeded: ends a shortage burst once it is quiet.
-fn recovered(g: &mut crate::proxy::Shared, t: Duration) {
+pub(crate) fn recovered(g: &mut crate::proxy::Shared, t: Duration) {
     if g.shortage.in_burst()
         && let Some(end) = g.shortage.recovered(t)
     {
@@ -811,6 +863,7 @@ mod tests {
             target: None,
             counters: Arc::new(Counters::default()),
             abort: None,
+            remote: None,
             open: true,
         };
         let a = t.insert(entry("a"));

@@ -19,6 +19,8 @@
 //!   safe call), resource limits, random bytes, syslog.
 //! - [`ifaddrs`]: the addresses of an interface.
 //! - [`pipe`]: the splice pipe of the TCP forwarder and raw `read(2)`.
+//! - [`uring`]: io_uring behind a safe `Ring` (provided-buffer ring, multishot accept, sends
+//!   from handed-out buffers, connects with linked timeouts) for `proxy::uring`.
 //! - `bpf`: attaching BPF programs by links, the programs' clock, `BPF_PROG_TEST_RUN`
 //!   (the programs and typed maps themselves are loaded with aya in `link::bpf`).
 //!
@@ -35,6 +37,8 @@ pub(crate) mod pipe;
 pub(crate) mod process;
 pub(crate) mod ring;
 pub(crate) mod sockopt;
+#[cfg(target_os = "linux")]
+pub(crate) mod uring;
 
 /// Test support: runs `f` on a new thread inside a throw-away network namespace (loopback up,
 /// nothing else), removed afterwards. Fails with a reason when not root.

@@ -275,16 +275,46 @@ pub fn pen_bin() -> &'static str {
     env!("CARGO_BIN_EXE_pen")
 }
 
+/// Names the TCP data path the integration tests force on pen: `PEN_TEST_TCP_ENGINE=io_uring`
+/// or `=epoll` (the tokio path); unset or empty = pen's default (io_uring where it works).
+/// `scripts/test.sh` runs the TCP test files a second time with `epoll`.
+pub const ENGINE_ENV: &str = "PEN_TEST_TCP_ENGINE";
+
+/// The engine `PEN_TEST_TCP_ENGINE` forces, if any (a value other than `io_uring` or `epoll`
+/// fails the test, naming what would be accepted).
+pub fn forced_engine() -> Option<String> {
+    match std::env::var(ENGINE_ENV) {
+        Ok(w) if w.is_empty() => None,
+        Ok(w) if w == "io_uring" || w == "epoll" => Some(w),
+        Ok(w) => panic!("{ENGINE_ENV}={w:?}: expected io_uring or epoll (or unset)"),
+        Err(_) => None,
+    }
+}
+
+/// The pen arguments that force the engine of [`forced_engine`] (`-O io_uring`, `-O epoll`).
+pub fn engine_args() -> Vec<String> {
+    forced_engine().map_or_else(Vec::new, |w| vec!["-O".to_string(), w])
+}
+
 impl Pen {
     /// Starts `pen -f <args>` and waits until it listens on `listen` (a TCP port on any
-    /// address, or a Unix socket path).
+    /// address, or a Unix socket path). The TCP engine is the one `PEN_TEST_TCP_ENGINE`
+    /// forces ([`engine_args`]), else pen's default.
     pub fn start(args: &[&str], listen: Listen) -> Pen {
+        Pen::start_with(&engine_args(), args, &[], listen)
+    }
+
+    /// Starts `pen -f <pre> <args>` with extra environment variables `env` (no engine forced
+    /// unless `pre` does) and waits until it listens.
+    pub fn start_with(pre: &[String], args: &[&str], env: &[(&str, &str)], listen: Listen) -> Pen {
         let dir = tempfile::tempdir().expect("tempdir");
         let stderr_path = dir.path().join("pen.stderr");
         let err = std::fs::File::create(&stderr_path).expect("stderr file");
         let child = Command::new(pen_bin())
             .arg("-f")
+            .args(pre)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err)
@@ -325,9 +355,32 @@ impl Pen {
         self.child.id()
     }
 
+    /// The TCP data path serving the listener: `io_uring` once the loop thread (`pen-uring`)
+    /// runs, else `tokio` (waits up to `STEP` for the thread to appear).
+    pub fn data_path(&self) -> &'static str {
+        let uring = || {
+            std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.trim() == "pen-uring")
+                })
+        };
+        if wait_within(Duration::from_millis(500), uring) {
+            "io_uring"
+        } else {
+            "tokio"
+        }
+    }
+
     /// The address after `prefix` on pen's stderr, if pen printed it.
     fn reported(&self, prefix: &str) -> Option<SocketAddr> {
-        self.stderr()
+        // Complete lines only: pen may be half-way through writing the line (several writes).
+        let text = self.stderr();
+        let complete = text.rfind('\n').map_or("", |i| &text[..i]);
+        complete
             .lines()
             .find_map(|l| l.strip_prefix(prefix))
             .map(|a| a.trim().parse().expect("pen reports a socket address"))

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Side-by-side loopback measurement of the two TCP data paths (README, "io_uring data path,
+# side by side"): pen-rs (io_uring), pen-rs (tokio, -O epoll), C Pen (/usr/bin/pen) and
+# HAProxy, each in front of one nginx on 127.0.0.1:18081 serving a 100 B page (started here,
+# stopped at the end). Per target and repetition: ab -k and ab (req/s and the balancer's CPU
+# per request from /proc/PID/stat), wrk, and RSS growth per idle connection over 2000.
+# Prints one TSV line per target, repetition and figure. Needs root only for ulimit -n 20000.
+# Usage: PEN=target/release/pen REPS=3 scripts/bench-uring-loopback.sh > samples.tsv
+set -u
+PEN=${PEN:-target/release/pen}
+ngx=$(mktemp -d)
+mkdir -p "$ngx/html" "$ngx/logs" "$ngx/tmp"
+head -c 100 /dev/zero | tr '\0' 'x' > "$ngx/html/index.html"
+cat > "$ngx/nginx.conf" <<NGX
+worker_processes 1;
+pid $ngx/nginx.pid;
+error_log $ngx/logs/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $ngx/tmp; proxy_temp_path $ngx/tmp; fastcgi_temp_path $ngx/tmp;
+  uwsgi_temp_path $ngx/tmp; scgi_temp_path $ngx/tmp;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:18081; root $ngx/html; }
+}
+NGX
+nginx -c "$ngx/nginx.conf" -p "$ngx"
+trap 'kill "$(cat "$ngx/nginx.pid")"; rm -rf "$ngx"' EXIT
+sleep 0.5
+REPS=${REPS:-3}
+ulimit -n 20000
+cpu() { awk '{print $14+$15}' /proc/$1/stat; }   # clock ticks (utime+stime)
+tck=$(getconf CLK_TCK)
+start() { # name port -> pid
+  case $1 in
+    uring) $PEN -f -r -x 10000 -c 10000 127.0.0.1:$2 127.0.0.1:18081 >/dev/null 2>&1 & echo $! ;;
+    tokio) $PEN -f -O epoll -r -x 10000 -c 10000 127.0.0.1:$2 127.0.0.1:18081 >/dev/null 2>&1 & echo $! ;;
+    cpen) /usr/bin/pen -f -r -x 10000 -c 10000 127.0.0.1:$2 127.0.0.1:18081 >/dev/null 2>&1 & echo $! ;;
+    haproxy) printf 'global\n  maxconn 9000\n  nbthread 1\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\nlisten l\n  bind 127.0.0.1:%s\n  server s 127.0.0.1:18081\n' $2 > $ngx/haproxy.cfg
+       haproxy -f $ngx/haproxy.cfg -db >/dev/null 2>&1 & echo $! ;;
+  esac
+}
+idle_mem() { # pid port: RSS growth per idle connection over 2000 connections
+  local before after
+  before=$(awk '/VmRSS/{print $2}' /proc/$1/status)
+  python3 - "$2" <<'PY' &
+import socket, sys, time
+cs = []
+for i in range(2000):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1]))); cs.append(s)
+time.sleep(3)
+PY
+  local py=$!
+  sleep 2
+  after=$(awk '/VmRSS/{print $2}' /proc/$1/status)
+  wait $py
+  echo $(( (after - before) * 1024 / 2000 ))
+}
+port=18100
+for rep in $(seq 1 $REPS); do
+  for t in uring tokio cpen haproxy; do
+    port=$((port+1))
+    pid=$(start $t $port); sleep 0.5
+    ab -k -c 20 -n 2000 http://127.0.0.1:$port/ >/dev/null 2>&1  # warm-up
+    c0=$(cpu $pid)
+    r=$(ab -k -c 20 -n 20000 http://127.0.0.1:$port/ 2>/dev/null | awk '/Requests per second/{print $4}')
+    c1=$(cpu $pid)
+    echo -e "$t\t$rep\tab-k req/s\t$r\tcpu us/req\t$(echo "($c1-$c0)*1000000/$tck/20000" | bc -l | cut -c1-6)"
+    c0=$(cpu $pid)
+    r=$(ab -c 20 -n 10000 http://127.0.0.1:$port/ 2>/dev/null | awk '/Requests per second/{print $4}')
+    c1=$(cpu $pid)
+    echo -e "$t\t$rep\tab req/s\t$r\tcpu us/req\t$(echo "($c1-$c0)*1000000/$tck/10000" | bc -l | cut -c1-6)"
+    r=$(wrk -t2 -c50 -d5s http://127.0.0.1:$port/ 2>/dev/null | awk '/Requests\/sec/{print $2}')
+    echo -e "$t\t$rep\twrk req/s\t$r"
+    echo -e "$t\t$rep\tidle B/conn\t$(idle_mem $pid $port)"
+    kill $pid; wait $pid 2>/dev/null
+  done
+done
+exit 0

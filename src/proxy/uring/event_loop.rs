@@ -1,0 +1,943 @@
+//! The io_uring event loop: one thread, one ring, owning the listening socket and every
+//! connection it accepted (see the module docs of [`crate::proxy::uring`]).
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use socket2::Socket;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::glue::{self, AfterFailure, Settings};
+use super::slab::{Key, Op, Slab, token, untoken};
+use crate::config::{BackendAddr, FastClose};
+use crate::proxy::SharedState;
+use crate::proxy::forward::Counters;
+use crate::proxy::tcp::{ConnTable, Limits, RemoteClose, client_of};
+use crate::select::{Client, Target};
+use crate::sys::uring::{Completion, Ring, adopt_accepted};
+
+/// Submission queue entries of the ring.
+const SQ_ENTRIES: u32 = 1024;
+/// Receive buffers (a power of two) and their size: C Pen's 32 KiB read buffer would make the
+/// pool large; 16 KiB keeps 4 MiB of buffers shared by all connections.
+const BUFFERS: u16 = 256;
+const BUF_SIZE: u32 = 16 * 1024;
+/// The loop's clock tick: idle timeouts, queued connections, a paused accept.
+const TICK: Duration = Duration::from_millis(200);
+
+/// What other threads ask of the loop (`close N`, stop), and the socket that wakes it.
+pub(crate) struct Control {
+    closes: Mutex<Vec<Key>>,
+    stop: AtomicBool,
+    waker: UnixStream,
+    woken: UnixStream,
+}
+
+impl Control {
+    pub(crate) fn new() -> io::Result<Control> {
+        let (waker, woken) = UnixStream::pair()?;
+        waker.set_nonblocking(true)?;
+        woken.set_nonblocking(true)?;
+        Ok(Control {
+            closes: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+            waker,
+            woken,
+        })
+    }
+
+    fn wake(&self) {
+        // A full socket buffer means a wake-up is pending already.
+        let _ = (&self.waker).write(&[1]);
+    }
+
+    /// `close N` of connection `key`.
+    pub(crate) fn close(&self, key: Key) {
+        self.closes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(key);
+        self.wake();
+    }
+
+    /// Stop accepting (the listener was replaced or pen is exiting); open connections carry
+    /// on and the loop ends when the last one closes.
+    pub(crate) fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+}
+
+/// Where a connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Accepted; waiting for a `conn_max` slot.
+    Queued,
+    /// Waiting for a `pending_max` permit before its next connect.
+    WaitPending,
+    Connecting,
+    Open,
+    /// Operations are being cancelled; freed when none is in flight.
+    Closing,
+}
+
+/// Received buffers a direction may hold while its destination is slow before its multishot
+/// receive is cancelled (re-armed once they are sent).
+const QUEUE_MAX: usize = 4;
+
+/// One direction's state: `Up` = client → server (index 0), `Down` = server → client (1).
+#[derive(Debug, Default, Clone)]
+struct Dir {
+    /// Its source sent EOF and everything before it was sent on.
+    eof: bool,
+    /// EOF came while buffers were still queued: applied once they are sent.
+    eof_pending: bool,
+    /// The buffer being sent to the destination: id, bytes sent, bytes received.
+    sending: Option<(u16, u32, u32)>,
+    /// Buffers received after it, in order (id, length); empty = no allocation.
+    queue: VecDeque<(u16, u32)>,
+    /// The multishot receive is armed on the source.
+    recv_armed: bool,
+    /// Its cancellation (back-pressure) was asked for.
+    recv_cancelling: bool,
+}
+
+const UP: usize = 0;
+const DOWN: usize = 1;
+
+/// A connection's record.
+struct Conn {
+    client_sock: Socket,
+    server_sock: Option<Socket>,
+    client: Client,
+    who: String,
+    table: Option<usize>,
+    counters: Arc<Counters>,
+    settings: Option<Settings>,
+    candidates: Vec<Target>,
+    next: usize,
+    phase: Phase,
+    /// The target of the connect attempt in progress (started, not yet reported).
+    attempt: Option<(Target, BackendAddr)>,
+    /// Connected to this target (its close is reported with the byte counts).
+    established: Option<Target>,
+    inflight: u32,
+    /// The first bytes of the connection have come (`-l` logs them if the client spoke first).
+    spoke: bool,
+    dirs: [Dir; 2],
+    last: Instant,
+    slot: Option<OwnedSemaphorePermit>,
+    pending: Option<OwnedSemaphorePermit>,
+    /// Out of descriptors (or ports, memory) since: the same candidate is retried when a
+    /// connection closes, until the connect timeout (as the tokio path).
+    short_since: Option<Instant>,
+}
+
+impl Conn {
+    fn fd(&self, dir_src: usize) -> Option<i32> {
+        if dir_src == UP {
+            Some(self.client_sock.as_raw_fd())
+        } else {
+            self.server_sock.as_ref().map(AsRawFd::as_raw_fd)
+        }
+    }
+}
+
+/// The loop's state.
+pub(crate) struct Loop {
+    ring: Ring,
+    listener: Option<TcpListener>,
+    accept_armed: bool,
+    /// Accept was cancelled for want of a `conn_max` slot or of descriptors.
+    accept_paused: bool,
+    conns: Slab<Conn>,
+    wait_slot: VecDeque<Key>,
+    wait_pending: VecDeque<Key>,
+    wait_buf: VecDeque<(Key, usize)>,
+    /// Connections whose connect hit a local shortage, retried when descriptors free.
+    wait_fds: VecDeque<Key>,
+    shared: SharedState,
+    limits: Limits,
+    table: Arc<ConnTable>,
+    control: Arc<Control>,
+    now: Instant,
+}
+
+const NO_KEY: Key = Key {
+    idx: 0,
+    generation: 0,
+};
+
+impl Loop {
+    pub(crate) fn new(
+        listener: TcpListener,
+        shared: SharedState,
+        limits: Limits,
+        table: Arc<ConnTable>,
+        control: Arc<Control>,
+    ) -> io::Result<Loop> {
+        // Blocking sockets: the ring does the waiting.
+        listener.set_nonblocking(false)?;
+        Ok(Loop {
+            ring: Ring::new(SQ_ENTRIES, BUFFERS, BUF_SIZE)?,
+            listener: Some(listener),
+            accept_armed: false,
+            accept_paused: false,
+            conns: Slab::default(),
+            wait_slot: VecDeque::new(),
+            wait_pending: VecDeque::new(),
+            wait_buf: VecDeque::new(),
+            wait_fds: VecDeque::new(),
+            shared,
+            limits,
+            table,
+            control,
+            now: Instant::now(),
+        })
+    }
+
+    /// Runs until stopped and every connection has closed; `Err` when the ring fails.
+    pub(crate) fn run(&mut self) -> io::Result<()> {
+        self.ring
+            .poll_in_multi(self.control.woken.as_raw_fd(), token(Op::Wake, NO_KEY))?;
+        self.arm_accept();
+        let mut cqes = Vec::with_capacity(256);
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let left = next_tick.saturating_duration_since(Instant::now());
+            self.ring
+                .submit_and_wait(left.max(Duration::from_millis(1)))?;
+            self.ring.reap(&mut cqes);
+            self.now = Instant::now();
+            for c in cqes.drain(..) {
+                self.complete(c);
+            }
+            if self.now >= next_tick {
+                next_tick = self.now + TICK;
+                self.tick();
+            }
+            if self.control.stop.load(Ordering::SeqCst) {
+                self.stop_accepting();
+                if self.conns.len() == 0 && !self.accept_armed {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn arm_accept(&mut self) {
+        if self.accept_armed || self.control.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(l) = &self.listener else { return };
+        match self
+            .ring
+            .accept_multi(l.as_raw_fd(), token(Op::Accept, NO_KEY))
+        {
+            Ok(()) => {
+                self.accept_armed = true;
+                self.accept_paused = false;
+            }
+            Err(e) => tracing::warn!("io_uring: cannot arm accept: {e}"),
+        }
+    }
+
+    fn pause_accept(&mut self) {
+        if self.accept_armed && !self.accept_paused {
+            self.accept_paused = true;
+            let _ = self
+                .ring
+                .cancel(token(Op::Accept, NO_KEY), token(Op::Cancel, NO_KEY));
+        }
+        self.accept_paused = true;
+    }
+
+    fn stop_accepting(&mut self) {
+        if self.accept_armed {
+            self.pause_accept();
+        } else {
+            self.listener = None;
+        }
+    }
+
+    fn complete(&mut self, c: Completion) {
+        let Some((op, key)) = untoken(c.user_data) else {
+            self.drop_buf(c.buf);
+            return;
+        };
+        match op {
+            Op::Accept => self.accepted(c),
+            Op::Wake => self.woken(c.more),
+            Op::Cancel => {}
+            _ => {
+                if self.conns.get_mut(key).is_none() {
+                    self.drop_buf(c.buf);
+                    return;
+                }
+                self.conn_completion(op, key, c);
+            }
+        }
+    }
+
+    fn drop_buf(&mut self, buf: Option<u16>) {
+        if let Some(b) = buf {
+            self.ring.recycle(b);
+            self.retry_bufs();
+        }
+    }
+
+    fn accepted(&mut self, c: Completion) {
+        if !c.more {
+            self.accept_armed = false;
+        }
+        if c.result >= 0 {
+            if let Some(fd) = adopt_accepted(c.result) {
+                self.new_conn(fd);
+            }
+        } else {
+            let e = io::Error::from_raw_os_error(-c.result);
+            if crate::proxy::resources::is_local_resource_error(&e) {
+                glue::accept_shortage(&self.shared, &e);
+                // Re-armed when a connection closes or at the next tick.
+                self.pause_accept();
+            } else if c.result != -libc::ECANCELED {
+                tracing::debug!("accept failed: {e}");
+            }
+        }
+        if !self.accept_armed {
+            if self.control.stop.load(Ordering::SeqCst) {
+                self.listener = None;
+            } else if !self.accept_paused {
+                self.arm_accept();
+            }
+        }
+    }
+
+    fn woken(&mut self, more: bool) {
+        let mut sink = [0u8; 64];
+        while matches!((&self.control.woken).read(&mut sink), Ok(n) if n > 0) {}
+        let closes = std::mem::take(
+            &mut *self
+                .control
+                .closes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for k in closes {
+            if self.conns.get_mut(k).is_some() {
+                tracing::debug!("close: connection closed by request");
+                self.teardown(k);
+            }
+        }
+        if !more {
+            let _ = self
+                .ring
+                .poll_in_multi(self.control.woken.as_raw_fd(), token(Op::Wake, NO_KEY));
+        }
+    }
+
+    fn new_conn(&mut self, fd: OwnedFd) {
+        let sock = Socket::from(fd);
+        let (client, who) = match sock.peer_addr().ok().and_then(|a| a.as_socket()) {
+            Some(peer) => (client_of(peer), peer.to_string()),
+            // Gone already.
+            None => return,
+        };
+        tracing::debug!("accepted {who}");
+        let conn = Conn {
+            client_sock: sock,
+            server_sock: None,
+            client,
+            who,
+            table: None,
+            counters: Arc::new(Counters::default()),
+            settings: None,
+            candidates: Vec::new(),
+            next: 0,
+            phase: Phase::Queued,
+            attempt: None,
+            established: None,
+            inflight: 0,
+            spoke: false,
+            dirs: [Dir::default(), Dir::default()],
+            last: self.now,
+            slot: None,
+            pending: None,
+            short_since: None,
+        };
+        let Some(key) = self.conns.insert(conn) else {
+            return;
+        };
+        match self.limits.conn_slots.clone().try_acquire_owned() {
+            Ok(p) => {
+                if let Some(c) = self.conns.get_mut(key) {
+                    c.slot = Some(p);
+                }
+                self.start(key);
+            }
+            Err(_) => {
+                // The table is full: this client waits, and so does the backlog.
+                self.wait_slot.push_back(key);
+                self.pause_accept();
+            }
+        }
+    }
+
+    /// A connection that has its `conn_max` slot: listed, selected, connecting.
+    fn start(&mut self, key: Key) {
+        let control = self.control.clone();
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let close = RemoteClose(Arc::new(move || control.close(key)));
+        c.table = Some(glue::register(
+            &self.table,
+            c.who.clone(),
+            c.client_sock.as_raw_fd(),
+            c.counters.clone(),
+            close,
+        ));
+        let (candidates, settings) = glue::select(&self.shared, &c.client);
+        if candidates.is_empty() {
+            tracing::debug!("{}: no server available; closing the client", c.who);
+            self.teardown(key);
+            return;
+        }
+        if settings.client_nodelay
+            && let Err(e) = c.client_sock.set_tcp_nodelay(true)
+        {
+            tracing::debug!("{}: TCP_NODELAY on the client socket failed: {e}", c.who);
+        }
+        c.candidates = candidates;
+        c.settings = Some(settings);
+        self.connect_next(key);
+    }
+
+    /// Walks the candidates from `next`: the first whose socket can be set up gets a connect.
+    fn connect_next(&mut self, key: Key) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(settings) = c.settings else { return };
+        if c.pending.is_none() {
+            match self.limits.pending.clone().try_acquire_owned() {
+                Ok(p) => c.pending = Some(p),
+                Err(_) => {
+                    c.phase = Phase::WaitPending;
+                    self.wait_pending.push_back(key);
+                    return;
+                }
+            }
+        }
+        loop {
+            let Some(&target) = c.candidates.get(c.next) else {
+                tracing::debug!("{}: every candidate failed; closing the client", c.who);
+                self.teardown(key);
+                return;
+            };
+            let Some(addr) = glue::begin_attempt(&self.shared, target, &c.client) else {
+                c.next += 1;
+                continue;
+            };
+            let sock = glue::upstream_socket(&addr, &settings.upstream);
+            let (sock, sa) = match sock {
+                Ok(s) => s,
+                Err(e) => match glue::attempt_failed(&self.shared, &c.who, target, &addr, &e) {
+                    AfterFailure::Next => {
+                        c.next += 1;
+                        continue;
+                    }
+                    AfterFailure::Short => {
+                        self.short(key);
+                        return;
+                    }
+                    AfterFailure::GiveUp => {
+                        self.teardown(key);
+                        return;
+                    }
+                },
+            };
+            let r = self.ring.connect(
+                sock.as_raw_fd(),
+                sa,
+                settings.connect_timeout,
+                token(Op::Connect, key),
+                token(Op::ConnectTimeout, key),
+            );
+            if let Err(e) = r {
+                tracing::warn!("{}: io_uring connect: {e}", c.who);
+                glue::attempt_abandoned(&self.shared, target);
+                self.teardown(key);
+                return;
+            }
+            c.inflight += 2;
+            c.server_sock = Some(sock);
+            c.attempt = Some((target, addr));
+            c.phase = Phase::Connecting;
+            return;
+        }
+    }
+
+    fn conn_completion(&mut self, op: Op, key: Key, cq: Completion) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        // A multishot receive stays in flight until its last completion.
+        let multishot = matches!(op, Op::RecvClient | Op::RecvServer) && cq.more;
+        if !multishot {
+            c.inflight = c.inflight.saturating_sub(1);
+        }
+        match op {
+            Op::Connect => self.connect_done(key, cq.result),
+            Op::ConnectTimeout => {}
+            Op::RecvClient => self.received(key, UP, cq),
+            Op::RecvServer => self.received(key, DOWN, cq),
+            Op::SendServer => self.sent(key, UP, cq.result),
+            Op::SendClient => self.sent(key, DOWN, cq.result),
+            Op::Accept | Op::Wake | Op::Cancel => {}
+        }
+        self.maybe_free(key);
+    }
+
+    fn connect_done(&mut self, key: Key, result: i32) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        // The permit covers the connect only.
+        let freed_pending = c.pending.take().is_some();
+        let Some((target, addr)) = c.attempt.take() else {
+            return;
+        };
+        if c.phase == Phase::Closing {
+            glue::attempt_abandoned(&self.shared, target);
+        } else if result == 0 {
+            glue::attempt_ok(&self.shared, target);
+            tracing::debug!("{}: connected to {target:?}", c.who);
+            let upfd = c.fd(DOWN).unwrap_or(-1);
+            if let Some(i) = c.table {
+                glue::connected(&self.table, i, target, upfd);
+            }
+            c.established = Some(target);
+            c.phase = Phase::Open;
+            c.last = self.now;
+            self.arm_recv(key, UP);
+            self.arm_recv(key, DOWN);
+        } else {
+            let settings = c
+                .settings
+                .unwrap_or_else(|| glue::select(&self.shared, &c.client).1);
+            let e = glue::connect_error(
+                -result,
+                result == -libc::ECANCELED,
+                &addr,
+                &settings.upstream,
+                settings.connect_timeout,
+            );
+            c.server_sock = None;
+            match glue::attempt_failed(&self.shared, &c.who, target, &addr, &e) {
+                AfterFailure::Next => {
+                    c.next += 1;
+                    self.connect_next(key);
+                }
+                AfterFailure::Short => self.short(key),
+                AfterFailure::GiveUp => self.teardown(key),
+            }
+        }
+        if freed_pending {
+            self.retry_pending();
+        }
+    }
+
+    /// A connect hit pen's own shortage: wait for a connection to close (or the tick) and try
+    /// the same candidate again, until the connect timeout has passed since the first one.
+    fn short(&mut self, key: Key) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let since = *c.short_since.get_or_insert(now);
+        let limit = c.settings.map_or(Duration::ZERO, |s| s.connect_timeout);
+        c.server_sock = None;
+        if c.pending.take().is_some() {
+            self.retry_pending();
+        }
+        if now.duration_since(since) >= limit {
+            if let Some(c) = self.conns.get_mut(key) {
+                tracing::debug!("{}: no descriptors within the connect timeout", c.who);
+            }
+            self.teardown(key);
+            return;
+        }
+        if let Some(c) = self.conns.get_mut(key) {
+            c.phase = Phase::WaitPending;
+        }
+        self.wait_fds.push_back(key);
+        // Leave new clients in the backlog until descriptors are freed.
+        self.pause_accept();
+    }
+
+    fn retry_fds(&mut self) {
+        let n = self.wait_fds.len();
+        for _ in 0..n {
+            let Some(key) = self.wait_fds.pop_front() else {
+                return;
+            };
+            self.connect_next(key);
+        }
+    }
+
+    fn arm_recv(&mut self, key: Key, d: usize) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let dir = &c.dirs[d];
+        if c.phase != Phase::Open
+            || dir.eof
+            || dir.eof_pending
+            || dir.recv_armed
+            || dir.queue.len() >= QUEUE_MAX
+        {
+            return;
+        }
+        let Some(fd) = c.fd(d) else { return };
+        let op = if d == UP {
+            Op::RecvClient
+        } else {
+            Op::RecvServer
+        };
+        if self.ring.recv_multi(fd, token(op, key)).is_ok() {
+            c.inflight += 1;
+            c.dirs[d].recv_armed = true;
+            c.dirs[d].recv_cancelling = false;
+        }
+    }
+
+    fn received(&mut self, key: Key, d: usize, cq: Completion) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !cq.more {
+            c.dirs[d].recv_armed = false;
+        }
+        if c.phase != Phase::Open {
+            self.drop_buf(cq.buf);
+            return;
+        }
+        if cq.result > 0 {
+            let Some(bid) = cq.buf else {
+                self.teardown(key);
+                return;
+            };
+            c.last = self.now;
+            let len = cq.result.unsigned_abs();
+            if !c.spoke {
+                c.spoke = true;
+                if let (UP, Some(t)) = (d, c.established) {
+                    let chunk = self.ring.buf(bid, len as usize);
+                    glue::log_first_request(&self.shared, &c.client, t, chunk);
+                }
+            }
+            let dir = &mut c.dirs[d];
+            if dir.sending.is_none() && dir.queue.is_empty() {
+                self.send(key, d, bid, 0, len);
+            } else {
+                dir.queue.push_back((bid, len));
+                if dir.queue.len() >= QUEUE_MAX && dir.recv_armed && !dir.recv_cancelling {
+                    // The destination is slow: stop taking buffers for this direction.
+                    dir.recv_cancelling = true;
+                    let op = if d == UP {
+                        Op::RecvClient
+                    } else {
+                        Op::RecvServer
+                    };
+                    let _ = self.ring.cancel(token(op, key), token(Op::Cancel, key));
+                }
+            }
+            if !cq.more {
+                self.arm_recv(key, d);
+            }
+        } else if cq.result == 0 {
+            let dir = &mut c.dirs[d];
+            let drained = dir.sending.is_none() && dir.queue.is_empty();
+            if !drained {
+                dir.eof_pending = true;
+            }
+            self.drop_buf(cq.buf);
+            if drained {
+                self.eof(key, d);
+            }
+        } else if cq.result == -libc::ENOBUFS {
+            // Every buffer is in use: receive again when one comes back.
+            self.wait_buf.push_back((key, d));
+        } else if cq.result == -libc::ECANCELED {
+            // Back-pressure: re-armed when the queue is sent.
+            self.arm_recv(key, d);
+        } else {
+            tracing::debug!(
+                "{}: closed on error: {}",
+                c.who,
+                io::Error::from_raw_os_error(-cq.result)
+            );
+            self.drop_buf(cq.buf);
+            self.teardown(key);
+        }
+    }
+
+    fn send(&mut self, key: Key, d: usize, bid: u16, off: u32, len: u32) {
+        let Some(c) = self.conns.get_mut(key) else {
+            self.drop_buf(Some(bid));
+            return;
+        };
+        let (dst, op) = if d == UP {
+            (c.fd(DOWN), Op::SendServer)
+        } else {
+            (c.fd(UP), Op::SendClient)
+        };
+        let Some(dst) = dst else {
+            self.drop_buf(Some(bid));
+            self.teardown(key);
+            return;
+        };
+        match self
+            .ring
+            .send_buf(dst, bid, off, len.saturating_sub(off), token(op, key))
+        {
+            Ok(()) => {
+                c.inflight += 1;
+                c.dirs[d].sending = Some((bid, off, len));
+                // Counted when handed to the kernel: the peer may read the bytes before the
+                // loop sees the send complete, and the reports must already show them.
+                if off == 0 {
+                    if d == UP {
+                        c.counters.add_to_server(u64::from(len));
+                    } else {
+                        c.counters.add_from_server(u64::from(len));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!("{}: io_uring send: {e}", c.who);
+                self.drop_buf(Some(bid));
+                self.teardown(key);
+            }
+        }
+    }
+
+    fn sent(&mut self, key: Key, d: usize, result: i32) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some((bid, off, len)) = c.dirs[d].sending.take() else {
+            return;
+        };
+        if c.phase != Phase::Open || result <= 0 {
+            let open = c.phase == Phase::Open;
+            if open {
+                tracing::debug!(
+                    "{}: closed on error: {}",
+                    c.who,
+                    io::Error::from_raw_os_error(-result)
+                );
+            }
+            self.drop_buf(Some(bid));
+            if open {
+                self.teardown(key);
+            }
+            return;
+        }
+        let n = result.unsigned_abs();
+        c.last = self.now;
+        let off = off + n;
+        if off < len {
+            self.send(key, d, bid, off, len);
+            return;
+        }
+        self.drop_buf(Some(bid));
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let Some((next, n)) = c.dirs[d].queue.pop_front() {
+            self.send(key, d, next, 0, n);
+        } else if c.dirs[d].eof_pending {
+            c.dirs[d].eof_pending = false;
+            self.eof(key, d);
+        } else {
+            self.arm_recv(key, d);
+        }
+    }
+
+    /// The source of direction `d` closed its side: half-close the destination, or close
+    /// everything (`tcp_fastclose`, or both directions done).
+    fn eof(&mut self, key: Key, d: usize) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        c.dirs[d].eof = true;
+        let fastclose = c.settings.map_or(FastClose::Off, |s| s.fastclose);
+        let close_all = match d {
+            UP => matches!(fastclose, FastClose::Down | FastClose::Both),
+            _ => matches!(fastclose, FastClose::Up | FastClose::Both),
+        };
+        if close_all || (c.dirs[UP].eof && c.dirs[DOWN].eof) {
+            tracing::debug!(
+                "{}: closed; {} bytes to the server, {} back",
+                c.who,
+                c.counters.to_server(),
+                c.counters.from_server()
+            );
+            self.teardown(key);
+            return;
+        }
+        let dst = if d == UP {
+            c.server_sock.as_ref()
+        } else {
+            Some(&c.client_sock)
+        };
+        if let Some(s) = dst
+            && let Err(e) = s.shutdown(std::net::Shutdown::Write)
+            && e.kind() != io::ErrorKind::NotConnected
+        {
+            tracing::debug!("{}: half-close failed: {e}", c.who);
+        }
+    }
+
+    /// Starts closing: cancels what is in flight; the record goes when nothing is.
+    fn teardown(&mut self, key: Key) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if c.phase == Phase::Closing {
+            return;
+        }
+        let queued = matches!(c.phase, Phase::Queued | Phase::WaitPending);
+        c.phase = Phase::Closing;
+        if c.inflight > 0 {
+            let fds = [c.fd(UP), c.fd(DOWN)];
+            for fd in fds.into_iter().flatten() {
+                let _ = self.ring.cancel_fd(fd, token(Op::Cancel, key));
+            }
+        }
+        if queued {
+            self.wait_slot.retain(|k| *k != key);
+            self.wait_pending.retain(|k| *k != key);
+            self.wait_fds.retain(|k| *k != key);
+        }
+        self.maybe_free(key);
+    }
+
+    /// Frees a closing connection once no operation of it is in flight: reports it, unlists
+    /// it, closes its sockets, returns its permits.
+    fn maybe_free(&mut self, key: Key) {
+        match self.conns.get_mut(key) {
+            Some(c) if c.phase == Phase::Closing && c.inflight == 0 => {}
+            _ => return,
+        }
+        let Some(c) = self.conns.remove(key) else {
+            return;
+        };
+        if let Some((target, _)) = &c.attempt {
+            glue::attempt_abandoned(&self.shared, *target);
+        }
+        if let Some(i) = c.table {
+            if let Some(t) = c.established {
+                glue::closed(&self.shared, &self.table, i, t, &c.client, &c.counters);
+            }
+            glue::unregister(&self.table, i);
+        }
+        for d in &c.dirs {
+            if let Some((bid, _, _)) = d.sending {
+                self.ring.recycle(bid);
+            }
+            for &(bid, _) in &d.queue {
+                self.ring.recycle(bid);
+            }
+        }
+        let had_slot = c.slot.is_some();
+        let had_pending = c.pending.is_some();
+        drop(c);
+        if had_pending {
+            self.retry_pending();
+        }
+        // Its descriptors are free: connects that were short go first, then new clients.
+        self.retry_fds();
+        if had_slot {
+            self.retry_slots();
+        }
+        self.retry_bufs();
+    }
+
+    fn retry_slots(&mut self) {
+        while let Some(&key) = self.wait_slot.front() {
+            let Ok(p) = self.limits.conn_slots.clone().try_acquire_owned() else {
+                return;
+            };
+            self.wait_slot.pop_front();
+            if let Some(c) = self.conns.get_mut(key) {
+                c.slot = Some(p);
+                self.start(key);
+            }
+        }
+        if self.accept_paused && !self.accept_armed && self.wait_fds.is_empty() {
+            self.arm_accept();
+        }
+    }
+
+    fn retry_pending(&mut self) {
+        while let Some(key) = self.wait_pending.pop_front() {
+            let Some(c) = self.conns.get_mut(key) else {
+                continue;
+            };
+            match self.limits.pending.clone().try_acquire_owned() {
+                Ok(p) => {
+                    c.pending = Some(p);
+                    self.connect_next(key);
+                }
+                Err(_) => {
+                    self.wait_pending.push_front(key);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn retry_bufs(&mut self) {
+        // Each waiting receive is re-armed; one that still finds no buffer queues again.
+        let n = self.wait_buf.len();
+        for _ in 0..n {
+            let Some((key, d)) = self.wait_buf.pop_front() else {
+                return;
+            };
+            self.arm_recv(key, d);
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = self.now;
+        let idle = self.conns.keys_where(|c| {
+            c.phase == Phase::Open
+                && c.settings
+                    .and_then(|s| s.idle_timeout)
+                    .is_some_and(|d| now.duration_since(c.last) >= d)
+        });
+        for k in idle {
+            if let Some(c) = self.conns.get_mut(k) {
+                tracing::debug!("{}: idle timeout", c.who);
+            }
+            self.teardown(k);
+        }
+        // `conn_max` / `pending_max` may have grown; a shortage may be over.
+        self.retry_fds();
+        self.retry_slots();
+        self.retry_pending();
+        self.retry_bufs();
+        if !self.accept_armed && self.wait_slot.is_empty() && self.wait_fds.is_empty() {
+            self.arm_accept();
+        }
+    }
+}
