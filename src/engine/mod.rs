@@ -82,9 +82,9 @@ use std::time::Duration;
 use crate::acl::Acl;
 
 pub use maglev::{Maglev, Member, flow_hash, flow_hash_ip};
-pub use wire::Mac;
+pub use wire::{Mac, MacText, fmt_mac, parse_mac};
 
-pub use config::{BackendConfig, EngineConfig, EngineConfigError, config_from_pen_args, parse_mac};
+pub use config::{BackendConfig, EngineConfig, EngineConfigError, config_from_pen_args};
 pub use verdict::{
     Counters, DropReason, IgnoreReason, RxMeta, TarpitStatus, Transmit, TxKind, Verdict,
 };

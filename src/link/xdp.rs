@@ -2,9 +2,9 @@
 //! the engine has already placed, without waking pen.
 //!
 //! The engine stays the one place where decisions are made. When it forwards an IPv4 frame to
-//! the VIP, the driver records "this client → this backend MAC" in a kernel LRU map
-//! ([`FastPath::learn`]); the XDP program looks every received frame up in that map and, on a
-//! hit, rewrites the two MACs and sends the frame back out of the same interface (`XDP_TX`),
+//! the VIP, the driver wrapper [`Learning`] records "this client → this backend MAC" in a
+//! kernel LRU map ([`FastPath::learn`]); the XDP program looks every received frame up in that
+//! map and, on a hit, rewrites the two MACs and sends the frame back out of the same interface (`XDP_TX`),
 //! before the frame reaches the packet socket. Everything else (ARP, IPv6, fragments, IP
 //! options, tarpitted addresses, clients not yet seen, frames for other ports) passes to the
 //! engine unchanged. The map is a cache of the engine's choices, never a second selection:
@@ -33,6 +33,7 @@ use aya::programs::{ProgramFd, Xdp};
 
 use super::bpf;
 use crate::engine::{EngineConfig, Mac};
+use crate::link::io::{Batch, FrameIo, Output};
 
 /// What the program matches, taken from the engine's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -331,6 +332,80 @@ impl FastPath {
             Ok([frames, bytes]) => KernelCounts { frames, bytes },
             Err(_) => KernelCounts::default(),
         }
+    }
+}
+
+/// The learning step as a driver wrapper: after each pass is sent, the fast path is synced
+/// with the engine's epoch ([`Output::epoch`]) and learns every frame the engine forwarded
+/// ([`FastPath::sync`], [`FastPath::learn`], [`FastPath::end_pass`]). After sending, so a
+/// client's next frame cannot overtake this one on the fast path.
+#[derive(Debug)]
+pub struct Learning<I> {
+    inner: I,
+    /// The fast path being taught.
+    pub fast: FastPath,
+}
+
+impl<I: FrameIo> Learning<I> {
+    /// Teaches `fast` the choices the engine makes on `inner`'s frames.
+    pub fn new(inner: I, fast: FastPath) -> Learning<I> {
+        Learning { inner, fast }
+    }
+
+    /// The wrapped driver.
+    pub fn inner(&self) -> &I {
+        &self.inner
+    }
+}
+
+impl<I: FrameIo> FrameIo for Learning<I> {
+    fn now(&self) -> std::time::Duration {
+        self.inner.now()
+    }
+
+    fn batch<R>(
+        &mut self,
+        timeout: std::time::Duration,
+        pass: impl FnOnce(&mut dyn Batch) -> R,
+    ) -> io::Result<Option<R>> {
+        let fast = &mut self.fast;
+        self.inner
+            .batch(timeout, |b| pass(&mut LearnBatch { inner: b, fast }))
+    }
+}
+
+struct LearnBatch<'a, 'b> {
+    inner: &'b mut dyn Batch,
+    fast: &'a mut FastPath,
+}
+
+impl Batch for LearnBatch<'_, '_> {
+    fn now(&self) -> std::time::Duration {
+        self.inner.now()
+    }
+
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn frame(&mut self, i: usize) -> Option<(&mut [u8], crate::engine::RxMeta)> {
+        self.inner.frame(i)
+    }
+
+    fn peek(&self, i: usize) -> Option<&[u8]> {
+        self.inner.peek(i)
+    }
+
+    fn send(&mut self, out: &Output<'_>) -> io::Result<()> {
+        let r = self.inner.send(out);
+        self.fast.sync(out.epoch);
+        for (i, len) in out.forwarded() {
+            if let Some(f) = self.inner.peek(i) {
+                self.fast.learn(f.get(..len).unwrap_or(f));
+            }
+        }
+        self.fast.end_pass();
+        r
     }
 }
 
