@@ -482,6 +482,51 @@ mod tests {
         assert!(interface_addrs("no-such-if0").is_empty());
     }
 
+    /// `PEN_DSR_TAP=FILE`: the DSR thread's driver, wrapped in the tap, writes every frame in
+    /// and out to FILE, a pcap file pcap-file (libpcap's format) reads back.
+    #[test]
+    fn the_dsr_tap_writes_the_frames_in_and_out_to_the_named_file() {
+        use crate::engine::frames;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dsr.pcap");
+        let tap = open_tap(Some(path.clone().into_os_string())).unwrap();
+        assert!(tap.is_some());
+        let (our, peer) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 9]);
+        let vip = std::net::Ipv4Addr::new(10, 0, 0, 100);
+        let mut engine = Engine::new(EngineConfig::new(our, vip, 80));
+        let mut mem = crate::link::mem::MemIo::new();
+        let req = frames::arp_request(peer, std::net::Ipv4Addr::new(10, 0, 0, 2), vip);
+        mem.push(Duration::from_millis(3), req.clone());
+        let mut ticks = 0;
+        let ran = run_wrapped(
+            &mut mem,
+            None,
+            tap,
+            &mut engine,
+            &AtomicBool::new(false),
+            |_, _| ticks += 1,
+        )
+        .unwrap();
+        assert_eq!(ran.fast, "off");
+        assert_eq!(ticks, 1);
+        let got = crate::link::pcapfile::read_frames(std::fs::File::open(&path).unwrap()).unwrap();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0].1, req, "the request as received");
+        assert_eq!(got[1].1, mem.sent[0].frame, "the reply as sent");
+        assert_eq!(&got[1].1[..6], &peer);
+        assert!(
+            got[0].0 > Duration::from_secs(1_600_000_000),
+            "wall-clock stamps"
+        );
+        assert!(open_tap(None).unwrap().is_none());
+        assert!(open_tap(Some("".into())).unwrap().is_none());
+        let e = open_tap(Some(dir.path().join("no/such/dir.pcap").into_os_string())).unwrap_err();
+        assert!(
+            e.to_string().contains("PEN_DSR_TAP=") && e.to_string().contains("no/such/dir.pcap"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn isn_keys_differ_between_draws() {
         assert_ne!(isn_key().unwrap(), isn_key().unwrap());
