@@ -12,7 +12,7 @@ pub const NEIGHBOR_ADVERTISEMENT: u8 = 136;
 const OPT_SOURCE_LL: u8 = 1;
 const OPT_TARGET_LL: u8 = 2;
 /// IPv6 header length.
-pub const IPV6_LEN: usize = 40;
+pub const IPV6_LEN: usize = super::wire::ipv6::LEN;
 /// A solicitation or advertisement with one link-layer address option.
 pub const ND_FRAME_LEN: usize = ETH_LEN + IPV6_LEN + 24 + 8;
 

@@ -38,6 +38,8 @@ pub mod eth {
 pub mod ipv4 {
     /// Version (high nibble) and header length in 32-bit words (low nibble).
     pub const VER_IHL: usize = 0;
+    /// Type of service (DSCP and ECN).
+    pub const TOS: usize = 1;
     pub const TOTAL_LEN: usize = 2;
     /// Flags (3 bits) and fragment offset (13 bits).
     pub const FRAG: usize = 6;
