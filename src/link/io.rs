@@ -165,18 +165,20 @@ pub fn drive_to_end<I: FrameIo>(engine: &mut Engine, io: &mut I) -> io::Result<(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    //! Also the fixtures of the wrappers' tests (one backend, a client's SYN).
     use super::*;
     use crate::engine::{BackendConfig, EngineConfig, TxKind, frames};
     use crate::link::mem::{MemIo, Origin};
     use std::net::{Ipv4Addr, SocketAddrV4};
 
-    const OUR: crate::engine::Mac = [2, 0, 0, 0, 0, 1];
-    const PEER: crate::engine::Mac = [2, 0, 0, 0, 0, 9];
-    const VIP: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 100);
-    const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 3);
+    pub(crate) const OUR: crate::engine::Mac = [2, 0, 0, 0, 0, 1];
+    pub(crate) const PEER: crate::engine::Mac = [2, 0, 0, 0, 0, 9];
+    pub(crate) const VIP: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 100);
+    pub(crate) const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 3);
 
-    fn engine() -> Engine {
+    /// An engine for VIP:80 with one backend, BACKEND, whose MAC is not known yet.
+    pub(crate) fn engine() -> Engine {
         let mut cfg = EngineConfig::new(OUR, VIP, 80);
         cfg.backends = vec![BackendConfig {
             ip: Some(BACKEND.into()),
@@ -186,7 +188,8 @@ mod tests {
         Engine::new(cfg)
     }
 
-    fn syn(seq: u32) -> Vec<u8> {
+    /// A SYN from 10.9.0.2:40000 to VIP:80, addressed to OUR.
+    pub(crate) fn syn(seq: u32) -> Vec<u8> {
         frames::tcp(
             PEER,
             OUR,

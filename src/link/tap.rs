@@ -245,40 +245,20 @@ impl<W: Write> Batch for TapBatch<'_, '_, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{BackendConfig, Engine, EngineConfig, frames};
+    use crate::engine::{Engine, EngineConfig, frames};
     use crate::link::io::drive_to_end;
+    use crate::link::io::tests::{BACKEND, OUR, PEER, VIP, engine, syn};
     use crate::link::mem::MemIo;
-    use std::net::{Ipv4Addr, SocketAddrV4};
-
-    const OUR: crate::engine::Mac = [2, 0, 0, 0, 0, 1];
-    const PEER: crate::engine::Mac = [2, 0, 0, 0, 0, 9];
-    const VIP: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 100);
-    const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 3);
+    use std::net::Ipv4Addr;
 
     /// The tap writes the frames in as received and the frames out as sent, in order, with
     /// base + driver time as timestamps, and the driver under it sends the same frames.
     #[test]
     fn the_tap_writes_every_frame_in_and_out_to_a_pcap_file() {
-        let mut cfg = EngineConfig::new(OUR, VIP, 80);
-        cfg.backends = vec![BackendConfig {
-            ip: Some(BACKEND.into()),
-            weight: 0,
-            available: true,
-        }];
-        let mut e = Engine::new(cfg);
+        let mut e = engine();
         let ms = Duration::from_millis;
         let arp = frames::arp_reply(PEER, BACKEND, OUR, VIP);
-        let syn = frames::tcp(
-            PEER,
-            OUR,
-            SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 40000),
-            SocketAddrV4::new(VIP, 80),
-            frames::SYN,
-            1,
-            0,
-            &[],
-            b"",
-        );
+        let syn = syn(1);
         let mut mem = MemIo::new();
         mem.push(ms(0), arp.clone());
         mem.push(ms(7), syn.clone());
