@@ -388,9 +388,9 @@ impl Engine {
             return Verdict::Dropped(DropReason::Oversized);
         }
         let (Some(dst_mac), Some(src_mac), Some(ethertype)) = (
-            wire::mac(frame, 0),
-            wire::mac(frame, 6),
-            wire::be16(frame, 12),
+            wire::mac(frame, wire::eth::DST),
+            wire::mac(frame, wire::eth::SRC),
+            wire::be16(frame, wire::eth::TYPE),
         ) else {
             return Verdict::Dropped(DropReason::Truncated);
         };
