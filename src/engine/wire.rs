@@ -1,5 +1,5 @@
 //! Byte-level helpers, defined once for the engine, the BPF models ([`crate::link::xdp`]) and
-//! pen-lab: header field offsets ([`eth`], [`ipv4`], [`ipv6`], [`tcp`], [`udp`], [`arp`]), MAC
+//! pen-lab: header field offsets ([`eth`], [`ipv4`](mod@ipv4), [`ipv6`], [`tcp`], [`udp`], [`arp`]), MAC
 //! parsing and formatting ([`parse_mac`], [`MacText`]), big-endian reads that never panic, and
 //! the Internet checksum. Pure.
 

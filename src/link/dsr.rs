@@ -12,6 +12,11 @@
 //! way, and the engine publishes the tarpit's counters into the shared state on every pass
 //! ([`crate::proxy::Shared::tarpit`]) for penctl's `tarpit`, the status page and Prometheus.
 //! The DSR interface's own addresses, read at start, are never captured.
+//!
+//! The engine runs under [`crate::link::io::drive`] on the TPACKET_V2 ring driver
+//! (`PEN_DSR_RECVMMSG=1`: `recvmmsg`), wrapped in [`Learning`] when the XDP fast path is
+//! attached and, outermost, in a pcap [`Tap`] when `PEN_DSR_TAP=FILE` is set (FILE is created
+//! when DSR starts; DSR does not run if it cannot be).
 
 use std::io;
 use std::net::IpAddr;

@@ -5,7 +5,7 @@
 //! truncated) are not written.
 //!
 //! The daemon taps its DSR interface when `PEN_DSR_TAP=FILE` is set
-//! ([`crate::link::dsr`]). Timestamps are the wall clock at the tap's start plus the driver's
+//! (`link::dsr`). Timestamps are the wall clock at the tap's start plus the driver's
 //! clock; the file is flushed at most every [`FLUSH_EVERY`] and when the tap is dropped. A
 //! write error is logged once and ends the tapping, not the data path.
 
