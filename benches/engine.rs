@@ -10,6 +10,9 @@
 //! - `maglev_build/{2,10,100}`: rebuilding the 65,537-slot table (a blacklist change).
 //! - `pcap_replay`: the offline driver over an in-memory pcap of 10,000 mixed frames, output
 //!   pcap into memory, verdict log discarded.
+//! - `drive_mem/10`: the one drive loop (`link::io::drive`) over the memory driver, 1024 DSR
+//!   frames in batches of 64 (as the live driver's); includes the memory driver's copies of
+//!   every frame in and out, so compare it with `dsr_forward/10` for the loop's whole cost.
 
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -20,6 +23,8 @@ use pen::acl::{Acl, AclEntry, AclMatch};
 use pen::engine::frames::{self, ACK, PSH, SYN};
 use pen::engine::maglev::{Maglev, Member};
 use pen::engine::{BackendConfig, Engine, EngineConfig, Mac};
+use pen::link::io::drive_to_end;
+use pen::link::mem::MemIo;
 use pen::link::pcapfile::{replay, write_frames};
 
 const OUR: Mac = [0x02, 0, 0, 0, 0, 0x01];
@@ -199,6 +204,23 @@ fn bench(c: &mut Criterion) {
             b.iter(|| black_box(Maglev::build(m)))
         });
     }
+    g.finish();
+
+    let mut g = c.benchmark_group("drive_mem");
+    g.throughput(Throughput::Elements(u64::from(CLIENTS)));
+    let dsr: Vec<Vec<u8>> = (0..CLIENTS).map(dsr_frame).collect();
+    let mut e = engine(10);
+    g.bench_function("10", |b| {
+        b.iter(|| {
+            let mut io = MemIo::new();
+            io.batch_max = 64;
+            for f in &dsr {
+                io.push(Duration::from_secs(1), f.clone());
+            }
+            let r = drive_to_end(&mut e, &mut io);
+            black_box((r.is_ok(), io.sent.len()))
+        })
+    });
     g.finish();
 
     let mut g = c.benchmark_group("pcap_replay");

@@ -104,6 +104,10 @@ penctl commands pen-rs adds (also for -o/-O and -F files):
   tarpit                   tarpit settings, counters and captured addresses
   table_hash               digests of the server list and the DSR Maglev table (compare pens)
 
+environment in DSR mode (-O 'dsr_if IF'):
+  PEN_DSR_TAP=FILE         write every frame in and out of the DSR engine to pcap FILE
+  PEN_DSR_XDP=0            no XDP fast path    PEN_DSR_RECVMMSG=1  recvmmsg, not the ring
+
 example:
   pen 8080 web1:80 web2:80 [::1]:8080
 ";

@@ -33,8 +33,9 @@
 //! - [`logging`]: where log lines go (terminal, file, journald with `<N>` priorities, syslog
 //!   when daemonized) and how they look (the choice is a pure function).
 //! - [`notify`]: systemd readiness (`sd_notify` READY/RELOADING/STOPPING datagrams).
-//! - [`link`]: frame drivers for the engine: live `AF_PACKET` (DSR mode of the daemon),
-//!   offline pcap files (`pen-sim`), in memory.
+//! - [`link`]: frame drivers for the engine, all run by one loop (`link::io::drive`): live
+//!   `AF_PACKET` (DSR mode of the daemon), offline pcap files (`pen-sim`), in memory; a pcap
+//!   tap and the XDP fast path's learning step wrap any of them.
 //! - `sys` (crate-private): the kernel layer. Every `unsafe` block of the crate lives there,
 //!   behind small safe functions: batched datagram IO and control messages, socket options,
 //!   `AF_PACKET` sockets and the TPACKET_V2 ring, netlink route requests, daemonizing and the

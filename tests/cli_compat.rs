@@ -596,6 +596,7 @@ fn pen_help_exits_zero_with_what_pen_rs_supports() {
         "{out}"
     );
     assert!(out.contains("prometheus [addr:]port"), "{out}");
+    assert!(out.contains("PEN_DSR_TAP=FILE"), "{out}");
     assert!(!out.contains("ssl2,") && !out.contains("ssl3"), "{out}");
     // -h stays C Pen's hash option: without a listen address it is a usage error.
     let (code, out, err) = run_bin(env!("CARGO_BIN_EXE_pen"), &["-h"]);

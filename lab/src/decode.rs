@@ -308,26 +308,13 @@ fn l4_checksum_ok(src: IpAddr, dst: IpAddr, proto: u8, l4: &[u8]) -> Option<bool
     Some(residue == 0)
 }
 
-/// Formats a MAC address as `aa:bb:cc:dd:ee:ff`.
-pub fn fmt_mac(m: &[u8; 6]) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
-}
+/// Formats a MAC address as `aa:bb:cc:dd:ee:ff` (pen's formatter, shared with the engine).
+pub use pen::engine::fmt_mac;
 
-/// Parses `aa:bb:cc:dd:ee:ff` (also `-` separated).
+/// Parses `aa:bb:cc:dd:ee:ff` (also `-` separated) with pen's parser
+/// ([`pen::engine::parse_mac`], shared with `pen-sim --mac`); `None` when it is not a MAC.
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut n = 0;
-    for part in s.split([':', '-']) {
-        if n >= 6 || part.len() != 2 {
-            return None;
-        }
-        out[n] = u8::from_str_radix(part, 16).ok()?;
-        n += 1;
-    }
-    (n == 6).then_some(out)
+    pen::engine::parse_mac(s).ok()
 }
 
 fn fmt_endpoint(ip: Option<IpAddr>, port: Option<u16>) -> String {
@@ -613,5 +600,24 @@ mod tests {
         let e = format!("{:#}", read_pcap(&path).unwrap_err());
         assert!(e.contains("frame #2") && e.contains("snaplen 96"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// The lab reads and writes MAC addresses exactly as pen does (one parser, one formatter):
+    /// a scenario's MAC means what `pen-sim --mac` takes it to mean.
+    #[test]
+    fn macs_are_parsed_and_formatted_by_pens_helpers() {
+        for s in [
+            "02:00:00:00:0a:ff",
+            "02-00-00-00-0A-FF",
+            "2:0:0:0:a:ff",
+            "02:00:00:00:0a",
+            "zz:00:00:00:00:00",
+            "",
+        ] {
+            assert_eq!(parse_mac(s), pen::engine::parse_mac(s).ok(), "{s:?}");
+        }
+        let m = [2, 0, 0, 0, 0x0a, 0xff];
+        assert_eq!(fmt_mac(&m), pen::engine::MacText(m).to_string());
+        assert_eq!(parse_mac(&fmt_mac(&m)), Some(m));
     }
 }

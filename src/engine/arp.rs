@@ -2,10 +2,11 @@
 
 use std::net::Ipv4Addr;
 
-use super::wire::{self, BROADCAST, ETH_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, Mac};
+use super::wire::arp::{HLEN, HTYPE, OP, PLEN, PTYPE, SHA, SPA, THA, TPA};
+use super::wire::{self, BROADCAST, ETH_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, Mac, eth};
 
 /// Length of an Ethernet/IPv4 ARP body.
-pub const ARP_LEN: usize = 28;
+pub const ARP_LEN: usize = wire::arp::LEN;
 /// Length of the probes the engine sends (no padding, as C Pen's).
 pub const PROBE_LEN: usize = ETH_LEN + ARP_LEN;
 
@@ -36,19 +37,19 @@ pub fn parse(frame: &[u8]) -> Result<Arp, ArpError> {
     let b = frame
         .get(ETH_LEN..ETH_LEN + ARP_LEN)
         .ok_or(ArpError::Truncated)?;
-    if wire::be16(b, 0) != Some(1)
-        || wire::be16(b, 2) != Some(ETHERTYPE_IPV4)
-        || b.get(4) != Some(&6)
-        || b.get(5) != Some(&4)
+    if wire::be16(b, HTYPE) != Some(1)
+        || wire::be16(b, PTYPE) != Some(ETHERTYPE_IPV4)
+        || b.get(HLEN) != Some(&6)
+        || b.get(PLEN) != Some(&4)
     {
         return Err(ArpError::NotEthernetIpv4);
     }
     let (Some(op), Some(sha), Some(spa), Some(tha), Some(tpa)) = (
-        wire::be16(b, 6),
-        wire::mac(b, 8),
-        wire::ipv4(b, 14),
-        wire::mac(b, 18),
-        wire::ipv4(b, 24),
+        wire::be16(b, OP),
+        wire::mac(b, SHA),
+        wire::ipv4(b, SPA),
+        wire::mac(b, THA),
+        wire::ipv4(b, TPA),
     ) else {
         return Err(ArpError::Truncated);
     };
@@ -67,11 +68,11 @@ pub fn parse(frame: &[u8]) -> Result<Arp, ArpError> {
 pub fn answer_in_place(frame: &mut [u8], req: &Arp, our_mac: Mac) -> usize {
     wire::set_macs(frame, req.sender_mac, our_mac);
     if let Some(b) = frame.get_mut(ETH_LEN..ETH_LEN + ARP_LEN) {
-        b[6..8].copy_from_slice(&OP_REPLY.to_be_bytes());
-        b[8..14].copy_from_slice(&our_mac);
-        b[14..18].copy_from_slice(&req.target_ip.octets());
-        b[18..24].copy_from_slice(&req.sender_mac);
-        b[24..28].copy_from_slice(&req.sender_ip.octets());
+        b[OP..OP + 2].copy_from_slice(&OP_REPLY.to_be_bytes());
+        b[SHA..SHA + 6].copy_from_slice(&our_mac);
+        b[SPA..SPA + 4].copy_from_slice(&req.target_ip.octets());
+        b[THA..THA + 6].copy_from_slice(&req.sender_mac);
+        b[TPA..TPA + 4].copy_from_slice(&req.sender_ip.octets());
     }
     frame.len()
 }
@@ -81,16 +82,16 @@ pub fn answer_in_place(frame: &mut [u8], req: &Arp, our_mac: Mac) -> usize {
 pub fn probe(our_mac: Mac, target: Ipv4Addr) -> Vec<u8> {
     let mut f = vec![0u8; PROBE_LEN];
     wire::set_macs(&mut f, BROADCAST, our_mac);
-    f[12..14].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+    f[eth::TYPE..eth::TYPE + 2].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
     let b = &mut f[ETH_LEN..];
-    b[0..2].copy_from_slice(&1u16.to_be_bytes());
-    b[2..4].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
-    b[4] = 6;
-    b[5] = 4;
-    b[6..8].copy_from_slice(&OP_REQUEST.to_be_bytes());
-    b[8..14].copy_from_slice(&our_mac);
+    b[HTYPE..HTYPE + 2].copy_from_slice(&1u16.to_be_bytes());
+    b[PTYPE..PTYPE + 2].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+    b[HLEN] = 6;
+    b[PLEN] = 4;
+    b[OP..OP + 2].copy_from_slice(&OP_REQUEST.to_be_bytes());
+    b[SHA..SHA + 6].copy_from_slice(&our_mac);
     // sender IP 0.0.0.0 and target MAC 00:00:00:00:00:00 are already zero
-    b[24..28].copy_from_slice(&target.octets());
+    b[TPA..TPA + 4].copy_from_slice(&target.octets());
     f
 }
 

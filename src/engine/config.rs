@@ -203,20 +203,3 @@ pub fn config_from_pen_args(
     crate::cli::finish_startup(&mut cfg, &parsed.servers)?;
     EngineConfig::from_config(&cfg, mac, isn_key)
 }
-
-/// Parses `aa:bb:cc:dd:ee:ff` (or `-` separated).
-pub fn parse_mac(s: &str) -> Result<Mac, String> {
-    let parts: Vec<&str> = s.split([':', '-']).collect();
-    let bad = || format!("bad MAC address {s:?}; expected six hex bytes like 02:00:00:00:00:01");
-    if parts.len() != 6 {
-        return Err(bad());
-    }
-    let mut m = [0u8; 6];
-    for (o, p) in m.iter_mut().zip(&parts) {
-        if p.is_empty() || p.len() > 2 {
-            return Err(bad());
-        }
-        *o = u8::from_str_radix(p, 16).map_err(|_| bad())?;
-    }
-    Ok(m)
-}

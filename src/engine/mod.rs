@@ -82,9 +82,9 @@ use std::time::Duration;
 use crate::acl::Acl;
 
 pub use maglev::{Maglev, Member, flow_hash, flow_hash_ip};
-pub use wire::Mac;
+pub use wire::{Mac, MacText, fmt_mac, parse_mac};
 
-pub use config::{BackendConfig, EngineConfig, EngineConfigError, config_from_pen_args, parse_mac};
+pub use config::{BackendConfig, EngineConfig, EngineConfigError, config_from_pen_args};
 pub use verdict::{
     Counters, DropReason, IgnoreReason, RxMeta, TarpitStatus, Transmit, TxKind, Verdict,
 };
@@ -388,9 +388,9 @@ impl Engine {
             return Verdict::Dropped(DropReason::Oversized);
         }
         let (Some(dst_mac), Some(src_mac), Some(ethertype)) = (
-            wire::mac(frame, 0),
-            wire::mac(frame, 6),
-            wire::be16(frame, 12),
+            wire::mac(frame, wire::eth::DST),
+            wire::mac(frame, wire::eth::SRC),
+            wire::be16(frame, wire::eth::TYPE),
         ) else {
             return Verdict::Dropped(DropReason::Truncated);
         };

@@ -12,7 +12,7 @@ pub const NEIGHBOR_ADVERTISEMENT: u8 = 136;
 const OPT_SOURCE_LL: u8 = 1;
 const OPT_TARGET_LL: u8 = 2;
 /// IPv6 header length.
-pub const IPV6_LEN: usize = 40;
+pub const IPV6_LEN: usize = super::wire::ipv6::LEN;
 /// A solicitation or advertisement with one link-layer address option.
 pub const ND_FRAME_LEN: usize = ETH_LEN + IPV6_LEN + 24 + 8;
 
@@ -98,7 +98,8 @@ pub fn answer_in_place(frame: &mut [u8], ns: &Nd, eth_src: Mac, our_mac: Mac) ->
     let out = frame.get_mut(..len)?;
     let to = ns.ll.unwrap_or(eth_src);
     wire::set_macs(out, to, our_mac);
-    out[12..14].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+    out[super::wire::eth::TYPE..super::wire::eth::TYPE + 2]
+        .copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
     let icmp_len = len - ETH_LEN - IPV6_LEN;
     write_ipv6_header(
         &mut out[ETH_LEN..ETH_LEN + IPV6_LEN],
@@ -182,7 +183,8 @@ pub fn probe(our_mac: Mac, target: Ipv6Addr) -> Vec<u8> {
     let (group, group_mac) = solicited_node(target);
     let src = link_local(our_mac);
     wire::set_macs(&mut f, group_mac, our_mac);
-    f[12..14].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+    f[super::wire::eth::TYPE..super::wire::eth::TYPE + 2]
+        .copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
     write_ipv6_header(
         &mut f[ETH_LEN..ETH_LEN + IPV6_LEN],
         32,

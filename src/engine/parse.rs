@@ -35,23 +35,23 @@ pub(super) fn parse_ipv4(frame: &[u8]) -> Result<L3, DropReason> {
     let Some(&vihl) = frame.get(ETH_LEN) else {
         return Err(DropReason::Truncated);
     };
-    if frame.len() < ETH_LEN + 20 {
+    if frame.len() < ETH_LEN + wire::ipv4::LEN {
         return Err(DropReason::Truncated);
     }
     if vihl >> 4 != 4 {
         return Err(DropReason::Malformed);
     }
     let ihl = usize::from(vihl & 0x0f) * 4;
-    if ihl < 20 {
+    if ihl < wire::ipv4::LEN {
         return Err(DropReason::Malformed);
     }
     let (Some(total), Some(frag), Some(&proto), Some(src), Some(dst), Some(&tos)) = (
-        wire::be16(frame, ETH_LEN + 2),
-        wire::be16(frame, ETH_LEN + 6),
-        frame.get(ETH_LEN + 9),
-        wire::ipv4(frame, ETH_LEN + 12),
-        wire::ipv4(frame, ETH_LEN + 16),
-        frame.get(ETH_LEN + 1),
+        wire::be16(frame, ETH_LEN + wire::ipv4::TOTAL_LEN),
+        wire::be16(frame, ETH_LEN + wire::ipv4::FRAG),
+        frame.get(ETH_LEN + wire::ipv4::PROTO),
+        wire::ipv4(frame, ETH_LEN + wire::ipv4::SRC),
+        wire::ipv4(frame, ETH_LEN + wire::ipv4::DST),
+        frame.get(ETH_LEN + wire::ipv4::TOS),
     ) else {
         return Err(DropReason::Truncated);
     };
@@ -90,10 +90,10 @@ pub(super) fn parse_ipv6(frame: &[u8]) -> Result<L3, V6Error> {
         return Err(V6Error::Drop(DropReason::Malformed));
     }
     let (Some(plen), Some(&first), Some(src), Some(dst)) = (
-        wire::be16(frame, ETH_LEN + 4),
-        frame.get(ETH_LEN + 6),
-        ndp::ipv6(frame, ETH_LEN + 8),
-        ndp::ipv6(frame, ETH_LEN + 24),
+        wire::be16(frame, ETH_LEN + wire::ipv6::PAYLOAD_LEN),
+        frame.get(ETH_LEN + wire::ipv6::NEXT),
+        ndp::ipv6(frame, ETH_LEN + wire::ipv6::SRC),
+        ndp::ipv6(frame, ETH_LEN + wire::ipv6::DST),
     ) else {
         return Err(V6Error::Drop(DropReason::Truncated));
     };
@@ -158,8 +158,8 @@ pub(super) fn parse_ipv6(frame: &[u8]) -> Result<L3, V6Error> {
 /// checksum the sender's NIC was supposed to finish).
 pub(super) fn complete_l4_checksum(frame: &mut [u8], ip: &L3) {
     let off = match ip.proto {
-        PROTO_TCP => 16,
-        PROTO_UDP => 6,
+        PROTO_TCP => wire::tcp::CSUM,
+        PROTO_UDP => wire::udp::CSUM,
         _ => return,
     };
     let Some(seg) = ip

@@ -19,7 +19,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use super::wire::{self, ETH_LEN, Mac};
 
 /// Length of the SYN+ACK frame the tarpit sends.
-pub const SYN_ACK_LEN: usize = ETH_LEN + 20 + 20;
+pub const SYN_ACK_LEN: usize = ETH_LEN + wire::ipv4::LEN + wire::tcp::LEN;
+/// The TCP flags byte of a SYN+ACK.
+const SYN_ACK_FLAGS: u8 = 0x12;
 
 /// Default advertised window of the tarpit's SYN+ACK: small, so a client trickles its data.
 pub const DEFAULT_WINDOW: u16 = 16;
@@ -96,7 +98,7 @@ pub fn isn_v6(key: &[u8; 16], client: Ipv6Addr, server: Ipv6Addr, cport: u16, sp
 }
 
 /// Length of the IPv6 SYN+ACK frame.
-pub const SYN_ACK_V6_LEN: usize = ETH_LEN + 40 + 20;
+pub const SYN_ACK_V6_LEN: usize = ETH_LEN + wire::ipv6::LEN + wire::tcp::LEN;
 
 /// An IPv6 SYN to a tarpitted address.
 #[derive(Debug, Clone, Copy)]
@@ -118,29 +120,19 @@ pub fn write_syn_ack_v6(
     key: &[u8; 16],
     window: u16,
 ) -> Option<usize> {
-    let out = buf.get_mut(..SYN_ACK_V6_LEN)?;
-    wire::set_macs(out, syn.client_mac, our_mac);
-    out[12..14].copy_from_slice(&wire::ETHERTYPE_IPV6.to_be_bytes());
-    super::ndp::write_ipv6_header(
-        &mut out[ETH_LEN..ETH_LEN + 40],
-        20,
-        wire::PROTO_TCP,
-        64,
-        syn.server,
-        syn.client,
-    );
-    let tcp = &mut out[ETH_LEN + 40..];
-    tcp[0..2].copy_from_slice(&syn.sport.to_be_bytes());
-    tcp[2..4].copy_from_slice(&syn.cport.to_be_bytes());
-    let seq = isn_v6(key, syn.client, syn.server, syn.cport, syn.sport);
-    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
-    tcp[8..12].copy_from_slice(&syn.seq.wrapping_add(1).to_be_bytes());
-    tcp[12..14].copy_from_slice(&((5u16 << 12) | 0x12).to_be_bytes());
-    tcp[14..16].copy_from_slice(&window.to_be_bytes());
-    tcp[16..20].copy_from_slice(&[0, 0, 0, 0]);
-    let c = wire::l4_checksum_v6(syn.server, syn.client, wire::PROTO_TCP, tcp);
-    tcp[16..18].copy_from_slice(&c.to_be_bytes());
-    Some(SYN_ACK_V6_LEN)
+    let seg = Segment {
+        client_mac: syn.client_mac,
+        client: syn.client.into(),
+        server: syn.server.into(),
+        cport: syn.cport,
+        sport: syn.sport,
+        seq: isn_v6(key, syn.client, syn.server, syn.cport, syn.sport),
+        ack: syn.seq.wrapping_add(1),
+        flags: SYN_ACK_FLAGS,
+        window,
+        tos: 0,
+    };
+    write_segment(buf, &seg, our_mac)
 }
 
 /// What the SYN+ACK is built from (read from the SYN before the buffer is overwritten).
@@ -164,34 +156,19 @@ pub fn write_syn_ack(
     key: &[u8; 16],
     window: u16,
 ) -> Option<usize> {
-    let out = buf.get_mut(..SYN_ACK_LEN)?;
-    wire::set_macs(out, syn.client_mac, our_mac);
-    out[12..14].copy_from_slice(&wire::ETHERTYPE_IPV4.to_be_bytes());
-    let ip = &mut out[ETH_LEN..ETH_LEN + 20];
-    ip[0] = 0x45;
-    ip[1] = syn.tos;
-    ip[2..4].copy_from_slice(&40u16.to_be_bytes());
-    ip[4..6].copy_from_slice(&0u16.to_be_bytes());
-    ip[6..8].copy_from_slice(&0x4000u16.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = wire::PROTO_TCP;
-    ip[10..12].copy_from_slice(&[0, 0]);
-    ip[12..16].copy_from_slice(&syn.server.octets());
-    ip[16..20].copy_from_slice(&syn.client.octets());
-    let c = wire::ipv4_header_checksum(ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let tcp = &mut out[ETH_LEN + 20..];
-    tcp[0..2].copy_from_slice(&syn.sport.to_be_bytes());
-    tcp[2..4].copy_from_slice(&syn.cport.to_be_bytes());
-    let seq = isn(key, syn.client, syn.server, syn.cport, syn.sport);
-    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
-    tcp[8..12].copy_from_slice(&syn.seq.wrapping_add(1).to_be_bytes());
-    tcp[12..14].copy_from_slice(&((5u16 << 12) | 0x12).to_be_bytes());
-    tcp[14..16].copy_from_slice(&window.to_be_bytes());
-    tcp[16..20].copy_from_slice(&[0, 0, 0, 0]);
-    let c = wire::l4_checksum_v4(syn.server, syn.client, wire::PROTO_TCP, tcp);
-    tcp[16..18].copy_from_slice(&c.to_be_bytes());
-    Some(SYN_ACK_LEN)
+    let seg = Segment {
+        client_mac: syn.client_mac,
+        client: syn.client.into(),
+        server: syn.server.into(),
+        cport: syn.cport,
+        sport: syn.sport,
+        seq: isn(key, syn.client, syn.server, syn.cport, syn.sport),
+        ack: syn.seq.wrapping_add(1),
+        flags: SYN_ACK_FLAGS,
+        window,
+        tos: syn.tos,
+    };
+    write_segment(buf, &seg, our_mac)
 }
 
 /// The persist-mode ISN for a SYN with sequence number `client_isn`: the keyed ISN of the
@@ -276,35 +253,38 @@ pub fn segment_len(v6: bool) -> usize {
 /// `None` when `buf` is too short or the addresses mix families.
 pub fn write_segment(buf: &mut [u8], seg: &Segment, our_mac: Mac) -> Option<usize> {
     use std::net::IpAddr;
+    use wire::{eth, ipv4 as iph, tcp as th};
     let (len, l4) = match (seg.client, seg.server) {
-        (IpAddr::V4(_), IpAddr::V4(_)) => (SYN_ACK_LEN, ETH_LEN + 20),
-        (IpAddr::V6(_), IpAddr::V6(_)) => (SYN_ACK_V6_LEN, ETH_LEN + 40),
+        (IpAddr::V4(_), IpAddr::V4(_)) => (SYN_ACK_LEN, ETH_LEN + iph::LEN),
+        (IpAddr::V6(_), IpAddr::V6(_)) => (SYN_ACK_V6_LEN, ETH_LEN + wire::ipv6::LEN),
         _ => return None,
     };
     let out = buf.get_mut(..len)?;
     wire::set_macs(out, seg.client_mac, our_mac);
     match (seg.client, seg.server) {
         (IpAddr::V4(client), IpAddr::V4(server)) => {
-            out[12..14].copy_from_slice(&wire::ETHERTYPE_IPV4.to_be_bytes());
+            out[eth::TYPE..eth::TYPE + 2].copy_from_slice(&wire::ETHERTYPE_IPV4.to_be_bytes());
             let ip = &mut out[ETH_LEN..l4];
-            ip[0] = 0x45;
-            ip[1] = seg.tos;
-            ip[2..4].copy_from_slice(&40u16.to_be_bytes());
-            ip[4..6].copy_from_slice(&0u16.to_be_bytes());
-            ip[6..8].copy_from_slice(&0x4000u16.to_be_bytes());
-            ip[8] = 64;
-            ip[9] = wire::PROTO_TCP;
-            ip[10..12].copy_from_slice(&[0, 0]);
-            ip[12..16].copy_from_slice(&server.octets());
-            ip[16..20].copy_from_slice(&client.octets());
+            ip[iph::VER_IHL] = 0x45;
+            ip[iph::TOS] = seg.tos;
+            ip[iph::TOTAL_LEN..iph::TOTAL_LEN + 2]
+                .copy_from_slice(&((iph::LEN + th::LEN) as u16).to_be_bytes());
+            // Identification 0, DF.
+            ip[iph::TOTAL_LEN + 2..iph::FRAG].copy_from_slice(&0u16.to_be_bytes());
+            ip[iph::FRAG..iph::FRAG + 2].copy_from_slice(&0x4000u16.to_be_bytes());
+            ip[iph::TTL] = 64;
+            ip[iph::PROTO] = wire::PROTO_TCP;
+            ip[iph::CSUM..iph::CSUM + 2].copy_from_slice(&[0, 0]);
+            ip[iph::SRC..iph::SRC + 4].copy_from_slice(&server.octets());
+            ip[iph::DST..iph::DST + 4].copy_from_slice(&client.octets());
             let c = wire::ipv4_header_checksum(ip);
-            ip[10..12].copy_from_slice(&c.to_be_bytes());
+            ip[iph::CSUM..iph::CSUM + 2].copy_from_slice(&c.to_be_bytes());
         }
         (IpAddr::V6(client), IpAddr::V6(server)) => {
-            out[12..14].copy_from_slice(&wire::ETHERTYPE_IPV6.to_be_bytes());
+            out[eth::TYPE..eth::TYPE + 2].copy_from_slice(&wire::ETHERTYPE_IPV6.to_be_bytes());
             super::ndp::write_ipv6_header(
                 &mut out[ETH_LEN..l4],
-                20,
+                th::LEN as u16,
                 wire::PROTO_TCP,
                 64,
                 server,
@@ -314,19 +294,21 @@ pub fn write_segment(buf: &mut [u8], seg: &Segment, our_mac: Mac) -> Option<usiz
         _ => return None,
     }
     let tcp = &mut out[l4..];
-    tcp[0..2].copy_from_slice(&seg.sport.to_be_bytes());
-    tcp[2..4].copy_from_slice(&seg.cport.to_be_bytes());
-    tcp[4..8].copy_from_slice(&seg.seq.to_be_bytes());
-    tcp[8..12].copy_from_slice(&seg.ack.to_be_bytes());
-    tcp[12..14].copy_from_slice(&((5u16 << 12) | u16::from(seg.flags)).to_be_bytes());
-    tcp[14..16].copy_from_slice(&seg.window.to_be_bytes());
-    tcp[16..20].copy_from_slice(&[0, 0, 0, 0]);
+    tcp[th::SPORT..th::SPORT + 2].copy_from_slice(&seg.sport.to_be_bytes());
+    tcp[th::DPORT..th::DPORT + 2].copy_from_slice(&seg.cport.to_be_bytes());
+    tcp[th::SEQ..th::SEQ + 4].copy_from_slice(&seg.seq.to_be_bytes());
+    tcp[th::ACK..th::ACK + 4].copy_from_slice(&seg.ack.to_be_bytes());
+    tcp[th::DATA_OFF] = 5 << 4;
+    tcp[th::FLAGS] = seg.flags;
+    tcp[th::WINDOW..th::WINDOW + 2].copy_from_slice(&seg.window.to_be_bytes());
+    // Checksum and urgent pointer zero; then the checksum.
+    tcp[th::CSUM..th::LEN].copy_from_slice(&[0, 0, 0, 0]);
     let c = match (seg.server, seg.client) {
         (IpAddr::V4(s), IpAddr::V4(d)) => wire::l4_checksum_v4(s, d, wire::PROTO_TCP, tcp),
         (IpAddr::V6(s), IpAddr::V6(d)) => wire::l4_checksum_v6(s, d, wire::PROTO_TCP, tcp),
         _ => return None,
     };
-    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    tcp[th::CSUM..th::CSUM + 2].copy_from_slice(&c.to_be_bytes());
     Some(len)
 }
 

@@ -1,7 +1,8 @@
 //! The live driver: a raw `AF_PACKET` socket on the DSR interface (reference §10: C Pen reads
 //! one frame per `recvfrom`). The system calls live in [`crate::sys::packet`] (socket,
 //! `recvmmsg`/`sendmmsg` in batches, `PACKET_AUXDATA`) and [`crate::sys::ring`] (the TPACKET_V2
-//! receive ring); this module runs the engine over them and counts.
+//! receive ring); this module implements [`FrameIo`] over them (so [`crate::link::io::drive`]
+//! runs the engine on it) and counts.
 //!
 //! - The socket is bound to the interface with `ETH_P_ALL`; the kernel's own copies of frames
 //!   we send are filtered out (`PACKET_IGNORE_OUTGOING`, and `PACKET_OUTGOING` per frame on
@@ -18,20 +19,21 @@
 //! batched `sendmmsg`. A TPACKET_V3 receive ring was measured faster than `recvmmsg` under load
 //! (179-236 k of 300 k offered frames against 110-123 k), but a V3 ring hands a block over only
 //! when it is full or its retire timer (10 ms) fires, which adds up to 10 ms of latency at low
-//! rates, where DSR matters most to the client; it was removed. The daemon uses
-//! [`AfPacket::run_v2`]: a TPACKET_V2 ring with one slot per frame, where `poll` wakes for a
+//! rates, where DSR matters most to the client; it was removed. The daemon calls
+//! [`AfPacket::use_ring`]: a TPACKET_V2 ring with one slot per frame, where `poll` wakes for a
 //! single frame (no added latency) and, under load, a pass takes every ready frame without a
-//! receive system call; [`AfPacket::run`] (`recvmmsg`) is its fallback. In both, frames longer
-//! than a ring slot or the receive buffer are counted as truncated.
+//! receive system call; `recvmmsg` is its fallback. In both, frames longer than a ring slot or
+//! the receive buffer are counted as truncated.
 //!
 //! The socket is created in the calling thread's network namespace and keeps it: open it on a
 //! thread that entered the namespace, then run it anywhere.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use crate::engine::{Engine, MAX_FRAME, Mac, RxMeta};
+use crate::engine::{MAX_FRAME, Mac, RxMeta};
+use crate::link::io::{Batch, FrameIo, MAX_WAIT, Output};
 use crate::sys::packet::{self, PacketSocket, RxInfo};
 use crate::sys::ring::{Geometry, RxRing};
 use crate::sys::sockopt;
@@ -54,7 +56,7 @@ pub struct LinkStats {
     /// Receive errors survived (interface down).
     pub rx_errors: u64,
     pub tx_errors: u64,
-    /// Frames came through the TPACKET_V2 ring ([`AfPacket::run_v2`]), not `recvmmsg`.
+    /// Frames came through the TPACKET_V2 ring ([`AfPacket::use_ring`]), not `recvmmsg`.
     pub ring: bool,
 }
 
@@ -66,9 +68,11 @@ pub struct AfPacket {
     rx_info: Vec<RxInfo>,
     /// The last `recvmmsg` returned less than a full batch: the queue was empty then.
     rx_short: bool,
-    /// The XDP fast path, when attached ([`AfPacket::set_fast_path`]): told of every frame
-    /// the engine forwards.
+    /// The XDP fast path attached to the interface at open ([`AfPacket::set_fast_path`]),
+    /// until the DSR thread takes it to wrap the driver in [`crate::link::xdp::Learning`].
     fast: Option<crate::link::xdp::FastPath>,
+    /// The driver's clock starts at open.
+    start: Instant,
     pub stats: LinkStats,
 }
 
@@ -95,6 +99,7 @@ impl AfPacket {
             rx_info: vec![RxInfo::default(); BATCH],
             rx_short: false,
             fast: None,
+            start: Instant::now(),
             stats: LinkStats::default(),
         })
     }
@@ -109,10 +114,15 @@ impl AfPacket {
         self.sock.ifindex()
     }
 
-    /// Hands the engine's forwarding decisions to `fast` from now on (see
-    /// [`crate::link::xdp`]).
+    /// Keeps `fast`, the XDP fast path attached to this interface (see [`crate::link::xdp`]),
+    /// until [`AfPacket::take_fast_path`].
     pub fn set_fast_path(&mut self, fast: crate::link::xdp::FastPath) {
         self.fast = Some(fast);
+    }
+
+    /// Takes the attached fast path (to wrap the driver in [`crate::link::xdp::Learning`]).
+    pub fn take_fast_path(&mut self) -> Option<crate::link::xdp::FastPath> {
+        self.fast.take()
     }
 
     /// The attached fast path, if any.
@@ -123,12 +133,6 @@ impl AfPacket {
     /// The interface name.
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// Whether frame `i` of the last batch is one the driver skips (our own outgoing frame,
-    /// VLAN-tagged).
-    fn skipped(&self, i: usize) -> bool {
-        self.rx_info.get(i).is_none_or(|r| r.outgoing || r.vlan)
     }
 
     /// Receives up to [`BATCH`] frames, waiting up to `timeout` only when none is queued
@@ -182,77 +186,257 @@ impl AfPacket {
         Ok(n)
     }
 
-    /// Runs `engine` on this interface until `stop` is set (checked at least every 100 ms).
-    /// `tick` runs once per loop pass, after waiting and before the received batch is
-    /// processed, with the engine and the current time: apply blacklist changes there
-    /// ([`Engine::set_backends`]), read counters, and so on.
-    pub fn run(
+    /// Receives through a memory-mapped TPACKET_V2 ring (`PACKET_RX_RING`, one slot per
+    /// frame) from now on instead of `recvmmsg`: under load a pass takes every frame that is
+    /// ready without any receive system call; when the ring is empty it sleeps in `poll`,
+    /// which wakes for the next single frame (no block timeout, unlike TPACKET_V3, so no
+    /// added latency at low rates). The ring is the returned driver's (it is not `Send`:
+    /// set it up on the thread that runs it); on error the socket is left as it was.
+    pub fn use_ring(&mut self) -> io::Result<RingLink<'_>> {
+        let geometry = Geometry {
+            frame_size: v2_frame_size(mtu_of(&self.name)),
+            frames: V2_FRAMES,
+            per_block: V2_FRAMES_PER_BLOCK,
+        };
+        let ring = RxRing::new(self.sock.raw_fd(), geometry)?;
+        self.stats.ring = true;
+        Ok(RingLink { link: self, ring })
+    }
+
+    /// One pass with `recvmmsg`.
+    fn mmsg_batch<R>(
         &mut self,
-        engine: &mut Engine,
-        stop: &AtomicBool,
-        mut tick: impl FnMut(&mut Engine, Duration),
-    ) -> io::Result<()> {
-        let start = Instant::now();
-        let mut out: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
-        let mut fwd: Vec<(usize, usize)> = Vec::with_capacity(BATCH);
-        while !stop.load(Ordering::Relaxed) {
-            let now = start.elapsed();
-            let n = match self.recv_batch(engine_wait(engine, now)) {
-                Ok(n) => n,
-                // The interface went down (or is being reconfigured): wait for it to come back
-                // rather than ending DSR mode.
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENETDOWN | libc::ENXIO)) => {
-                    self.stats.rx_errors += 1;
-                    std::thread::sleep(Duration::from_millis(100));
-                    0
-                }
-                Err(e) => return Err(e),
-            };
-            let now = start.elapsed();
-            // After the wait, before the batch: a change made while we slept (a blacklist
-            // through penctl) applies to the very next frame.
-            tick(engine, now);
-            fwd.clear();
-            for i in 0..n {
-                if self.skipped(i) {
-                    continue;
-                }
-                let r = self.rx_info[i];
-                let meta = RxMeta {
-                    csum_partial: r.csum_partial,
-                };
-                let Some(buf) = self.rx_bufs[i].get_mut(..r.len) else {
-                    continue;
-                };
-                if let Some(tx) = engine.process_meta(now, buf, meta).transmit_len() {
-                    fwd.push((i, tx));
-                }
+        timeout: Duration,
+        pass: impl FnOnce(&mut dyn Batch) -> R,
+    ) -> io::Result<Option<R>> {
+        let n = match self.recv_batch(timeout) {
+            Ok(n) => n,
+            // The interface went down (or is being reconfigured): wait for it to come back
+            // rather than ending DSR mode.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENETDOWN | libc::ENXIO)) => {
+                self.stats.rx_errors += 1;
+                std::thread::sleep(MAX_WAIT);
+                0
             }
-            // The frames borrow self.rx_bufs; send through a second handle on the fd.
-            Sender {
-                fd: self.sock.raw_fd(),
-                stats: &mut self.stats,
-                fast: self.fast.as_mut(),
+            Err(e) => return Err(e),
+        };
+        let mut b = MmsgBatch {
+            now: self.start.elapsed(),
+            bufs: &mut self.rx_bufs[..n],
+            info: &self.rx_info[..n],
+            fd: self.sock.raw_fd(),
+            stats: &mut self.stats,
+        };
+        Ok(Some(pass(&mut b)))
+    }
+}
+
+impl FrameIo for AfPacket {
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Waits (at most `timeout`), receives one batch with `recvmmsg` and runs `pass` over it.
+    /// Never ends by itself; an interface going down is counted and waited out.
+    fn batch<R>(
+        &mut self,
+        timeout: Duration,
+        pass: impl FnOnce(&mut dyn Batch) -> R,
+    ) -> io::Result<Option<R>> {
+        self.mmsg_batch(timeout, pass)
+    }
+}
+
+/// The live driver receiving through its TPACKET_V2 ring ([`AfPacket::use_ring`]).
+#[derive(Debug)]
+pub struct RingLink<'a> {
+    link: &'a mut AfPacket,
+    ring: RxRing,
+}
+
+impl FrameIo for RingLink<'_> {
+    fn now(&self) -> Duration {
+        self.link.start.elapsed()
+    }
+
+    /// Waits (at most `timeout`) unless a frame is ready, claims up to [`BATCH`] ready
+    /// slots and runs `pass` over them: the frames are processed and sent in place, and the
+    /// slots go back to the kernel after sending. Never ends by itself.
+    fn batch<R>(
+        &mut self,
+        timeout: Duration,
+        pass: impl FnOnce(&mut dyn Batch) -> R,
+    ) -> io::Result<Option<R>> {
+        let fd = self.link.sock.raw_fd();
+        let ring = &mut self.ring;
+        if !ring.ready() {
+            let r = sockopt::poll_in(fd, timeout)?;
+            if r.error {
+                // An interface going down reports an error: take it (reading SO_ERROR
+                // clears it, so the next poll waits again) and carry on.
+                self.link.stats.rx_errors += 1;
+                let _ = sockopt::take_error(fd);
             }
-            .send_pass(
-                fwd.iter()
-                    .filter_map(|&(i, len)| self.rx_bufs.get(i).and_then(|b| b.get(..len))),
-                engine,
-                now,
-                &mut out,
-            );
         }
+        let now = self.link.start.elapsed();
+        // The claimed slots go back to the kernel when `batch` is dropped, after sending.
+        let mut batch = ring.take(BATCH);
+        let stats = &mut self.link.stats;
+        if batch.len() > 0 {
+            stats.rx_batches += 1;
+        }
+        let slots: Vec<Option<(&mut [u8], RxMeta)>> = batch
+            .iter_mut()
+            .map(|slot| {
+                stats.rx_frames += 1;
+                if slot.pkttype == libc::PACKET_OUTGOING {
+                    stats.skipped_outgoing += 1;
+                    return None;
+                }
+                if slot.status & libc::TP_STATUS_VLAN_VALID != 0 {
+                    stats.skipped_vlan += 1;
+                    return None;
+                }
+                let meta = RxMeta {
+                    csum_partial: slot.status & libc::TP_STATUS_CSUMNOTREADY != 0,
+                };
+                match slot.frame {
+                    Some(f) if f.len() >= slot.len => Some((f, meta)),
+                    _ => {
+                        stats.truncated += 1;
+                        None
+                    }
+                }
+            })
+            .collect();
+        let mut b = RingBatch {
+            now,
+            slots,
+            fd,
+            stats,
+        };
+        let r = pass(&mut b);
+        drop(b);
+        drop(batch);
+        Ok(Some(r))
+    }
+}
+
+/// Whether the driver hands a received frame on (not our own outgoing frame, not VLAN-tagged).
+fn kept(r: &RxInfo) -> bool {
+    !(r.outgoing || r.vlan)
+}
+
+/// A `recvmmsg` batch: the frames in the driver's receive buffers.
+struct MmsgBatch<'a> {
+    now: Duration,
+    bufs: &'a mut [Box<[u8]>],
+    info: &'a [RxInfo],
+    fd: RawFd,
+    stats: &'a mut LinkStats,
+}
+
+impl Batch for MmsgBatch<'_> {
+    fn now(&self) -> Duration {
+        self.now
+    }
+
+    fn len(&self) -> usize {
+        self.info.len()
+    }
+
+    fn frame(&mut self, i: usize) -> Option<(&mut [u8], RxMeta)> {
+        let r = self.info.get(i).filter(|r| kept(r))?;
+        let meta = RxMeta {
+            csum_partial: r.csum_partial,
+        };
+        Some((self.bufs.get_mut(i)?.get_mut(..r.len)?, meta))
+    }
+
+    fn peek(&self, i: usize) -> Option<&[u8]> {
+        let r = self.info.get(i).filter(|r| kept(r))?;
+        self.bufs.get(i)?.get(..r.len)
+    }
+
+    fn send(&mut self, out: &Output<'_>) -> io::Result<()> {
+        let bufs = &*self.bufs;
+        send_output(self.fd, self.stats, out, |i| bufs.get(i).map(|b| &b[..]));
         Ok(())
     }
 }
 
-/// How long a receive loop may sleep: until the engine's next timer, at most 100 ms (so `stop`
-/// is seen in time).
-fn engine_wait(engine: &Engine, now: Duration) -> Duration {
-    engine
-        .poll_timeout()
-        .map_or(Duration::from_millis(100), |t| t.saturating_sub(now))
-        .min(Duration::from_millis(100))
+/// A ring batch: the frames in their claimed slots.
+struct RingBatch<'a, 'b> {
+    now: Duration,
+    slots: Vec<Option<(&'b mut [u8], RxMeta)>>,
+    fd: RawFd,
+    stats: &'a mut LinkStats,
+}
+
+impl Batch for RingBatch<'_, '_> {
+    fn now(&self) -> Duration {
+        self.now
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn frame(&mut self, i: usize) -> Option<(&mut [u8], RxMeta)> {
+        self.slots.get_mut(i)?.as_mut().map(|(f, m)| (&mut **f, *m))
+    }
+
+    fn peek(&self, i: usize) -> Option<&[u8]> {
+        self.slots.get(i)?.as_ref().map(|(f, _)| &**f)
+    }
+
+    fn send(&mut self, out: &Output<'_>) -> io::Result<()> {
+        let slots = &self.slots;
+        send_output(self.fd, self.stats, out, |i| {
+            slots.get(i)?.as_ref().map(|(f, _)| &**f)
+        });
+        Ok(())
+    }
+}
+
+/// Sends a pass's output with as few `sendmmsg` calls as possible: the engine's earlier
+/// frames, the forwarded received frames (`frame(i)`, cut to their length), its later ones.
+fn send_output<'f>(
+    fd: RawFd,
+    stats: &mut LinkStats,
+    out: &Output<'_>,
+    frame: impl Fn(usize) -> Option<&'f [u8]>,
+) {
+    let mut frames: Vec<&[u8]> = Vec::with_capacity(out.frames());
+    frames.extend(out.before.iter().map(|t| t.frame.as_slice()));
+    frames.extend(
+        out.forwarded()
+            .filter_map(|(i, len)| frame(i).and_then(|f| f.get(..len))),
+    );
+    frames.extend(out.after.iter().map(|t| t.frame.as_slice()));
+    if !frames.is_empty() {
+        send_frames(fd, stats, &frames);
+    }
+}
+
+/// Sends `frames` (`sendmmsg` in batches); a frame the kernel refuses is counted in
+/// `tx_errors` and skipped.
+fn send_frames(fd: RawFd, stats: &mut LinkStats, frames: &[&[u8]]) {
+    let mut off = 0;
+    while off < frames.len() {
+        match packet::send(fd, &frames[off..]) {
+            Ok(n) => {
+                off += n.max(1);
+                stats.tx_frames += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                // One bad frame must not stall the rest of the batch.
+                stats.tx_errors += 1;
+                off += 1;
+            }
+        }
+    }
 }
 
 /// Frames in a TPACKET_V2 ring block.
@@ -278,188 +462,24 @@ fn mtu_of(name: &str) -> usize {
         .unwrap_or(1500)
 }
 
-impl AfPacket {
-    /// The daemon's receive loop: as [`AfPacket::run`], but frames arrive in a memory-mapped
-    /// TPACKET_V2 ring (`PACKET_RX_RING`, one slot per frame) and are processed and sent
-    /// (`sendmmsg`) in place. Under load a pass takes every frame that is ready without any
-    /// receive system call; when the ring is empty it sleeps in `poll`, which wakes for the
-    /// next single frame (no block timeout, unlike TPACKET_V3, so no added latency at low
-    /// rates). Falls back to [`AfPacket::run`] when the ring cannot be set up.
-    pub fn run_v2(
-        &mut self,
-        engine: &mut Engine,
-        stop: &AtomicBool,
-        tick: impl FnMut(&mut Engine, Duration),
-    ) -> io::Result<()> {
-        let geometry = Geometry {
-            frame_size: v2_frame_size(mtu_of(&self.name)),
-            frames: V2_FRAMES,
-            per_block: V2_FRAMES_PER_BLOCK,
-        };
-        let ring = match RxRing::new(self.sock.raw_fd(), geometry) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!("{} on {}; receiving with recvmmsg instead", e, self.name);
-                return self.run(engine, stop, tick);
-            }
-        };
-        self.run_v2_on(ring, engine, stop, tick)
-    }
-
-    fn run_v2_on(
-        &mut self,
-        mut ring: RxRing,
-        engine: &mut Engine,
-        stop: &AtomicBool,
-        mut tick: impl FnMut(&mut Engine, Duration),
-    ) -> io::Result<()> {
-        let fd = self.sock.raw_fd();
-        self.stats.ring = true;
-        let start = Instant::now();
-        let mut out: Vec<Vec<u8>> = Vec::new();
-        while !stop.load(Ordering::Relaxed) {
-            if !ring.ready() {
-                let now = start.elapsed();
-                let r = sockopt::poll_in(fd, engine_wait(engine, now))?;
-                if r.error {
-                    // An interface going down reports an error: take it (reading SO_ERROR
-                    // clears it, so the next poll waits again) and carry on.
-                    self.stats.rx_errors += 1;
-                    let _ = sockopt::take_error(fd);
-                }
-                // Timers (ARP retries, held frames) may be due even without traffic.
-                let now = start.elapsed();
-                tick(engine, now);
-                Sender {
-                    fd,
-                    stats: &mut self.stats,
-                    fast: self.fast.as_mut(),
-                }
-                .send_pass(std::iter::empty(), engine, now, &mut out);
-                continue;
-            }
-            let now = start.elapsed();
-            // After the wait, before the batch: a change made while we slept (a blacklist
-            // through penctl) applies to the very next frame.
-            tick(engine, now);
-            // The claimed slots go back to the kernel when `batch` is dropped, after sending.
-            let mut batch = ring.take(BATCH);
-            let mut forwarded: Vec<&[u8]> = Vec::with_capacity(batch.len());
-            for slot in batch.iter_mut() {
-                self.stats.rx_frames += 1;
-                if slot.pkttype == libc::PACKET_OUTGOING {
-                    self.stats.skipped_outgoing += 1;
-                    continue;
-                }
-                if slot.status & libc::TP_STATUS_VLAN_VALID != 0 {
-                    self.stats.skipped_vlan += 1;
-                    continue;
-                }
-                let frame = match slot.frame {
-                    Some(f) if f.len() >= slot.len => f,
-                    _ => {
-                        self.stats.truncated += 1;
-                        continue;
-                    }
-                };
-                let meta = RxMeta {
-                    csum_partial: slot.status & libc::TP_STATUS_CSUMNOTREADY != 0,
-                };
-                if let Some(n) = engine.process_meta(now, &mut *frame, meta).transmit_len() {
-                    let frame: &[u8] = frame;
-                    if let Some(f) = frame.get(..n) {
-                        forwarded.push(f);
-                    }
-                }
-            }
-            self.stats.rx_batches += 1;
-            Sender {
-                fd,
-                stats: &mut self.stats,
-                fast: self.fast.as_mut(),
-            }
-            .send_pass(forwarded.into_iter(), engine, now, &mut out);
-            drop(batch);
-        }
-        Ok(())
-    }
-}
-
-/// The sending half used inside [`AfPacket::run`] (the frames borrow the receive buffers).
-struct Sender<'a> {
-    fd: std::os::fd::RawFd,
-    stats: &'a mut LinkStats,
-    fast: Option<&'a mut crate::link::xdp::FastPath>,
-}
-
-impl Sender<'_> {
-    /// Sends what one loop pass produced: the frames it forwarded (rewritten in place in the
-    /// receive buffers or ring) and then the frames the engine queued (ARP answers and probes,
-    /// tarpit SYN+ACKs, released held frames), `out` being the reusable list of the latter.
-    fn send_pass<'f>(
-        &mut self,
-        forwarded: impl Iterator<Item = &'f [u8]>,
-        engine: &mut Engine,
-        now: Duration,
-        out: &mut Vec<Vec<u8>>,
-    ) {
-        out.clear();
-        while let Some(t) = engine.poll_transmit(now) {
-            out.push(t.frame);
-        }
-        let mut frames: Vec<&[u8]> = forwarded.collect();
-        let n_forwarded = frames.len();
-        frames.extend(out.iter().map(Vec::as_slice));
-        if !frames.is_empty() {
-            self.send(&frames);
-        }
-        // After sending, so a client's next frame cannot overtake this one on the fast path.
-        if let Some(fast) = self.fast.as_deref_mut() {
-            fast.sync(engine.epoch());
-            for f in &frames[..n_forwarded] {
-                fast.learn(f);
-            }
-            fast.end_pass();
-        }
-    }
-
-    fn send(&mut self, frames: &[&[u8]]) {
-        let mut off = 0;
-        while off < frames.len() {
-            match packet::send(self.fd, &frames[off..]) {
-                Ok(n) => {
-                    off += n.max(1);
-                    self.stats.tx_frames += n as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    // One bad frame must not stall the rest of the batch.
-                    self.stats.tx_errors += 1;
-                    off += 1;
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     //! Live test in two throw-away network namespaces joined by a veth pair (needs root).
     use super::*;
-    use crate::engine::{BackendConfig, EngineConfig, frames};
+    use crate::engine::{BackendConfig, Engine, EngineConfig, frames};
+    use crate::link::io::drive;
     use std::net::Ipv4Addr;
     use std::process::Command;
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     /// What the tests' peer sockets need besides the receive loops.
     impl AfPacket {
         /// Frame `i` of the last [`AfPacket::recv_batch`], `None` past its end or when the driver
         /// skips it (our own outgoing frame, VLAN-tagged).
         fn frame(&self, i: usize) -> Option<&[u8]> {
-            if self.skipped(i) {
-                return None;
-            }
-            self.rx_bufs.get(i)?.get(..self.rx_info.get(i)?.len)
+            let r = self.rx_info.get(i).filter(|r| kept(r))?;
+            self.rx_bufs.get(i)?.get(..r.len)
         }
 
         /// Sends `frames` with as few `sendmmsg` calls as possible; returns how many were sent
@@ -467,12 +487,7 @@ mod tests {
         /// skipped).
         fn send_batch(&mut self, frames: &[&[u8]]) -> usize {
             let before = self.stats.tx_frames;
-            Sender {
-                fd: self.sock.raw_fd(),
-                stats: &mut self.stats,
-                fast: self.fast.as_mut(),
-            }
-            .send(frames);
+            send_frames(self.sock.raw_fd(), &mut self.stats, frames);
             (self.stats.tx_frames - before) as usize
         }
     }
@@ -619,8 +634,11 @@ mod tests {
         let runner = std::thread::spawn(move || {
             let mut e = Engine::new(cfg);
             match driver {
-                Driver::Mmsg => lb.run(&mut e, &stop2, |_, _| {}).unwrap(),
-                Driver::RingV2 => lb.run_v2(&mut e, &stop2, |_, _| {}).unwrap(),
+                Driver::Mmsg => drive(&mut e, &mut lb, &stop2, |_, _| {}).unwrap(),
+                Driver::RingV2 => {
+                    let mut ring = lb.use_ring().unwrap();
+                    drive(&mut e, &mut ring, &stop2, |_, _| {}).unwrap()
+                }
             }
             (e.counters().clone(), lb.stats.clone())
         });
@@ -703,7 +721,7 @@ mod tests {
     }
 
     /// The measurement behind both `live_forwarding_rate*` tests; `ring` uses the TPACKET_V2
-    /// receive ring ([`AfPacket::run_v2`]) instead of recvmmsg.
+    /// receive ring ([`AfPacket::use_ring`]) instead of recvmmsg.
     fn measure_forwarding(name: &str, ring: bool) {
         crate::sys::process::require_root("network namespaces and raw sockets");
         let tag = std::process::id();
@@ -738,9 +756,9 @@ mod tests {
         let stop2 = stop.clone();
         let runner = std::thread::spawn(move || {
             if ring {
-                lb.run_v2(&mut engine, &stop2, |_, _| {}).unwrap();
+                drive(&mut engine, &mut lb.use_ring().unwrap(), &stop2, |_, _| {}).unwrap();
             } else {
-                lb.run(&mut engine, &stop2, |_, _| {}).unwrap();
+                drive(&mut engine, &mut lb, &stop2, |_, _| {}).unwrap();
             }
             (engine.counters().clone(), lb.stats.clone())
         });

@@ -12,6 +12,11 @@
 //! way, and the engine publishes the tarpit's counters into the shared state on every pass
 //! ([`crate::state::State::tarpit`]) for penctl's `tarpit`, the status page and Prometheus.
 //! The DSR interface's own addresses, read at start, are never captured.
+//!
+//! The engine runs under [`crate::link::io::drive`] on the TPACKET_V2 ring driver
+//! (`PEN_DSR_RECVMMSG=1`: `recvmmsg`), wrapped in [`Learning`] when the XDP fast path is
+//! attached and, outermost, in a pcap [`Tap`] when `PEN_DSR_TAP=FILE` is set (FILE is created
+//! when DSR starts; DSR does not run if it cannot be).
 
 use std::io;
 use std::net::IpAddr;
@@ -23,8 +28,12 @@ use crate::acl::Acl;
 use crate::config::{BackendAddr, Config};
 use crate::engine::{BackendConfig, Engine, EngineConfig};
 use crate::link::afpacket::AfPacket;
+use crate::link::io::{FrameIo, drive};
+use crate::link::tap::Tap;
+use crate::link::xdp::Learning;
 use crate::proxy::SharedState;
 use crate::select::Balancer;
+use std::fs::File;
 
 /// The engine's view of the balancer's servers at `now`: one entry per slot, IP address (the
 /// port does not matter in DSR), weight, and available unless blacklisted.
@@ -254,6 +263,7 @@ pub async fn serve(
     let _guard = StopOnDrop(stop.clone());
     let (tx, rx) = tokio::sync::oneshot::channel();
     let name = link.name().to_string();
+    let tap = open_tap(std::env::var_os(TAP_ENV))?;
     std::thread::Builder::new()
         .name(format!("pen-dsr-{name}"))
         .spawn(move || {
@@ -263,7 +273,7 @@ pub async fn serve(
                 engine.config().vip,
                 engine.config().port,
                 if engine.config().udp { "UDP" } else { "TCP" },
-                mac_text(engine.config().mac)
+                crate::engine::wire::MacText(engine.config().mac)
             );
             let mut published = None;
             let tick = move |e: &mut Engine, now: Duration| {
@@ -274,25 +284,27 @@ pub async fn serve(
                 e.set_tarpit(u.tarpit);
                 e.set_tarpit_options(u.tarpit_persist, u.tarpit_capture, u.tarpit_rate, now);
             };
+            let fast = link.take_fast_path();
             // PEN_DSR_RECVMMSG=1: the recvmmsg loop instead of the TPACKET_V2 ring (for
             // kernels or drivers where the ring misbehaves, and for comparisons).
             let r = if std::env::var_os("PEN_DSR_RECVMMSG").is_some() {
-                link.run(&mut engine, &stop, tick)
+                run_wrapped(&mut link, fast, tap, &mut engine, &stop, tick)
             } else {
-                link.run_v2(&mut engine, &stop, tick)
+                match link.use_ring() {
+                    Ok(ring) => run_wrapped(ring, fast, tap, &mut engine, &stop, tick),
+                    Err(e) => {
+                        tracing::warn!("{e} on {name}; receiving with recvmmsg instead");
+                        run_wrapped(&mut link, fast, tap, &mut engine, &stop, tick)
+                    }
+                }
             };
             tracing::info!(
                 "DSR on {name} stopped: {}; {:?}; XDP fast path: {}",
                 engine.counters(),
                 link.stats,
-                link.fast_path().map_or("off".to_string(), |fp| {
-                    let n = fp.counts();
-                    format!(
-                        "{} frames / {} bytes in the kernel, {} clients learned",
-                        n.frames, n.bytes, fp.learned
-                    )
-                })
+                r.as_ref().map_or("?".to_string(), |r| r.fast.clone())
             );
+            let r = r.map(|_| ());
             let _ = tx.send(r);
         })?;
     match rx.await {
@@ -301,11 +313,90 @@ pub async fn serve(
     }
 }
 
-fn mac_text(m: crate::engine::Mac) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+/// The environment variable naming the DSR interface's pcap tap file.
+pub const TAP_ENV: &str = "PEN_DSR_TAP";
+
+/// Creates the tap file `PEN_DSR_TAP` names, if set. Errors name the variable and the file.
+fn open_tap(path: Option<std::ffi::OsString>) -> io::Result<Option<std::io::BufWriter<File>>> {
+    let Some(path) = path.filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let f = File::create(&path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "{TAP_ENV}={}: cannot create the pcap tap file: {e}; expected a writable path",
+                std::path::Path::new(&path).display()
+            ),
+        )
+    })?;
+    tracing::info!(
+        "DSR: writing every frame in and out to {} ({TAP_ENV})",
+        std::path::Path::new(&path).display()
+    );
+    Ok(Some(std::io::BufWriter::new(f)))
+}
+
+/// What a DSR run reports when it stops.
+struct Ran {
+    /// The XDP fast path's figures, or "off".
+    fast: String,
+}
+
+/// Runs the engine on `io`, wrapped in the XDP learning step when `fast` is attached and in a
+/// pcap tap when `tap` is set (the tap outermost, so it sees what the engine sees).
+fn run_wrapped<I: FrameIo>(
+    io: I,
+    fast: Option<crate::link::xdp::FastPath>,
+    tap: Option<std::io::BufWriter<File>>,
+    engine: &mut Engine,
+    stop: &AtomicBool,
+    tick: impl FnMut(&mut Engine, Duration),
+) -> io::Result<Ran> {
+    fn tapped<I: FrameIo>(
+        io: I,
+        tap: Option<std::io::BufWriter<File>>,
+        engine: &mut Engine,
+        stop: &AtomicBool,
+        tick: impl FnMut(&mut Engine, Duration),
+    ) -> io::Result<I> {
+        match tap {
+            None => {
+                let mut io = io;
+                drive(engine, &mut io, stop, tick)?;
+                Ok(io)
+            }
+            Some(w) => {
+                let mut t = Tap::new(io, w)?;
+                drive(engine, &mut t, stop, tick)?;
+                tracing::info!(
+                    "DSR tap: {} frames in, {} out written{}",
+                    t.frames_in,
+                    t.frames_out,
+                    t.error
+                        .as_ref()
+                        .map_or(String::new(), |e| format!(" (stopped: {e})"))
+                );
+                Ok(t.finish().0)
+            }
+        }
+    }
+    match fast {
+        None => {
+            tapped(io, tap, engine, stop, tick)?;
+            Ok(Ran { fast: "off".into() })
+        }
+        Some(fp) => {
+            let l = tapped(Learning::new(io, fp), tap, engine, stop, tick)?;
+            let n = l.fast.counts();
+            Ok(Ran {
+                fast: format!(
+                    "{} frames / {} bytes in the kernel, {} clients learned",
+                    n.frames, n.bytes, l.fast.learned
+                ),
+            })
+        }
+    }
 }
 
 #[cfg(test)]
@@ -394,6 +485,51 @@ mod tests {
             "{a:?}"
         );
         assert!(interface_addrs("no-such-if0").is_empty());
+    }
+
+    /// `PEN_DSR_TAP=FILE`: the DSR thread's driver, wrapped in the tap, writes every frame in
+    /// and out to FILE, a pcap file pcap-file (libpcap's format) reads back.
+    #[test]
+    fn the_dsr_tap_writes_the_frames_in_and_out_to_the_named_file() {
+        use crate::engine::frames;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dsr.pcap");
+        let tap = open_tap(Some(path.clone().into_os_string())).unwrap();
+        assert!(tap.is_some());
+        let (our, peer) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 9]);
+        let vip = std::net::Ipv4Addr::new(10, 0, 0, 100);
+        let mut engine = Engine::new(EngineConfig::new(our, vip, 80));
+        let mut mem = crate::link::mem::MemIo::new();
+        let req = frames::arp_request(peer, std::net::Ipv4Addr::new(10, 0, 0, 2), vip);
+        mem.push(Duration::from_millis(3), req.clone());
+        let mut ticks = 0;
+        let ran = run_wrapped(
+            &mut mem,
+            None,
+            tap,
+            &mut engine,
+            &AtomicBool::new(false),
+            |_, _| ticks += 1,
+        )
+        .unwrap();
+        assert_eq!(ran.fast, "off");
+        assert_eq!(ticks, 1);
+        let got = crate::link::pcapfile::read_frames(std::fs::File::open(&path).unwrap()).unwrap();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0].1, req, "the request as received");
+        assert_eq!(got[1].1, mem.sent[0].frame, "the reply as sent");
+        assert_eq!(&got[1].1[..6], &peer);
+        assert!(
+            got[0].0 > Duration::from_secs(1_600_000_000),
+            "wall-clock stamps"
+        );
+        assert!(open_tap(None).unwrap().is_none());
+        assert!(open_tap(Some("".into())).unwrap().is_none());
+        let e = open_tap(Some(dir.path().join("no/such/dir.pcap").into_os_string())).unwrap_err();
+        assert!(
+            e.to_string().contains("PEN_DSR_TAP=") && e.to_string().contains("no/such/dir.pcap"),
+            "{e}"
+        );
     }
 
     #[test]

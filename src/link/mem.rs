@@ -1,8 +1,12 @@
-//! The in-memory driver: frames in, frames out, no IO. For tests and benchmarks.
+//! The in-memory driver: frames in with their times, frames out with where they came from,
+//! no IO. For tests and benchmarks; run it with [`crate::link::io::drive_to_end`].
 
+use std::collections::VecDeque;
+use std::io;
 use std::time::Duration;
 
-use crate::engine::{Engine, RxMeta, TxKind, Verdict};
+use crate::engine::{RxMeta, TxKind, Verdict};
+use crate::link::io::{Batch, FrameIo, Output};
 
 /// Where an output frame came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,56 +25,150 @@ pub struct Sent {
     pub origin: Origin,
 }
 
-/// An engine with an output queue.
+/// An input: a frame, or an idle pass (only the engine's timers run) at its time.
 #[derive(Debug, Clone)]
-pub struct MemLink {
-    pub engine: Engine,
-    pub sent: Vec<Sent>,
+struct Input {
+    at: Duration,
+    frame: Option<(Vec<u8>, RxMeta)>,
 }
 
-impl MemLink {
-    pub fn new(engine: Engine) -> MemLink {
-        MemLink {
-            engine,
+/// Frames queued for the engine and the frames it sent. Each pass takes the next input and
+/// the inputs after it with the same time, up to [`MemIo::batch_max`]; time never goes back
+/// (an earlier input runs at the latest time seen).
+#[derive(Debug, Clone)]
+pub struct MemIo {
+    rx: VecDeque<Input>,
+    now: Duration,
+    /// Frames per batch at most (1 by default: one frame per pass, as the pcap driver).
+    pub batch_max: usize,
+    /// What was sent, in order.
+    pub sent: Vec<Sent>,
+    /// Every verdict, with the time of its frame.
+    pub verdicts: Vec<(Duration, Verdict)>,
+}
+
+impl Default for MemIo {
+    fn default() -> MemIo {
+        MemIo::new()
+    }
+}
+
+impl MemIo {
+    pub fn new() -> MemIo {
+        MemIo {
+            rx: VecDeque::new(),
+            now: Duration::ZERO,
+            batch_max: 1,
             sent: Vec::new(),
+            verdicts: Vec::new(),
         }
     }
 
-    /// Sends what the engine has due at `now`.
-    pub fn poll(&mut self, now: Duration) {
-        while let Some(t) = self.engine.poll_transmit(now) {
-            self.sent.push(Sent {
-                at: now,
-                frame: t.frame,
-                origin: Origin::Engine(t.kind),
-            });
-        }
+    /// Queues `frame`, received at `at`.
+    pub fn push(&mut self, at: Duration, frame: Vec<u8>) {
+        self.push_meta(at, frame, RxMeta::default());
     }
 
-    /// Delivers one received frame at `now` (after [`MemLink::poll`]) and returns the verdict;
-    /// a transmitted result lands in [`MemLink::sent`].
-    pub fn receive(&mut self, now: Duration, frame: &[u8]) -> Verdict {
-        self.receive_meta(now, frame, RxMeta::default())
+    /// Queues `frame` with driver metadata.
+    pub fn push_meta(&mut self, at: Duration, frame: Vec<u8>, meta: RxMeta) {
+        self.rx.push_back(Input {
+            at,
+            frame: Some((frame, meta)),
+        });
     }
 
-    /// As [`MemLink::receive`], with driver metadata.
-    pub fn receive_meta(&mut self, now: Duration, frame: &[u8], meta: RxMeta) -> Verdict {
-        self.poll(now);
-        let mut buf = frame.to_vec();
-        let v = self.engine.process_meta(now, &mut buf, meta);
-        if let Some(len) = v.transmit_len() {
-            buf.truncate(len);
-            self.sent.push(Sent {
-                at: now,
-                frame: buf,
-                origin: Origin::Processed(v),
-            });
-        }
-        v
+    /// Queues a pass without a frame at `at` (the engine's timers run).
+    pub fn push_idle(&mut self, at: Duration) {
+        self.rx.push_back(Input { at, frame: None });
+    }
+
+    /// Inputs not taken yet.
+    pub fn pending(&self) -> usize {
+        self.rx.len()
     }
 
     /// Takes the sent frames.
     pub fn take_sent(&mut self) -> Vec<Sent> {
         std::mem::take(&mut self.sent)
+    }
+}
+
+impl FrameIo for MemIo {
+    fn now(&self) -> Duration {
+        self.now
+    }
+
+    fn batch<R>(
+        &mut self,
+        _timeout: Duration,
+        pass: impl FnOnce(&mut dyn Batch) -> R,
+    ) -> io::Result<Option<R>> {
+        let Some(first) = self.rx.pop_front() else {
+            return Ok(None);
+        };
+        self.now = self.now.max(first.at);
+        let mut frames: Vec<(Vec<u8>, RxMeta)> = first.frame.into_iter().collect();
+        while frames.len() < self.batch_max.max(1) {
+            match self.rx.front() {
+                Some(next) if next.at == first.at && next.frame.is_some() => {
+                    frames.extend(self.rx.pop_front().and_then(|i| i.frame));
+                }
+                _ => break,
+            }
+        }
+        let mut b = MemBatch {
+            now: self.now,
+            frames,
+            io: self,
+        };
+        Ok(Some(pass(&mut b)))
+    }
+}
+
+struct MemBatch<'a> {
+    now: Duration,
+    frames: Vec<(Vec<u8>, RxMeta)>,
+    io: &'a mut MemIo,
+}
+
+impl Batch for MemBatch<'_> {
+    fn now(&self) -> Duration {
+        self.now
+    }
+
+    fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    fn frame(&mut self, i: usize) -> Option<(&mut [u8], RxMeta)> {
+        self.frames.get_mut(i).map(|(f, m)| (f.as_mut_slice(), *m))
+    }
+
+    fn peek(&self, i: usize) -> Option<&[u8]> {
+        self.frames.get(i).map(|(f, _)| f.as_slice())
+    }
+
+    fn send(&mut self, out: &Output<'_>) -> io::Result<()> {
+        let at = self.now;
+        let engine = |t: &crate::engine::Transmit| Sent {
+            at,
+            frame: t.frame.clone(),
+            origin: Origin::Engine(t.kind),
+        };
+        self.io.sent.extend(out.before.iter().map(engine));
+        for (i, v) in out.verdicts {
+            self.io.verdicts.push((at, *v));
+            if let Some(len) = v.transmit_len()
+                && let Some((f, _)) = self.frames.get(*i)
+            {
+                self.io.sent.push(Sent {
+                    at,
+                    frame: f.get(..len).unwrap_or(f).to_vec(),
+                    origin: Origin::Processed(*v),
+                });
+            }
+        }
+        self.io.sent.extend(out.after.iter().map(engine));
+        Ok(())
     }
 }

@@ -1,5 +1,7 @@
 //! Frame drivers for the [`crate::engine`]: they move bytes, the engine decides.
 //!
+//! - [`io`]: the one receive → engine → send loop ([`io::drive`]) and the [`io::FrameIo`]
+//!   trait every driver below implements.
 //! - [`mem`]: an in-memory driver for tests and benchmarks.
 //! - [`pcapfile`]: offline, a pcap file in, the frames the engine sends to another pcap file,
 //!   and a verdict log.
@@ -8,12 +10,15 @@
 //! - [`dsr`] (Linux): DSR mode for the daemon, the engine on the live driver fed by the
 //!   balancer's servers and blacklist.
 //! - [`xdp`] (Linux): the DSR fast path, an XDP program (C in `bpf/`, loaded by [`bpf`]) that
-//!   forwards the frames of clients the engine has already placed without waking pen.
+//!   forwards the frames of clients the engine has already placed without waking pen; its
+//!   userspace learning step is a driver wrapper, [`xdp::Learning`].
+//! - [`tap`]: a wrapper around any driver that writes every frame in and out to a pcap file
+//!   (`PEN_DSR_TAP=FILE` for the daemon's DSR interface).
 //!
-//! Every driver follows the same loop: before handing a frame received at `now` to
-//! [`Engine::process_meta`](crate::engine::Engine::process_meta), it sends everything
-//! [`Engine::poll_transmit`](crate::engine::Engine::poll_transmit) returns at `now`; then it
-//! sends the processed frame when the verdict says so.
+//! Every driver runs under the same loop, [`io::drive`]: before handing the frames received at
+//! `now` to [`Engine::process_meta`](crate::engine::Engine::process_meta), it sends everything
+//! [`Engine::poll_transmit`](crate::engine::Engine::poll_transmit) returns at `now`; then the
+//! processed frames the verdicts transmit, then what the engine queued meanwhile.
 
 #[cfg(target_os = "linux")]
 pub(crate) mod afpacket;
@@ -21,8 +26,10 @@ pub(crate) mod afpacket;
 pub mod bpf;
 #[cfg(target_os = "linux")]
 pub(crate) mod dsr;
+pub mod io;
 pub mod mem;
 pub mod pcapfile;
 pub(crate) mod route;
+pub mod tap;
 #[cfg(target_os = "linux")]
 pub mod xdp;

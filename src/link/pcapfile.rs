@@ -13,13 +13,14 @@
 //! ```
 
 use std::fmt;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::time::Duration;
 
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
 use pcap_file::{DataLink, Endianness, TsResolution};
 
-use crate::engine::{Counters, Engine};
+use crate::engine::{Counters, Engine, RxMeta};
+use crate::link::io::{Batch, FrameIo, Output};
 
 /// A failed replay, naming the file side and frame.
 #[derive(Debug)]
@@ -63,80 +64,226 @@ fn secs(d: Duration) -> String {
     format!("{}.{:06}", d.as_secs(), d.subsec_micros())
 }
 
+/// The offline driver: frames from a pcap reader, one per pass, at their capture time
+/// relative to the first (never going backwards); what the engine sends to a pcap writer and
+/// the verdict log to `log`. Run it with [`crate::link::io::drive_to_end`]; a failure is kept
+/// in [`PcapIo::take_error`] with the side at fault.
+pub struct PcapIo<R: Read, W: Write, L: Write> {
+    reader: PcapReader<R>,
+    writer: PcapWriter<W>,
+    log: L,
+    base: Option<Duration>,
+    now: Duration,
+    buf: Vec<u8>,
+    /// Frames read and written so far.
+    pub frames_in: u64,
+    pub frames_out: u64,
+    error: Option<ReplayError>,
+}
+
+impl<R: Read, W: Write, L: Write> PcapIo<R, W, L> {
+    /// Opens `input` (an Ethernet pcap) and starts `output` with [`output_header`].
+    pub fn new(input: R, output: W, log: L) -> Result<Self, ReplayError> {
+        let reader = PcapReader::new(input)
+            .map_err(|e| ReplayError::Input(format!("input is not a pcap file: {e}")))?;
+        let dl = reader.header().datalink;
+        if dl != DataLink::ETHERNET {
+            return Err(ReplayError::Input(format!(
+                "input link type is {dl:?}; only Ethernet (DLT_EN10MB, 1) captures can be replayed"
+            )));
+        }
+        let writer = PcapWriter::with_header(output, output_header())
+            .map_err(|e| ReplayError::Output(format!("cannot write the output pcap: {e}")))?;
+        Ok(PcapIo {
+            reader,
+            writer,
+            log,
+            base: None,
+            now: Duration::ZERO,
+            buf: Vec::with_capacity(2048),
+            frames_in: 0,
+            frames_out: 0,
+            error: None,
+        })
+    }
+
+    /// The failure that ended the run, if any.
+    pub fn take_error(&mut self) -> Option<ReplayError> {
+        self.error.take()
+    }
+
+    /// Flushes the output and returns the writers.
+    pub fn finish(self) -> Result<(W, L), ReplayError> {
+        let mut w = self.writer.into_writer();
+        w.flush().map_err(|e| out_err(&e))?;
+        Ok((w, self.log))
+    }
+
+    /// Keeps `e` and returns it as an IO error for the loop.
+    fn fail(&mut self, e: ReplayError) -> io::Error {
+        let err = io::Error::other(e.to_string());
+        self.error = Some(e);
+        err
+    }
+}
+
+fn out_err(e: &dyn fmt::Display) -> ReplayError {
+    ReplayError::Output(format!("cannot write output: {e}"))
+}
+
+impl<R: Read, W: Write, L: Write> FrameIo for PcapIo<R, W, L> {
+    fn now(&self) -> Duration {
+        self.now
+    }
+
+    fn batch<T>(
+        &mut self,
+        _timeout: Duration,
+        pass: impl FnOnce(&mut dyn Batch) -> T,
+    ) -> io::Result<Option<T>> {
+        let pkt = match self.reader.next_packet() {
+            None => return Ok(None),
+            Some(Ok(p)) => p,
+            Some(Err(e)) => {
+                let n = self.frames_in + 1;
+                return Err(self.fail(ReplayError::Input(format!(
+                    "input frame {n}: damaged record: {e}"
+                ))));
+            }
+        };
+        self.frames_in += 1;
+        let b = *self.base.get_or_insert(pkt.timestamp);
+        self.now = self.now.max(pkt.timestamp.saturating_sub(b));
+        self.buf.clear();
+        self.buf.extend_from_slice(&pkt.data);
+        let mut batch = PcapBatch {
+            now: self.now,
+            ts: b.saturating_add(self.now),
+            n: self.frames_in,
+            frame: &mut self.buf,
+            writer: &mut self.writer,
+            log: &mut self.log,
+            written: 0,
+            error: None,
+        };
+        let r = pass(&mut batch);
+        self.frames_out += batch.written;
+        if let Some(e) = batch.error {
+            self.error = Some(e);
+        }
+        Ok(Some(r))
+    }
+}
+
+/// One input frame of a [`PcapIo`].
+struct PcapBatch<'a, W: Write, L: Write> {
+    now: Duration,
+    /// Output timestamp: the input's first timestamp plus `now`.
+    ts: Duration,
+    /// The frame's number in the input (from 1).
+    n: u64,
+    frame: &'a mut Vec<u8>,
+    writer: &'a mut PcapWriter<W>,
+    log: &'a mut L,
+    written: u64,
+    error: Option<ReplayError>,
+}
+
+impl<W: Write, L: Write> PcapBatch<'_, W, L> {
+    fn write(&mut self, f: &[u8]) -> Result<(), ReplayError> {
+        self.writer
+            .write_packet(&PcapPacket::new(self.ts, f.len() as u32, f))
+            .map_err(|e| out_err(&e))?;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Writes and logs frames the engine originated.
+    fn write_engine(&mut self, out: &[crate::engine::Transmit]) -> Result<(), ReplayError> {
+        for t in out {
+            writeln!(
+                self.log,
+                "- {} out {} len={}",
+                secs(self.now),
+                t.kind,
+                t.frame.len()
+            )
+            .map_err(|e| out_err(&e))?;
+            self.write(&t.frame)?;
+        }
+        Ok(())
+    }
+
+    fn send_all(&mut self, out: &Output<'_>) -> Result<(), ReplayError> {
+        self.write_engine(out.before)?;
+        for (_, v) in out.verdicts {
+            writeln!(
+                self.log,
+                "{} {} in len={} -> {v}",
+                self.n,
+                secs(self.now),
+                self.frame.len()
+            )
+            .map_err(|e| out_err(&e))?;
+            if let Some(len) = v.transmit_len() {
+                let frame = std::mem::take(self.frame);
+                let r = self.write(frame.get(..len).unwrap_or(&frame));
+                *self.frame = frame;
+                r?;
+            }
+        }
+        self.write_engine(out.after)
+    }
+}
+
+impl<W: Write, L: Write> Batch for PcapBatch<'_, W, L> {
+    fn now(&self) -> Duration {
+        self.now
+    }
+
+    fn len(&self) -> usize {
+        1
+    }
+
+    fn frame(&mut self, i: usize) -> Option<(&mut [u8], RxMeta)> {
+        (i == 0).then(|| (self.frame.as_mut_slice(), RxMeta::default()))
+    }
+
+    fn peek(&self, i: usize) -> Option<&[u8]> {
+        (i == 0).then_some(self.frame.as_slice())
+    }
+
+    fn send(&mut self, out: &Output<'_>) -> io::Result<()> {
+        self.send_all(out).map_err(|e| {
+            let err = io::Error::other(e.to_string());
+            self.error = Some(e);
+            err
+        })
+    }
+}
+
 /// Runs `engine` over the frames of `input` and writes the frames it sends to `output` and
-/// the verdict log to `log`.
+/// the verdict log to `log` ([`PcapIo`] under [`crate::link::io::drive_to_end`]).
 pub fn replay<R: Read, W: Write, L: Write>(
     engine: &mut Engine,
     input: R,
     output: W,
     log: &mut L,
 ) -> Result<ReplaySummary, ReplayError> {
-    let mut reader = PcapReader::new(input)
-        .map_err(|e| ReplayError::Input(format!("input is not a pcap file: {e}")))?;
-    let dl = reader.header().datalink;
-    if dl != DataLink::ETHERNET {
-        return Err(ReplayError::Input(format!(
-            "input link type is {dl:?}; only Ethernet (DLT_EN10MB, 1) captures can be replayed"
-        )));
+    let mut io = PcapIo::new(input, output, &mut *log)?;
+    if let Err(e) = crate::link::io::drive_to_end(engine, &mut io) {
+        return Err(io
+            .take_error()
+            .unwrap_or_else(|| ReplayError::Output(e.to_string())));
     }
-    let mut writer = PcapWriter::with_header(output, output_header())
-        .map_err(|e| ReplayError::Output(format!("cannot write the output pcap: {e}")))?;
-    let out_err = |e: &dyn fmt::Display| ReplayError::Output(format!("cannot write output: {e}"));
-    let mut base: Option<Duration> = None;
-    let mut now = Duration::ZERO;
-    let (mut n_in, mut n_out) = (0u64, 0u64);
-    let mut buf = Vec::with_capacity(2048);
-    while let Some(pkt) = reader.next_packet() {
-        let pkt = pkt.map_err(|e| {
-            ReplayError::Input(format!("input frame {}: damaged record: {e}", n_in + 1))
-        })?;
-        n_in += 1;
-        let b = *base.get_or_insert(pkt.timestamp);
-        now = now.max(pkt.timestamp.saturating_sub(b));
-        let ts = b.saturating_add(now);
-        n_out += drain(engine, now, ts, &mut writer, log)?;
-        buf.clear();
-        buf.extend_from_slice(&pkt.data);
-        let v = engine.process(now, &mut buf);
-        writeln!(log, "{n_in} {} in len={} -> {v}", secs(now), buf.len())
-            .map_err(|e| out_err(&e))?;
-        if let Some(len) = v.transmit_len() {
-            let f = buf.get(..len).unwrap_or(&buf);
-            writer
-                .write_packet(&PcapPacket::new(ts, f.len() as u32, f))
-                .map_err(|e| out_err(&e))?;
-            n_out += 1;
-        }
-        n_out += drain(engine, now, ts, &mut writer, log)?;
-    }
+    let (frames_in, frames_out) = (io.frames_in, io.frames_out);
+    let (_, log) = io.finish()?;
     writeln!(log, "# {}", engine.counters()).map_err(|e| out_err(&e))?;
-    writer.into_writer().flush().map_err(|e| out_err(&e))?;
     Ok(ReplaySummary {
-        frames_in: n_in,
-        frames_out: n_out,
+        frames_in,
+        frames_out,
         counters: engine.counters().clone(),
     })
-}
-
-/// Writes what the engine has due at `now` (timers, released frames); returns how many.
-fn drain<W: Write, L: Write>(
-    engine: &mut Engine,
-    now: Duration,
-    ts: Duration,
-    writer: &mut PcapWriter<W>,
-    log: &mut L,
-) -> Result<u64, ReplayError> {
-    let out_err = |e: &dyn fmt::Display| ReplayError::Output(format!("cannot write output: {e}"));
-    let mut n = 0;
-    while let Some(t) = engine.poll_transmit(now) {
-        writeln!(log, "- {} out {} len={}", secs(now), t.kind, t.frame.len())
-            .map_err(|e| out_err(&e))?;
-        writer
-            .write_packet(&PcapPacket::new(ts, t.frame.len() as u32, &t.frame))
-            .map_err(|e| out_err(&e))?;
-        n += 1;
-    }
-    Ok(n)
 }
 
 /// Writes `frames` (timestamp, bytes) as a pcap file with [`output_header`] (fixtures, tests).

@@ -2,9 +2,9 @@
 //! the engine has already placed, without waking pen.
 //!
 //! The engine stays the one place where decisions are made. When it forwards an IPv4 frame to
-//! the VIP, the driver records "this client → this backend MAC" in a kernel LRU map
-//! ([`FastPath::learn`]); the XDP program looks every received frame up in that map and, on a
-//! hit, rewrites the two MACs and sends the frame back out of the same interface (`XDP_TX`),
+//! the VIP, the driver wrapper [`Learning`] records "this client → this backend MAC" in a
+//! kernel LRU map ([`FastPath::learn`]); the XDP program looks every received frame up in that
+//! map and, on a hit, rewrites the two MACs and sends the frame back out of the same interface (`XDP_TX`),
 //! before the frame reaches the packet socket. Everything else (ARP, IPv6, fragments, IP
 //! options, tarpitted addresses, clients not yet seen, frames for other ports) passes to the
 //! engine unchanged. The map is a cache of the engine's choices, never a second selection:
@@ -32,7 +32,8 @@ use aya::maps::{Array, HashMap, MapData};
 use aya::programs::{ProgramFd, Xdp};
 
 use super::bpf;
-use crate::engine::{EngineConfig, Mac};
+use crate::engine::{EngineConfig, Mac, wire};
+use crate::link::io::{Batch, FrameIo, Output};
 
 /// What the program matches, taken from the engine's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,32 +81,40 @@ const MAP_COUNTERS: &str = "pen_dsr_count";
 /// simply goes through the engine again).
 pub const MAX_CLIENTS: u32 = 65_536;
 
+/// Where the IPv4 header and the ports start in an untagged frame.
+const IP: usize = wire::ETH_LEN;
+const L4: usize = IP + wire::ipv4::LEN;
 /// Ethernet + IPv4 without options + the two ports.
-const MIN_LEN: usize = 14 + 20 + 4;
+const MIN_LEN: usize = L4 + 4;
 
 /// The key the program computes for `frame`, if the program would look it up: IPv4 (no
 /// VLAN tag), no IP options, not a fragment, to the VIP, the configured protocol and port.
 /// The destination MAC is not checked here (the driver calls this on frames the engine has
 /// already rewritten); the program checks it against ours.
 pub fn flow_key(cfg: &FastPathConfig, frame: &[u8]) -> Option<Key> {
+    use wire::{eth, ipv4, tcp};
     let f = frame.get(..MIN_LEN)?;
-    if f[12..14] != [0x08, 0x00] || f[14] != 0x45 {
+    if f[eth::TYPE..eth::TYPE + 2] != wire::ETHERTYPE_IPV4.to_be_bytes()
+        || f[IP + ipv4::VER_IHL] != 0x45
+    {
         return None;
     }
     // MF flag and fragment offset (DF and the reserved bit do not matter).
-    if f[20] & 0x3f != 0 || f[21] != 0 {
+    if f[IP + ipv4::FRAG] & 0x3f != 0 || f[IP + ipv4::FRAG + 1] != 0 {
         return None;
     }
-    if f[23] != cfg.proto || f[30..34] != cfg.vip.octets() {
+    if f[IP + ipv4::PROTO] != cfg.proto || f[IP + ipv4::DST..IP + ipv4::DST + 4] != cfg.vip.octets()
+    {
         return None;
     }
-    if cfg.port != 0 && f[36..38] != cfg.port.to_be_bytes() {
+    // The ports are at the same offsets in TCP and UDP.
+    if cfg.port != 0 && f[L4 + tcp::DPORT..L4 + tcp::DPORT + 2] != cfg.port.to_be_bytes() {
         return None;
     }
     let mut k = [0u8; 8];
-    k[..4].copy_from_slice(&f[26..30]);
+    k[..4].copy_from_slice(&f[IP + ipv4::SRC..IP + ipv4::SRC + 4]);
     if cfg.per_flow {
-        k[4..6].copy_from_slice(&f[34..36]);
+        k[4..6].copy_from_slice(&f[L4 + tcp::SPORT..L4 + tcp::SPORT + 2]);
     }
     Some(k)
 }
@@ -305,7 +314,7 @@ impl FastPath {
             return;
         };
         let mut value: Entry = [0; 16];
-        value[..6].copy_from_slice(&frame[..6]);
+        value[..6].copy_from_slice(&frame[wire::eth::DST..wire::eth::DST + 6]);
         value[OFF_GENERATION..].copy_from_slice(&g.to_ne_bytes());
         match self.flows.insert(key, value, 0) {
             Ok(()) => {
@@ -331,6 +340,85 @@ impl FastPath {
             Ok([frames, bytes]) => KernelCounts { frames, bytes },
             Err(_) => KernelCounts::default(),
         }
+    }
+}
+
+/// The learning step as a driver wrapper: after each pass is sent, the fast path is synced
+/// with the engine's epoch ([`Output::epoch`]) and learns every frame the engine forwarded
+/// ([`FastPath::sync`], [`FastPath::learn`], [`FastPath::end_pass`]). After sending, so a
+/// client's next frame cannot overtake this one on the fast path.
+#[derive(Debug)]
+pub struct Learning<I> {
+    inner: I,
+    /// The fast path being taught.
+    pub fast: FastPath,
+}
+
+impl<I: FrameIo> Learning<I> {
+    /// Teaches `fast` the choices the engine makes on `inner`'s frames.
+    pub fn new(inner: I, fast: FastPath) -> Learning<I> {
+        Learning { inner, fast }
+    }
+
+    /// The wrapped driver.
+    pub fn inner(&self) -> &I {
+        &self.inner
+    }
+
+    /// The wrapped driver, mutable.
+    pub fn inner_mut(&mut self) -> &mut I {
+        &mut self.inner
+    }
+}
+
+impl<I: FrameIo> FrameIo for Learning<I> {
+    fn now(&self) -> std::time::Duration {
+        self.inner.now()
+    }
+
+    fn batch<R>(
+        &mut self,
+        timeout: std::time::Duration,
+        pass: impl FnOnce(&mut dyn Batch) -> R,
+    ) -> io::Result<Option<R>> {
+        let fast = &mut self.fast;
+        self.inner
+            .batch(timeout, |b| pass(&mut LearnBatch { inner: b, fast }))
+    }
+}
+
+struct LearnBatch<'a, 'b> {
+    inner: &'b mut dyn Batch,
+    fast: &'a mut FastPath,
+}
+
+impl Batch for LearnBatch<'_, '_> {
+    fn now(&self) -> std::time::Duration {
+        self.inner.now()
+    }
+
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn frame(&mut self, i: usize) -> Option<(&mut [u8], crate::engine::RxMeta)> {
+        self.inner.frame(i)
+    }
+
+    fn peek(&self, i: usize) -> Option<&[u8]> {
+        self.inner.peek(i)
+    }
+
+    fn send(&mut self, out: &Output<'_>) -> io::Result<()> {
+        let r = self.inner.send(out);
+        self.fast.sync(out.epoch);
+        for (i, len) in out.forwarded() {
+            if let Some(f) = self.inner.peek(i) {
+                self.fast.learn(f.get(..len).unwrap_or(f));
+            }
+        }
+        self.fast.end_pass();
+        r
     }
 }
 
@@ -429,6 +517,55 @@ mod tests {
 
     fn run(fp: &FastPath, f: &[u8]) -> (u32, Vec<u8>) {
         bpf::test_run(fp.prog().unwrap(), f).unwrap()
+    }
+
+    /// The learning step as a driver wrapper: the drive loop over the memory driver, wrapped
+    /// in [`Learning`], teaches the loaded program the engine's choice for a forwarded client
+    /// (the kernel then forwards that client's next frame itself), and nothing for frames the
+    /// engine answered or held.
+    #[test]
+    fn the_learning_wrapper_teaches_the_kernel_what_the_engine_forwarded() {
+        crate::sys::process::require_root("loading an XDP program");
+        let fp = FastPath::load(cfg()).expect("the kernel accepts the fast-path program");
+        let mut ec = crate::engine::EngineConfig::new(OUR, Ipv4Addr::new(10, 0, 0, 100), 80);
+        let web = Ipv4Addr::new(10, 0, 0, 3);
+        ec.backends = vec![crate::engine::BackendConfig {
+            ip: Some(web.into()),
+            weight: 0,
+            available: true,
+        }];
+        let mut engine = crate::engine::Engine::new(ec);
+        let mut mem = crate::link::mem::MemIo::new();
+        let ms = std::time::Duration::from_millis;
+        // Held (backend MAC unknown): not learned.
+        mem.push(ms(0), tcp(OUR, 40000, 80));
+        mem.push(
+            ms(1),
+            frames::arp_reply(WEB, web, OUR, Ipv4Addr::new(10, 0, 0, 100)),
+        );
+        mem.push(
+            ms(2),
+            frames::arp_request(
+                CLIENT,
+                Ipv4Addr::new(10, 0, 0, 10),
+                Ipv4Addr::new(10, 0, 0, 100),
+            ),
+        );
+        let mut l = Learning::new(&mut mem, fp);
+        crate::link::io::drive_to_end(&mut engine, &mut l).unwrap();
+        assert_eq!(
+            l.fast.learned, 0,
+            "held, learned and ARP frames teach nothing"
+        );
+        assert_eq!(run(&l.fast, &tcp(OUR, 40000, 80)).0, XDP_PASS);
+        l.inner_mut().push(ms(3), tcp(OUR, 40000, 80));
+        crate::link::io::drive_to_end(&mut engine, &mut l).unwrap();
+        assert_eq!(l.fast.learned, 1);
+        let (rc, out) = run(&l.fast, &tcp(OUR, 40000, 80));
+        assert_eq!(rc, XDP_TX);
+        assert_eq!(&out[..6], &WEB, "to the backend the engine chose");
+        assert_eq!(&out[6..12], &OUR);
+        assert_eq!(engine.counters().forwarded, 1, "{}", engine.counters());
     }
 
     #[test]
