@@ -115,13 +115,7 @@ fn write_one(
     frames: &mut u64,
     what: &str,
 ) -> Result<()> {
-    let ts = Duration::new(
-        u64::try_from(p.header.ts.tv_sec).unwrap_or(0),
-        u32::try_from(p.header.ts.tv_usec)
-            .unwrap_or(0)
-            .saturating_mul(1000)
-            .min(999_999_999),
-    );
+    let ts = packet_time(p.header);
     w.write_packet(&PcapPacket::new(ts, p.header.len, p.data))
         .map_err(|e| anyhow!("{what}: writing a frame: {e}"))?;
     *frames += 1;
@@ -190,6 +184,18 @@ impl Drop for Capture {
     fn drop(&mut self) {
         let _ = self.finish();
     }
+}
+
+/// A libpcap record's time stamp (microseconds) as a duration since the epoch; nonsense
+/// fields (negative, out of range) become 0 or the largest valid value, never a panic.
+pub fn packet_time(h: &pcap::PacketHeader) -> Duration {
+    Duration::new(
+        u64::try_from(h.ts.tv_sec).unwrap_or(0),
+        u32::try_from(h.ts.tv_usec)
+            .unwrap_or(0)
+            .saturating_mul(1000)
+            .min(999_999_999),
+    )
 }
 
 #[cfg(test)]

@@ -174,33 +174,7 @@ pub fn decode(index: usize, ts: Duration, data: &[u8]) -> FrameInfo {
         }
         None => {}
     }
-    match &pkt.transport {
-        Some(TransportSlice::Tcp(t)) => {
-            f.src_port = Some(t.source_port());
-            f.dst_port = Some(t.destination_port());
-            f.tcp = Some(TcpInfo {
-                syn: t.syn(),
-                ack: t.ack(),
-                fin: t.fin(),
-                rst: t.rst(),
-                psh: t.psh(),
-                urg: t.urg(),
-                seq: t.sequence_number(),
-                ack_num: t.acknowledgment_number(),
-                window: t.window_size(),
-                options_len: t.options().len(),
-            });
-            f.payload_len = t.payload().len();
-        }
-        Some(TransportSlice::Udp(u)) => {
-            f.src_port = Some(u.source_port());
-            f.dst_port = Some(u.destination_port());
-            f.payload_len = u.payload().len();
-        }
-        Some(TransportSlice::Icmpv4(i)) => f.payload_len = i.payload().len(),
-        Some(TransportSlice::Icmpv6(i)) => f.payload_len = i.payload().len(),
-        _ => {}
-    }
+    transport_fields(&mut f, pkt.transport.as_ref());
     if let (Some((src, dst)), Some(bytes), Some(proto)) = (pseudo, l4_bytes, f.proto) {
         f.l4_checksum_ok = l4_checksum_ok(src, dst, proto, bytes);
     }
@@ -248,7 +222,14 @@ fn decode_cut(base: &FrameInfo, data: &[u8]) -> Option<FrameInfo> {
     if !incomplete {
         return None;
     }
-    match &pkt.transport {
+    transport_fields(&mut f, pkt.transport.as_ref());
+    Some(f)
+}
+
+/// Ports, TCP flags/numbers and payload length from the transport header, whichever parser
+/// (strict or lenient) sliced the frame.
+fn transport_fields(f: &mut FrameInfo, transport: Option<&TransportSlice<'_>>) {
+    match transport {
         Some(TransportSlice::Tcp(t)) => {
             f.src_port = Some(t.source_port());
             f.dst_port = Some(t.destination_port());
@@ -275,7 +256,6 @@ fn decode_cut(base: &FrameInfo, data: &[u8]) -> Option<FrameInfo> {
         Some(TransportSlice::Icmpv6(i)) => f.payload_len = i.payload().len(),
         _ => {}
     }
-    Some(f)
 }
 
 /// Does the TCP/UDP/ICMP/ICMPv6 checksum of `l4` verify? Summing a segment together with its

@@ -374,14 +374,7 @@ pub fn read_frames(
     while out.len() < max {
         match cap.next_packet() {
             Ok(p) => {
-                let ts = Duration::new(
-                    u64::try_from(p.header.ts.tv_sec).unwrap_or(0),
-                    u32::try_from(p.header.ts.tv_usec)
-                        .unwrap_or(0)
-                        .saturating_mul(1000)
-                        .min(999_999_999),
-                );
-                out.push((ts, p.data.to_vec()));
+                out.push((crate::capture::packet_time(p.header), p.data.to_vec()));
             }
             Err(pcap::Error::NoMorePackets) => break,
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),

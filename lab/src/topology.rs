@@ -175,7 +175,9 @@ pub fn sysctl_path(key: &str) -> Result<String> {
     Ok(format!("/proc/sys/{rel}"))
 }
 
-fn fmt_mac(mac: &[u8]) -> String {
+/// A link-layer address of any length (a non-Ethernet one in an error message); Ethernet MACs
+/// use pen's formatter through `decode::fmt_mac`.
+fn fmt_hw_addr(mac: &[u8]) -> String {
     mac.iter()
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
@@ -654,7 +656,7 @@ impl Topology {
                     return <[u8; 6]>::try_from(bytes.as_slice()).map_err(|_| {
                         anyhow!(
                             "interface {node}:{iface} has a non-Ethernet address {}",
-                            fmt_mac(&bytes)
+                            fmt_hw_addr(&bytes)
                         )
                     });
                 }

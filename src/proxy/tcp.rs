@@ -634,6 +634,17 @@ fn tls_request_log<'a>(
     if !front.is_tls() {
         return None;
     }
+    let log = request_logger(client, target, shared)?;
+    Some(Box::new(move |chunk: &[u8]| log(chunk)))
+}
+
+/// `-l`: a logger of one connection's first request (client, server and the time of the
+/// call), when a request log is open. Used by the TLS copy path and the io_uring loop.
+pub(crate) fn request_logger(
+    client: &Client,
+    target: Target,
+    shared: &SharedState,
+) -> Option<impl Fn(&[u8]) + Send + 'static> {
     let log = crate::reqlog::current()?;
     let server = lock(shared)
         .balancer
@@ -643,14 +654,14 @@ fn tls_request_log<'a>(
     let client = client
         .ip
         .map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
-    Some(Box::new(move |chunk: &[u8]| {
+    Some(move |chunk: &[u8]| {
         let unix_time = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         if let Err(e) = log.log(&client, &server, unix_time, chunk) {
             tracing::warn!("request log: {e}");
         }
-    }))
+    })
 }
 
 /// Walks the candidates: the first connect that succeeds wins. Each attempt is reported to the

@@ -71,22 +71,8 @@ pub(crate) fn log_first_request(
     target: Target,
     chunk: &[u8],
 ) {
-    let Some(log) = crate::reqlog::current() else {
-        return;
-    };
-    let server = lock(shared)
-        .balancer
-        .addr(target)
-        .map(crate::reqlog::backend_text)
-        .unwrap_or_default();
-    let client = client
-        .ip
-        .map_or_else(|| "unix".to_string(), |ip| ip.to_string());
-    let unix_time = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    if let Err(e) = log.log(&client, &server, unix_time, chunk) {
-        tracing::warn!("request log: {e}");
+    if let Some(log) = crate::proxy::tcp::request_logger(client, target, shared) {
+        log(chunk);
     }
 }
 
