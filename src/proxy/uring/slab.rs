@@ -7,7 +7,7 @@
 /// Which operation a completion belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Op {
-    /// The listener's multishot accept.
+    /// An accept on the listener (its sequence number in the key's index).
     Accept = 1,
     /// The wake-up socket (control requests: `close N`, stop).
     Wake = 2,
@@ -25,6 +25,8 @@ pub(crate) enum Op {
     Connect = 8,
     /// The connect's linked timeout.
     ConnectTimeout = 9,
+    /// A half-close (`shutdown(SHUT_WR)`) submitted in the ring.
+    Shutdown = 10,
 }
 
 impl Op {
@@ -39,6 +41,7 @@ impl Op {
             7 => Op::SendClient,
             8 => Op::Connect,
             9 => Op::ConnectTimeout,
+            10 => Op::Shutdown,
             _ => return None,
         })
     }
@@ -197,6 +200,7 @@ mod tests {
             Op::RecvClient,
             Op::SendServer,
             Op::ConnectTimeout,
+            Op::Shutdown,
         ] {
             assert_eq!(untoken(token(op, k)), Some((op, k)));
         }
