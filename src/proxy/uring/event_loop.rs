@@ -193,7 +193,7 @@ impl Loop {
         // Blocking sockets: the ring does the waiting.
         listener.set_nonblocking(false)?;
         Ok(Loop {
-            ring: Ring::new(SQ_ENTRIES, BUFFERS, BUF_SIZE)?,
+            ring: Ring::new_single_thread(SQ_ENTRIES, BUFFERS, BUF_SIZE)?,
             listener: Some(listener),
             accepts_armed: 0,
             accept_seq: 0,
@@ -213,6 +213,8 @@ impl Loop {
 
     /// Runs until stopped and every connection has closed; `Err` when the ring fails.
     pub(crate) fn run(&mut self) -> io::Result<()> {
+        // This thread is the ring's only submitter from now on.
+        self.ring.enable()?;
         self.ring
             .poll_in_multi(self.control.woken.as_raw_fd(), token(Op::Wake, NO_KEY))?;
         self.arm_accept();
@@ -523,15 +525,6 @@ impl Loop {
             Op::RecvServer => self.received(key, DOWN, cq),
             Op::SendServer => self.sent(key, UP, cq.result),
             Op::SendClient => self.sent(key, DOWN, cq.result),
-            Op::Shutdown => {
-                if cq.result < 0 && cq.result != -libc::ENOTCONN && cq.result != -libc::ECANCELED {
-                    tracing::debug!(
-                        "{}: half-close failed: {}",
-                        c.peer,
-                        io::Error::from_raw_os_error(-cq.result)
-                    );
-                }
-            }
             Op::Accept | Op::Wake | Op::Cancel => {}
         }
         self.maybe_free(key);
@@ -826,15 +819,18 @@ impl Loop {
             self.teardown(key);
             return;
         }
-        // The half-close goes in the ring: the sends before it have completed.
-        let dst = if d == UP { c.fd(DOWN) } else { c.fd(UP) };
-        if let Some(fd) = dst
-            && self
-                .ring
-                .shutdown(fd, libc::SHUT_WR, token(Op::Shutdown, key))
-                .is_ok()
+        // A plain system call: io_uring runs IORING_OP_SHUTDOWN in a worker thread (it cannot
+        // be issued without blocking), which costs more than the call.
+        let dst = if d == UP {
+            c.server_sock.as_ref()
+        } else {
+            Some(&c.client_sock)
+        };
+        if let Some(s) = dst
+            && let Err(e) = s.shutdown(std::net::Shutdown::Write)
+            && e.kind() != io::ErrorKind::NotConnected
         {
-            c.inflight += 1;
+            tracing::debug!("{}: half-close failed: {e}", c.peer);
         }
     }
 

@@ -13,9 +13,8 @@
 //!   none); the bytes are sent from that same buffer, which goes back to the ring once sent
 //!   (no copy in user space). Buffers that arrive while a send is in flight queue in order; at
 //!   four the receive is cancelled (back-pressure) and re-armed once the queue is sent; EOF
-//!   half-closes the other side after the queue (an io_uring shutdown), and a freed
-//!   connection's sockets are closed by io_uring closes, so none of these is a system call of
-//!   its own;
+//!   half-closes the other side after the queue (a plain `shutdown`: io_uring would run it in
+//!   a worker thread), and a freed connection's sockets are closed by io_uring closes;
 //! - the upstream connect is an io_uring connect with a linked timeout (`-t`); candidates are
 //!   walked and failures blacklisted as on the tokio path ([`glue`] holds every call into the
 //!   shared state, so reports, `close N` and penctl see these connections the same way);

@@ -25,8 +25,6 @@ pub(crate) enum Op {
     Connect = 8,
     /// The connect's linked timeout.
     ConnectTimeout = 9,
-    /// A half-close (`shutdown(SHUT_WR)`) submitted in the ring.
-    Shutdown = 10,
 }
 
 impl Op {
@@ -41,7 +39,6 @@ impl Op {
             7 => Op::SendClient,
             8 => Op::Connect,
             9 => Op::ConnectTimeout,
-            10 => Op::Shutdown,
             _ => return None,
         })
     }
@@ -200,7 +197,6 @@ mod tests {
             Op::RecvClient,
             Op::SendServer,
             Op::ConnectTimeout,
-            Op::Shutdown,
         ] {
             assert_eq!(untoken(token(op, k)), Some((op, k)));
         }
