@@ -5,9 +5,14 @@
 # stopped at the end). Per target and repetition: ab -k and ab (req/s and the balancer's CPU
 # per request from /proc/PID/stat), wrk, and RSS growth per idle connection over 2000.
 # Prints one TSV line per target, repetition and figure. Needs root only for ulimit -n 20000.
+# PEN_BASE=other/pen adds a row `uring-base` (that binary on its default path), to compare a
+# change with the build before it in the same run.
 # Usage: PEN=target/release/pen REPS=3 scripts/bench-uring-loopback.sh > samples.tsv
 set -u
 PEN=${PEN:-target/release/pen}
+PEN_BASE=${PEN_BASE:-}
+TARGETS="uring tokio cpen haproxy"
+[ -n "$PEN_BASE" ] && TARGETS="uring-base $TARGETS"
 ngx=$(mktemp -d)
 mkdir -p "$ngx/html" "$ngx/logs" "$ngx/tmp"
 head -c 100 /dev/zero | tr '\0' 'x' > "$ngx/html/index.html"
@@ -33,6 +38,7 @@ cpu() { awk '{print $14+$15}' /proc/$1/stat; }   # clock ticks (utime+stime)
 tck=$(getconf CLK_TCK)
 start() { # name port -> pid
   case $1 in
+    uring-base) $PEN_BASE -f -r -x 10000 -c 10000 127.0.0.1:$2 127.0.0.1:18081 >/dev/null 2>&1 & echo $! ;;
     uring) $PEN -f -r -x 10000 -c 10000 127.0.0.1:$2 127.0.0.1:18081 >/dev/null 2>&1 & echo $! ;;
     tokio) $PEN -f -O epoll -r -x 10000 -c 10000 127.0.0.1:$2 127.0.0.1:18081 >/dev/null 2>&1 & echo $! ;;
     cpen) /usr/bin/pen -f -r -x 10000 -c 10000 127.0.0.1:$2 127.0.0.1:18081 >/dev/null 2>&1 & echo $! ;;
@@ -58,7 +64,7 @@ PY
 }
 port=18100
 for rep in $(seq 1 $REPS); do
-  for t in uring tokio cpen haproxy; do
+  for t in $TARGETS; do
     port=$((port+1))
     pid=$(start $t $port); sleep 0.5
     ab -k -c 20 -n 2000 http://127.0.0.1:$port/ >/dev/null 2>&1  # warm-up

@@ -19,8 +19,9 @@
 //!   safe call), resource limits, random bytes, syslog.
 //! - [`ifaddrs`]: the addresses of an interface.
 //! - [`pipe`]: the splice pipe of the TCP forwarder and raw `read(2)`.
-//! - [`uring`]: io_uring behind a safe `Ring` (provided-buffer ring, multishot accept, sends
-//!   from handed-out buffers, connects with linked timeouts) for `proxy::uring`.
+//! - [`uring`]: io_uring behind a safe `Ring` (provided-buffer ring, accepts with the peer
+//!   address, sends from handed-out buffers, connects with linked timeouts, closes) for
+//!   `proxy::uring`.
 //! - `bpf`: attaching BPF programs by links, the programs' clock, `BPF_PROG_TEST_RUN`
 //!   (the programs and typed maps themselves are loaded with aya in `link::bpf`).
 //!

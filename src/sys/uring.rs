@@ -10,8 +10,12 @@
 //!   or handed out by a completion; only a handed-out buffer can be read ([`Ring::buf`]) or
 //!   sent ([`Ring::send_buf`]), and only one that no send is using can be given back
 //!   ([`Ring::recycle`]);
-//! - socket addresses (connect) and timespecs (the connect timeout) are boxed and kept, by the user data
-//!   of their operation, until that operation's completion has been reaped.
+//! - socket addresses (connect), the address buffers of single-shot accepts and timespecs (the
+//!   connect timeout) are boxed and kept, by the user data of their operation, until that
+//!   operation's completion has been reaped (an accept's address is copied into its
+//!   [`Completion`], so the loop needs no `getpeername`);
+//! - descriptors given to [`Ring::close`] are owned by the ring from then on (closed by the
+//!   kernel with the next submission, or at once if they cannot be queued).
 //!
 //! A descriptor given to an operation is a plain number: closing it while an operation is in
 //! flight is a logic error of the caller (the operation keeps its file alive), never memory
@@ -19,7 +23,8 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::RawFd;
+use std::net::SocketAddr;
+use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
@@ -42,11 +47,47 @@ pub(crate) struct Completion {
     pub buf: Option<u16>,
     /// A multishot operation stays armed (`IORING_CQE_F_MORE`).
     pub more: bool,
+    /// The peer of a successful [`Ring::accept`] (`None` for other operations, and for a peer
+    /// that is not an IP address).
+    pub peer: Option<SocketAddr>,
+}
+
+/// The address buffer of a single-shot accept, written by the kernel.
+struct AcceptAddr {
+    storage: libc::sockaddr_storage,
+    len: libc::socklen_t,
+}
+
+impl AcceptAddr {
+    fn new() -> Box<AcceptAddr> {
+        Box::new(AcceptAddr {
+            // SAFETY: all zeros is a valid `sockaddr_storage` (plain integers and arrays).
+            storage: unsafe { std::mem::zeroed() },
+            len: std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        })
+    }
+
+    /// The IP address the kernel wrote (after the accept completed successfully).
+    fn peer(&self) -> Option<SocketAddr> {
+        let mut st = socket2::SockAddrStorage::zeroed();
+        // SAFETY: `sockaddr_storage` is one of this platform's `sockaddr_*` types, as
+        // `view_as` requires; the copy is a plain value copy.
+        unsafe { *st.view_as::<libc::sockaddr_storage>() = self.storage };
+        let len = self
+            .len
+            .min(std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t);
+        // SAFETY: the storage holds what the kernel's accept wrote, `len` bytes of it (capped
+        // to the storage's size), which is a valid socket address of the listener's family.
+        let sa = unsafe { SockAddr::new(st, len) };
+        sa.as_socket()
+    }
 }
 
 /// What the kernel may still read while an operation is in flight.
 enum Keep {
     Addr(#[allow(dead_code)] Box<SockAddr>),
+    /// The address buffer of a single-shot accept.
+    Accept(Box<AcceptAddr>),
     Time(#[allow(dead_code)] Box<Timespec>),
     /// A send from this receive buffer.
     Send(u16),
@@ -158,6 +199,8 @@ pub(crate) struct Ring {
     ring: IoUring,
     bufs: Bufs,
     keep: HashMap<u64, Keep>,
+    /// Made disabled, waiting for [`Ring::enable`] on the loop's thread.
+    disabled: bool,
 }
 
 impl Drop for Ring {
@@ -203,7 +246,8 @@ pub(crate) fn probe() -> Result<(), String> {
         .register_probe(&mut p)
         .map_err(|e| format!("io_uring probe failed (kernel older than 5.6?): {e}"))?;
     let ops = [
-        (opcode::AcceptMulti::CODE, "ACCEPT"),
+        (opcode::Accept::CODE, "ACCEPT"),
+        (opcode::Close::CODE, "CLOSE"),
         (opcode::Recv::CODE, "RECV"),
         (opcode::Send::CODE, "SEND"),
         (opcode::Connect::CODE, "CONNECT"),
@@ -227,9 +271,36 @@ impl Ring {
     /// A ring of `sq_entries` submission entries and `buffers` receive buffers (a power of two)
     /// of `buf_size` bytes each, all given to the kernel.
     pub(crate) fn new(sq_entries: u32, buffers: u16, buf_size: u32) -> io::Result<Ring> {
-        let ring = IoUring::builder()
-            .setup_cqsize(sq_entries.saturating_mul(4))
-            .build(sq_entries)?;
+        Ring::build(sq_entries, buffers, buf_size, false)
+    }
+
+    /// As [`Ring::new`], for a loop that one thread runs: the kernel runs completion work only
+    /// when that thread enters the ring to wait (`IORING_SETUP_SINGLE_ISSUER` +
+    /// `DEFER_TASKRUN`, Linux 6.1), instead of interrupting it for each completion. The ring
+    /// starts disabled: the loop's thread calls [`Ring::enable`] first (it becomes the only
+    /// thread allowed to submit). Falls back to a plain ring where the flags are unknown.
+    pub(crate) fn new_single_thread(
+        sq_entries: u32,
+        buffers: u16,
+        buf_size: u32,
+    ) -> io::Result<Ring> {
+        match Ring::build(sq_entries, buffers, buf_size, true) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                Ring::build(sq_entries, buffers, buf_size, false)
+            }
+            r => r,
+        }
+    }
+
+    fn build(sq_entries: u32, buffers: u16, buf_size: u32, single: bool) -> io::Result<Ring> {
+        let mut b = IoUring::builder();
+        b.setup_cqsize(sq_entries.saturating_mul(4));
+        if single {
+            b.setup_r_disabled()
+                .setup_single_issuer()
+                .setup_defer_taskrun();
+        }
+        let ring = b.build(sq_entries)?;
         let mut bufs = Bufs::new(buffers, buf_size)?;
         // SAFETY: the ring memory is page aligned, `buffers` entries long, and never freed
         // (see `Drop for Ring`), so it stays valid as long as the kernel's ring does.
@@ -248,7 +319,18 @@ impl Ring {
             ring,
             bufs,
             keep: HashMap::new(),
+            disabled: single,
         })
+    }
+
+    /// Enables a ring made by [`Ring::new_single_thread`] for the calling thread (a no-op for
+    /// other rings and after the first call).
+    pub(crate) fn enable(&mut self) -> io::Result<()> {
+        if self.disabled {
+            self.ring.submitter().register_enable_rings()?;
+            self.disabled = false;
+        }
+        Ok(())
     }
 
     fn push(&mut self, e: &Entry) -> io::Result<()> {
@@ -273,13 +355,39 @@ impl Ring {
         }
     }
 
-    /// Multishot accept on a listening socket (new descriptors close on exec).
-    pub(crate) fn accept_multi(&mut self, listener: RawFd, user_data: u64) -> io::Result<()> {
-        let e = opcode::AcceptMulti::new(Fd(listener))
-            .flags(libc::SOCK_CLOEXEC)
+    /// One accept on a listening socket (the new descriptor closes on exec); its completion
+    /// carries the peer's address ([`Completion::peer`]), so no `getpeername` is needed.
+    pub(crate) fn accept(&mut self, listener: RawFd, user_data: u64) -> io::Result<()> {
+        let mut a = AcceptAddr::new();
+        let e = opcode::Accept::new(
+            Fd(listener),
+            (&raw mut a.storage).cast::<libc::sockaddr>(),
+            &raw mut a.len,
+        )
+        .flags(libc::SOCK_CLOEXEC)
+        .build()
+        .user_data(user_data);
+        // The box's heap memory does not move when the box does.
+        self.keep(user_data, Keep::Accept(a));
+        self.push(&e)
+    }
+
+    /// Closes `fd` in the ring (done by the kernel during the next submission). When the entry
+    /// cannot be queued the descriptor is closed here, so it is closed exactly once either way.
+    pub(crate) fn close(&mut self, fd: OwnedFd, user_data: u64) {
+        let e = opcode::Close::new(Fd(std::os::fd::AsRawFd::as_raw_fd(&fd)))
             .build()
             .user_data(user_data);
-        self.push(&e)
+        if self.push(&e).is_ok() {
+            // The queued entry owns the number now; the kernel closes it.
+            let _ = fd.into_raw_fd();
+        }
+    }
+
+    /// Hands what is queued to the kernel without waiting (before the loop ends, so that
+    /// queued closes happen).
+    pub(crate) fn submit(&mut self) -> io::Result<()> {
+        self.ring.submit().map(drop)
     }
 
     /// Multishot receive on `fd`: a completion (with `more`) each time data arrives, each in a
@@ -393,6 +501,7 @@ impl Ring {
 
     /// Moves the completions out (appended to `out`), releasing what their operations kept.
     pub(crate) fn reap(&mut self, out: &mut Vec<Completion>) {
+        let first = out.len();
         let mut cq = self.ring.completion();
         cq.sync();
         for c in &mut cq {
@@ -403,22 +512,28 @@ impl Ring {
                 result: c.result(),
                 buf,
                 more: cqueue::more(flags),
+                peer: None,
             };
             out.push(done);
         }
         drop(cq);
-        for c in out.iter() {
+        for c in out[first..].iter_mut() {
             if let Some(b) = c.buf
                 && let Some(s) = self.bufs.state.get_mut(usize::from(b))
             {
                 *s = BufState::Out;
             }
-            if !c.more
-                && let Some(k) = self.keep.remove(&c.user_data)
-                && let Keep::Send(b) = k
-                && let Some(s) = self.bufs.state.get_mut(usize::from(b))
-            {
-                *s = BufState::Out;
+            if c.more {
+                continue;
+            }
+            match self.keep.remove(&c.user_data) {
+                Some(Keep::Send(b)) => {
+                    if let Some(s) = self.bufs.state.get_mut(usize::from(b)) {
+                        *s = BufState::Out;
+                    }
+                }
+                Some(Keep::Accept(a)) if c.result >= 0 => c.peer = a.peer(),
+                _ => {}
             }
         }
     }
@@ -475,11 +590,11 @@ mod tests {
         use std::os::fd::AsRawFd;
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut ring = Ring::new(16, 4, 64).unwrap();
-        ring.accept_multi(l.as_raw_fd(), 1).unwrap();
+        ring.accept(l.as_raw_fd(), 1).unwrap();
         let mut c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let mut out = Vec::new();
         let a = wait(&mut ring, &mut out, 1);
-        assert!(a.result >= 0 && a.more, "{a:?}");
+        assert!(a.result >= 0 && !a.more, "{a:?}");
         let s = socket2::Socket::from(adopt_accepted(a.result).expect("a descriptor"));
         assert_eq!(ring.bufs_out(), 0);
         ring.recv_multi(s.as_raw_fd(), 2).unwrap();
@@ -525,5 +640,71 @@ mod tests {
         assert_eq!(c.result, -libc::ECANCELED, "{c:?}");
         let t = wait(&mut ring, &mut out, 8);
         assert_eq!(t.result, -libc::ETIME, "{t:?}");
+    }
+
+    #[test]
+    fn an_accept_completion_carries_the_peer_address() {
+        use std::os::fd::AsRawFd;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut ring = Ring::new(16, 2, 64).unwrap();
+        ring.accept(l.as_raw_fd(), 11).unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let mut out = Vec::new();
+        let a = wait(&mut ring, &mut out, 11);
+        assert!(a.result >= 0 && !a.more, "{a:?}");
+        assert_eq!(a.peer, Some(c.local_addr().unwrap()), "{a:?}");
+        let s = socket2::Socket::from(adopt_accepted(a.result).expect("a descriptor"));
+        assert_eq!(s.peer_addr().unwrap().as_socket(), a.peer);
+        // IPv6 too (the address buffer holds either family).
+        if let Ok(l6) = std::net::TcpListener::bind("[::1]:0") {
+            ring.accept(l6.as_raw_fd(), 12).unwrap();
+            let c6 = std::net::TcpStream::connect(l6.local_addr().unwrap()).unwrap();
+            let a6 = wait(&mut ring, &mut out, 12);
+            assert_eq!(a6.peer, Some(c6.local_addr().unwrap()), "{a6:?}");
+            drop(adopt_accepted(a6.result));
+        }
+    }
+
+    #[test]
+    fn close_runs_in_the_ring() {
+        use std::os::fd::OwnedFd;
+        let mut ring = Ring::new(16, 2, 64).unwrap();
+        let mut out = Vec::new();
+        let mut one = [0u8; 1];
+        // Close: the other end of a socket pair sees EOF once the ring closed this one (std's
+        // pair is close-on-exec, so no child of another test holds a copy).
+        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        ring.close(OwnedFd::from(a), 22);
+        let r = wait(&mut ring, &mut out, 22);
+        assert_eq!(r.result, 0, "{r:?}");
+        b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(
+            b.read(&mut one).unwrap(),
+            0,
+            "EOF: the ring closed the descriptor"
+        );
+    }
+
+    #[test]
+    fn a_single_thread_ring_runs_on_the_thread_that_enables_it() {
+        use std::os::fd::AsRawFd;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        // Made on this thread, run on another (as the loop is).
+        let mut ring = Ring::new_single_thread(16, 4, 64).unwrap();
+        let t = std::thread::spawn(move || {
+            ring.enable().unwrap();
+            ring.accept(l.as_raw_fd(), 1).unwrap();
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            let mut out = Vec::new();
+            let a = wait(&mut ring, &mut out, 1);
+            let s = socket2::Socket::from(adopt_accepted(a.result).expect("a descriptor"));
+            ring.recv_multi(s.as_raw_fd(), 2).unwrap();
+            c.write_all(b"hi").unwrap();
+            let r = wait(&mut ring, &mut out, 2);
+            assert_eq!(r.result, 2, "{r:?}");
+            assert_eq!(ring.buf(r.buf.unwrap(), 2), b"hi");
+        });
+        t.join().unwrap();
     }
 }

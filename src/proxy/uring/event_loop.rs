@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +28,10 @@ const SQ_ENTRIES: u32 = 1024;
 /// pool large; 16 KiB keeps 4 MiB of buffers shared by all connections.
 const BUFFERS: u16 = 256;
 const BUF_SIZE: u32 = 16 * 1024;
+/// Single-shot accepts kept in flight on the listener. Each carries its own address buffer,
+/// so the peer comes with the completion (no `getpeername`); a completed one is re-armed in
+/// the same turn, and its submission accepts at once when the backlog is not empty.
+const ACCEPTS: u32 = 1;
 /// The loop's clock tick: idle timeouts, queued connections, a paused accept.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -116,7 +120,8 @@ struct Conn {
     client_sock: Socket,
     server_sock: Option<Socket>,
     client: Client,
-    who: String,
+    /// The client's address (formatted only when logged or listed).
+    peer: SocketAddr,
     table: Option<usize>,
     counters: Arc<Counters>,
     settings: Option<Settings>,
@@ -153,7 +158,10 @@ impl Conn {
 pub(crate) struct Loop {
     ring: Ring,
     listener: Option<TcpListener>,
-    accept_armed: bool,
+    /// Accepts in flight (at most [`ACCEPTS`]).
+    accepts_armed: u32,
+    /// Numbers the accepts' user data (unique among those in flight).
+    accept_seq: u32,
     /// Accept was cancelled for want of a `conn_max` slot or of descriptors.
     accept_paused: bool,
     conns: Slab<Conn>,
@@ -185,9 +193,10 @@ impl Loop {
         // Blocking sockets: the ring does the waiting.
         listener.set_nonblocking(false)?;
         Ok(Loop {
-            ring: Ring::new(SQ_ENTRIES, BUFFERS, BUF_SIZE)?,
+            ring: Ring::new_single_thread(SQ_ENTRIES, BUFFERS, BUF_SIZE)?,
             listener: Some(listener),
-            accept_armed: false,
+            accepts_armed: 0,
+            accept_seq: 0,
             accept_paused: false,
             conns: Slab::default(),
             wait_slot: VecDeque::new(),
@@ -204,6 +213,8 @@ impl Loop {
 
     /// Runs until stopped and every connection has closed; `Err` when the ring fails.
     pub(crate) fn run(&mut self) -> io::Result<()> {
+        // This thread is the ring's only submitter from now on.
+        self.ring.enable()?;
         self.ring
             .poll_in_multi(self.control.woken.as_raw_fd(), token(Op::Wake, NO_KEY))?;
         self.arm_accept();
@@ -224,7 +235,9 @@ impl Loop {
             }
             if self.control.stop.load(Ordering::SeqCst) {
                 self.stop_accepting();
-                if self.conns.len() == 0 && !self.accept_armed {
+                if self.conns.len() == 0 && self.accepts_armed == 0 {
+                    // The last connections' closes are queued: hand them to the kernel.
+                    self.ring.submit()?;
                     return Ok(());
                 }
             }
@@ -232,34 +245,45 @@ impl Loop {
     }
 
     fn arm_accept(&mut self) {
-        if self.accept_armed || self.control.stop.load(Ordering::SeqCst) {
+        if self.control.stop.load(Ordering::SeqCst) {
             return;
         }
         let Some(l) = &self.listener else { return };
-        match self
-            .ring
-            .accept_multi(l.as_raw_fd(), token(Op::Accept, NO_KEY))
-        {
-            Ok(()) => {
-                self.accept_armed = true;
-                self.accept_paused = false;
+        let fd = l.as_raw_fd();
+        while self.accepts_armed < ACCEPTS {
+            self.accept_seq = self.accept_seq.wrapping_add(1);
+            let key = Key {
+                idx: self.accept_seq,
+                generation: 0,
+            };
+            match self.ring.accept(fd, token(Op::Accept, key)) {
+                Ok(()) => {
+                    self.accepts_armed += 1;
+                    self.accept_paused = false;
+                }
+                Err(e) => {
+                    tracing::warn!("io_uring: cannot arm accept: {e}");
+                    return;
+                }
             }
-            Err(e) => tracing::warn!("io_uring: cannot arm accept: {e}"),
         }
     }
 
     fn pause_accept(&mut self) {
-        if self.accept_armed && !self.accept_paused {
-            self.accept_paused = true;
+        if self.accepts_armed > 0
+            && !self.accept_paused
+            && let Some(l) = &self.listener
+        {
+            // Every accept in flight is on the listener.
             let _ = self
                 .ring
-                .cancel(token(Op::Accept, NO_KEY), token(Op::Cancel, NO_KEY));
+                .cancel_fd(l.as_raw_fd(), token(Op::Cancel, NO_KEY));
         }
         self.accept_paused = true;
     }
 
     fn stop_accepting(&mut self) {
-        if self.accept_armed {
+        if self.accepts_armed > 0 {
             self.pause_accept();
         } else {
             self.listener = None;
@@ -293,12 +317,10 @@ impl Loop {
     }
 
     fn accepted(&mut self, c: Completion) {
-        if !c.more {
-            self.accept_armed = false;
-        }
+        self.accepts_armed = self.accepts_armed.saturating_sub(1);
         if c.result >= 0 {
             if let Some(fd) = adopt_accepted(c.result) {
-                self.new_conn(fd);
+                self.new_conn(fd, c.peer);
             }
         } else {
             let e = io::Error::from_raw_os_error(-c.result);
@@ -310,12 +332,12 @@ impl Loop {
                 tracing::debug!("accept failed: {e}");
             }
         }
-        if !self.accept_armed {
-            if self.control.stop.load(Ordering::SeqCst) {
+        if self.control.stop.load(Ordering::SeqCst) {
+            if self.accepts_armed == 0 {
                 self.listener = None;
-            } else if !self.accept_paused {
-                self.arm_accept();
             }
+        } else if !self.accept_paused {
+            self.arm_accept();
         }
     }
 
@@ -342,19 +364,19 @@ impl Loop {
         }
     }
 
-    fn new_conn(&mut self, fd: OwnedFd) {
+    /// A new client; `peer` from the accept completion (asked of the socket when missing).
+    fn new_conn(&mut self, fd: OwnedFd, peer: Option<SocketAddr>) {
         let sock = Socket::from(fd);
-        let (client, who) = match sock.peer_addr().ok().and_then(|a| a.as_socket()) {
-            Some(peer) => (client_of(peer), peer.to_string()),
+        let Some(peer) = peer.or_else(|| sock.peer_addr().ok().and_then(|a| a.as_socket())) else {
             // Gone already.
-            None => return,
+            return;
         };
-        tracing::debug!("accepted {who}");
+        tracing::debug!("accepted {peer}");
         let conn = Conn {
             client_sock: sock,
             server_sock: None,
-            client,
-            who,
+            client: client_of(peer),
+            peer,
             table: None,
             counters: Arc::new(Counters::default()),
             settings: None,
@@ -398,21 +420,21 @@ impl Loop {
         let close = RemoteClose(Arc::new(move || control.close(key)));
         c.table = Some(glue::register(
             &self.table,
-            c.who.clone(),
+            c.peer.to_string(),
             c.client_sock.as_raw_fd(),
             c.counters.clone(),
             close,
         ));
         let (candidates, settings) = glue::select(&self.shared, &c.client);
         if candidates.is_empty() {
-            tracing::debug!("{}: no server available; closing the client", c.who);
+            tracing::debug!("{}: no server available; closing the client", c.peer);
             self.teardown(key);
             return;
         }
         if settings.client_nodelay
             && let Err(e) = c.client_sock.set_tcp_nodelay(true)
         {
-            tracing::debug!("{}: TCP_NODELAY on the client socket failed: {e}", c.who);
+            tracing::debug!("{}: TCP_NODELAY on the client socket failed: {e}", c.peer);
         }
         c.candidates = candidates;
         c.settings = Some(settings);
@@ -437,7 +459,7 @@ impl Loop {
         }
         loop {
             let Some(&target) = c.candidates.get(c.next) else {
-                tracing::debug!("{}: every candidate failed; closing the client", c.who);
+                tracing::debug!("{}: every candidate failed; closing the client", c.peer);
                 self.teardown(key);
                 return;
             };
@@ -448,20 +470,23 @@ impl Loop {
             let sock = glue::upstream_socket(&addr, &settings.upstream);
             let (sock, sa) = match sock {
                 Ok(s) => s,
-                Err(e) => match glue::attempt_failed(&self.shared, &c.who, target, &addr, &e) {
-                    AfterFailure::Next => {
-                        c.next += 1;
-                        continue;
+                Err(e) => {
+                    match glue::attempt_failed(&self.shared, &c.peer.to_string(), target, &addr, &e)
+                    {
+                        AfterFailure::Next => {
+                            c.next += 1;
+                            continue;
+                        }
+                        AfterFailure::Short => {
+                            self.short(key);
+                            return;
+                        }
+                        AfterFailure::GiveUp => {
+                            self.teardown(key);
+                            return;
+                        }
                     }
-                    AfterFailure::Short => {
-                        self.short(key);
-                        return;
-                    }
-                    AfterFailure::GiveUp => {
-                        self.teardown(key);
-                        return;
-                    }
-                },
+                }
             };
             let r = self.ring.connect(
                 sock.as_raw_fd(),
@@ -471,7 +496,7 @@ impl Loop {
                 token(Op::ConnectTimeout, key),
             );
             if let Err(e) = r {
-                tracing::warn!("{}: io_uring connect: {e}", c.who);
+                tracing::warn!("{}: io_uring connect: {e}", c.peer);
                 glue::attempt_abandoned(&self.shared, target);
                 self.teardown(key);
                 return;
@@ -518,7 +543,7 @@ impl Loop {
             glue::attempt_abandoned(&self.shared, target);
         } else if result == 0 {
             glue::attempt_ok(&self.shared, target);
-            tracing::debug!("{}: connected to {target:?}", c.who);
+            tracing::debug!("{}: connected to {target:?}", c.peer);
             let upfd = c.fd(DOWN).unwrap_or(-1);
             if let Some(i) = c.table {
                 glue::connected(&self.table, i, target, upfd);
@@ -540,7 +565,7 @@ impl Loop {
                 settings.connect_timeout,
             );
             c.server_sock = None;
-            match glue::attempt_failed(&self.shared, &c.who, target, &addr, &e) {
+            match glue::attempt_failed(&self.shared, &c.peer.to_string(), target, &addr, &e) {
                 AfterFailure::Next => {
                     c.next += 1;
                     self.connect_next(key);
@@ -569,7 +594,7 @@ impl Loop {
         }
         if now.duration_since(since) >= limit {
             if let Some(c) = self.conns.get_mut(key) {
-                tracing::debug!("{}: no descriptors within the connect timeout", c.who);
+                tracing::debug!("{}: no descriptors within the connect timeout", c.peer);
             }
             self.teardown(key);
             return;
@@ -681,7 +706,7 @@ impl Loop {
         } else {
             tracing::debug!(
                 "{}: closed on error: {}",
-                c.who,
+                c.peer,
                 io::Error::from_raw_os_error(-cq.result)
             );
             self.drop_buf(cq.buf);
@@ -722,7 +747,7 @@ impl Loop {
                 }
             }
             Err(e) => {
-                tracing::debug!("{}: io_uring send: {e}", c.who);
+                tracing::debug!("{}: io_uring send: {e}", c.peer);
                 self.drop_buf(Some(bid));
                 self.teardown(key);
             }
@@ -741,7 +766,7 @@ impl Loop {
             if open {
                 tracing::debug!(
                     "{}: closed on error: {}",
-                    c.who,
+                    c.peer,
                     io::Error::from_raw_os_error(-result)
                 );
             }
@@ -787,13 +812,15 @@ impl Loop {
         if close_all || (c.dirs[UP].eof && c.dirs[DOWN].eof) {
             tracing::debug!(
                 "{}: closed; {} bytes to the server, {} back",
-                c.who,
+                c.peer,
                 c.counters.to_server(),
                 c.counters.from_server()
             );
             self.teardown(key);
             return;
         }
+        // A plain system call: io_uring runs IORING_OP_SHUTDOWN in a worker thread (it cannot
+        // be issued without blocking), which costs more than the call.
         let dst = if d == UP {
             c.server_sock.as_ref()
         } else {
@@ -803,7 +830,7 @@ impl Loop {
             && let Err(e) = s.shutdown(std::net::Shutdown::Write)
             && e.kind() != io::ErrorKind::NotConnected
         {
-            tracing::debug!("{}: half-close failed: {e}", c.who);
+            tracing::debug!("{}: half-close failed: {e}", c.peer);
         }
     }
 
@@ -858,9 +885,22 @@ impl Loop {
                 self.ring.recycle(bid);
             }
         }
-        let had_slot = c.slot.is_some();
-        let had_pending = c.pending.is_some();
-        drop(c);
+        let Conn {
+            client_sock,
+            server_sock,
+            slot,
+            pending,
+            ..
+        } = c;
+        let had_slot = slot.is_some();
+        let had_pending = pending.is_some();
+        drop((slot, pending));
+        // The closes go in the ring with the next submission (no system call each).
+        self.ring
+            .close(OwnedFd::from(client_sock), token(Op::Cancel, NO_KEY));
+        if let Some(s) = server_sock {
+            self.ring.close(OwnedFd::from(s), token(Op::Cancel, NO_KEY));
+        }
         if had_pending {
             self.retry_pending();
         }
@@ -883,7 +923,7 @@ impl Loop {
                 self.start(key);
             }
         }
-        if self.accept_paused && !self.accept_armed && self.wait_fds.is_empty() {
+        if self.accept_paused && self.accepts_armed == 0 && self.wait_fds.is_empty() {
             self.arm_accept();
         }
     }
@@ -927,7 +967,7 @@ impl Loop {
         });
         for k in idle {
             if let Some(c) = self.conns.get_mut(k) {
-                tracing::debug!("{}: idle timeout", c.who);
+                tracing::debug!("{}: idle timeout", c.peer);
             }
             self.teardown(k);
         }
@@ -936,7 +976,7 @@ impl Loop {
         self.retry_slots();
         self.retry_pending();
         self.retry_bufs();
-        if !self.accept_armed && self.wait_slot.is_empty() && self.wait_fds.is_empty() {
+        if self.accepts_armed == 0 && self.wait_slot.is_empty() && self.wait_fds.is_empty() {
             self.arm_accept();
         }
     }

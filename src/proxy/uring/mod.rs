@@ -3,8 +3,9 @@
 //!
 //! One thread runs one ring ([`event_loop`]) that owns the listening socket:
 //!
-//! - a multishot accept delivers new clients; when `conn_max` is reached the accept is
-//!   cancelled (the kernel backlog holds new clients) and re-armed when a slot frees;
+//! - a single-shot accept (re-armed in the turn it completes) delivers each new client with
+//!   its address (no `getpeername`); when `conn_max` is reached the accept is cancelled (the
+//!   kernel backlog holds new clients) and re-armed when a slot frees;
 //! - each connection lives in a slot of a generation-checked slab ([`slab`]) whose index and
 //!   generation, with the operation, make the user data of every submission;
 //! - each direction has one multishot receive (re-armed only when it ends) that takes a
@@ -12,7 +13,8 @@
 //!   none); the bytes are sent from that same buffer, which goes back to the ring once sent
 //!   (no copy in user space). Buffers that arrive while a send is in flight queue in order; at
 //!   four the receive is cancelled (back-pressure) and re-armed once the queue is sent; EOF
-//!   half-closes the other side after the queue;
+//!   half-closes the other side after the queue (a plain `shutdown`: io_uring would run it in
+//!   a worker thread), and a freed connection's sockets are closed by io_uring closes;
 //! - the upstream connect is an io_uring connect with a linked timeout (`-t`); candidates are
 //!   walked and failures blacklisted as on the tokio path ([`glue`] holds every call into the
 //!   shared state, so reports, `close N` and penctl see these connections the same way);

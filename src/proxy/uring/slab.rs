@@ -7,7 +7,7 @@
 /// Which operation a completion belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Op {
-    /// The listener's multishot accept.
+    /// An accept on the listener (its sequence number in the key's index).
     Accept = 1,
     /// The wake-up socket (control requests: `close N`, stop).
     Wake = 2,
