@@ -7,7 +7,8 @@ PKGS=(libpcap-dev clang libbpf-dev linux-libc-dev   # clang + BPF headers: build
       pen curl dnsutils apache2-utils nmap openssl
       nginx-light haproxy wrk dnsperf   # pen-lab bench peers and load generators
       keepalived                        # VRRP pair in the vrrp-failover scenario
-      dpkg-dev binutils man-db systemd) # scripts/build-deb.sh, check-deb.sh: shlibdeps, strip, man -l, systemd-analyze
+      dpkg-dev binutils man-db systemd  # scripts/build-deb.sh, check-deb.sh: shlibdeps, strip, man -l, systemd-analyze
+      strace python3)                   # tests/uring_syscalls.rs; scenario health-http's sick backend
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
