@@ -229,6 +229,32 @@ fn host_port(address: &str, port: u16) -> String {
     }
 }
 
+/// The log line of a health check's verdict changing: `server 1 check: DOWN (HTTP 500)`,
+/// `server 1 check: UP (HTTP 200)`.
+pub fn check_change_line(c: &crate::health::Change) -> String {
+    format!(
+        "server {} check: {} ({})",
+        c.server,
+        c.state.as_str().to_uppercase(),
+        c.detail
+    )
+}
+
+/// A server's check in one line, for `servers` and the text report: `check down changed 3
+/// last fail "HTTP 500"` (`changed` is seconds ago, `-` while unknown; `last` is `-` before
+/// the first result).
+pub fn check_summary(h: &crate::health::Health, now: Duration) -> String {
+    let changed = match h.last_change {
+        Some(t) => now.saturating_sub(t).as_secs().to_string(),
+        None => "-".to_string(),
+    };
+    let last = match &h.last {
+        Some(r) => format!("{} {:?}", if r.ok { "ok" } else { "fail" }, r.detail),
+        None => "-".to_string(),
+    };
+    format!("check {} changed {changed} last {last}", h.state.as_str())
+}
+
 /// The log line of a server state change, HAProxy style: `server 0 (127.0.0.1:8001) is DOWN:
 /// connect failed: Connection refused (os error 111); blacklisted for 30 s`, `server 0
 /// (127.0.0.1:8001) is UP again after 42 s down`. `reason` explains a `Down`.

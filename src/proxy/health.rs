@@ -1,0 +1,100 @@
+//! The active health checks' IO shell: runs the probes [`crate::health`] says are due.
+//!
+//! [`run`] wakes every [`TICK`], takes the due probes under the state's lock (at most
+//! [`MAX_IN_FLIGHT`] running at a time, one per server), and spawns each as its own task
+//! bounded by the check's timeout, so checks never block traffic or each other. A probe's
+//! result goes back under the lock ([`crate::state::State::record_check`]), which takes the
+//! server out of selection or lets it back in; changes are logged at warn level, as the
+//! passive blacklist's are.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{SharedState, lock, now};
+use crate::health::{Change, CheckKind, Probe};
+
+/// How often due checks are looked for.
+pub const TICK: Duration = Duration::from_millis(100);
+/// Most probes running at once.
+pub const MAX_IN_FLIGHT: usize = 64;
+/// Most bytes of an HTTP answer read (the status line and the body substring are looked for
+/// in them).
+pub const MAX_ANSWER: usize = 64 * 1024;
+
+/// Runs the checks until aborted. Cheap when no server has a check (one lock per tick).
+pub async fn run(shared: SharedState) {
+    loop {
+        tokio::time::sleep(TICK).await;
+        let (probes, changes) = {
+            let mut g = lock(&shared);
+            let room = MAX_IN_FLIGHT.saturating_sub(g.state.checks.in_flight());
+            g.state.due_probes(now(), room)
+        };
+        for c in &changes {
+            log_change(c);
+        }
+        for p in probes {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let (ok, detail) = probe(&p).await;
+                let change = lock(&shared).state.record_check(&p, now(), ok, &detail);
+                if let Some(c) = change {
+                    log_change(&c);
+                }
+            });
+        }
+    }
+}
+
+fn log_change(c: &Change) {
+    tracing::warn!("{}", crate::stats::check_change_line(c));
+}
+
+/// Runs one probe within its timeout: (ok, what was seen).
+pub async fn probe(p: &Probe) -> (bool, String) {
+    let secs = p.timeout.as_secs();
+    match tokio::time::timeout(p.timeout, attempt(p)).await {
+        Ok(r) => r,
+        Err(_) => (false, format!("timeout after {secs}s")),
+    }
+}
+
+async fn attempt(p: &Probe) -> (bool, String) {
+    let mut s = match TcpStream::connect(p.addr).await {
+        Ok(s) => s,
+        Err(e) => return (false, format!("connect: {e}")),
+    };
+    match &p.kind {
+        CheckKind::Tcp => (true, "connected".to_string()),
+        CheckKind::Http {
+            method,
+            path,
+            status,
+            body,
+        } => {
+            let req = crate::health::http_request(method, path, &p.addr);
+            if let Err(e) = s.write_all(req.as_bytes()).await {
+                return (false, format!("send: {e}"));
+            }
+            let mut buf = Vec::with_capacity(4096);
+            let mut chunk = [0u8; 4096];
+            loop {
+                match s.read(&mut chunk).await {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
+                        let line_done = buf.contains(&b'\n');
+                        if buf.len() >= MAX_ANSWER || (line_done && body.is_none()) {
+                            break;
+                        }
+                    }
+                    Err(e) => return (false, format!("receive: {e}")),
+                }
+            }
+            buf.truncate(MAX_ANSWER);
+            crate::health::judge_http(&buf, *status, body.as_deref())
+        }
+    }
+}
