@@ -4,7 +4,8 @@
 //! [`MAX_IN_FLIGHT`] running at a time, one per server), and spawns each as its own task
 //! bounded by the check's timeout, so checks never block traffic or each other. A probe's
 //! result goes back under the lock ([`crate::state::State::record_check`]), which takes the
-//! server out of selection or lets it back in; changes are logged at warn level, as the
+//! server out of selection (the proxy's candidates and, through the servers-changed hook,
+//! the DSR Maglev table) or lets it back in; changes are logged at warn level, as the
 //! passive blacklist's are.
 
 use std::time::Duration;
@@ -32,6 +33,9 @@ pub async fn run(shared: SharedState) {
             let room = MAX_IN_FLIGHT.saturating_sub(g.state.checks.in_flight());
             g.state.due_probes(now(), room)
         };
+        if !changes.is_empty() {
+            lock(&shared).io.servers_changed();
+        }
         for c in &changes {
             log_change(c);
         }
@@ -39,8 +43,12 @@ pub async fn run(shared: SharedState) {
             let shared = shared.clone();
             tokio::spawn(async move {
                 let (ok, detail) = probe(&p).await;
-                let change = lock(&shared).state.record_check(&p, now(), ok, &detail);
+                let mut g = lock(&shared);
+                let change = g.state.record_check(&p, now(), ok, &detail);
                 if let Some(c) = change {
+                    // the DSR thread rebuilds its Maglev table now rather than at its next tick
+                    g.io.servers_changed();
+                    drop(g);
                     log_change(&c);
                 }
             });
