@@ -5,7 +5,8 @@
 //! [port P]` configures a check of server N (`server N check off` removes it). KIND is
 //! `tcp` (a TCP connect) or `http METHOD PATH STATUS[-STATUS] [body WORD]` (the request line
 //! plus `Host`, the status line's code within the range, and WORD somewhere in the first
-//! 64 KiB of the answer when given). The check connects to `address`/`port` when given,
+//! 64 KiB of the answer when given) or `dns NAME` (a UDP query for NAME's A records, answered
+//! with the query's ID and NOERROR; for UDP backends). The check connects to `address`/`port` when given,
 //! otherwise to the server's own.
 //!
 //! [`Health`] is one server's check state: `unknown` until the first result, which decides
@@ -43,6 +44,9 @@ pub enum CheckKind {
         status: (u16, u16),
         body: Option<String>,
     },
+    /// A DNS query (UDP) for the A records of `name`; the answer must carry the query's ID
+    /// and RCODE NOERROR.
+    Dns { name: String },
 }
 
 /// One server's check settings (`server N check ...`).
@@ -119,7 +123,20 @@ fn status_range(tok: &str) -> Option<(u16, u16)> {
     (lo <= hi).then_some((lo, hi))
 }
 
-const KINDS: &str = "a check kind: tcp, http METHOD PATH STATUS[-STATUS] [body WORD], or off";
+const KINDS: &str =
+    "a check kind: tcp, http METHOD PATH STATUS[-STATUS] [body WORD], dns NAME, or off";
+
+fn valid_dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
 
 /// Parses the words after `check`.
 pub fn parse_check(words: &[&str]) -> Result<CheckSetting, CheckParseError> {
@@ -153,10 +170,24 @@ pub fn parse_check(words: &[&str]) -> Result<CheckSetting, CheckParseError> {
                 body: None,
             }
         }
-        Some("tls") | Some("dns") => {
+        Some("dns") => {
+            let name = w
+                .next()
+                .ok_or_else(|| bad("a host name to query", "nothing"))?;
+            if !valid_dns_name(name) {
+                return Err(bad(
+                    "a host name (labels of 1-63 letters, digits, - or _, at most 253 characters)",
+                    name,
+                ));
+            }
+            CheckKind::Dns {
+                name: name.trim_end_matches('.').to_string(),
+            }
+        }
+        Some("tls") => {
             return Err(bad(
-                "tcp or http (tls and dns checks are not implemented yet)",
-                words.first().copied().unwrap_or(""),
+                "tcp, http or dns (tls checks are not implemented yet)",
+                "tls",
             ));
         }
         Some(x) => return Err(bad(KINDS, x)),
@@ -186,7 +217,7 @@ pub fn parse_check(words: &[&str]) -> Result<CheckSetting, CheckParseError> {
                             .to_string(),
                     )
                 }
-                CheckKind::Tcp => return Err(bad("body only after an http check", key)),
+                _ => return Err(bad("body only after an http check", key)),
             },
             _ => {
                 return Err(bad(
@@ -210,6 +241,7 @@ impl fmt::Display for CheckConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             CheckKind::Tcp => write!(f, "tcp")?,
+            CheckKind::Dns { name } => write!(f, "dns {name}")?,
             CheckKind::Http {
                 method,
                 path,
@@ -366,6 +398,8 @@ pub struct Probe {
     pub addr: SocketAddr,
     pub kind: CheckKind,
     pub timeout: Duration,
+    /// Differs from probe to probe of one server (a DNS check's query ID).
+    pub seq: u64,
 }
 
 /// A state change, for the log and the balancer.
@@ -441,6 +475,7 @@ impl Checks {
                     addr,
                     kind: h.config.kind.clone(),
                     timeout: Duration::from_secs(h.config.timeout_secs),
+                    seq: h.checks,
                 }),
                 None => {
                     let detail = "no IP address and port to check";
@@ -521,6 +556,43 @@ pub fn judge_http(answer: &[u8], status: (u16, u16), body: Option<&str>) -> (boo
     (true, format!("HTTP {code}"))
 }
 
+/// The query a DNS check sends: ID `id`, recursion desired, one question for the A records
+/// of `name` (already checked by [`parse_check`]).
+pub fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = Vec::with_capacity(18 + name.len());
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        q.push(label.len().min(63) as u8);
+        q.extend_from_slice(label.as_bytes().get(..63).unwrap_or(label.as_bytes()));
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// Judges a datagram that came back to a DNS check with query ID `id`: `None` when it is not
+/// the answer (too short, another ID: keep waiting), else (ok, detail): a response with
+/// RCODE NOERROR passes.
+pub fn judge_dns(answer: &[u8], id: u16) -> Option<(bool, String)> {
+    let h = answer.get(..12)?;
+    if u16::from_be_bytes([h[0], h[1]]) != id {
+        return None;
+    }
+    if h[2] & 0x80 == 0 {
+        return Some((false, "DNS: not a response (QR 0)".to_string()));
+    }
+    let rcode = h[3] & 0x0f;
+    let answers = u16::from_be_bytes([h[6], h[7]]);
+    Some(match rcode {
+        0 => (true, format!("DNS NOERROR, {answers} answers")),
+        1 => (false, "DNS FORMERR".to_string()),
+        2 => (false, "DNS SERVFAIL".to_string()),
+        3 => (false, "DNS NXDOMAIN".to_string()),
+        5 => (false, "DNS REFUSED".to_string()),
+        n => (false, format!("DNS RCODE {n}")),
+    })
+}
+
 /// The request an HTTP check sends to `host`.
 pub fn http_request(method: &str, path: &str, host: &SocketAddr) -> String {
     let host = match host {
@@ -564,6 +636,7 @@ mod tests {
             "tcp interval 1 timeout 1 rise 1 fall 1",
             "http HEAD / 200 body ok interval 5 timeout 2 rise 3 fall 4 address 10.0.0.1 port 8080",
             "http GET /x 200-299 interval 2 timeout 1 rise 2 fall 3 address ::1",
+            "dns www.example.test interval 1 timeout 1 rise 2 fall 3 port 53",
         ] {
             let s = p(line).unwrap();
             assert_eq!(s.to_string(), line);
@@ -585,11 +658,14 @@ mod tests {
         assert_eq!(p("tcp body x").unwrap_err().got, "body");
         assert_eq!(p("tcp address nowhere").unwrap_err().got, "nowhere");
         assert_eq!(p("off now").unwrap_err().got, "now");
-        assert!(
-            p("dns example.org")
-                .unwrap_err()
-                .expected
-                .contains("not implemented")
+        assert!(p("tls").unwrap_err().expected.contains("not implemented"));
+        assert_eq!(p("dns").unwrap_err().got, "nothing");
+        assert_eq!(p("dns a..b").unwrap_err().got, "a..b");
+        assert_eq!(p("dns a/b").unwrap_err().got, "a/b");
+        assert_eq!(p("dns x body y").unwrap_err().got, "body");
+        assert_eq!(
+            p("dns www.example.test.").unwrap(),
+            p("dns www.example.test").unwrap()
         );
         assert!(p("").is_err());
     }
@@ -669,6 +745,28 @@ mod tests {
         assert!(!judge_http(b"SSH-2.0-x\r\n", r, None).0);
         assert!(!judge_http(b"", r, None).0);
         assert!(!judge_http(b"HTTP/1.1 abc", r, None).0);
+    }
+
+    #[test]
+    fn dns_queries_and_answers() {
+        let q = dns_query(0x1234, "www.example.test");
+        assert_eq!(
+            q,
+            b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03www\x07example\x04test\x00\x00\x01\x00\x01"
+        );
+        let mut a = q.clone();
+        a[2] |= 0x80;
+        a[7] = 1;
+        assert_eq!(
+            judge_dns(&a, 0x1234),
+            Some((true, "DNS NOERROR, 1 answers".into()))
+        );
+        assert_eq!(judge_dns(&a, 0x1235), None, "another ID: not ours");
+        assert_eq!(judge_dns(&a[..11], 0x1234), None);
+        // an echo of the query is no answer
+        assert!(!judge_dns(&q, 0x1234).unwrap().0);
+        a[3] |= 3;
+        assert_eq!(judge_dns(&a, 0x1234), Some((false, "DNS NXDOMAIN".into())));
     }
 
     #[test]

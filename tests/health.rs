@@ -206,3 +206,88 @@ fn a_check_set_over_the_control_port_takes_a_refusing_server_out() {
     assert!(e.contains("ping") && e.contains("tcp"), "{e}");
     assert!(server_line(cport, 1).contains("check down"));
 }
+
+/// A UDP backend on 127.0.0.1: `dns` answers every datagram as a DNS server would (QR set,
+/// NOERROR) and counts the ones that are not health-check queries for `health.test`; `echo`
+/// sends each datagram back unchanged (a DNS check sees no response) and counts the same.
+fn udp_backend(dns: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = s.local_addr().unwrap();
+    let clients = Arc::new(AtomicUsize::new(0));
+    let c = clients.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        // bounded: the test process ends it; each recv waits at most 30 s
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        while let Ok((n, peer)) = s.recv_from(&mut buf) {
+            let mut d = buf[..n].to_vec();
+            if !d.windows(6).any(|w| w == b"health") {
+                c.fetch_add(1, Ordering::SeqCst);
+            }
+            if dns && d.len() >= 12 {
+                d[2] |= 0x80;
+            }
+            let _ = s.send_to(&d, peer);
+        }
+    });
+    (addr, clients)
+}
+
+#[test]
+fn a_udp_backend_that_does_not_answer_dns_is_out_of_pen_u() {
+    let (dns_addr, _) = udp_backend(true);
+    let (echo_addr, echo_clients) = udp_backend(false);
+    let (d, e) = (dns_addr.to_string(), echo_addr.to_string());
+    let pen = Pen::start(
+        &[
+            "-U",
+            "-r",
+            "-u",
+            "root",
+            "-C",
+            "0",
+            "-o",
+            "server 0 check dns health.test interval 1",
+            "-o",
+            "server 1 check dns health.test interval 1",
+            "127.0.0.1:0",
+            &d,
+            &e,
+        ],
+        Listen::Reported,
+    );
+    let (lport, cport) = (pen.port(), pen.control_port());
+    assert!(
+        wait_within(STEP, || server_line(cport, 0).contains("check up")
+            && server_line(cport, 1).contains("check down")),
+        "{}",
+        ctl(cport, "servers")
+    );
+    assert!(
+        server_line(cport, 1).contains("last fail \"DNS: not a response (QR 0)\""),
+        "{}",
+        server_line(cport, 1)
+    );
+    assert!(
+        server_line(cport, 0).contains("last ok \"DNS NOERROR"),
+        "{}",
+        server_line(cport, 0)
+    );
+    // ten client flows (ten source ports): all go to the DNS server, none to the echo
+    for _ in 0..10 {
+        let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.set_read_timeout(Some(STEP)).unwrap();
+        c.send_to(
+            b"\x00\x01\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01a\x00\x00\x01\x00\x01",
+            ("127.0.0.1", lport),
+        )
+        .unwrap();
+        let mut buf = [0u8; 512];
+        let (n, _) = c.recv_from(&mut buf).expect("an answer through pen");
+        assert!(
+            n >= 12 && buf[2] & 0x80 != 0,
+            "a DNS response, not the echo"
+        );
+    }
+    assert_eq!(echo_clients.load(Ordering::SeqCst), 0);
+}

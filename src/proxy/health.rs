@@ -70,12 +70,16 @@ pub async fn probe(p: &Probe) -> (bool, String) {
 }
 
 async fn attempt(p: &Probe) -> (bool, String) {
+    if let CheckKind::Dns { name } = &p.kind {
+        return dns(p, name).await;
+    }
     let mut s = match TcpStream::connect(p.addr).await {
         Ok(s) => s,
         Err(e) => return (false, format!("connect: {e}")),
     };
     match &p.kind {
         CheckKind::Tcp => (true, "connected".to_string()),
+        CheckKind::Dns { .. } => (false, "internal: dns probe over TCP".to_string()),
         CheckKind::Http {
             method,
             path,
@@ -103,6 +107,38 @@ async fn attempt(p: &Probe) -> (bool, String) {
             }
             buf.truncate(MAX_ANSWER);
             crate::health::judge_http(&buf, *status, body.as_deref())
+        }
+    }
+}
+
+/// A DNS check: one query from a connected UDP socket, datagrams read until the one with the
+/// query's ID (the caller's timeout bounds the wait).
+async fn dns(p: &Probe, name: &str) -> (bool, String) {
+    let local: std::net::SocketAddr = if p.addr.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let s = match tokio::net::UdpSocket::bind(local).await {
+        Ok(s) => s,
+        Err(e) => return (false, format!("socket: {e}")),
+    };
+    if let Err(e) = s.connect(p.addr).await {
+        return (false, format!("connect: {e}"));
+    }
+    let id = (p.seq as u16) ^ (p.server as u16).rotate_left(8);
+    if let Err(e) = s.send(&crate::health::dns_query(id, name)).await {
+        return (false, format!("send: {e}"));
+    }
+    let mut buf = [0u8; 1500];
+    loop {
+        match s.recv(&mut buf).await {
+            Ok(n) => {
+                if let Some(r) = crate::health::judge_dns(buf.get(..n).unwrap_or(&[]), id) {
+                    return r;
+                }
+            }
+            Err(e) => return (false, format!("receive: {e}")),
         }
     }
 }
