@@ -6,7 +6,8 @@
 //! `tcp` (a TCP connect) or `http METHOD PATH STATUS[-STATUS] [body WORD]` (the request line
 //! plus `Host`, the status line's code within the range, and WORD somewhere in the first
 //! 64 KiB of the answer when given) or `dns NAME` (a UDP query for NAME's A records, answered
-//! with the query's ID and NOERROR; for UDP backends). The check connects to `address`/`port` when given,
+//! with the query's ID and NOERROR; for UDP backends) or `tls` (a TLS handshake, certificate
+//! not verified). The check connects to `address`/`port` when given,
 //! otherwise to the server's own.
 //!
 //! [`Health`] is one server's check state: `unknown` until the first result, which decides
@@ -47,6 +48,9 @@ pub enum CheckKind {
     /// A DNS query (UDP) for the A records of `name`; the answer must carry the query's ID
     /// and RCODE NOERROR.
     Dns { name: String },
+    /// A TCP connect and a TLS handshake (the certificate is not verified: the check asks
+    /// whether the server's TLS stack answers, not whom to trust).
+    Tls,
 }
 
 /// One server's check settings (`server N check ...`).
@@ -124,7 +128,7 @@ fn status_range(tok: &str) -> Option<(u16, u16)> {
 }
 
 const KINDS: &str =
-    "a check kind: tcp, http METHOD PATH STATUS[-STATUS] [body WORD], dns NAME, or off";
+    "a check kind: tcp, http METHOD PATH STATUS[-STATUS] [body WORD], tls, dns NAME, or off";
 
 fn valid_dns_name(name: &str) -> bool {
     let name = name.strip_suffix('.').unwrap_or(name);
@@ -184,12 +188,7 @@ pub fn parse_check(words: &[&str]) -> Result<CheckSetting, CheckParseError> {
                 name: name.trim_end_matches('.').to_string(),
             }
         }
-        Some("tls") => {
-            return Err(bad(
-                "tcp, http or dns (tls checks are not implemented yet)",
-                "tls",
-            ));
-        }
+        Some("tls") => CheckKind::Tls,
         Some(x) => return Err(bad(KINDS, x)),
         None => return Err(bad(KINDS, "nothing")),
     };
@@ -242,6 +241,7 @@ impl fmt::Display for CheckConfig {
         match &self.kind {
             CheckKind::Tcp => write!(f, "tcp")?,
             CheckKind::Dns { name } => write!(f, "dns {name}")?,
+            CheckKind::Tls => write!(f, "tls")?,
             CheckKind::Http {
                 method,
                 path,
@@ -637,6 +637,7 @@ mod tests {
             "http HEAD / 200 body ok interval 5 timeout 2 rise 3 fall 4 address 10.0.0.1 port 8080",
             "http GET /x 200-299 interval 2 timeout 1 rise 2 fall 3 address ::1",
             "dns www.example.test interval 1 timeout 1 rise 2 fall 3 port 53",
+            "tls interval 2 timeout 1 rise 2 fall 3 port 443",
         ] {
             let s = p(line).unwrap();
             assert_eq!(s.to_string(), line);
@@ -658,7 +659,6 @@ mod tests {
         assert_eq!(p("tcp body x").unwrap_err().got, "body");
         assert_eq!(p("tcp address nowhere").unwrap_err().got, "nowhere");
         assert_eq!(p("off now").unwrap_err().got, "now");
-        assert!(p("tls").unwrap_err().expected.contains("not implemented"));
         assert_eq!(p("dns").unwrap_err().got, "nothing");
         assert_eq!(p("dns a..b").unwrap_err().got, "a..b");
         assert_eq!(p("dns a/b").unwrap_err().got, "a/b");

@@ -291,3 +291,83 @@ fn a_udp_backend_that_does_not_answer_dns_is_out_of_pen_u() {
     }
     assert_eq!(echo_clients.load(Ordering::SeqCst), 0);
 }
+
+/// A TLS backend on 127.0.0.1 with a self-signed certificate (rcgen): completes handshakes
+/// (rustls, blocking), then closes. Each connection is handled in turn with a 3 s timeout.
+fn tls_backend() -> SocketAddr {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap(),
+    );
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut tcp) = conn else { continue };
+            let _ = tcp.set_read_timeout(Some(STEP));
+            let Ok(mut tls) = rustls::ServerConnection::new(config.clone()) else {
+                continue;
+            };
+            while tls.is_handshaking() {
+                if tls.complete_io(&mut tcp).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_tls_check_passes_a_tls_server_and_fails_a_plain_one() {
+    let tls = tls_backend().to_string();
+    let plain = Backend::start("plain", "127.0.0.1");
+    let pen = Pen::start(
+        &[
+            "-r",
+            "-u",
+            "root",
+            "-C",
+            "0",
+            "-o",
+            "server 0 check tls interval 1",
+            "-o",
+            "server 1 check tls interval 1",
+            "127.0.0.1:0",
+            &tls,
+            &plain.spec,
+        ],
+        Listen::Reported,
+    );
+    let cport = pen.control_port();
+    assert!(
+        wait_within(STEP, || server_line(cport, 0).contains("check up")
+            && server_line(cport, 1).contains("check down")),
+        "{}",
+        ctl(cport, "servers")
+    );
+    assert!(
+        server_line(cport, 0).contains("last ok \"TLS handshake ok (TLSv1_3)\""),
+        "{}",
+        server_line(cport, 0)
+    );
+    // the plain backend waits for an HTTP head that never comes: the handshake times out
+    let l1 = server_line(cport, 1);
+    assert!(
+        l1.contains("last fail \"timeout after 1s\"") || l1.contains("last fail \"TLS: "),
+        "{l1}"
+    );
+}
