@@ -321,10 +321,13 @@ pub fn server_event_line(e: &ServerEvent, b: &Balancer, reason: &str) -> String 
     }
 }
 
-/// The status column of the reports: `up`, or `blacklisted, 57 s left`.
+/// The status column of the reports: `up`, `blacklisted, 57 s left`, or `not selected` (its
+/// health check is not up); a server with a check gets `; ` and [`check_summary`] appended.
 pub fn status_text(r: &ServerRow) -> String {
     let base = if r.blacklisted {
         format!("blacklisted, {} s left", r.blacklist_remaining_secs)
+    } else if r.check.as_ref().is_some_and(|c| !c.up) {
+        "not selected".to_string()
     } else {
         "up".to_string()
     };
@@ -1569,7 +1572,7 @@ mod tests {
         );
         assert_eq!(
             status_text(&snap.servers[1]),
-            "up; check down changed 3 last fail \"connect: refused\""
+            "not selected; check down changed 3 last fail \"connect: refused\""
         );
         assert!(text(&snap).contains("check down changed 3"));
         assert!(html(&snap).contains("check down changed 3"));
