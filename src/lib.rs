@@ -26,7 +26,8 @@
 //!   ARP/NDP, weighted Maglev table, keyed-hash tarpit ISN).
 //!
 //! IO:
-//! - [`proxy`]: the tokio TCP data path (splice where both ends are TCP); `proxy::Shared` is
+//! - [`proxy`]: the tokio TCP data path (splice where both ends are TCP) and the active
+//!   health checks' probes (`proxy::health`); `proxy::Shared` is
 //!   the [`state::State`] behind the daemon's lock with the IO handles beside it (TLS
 //!   terminator, UDP table, servers-changed hook, connection table).
 //! - [`daemon`]: wires configuration, listeners, signals and the proxy together.
