@@ -390,6 +390,9 @@ pub struct Config {
     /// `-U`.
     pub udp: bool,
     pub servers: Vec<ServerConfig>,
+    /// `server N check ...` (pen-rs addition): active health checks by server index; see
+    /// [`crate::health`].
+    pub checks: std::collections::BTreeMap<usize, crate::health::CheckConfig>,
     /// `-e host:port`: server of last resort.
     pub emergency: Option<ServerConfig>,
     /// `-B host:port`: where clients denied by `client_acl` go.
@@ -511,6 +514,7 @@ impl Default for Config {
             listen_given: None,
             udp: false,
             servers: Vec::new(),
+            checks: Default::default(),
             emergency: None,
             abuse: None,
             mode: Mode::default(),

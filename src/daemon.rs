@@ -674,6 +674,8 @@ async fn serve_async(
     };
     let mut server = spawn_listener(listener);
     let events = tokio::spawn(crate::proxy::watch_server_events(state.clone()));
+    // Active health checks (`server N check ...`): idle unless a server has one.
+    let checks = tokio::spawn(crate::proxy::health::run(state.clone()));
     tracing::info!(
         "pen {} listening on {listen_text}",
         env!("CARGO_PKG_VERSION")
@@ -745,6 +747,7 @@ async fn serve_async(
     crate::notify::notify(&crate::notify::stopping());
     server.abort();
     events.abort();
+    checks.abort();
     result
 }
 

@@ -14,6 +14,8 @@
 //!   control socket.
 //! - [`ctl::apply`]: a command (or a config file's text, read by the caller) applied to a
 //!   configuration; a configuration written back out as commands.
+//! - [`health`]: active health checks: per-server check settings and their penctl grammar,
+//!   the up/down state machine (rise/fall), which probes are due, HTTP answers judged.
 //! - [`select`]: server pool, client table and the algorithms; returns an ordered candidate list.
 //! - [`state`]: the running state as plain data (configuration, balancer, counters, the UDP
 //!   and tarpit status last published) and the open connections as the shell lists them.
@@ -24,7 +26,8 @@
 //!   ARP/NDP, weighted Maglev table, keyed-hash tarpit ISN).
 //!
 //! IO:
-//! - [`proxy`]: the tokio TCP data path (splice where both ends are TCP); `proxy::Shared` is
+//! - [`proxy`]: the tokio TCP data path (splice where both ends are TCP) and the active
+//!   health checks' probes (`proxy::health`); `proxy::Shared` is
 //!   the [`state::State`] behind the daemon's lock with the IO handles beside it (TLS
 //!   terminator, UDP table, servers-changed hook, connection table).
 //! - [`daemon`]: wires configuration, listeners, signals and the proxy together.
@@ -59,6 +62,7 @@ pub mod daemon;
 #[doc(hidden)]
 pub mod docgen;
 pub mod engine;
+pub mod health;
 pub mod link;
 pub mod logging;
 pub mod notify;

@@ -8,13 +8,20 @@
 //! servers-changed hook and the connection table), and passes `&State` / `&mut State` to
 //! [`crate::ctl::reply`] and [`crate::stats`].
 //!
+//! The active health checks' machines ([`crate::health::Checks`]) live here too: the shell
+//! (`proxy::health`) asks [`State::due_probes`], runs them, and hands each result to
+//! [`State::record_check`], which keeps the balancer's `check_down` marks in step.
+//!
 //! [`OpenConns`] is the one view of the data path the reports need: the open TCP connections
 //! as rows, and the bytes of those whose totals the balancer does not hold yet. The shell
 //! takes it under the state's lock (`Handles::open_conns`) and passes it in as a value.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{BackendAddr, Config};
+use crate::health::{Change, CheckConfig, CheckState, Checks, Probe};
 use crate::proxy::resources::Shortage;
 use crate::proxy::udp::UdpStatus;
 use crate::select::{Balancer, Target};
@@ -38,6 +45,9 @@ pub struct State {
     /// The DSR tarpit's settings and counters as the DSR thread last published them (about
     /// every 100 ms), for the reports; `None` outside DSR mode.
     pub tarpit: Option<crate::engine::TarpitStatus>,
+    /// The active health checks' state machines (`server N check ...`), kept in line with
+    /// `config.checks` by [`State::sync_checks`].
+    pub checks: Checks,
 }
 
 impl State {
@@ -45,14 +55,72 @@ impl State {
     /// resolved host names with `Balancer::set_server`).
     pub fn new(config: Config) -> State {
         let balancer = Balancer::new(&config);
-        State {
+        let mut state = State {
             config,
             balancer,
             transparent_failures: 0,
             shortage: Shortage::default(),
             udp: None,
             tarpit: None,
+            checks: Checks::default(),
+        };
+        state.sync_checks();
+        state
+    }
+
+    /// Brings the check machines in line with `config.checks` (a new or changed check starts
+    /// unknown, due at once) and tells the balancer which servers the checks hold out: every
+    /// server whose check is not up.
+    pub fn sync_checks(&mut self) {
+        let configs: Vec<Option<&CheckConfig>> = (0..self.config.servers.len())
+            .map(|i| self.config.checks.get(&i))
+            .collect();
+        self.checks.sync(&configs);
+        self.mark_check_down();
+    }
+
+    fn mark_check_down(&mut self) {
+        for i in 0..self.balancer.servers().len() {
+            let down = self
+                .checks
+                .get(i)
+                .is_some_and(|h| h.state != CheckState::Up);
+            self.balancer.set_check_down(i, down);
         }
+    }
+
+    /// The probes due at `now`, at most `room` (marked running), and the changes of servers
+    /// whose check could not even start (no address).
+    pub fn due_probes(&mut self, now: Duration, room: usize) -> (Vec<Probe>, Vec<Change>) {
+        let addrs: Vec<Option<SocketAddr>> = self
+            .balancer
+            .servers()
+            .iter()
+            .map(|s| match &s.addr {
+                Some(BackendAddr::Inet(sa)) => Some(*sa),
+                _ => None,
+            })
+            .collect();
+        let out = self.checks.due(now, room, &addrs);
+        if !out.1.is_empty() {
+            self.mark_check_down();
+        }
+        out
+    }
+
+    /// A probe's result at `now`; the change of state, if any, already told to the balancer.
+    pub fn record_check(
+        &mut self,
+        probe: &Probe,
+        now: Duration,
+        ok: bool,
+        detail: &str,
+    ) -> Option<Change> {
+        let change = self
+            .checks
+            .record(probe.server, probe.generation, now, ok, detail)?;
+        self.mark_check_down();
+        Some(change)
     }
 
     /// Tests of the reports: a connection of client 10.0.0.7 to `target`, established at `t`

@@ -52,6 +52,36 @@ pub struct ServerRow {
     pub blacklist_remaining_secs: u64,
     /// Unix time of the current blacklisting, 0 when not blacklisted (C Pen's `status`).
     pub status: u64,
+    /// Its active health check (`server N check ...`), `None` when it has none.
+    pub check: Option<CheckRow>,
+}
+
+/// A server's active health check as the reports show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckRow {
+    /// The check says up (only then is the server selected).
+    pub up: bool,
+    /// `check up|down|unknown changed N last ok|fail "detail"` ([`check_summary`]).
+    pub summary: String,
+    /// Seconds since the state last changed; `None` while unknown.
+    pub changed_secs_ago: Option<u64>,
+    /// The last result: `None` before the first.
+    pub last_ok: Option<bool>,
+    pub checks: u64,
+    pub failures: u64,
+}
+
+impl CheckRow {
+    pub fn of(h: &crate::health::Health, now: Duration) -> CheckRow {
+        CheckRow {
+            up: h.state == crate::health::CheckState::Up,
+            summary: check_summary(h, now),
+            changed_secs_ago: h.last_change.map(|t| now.saturating_sub(t).as_secs()),
+            last_ok: h.last.as_ref().map(|r| r.ok),
+            checks: h.checks,
+            failures: h.failures,
+        }
+    }
 }
 
 impl ServerRow {
@@ -229,6 +259,32 @@ fn host_port(address: &str, port: u16) -> String {
     }
 }
 
+/// The log line of a health check's verdict changing: `server 1 check: DOWN (HTTP 500)`,
+/// `server 1 check: UP (HTTP 200)`.
+pub fn check_change_line(c: &crate::health::Change) -> String {
+    format!(
+        "server {} check: {} ({})",
+        c.server,
+        c.state.as_str().to_uppercase(),
+        c.detail
+    )
+}
+
+/// A server's check in one line, for `servers` and the text report: `check down changed 3
+/// last fail "HTTP 500"` (`changed` is seconds ago, `-` while unknown; `last` is `-` before
+/// the first result).
+pub fn check_summary(h: &crate::health::Health, now: Duration) -> String {
+    let changed = match h.last_change {
+        Some(t) => now.saturating_sub(t).as_secs().to_string(),
+        None => "-".to_string(),
+    };
+    let last = match &h.last {
+        Some(r) => format!("{} {:?}", if r.ok { "ok" } else { "fail" }, r.detail),
+        None => "-".to_string(),
+    };
+    format!("check {} changed {changed} last {last}", h.state.as_str())
+}
+
 /// The log line of a server state change, HAProxy style: `server 0 (127.0.0.1:8001) is DOWN:
 /// connect failed: Connection refused (os error 111); blacklisted for 30 s`, `server 0
 /// (127.0.0.1:8001) is UP again after 42 s down`. `reason` explains a `Down`.
@@ -265,12 +321,19 @@ pub fn server_event_line(e: &ServerEvent, b: &Balancer, reason: &str) -> String 
     }
 }
 
-/// The status column of the reports: `up`, or `blacklisted, 57 s left`.
+/// The status column of the reports: `up`, `blacklisted, 57 s left`, or `not selected` (its
+/// health check is not up); a server with a check gets `; ` and [`check_summary`] appended.
 pub fn status_text(r: &ServerRow) -> String {
-    if r.blacklisted {
+    let base = if r.blacklisted {
         format!("blacklisted, {} s left", r.blacklist_remaining_secs)
+    } else if r.check.as_ref().is_some_and(|c| !c.up) {
+        "not selected".to_string()
     } else {
         "up".to_string()
+    };
+    match &r.check {
+        Some(c) => format!("{base}; {}", c.summary),
+        None => base,
     }
 }
 
@@ -280,6 +343,7 @@ fn server_row(
     now: Duration,
     unix_time: u64,
     blacklist_secs: u64,
+    check: Option<&crate::health::Health>,
 ) -> ServerRow {
     let (address, port) = server_address(s);
     let remaining = s.blacklist_remaining(now, blacklist_secs);
@@ -306,6 +370,7 @@ fn server_row(
         blacklisted: remaining.is_some(),
         blacklist_remaining_secs: remaining.map_or(0, |d| d.as_secs_f64().ceil() as u64),
         status,
+        check: check.map(|h| CheckRow::of(h, now)),
     }
 }
 
@@ -326,7 +391,12 @@ impl Snapshot {
             .servers()
             .iter()
             .enumerate()
-            .map(|(i, s)| with_open(Target::Server(i), server_row(i, s, now, unix_time, bl)))
+            .map(|(i, s)| {
+                with_open(
+                    Target::Server(i),
+                    server_row(i, s, now, unix_time, bl, state.checks.get(i)),
+                )
+            })
             .collect();
         let clients = b
             .clients()
@@ -344,12 +414,15 @@ impl Snapshot {
         Snapshot {
             unix_time,
             servers,
-            emergency: b
-                .emergency()
-                .map(|s| with_open(Target::Emergency, server_row(0, s, now, unix_time, bl))),
+            emergency: b.emergency().map(|s| {
+                with_open(
+                    Target::Emergency,
+                    server_row(0, s, now, unix_time, bl, None),
+                )
+            }),
             abuse: b
                 .abuse()
-                .map(|s| with_open(Target::Abuse, server_row(0, s, now, unix_time, bl))),
+                .map(|s| with_open(Target::Abuse, server_row(0, s, now, unix_time, bl, None))),
             current: target_number(b.current().map(Target::Server)),
             clients_max: b.clients_max(),
             clients,
@@ -907,6 +980,61 @@ fn label(v: &str) -> String {
     out
 }
 
+/// The active health checks' metrics, for the servers that have a check.
+fn prometheus_checks(out: &mut String, rows: &[(String, &ServerRow)]) {
+    type Get = fn(&CheckRow) -> Option<u64>;
+    const CHECK_METRICS: &[(&str, &str, &str, Get)] = &[
+        (
+            "pen_server_check_up",
+            "gauge",
+            "1 while the server's health check says up (only then is it selected), else 0.",
+            |c| Some(u64::from(c.up)),
+        ),
+        (
+            "pen_server_check_last_ok",
+            "gauge",
+            "1 when the last health check passed, 0 when it failed.",
+            |c| c.last_ok.map(u64::from),
+        ),
+        (
+            "pen_server_check_last_change_seconds",
+            "gauge",
+            "Seconds since the health check's state last changed.",
+            |c| c.changed_secs_ago,
+        ),
+        (
+            "pen_server_checks_total",
+            "counter",
+            "Health checks run.",
+            |c| Some(c.checks),
+        ),
+        (
+            "pen_server_check_failures_total",
+            "counter",
+            "Health checks that failed.",
+            |c| Some(c.failures),
+        ),
+    ];
+    if rows.iter().all(|(_, r)| r.check.is_none()) {
+        return;
+    }
+    for (name, kind, help, get) in CHECK_METRICS {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (id, r) in rows {
+            let Some(v) = r.check.as_ref().and_then(get) else {
+                continue;
+            };
+            let addr = host_port(&r.address, r.port);
+            let _ = writeln!(
+                out,
+                "{name}{{server=\"{}\",address=\"{}\"}} {v}",
+                label(id),
+                label(&addr)
+            );
+        }
+    }
+}
+
 /// The Prometheus text exposition format (version 0.0.4) of the snapshot: per server
 /// connections, pending connects, bytes (of closed and open connections), selections, failures
 /// and blacklist state, plus table sizes, `pen_build_info` and the usual `process_*` metrics
@@ -998,6 +1126,7 @@ pub fn prometheus(s: &Snapshot, p: &ProcessStats) -> String {
             );
         }
     }
+    prometheus_checks(&mut out, &rows);
     let _ = writeln!(
         out,
         "# HELP pen_build_info pen-rs build: version of the balancer, C Pen version it follows.\n\
@@ -1414,6 +1543,60 @@ mod tests {
             server_event_line(&zero, b, "connect failed: x"),
             "server 0 (127.0.0.1:8001) is DOWN: connect failed: x; not blacklisted (blacklist time 0)"
         );
+    }
+
+    #[test]
+    fn health_checks_show_in_the_text_the_page_and_prometheus() {
+        let secs = Duration::from_secs;
+        let mut sh = shared_with_two_servers();
+        let p0 = prom(&Snapshot::capture(&sh, secs(5), 0, &OpenConns::default()));
+        assert!(!p0.contains("pen_server_check"), "no check, no series");
+        sh.config.checks.insert(
+            1,
+            crate::health::parse_check(&["tcp", "rise", "1"])
+                .map(|c| match c {
+                    crate::health::CheckSetting::On(c) => c,
+                    crate::health::CheckSetting::Off => unreachable!(),
+                })
+                .unwrap(),
+        );
+        sh.sync_checks();
+        let (probes, _) = sh.due_probes(secs(10), 4);
+        sh.record_check(&probes[0], secs(10), false, "connect: refused");
+        let snap = Snapshot::capture(&sh, secs(13), 0, &OpenConns::default());
+        assert_eq!(snap.servers[0].check, None);
+        let c = snap.servers[1].check.as_ref().unwrap();
+        assert_eq!(
+            (c.up, c.changed_secs_ago, c.last_ok),
+            (false, Some(3), Some(false))
+        );
+        assert_eq!(
+            status_text(&snap.servers[1]),
+            "not selected; check down changed 3 last fail \"connect: refused\""
+        );
+        assert!(text(&snap).contains("check down changed 3"));
+        assert!(html(&snap).contains("check down changed 3"));
+        let p = prom(&snap);
+        let a = "{server=\"1\",address=\"[::1]:8002\"}";
+        assert!(p.contains("# TYPE pen_server_check_up gauge\n"), "{p}");
+        assert!(p.contains(&format!("pen_server_check_up{a} 0\n")), "{p}");
+        assert!(
+            p.contains(&format!("pen_server_check_last_ok{a} 0\n")),
+            "{p}"
+        );
+        assert!(
+            p.contains(&format!("pen_server_check_last_change_seconds{a} 3\n")),
+            "{p}"
+        );
+        assert!(
+            p.contains(&format!("pen_server_check_failures_total{a} 1\n")),
+            "{p}"
+        );
+        assert!(!p.contains("pen_server_check_up{server=\"0\""), "{p}");
+        let (probes, _) = sh.due_probes(secs(20), 4);
+        sh.record_check(&probes[0], secs(20), true, "connected");
+        let p = prom(&Snapshot::capture(&sh, secs(20), 0, &OpenConns::default()));
+        assert!(p.contains(&format!("pen_server_check_up{a} 1\n")), "{p}");
     }
 
     /// The exposition with fixed (zero) process figures: these tests look at pen's series.

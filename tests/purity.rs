@@ -95,6 +95,7 @@ const REQUIRED_PURE: &[&str] = &[
     "ctl::command",
     "ctl::reply",
     "engine",
+    "health",
     "select",
     "state",
     "stats",

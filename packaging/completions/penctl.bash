@@ -39,7 +39,7 @@ _penctl()
     if [[ -z "$first" || "$first" == no && $COMP_CWORD -eq $((i + 1)) ]]; then
         COMPREPLY=( $(compgen -W "$_penctl_commands --same" -- "$cur") )
     elif [[ "$first" == server ]]; then
-        COMPREPLY=( $(compgen -W "acl address port max hard blacklist weight prio" -- "$cur") )
+        COMPREPLY=( $(compgen -W "acl address port max hard blacklist weight prio check" -- "$cur") )
     fi
 }
 complete -F _penctl penctl

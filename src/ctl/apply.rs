@@ -466,6 +466,15 @@ fn apply_server(cfg: &mut Config, s: &ServerCmd) -> Result<(), ApplyError> {
     if let Some(p) = s.prio {
         slot.prio = p;
     }
+    match &s.check {
+        Some(crate::health::CheckSetting::On(c)) => {
+            cfg.checks.insert(s.index, c.clone());
+        }
+        Some(crate::health::CheckSetting::Off) => {
+            cfg.checks.remove(&s.index);
+        }
+        None => {}
+    }
     Ok(())
 }
 
@@ -811,6 +820,11 @@ pub fn write_config(cfg: &Config) -> String {
             blacklist: None,
             weight: Some(s.weight),
             prio: Some(s.prio),
+            // pen-rs's health checks, only when set (C Pen's line otherwise)
+            check: cfg
+                .checks
+                .get(&i)
+                .map(|c| crate::health::CheckSetting::On(c.clone())),
         }));
     }
     cmd(flag(Flag::Stubborn, cfg.mode.stubborn));

@@ -193,7 +193,8 @@ impl fmt::Display for ListenArg {
 }
 
 /// `server N [acl A] [address A] [port P] [max M] [hard H] [blacklist T] [weight W] [prio P]`:
-/// any subset, any order; a repeated keyword keeps the last value (as C Pen).
+/// any subset, any order; a repeated keyword keeps the last value (as C Pen). pen-rs adds
+/// `check ...|check off` (see [`crate::health`]), which takes the rest of the line.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ServerCmd {
     pub index: usize,
@@ -206,6 +207,8 @@ pub struct ServerCmd {
     pub blacklist: Option<u64>,
     pub weight: Option<u32>,
     pub prio: Option<u32>,
+    /// `check ...` / `check off`: the active health check (last on the line).
+    pub check: Option<crate::health::CheckSetting>,
 }
 
 /// Every command of C Pen 0.34's penctl language (reference §3). `Option` arguments are the
@@ -878,7 +881,7 @@ fn parse_acl(w: &mut Words<'_>) -> Result<Command, CommandError> {
 }
 
 fn parse_server(w: &mut Words<'_>) -> Result<Command, CommandError> {
-    let keys = "acl, address, port, max, hard, blacklist, weight, prio";
+    let keys = "acl, address, port, max, hard, blacklist, weight, prio, check";
     let max_index = defaults::SERVERS_MAX - 1;
     let n = w.required(&format!("a server number 0-{max_index}"))?;
     let index = w.num(n, &format!("a server number 0-{max_index}"), 0, max_index)?;
@@ -887,6 +890,13 @@ fn parse_server(w: &mut Words<'_>) -> Result<Command, CommandError> {
         ..ServerCmd::default()
     };
     while let Some(key) = w.next() {
+        if key == "check" {
+            let rest: Vec<&str> = w.words.by_ref().copied().collect();
+            let c = crate::health::parse_check(&rest)
+                .map_err(|e| invalid("server", format!("after check: {}", e.expected), &e.got))?;
+            s.check = Some(c);
+            break;
+        }
         let Some(val) = w.next() else {
             return Err(CommandError::KeywordWithoutValue {
                 command: "server",
@@ -974,6 +984,9 @@ impl fmt::Display for ServerCmd {
         }
         if let Some(v) = self.prio {
             write!(f, " prio {v}")?;
+        }
+        if let Some(c) = &self.check {
+            write!(f, " check {c}")?;
         }
         Ok(())
     }
@@ -1189,6 +1202,9 @@ mod tests {
         "server 3 address 2001:db8::5 port 443",
         "server 4 address /run/app.sock",
         "server 5 blacklist 0",
+        "server 6 check http GET /health 200-399 interval 2 timeout 1 rise 2 fall 3",
+        "server 7 port 80 check tcp interval 5 timeout 2 rise 1 fall 1 address 10.0.0.7 port 9000",
+        "server 8 check off",
         "servers",
         "socket 9",
         "source 10.0.0.254",

@@ -264,6 +264,7 @@ pub fn sync_balancer(state: &mut State, resolved: &Resolved) -> Vec<String> {
             problems.push(e.to_string());
         }
     }
+    state.sync_checks();
     problems
 }
 
@@ -444,7 +445,7 @@ pub fn execute(state: &mut State, cmd: &Command, env: &Env<'_>) -> Outcome {
             for (i, s) in state.balancer.servers().iter().enumerate() {
                 let (addr, port) = stats::server_address(s);
                 let (open_sx, open_rx) = env.conns.unreported(crate::select::Target::Server(i));
-                let _ = writeln!(
+                let _ = write!(
                     r,
                     "{i} addr {addr} port {port} conn {} max {} hard {} weight {} prio {} sx {} rx {}",
                     s.established,
@@ -455,6 +456,11 @@ pub fn execute(state: &mut State, cmd: &Command, env: &Env<'_>) -> Outcome {
                     s.sx.saturating_add(open_sx),
                     s.rx.saturating_add(open_rx)
                 );
+                // pen-rs's health check, only on servers that have one (C Pen's line otherwise)
+                if let Some(h) = state.checks.get(i) {
+                    let _ = write!(r, " {}", stats::check_summary(h, env.now));
+                }
+                r.push('\n');
             }
         }
         Command::Recent(secs) => {
@@ -644,6 +650,64 @@ mod tests {
 
     fn reply(sh: &mut State, line: &str) -> String {
         run(sh, line).reply
+    }
+
+    #[test]
+    fn server_check_is_set_shown_written_and_steers_selection() {
+        let mut sh = shared();
+        assert_eq!(
+            reply(
+                &mut sh,
+                "server 1 check http GET /health 200-399 interval 2 rise 2 fall 3"
+            ),
+            ""
+        );
+        // unknown until the first result: held out of selection
+        let c = Client {
+            ip: Some("10.0.0.9".parse().unwrap()),
+            port: 1,
+        };
+        let now = Duration::from_secs(1000);
+        assert!(!sh.balancer.try_server(Target::Server(1), &c, now));
+        let servers = reply(&mut sh, "servers");
+        let lines: Vec<&str> = servers.lines().collect();
+        assert!(!lines[0].contains("check"), "{servers}");
+        assert!(
+            lines[1].ends_with(" rx 0 check unknown changed - last -"),
+            "{servers}"
+        );
+        // a probe's failure: down
+        let (probes, _) = sh.due_probes(now, 8);
+        assert_eq!(probes.len(), 1);
+        assert_eq!(probes[0].addr.to_string(), "127.0.0.1:19993");
+        let ch = sh.record_check(&probes[0], now, false, "HTTP 500").unwrap();
+        assert_eq!(ch.state, crate::health::CheckState::Down);
+        assert!(!sh.balancer.try_server(Target::Server(1), &c, now));
+        assert!(reply(&mut sh, "servers").contains("check down changed 0 last fail \"HTTP 500\""));
+        // two successes (rise 2) take it back
+        for k in 1..=2 {
+            let t = now + Duration::from_secs(2 * k);
+            let (p, _) = sh.due_probes(t, 8);
+            sh.record_check(&p[0], t, true, "HTTP 200");
+        }
+        assert!(sh.balancer.try_server(Target::Server(1), &c, now));
+        // written back so that -F round-trips; check off removes it
+        let written = crate::ctl::apply::write_config(&sh.config);
+        assert!(
+            written.contains(
+                "server 1 address 127.0.0.1 port 19993 max 5 hard 10 weight 2 prio 1 check http GET /health 200-399 interval 2 timeout 1 rise 2 fall 3\n"
+            ),
+            "{written}"
+        );
+        let mut again = Config::default();
+        assert!(crate::ctl::apply::apply_text(&mut again, &written, "w").is_empty());
+        assert_eq!(again.checks, sh.config.checks);
+        reply(&mut sh, "server 1 check off");
+        assert!(sh.config.checks.is_empty());
+        assert!(!reply(&mut sh, "servers").contains("check"));
+        // a bad check names the word and what is accepted
+        let e = reply(&mut sh, "server 1 check http GET /x 600");
+        assert!(e.contains("600") && e.contains("status"), "{e:?}");
     }
 
     #[test]

@@ -36,7 +36,8 @@ use crate::select::Balancer;
 use std::fs::File;
 
 /// The engine's view of the balancer's servers at `now`: one entry per slot, IP address (the
-/// port does not matter in DSR), weight, and available unless blacklisted.
+/// port does not matter in DSR), weight, and available unless blacklisted or held out by its
+/// active health check (`server N check ...`).
 pub fn backends_from(balancer: &Balancer, now: Duration) -> Vec<BackendConfig> {
     balancer
         .servers()
@@ -50,7 +51,7 @@ pub fn backends_from(balancer: &Balancer, now: Duration) -> Vec<BackendConfig> {
             BackendConfig {
                 ip,
                 weight: s.config.weight,
-                available: !balancer.is_blacklisted(i, now),
+                available: !balancer.is_blacklisted(i, now) && !s.check_down,
             }
         })
         .collect()
@@ -457,6 +458,15 @@ mod tests {
         assert_eq!(v[1].weight, 3);
         assert_eq!(v[0].ip, Some("10.0.0.3".parse().unwrap()));
         assert!(backends_from(&b, now + Duration::from_secs(31))[1].available);
+        // a failing health check takes a server out of the Maglev table too, apart from the
+        // blacklist
+        b.set_check_down(0, true);
+        let v2 = backends_from(&b, now + Duration::from_secs(31));
+        assert!(!v2[0].available && v2[1].available);
+        let t = crate::engine::table_for(&v2).unwrap();
+        assert_eq!(t.members(), [1], "only server 1 in the Maglev table");
+        b.set_check_down(0, false);
+        assert!(backends_from(&b, now + Duration::from_secs(31))[0].available);
         let ec = engine_config(&cfg, [2; 6], [1; 16], v).unwrap();
         assert_eq!(ec.port, 0);
         assert_eq!(ec.backends.len(), 2);

@@ -1,5 +1,7 @@
 //! The data path (tokio). Thin: every decision comes from `select`.
 //!
+//! - [`health`]: runs the active health checks' probes (TCP connect, HTTP), bounded in
+//!   number and time, and feeds their results to the state.
 //! - [`forward`]: moves bytes between a client and its upstream (splice or copy).
 //! - [`sockets`]: listeners and upstream connects with pen's socket options.
 //! - [`tcp`]: the accept loop and the per-connection task (select, connect walk, forward).
@@ -21,6 +23,7 @@ use crate::config::Config;
 use crate::state::{OpenConns, State};
 
 pub mod forward;
+pub mod health;
 pub mod http;
 pub mod resources;
 pub(crate) mod sockets;

@@ -66,6 +66,10 @@ pub struct ServerState {
     /// Since when the server is down: its first failure after it last worked (a
     /// [`ServerEvent::Down`]); cleared by the next successful connect ([`ServerEvent::Up`]).
     pub down_since: Option<Duration>,
+    /// Its active health check (`server N check ...`) does not say it is up: left out of
+    /// selection like a blacklisted server, but apart from the passive blacklist (set by
+    /// [`Balancer::set_check_down`], never by a connect's outcome).
+    pub check_down: bool,
 }
 
 /// A server went down or came back, for the log (HAProxy's "Server x is DOWN/UP").
@@ -96,6 +100,7 @@ impl ServerState {
             selected: 0,
             failures: 0,
             down_since: None,
+            check_down: false,
         }
     }
 
@@ -349,9 +354,10 @@ impl Balancer {
         }
     }
 
-    /// "Available" for the algorithms: has a usable address and is not blacklisted.
+    /// "Available" for the algorithms: has a usable address, is not blacklisted and its
+    /// health check (if any) does not hold it out.
     fn available(&self, s: &ServerState, now: Duration) -> bool {
-        s.has_usable_addr() && !s.is_blacklisted(now, self.blacklist_secs)
+        s.has_usable_addr() && !s.check_down && !s.is_blacklisted(now, self.blacklist_secs)
     }
 
     fn by_prio(&self, now: Duration) -> Option<usize> {
@@ -556,6 +562,15 @@ impl Balancer {
     }
 
     // ------------------------------------------------------------------ accessors
+
+    /// The health check of regular server `idx` holds it out of selection (`down`) or lets
+    /// it in. Growing the table is [`Balancer::set_server`]'s job: a nonexistent index is
+    /// ignored.
+    pub fn set_check_down(&mut self, idx: usize, down: bool) {
+        if let Some(s) = self.servers.get_mut(idx) {
+            s.check_down = down;
+        }
+    }
 
     /// Is regular server `idx` blacklisted at `now`? (`false` for a nonexistent index.)
     pub fn is_blacklisted(&self, idx: usize, now: Duration) -> bool {

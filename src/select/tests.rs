@@ -959,3 +959,27 @@ fn events_nobody_takes_are_bounded() {
     assert_eq!(dropped, 10);
     assert!(matches!(events.last(), Some(ServerEvent::Up { .. })));
 }
+
+#[test]
+fn a_server_whose_check_is_down_is_left_out_apart_from_the_blacklist() {
+    for hash_mode in [false, true] {
+        let mut b = balancer(3, |c| c.mode.hash = hash_mode);
+        let a = client("10.0.0.1");
+        b.set_check_down(1, true);
+        for k in 0..6 {
+            let t = connect(&mut b, &client(&format!("10.0.1.{k}")), secs(1));
+            assert_ne!(t, Server(1));
+        }
+        // the passive blacklist works beside it: 0 blacklisted leaves only 2
+        b.connect_failed(Server(0), secs(2));
+        assert_eq!(b.select(&a, secs(2)), vec![Server(2)]);
+        assert!(!b.try_server(Server(1), &a, secs(2)));
+        // the check says up again: selected again, while 0 stays blacklisted
+        b.set_check_down(1, false);
+        assert!(b.try_server(Server(1), &a, secs(2)));
+        assert!(b.select(&a, secs(2)).contains(&Server(1)));
+        assert!(b.is_blacklisted(0, secs(2)));
+        // a nonexistent index is ignored
+        b.set_check_down(99, true);
+    }
+}
