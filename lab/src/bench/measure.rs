@@ -868,27 +868,12 @@ pub(super) fn open_idle(
     pid: u32,
     fds_before: usize,
 ) -> Result<Vec<socket2::Socket>> {
-    use socket2::{Domain, Socket, Type};
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut all = Vec::with_capacity(n);
     let batch = 500;
     while all.len() < n {
         let k = batch.min(n - all.len());
-        let socks = in_netns(ns, move || -> Result<Vec<Socket>> {
-            let mut v = Vec::with_capacity(k);
-            for _ in 0..k {
-                let sk = Socket::new(Domain::IPV4, Type::STREAM, None)
-                    .context("creating a client socket (file descriptor limit?)")?;
-                sk.set_nonblocking(true)?;
-                match sk.connect(&addr.into()) {
-                    Ok(()) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-                    Err(e) => return Err(anyhow!("connecting to {addr}: {e}")),
-                }
-                v.push(sk);
-            }
-            Ok(v)
-        })??;
+        let socks = in_netns(ns, move || connects_in_progress(addr, k))??;
         all.extend(socks);
         // Let the balancer catch up before the next batch (its accept backlog is finite).
         let want = fds_before + 2 * all.len() * 95 / 100;
@@ -1040,7 +1025,7 @@ pub(super) fn measure_tarpit(lab: &Lab, plan: &Plan, t: Target, res: &mut Result
     )?;
     let dst = SocketAddr::new(IpAddr::V4(TARPIT_IP), HTTP_PORT);
     let n = plan.tarpit_syns as usize;
-    let connect_all = move |k: usize| tarpit_connects(dst, k);
+    let connect_all = move |k: usize| connects_in_progress(dst, k);
     // One SYN first, so the client has resolved the tarpit's ARP before the burst.
     let warm = in_netns(&client, move || connect_all(1))??;
     std::thread::sleep(Duration::from_millis(300));
@@ -1143,7 +1128,7 @@ pub(super) fn measure_tarpit_hold(
         &pcap,
     )?;
     let dst = SocketAddr::new(IpAddr::V4(TARPIT_IP), HTTP_PORT);
-    let connect_all = move |k: usize| tarpit_connects(dst, k);
+    let connect_all = move |k: usize| connects_in_progress(dst, k);
     // One connection first (ARP resolved, pen's buffers touched), then the baseline RSS.
     let warm = in_netns(&client, move || connect_all(1))??;
     std::thread::sleep(Duration::from_millis(500));
@@ -1457,19 +1442,20 @@ pub fn run(opts: &BenchOptions) -> Result<Results> {
     Ok(res)
 }
 
-/// Starts `k` non-blocking connects to the tarpit at `dst` (each sends one SYN); the sockets
-/// are returned so the connections stay open while they are measured.
-fn tarpit_connects(dst: SocketAddr, k: usize) -> Result<Vec<socket2::Socket>> {
+/// Starts `k` non-blocking connects to `dst` (each sends one SYN: the tarpit's measurements
+/// and the idle connections of the memory test); the sockets are returned so the connections
+/// stay open while they are measured.
+fn connects_in_progress(dst: SocketAddr, k: usize) -> Result<Vec<socket2::Socket>> {
     use socket2::{Domain, Socket, Type};
     let mut v = Vec::with_capacity(k);
     for _ in 0..k {
-        let sk =
-            Socket::new(Domain::IPV4, Type::STREAM, None).context("creating a client socket")?;
+        let sk = Socket::new(Domain::IPV4, Type::STREAM, None)
+            .context("creating a client socket (file descriptor limit?)")?;
         sk.set_nonblocking(true)?;
         match sk.connect(&dst.into()) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-            Err(e) => return Err(anyhow!("connecting to the tarpit {dst}: {e}")),
+            Err(e) => return Err(anyhow!("connecting to {dst}: {e}")),
         }
         v.push(sk);
     }

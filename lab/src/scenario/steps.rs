@@ -158,15 +158,7 @@ pub(super) fn plan_steps(
         } else if let Some(t) = &s.tcp_connect {
             let k = format!("{key}.tcp_connect");
             check_host(e, &format!("{k}.host"), &t.host, hosts);
-            let Some(addr) = refs
-                .resolve(&t.addr)
-                .ok()
-                .and_then(|a| parse_socket(&a, None))
-            else {
-                e.push(
-                    format!("{k}.addr"),
-                    format!("expected \"IP:PORT\", got {:?}", t.addr),
-                );
+            let Some(addr) = socket_field(refs, e, &k, &t.addr) else {
                 continue;
             };
             let expect = match t.expect.as_str() {
@@ -249,15 +241,7 @@ pub(super) fn plan_steps(
         } else if let Some(t) = &s.tcp_sessions {
             let k = format!("{key}.tcp_sessions");
             check_host(e, &format!("{k}.host"), &t.host, hosts);
-            let Some(addr) = refs
-                .resolve(&t.addr)
-                .ok()
-                .and_then(|a| parse_socket(&a, None))
-            else {
-                e.push(
-                    format!("{k}.addr"),
-                    format!("expected \"IP:PORT\", got {:?}", t.addr),
-                );
+            let Some(addr) = socket_field(refs, e, &k, &t.addr) else {
                 continue;
             };
             for (field, v, lo, hi) in [
@@ -994,4 +978,16 @@ pub fn step_label(k: &StepAction) -> String {
             r.to
         ),
     }
+}
+
+/// A step's `addr` ("IP:PORT", references resolved), or the error recorded at `{key}.addr`.
+fn socket_field(refs: &Refs, e: &mut Errs, key: &str, addr: &str) -> Option<std::net::SocketAddr> {
+    let parsed = refs.resolve(addr).ok().and_then(|a| parse_socket(&a, None));
+    if parsed.is_none() {
+        e.push(
+            format!("{key}.addr"),
+            format!("expected \"IP:PORT\", got {addr:?}"),
+        );
+    }
+    parsed
 }
