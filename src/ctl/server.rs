@@ -499,11 +499,7 @@ impl Control {
                     self.effects.close_connection(n);
                 }
                 Action::ServersChanged => {
-                    // Called without the state's lock: the hook may talk to the kernel.
-                    let hook = lock(&self.shared).io.on_servers_changed.clone();
-                    if let Some(h) = hook {
-                        (h.0)();
-                    }
+                    crate::proxy::tell_servers_changed(&self.shared);
                 }
                 Action::Write { path, text } => {
                     if let Err(e) = write_replacing_async(path.clone(), text.into_bytes()).await {

@@ -430,7 +430,7 @@ mod tests {
             state: state.clone(),
             hook: Some(first),
         });
-        crate::proxy::lock(&state).io.servers_changed();
+        crate::proxy::tell_servers_changed(&state);
         assert_eq!(calls.load(Ordering::Relaxed), 1, "the newer hook stays");
     }
 

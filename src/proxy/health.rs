@@ -35,7 +35,7 @@ pub async fn run(shared: SharedState) {
             g.state.due_probes(now(), room)
         };
         if !changes.is_empty() {
-            lock(&shared).io.servers_changed();
+            super::tell_servers_changed(&shared);
         }
         for c in &changes {
             log_change(c);
@@ -44,12 +44,10 @@ pub async fn run(shared: SharedState) {
             let shared = shared.clone();
             tokio::spawn(async move {
                 let (ok, detail) = probe(&p).await;
-                let mut g = lock(&shared);
-                let change = g.state.record_check(&p, now(), ok, &detail);
+                let change = lock(&shared).state.record_check(&p, now(), ok, &detail);
                 if let Some(c) = change {
                     // the DSR thread rebuilds its Maglev table now rather than at its next tick
-                    g.io.servers_changed();
-                    drop(g);
+                    super::tell_servers_changed(&shared);
                     log_change(&c);
                 }
             });

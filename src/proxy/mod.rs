@@ -104,12 +104,14 @@ impl Handles {
             unreported: self.conns.open_bytes(),
         }
     }
+}
 
-    /// Runs the [`Handles::on_servers_changed`] hook, if any.
-    pub fn servers_changed(&self) {
-        if let Some(h) = &self.on_servers_changed {
-            (h.0)();
-        }
+/// Runs the [`Handles::on_servers_changed`] hook, if any, without holding the state's lock
+/// (the hook may talk to the kernel: DSR's fast path drops its cached choices).
+pub fn tell_servers_changed(shared: &SharedState) {
+    let hook = lock(shared).io.on_servers_changed.clone();
+    if let Some(h) = hook {
+        (h.0)();
     }
 }
 
