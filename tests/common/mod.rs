@@ -27,9 +27,35 @@ pub fn dead_port() -> u16 {
 
 /// A free port to write into a command where pen must be given a concrete port: a run-time
 /// `listen`/`prometheus` command, or a test of how pen shows the address as it was given.
-/// Racy (probed, released, then bound by pen); everything else starts pen on port 0.
+/// Everything else starts pen on port 0.
+///
+/// Still probed and released before pen binds it, but never handed out twice in one test
+/// binary, and taken below the kernel's ephemeral range (32768–60999), so that neither a
+/// second probe nor another test's outgoing connection can land on it in between (a port
+/// from `bind(0)` could be both: CI once saw the control and listen ports of one pen equal).
 pub fn probe_port() -> u16 {
-    dead_port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    // Each test binary starts at its own place in the range (by pid) so binaries run side
+    // by side do not walk the same ports.
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(7919)) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        // Free on every address (so both `PORT` and `0.0.0.0:PORT` will bind), TCP and UDP.
+        let free = TcpListener::bind(("0.0.0.0", port)).is_ok()
+            && std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok();
+        if free {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN)
 }
 
 /// `127.0.0.1:<port where nothing listens>` (see [`dead_port`]).
