@@ -379,8 +379,9 @@ impl Lab {
         let b1 = format!("{WEB1_IP}:{HTTP_PORT}");
         let b2 = format!("{WEB2_IP}:{HTTP_PORT}");
         let pen = |bin: &Path| {
-            vec![
-                s(bin),
+            let mut argv = vec![s(bin)];
+            argv.extend(t.engine_args().iter().map(|a| a.to_string()));
+            argv.extend([
                 "-f".into(),
                 "-r".into(),
                 "-x".into(),
@@ -390,11 +391,12 @@ impl Lab {
                 listen.clone(),
                 b1.clone(),
                 b2.clone(),
-            ]
+            ]);
+            argv
         };
         Ok(match t {
             Target::Direct => bail!("direct has no balancer"),
-            Target::PenRs => pen(&self.opts.pen_rs),
+            Target::PenRs | Target::PenRsTokio => pen(&self.opts.pen_rs),
             Target::CPen => pen(&self.opts.c_pen),
             Target::HAProxy => vec![
                 s(&self.tools.haproxy),
@@ -455,7 +457,7 @@ impl Lab {
     /// means listening there (read from /proc: no connection, so an idle instance stays idle).
     fn start_tcp_peer(&self, t: Target, argv: &[String], port: u16, tag: &str) -> Result<Proc> {
         let ns = self.ns("lb");
-        let name = format!("{}-{tag}", t.label().replace(' ', "-"));
+        let name = format!("{}-{tag}", t.slug());
         let addr = SocketAddr::new(IpAddr::V4(LB_IP), port);
         self.start_peer(&name, argv, |p| {
             until_serving(p, || {
@@ -483,7 +485,7 @@ impl Lab {
             format!("{WEB2_IP}:{DNS_PORT}"),
         ];
         let ns = self.ns("lb");
-        let name = format!("{}-udp", t.label().replace(' ', "-"));
+        let name = format!("{}-udp", t.slug());
         let p = self.start_peer(&name, &argv, |p| {
             until_serving(p, || wait_udp_bound(&ns, addr, Duration::from_millis(100)))
         })?;
@@ -811,19 +813,20 @@ pub(super) fn memory(lab: &Lab, plan: &Plan, t: Target, res: &mut Results) -> Re
     let mut p = match t {
         Target::HAProxy => lab.start_balancer(t, port, 500, "idle")?,
         _ => {
-            let bin = if t == Target::PenRs {
-                &lab.opts.pen_rs
-            } else {
+            let bin = if t == Target::CPen {
                 &lab.opts.c_pen
+            } else {
+                &lab.opts.pen_rs
             };
-            let argv = vec![
-                s(bin),
+            let mut argv = vec![s(bin)];
+            argv.extend(t.engine_args().iter().map(|a| a.to_string()));
+            argv.extend([
                 "-f".into(),
                 "-r".into(),
                 format!("{LB_IP}:{port}"),
                 format!("{WEB1_IP}:{HTTP_PORT}"),
                 format!("{WEB2_IP}:{HTTP_PORT}"),
-            ];
+            ]);
             lab.start_tcp_peer(t, &argv, port, "idle")?
         }
     };
@@ -918,7 +921,7 @@ pub(super) fn start_dsr(lab: &Lab, t: Target, tarpit: bool) -> Result<Proc> {
     };
     let name = format!(
         "{}-{}",
-        t.label().replace(' ', "-"),
+        t.slug(),
         if tarpit { "tarpit" } else { "dsr" }
     );
     // A DSR instance has no socket to probe: it serves when it still runs after 700 ms (a
@@ -954,7 +957,7 @@ pub(super) fn measure_dsr(lab: &Lab, plan: &Plan, t: Target, res: &mut Results) 
     let base = match t {
         Target::Direct => format!("http://{WEB1_IP}:{HTTP_PORT}"),
         Target::PenRs | Target::CPen => format!("http://{VIP}:{HTTP_PORT}"),
-        Target::HAProxy => return Ok(()),
+        Target::HAProxy | Target::PenRsTokio => return Ok(()),
     };
     let mut p = match t {
         Target::Direct => None,
@@ -1016,7 +1019,7 @@ pub(super) fn measure_tarpit(lab: &Lab, plan: &Plan, t: Target, res: &mut Result
     let pcap = lab
         .dir
         .path()
-        .join(format!("tarpit-{}.pcap", t.label().replace(' ', "-")));
+        .join(format!("tarpit-{}.pcap", t.slug()));
     let cap = crate::capture::start_capture(
         &client,
         "eth0",
@@ -1338,7 +1341,12 @@ pub fn run(opts: &BenchOptions) -> Result<Results> {
     std::fs::write(lab.dir.path().join("queries.txt"), queries).context("writing queries.txt")?;
     let mut balancers = Vec::new();
     let mut tcp_pids = BTreeMap::new();
-    for t in [Target::PenRs, Target::CPen, Target::HAProxy] {
+    for t in [
+        Target::PenRs,
+        Target::PenRsTokio,
+        Target::CPen,
+        Target::HAProxy,
+    ] {
         let p = lab.start_balancer(t, t.ports().0, THROUGHPUT_MAXCONN, "tcp")?;
         tcp_pids.insert(t, p.pid);
         balancers.push(p);
@@ -1355,6 +1363,11 @@ pub fn run(opts: &BenchOptions) -> Result<Results> {
         res.notes
             .push("HAProxy 2.6 has no UDP load balancing: no DNS rows for it.".to_string());
     }
+    res.notes.push(
+        "pen-rs is its default build and paths (io_uring for plain TCP); pen-rs (tokio) is the \
+         same binary with -O epoll, measured on the TCP rows only."
+            .to_string(),
+    );
     let tests = match std::env::var("PENLAB_BENCH_TESTS") {
         Ok(list) if !list.trim().is_empty() => {
             let t = select_tests(&list)?;

@@ -6,8 +6,10 @@
 //! started by PID) and a `pen-lab backend dns` responder. Every veth has tx/tso/gso/gro
 //! offloads off (the lab default, recorded in the report).
 //!
-//! Targets: `direct` (the client talks to backend 1), `pen-rs`, `C Pen` (`/usr/bin/pen`) and
-//! `HAProxy` (mode tcp, nbthread 1, no UDP). The order of the targets is rotated between
+//! Targets: `direct` (the client talks to backend 1), `pen-rs` (its default paths: io_uring
+//! for plain TCP), `pen-rs (tokio)` (the same binary forced onto the tokio TCP path with
+//! `-O epoll`: TCP rows only), `C Pen` (`/usr/bin/pen`) and `HAProxy` (mode tcp, nbthread 1,
+//! no UDP). The order of the targets is rotated between
 //! repetitions; every figure is reported as median, min and max over the repetitions, with its
 //! ratio to direct and to C Pen.
 //!
@@ -46,6 +48,7 @@ const DNS_PORT: u16 = 53;
 const PORTS_PEN_RS: (u16, u16, u16) = (8001, 5301, 9001);
 const PORTS_C_PEN: (u16, u16, u16) = (8002, 5302, 9002);
 const PORTS_HAPROXY: (u16, u16, u16) = (8003, 0, 9003);
+const PORTS_PEN_RS_TOKIO: (u16, u16, u16) = (8004, 0, 9004);
 /// Connection limit of the throughput instances (`-x`/`-c`, HAProxy `maxconn`).
 const THROUGHPUT_MAXCONN: u32 = 2_000;
 const SMALL_PAGE: &str = "/index.html";
@@ -54,17 +57,26 @@ const MIB100_FILE: &str = "/100m.bin";
 const SMALL_PAGE_BYTES: usize = 100;
 const MIB: u64 = 1 << 20;
 
-/// The four things measured side by side.
+/// The things measured side by side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Target {
     Direct,
     PenRs,
+    /// pen-rs on its tokio TCP path (`-O epoll`), beside its default io_uring path: the TCP
+    /// figures only (UDP, DSR and the tarpit do not depend on the TCP engine).
+    PenRsTokio,
     CPen,
     HAProxy,
 }
 
 impl Target {
-    pub const ALL: [Target; 4] = [Target::Direct, Target::PenRs, Target::CPen, Target::HAProxy];
+    pub const ALL: [Target; 5] = [
+        Target::Direct,
+        Target::PenRs,
+        Target::PenRsTokio,
+        Target::CPen,
+        Target::HAProxy,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -72,6 +84,22 @@ impl Target {
             Target::PenRs => "pen-rs",
             Target::CPen => "C Pen",
             Target::HAProxy => "HAProxy",
+            Target::PenRsTokio => "pen-rs (tokio)",
+        }
+    }
+
+    /// The label as a file-name part (`pen-rs-tokio`, `C-Pen`).
+    fn slug(self) -> String {
+        self.label()
+            .replace(['(', ')'], "")
+            .replace(' ', "-")
+    }
+
+    /// Arguments added to a pen-rs command line to pick this target's TCP path.
+    fn engine_args(self) -> &'static [&'static str] {
+        match self {
+            Target::PenRsTokio => &["-O", "epoll"],
+            _ => &[],
         }
     }
 
@@ -81,6 +109,7 @@ impl Target {
             Target::PenRs => PORTS_PEN_RS,
             Target::CPen => PORTS_C_PEN,
             Target::HAProxy => PORTS_HAPROXY,
+            Target::PenRsTokio => PORTS_PEN_RS_TOKIO,
         }
     }
 
@@ -95,7 +124,7 @@ impl Target {
     fn dns_addr(self) -> Option<SocketAddr> {
         match self {
             Target::Direct => Some(SocketAddr::new(IpAddr::V4(WEB1_IP), DNS_PORT)),
-            Target::HAProxy => None,
+            Target::HAProxy | Target::PenRsTokio => None,
             t => Some(SocketAddr::new(IpAddr::V4(LB_IP), t.ports().1)),
         }
     }

@@ -218,6 +218,7 @@ impl Results {
     pub fn chart(&self, plan: &Plan) -> chart::Chart {
         let bal = [
             (Target::PenRs, "#d9480f"),
+            (Target::PenRsTokio, "#f59f00"),
             (Target::CPen, "#1971c2"),
             (Target::HAProxy, "#5c940d"),
         ];

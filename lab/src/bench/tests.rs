@@ -100,7 +100,7 @@ fn every_balancer_port_is_reserved_on_the_balancer_host() {
         .split(',')
         .map(|p| p.parse().unwrap())
         .collect();
-    for t in [Target::PenRs, Target::CPen, Target::HAProxy] {
+    for t in Target::ALL.into_iter().filter(|t| *t != Target::Direct) {
         let (tcp, udp, mem) = t.ports();
         for p in [tcp, udp, mem].into_iter().filter(|p| *p != 0) {
             assert!(
@@ -112,7 +112,7 @@ fn every_balancer_port_is_reserved_on_the_balancer_host() {
     }
     assert_eq!(
         balancer_reserved_ports(),
-        "5301,5302,8001,8002,8003,9001,9002,9003"
+        "5301,5302,8001,8002,8003,8004,9001,9002,9003,9004"
     );
 }
 
@@ -213,9 +213,10 @@ fn ratio_is_absent_without_a_usable_reference() {
 
 #[test]
 fn target_order_rotates_so_every_target_runs_first_once() {
-    let firsts: Vec<Target> = (0..4).map(|r| rotated(r)[0]).collect();
+    let n = Target::ALL.len();
+    let firsts: Vec<Target> = (0..n).map(|r| rotated(r)[0]).collect();
     assert_eq!(firsts, Target::ALL.to_vec());
-    for r in 0..4 {
+    for r in 0..n {
         let mut o = rotated(r);
         o.sort();
         assert_eq!(o, Target::ALL.to_vec());
