@@ -1415,7 +1415,7 @@ pub fn run(opts: &BenchOptions) -> Result<Results> {
                     Ok(()) => {
                         if let Some(v) = res.samples.get(&(test, *t)).and_then(|v| v.last()) {
                             eprintln!(
-                                "  {:<45} {:<8} {:>12} {} ({:.1} s)",
+                                "  {:<45} {:<14} {:>12} {} ({:.1} s)",
                                 plan.describe(test),
                                 t.label(),
                                 fmt_value(*v),
@@ -1517,7 +1517,7 @@ fn measure_failover(opts: &BenchOptions, lab: &Lab, plan: &Plan, res: &mut Resul
                     for f in [Figure::FailoverOutage, Figure::LinkDownOutage] {
                         if let Some(v) = res.samples.get(&(f, t)).and_then(|v| v.last()) {
                             eprintln!(
-                                "  {:<45} {:<8} {:>12} {} ({:.1} s)",
+                                "  {:<45} {:<14} {:>12} {} ({:.1} s)",
                                 plan.describe(f),
                                 t.label(),
                                 fmt_value(*v),
