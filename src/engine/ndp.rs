@@ -14,7 +14,27 @@ const OPT_TARGET_LL: u8 = 2;
 /// IPv6 header length.
 pub const IPV6_LEN: usize = super::wire::ipv6::LEN;
 /// A solicitation or advertisement with one link-layer address option.
-pub const ND_FRAME_LEN: usize = ETH_LEN + IPV6_LEN + 24 + 8;
+pub const ND_FRAME_LEN: usize = ETH_LEN + IPV6_LEN + nd::LEN + nd::LL_OPT_LEN;
+
+/// Offsets in a neighbor solicitation or advertisement (RFC 4861 4.3, 4.4), from the start of
+/// the ICMPv6 message, and of its link-layer address option (4.6.1).
+mod nd {
+    pub const TYPE: usize = 0;
+    pub const CODE: usize = 1;
+    pub const CSUM: usize = 2;
+    /// Router, solicited and override flags of an advertisement (reserved in a solicitation).
+    pub const FLAGS: usize = 4;
+    pub const TARGET: usize = 8;
+    /// The fixed part; options follow.
+    pub const LEN: usize = 24;
+    /// A link-layer address option: type, length in units of 8 bytes, the MAC.
+    pub const OPT_TYPE: usize = 0;
+    pub const OPT_UNITS: usize = 1;
+    pub const OPT_MAC: usize = 2;
+    pub const LL_OPT_LEN: usize = 8;
+}
+/// Solicited and override flags of an advertisement.
+const NA_SOLICITED_OVERRIDE: u8 = 0x60;
 
 /// A parsed neighbor solicitation or advertisement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,31 +53,34 @@ pub struct Nd {
 /// option length): such a message is ignored.
 pub fn parse(frame: &[u8], icmp: usize, end: usize) -> Option<Nd> {
     let msg = frame.get(icmp..end)?;
-    let kind = *msg.first()?;
+    let kind = *msg.get(nd::TYPE)?;
     if !(kind == NEIGHBOR_SOLICITATION || kind == NEIGHBOR_ADVERTISEMENT)
-        || msg.get(1) != Some(&0)
-        || msg.len() < 24
-        || frame.get(ETH_LEN + 7) != Some(&255)
+        || msg.get(nd::CODE) != Some(&0)
+        || msg.len() < nd::LEN
+        || frame.get(ETH_LEN + wire::ipv6::HOP_LIMIT) != Some(&255)
     {
         return None;
     }
-    let src = ipv6(frame, ETH_LEN + 8)?;
-    let dst = ipv6(frame, ETH_LEN + 24)?;
-    let target = ipv6(msg, 8)?;
+    let src = ipv6(frame, ETH_LEN + wire::ipv6::SRC)?;
+    let dst = ipv6(frame, ETH_LEN + wire::ipv6::DST)?;
+    let target = ipv6(msg, nd::TARGET)?;
     let want = if kind == NEIGHBOR_SOLICITATION {
         OPT_SOURCE_LL
     } else {
         OPT_TARGET_LL
     };
     let mut ll = None;
-    let mut at = 24;
-    while at + 2 <= msg.len() {
-        let (t, l) = (msg[at], usize::from(msg[at + 1]) * 8);
+    let mut at = nd::LEN;
+    while at + nd::OPT_MAC <= msg.len() {
+        let (t, l) = (
+            msg[at + nd::OPT_TYPE],
+            usize::from(msg[at + nd::OPT_UNITS]) * 8,
+        );
         if l == 0 {
             return None;
         }
         if t == want && l == 8 {
-            ll = wire::mac(msg, at + 2);
+            ll = wire::mac(msg, at + nd::OPT_MAC);
         }
         at += l;
     }
@@ -111,16 +134,14 @@ pub fn answer_in_place(frame: &mut [u8], ns: &Nd, eth_src: Mac, our_mac: Mac) ->
     );
     let m = &mut out[ETH_LEN + IPV6_LEN..];
     m.fill(0);
-    m[0] = NEIGHBOR_ADVERTISEMENT;
-    m[4] = 0x60; // solicited, override
-    m[8..24].copy_from_slice(&ns.target.octets());
+    m[nd::TYPE] = NEIGHBOR_ADVERTISEMENT;
+    m[nd::FLAGS] = NA_SOLICITED_OVERRIDE;
+    m[nd::TARGET..nd::LEN].copy_from_slice(&ns.target.octets());
     if with_option {
-        m[24] = OPT_TARGET_LL;
-        m[25] = 1;
-        m[26..32].copy_from_slice(&our_mac);
+        write_ll_option(&mut m[nd::LEN..], OPT_TARGET_LL, our_mac);
     }
     let c = icmpv6_checksum(ns.target, ns.src, m);
-    m[2..4].copy_from_slice(&c.to_be_bytes());
+    m[nd::CSUM..nd::CSUM + 2].copy_from_slice(&c.to_be_bytes());
     Some(len)
 }
 
@@ -136,12 +157,22 @@ pub fn write_ipv6_header(
     if h.len() < IPV6_LEN {
         return;
     }
-    h[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
-    h[4..6].copy_from_slice(&payload_len.to_be_bytes());
-    h[6] = next;
-    h[7] = hop_limit;
-    h[8..24].copy_from_slice(&src.octets());
-    h[24..40].copy_from_slice(&dst.octets());
+    // Version 6, traffic class and flow label 0.
+    h[..wire::ipv6::PAYLOAD_LEN].copy_from_slice(&[0x60, 0, 0, 0]);
+    h[wire::ipv6::PAYLOAD_LEN..wire::ipv6::NEXT].copy_from_slice(&payload_len.to_be_bytes());
+    h[wire::ipv6::NEXT] = next;
+    h[wire::ipv6::HOP_LIMIT] = hop_limit;
+    h[wire::ipv6::SRC..wire::ipv6::DST].copy_from_slice(&src.octets());
+    h[wire::ipv6::DST..IPV6_LEN].copy_from_slice(&dst.octets());
+}
+
+/// Writes a link-layer address option of type `kind` carrying `mac` at the start of `o`.
+fn write_ll_option(o: &mut [u8], kind: u8, mac: Mac) {
+    if let Some(o) = o.get_mut(..nd::LL_OPT_LEN) {
+        o[nd::OPT_TYPE] = kind;
+        o[nd::OPT_UNITS] = 1;
+        o[nd::OPT_MAC..].copy_from_slice(&mac);
+    }
 }
 
 /// The EUI-64 link-local address of `mac` (the engine's source for its solicitations; the DSR
@@ -194,13 +225,11 @@ pub fn probe(our_mac: Mac, target: Ipv6Addr) -> Vec<u8> {
         group,
     );
     let m = &mut f[ETH_LEN + IPV6_LEN..];
-    m[0] = NEIGHBOR_SOLICITATION;
-    m[8..24].copy_from_slice(&target.octets());
-    m[24] = OPT_SOURCE_LL;
-    m[25] = 1;
-    m[26..32].copy_from_slice(&our_mac);
+    m[nd::TYPE] = NEIGHBOR_SOLICITATION;
+    m[nd::TARGET..nd::LEN].copy_from_slice(&target.octets());
+    write_ll_option(&mut m[nd::LEN..], OPT_SOURCE_LL, our_mac);
     let c = icmpv6_checksum(src, group, m);
-    m[2..4].copy_from_slice(&c.to_be_bytes());
+    m[nd::CSUM..nd::CSUM + 2].copy_from_slice(&c.to_be_bytes());
     f
 }
 

@@ -919,11 +919,7 @@ pub(super) fn start_dsr(lab: &Lab, t: Target, tarpit: bool) -> Result<Proc> {
         Target::CPen => &lab.opts.c_pen,
         _ => bail!("{} has no DSR mode", t.label()),
     };
-    let name = format!(
-        "{}-{}",
-        t.slug(),
-        if tarpit { "tarpit" } else { "dsr" }
-    );
+    let name = format!("{}-{}", t.slug(), if tarpit { "tarpit" } else { "dsr" });
     // A DSR instance has no socket to probe: it serves when it still runs after 700 ms (a
     // build without DSR, or a missing interface, makes it exit at once).
     lab.start_peer(&name, &dsr_argv(bin, tarpit), |p| {
@@ -1016,10 +1012,7 @@ pub(super) fn measure_tarpit(lab: &Lab, plan: &Plan, t: Target, res: &mut Result
     }
     let mut p = start_dsr(lab, t, true)?;
     let client = lab.ns("client");
-    let pcap = lab
-        .dir
-        .path()
-        .join(format!("tarpit-{}.pcap", t.slug()));
+    let pcap = lab.dir.path().join(format!("tarpit-{}.pcap", t.slug()));
     let cap = crate::capture::start_capture(
         &client,
         "eth0",

@@ -90,9 +90,7 @@ impl Target {
 
     /// The label as a file-name part (`pen-rs-tokio`, `C-Pen`).
     fn slug(self) -> String {
-        self.label()
-            .replace(['(', ')'], "")
-            .replace(' ', "-")
+        self.label().replace(['(', ')'], "").replace(' ', "-")
     }
 
     /// Arguments added to a pen-rs command line to pick this target's TCP path.

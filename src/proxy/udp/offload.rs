@@ -46,6 +46,7 @@ use aya::programs::{ProgramFd, SchedClassifier};
 
 use super::flow::{Activity, OffloadRequest};
 use super::routes::{RouteCache, Via};
+use crate::engine::wire;
 use crate::link::bpf;
 use crate::link::route;
 use crate::sys::bpf::{monotonic_ns, tcx_link};
@@ -71,8 +72,14 @@ pub const MAX_ENTRIES: u32 = 2 * 65_536;
 const PROG: &str = "pen_udp_fast";
 const MAP: &str = "pen_udp_flows";
 
-/// Ethernet + IPv4 without options + UDP header.
-const MIN_LEN: usize = 14 + 20 + 8;
+/// Where the IPv4 header starts (no VLAN tag), where the UDP header starts (no IP options),
+/// and the shortest frame the program looks at: Ethernet + IPv4 without options + UDP header.
+const IP: usize = wire::ETH_LEN;
+const UDP: usize = IP + wire::ipv4::LEN;
+const MIN_LEN: usize = UDP + wire::udp::LEN;
+/// The map's key is the four-tuple as it sits in the frame: source and destination address,
+/// then source and destination port (contiguous from the IPv4 source address).
+const TUPLE: std::ops::Range<usize> = IP + wire::ipv4::SRC..UDP + wire::udp::LEN_FIELD;
 
 /// One direction of an offloaded flow: datagrams `from → to` leave as `new_from → new_to`
 /// through interface `out`.
@@ -141,14 +148,17 @@ pub fn rewrites(
 /// no IP options, not a fragment, UDP, long enough for the UDP header.
 pub fn frame_key(frame: &[u8]) -> Option<Key> {
     let f = frame.get(..MIN_LEN)?;
-    if f[12..14] != [0x08, 0x00] || f[14] != 0x45 || f[23] != 17 {
+    if wire::be16(f, wire::eth::TYPE) != Some(wire::ETHERTYPE_IPV4)
+        || f[IP + wire::ipv4::VER_IHL] != 0x45
+        || f[IP + wire::ipv4::PROTO] != wire::PROTO_UDP
+    {
         return None;
     }
-    if f[20] & 0x3f != 0 || f[21] != 0 {
+    if wire::be16(f, IP + wire::ipv4::FRAG).is_none_or(|v| v & 0x3fff != 0) {
         return None; // MF set or a fragment offset
     }
     let mut k = [0u8; KEY_LEN];
-    k.copy_from_slice(&f[26..38]);
+    k.copy_from_slice(&f[TUPLE]);
     Some(k)
 }
 
@@ -159,47 +169,27 @@ pub fn model(frame: &[u8], entry: Option<&Rewrite>) -> Option<(Vec<u8>, u32)> {
     let key = frame_key(frame)?;
     let r = entry.filter(|r| r.key() == key)?;
     let mut out = frame.to_vec();
-    out[26..38].copy_from_slice(&tuple(&r.new_from, &r.new_to));
-    out[24..26].copy_from_slice(&[0, 0]);
-    let ip = ones_sum(&out[14..34], 0);
-    out[24..26].copy_from_slice(&(!ip).to_be_bytes());
-    if frame[40..42] != [0, 0] {
-        let udp_len = usize::from(u16::from_be_bytes([frame[38], frame[39]]));
-        let end = (34 + udp_len).min(out.len());
-        out[40..42].copy_from_slice(&[0, 0]);
-        let c = !udp_sum(&out, end);
+    out[TUPLE].copy_from_slice(&tuple(&r.new_from, &r.new_to));
+    let ip_csum = IP + wire::ipv4::CSUM;
+    out[ip_csum..ip_csum + 2].fill(0);
+    let c = wire::ipv4_header_checksum(&out[IP..UDP]);
+    out[ip_csum..ip_csum + 2].copy_from_slice(&c.to_be_bytes());
+    let udp_csum = UDP + wire::udp::CSUM;
+    if wire::be16(frame, udp_csum).unwrap_or(0) != 0 {
+        let udp_len = usize::from(wire::be16(frame, UDP + wire::udp::LEN_FIELD).unwrap_or(0));
+        let end = (UDP + udp_len).min(out.len());
+        out[udp_csum..udp_csum + 2].fill(0);
+        let c = match out.get(UDP..end) {
+            Some(datagram) => {
+                wire::l4_checksum_v4(*r.new_from.ip(), *r.new_to.ip(), wire::PROTO_UDP, datagram)
+            }
+            None => 0,
+        };
+        // Zero means "no checksum" in UDP over IPv4: a computed zero is sent as all ones.
         let c = if c == 0 { 0xffff } else { c };
-        out[40..42].copy_from_slice(&c.to_be_bytes());
+        out[udp_csum..udp_csum + 2].copy_from_slice(&c.to_be_bytes());
     }
     Some((out, r.out))
-}
-
-/// One's complement sum of `data` (16-bit words, big-endian, odd byte padded) added to `acc`.
-pub fn ones_sum(data: &[u8], acc: u32) -> u16 {
-    let mut s = acc;
-    let mut chunks = data.chunks_exact(2);
-    for w in &mut chunks {
-        s += u32::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [b] = chunks.remainder() {
-        s += u32::from(*b) << 8;
-    }
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
-
-/// Sum of the UDP pseudo header and the UDP datagram in `frame[34..end]`.
-pub fn udp_sum(frame: &[u8], end: usize) -> u16 {
-    let udp = frame.get(34..end).unwrap_or(&[]);
-    let mut pseudo = [0u8; 12];
-    if let Some(addrs) = frame.get(26..34) {
-        pseudo[..8].copy_from_slice(addrs);
-    }
-    pseudo[9] = 17;
-    pseudo[10..12].copy_from_slice(&(udp.len() as u16).to_be_bytes());
-    ones_sum(udp, u32::from(ones_sum(&pseudo, 0)))
 }
 
 /// Counters of one installed direction, as last read.
@@ -492,6 +482,24 @@ impl KernelPath {
 
 #[cfg(test)]
 mod tests {
+    /// One's-complement sum of `data` added to `acc`, folded (0xffff over data that carries
+    /// its own valid checksum).
+    fn ones_sum(data: &[u8], acc: u32) -> u16 {
+        !wire::fold(wire::sum16(data, u64::from(acc)))
+    }
+
+    /// The folded sum of the IPv4/UDP pseudo header and the UDP datagram in `frame[UDP..end]`.
+    fn udp_sum(frame: &[u8], end: usize) -> u16 {
+        let datagram = frame.get(UDP..end).unwrap_or(&[]);
+        let mut pseudo = [0u8; 12];
+        if let Some(addrs) = frame.get(IP + wire::ipv4::SRC..UDP) {
+            pseudo[..8].copy_from_slice(addrs);
+        }
+        pseudo[9] = wire::PROTO_UDP;
+        pseudo[10..12].copy_from_slice(&(datagram.len() as u16).to_be_bytes());
+        ones_sum(datagram, u32::from(ones_sum(&pseudo, 0)))
+    }
+
     use super::*;
 
     fn a(s: &str) -> SocketAddrV4 {
