@@ -485,10 +485,18 @@ fn penctl(control: &str, words: &[&str]) -> String {
     penctl_try(control, words).unwrap_or_else(|| panic!("penctl {control} {words:?} failed"))
 }
 
-/// Answers of `n` new flows (a fresh client port each), one attempt each.
-fn new_flow_answers(pen: &Pen, n: usize) -> Vec<Option<Ipv4Addr>> {
+/// Answers of `n` new flows (a fresh client port each), one attempt each. The client sockets
+/// go into `held` and must stay open for the rest of the test: a closed one's port could be
+/// handed to a later "new" flow, which pen would rightly treat as the old flow (still in its
+/// table, on its old server).
+fn new_flow_answers(pen: &Pen, n: usize, held: &mut Vec<UdpSocket>) -> Vec<Option<Ipv4Addr>> {
     (0..n)
-        .map(|_| query(&client("127.0.0.1"), pen.addr, 1))
+        .map(|_| {
+            let c = client("127.0.0.1");
+            let a = query(&c, pen.addr, 1);
+            held.push(c);
+            a
+        })
         .collect()
 }
 
@@ -498,10 +506,11 @@ fn penctl_blacklist_moves_new_flows_away_and_blacklist_0_brings_the_server_back(
     let (pen, ctl) = start_pen_ctl(&["-r"], &refs(&b));
     let kept = client("127.0.0.1");
     assert!(query(&kept, pen.addr, 1).is_some());
+    let mut held = Vec::new();
 
     // Server 1 blacklisted: new flows go to 0 and 2 only.
     assert_eq!(penctl(&ctl, &["server", "1", "blacklist", "30"]), "");
-    let answers = new_flow_answers(&pen, 12);
+    let answers = new_flow_answers(&pen, 12, &mut held);
     let seen: BTreeSet<Ipv4Addr> = answers.iter().map(|a| a.expect("answer")).collect();
     assert_eq!(
         seen,
@@ -513,7 +522,11 @@ fn penctl_blacklist_moves_new_flows_away_and_blacklist_0_brings_the_server_back(
     penctl(&ctl, &["server", "0", "blacklist", "30"]);
     penctl(&ctl, &["server", "2", "blacklist", "30"]);
     let hits_before: usize = b.iter().map(DnsBackend::hits).sum();
-    assert_eq!(new_flow_answers(&pen, 3), vec![None; 3], "all blacklisted");
+    assert_eq!(
+        new_flow_answers(&pen, 3, &mut held),
+        vec![None; 3],
+        "all blacklisted"
+    );
     let hits_after: usize = b.iter().map(DnsBackend::hits).sum();
     assert_eq!(
         hits_before, hits_after,
@@ -522,7 +535,7 @@ fn penctl_blacklist_moves_new_flows_away_and_blacklist_0_brings_the_server_back(
 
     // `server 1 blacklist 0` brings server 1 back: it takes every new flow.
     penctl(&ctl, &["server", "1", "blacklist", "0"]);
-    for a in new_flow_answers(&pen, 4) {
+    for a in new_flow_answers(&pen, 4, &mut held) {
         assert_eq!(a, Some(b[1].answer), "server 1 is back");
     }
     let mut pen = pen;
