@@ -160,6 +160,36 @@ impl Reason {
     }
 }
 
+/// Headers accepted and refused (by reason) on the `accept_proxy` listener: what the text
+/// stats, the status page, `accept_proxy` and Prometheus show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeaderCounts {
+    pub accepted: u64,
+    /// By [`Reason::index`].
+    pub errors: [u64; 6],
+}
+
+impl HeaderCounts {
+    pub fn refused(&mut self, r: Reason) {
+        if let Some(n) = self.errors.get_mut(r.index()) {
+            *n = n.saturating_add(1);
+        }
+    }
+
+    pub fn errors_of(&self, r: Reason) -> u64 {
+        self.errors.get(r.index()).copied().unwrap_or(0)
+    }
+
+    /// `accepted N, refused: missing N, version N, ...` (one line, no newline).
+    pub fn line(&self) -> String {
+        let by: Vec<String> = Reason::ALL
+            .iter()
+            .map(|r| format!("{} {}", r.as_str(), self.errors_of(*r)))
+            .collect();
+        format!("accepted {}, refused: {}", self.accepted, by.join(", "))
+    }
+}
+
 /// A refused header: the counted reason and a detail for the log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParseError {
