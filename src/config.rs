@@ -556,6 +556,14 @@ impl Config {
             .unwrap_or(self.proxy_protocol)
     }
 
+    /// Whether any PROXY protocol setting is on (sending to some server, or accepting): the
+    /// io_uring path does not do it, so pen starts on the tokio path.
+    pub fn proxy_protocol_in_use(&self) -> bool {
+        self.accept_proxy.is_some()
+            || self.proxy_protocol != SendProxy::Off
+            || self.server_proxy.values().any(|p| *p != SendProxy::Off)
+    }
+
     /// The listen address as C Pen shows it (`listen` reply, `write`): as it was given, else
     /// the canonical text.
     pub fn listen_text(&self) -> Option<String> {
