@@ -556,15 +556,15 @@ mod tests {
 
     #[test]
     fn v1_tcp4_is_encoded_as_the_spec_shows_and_parses_back() {
-        let a = Some((sa("192.0.2.7:56324"), sa("10.0.0.1:443")));
-        let b = encode(Version::V1, a);
+        let (src, dst) = (sa("192.0.2.7:56324"), sa("10.0.0.1:443"));
+        let b = encode(Version::V1, Some((src, dst)));
         assert_eq!(b, b"PROXY TCP4 192.0.2.7 10.0.0.1 56324 443\r\n");
         let mut stream = b.clone();
         stream.extend_from_slice(b"GET / HTTP/1.0\r\n\r\n");
         let h = header(&stream, Accept::Any);
         assert_eq!(
             (h.version, h.src, h.dst, h.len),
-            (Version::V1, Some(a.unwrap().0), Some(a.unwrap().1), b.len())
+            (Version::V1, Some(src), Some(dst), b.len())
         );
     }
 

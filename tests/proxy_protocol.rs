@@ -328,13 +328,10 @@ fn accepting_puts_the_real_client_in_hash_selection_tracking_and_x_forwarded_for
 fn closed_by_pen(s: &mut TcpStream) -> bool {
     s.set_read_timeout(Some(STEP)).unwrap();
     let mut buf = [0u8; 64];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => return false,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-            Err(_) => return false,
-        }
+    match s.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
     }
 }
 
@@ -426,8 +423,6 @@ fn bad_headers_close_only_their_connection_and_are_counted_by_reason() {
         counts.contains("accepted 2, refused: missing 1, version 1,"),
         "{counts}"
     );
-    let page = ctl(cport, "status");
-    let _ = page; // the status page needs -w; the text stats are checked in src/stats.rs
     assert_eq!(b.conns().len(), 2);
 }
 
