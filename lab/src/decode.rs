@@ -69,6 +69,10 @@ pub struct FrameInfo {
     pub tcp: Option<TcpInfo>,
     /// Transport payload length (TCP/UDP data, ICMP body), 0 when there is none.
     pub payload_len: usize,
+    /// The first [`PAYLOAD_HEAD`] bytes of the TCP/UDP payload (what `payload_prefix`
+    /// matches: a PROXY protocol header, a request line).
+    #[serde(skip)]
+    pub payload_head: Vec<u8>,
     /// IPv4 header checksum validity; `None` for IPv6 and non-IP frames.
     pub ip_checksum_ok: Option<bool>,
     /// TCP/UDP/ICMP checksum validity; `None` when there is no such layer.
@@ -76,6 +80,9 @@ pub struct FrameInfo {
     /// Why decoding stopped early, if it did.
     pub error: Option<String>,
 }
+
+/// How many payload bytes a decoded frame keeps ([`FrameInfo::payload_head`]).
+pub const PAYLOAD_HEAD: usize = 128;
 
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_ARP: u16 = 0x0806;
@@ -226,6 +233,12 @@ fn decode_cut(base: &FrameInfo, data: &[u8]) -> Option<FrameInfo> {
     Some(f)
 }
 
+fn head(p: &[u8]) -> Vec<u8> {
+    p.get(..p.len().min(PAYLOAD_HEAD))
+        .unwrap_or_default()
+        .to_vec()
+}
+
 /// Ports, TCP flags/numbers and payload length from the transport header, whichever parser
 /// (strict or lenient) sliced the frame.
 fn transport_fields(f: &mut FrameInfo, transport: Option<&TransportSlice<'_>>) {
@@ -246,11 +259,13 @@ fn transport_fields(f: &mut FrameInfo, transport: Option<&TransportSlice<'_>>) {
                 options_len: t.options().len(),
             });
             f.payload_len = t.payload().len();
+            f.payload_head = head(t.payload());
         }
         Some(TransportSlice::Udp(u)) => {
             f.src_port = Some(u.source_port());
             f.dst_port = Some(u.destination_port());
             f.payload_len = u.payload().len();
+            f.payload_head = head(u.payload());
         }
         Some(TransportSlice::Icmpv4(i)) => f.payload_len = i.payload().len(),
         Some(TransportSlice::Icmpv6(i)) => f.payload_len = i.payload().len(),
