@@ -525,6 +525,20 @@ pub fn encode(version: Version, addrs: Option<(SocketAddr, SocketAddr)>) -> Vec<
     }
 }
 
+/// The header of a connection pen makes on its own behalf (a health check's probe): v2's
+/// `LOCAL` command, v1's `PROXY UNKNOWN` (what HAProxy's `check-send-proxy` sends); the
+/// server keeps the connection's own addresses.
+pub fn encode_local(version: Version) -> Vec<u8> {
+    match version {
+        Version::V1 => b"PROXY UNKNOWN\r\n".to_vec(),
+        Version::V2 => {
+            let mut out = V2_SIGNATURE.to_vec();
+            out.extend_from_slice(&[0x20, 0x00, 0, 0]);
+            out
+        }
+    }
+}
+
 fn v6_octets(ip: IpAddr) -> [u8; 16] {
     match ip {
         IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
@@ -640,6 +654,16 @@ mod tests {
         u.extend_from_slice(&[0x21, 0x31, 0, 216]);
         u.extend_from_slice(&[0u8; 216]);
         assert_eq!(header(&u, Accept::V2).src, None);
+    }
+
+    #[test]
+    fn local_headers_parse_without_addresses() {
+        for v in [Version::V1, Version::V2] {
+            let b = encode_local(v);
+            let h = header(&b, Accept::Any);
+            assert_eq!((h.version, h.src, h.len), (v, None, b.len()));
+        }
+        assert_eq!(encode_local(Version::V2)[12], 0x20);
     }
 
     #[test]

@@ -28,6 +28,16 @@ struct Recorder {
 
 impl Recorder {
     fn start(name: &str) -> Recorder {
+        Recorder::run(name, false)
+    }
+
+    /// A backend that requires a PROXY header (as nginx's `listen ... proxy_protocol`):
+    /// without one it answers 400.
+    fn strict(name: &str) -> Recorder {
+        Recorder::run(name, true)
+    }
+
+    fn run(name: &str, strict: bool) -> Recorder {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let spec = l.local_addr().unwrap().to_string();
         let got = Arc::new(Mutex::new(Vec::new()));
@@ -46,8 +56,14 @@ impl Recorder {
                             Ok(n) => buf.extend_from_slice(&tmp[..n]),
                         }
                     }
+                    let refused = strict && read_header(&buf).is_none();
                     g.lock().unwrap().push(buf);
-                    let _ = c.write_all(format!("HTTP/1.0 200 OK\r\n\r\n{name}").as_bytes());
+                    let reply = if refused {
+                        "HTTP/1.0 400 Bad Request\r\n\r\nno PROXY header".to_string()
+                    } else {
+                        format!("HTTP/1.0 200 OK\r\n\r\n{name}")
+                    };
+                    let _ = c.write_all(reply.as_bytes());
                 });
             }
         });
@@ -95,13 +111,15 @@ fn read_header(b: &[u8]) -> Option<Seen> {
             rest: b[end + 2..].to_vec(),
         });
     }
-    if b.len() < 16 || b[..12] != V2_SIG || b[12] != 0x21 {
+    if b.len() < 16 || b[..12] != V2_SIG || (b[12] != 0x21 && b[12] != 0x20) {
         return None;
     }
+    let local = b[12] == 0x20;
     let len = 16 + usize::from(u16::from_be_bytes([b[14], b[15]]));
     let body = b.get(16..len)?;
     let port = |i: usize| u16::from_be_bytes([body[i], body[i + 1]]);
     let (src, dst) = match b[13] {
+        _ if local => (None, None),
         0x11 => {
             let a: [u8; 4] = body[0..4].try_into().unwrap();
             let d: [u8; 4] = body[4..8].try_into().unwrap();
@@ -523,4 +541,65 @@ fn tls_termination_accepts_a_header_before_the_handshake_and_sends_one_to_the_ba
     assert!(head.starts_with("GET /tls HTTP/1.1\r\n"), "{head}");
     assert!(head.contains("X-Forwarded-For: 127.0.0.1\r\n"), "{head}");
     assert!(head.contains("X-Forwarded-Proto: https\r\n"), "{head}");
+}
+
+#[test]
+fn health_checks_of_a_server_that_requires_proxy_send_a_local_header() {
+    // The backend answers 400 without a header: the HTTP check is up only because its probe
+    // starts with a v2 LOCAL header (what HAProxy's check-send-proxy sends).
+    let b = Recorder::strict("b0");
+    let check = "server 0 check http GET /health 200 interval 1 rise 1 fall 1";
+    let args = [
+        "-r",
+        "-u",
+        "root",
+        "-C",
+        "0",
+        "-O",
+        "proxy_protocol v2",
+        "127.0.0.1:0",
+        &b.spec,
+    ];
+    let pen = Pen::start(&args, Listen::Reported);
+    let cport = pen.control_port();
+    assert_eq!(ctl(cport, check), "");
+    assert!(
+        wait_until(|| ctl(cport, "servers").contains("check up")),
+        "{}",
+        ctl(cport, "servers")
+    );
+    let probe = b.nth(0);
+    assert!(
+        probe.starts_with(&V2_SIG) && probe[12] == 0x20,
+        "a LOCAL header first: {probe:?}"
+    );
+    assert!(String::from_utf8_lossy(&probe[16..]).starts_with("GET /health HTTP/1.0\r\n"));
+    let (r, _) = request(None, pen.addr(), b"");
+    assert_eq!(reply_body(&r), "b0", "{r:?}");
+}
+
+#[test]
+fn access_lists_judge_the_real_client_of_an_accepted_header() {
+    let b = Recorder::start("b0");
+    let args = [
+        "-r",
+        "-O",
+        "acl 1 deny 198.51.100.66",
+        "-O",
+        "acl 1 permit 0.0.0.0 0.0.0.0",
+        "-O",
+        "client_acl 1",
+        "-O",
+        "accept_proxy v1",
+        "127.0.0.1:0",
+        &b.spec,
+    ];
+    let pen = Pen::start(&args, Listen::Reported);
+    let dst = pen.addr().to_string();
+    // The upstream (127.0.0.1) is permitted; the real client decides.
+    let (r, _) = request(None, pen.addr(), &v1("198.51.100.66:1000", &dst));
+    assert_eq!(r, "", "a denied real client is closed");
+    let (r, _) = request(None, pen.addr(), &v1("198.51.100.67:1000", &dst));
+    assert_eq!(reply_body(&r), "b0", "{r:?}");
+    assert_eq!(b.conns().len(), 1);
 }
