@@ -5,6 +5,13 @@
 //! that server and moves on), forwards with [`forward`], and reports the byte counts when the
 //! connection closes. An empty or exhausted list closes the client.
 //!
+//! PROXY protocol ([`crate::proxyproto`]): with `accept_proxy`, a TCP client's header is read
+//! first (peeked and consumed exactly, bounded, within its timeout), and the client it names
+//! replaces the peer for selection, ACLs, `-H`, the connection table and the logs; a refused
+//! header closes the client and is counted by reason (`State::proxy_headers`). With
+//! `proxy_protocol` / `server N proxy`, the header is written to the upstream right after the
+//! connect, before any client byte.
+//!
 //! Limits: `conn_max` is a semaphore whose permit is taken *before* `accept`, so a full table
 //! stops accepting (the kernel backlog holds new clients) and a freed slot resumes it;
 //! `pending_max` bounds simultaneous upstream connects.
