@@ -247,7 +247,7 @@ fn cond_matches(c: &Cond, f: &FrameInfo) -> bool {
         }
         Cond::Prefix(prefixes) => prefixes
             .iter()
-            .any(|p| !p.is_empty() && f.payload_head.starts_with(p)),
+            .any(|p| !p.is_empty() && f.payload_head.as_slice().starts_with(p)),
         Cond::Bool(which, want) => {
             let tcp = f.tcp.as_ref();
             let v = match which {

@@ -585,7 +585,7 @@ fn payload_prefix_matches_the_start_of_the_payload() {
         "{HOSTS}\n[[expect]]\ncapture = \"cap\"\nnone = {{ match = {{ payload_prefix = \"\" }} }}\n"
     ));
     assert!(
-        e.contains("payload_prefix") && e.contains("1-128 bytes"),
+        e.contains("payload_prefix") && e.contains("1-48 bytes"),
         "{e}"
     );
 }

@@ -657,7 +657,8 @@ pub struct MatchTable {
     pub ttl: Option<OneOrMany<Scalar>>,
     pub tcp_window: Option<OneOrMany<Scalar>>,
     pub tcp_options_len: Option<OneOrMany<Scalar>>,
-    /// The TCP/UDP payload starts with this text (TOML escapes: `"\r\n"`, `"\u0000"`).
+    /// The TCP/UDP payload starts with this text, 1-48 bytes (TOML escapes: `"\r\n"`,
+    /// `"\u0000"`).
     pub payload_prefix: Option<OneOrMany<Scalar>>,
     pub syn: Option<bool>,
     pub ack: Option<bool>,
