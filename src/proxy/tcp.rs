@@ -577,6 +577,20 @@ async fn handle(mut client_stream: Stream, conn: Conn<'_>, shared: SharedState, 
         tracing::debug!("{who}: every candidate failed; closing the client");
         return;
     };
+    let upfd = upstream.as_fd_raw();
+    conn.table.update(conn.idx, |e| {
+        e.target = Some(target);
+        e.upfd = upfd;
+    });
+    let counters = conn.counters;
+    let established = Established {
+        shared: &shared,
+        target,
+        client,
+        counters,
+        table: conn.table,
+        idx: conn.idx,
+    };
     let send = {
         let g = lock(&shared);
         g.config.proxy_for(match target {
@@ -597,24 +611,11 @@ async fn handle(mut client_stream: Stream, conn: Conn<'_>, shared: SharedState, 
         })
         .await;
         if !matches!(sent, Ok(Ok(()))) {
+            // (`established` reports the close to the balancer.)
             tracing::debug!("{who}: sending the PROXY header to {target:?} failed; closing");
             return;
         }
     }
-    let upfd = upstream.as_fd_raw();
-    conn.table.update(conn.idx, |e| {
-        e.target = Some(target);
-        e.upfd = upfd;
-    });
-    let counters = conn.counters;
-    let established = Established {
-        shared: &shared,
-        target,
-        client,
-        counters,
-        table: conn.table,
-        idx: conn.idx,
-    };
     if !front.is_tls()
         && let Some(log) = crate::reqlog::current()
     {
