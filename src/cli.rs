@@ -103,6 +103,11 @@ penctl commands pen-rs adds (also for -o/-O and -F files):
   tarpit_rate R [burst B] [net R] [net_burst B]  cap tarpit replies/s (global, per /24 or /64)
   tarpit                   tarpit settings, counters and captured addresses
   table_hash               digests of the server list and the DSR Maglev table (compare pens)
+  proxy_protocol v1|v2|off send a PROXY protocol header first to every backend [off]
+  server N proxy v1|v2|off|default  this server's PROXY header (default: proxy_protocol)
+  accept_proxy v1|v2|any|off [timeout S]  TCP clients must start with a PROXY protocol
+                           header (from HAProxy, a cloud LB): the real client is tracked,
+                           hashed, checked by ACLs and sent in X-Forwarded-For [off, 5 s]
 
 environment in DSR mode (-O 'dsr_if IF'):
   PEN_DSR_TAP=FILE         write every frame in and out of the DSR engine to pcap FILE
@@ -1208,6 +1213,9 @@ mod tests {
             "tarpit_capture NET",
             "tarpit_rate R",
             "127.0.0.1 only",
+            "proxy_protocol v1|v2|off",
+            "server N proxy",
+            "accept_proxy v1|v2|any|off [timeout S]",
         ] {
             assert!(USAGE.contains(w), "{w} missing from USAGE");
         }

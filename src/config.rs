@@ -39,6 +39,8 @@ pub mod defaults {
     pub const CONN_MAX_LIMIT: usize = 1 << 20;
     /// Upper bound for `-c` / `clients_max` (C Pen has none).
     pub const CLIENTS_MAX_LIMIT: usize = 1 << 22;
+    /// Seconds a client of an `accept_proxy` listener has to send its PROXY header (pen-rs).
+    pub const ACCEPT_PROXY_TIMEOUT_SECS: u64 = 5;
 }
 
 /// Where pen listens: `[host:]port` or a Unix socket path (anything containing `/`).
@@ -303,6 +305,43 @@ impl FastClose {
     }
 }
 
+/// `proxy_protocol v1|v2|off` and `server N proxy v1|v2|off` (pen-rs addition): the PROXY
+/// protocol header pen sends first on a backend connection ([`crate::proxyproto`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum SendProxy {
+    #[default]
+    Off,
+    V1,
+    V2,
+}
+
+impl SendProxy {
+    /// The penctl word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SendProxy::Off => "off",
+            SendProxy::V1 => "v1",
+            SendProxy::V2 => "v2",
+        }
+    }
+
+    /// The setting for a penctl word (`v1`, `v2`, `off`).
+    pub fn from_word(w: &str) -> Option<SendProxy> {
+        [SendProxy::Off, SendProxy::V1, SendProxy::V2]
+            .into_iter()
+            .find(|p| p.as_str() == w)
+    }
+
+    /// The version to send; `None` = no header.
+    pub fn version(self) -> Option<crate::proxyproto::Version> {
+        match self {
+            SendProxy::Off => None,
+            SendProxy::V1 => Some(crate::proxyproto::Version::V1),
+            SendProxy::V2 => Some(crate::proxyproto::Version::V2),
+        }
+    }
+}
+
 /// `-L ssl23|ssl2|ssl3|tls1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SslProtocol {
@@ -456,6 +495,18 @@ pub struct Config {
     pub dummy: bool,
     pub peek: bool,
 
+    // --- PROXY protocol (pen-rs addition, see `crate::proxyproto`) ---
+    /// `proxy_protocol v1|v2|off`: the header sent to every backend without its own setting.
+    pub proxy_protocol: SendProxy,
+    /// `server N proxy v1|v2|off`: per-server settings, by server index (absent = follow
+    /// `proxy_protocol`; `server N proxy default` removes one).
+    pub server_proxy: std::collections::BTreeMap<usize, SendProxy>,
+    /// `accept_proxy v1|v2|any|off`: clients of the TCP listener must start with a PROXY
+    /// header of these versions; `None` = off.
+    pub accept_proxy: Option<crate::proxyproto::Accept>,
+    /// `accept_proxy ... timeout N`: seconds a client has to send its whole header, >= 1.
+    pub accept_proxy_timeout_secs: u64,
+
     // --- process and control ---
     /// `-f`.
     pub foreground: bool,
@@ -498,6 +549,21 @@ pub struct Config {
 }
 
 impl Config {
+    /// The PROXY protocol header to send to server `idx` (`None`: the emergency or abuse
+    /// server, which follow `proxy_protocol`): its own `server N proxy`, else the global one.
+    pub fn proxy_for(&self, idx: Option<usize>) -> SendProxy {
+        idx.and_then(|i| self.server_proxy.get(&i).copied())
+            .unwrap_or(self.proxy_protocol)
+    }
+
+    /// Whether any PROXY protocol setting is on (sending to some server, or accepting): the
+    /// io_uring path does not do it, so pen starts on the tokio path.
+    pub fn proxy_protocol_in_use(&self) -> bool {
+        self.accept_proxy.is_some()
+            || self.proxy_protocol != SendProxy::Off
+            || self.server_proxy.values().any(|p| *p != SendProxy::Off)
+    }
+
     /// The listen address as C Pen shows it (`listen` reply, `write`): as it was given, else
     /// the canonical text.
     pub fn listen_text(&self) -> Option<String> {
@@ -547,6 +613,10 @@ impl Default for Config {
             dsr_ip: None,
             dummy: false,
             peek: false,
+            proxy_protocol: SendProxy::Off,
+            server_proxy: Default::default(),
+            accept_proxy: None,
+            accept_proxy_timeout_secs: ACCEPT_PROXY_TIMEOUT_SECS,
             foreground: false,
             debug: 0,
             ascii: false,

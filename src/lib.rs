@@ -22,6 +22,8 @@
 //! - [`ctl::reply`]: a command against the running state → C Pen's reply and follow-up actions
 //!   (close a connection, tell the servers changed, write a file, ...) for the shell to do.
 //! - [`stats`]: the status page, the SIGUSR1 text report and the Prometheus exposition.
+//! - [`proxyproto`]: the PROXY protocol v1/v2: headers encoded for backends, parsed
+//!   incrementally (and bounded) from clients of an `accept_proxy` listener.
 //! - [`engine`]: the DSR + tarpit packet engine (frame in → verdict and in-place rewrite;
 //!   ARP/NDP, weighted Maglev table, keyed-hash tarpit ISN).
 //!
@@ -67,6 +69,7 @@ pub mod link;
 pub mod logging;
 pub mod notify;
 pub mod proxy;
+pub mod proxyproto;
 pub mod reqlog;
 pub mod select;
 pub mod sim;

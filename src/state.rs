@@ -48,6 +48,8 @@ pub struct State {
     /// The active health checks' state machines (`server N check ...`), kept in line with
     /// `config.checks` by [`State::sync_checks`].
     pub checks: Checks,
+    /// PROXY protocol headers accepted and refused on an `accept_proxy` listener.
+    pub proxy_headers: crate::proxyproto::HeaderCounts,
 }
 
 impl State {
@@ -63,6 +65,7 @@ impl State {
             udp: None,
             tarpit: None,
             checks: Checks::default(),
+            proxy_headers: Default::default(),
         };
         state.sync_checks();
         state

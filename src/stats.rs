@@ -151,6 +151,9 @@ pub struct Snapshot {
     /// Accepts and upstream connects that failed for want of local resources (descriptors,
     /// buffers, memory, ports).
     pub local_resource_errors: u64,
+    /// PROXY protocol headers accepted and refused by reason (`accept_proxy`); `None` when
+    /// accepting is off and nothing was ever counted.
+    pub proxy_headers: Option<crate::proxyproto::HeaderCounts>,
     /// The UDP flow table (`-U` only).
     pub udp: Option<UdpReport>,
     /// The DSR tarpit (DSR mode only), as the DSR thread last published it.
@@ -430,6 +433,9 @@ impl Snapshot {
             conns: conns.rows.clone(),
             transparent_failures: state.transparent_failures,
             local_resource_errors: state.shortage.total,
+            proxy_headers: (state.config.accept_proxy.is_some()
+                || state.proxy_headers != Default::default())
+            .then_some(state.proxy_headers),
             udp: state.udp.as_ref().map(|u| UdpReport::of(u, now)),
             tarpit: state.tarpit.clone(),
         }
@@ -610,6 +616,13 @@ pub fn html(s: &Snapshot) -> String {
         ],
         &conns,
     );
+    if let Some(p) = &s.proxy_headers {
+        let _ = write!(
+            out,
+            "<h2>PROXY protocol</h2>Headers {}<p>",
+            html_escape(&p.line())
+        );
+    }
     if let Some(u) = &s.udp {
         html_udp(&mut out, u);
     }
@@ -866,6 +879,9 @@ pub fn text(s: &Snapshot) -> String {
             c.index, c.downfd, c.upfd, c.pending_down, c.pending_up, c.client, c.server
         );
     }
+    if let Some(p) = &s.proxy_headers {
+        let _ = writeln!(out, "PROXY protocol headers: {}", p.line());
+    }
     if let Some(u) = &s.udp {
         let _ = writeln!(
             out,
@@ -910,6 +926,30 @@ pub fn text(s: &Snapshot) -> String {
         out.push_str(&tarpit_counters_text(t));
     }
     out
+}
+
+/// `accept_proxy`'s counters: headers accepted, and refused by reason (every reason shown,
+/// zeros included, so that rates work from the first scrape).
+fn prometheus_proxy_headers(out: &mut String, c: crate::proxyproto::HeaderCounts) {
+    let _ = writeln!(
+        out,
+        "# HELP pen_proxy_headers_accepted_total PROXY protocol headers accepted (accept_proxy).\n\
+         # TYPE pen_proxy_headers_accepted_total counter\npen_proxy_headers_accepted_total {}",
+        c.accepted
+    );
+    let _ = writeln!(
+        out,
+        "# HELP pen_proxy_header_errors_total Connections closed for a missing, malformed, truncated or late PROXY protocol header, by reason.\n\
+         # TYPE pen_proxy_header_errors_total counter"
+    );
+    for r in crate::proxyproto::Reason::ALL {
+        let _ = writeln!(
+            out,
+            "pen_proxy_header_errors_total{{reason=\"{}\"}} {}",
+            r.as_str(),
+            c.errors_of(r)
+        );
+    }
 }
 
 /// The `process_*` metrics as the Prometheus client libraries name them.
@@ -1184,6 +1224,7 @@ pub fn prometheus(s: &Snapshot, p: &ProcessStats) -> String {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
         );
     }
+    prometheus_proxy_headers(&mut out, s.proxy_headers.unwrap_or_default());
     process_metrics(&mut out, p);
     if let Some(u) = &s.udp {
         let udp: [(&str, &str, &str, u64); 13] = [
@@ -1283,6 +1324,44 @@ pub fn prometheus(s: &Snapshot, p: &ProcessStats) -> String {
 mod tests {
     use super::*;
     use crate::config::{Config, HostSpec, ServerConfig};
+
+    #[test]
+    fn proxy_header_counters_show_in_text_html_and_prometheus() {
+        let mut st = State::new(Config::default());
+        let none = Snapshot::capture(&st, Duration::ZERO, 0, &OpenConns::default());
+        assert_eq!(none.proxy_headers, None);
+        assert!(!text(&none).contains("PROXY"));
+        let p = prometheus(&none, &ProcessStats::default());
+        assert!(
+            p.contains("\npen_proxy_header_errors_total{reason=\"timeout\"} 0\n"),
+            "{p}"
+        );
+        st.config.accept_proxy = Some(crate::proxyproto::Accept::V1);
+        st.proxy_headers.accepted = 3;
+        st.proxy_headers
+            .refused(crate::proxyproto::Reason::Malformed);
+        st.proxy_headers
+            .refused(crate::proxyproto::Reason::Malformed);
+        let s = Snapshot::capture(&st, Duration::ZERO, 0, &OpenConns::default());
+        let t = text(&s);
+        assert!(
+            t.contains(
+                "PROXY protocol headers: accepted 3, refused: missing 0, version 0, malformed 2,"
+            ),
+            "{t}"
+        );
+        assert!(html(&s).contains("<h2>PROXY protocol</h2>Headers accepted 3"));
+        let p = prometheus(&s, &ProcessStats::default());
+        assert!(p.contains("\npen_proxy_headers_accepted_total 3\n"), "{p}");
+        assert!(
+            p.contains("\npen_proxy_header_errors_total{reason=\"malformed\"} 2\n"),
+            "{p}"
+        );
+        assert!(
+            p.contains("# TYPE pen_proxy_header_errors_total counter\n"),
+            "{p}"
+        );
+    }
     use crate::select::Client;
 
     fn shared_with_two_servers() -> State {

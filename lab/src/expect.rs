@@ -161,6 +161,8 @@ enum Cond {
     Net(NetField, Vec<(IpAddr, u8)>),
     Num(NumField, Vec<u32>),
     Bool(BoolField, bool),
+    /// The payload starts with one of these byte strings.
+    Prefix(Vec<Vec<u8>>),
 }
 
 /// A compiled frame matcher: all conditions must hold; within one condition any value may.
@@ -243,6 +245,9 @@ fn cond_matches(c: &Cond, f: &FrameInfo) -> bool {
                     .and_then(|t| u32::try_from(t.options_len).ok())),
             }
         }
+        Cond::Prefix(prefixes) => prefixes
+            .iter()
+            .any(|p| !p.is_empty() && f.payload_head.as_slice().starts_with(p)),
         Cond::Bool(which, want) => {
             let tcp = f.tcp.as_ref();
             let v = match which {
@@ -309,12 +314,30 @@ pub fn compile_matcher(
             .map(|v| scalar_text(refs, v))
             .collect::<Result<Vec<_>, _>>()
             .map_err(err)?;
-        let shown = if texts.len() == 1 {
+        let shown = if key == "payload_prefix" {
+            // Escaped: the text may hold CR, LF, NUL.
+            format!("{texts:?}")
+        } else if texts.len() == 1 {
             texts.first().cloned().unwrap_or_default()
         } else {
             format!("[{}]", texts.join(", "))
         };
         desc.push(format!("{key}={shown}"));
+        if key == "payload_prefix" {
+            let mut prefixes = Vec::new();
+            for t in &texts {
+                if t.is_empty() || t.len() > decode::PAYLOAD_HEAD {
+                    return Err(err(format!(
+                        "expected 1-{} bytes of text, got {} bytes",
+                        decode::PAYLOAD_HEAD,
+                        t.len()
+                    )));
+                }
+                prefixes.push(t.as_bytes().to_vec());
+            }
+            conds.push(Cond::Prefix(prefixes));
+            continue;
+        }
         let mac_field = match key {
             "eth_src" => Some(MacField::EthSrc),
             "eth_dst" => Some(MacField::EthDst),

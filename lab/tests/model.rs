@@ -510,6 +510,87 @@ fn tcp_window_and_options_matchers_see_only_tcp_frames() {
 }
 
 #[test]
+fn payload_prefix_matches_the_start_of_the_payload() {
+    let ack = Flags {
+        ack: true,
+        psh: true,
+        ..Flags::default()
+    };
+    let v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\0\x0c";
+    let frames = [
+        tcp4(
+            PEN_MAC,
+            WEB1_MAC,
+            [10, 0, 0, 2],
+            [10, 0, 0, 3],
+            40000,
+            80,
+            ack,
+            b"PROXY TCP4 10.0.0.10 10.0.0.2 5555 80\r\nGET / HTTP/1.0\r\n",
+        ),
+        tcp4(
+            PEN_MAC,
+            WEB1_MAC,
+            [10, 0, 0, 2],
+            [10, 0, 0, 3],
+            40001,
+            80,
+            ack,
+            v2,
+        ),
+        tcp4(
+            PEN_MAC,
+            WEB1_MAC,
+            [10, 0, 0, 2],
+            [10, 0, 0, 3],
+            40002,
+            80,
+            ack,
+            b"GET / HTTP/1.0\r\n",
+        ),
+        tcp4(
+            PEN_MAC,
+            WEB1_MAC,
+            [10, 0, 0, 2],
+            [10, 0, 0, 3],
+            40003,
+            80,
+            syn(),
+            b"",
+        ),
+    ];
+    let f: Vec<FrameInfo> = frames
+        .iter()
+        .enumerate()
+        .map(|(i, b)| decode::decode(i, Duration::ZERO, b))
+        .collect();
+    let one = |m: &str| check(&format!("count = {{ match = {{ {m} }}, exact = 1 }}"), &f);
+    let o = one(r#"payload_prefix = "PROXY TCP4 10.0.0.10 ""#);
+    assert!(o.pass, "{}", o.detail);
+    let o = one(r#"payload_prefix = "\r\n\r\n\u0000\r\nQUIT\n""#);
+    assert!(o.pass, "{}", o.detail);
+    let o = check(
+        r#"count = { match = { payload_prefix = ["PROXY ", "GET "] }, exact = 2 }"#,
+        &f,
+    );
+    assert!(o.pass, "{}", o.detail);
+    assert!(
+        check(
+            r#"none = { match = { payload_prefix = "PROXY TCP6" } }"#,
+            &f
+        )
+        .pass
+    );
+    let e = errors(&format!(
+        "{HOSTS}\n[[expect]]\ncapture = \"cap\"\nnone = {{ match = {{ payload_prefix = \"\" }} }}\n"
+    ));
+    assert!(
+        e.contains("payload_prefix") && e.contains("1-48 bytes"),
+        "{e}"
+    );
+}
+
+#[test]
 fn none_fails_on_any_match() {
     let f = mixed();
     assert!(check(r#"none = { match = { from = "web2", rst = true } }"#, &f).pass);

@@ -16,8 +16,8 @@ use std::fmt;
 use std::fmt::Write as _;
 
 use crate::acl::ACLS_MAX;
-use crate::config::{Config, ServerConfig, defaults};
-use crate::ctl::command::{Command, EventBackend, Flag, ServerCmd, TarpitAcl};
+use crate::config::{Config, SendProxy, ServerConfig, defaults};
+use crate::ctl::command::{AcceptProxyCmd, Command, EventBackend, Flag, ServerCmd, TarpitAcl};
 
 /// What [`apply`] did with a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -388,6 +388,23 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
             cfg.tarpit_rate = None;
             Changed
         }
+        Command::ProxyProtocol(Some(p)) => {
+            cfg.proxy_protocol = *p;
+            Changed
+        }
+        Command::AcceptProxy(Some(a)) => {
+            if a.timeout == Some(0) {
+                return Err(ApplyError::Zero {
+                    command: "accept_proxy",
+                    expected: "a timeout of seconds >= 1",
+                });
+            }
+            cfg.accept_proxy = a.mode;
+            if let Some(t) = a.timeout {
+                cfg.accept_proxy_timeout_secs = t;
+            }
+            Changed
+        }
         // Queries (get forms without argument) and actions on running state.
         Command::Blacklist(None)
         | Command::ClientAcl(None)
@@ -408,6 +425,8 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
         | Command::Prometheus(None)
         | Command::TarpitCapture(None)
         | Command::TarpitRate(None)
+        | Command::ProxyProtocol(None)
+        | Command::AcceptProxy(None)
         | Command::Tarpit
         | Command::Close(_)
         | Command::Connection(_)
@@ -472,6 +491,15 @@ fn apply_server(cfg: &mut Config, s: &ServerCmd) -> Result<(), ApplyError> {
         }
         Some(crate::health::CheckSetting::Off) => {
             cfg.checks.remove(&s.index);
+        }
+        None => {}
+    }
+    match s.proxy {
+        Some(Some(p)) => {
+            cfg.server_proxy.insert(s.index, p);
+        }
+        Some(None) => {
+            cfg.server_proxy.remove(&s.index);
         }
         None => {}
     }
@@ -825,6 +853,8 @@ pub fn write_config(cfg: &Config) -> String {
                 .checks
                 .get(&i)
                 .map(|c| crate::health::CheckSetting::On(c.clone())),
+            // pen-rs's PROXY protocol, only when set
+            proxy: cfg.server_proxy.get(&i).map(|p| Some(*p)),
         }));
     }
     cmd(flag(Flag::Stubborn, cfg.mode.stubborn));
@@ -841,6 +871,18 @@ pub fn write_config(cfg: &Config) -> String {
     cmd(flag(Flag::Prio, cfg.mode.prio));
     if let Some(a) = cfg.prometheus {
         cmd(Command::Prometheus(Some(a)));
+    }
+    // pen-rs's PROXY protocol, only when set (a C Pen configuration stays as C Pen writes it)
+    if cfg.proxy_protocol != SendProxy::Off {
+        cmd(Command::ProxyProtocol(Some(cfg.proxy_protocol)));
+    }
+    if cfg.accept_proxy.is_some()
+        || cfg.accept_proxy_timeout_secs != defaults::ACCEPT_PROXY_TIMEOUT_SECS
+    {
+        cmd(Command::AcceptProxy(Some(AcceptProxyCmd {
+            mode: cfg.accept_proxy,
+            timeout: Some(cfg.accept_proxy_timeout_secs),
+        })));
     }
     // pen-rs writes these too (C Pen's write_cfg forgets them).
     cmd(flag(Flag::AbortOnError, cfg.abort_on_error));
@@ -1390,6 +1432,51 @@ mod tests {
             assert!(errs.is_empty(), "{errs:?}\n{text}");
             assert_eq!(back, cfg, "{text}");
         }
+    }
+
+    #[test]
+    fn proxy_protocol_settings_apply_and_round_trip_through_write() {
+        let mut c = Config::default();
+        assert!(
+            !write_config(&c).contains("proxy"),
+            "C Pen's file when unset"
+        );
+        assert_eq!(ok(&mut c, "proxy_protocol v1"), Applied::Config);
+        assert_eq!(ok(&mut c, "proxy_protocol"), Applied::Runtime);
+        ok(&mut c, "server 0 address 10.0.0.1 port 80");
+        ok(&mut c, "server 1 address 10.0.0.2 port 80 proxy v2");
+        ok(&mut c, "server 2 address 10.0.0.3 port 80 proxy off");
+        assert_eq!(c.proxy_for(Some(0)), SendProxy::V1);
+        assert_eq!(c.proxy_for(Some(1)), SendProxy::V2);
+        assert_eq!(c.proxy_for(Some(2)), SendProxy::Off);
+        assert_eq!(c.proxy_for(None), SendProxy::V1, "emergency/abuse: global");
+        assert_eq!(ok(&mut c, "accept_proxy any timeout 2"), Applied::Config);
+        assert_eq!(ok(&mut c, "accept_proxy"), Applied::Runtime);
+        assert_eq!(c.accept_proxy, Some(crate::proxyproto::Accept::Any));
+        assert_eq!(c.accept_proxy_timeout_secs, 2);
+        let text = write_config(&c);
+        assert!(text.contains("\nproxy_protocol v1\n"), "{text}");
+        assert!(
+            text.contains(" proxy v2\n") && text.contains(" proxy off\n"),
+            "{text}"
+        );
+        assert!(text.contains("\naccept_proxy any timeout 2\n"), "{text}");
+        let mut back = Config::default();
+        assert!(apply_text(&mut back, &text, "written").is_empty());
+        assert_eq!(back, c, "{text}");
+        ok(&mut c, "server 1 proxy default");
+        ok(&mut c, "accept_proxy off");
+        assert_eq!(c.proxy_for(Some(1)), SendProxy::V1);
+        assert_eq!((c.accept_proxy, c.accept_proxy_timeout_secs), (None, 2));
+        let e = apply(
+            &mut c,
+            &Command::AcceptProxy(Some(AcceptProxyCmd {
+                mode: None,
+                timeout: Some(0),
+            })),
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("accept_proxy: expected"), "{e}");
     }
 
     #[test]

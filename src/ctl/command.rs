@@ -14,7 +14,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 use crate::acl::{ACLS_MAX, AclEntry, AclMatch};
-use crate::config::{FastClose, HostSpec, ListenAddr, defaults};
+use crate::config::{FastClose, HostSpec, ListenAddr, SendProxy, defaults};
+use crate::proxyproto::Accept;
 
 /// On/off settings written `X` / `no X`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -209,6 +210,28 @@ pub struct ServerCmd {
     pub prio: Option<u32>,
     /// `check ...` / `check off`: the active health check (last on the line).
     pub check: Option<crate::health::CheckSetting>,
+    /// `proxy v1|v2|off|default` (pen-rs addition): the PROXY protocol header sent to this
+    /// server; `Some(None)` = `default` (follow `proxy_protocol`).
+    pub proxy: Option<Option<SendProxy>>,
+}
+
+/// `accept_proxy [v1|v2|any|off] [timeout N]` (pen-rs addition).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AcceptProxyCmd {
+    /// `None` = `off`.
+    pub mode: Option<Accept>,
+    /// Seconds a client has to send its header; `None` = unchanged.
+    pub timeout: Option<u64>,
+}
+
+impl fmt::Display for AcceptProxyCmd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.mode.map_or("off", Accept::as_str))?;
+        if let Some(t) = self.timeout {
+            write!(f, " timeout {t}")?;
+        }
+        Ok(())
+    }
 }
 
 /// Every command of C Pen 0.34's penctl language (reference §3). `Option` arguments are the
@@ -291,6 +314,12 @@ pub enum Command {
     NoPrometheus,
     /// `version` (pen-rs addition): which program and version this is.
     Version,
+    /// `proxy_protocol [v1|v2|off]` (pen-rs addition): the PROXY protocol header sent first
+    /// to every backend without its own `server N proxy`; no argument = query.
+    ProxyProtocol(Option<SendProxy>),
+    /// `accept_proxy [v1|v2|any|off [timeout N]]` (pen-rs addition): clients must start with
+    /// a PROXY protocol header; no argument = query.
+    AcceptProxy(Option<AcceptProxyCmd>),
     /// `table_hash` (pen-rs addition): digests of the server list and of the DSR Maglev
     /// table, so that N pens behind ECMP or VRRP can be checked to agree.
     TableHash,
@@ -665,6 +694,17 @@ pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
         }),
         "version" => Command::Version,
         "table_hash" => Command::TableHash,
+        "proxy_protocol" => Command::ProxyProtocol(match w.next() {
+            None => None,
+            Some(t) => Some(
+                SendProxy::from_word(t)
+                    .ok_or_else(|| invalid("proxy_protocol", "v1, v2 or off", t))?,
+            ),
+        }),
+        "accept_proxy" => Command::AcceptProxy(match w.next() {
+            None => None,
+            Some(t) => Some(parse_accept_proxy(&mut w, t)?),
+        }),
         "write" => Command::Write(w.next().map(PathBuf::from)),
         other => {
             if let Some(b) = EventBackend::from_word(other) {
@@ -680,6 +720,24 @@ pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
     };
     w.end()?;
     Ok(Some(cmd))
+}
+
+/// `accept_proxy MODE [timeout N]`.
+fn parse_accept_proxy(w: &mut Words<'_>, mode: &str) -> Result<AcceptProxyCmd, CommandError> {
+    const MODES: &str = "v1, v2, any or off";
+    let mode = match mode {
+        "v1" => Some(Accept::V1),
+        "v2" => Some(Accept::V2),
+        "any" => Some(Accept::Any),
+        "off" => None,
+        _ => return Err(invalid("accept_proxy", MODES, mode)),
+    };
+    let timeout = match w.next() {
+        None => None,
+        Some("timeout") => Some(w.req_num(&format!("{SECS} >= 1"), 1, u64::MAX)?),
+        Some(t) => return Err(invalid("accept_proxy", "timeout N after the mode", t)),
+    };
+    Ok(AcceptProxyCmd { mode, timeout })
 }
 
 /// `prometheus`'s address: `port` (all addresses), `addr:port` or `[v6]:port`; an IP address,
@@ -881,7 +939,7 @@ fn parse_acl(w: &mut Words<'_>) -> Result<Command, CommandError> {
 }
 
 fn parse_server(w: &mut Words<'_>) -> Result<Command, CommandError> {
-    let keys = "acl, address, port, max, hard, blacklist, weight, prio, check";
+    let keys = "acl, address, port, max, hard, blacklist, weight, prio, proxy, check";
     let max_index = defaults::SERVERS_MAX - 1;
     let n = w.required(&format!("a server number 0-{max_index}"))?;
     let index = w.num(n, &format!("a server number 0-{max_index}"), 0, max_index)?;
@@ -924,6 +982,15 @@ fn parse_server(w: &mut Words<'_>) -> Result<Command, CommandError> {
             }
             "weight" => s.weight = Some(w.num(val, "a weight >= 0", 0, u32::MAX)?),
             "prio" => s.prio = Some(w.num(val, "a priority >= 0", 0, u32::MAX)?),
+            "proxy" => {
+                s.proxy = Some(match val {
+                    "default" => None,
+                    v => Some(
+                        SendProxy::from_word(v)
+                            .ok_or_else(|| invalid("server", "proxy v1, v2, off or default", v))?,
+                    ),
+                })
+            }
             _ => {
                 return Err(CommandError::UnknownKeyword {
                     command: "server",
@@ -984,6 +1051,9 @@ impl fmt::Display for ServerCmd {
         }
         if let Some(v) = self.prio {
             write!(f, " prio {v}")?;
+        }
+        if let Some(p) = self.proxy {
+            write!(f, " proxy {}", p.map_or("default", SendProxy::as_str))?;
         }
         if let Some(c) = &self.check {
             write!(f, " check {c}")?;
@@ -1062,6 +1132,8 @@ impl fmt::Display for Command {
             NoPrometheus => write!(f, "no prometheus"),
             Version => write!(f, "version"),
             TableHash => write!(f, "table_hash"),
+            ProxyProtocol(v) => opt(f, "proxy_protocol", &v.map(SendProxy::as_str)),
+            AcceptProxy(v) => opt(f, "accept_proxy", v),
             Write(v) => opt(f, "write", &v.as_ref().map(|p| p.display())),
         }
     }
@@ -1205,6 +1277,18 @@ mod tests {
         "server 6 check http GET /health 200-399 interval 2 timeout 1 rise 2 fall 3",
         "server 7 port 80 check tcp interval 5 timeout 2 rise 1 fall 1 address 10.0.0.7 port 9000",
         "server 8 check off",
+        "server 9 port 80 proxy v2",
+        "server 10 proxy off check tcp interval 5 timeout 2 rise 1 fall 1",
+        "server 11 proxy default",
+        "proxy_protocol",
+        "proxy_protocol v1",
+        "proxy_protocol v2",
+        "proxy_protocol off",
+        "accept_proxy",
+        "accept_proxy v1",
+        "accept_proxy v2 timeout 3",
+        "accept_proxy any",
+        "accept_proxy off",
         "servers",
         "socket 9",
         "source 10.0.0.254",
@@ -1340,12 +1424,14 @@ mod tests {
             NoTarpitRate => 52,
             Tarpit => 53,
             TableHash => 54,
+            ProxyProtocol(_) => 55,
+            AcceptProxy(_) => 56,
         }
     }
 
     #[test]
     fn samples_cover_every_variant() {
-        let mut seen = [false; 55];
+        let mut seen = [false; 57];
         for line in SAMPLES {
             seen[variant(&p(line))] = true;
         }
@@ -1393,6 +1479,30 @@ mod tests {
         assert_eq!(s.port, Some(80));
         assert_eq!(s.weight, Some(2));
         assert_eq!(s.max, None);
+    }
+
+    #[test]
+    fn proxy_protocol_commands_name_what_they_accept() {
+        let Command::Server(s) = p("server 2 proxy v1 port 80") else {
+            panic!()
+        };
+        assert_eq!((s.proxy, s.port), (Some(Some(SendProxy::V1)), Some(80)));
+        assert_eq!(
+            e("server 2 proxy v3"),
+            "server: expected proxy v1, v2, off or default, got \"v3\""
+        );
+        assert_eq!(
+            e("proxy_protocol yes"),
+            "proxy_protocol: expected v1, v2 or off, got \"yes\""
+        );
+        assert_eq!(
+            e("accept_proxy v3"),
+            "accept_proxy: expected v1, v2, any or off, got \"v3\""
+        );
+        assert!(e("accept_proxy v1 timeout 0").contains(">= 1"));
+        assert!(e("accept_proxy v1 timeout").contains("got nothing"));
+        assert!(e("accept_proxy v1 5").contains("timeout N after the mode"));
+        assert!(e("accept_proxy v1 timeout 5 x").contains("extra argument \"x\""));
     }
 
     #[test]

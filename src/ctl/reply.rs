@@ -419,6 +419,19 @@ pub fn execute(state: &mut State, cmd: &Command, env: &Env<'_>) -> Outcome {
         Command::Version => {
             let _ = writeln!(r, "{}", crate::cli::VERSION);
         }
+        Command::ProxyProtocol(_) => {
+            let _ = writeln!(r, "{}", cfg.proxy_protocol.as_str());
+        }
+        Command::AcceptProxy(_) => {
+            let _ = writeln!(
+                r,
+                "{} timeout {}\n{}",
+                cfg.accept_proxy
+                    .map_or("off", crate::proxyproto::Accept::as_str),
+                cfg.accept_proxy_timeout_secs,
+                state.proxy_headers.line()
+            );
+        }
         Command::TableHash => {
             let d = crate::select::dsr::TableDigest::of(&state.balancer, cfg.mode, env.now);
             let _ = writeln!(r, "{d}");
@@ -459,6 +472,11 @@ pub fn execute(state: &mut State, cmd: &Command, env: &Env<'_>) -> Outcome {
                 // pen-rs's health check, only on servers that have one (C Pen's line otherwise)
                 if let Some(h) = state.checks.get(i) {
                     let _ = write!(r, " {}", stats::check_summary(h, env.now));
+                }
+                // pen-rs's PROXY protocol header, only on servers that get one
+                let proxy = cfg.proxy_for(Some(i));
+                if proxy != crate::config::SendProxy::Off {
+                    let _ = write!(r, " proxy {}", proxy.as_str());
                 }
                 r.push('\n');
             }
@@ -717,6 +735,31 @@ mod tests {
             reply(&mut sh, "servers"),
             "0 addr 127.0.0.1 port 19992 conn 0 max 0 hard 0 weight 0 prio 0 sx 0 rx 0\n\
              1 addr 127.0.0.1 port 19993 conn 0 max 5 hard 10 weight 2 prio 1 sx 0 rx 0\n"
+        );
+    }
+
+    #[test]
+    fn proxy_protocol_shows_in_servers_and_its_queries() {
+        let mut sh = shared();
+        assert_eq!(reply(&mut sh, "proxy_protocol"), "off\n");
+        assert!(!reply(&mut sh, "servers").contains("proxy"), "C Pen's line");
+        assert_eq!(reply(&mut sh, "proxy_protocol v2"), "v2\n");
+        reply(&mut sh, "server 1 proxy off");
+        let r = reply(&mut sh, "servers");
+        let lines: Vec<&str> = r.lines().collect();
+        assert!(lines[0].ends_with(" rx 0 proxy v2"), "{r}");
+        assert!(lines[1].ends_with(" rx 0"), "{r}");
+        reply(&mut sh, "server 1 proxy v1");
+        assert!(reply(&mut sh, "servers").contains(" rx 0 proxy v1\n"));
+        assert_eq!(
+            reply(&mut sh, "accept_proxy"),
+            "off timeout 5\naccepted 0, refused: missing 0, version 0, malformed 0, too_long 0, truncated 0, timeout 0\n"
+        );
+        sh.proxy_headers.refused(crate::proxyproto::Reason::Timeout);
+        let r = reply(&mut sh, "accept_proxy v2 timeout 9");
+        assert!(
+            r.starts_with("v2 timeout 9\n") && r.contains("timeout 1\n"),
+            "{r}"
         );
     }
 

@@ -29,10 +29,20 @@ pub const MAX_ANSWER: usize = 64 * 1024;
 pub async fn run(shared: SharedState) {
     loop {
         tokio::time::sleep(TICK).await;
-        let (probes, changes) = {
+        let (probes, changes, headers) = {
             let mut g = lock(&shared);
             let room = MAX_IN_FLIGHT.saturating_sub(g.state.checks.in_flight());
-            g.state.due_probes(now(), room)
+            let (probes, changes) = g.state.due_probes(now(), room);
+            // A server that gets PROXY protocol headers may require one: its probes start
+            // with a LOCAL header (what HAProxy's check-send-proxy sends).
+            let headers: Vec<Option<Vec<u8>>> = probes
+                .iter()
+                .map(|p| {
+                    let v = g.state.config.proxy_for(Some(p.server)).version();
+                    v.map(crate::proxyproto::encode_local)
+                })
+                .collect();
+            (probes, changes, headers)
         };
         if !changes.is_empty() {
             super::tell_servers_changed(&shared);
@@ -40,10 +50,10 @@ pub async fn run(shared: SharedState) {
         for c in &changes {
             log_change(c);
         }
-        for p in probes {
+        for (p, header) in probes.into_iter().zip(headers) {
             let shared = shared.clone();
             tokio::spawn(async move {
-                let (ok, detail) = probe(&p).await;
+                let (ok, detail) = probe_with(&p, header.as_deref()).await;
                 let change = lock(&shared).state.record_check(&p, now(), ok, &detail);
                 if let Some(c) = change {
                     // the DSR thread rebuilds its Maglev table now rather than at its next tick
@@ -61,14 +71,19 @@ fn log_change(c: &Change) {
 
 /// Runs one probe within its timeout: (ok, what was seen).
 pub async fn probe(p: &Probe) -> (bool, String) {
+    probe_with(p, None).await
+}
+
+/// [`probe`], with `header` (a PROXY protocol header) sent first on its TCP connection.
+pub async fn probe_with(p: &Probe, header: Option<&[u8]>) -> (bool, String) {
     let secs = p.timeout.as_secs();
-    match tokio::time::timeout(p.timeout, attempt(p)).await {
+    match tokio::time::timeout(p.timeout, attempt(p, header)).await {
         Ok(r) => r,
         Err(_) => (false, format!("timeout after {secs}s")),
     }
 }
 
-async fn attempt(p: &Probe) -> (bool, String) {
+async fn attempt(p: &Probe, header: Option<&[u8]>) -> (bool, String) {
     if let CheckKind::Dns { name } = &p.kind {
         return dns(p, name).await;
     }
@@ -76,6 +91,11 @@ async fn attempt(p: &Probe) -> (bool, String) {
         Ok(s) => s,
         Err(e) => return (false, format!("connect: {e}")),
     };
+    if let Some(h) = header
+        && let Err(e) = s.write_all(h).await
+    {
+        return (false, format!("send PROXY header: {e}"));
+    }
     match &p.kind {
         CheckKind::Tcp => (true, "connected".to_string()),
         CheckKind::Tls => tls_handshake(s, p).await,

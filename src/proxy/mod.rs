@@ -6,7 +6,8 @@
 //! - [`sockets`]: listeners and upstream connects with pen's socket options.
 //! - [`tcp`]: the accept loop and the per-connection task (select, connect walk, forward).
 //! - `uring` (Linux): the completion-based TCP path, one io_uring loop thread serving plain
-//!   TCP (the default where io_uring works); [`tcp`] serves TLS, `-H`, `-l` and Unix sockets.
+//!   TCP (the default where io_uring works); [`tcp`] serves TLS, `-H`, `-l`, the PROXY
+//!   protocol and Unix sockets.
 //!
 //! Shared state: one [`Shared`] per pen process behind a std mutex ([`SharedState`]), held only
 //! for short non-async sections (never across an `.await`). The daemon owns it and hands clones

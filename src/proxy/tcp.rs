@@ -5,6 +5,13 @@
 //! that server and moves on), forwards with [`forward`], and reports the byte counts when the
 //! connection closes. An empty or exhausted list closes the client.
 //!
+//! PROXY protocol ([`crate::proxyproto`]): with `accept_proxy`, a TCP client's header is read
+//! first (peeked and consumed exactly, bounded, within its timeout), and the client it names
+//! replaces the peer for selection, ACLs, `-H`, the connection table and the logs; a refused
+//! header closes the client and is counted by reason (`State::proxy_headers`). With
+//! `proxy_protocol` / `server N proxy`, the header is written to the upstream right after the
+//! connect, before any client byte.
+//!
 //! Limits: `conn_max` is a semaphore whose permit is taken *before* `accept`, so a full table
 //! stops accepting (the kernel backlog holds new clients) and a freed slot resumes it;
 //! `pending_max` bounds simultaneous upstream connects.
@@ -22,6 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
@@ -36,6 +44,7 @@ use crate::proxy::resources;
 use crate::proxy::sockets::{self, UpstreamOptions};
 use crate::proxy::transparent;
 use crate::proxy::{SharedState, lock, now};
+use crate::proxyproto::{self, Accept, Header, ParseError, Parsed, Reason};
 use crate::select::{Client, Target};
 use crate::stats::ConnRow;
 
@@ -501,8 +510,49 @@ pub(crate) fn recovered(g: &mut crate::proxy::Shared, t: Duration) {
 }
 
 /// One client connection, from selection to close.
-async fn handle(client_stream: Stream, conn: Conn<'_>, shared: SharedState, limits: &Limits) {
-    let (who, client) = (conn.who, conn.client);
+async fn handle(mut client_stream: Stream, conn: Conn<'_>, shared: SharedState, limits: &Limits) {
+    let (mut who, mut client) = (conn.who.to_string(), conn.client);
+    // What the client connected to: the PROXY header pen sends names it as the destination.
+    let mut dst = match &client_stream {
+        Stream::Tcp(s) => s.local_addr().ok(),
+        Stream::Unix(_) => None,
+    };
+    let (accept, wait) = {
+        let g = lock(&shared);
+        (
+            g.config.accept_proxy,
+            Duration::from_secs(g.config.accept_proxy_timeout_secs.max(1)),
+        )
+    };
+    if let (Some(accept), Stream::Tcp(s)) = (accept, &mut client_stream) {
+        // `accept_proxy`: the upstream balancer's header names the real client, which
+        // tracking, ACLs, -H, the connection table and the logs use from here on.
+        let read = read_proxy_header(s, accept, wait).await;
+        let mut g = lock(&shared);
+        match read {
+            Ok(h) => {
+                g.proxy_headers.accepted = g.proxy_headers.accepted.saturating_add(1);
+                drop(g);
+                if let (Some(src), Some(d)) = (h.src, h.dst) {
+                    tracing::debug!("{who}: PROXY {} header: client {src}, to {d}", h.version);
+                    client = client_of(src);
+                    who = src.to_string();
+                    dst = Some(d);
+                    let shown = who.clone();
+                    conn.table.update(conn.idx, |e| e.client = shown);
+                } else {
+                    tracing::debug!("{who}: PROXY {} header without addresses", h.version);
+                }
+            }
+            Err(e) => {
+                g.proxy_headers.refused(e.reason);
+                drop(g);
+                tracing::debug!("{who}: PROXY header refused: {e}; closing the client");
+                return;
+            }
+        }
+    }
+    let who = who.as_str();
     let Some((front, rewriter)) = front_of(client_stream, &client, who, &shared).await else {
         return;
     };
@@ -521,7 +571,7 @@ async fn handle(client_stream: Stream, conn: Conn<'_>, shared: SharedState, limi
     {
         tracing::debug!("{who}: TCP_NODELAY on the client socket failed: {e}");
     }
-    let Some((target, upstream)) =
+    let Some((target, mut upstream)) =
         connect_first(&candidates, &client, who, &shared, limits, &settings).await
     else {
         tracing::debug!("{who}: every candidate failed; closing the client");
@@ -541,6 +591,31 @@ async fn handle(client_stream: Stream, conn: Conn<'_>, shared: SharedState, limi
         table: conn.table,
         idx: conn.idx,
     };
+    let send = {
+        let g = lock(&shared);
+        g.config.proxy_for(match target {
+            Target::Server(i) => Some(i),
+            Target::Emergency | Target::Abuse => None,
+        })
+    };
+    if let Some(version) = send.version() {
+        // The header goes first, before any byte of the client's.
+        let addrs = client
+            .ip
+            .zip(dst)
+            .map(|(ip, d)| (SocketAddr::new(ip, client.port), d));
+        let header = crate::proxyproto::encode(version, addrs);
+        let sent = tokio::time::timeout(settings.connect_timeout, async {
+            upstream.write_all(&header).await?;
+            upstream.flush().await
+        })
+        .await;
+        if !matches!(sent, Ok(Ok(()))) {
+            // (`established` reports the close to the balancer.)
+            tracing::debug!("{who}: sending the PROXY header to {target:?} failed; closing");
+            return;
+        }
+    }
     if !front.is_tls()
         && let Some(log) = crate::reqlog::current()
     {
@@ -581,6 +656,53 @@ async fn handle(client_stream: Stream, conn: Conn<'_>, shared: SharedState, limi
         Err(e) => tracing::debug!("{who}: closed on error: {e}"),
     }
     drop(established);
+}
+
+/// Reads the PROXY protocol header of an `accept_proxy` client, within `wait`. Exactly the
+/// header is consumed (peeked first, then read): the client's own bytes after it stay in
+/// the socket for TLS, `-H` and splice.
+async fn read_proxy_header(
+    s: &mut tokio::net::TcpStream,
+    accept: Accept,
+    wait: Duration,
+) -> Result<Header, ParseError> {
+    match tokio::time::timeout(wait, read_header(s, accept)).await {
+        Ok(r) => r,
+        Err(_) => Err(ParseError {
+            reason: Reason::Timeout,
+            detail: "no complete header within the accept_proxy timeout",
+        }),
+    }
+}
+
+async fn read_header(s: &mut tokio::net::TcpStream, accept: Accept) -> Result<Header, ParseError> {
+    let truncated = ParseError {
+        reason: Reason::Truncated,
+        detail: "the client closed before its header was complete",
+    };
+    let mut got: Vec<u8> = Vec::new();
+    let mut peeked = vec![0u8; proxyproto::V2_MAX];
+    loop {
+        let room = proxyproto::V2_MAX.saturating_sub(got.len()).max(1);
+        let buf = peeked.get_mut(..room).unwrap_or_default();
+        let n = s.peek(buf).await.map_err(|_| truncated)?;
+        if n == 0 {
+            return Err(truncated);
+        }
+        let start = got.len();
+        got.extend_from_slice(buf.get(..n).unwrap_or_default());
+        let (take, done) = match proxyproto::parse(&got, accept) {
+            Parsed::Header(h) => (h.len.saturating_sub(start), Some(h)),
+            Parsed::Error(e) => return Err(e),
+            // Every byte so far is header: consume them (the next peek waits for more).
+            Parsed::Incomplete => (n, None),
+        };
+        let into = buf.get_mut(..take).unwrap_or_default();
+        s.read_exact(into).await.map_err(|_| truncated)?;
+        if let Some(h) = done {
+            return Ok(h);
+        }
+    }
 }
 
 /// The client side as it will be forwarded: TLS terminated when `-E` is in force (a failed

@@ -657,6 +657,9 @@ pub struct MatchTable {
     pub ttl: Option<OneOrMany<Scalar>>,
     pub tcp_window: Option<OneOrMany<Scalar>>,
     pub tcp_options_len: Option<OneOrMany<Scalar>>,
+    /// The TCP/UDP payload starts with this text, 1-48 bytes (TOML escapes: `"\r\n"`,
+    /// `"\u0000"`).
+    pub payload_prefix: Option<OneOrMany<Scalar>>,
     pub syn: Option<bool>,
     pub ack: Option<bool>,
     pub fin: Option<bool>,
@@ -670,7 +673,7 @@ impl MatchTable {
     /// The fields given, as `(key, values)` in a fixed order.
     pub fn fields(&self) -> Vec<(&'static str, Vec<Scalar>)> {
         let mut out = Vec::new();
-        let lists: [(&'static str, &Option<OneOrMany<Scalar>>); 21] = [
+        let lists: [(&'static str, &Option<OneOrMany<Scalar>>); 22] = [
             ("eth_src", &self.eth_src),
             ("eth_dst", &self.eth_dst),
             ("ethertype", &self.ethertype),
@@ -692,6 +695,7 @@ impl MatchTable {
             ("ttl", &self.ttl),
             ("tcp_window", &self.tcp_window),
             ("tcp_options_len", &self.tcp_options_len),
+            ("payload_prefix", &self.payload_prefix),
         ];
         for (k, v) in lists {
             if let Some(v) = v {

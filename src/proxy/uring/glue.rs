@@ -37,6 +37,8 @@ pub(crate) fn tokio_only_feature(shared: &SharedState) -> Option<&'static str> {
         Some("TLS termination (-E) runs on the tokio path")
     } else if g.config.http {
         Some("-H (X-Forwarded-For) runs on the tokio path")
+    } else if g.config.proxy_protocol_in_use() {
+        Some("PROXY protocol (proxy_protocol, accept_proxy, server N proxy) runs on the tokio path")
     } else {
         None
     }
