@@ -116,11 +116,7 @@ impl PenProc {
             if let Ok(Some(st)) = self.child.try_wait() {
                 panic!("pen exited early ({st}); stderr:\n{}", self.stderr());
             }
-            found = self
-                .stderr()
-                .lines()
-                .find_map(|l| l.strip_prefix(prefix))
-                .map(|a| a.parse().expect("a socket address"));
+            found = common::reported_in(&self.stderr(), prefix);
             found.is_some()
         });
         assert!(ok, "pen reported no {prefix:?}; stderr:\n{}", self.stderr());

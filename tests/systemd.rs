@@ -437,16 +437,11 @@ fn the_units_capabilities_keep_every_mode_working() {
     );
     let err = dir.path().join("pen.stderr");
     assert!(
-        wait_until(|| read(&err).contains("pen: listening on ")),
+        wait_until(|| common::reported_in(&read(&err), "pen: listening on ").is_some()),
         "{}",
         read(&err)
     );
-    let addr: std::net::SocketAddr = read(&err)
-        .lines()
-        .find_map(|l| l.strip_prefix("pen: listening on "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = common::reported_in(&read(&err), "pen: listening on ").expect("reported");
     let reply = common::get(Some(common::ip("127.0.0.2")), addr);
     let seen = b.seen();
     stop(pen);

@@ -134,11 +134,7 @@ impl Spawned {
     fn addr(&self) -> SocketAddr {
         let mut found = None;
         eventually("pen reports its listen address", || {
-            found = self
-                .stderr()
-                .lines()
-                .find_map(|l| l.strip_prefix("pen: listening on "))
-                .map(|a| a.parse().expect("a socket address"));
+            found = common::reported_in(&self.stderr(), "pen: listening on ");
             found.is_some()
         });
         found.expect("reported")

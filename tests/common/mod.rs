@@ -66,6 +66,18 @@ pub fn dead_spec() -> String {
 #[allow(unused_imports)] // each test binary uses its own subset
 pub use pen::testing::{is_root, require_root};
 
+/// The socket address pen reported after `prefix` (`pen: listening on `, `pen: control port
+/// on `) in its stderr `text`. Complete lines only: pen may be half-way through writing the
+/// line (several writes), and a half-written address must not be read.
+#[allow(dead_code)] // each test binary uses its own subset
+pub fn reported_in(text: &str, prefix: &str) -> Option<SocketAddr> {
+    let complete = text.rfind('\n').map_or("", |i| &text[..i]);
+    complete
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .map(|a| a.trim().parse().expect("pen reports a socket address"))
+}
+
 enum BackendListener {
     Tcp(TcpListener),
     Unix(UnixListener),
@@ -403,13 +415,7 @@ impl Pen {
 
     /// The address after `prefix` on pen's stderr, if pen printed it.
     fn reported(&self, prefix: &str) -> Option<SocketAddr> {
-        // Complete lines only: pen may be half-way through writing the line (several writes).
-        let text = self.stderr();
-        let complete = text.rfind('\n').map_or("", |i| &text[..i]);
-        complete
-            .lines()
-            .find_map(|l| l.strip_prefix(prefix))
-            .map(|a| a.trim().parse().expect("pen reports a socket address"))
+        reported_in(&self.stderr(), prefix)
     }
 
     /// Where pen listens, as it reported it (started with [`Listen::Reported`]).
