@@ -75,3 +75,4 @@ pub mod stats;
 pub(crate) mod sys;
 #[doc(hidden)]
 pub mod testing;
+pub mod upgrade;

@@ -352,6 +352,19 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
             cfg.worker_threads = *n;
             Changed
         }
+        Command::Upgrade => {
+            // Acted on at start-up only (the daemon takes the sockets over); never written.
+            cfg.upgrade = true;
+            Changed
+        }
+        Command::UpgradeSocket(Some(p)) => {
+            cfg.upgrade_socket = Some(p.clone());
+            Changed
+        }
+        Command::DrainTimeout(Some(n)) => {
+            cfg.drain_timeout_secs = *n;
+            Changed
+        }
         Command::WebStats(Some(p)) => {
             cfg.web_stats = Some(p.clone());
             Changed
@@ -404,6 +417,8 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
         | Command::Tracking(None)
         | Command::UdpFlowIdle(None)
         | Command::WorkerThreads(None)
+        | Command::UpgradeSocket(None)
+        | Command::DrainTimeout(None)
         | Command::WebStats(None)
         | Command::Prometheus(None)
         | Command::TarpitCapture(None)
@@ -862,6 +877,12 @@ pub fn write_config(cfg: &Config) -> String {
     }
     if cfg.worker_threads != defaults::WORKER_THREADS {
         cmd(Command::WorkerThreads(Some(cfg.worker_threads)));
+    }
+    if let Some(p) = &cfg.upgrade_socket {
+        cmd(Command::UpgradeSocket(Some(p.clone())));
+    }
+    if cfg.drain_timeout_secs != crate::upgrade::DEFAULT_DRAIN_TIMEOUT {
+        cmd(Command::DrainTimeout(Some(cfg.drain_timeout_secs)));
     }
     if let Some(ip) = cfg.source {
         cmd(Command::Source(ip));
