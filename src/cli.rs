@@ -103,6 +103,10 @@ penctl commands pen-rs adds (also for -o/-O and -F files):
   tarpit_rate R [burst B] [net R] [net_burst B]  cap tarpit replies/s (global, per /24 or /64)
   tarpit                   tarpit settings, counters and captured addresses
   table_hash               digests of the server list and the DSR Maglev table (compare pens)
+  upgrade                  with the running pen's command line (-O upgrade): take its
+                           listening sockets over; it stops accepting, drains, exits
+  upgrade_socket PATH      where the running pen hands its sockets over [-p file + .upgrade]
+  drain_timeout N          seconds an upgraded-away pen waits for its connections [30]
 
 environment in DSR mode (-O 'dsr_if IF'):
   PEN_DSR_TAP=FILE         write every frame in and out of the DSR engine to pcap FILE

@@ -422,3 +422,49 @@ fn a_udp_flow_keeps_getting_replies_across_the_switch() {
     );
     assert_eq!(ask("last"), "last");
 }
+
+#[test]
+fn systemd_hears_the_new_main_pid_then_its_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pen.pid");
+    let notify_path = dir.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let backend = keepalive_backend();
+    let port = probe_port();
+    let listen = format!("127.0.0.1:{port}");
+    let pidf = pid_file.display().to_string();
+    let sock = notify_path.display().to_string();
+    let env = [("NOTIFY_SOCKET", sock.as_str())];
+    let args = ["-p", &pidf, &listen, &backend];
+    let mut old = Pen::start_with(&common::engine_args(), &args, &env, Listen::Tcp(port));
+    let mut a: Vec<&str> = args.to_vec();
+    a.extend(["-O", "upgrade"]);
+    let new = Pen::start_with(&common::engine_args(), &a, &env, Listen::Tcp(port));
+    assert!(wait_within(Duration::from_secs(10), || !alive(&mut old)));
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut b = [0u8; 512];
+    while Instant::now() < deadline {
+        if let Ok(n) = notify.recv(&mut b) {
+            got.push(String::from_utf8_lossy(&b[..n]).into_owned());
+            if got.len() == 3 {
+                break;
+            }
+        }
+    }
+    let mainpid = format!("MAINPID={}", new.pid());
+    let at = |f: &dyn Fn(&String) -> bool| got.iter().position(f);
+    let handed = at(&|m| m.starts_with(&mainpid));
+    let ready_again = got.iter().rposition(|m| m.starts_with("READY=1"));
+    assert!(
+        handed.is_some() && ready_again > handed,
+        "expected READY=1, {mainpid}, READY=1 in order: {got:?}"
+    );
+    assert!(
+        !got.iter().any(|m| m.starts_with("STOPPING=1")),
+        "the old pen must not say STOPPING for the service: {got:?}"
+    );
+}

@@ -1392,7 +1392,7 @@ mod tests {
             log 10.0.0.5:9999\nroundrobin\nserver 0 address 10.0.0.1 port 80 max 5 hard 6 weight 2 prio 3\n\
             server 2 acl 3 address web.example port 81\nserver 3 address /run/s.sock\n\
             stubborn\ntcp_fastclose down\ntcp_nodelay\ntimeout 4\ntracking 99\nweb_stats /tmp/w.html\n\
-            weight\nprio\nabort_on_error\nkeepalive\ntransparent\ndummy\npeek\nidle_timeout 11\nudp_flow_idle 7\nworker_threads 3\n\
+            weight\nprio\nabort_on_error\nkeepalive\ntransparent\ndummy\npeek\nidle_timeout 11\nudp_flow_idle 7\nworker_threads 3\ndrain_timeout 5\nupgrade_socket /run/p.up\n\
             pending_max 12\nidlers 2\nconn_max 900\nclients_max 5000\nsource 10.0.0.254\n\
             dsr_if eth1\ndsr_ip 10.0.0.100\nselect\nssl_ciphers HIGH\nssl_option no_tlsv1\n\
             ssl_option cipher_server_preference\nssl_sni_path /etc/sni\nssl_ocsp_response /etc/o\n\
@@ -1411,6 +1411,27 @@ mod tests {
             assert!(errs.is_empty(), "{errs:?}\n{text}");
             assert_eq!(back, cfg, "{text}");
         }
+    }
+
+    #[test]
+    fn upgrade_is_never_written_and_its_settings_only_when_set() {
+        let mut c = Config::default();
+        assert_eq!(c.drain_timeout_secs, crate::upgrade::DEFAULT_DRAIN_TIMEOUT);
+        for line in ["upgrade", "drain_timeout", "upgrade_socket"] {
+            assert!(!write_config(&c).contains(line), "{line}");
+        }
+        assert_eq!(ok(&mut c, "upgrade"), Applied::Config);
+        assert!(c.upgrade);
+        ok(&mut c, "drain_timeout 0");
+        ok(&mut c, "upgrade_socket /run/pen.up");
+        assert_eq!(c.drain_timeout_secs, 0);
+        let text = write_config(&c);
+        assert!(
+            !text.contains("\nupgrade\n"),
+            "a written file must not upgrade: {text}"
+        );
+        assert!(text.contains("\ndrain_timeout 0\n"), "{text}");
+        assert!(text.contains("\nupgrade_socket /run/pen.up\n"), "{text}");
     }
 
     #[test]
