@@ -468,3 +468,59 @@ fn systemd_hears_the_new_main_pid_then_its_ready() {
         "the old pen must not say STOPPING for the service: {got:?}"
     );
 }
+
+/// `pid` over a Unix control socket.
+fn ctl_unix(path: &Path, cmd: &str) -> String {
+    let mut s = std::os::unix::net::UnixStream::connect(path).expect("control socket");
+    s.set_read_timeout(Some(common::STEP)).unwrap();
+    s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("control reply");
+    out
+}
+
+#[test]
+fn a_unix_listener_and_the_control_socket_are_handed_over_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pen.pid");
+    let sock = dir.path().join("pen.sock");
+    let ctl = dir.path().join("pen.ctl");
+    let backend = keepalive_backend();
+    let (pidf, socks, ctls) = (
+        pid_file.display().to_string(),
+        sock.display().to_string(),
+        ctl.display().to_string(),
+    );
+    let args = ["-u", "root", "-C", &ctls, "-p", &pidf, &socks, &backend];
+    let mut old = Pen::start(&args, Listen::Unix(sock.clone()));
+    assert!(wait_within(Duration::from_secs(5), || ctl.exists()));
+    assert_eq!(ctl_unix(&ctl, "pid").trim(), old.pid().to_string());
+    let mut a: Vec<&str> = args.to_vec();
+    a.extend(["-O", "upgrade"]);
+    let new = Pen::start(&a, Listen::Unix(sock.clone()));
+    assert!(
+        wait_within(Duration::from_secs(10), || pid_in(&pid_file)
+            == Some(new.pid())),
+        "{}",
+        new.stderr()
+    );
+    assert!(
+        wait_within(Duration::from_secs(10), || !alive(&mut old)),
+        "{}",
+        old.stderr()
+    );
+    // The same paths, now served by the new pen.
+    assert_eq!(ctl_unix(&ctl, "pid").trim(), new.pid().to_string());
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.set_read_timeout(Some(common::STEP)).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut got = [0u8; 40];
+    s.read_exact(&mut got).unwrap();
+    assert!(
+        got.starts_with(b"HTTP/1.1 200 OK"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    // The hand-over socket is still there for the next upgrade.
+    assert!(dir.path().join("pen.pid.upgrade").exists());
+}
