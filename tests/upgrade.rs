@@ -270,6 +270,22 @@ fn a_new_pen_that_cannot_start_leaves_the_old_one_serving() {
     assert_eq!(f.code, Some(1), "{}", f.stderr);
     assert!(f.stderr.contains(&nowhere), "{}", f.stderr);
 
+    // A new pen that fails after it received the sockets (its own -C port is taken): the old
+    // pen hears it went away and serves on.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    let f = pen_fails(&[
+        "-f", "-u", "root", "-C", &busy, "-p", &pidf, "-O", "upgrade", &listen, &backend,
+    ]);
+    assert_eq!(f.code, Some(1), "{}", f.stderr);
+    assert!(f.stderr.contains(&busy), "{}", f.stderr);
+    assert!(
+        wait_within(Duration::from_secs(5), || old.stderr().contains(
+            "went away before it was ready (see its error); still serving"
+        )),
+        "{}",
+        old.stderr()
+    );
     // The old pen still serves, still owns the pid file, and can still be upgraded.
     assert!(alive(&mut old));
     request(&mut connect(port).unwrap()).unwrap();
