@@ -160,8 +160,9 @@ pub fn run(cli: Cli) -> Result<(), DaemonError> {
     } else {
         None
     };
-    let listener = match taken.as_mut().and_then(|t| t.listener.take()) {
-        Some(l) => l,
+    let listener = match taken.as_mut().map(|t| (t.listener.take(), t.xdp.take())) {
+        Some((Some(l), _)) => l,
+        Some((None, xdp)) => open_listener_with(&shared.config, xdp)?,
         None => open_listener(&shared.config)?,
     };
     report_bound_listener(&mut shared.config, &listener);
@@ -416,9 +417,20 @@ fn resolve(host: &str, port: u16, what: &str) -> Result<SocketAddr, DaemonError>
 
 /// Opens the listening socket named by `config.listen` (TCP, Unix or, with `-U`, UDP).
 pub(crate) fn open_listener(config: &Config) -> Result<OpenListener, DaemonError> {
+    open_listener_with(config, None)
+}
+
+/// [`open_listener`]; in DSR mode the XDP program goes into `xdp`, the link a running pen
+/// handed over (binary upgrade), if given.
+fn open_listener_with(
+    config: &Config,
+    xdp: Option<std::os::fd::OwnedFd>,
+) -> Result<OpenListener, DaemonError> {
+    #[cfg(not(target_os = "linux"))]
+    drop(xdp);
     #[cfg(target_os = "linux")]
     if config.dsr_if.is_some() {
-        return crate::link::dsr::open(config)
+        return crate::link::dsr::open_with(config, xdp)
             .map(|l| OpenListener::Dsr(Box::new(l)))
             .map_err(io_err("pen"));
     }

@@ -37,6 +37,8 @@ pub enum Role {
     Control,
     /// The hand-over socket itself, so the next upgrade finds it at the same path.
     Handover,
+    /// DSR's XDP attachment (a BPF link): the new pen swaps its program into it.
+    Xdp,
 }
 
 impl Role {
@@ -45,6 +47,7 @@ impl Role {
             Role::Listen => "listen",
             Role::Control => "control",
             Role::Handover => "handover",
+            Role::Xdp => "xdp",
         }
     }
     fn parse(s: &str) -> Option<Role> {
@@ -52,6 +55,7 @@ impl Role {
             "listen" => Role::Listen,
             "control" => Role::Control,
             "handover" => Role::Handover,
+            "xdp" => Role::Xdp,
             _ => return None,
         })
     }
@@ -66,6 +70,8 @@ pub enum Socket {
     Unix(String),
     /// DSR mode on this interface: nothing is passed, the new pen opens its own raw socket.
     Dsr(String),
+    /// A BPF link attached to this interface (DSR's XDP fast path).
+    Link(String),
 }
 
 impl Socket {
@@ -80,12 +86,17 @@ impl Socket {
             Socket::Udp(_) => "udp",
             Socket::Unix(_) => "unix",
             Socket::Dsr(_) => "dsr",
+            Socket::Link(_) => "link",
         }
     }
 
     fn addr(&self) -> &str {
         match self {
-            Socket::Tcp(a) | Socket::Udp(a) | Socket::Unix(a) | Socket::Dsr(a) => a,
+            Socket::Tcp(a)
+            | Socket::Udp(a)
+            | Socket::Unix(a)
+            | Socket::Dsr(a)
+            | Socket::Link(a) => a,
         }
     }
 
@@ -141,7 +152,7 @@ pub enum HeaderError {
     )]
     Version(String),
     #[error(
-        "bad upgrade header line {0:?}: expected `pid N`, or `ROLE KIND ADDRESS` with ROLE listen, control or handover and KIND tcp, udp, unix or dsr"
+        "bad upgrade header line {0:?}: expected `pid N`, or `ROLE KIND ADDRESS` with ROLE listen, control, handover or xdp and KIND tcp, udp, unix, dsr or link"
     )]
     Line(String),
     #[error("the upgrade header has no `pid` line")]
@@ -193,6 +204,7 @@ impl Header {
                         "udp" => Socket::Udp(addr),
                         "unix" => Socket::Unix(addr),
                         "dsr" => Socket::Dsr(addr),
+                        "link" => Socket::Link(addr),
                         _ => return Err(bad()),
                     };
                     entries.push(Entry { role, socket });
@@ -245,6 +257,8 @@ pub struct Plan {
     pub control: Option<usize>,
     /// Index of the hand-over socket's descriptor.
     pub handover: Option<usize>,
+    /// Index of DSR's XDP link, when the DSR interface is the one wanted.
+    pub xdp: Option<usize>,
 }
 
 /// A header that does not fit the new command line. Displays both sides and what to do.
@@ -277,10 +291,15 @@ pub fn check(got: &Header, want: &Wanted) -> Result<Plan, Mismatch> {
         (Some((s, idx)), Some(w)) if s.matches(w) => idx,
         _ => None,
     };
+    let xdp = match (got.find(Role::Xdp), &want.listen) {
+        (Some((Socket::Link(i), idx)), Socket::Dsr(w)) if i == w => idx,
+        _ => None,
+    };
     Ok(Plan {
         listen: listen_fd,
         control,
         handover: got.find(Role::Handover).and_then(|(_, i)| i),
+        xdp,
     })
 }
 
@@ -370,6 +389,25 @@ mod tests {
             dsr.find(Role::Listen),
             Some((&Socket::Dsr("eth0".into()), None))
         );
+        // DSR with its XDP link: the link is the only descriptor, and is taken for the same
+        // interface only.
+        let mut xdp = dsr.clone();
+        xdp.entries.push(Entry {
+            role: Role::Xdp,
+            socket: Socket::Link("eth0".into()),
+        });
+        assert_eq!(Header::decode(&xdp.encode()), Ok(xdp.clone()));
+        assert_eq!(xdp.fd_count(), 1);
+        let want = |i: &str| Wanted {
+            listen: Socket::Dsr(i.into()),
+            control: None,
+        };
+        let plan = check(&xdp, &want("eth0")).unwrap();
+        assert_eq!((plan.listen, plan.xdp), (None, Some(0)));
+        assert!(matches!(
+            check(&xdp, &want("eth1")),
+            Err(Mismatch::Listen { .. })
+        ));
     }
 
     #[test]
@@ -438,7 +476,8 @@ mod tests {
             Ok(Plan {
                 listen: Some(0),
                 control: None,
-                handover: Some(2)
+                handover: Some(2),
+                xdp: None,
             })
         );
         // Port 0 takes the running pen's port; the same control spec is taken over.

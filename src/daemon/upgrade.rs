@@ -55,8 +55,19 @@ impl Passable {
                 (Socket::Unix(path), Some(dup(u)?))
             }
             #[cfg(target_os = "linux")]
-            OpenListener::Dsr(_) => (Socket::Dsr(cfg.dsr_if.clone().unwrap_or_default()), None),
+            OpenListener::Dsr(link) => {
+                let ifname = cfg.dsr_if.clone().unwrap_or_default();
+                // The XDP link: the new pen swaps its program into it.
+                match link.fast_path().and_then(|f| f.link_fd()) {
+                    Some(x) => self.set(Role::Xdp, Socket::Link(ifname.clone()), Some(dup(x)?)),
+                    None => self.entries.retain(|(e, _)| e.role != Role::Xdp),
+                }
+                (Socket::Dsr(ifname), None)
+            }
         };
+        if !matches!(socket, Socket::Dsr(_)) {
+            self.entries.retain(|(e, _)| e.role != Role::Xdp);
+        }
         self.set(Role::Listen, socket, fd);
         Ok(())
     }
@@ -230,6 +241,8 @@ pub(crate) struct TakenOver {
     pub(crate) listener: Option<OpenListener>,
     pub(crate) control: Option<StdListener>,
     pub(crate) handover: Option<UnixListener>,
+    /// DSR: the old pen's XDP link, for [`crate::link::dsr::open_with`].
+    pub(crate) xdp: Option<OwnedFd>,
     /// The connection to the old pen, for [`announce`].
     pub(crate) stream: UnixStream,
 }
@@ -328,6 +341,7 @@ pub(crate) fn take_over(cfg: &Config, path: Option<PathBuf>) -> Result<TakenOver
         _ => None,
     };
     let handover = take(plan.handover).map(UnixListener::from);
+    let xdp = take(plan.xdp);
     for l in [&listener].into_iter().flatten() {
         match l {
             OpenListener::Tcp(t) => t.set_nonblocking(true),
@@ -348,6 +362,7 @@ pub(crate) fn take_over(cfg: &Config, path: Option<PathBuf>) -> Result<TakenOver
         listener,
         control,
         handover,
+        xdp,
         stream: s,
     })
 }
