@@ -12,6 +12,13 @@
 //!
 //! Logs go where [`crate::logging`] decides (terminal, file, journald, syslog once
 //! daemonized); systemd hears READY/RELOADING/STOPPING through [`crate::notify`].
+//!
+//! Binary upgrade ([`crate::upgrade`], IO in `daemon/upgrade.rs`): with `-p` or
+//! `upgrade_socket` pen also opens a hand-over socket with the listener. `-O upgrade` takes
+//! the running pen's sockets from it instead of opening them (before anything else, so any
+//! error leaves that pen alone), serves, writes the pid file and says `ready`; the running
+//! pen then stops accepting, tells systemd the new `MAINPID`, drains (`drain_timeout`) and
+//! exits, leaving the pid file and the hand-over socket to the new pen.
 
 use std::ffi::CString;
 use std::io;
