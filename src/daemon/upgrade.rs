@@ -20,8 +20,8 @@ use crate::ctl::server::{ControlAddr, StdListener};
 use crate::sys::handover;
 use crate::upgrade::{self, Entry, Header, Role, Socket};
 
-/// How long the old pen waits for the new one to say `ready` (it may resolve names and read
-/// certificates first).
+/// How long the old pen waits for the new one to say `ready` (once it has the sockets it only
+/// builds its runtime and runs its start-up commands; this bounds a new pen that hangs).
 const READY_WAIT: Duration = Duration::from_secs(120);
 /// How long the new pen waits for the old one's `stopped`.
 const STOPPED_WAIT: Duration = Duration::from_secs(30);
