@@ -899,6 +899,15 @@ async fn serve_async(
         let udp = crate::proxy::lock(&state).config.udp;
         if udp {
             crate::proxy::udp::stop_reading();
+            // Flows the kernel fast path forwards come back to this pen's user space: their
+            // clients' next datagrams go to the new pen, their answers still come here.
+            let table = crate::proxy::lock(&state).io.udp_table.clone();
+            if let Some(t) = table {
+                let n = t.with_table_mut(crate::proxy::udp::FlowTable::withdraw_all);
+                if n > 0 {
+                    tracing::info!("upgrade: {n} UDP flow(s) taken back from the kernel fast path");
+                }
+            }
         } else {
             server.abort();
         }
