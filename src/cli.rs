@@ -108,6 +108,10 @@ penctl commands pen-rs adds (also for -o/-O and -F files):
   accept_proxy v1|v2|any|off [timeout S]  TCP clients must start with a PROXY protocol
                            header (from HAProxy, a cloud LB): the real client is tracked,
                            hashed, checked by ACLs and sent in X-Forwarded-For [off, 5 s]
+  upgrade                  with the running pen's command line (-O upgrade): take its
+                           listening sockets over; it stops accepting, drains, exits
+  upgrade_socket PATH      where the running pen hands its sockets over [-p file + .upgrade]
+  drain_timeout N          seconds an upgraded-away pen waits for its connections [30]
 
 environment in DSR mode (-O 'dsr_if IF'):
   PEN_DSR_TAP=FILE         write every frame in and out of the DSR engine to pcap FILE

@@ -546,6 +546,16 @@ pub struct Config {
     /// The threads of the runtime actually running, set by the daemon when it builds it (`None`
     /// before that); the `worker_threads` query replies this value.
     pub worker_threads_in_force: Option<usize>,
+    /// `upgrade` (pen-rs addition, start-up only, never written by `write`): take the
+    /// listening sockets over from the running pen instead of opening them
+    /// ([`crate::upgrade`]).
+    pub upgrade: bool,
+    /// `upgrade_socket PATH` (pen-rs addition): the hand-over socket; default: the pid file's
+    /// path with `.upgrade` appended.
+    pub upgrade_socket: Option<PathBuf>,
+    /// `drain_timeout N` (pen-rs addition): seconds the old pen waits for its connections
+    /// after an upgrade handed its sockets over.
+    pub drain_timeout_secs: u64,
 }
 
 impl Config {
@@ -634,6 +644,9 @@ impl Default for Config {
             event_backend: None,
             worker_threads: WORKER_THREADS,
             worker_threads_in_force: None,
+            upgrade: false,
+            upgrade_socket: None,
+            drain_timeout_secs: crate::upgrade::DEFAULT_DRAIN_TIMEOUT,
         }
     }
 }

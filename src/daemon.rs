@@ -12,6 +12,13 @@
 //!
 //! Logs go where [`crate::logging`] decides (terminal, file, journald, syslog once
 //! daemonized); systemd hears READY/RELOADING/STOPPING through [`crate::notify`].
+//!
+//! Binary upgrade ([`crate::upgrade`], IO in `daemon/upgrade.rs`): with `-p` or
+//! `upgrade_socket` pen also opens a hand-over socket with the listener. `-O upgrade` takes
+//! the running pen's sockets from it instead of opening them (before anything else, so any
+//! error leaves that pen alone), serves, writes the pid file and says `ready`; the running
+//! pen then stops accepting, tells systemd the new `MAINPID`, drains (`drain_timeout`) and
+//! exits, leaving the pid file and the hand-over socket to the new pen.
 
 use std::ffi::CString;
 use std::io;
@@ -30,6 +37,9 @@ use crate::proxy::tcp::{self, ConnTable, Limits, Listener};
 use crate::proxy::transparent;
 use crate::proxy::{Shared, SharedState};
 use crate::sys;
+
+#[path = "daemon/upgrade.rs"]
+mod upgrade_io;
 
 /// A start-up or run-time failure of the daemon. Displays one line naming the offending input;
 /// the cause (the command-line error, the TLS error, the OS error) is kept as `source()`.
@@ -141,7 +151,27 @@ pub fn run(cli: Cli) -> Result<(), DaemonError> {
         // Certificates are read now, before chroot and privilege drop, with clear errors.
         shared.io.tls = crate::proxy::tls::startup(&shared.config.tls)?;
     }
-    let listener = open_listener(&shared.config)?;
+    let pid_file = match &shared.config.pid_file {
+        Some(p) => Some(absolute(p)?),
+        None => None,
+    };
+    let handover_path =
+        crate::upgrade::socket_path(shared.config.upgrade_socket.as_deref(), pid_file.as_deref());
+    // `-O upgrade`: the running pen's sockets, checked against this command line, before
+    // anything else is opened; any error leaves the running pen as it is.
+    let mut taken = if shared.config.upgrade {
+        Some(upgrade_io::take_over(
+            &shared.config,
+            handover_path.clone(),
+        )?)
+    } else {
+        None
+    };
+    let listener = match taken.as_mut().map(|t| (t.listener.take(), t.xdp.take())) {
+        Some((Some(l), _)) => l,
+        Some((None, xdp)) => open_listener_with(&shared.config, xdp)?,
+        None => open_listener(&shared.config)?,
+    };
     report_bound_listener(&mut shared.config, &listener);
     if let Some(l) = &shared.config.log {
         crate::reqlog::reopen(Some(l)).map_err(|source| DaemonError::Log {
@@ -149,20 +179,39 @@ pub fn run(cli: Cli) -> Result<(), DaemonError> {
             source,
         })?;
     }
-    let control = match shared.config.control.clone() {
-        Some(c) => {
+    let control = match (
+        shared.config.control.clone(),
+        taken.as_mut().and_then(|t| t.control.take()),
+    ) {
+        (Some(_), Some(l)) => Some(l),
+        (Some(c), None) => {
             let l = open_control(&c, &shared.config)?;
             if let Some(bound) = report_bound_control(&c, &l) {
                 shared.config.control = Some(bound.to_string());
             }
             Some(l)
         }
-        None => None,
+        (None, _) => None,
     };
-    let pid_file = match &shared.config.pid_file {
-        Some(p) => Some(absolute(p)?),
-        None => None,
+    let handover = match (
+        taken.as_mut().and_then(|t| t.handover.take()),
+        &handover_path,
+    ) {
+        (Some(l), _) => Some(l),
+        (None, Some(p)) => Some(upgrade_io::open_handover(p)?),
+        (None, None) => None,
     };
+    let mut passable = upgrade_io::Passable::default();
+    let keep = |e: io::Error| io_err("pen: cannot keep a copy of a socket for upgrades")(e);
+    passable
+        .set_listen(&listener, &shared.config)
+        .map_err(keep)?;
+    if let Some(c) = &control {
+        passable.set_control(c).map_err(keep)?;
+    }
+    if let (Some(h), Some(p)) = (&handover, &handover_path) {
+        passable.set_handover(h, p).map_err(keep)?;
+    }
     if !shared.config.foreground {
         daemonize()?;
     }
@@ -171,19 +220,62 @@ pub fn run(cli: Cli) -> Result<(), DaemonError> {
     sys::process::hold_handled_signals().map_err(io_err(
         "pen: cannot hold signals until their handlers are installed",
     ))?;
+    // After an upgrade the pid file is written once the old pen stopped accepting (opened now,
+    // while pen may still write there).
+    let mut pending_pid_file = None;
     if let Some(p) = &pid_file {
-        std::fs::write(p, format!("{}\n", std::process::id())).map_err(io_err(format!(
-            "pen: cannot write pid file {}",
-            p.display()
-        )))?;
+        let what = || format!("pen: cannot write pid file {}", p.display());
+        if taken.is_some() {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(p)
+                .map_err(io_err(what()))?;
+            pending_pid_file = Some((p.clone(), f));
+        } else {
+            std::fs::write(p, format!("{}\n", std::process::id())).map_err(io_err(what()))?;
+        }
     }
-    let result =
-        drop_privileges(&shared.config).and_then(|()| serve(shared, listener, control, deferred));
+    let upgrade = Upgrade {
+        passable: Arc::new(Mutex::new(passable)),
+        handover,
+        new_side: taken.map(|t| (t.stream, t.old_pid, pending_pid_file)),
+    };
+    let result = drop_privileges(&shared.config)
+        .and_then(|()| serve(shared, listener, control, deferred, upgrade));
     if let Some(p) = &pid_file {
+        upgrade_io::remove_pid_file_if_mine(p);
+    }
+    if let Some(p) = &handover_path
+        && !HANDED_OVER.load(std::sync::atomic::Ordering::SeqCst)
+    {
         let _ = std::fs::remove_file(p);
     }
     result
 }
+
+/// Set once this pen handed its sockets to a new one: the hand-over socket's path is the new
+/// pen's now.
+static HANDED_OVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The binary-upgrade parts `serve` needs (see [`upgrade_io`]).
+struct Upgrade {
+    /// Copies of the sockets to hand over.
+    passable: Arc<Mutex<upgrade_io::Passable>>,
+    /// The hand-over socket (`None`: no `-p` nor `upgrade_socket`).
+    handover: Option<std::os::unix::net::UnixListener>,
+    /// This pen took over from a running one: the connection to it, its pid, the pid file to
+    /// write once it stopped accepting.
+    new_side: Option<NewSide>,
+}
+
+/// The connection to the old pen, its pid, and the pid file to write once it stopped.
+type NewSide = (
+    std::os::unix::net::UnixStream,
+    u32,
+    Option<(PathBuf, std::fs::File)>,
+);
 
 /// Listening on port 0 lets the kernel pick a free port; pen then says which one on stderr
 /// (`pen: listening on 127.0.0.1:40001`) before daemonizing, and uses it as its listen address
@@ -332,9 +424,20 @@ fn resolve(host: &str, port: u16, what: &str) -> Result<SocketAddr, DaemonError>
 
 /// Opens the listening socket named by `config.listen` (TCP, Unix or, with `-U`, UDP).
 pub(crate) fn open_listener(config: &Config) -> Result<OpenListener, DaemonError> {
+    open_listener_with(config, None)
+}
+
+/// [`open_listener`]; in DSR mode the XDP program goes into `xdp`, the link a running pen
+/// handed over (binary upgrade), if given.
+fn open_listener_with(
+    config: &Config,
+    xdp: Option<std::os::fd::OwnedFd>,
+) -> Result<OpenListener, DaemonError> {
+    #[cfg(not(target_os = "linux"))]
+    drop(xdp);
     #[cfg(target_os = "linux")]
     if config.dsr_if.is_some() {
-        return crate::link::dsr::open(config)
+        return crate::link::dsr::open_with(config, xdp)
             .map(|l| OpenListener::Dsr(Box::new(l)))
             .map_err(io_err("pen"));
     }
@@ -566,6 +669,7 @@ fn serve(
     listener: OpenListener,
     control: Option<ctl_server::StdListener>,
     startup: Vec<Command>,
+    upgrade: Upgrade,
 ) -> Result<(), DaemonError> {
     crate::ctl::server::check_web_stats(&shared.config);
     // `worker_threads` from -o/-O and -F is already applied (`run`); a later change is stored
@@ -577,7 +681,7 @@ fn serve(
     )))?;
     shared.config.worker_threads_in_force = Some(threads);
     tracing::debug!("tokio runtime: {threads} worker thread(s)");
-    let result = rt.block_on(serve_async(shared, listener, control, startup));
+    let result = rt.block_on(serve_async(shared, listener, control, startup, upgrade));
     rt.shutdown_timeout(Duration::from_millis(200));
     result
 }
@@ -599,6 +703,7 @@ async fn serve_async(
     listener: OpenListener,
     control_listener: Option<ctl_server::StdListener>,
     startup: Vec<Command>,
+    upgrade: Upgrade,
 ) -> Result<(), DaemonError> {
     use tokio::signal::unix::{SignalKind, signal};
     let sig = |k: SignalKind, name: &str| {
@@ -637,7 +742,14 @@ async fn serve_async(
     };
     let control = Control::new(state.clone(), Arc::new(effects));
     let metrics = crate::proxy::lock(&state).config.prometheus;
-    if let Some(addr) = metrics {
+    let Upgrade {
+        passable,
+        handover,
+        new_side,
+    } = upgrade;
+    // After an upgrade the old pen keeps its metrics port until it stopped accepting: this
+    // one opens it then (below).
+    if let Some(addr) = metrics.filter(|_| new_side.is_none()) {
         control
             .set_prometheus(Some(addr))
             .map_err(|source| DaemonError::Metrics { addr, source })?;
@@ -659,14 +771,14 @@ async fn serve_async(
             reply.trim_end()
         );
     }
-    if let Some(l) = control_listener {
+    let control_task = control_listener.map(|l| {
         let control = control.clone();
         tokio::spawn(async move {
             if let Err(e) = ctl_server::serve(l, control).await {
                 tracing::error!("control socket stopped: {e}");
             }
-        });
-    }
+        })
+    });
 
     let spawn_listener = |l: OpenListener| {
         let (state, limits, conns) = (state.clone(), limits.clone(), conns.clone());
@@ -680,9 +792,35 @@ async fn serve_async(
         "pen {} listening on {listen_text}",
         env!("CARGO_PKG_VERSION")
     );
-    crate::notify::notify(&crate::notify::ready(&format!(
-        "listening on {listen_text}"
-    )));
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel();
+    let handover_task =
+        handover.map(|h| tokio::spawn(upgrade_io::accept_loop(h, passable.clone(), ready_tx)));
+    let ready_line = crate::notify::ready(&format!("listening on {listen_text}"));
+    match new_side {
+        None => crate::notify::notify(&ready_line),
+        Some((stream, old_pid, pid_file)) => {
+            // Serving: tell the old pen, then take the metrics port it frees.
+            let control = control.clone();
+            tokio::spawn(async move {
+                upgrade_io::announce(stream, old_pid, pid_file).await;
+                if let Some(addr) = metrics {
+                    let mut opened = control.set_prometheus(Some(addr));
+                    for _ in 0..20 {
+                        if opened.is_ok() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        opened = control.set_prometheus(Some(addr));
+                    }
+                    if let Err(e) = opened {
+                        tracing::error!("prometheus {addr}: {e}");
+                    }
+                }
+                crate::notify::notify(&ready_line);
+            });
+        }
+    }
+    let mut handed_over = None;
     let result = loop {
         tokio::select! {
             r = &mut server => break match r {
@@ -690,8 +828,18 @@ async fn serve_async(
                 Ok(Err(e)) => Err(io_err(format!("pen: listener {listen_text}"))(e)),
                 Err(e) => Err(err(format!("pen: listener {listen_text}: task failed: {e}"))),
             },
+            Some(r) = ready_rx.recv() => {
+                handed_over = Some(r);
+                break Ok(());
+            }
             Some(l) = relisten_rx.recv() => {
                 // `listen ADDR`: the old listener closes; open connections carry on.
+                let cfg = crate::proxy::lock(&state).config.clone();
+                let mut p = passable.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Err(e) = p.set_listen(&l, &cfg) {
+                    tracing::warn!("cannot keep a copy of the new listener for upgrades: {e}");
+                }
+                drop(p);
                 server.abort();
                 server = spawn_listener(l);
                 listen_text = lock_listen_text(&state);
@@ -744,10 +892,79 @@ async fn serve_async(
             _ = usr1.recv() => control.usr1().await,
         }
     };
-    crate::notify::notify(&crate::notify::stopping());
+    if let Some(ready) = handed_over {
+        // Stop accepting (TCP listener closed, io_uring accept cancelled, DSR raw socket
+        // closed; UDP stops reading but keeps its socket for the replies of its flows), then
+        // let the new pen know and finish what is open.
+        let udp = crate::proxy::lock(&state).config.udp;
+        if udp {
+            crate::proxy::udp::stop_reading();
+            // Flows the kernel fast path forwards come back to this pen's user space: their
+            // clients' next datagrams go to the new pen, their answers still come here.
+            let table = crate::proxy::lock(&state).io.udp_table.clone();
+            if let Some(t) = table {
+                let n = t.with_table_mut(crate::proxy::udp::FlowTable::withdraw_all);
+                if n > 0 {
+                    tracing::info!("upgrade: {n} UDP flow(s) taken back from the kernel fast path");
+                }
+            }
+        } else {
+            server.abort();
+        }
+        if let Some(t) = &control_task {
+            t.abort();
+        }
+        if let Some(t) = &handover_task {
+            t.abort();
+        }
+        if metrics.is_some()
+            && let Err(e) = control.set_prometheus(None)
+        {
+            tracing::warn!("prometheus: {e}");
+        }
+        *passable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = upgrade_io::Passable::default();
+        HANDED_OVER.store(true, std::sync::atomic::Ordering::SeqCst);
+        crate::notify::notify(&format!(
+            "MAINPID={}\nSTATUS=handed over to pen {}",
+            ready.pid, ready.pid
+        ));
+        let new_pid = ready.pid;
+        upgrade_io::answer_stopped(ready);
+        let drain = Duration::from_secs(crate::proxy::lock(&state).config.drain_timeout_secs);
+        tracing::info!(
+            "upgrade: pen {new_pid} serves; finishing open connections (drain_timeout {} s)",
+            drain.as_secs()
+        );
+        let deadline = tokio::time::Instant::now() + drain;
+        loop {
+            if upgrade_io::drained(&state, &conns) {
+                tracing::info!("upgrade: all connections finished; exiting");
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::info!(
+                    "upgrade: drain_timeout reached; closing {} connection(s) and exiting",
+                    conns.len()
+                );
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+    } else {
+        crate::notify::notify(&crate::notify::stopping());
+    }
     server.abort();
     events.abort();
     checks.abort();
+    if let Some(t) = handover_task {
+        t.abort();
+    }
     result
 }
 

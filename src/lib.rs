@@ -26,13 +26,16 @@
 //!   incrementally (and bounded) from clients of an `accept_proxy` listener.
 //! - [`engine`]: the DSR + tarpit packet engine (frame in → verdict and in-place rewrite;
 //!   ARP/NDP, weighted Maglev table, keyed-hash tarpit ISN).
+//! - [`upgrade`]: the binary upgrade's header (the sockets a running pen hands over), its
+//!   checks against the new command line, the `ready`/`stopped` lines, the hand-over path.
 //!
 //! IO:
 //! - [`proxy`]: the tokio TCP data path (splice where both ends are TCP) and the active
 //!   health checks' probes (`proxy::health`); `proxy::Shared` is
 //!   the [`state::State`] behind the daemon's lock with the IO handles beside it (TLS
 //!   terminator, UDP table, servers-changed hook, connection table).
-//! - [`daemon`]: wires configuration, listeners, signals and the proxy together.
+//! - [`daemon`]: wires configuration, listeners, signals and the proxy together; its
+//!   `upgrade_io` part runs the binary upgrade's hand-over (both sides).
 //! - [`ctl::server`]: the control socket, config re-reads, SIGUSR1, the Prometheus endpoint.
 //! - [`reqlog`]: the `-l` request log (its line formats are pure functions).
 //! - [`logging`]: where log lines go (terminal, file, journald with `<N>` priorities, syslog
@@ -44,7 +47,7 @@
 //! - `sys` (crate-private): the kernel layer. Every `unsafe` block of the crate lives there,
 //!   behind small safe functions: batched datagram IO and control messages, socket options,
 //!   `AF_PACKET` sockets and the TPACKET_V2 ring, netlink route requests, daemonizing and the
-//!   user switch, the splice pipe.
+//!   user switch, the splice pipe, descriptors passed over Unix sockets (`SCM_RIGHTS`).
 //!
 //! `tests/purity.rs` scans the modules listed under "Pure:" and fails when one uses the
 //! runtime, sockets, files, clocks, randomness, locks, callbacks, logging or an IO module.
@@ -78,3 +81,4 @@ pub mod stats;
 pub(crate) mod sys;
 #[doc(hidden)]
 pub mod testing;
+pub mod upgrade;

@@ -99,6 +99,7 @@ const REQUIRED_PURE: &[&str] = &[
     "select",
     "state",
     "stats",
+    "upgrade",
 ];
 
 /// The modules listed under "Pure:" in `lib.rs`'s module doc (`//! - [`name`]: ...`).

@@ -137,6 +137,14 @@ pub enum Fault {
         process: String,
         signal: FaultSignal,
     },
+    /// Not a fault but its counterpart: waits for `process` to exit by itself within `within`
+    /// with exit code `expect_exit` (a pen that handed its sockets to a new binary and
+    /// finished its connections).
+    Exited {
+        process: String,
+        within: std::time::Duration,
+        expect_exit: i32,
+    },
 }
 
 impl fmt::Display for Fault {
@@ -156,6 +164,9 @@ impl fmt::Display for Fault {
                 lift: true,
             } => write!(f, "lift the blackhole of {target} on {host}"),
             Fault::Signal { process, signal } => write!(f, "{} {process}", signal.name()),
+            Fault::Exited {
+                process, within, ..
+            } => write!(f, "{process} exits within {} ms", within.as_millis()),
         }
     }
 }
@@ -255,6 +266,29 @@ pub fn apply(
                 topo.nft(host, &blackhole_ruleset(&table, target))?;
             }
             Ok(format!("nft table inet {table}"))
+        }
+        Fault::Exited {
+            process,
+            within,
+            expect_exit,
+        } => {
+            let p = procs.get_mut(process).ok_or_else(|| {
+                anyhow!("process {process:?} is not running (never started, or stopped)")
+            })?;
+            let pid = p.pid;
+            let st = p.wait(*within)?.ok_or_else(|| {
+                anyhow!(
+                    "process {process:?} (pid {pid}) is still running after {} ms",
+                    within.as_millis()
+                )
+            })?;
+            procs.remove(process);
+            if st.code() != Some(*expect_exit) {
+                bail!(
+                    "process {process:?} (pid {pid}) exited with {st}, expected exit code {expect_exit}"
+                );
+            }
+            Ok(format!("pid {pid} exited ({st})"))
         }
         Fault::Signal { process, signal } => {
             let p = procs.get_mut(process).ok_or_else(|| {
@@ -458,6 +492,12 @@ mod tests {
             signal: FaultSignal::Kill,
         };
         assert_eq!(s.to_string(), "SIGKILL pen");
+        let x = Fault::Exited {
+            process: "pen".into(),
+            within: std::time::Duration::from_millis(15000),
+            expect_exit: 0,
+        };
+        assert_eq!(x.to_string(), "pen exits within 15000 ms");
         assert_eq!(
             link_argv("eth0", false).join(" "),
             "ip link set dev eth0 down"

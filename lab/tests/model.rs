@@ -1584,6 +1584,8 @@ lift_blackhole = { host = "web", port = 80, proto = "tcp" }
 signal = { process = "web", signal = "SIGSTOP" }
 [[step]]
 signal = { process = "web", signal = "kill" }
+[[step]]
+exited = { process = "web", within_ms = 15000 }
 "#
     );
     let plan = parse_str(&good, "scenarios/x.toml")
@@ -1601,6 +1603,7 @@ signal = { process = "web", signal = "kill" }
             "lift the blackhole of tcp port 80 on web",
             "SIGSTOP web",
             "SIGKILL web",
+            "web exits within 15000 ms",
         ]
     );
     let bad = format!(
@@ -1620,6 +1623,8 @@ blackhole = { host = "web", proto = "sctp" }
 lift_blackhole = { host = "web", port = 53 }
 [[step]]
 signal = { process = "nginx", signal = "PAUSE" }
+[[step]]
+exited = { process = "old", within_ms = 0 }
 "#
     );
     let errs = errors(&bad);
@@ -1632,6 +1637,8 @@ signal = { process = "nginx", signal = "PAUSE" }
         "step[5].lift_blackhole: no earlier blackhole step drops port 53 on web (blackholes in place: none)",
         "step[6].signal.process: expected a process name (web), got \"nginx\"",
         "step[6].signal.signal: expected KILL, STOP, CONT, TERM, HUP, INT, USR1 or USR2, got \"PAUSE\"",
+        "step[7].exited.process: expected a process name (web), got \"old\"",
+        "step[7].exited.within_ms: expected 1..60000",
     ] {
         assert!(errs.contains(want), "missing {want:?} in:\n{errs}");
     }

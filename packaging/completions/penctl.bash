@@ -1,12 +1,13 @@
 # bash completion for penctl (pen-rs)                                -*- shell-script -*-
 
 _penctl_commands="abort_on_error accept_proxy acl ascii blacklist block client_acl clients_max close
-conn_max connection control control_acl control_any_file debug delayed_forward dsr_if
+conn_max connection control control_acl control_any_file debug delayed_forward drain_timeout dsr_if
 dsr_ip dummy epoll exit hash http idle_timeout idlers include io_uring keepalive kqueue listen log
 mode no peek pending_max pid poll prio prometheus proxy_protocol recent roundrobin select server servers
 socket source ssl_ciphers ssl_client_renegotiation_interval ssl_ocsp_response ssl_option
 ssl_sni_path status stubborn table_hash tarpit tarpit_acl tarpit_capture tarpit_persist
-tarpit_rate tcp_fastclose tcp_nodelay timeout tracking transparent udp_flow_idle version
+tarpit_rate tcp_fastclose tcp_nodelay timeout tracking transparent udp_flow_idle upgrade
+upgrade_socket version
 web_stats weight worker_threads write"
 
 _penctl()

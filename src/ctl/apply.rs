@@ -352,6 +352,19 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
             cfg.worker_threads = *n;
             Changed
         }
+        Command::Upgrade => {
+            // Acted on at start-up only (the daemon takes the sockets over); never written.
+            cfg.upgrade = true;
+            Changed
+        }
+        Command::UpgradeSocket(Some(p)) => {
+            cfg.upgrade_socket = Some(p.clone());
+            Changed
+        }
+        Command::DrainTimeout(Some(n)) => {
+            cfg.drain_timeout_secs = *n;
+            Changed
+        }
         Command::WebStats(Some(p)) => {
             cfg.web_stats = Some(p.clone());
             Changed
@@ -421,6 +434,8 @@ pub fn apply(cfg: &mut Config, cmd: &Command) -> Result<Applied, ApplyError> {
         | Command::Tracking(None)
         | Command::UdpFlowIdle(None)
         | Command::WorkerThreads(None)
+        | Command::UpgradeSocket(None)
+        | Command::DrainTimeout(None)
         | Command::WebStats(None)
         | Command::Prometheus(None)
         | Command::TarpitCapture(None)
@@ -904,6 +919,12 @@ pub fn write_config(cfg: &Config) -> String {
     }
     if cfg.worker_threads != defaults::WORKER_THREADS {
         cmd(Command::WorkerThreads(Some(cfg.worker_threads)));
+    }
+    if let Some(p) = &cfg.upgrade_socket {
+        cmd(Command::UpgradeSocket(Some(p.clone())));
+    }
+    if cfg.drain_timeout_secs != crate::upgrade::DEFAULT_DRAIN_TIMEOUT {
+        cmd(Command::DrainTimeout(Some(cfg.drain_timeout_secs)));
     }
     if let Some(ip) = cfg.source {
         cmd(Command::Source(ip));
@@ -1413,7 +1434,7 @@ mod tests {
             log 10.0.0.5:9999\nroundrobin\nserver 0 address 10.0.0.1 port 80 max 5 hard 6 weight 2 prio 3\n\
             server 2 acl 3 address web.example port 81\nserver 3 address /run/s.sock\n\
             stubborn\ntcp_fastclose down\ntcp_nodelay\ntimeout 4\ntracking 99\nweb_stats /tmp/w.html\n\
-            weight\nprio\nabort_on_error\nkeepalive\ntransparent\ndummy\npeek\nidle_timeout 11\nudp_flow_idle 7\nworker_threads 3\n\
+            weight\nprio\nabort_on_error\nkeepalive\ntransparent\ndummy\npeek\nidle_timeout 11\nudp_flow_idle 7\nworker_threads 3\ndrain_timeout 5\nupgrade_socket /run/p.up\n\
             pending_max 12\nidlers 2\nconn_max 900\nclients_max 5000\nsource 10.0.0.254\n\
             dsr_if eth1\ndsr_ip 10.0.0.100\nselect\nssl_ciphers HIGH\nssl_option no_tlsv1\n\
             ssl_option cipher_server_preference\nssl_sni_path /etc/sni\nssl_ocsp_response /etc/o\n\
@@ -1477,6 +1498,27 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().starts_with("accept_proxy: expected"), "{e}");
+    }
+
+    #[test]
+    fn upgrade_is_never_written_and_its_settings_only_when_set() {
+        let mut c = Config::default();
+        assert_eq!(c.drain_timeout_secs, crate::upgrade::DEFAULT_DRAIN_TIMEOUT);
+        for line in ["upgrade", "drain_timeout", "upgrade_socket"] {
+            assert!(!write_config(&c).contains(line), "{line}");
+        }
+        assert_eq!(ok(&mut c, "upgrade"), Applied::Config);
+        assert!(c.upgrade);
+        ok(&mut c, "drain_timeout 0");
+        ok(&mut c, "upgrade_socket /run/pen.up");
+        assert_eq!(c.drain_timeout_secs, 0);
+        let text = write_config(&c);
+        assert!(
+            !text.contains("\nupgrade\n"),
+            "a written file must not upgrade: {text}"
+        );
+        assert!(text.contains("\ndrain_timeout 0\n"), "{text}");
+        assert!(text.contains("\nupgrade_socket /run/pen.up\n"), "{text}");
     }
 
     #[test]

@@ -305,6 +305,15 @@ pub enum Command {
     /// `worker_threads [N]` (pen-rs addition): the tokio runtime's threads, 1-1024 (1 = a
     /// single-threaded runtime); a start-up setting.
     WorkerThreads(Option<usize>),
+    /// `upgrade` (pen-rs addition, start-up: `-O upgrade`): take the listening sockets over
+    /// from the running pen (see [`crate::upgrade`]).
+    Upgrade,
+    /// `upgrade_socket [PATH]` (pen-rs addition): the hand-over socket of the binary upgrade;
+    /// no argument = query.
+    UpgradeSocket(Option<PathBuf>),
+    /// `drain_timeout [N]` (pen-rs addition): seconds an upgraded-away pen waits for its
+    /// connections; no argument = query.
+    DrainTimeout(Option<u64>),
     WebStats(Option<PathBuf>),
     NoWebStats,
     /// `prometheus [[addr:]port]` (pen-rs addition): serve the Prometheus metrics at
@@ -686,6 +695,13 @@ pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
             ),
             1,
             defaults::WORKER_THREADS_MAX,
+        )?),
+        "upgrade" => Command::Upgrade,
+        "upgrade_socket" => Command::UpgradeSocket(w.next().map(PathBuf::from)),
+        "drain_timeout" => Command::DrainTimeout(w.opt_num(
+            &format!("{SECS} >= 0 (0 = do not wait)"),
+            0,
+            u64::MAX,
         )?),
         "web_stats" => Command::WebStats(w.next().map(PathBuf::from)),
         "prometheus" => Command::Prometheus(match w.next() {
@@ -1126,6 +1142,9 @@ impl fmt::Display for Command {
             Tracking(v) => opt(f, "tracking", v),
             UdpFlowIdle(v) => opt(f, "udp_flow_idle", v),
             WorkerThreads(v) => opt(f, "worker_threads", v),
+            Upgrade => write!(f, "upgrade"),
+            UpgradeSocket(v) => opt(f, "upgrade_socket", &v.as_ref().map(|p| p.display())),
+            DrainTimeout(v) => opt(f, "drain_timeout", v),
             WebStats(v) => opt(f, "web_stats", &v.as_ref().map(|p| p.display())),
             NoWebStats => write!(f, "no web_stats"),
             Prometheus(v) => opt(f, "prometheus", v),
@@ -1334,6 +1353,12 @@ mod tests {
         "udp_flow_idle 5",
         "worker_threads",
         "worker_threads 4",
+        "upgrade",
+        "upgrade_socket",
+        "upgrade_socket /run/pen.up",
+        "drain_timeout",
+        "drain_timeout 0",
+        "drain_timeout 30",
         "transparent",
         "no transparent",
         "web_stats",
@@ -1426,12 +1451,15 @@ mod tests {
             TableHash => 54,
             ProxyProtocol(_) => 55,
             AcceptProxy(_) => 56,
+            Upgrade => 57,
+            UpgradeSocket(_) => 58,
+            DrainTimeout(_) => 59,
         }
     }
 
     #[test]
     fn samples_cover_every_variant() {
-        let mut seen = [false; 57];
+        let mut seen = [false; 60];
         for line in SAMPLES {
             seen[variant(&p(line))] = true;
         }

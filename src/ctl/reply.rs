@@ -452,6 +452,24 @@ pub fn execute(state: &mut State, cmd: &Command, env: &Env<'_>) -> Outcome {
         Command::Pid => {
             let _ = writeln!(r, "{}", env.pid);
         }
+        Command::Upgrade => {
+            let _ = writeln!(
+                r,
+                "upgrade: a start-up command: start the new pen with the same command line and -O upgrade"
+            );
+        }
+        Command::UpgradeSocket(_) => {
+            let path =
+                crate::upgrade::socket_path(cfg.upgrade_socket.as_deref(), cfg.pid_file.as_deref());
+            let _ = writeln!(
+                r,
+                "{}",
+                path.map_or_else(String::new, |p| p.display().to_string())
+            );
+        }
+        Command::DrainTimeout(_) => {
+            let _ = writeln!(r, "{}", cfg.drain_timeout_secs);
+        }
         Command::Servers => {
             // sx/rx include the bytes of open connections, as C Pen's copy loop counts them
             // (and as the status page and Prometheus do), each byte once.

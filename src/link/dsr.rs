@@ -59,7 +59,9 @@ pub fn backends_from(balancer: &Balancer, now: Duration) -> Vec<BackendConfig> {
 
 /// Checks the DSR configuration (a VIP as listen address) and opens the interface named by
 /// `config.dsr_if` (needs root or CAP_NET_RAW). Errors name the interface or the address.
-pub fn open(config: &Config) -> io::Result<AfPacket> {
+/// The XDP program goes into `inherited`, the XDP link a running pen handed over (binary
+/// upgrade), when given, instead of a new attachment.
+pub fn open_with(config: &Config, inherited: Option<std::os::fd::OwnedFd>) -> io::Result<AfPacket> {
     let Some(ifname) = &config.dsr_if else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -70,7 +72,7 @@ pub fn open(config: &Config) -> io::Result<AfPacket> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let mut link = AfPacket::open(ifname)?;
     ec.mac = link.mac();
-    attach_fast_path(&ec, &mut link);
+    attach_fast_path(&ec, &mut link, inherited);
     Ok(link)
 }
 
@@ -78,7 +80,11 @@ pub fn open(config: &Config) -> io::Result<AfPacket> {
 /// with the interface's MAC) to `link` unless `PEN_DSR_XDP=0`, the VIP
 /// is IPv6, or the kernel refuses (then pen logs why and the engine sees every frame).
 /// Needs the privileges of [`open`], so it runs there.
-fn attach_fast_path(ec: &EngineConfig, link: &mut AfPacket) {
+fn attach_fast_path(
+    ec: &EngineConfig,
+    link: &mut AfPacket,
+    inherited: Option<std::os::fd::OwnedFd>,
+) {
     if std::env::var("PEN_DSR_XDP").is_ok_and(|v| v == "0") {
         tracing::info!("DSR on {}: XDP fast path off (PEN_DSR_XDP=0)", link.name());
         return;
@@ -90,7 +96,11 @@ fn attach_fast_path(ec: &EngineConfig, link: &mut AfPacket) {
         );
         return;
     };
-    match crate::link::xdp::FastPath::attach(fc, link.ifindex(), link.name()) {
+    let attached = match inherited {
+        Some(l) => crate::link::xdp::FastPath::adopt(fc, l, link.name()),
+        None => crate::link::xdp::FastPath::attach(fc, link.ifindex(), link.name()),
+    };
+    match attached {
         Ok(fp) => {
             tracing::info!(
                 "DSR on {}: XDP fast path attached (generic mode, up to {} clients cached)",

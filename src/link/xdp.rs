@@ -269,6 +269,26 @@ impl FastPath {
         Ok(fp)
     }
 
+    /// Loads the program and swaps it into `link`, an XDP link another pen attached and handed
+    /// over (binary upgrade): no moment without a program, and no second attachment (the
+    /// kernel allows one XDP link per interface).
+    pub fn adopt(cfg: FastPathConfig, link: OwnedFd, ifname: &str) -> io::Result<FastPath> {
+        let mut fp = FastPath::load(cfg)?;
+        crate::sys::bpf::link_update(link.as_fd(), fp.prog()?.as_fd()).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot take over the XDP link of {ifname}: {e}"),
+            )
+        })?;
+        fp.link = Some(link);
+        Ok(fp)
+    }
+
+    /// The attachment (a BPF link), to hand over to a new pen.
+    pub fn link_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.link.as_ref().map(|l| l.as_fd())
+    }
+
     /// The program (for `bpf::test_run`).
     pub fn prog(&self) -> io::Result<&ProgramFd> {
         self.ebpf
@@ -633,7 +653,10 @@ mod tests {
 
     impl Dummy {
         fn new() -> Dummy {
-            let name = format!("penxdp{}", std::process::id() % 100_000);
+            // One per test of this process (tests run in parallel).
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10;
+            let name = format!("penxdp{}{n}", std::process::id() % 100_000);
             let _ = ip(&["link", "del", &name]);
             let peer = format!("{name}p");
             let out = ip(&["link", "add", &name, "type", "veth", "peer", "name", &peer]);
@@ -682,6 +705,40 @@ mod tests {
         drop(fp.link.take());
         assert!(!dummy.xdp(), "detached with the link");
         drop(fp);
+    }
+
+    /// Binary upgrade: a second attachment is refused while the first link is there; the new
+    /// fast path swaps its program into the handed-over link instead, and the attachment then
+    /// lives as long as the new fast path, whatever happens to the old one.
+    #[test]
+    fn a_new_fast_path_adopts_the_old_ones_link() {
+        if !bpf::may_load_programs() {
+            return;
+        }
+        let dummy = Dummy::new();
+        let old = FastPath::attach(cfg(), dummy.ifindex(), &dummy.0).expect("attaches");
+        let Err(e) = FastPath::attach(cfg(), dummy.ifindex(), &dummy.0) else {
+            panic!("a second XDP link on one interface was accepted");
+        };
+        assert_eq!(e.kind(), io::ErrorKind::ResourceBusy, "{e}");
+        let handed = old
+            .link_fd()
+            .expect("attached")
+            .try_clone_to_owned()
+            .unwrap();
+        let new = FastPath::adopt(cfg(), handed, &dummy.0).expect("adopts the link");
+        drop(old);
+        assert!(
+            dummy.xdp(),
+            "still attached: the new fast path holds the link"
+        );
+        drop(new);
+        // A child another test forks meanwhile holds every descriptor until it execs: wait.
+        let gone = (0..200).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            !dummy.xdp()
+        });
+        assert!(gone, "detached with the last holder of the link");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 #[cfg(test)]
 const CMD_PROG_TEST_RUN: i32 = 10;
 const CMD_LINK_CREATE: i32 = 28;
+const CMD_LINK_UPDATE: i32 = 29;
 /// `BPF_XDP`.
 const ATTACH_XDP: u32 = 37;
 /// `BPF_TCX_INGRESS` (Linux 6.6+): tc ingress through a BPF link, several programs per
@@ -37,6 +38,12 @@ mod test {
     pub const DATA_OUT: usize = 24;
     pub const REPEAT: usize = 32;
     pub const DURATION: usize = 36;
+}
+
+/// Field offsets of `bpf_attr.link_update` (`BPF_LINK_UPDATE`).
+mod link_update {
+    pub const LINK_FD: usize = 0;
+    pub const NEW_PROG_FD: usize = 4;
 }
 
 /// Field offsets of `bpf_attr.link_create` (`BPF_LINK_CREATE`).
@@ -136,6 +143,17 @@ pub(crate) fn tcx_link(prog: BorrowedFd<'_>, ifindex: u32) -> io::Result<OwnedFd
 /// detached when the returned descriptor is closed, so also when the process dies.
 pub(crate) fn xdp_link(prog: BorrowedFd<'_>, ifindex: u32) -> io::Result<OwnedFd> {
     link_create(prog, ifindex, ATTACH_XDP, XDP_FLAGS_SKB_MODE)
+}
+
+/// Replaces the program of an existing BPF link (`BPF_LINK_UPDATE`) atomically: frames go
+/// to the old program until the call, to `prog` after it. For a binary upgrade: the new pen
+/// swaps its XDP program into the link the old pen handed over.
+pub(crate) fn link_update(link: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()> {
+    Attr::new()
+        .u32(link_update::LINK_FD, link.as_raw_fd() as u32)
+        .u32(link_update::NEW_PROG_FD, prog.as_raw_fd() as u32)
+        .call(CMD_LINK_UPDATE)
+        .map(|_| ())
 }
 
 fn link_create(prog: BorrowedFd<'_>, ifindex: u32, attach: u32, flags: u32) -> io::Result<OwnedFd> {

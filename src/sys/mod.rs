@@ -7,6 +7,8 @@
 //! crate sees plain Rust types: slices, `std::net` addresses, `OwnedFd`s and `io::Result`s.
 //!
 //! - [`cmsg`]: control messages parsed from and written to bytes (no pointer walking).
+//! - [`handover`]: descriptors passed over a Unix socket (`SCM_RIGHTS`) and the peer's uid
+//!   (`SO_PEERCRED`), for the binary upgrade.
 //! - [`mmsg`]: batched UDP IO (`recvmmsg`/`sendmmsg`) with `IP_PKTINFO`/`IPV6_PKTINFO` control
 //!   messages, and the socket error queue (`MSG_ERRQUEUE`).
 //! - [`sockopt`]: integer socket options, `SO_ERROR`, `poll` on one descriptor.
@@ -30,6 +32,7 @@
 #[cfg(target_os = "linux")]
 pub(crate) mod bpf;
 pub(crate) mod cmsg;
+pub(crate) mod handover;
 pub(crate) mod ifaddrs;
 pub(crate) mod mmsg;
 pub(crate) mod netlink;

@@ -38,6 +38,7 @@ pub(super) fn plan_steps(
             s.lift_blackhole.is_some(),
             s.signal.is_some(),
             s.inject.is_some(),
+            s.exited.is_some(),
         ]
         .iter()
         .filter(|b| **b)
@@ -46,7 +47,7 @@ pub(super) fn plan_steps(
             e.push(
                 &key,
                 format!(
-                    "expected exactly one of http_get, dns, tcp_connect, load, tcp_sessions, join, stop, start, penctl, run, wait, replay, link_down, link_up, blackhole, lift_blackhole, signal, inject; got {given}"
+                    "expected exactly one of http_get, dns, tcp_connect, load, tcp_sessions, join, stop, start, penctl, run, wait, replay, link_down, link_up, blackhole, lift_blackhole, signal, inject, exited; got {given}"
                 ),
             );
             continue;
@@ -463,6 +464,26 @@ pub(super) fn plan_steps(
                     continue;
                 }
             }
+        } else if let Some(x) = &s.exited {
+            let k = format!("{key}.exited");
+            if !procs.contains(&x.process) {
+                e.push(
+                    format!("{k}.process"),
+                    format!(
+                        "expected a process name ({}), got {:?}",
+                        procs.join(", "),
+                        x.process
+                    ),
+                );
+            }
+            if x.within_ms == 0 || x.within_ms > 60_000 {
+                e.push(format!("{k}.within_ms"), "expected 1..60000");
+            }
+            StepAction::Fault(crate::fault::Fault::Exited {
+                process: x.process.clone(),
+                within: Duration::from_millis(x.within_ms),
+                expect_exit: x.expect_exit,
+            })
         } else if let Some(inj) = &s.inject {
             let k = format!("{key}.inject");
             match plan_inject(inj, refs, hosts, ifaces, &sim_root(&e.file)) {

@@ -277,6 +277,9 @@ pub struct Step {
     pub lift_blackhole: Option<BlackholeTable>,
     /// A signal (KILL, STOP, CONT...) to a process the scenario started.
     pub signal: Option<SignalTable>,
+    /// Waits for a process of the scenario to exit by itself (a pen handing over to a new
+    /// binary, [`crate::fault::Fault::Exited`]).
+    pub exited: Option<ExitedTable>,
     /// Frames sent out of a host's interface ([`crate::inject`]).
     pub inject: Option<InjectTable>,
 }
@@ -322,6 +325,23 @@ pub struct BlackholeTable {
     pub port: Option<u16>,
     /// `"tcp"` or `"udp"`; absent: both (with a port) or every IP packet (without).
     pub proto: Option<String>,
+}
+
+/// `exited = { process, within_ms, expect_exit }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExitedTable {
+    pub process: String,
+    /// How long it may take (1..=60000).
+    #[serde(default = "default_exited_within")]
+    pub within_ms: u64,
+    /// The exit code it must have.
+    #[serde(default)]
+    pub expect_exit: i32,
+}
+
+fn default_exited_within() -> u64 {
+    10_000
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -138,6 +138,33 @@ pub async fn serve(socket: UdpSocket, shared: SharedState) -> io::Result<()> {
     serve_table(socket, ctx, handle).await
 }
 
+/// Binary upgrade: set once this pen handed its UDP socket to a new one.
+static STOP_READING: (std::sync::atomic::AtomicBool, tokio::sync::Notify) = (
+    std::sync::atomic::AtomicBool::new(false),
+    tokio::sync::Notify::const_new(),
+);
+
+/// Binary upgrade: the listener loop stops reading new datagrams (the new pen reads them);
+/// the flows, their upstream sockets and the replies through the listening socket carry on
+/// until pen exits.
+pub(crate) fn stop_reading() {
+    STOP_READING
+        .0
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    STOP_READING.1.notify_waiters();
+}
+
+/// Returns once [`stop_reading`] was called.
+pub(crate) async fn reading_stopped() {
+    loop {
+        let n = STOP_READING.1.notified();
+        if STOP_READING.0.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        n.await;
+    }
+}
+
 /// Takes the table out of the shared state when its balancer stops (unless a newer one
 /// replaced it), so that `close N` never reaches a table nobody serves.
 struct Unpublish {

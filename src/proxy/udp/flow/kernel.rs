@@ -153,6 +153,28 @@ impl FlowTable {
         self.stats.flows_offloaded += 1;
     }
 
+    /// Binary upgrade (the old pen): offer no flow to the kernel any more and take back every
+    /// flow it forwards or was offered ([`OffloadCommand::Withdraw`]s, in the table's order);
+    /// they carry on in pen for good, so their clients' next datagrams reach the listening
+    /// socket (read by the new pen) while the servers' answers still come back here. What the
+    /// kernel forwarded since a flow's last reading goes to the table's counters only (as for
+    /// any withdrawal). Returns how many flows were taken back.
+    pub fn withdraw_all(&mut self) -> usize {
+        self.offload = false;
+        let mut n = 0;
+        for (client, f) in &mut self.flows {
+            if matches!(f.path, Path::Kernel | Path::Offering) {
+                self.offload_queue.push_back(OffloadCommand::Withdraw {
+                    client: *client,
+                    flow: f.id,
+                });
+                f.path = Path::PenOnly;
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Whether `client`'s flow is forwarded by the kernel.
     pub fn is_offloaded(&self, client: &SocketAddr) -> bool {
         self.flows
@@ -394,6 +416,48 @@ mod tests {
         let (u, server, _) = forward(t.handle_client(secs(0), c, 10, sel));
         t.handle_server(secs(0), u, server, 20);
         forward(t.handle_client(secs(1), c, 10, sel));
+    }
+
+    #[test]
+    fn withdraw_all_takes_every_kernel_flow_back_to_pen_for_good() {
+        let mut sel = Fake::new(&["10.0.0.1:53"]);
+        let (c1, c2, c3) = (
+            sa("192.0.2.1:5000"),
+            sa("192.0.2.2:5000"),
+            sa("192.0.2.3:5000"),
+        );
+        let (mut t, mut k) = offloaded(c1, &mut sel);
+        // c2 offered, its answer not back yet; c3 established, never offered.
+        establish(&mut t, c2, &mut sel);
+        assert!(t.offload(&c2, sa("198.51.100.1:53"), sa("10.0.0.9:40001")));
+        establish(&mut t, c3, &mut sel);
+        k.saw(c1, busy(3, 3, Some(2)));
+        assert_eq!(t.withdraw_all(), 2);
+        // The queued install of c2 runs first, then the two withdrawals.
+        k.run(&mut t);
+        assert!(
+            k.live.is_empty(),
+            "nothing left in the kernel: {:?}",
+            k.live
+        );
+        let mut withdrawn = k.withdrawn.clone();
+        withdrawn.sort();
+        assert_eq!(withdrawn, vec![c1, c2]);
+        assert!(!t.is_offloaded(&c1) && !t.is_offloaded(&c2));
+        assert_eq!(
+            t.stats().kernel_datagrams,
+            6,
+            "the last kernel traffic is counted"
+        );
+        // Still flows of this table, forwarded by pen; never offered again.
+        for c in [c1, c2, c3] {
+            assert!(t.flow(&c).is_some());
+            forward(t.handle_client(secs(3), c, 10, &mut sel));
+            assert!(!t.wants_offload(&c));
+            assert!(!t.offload(&c, sa("198.51.100.1:53"), sa("10.0.0.9:40002")));
+        }
+        assert_eq!(k.run(&mut t), 0);
+        t.check_invariants().unwrap();
     }
 
     #[test]

@@ -383,7 +383,11 @@ async fn run_table<C: UdpContext>(
         watch,
         inner: Arc::clone(&inner),
     };
-    client::client_loop(&inner).await
+    tokio::select! {
+        r = client::client_loop(&inner) => r,
+        // Binary upgrade: the new pen reads new datagrams; replies keep flowing from here.
+        () = crate::proxy::udp::reading_stopped() => std::future::pending().await,
+    }
 }
 
 struct AbortGuard<C> {
