@@ -345,7 +345,16 @@ fn open_control(spec: &str, cfg: &Config) -> Result<ctl_server::StdListener, Dae
 }
 
 fn warn_unsupported(cfg: &Config) {
-    let unsupported: [(&str, bool); 2] = [
+    for what in unsupported(cfg) {
+        tracing::warn!("{what} is not implemented in this build yet; ignored");
+    }
+}
+
+/// The settings `cfg` combines that pen does not act on (each is ignored with a warning).
+fn unsupported(cfg: &Config) -> Vec<&'static str> {
+    let accept_proxy = cfg.accept_proxy.is_some();
+    let unix = matches!(cfg.listen, Some(ListenAddr::Unix(_)));
+    [
         (
             "-H / http (X-Forwarded-For) with -U (UDP)",
             cfg.http && cfg.udp,
@@ -354,12 +363,22 @@ fn warn_unsupported(cfg: &Config) {
             "-E (TLS termination) with -U (UDP)",
             cfg.tls.cert.is_some() && cfg.udp,
         ),
-    ];
-    for (what, set) in unsupported {
-        if set {
-            tracing::warn!("{what} is not implemented in this build yet; ignored");
-        }
-    }
+        (
+            "accept_proxy (PROXY protocol from clients) with -U (UDP)",
+            accept_proxy && cfg.udp,
+        ),
+        (
+            "accept_proxy (PROXY protocol from clients) in DSR mode (dsr_if)",
+            accept_proxy && cfg.dsr_if.is_some(),
+        ),
+        (
+            "accept_proxy (PROXY protocol from clients) on a Unix-socket listener",
+            accept_proxy && unix,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(what, set)| set.then_some(what))
+    .collect()
 }
 
 /// Resolves every backend host name (and the listen host) and builds the balancer.
@@ -1021,6 +1040,26 @@ async fn serve_listener(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accept_proxy_where_pen_cannot_read_a_header_is_named_as_ignored() {
+        let mut cfg = Config {
+            accept_proxy: Some(crate::proxyproto::Accept::Any),
+            ..Config::default()
+        };
+        assert!(unsupported(&cfg).is_empty(), "a TCP listener reads it");
+        cfg.udp = true;
+        assert_eq!(
+            unsupported(&cfg),
+            ["accept_proxy (PROXY protocol from clients) with -U (UDP)"]
+        );
+        cfg.udp = false;
+        cfg.listen = Some(ListenAddr::Unix("/run/pen.sock".into()));
+        cfg.dsr_if = Some("eth1".into());
+        assert_eq!(unsupported(&cfg).len(), 2, "{:?}", unsupported(&cfg));
+        cfg.accept_proxy = None;
+        assert!(unsupported(&cfg).is_empty());
+    }
 
     #[test]
     fn unresolvable_backend_name_is_a_startup_error_naming_it() {
