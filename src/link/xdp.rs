@@ -528,11 +528,9 @@ mod tests {
     }
 
     /// Loads the program for real and runs it on frames with BPF_PROG_TEST_RUN (root).
-    fn loaded(c: FastPathConfig) -> Option<FastPath> {
-        if !bpf::may_load_programs() {
-            return None;
-        }
-        Some(FastPath::load(c).expect("the kernel accepts the fast-path program"))
+    fn loaded(c: FastPathConfig) -> FastPath {
+        bpf::require_root_to_load();
+        FastPath::load(c).expect("the kernel accepts the fast-path program")
     }
 
     fn run(fp: &FastPath, f: &[u8]) -> (u32, Vec<u8>) {
@@ -590,9 +588,7 @@ mod tests {
 
     #[test]
     fn the_kernel_forwards_a_learned_client_and_passes_everything_else() {
-        let Some(mut fp) = loaded(cfg()) else {
-            return;
-        };
+        let mut fp = loaded(cfg());
         let f = tcp(OUR, 40000, 80);
         // Not learned yet, and nothing learned before the first sync.
         assert_eq!(run(&fp, &f).0, XDP_PASS);
@@ -693,9 +689,7 @@ mod tests {
     /// killed).
     #[test]
     fn the_attachment_is_a_link_that_goes_with_the_fast_path() {
-        if !bpf::may_load_programs() {
-            return;
-        }
+        bpf::require_root_to_load();
         let dummy = Dummy::new();
         assert!(!dummy.xdp());
         let mut fp = FastPath::attach(cfg(), dummy.ifindex(), &dummy.0).expect("attaches");
@@ -712,9 +706,7 @@ mod tests {
     /// lives as long as the new fast path, whatever happens to the old one.
     #[test]
     fn a_new_fast_path_adopts_the_old_ones_link() {
-        if !bpf::may_load_programs() {
-            return;
-        }
+        bpf::require_root_to_load();
         let dummy = Dummy::new();
         let old = FastPath::attach(cfg(), dummy.ifindex(), &dummy.0).expect("attaches");
         let Err(e) = FastPath::attach(cfg(), dummy.ifindex(), &dummy.0) else {
@@ -743,12 +735,10 @@ mod tests {
 
     #[test]
     fn with_r_each_source_port_is_its_own_entry() {
-        let Some(mut fp) = loaded(FastPathConfig {
+        let mut fp = loaded(FastPathConfig {
             per_flow: true,
             ..cfg()
-        }) else {
-            return;
-        };
+        });
         fp.sync(0);
         let mut fwd = tcp(WEB, 40000, 80);
         fwd[6..12].copy_from_slice(&OUR);
@@ -784,9 +774,7 @@ mod tests {
     /// that differs from the learned one.
     #[test]
     fn the_program_and_flow_key_agree_on_mutated_frames() {
-        let Some(mut fp) = loaded(FastPathConfig { port: 0, ..cfg() }) else {
-            return;
-        };
+        let mut fp = loaded(FastPathConfig { port: 0, ..cfg() });
         fp.sync(0);
         let base = tcp(OUR, 40000, 80);
         let mut fwd = base.clone();

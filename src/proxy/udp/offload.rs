@@ -636,12 +636,10 @@ mod tests {
         assert_eq!(model(&other, None), None);
     }
 
-    /// Loads the program for real (root); `None` (skip) elsewhere, never in CI.
-    fn loaded() -> Option<KernelPath> {
-        if !bpf::may_load_programs() {
-            return None;
-        }
-        Some(KernelPath::new().expect("the kernel accepts the UDP fast-path program"))
+    /// Loads the program for real (root; the test fails without it, never skips).
+    fn loaded() -> KernelPath {
+        bpf::require_root_to_load();
+        KernelPath::new().expect("the kernel accepts the UDP fast-path program")
     }
 
     const TCX_NEXT: u32 = u32::MAX;
@@ -649,7 +647,7 @@ mod tests {
 
     #[test]
     fn the_kernel_program_rewrites_installed_flows_as_the_model_does() {
-        let Some(mut kp) = loaded() else { return };
+        let mut kp = loaded();
         let rw = flow();
         let client: SocketAddr = "10.1.0.10:40000".parse().unwrap();
         let q = frame(a("10.1.0.10:40000"), a("10.1.0.2:53"), b"query", true);
@@ -692,7 +690,7 @@ mod tests {
 
     #[test]
     fn the_kernel_program_passes_what_it_must_not_touch() {
-        let Some(mut kp) = loaded() else { return };
+        let mut kp = loaded();
         let rw = flow();
         kp.put("10.1.0.10:40000".parse().unwrap(), &rw).unwrap();
         let q = frame(a("10.1.0.10:40000"), a("10.1.0.2:53"), b"query", true);
@@ -756,7 +754,7 @@ mod tests {
 
     #[test]
     fn the_kernel_program_agrees_with_the_model_on_mutated_frames() {
-        let Some(mut kp) = loaded() else { return };
+        let mut kp = loaded();
         let rw = flow();
         kp.put("10.1.0.10:40000".parse().unwrap(), &rw).unwrap();
         let base = frame(
