@@ -103,6 +103,9 @@ penctl commands pen-rs adds (also for -o/-O and -F files):
   tarpit_rate R [burst B] [net R] [net_burst B]  cap tarpit replies/s (global, per /24 or /64)
   tarpit                   tarpit settings, counters and captured addresses
   table_hash               digests of the server list and the DSR Maglev table (compare pens)
+  server N check tcp | http METHOD PATH LO-HI [body TEXT] | tls | dns NAME
+           [interval S] [timeout S] [rise N] [fall N] [address A] [port P]
+                           active health check of server N (server N check off: none)
   proxy_protocol v1|v2|off send a PROXY protocol header first to every backend [off]
   server N proxy v1|v2|off|default  this server's PROXY header (default: proxy_protocol)
   accept_proxy v1|v2|any|off [timeout S]  TCP clients must start with a PROXY protocol
