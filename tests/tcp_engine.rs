@@ -263,3 +263,32 @@ fn a_connection_is_listed_with_its_byte_counts_and_close_n_ends_it() {
         "{servers}"
     );
 }
+
+/// The connect timeout `-t` (the io_uring loop's timer wheel cancels the connect; tokio's
+/// timer on the other path): reported as a timeout, not as a cancelled operation, and about
+/// `-t` seconds after the connect started.
+#[test]
+fn a_connect_timeout_is_reported_as_a_timeout_after_t_seconds() {
+    let a = Backend::start("a", "127.0.0.1");
+    let hole = Blackhole::new();
+    let pen = Pen::start_with(
+        &[],
+        &["-r", "-t", "1", "127.0.0.1:0", &a.spec, &hole.spec],
+        &[],
+        Listen::Reported,
+    );
+    // Round robin starts after slot 0: the first client tries the black hole.
+    let t = Instant::now();
+    assert_eq!(get(None, pen.addr()).unwrap(), "a");
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(950) && took < Duration::from_millis(2500),
+        "failed over after {took:?}, expected the 1 s connect timeout"
+    );
+    let err = pen.stderr();
+    assert!(
+        err.contains("connect timed out after 1 s"),
+        "no timeout named in pen's log:\n{err}"
+    );
+    assert!(!err.contains("canceled"), "{err}");
+}

@@ -1,6 +1,9 @@
 //! The io_uring loop's system calls per new connection (issue #19): the peer address comes
 //! with the accept completion (no `getpeername`) and a closed connection's sockets are closed
-//! by io_uring closes (no `close`). Counted with `strace -c -f` on a running pen serving 100
+//! by io_uring closes (no `close`). And its ring operations per new connection, counted with
+//! `perf stat` on the kernel's io_uring tracepoints (needs `perf` and root): the connect
+//! timeout is the loop's own timer (no `LINK_TIMEOUT` entry per connection) and successful
+//! closes post no completion. Counted with `strace -c -f` on a running pen serving 100
 //! connections, one request each, on the io_uring path (forced with `-O io_uring`, whatever
 //! `PEN_TEST_TCP_ENGINE` says: this is about that loop). Needs `strace` and ptrace rights
 //! (root here); fails with the reason otherwise.
@@ -89,5 +92,98 @@ fn new_connections_make_no_getpeername_and_no_close_calls() {
     assert!(
         calls.get("socket").copied().unwrap_or(0) <= CONNS as u64,
         "one upstream socket per connection at most:\n{text}"
+    );
+}
+
+/// Runs `perf stat` with `events` (each `-e` argument, filters included) on `pid` while `load`
+/// runs; returns the counts in the order of `events`.
+fn perf_counts(pid: u32, events: &[&str], load: impl FnOnce()) -> Vec<u64> {
+    let out = std::env::temp_dir().join(format!("pen-uring-perf-{}.txt", std::process::id()));
+    let mut cmd = Command::new("perf");
+    cmd.args(["stat", "-x", ","]);
+    for e in events {
+        cmd.args(e.split_whitespace());
+    }
+    let mut perf = cmd
+        .args(["-p", &pid.to_string(), "-o"])
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("this test needs perf (apt-get install linux-perf): {e}"));
+    std::thread::sleep(Duration::from_millis(500));
+    load();
+    std::thread::sleep(Duration::from_millis(400));
+    let id = perf.id().to_string();
+    let killed = Command::new("kill").args(["-INT", &id]).status().unwrap();
+    assert!(killed.success(), "kill -INT {id}");
+    assert!(
+        wait_within(Duration::from_secs(10), || matches!(
+            perf.try_wait(),
+            Ok(Some(_))
+        )),
+        "perf did not stop"
+    );
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let _ = std::fs::remove_file(&out);
+    let counts: Vec<u64> = text
+        .lines()
+        .filter(|l| l.contains("io_uring:"))
+        .filter_map(|l| l.split(',').next()?.trim().parse().ok())
+        .collect();
+    assert_eq!(
+        counts.len(),
+        events.len(),
+        "perf stat counted no io_uring tracepoints (not root? no tracefs?):\n{text}"
+    );
+    counts
+}
+
+#[test]
+fn new_connections_submit_no_linked_timeout_and_post_no_close_completions() {
+    let a = Backend::start("a", "127.0.0.1");
+    let pen = Pen::start_with(
+        &["-O".into(), "io_uring".into()],
+        &["127.0.0.1:0", &a.spec],
+        &[],
+        Listen::Reported,
+    );
+    assert_eq!(pen.data_path(), "io_uring", "stderr:\n{}", pen.stderr());
+    for _ in 0..5 {
+        assert_eq!(get(None, pen.addr()).unwrap(), "a");
+    }
+    // Opcodes of include/uapi/linux/io_uring.h: CLOSE 19, LINK_TIMEOUT 15.
+    let counts = perf_counts(
+        pen.pid(),
+        &[
+            "-e io_uring:io_uring_submit_req",
+            "-e io_uring:io_uring_submit_req --filter opcode==15",
+            "-e io_uring:io_uring_submit_req --filter opcode==19",
+            "-e io_uring:io_uring_complete",
+        ],
+        || {
+            for _ in 0..CONNS {
+                assert_eq!(get(None, pen.addr()).unwrap(), "a");
+            }
+        },
+    );
+    let (submitted, link_timeouts, closes, completions) =
+        (counts[0], counts[1], counts[2], counts[3]);
+    eprintln!(
+        "ring operations of pen for {CONNS} connections: {submitted} submitted ({:.2} per \
+         connection, {closes} closes), {completions} completions ({:.2} per connection)",
+        submitted as f64 / CONNS as f64,
+        completions as f64 / CONNS as f64
+    );
+    assert!(
+        closes >= 2 * CONNS as u64,
+        "both sockets of each connection closed in the ring: {closes} closes"
+    );
+    assert_eq!(link_timeouts, 0, "no linked timeout per connect");
+    // Completions of a connection: accept, connect, a send each way, four receives (request,
+    // response, the two EOFs); none for its two closes nor a linked timeout (main had 11).
+    assert!(
+        completions <= 8 * CONNS as u64,
+        "{completions} completions for {CONNS} connections"
     );
 }

@@ -10,8 +10,8 @@
 //!   or handed out by a completion; only a handed-out buffer can be read ([`Ring::buf`]) or
 //!   sent ([`Ring::send_buf`]), and only one that no send is using can be given back
 //!   ([`Ring::recycle`]);
-//! - socket addresses (connect), the address buffers of single-shot accepts and timespecs (the
-//!   connect timeout) are boxed and kept, by the user data of their operation, until that
+//! - socket addresses (connect) and the address buffers of single-shot accepts are boxed and
+//!   kept, by the user data of their operation, until that
 //!   operation's completion has been reaped (an accept's address is copied into its
 //!   [`Completion`], so the loop needs no `getpeername`);
 //! - descriptors given to [`Ring::close`] are owned by the ring from then on (closed by the
@@ -22,6 +22,7 @@
 //! unsafety.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
@@ -83,12 +84,35 @@ impl AcceptAddr {
     }
 }
 
+/// Hashes the user data keys of [`Ring`]'s kept memory: one multiply and fold instead of
+/// SipHash (a send inserts and removes one entry; the keys are pen's own tokens, not input).
+#[derive(Default, Clone, Copy)]
+struct TokenHasher(u64);
+
+impl Hasher for TokenHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0 ^ u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        let h = v.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = h ^ (h >> 32);
+    }
+}
+
+type KeepMap = HashMap<u64, Keep, BuildHasherDefault<TokenHasher>>;
+
 /// What the kernel may still read while an operation is in flight.
 enum Keep {
     Addr(#[allow(dead_code)] Box<SockAddr>),
     /// The address buffer of a single-shot accept.
     Accept(Box<AcceptAddr>),
-    Time(#[allow(dead_code)] Box<Timespec>),
     /// A send from this receive buffer.
     Send(u16),
 }
@@ -198,7 +222,7 @@ impl Bufs {
 pub(crate) struct Ring {
     ring: IoUring,
     bufs: Bufs,
-    keep: HashMap<u64, Keep>,
+    keep: KeepMap,
     /// Made disabled, waiting for [`Ring::enable`] on the loop's thread.
     disabled: bool,
 }
@@ -251,8 +275,6 @@ pub(crate) fn probe() -> Result<(), String> {
         (opcode::Recv::CODE, "RECV"),
         (opcode::Send::CODE, "SEND"),
         (opcode::Connect::CODE, "CONNECT"),
-        (opcode::LinkTimeout::CODE, "LINK_TIMEOUT"),
-        (opcode::Timeout::CODE, "TIMEOUT"),
         (opcode::PollAdd::CODE, "POLL_ADD"),
         (opcode::AsyncCancel2::CODE, "ASYNC_CANCEL"),
     ];
@@ -318,7 +340,7 @@ impl Ring {
         Ok(Ring {
             ring,
             bufs,
-            keep: HashMap::new(),
+            keep: KeepMap::default(),
             disabled: single,
         })
     }
@@ -374,9 +396,11 @@ impl Ring {
 
     /// Closes `fd` in the ring (done by the kernel during the next submission). When the entry
     /// cannot be queued the descriptor is closed here, so it is closed exactly once either way.
+    /// A successful close posts no completion (`IOSQE_CQE_SKIP_SUCCESS`); a failed one does.
     pub(crate) fn close(&mut self, fd: OwnedFd, user_data: u64) {
         let e = opcode::Close::new(Fd(std::os::fd::AsRawFd::as_raw_fd(&fd)))
             .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
             .user_data(user_data);
         if self.push(&e).is_ok() {
             // The queued entry owns the number now; the kernel closes it.
@@ -429,36 +453,15 @@ impl Ring {
         Ok(())
     }
 
-    /// Connects `fd` to `addr`, cancelled after `timeout` (linked timeout with `timeout_data`).
-    pub(crate) fn connect(
-        &mut self,
-        fd: RawFd,
-        addr: SockAddr,
-        timeout: Duration,
-        user_data: u64,
-        timeout_data: u64,
-    ) -> io::Result<()> {
+    /// Connects `fd` to `addr`. The loop times it out itself (its timer wheel, then
+    /// [`Ring::cancel`]): no linked timeout entry, timer and completion per connection.
+    pub(crate) fn connect(&mut self, fd: RawFd, addr: SockAddr, user_data: u64) -> io::Result<()> {
         let addr = Box::new(addr);
-        let ts = Box::new(Timespec::from(timeout));
         let c = opcode::Connect::new(Fd(fd), addr.as_ptr().cast(), addr.len())
             .build()
-            .flags(squeue::Flags::IO_LINK)
             .user_data(user_data);
-        let t = opcode::LinkTimeout::new(&*ts)
-            .build()
-            .user_data(timeout_data);
-        // Both entries in one go, so that the link is never split by a full queue.
-        let room = {
-            let sq = self.ring.submission();
-            sq.capacity() - sq.len()
-        };
-        if room < 2 {
-            self.ring.submit()?;
-        }
         self.keep(user_data, Keep::Addr(addr));
-        self.keep(timeout_data, Keep::Time(ts));
-        self.push(&c)?;
-        self.push(&t)
+        self.push(&c)
     }
 
     /// Multishot poll for input on `fd` (an eventfd the loop is woken through).
@@ -470,18 +473,21 @@ impl Ring {
         self.push(&e)
     }
 
-    /// Cancels every operation in flight on `fd`.
+    /// Cancels every operation in flight on `fd` (a completion only when that fails).
     pub(crate) fn cancel_fd(&mut self, fd: RawFd, user_data: u64) -> io::Result<()> {
         let e = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd)).all())
             .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
             .user_data(user_data);
         self.push(&e)
     }
 
-    /// Cancels the operation submitted with `target`.
+    /// Cancels the operation submitted with `target` (a completion only when that fails, e.g.
+    /// `-ENOENT`: it had completed).
     pub(crate) fn cancel(&mut self, target: u64, user_data: u64) -> io::Result<()> {
         let e = opcode::AsyncCancel2::new(CancelBuilder::user_data(target))
             .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
             .user_data(user_data);
         self.push(&e)
     }
@@ -622,7 +628,7 @@ mod tests {
     }
 
     #[test]
-    fn a_linked_timeout_cancels_a_hanging_connect() {
+    fn a_hanging_connect_is_cancelled_by_its_user_data() {
         use std::os::fd::AsRawFd;
         // A listener with a full backlog: SYNs are dropped, the connect hangs.
         let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -633,13 +639,24 @@ mod tests {
         let _filler = std::net::TcpStream::connect(addr.as_socket().unwrap()).unwrap();
         let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         let mut ring = Ring::new(16, 2, 64).unwrap();
-        ring.connect(s.as_raw_fd(), addr, Duration::from_millis(100), 7, 8)
-            .unwrap();
+        ring.connect(s.as_raw_fd(), addr, 7).unwrap();
         let mut out = Vec::new();
+        // Still connecting after a while (nothing else completes it).
+        ring.submit_and_wait(Duration::from_millis(100)).unwrap();
+        ring.reap(&mut out);
+        assert!(out.is_empty(), "{out:?}");
+        // What the loop's timer does when the connect timeout passes.
+        ring.cancel(7, 8).unwrap();
         let c = wait(&mut ring, &mut out, 7);
         assert_eq!(c.result, -libc::ECANCELED, "{c:?}");
-        let t = wait(&mut ring, &mut out, 8);
-        assert_eq!(t.result, -libc::ETIME, "{t:?}");
+        assert!(
+            out.iter().all(|c| c.user_data != 8),
+            "a successful cancel posts no completion: {out:?}"
+        );
+        // One that finds nothing to cancel says so.
+        ring.cancel(7, 9).unwrap();
+        let k = wait(&mut ring, &mut out, 9);
+        assert_eq!(k.result, -libc::ENOENT, "{k:?}");
     }
 
     #[test]
@@ -675,8 +692,12 @@ mod tests {
         // pair is close-on-exec, so no child of another test holds a copy).
         let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
         ring.close(OwnedFd::from(a), 22);
-        let r = wait(&mut ring, &mut out, 22);
-        assert_eq!(r.result, 0, "{r:?}");
+        ring.submit_and_wait(Duration::from_millis(20)).unwrap();
+        ring.reap(&mut out);
+        assert!(
+            out.is_empty(),
+            "a successful close posts no completion: {out:?}"
+        );
         b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         assert_eq!(
             b.read(&mut one).unwrap(),

@@ -15,6 +15,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::glue::{self, AfterFailure, Settings};
 use super::slab::{Key, Op, Slab, token, untoken};
+use super::timers::Wheel;
 use crate::config::{BackendAddr, FastClose};
 use crate::proxy::SharedState;
 use crate::proxy::forward::Counters;
@@ -32,8 +33,25 @@ const BUF_SIZE: u32 = 16 * 1024;
 /// so the peer comes with the completion (no `getpeername`); a completed one is re-armed in
 /// the same turn, and its submission accepts at once when the backlog is not empty.
 const ACCEPTS: u32 = 1;
-/// The loop's clock tick: idle timeouts, queued connections, a paused accept.
+/// The loop's clock tick: connect and idle timeouts, queued connections, a paused accept.
 const TICK: Duration = Duration::from_millis(200);
+/// Slots of the timer wheel (ticks in one turn: 51.2 s; later timers wait for their turn).
+const WHEEL_SLOTS: usize = 256;
+
+/// A timeout filed in the loop's wheel; checked against its connection when it expires.
+#[derive(Debug, Clone, Copy)]
+struct Timer {
+    key: Key,
+    kind: TimerKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimerKind {
+    /// The connect attempt with this number (`Conn::attempts`) times out.
+    Connect(u32),
+    /// The idle timeout, counted from the connection's last activity.
+    Idle,
+}
 
 /// What other threads ask of the loop (`close N`, stop), and the socket that wakes it.
 pub(crate) struct Control {
@@ -142,6 +160,10 @@ struct Conn {
     /// Out of descriptors (or ports, memory) since: the same candidate is retried when a
     /// connection closes, until the connect timeout (as the tokio path).
     short_since: Option<Instant>,
+    /// Connect attempts submitted (numbers the connect timers).
+    attempts: u32,
+    /// The connect in flight was cancelled by its timer.
+    connect_timed_out: bool,
 }
 
 impl Conn {
@@ -175,6 +197,10 @@ pub(crate) struct Loop {
     table: Arc<ConnTable>,
     control: Arc<Control>,
     now: Instant,
+    /// Tick 0 of the timer wheel.
+    epoch: Instant,
+    timers: Wheel<Timer>,
+    expired: Vec<Timer>,
 }
 
 const NO_KEY: Key = Key {
@@ -208,6 +234,9 @@ impl Loop {
             table,
             control,
             now: Instant::now(),
+            epoch: Instant::now(),
+            timers: Wheel::new(WHEEL_SLOTS),
+            expired: Vec::new(),
         })
     }
 
@@ -392,6 +421,8 @@ impl Loop {
             slot: None,
             pending: None,
             short_since: None,
+            attempts: 0,
+            connect_timed_out: false,
         };
         let Some(key) = self.conns.insert(conn) else {
             return;
@@ -488,23 +519,27 @@ impl Loop {
                     }
                 }
             };
-            let r = self.ring.connect(
-                sock.as_raw_fd(),
-                sa,
-                settings.connect_timeout,
-                token(Op::Connect, key),
-                token(Op::ConnectTimeout, key),
-            );
+            let r = self
+                .ring
+                .connect(sock.as_raw_fd(), sa, token(Op::Connect, key));
             if let Err(e) = r {
                 tracing::warn!("{}: io_uring connect: {e}", c.peer);
                 glue::attempt_abandoned(&self.shared, target);
                 self.teardown(key);
                 return;
             }
-            c.inflight += 2;
+            c.inflight += 1;
             c.server_sock = Some(sock);
             c.attempt = Some((target, addr));
             c.phase = Phase::Connecting;
+            c.attempts = c.attempts.wrapping_add(1);
+            c.connect_timed_out = false;
+            let timer = Timer {
+                key,
+                kind: TimerKind::Connect(c.attempts),
+            };
+            let due = self.due(self.now, settings.connect_timeout);
+            self.timers.insert(timer, due);
             return;
         }
     }
@@ -520,7 +555,6 @@ impl Loop {
         }
         match op {
             Op::Connect => self.connect_done(key, cq.result),
-            Op::ConnectTimeout => {}
             Op::RecvClient => self.received(key, UP, cq),
             Op::RecvServer => self.received(key, DOWN, cq),
             Op::SendServer => self.sent(key, UP, cq.result),
@@ -536,6 +570,7 @@ impl Loop {
         };
         // The permit covers the connect only.
         let freed_pending = c.pending.take().is_some();
+        let timed_out = std::mem::take(&mut c.connect_timed_out) && result == -libc::ECANCELED;
         let Some((target, addr)) = c.attempt.take() else {
             return;
         };
@@ -551,6 +586,16 @@ impl Loop {
             c.established = Some(target);
             c.phase = Phase::Open;
             c.last = self.now;
+            if let Some(idle) = c.settings.and_then(|s| s.idle_timeout) {
+                let due = self.due(self.now, idle);
+                self.timers.insert(
+                    Timer {
+                        key,
+                        kind: TimerKind::Idle,
+                    },
+                    due,
+                );
+            }
             self.arm_recv(key, UP);
             self.arm_recv(key, DOWN);
         } else {
@@ -559,7 +604,7 @@ impl Loop {
                 .unwrap_or_else(|| glue::select(&self.shared, &c.client).1);
             let e = glue::connect_error(
                 -result,
-                result == -libc::ECANCELED,
+                timed_out,
                 &addr,
                 &settings.upstream,
                 settings.connect_timeout,
@@ -957,20 +1002,66 @@ impl Loop {
         }
     }
 
-    fn tick(&mut self) {
-        let now = self.now;
-        let idle = self.conns.keys_where(|c| {
-            c.phase == Phase::Open
-                && c.settings
-                    .and_then(|s| s.idle_timeout)
-                    .is_some_and(|d| now.duration_since(c.last) >= d)
-        });
-        for k in idle {
-            if let Some(c) = self.conns.get_mut(k) {
-                tracing::debug!("{}: idle timeout", c.peer);
+    /// The wheel tick at which `after` has passed since `from` (rounded up: never early).
+    fn due(&self, from: Instant, after: Duration) -> u64 {
+        let at = from.saturating_duration_since(self.epoch) + after;
+        let t = TICK.as_nanos();
+        u64::try_from(at.as_nanos().div_ceil(t)).unwrap_or(u64::MAX)
+    }
+
+    /// The wheel tick `now` is in.
+    fn tick_now(&self) -> u64 {
+        let t = TICK.as_nanos();
+        u64::try_from(self.now.saturating_duration_since(self.epoch).as_nanos() / t)
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Acts on the timers due: cancels a connect still in flight, closes an idle connection
+    /// (or files its timer again from its last activity).
+    fn expire_timers(&mut self) {
+        let mut expired = std::mem::take(&mut self.expired);
+        self.timers.advance(self.tick_now(), &mut expired);
+        for t in expired.drain(..) {
+            let now = self.now;
+            let Some(c) = self.conns.get_mut(t.key) else {
+                continue;
+            };
+            match t.kind {
+                TimerKind::Connect(n) => {
+                    if c.phase == Phase::Connecting
+                        && c.attempts == n
+                        && c.attempt.is_some()
+                        && !c.connect_timed_out
+                    {
+                        c.connect_timed_out = true;
+                        let _ = self
+                            .ring
+                            .cancel(token(Op::Connect, t.key), token(Op::Cancel, t.key));
+                    }
+                }
+                TimerKind::Idle => {
+                    let Some(idle) = c.settings.and_then(|s| s.idle_timeout) else {
+                        continue;
+                    };
+                    if c.phase != Phase::Open {
+                        continue;
+                    }
+                    if now.duration_since(c.last) >= idle {
+                        tracing::debug!("{}: idle timeout", c.peer);
+                        self.teardown(t.key);
+                    } else {
+                        let last = c.last;
+                        let due = self.due(last, idle);
+                        self.timers.insert(t, due);
+                    }
+                }
             }
-            self.teardown(k);
         }
+        self.expired = expired;
+    }
+
+    fn tick(&mut self) {
+        self.expire_timers();
         // `conn_max` / `pending_max` may have grown; a shortage may be over.
         self.retry_fds();
         self.retry_slots();

@@ -15,12 +15,14 @@
 //!   four the receive is cancelled (back-pressure) and re-armed once the queue is sent; EOF
 //!   half-closes the other side after the queue (a plain `shutdown`: io_uring would run it in
 //!   a worker thread), and a freed connection's sockets are closed by io_uring closes;
-//! - the upstream connect is an io_uring connect with a linked timeout (`-t`); candidates are
+//! - the upstream connect is an io_uring connect, timed out (`-t`) by the loop's timer wheel
+//!   ([`timers`]: a cancel when it fires, no linked timeout per connect); candidates are
 //!   walked and failures blacklisted as on the tokio path ([`glue`] holds every call into the
 //!   shared state, so reports, `close N` and penctl see these connections the same way);
 //! - everything queued in a turn goes to the kernel with the one `io_uring_enter` that also
-//!   waits (`submit_and_wait`); a 200 ms tick in the loop handles idle timeouts, queued
-//!   clients and a paused accept;
+//!   waits (`submit_and_wait`); a 200 ms tick in the loop advances the timer wheel (connect
+//!   and idle timeouts) and handles queued clients and a paused accept; closes and
+//!   cancellations post a completion only when they fail;
 //! - other threads reach the loop through [`event_loop::Control`]: a request list and a
 //!   socket pair the ring polls (`close N`, stop on `listen` or exit).
 //!
@@ -33,6 +35,7 @@
 pub(crate) mod event_loop;
 pub(crate) mod glue;
 pub mod slab;
+pub mod timers;
 
 use std::io;
 use std::net::TcpListener;
