@@ -29,7 +29,7 @@
 //! Which path serves a TCP listener is decided once per listener by [`use_uring`]: the
 //! `io_uring` command forces this one, `epoll`/`poll`/`select`/`kqueue` force tokio, and by
 //! default this path runs when io_uring works here ([`probe`]) and nothing needs tokio (TLS,
-//! `-H`); otherwise one log line says why tokio serves. Unix sockets and UDP
+//! `-H`, PROXY protocol); otherwise one log line says why tokio serves. Unix sockets and UDP
 //! stay on their tokio paths. All `unsafe` is in [`crate::sys::uring`].
 
 pub(crate) mod event_loop;
