@@ -104,16 +104,35 @@ fn sigterm_exits_cleanly_closing_sockets_and_removing_the_pid_file() {
         Listen::Reported,
     );
     let (lport, cport) = (pen.port(), pen.control_port());
-    assert_eq!(
-        std::fs::read_to_string(&pid_file).unwrap().trim(),
-        pen.pid().to_string()
-    );
+    // The pid file is written after the listeners open (and are reported).
+    assert!(wait_until(
+        || std::fs::read_to_string(&pid_file).is_ok_and(|t| t.trim() == pen.pid().to_string())
+    ));
     assert_eq!(pen.signal_and_wait(libc::SIGTERM), Some(0));
     assert!(!pid_file.exists(), "pid file left behind");
     assert!(
         !tcp_listening(lport) && !tcp_listening(cport),
         "sockets left open"
     );
+}
+
+/// A restart on the same port finds it free: once pen has exited after SIGTERM its listener
+/// is gone at once, on either TCP engine. (An io_uring accept still in flight at exit kept the
+/// socket listening until the kernel's clean-up of the ring ran after the exit, so a pen
+/// restarted at once could find the port busy: seen here in 2 of 8 exits.)
+#[test]
+fn after_sigterm_the_port_is_free_at_once_for_a_restart() {
+    let a = Backend::start("a", "127.0.0.1");
+    let port = common::probe_port();
+    let listen = format!("127.0.0.1:{port}");
+    for round in 0..12 {
+        let mut pen = Pen::start(&[&listen, &a.spec], Listen::Tcp(port));
+        assert_eq!(pen.signal_and_wait(libc::SIGTERM), Some(0), "round {round}");
+        assert!(
+            !tcp_listening(port),
+            "round {round}: port {port} still listening after pen exited"
+        );
+    }
 }
 
 /// A supervisor signals as soon as the pid file appears: SIGTERM sent at that moment (before

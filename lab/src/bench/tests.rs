@@ -311,12 +311,12 @@ fn chart_of_the_committed_full_run_has_no_overlapping_labels() {
     let r = Results {
         samples,
         setting: vec![
-            ("date".into(), "2026-12-06 19:25 UTC".into()),
+            ("date".into(), "2026-12-07 09:50 UTC".into()),
             (
                 "machine".into(),
-                "nproc 2, Intel(R) Xeon(R) Processor, 24 GiB, kernel 6.18.44-fc-v1300".into(),
+                "nproc 2, AMD EPYC, 24 GiB, kernel 6.18.44-fc-v1272".into(),
             ),
-            ("pen-rs".into(), "git c48fe2a, release build, /x/pen".into()),
+            ("pen-rs".into(), "git bf04129, release build, /x/pen".into()),
         ],
         ..Results::default()
     };
@@ -327,7 +327,9 @@ fn chart_of_the_committed_full_run_has_no_overlapping_labels() {
         .iter()
         .filter(|e| matches!(e.class(), "bar" | "whisker" | "goal" | "direct"))
         .collect();
-    assert_eq!(els.iter().filter(|e| e.class() == "whisker").count(), 26);
+    // 6 TCP throughput figures x 4 balancers (pen-rs, pen-rs (tokio), C Pen, HAProxy), 4
+    // UDP/DSR figures x 2 (pen-rs, C Pen): one whisker per bar with samples.
+    assert_eq!(els.iter().filter(|e| e.class() == "whisker").count(), 32);
     for (i, a) in texts.iter().enumerate() {
         for b in texts.iter().skip(i + 1) {
             assert!(

@@ -61,6 +61,9 @@ enum TimerKind {
 pub(crate) struct Control {
     closes: Mutex<Vec<Key>>,
     stop: AtomicBool,
+    /// Set (and `closed_cv` notified) once the loop has closed its listener after a stop.
+    listener_closed: Mutex<bool>,
+    closed_cv: std::sync::Condvar,
     waker: UnixStream,
     woken: UnixStream,
 }
@@ -73,6 +76,8 @@ impl Control {
         Ok(Control {
             closes: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
+            listener_closed: Mutex::new(false),
+            closed_cv: std::sync::Condvar::new(),
             waker,
             woken,
         })
@@ -97,6 +102,31 @@ impl Control {
     pub(crate) fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
         self.wake();
+    }
+
+    /// Waits up to `bound` for the loop to close its listener after [`Control::stop`]: its
+    /// accept is cancelled and the socket closed, so the port is free at once. (A process that
+    /// exits with an accept still in the ring keeps the socket listening until the kernel's
+    /// ring clean-up runs after the exit, and a restarted pen may find the port busy.)
+    pub(crate) fn wait_listener_closed(&self, bound: Duration) -> bool {
+        let g = self
+            .listener_closed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (g, _) = self
+            .closed_cv
+            .wait_timeout_while(g, bound, |closed| !*closed)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *g
+    }
+
+    /// The loop closed its listener (or ended).
+    pub(crate) fn listener_closed(&self) {
+        *self
+            .listener_closed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        self.closed_cv.notify_all();
     }
 }
 
@@ -319,8 +349,14 @@ impl Loop {
         if self.accepts_armed > 0 {
             self.pause_accept();
         } else {
-            self.listener = None;
+            self.close_listener();
         }
+    }
+
+    /// Closes the listener once no accept is in flight on it (after a stop).
+    fn close_listener(&mut self) {
+        self.listener = None;
+        self.control.listener_closed();
     }
 
     fn complete(&mut self, c: Completion) {
@@ -367,7 +403,7 @@ impl Loop {
         }
         if self.control.stop.load(Ordering::SeqCst) {
             if self.accepts_armed == 0 {
-                self.listener = None;
+                self.close_listener();
             }
         } else if !self.accept_paused {
             self.arm_accept();

@@ -138,11 +138,14 @@ pub async fn serve(
 ) -> io::Result<()> {
     let control = Arc::new(event_loop::Control::new()?);
     let mut lp = event_loop::Loop::new(listener, shared, limits, conns, control.clone())?;
+    let ended = control.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("pen-uring".to_string())
         .spawn(move || {
             let r = lp.run();
+            drop(lp);
+            ended.listener_closed();
             if let Err(e) = &r {
                 tracing::error!("io_uring loop failed: {e}");
             }
@@ -152,6 +155,9 @@ pub async fn serve(
     impl Drop for StopOnDrop {
         fn drop(&mut self) {
             self.0.stop();
+            // Bounded: the loop cancels its accept and closes the listener within a turn.
+            self.0
+                .wait_listener_closed(std::time::Duration::from_millis(500));
         }
     }
     let _stop = StopOnDrop(control);
