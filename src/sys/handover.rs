@@ -11,9 +11,8 @@ use super::cmsg;
 
 /// Most descriptors one message carries.
 pub(crate) const MAX_FDS: usize = 8;
-
-#[repr(C, align(8))]
-struct CtlBuf([u8; 128]);
+/// Their control message fits the shared control buffer.
+const _: () = assert!(cmsg::space(MAX_FDS * 4) <= std::mem::size_of::<cmsg::Buf>());
 
 /// Sends `data` with `fds` attached (all of `data` in one call: a short write is an error, the
 /// header is small).
@@ -32,7 +31,7 @@ pub(crate) fn send_with_fds(
     for fd in fds {
         payload.extend_from_slice(&fd.as_raw_fd().to_ne_bytes());
     }
-    let mut ctl = CtlBuf([0; 128]);
+    let mut ctl = cmsg::Buf::default();
     let controllen = if fds.is_empty() {
         0
     } else {
@@ -73,7 +72,7 @@ pub(crate) fn recv_with_fds(
     sock: &UnixStream,
     buf: &mut [u8],
 ) -> io::Result<(usize, Vec<OwnedFd>)> {
-    let mut ctl = CtlBuf([0; 128]);
+    let mut ctl = cmsg::Buf::default();
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -84,7 +83,7 @@ pub(crate) fn recv_with_fds(
     msg.msg_iovlen = 1;
     msg.msg_control = ctl.0.as_mut_ptr().cast();
     msg.msg_controllen = cmsg::space(MAX_FDS * 4) as _;
-    // SAFETY: `msg` points at `iov` (over `buf`) and `ctl` (128 bytes >= msg_controllen), both
+    // SAFETY: `msg` points at `iov` (over `buf`) and `ctl` (>= msg_controllen, checked above), both
     // alive and writable for the call.
     let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
     if n < 0 {
