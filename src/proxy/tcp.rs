@@ -512,17 +512,19 @@ pub(crate) fn recovered(g: &mut crate::proxy::Shared, t: Duration) {
 /// One client connection, from selection to close.
 async fn handle(mut client_stream: Stream, conn: Conn<'_>, shared: SharedState, limits: &Limits) {
     let (mut who, mut client) = (conn.who.to_string(), conn.client);
-    // What the client connected to: the PROXY header pen sends names it as the destination.
-    let mut dst = match &client_stream {
-        Stream::Tcp(s) => s.local_addr().ok(),
-        Stream::Unix(_) => None,
-    };
-    let (accept, wait) = {
+    let (accept, wait, proxy_in_use) = {
         let g = lock(&shared);
         (
             g.config.accept_proxy,
             Duration::from_secs(g.config.accept_proxy_timeout_secs.max(1)),
+            g.config.proxy_protocol_in_use(),
         )
+    };
+    // What the client connected to: the PROXY header pen sends names it as the destination
+    // (looked up only when some PROXY setting is on: no system call per plain connection).
+    let mut dst = match &client_stream {
+        Stream::Tcp(s) if proxy_in_use => s.local_addr().ok(),
+        _ => None,
     };
     if let (Some(accept), Stream::Tcp(s)) = (accept, &mut client_stream) {
         // `accept_proxy`: the upstream balancer's header names the real client, which
@@ -591,14 +593,14 @@ async fn handle(mut client_stream: Stream, conn: Conn<'_>, shared: SharedState, 
         table: conn.table,
         idx: conn.idx,
     };
-    let send = {
+    let send = proxy_in_use.then(|| {
         let g = lock(&shared);
         g.config.proxy_for(match target {
             Target::Server(i) => Some(i),
             Target::Emergency | Target::Abuse => None,
         })
-    };
-    if let Some(version) = send.version() {
+    });
+    if let Some(version) = send.and_then(|p| p.version()) {
         // The header goes first, before any byte of the client's.
         let addrs = client
             .ip
