@@ -425,13 +425,16 @@ impl Ring {
         self.push(&e)
     }
 
-    /// Sends bytes `off..off+len` of handed-out buffer `bid` on `fd` (`MSG_NOSIGNAL`).
+    /// Sends bytes `off..off+len` of handed-out buffer `bid` on `fd` (`MSG_NOSIGNAL`). `more`
+    /// adds `MSG_MORE`: the bytes stay in the socket until the caller's next send or its
+    /// `shutdown`, which then goes out in the same segment (data and FIN in one packet).
     pub(crate) fn send_buf(
         &mut self,
         fd: RawFd,
         bid: u16,
         off: u32,
         len: u32,
+        more: bool,
         user_data: u64,
     ) -> io::Result<()> {
         let bad = || io::Error::new(io::ErrorKind::InvalidInput, "buffer not handed out");
@@ -441,8 +444,13 @@ impl Ring {
         }
         let ptr = self.bufs.slice(bid, end as usize);
         let ptr = ptr.get(off as usize..).ok_or_else(bad)?.as_ptr();
+        let flags = if more {
+            libc::MSG_NOSIGNAL | libc::MSG_MORE
+        } else {
+            libc::MSG_NOSIGNAL
+        };
         let e = opcode::Send::new(Fd(fd), ptr, len)
-            .flags(libc::MSG_NOSIGNAL)
+            .flags(flags)
             .build()
             .user_data(user_data);
         self.push(&e)?;
@@ -611,7 +619,7 @@ mod tests {
         let bid = r.buf.expect("a provided buffer");
         assert_eq!(ring.buf(bid, 5), b"hello");
         assert_eq!(ring.bufs_out(), 1);
-        ring.send_buf(s.as_raw_fd(), bid, 1, 4, 3).unwrap();
+        ring.send_buf(s.as_raw_fd(), bid, 1, 4, false, 3).unwrap();
         assert!(!ring.recycle(bid), "a buffer being sent is not given back");
         let w = wait(&mut ring, &mut out, 3);
         assert_eq!(w.result, 4);
@@ -624,7 +632,43 @@ mod tests {
             ring.buf(bid, 5).is_empty(),
             "a buffer in the ring cannot be read"
         );
-        assert!(ring.send_buf(s.as_raw_fd(), bid, 0, 1, 4).is_err());
+        assert!(ring.send_buf(s.as_raw_fd(), bid, 0, 1, false, 4).is_err());
+    }
+
+    #[test]
+    fn a_send_with_more_waits_for_the_half_close_and_goes_with_it() {
+        use std::os::fd::AsRawFd;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut ring = Ring::new(16, 4, 64).unwrap();
+        ring.accept(l.as_raw_fd(), 1).unwrap();
+        let mut c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let mut out = Vec::new();
+        let a = wait(&mut ring, &mut out, 1);
+        let s = socket2::Socket::from(adopt_accepted(a.result).expect("a descriptor"));
+        // A buffer to send: what the client sends, received into the ring.
+        ring.recv_multi(s.as_raw_fd(), 2).unwrap();
+        c.write_all(b"last bytes").unwrap();
+        let r = wait(&mut ring, &mut out, 2);
+        let bid = r.buf.expect("a provided buffer");
+        ring.send_buf(s.as_raw_fd(), bid, 0, 10, true, 3).unwrap();
+        assert_eq!(wait(&mut ring, &mut out, 3).result, 10);
+        // Held in the socket (MSG_MORE): nothing reaches the peer yet.
+        c.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut got = [0u8; 16];
+        let early = c.read(&mut got);
+        assert!(
+            early
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut),
+            "bytes sent with MSG_MORE were not held: {early:?}"
+        );
+        // The half-close sends them, then EOF.
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut all = Vec::new();
+        c.read_to_end(&mut all).unwrap();
+        assert_eq!(all, b"last bytes");
     }
 
     #[test]

@@ -235,6 +235,10 @@ pub(crate) struct Loop {
     epoch: Instant,
     timers: Wheel<Timer>,
     expired: Vec<Timer>,
+    /// Receives that ended in EOF in this loop turn's completions (their user data): data
+    /// received before such an EOF is sent with `MSG_MORE`, so that the half-close that
+    /// follows goes out with it in one segment (the peer then also acknowledges both at once).
+    eofs_this_turn: Vec<u64>,
 }
 
 const NO_KEY: Key = Key {
@@ -271,6 +275,7 @@ impl Loop {
             epoch: Instant::now(),
             timers: Wheel::new(WHEEL_SLOTS),
             expired: Vec::new(),
+            eofs_this_turn: Vec::new(),
         })
     }
 
@@ -289,6 +294,18 @@ impl Loop {
                 .submit_and_wait(left.max(Duration::from_millis(1)))?;
             self.ring.reap(&mut cqes);
             self.now = Instant::now();
+            self.eofs_this_turn.clear();
+            self.eofs_this_turn.extend(
+                cqes.iter()
+                    .filter(|c| {
+                        c.result == 0
+                            && matches!(
+                                untoken(c.user_data),
+                                Some((Op::RecvClient | Op::RecvServer, _))
+                            )
+                    })
+                    .map(|c| c.user_data),
+            );
             for c in cqes.drain(..) {
                 self.complete(c);
             }
@@ -809,6 +826,15 @@ impl Loop {
         } else {
             (c.fd(UP), Op::SendClient)
         };
+        // The last bytes before the source's EOF: held for the half-close that follows.
+        let recv_op = if d == UP {
+            Op::RecvClient
+        } else {
+            Op::RecvServer
+        };
+        let dir = &c.dirs[d];
+        let more = dir.queue.is_empty()
+            && (dir.eof_pending || self.eofs_this_turn.contains(&token(recv_op, key)));
         let Some(dst) = dst else {
             self.drop_buf(Some(bid));
             self.teardown(key);
@@ -816,7 +842,7 @@ impl Loop {
         };
         match self
             .ring
-            .send_buf(dst, bid, off, len.saturating_sub(off), token(op, key))
+            .send_buf(dst, bid, off, len.saturating_sub(off), more, token(op, key))
         {
             Ok(()) => {
                 c.inflight += 1;
