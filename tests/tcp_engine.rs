@@ -196,6 +196,29 @@ fn pattern(n: usize, seed: u8) -> Vec<u8> {
 }
 
 #[test]
+fn what_the_client_sends_and_its_eof_while_the_connect_hangs_reach_the_next_server() {
+    // The io_uring loop takes the client's bytes while connecting; a connect that then times
+    // out must hand them, and the client's EOF, to the next server (nothing lost or doubled).
+    let spec = echo_backend();
+    let hole = Blackhole::new();
+    let pen = Pen::start(
+        &["-r", "-t", "1", "127.0.0.1:0", &spec, &hole.spec],
+        Listen::Reported,
+    );
+    // Round robin starts after slot 0: the first client tries the black hole first.
+    let data = pattern(700_000, 7);
+    let t = Instant::now();
+    let back = echo_through(pen.addr(), data.clone());
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "the first connect did not hang: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(back.len(), data.len());
+    assert!(back == data, "the echoed bytes differ");
+}
+
+#[test]
 fn bulk_data_crosses_intact_both_ways() {
     let spec = echo_backend();
     let pen = Pen::start(&["127.0.0.1:0", &spec], Listen::Reported);

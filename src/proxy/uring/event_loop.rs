@@ -597,6 +597,7 @@ impl Loop {
             };
             let due = self.due(self.now, settings.connect_timeout);
             self.timers.insert(timer, due);
+            self.arm_recv(key, UP);
             return;
         }
     }
@@ -653,6 +654,7 @@ impl Loop {
                     due,
                 );
             }
+            self.flush_early(key);
             self.arm_recv(key, UP);
             self.arm_recv(key, DOWN);
         } else {
@@ -678,6 +680,31 @@ impl Loop {
         }
         if freed_pending {
             self.retry_pending();
+        }
+    }
+
+    /// Connected: logs and sends what the client sent while the connect was in flight, or
+    /// applies its EOF.
+    fn flush_early(&mut self, key: Key) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let (false, Some(&(bid, len)), Some(t)) =
+            (c.spoke, c.dirs[UP].queue.front(), c.established)
+        {
+            c.spoke = true;
+            let chunk = self.ring.buf(bid, len as usize);
+            glue::log_first_request(&self.shared, &c.client, t, chunk);
+        }
+        let dir = &mut c.dirs[UP];
+        if dir.sending.is_some() {
+            return;
+        }
+        if let Some((bid, len)) = dir.queue.pop_front() {
+            self.send(key, UP, bid, 0, len);
+        } else if dir.eof_pending {
+            dir.eof_pending = false;
+            self.eof(key, UP);
         }
     }
 
@@ -724,11 +751,11 @@ impl Loop {
             return;
         };
         let dir = &c.dirs[d];
-        if c.phase != Phase::Open
-            || dir.eof
-            || dir.eof_pending
-            || dir.recv_armed
-            || dir.queue.len() >= QUEUE_MAX
+        // The client's bytes are taken while the connect is in flight (queued, sent when it
+        // completes): the request then follows the handshake at once, and the server finds
+        // its new connection readable when it accepts it.
+        let phase_ok = c.phase == Phase::Open || (d == UP && c.phase == Phase::Connecting);
+        if !phase_ok || dir.eof || dir.eof_pending || dir.recv_armed || dir.queue.len() >= QUEUE_MAX
         {
             return;
         }
@@ -752,7 +779,10 @@ impl Loop {
         if !cq.more {
             c.dirs[d].recv_armed = false;
         }
-        if c.phase != Phase::Open {
+        // Before the connection to the server is open (connecting, or waiting to connect
+        // again after a failed attempt) the client's bytes and EOF are kept for it.
+        let connecting = d == UP && matches!(c.phase, Phase::Connecting | Phase::WaitPending);
+        if c.phase != Phase::Open && !connecting {
             self.drop_buf(cq.buf);
             return;
         }
@@ -763,7 +793,7 @@ impl Loop {
             };
             c.last = self.now;
             let len = cq.result.unsigned_abs();
-            if !c.spoke {
+            if !c.spoke && !connecting {
                 c.spoke = true;
                 if let (UP, Some(t)) = (d, c.established) {
                     let chunk = self.ring.buf(bid, len as usize);
@@ -771,7 +801,7 @@ impl Loop {
                 }
             }
             let dir = &mut c.dirs[d];
-            if dir.sending.is_none() && dir.queue.is_empty() {
+            if !connecting && dir.sending.is_none() && dir.queue.is_empty() {
                 self.send(key, d, bid, 0, len);
             } else {
                 dir.queue.push_back((bid, len));
@@ -791,7 +821,7 @@ impl Loop {
             }
         } else if cq.result == 0 {
             let dir = &mut c.dirs[d];
-            let drained = dir.sending.is_none() && dir.queue.is_empty();
+            let drained = !connecting && dir.sending.is_none() && dir.queue.is_empty();
             if !drained {
                 dir.eof_pending = true;
             }
