@@ -12,6 +12,10 @@
 # counts during wrk (`perf stat`, needs root): completions and submissions per
 # io_uring_enter, -ENOBUFS receives (the provided buffers ran dry) and context switches per
 # request; the figures that tell a ring starving for buffers or a loop waking per event.
+# The `ab` line also gives nginx's CPU per request and the inter-processor interrupts per
+# request of the whole machine (`RES` reschedule and `CAL` function-call IPIs from
+# /proc/interrupts: a cross-CPU wake-up of a sleeping task costs one), the figures that show
+# how a balancer's sleeping and waking load its neighbours.
 # Usage: PEN=target/release/pen REPS=3 scripts/bench-uring-loopback.sh > samples.tsv
 set -u
 NGINX_PORT=${NGINX_PORT:-18081}
@@ -22,6 +26,8 @@ PEN_BASE=${PEN_BASE:-}
 TARGETS="uring tokio cpen haproxy"
 [ -n "$PEN_BASE" ] && TARGETS="uring-base $TARGETS"
 ngx=$(mktemp -d)
+# nginx's workers run as nobody: the page must be readable to them (else every answer is 403).
+chmod 755 "$ngx"
 mkdir -p "$ngx/html" "$ngx/logs" "$ngx/tmp"
 head -c 100 /dev/zero | tr '\0' 'x' > "$ngx/html/index.html"
 cat > "$ngx/nginx.conf" <<NGX
@@ -43,6 +49,10 @@ sleep 0.5
 REPS=${REPS:-3}
 ulimit -n 20000
 cpu() { awk '{print $14+$15}' /proc/$1/stat; }   # clock ticks (utime+stime)
+ipis() { # RES and CAL interrupts so far, summed over the CPUs
+  awk '$1=="RES:"||$1=="CAL:" {n=0; for (i=2; i<=NF && $i ~ /^[0-9]+$/; i++) n+=$i; v[$1]=n}
+       END {print v["RES:"]+0, v["CAL:"]+0}' /proc/interrupts
+}
 tck=$(getconf CLK_TCK)
 start() { # name port -> pid
   case $1 in
@@ -80,10 +90,11 @@ for rep in $(seq 1 $REPS); do
     r=$(ab -k -c 20 -n 20000 http://127.0.0.1:$port/ 2>/dev/null | awk '/Requests per second/{print $4}')
     c1=$(cpu $pid)
     echo -e "$t\t$rep\tab-k req/s\t$r\tcpu us/req\t$(echo "($c1-$c0)*1000000/$tck/20000" | bc -l | cut -c1-6)"
-    c0=$(cpu $pid)
+    nw=$(pgrep -P "$(cat "$ngx/nginx.pid")" | head -1)
+    c0=$(cpu $pid); n0=$(cpu $nw); read -r res0 cal0 < <(ipis)
     r=$(ab -c 20 -n 10000 http://127.0.0.1:$port/ 2>/dev/null | awk '/Requests per second/{print $4}')
-    c1=$(cpu $pid)
-    echo -e "$t\t$rep\tab req/s\t$r\tcpu us/req\t$(echo "($c1-$c0)*1000000/$tck/10000" | bc -l | cut -c1-6)"
+    c1=$(cpu $pid); n1=$(cpu $nw); read -r res1 cal1 < <(ipis)
+    echo -e "$t\t$rep\tab req/s\t$r\tcpu us/req\t$(echo "($c1-$c0)*1000000/$tck/10000" | bc -l | cut -c1-6)\tnginx cpu us/req\t$(echo "($n1-$n0)*1000000/$tck/10000" | bc -l | cut -c1-6)\tRES/req\t$(echo "($res1-$res0)/10000" | bc -l | cut -c1-4)\tCAL/req\t$(echo "($cal1-$cal0)/10000" | bc -l | cut -c1-4)"
     if [ "$COUNTERS" = 1 ]; then
       perf stat -x, -o $ngx/perf.txt -p $pid -e context-switches \
         -e syscalls:sys_enter_io_uring_enter -e io_uring:io_uring_complete \
