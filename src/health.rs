@@ -526,6 +526,12 @@ impl Checks {
     pub fn is_empty(&self) -> bool {
         self.machines.is_empty()
     }
+
+    /// When the next probe is due (`None`: no server has a check). A running probe's next
+    /// one is already scheduled an interval after its start.
+    pub fn next_due(&self) -> Option<Duration> {
+        self.machines.values().map(|(_, h)| h.next_due).min()
+    }
 }
 
 /// Judges an HTTP answer (as much of it as was read): the status code within `status` and,
@@ -727,6 +733,28 @@ mod tests {
         assert_eq!(ch.unwrap().state, CheckState::Up);
         assert_eq!(cs.sync(&[None]), vec![0, 2, 3]);
         assert!(cs.is_empty());
+        assert_eq!(cs.next_due(), None);
+    }
+
+    #[test]
+    fn the_next_due_check_is_the_earliest_one() {
+        let mut cs = Checks::default();
+        assert_eq!(cs.next_due(), None, "no check, nothing due");
+        let mut fast = tcp(1, 1);
+        fast.interval_secs = 2;
+        let mut slow = tcp(1, 1);
+        slow.interval_secs = 10;
+        cs.sync(&[Some(&fast), Some(&slow)]);
+        assert_eq!(cs.next_due(), Some(secs(0)), "new checks are due at once");
+        let a: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let (probes, _) = cs.due(secs(5), 5, &[Some(a), Some(a)]);
+        assert_eq!(probes.len(), 2);
+        // both started at 5 s: the fast one is due again first, running or not
+        assert_eq!(cs.next_due(), Some(secs(7)));
+        cs.record(0, probes[0].generation, secs(6), true, "connected");
+        assert_eq!(cs.next_due(), Some(secs(7)));
+        cs.sync(&[None, Some(&slow)]);
+        assert_eq!(cs.next_due(), Some(secs(15)));
     }
 
     #[test]

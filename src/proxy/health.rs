@@ -1,7 +1,9 @@
 //! The active health checks' IO shell: runs the probes [`crate::health`] says are due (TCP
 //! connect, HTTP request, TLS handshake, DNS query over UDP).
 //!
-//! [`run`] wakes every [`TICK`], takes the due probes under the state's lock (at most
+//! [`run`] wakes when the next probe is due (no more often than every [`TICK`], and at least
+//! every [`IDLE_TICK`], so a check configured at run time starts within it; an idle pen
+//! without checks wakes once a second for it), takes the due probes under the state's lock (at most
 //! [`MAX_IN_FLIGHT`] running at a time, one per server), and spawns each as its own task
 //! bounded by the check's timeout, so checks never block traffic or each other. A probe's
 //! result goes back under the lock ([`crate::state::State::record_check`]), which takes the
@@ -17,22 +19,32 @@ use tokio::net::TcpStream;
 use super::{SharedState, lock, now};
 use crate::health::{Change, CheckKind, Probe};
 
-/// How often due checks are looked for.
+/// The shortest wait between two looks for due checks.
 pub const TICK: Duration = Duration::from_millis(100);
+/// The longest wait: a check configured at run time starts within it.
+pub const IDLE_TICK: Duration = Duration::from_secs(1);
 /// Most probes running at once.
 pub const MAX_IN_FLIGHT: usize = 64;
 /// Most bytes of an HTTP answer read (the status line and the body substring are looked for
 /// in them).
 pub const MAX_ANSWER: usize = 64 * 1024;
 
-/// Runs the checks until aborted. Cheap when no server has a check (one lock per tick).
+/// Runs the checks until aborted. Cheap when no server has a check (one lock a second).
 pub async fn run(shared: SharedState) {
+    let mut wait = TICK;
     loop {
-        tokio::time::sleep(TICK).await;
+        tokio::time::sleep(wait).await;
         let (probes, changes, headers) = {
             let mut g = lock(&shared);
             let room = MAX_IN_FLIGHT.saturating_sub(g.state.checks.in_flight());
-            let (probes, changes) = g.state.due_probes(now(), room);
+            let t = now();
+            let (probes, changes) = g.state.due_probes(t, room);
+            wait = g
+                .state
+                .checks
+                .next_due()
+                .map_or(IDLE_TICK, |due| due.saturating_sub(t))
+                .clamp(TICK, IDLE_TICK);
             // A server that gets PROXY protocol headers may require one: its probes start
             // with a LOCAL header (what HAProxy's check-send-proxy sends).
             let headers: Vec<Option<Vec<u8>>> = probes
