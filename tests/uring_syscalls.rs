@@ -36,6 +36,59 @@ fn parse_summary(text: &str) -> HashMap<String, u64> {
     calls
 }
 
+/// `strace -c -f` on `pid` while `load` runs: calls per system call name, and the summary.
+fn strace_counts(pid: u32, load: impl FnOnce()) -> (HashMap<String, u64>, String) {
+    let out = std::env::temp_dir().join(format!("pen-uring-strace-{}.txt", std::process::id()));
+    let mut strace = Command::new("strace")
+        .args(["-f", "-c", "-o"])
+        .arg(&out)
+        .args(["-p", &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("this test needs strace (apt-get install strace): {e}"));
+    // strace attaches to every thread within a moment.
+    std::thread::sleep(Duration::from_millis(500));
+    load();
+    // The last connection's closes go to the kernel with the loop's next submission.
+    std::thread::sleep(Duration::from_millis(400));
+    let id = strace.id().to_string();
+    let killed = Command::new("kill").args(["-INT", &id]).status().unwrap();
+    assert!(killed.success(), "kill -INT {id}");
+    assert!(
+        wait_within(Duration::from_secs(10), || matches!(
+            strace.try_wait(),
+            Ok(Some(_))
+        )),
+        "strace did not stop"
+    );
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let _ = std::fs::remove_file(&out);
+    (parse_summary(&text), text)
+}
+
+#[test]
+fn an_idle_loop_sleeps_instead_of_ticking() {
+    // No connection, none queued, nothing timed: the loop waits in the ring until a client or
+    // a control request comes, rather than turning every 200 ms (15 turns in 3 s).
+    let a = Backend::start("a", "127.0.0.1");
+    let pen = Pen::start_with(
+        &["-O".into(), "io_uring".into()],
+        &["127.0.0.1:0", &a.spec],
+        &[],
+        Listen::Reported,
+    );
+    assert_eq!(pen.data_path(), "io_uring", "stderr:\n{}", pen.stderr());
+    let (calls, text) = strace_counts(pen.pid(), || std::thread::sleep(Duration::from_secs(3)));
+    let enters = calls.get("io_uring_enter").copied().unwrap_or(0);
+    assert!(
+        enters <= 4,
+        "{enters} io_uring_enter in 3.9 s of idleness:\n{text}"
+    );
+    // And it still wakes at once for a client.
+    assert_eq!(get(None, pen.addr()).unwrap(), "a");
+}
+
 #[test]
 fn new_connections_make_no_getpeername_and_no_close_calls() {
     let a = Backend::start("a", "127.0.0.1");
@@ -49,35 +102,11 @@ fn new_connections_make_no_getpeername_and_no_close_calls() {
     for _ in 0..5 {
         assert_eq!(get(None, pen.addr()).unwrap(), "a");
     }
-    let out = std::env::temp_dir().join(format!("pen-uring-strace-{}.txt", std::process::id()));
-    let mut strace = Command::new("strace")
-        .args(["-f", "-c", "-o"])
-        .arg(&out)
-        .args(["-p", &pen.pid().to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("this test needs strace (apt-get install strace): {e}"));
-    // strace attaches to every thread within a moment.
-    std::thread::sleep(Duration::from_millis(500));
-    for _ in 0..CONNS {
-        assert_eq!(get(None, pen.addr()).unwrap(), "a");
-    }
-    // The last connection's close is queued until the loop's next turn (its 200 ms tick).
-    std::thread::sleep(Duration::from_millis(400));
-    let pid = strace.id().to_string();
-    let killed = Command::new("kill").args(["-INT", &pid]).status().unwrap();
-    assert!(killed.success(), "kill -INT {pid}");
-    assert!(
-        wait_within(Duration::from_secs(10), || matches!(
-            strace.try_wait(),
-            Ok(Some(_))
-        )),
-        "strace did not stop"
-    );
-    let text = std::fs::read_to_string(&out).unwrap_or_default();
-    let _ = std::fs::remove_file(&out);
-    let calls = parse_summary(&text);
+    let (calls, text) = strace_counts(pen.pid(), || {
+        for _ in 0..CONNS {
+            assert_eq!(get(None, pen.addr()).unwrap(), "a");
+        }
+    });
     assert!(
         calls.contains_key("io_uring_enter"),
         "strace saw no io_uring_enter (not attached? ptrace not permitted?):\n{text}"

@@ -39,6 +39,10 @@ const BUF_SIZE: u32 = 64 * 1024;
 const ACCEPTS: u32 = 1;
 /// The loop's clock tick: connect and idle timeouts, queued connections, a paused accept.
 const TICK: Duration = Duration::from_millis(200);
+/// The wait of an idle loop (no connection, none queued, the accept armed): nothing is due,
+/// and a client, `close N` or a stop wakes it through the ring. (A `conn_max` raised at run
+/// time matters only once clients queue, which ends the idleness.)
+const IDLE_WAIT: Duration = Duration::from_secs(2);
 /// Slots of the timer wheel (ticks in one turn: 51.2 s; later timers wait for their turn).
 const WHEEL_SLOTS: usize = 256;
 
@@ -289,9 +293,14 @@ impl Loop {
         let mut cqes = Vec::with_capacity(256);
         let mut next_tick = Instant::now() + TICK;
         loop {
-            let left = next_tick.saturating_duration_since(Instant::now());
-            self.ring
-                .submit_and_wait(left.max(Duration::from_millis(1)))?;
+            let wait = if self.idle() {
+                IDLE_WAIT
+            } else {
+                next_tick
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1))
+            };
+            self.ring.submit_and_wait(wait)?;
             self.ring.reap(&mut cqes);
             self.now = Instant::now();
             self.eofs_this_turn.clear();
@@ -1154,6 +1163,17 @@ impl Loop {
             }
         }
         self.expired = expired;
+    }
+
+    /// Nothing for the tick to do: no connection (so no timer), none queued, the accept armed.
+    fn idle(&self) -> bool {
+        self.conns.len() == 0
+            && self.accepts_armed > 0
+            && self.wait_slot.is_empty()
+            && self.wait_pending.is_empty()
+            && self.wait_fds.is_empty()
+            && self.wait_buf.is_empty()
+            && self.timers.is_empty()
     }
 
     fn tick(&mut self) {
