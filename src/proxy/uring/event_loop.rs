@@ -692,8 +692,8 @@ impl Loop {
         }
     }
 
-    /// Connected: logs and sends what the client sent while the connect was in flight, or
-    /// applies its EOF.
+    /// Connected: logs and sends what the client sent while the connect was in flight (or
+    /// applies its EOF, or receives on).
     fn flush_early(&mut self, key: Key) {
         let Some(c) = self.conns.get_mut(key) else {
             return;
@@ -705,15 +705,8 @@ impl Loop {
             let chunk = self.ring.buf(bid, len as usize);
             glue::log_first_request(&self.shared, &c.client, t, chunk);
         }
-        let dir = &mut c.dirs[UP];
-        if dir.sending.is_some() {
-            return;
-        }
-        if let Some((bid, len)) = dir.queue.pop_front() {
-            self.send(key, UP, bid, 0, len);
-        } else if dir.eof_pending {
-            dir.eof_pending = false;
-            self.eof(key, UP);
+        if c.dirs[UP].sending.is_none() {
+            self.send_next(key, UP);
         }
     }
 
@@ -769,12 +762,7 @@ impl Loop {
             return;
         }
         let Some(fd) = c.fd(d) else { return };
-        let op = if d == UP {
-            Op::RecvClient
-        } else {
-            Op::RecvServer
-        };
-        if self.ring.recv_multi(fd, token(op, key)).is_ok() {
+        if self.ring.recv_multi(fd, token(recv_op(d), key)).is_ok() {
             c.inflight += 1;
             c.dirs[d].recv_armed = true;
             c.dirs[d].recv_cancelling = false;
@@ -817,12 +805,9 @@ impl Loop {
                 if dir.queue.len() >= QUEUE_MAX && dir.recv_armed && !dir.recv_cancelling {
                     // The destination is slow: stop taking buffers for this direction.
                     dir.recv_cancelling = true;
-                    let op = if d == UP {
-                        Op::RecvClient
-                    } else {
-                        Op::RecvServer
-                    };
-                    let _ = self.ring.cancel(token(op, key), token(Op::Cancel, key));
+                    let _ = self
+                        .ring
+                        .cancel(token(recv_op(d), key), token(Op::Cancel, key));
                 }
             }
             if !cq.more {
@@ -866,14 +851,9 @@ impl Loop {
             (c.fd(UP), Op::SendClient)
         };
         // The last bytes before the source's EOF: held for the half-close that follows.
-        let recv_op = if d == UP {
-            Op::RecvClient
-        } else {
-            Op::RecvServer
-        };
         let dir = &c.dirs[d];
         let more = dir.queue.is_empty()
-            && (dir.eof_pending || self.eofs_this_turn.contains(&token(recv_op, key)));
+            && (dir.eof_pending || self.eofs_this_turn.contains(&token(recv_op(d), key)));
         let Some(dst) = dst else {
             self.drop_buf(Some(bid));
             self.teardown(key);
@@ -934,13 +914,20 @@ impl Loop {
             return;
         }
         self.drop_buf(Some(bid));
+        self.send_next(key, d);
+    }
+
+    /// Direction `d` has nothing in flight: sends its next queued buffer, or applies the EOF
+    /// that came after the queue, or receives again.
+    fn send_next(&mut self, key: Key, d: usize) {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        if let Some((next, n)) = c.dirs[d].queue.pop_front() {
+        let dir = &mut c.dirs[d];
+        if let Some((next, n)) = dir.queue.pop_front() {
             self.send(key, d, next, 0, n);
-        } else if c.dirs[d].eof_pending {
-            c.dirs[d].eof_pending = false;
+        } else if dir.eof_pending {
+            dir.eof_pending = false;
             self.eof(key, d);
         } else {
             self.arm_recv(key, d);
@@ -1165,15 +1152,10 @@ impl Loop {
         self.expired = expired;
     }
 
-    /// Nothing for the tick to do: no connection (so no timer), none queued, the accept armed.
+    /// Nothing for the tick to do: no connection (so none waiting in a queue), no timer left,
+    /// the accept armed.
     fn idle(&self) -> bool {
-        self.conns.len() == 0
-            && self.accepts_armed > 0
-            && self.wait_slot.is_empty()
-            && self.wait_pending.is_empty()
-            && self.wait_fds.is_empty()
-            && self.wait_buf.is_empty()
-            && self.timers.is_empty()
+        self.conns.len() == 0 && self.accepts_armed > 0 && self.timers.is_empty()
     }
 
     fn tick(&mut self) {
@@ -1186,5 +1168,14 @@ impl Loop {
         if self.accepts_armed == 0 && self.wait_slot.is_empty() && self.wait_fds.is_empty() {
             self.arm_accept();
         }
+    }
+}
+
+/// The multishot receive of direction `d` (its source: the client for `UP`).
+fn recv_op(d: usize) -> Op {
+    if d == UP {
+        Op::RecvClient
+    } else {
+        Op::RecvServer
     }
 }
