@@ -599,17 +599,25 @@ mod tests {
         probe().expect("io_uring usable on the test machine (kernel 6.x, not disabled)");
     }
 
-    #[test]
-    fn accept_recv_into_a_provided_buffer_send_it_back_and_recycle() {
+    /// A ring of 4 × 64-byte buffers and a loopback connection accepted through it (user data
+    /// 1): (ring, the client end, the accepted end).
+    fn ring_with_accepted() -> (Ring, std::net::TcpStream, socket2::Socket) {
         use std::os::fd::AsRawFd;
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut ring = Ring::new(16, 4, 64).unwrap();
         ring.accept(l.as_raw_fd(), 1).unwrap();
-        let mut c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let mut out = Vec::new();
-        let a = wait(&mut ring, &mut out, 1);
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let a = wait(&mut ring, &mut Vec::new(), 1);
         assert!(a.result >= 0 && !a.more, "{a:?}");
         let s = socket2::Socket::from(adopt_accepted(a.result).expect("a descriptor"));
+        (ring, c, s)
+    }
+
+    #[test]
+    fn accept_recv_into_a_provided_buffer_send_it_back_and_recycle() {
+        use std::os::fd::AsRawFd;
+        let (mut ring, mut c, s) = ring_with_accepted();
+        let mut out = Vec::new();
         assert_eq!(ring.bufs_out(), 0);
         ring.recv_multi(s.as_raw_fd(), 2).unwrap();
         c.write_all(b"hello").unwrap();
@@ -638,13 +646,8 @@ mod tests {
     #[test]
     fn a_send_with_more_waits_for_the_half_close_and_goes_with_it() {
         use std::os::fd::AsRawFd;
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut ring = Ring::new(16, 4, 64).unwrap();
-        ring.accept(l.as_raw_fd(), 1).unwrap();
-        let mut c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut ring, mut c, s) = ring_with_accepted();
         let mut out = Vec::new();
-        let a = wait(&mut ring, &mut out, 1);
-        let s = socket2::Socket::from(adopt_accepted(a.result).expect("a descriptor"));
         // A buffer to send: what the client sends, received into the ring.
         ring.recv_multi(s.as_raw_fd(), 2).unwrap();
         c.write_all(b"last bytes").unwrap();
