@@ -36,34 +36,45 @@ fn parse_summary(text: &str) -> HashMap<String, u64> {
     calls
 }
 
-/// `strace -c -f` on `pid` while `load` runs: calls per system call name, and the summary.
-fn strace_counts(pid: u32, load: impl FnOnce()) -> (HashMap<String, u64>, String) {
-    let out = std::env::temp_dir().join(format!("pen-uring-strace-{}.txt", std::process::id()));
-    let mut strace = Command::new("strace")
-        .args(["-f", "-c", "-o"])
+/// Runs `tool` (told to write its report to the file it is given, and to trace the process
+/// `pid`) while `load` runs, stops it with SIGINT and returns its report.
+fn traced(tool: &str, args: &[&str], pid: u32, load: impl FnOnce()) -> String {
+    let out = std::env::temp_dir().join(format!("pen-uring-{tool}-{}.txt", std::process::id()));
+    let mut t = Command::new(tool)
+        .args(args)
+        .arg("-o")
         .arg(&out)
         .args(["-p", &pid.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("this test needs strace (apt-get install strace): {e}"));
-    // strace attaches to every thread within a moment.
+        .unwrap_or_else(|e| {
+            let pkg = if tool == "perf" { "linux-perf" } else { tool };
+            panic!("this test needs {tool} (apt-get install {pkg}): {e}")
+        });
+    // The tool attaches to every thread within a moment.
     std::thread::sleep(Duration::from_millis(500));
     load();
     // The last connection's closes go to the kernel with the loop's next submission.
     std::thread::sleep(Duration::from_millis(400));
-    let id = strace.id().to_string();
+    let id = t.id().to_string();
     let killed = Command::new("kill").args(["-INT", &id]).status().unwrap();
     assert!(killed.success(), "kill -INT {id}");
     assert!(
         wait_within(Duration::from_secs(10), || matches!(
-            strace.try_wait(),
+            t.try_wait(),
             Ok(Some(_))
         )),
-        "strace did not stop"
+        "{tool} did not stop"
     );
     let text = std::fs::read_to_string(&out).unwrap_or_default();
     let _ = std::fs::remove_file(&out);
+    text
+}
+
+/// `strace -c -f` on `pid` while `load` runs: calls per system call name, and the summary.
+fn strace_counts(pid: u32, load: impl FnOnce()) -> (HashMap<String, u64>, String) {
+    let text = traced("strace", &["-f", "-c"], pid, load);
     (parse_summary(&text), text)
 }
 
@@ -127,34 +138,11 @@ fn new_connections_make_no_getpeername_and_no_close_calls() {
 /// Runs `perf stat` with `events` (each `-e` argument, filters included) on `pid` while `load`
 /// runs; returns the counts in the order of `events`.
 fn perf_counts(pid: u32, events: &[&str], load: impl FnOnce()) -> Vec<u64> {
-    let out = std::env::temp_dir().join(format!("pen-uring-perf-{}.txt", std::process::id()));
-    let mut cmd = Command::new("perf");
-    cmd.args(["stat", "-x", ","]);
+    let mut args = vec!["stat", "-x", ","];
     for e in events {
-        cmd.args(e.split_whitespace());
+        args.extend(e.split_whitespace());
     }
-    let mut perf = cmd
-        .args(["-p", &pid.to_string(), "-o"])
-        .arg(&out)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("this test needs perf (apt-get install linux-perf): {e}"));
-    std::thread::sleep(Duration::from_millis(500));
-    load();
-    std::thread::sleep(Duration::from_millis(400));
-    let id = perf.id().to_string();
-    let killed = Command::new("kill").args(["-INT", &id]).status().unwrap();
-    assert!(killed.success(), "kill -INT {id}");
-    assert!(
-        wait_within(Duration::from_secs(10), || matches!(
-            perf.try_wait(),
-            Ok(Some(_))
-        )),
-        "perf did not stop"
-    );
-    let text = std::fs::read_to_string(&out).unwrap_or_default();
-    let _ = std::fs::remove_file(&out);
+    let text = traced("perf", &args, pid, load);
     let counts: Vec<u64> = text
         .lines()
         .filter(|l| l.contains("io_uring:"))
