@@ -549,6 +549,7 @@ fn v6_octets(ip: IpAddr) -> [u8; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::XorShift;
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
@@ -776,44 +777,34 @@ mod tests {
         }
     }
 
-    /// A small deterministic generator (xorshift) for the fuzz loops.
-    struct Gen(u64);
-    impl Gen {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn byte(&mut self) -> u8 {
-            (self.next() & 0xFF) as u8
-        }
-    }
-
     #[test]
     fn every_prefix_of_a_valid_header_is_incomplete_and_then_complete() {
-        let mut g = Gen(0x9E37_79B9_7F4A_7C15);
+        let mut g = XorShift(0x9E37_79B9_7F4A_7C15);
         for i in 0..500 {
             let (s, d) = if i % 2 == 0 {
                 (
                     SocketAddr::new(
-                        IpAddr::from((g.next() as u32).to_be_bytes()),
-                        g.next() as u16,
+                        IpAddr::from((g.next_u64() as u32).to_be_bytes()),
+                        g.next_u64() as u16,
                     ),
                     SocketAddr::new(
-                        IpAddr::from((g.next() as u32).to_be_bytes()),
-                        g.next() as u16,
+                        IpAddr::from((g.next_u64() as u32).to_be_bytes()),
+                        g.next_u64() as u16,
                     ),
                 )
             } else {
                 (
                     SocketAddr::new(
-                        IpAddr::from(Ipv6Addr::from((g.next() as u128) << 64 | g.next() as u128)),
-                        g.next() as u16,
+                        IpAddr::from(Ipv6Addr::from(
+                            (g.next_u64() as u128) << 64 | g.next_u64() as u128,
+                        )),
+                        g.next_u64() as u16,
                     ),
                     SocketAddr::new(
-                        IpAddr::from(Ipv6Addr::from((g.next() as u128) << 64 | g.next() as u128)),
-                        g.next() as u16,
+                        IpAddr::from(Ipv6Addr::from(
+                            (g.next_u64() as u128) << 64 | g.next_u64() as u128,
+                        )),
+                        g.next_u64() as u16,
                     ),
                 )
             };
@@ -836,7 +827,7 @@ mod tests {
 
     #[test]
     fn random_and_mutated_input_never_panics_and_stays_in_bounds() {
-        let mut g = Gen(0xDEAD_BEEF_CAFE_F00D);
+        let mut g = XorShift(0xDEAD_BEEF_CAFE_F00D);
         let seeds = [
             encode(Version::V1, Some((sa("192.0.2.7:1"), sa("10.0.0.1:2")))),
             encode(Version::V1, Some((sa("[2001:db8::1]:1"), sa("[::1]:2")))),
@@ -845,19 +836,19 @@ mod tests {
         ];
         for i in 0..20_000 {
             let mut b: Vec<u8> = if i % 4 == 0 {
-                (0..g.next() % 200).map(|_| g.byte()).collect()
+                (0..g.next_u64() % 200).map(|_| g.byte()).collect()
             } else {
-                let mut b = seeds[(g.next() % 4) as usize].clone();
-                for _ in 0..=(g.next() % 3) {
-                    let at = (g.next() as usize) % b.len();
+                let mut b = seeds[(g.next_u64() % 4) as usize].clone();
+                for _ in 0..=(g.next_u64() % 3) {
+                    let at = (g.next_u64() as usize) % b.len();
                     b[at] = g.byte();
                 }
-                let cut = (g.next() as usize) % (b.len() + 1);
+                let cut = (g.next_u64() as usize) % (b.len() + 1);
                 b.truncate(cut);
                 b
             };
             if i % 7 == 0 {
-                b.extend((0..g.next() % 64).map(|_| g.byte()));
+                b.extend((0..g.next_u64() % 64).map(|_| g.byte()));
             }
             for a in [Accept::V1, Accept::V2, Accept::Any] {
                 match parse(&b, a) {

@@ -15,3 +15,26 @@ pub fn require_root(why: &str) {
         "this test {why}: it needs root (run the tests as root, e.g. `sudo -E cargo test`); it fails rather than skip"
     );
 }
+
+/// xorshift64: a small deterministic generator for the unit tests' random inputs (seed it
+/// with a non-zero value and print the seed on failure).
+#[derive(Debug, Clone)]
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn byte(&mut self) -> u8 {
+        (self.next_u64() & 0xFF) as u8
+    }
+
+    /// A number below `n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> usize {
+        (self.next_u64() % n) as usize
+    }
+}

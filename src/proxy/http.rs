@@ -568,6 +568,7 @@ fn framing(fields: &[Field<'_>]) -> Framing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::XorShift;
 
     fn run(chunks: &[&[u8]]) -> (Vec<u8>, Rewriter) {
         let mut r = Rewriter::new("10.0.0.1", Proto::Http);
@@ -887,31 +888,22 @@ mod tests {
         assert!(out.ends_with(b"\r\n\r\nzz\r\nGET / HTTP/1.1\r\n\r\n"));
     }
 
-    /// xorshift64: deterministic, seed printed on failure.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> usize {
-            (self.next() % n) as usize
-        }
-    }
-
     /// A random stream of requests (no forwarding fields of their own), with bodies that
     /// contain request-looking bytes, optionally ending in binary garbage. Returns the stream
     /// and how many heads come before the garbage.
-    fn random_stream(rng: &mut Rng) -> (Vec<u8>, u64) {
+    fn random_stream(rng: &mut XorShift) -> (Vec<u8>, u64) {
         let mut v = Vec::new();
         let n = 1 + rng.below(8) as u64;
         for _ in 0..n {
             let eol: &[u8] = if rng.below(4) == 0 { b"\n" } else { b"\r\n" };
             let method = ["GET", "POST", "PUT", "PATCH", "OPTIONS"][rng.below(5)];
             v.extend_from_slice(
-                format!("{method} /p{} HTTP/1.{}", rng.next() % 1000, rng.below(2)).as_bytes(),
+                format!(
+                    "{method} /p{} HTTP/1.{}",
+                    rng.next_u64() % 1000,
+                    rng.below(2)
+                )
+                .as_bytes(),
             );
             v.extend_from_slice(eol);
             for i in 0..rng.below(6) {
@@ -952,7 +944,7 @@ mod tests {
             v.extend_from_slice(eol);
         }
         if rng.below(3) == 0 {
-            v.extend((0..rng.below(2000)).map(|_| (rng.next() >> 24) as u8 | 0x80));
+            v.extend((0..rng.below(2000)).map(|_| (rng.next_u64() >> 24) as u8 | 0x80));
         }
         (v, n)
     }
@@ -974,7 +966,7 @@ mod tests {
     #[test]
     fn seeded_random_streams_lose_nothing_and_rewrite_every_request() {
         for seed in 1..=300u64 {
-            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+            let mut rng = XorShift(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
             let (input, heads) = random_stream(&mut rng);
             let mut r = Rewriter::new("10.0.0.1", Proto::Http);
             let mut out = Vec::new();
