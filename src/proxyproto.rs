@@ -722,31 +722,19 @@ mod tests {
             b[at] = v;
             b
         };
-        assert_eq!(
-            reason(&with(12, 0x11), Accept::Any),
-            Reason::Malformed,
-            "version 1"
-        );
-        assert_eq!(
-            reason(&with(12, 0x22), Accept::Any),
-            Reason::Malformed,
-            "command 2"
-        );
-        assert_eq!(
-            reason(&with(13, 0x41), Accept::Any),
-            Reason::Malformed,
-            "family 4"
-        );
-        assert_eq!(
-            reason(&with(13, 0x13), Accept::Any),
-            Reason::Malformed,
-            "protocol 3"
-        );
-        assert_eq!(
-            reason(&with(13, 0x12), Accept::Any),
-            Reason::Malformed,
-            "UDP"
-        );
+        for (at, v, what) in [
+            (12, 0x11, "version 1"),
+            (12, 0x22, "command 2"),
+            (13, 0x41, "family 4"),
+            (13, 0x13, "protocol 3"),
+            (13, 0x12, "UDP"),
+        ] {
+            assert_eq!(
+                reason(&with(at, v), Accept::Any),
+                Reason::Malformed,
+                "{what}"
+            );
+        }
         // Length shorter than the INET addresses.
         assert_eq!(reason(&with(15, 8), Accept::Any), Reason::Malformed);
         // Length longer than what came: incomplete until the bound.

@@ -517,47 +517,28 @@ fn payload_prefix_matches_the_start_of_the_payload() {
         ..Flags::default()
     };
     let v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\0\x0c";
-    let frames = [
+    // pen → web1 on port 80, from source port `sport`.
+    let to_web1 = |sport, flags, payload: &[u8]| {
         tcp4(
             PEN_MAC,
             WEB1_MAC,
             [10, 0, 0, 2],
             [10, 0, 0, 3],
-            40000,
+            sport,
             80,
+            flags,
+            payload,
+        )
+    };
+    let frames = [
+        to_web1(
+            40000,
             ack,
             b"PROXY TCP4 10.0.0.10 10.0.0.2 5555 80\r\nGET / HTTP/1.0\r\n",
         ),
-        tcp4(
-            PEN_MAC,
-            WEB1_MAC,
-            [10, 0, 0, 2],
-            [10, 0, 0, 3],
-            40001,
-            80,
-            ack,
-            v2,
-        ),
-        tcp4(
-            PEN_MAC,
-            WEB1_MAC,
-            [10, 0, 0, 2],
-            [10, 0, 0, 3],
-            40002,
-            80,
-            ack,
-            b"GET / HTTP/1.0\r\n",
-        ),
-        tcp4(
-            PEN_MAC,
-            WEB1_MAC,
-            [10, 0, 0, 2],
-            [10, 0, 0, 3],
-            40003,
-            80,
-            syn(),
-            b"",
-        ),
+        to_web1(40001, ack, v2),
+        to_web1(40002, ack, b"GET / HTTP/1.0\r\n"),
+        to_web1(40003, syn(), b""),
     ];
     let f: Vec<FrameInfo> = frames
         .iter()
