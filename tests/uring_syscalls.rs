@@ -78,10 +78,9 @@ fn strace_counts(pid: u32, load: impl FnOnce()) -> (HashMap<String, u64>, String
     (parse_summary(&text), text)
 }
 
-#[test]
-fn an_idle_loop_sleeps_instead_of_ticking() {
-    // No connection, none queued, nothing timed: the loop waits in the ring until a client or
-    // a control request comes, rather than turning every 200 ms (15 turns in 3 s).
+/// A pen on the io_uring path (forced, whatever `PEN_TEST_TCP_ENGINE` says) in front of
+/// backend "a", which must live as long as the pen.
+fn uring_pen() -> (Backend, Pen) {
     let a = Backend::start("a", "127.0.0.1");
     let pen = Pen::start_with(
         &["-O".into(), "io_uring".into()],
@@ -90,6 +89,14 @@ fn an_idle_loop_sleeps_instead_of_ticking() {
         Listen::Reported,
     );
     assert_eq!(pen.data_path(), "io_uring", "stderr:\n{}", pen.stderr());
+    (a, pen)
+}
+
+#[test]
+fn an_idle_loop_sleeps_instead_of_ticking() {
+    // No connection, none queued, nothing timed: the loop waits in the ring until a client or
+    // a control request comes, rather than turning every 200 ms (15 turns in 3 s).
+    let (_a, pen) = uring_pen();
     let (calls, text) = strace_counts(pen.pid(), || std::thread::sleep(Duration::from_secs(3)));
     let enters = calls.get("io_uring_enter").copied().unwrap_or(0);
     assert!(
@@ -102,14 +109,7 @@ fn an_idle_loop_sleeps_instead_of_ticking() {
 
 #[test]
 fn new_connections_make_no_getpeername_and_no_close_calls() {
-    let a = Backend::start("a", "127.0.0.1");
-    let pen = Pen::start_with(
-        &["-O".into(), "io_uring".into()],
-        &["127.0.0.1:0", &a.spec],
-        &[],
-        Listen::Reported,
-    );
-    assert_eq!(pen.data_path(), "io_uring", "stderr:\n{}", pen.stderr());
+    let (_a, pen) = uring_pen();
     for _ in 0..5 {
         assert_eq!(get(None, pen.addr()).unwrap(), "a");
     }
@@ -158,14 +158,7 @@ fn perf_counts(pid: u32, events: &[&str], load: impl FnOnce()) -> Vec<u64> {
 
 #[test]
 fn new_connections_submit_no_linked_timeout_and_post_no_close_completions() {
-    let a = Backend::start("a", "127.0.0.1");
-    let pen = Pen::start_with(
-        &["-O".into(), "io_uring".into()],
-        &["127.0.0.1:0", &a.spec],
-        &[],
-        Listen::Reported,
-    );
-    assert_eq!(pen.data_path(), "io_uring", "stderr:\n{}", pen.stderr());
+    let (_a, pen) = uring_pen();
     for _ in 0..5 {
         assert_eq!(get(None, pen.addr()).unwrap(), "a");
     }
